@@ -1,0 +1,318 @@
+//! Message heads: `httparse` tokenizes, this module bounds and converts.
+//!
+//! Parsing is incremental in the only way that matters for heads: a call
+//! either finds a complete head at the front of the buffer and removes exactly
+//! its bytes (leaving a pipelined successor in place), or returns `Ok(None)`
+//! and removes nothing. Field values are zero-copy slices of the head's bytes.
+//!
+//! Limits are checked on partial heads too, so a peer that never sends the
+//! blank line cannot make us buffer more than [`Limits::max_head_bytes`].
+
+use std::mem::MaybeUninit;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
+
+use crate::Limits;
+use crate::error::{Error, ErrorKind};
+
+/// A request head: request line and header fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    /// The method.
+    pub method: Method,
+    /// The request target as sent (origin-, absolute-, authority- or
+    /// asterisk-form).
+    pub target: Uri,
+    /// HTTP/1.0 or HTTP/1.1.
+    pub version: Version,
+    /// Header fields.
+    pub headers: HeaderMap,
+    /// Original spelling of the field names, when kept.
+    pub header_case: HeaderCase,
+}
+
+/// A response head: status line and header fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// The status code.
+    pub status: StatusCode,
+    /// The reason phrase, when it differs from the canonical one.
+    pub reason: Option<Bytes>,
+    /// HTTP/1.0 or HTTP/1.1.
+    pub version: Version,
+    /// Header fields.
+    pub headers: HeaderMap,
+    /// Original spelling of the field names, when kept.
+    pub header_case: HeaderCase,
+}
+
+impl RequestHead {
+    /// A head with no fields.
+    pub fn new(method: Method, target: Uri, version: Version) -> Self {
+        RequestHead {
+            method,
+            target,
+            version,
+            headers: HeaderMap::new(),
+            header_case: HeaderCase::default(),
+        }
+    }
+}
+
+impl ResponseHead {
+    /// A HTTP/1.1 head with no fields.
+    pub fn new(status: StatusCode) -> Self {
+        ResponseHead {
+            status,
+            reason: None,
+            version: Version::HTTP_11,
+            headers: HeaderMap::new(),
+            header_case: HeaderCase::default(),
+        }
+    }
+}
+
+/// The wire spelling of each field line's name, in arrival order.
+///
+/// `http::HeaderMap` lowercases names; a proxy must not rewrite what it
+/// passes through, so when asked the parser records `(name, as sent)` per
+/// field line and the encoder writes the n-th line of a name with the n-th
+/// spelling it recorded. Empty (and allocation-free) unless enabled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderCase(Vec<(HeaderName, Bytes)>);
+
+impl HeaderCase {
+    /// Record one field line's spelling.
+    pub fn push(&mut self, name: HeaderName, spelling: Bytes) {
+        self.0.push((name, spelling));
+    }
+
+    /// The spelling of the `nth` (0-based) line named `name`, falling back to
+    /// the first one recorded for that name.
+    pub fn get(&self, name: &HeaderName, nth: usize) -> Option<&[u8]> {
+        let mut same = self.0.iter().filter(|(n, _)| n == name);
+        let first = same.clone().next();
+        same.nth(nth).or(first).map(|(_, s)| s.as_ref())
+    }
+
+    /// True if nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Byte ranges of one field line inside the head buffer.
+#[derive(Clone, Copy, Default)]
+struct FieldIndices {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+/// Where `part` (a sub-slice httparse returned) sits inside `base`. Heads are
+/// bounded far below 4 GiB, so `u32` keeps the per-parse scratch array small.
+fn offset_in(base: &[u8], part: &[u8]) -> (u32, u32) {
+    let start = part.as_ptr() as usize - base.as_ptr() as usize;
+    (start as u32, (start + part.len()) as u32)
+}
+
+/// Checks a head that httparse could not finish yet: the bytes so far must
+/// still fit every bound, or waiting for more is pointless.
+fn check_partial(buf: &[u8], limits: &Limits, is_request: bool) -> Result<(), Error> {
+    if buf.len() <= limits.max_line_bytes && buf.len() <= limits.max_head_bytes {
+        return Ok(());
+    }
+    match buf.iter().position(|&b| b == b'\n') {
+        None if is_request => Err(Error::remote(ErrorKind::RequestLineTooLong {
+            limit: limits.max_line_bytes,
+        })),
+        None => Err(Error::remote(ErrorKind::HeadTooLarge {
+            limit: limits.max_head_bytes,
+        })),
+        Some(first_nl) => {
+            if is_request && first_nl > limits.max_line_bytes {
+                return Err(Error::remote(ErrorKind::RequestLineTooLong {
+                    limit: limits.max_line_bytes,
+                }));
+            }
+            let last_nl = buf.iter().rposition(|&b| b == b'\n').unwrap_or(first_nl);
+            if buf.len() - last_nl - 1 > limits.max_line_bytes {
+                return Err(Error::remote(ErrorKind::HeaderLineTooLong {
+                    limit: limits.max_line_bytes,
+                }));
+            }
+            if buf.len() > limits.max_head_bytes {
+                return Err(Error::remote(ErrorKind::HeadTooLarge {
+                    limit: limits.max_head_bytes,
+                }));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn map_httparse(e: httparse::Error, limits: &Limits) -> Error {
+    match e {
+        httparse::Error::TooManyHeaders => Error::remote(ErrorKind::TooManyHeaders {
+            limit: limits.max_headers,
+        }),
+        httparse::Error::Version => Error::remote(ErrorKind::UnsupportedVersion),
+        other => Error::remote(ErrorKind::MalformedHead(other)),
+    }
+}
+
+fn version_of(v: Option<u8>) -> Version {
+    match v {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    }
+}
+
+/// Builds the header map from recorded indices into the frozen head.
+fn build_headers(
+    head: &Bytes,
+    fields: &[FieldIndices],
+    limits: &Limits,
+    keep_case: bool,
+    case: &mut HeaderCase,
+) -> Result<HeaderMap, Error> {
+    let mut map = HeaderMap::with_capacity(fields.len());
+    for f in fields {
+        let (ns, ne) = (f.name.0 as usize, f.name.1 as usize);
+        let (vs, ve) = (f.value.0 as usize, f.value.1 as usize);
+        // The line runs from the name to the value's end (+ CRLF).
+        if ve - ns + 2 > limits.max_line_bytes {
+            return Err(Error::remote(ErrorKind::HeaderLineTooLong {
+                limit: limits.max_line_bytes,
+            }));
+        }
+        let raw_name = &head[ns..ne];
+        let name = HeaderName::from_bytes(raw_name)
+            .map_err(|_| Error::remote(ErrorKind::MalformedHeader))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
+            .map_err(|_| Error::remote(ErrorKind::MalformedHeader))?;
+        if keep_case {
+            case.push(name.clone(), head.slice(ns..ne));
+        }
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// Parses one request head from the front of `buf`.
+///
+/// On success the head's bytes are removed from `buf`; anything after them
+/// (a body, the next pipelined request) stays. `Ok(None)` means more bytes
+/// are needed and `buf` is untouched.
+pub fn parse_request(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    keep_case: bool,
+) -> Result<Option<RequestHead>, Error> {
+    let max = limits.max_headers.min(Limits::HARD_MAX_HEADERS);
+    let mut slots =
+        [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; Limits::HARD_MAX_HEADERS];
+    let mut fields = [FieldIndices::default(); Limits::HARD_MAX_HEADERS];
+    let (len, n, method, target, version, line_end);
+    {
+        let mut req = httparse::Request::new(&mut []);
+        match req.parse_with_uninit_headers(buf, &mut slots[..max]) {
+            Ok(httparse::Status::Complete(l)) => len = l,
+            Ok(httparse::Status::Partial) => {
+                check_partial(buf, limits, true)?;
+                return Ok(None);
+            }
+            Err(e) => return Err(map_httparse(e, limits)),
+        }
+        n = req.headers.len();
+        for (slot, h) in fields.iter_mut().zip(req.headers.iter()) {
+            slot.name = offset_in(buf, h.name.as_bytes());
+            slot.value = offset_in(buf, h.value);
+        }
+        let m = req.method.unwrap_or_default();
+        method = Method::from_bytes(m.as_bytes())
+            .map_err(|_| Error::remote(ErrorKind::MalformedHead(httparse::Error::Token)))?;
+        target = offset_in(buf, req.path.unwrap_or_default().as_bytes());
+        version = version_of(req.version);
+        line_end = target.1 as usize + " HTTP/1.1".len();
+    }
+    if line_end > limits.max_line_bytes {
+        return Err(Error::remote(ErrorKind::RequestLineTooLong {
+            limit: limits.max_line_bytes,
+        }));
+    }
+    if len > limits.max_head_bytes {
+        return Err(Error::remote(ErrorKind::HeadTooLarge {
+            limit: limits.max_head_bytes,
+        }));
+    }
+    let head = buf.split_to(len).freeze();
+    let target = Uri::from_maybe_shared(head.slice(target.0 as usize..target.1 as usize))
+        .map_err(|_| Error::remote(ErrorKind::MalformedTarget))?;
+    let mut header_case = HeaderCase::default();
+    let headers = build_headers(&head, &fields[..n], limits, keep_case, &mut header_case)?;
+    Ok(Some(RequestHead {
+        method,
+        target,
+        version,
+        headers,
+        header_case,
+    }))
+}
+
+/// Parses one response head from the front of `buf`; same contract as
+/// [`parse_request`].
+pub fn parse_response(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    keep_case: bool,
+) -> Result<Option<ResponseHead>, Error> {
+    let max = limits.max_headers.min(Limits::HARD_MAX_HEADERS);
+    let mut slots =
+        [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; Limits::HARD_MAX_HEADERS];
+    let mut fields = [FieldIndices::default(); Limits::HARD_MAX_HEADERS];
+    let (len, n, code, reason, version);
+    {
+        let mut res = httparse::Response::new(&mut []);
+        match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut res,
+            buf,
+            &mut slots[..max],
+        ) {
+            Ok(httparse::Status::Complete(l)) => len = l,
+            Ok(httparse::Status::Partial) => {
+                check_partial(buf, limits, false)?;
+                return Ok(None);
+            }
+            Err(e) => return Err(map_httparse(e, limits)),
+        }
+        n = res.headers.len();
+        for (slot, h) in fields.iter_mut().zip(res.headers.iter()) {
+            slot.name = offset_in(buf, h.name.as_bytes());
+            slot.value = offset_in(buf, h.value);
+        }
+        code = res.code.unwrap_or_default();
+        reason = res.reason.map(|r| offset_in(buf, r.as_bytes()));
+        version = version_of(res.version);
+    }
+    if len > limits.max_head_bytes {
+        return Err(Error::remote(ErrorKind::HeadTooLarge {
+            limit: limits.max_head_bytes,
+        }));
+    }
+    let status = StatusCode::from_u16(code)
+        .map_err(|_| Error::remote(ErrorKind::MalformedHead(httparse::Error::Status)))?;
+    let head = buf.split_to(len).freeze();
+    let reason = reason
+        .map(|(s, e)| head.slice(s as usize..e as usize))
+        .filter(|r| Some(r.as_ref()) != status.canonical_reason().map(str::as_bytes));
+    let mut header_case = HeaderCase::default();
+    let headers = build_headers(&head, &fields[..n], limits, keep_case, &mut header_case)?;
+    Ok(Some(ResponseHead {
+        status,
+        reason,
+        version,
+        headers,
+        header_case,
+    }))
+}

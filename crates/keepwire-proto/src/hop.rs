@@ -1,0 +1,331 @@
+//! What belongs to one hop, and the small per-message facts connection
+//! management keys on.
+//!
+//! `Connection` is a comma-separated list that may be split over several
+//! field lines (R3.1); its tokens either steer persistence (`close`,
+//! `keep-alive`, `upgrade`) or name other fields that die at this hop
+//! (R3.2). An intermediary that forwards any of them is a dumb proxy (R6.1).
+
+use http::header::{CONNECTION, EXPECT, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Version};
+
+/// `Proxy-Connection`: non-standard, sent by some clients to a proxy (R6.2).
+pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// `Keep-Alive`: HTTP/1.0+ persistence parameters (R5.2).
+pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// Fields that never cross a hop even when `Connection` does not name them
+/// (R3.2). `Upgrade` is separate: it is relayed when the upgrade is.
+pub const HOP_BY_HOP: [HeaderName; 7] = [
+    CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    http::header::PROXY_AUTHENTICATE,
+];
+
+/// Splits a list-valued field (`#element`) on commas, trimming optional
+/// whitespace and skipping empty elements (RFC 9110 §5.6.1).
+pub fn split_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> + Clone {
+    value
+        .split(|&b| b == b',')
+        .map(|t| t.trim_ascii())
+        .filter(|t| !t.is_empty())
+}
+
+/// The persistence tokens of a message's `Connection` lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionTokens {
+    /// `close`: last message on this connection (R5.3).
+    pub close: bool,
+    /// `keep-alive`: HTTP/1.0+ persistence requested or granted (R5.1).
+    pub keep_alive: bool,
+    /// `upgrade`: the `Upgrade` field applies to this hop (R9.1).
+    pub upgrade: bool,
+}
+
+impl ConnectionTokens {
+    /// Reads every `Connection` line, case-insensitively.
+    pub fn of(headers: &HeaderMap) -> Self {
+        Self::from_lines(headers.get_all(CONNECTION))
+    }
+
+    /// Reads `Connection` and `Proxy-Connection` together: a proxy treats the
+    /// latter as the former for the client hop (R6.2).
+    pub fn of_proxy_request(headers: &HeaderMap) -> Self {
+        let a = Self::of(headers);
+        let b = Self::from_lines(headers.get_all(PROXY_CONNECTION));
+        ConnectionTokens {
+            close: a.close || b.close,
+            keep_alive: a.keep_alive || b.keep_alive,
+            upgrade: a.upgrade || b.upgrade,
+        }
+    }
+
+    fn from_lines<'a>(lines: impl IntoIterator<Item = &'a HeaderValue>) -> Self {
+        let mut t = ConnectionTokens::default();
+        for value in lines {
+            for token in split_tokens(value.as_bytes()) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    t.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    t.keep_alive = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    t.upgrade = true;
+                }
+            }
+        }
+        t
+    }
+
+    /// Whether the sender of a message with these tokens and this version
+    /// wants the connection to persist (R5.1, R5.3): HTTP/1.1 unless `close`;
+    /// HTTP/1.0 only with `keep-alive` and without `close`.
+    pub fn persistent(self, version: Version) -> bool {
+        if self.close {
+            return false;
+        }
+        version == Version::HTTP_11 || self.keep_alive
+    }
+}
+
+/// Removes every hop-by-hop field before forwarding (R3.2, R6.1, R6.2):
+/// `Connection`, each field it (or `Proxy-Connection`) names, the fixed list
+/// in [`HOP_BY_HOP`], `Proxy-Authorization`, and `Upgrade` unless
+/// `relay_upgrade` is set (the intermediary relays this upgrade, R9.1).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, relay_upgrade: bool) {
+    let mut named: Vec<HeaderName> = Vec::new();
+    for line in [CONNECTION, PROXY_CONNECTION] {
+        for value in headers.get_all(&line) {
+            for token in split_tokens(value.as_bytes()) {
+                if let Ok(name) = HeaderName::from_bytes(token) {
+                    named.push(name);
+                }
+            }
+        }
+    }
+    let is_hop = |name: &HeaderName| {
+        HOP_BY_HOP.contains(name)
+            || name == http::header::PROXY_AUTHORIZATION
+            || (name == UPGRADE && !relay_upgrade)
+            || (named.contains(name) && !(relay_upgrade && name == UPGRADE))
+    };
+    if !headers.keys().any(is_hop) {
+        return;
+    }
+    // HeaderMap::remove swaps entries around; rebuild instead, so the
+    // end-to-end fields keep their order across the hop.
+    let old = std::mem::replace(headers, HeaderMap::with_capacity(headers.len()));
+    let mut current: Option<HeaderName> = None;
+    for (name, value) in old {
+        if let Some(name) = name {
+            current = Some(name);
+        }
+        if let Some(name) = current.as_ref().filter(|n| !is_hop(n)) {
+            headers.append(name.clone(), value);
+        }
+    }
+}
+
+/// `Keep-Alive: timeout=N, max=M` (R5.2). Both are hints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeepAliveParams {
+    /// Seconds an idle connection is kept.
+    pub timeout: Option<u64>,
+    /// Further requests the connection will take.
+    pub max: Option<u64>,
+}
+
+impl KeepAliveParams {
+    /// Parses every `Keep-Alive` line; unknown parameters and malformed
+    /// numbers are ignored, as they are only hints.
+    pub fn parse(headers: &HeaderMap) -> Self {
+        let mut p = KeepAliveParams::default();
+        for value in headers.get_all(KEEP_ALIVE) {
+            for param in split_tokens(value.as_bytes()) {
+                let Some(eq) = param.iter().position(|&b| b == b'=') else {
+                    continue;
+                };
+                let (key, val) = (param[..eq].trim_ascii(), param[eq + 1..].trim_ascii());
+                let val = val.strip_prefix(b"\"").unwrap_or(val);
+                let val = val.strip_suffix(b"\"").unwrap_or(val);
+                let Some(n) = std::str::from_utf8(val).ok().and_then(|s| s.parse().ok()) else {
+                    continue;
+                };
+                if key.eq_ignore_ascii_case(b"timeout") {
+                    p.timeout = Some(n);
+                } else if key.eq_ignore_ascii_case(b"max") {
+                    p.max = Some(n);
+                }
+            }
+        }
+        p
+    }
+
+    /// The field value, or `None` when both are unset.
+    pub fn to_header_value(self) -> Option<HeaderValue> {
+        let s = match (self.timeout, self.max) {
+            (Some(t), Some(m)) => format!("timeout={t}, max={m}"),
+            (Some(t), None) => format!("timeout={t}"),
+            (None, Some(m)) => format!("max={m}"),
+            (None, None) => return None,
+        };
+        HeaderValue::from_str(&s).ok()
+    }
+}
+
+/// Idempotent methods (RFC 9110 §9.2.2): a client may retry these once after
+/// a connection failure (R8.3) and may pipeline them (R7.4).
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// True if a request asks for `100 Continue` before sending its body.
+/// HTTP/1.0 requests' expectations are ignored (RFC 9110 §10.1.1).
+pub fn expects_continue(version: Version, headers: &HeaderMap) -> bool {
+    version == Version::HTTP_11
+        && headers.get_all(EXPECT).iter().any(|v| {
+            v.as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"100-continue")
+        })
+}
+
+/// The protocol a message asks to switch to: `Upgrade` is present and
+/// `Connection` lists `upgrade` (R9.1). HTTP/1.0 cannot upgrade.
+pub fn upgrade_protocol(version: Version, headers: &HeaderMap) -> Option<&HeaderValue> {
+    if version != Version::HTTP_11 || !ConnectionTokens::of(headers).upgrade {
+        return None;
+    }
+    headers.get(UPGRADE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(fields: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (n, v) in fields {
+            m.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn connection_tokens_span_lines_and_ignore_case() {
+        let t = ConnectionTokens::of(&map(&[
+            ("connection", "Foo, KEEP-ALIVE"),
+            ("connection", " Close "),
+        ]));
+        assert!(t.close && t.keep_alive && !t.upgrade);
+        let t = ConnectionTokens::of(&map(&[("connection", "x-close, keepalive")]));
+        assert_eq!(t, ConnectionTokens::default());
+    }
+
+    #[test]
+    fn persistence_decision_table() {
+        // (version, connection lines, persistent)
+        let table: &[(Version, &[&str], bool)] = &[
+            (Version::HTTP_11, &[], true),
+            (Version::HTTP_11, &["close"], false),
+            (Version::HTTP_11, &["keep-alive"], true),
+            (Version::HTTP_11, &["keep-alive", "close"], false),
+            (Version::HTTP_11, &["Upgrade, CLOSE"], false),
+            (Version::HTTP_10, &[], false),
+            (Version::HTTP_10, &["keep-alive"], true),
+            (Version::HTTP_10, &["Keep-Alive"], true),
+            (Version::HTTP_10, &["keep-alive, close"], false),
+            (Version::HTTP_10, &["foo"], false),
+        ];
+        for (version, lines, want) in table {
+            let fields: Vec<_> = lines.iter().map(|l| ("connection", *l)).collect();
+            let got = ConnectionTokens::of(&map(&fields)).persistent(*version);
+            assert_eq!(got, *want, "{version:?} {lines:?}");
+        }
+    }
+
+    #[test]
+    fn strip_removes_named_fixed_and_proxy_fields() {
+        let mut h = map(&[
+            ("connection", "X-Hop, keep-alive"),
+            ("connection", "x-other"),
+            ("proxy-connection", "X-Proxy-Named"),
+            ("x-hop", "1"),
+            ("x-other", "1"),
+            ("x-proxy-named", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("trailer", "x-checksum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-authenticate", "Basic"),
+            ("x-end-to-end", "kept"),
+            ("cache-control", "no-cache"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-end-to-end", "cache-control"]);
+    }
+
+    #[test]
+    fn strip_keeps_upgrade_when_relaying_it() {
+        let mut h = map(&[("connection", "upgrade"), ("upgrade", "websocket")]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get(UPGRADE).unwrap(), "websocket");
+        assert!(h.get(CONNECTION).is_none());
+    }
+
+    #[test]
+    fn keep_alive_params_round_trip_and_tolerate_noise() {
+        let p = KeepAliveParams::parse(&map(&[(
+            "keep-alive",
+            "timeout=5, MAX=\"100\", foo=bar, junk",
+        )]));
+        assert_eq!(
+            p,
+            KeepAliveParams {
+                timeout: Some(5),
+                max: Some(100)
+            }
+        );
+        assert_eq!(p.to_header_value().unwrap(), "timeout=5, max=100");
+        assert_eq!(
+            KeepAliveParams::parse(&map(&[("keep-alive", "timeout=x")])),
+            KeepAliveParams::default()
+        );
+        assert!(KeepAliveParams::default().to_header_value().is_none());
+    }
+
+    #[test]
+    fn idempotency_expect_and_upgrade() {
+        for m in ["GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"] {
+            assert!(
+                is_idempotent(&Method::from_bytes(m.as_bytes()).unwrap()),
+                "{m}"
+            );
+        }
+        for m in ["POST", "PATCH", "CONNECT"] {
+            assert!(
+                !is_idempotent(&Method::from_bytes(m.as_bytes()).unwrap()),
+                "{m}"
+            );
+        }
+        let h = map(&[("expect", "100-Continue")]);
+        assert!(expects_continue(Version::HTTP_11, &h));
+        assert!(!expects_continue(Version::HTTP_10, &h));
+        let h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert_eq!(upgrade_protocol(Version::HTTP_11, &h).unwrap(), "websocket");
+        assert!(upgrade_protocol(Version::HTTP_10, &h).is_none());
+        assert!(upgrade_protocol(Version::HTTP_11, &map(&[("upgrade", "websocket")])).is_none());
+    }
+}
