@@ -107,10 +107,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, relay_upgrade: bool) {
         }
     }
     let is_hop = |name: &HeaderName| {
+        if name == UPGRADE {
+            return !relay_upgrade;
+        }
         HOP_BY_HOP.contains(name)
             || name == http::header::PROXY_AUTHORIZATION
-            || (name == UPGRADE && !relay_upgrade)
-            || (named.contains(name) && !(relay_upgrade && name == UPGRADE))
+            || named.contains(name)
     };
     if !headers.keys().any(is_hop) {
         return;

@@ -1,9 +1,23 @@
 //! keepwire's runtime: HTTP/1.x connection management on tokio.
 //!
-//! The server, client pool and proxy arrive in later steps; this crate
-//! re-exports the sans-IO core they are built on so that users depend on one
-//! crate.
+//! # Layout
+//! - [`server`]: the origin server (persistent connections, pipelining,
+//!   limits, lingering close, graceful shutdown).
+//! - [`body`]: one streaming body type for requests and responses.
+//! - [`net`]: socket options and the lingering close (R2.3, R8.5).
+//! - [`metrics`]: connection counters in Prometheus text format.
+//!
+//! The protocol itself lives in the sans-IO [`proto`] crate; this crate is
+//! the pump that moves bytes, runs handlers and owns the clocks.
 
 #![deny(missing_docs)]
 
+pub mod body;
+mod date;
+pub mod metrics;
+pub mod net;
+pub mod server;
+
+pub use body::{Body, BodyError, BodySender};
 pub use keepwire_proto as proto;
+pub use server::{ConnInfo, Server};

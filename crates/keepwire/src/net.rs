@@ -1,0 +1,120 @@
+//! Socket options and the graceful (lingering) close.
+//!
+//! Why lingering (R8.4, R8.5): if we `close()` while the client's pipelined
+//! requests are still arriving, our kernel answers them with RST, and an RST
+//! makes the client's kernel discard responses it had received but the
+//! application had not read yet. So a server that ends a connection first
+//! sends FIN (`shutdown(Write)`), then reads and discards until the client
+//! closes too, bounded in time and bytes, and only then closes fully. nginx
+//! calls this lingering close (`lingering_time 30s`, `lingering_timeout 5s`).
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+/// Bounds of a lingering close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Linger {
+    /// Longest the whole drain may take (nginx `lingering_time`, 30 s; we
+    /// default to 5 s, enough for in-flight pipelined bytes on any sane RTT).
+    pub max_time: Duration,
+    /// Longest wait for the next input while draining (nginx
+    /// `lingering_timeout`, 5 s; default 2 s).
+    pub idle: Duration,
+    /// Most bytes read and discarded before giving up (default 256 KiB).
+    pub max_bytes: u64,
+}
+
+impl Default for Linger {
+    fn default() -> Self {
+        Linger {
+            max_time: Duration::from_secs(5),
+            idle: Duration::from_secs(2),
+            max_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// How a lingering close ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LingerOutcome {
+    /// The peer closed its side too: a clean FIN/FIN close.
+    Fin,
+    /// Time or byte bound hit (the final close may send RST).
+    Bounded,
+    /// The socket failed (reset by the peer, ...).
+    Error,
+}
+
+/// Shuts down our sending side, drains input within `linger`'s bounds, and
+/// closes. Returns the outcome and the bytes discarded.
+pub async fn lingering_close(mut stream: TcpStream, linger: Linger) -> (LingerOutcome, u64) {
+    if stream.shutdown().await.is_err() {
+        return (LingerOutcome::Error, 0);
+    }
+    let deadline = Instant::now() + linger.max_time;
+    let mut scratch = [0u8; 4096];
+    let mut discarded = 0u64;
+    loop {
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(linger.idle);
+        if wait.is_zero() || discarded > linger.max_bytes {
+            return (LingerOutcome::Bounded, discarded);
+        }
+        match tokio::time::timeout(wait, stream.readable()).await {
+            Err(_) => return (LingerOutcome::Bounded, discarded),
+            Ok(Err(_)) => return (LingerOutcome::Error, discarded),
+            Ok(Ok(())) => match stream.try_read(&mut scratch) {
+                Ok(0) => return (LingerOutcome::Fin, discarded),
+                Ok(n) => discarded += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return (LingerOutcome::Error, discarded),
+            },
+        }
+    }
+}
+
+/// Options for a listening socket.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListenOptions {
+    /// `SO_REUSEPORT`: several listeners (one per thread) share the port.
+    pub reuse_port: bool,
+    /// Listen backlog (default 1024).
+    pub backlog: Option<i32>,
+}
+
+/// Binds a non-blocking listener with `SO_REUSEADDR` (and `SO_REUSEPORT` when
+/// asked). IPv6 listeners are v6-only so `[::]` and `0.0.0.0` can coexist.
+pub fn bind_listener(addr: SocketAddr, opts: ListenOptions) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if opts.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(opts.backlog.unwrap_or(1024))?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Per-connection options every HTTP socket gets: TCP_NODELAY, because HTTP
+/// writes whole messages and Nagle would hold a small second write for the
+/// peer's delayed ACK (R2.3).
+pub fn tune_stream(stream: &TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)
+}
+
+/// Resets the connection instead of closing it gracefully (SO_LINGER 0);
+/// used by tests and the lab to show what a full close does to a pipeline.
+pub fn set_abortive_close(stream: &TcpStream) -> io::Result<()> {
+    SockRef::from(stream).set_linger(Some(Duration::ZERO))
+}

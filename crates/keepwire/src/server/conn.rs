@@ -1,0 +1,719 @@
+//! One server connection: an `async fn` loop pumping the sans-IO `Conn`.
+//!
+//! Each turn of the loop does, in order, everything that needs no waiting:
+//! 1. parse what is buffered (requests start handlers; body bytes go to the
+//!    handler's body channel until it is full: backpressure);
+//! 2. encode every response that is ready, *in request order* (R7.2), into
+//!    one output buffer;
+//! 3. write that buffer once: a pipelined burst gets one write (R2.3);
+//! 4. close if the protocol says so, lingering (R8.5);
+//! 5. otherwise wait for whichever comes first: input, a handler, a response
+//!    body chunk, body-channel room, a timer, or shutdown.
+//!
+//! Timers are phase-specific (R10.2): idle between requests, header
+//! (slowloris), body (between reads), write (between writes). A connection
+//! that waits on its handler (long poll, streaming, R9.2) has no idle timer.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, DATE};
+use http::{Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use keepwire_proto::{BodyKind, BodyLength, Conn, ConnConfig, Event, ResponseHead, Role};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::{ConnInfo, Handler, ResponseFuture, Shared};
+use crate::body::{Body, BodyError};
+use crate::metrics::CloseReason;
+use crate::net::{self, LingerOutcome};
+
+/// Bodies up to this size are copied next to their head (one write);
+/// larger ones are written from their own buffer.
+const COPY_BODY_MAX: usize = 16 * 1024;
+/// Flush the output buffer mid-burst when it grows past this.
+const OUT_HIGH_WATER: usize = 64 * 1024;
+/// Read size.
+const READ_CHUNK: usize = 16 * 1024;
+/// Keep buffers this long into an idle period before freeing them, so
+/// back-to-back keep-alive requests do not churn the allocator.
+const RELEASE_AFTER: Duration = Duration::from_millis(200);
+
+/// Answers a connection over the limits with 503 and closes it.
+pub(crate) async fn refuse(mut stream: TcpStream, shared: &Shared) {
+    let msg = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 29\r\ncontent-type: text/plain\r\nconnection: close\r\nretry-after: 1\r\n\r\ntoo many connections, retry.\n";
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(msg)).await;
+    linger(stream, shared).await;
+}
+
+async fn linger(stream: TcpStream, shared: &Shared) {
+    let (outcome, discarded) = net::lingering_close(stream, shared.config.linger).await;
+    let m = &shared.metrics;
+    match outcome {
+        LingerOutcome::Fin => m.linger_fin.fetch_add(1, Relaxed),
+        _ => m.linger_bounded.fetch_add(1, Relaxed),
+    };
+    m.linger_discarded_bytes.fetch_add(discarded, Relaxed);
+}
+
+/// A request whose response is not written yet.
+struct Slot {
+    fut: Option<ResponseFuture>,
+    ready: Option<Response<Body>>,
+}
+
+impl Slot {
+    fn poll(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Some(fut) = &mut self.fut
+            && let Poll::Ready(resp) = fut.as_mut().poll(cx)
+        {
+            self.ready = Some(resp);
+            self.fut = None;
+        }
+        self.ready.is_some()
+    }
+}
+
+/// What woke the loop.
+enum Wake {
+    Read(io::Result<usize>),
+    Progress,
+    Timer,
+    Stop,
+}
+
+struct Driver<'a> {
+    stream: TcpStream,
+    conn: Conn,
+    shared: &'a Shared,
+    handler: Arc<dyn Handler>,
+    info: ConnInfo,
+    out: BytesMut,
+    /// Handlers in request order.
+    pipeline: std::collections::VecDeque<Slot>,
+    /// Feeds the body of the request being read.
+    body_tx: Option<mpsc::Sender<Result<Bytes, BodyError>>>,
+    /// A body chunk waiting for room in `body_tx`.
+    stalled: Option<Bytes>,
+    /// Fires when the handler first reads a body that expects 100-continue.
+    continue_rx: Option<oneshot::Receiver<()>>,
+    /// The response body being streamed.
+    streaming: Option<Body>,
+    /// A frame of `streaming` taken while waiting, not yet written.
+    next_frame: Option<Option<Result<http_body::Frame<Bytes>, BodyError>>>,
+    /// A request could not be read; answer with this once earlier responses
+    /// are out (`None` inside: no answer makes sense).
+    failed: Option<Option<StatusCode>>,
+    started: Instant,
+    /// When the connection last became idle, or last made progress.
+    last_activity: Instant,
+    /// When the current head started arriving (header timeout).
+    head_started: Instant,
+    stopping: bool,
+    peer_eof: bool,
+    released: bool,
+}
+
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    shared: &Shared,
+    handler: Arc<dyn Handler>,
+    stop: watch::Receiver<bool>,
+) {
+    let cfg = &shared.config;
+    let local = stream.local_addr().unwrap_or(peer);
+    let conn = Conn::new(
+        Role::Server,
+        ConnConfig {
+            limits: cfg.limits.clone(),
+            preserve_header_case: false,
+            max_in_flight: cfg.pipeline_depth.max(1),
+            advertise_timeout: cfg
+                .advertise_keep_alive
+                .then(|| cfg.idle_timeout.as_secs().max(1)),
+            max_requests: cfg.max_requests,
+        },
+    );
+    let now = Instant::now();
+    let mut d = Driver {
+        stream,
+        conn,
+        shared,
+        handler,
+        info: ConnInfo {
+            id,
+            peer,
+            local,
+            request_index: 0,
+        },
+        out: BytesMut::new(),
+        pipeline: Default::default(),
+        body_tx: None,
+        stalled: None,
+        continue_rx: None,
+        streaming: None,
+        next_frame: None,
+        failed: None,
+        started: now,
+        last_activity: now,
+        head_started: now,
+        stopping: false,
+        peer_eof: false,
+        released: true,
+    };
+    shared.metrics.connections_idle.fetch_add(1, Relaxed);
+    let reason = d.run(stop).await;
+    if d.conn.is_idle() {
+        shared.metrics.connections_idle.fetch_sub(1, Relaxed);
+    }
+    let requests = d.info.request_index;
+    tracing::debug!(conn = id, %peer, %local, requests, ?reason, "connection closed");
+    shared.metrics.closed(reason, requests);
+    match reason {
+        // The peer is gone or broke the socket: nothing to linger for.
+        CloseReason::Error if d.peer_eof => {}
+        _ => linger(d.stream, shared).await,
+    }
+}
+
+impl Driver<'_> {
+    async fn run(&mut self, mut stop: watch::Receiver<bool>) -> CloseReason {
+        let mut timer = Box::pin(tokio::time::sleep_until(far_future()));
+        let mut timer_at = far_future();
+        loop {
+            // 1–2: everything that needs no waiting.
+            loop {
+                let mut progress = self.pump_events();
+                match self.pump_responses().await {
+                    Ok(p) => progress |= p,
+                    Err(reason) => return reason,
+                }
+                if !progress {
+                    break;
+                }
+            }
+            // A request that could not be read is answered once every
+            // earlier response is out.
+            if let Some(status) = self.failed
+                && self.pipeline.is_empty()
+                && self.streaming.is_none()
+            {
+                if let Some(status) = status {
+                    let _ = self.conn.send_error(status, &mut self.out);
+                }
+                let _ = self.flush().await;
+                return CloseReason::Error;
+            }
+            // 3: one write for the burst.
+            if let Err(reason) = self.flush().await {
+                return reason;
+            }
+            // 4: close when the protocol says so.
+            if self.pipeline.is_empty() && self.streaming.is_none() {
+                if self.conn.should_close() {
+                    return self.close_reason();
+                }
+                if self.peer_eof {
+                    return CloseReason::ClientClose;
+                }
+            }
+            // 5: wait.
+            let now = Instant::now();
+            let deadline = self.deadline(now);
+            if deadline != timer_at {
+                timer.as_mut().reset(deadline);
+                timer_at = deadline;
+            }
+            let wants_read =
+                self.conn.wants_read() && self.stalled.is_none() && self.failed.is_none();
+            let wake = tokio::select! {
+                biased;
+                r = self.stream.readable(), if wants_read => match r {
+                    Ok(()) => Wake::Read(read_into(&self.stream, self.conn.read_buffer())),
+                    Err(e) => Wake::Read(Err(e)),
+                },
+                _ = poll_pipeline(&mut self.pipeline), if self.pipeline.front().is_some_and(|s| s.ready.is_none()) => Wake::Progress,
+                frame = std::future::poll_fn(|cx| match self.streaming.as_mut() {
+                    Some(b) => Pin::new(b).poll_frame(cx),
+                    None => Poll::Pending,
+                }), if self.streaming.is_some() && self.next_frame.is_none() => {
+                    self.next_frame = Some(frame);
+                    Wake::Progress
+                }
+                permit = reserve(&self.body_tx), if self.stalled.is_some() => {
+                    match permit {
+                        Some(permit) => permit.send(Ok(self.stalled.take().unwrap_or_default())),
+                        None => self.stalled = None,
+                    }
+                    Wake::Progress
+                }
+                r = async { self.continue_rx.as_mut().expect("guarded").await }, if self.continue_rx.is_some() => {
+                    self.continue_rx = None;
+                    if r.is_ok() {
+                        self.conn.send_continue(&mut self.out);
+                    }
+                    Wake::Progress
+                }
+                _ = &mut timer => Wake::Timer,
+                _ = stop.wait_for(|v| *v), if !self.stopping => Wake::Stop,
+            };
+            match wake {
+                Wake::Read(Ok(0)) => {
+                    self.conn.handle_eof();
+                    self.peer_eof = true;
+                }
+                Wake::Read(Ok(_)) => self.released = false,
+                Wake::Read(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Wake::Read(Err(_)) => {
+                    self.peer_eof = true;
+                    return CloseReason::Error;
+                }
+                Wake::Progress => {}
+                Wake::Timer => {
+                    if let Some(reason) = self.on_timer() {
+                        return reason;
+                    }
+                }
+                Wake::Stop => {
+                    self.stopping = true;
+                    self.conn.disable_keep_alive();
+                }
+            }
+        }
+    }
+
+    /// Step 1: turns buffered input into requests and body chunks.
+    fn pump_events(&mut self) -> bool {
+        if self.stalled.is_some() || self.failed.is_some() {
+            return false;
+        }
+        let was_idle = self.conn.is_idle();
+        let mut progress = false;
+        loop {
+            match self.conn.poll_event() {
+                Ok(Some(Event::Request { head, body })) => {
+                    progress = true;
+                    self.start_request(head, body);
+                }
+                Ok(Some(Event::Data(bytes))) => {
+                    progress = true;
+                    self.last_activity = Instant::now();
+                    if let Some(tx) = &self.body_tx {
+                        match tx.try_send(Ok(bytes)) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(Ok(b))) => {
+                                self.stalled = Some(b);
+                                return true;
+                            }
+                            // The handler dropped its body: discard.
+                            Err(_) => {}
+                        }
+                    }
+                }
+                Ok(Some(Event::End(_))) => {
+                    progress = true;
+                    self.body_tx = None;
+                }
+                // A server connection never yields responses.
+                Ok(Some(Event::Response { .. })) => {}
+                Ok(Some(Event::Eof)) => {
+                    self.peer_eof = true;
+                    return progress;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(conn = self.info.id, error = %e, "bad request");
+                    if let Some(tx) = self.body_tx.take() {
+                        let _ = tx.try_send(Err(BodyError::Protocol(e.clone())));
+                    }
+                    self.failed = Some(e.status_hint());
+                    return true;
+                }
+            }
+        }
+        if was_idle && !self.conn.is_idle() {
+            self.shared.metrics.connections_idle.fetch_sub(1, Relaxed);
+            self.head_started = Instant::now();
+        }
+        progress
+    }
+
+    fn start_request(&mut self, head: keepwire_proto::RequestHead, kind: BodyKind) {
+        let now = Instant::now();
+        self.info.request_index += 1;
+        self.last_activity = now;
+        self.head_started = now;
+        self.shared.metrics.requests.fetch_add(1, Relaxed);
+        if self
+            .shared
+            .config
+            .max_age
+            .is_some_and(|age| now.duration_since(self.started) >= age)
+        {
+            self.conn.disable_keep_alive();
+        }
+        let body = match kind {
+            BodyKind::Empty | BodyKind::Length(0) => Body::empty(),
+            _ => {
+                let (tx, rx) = mpsc::channel(2);
+                let wants = if self.conn.expects_continue() {
+                    let (wtx, wrx) = oneshot::channel();
+                    self.continue_rx = Some(wrx);
+                    Some(wtx)
+                } else {
+                    None
+                };
+                self.body_tx = Some(tx);
+                let length = match kind {
+                    BodyKind::Length(n) => Some(n),
+                    _ => None,
+                };
+                Body::incoming(rx, wants, length)
+            }
+        };
+        tracing::info!(
+            target: "keepwire::access",
+            conn = self.info.id,
+            peer = %self.info.peer,
+            local = %self.info.local,
+            index = self.info.request_index,
+            method = %head.method,
+            target = %head.target,
+            version = ?head.version,
+        );
+        let mut req = Request::new(body);
+        *req.method_mut() = head.method;
+        *req.uri_mut() = head.target;
+        *req.version_mut() = head.version;
+        *req.headers_mut() = head.headers;
+        req.extensions_mut().insert(self.info);
+        let mut slot = Slot {
+            fut: Some(self.handler.call(req)),
+            ready: None,
+        };
+        slot.poll(&mut Context::from_waker(Waker::noop()));
+        self.pipeline.push_back(slot);
+    }
+
+    /// Step 2: encodes ready responses in order. Returns whether anything
+    /// was encoded; `Err` ends the connection.
+    async fn pump_responses(&mut self) -> Result<bool, CloseReason> {
+        let mut progress = false;
+        loop {
+            if let Some(body) = &mut self.streaming {
+                let polled = match self.next_frame.take() {
+                    Some(frame) => Poll::Ready(frame),
+                    None => Pin::new(body).poll_frame(&mut Context::from_waker(Waker::noop())),
+                };
+                match polled {
+                    Poll::Pending => return Ok(progress),
+                    Poll::Ready(Some(Ok(frame))) => {
+                        progress = true;
+                        if let Ok(data) = frame.into_data() {
+                            self.write_body(data).await?;
+                            // Streaming: each chunk goes out as it comes.
+                            self.flush().await?;
+                        }
+                    }
+                    Poll::Ready(None) => {
+                        progress = true;
+                        self.streaming = None;
+                        self.end_response()?;
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        // The peer must see a truncated message (R8.2):
+                        // no terminator, close now.
+                        tracing::debug!(conn = self.info.id, error = %e, "response body failed");
+                        let _ = self.flush().await;
+                        return Err(CloseReason::Error);
+                    }
+                }
+                continue;
+            }
+            let Some(front) = self.pipeline.front_mut() else {
+                return Ok(progress);
+            };
+            if !front.poll(&mut Context::from_waker(Waker::noop())) {
+                return Ok(progress);
+            }
+            let resp = self
+                .pipeline
+                .pop_front()
+                .and_then(|s| s.ready)
+                .expect("front slot is ready");
+            progress = true;
+            self.start_response(resp).await?;
+        }
+    }
+
+    async fn start_response(&mut self, resp: Response<Body>) -> Result<(), CloseReason> {
+        let (parts, mut body) = resp.into_parts();
+        let mut headers = parts.headers;
+        if !headers.contains_key(DATE) {
+            headers.insert(DATE, crate::date::now());
+        }
+        let full = body.take_full();
+        let length = match &full {
+            Some(b) => BodyLength::Known(b.len() as u64),
+            None => match body.size_hint().exact() {
+                Some(n) => BodyLength::Known(n),
+                None => headers
+                    .get(CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .map_or(BodyLength::Unknown, BodyLength::Known),
+            },
+        };
+        let head = ResponseHead {
+            status: parts.status,
+            reason: None,
+            version: Version::HTTP_11,
+            headers,
+            header_case: Default::default(),
+        };
+        if let Err(e) = self.conn.send_response(&head, length, &mut self.out) {
+            tracing::error!(conn = self.info.id, error = %e, "handler response rejected");
+            return Err(CloseReason::Error);
+        }
+        match full {
+            Some(bytes) => {
+                if !bytes.is_empty() {
+                    self.write_body(bytes).await?;
+                }
+                self.end_response()
+            }
+            None => {
+                self.streaming = Some(body);
+                Ok(())
+            }
+        }
+    }
+
+    async fn write_body(&mut self, data: Bytes) -> Result<(), CloseReason> {
+        let mut framed = self.conn.send_body(data).map_err(|e| {
+            tracing::error!(conn = self.info.id, error = %e, "response body does not match its length");
+            CloseReason::Error
+        })?;
+        if framed.remaining() <= COPY_BODY_MAX {
+            self.out.put(framed);
+            if self.out.len() > OUT_HIGH_WATER {
+                self.flush().await?;
+            }
+            return Ok(());
+        }
+        self.flush().await?;
+        while framed.has_remaining() {
+            let mut slices = [io::IoSlice::new(&[]); 3];
+            let n = framed.chunks_vectored(&mut slices);
+            let written = self
+                .timed_write(|s| s.try_write_vectored(&slices[..n]))
+                .await?;
+            framed.advance(written);
+        }
+        Ok(())
+    }
+
+    fn end_response(&mut self) -> Result<(), CloseReason> {
+        self.conn.send_end(None, &mut self.out).map_err(|e| {
+            tracing::error!(conn = self.info.id, error = %e, "response ended early");
+            CloseReason::Error
+        })?;
+        self.last_activity = Instant::now();
+        if self.conn.is_idle() && self.pipeline.is_empty() {
+            self.shared.metrics.connections_idle.fetch_add(1, Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Step 3: writes the output buffer, bounded by the write timeout.
+    async fn flush(&mut self) -> Result<(), CloseReason> {
+        while !self.out.is_empty() {
+            // Fast path: the socket buffer has room (no timer needed).
+            match self.stream.try_write(&self.out) {
+                Ok(n) => {
+                    self.out.advance(n);
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    self.peer_eof = true;
+                    return Err(CloseReason::Error);
+                }
+            }
+            let timeout = self.shared.config.write_timeout;
+            match tokio::time::timeout(timeout, self.stream.writable()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    self.peer_eof = true;
+                    return Err(CloseReason::Error);
+                }
+                Err(_) => return Err(CloseReason::Timeout),
+            }
+        }
+        self.out.clear();
+        Ok(())
+    }
+
+    async fn timed_write(
+        &mut self,
+        mut op: impl FnMut(&TcpStream) -> io::Result<usize>,
+    ) -> Result<usize, CloseReason> {
+        loop {
+            match op(&self.stream) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    self.peer_eof = true;
+                    return Err(CloseReason::Error);
+                }
+            }
+            match tokio::time::timeout(self.shared.config.write_timeout, self.stream.writable())
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    self.peer_eof = true;
+                    return Err(CloseReason::Error);
+                }
+                Err(_) => return Err(CloseReason::Timeout),
+            }
+        }
+    }
+
+    fn quiet(&self) -> bool {
+        self.conn.is_idle() && self.pipeline.is_empty() && self.streaming.is_none()
+    }
+
+    /// The next timer for the current phase.
+    fn deadline(&self, now: Instant) -> Instant {
+        let cfg = &self.shared.config;
+        if self.quiet() {
+            if self.stopping {
+                return self.last_activity + cfg.keep_alive_min;
+            }
+            let idle = self.last_activity + cfg.idle_timeout;
+            if !self.released {
+                return idle.min(self.last_activity + RELEASE_AFTER);
+            }
+            return idle;
+        }
+        if self.conn.is_reading_head() && self.pipeline.is_empty() {
+            return self.head_started + cfg.header_timeout;
+        }
+        if self.body_tx.is_some() && self.stalled.is_none() {
+            return self.last_activity + cfg.body_timeout;
+        }
+        let _ = now;
+        far_future()
+    }
+
+    fn on_timer(&mut self) -> Option<CloseReason> {
+        let now = Instant::now();
+        let cfg = &self.shared.config;
+        if self.quiet() {
+            if self.stopping && now >= self.last_activity + cfg.keep_alive_min {
+                return Some(CloseReason::Shutdown);
+            }
+            if now >= self.last_activity + cfg.idle_timeout {
+                return Some(CloseReason::IdleTimeout);
+            }
+            if !self.released && now >= self.last_activity + RELEASE_AFTER {
+                // Idle: keep-alive connections should cost next to nothing.
+                self.conn.release_buffers();
+                self.out = BytesMut::new();
+                self.released = true;
+            }
+            return None;
+        }
+        let head_late = self.conn.is_reading_head()
+            && self.pipeline.is_empty()
+            && now >= self.head_started + cfg.header_timeout;
+        let body_late = self.body_tx.is_some() && now >= self.last_activity + cfg.body_timeout;
+        if head_late || body_late {
+            tracing::debug!(conn = self.info.id, head_late, body_late, "request timeout");
+            if let Some(tx) = self.body_tx.take() {
+                let _ = tx.try_send(Err(BodyError::Closed));
+            }
+            self.failed = Some(
+                self.pipeline
+                    .is_empty()
+                    .then_some(StatusCode::REQUEST_TIMEOUT),
+            );
+            return None;
+        }
+        None
+    }
+
+    fn close_reason(&self) -> CloseReason {
+        if self.stopping {
+            CloseReason::Shutdown
+        } else if self.peer_eof {
+            CloseReason::ClientClose
+        } else if self
+            .shared
+            .config
+            .max_requests
+            .is_some_and(|m| self.info.request_index >= m)
+            || self
+                .shared
+                .config
+                .max_age
+                .is_some_and(|age| self.started.elapsed() >= age)
+        {
+            CloseReason::MaxRequests
+        } else {
+            CloseReason::NotPersistent
+        }
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86400 * 365)
+}
+
+/// Reads what is available into `buf` without blocking.
+fn read_into(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    stream.try_read_buf(buf)
+}
+
+/// Resolves when the front handler is done; drives the others meanwhile
+/// (they may run ahead up to the pipelining depth).
+async fn poll_pipeline(pipeline: &mut std::collections::VecDeque<Slot>) {
+    std::future::poll_fn(|cx| {
+        let mut front_ready = false;
+        for (i, slot) in pipeline.iter_mut().enumerate() {
+            let ready = slot.poll(cx);
+            if i == 0 {
+                front_ready = ready;
+            }
+        }
+        if front_ready {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+async fn reserve(
+    tx: &Option<mpsc::Sender<Result<Bytes, BodyError>>>,
+) -> Option<mpsc::Permit<'_, Result<Bytes, BodyError>>> {
+    match tx {
+        Some(tx) => tx.reserve().await.ok(),
+        None => None,
+    }
+}

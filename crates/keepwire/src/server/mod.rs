@@ -1,0 +1,399 @@
+//! The HTTP/1.x origin server.
+//!
+//! The accept loop owns the connection limits (total and per client IP,
+//! R4.2, R5.6) and graceful shutdown; each connection is one task running
+//! [`conn::serve`], an `async fn` loop over the sans-IO [`keepwire_proto::Conn`].
+//!
+//! Defaults sit beside nginx's (and say where they differ):
+//!
+//! | setting | keepwire | nginx |
+//! |---|---|---|
+//! | idle keep-alive timeout | 75 s, advertised as `Keep-Alive: timeout=75` | `keepalive_timeout 75s` (not advertised) |
+//! | min idle before a shutdown/limit close | 1 s | `keepalive_min_timeout 0` |
+//! | header read timeout | 60 s | `client_header_timeout 60s` |
+//! | body read timeout (between reads) | 60 s | `client_body_timeout 60s` |
+//! | write timeout (between writes) | 60 s | `send_timeout 60s` |
+//! | requests per connection | 1000 | `keepalive_requests 1000` |
+//! | connection max age | 1 h | `keepalive_time 1h` |
+//! | max connections | 10 000 | `worker_connections 512` × workers |
+//! | max connections per client IP | 256 | unlimited (`limit_conn` off) |
+//! | pipelining depth (handlers run ahead) | 1 | 1 (sequential) |
+//! | lingering close | 5 s / 2 s idle / 256 KiB | `lingering_time 30s`, `lingering_timeout 5s` |
+
+pub(crate) mod conn;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response};
+use keepwire_proto::Limits;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::body::Body;
+use crate::metrics::{CloseReason, ServerMetrics};
+use crate::net::{self, Linger, ListenOptions};
+
+/// A boxed response future.
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+/// What answers requests. Implemented for every
+/// `Fn(Request<Body>) -> impl Future<Output = Response<Body>>`.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request.
+    fn call(&self, req: Request<Body>) -> ResponseFuture;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Request<Body>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    fn call(&self, req: Request<Body>) -> ResponseFuture {
+        Box::pin(self(req))
+    }
+}
+
+/// Facts about the connection a request arrived on (a request extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// Server-wide connection number.
+    pub id: u64,
+    /// The client's address (R1.1: with `local`, the 4-tuple).
+    pub peer: SocketAddr,
+    /// Our address.
+    pub local: SocketAddr,
+    /// 1-based index of this request on the connection.
+    pub request_index: u64,
+}
+
+/// Server settings. See the module docs for defaults beside nginx's.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Idle time between requests before we close.
+    pub idle_timeout: Duration,
+    /// Advertise the idle timeout in `Keep-Alive: timeout=` (R5.2).
+    pub advertise_keep_alive: bool,
+    /// A connection that just answered is not closed for idleness by a
+    /// shutdown or limit within this window (R8.1 race).
+    pub keep_alive_min: Duration,
+    /// Time to receive a whole request head (slowloris guard).
+    pub header_timeout: Duration,
+    /// Time between two reads of a request body.
+    pub body_timeout: Duration,
+    /// Time between two successful writes.
+    pub write_timeout: Duration,
+    /// Requests per connection; the last gets `Connection: close`.
+    pub max_requests: Option<u64>,
+    /// A connection is not kept alive beyond this age.
+    pub max_age: Option<Duration>,
+    /// Open connections at once; over it, 503 and close.
+    pub max_connections: usize,
+    /// Open connections per client IP; over it, 503 and close.
+    pub max_connections_per_ip: usize,
+    /// Handlers that may run ahead of the response being written.
+    pub pipeline_depth: usize,
+    /// Protocol limits (head, lines, headers, trailers, body).
+    pub limits: Limits,
+    /// Lingering-close bounds.
+    pub linger: Linger,
+    /// Time given to in-flight requests on shutdown.
+    pub shutdown_timeout: Duration,
+    /// Listener options.
+    pub listen: ListenOptions,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            idle_timeout: Duration::from_secs(75),
+            advertise_keep_alive: true,
+            keep_alive_min: Duration::from_secs(1),
+            header_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
+            max_requests: Some(1000),
+            max_age: Some(Duration::from_secs(3600)),
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
+            pipeline_depth: 1,
+            limits: Limits::default(),
+            linger: Linger::default(),
+            shutdown_timeout: Duration::from_secs(30),
+            listen: ListenOptions::default(),
+        }
+    }
+}
+
+/// Builds a [`Server`].
+#[derive(Debug, Default)]
+pub struct Builder {
+    addrs: Vec<SocketAddr>,
+    config: Config,
+}
+
+impl Builder {
+    /// Adds a listen address (IPv4 or IPv6; port 0 picks a free port).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.addrs.push(addr);
+        self
+    }
+
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Changes the configuration in place.
+    pub fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    /// Binds every address.
+    pub fn bind(self) -> io::Result<Server> {
+        if self.addrs.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no listen address given",
+            ));
+        }
+        let listeners = self
+            .addrs
+            .iter()
+            .map(|a| {
+                net::bind_listener(*a, self.config.listen)
+                    .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {a}: {e}")))
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Server {
+            listeners,
+            shared: Arc::new(Shared {
+                config: self.config,
+                metrics: ServerMetrics::default(),
+                per_ip: Mutex::new(HashMap::new()),
+                next_id: Default::default(),
+            }),
+        })
+    }
+}
+
+/// State every connection task shares.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) metrics: ServerMetrics,
+    /// Open connections per client IP.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+/// A bound server, ready to run.
+pub struct Server {
+    listeners: Vec<TcpListener>,
+    shared: Arc<Shared>,
+}
+
+/// Stops a spawned server and waits for it.
+pub struct ServerHandle {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<io::Result<()>>,
+    addrs: Vec<SocketAddr>,
+    shared: Arc<Shared>,
+}
+
+impl ServerHandle {
+    /// The bound addresses.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The first bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// The server's counters.
+    pub fn metrics(&self) -> &ServerMetrics {
+        &self.shared.metrics
+    }
+
+    /// Graceful shutdown: stop accepting, finish in-flight requests (within
+    /// the shutdown timeout), close idle connections, then return.
+    pub async fn shutdown(self) -> io::Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap_or_else(|e| Err(io::Error::other(e)))
+    }
+}
+
+impl Server {
+    /// A builder with default settings.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// The bound addresses.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The server's counters.
+    pub fn metrics(&self) -> &ServerMetrics {
+        &self.shared.metrics
+    }
+
+    /// A shareable handle to the counters (for an admin endpoint).
+    pub fn metrics_source(&self) -> impl Fn() -> String + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move || shared.metrics.render()
+    }
+
+    /// Runs on the current runtime until stopped with the returned handle.
+    pub fn spawn(self, handler: impl Handler) -> ServerHandle {
+        let (stop, mut rx) = watch::channel(false);
+        let addrs = self.local_addrs();
+        let shared = self.shared.clone();
+        let task = tokio::spawn(self.run(handler, async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }));
+        ServerHandle {
+            stop,
+            task,
+            addrs,
+            shared,
+        }
+    }
+
+    /// Serves until `shutdown` completes, then shuts down gracefully.
+    pub async fn run(
+        self,
+        handler: impl Handler,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        let handler: Arc<dyn Handler> = Arc::new(handler);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut accepts = JoinSet::new();
+        let mut conns = JoinSet::new();
+        let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel::<(TcpStream, SocketAddr)>(64);
+        for listener in self.listeners {
+            let tx = conn_tx.clone();
+            accepts.spawn(accept_loop(listener, tx));
+        }
+        drop(conn_tx);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                Some((stream, peer)) = conn_rx.recv() => {
+                    let shared = self.shared.clone();
+                    let handler = handler.clone();
+                    let stop = stop_rx.clone();
+                    conns.spawn(start_connection(stream, peer, shared, handler, stop));
+                }
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                else => break,
+            }
+        }
+        // Graceful shutdown: stop accepting, tell connections, wait.
+        accepts.shutdown().await;
+        let _ = stop_tx.send(true);
+        let deadline = tokio::time::sleep(self.shared.config.shutdown_timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = conns.join_next() => if next.is_none() { break },
+                _ = &mut deadline => {
+                    tracing::warn!(remaining = conns.len(), "shutdown timeout: aborting connections");
+                    conns.shutdown().await;
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tx: tokio::sync::mpsc::Sender<(TcpStream, SocketAddr)>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok(pair) => {
+                if tx.send(pair).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Admits a connection under the limits, then serves it.
+async fn start_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    handler: Arc<dyn Handler>,
+    stop: watch::Receiver<bool>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = &shared.metrics;
+    m.connections_accepted.fetch_add(1, Relaxed);
+    let open = m.connections_open.fetch_add(1, Relaxed) + 1;
+    let ip = peer.ip();
+    let per_ip = {
+        let mut map = shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        *n += 1;
+        *n
+    };
+    let _guard = ConnGuard {
+        shared: &shared,
+        ip,
+    };
+    let _ = net::tune_stream(&stream);
+    if open as usize > shared.config.max_connections
+        || per_ip > shared.config.max_connections_per_ip
+    {
+        conn::refuse(stream, &shared).await;
+        m.closed(CloseReason::Limit, 0);
+        return;
+    }
+    let id = shared.next_id.fetch_add(1, Relaxed) + 1;
+    conn::serve(stream, peer, id, &shared, handler, stop).await;
+}
+
+/// Decrements the gauges when a connection task ends, however it ends.
+struct ConnGuard<'a> {
+    shared: &'a Shared,
+    ip: IpAddr,
+}
+
+impl Drop for ConnGuard<'_> {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.shared.metrics.connections_open.fetch_sub(1, Relaxed);
+        let mut map = self.shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
