@@ -1,5 +1,9 @@
 //! The `keepwire` command: a thin clap layer over the `keepwire` library.
 
+mod files;
+mod serve;
+mod site;
+
 use clap::{Parser, Subcommand};
 
 /// HTTP connection management done right: an origin server, a pooled client,
@@ -12,13 +16,28 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {}
+enum Command {
+    /// Run an HTTP/1.x origin server (embedded demo site, static files, or a
+    /// fixed response).
+    Serve(serve::ServeArgs),
+}
 
-fn main() {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if cli.command.is_none() {
-        use clap::CommandFactory;
-        Cli::command().print_help().expect("stdout is writable");
-        println!();
+    let result = match cli.command {
+        Some(Command::Serve(args)) => serve::run(args),
+        None => {
+            use clap::CommandFactory;
+            let _ = Cli::command().print_help();
+            println!();
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keepwire: {e}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

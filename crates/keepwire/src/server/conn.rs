@@ -120,6 +120,8 @@ struct Driver<'a> {
     head_started: Instant,
     stopping: bool,
     peer_eof: bool,
+    /// This connection is counted in the idle gauge.
+    counted_idle: bool,
     released: bool,
 }
 
@@ -170,13 +172,11 @@ pub(crate) async fn serve(
         head_started: now,
         stopping: false,
         peer_eof: false,
+        counted_idle: false,
         released: true,
     };
-    shared.metrics.connections_idle.fetch_add(1, Relaxed);
     let reason = d.run(stop).await;
-    if d.conn.is_idle() {
-        shared.metrics.connections_idle.fetch_sub(1, Relaxed);
-    }
+    d.mark_idle(false);
     let requests = d.info.request_index;
     tracing::debug!(conn = id, %peer, %local, requests, ?reason, "connection closed");
     shared.metrics.closed(reason, requests);
@@ -229,6 +229,7 @@ impl Driver<'_> {
                 }
             }
             // 5: wait.
+            self.mark_idle(self.quiet());
             let now = Instant::now();
             let deadline = self.deadline(now);
             if deadline != timer_at {
@@ -343,7 +344,6 @@ impl Driver<'_> {
             }
         }
         if was_idle && !self.conn.is_idle() {
-            self.shared.metrics.connections_idle.fetch_sub(1, Relaxed);
             self.head_started = Instant::now();
         }
         progress
@@ -464,14 +464,19 @@ impl Driver<'_> {
             headers.insert(DATE, crate::date::now());
         }
         let full = body.take_full();
-        let length = match &full {
-            Some(b) => BodyLength::Known(b.len() as u64),
-            None => match body.size_hint().exact() {
+        // An explicit Content-Length is used when the body cannot tell: a
+        // stream of unknown size, or an empty body answering HEAD (which
+        // announces the GET's length, RFC 9110 §9.3.2). If it lies about a
+        // real body, the encoder refuses and the connection closes.
+        let declared = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let length = match (&full, declared) {
+            (Some(b), Some(n)) if b.is_empty() => BodyLength::Known(n),
+            (Some(b), _) => BodyLength::Known(b.len() as u64),
+            (None, _) => match body.size_hint().exact() {
                 Some(n) => BodyLength::Known(n),
-                None => headers
-                    .get(CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok()?.parse().ok())
-                    .map_or(BodyLength::Unknown, BodyLength::Known),
+                None => declared.map_or(BodyLength::Unknown, BodyLength::Known),
             },
         };
         let head = ResponseHead {
@@ -529,9 +534,6 @@ impl Driver<'_> {
             CloseReason::Error
         })?;
         self.last_activity = Instant::now();
-        if self.conn.is_idle() && self.pipeline.is_empty() {
-            self.shared.metrics.connections_idle.fetch_add(1, Relaxed);
-        }
         Ok(())
     }
 
@@ -586,6 +588,19 @@ impl Driver<'_> {
                     return Err(CloseReason::Error);
                 }
                 Err(_) => return Err(CloseReason::Timeout),
+            }
+        }
+    }
+
+    /// Keeps the idle-connections gauge in step with this connection.
+    fn mark_idle(&mut self, idle: bool) {
+        if idle != self.counted_idle {
+            self.counted_idle = idle;
+            let gauge = &self.shared.metrics.connections_idle;
+            if idle {
+                gauge.fetch_add(1, Relaxed);
+            } else {
+                gauge.fetch_sub(1, Relaxed);
             }
         }
     }

@@ -1,0 +1,249 @@
+//! `keepwire serve`: the origin server on the command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Args;
+use http::{Request, Response, StatusCode};
+use keepwire::server::Config;
+use keepwire::{Body, Server};
+
+use crate::files::Files;
+use crate::site::{Site, status, with_type};
+
+/// Options of `keepwire serve`. Defaults sit beside nginx's; see the
+/// `keepwire::server` docs for the table.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on; repeat for several (IPv4 or IPv6, e.g. `[::1]:8080`).
+    #[arg(long = "listen", short = 'l', default_value = "127.0.0.1:8080")]
+    listen: Vec<SocketAddr>,
+    /// Serve static files from this directory instead of the demo site.
+    #[arg(long, conflicts_with = "respond")]
+    root: Option<PathBuf>,
+    /// Answer every request with 200 and this text (like nginx `return 200`).
+    #[arg(long)]
+    respond: Option<String>,
+    /// Demo site: objects the page references.
+    #[arg(long, default_value_t = 12)]
+    objects: usize,
+    /// Demo site: bytes per object.
+    #[arg(long, default_value_t = 4096)]
+    object_size: usize,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Idle keep-alive timeout (`75`, `75s`, `500ms`).
+    #[arg(long, default_value = "75s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Time to receive a request head (slowloris guard).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// Time between two reads of a request body.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    body_timeout: Duration,
+    /// Time between two writes.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    write_timeout: Duration,
+    /// Requests per connection (0 = unlimited); the last gets `Connection: close`.
+    #[arg(long, default_value_t = 1000)]
+    max_requests: u64,
+    /// Open connections at once (over it: 503).
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Open connections per client IP (over it: 503).
+    #[arg(long, default_value_t = 256)]
+    max_connections_per_ip: usize,
+    /// Pipelined requests whose handlers may run ahead of the response being written.
+    #[arg(long, default_value_t = 1)]
+    pipeline_depth: usize,
+    /// Largest request body in bytes (over it: 413).
+    #[arg(long, default_value_t = 1024 * 1024)]
+    max_body: u64,
+    /// Do not advertise `Keep-Alive: timeout=, max=` on responses.
+    #[arg(long)]
+    no_keep_alive_header: bool,
+    /// Set SO_REUSEPORT on the listeners.
+    #[arg(long)]
+    reuse_port: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// Log one line per request (connection id, 4-tuple, index on the connection).
+    #[arg(long)]
+    access_log: bool,
+    /// Time given to in-flight requests on SIGINT/SIGTERM.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
+}
+
+/// `75` (seconds), or a humantime duration such as `75s` or `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+/// What answers requests.
+enum App {
+    Respond(Bytes),
+    Files(Files),
+    Site(Site),
+}
+
+impl App {
+    async fn handle(&self, req: Request<Body>) -> Response<Body> {
+        match self {
+            App::Respond(text) => with_type(Body::full(text.clone()), "text/plain; charset=utf-8"),
+            App::Files(files) => files.handle(req).await,
+            App::Site(site) => site.handle(req).await,
+        }
+    }
+}
+
+fn init_logging(access_log: bool) {
+    let default = if access_log {
+        "info"
+    } else {
+        "info,keepwire::access=off"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEEPWIRE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs the server until SIGINT/SIGTERM, then shuts down gracefully.
+pub fn run(args: ServeArgs) -> Result<(), String> {
+    init_logging(args.access_log);
+    let app = match (&args.respond, &args.root) {
+        (Some(text), _) => App::Respond(Bytes::from(format!("{text}\n"))),
+        (None, Some(root)) => {
+            App::Files(Files::new(root).map_err(|e| format!("--root {}: {e}", root.display()))?)
+        }
+        (None, None) => App::Site(Site {
+            objects: args.objects,
+            object_size: args.object_size,
+        }),
+    };
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let rt = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+    .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    rt.block_on(serve(args, app))
+}
+
+async fn serve(args: ServeArgs, app: App) -> Result<(), String> {
+    let mut config = Config {
+        idle_timeout: args.idle_timeout,
+        advertise_keep_alive: !args.no_keep_alive_header,
+        header_timeout: args.header_timeout,
+        body_timeout: args.body_timeout,
+        write_timeout: args.write_timeout,
+        max_requests: (args.max_requests > 0).then_some(args.max_requests),
+        max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
+        pipeline_depth: args.pipeline_depth.max(1),
+        shutdown_timeout: args.shutdown_timeout,
+        ..Config::default()
+    };
+    config.limits.max_body_bytes = Some(args.max_body);
+    config.listen.reuse_port = args.reuse_port;
+    let mut builder = Server::builder().config(config);
+    for addr in &args.listen {
+        builder = builder.listen(*addr);
+    }
+    let server = builder.bind().map_err(|e| e.to_string())?;
+    let what = match &app {
+        App::Respond(_) => "fixed response".to_string(),
+        App::Files(_) => format!(
+            "files from {}",
+            args.root
+                .as_ref()
+                .map_or(String::new(), |p| p.display().to_string())
+        ),
+        App::Site(s) => format!(
+            "demo site: a page with {} objects of {} bytes",
+            s.objects, s.object_size
+        ),
+    };
+    for addr in server.local_addrs() {
+        eprintln!("keepwire serve: listening on http://{addr}/ ({what})");
+    }
+
+    let admin = match args.admin {
+        Some(addr) => {
+            let render = server.metrics_source();
+            let admin = Server::builder()
+                .listen(addr)
+                .bind()
+                .map_err(|e| format!("--admin: {e}"))?;
+            eprintln!(
+                "keepwire serve: metrics on http://{}/metrics",
+                admin.local_addrs()[0]
+            );
+            Some(admin.spawn(move |req: Request<Body>| {
+                let text = (req.uri().path() == "/metrics").then(&render);
+                async move {
+                    match text {
+                        Some(t) => with_type(Body::from(t), "text/plain; version=0.0.4"),
+                        None => status(StatusCode::NOT_FOUND),
+                    }
+                }
+            }))
+        }
+        None => None,
+    };
+
+    let app = Arc::new(app);
+    let handler = move |req: Request<Body>| {
+        let app = app.clone();
+        async move { app.handle(req).await }
+    };
+    let result = server.run(handler, shutdown_signal()).await;
+    if let Some(admin) = admin {
+        let _ = admin.shutdown().await;
+    }
+    eprintln!("keepwire serve: stopped");
+    result.map_err(|e| e.to_string())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    eprintln!("keepwire serve: shutting down (finishing in-flight requests)");
+}

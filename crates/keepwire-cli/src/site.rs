@@ -1,0 +1,176 @@
+//! The embedded demo site: the chapter's "page with several embedded
+//! objects", plus a streaming and a long-poll endpoint (R9.2).
+//!
+//! `/` is an HTML page that references `objects` sub-resources
+//! (`/obj/N.png`, `.css`, `.js` in turn) of `object_size` bytes each, so a
+//! client's connection strategy (serial, parallel, persistent, pipelined)
+//! shows in how long the page takes. Everything is generated, so the site
+//! needs no files and every response has an exact Content-Length.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Request, Response, StatusCode};
+use keepwire::Body;
+
+/// Shape of the generated site.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// Sub-resources referenced by the page.
+    pub objects: usize,
+    /// Bytes per sub-resource.
+    pub object_size: usize,
+}
+
+const KINDS: [(&str, &str); 3] = [
+    ("png", "image/png"),
+    ("css", "text/css"),
+    ("js", "text/javascript"),
+];
+
+impl Site {
+    /// The HTML page.
+    pub fn page(&self) -> String {
+        let mut html = String::from(
+            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>keepwire demo page</title>\n",
+        );
+        for i in 0..self.objects {
+            match KINDS[i % 3].0 {
+                "css" => html.push_str(&format!(
+                    "<link rel=\"stylesheet\" href=\"/obj/{i}.css\">\n"
+                )),
+                "js" => html.push_str(&format!("<script src=\"/obj/{i}.js\"></script>\n")),
+                _ => {}
+            }
+        }
+        html.push_str("</head><body>\n<h1>keepwire demo page</h1>\n");
+        html.push_str(&format!(
+            "<p>This page references {} objects of {} bytes each. How many connections a client opens to load them, and how long it takes, depends on its strategy (serial, parallel, persistent, pipelined).</p>\n",
+            self.objects, self.object_size
+        ));
+        for i in 0..self.objects {
+            if KINDS[i % 3].0 == "png" {
+                html.push_str(&format!("<img src=\"/obj/{i}.png\" alt=\"object {i}\">\n"));
+            }
+        }
+        html.push_str("<p><a href=\"/stream\">/stream</a> (chunked, one chunk per interval) · <a href=\"/poll\">/poll</a> (long poll)</p>\n</body></html>\n");
+        html
+    }
+
+    /// The bytes of object `i` with extension `ext`, if it exists.
+    fn object(&self, i: usize, ext: &str) -> Option<(Bytes, &'static str)> {
+        let (kind, mime) = KINDS[i % 3];
+        if i >= self.objects || kind != ext {
+            return None;
+        }
+        let mut body = vec![b' '; self.object_size];
+        let label = format!("/* keepwire object {i} */");
+        let n = label.len().min(body.len());
+        body[..n].copy_from_slice(&label.as_bytes()[..n]);
+        Some((Bytes::from(body), mime))
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, req: Request<Body>) -> Response<Body> {
+        let path = req.uri().path();
+        let query = req.uri().query().unwrap_or("");
+        if path == "/" || path == "/index.html" {
+            return with_type(Body::from(self.page()), "text/html; charset=utf-8");
+        }
+        if let Some(name) = path.strip_prefix("/obj/")
+            && let Some((num, ext)) = name.split_once('.')
+            && let Ok(i) = num.parse::<usize>()
+            && let Some((bytes, mime)) = self.object(i, ext)
+        {
+            let mut r = with_type(Body::full(bytes), mime);
+            r.headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return r;
+        }
+        if path == "/stream" {
+            let chunks = param(query, "chunks").unwrap_or(10).min(10_000);
+            let interval =
+                Duration::from_millis(param(query, "interval_ms").unwrap_or(200).min(60_000));
+            let (tx, body) = Body::channel(1);
+            tokio::spawn(async move {
+                for n in 1..=chunks {
+                    if tx.send(format!("chunk {n} of {chunks}\n")).await.is_err() {
+                        return;
+                    }
+                    if n < chunks {
+                        tokio::time::sleep(interval).await;
+                    }
+                }
+            });
+            return with_type(body, "text/plain; charset=utf-8");
+        }
+        if path == "/poll" {
+            let wait = Duration::from_millis(param(query, "wait_ms").unwrap_or(2000).min(300_000));
+            tokio::time::sleep(wait).await;
+            return with_type(
+                Body::from(format!(
+                    "long poll answered after {} ms\n",
+                    wait.as_millis()
+                )),
+                "text/plain; charset=utf-8",
+            );
+        }
+        status(StatusCode::NOT_FOUND)
+    }
+}
+
+/// `name=value` from a query string, as a number.
+fn param(query: &str, name: &str) -> Option<u64> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+/// A response with a content type.
+pub fn with_type(body: Body, mime: &str) -> Response<Body> {
+    let mut r = Response::new(body);
+    if let Ok(v) = HeaderValue::from_str(mime) {
+        r.headers_mut().insert(CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// A plain-text status response (`404 Not Found\n`).
+pub fn status(code: StatusCode) -> Response<Body> {
+    let text = format!(
+        "{} {}\n",
+        code.as_u16(),
+        code.canonical_reason().unwrap_or("")
+    );
+    let mut r = with_type(Body::from(text), "text/plain; charset=utf-8");
+    *r.status_mut() = code;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_references_every_object_once() {
+        let site = Site {
+            objects: 30,
+            object_size: 100,
+        };
+        let page = site.page();
+        for i in 0..30 {
+            let ext = KINDS[i % 3].0;
+            assert_eq!(
+                page.matches(&format!("/obj/{i}.{ext}\"")).count(),
+                1,
+                "object {i}"
+            );
+            assert_eq!(site.object(i, ext).unwrap().0.len(), 100);
+        }
+        assert!(site.object(30, "png").is_none());
+        assert!(site.object(0, "css").is_none());
+    }
+}

@@ -1,0 +1,276 @@
+//! `keepwire serve` as a user runs it: the real binary on a free port,
+//! talked to over raw sockets and with curl.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Kills the server by PID when the test ends, however it ends.
+struct ServerGuard {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `keepwire serve --listen 127.0.0.1:0 ARGS` and reads the bound
+/// address from its first stderr line.
+fn serve(args: &[&str]) -> ServerGuard {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keepwire"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--threads", "1"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("keepwire binary starts");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let first = lines
+        .next()
+        .expect("serve prints its address")
+        .expect("stderr is utf-8");
+    let addr = first
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .parse()
+        .expect("a socket address");
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    ServerGuard { child, addr }
+}
+
+/// Sends raw bytes, reads until the server closes (bounded by 5 s).
+fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn get(addr: SocketAddr, path: &str, extra: &str) -> String {
+    exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}Connection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+#[test]
+fn respond_answers_every_request_with_the_text() {
+    let s = serve(&["--respond", "pong"]);
+    let r = get(s.addr, "/anything?x=1", "");
+    assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+    assert!(r.contains("content-length: 5\r\n"), "{r}");
+    assert!(r.ends_with("\r\n\r\npong\n"), "{r}");
+}
+
+#[test]
+fn demo_site_page_references_objects_that_exist() {
+    let s = serve(&["--objects", "5", "--object-size", "100"]);
+    let page = get(s.addr, "/", "");
+    assert!(page.contains("content-type: text/html"), "{page}");
+    for (i, ext) in [(0, "png"), (1, "css"), (2, "js"), (3, "png"), (4, "css")] {
+        assert!(
+            page.contains(&format!("/obj/{i}.{ext}")),
+            "page lacks object {i}"
+        );
+        let obj = get(s.addr, &format!("/obj/{i}.{ext}"), "");
+        assert!(obj.starts_with("HTTP/1.1 200"), "{obj}");
+        assert!(obj.contains("content-length: 100\r\n"), "{obj}");
+    }
+    assert!(get(s.addr, "/obj/5.js", "").starts_with("HTTP/1.1 404"));
+}
+
+#[test]
+fn demo_stream_is_chunked_one_chunk_per_interval() {
+    let s = serve(&[]);
+    let started = Instant::now();
+    let r = get(s.addr, "/stream?chunks=3&interval_ms=100", "");
+    let took = started.elapsed();
+    assert!(r.contains("transfer-encoding: chunked\r\n"), "{r}");
+    for n in 1..=3 {
+        assert!(r.contains(&format!("chunk {n} of 3\n")), "{r}");
+    }
+    assert!(r.ends_with("0\r\n\r\n"), "{r}");
+    assert!(
+        took >= Duration::from_millis(200),
+        "3 chunks 100 ms apart took {took:?}"
+    );
+}
+
+#[test]
+fn demo_long_poll_answers_after_its_wait() {
+    let s = serve(&[]);
+    let started = Instant::now();
+    let r = get(s.addr, "/poll?wait_ms=300", "");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(r.contains("long poll answered after 300 ms"), "{r}");
+}
+
+#[test]
+fn static_files_index_types_conditional_and_no_escape() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), "<h1>hi</h1>").unwrap();
+    std::fs::write(dir.path().join("style.css"), "body{}").unwrap();
+    std::fs::create_dir(dir.path().join("empty")).unwrap();
+    let big = vec![b'z'; 600 * 1024];
+    std::fs::write(dir.path().join("big.bin"), &big).unwrap();
+    let s = serve(&["--root", dir.path().to_str().unwrap()]);
+
+    let r = get(s.addr, "/", "");
+    assert!(r.contains("content-type: text/html"), "{r}");
+    assert!(r.ends_with("<h1>hi</h1>"), "{r}");
+
+    let r = get(s.addr, "/style.css", "");
+    assert!(r.contains("content-type: text/css"), "{r}");
+    let last_modified = r
+        .lines()
+        .find_map(|l| l.strip_prefix("last-modified: "))
+        .expect("last-modified")
+        .to_string();
+    let r = get(
+        s.addr,
+        "/style.css",
+        &format!("If-Modified-Since: {last_modified}\r\n"),
+    );
+    assert!(r.starts_with("HTTP/1.1 304"), "{r}");
+    assert!(!r.contains("body{}"), "{r}");
+
+    let r = exchange(
+        s.addr,
+        b"HEAD /big.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert!(r.contains("content-length: 614400\r\n"), "{r}");
+    assert!(
+        r.ends_with("\r\n\r\n"),
+        "HEAD carries no body: {}",
+        &r[..r.len().min(300)]
+    );
+
+    let r = get(s.addr, "/big.bin", "");
+    assert!(r.contains("content-length: 614400\r\n"));
+    assert_eq!(r.split_once("\r\n\r\n").unwrap().1.len(), 614_400);
+
+    assert!(
+        get(s.addr, "/empty/", "").starts_with("HTTP/1.1 403"),
+        "no listings"
+    );
+    assert!(get(s.addr, "/../../etc/passwd", "").starts_with("HTTP/1.1 400"));
+    assert!(get(s.addr, "/%2e%2e/%2e%2e/etc/passwd", "").starts_with("HTTP/1.1 400"));
+    assert!(get(s.addr, "/nope.txt", "").starts_with("HTTP/1.1 404"));
+    let r = exchange(
+        s.addr,
+        b"POST /style.css HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        r.starts_with("HTTP/1.1 405") && r.contains("allow: GET, HEAD"),
+        "{r}"
+    );
+}
+
+#[test]
+fn bad_arguments_fail_with_the_cause() {
+    let out = Command::new(env!("CARGO_BIN_EXE_keepwire"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--root",
+            "/definitely/not/here",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--root /definitely/not/here"), "{err}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_keepwire"))
+        .args(["serve", "--idle-timeout", "soon"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid duration"));
+
+    // A port already in use names the address.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_keepwire"))
+        .args(["serve", "--listen", &addr])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot listen on {addr}")));
+}
+
+#[test]
+fn sigterm_finishes_the_in_flight_request_then_exits_cleanly() {
+    let mut s = serve(&[]);
+    let addr = s.addr;
+    let client = std::thread::spawn(move || get(addr, "/poll?wait_ms=500", ""));
+    std::thread::sleep(Duration::from_millis(150));
+    let pid = s.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let r = client.join().unwrap();
+    assert!(
+        r.contains("long poll answered after 500 ms"),
+        "in-flight request completed: {r}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn admin_listener_exposes_prometheus_counters() {
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    drop(admin);
+    let s = serve(&["--respond", "x", "--admin", &admin_addr.to_string()]);
+    for _ in 0..3 {
+        get(s.addr, "/", "");
+    }
+    let m = get(admin_addr, "/metrics", "");
+    assert!(m.contains("keepwire_requests_total 3\n"), "{m}");
+    assert!(
+        m.contains("keepwire_connection_closes_total{reason=\"not_persistent\"} 3\n"),
+        "{m}"
+    );
+}
+
+#[test]
+fn curl_reuses_one_connection_for_two_urls() {
+    let s = serve(&["--respond", "hi"]);
+    let base = format!("http://{}", s.addr);
+    let out = Command::new("curl")
+        .args(["-sv", &format!("{base}/a"), &format!("{base}/b")])
+        .output()
+        .expect("curl is installed (bash scripts/test installs it)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("Connected to").count(), 1, "{err}");
+    assert!(err.contains("Re-using existing connection"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\nhi\n");
+}
