@@ -17,6 +17,8 @@ mod date;
 pub mod metrics;
 pub mod net;
 pub mod server;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 pub use body::{Body, BodyError, BodySender};
 pub use keepwire_proto as proto;

@@ -1,0 +1,31 @@
+//! An axum `Router` served by keepwire's server (feature `tower`):
+//! `cargo run -p keepwire --features tower --example axum -- 127.0.0.1:8080`.
+
+use axum::Router;
+use axum::routing::get;
+use keepwire::Server;
+use keepwire::tower::TowerHandler;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::io::Result<()> {
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8080".into())
+        .parse()
+        .map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("address: {e}"))
+        })?;
+    let app = Router::new()
+        .route("/", get(|| async { "Hello from axum on keepwire\n" }))
+        .route(
+            "/echo/{word}",
+            get(|axum::extract::Path(w): axum::extract::Path<String>| async move { w }),
+        );
+    let server = Server::builder().listen(addr).bind()?;
+    eprintln!("axum on keepwire: http://{}/", server.local_addrs()[0]);
+    server
+        .run(TowerHandler(app), async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+}
