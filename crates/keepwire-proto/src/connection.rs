@@ -619,9 +619,11 @@ impl Conn {
                 .max_requests
                 .map(|m| m.saturating_sub(self.responses)),
         };
-        if let Some(value) = hint.to_header_value() {
+        if hint.timeout.is_some() || hint.max.is_some() {
             encode::field(b"connection", b"keep-alive", out);
-            encode::field(b"keep-alive", value.as_bytes(), out);
+            out.put_slice(b"keep-alive: ");
+            encode::keep_alive_params(hint, out);
+            out.put_slice(b"\r\n");
         } else if version == Version::HTTP_10 {
             encode::field(b"connection", b"keep-alive", out);
         }

@@ -168,13 +168,11 @@ impl KeepAliveParams {
 
     /// The field value, or `None` when both are unset.
     pub fn to_header_value(self) -> Option<HeaderValue> {
-        let s = match (self.timeout, self.max) {
-            (Some(t), Some(m)) => format!("timeout={t}, max={m}"),
-            (Some(t), None) => format!("timeout={t}"),
-            (None, Some(m)) => format!("max={m}"),
-            (None, None) => return None,
-        };
-        HeaderValue::from_str(&s).ok()
+        let mut buf = bytes::BytesMut::new();
+        if !crate::encode::keep_alive_params(self, &mut buf) {
+            return None;
+        }
+        HeaderValue::from_maybe_shared(buf.freeze()).ok()
     }
 }
 

@@ -23,7 +23,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, DATE};
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, DATE};
 use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use keepwire_proto::{BodyKind, BodyLength, Conn, ConnConfig, Event, ResponseHead, Role};
@@ -114,11 +114,17 @@ struct Driver<'a> {
     /// are out (`None` inside: no answer makes sense).
     failed: Option<Option<StatusCode>>,
     started: Instant,
+    /// The time at the start of this loop turn.
+    now: Instant,
+    /// The `Date` value for responses of this turn.
+    date: Option<http::HeaderValue>,
     /// When the connection last became idle, or last made progress.
     last_activity: Instant,
     /// When the current head started arriving (header timeout).
     head_started: Instant,
     stopping: bool,
+    /// A header or body timeout ended the connection (counted as Timeout).
+    timed_out: bool,
     peer_eof: bool,
     /// This connection is counted in the idle gauge.
     counted_idle: bool,
@@ -168,9 +174,12 @@ pub(crate) async fn serve(
         next_frame: None,
         failed: None,
         started: now,
+        now,
+        date: None,
         last_activity: now,
         head_started: now,
         stopping: false,
+        timed_out: false,
         peer_eof: false,
         counted_idle: false,
         released: true,
@@ -192,6 +201,16 @@ impl Driver<'_> {
         let mut timer = Box::pin(tokio::time::sleep_until(far_future()));
         let mut timer_at = far_future();
         loop {
+            // One clock read per turn: every timestamp below is "now" to
+            // within the microseconds a turn takes.
+            self.now = Instant::now();
+            self.date = None;
+            // Bytes that arrived while the connection was idle start a new
+            // head: the header timeout runs from now, not from the previous
+            // request (R10.2). (`counted_idle` still says how we waited.)
+            if self.counted_idle && !self.conn.is_idle() {
+                self.head_started = self.now;
+            }
             // 1–2: everything that needs no waiting.
             loop {
                 let mut progress = self.pump_events();
@@ -213,7 +232,11 @@ impl Driver<'_> {
                     let _ = self.conn.send_error(status, &mut self.out);
                 }
                 let _ = self.flush().await;
-                return CloseReason::Error;
+                return if self.timed_out {
+                    CloseReason::Timeout
+                } else {
+                    CloseReason::Error
+                };
             }
             // 3: one write for the burst.
             if let Err(reason) = self.flush().await {
@@ -230,7 +253,7 @@ impl Driver<'_> {
             }
             // 5: wait.
             self.mark_idle(self.quiet());
-            let now = Instant::now();
+            let now = self.now;
             let deadline = self.deadline(now);
             if deadline != timer_at {
                 timer.as_mut().reset(deadline);
@@ -299,7 +322,6 @@ impl Driver<'_> {
         if self.stalled.is_some() || self.failed.is_some() {
             return false;
         }
-        let was_idle = self.conn.is_idle();
         let mut progress = false;
         loop {
             match self.conn.poll_event() {
@@ -309,7 +331,7 @@ impl Driver<'_> {
                 }
                 Ok(Some(Event::Data(bytes))) => {
                     progress = true;
-                    self.last_activity = Instant::now();
+                    self.last_activity = self.now;
                     if let Some(tx) = &self.body_tx {
                         match tx.try_send(Ok(bytes)) {
                             Ok(()) => {}
@@ -335,22 +357,32 @@ impl Driver<'_> {
                 Ok(None) => break,
                 Err(e) => {
                     tracing::debug!(conn = self.info.id, error = %e, "bad request");
-                    if let Some(tx) = self.body_tx.take() {
-                        let _ = tx.try_send(Err(BodyError::Protocol(e.clone())));
+                    let Some(tx) = self.body_tx.take() else {
+                        // A bad head: answered once earlier responses are out.
+                        self.failed = Some(e.status_hint());
+                        return true;
+                    };
+                    let _ = tx.try_send(Err(BodyError::Protocol(e.clone())));
+                    // A bad body belongs to the newest request, whose handler
+                    // already runs. It gets exactly one answer: the error
+                    // status in place of the handler's response if that has
+                    // not started (its slot is the pipeline's last), else the
+                    // response already under way; then we close (R10.1).
+                    if let (Some(status), Some(slot)) = (e.status_hint(), self.pipeline.back_mut())
+                    {
+                        slot.fut = None;
+                        slot.ready = Some(error_response(status));
                     }
-                    self.failed = Some(e.status_hint());
+                    self.failed = Some(None);
                     return true;
                 }
             }
-        }
-        if was_idle && !self.conn.is_idle() {
-            self.head_started = Instant::now();
         }
         progress
     }
 
     fn start_request(&mut self, head: keepwire_proto::RequestHead, kind: BodyKind) {
-        let now = Instant::now();
+        let now = self.now;
         self.info.request_index += 1;
         self.last_activity = now;
         self.head_started = now;
@@ -461,7 +493,7 @@ impl Driver<'_> {
         let (parts, mut body) = resp.into_parts();
         let mut headers = parts.headers;
         if !headers.contains_key(DATE) {
-            headers.insert(DATE, crate::date::now());
+            headers.insert(DATE, self.date.get_or_insert_with(crate::date::now).clone());
         }
         let full = body.take_full();
         // An explicit Content-Length is used when the body cannot tell: a
@@ -479,6 +511,16 @@ impl Driver<'_> {
                 None => declared.map_or(BodyLength::Unknown, BodyLength::Known),
             },
         };
+        // Answering the newest request before its body was read (an
+        // `Expect: 100-continue` refused, a handler that ignores the body):
+        // the end of that body cannot be found without reading it, so the
+        // connection closes after this response; say so on it (R5.3,
+        // RFC 9110 §10.1.1). A streamed response may see the body finish
+        // meanwhile, so it is announced only when it cannot (no 100 sent).
+        let body_unread = self.pipeline.is_empty() && self.body_tx.is_some();
+        if body_unread && (full.is_some() || self.conn.expects_continue()) {
+            headers.insert(CONNECTION, http::HeaderValue::from_static("close"));
+        }
         let head = ResponseHead {
             status: parts.status,
             reason: None,
@@ -533,7 +575,7 @@ impl Driver<'_> {
             tracing::error!(conn = self.info.id, error = %e, "response ended early");
             CloseReason::Error
         })?;
-        self.last_activity = Instant::now();
+        self.last_activity = self.now;
         Ok(())
     }
 
@@ -656,6 +698,7 @@ impl Driver<'_> {
         let body_late = self.body_tx.is_some() && now >= self.last_activity + cfg.body_timeout;
         if head_late || body_late {
             tracing::debug!(conn = self.info.id, head_late, body_late, "request timeout");
+            self.timed_out = true;
             if let Some(tx) = self.body_tx.take() {
                 let _ = tx.try_send(Err(BodyError::Closed));
             }
@@ -690,6 +733,18 @@ impl Driver<'_> {
             CloseReason::NotPersistent
         }
     }
+}
+
+/// A server-made error response that ends the connection.
+fn error_response(status: StatusCode) -> Response<Body> {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let mut resp = Response::new(Body::from(format!("{reason}\n")));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONNECTION, http::HeaderValue::from_static("close"));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+    resp
 }
 
 fn far_future() -> Instant {

@@ -251,8 +251,9 @@ impl Server {
         &self.shared.metrics
     }
 
-    /// A shareable handle to the counters (for an admin endpoint).
-    pub fn metrics_source(&self) -> impl Fn() -> String + Send + Sync + 'static {
+    /// A shareable handle to the counters (for an admin endpoint). It does
+    /// not borrow the server (`use<>`), so it outlives `spawn`/`run`.
+    pub fn metrics_source(&self) -> impl Fn() -> String + Send + Sync + 'static + use<> {
         let shared = self.shared.clone();
         move || shared.metrics.render()
     }
@@ -281,31 +282,35 @@ impl Server {
     ) -> io::Result<()> {
         let handler: Arc<dyn Handler> = Arc::new(handler);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut accepts = JoinSet::new();
         let mut conns = JoinSet::new();
-        let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel::<(TcpStream, SocketAddr)>(64);
-        for listener in self.listeners {
-            let tx = conn_tx.clone();
-            accepts.spawn(accept_loop(listener, tx));
-        }
-        drop(conn_tx);
+        let listeners = self.listeners;
+        let mut backoff = Box::pin(tokio::time::sleep(Duration::ZERO));
+        let mut backing_off = false;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
-                Some((stream, peer)) = conn_rx.recv() => {
-                    let shared = self.shared.clone();
-                    let handler = handler.clone();
-                    let stop = stop_rx.clone();
-                    conns.spawn(start_connection(stream, peer, shared, handler, stop));
-                }
+                accepted = accept_any(&listeners), if !backing_off => match accepted {
+                    Ok((stream, peer)) => {
+                        let shared = self.shared.clone();
+                        let handler = handler.clone();
+                        let stop = stop_rx.clone();
+                        conns.spawn(start_connection(stream, peer, shared, handler, stop));
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        backoff.as_mut().reset(tokio::time::Instant::now() + Duration::from_millis(50));
+                        backing_off = true;
+                    }
+                },
+                _ = &mut backoff, if backing_off => backing_off = false,
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                else => break,
             }
         }
         // Graceful shutdown: stop accepting, tell connections, wait.
-        accepts.shutdown().await;
+        drop(listeners);
         let _ = stop_tx.send(true);
         let deadline = tokio::time::sleep(self.shared.config.shutdown_timeout);
         tokio::pin!(deadline);
@@ -323,24 +328,18 @@ impl Server {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    tx: tokio::sync::mpsc::Sender<(TcpStream, SocketAddr)>,
-) {
-    loop {
-        match listener.accept().await {
-            Ok(pair) => {
-                if tx.send(pair).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+/// Accepts from whichever listener has a connection (no task or channel
+/// per listener: one accept costs one syscall and one spawn).
+async fn accept_any(listeners: &[TcpListener]) -> io::Result<(TcpStream, SocketAddr)> {
+    std::future::poll_fn(|cx| {
+        for l in listeners {
+            if let std::task::Poll::Ready(r) = l.poll_accept(cx) {
+                return std::task::Poll::Ready(r);
             }
         }
-    }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// Admits a connection under the limits, then serves it.
