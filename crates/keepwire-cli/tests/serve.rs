@@ -274,3 +274,41 @@ fn curl_reuses_one_connection_for_two_urls() {
     assert!(err.contains("Re-using existing connection"), "{err}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\nhi\n");
 }
+
+#[test]
+fn listens_on_ipv4_and_ipv6_at_once() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: this machine has no IPv6 loopback");
+        return;
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keepwire"))
+        .args(["serve", "--threads", "1", "--respond", "both"])
+        .args(["--listen", "127.0.0.1:0", "--listen", "[::1]:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for _ in 0..2 {
+        let line = lines.next().unwrap().unwrap();
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap();
+        addrs.push(addr.parse().unwrap());
+    }
+    let guard = ServerGuard {
+        child,
+        addr: addrs[0],
+    };
+    assert!(addrs[0].is_ipv4() && addrs[1].is_ipv6(), "{addrs:?}");
+    for addr in addrs {
+        let r = get(addr, "/", "");
+        assert!(r.ends_with("both\n"), "{addr}: {r}");
+    }
+    drop(guard);
+}
