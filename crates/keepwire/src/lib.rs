@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`server`]: the origin server (persistent connections, pipelining,
 //!   limits, lingering close, graceful shutdown).
+//! - [`client`]: the pooled client (per-origin cap, hint-aware idle
+//!   retirement, retries by rule, per-request timings).
 //! - [`body`]: one streaming body type for requests and responses.
 //! - [`net`]: socket options and the lingering close (R2.3, R8.5).
 //! - [`metrics`]: connection counters in Prometheus text format.
@@ -13,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod body;
+pub mod client;
 mod date;
 pub mod metrics;
 pub mod net;
@@ -21,5 +24,6 @@ pub mod server;
 pub mod tower;
 
 pub use body::{Body, BodyError, BodySender};
+pub use client::{Client, ClientConfig, ClientError, RequestMeta};
 pub use keepwire_proto as proto;
 pub use server::{ConnInfo, Server};

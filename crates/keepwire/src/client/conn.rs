@@ -1,0 +1,245 @@
+//! One client connection: writes a request, reads its response, and records
+//! how far it got, because that is what the retry rule needs (R8.3).
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use keepwire_proto::{BodyKind, BodyLength, Conn, Event, RequestHead, ResponseHead};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::ClientError;
+use super::retry::AttemptState;
+
+/// Facts about a connection (R1.1: its 4-tuple).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnMeta {
+    /// Client-wide connection number.
+    pub id: u64,
+    /// Our address.
+    pub local: SocketAddr,
+    /// The server's address.
+    pub peer: SocketAddr,
+}
+
+/// An open connection and its protocol state.
+pub(crate) struct ClientConn {
+    pub(crate) stream: TcpStream,
+    pub(crate) proto: Conn,
+    pub(crate) meta: ConnMeta,
+    /// Responses completed on this connection.
+    pub(crate) requests: u64,
+    /// Requests the server still takes (`Keep-Alive: max`, R5.2).
+    pub(crate) remaining: Option<u64>,
+    /// Idle time the server advertised (`Keep-Alive: timeout`, R5.2).
+    pub(crate) server_timeout: Option<Duration>,
+    /// The server answered HTTP/1.0 (ask for keep-alive explicitly, R5.1).
+    pub(crate) http10: bool,
+    /// Response bytes read since the current request was written.
+    read_since_request: u64,
+    out: BytesMut,
+}
+
+/// A failed attempt: the error and how far the attempt got.
+pub(crate) type AttemptError = (AttemptState, ClientError);
+
+impl ClientConn {
+    pub(crate) fn new(stream: TcpStream, proto: Conn, id: u64) -> io::Result<Self> {
+        let _ = stream.set_nodelay(true);
+        let meta = ConnMeta {
+            id,
+            local: stream.local_addr()?,
+            peer: stream.peer_addr()?,
+        };
+        Ok(ClientConn {
+            stream,
+            proto,
+            meta,
+            requests: 0,
+            remaining: None,
+            server_timeout: None,
+            http10: false,
+            read_since_request: 0,
+            out: BytesMut::new(),
+        })
+    }
+
+    /// A non-blocking look at an idle connection: `Ok(())` if it is still
+    /// quiet; otherwise the server closed it (FIN) or sent junk, and it must
+    /// not carry a request (R8.1).
+    pub(crate) fn probe_idle(&self) -> Result<(), &'static str> {
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(&self.stream).peek(&mut byte) {
+            Ok(0) => Err("closed by the server while idle"),
+            Ok(_) => Err("unexpected bytes while idle"),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(_) => Err("socket error while idle"),
+        }
+    }
+
+    /// Writes the head and a whole body (head and small body in one write,
+    /// R2.3).
+    pub(crate) async fn write_request(
+        &mut self,
+        head: &RequestHead,
+        body: Option<&Bytes>,
+        timeout: Duration,
+    ) -> Result<(), AttemptError> {
+        self.read_since_request = 0;
+        let len = body.map_or(0, |b| b.len() as u64);
+        self.out.clear();
+        self.proto
+            .send_request(head, BodyLength::Known(len), &mut self.out)
+            .map_err(|e| (AttemptState::NotSent, ClientError::Protocol(e)))?;
+        if let Some(b) = body.filter(|b| !b.is_empty()) {
+            let framed = self
+                .proto
+                .send_body(b.clone())
+                .map_err(|e| (AttemptState::NotSent, ClientError::Protocol(e)))?;
+            self.out.put(framed);
+        }
+        self.proto
+            .send_end(None, &mut self.out)
+            .map_err(|e| (AttemptState::NotSent, ClientError::Protocol(e)))?;
+        let mut written = 0usize;
+        let deadline = Instant::now() + timeout;
+        while written < self.out.len() {
+            match self.stream.try_write(&self.out[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match tokio::time::timeout_at(deadline, self.stream.writable()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Err((state_after_write(written), ClientError::Io(e))),
+                        Err(_) => {
+                            return Err((
+                                state_after_write(written),
+                                ClientError::Timeout("writing the request"),
+                            ));
+                        }
+                    }
+                }
+                Err(e) => return Err((state_after_write(written), ClientError::Io(e))),
+            }
+        }
+        self.out.clear();
+        Ok(())
+    }
+
+    /// Reads until the next protocol event, bounded by `deadline`.
+    pub(crate) async fn next_event(&mut self, deadline: Instant) -> Result<Event, AttemptError> {
+        loop {
+            match self.proto.poll_event() {
+                Ok(Some(event)) => return Ok(event),
+                Ok(None) => {}
+                Err(e) => return Err((self.read_state(), ClientError::Protocol(e))),
+            }
+            let buf = self.proto.read_buffer();
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(16 * 1024);
+            }
+            let read = tokio::time::timeout_at(deadline, async {
+                loop {
+                    self.stream.readable().await?;
+                    match self.stream.try_read_buf(self.proto.read_buffer()) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        other => return other,
+                    }
+                }
+            })
+            .await;
+            match read {
+                Ok(Ok(0)) => self.proto.handle_eof(),
+                Ok(Ok(n)) => self.read_since_request += n as u64,
+                Ok(Err(e)) => return Err((self.read_state(), ClientError::Io(e))),
+                Err(_) => {
+                    return Err((
+                        self.read_state(),
+                        ClientError::Timeout("waiting for the response"),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Reads the final response head (skipping 1xx), and the body framing.
+    pub(crate) async fn read_head(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<(ResponseHead, BodyKind), AttemptError> {
+        loop {
+            match self.next_event(deadline).await? {
+                Event::Response { head, .. }
+                    if head.status.is_informational()
+                        && head.status != http::StatusCode::SWITCHING_PROTOCOLS => {}
+                Event::Response { head, body } => {
+                    self.http10 = head.version == http::Version::HTTP_10;
+                    let hint = keepwire_proto::KeepAliveParams::parse(&head.headers);
+                    if let Some(t) = hint.timeout {
+                        self.server_timeout = Some(Duration::from_secs(t));
+                    }
+                    if let Some(m) = hint.max {
+                        self.remaining = Some(m);
+                    }
+                    return Ok((head, body));
+                }
+                _ => return Err((self.read_state(), ClientError::Unexpected)),
+            }
+        }
+    }
+
+    /// Body bytes already buffered, without waiting: `(chunks, ended)`.
+    pub(crate) fn buffered_body(&mut self) -> Result<(Vec<Bytes>, bool), ClientError> {
+        let mut chunks = Vec::new();
+        loop {
+            match self.proto.poll_event() {
+                Ok(Some(Event::Data(b))) => chunks.push(b),
+                Ok(Some(Event::End(_))) => {
+                    self.finish_response();
+                    return Ok((chunks, true));
+                }
+                Ok(Some(_)) => return Err(ClientError::Unexpected),
+                Ok(None) => return Ok((chunks, false)),
+                Err(e) => return Err(ClientError::Protocol(e)),
+            }
+        }
+    }
+
+    /// Bookkeeping once a response body ended.
+    pub(crate) fn finish_response(&mut self) {
+        self.requests += 1;
+        if let Some(r) = &mut self.remaining {
+            *r = r.saturating_sub(1);
+        }
+    }
+
+    /// Whether the connection can carry another request.
+    pub(crate) fn reusable(&self) -> bool {
+        self.proto.can_send_request() && self.remaining != Some(0) && self.proto.unanswered() == 0
+    }
+
+    fn read_state(&self) -> AttemptState {
+        if self.read_since_request == 0 {
+            AttemptState::SentNoResponse
+        } else {
+            AttemptState::PartlyAnswered
+        }
+    }
+
+    /// Drops idle buffers (pooled connections should be cheap).
+    pub(crate) fn release_buffers(&mut self) {
+        self.proto.release_buffers();
+        if self.out.is_empty() {
+            self.out = BytesMut::new();
+        }
+    }
+}
+
+fn state_after_write(written: usize) -> AttemptState {
+    if written == 0 {
+        AttemptState::NotSent
+    } else {
+        AttemptState::SentNoResponse
+    }
+}

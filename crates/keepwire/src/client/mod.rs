@@ -1,0 +1,503 @@
+//! The HTTP/1.x client: a pool per origin, retries by rule, and timings per
+//! request.
+//!
+//! A request goes through up to a few *attempts*. Each attempt checks out a
+//! connection (an idle one, probed; or a new one within the per-origin cap),
+//! writes the request, and reads the response head. When an attempt fails,
+//! [`retry::decide`] looks at how far it got and whether the connection was
+//! reused, and either sends the request again on a fresh connection or
+//! reports the error (R8.3). The response carries a [`RequestMeta`]
+//! extension saying which connection served it, whether it was reused, how
+//! many retries it took and how long each phase was (R1.1, R1.2).
+//!
+//! Response bodies stream; the connection returns to the pool when its body
+//! ends (and is dropped if the body is truncated, R8.2, or the reader gives
+//! up on it).
+
+pub(crate) mod conn;
+pub mod connect;
+pub mod pool;
+pub mod retry;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONNECTION, HOST};
+use http::{HeaderValue, Request, Response, Uri, Version};
+use keepwire_proto::{BodyKind, Conn, ConnConfig, Event, Limits, RequestHead, Role};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::body::{Body, BodyError};
+use conn::ClientConn;
+pub use conn::ConnMeta;
+use connect::Resolver;
+pub use pool::PoolConfig;
+use pool::{Checkout, Origin, Pool};
+use retry::{AttemptState, RetryDecision};
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The URL cannot be requested (no host, unsupported scheme, ...).
+    #[error("invalid URL: {0}")]
+    InvalidUrl(String),
+    /// Name resolution failed.
+    #[error("{0}")]
+    Resolve(std::io::Error),
+    /// No connection could be made.
+    #[error("{0}")]
+    Connect(std::io::Error),
+    /// The connection failed while sending or receiving.
+    #[error("connection error: {0}")]
+    Io(std::io::Error),
+    /// A phase took too long.
+    #[error("timed out {0}")]
+    Timeout(&'static str),
+    /// No connection slot came free in time (the per-origin cap is reached).
+    #[error("no connection available within the pool wait timeout")]
+    PoolTimeout,
+    /// The server broke HTTP/1.x, or the message was truncated (R8.2).
+    #[error("{0}")]
+    Protocol(keepwire_proto::Error),
+    /// The server sent something out of order.
+    #[error("unexpected message from the server")]
+    Unexpected,
+    /// The request body failed.
+    #[error("{0}")]
+    Body(BodyError),
+}
+
+impl ClientError {
+    /// The connection ended before the message did (R8.2).
+    pub fn is_truncated(&self) -> bool {
+        matches!(self, ClientError::Protocol(e) if e.is_truncated())
+    }
+}
+
+/// Timings of one request, from the moment it was handed to the client
+/// (R1.2). Phases a reused connection skips are `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    /// Waiting for a connection slot (the per-origin cap, R4.2).
+    pub queued: Duration,
+    /// Name resolution (zero when cached).
+    pub dns: Option<Duration>,
+    /// TCP handshake.
+    pub connect: Option<Duration>,
+    /// Until the last request byte was written.
+    pub written: Duration,
+    /// Until the first byte of the response head was complete.
+    pub first_byte: Duration,
+}
+
+/// What the client did for a request: a response extension.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RequestMeta {
+    /// The connection that answered.
+    pub conn: ConnMeta,
+    /// It had carried requests before.
+    pub reused: bool,
+    /// Requests this connection had answered before this one.
+    pub conn_request_index: u64,
+    /// Retries this request needed (R8.3).
+    pub retries: u32,
+    /// Phase timings of the successful attempt, measured from the start of
+    /// the request (so they include failed attempts).
+    pub timings: Timings,
+}
+
+/// Client counters.
+#[derive(Debug, Default)]
+pub struct ClientMetrics {
+    /// Connections opened.
+    pub connections_opened: AtomicU64,
+    /// Requests sent on a reused connection.
+    pub reused: AtomicU64,
+    /// Retries made (R8.3).
+    pub retries: AtomicU64,
+    /// Idle connections retired before the server's close (R5.2).
+    pub retired_idle: AtomicU64,
+    /// Idle connections found already closed by the server (R8.1).
+    pub stale_idle: AtomicU64,
+    /// Responses truncated (R8.2).
+    pub truncated: AtomicU64,
+}
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Pool settings.
+    pub pool: PoolConfig,
+    /// TCP connect timeout (all addresses).
+    pub connect_timeout: Duration,
+    /// Time to write a request.
+    pub write_timeout: Duration,
+    /// Time from request written to response head, and between body reads.
+    pub response_timeout: Duration,
+    /// How long resolved addresses are cached.
+    pub dns_ttl: Duration,
+    /// Send `Connection: close` on every request (R5.3: one request per
+    /// connection, the chapter's serial strategy).
+    pub close_after_each: bool,
+    /// Protocol limits for responses.
+    pub limits: Limits,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            pool: PoolConfig::default(),
+            connect_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            response_timeout: Duration::from_secs(60),
+            dns_ttl: Duration::from_secs(60),
+            close_after_each: false,
+            limits: Limits {
+                max_body_bytes: None,
+                ..Limits::default()
+            },
+        }
+    }
+}
+
+struct Inner {
+    config: ClientConfig,
+    pool: Pool,
+    resolver: Resolver,
+    metrics: ClientMetrics,
+    next_id: AtomicU64,
+}
+
+/// An HTTP/1.x client with a connection pool. Cheap to clone; clones share
+/// the pool.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Client::new(ClientConfig::default())
+    }
+}
+
+impl Client {
+    /// A client with these settings.
+    pub fn new(config: ClientConfig) -> Self {
+        Client {
+            inner: Arc::new(Inner {
+                pool: Pool::new(config.pool.clone()),
+                resolver: Resolver::new(config.dns_ttl),
+                config,
+                metrics: ClientMetrics::default(),
+                next_id: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The client's counters.
+    pub fn metrics(&self) -> &ClientMetrics {
+        &self.inner.metrics
+    }
+
+    /// `(open, idle)` connections to the origin of `url`.
+    pub fn pool_counts(&self, url: &Uri) -> (usize, usize) {
+        origin_of(url).map_or((0, 0), |o| self.inner.pool.counts(&o))
+    }
+
+    /// The idle timeout the pool learned from the server's closes, if any.
+    pub fn learned_idle_timeout(&self, url: &Uri) -> Option<Duration> {
+        origin_of(url)
+            .ok()
+            .and_then(|o| self.inner.pool.learned_close(&o))
+    }
+
+    /// `GET url`.
+    pub async fn get(&self, url: &str) -> Result<Response<Body>, ClientError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| ClientError::InvalidUrl(format!("{url}: {e}")))?;
+        self.request(
+            Request::get(uri)
+                .body(Body::empty())
+                .expect("a GET with a URI is valid"),
+        )
+        .await
+    }
+
+    /// Sends a request. The body must be in memory (`Body::full` or empty) so
+    /// a retry can resend it; a streaming body is collected first.
+    pub async fn request(&self, req: Request<Body>) -> Result<Response<Body>, ClientError> {
+        let started = Instant::now();
+        let (parts, mut body) = req.into_parts();
+        let origin = origin_of(&parts.uri)?;
+        let payload = match body.take_full() {
+            Some(b) => b,
+            None => body.collect(usize::MAX).await.map_err(ClientError::Body)?,
+        };
+        let target: Uri = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse()
+            .map_err(|e| ClientError::InvalidUrl(format!("{e}")))?;
+        let mut head = RequestHead::new(parts.method, target, Version::HTTP_11);
+        head.headers = parts.headers;
+        if !head.headers.contains_key(HOST) {
+            let host = match parts.uri.port_u16() {
+                Some(p) => format!("{}:{p}", origin.host),
+                None => origin.host.clone(),
+            };
+            let value = HeaderValue::from_str(&host)
+                .map_err(|_| ClientError::InvalidUrl(format!("bad host {host}")))?;
+            head.headers.insert(HOST, value);
+        }
+        if self.inner.config.close_after_each {
+            head.headers
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        let body = (!payload.is_empty()).then_some(&payload);
+        let mut retries = 0u32;
+        let mut fresh = false;
+        loop {
+            match self
+                .attempt(&origin, &mut head, body, started, fresh, retries)
+                .await
+            {
+                Ok(resp) => return Ok(resp),
+                Err((state, reused, err)) => {
+                    match retry::decide(&head.method, &head.headers, state, reused, retries) {
+                        RetryDecision::RetryFresh => {
+                            tracing::debug!(%origin, ?state, reused, error = %err, "retrying on a fresh connection");
+                            self.inner.metrics.retries.fetch_add(1, Relaxed);
+                            retries += 1;
+                            fresh = true;
+                        }
+                        RetryDecision::Fail => {
+                            if err.is_truncated() {
+                                self.inner.metrics.truncated.fetch_add(1, Relaxed);
+                            }
+                            return Err(err);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt: checkout, write, read the head, hand the body over.
+    async fn attempt(
+        &self,
+        origin: &Origin,
+        head: &mut RequestHead,
+        body: Option<&Bytes>,
+        started: Instant,
+        fresh: bool,
+        retries: u32,
+    ) -> Result<Response<Body>, (AttemptState, bool, ClientError)> {
+        let inner = &self.inner;
+        let mut timings = Timings::default();
+        let (checkout, dropped) = inner
+            .pool
+            .checkout(origin, fresh)
+            .await
+            .map_err(|()| (AttemptState::NotSent, false, ClientError::PoolTimeout))?;
+        inner
+            .metrics
+            .retired_idle
+            .fetch_add(dropped.expired as u64, Relaxed);
+        inner
+            .metrics
+            .stale_idle
+            .fetch_add(dropped.stale as u64, Relaxed);
+        timings.queued = started.elapsed();
+        let (mut conn, reused) = match checkout {
+            Checkout::Reused(c) => (c, true),
+            Checkout::Connect => match self.connect(origin, started, &mut timings).await {
+                Ok(c) => (c, false),
+                Err(e) => {
+                    inner.pool.release(origin);
+                    return Err((AttemptState::NotSent, false, e));
+                }
+            },
+        };
+        if reused {
+            inner.metrics.reused.fetch_add(1, Relaxed);
+        }
+        // R5.1: an HTTP/1.0 server keeps the connection only if asked.
+        if conn.http10 && !head.headers.contains_key(CONNECTION) {
+            head.headers
+                .insert(CONNECTION, HeaderValue::from_static("keep-alive"));
+        }
+        let index = conn.requests;
+        let cfg = &inner.config;
+        let result = async {
+            conn.write_request(head, body, cfg.write_timeout).await?;
+            timings.written = started.elapsed();
+            let head = conn
+                .read_head(Instant::now() + cfg.response_timeout)
+                .await?;
+            timings.first_byte = started.elapsed();
+            Ok(head)
+        }
+        .await;
+        let (resp_head, kind) = match result {
+            Ok(h) => h,
+            Err((state, err)) => {
+                inner.pool.release(origin);
+                return Err((state, reused, err));
+            }
+        };
+        let meta = RequestMeta {
+            conn: conn.meta,
+            reused,
+            conn_request_index: index,
+            retries,
+            timings,
+        };
+        let body = self
+            .response_body(origin, conn, kind)
+            .map_err(|e| (AttemptState::PartlyAnswered, reused, e))?;
+        let mut resp = Response::new(body);
+        *resp.status_mut() = resp_head.status;
+        *resp.version_mut() = resp_head.version;
+        *resp.headers_mut() = resp_head.headers;
+        resp.extensions_mut().insert(meta);
+        Ok(resp)
+    }
+
+    async fn connect(
+        &self,
+        origin: &Origin,
+        started: Instant,
+        timings: &mut Timings,
+    ) -> Result<ClientConn, ClientError> {
+        let cfg = &self.inner.config;
+        let t = Instant::now();
+        let (addrs, _cached) = self
+            .inner
+            .resolver
+            .resolve(&origin.host, origin.port)
+            .await
+            .map_err(ClientError::Resolve)?;
+        timings.dns = Some(t.elapsed());
+        let t = Instant::now();
+        let stream = connect::happy_eyeballs(&addrs, connect::ATTEMPT_DELAY, cfg.connect_timeout)
+            .await
+            .map_err(ClientError::Connect)?;
+        timings.connect = Some(t.elapsed());
+        let _ = started;
+        let id = self.inner.next_id.fetch_add(1, Relaxed) + 1;
+        self.inner.metrics.connections_opened.fetch_add(1, Relaxed);
+        let proto = Conn::new(
+            Role::Client,
+            ConnConfig {
+                limits: cfg.limits.clone(),
+                ..ConnConfig::default()
+            },
+        );
+        ClientConn::new(stream, proto, id).map_err(ClientError::Connect)
+    }
+
+    /// The response body: whole if it is already buffered (the connection
+    /// goes straight back to the pool), else streamed by a task that returns
+    /// the connection when the body ends.
+    fn response_body(
+        &self,
+        origin: &Origin,
+        mut conn: ClientConn,
+        kind: BodyKind,
+    ) -> Result<Body, ClientError> {
+        let pool = &self.inner.pool;
+        let (chunks, ended) = match conn.buffered_body() {
+            Ok(v) => v,
+            Err(e) => {
+                pool.release(origin);
+                return Err(e);
+            }
+        };
+        if ended {
+            pool.checkin(origin, conn);
+            return Ok(match chunks.len() {
+                0 => Body::empty(),
+                1 => Body::full(chunks.into_iter().next().unwrap_or_default()),
+                _ => Body::full(chunks.concat()),
+            });
+        }
+        let length = match kind {
+            BodyKind::Length(n) => Some(n),
+            _ => None,
+        };
+        let (tx, rx) = mpsc::channel(4);
+        let client = self.clone();
+        let origin = origin.clone();
+        tokio::spawn(async move {
+            for c in chunks {
+                if tx.send(Ok(c)).await.is_err() {
+                    client.inner.pool.release(&origin);
+                    return;
+                }
+            }
+            let timeout = client.inner.config.response_timeout;
+            loop {
+                match conn.next_event(Instant::now() + timeout).await {
+                    Ok(Event::Data(b)) => {
+                        if tx.send(Ok(b)).await.is_err() {
+                            // The reader gave up: the rest of the body is
+                            // unread, so the connection cannot be reused.
+                            client.inner.pool.release(&origin);
+                            return;
+                        }
+                    }
+                    Ok(Event::End(_)) => {
+                        conn.finish_response();
+                        client.inner.pool.checkin(&origin, conn);
+                        return;
+                    }
+                    Ok(_) => {
+                        let _ = tx.send(Err(BodyError::Closed)).await;
+                        client.inner.pool.release(&origin);
+                        return;
+                    }
+                    Err((_, err)) => {
+                        if err.is_truncated() {
+                            client.inner.metrics.truncated.fetch_add(1, Relaxed);
+                        }
+                        let _ = tx
+                            .send(Err(match err {
+                                ClientError::Protocol(e) => BodyError::Protocol(e),
+                                other => BodyError::Source(Box::new(other)),
+                            }))
+                            .await;
+                        client.inner.pool.release(&origin);
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Body::incoming(rx, None, length))
+    }
+}
+
+/// The origin a URL talks to.
+fn origin_of(uri: &Uri) -> Result<Origin, ClientError> {
+    let scheme = uri.scheme_str().unwrap_or("http").to_ascii_lowercase();
+    if scheme != "http" {
+        return Err(ClientError::InvalidUrl(format!(
+            "{uri}: only http:// URLs are supported (TLS arrives in a later release)"
+        )));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| ClientError::InvalidUrl(format!("{uri}: no host")))?
+        .to_ascii_lowercase();
+    Ok(Origin {
+        scheme,
+        host,
+        port: uri.port_u16().unwrap_or(80),
+    })
+}

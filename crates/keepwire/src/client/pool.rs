@@ -1,0 +1,228 @@
+//! Idle connections per origin, and the cap on open ones (R4.2, R5.2, R5.6).
+//!
+//! The pool knows no HTTP beyond three facts per connection: when it became
+//! idle, how long the server said it keeps idle connections (`Keep-Alive:
+//! timeout`), and how long the server turned out to keep them (learned from
+//! idle connections found closed). A connection is retired *before* the
+//! server would close it — the earliest of our own idle timeout, the
+//! server's hint minus a safety margin, and a fraction of the learned
+//! timeout — so a request never races the server's close (R8.1). Idle
+//! connections are reused last-in first-out: the warmest one (R2.2), and the
+//! one least likely to have been closed.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::conn::ClientConn;
+
+/// Scheme, host and port: connections are shared only within one origin.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// `http` (TLS arrives later).
+    pub scheme: String,
+    /// Host, lowercase.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+    }
+}
+
+/// Pool settings.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Open connections per origin (default 6, as browsers, R4.2).
+    pub max_per_origin: usize,
+    /// Our own idle timeout (default 90 s, as Go and hyper).
+    pub idle_timeout: Duration,
+    /// Retire this much before the server's advertised timeout (default 1 s).
+    pub hint_margin: Duration,
+    /// Wait at most this long for a free connection slot.
+    pub wait_timeout: Duration,
+    /// Reuse connections at all (off: every request gets a new one).
+    pub reuse: bool,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_per_origin: 6,
+            idle_timeout: Duration::from_secs(90),
+            hint_margin: Duration::from_secs(1),
+            wait_timeout: Duration::from_secs(30),
+            reuse: true,
+        }
+    }
+}
+
+struct Idle {
+    conn: ClientConn,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct OriginState {
+    /// Idle connections, most recently used last.
+    idle: Vec<Idle>,
+    /// Connections open (idle, busy or being connected).
+    open: usize,
+    /// Requests waiting for a slot.
+    waiters: VecDeque<oneshot::Sender<()>>,
+    /// Shortest idle time after which the server was seen to have closed.
+    learned_close: Option<Duration>,
+}
+
+/// What a checkout got.
+pub(crate) enum Checkout {
+    /// An idle connection, ready.
+    Reused(ClientConn),
+    /// A slot for a new connection; the caller connects and must
+    /// [`Pool::release`] the slot if that fails.
+    Connect,
+}
+
+/// The pool. Shared by a client's requests.
+pub(crate) struct Pool {
+    pub(crate) config: PoolConfig,
+    origins: Mutex<HashMap<Origin, OriginState>>,
+}
+
+/// Why an idle connection was dropped at checkout.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Dropped {
+    /// Past the effective idle timeout: retired before the server's close.
+    pub(crate) expired: usize,
+    /// Found closed (or dirty) by the probe: the server closed first.
+    pub(crate) stale: usize,
+}
+
+impl Pool {
+    pub(crate) fn new(config: PoolConfig) -> Self {
+        Pool {
+            config,
+            origins: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Origin, OriginState>> {
+        self.origins.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long `conn` may stay idle here.
+    fn idle_limit(&self, st: &OriginState, conn: &ClientConn) -> Duration {
+        let mut limit = self.config.idle_timeout;
+        if let Some(server) = conn.server_timeout {
+            limit = limit.min(server.saturating_sub(self.config.hint_margin));
+        }
+        if let Some(learned) = st.learned_close {
+            // Stay well inside what we saw: 3/4 of it.
+            limit = limit.min(learned * 3 / 4);
+        }
+        limit
+    }
+
+    /// An idle connection, a slot to connect, or a wait for either.
+    pub(crate) async fn checkout(
+        &self,
+        origin: &Origin,
+        fresh: bool,
+    ) -> Result<(Checkout, Dropped), ()> {
+        let deadline = Instant::now() + self.config.wait_timeout;
+        let mut dropped = Dropped::default();
+        loop {
+            let rx = {
+                let mut map = self.lock();
+                let st = map.entry(origin.clone()).or_default();
+                let now = Instant::now();
+                while !fresh && self.config.reuse {
+                    let Some(idle) = st.idle.pop() else { break };
+                    let idle_for = now.duration_since(idle.since);
+                    if idle_for >= self.idle_limit(st, &idle.conn) {
+                        dropped.expired += 1;
+                        st.open -= 1;
+                        continue;
+                    }
+                    if idle.conn.probe_idle().is_err() {
+                        dropped.stale += 1;
+                        st.open -= 1;
+                        st.learned_close =
+                            Some(st.learned_close.map_or(idle_for, |l| l.min(idle_for)));
+                        continue;
+                    }
+                    return Ok((Checkout::Reused(idle.conn), dropped));
+                }
+                if fresh && st.open >= self.config.max_per_origin {
+                    // A retry needs a fresh connection: close the oldest idle one
+                    // to make room rather than wait behind it.
+                    if !st.idle.is_empty() {
+                        st.idle.remove(0);
+                        st.open -= 1;
+                    }
+                }
+                if st.open < self.config.max_per_origin {
+                    st.open += 1;
+                    return Ok((Checkout::Connect, dropped));
+                }
+                let (tx, rx) = oneshot::channel();
+                st.waiters.push_back(tx);
+                rx
+            };
+            if tokio::time::timeout_at(deadline, rx).await.is_err() {
+                return Err(());
+            }
+        }
+    }
+
+    /// Returns a connection after its response ended: idle if it can carry
+    /// another request, else closed.
+    pub(crate) fn checkin(&self, origin: &Origin, mut conn: ClientConn) {
+        let mut map = self.lock();
+        let st = map.entry(origin.clone()).or_default();
+        if self.config.reuse && conn.reusable() {
+            conn.release_buffers();
+            st.idle.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        } else {
+            st.open -= 1;
+        }
+        wake_one(st);
+    }
+
+    /// Gives up a slot (a connect failed, or a connection was discarded).
+    pub(crate) fn release(&self, origin: &Origin) {
+        let mut map = self.lock();
+        let st = map.entry(origin.clone()).or_default();
+        st.open = st.open.saturating_sub(1);
+        wake_one(st);
+    }
+
+    /// (open, idle) connections for `origin`.
+    pub(crate) fn counts(&self, origin: &Origin) -> (usize, usize) {
+        self.lock()
+            .get(origin)
+            .map_or((0, 0), |st| (st.open, st.idle.len()))
+    }
+
+    /// The server's idle timeout as learned from closes seen, if any.
+    pub(crate) fn learned_close(&self, origin: &Origin) -> Option<Duration> {
+        self.lock().get(origin).and_then(|st| st.learned_close)
+    }
+}
+
+fn wake_one(st: &mut OriginState) {
+    while let Some(w) = st.waiters.pop_front() {
+        if w.send(()).is_ok() {
+            return;
+        }
+    }
+}

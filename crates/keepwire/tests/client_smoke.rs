@@ -1,0 +1,80 @@
+//! The pooled client against keepwire's own server.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use http::{Request, Response};
+use keepwire::{Body, Client, ClientConfig, RequestMeta, Server};
+
+fn hello_server(cfg: impl FnOnce(&mut keepwire::server::Config)) -> keepwire::server::ServerHandle {
+    Server::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .configure(cfg)
+        .bind()
+        .unwrap()
+        .spawn(|req: Request<Body>| async move {
+            if req.uri().path() == "/slow" {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Response::new(Body::from(format!("path={}", req.uri().path())))
+        })
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_gets_use_at_most_six_connections() {
+    let server = hello_server(|_| {});
+    let client = Client::default();
+    let url = format!("http://{}/slow", server.local_addr());
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let client = client.clone();
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let resp = client.get(&url).await.unwrap();
+            let meta = *resp.extensions().get::<RequestMeta>().unwrap();
+            let body = resp.into_body().collect(1 << 20).await.unwrap();
+            assert_eq!(&body[..], b"path=/slow");
+            meta
+        }));
+    }
+    let mut reused = 0;
+    for t in tasks {
+        reused += u64::from(
+            tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .unwrap()
+                .unwrap()
+                .reused,
+        );
+    }
+    let accepted = server.metrics().connections_accepted.load(Relaxed);
+    assert!(accepted <= 6, "server saw {accepted} connections");
+    assert_eq!(client.metrics().connections_opened.load(Relaxed), accepted);
+    assert_eq!(reused, 100 - accepted);
+}
+
+#[tokio::test]
+async fn keep_alive_timeout_hint_retires_the_connection_before_the_server_closes_it() {
+    // The server closes idle connections after 2 s and says so (timeout=2);
+    // the pool keeps them at most 2 s - 1 s margin = 1 s.
+    let server = hello_server(|c| c.idle_timeout = Duration::from_secs(2));
+    let client = Client::new(ClientConfig::default());
+    let url = format!("http://{}/", server.local_addr());
+    let first = client.get(&url).await.unwrap();
+    assert!(!first.extensions().get::<RequestMeta>().unwrap().reused);
+    let again = client.get(&url).await.unwrap();
+    assert!(
+        again.extensions().get::<RequestMeta>().unwrap().reused,
+        "reused within the hint"
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let late = client.get(&url).await.unwrap();
+    let meta = late.extensions().get::<RequestMeta>().unwrap();
+    assert!(
+        !meta.reused,
+        "retired after timeout - margin, before the server's close"
+    );
+    assert_eq!(meta.retries, 0);
+    assert_eq!(client.metrics().retired_idle.load(Relaxed), 1);
+    assert_eq!(client.metrics().stale_idle.load(Relaxed), 0);
+}
