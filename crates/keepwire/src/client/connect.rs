@@ -21,11 +21,14 @@ use tokio::time::Instant;
 /// RFC 8305 §5 "Connection Attempt Delay" (recommended 250 ms).
 pub const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 
+/// Resolved addresses and when they were resolved, per (host, port).
+type Cache = HashMap<(String, u16), (Instant, Vec<SocketAddr>)>;
+
 /// A per-host cache of resolved addresses.
 #[derive(Debug)]
 pub struct Resolver {
     ttl: Duration,
-    cache: Mutex<HashMap<(String, u16), (Instant, Vec<SocketAddr>)>>,
+    cache: Mutex<Cache>,
 }
 
 impl Resolver {

@@ -316,7 +316,7 @@ impl Client {
             .fetch_add(dropped.stale as u64, Relaxed);
         timings.queued = started.elapsed();
         let (mut conn, reused) = match checkout {
-            Checkout::Reused(c) => (c, true),
+            Checkout::Reused(c) => (*c, true),
             Checkout::Connect => match self.connect(origin, started, &mut timings).await {
                 Ok(c) => (c, false),
                 Err(e) => {

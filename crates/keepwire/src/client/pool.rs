@@ -83,7 +83,7 @@ struct OriginState {
 /// What a checkout got.
 pub(crate) enum Checkout {
     /// An idle connection, ready.
-    Reused(ClientConn),
+    Reused(Box<ClientConn>),
     /// A slot for a new connection; the caller connects and must
     /// [`Pool::release`] the slot if that fails.
     Connect,
@@ -142,8 +142,8 @@ impl Pool {
                 let mut map = self.lock();
                 let st = map.entry(origin.clone()).or_default();
                 let now = Instant::now();
-                while !fresh && self.config.reuse {
-                    let Some(idle) = st.idle.pop() else { break };
+                let may_reuse = !fresh && self.config.reuse;
+                while let Some(idle) = if may_reuse { st.idle.pop() } else { None } {
                     let idle_for = now.duration_since(idle.since);
                     if idle_for >= self.idle_limit(st, &idle.conn) {
                         dropped.expired += 1;
@@ -157,7 +157,7 @@ impl Pool {
                             Some(st.learned_close.map_or(idle_for, |l| l.min(idle_for)));
                         continue;
                     }
-                    return Ok((Checkout::Reused(idle.conn), dropped));
+                    return Ok((Checkout::Reused(Box::new(idle.conn)), dropped));
                 }
                 if fresh && st.open >= self.config.max_per_origin {
                     // A retry needs a fresh connection: close the oldest idle one
