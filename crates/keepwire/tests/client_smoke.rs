@@ -78,3 +78,83 @@ async fn keep_alive_timeout_hint_retires_the_connection_before_the_server_closes
     assert_eq!(client.metrics().retired_idle.load(Relaxed), 1);
     assert_eq!(client.metrics().stale_idle.load(Relaxed), 0);
 }
+
+#[tokio::test]
+async fn pipelined_responses_match_their_requests_in_order() {
+    let server = hello_server(|c| c.pipeline_depth = 8);
+    let client = Client::default();
+    let reqs: Vec<_> = (0..20)
+        .map(|i| {
+            Request::get(format!("http://{}/obj/{i}", server.local_addr()))
+                .body(Body::empty())
+                .unwrap()
+        })
+        .collect();
+    let results = tokio::time::timeout(Duration::from_secs(10), client.pipeline(reqs, 8))
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 20);
+    for (i, r) in results.into_iter().enumerate() {
+        let (resp, meta) = r.unwrap();
+        assert_eq!(resp.body(), format!("path=/obj/{i}").as_bytes());
+        assert_eq!(meta.conn_request_index, i as u64);
+    }
+    assert_eq!(server.metrics().connections_accepted.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn stale_connections_never_surface_for_gets_and_never_duplicate_posts() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+    // The server closes idle connections after 1 s and does NOT say so, so
+    // the client meets the close (R8.1) and must apply the retry rule.
+    let posts = Arc::new(AtomicU64::new(0));
+    let counter = posts.clone();
+    let server = Server::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .configure(|c| {
+            c.idle_timeout = Duration::from_secs(1);
+            c.advertise_keep_alive = false;
+            c.keep_alive_min = Duration::ZERO;
+        })
+        .bind()
+        .unwrap()
+        .spawn(move |req: Request<Body>| {
+            if req.method() == http::Method::POST {
+                counter.fetch_add(1, Relaxed);
+            }
+            async move { Response::new(Body::from("ok")) }
+        });
+    let client = Client::default();
+    let url = format!("http://{}/", server.local_addr());
+    let mut sent_posts = 0;
+    for round in 0..3 {
+        let r = client
+            .get(&url)
+            .await
+            .unwrap_or_else(|e| panic!("GET round {round}: {e}"));
+        assert_eq!(r.status(), 200);
+        // Wait until the server has closed the idle connection.
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        let post = Request::post(&url).body(Body::from("x")).unwrap();
+        match client.request(post).await {
+            Ok(r) => {
+                sent_posts += 1;
+                assert_eq!(r.status(), 200);
+            }
+            Err(e) => {
+                panic!("POST on a closed idle connection must go out on a fresh one (probe): {e}")
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+    }
+    assert_eq!(
+        posts.load(Relaxed),
+        sent_posts,
+        "no POST was delivered twice"
+    );
+    assert!(
+        client.metrics().stale_idle.load(Relaxed) >= 1,
+        "the probe saw the server's closes"
+    );
+}

@@ -16,6 +16,7 @@
 
 pub(crate) mod conn;
 pub mod connect;
+mod pipeline;
 pub mod pool;
 pub mod retry;
 
@@ -34,6 +35,7 @@ use crate::body::{Body, BodyError};
 use conn::ClientConn;
 pub use conn::ConnMeta;
 use connect::Resolver;
+pub use pipeline::PipelinedResponse;
 pub use pool::PoolConfig;
 use pool::{Checkout, Origin, Pool};
 use retry::{AttemptState, RetryDecision};

@@ -1,0 +1,235 @@
+//! Pipelining (R7): several requests on one connection without waiting.
+//!
+//! The rules, in the order they bite:
+//! - R7.1: pipeline only on a connection known to persist. A connection that
+//!   has not answered yet sends one request alone first.
+//! - R7.4: only idempotent requests are pipelined; any other request is
+//!   sent alone, after every earlier response has arrived.
+//! - R7.2: responses come back in request order; the n-th response answers
+//!   the n-th request still outstanding.
+//! - R7.3: when the connection closes with requests unanswered, those
+//!   requests are sent again on a new connection (they are idempotent; a
+//!   non-idempotent request is never in a batch with others).
+//!
+//! Bodies are read whole: pipelining is for many small objects (a page's
+//! sub-resources), and a buffered response frees the connection for the next.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::HOST;
+use http::{HeaderValue, Request, Response, Uri, Version};
+use keepwire_proto::hop::is_idempotent;
+use keepwire_proto::{Event, RequestHead};
+use tokio::time::Instant;
+
+use super::pool::Checkout;
+use super::{Client, ClientError, RequestMeta, Timings, origin_of};
+use crate::body::Body;
+
+/// A pipelined response: the whole body in memory, plus what the client did.
+pub type PipelinedResponse = Result<(Response<Bytes>, RequestMeta), ClientError>;
+
+impl Client {
+    /// Sends `requests` (all to one origin) pipelined up to `depth` at a
+    /// time on one connection, following R7; returns the responses in
+    /// request order. Idempotent requests left unanswered by a close are
+    /// resent on a new connection, at most twice each.
+    pub async fn pipeline(
+        &self,
+        requests: Vec<Request<Body>>,
+        depth: usize,
+    ) -> Vec<PipelinedResponse> {
+        let started = Instant::now();
+        let depth = depth.max(1);
+        let mut results: Vec<Option<PipelinedResponse>> =
+            (0..requests.len()).map(|_| None).collect();
+        let mut prepared = Vec::with_capacity(requests.len());
+        for (i, req) in requests.into_iter().enumerate() {
+            match prepare(req).await {
+                Ok(p) => prepared.push((i, p)),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let Some(origin) = prepared.first().map(|(_, p)| p.origin.clone()) else {
+            return results.into_iter().flatten().collect();
+        };
+        let mut queue: std::collections::VecDeque<(usize, Prepared, u32)> =
+            prepared.into_iter().map(|(i, p)| (i, p, 0)).collect();
+        while !queue.is_empty() {
+            let mut timings = Timings::default();
+            let conn = match self.inner.pool.checkout(&origin, false).await {
+                Ok((Checkout::Reused(c), _)) => Ok((*c, true)),
+                Ok((Checkout::Connect, _)) => {
+                    match self.connect(&origin, started, &mut timings).await {
+                        Ok(c) => Ok((c, false)),
+                        Err(e) => {
+                            self.inner.pool.release(&origin);
+                            Err(e)
+                        }
+                    }
+                }
+                Err(()) => Err(ClientError::PoolTimeout),
+            };
+            let (mut conn, reused) = match conn {
+                Ok(c) => c,
+                Err(e) => {
+                    // Without a connection nothing can go out: report it for
+                    // every request still queued.
+                    let msg = e.to_string();
+                    for (i, _, _) in queue.drain(..) {
+                        results[i] = Some(Err(ClientError::Io(std::io::Error::other(msg.clone()))));
+                    }
+                    break;
+                }
+            };
+            timings.queued = Duration::ZERO;
+            let cfg = &self.inner.config;
+            let mut healthy = true;
+            while healthy && !queue.is_empty() {
+                // R7.1 and R7.4: how many may go out together.
+                let batch = if !conn.proto.can_pipeline() {
+                    1
+                } else {
+                    queue
+                        .iter()
+                        .take(depth)
+                        .take_while(|(_, p, _)| is_idempotent(&p.head.method))
+                        .count()
+                        .max(1)
+                };
+                let mut sent = Vec::with_capacity(batch);
+                for _ in 0..batch {
+                    let Some((i, p, tries)) = queue.pop_front() else {
+                        break;
+                    };
+                    let body = (!p.body.is_empty()).then_some(&p.body);
+                    if let Err((_, e)) = conn.write_request(&p.head, body, cfg.write_timeout).await
+                    {
+                        tracing::debug!(error = %e, "pipelined write failed");
+                        queue.push_front((i, p, tries));
+                        healthy = false;
+                        break;
+                    }
+                    sent.push((i, p, tries));
+                }
+                let written = started.elapsed();
+                // R7.2: the n-th response answers the n-th request sent.
+                let mut answered = 0;
+                for (i, p, tries) in &sent {
+                    if !healthy {
+                        break;
+                    }
+                    let index = conn.requests;
+                    match read_whole(&mut conn, Instant::now() + cfg.response_timeout).await {
+                        Ok((resp, first_byte)) => {
+                            let meta = RequestMeta {
+                                conn: conn.meta,
+                                reused: reused || index > 0,
+                                conn_request_index: index,
+                                retries: *tries,
+                                timings: Timings {
+                                    written,
+                                    first_byte: first_byte.duration_since(started),
+                                    ..timings
+                                },
+                            };
+                            results[*i] = Some(Ok((resp, meta)));
+                            answered += 1;
+                        }
+                        Err(e) => {
+                            tracing::debug!(path = %p.head.target, error = %e, "pipelined read failed");
+                            healthy = false;
+                        }
+                    }
+                }
+                // R7.3: unanswered requests go back to the front of the queue.
+                for (i, p, tries) in sent.into_iter().skip(answered).rev() {
+                    let repeatable = is_idempotent(&p.head.method);
+                    if tries >= 2 || !repeatable {
+                        results[i] = Some(Err(ClientError::Io(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionAborted,
+                            "connection closed before this pipelined request was answered",
+                        ))));
+                    } else {
+                        self.inner
+                            .metrics
+                            .retries
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        queue.push_front((i, p, tries + 1));
+                    }
+                }
+                if !conn.reusable() {
+                    healthy = false;
+                }
+            }
+            if healthy {
+                self.inner.pool.checkin(&origin, conn);
+            } else {
+                self.inner.pool.release(&origin);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(ClientError::Unexpected)))
+            .collect()
+    }
+}
+
+/// A request made ready to write (several times, if it must be resent).
+struct Prepared {
+    origin: super::pool::Origin,
+    head: RequestHead,
+    body: Bytes,
+}
+
+async fn prepare(req: Request<Body>) -> Result<Prepared, ClientError> {
+    let (parts, mut body) = req.into_parts();
+    let origin = origin_of(&parts.uri)?;
+    let body = match body.take_full() {
+        Some(b) => b,
+        None => body.collect(usize::MAX).await.map_err(ClientError::Body)?,
+    };
+    let target: Uri = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .parse()
+        .map_err(|e| ClientError::InvalidUrl(format!("{e}")))?;
+    let mut head = RequestHead::new(parts.method, target, Version::HTTP_11);
+    head.headers = parts.headers;
+    if !head.headers.contains_key(HOST) {
+        let host = match parts.uri.port_u16() {
+            Some(p) => format!("{}:{p}", origin.host),
+            None => origin.host.clone(),
+        };
+        head.headers.insert(
+            HOST,
+            HeaderValue::from_str(&host).map_err(|_| ClientError::InvalidUrl(host.clone()))?,
+        );
+    }
+    Ok(Prepared { origin, head, body })
+}
+
+/// Reads one whole response; returns it and when its head arrived.
+async fn read_whole(
+    conn: &mut super::conn::ClientConn,
+    deadline: Instant,
+) -> Result<(Response<Bytes>, Instant), ClientError> {
+    let (head, _) = conn.read_head(deadline).await.map_err(|(_, e)| e)?;
+    let first_byte = Instant::now();
+    let mut body = Vec::new();
+    loop {
+        match conn.next_event(deadline).await.map_err(|(_, e)| e)? {
+            Event::Data(b) => body.extend_from_slice(&b),
+            Event::End(_) => break,
+            _ => return Err(ClientError::Unexpected),
+        }
+    }
+    conn.finish_response();
+    let mut resp = Response::new(Bytes::from(body));
+    *resp.status_mut() = head.status;
+    *resp.version_mut() = head.version;
+    *resp.headers_mut() = head.headers;
+    Ok((resp, first_byte))
+}
