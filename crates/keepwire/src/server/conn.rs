@@ -311,7 +311,14 @@ impl Driver<'_> {
                 }
                 Wake::Stop => {
                     self.stopping = true;
-                    self.conn.disable_keep_alive();
+                    // An idle connection stays readable until
+                    // `keep_alive_min` after its last response (the timer
+                    // then closes it), so a back-to-back request does not
+                    // race the close (R8.1); `start_request` makes that
+                    // request the last. Busy ones end after what is in flight.
+                    if !self.quiet() {
+                        self.conn.disable_keep_alive();
+                    }
                 }
             }
         }
@@ -387,11 +394,12 @@ impl Driver<'_> {
         self.last_activity = now;
         self.head_started = now;
         self.shared.metrics.requests.fetch_add(1, Relaxed);
-        if self
-            .shared
-            .config
-            .max_age
-            .is_some_and(|age| now.duration_since(self.started) >= age)
+        if self.stopping
+            || self
+                .shared
+                .config
+                .max_age
+                .is_some_and(|age| now.duration_since(self.started) >= age)
         {
             self.conn.disable_keep_alive();
         }
