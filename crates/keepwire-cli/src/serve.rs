@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Args;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use keepwire::server::Config;
 use keepwire::{Body, Server};
 
+use crate::common::{init_logging, parse_duration, runtime, shutdown_signal, spawn_admin};
 use crate::files::Files;
-use crate::site::{Site, status, with_type};
+use crate::site::{Site, with_type};
 
 /// Options of `keepwire serve`. Defaults sit beside nginx's; see the
 /// `keepwire::server` docs for the table.
@@ -80,14 +81,6 @@ pub struct ServeArgs {
     shutdown_timeout: Duration,
 }
 
-/// `75` (seconds), or a humantime duration such as `75s` or `500ms`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
-}
-
 /// What answers requests.
 enum App {
     Respond(Bytes),
@@ -105,20 +98,6 @@ impl App {
     }
 }
 
-fn init_logging(access_log: bool) {
-    let default = if access_log {
-        "info"
-    } else {
-        "info,keepwire::access=off"
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KEEPWIRE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 /// Runs the server until SIGINT/SIGTERM, then shuts down gracefully.
 pub fn run(args: ServeArgs) -> Result<(), String> {
     init_logging(args.access_log);
@@ -132,20 +111,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             object_size: args.object_size,
         }),
     };
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let rt = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-    }
-    .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let rt = runtime(args.threads)?;
     rt.block_on(serve(args, app))
 }
 
@@ -188,26 +154,7 @@ async fn serve(args: ServeArgs, app: App) -> Result<(), String> {
     }
 
     let admin = match args.admin {
-        Some(addr) => {
-            let render = server.metrics_source();
-            let admin = Server::builder()
-                .listen(addr)
-                .bind()
-                .map_err(|e| format!("--admin: {e}"))?;
-            eprintln!(
-                "keepwire serve: metrics on http://{}/metrics",
-                admin.local_addrs()[0]
-            );
-            Some(admin.spawn(move |req: Request<Body>| {
-                let text = (req.uri().path() == "/metrics").then(&render);
-                async move {
-                    match text {
-                        Some(t) => with_type(Body::from(t), "text/plain; version=0.0.4"),
-                        None => status(StatusCode::NOT_FOUND),
-                    }
-                }
-            }))
-        }
+        Some(addr) => Some(spawn_admin(addr, server.metrics_source())?),
         None => None,
     };
 
@@ -222,28 +169,4 @@ async fn serve(args: ServeArgs, app: App) -> Result<(), String> {
     }
     eprintln!("keepwire serve: stopped");
     result.map_err(|e| e.to_string())
-}
-
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    eprintln!("keepwire serve: shutting down (finishing in-flight requests)");
 }

@@ -144,6 +144,9 @@ pub struct ConnConfig {
     /// Server: requests served on one connection; the last response carries
     /// `Connection: close` (R5.6). Advertised as `Keep-Alive: max=`.
     pub max_requests: Option<u64>,
+    /// Server: read `Proxy-Connection` as `Connection` for this hop (R6.2).
+    /// Set by proxies, whose clients may send it instead.
+    pub proxy_connection: bool,
 }
 
 impl Default for ConnConfig {
@@ -154,6 +157,7 @@ impl Default for ConnConfig {
             max_in_flight: 1,
             advertise_timeout: None,
             max_requests: None,
+            proxy_connection: false,
         }
     }
 }
@@ -349,7 +353,12 @@ impl Conn {
                 }
                 self.messages += 1;
                 let last = self.config.max_requests.is_some_and(|m| self.messages >= m);
-                let persistent = ConnectionTokens::of(&head.headers).persistent(head.version);
+                let tokens = if self.config.proxy_connection {
+                    ConnectionTokens::of_proxy_request(&head.headers)
+                } else {
+                    ConnectionTokens::of(&head.headers)
+                };
+                let persistent = tokens.persistent(head.version);
                 self.in_flight.push_back(Exchange {
                     method: head.method.clone(),
                     version: head.version,
@@ -483,8 +492,12 @@ impl Conn {
     fn body_read(&mut self) {
         self.reading = match self.role {
             Role::Server => match self.in_flight.back() {
-                Some(e) if e.close => Reading::Closed,
+                // Upgrade first: whether anything follows an upgrade or
+                // CONNECT request depends on its answer (a tunnel, or
+                // `send_response` applies `close` when it declines), also
+                // for a 1.0 CONNECT or one that says `Connection: close`.
                 Some(e) if e.upgrade => Reading::AwaitUpgrade,
+                Some(e) if e.close => Reading::Closed,
                 // `None`: the response finished first; send_end decided.
                 None => Reading::Closed,
                 Some(_) => Reading::Head,

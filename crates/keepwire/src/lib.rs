@@ -5,6 +5,7 @@
 //!   limits, lingering close, graceful shutdown).
 //! - [`client`]: the pooled client (per-origin cap, hint-aware idle
 //!   retirement, retries by rule, per-request timings).
+//! - [`proxy`]: the forward/reverse proxy over the server and the client.
 //! - [`body`]: one streaming body type for requests and responses.
 //! - [`net`]: socket options and the lingering close (R2.3, R8.5).
 //! - [`metrics`]: connection counters in Prometheus text format.
@@ -19,6 +20,7 @@ pub mod client;
 mod date;
 pub mod metrics;
 pub mod net;
+pub mod proxy;
 pub mod server;
 #[cfg(feature = "tower")]
 pub mod tower;

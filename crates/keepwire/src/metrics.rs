@@ -27,10 +27,12 @@ pub enum CloseReason {
     Shutdown,
     /// Over a connection limit (503).
     Limit,
+    /// Switched protocols (101 or CONNECT): handed to the application.
+    Upgraded,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 8] = [
+    const ALL: [CloseReason; 9] = [
         CloseReason::ClientClose,
         CloseReason::IdleTimeout,
         CloseReason::Timeout,
@@ -39,6 +41,7 @@ impl CloseReason {
         CloseReason::Error,
         CloseReason::Shutdown,
         CloseReason::Limit,
+        CloseReason::Upgraded,
     ];
 
     fn label(self) -> &'static str {
@@ -51,6 +54,7 @@ impl CloseReason {
             CloseReason::Error => "error",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Limit => "limit",
+            CloseReason::Upgraded => "upgraded",
         }
     }
 }
@@ -68,7 +72,7 @@ pub struct ServerMetrics {
     pub requests: AtomicU64,
     /// Connections that carried 1, 2–10, 11–100, >100 requests.
     pub requests_per_connection: [AtomicU64; 4],
-    closes: [AtomicU64; 8],
+    closes: [AtomicU64; 9],
     /// Lingering closes that ended with the client's FIN.
     pub linger_fin: AtomicU64,
     /// Lingering closes that hit a bound or an error (likely RST).

@@ -147,6 +147,9 @@ pub struct ClientConfig {
     pub close_after_each: bool,
     /// Protocol limits for responses.
     pub limits: Limits,
+    /// Keep response header-name spelling (a `HeaderCase` response
+    /// extension), for proxies.
+    pub preserve_header_case: bool,
 }
 
 impl Default for ClientConfig {
@@ -162,6 +165,7 @@ impl Default for ClientConfig {
                 max_body_bytes: None,
                 ..Limits::default()
             },
+            preserve_header_case: false,
         }
     }
 }
@@ -235,36 +239,19 @@ impl Client {
     /// a retry can resend it; a streaming body is collected first.
     pub async fn request(&self, req: Request<Body>) -> Result<Response<Body>, ClientError> {
         let started = Instant::now();
-        let (parts, mut body) = req.into_parts();
-        let origin = origin_of(&parts.uri)?;
+        let (mut parts, mut body) = req.into_parts();
+        let (origin, mut head) = head_for(&mut parts)?;
         let payload = match body.take_full() {
             Some(b) => b,
             None => body.collect(usize::MAX).await.map_err(ClientError::Body)?,
         };
-        let target: Uri = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .parse()
-            .map_err(|e| ClientError::InvalidUrl(format!("{e}")))?;
-        let mut head = RequestHead::new(parts.method, target, Version::HTTP_11);
-        head.headers = parts.headers;
-        if !head.headers.contains_key(HOST) {
-            let host = match parts.uri.port_u16() {
-                Some(p) => format!("{}:{p}", origin.host),
-                None => origin.host.clone(),
-            };
-            let value = HeaderValue::from_str(&host)
-                .map_err(|_| ClientError::InvalidUrl(format!("bad host {host}")))?;
-            head.headers.insert(HOST, value);
-        }
         if self.inner.config.close_after_each {
             head.headers
                 .insert(CONNECTION, HeaderValue::from_static("close"));
         }
         let body = (!payload.is_empty()).then_some(&payload);
         let mut retries = 0u32;
-        let mut fresh = false;
+        let mut fresh = parts.extensions.get::<FreshConnection>().is_some();
         loop {
             match self
                 .attempt(&origin, &mut head, body, started, fresh, retries)
@@ -361,6 +348,27 @@ impl Client {
             retries,
             timings,
         };
+        if conn.proto.is_upgraded() {
+            // 101 Switching Protocols (R9.1): the connection leaves the pool
+            // and belongs to the caller, through the response's OnUpgrade.
+            inner.pool.release(origin);
+            let read_buf = conn.proto.take_read_buffer();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let _ = tx.send(crate::server::Upgraded {
+                stream: conn.stream,
+                read_buf,
+            });
+            let mut resp = Response::new(Body::empty());
+            *resp.status_mut() = resp_head.status;
+            *resp.version_mut() = resp_head.version;
+            *resp.headers_mut() = resp_head.headers;
+            resp.extensions_mut().insert(meta);
+            resp.extensions_mut()
+                .insert(crate::server::OnUpgrade(Arc::new(std::sync::Mutex::new(
+                    Some(rx),
+                ))));
+            return Ok(resp);
+        }
         let body = self
             .response_body(origin, conn, kind)
             .map_err(|e| (AttemptState::PartlyAnswered, reused, e))?;
@@ -369,6 +377,9 @@ impl Client {
         *resp.version_mut() = resp_head.version;
         *resp.headers_mut() = resp_head.headers;
         resp.extensions_mut().insert(meta);
+        if !resp_head.header_case.is_empty() {
+            resp.extensions_mut().insert(resp_head.header_case);
+        }
         Ok(resp)
     }
 
@@ -399,6 +410,7 @@ impl Client {
             Role::Client,
             ConnConfig {
                 limits: cfg.limits.clone(),
+                preserve_header_case: cfg.preserve_header_case,
                 ..ConnConfig::default()
             },
         );
@@ -483,6 +495,40 @@ impl Client {
         });
         Ok(Body::incoming(rx, None, length))
     }
+}
+
+/// Request extension: send this request on a new connection, never an idle
+/// one (a proxy's `--reuse safe` for requests that could not be retried).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FreshConnection;
+
+/// The origin a request goes to, and its head in origin-form with `Host`
+/// (added if missing) and the header spelling it carries, if any.
+pub(crate) fn head_for(
+    parts: &mut http::request::Parts,
+) -> Result<(Origin, RequestHead), ClientError> {
+    let origin = origin_of(&parts.uri)?;
+    let target: Uri = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .parse()
+        .map_err(|e| ClientError::InvalidUrl(format!("{e}")))?;
+    let mut head = RequestHead::new(parts.method.clone(), target, Version::HTTP_11);
+    head.headers = std::mem::take(&mut parts.headers);
+    if let Some(case) = parts.extensions.remove::<keepwire_proto::HeaderCase>() {
+        head.header_case = case;
+    }
+    if !head.headers.contains_key(HOST) {
+        let host = match parts.uri.port_u16() {
+            Some(p) => format!("{}:{p}", origin.host),
+            None => origin.host.clone(),
+        };
+        let value = HeaderValue::from_str(&host)
+            .map_err(|_| ClientError::InvalidUrl(format!("bad host {host}")))?;
+        head.headers.insert(HOST, value);
+    }
+    Ok((origin, head))
 }
 
 /// The origin a URL talks to.

@@ -17,14 +17,13 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::HOST;
-use http::{HeaderValue, Request, Response, Uri, Version};
+use http::{Request, Response};
 use keepwire_proto::hop::is_idempotent;
 use keepwire_proto::{Event, RequestHead};
 use tokio::time::Instant;
 
 use super::pool::Checkout;
-use super::{Client, ClientError, RequestMeta, Timings, origin_of};
+use super::{Client, ClientError, RequestMeta, Timings, head_for};
 use crate::body::Body;
 
 /// A pipelined response: the whole body in memory, plus what the client did.
@@ -184,30 +183,12 @@ struct Prepared {
 }
 
 async fn prepare(req: Request<Body>) -> Result<Prepared, ClientError> {
-    let (parts, mut body) = req.into_parts();
-    let origin = origin_of(&parts.uri)?;
+    let (mut parts, mut body) = req.into_parts();
+    let (origin, head) = head_for(&mut parts)?;
     let body = match body.take_full() {
         Some(b) => b,
         None => body.collect(usize::MAX).await.map_err(ClientError::Body)?,
     };
-    let target: Uri = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .parse()
-        .map_err(|e| ClientError::InvalidUrl(format!("{e}")))?;
-    let mut head = RequestHead::new(parts.method, target, Version::HTTP_11);
-    head.headers = parts.headers;
-    if !head.headers.contains_key(HOST) {
-        let host = match parts.uri.port_u16() {
-            Some(p) => format!("{}:{p}", origin.host),
-            None => origin.host.clone(),
-        };
-        head.headers.insert(
-            HOST,
-            HeaderValue::from_str(&host).map_err(|_| ClientError::InvalidUrl(host.clone()))?,
-        );
-    }
     Ok(Prepared { origin, head, body })
 }
 

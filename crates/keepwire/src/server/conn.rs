@@ -126,6 +126,8 @@ struct Driver<'a> {
     /// A header or body timeout ended the connection (counted as Timeout).
     timed_out: bool,
     peer_eof: bool,
+    /// Hands the connection to the handler after a 101 / CONNECT 2xx.
+    upgrade_tx: Option<oneshot::Sender<super::Upgraded>>,
     /// This connection is counted in the idle gauge.
     counted_idle: bool,
     released: bool,
@@ -145,12 +147,13 @@ pub(crate) async fn serve(
         Role::Server,
         ConnConfig {
             limits: cfg.limits.clone(),
-            preserve_header_case: false,
+            preserve_header_case: cfg.preserve_header_case,
             max_in_flight: cfg.pipeline_depth.max(1),
             advertise_timeout: cfg
                 .advertise_keep_alive
                 .then(|| cfg.idle_timeout.as_secs().max(1)),
             max_requests: cfg.max_requests,
+            proxy_connection: cfg.proxy_connection,
         },
     );
     let now = Instant::now();
@@ -182,6 +185,7 @@ pub(crate) async fn serve(
         timed_out: false,
         peer_eof: false,
         counted_idle: false,
+        upgrade_tx: None,
         released: true,
     };
     let reason = d.run(stop).await;
@@ -192,6 +196,15 @@ pub(crate) async fn serve(
     match reason {
         // The peer is gone or broke the socket: nothing to linger for.
         CloseReason::Error if d.peer_eof => {}
+        CloseReason::Upgraded => {
+            if let Some(tx) = d.upgrade_tx.take() {
+                let read_buf = d.conn.take_read_buffer();
+                let _ = tx.send(super::Upgraded {
+                    stream: d.stream,
+                    read_buf,
+                });
+            }
+        }
         _ => linger(d.stream, shared).await,
     }
 }
@@ -432,12 +445,23 @@ impl Driver<'_> {
             target = %head.target,
             version = ?head.version,
         );
+        let upgrade = head.method == http::Method::CONNECT
+            || keepwire_proto::hop::upgrade_protocol(head.version, &head.headers).is_some();
         let mut req = Request::new(body);
         *req.method_mut() = head.method;
         *req.uri_mut() = head.target;
         *req.version_mut() = head.version;
         *req.headers_mut() = head.headers;
         req.extensions_mut().insert(self.info);
+        if !head.header_case.is_empty() {
+            req.extensions_mut().insert(head.header_case);
+        }
+        if upgrade {
+            let (tx, rx) = oneshot::channel();
+            self.upgrade_tx = Some(tx);
+            req.extensions_mut()
+                .insert(super::OnUpgrade(Arc::new(std::sync::Mutex::new(Some(rx)))));
+        }
         let mut slot = Slot {
             fut: Some(self.handler.call(req)),
             ready: None,
@@ -529,16 +553,22 @@ impl Driver<'_> {
         if body_unread && (full.is_some() || self.conn.expects_continue()) {
             headers.insert(CONNECTION, http::HeaderValue::from_static("close"));
         }
+        let mut extensions = parts.extensions;
         let head = ResponseHead {
             status: parts.status,
             reason: None,
             version: Version::HTTP_11,
             headers,
-            header_case: Default::default(),
+            header_case: extensions.remove().unwrap_or_default(),
         };
         if let Err(e) = self.conn.send_response(&head, length, &mut self.out) {
             tracing::error!(conn = self.info.id, error = %e, "handler response rejected");
             return Err(CloseReason::Error);
+        }
+        if self.conn.is_upgraded() {
+            // 101, or 2xx to CONNECT: the bytes from here on are a tunnel's.
+            self.flush().await?;
+            return Err(CloseReason::Upgraded);
         }
         match full {
             Some(bytes) => {

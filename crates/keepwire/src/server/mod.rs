@@ -73,6 +73,32 @@ pub struct ConnInfo {
     pub request_index: u64,
 }
 
+/// The raw connection after the server answered 101 Switching Protocols, or
+/// 2xx to CONNECT (R9.1, R9.3): from here on it is an opaque byte stream.
+#[derive(Debug)]
+pub struct Upgraded {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Bytes the client sent after its request head (already read).
+    pub read_buf: bytes::BytesMut,
+}
+
+/// Request extension on upgrade and CONNECT requests: resolves to the
+/// connection once the handler's response switched protocols.
+/// (Request extensions must be `Clone`; clones share one receiver, and only
+/// the first `wait` gets the connection.)
+#[derive(Debug, Clone)]
+pub struct OnUpgrade(pub(crate) Arc<Mutex<Option<tokio::sync::oneshot::Receiver<Upgraded>>>>);
+
+impl OnUpgrade {
+    /// Waits for the response to be written; `None` if the response did not
+    /// switch protocols (or the connection failed first).
+    pub async fn wait(self) -> Option<Upgraded> {
+        let rx = self.0.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        rx.await.ok()
+    }
+}
+
 /// Server settings. See the module docs for defaults beside nginx's.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -107,6 +133,12 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Listener options.
     pub listen: ListenOptions,
+    /// Read `Proxy-Connection` as `Connection` (R6.2; for proxies).
+    pub proxy_connection: bool,
+    /// Keep header-name spelling: requests carry a
+    /// [`keepwire_proto::HeaderCase`] extension, and one on a response is
+    /// used when writing it (for proxies).
+    pub preserve_header_case: bool,
 }
 
 impl Default for Config {
@@ -127,6 +159,8 @@ impl Default for Config {
             linger: Linger::default(),
             shutdown_timeout: Duration::from_secs(30),
             listen: ListenOptions::default(),
+            proxy_connection: false,
+            preserve_header_case: false,
         }
     }
 }

@@ -1,0 +1,730 @@
+//! The forward and reverse proxy: never a dumb proxy (R6).
+//!
+//! A proxy is two hops glued by a handler. The client hop is keepwire's
+//! server (with `Proxy-Connection` read as `Connection`, R6.2, and header
+//! spelling kept); the origin hop is keepwire's client pool, one per proxy,
+//! with its own caps, idle timeouts and `Keep-Alive` hints (R6.3). Nothing
+//! hop-by-hop crosses (R3.2): each hop's persistence is decided by that
+//! hop's own messages, which is exactly what a dumb proxy gets wrong (R6.1).
+//! Bodies are re-framed by the hop that writes them (a close-delimited
+//! HTTP/1.0 origin response leaves chunked to an HTTP/1.1 client), and a
+//! truncated origin body is passed on as truncated, never "fixed" (R8.2).
+//!
+//! Failures: the client's retry rule decides what may be sent again
+//! (R8.3); what cannot is answered 502 (504 for timeouts) and never resent.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONNECTION, HOST, VIA};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use ipnet::IpNet;
+use keepwire_proto::hop::{self, is_idempotent, strip_hop_by_hop};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::body::Body;
+use crate::client::{Client, ClientConfig, ClientError, FreshConnection, PoolConfig};
+use crate::server::{ConnInfo, OnUpgrade, Upgraded};
+
+/// When an idle upstream connection may carry a request (as HAProxy's
+/// `http-reuse`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReusePolicy {
+    /// Any request may use an idle upstream connection.
+    Always,
+    /// Requests that could not be retried if the idle connection turned out
+    /// to be closed (non-idempotent ones, and a client connection's first
+    /// request) get a fresh upstream connection (HAProxy, Squid).
+    Safe,
+    /// Every request opens a new upstream connection.
+    Never,
+}
+
+impl std::str::FromStr for ReusePolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(ReusePolicy::Always),
+            "safe" => Ok(ReusePolicy::Safe),
+            "never" => Ok(ReusePolicy::Never),
+            other => Err(format!(
+                "unknown reuse policy {other:?} (always, safe, never)"
+            )),
+        }
+    }
+}
+
+/// One origin server behind the proxy.
+#[derive(Debug)]
+pub struct Upstream {
+    /// `host:port`.
+    pub authority: String,
+    /// Refused connections recently: skipped until then (passive health).
+    down_until: Mutex<Option<Instant>>,
+}
+
+impl Upstream {
+    /// An upstream at `http://authority`.
+    pub fn new(authority: impl Into<String>) -> Self {
+        Upstream {
+            authority: authority.into(),
+            down_until: Mutex::new(None),
+        }
+    }
+
+    fn is_up(&self, now: Instant) -> bool {
+        self.down_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none_or(|t| now >= t)
+    }
+
+    fn mark_down(&self, cooldown: Duration) {
+        *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Instant::now() + cooldown);
+    }
+}
+
+/// Requests for `host` (any, if `None`) whose path starts with `prefix` go
+/// to `upstreams`, round-robin.
+#[derive(Debug)]
+pub struct Route {
+    /// Host to match (without port, case-insensitive), or any.
+    pub host: Option<String>,
+    /// Path prefix to match.
+    pub prefix: String,
+    /// Where to send them.
+    pub upstreams: Vec<Arc<Upstream>>,
+    next: AtomicUsize,
+}
+
+impl Route {
+    /// A route.
+    pub fn new(host: Option<String>, prefix: impl Into<String>, upstreams: Vec<Upstream>) -> Self {
+        Route {
+            host: host.map(|h| h.to_ascii_lowercase()),
+            prefix: prefix.into(),
+            upstreams: upstreams.into_iter().map(Arc::new).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn matches(&self, host: Option<&str>, path: &str) -> bool {
+        let host_ok = match (&self.host, host) {
+            (None, _) => true,
+            (Some(want), Some(h)) => want.eq_ignore_ascii_case(h),
+            (Some(_), None) => false,
+        };
+        host_ok && path.starts_with(&self.prefix)
+    }
+
+    /// Upstreams in the order to try: round-robin start, healthy ones first.
+    fn candidates(&self) -> Vec<Arc<Upstream>> {
+        let n = self.upstreams.len();
+        let start = self.next.fetch_add(1, Relaxed);
+        let now = Instant::now();
+        let mut order: Vec<Arc<Upstream>> = (0..n)
+            .map(|i| self.upstreams[(start + i) % n].clone())
+            .collect();
+        order.sort_by_key(|u| !u.is_up(now));
+        order
+    }
+}
+
+/// Proxy settings.
+#[derive(Debug)]
+pub struct ProxyConfig {
+    /// Reverse-proxy routes, most specific first (longest prefix wins).
+    pub routes: Vec<Route>,
+    /// Accept absolute-form requests and CONNECT to any origin.
+    pub forward: bool,
+    /// Client networks allowed to use the proxy.
+    pub allow: Vec<IpNet>,
+    /// Ports CONNECT may reach (default 443).
+    pub connect_ports: Vec<u16>,
+    /// Upstream connection reuse.
+    pub reuse: ReusePolicy,
+    /// Upstream connections per origin.
+    pub pool_size: usize,
+    /// Upstream idle timeout (shortened by the upstream's hints).
+    pub upstream_idle_timeout: Duration,
+    /// Upstream connect timeout.
+    pub connect_timeout: Duration,
+    /// Time for the upstream to answer (504 after).
+    pub upstream_timeout: Duration,
+    /// How long an upstream that refused connections is skipped.
+    pub health_cooldown: Duration,
+    /// Our name in `Via` (and for loop detection).
+    pub via_name: String,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            routes: Vec::new(),
+            forward: false,
+            allow: vec![
+                "127.0.0.0/8".parse().expect("valid"),
+                "::1/128".parse().expect("valid"),
+            ],
+            connect_ports: vec![443],
+            reuse: ReusePolicy::Safe,
+            pool_size: 64,
+            upstream_idle_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+            upstream_timeout: Duration::from_secs(60),
+            health_cooldown: Duration::from_secs(10),
+            via_name: "keepwire".into(),
+        }
+    }
+}
+
+/// Upstreams to try in order, and for an absolute-form request the
+/// authority it named.
+type Picked = (Vec<Arc<Upstream>>, Option<String>);
+
+/// Proxy counters (upstream connections are in [`Proxy::client`]'s).
+#[derive(Debug, Default)]
+pub struct ProxyMetrics {
+    /// Requests handled.
+    pub requests: AtomicU64,
+    /// Answered 502 (upstream failed).
+    pub bad_gateway: AtomicU64,
+    /// Answered 504 (upstream timed out).
+    pub gateway_timeout: AtomicU64,
+    /// Upstream failures by kind: connect, timeout, io, protocol, truncated.
+    pub upstream_errors: [AtomicU64; 5],
+    /// Tunnels (CONNECT and upgrades) opened.
+    pub tunnels: AtomicU64,
+    /// Requests refused (client not allowed, CONNECT port, loop).
+    pub refused: AtomicU64,
+}
+
+const ERROR_KINDS: [&str; 5] = ["connect", "timeout", "io", "protocol", "truncated"];
+
+/// The proxy: a [`crate::server::Handler`] over a client pool.
+pub struct Proxy {
+    config: ProxyConfig,
+    client: Client,
+    metrics: ProxyMetrics,
+}
+
+impl Proxy {
+    /// A proxy with its own upstream pool.
+    pub fn new(config: ProxyConfig) -> Arc<Self> {
+        let client = Client::new(ClientConfig {
+            pool: PoolConfig {
+                max_per_origin: config.pool_size.max(1),
+                idle_timeout: config.upstream_idle_timeout,
+                reuse: config.reuse != ReusePolicy::Never,
+                ..PoolConfig::default()
+            },
+            connect_timeout: config.connect_timeout,
+            response_timeout: config.upstream_timeout,
+            preserve_header_case: true,
+            ..ClientConfig::default()
+        });
+        Arc::new(Proxy {
+            config,
+            client,
+            metrics: ProxyMetrics::default(),
+        })
+    }
+
+    /// The upstream client (its metrics count upstream connections).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The proxy's counters.
+    pub fn metrics(&self) -> &ProxyMetrics {
+        &self.metrics
+    }
+
+    /// Prometheus text for the proxy and its upstream pool.
+    pub fn render_metrics(&self) -> String {
+        let m = &self.metrics;
+        let c = self.client.metrics();
+        let mut s = String::new();
+        let mut line = |name: &str, labels: &str, v: u64| {
+            s.push_str(&format!("keepwire_proxy_{name}{labels} {v}\n"));
+        };
+        line("requests_total", "", m.requests.load(Relaxed));
+        line(
+            "responses_total",
+            "{status=\"502\"}",
+            m.bad_gateway.load(Relaxed),
+        );
+        line(
+            "responses_total",
+            "{status=\"504\"}",
+            m.gateway_timeout.load(Relaxed),
+        );
+        for (k, a) in ERROR_KINDS.iter().zip(&m.upstream_errors) {
+            line(
+                "upstream_errors_total",
+                &format!("{{kind=\"{k}\"}}"),
+                a.load(Relaxed),
+            );
+        }
+        line("tunnels_total", "", m.tunnels.load(Relaxed));
+        line("refused_total", "", m.refused.load(Relaxed));
+        line(
+            "upstream_connections_opened_total",
+            "",
+            c.connections_opened.load(Relaxed),
+        );
+        line("upstream_requests_reused_total", "", c.reused.load(Relaxed));
+        line("upstream_retries_total", "", c.retries.load(Relaxed));
+        line(
+            "upstream_idle_retired_total",
+            "",
+            c.retired_idle.load(Relaxed),
+        );
+        line("upstream_idle_stale_total", "", c.stale_idle.load(Relaxed));
+        s
+    }
+
+    /// Answers one client request.
+    pub async fn handle(self: Arc<Self>, mut req: Request<Body>) -> Response<Body> {
+        self.metrics.requests.fetch_add(1, Relaxed);
+        let info = req.extensions().get::<ConnInfo>().copied();
+        if let Some(info) = info
+            && !self
+                .config
+                .allow
+                .iter()
+                .any(|n| n.contains(&info.peer.ip()))
+        {
+            return self.refuse(
+                StatusCode::FORBIDDEN,
+                "this client is not allowed to use the proxy",
+            );
+        }
+        // Loop detection: our own name in Via means the request came round.
+        let me = format!("1.1 {}", self.config.via_name);
+        if req.headers().get_all(VIA).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|e| e.trim() == me))
+        }) {
+            return self.refuse(
+                StatusCode::LOOP_DETECTED,
+                "request loop: it already passed this proxy",
+            );
+        }
+        if req.method() == Method::CONNECT {
+            return self.connect_tunnel(req).await;
+        }
+        // Max-Forwards (RFC 9110 §7.6.2): 0 means "answer here".
+        if matches!(*req.method(), Method::TRACE | Method::OPTIONS)
+            && let Some(n) = max_forwards(&req)
+        {
+            if n == 0 {
+                return answer_here(&req);
+            }
+            req.headers_mut()
+                .insert(http::header::MAX_FORWARDS, HeaderValue::from(n - 1));
+        }
+        let (candidates, forward_authority) = match self.pick(&req) {
+            Ok(v) => v,
+            Err(resp) => return resp,
+        };
+        let upgrade = hop::upgrade_protocol(req.version(), req.headers()).cloned();
+        let client_upgrade = req.extensions_mut().remove::<OnUpgrade>();
+        let fresh = match self.config.reuse {
+            ReusePolicy::Safe => {
+                !is_idempotent(req.method()) || info.is_none_or(|i| i.request_index == 1)
+            }
+            _ => false,
+        };
+        let (mut parts, body) = req.into_parts();
+        // R3.2 / R6.1: nothing of this hop crosses to the next.
+        strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
+        if upgrade.is_some() {
+            parts
+                .headers
+                .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        add_via(&mut parts.headers, &me);
+        if let Some(authority) = &forward_authority
+            && let Ok(v) = HeaderValue::from_str(authority)
+        {
+            // Absolute-form: the URI's authority wins over Host (RFC 9112 §3.2.2).
+            parts.headers.insert(HOST, v);
+        }
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let body = match body_for_retry(body).await {
+            Ok(b) => b,
+            Err(resp) => return resp,
+        };
+        let mut last_err = None;
+        for upstream in candidates {
+            let uri: Uri = match format!("http://{}{}", upstream.authority, path).parse() {
+                Ok(u) => u,
+                Err(_) => {
+                    return self.refuse(StatusCode::BAD_REQUEST, "cannot form the upstream URL");
+                }
+            };
+            let mut out = Request::new(Body::full(body.clone()));
+            *out.method_mut() = parts.method.clone();
+            *out.uri_mut() = uri;
+            *out.headers_mut() = parts.headers.clone();
+            if let Some(case) = parts.extensions.get::<keepwire_proto::HeaderCase>() {
+                out.extensions_mut().insert(case.clone());
+            }
+            if fresh {
+                out.extensions_mut().insert(FreshConnection);
+            }
+            match self.client.request(out).await {
+                Ok(resp) => return self.relay_response(resp, client_upgrade, &me).await,
+                Err(e) => {
+                    self.count_error(&e);
+                    let never_sent = matches!(e, ClientError::Connect(_) | ClientError::Resolve(_));
+                    if never_sent {
+                        // Passive health: skip it for a while; the request
+                        // was never sent, so another upstream may take it.
+                        upstream.mark_down(self.config.health_cooldown);
+                        last_err = Some(e);
+                        continue;
+                    }
+                    return self.gateway_error(&e);
+                }
+            }
+        }
+        match last_err {
+            Some(e) => self.gateway_error(&e),
+            None => self.refuse(StatusCode::BAD_GATEWAY, "no upstream available"),
+        }
+    }
+
+    /// Which upstreams may take this request, and for forward requests the
+    /// authority of the absolute-form target.
+    #[allow(clippy::result_large_err)]
+    fn pick(&self, req: &Request<Body>) -> Result<Picked, Response<Body>> {
+        let absolute = req.uri().scheme().is_some();
+        if absolute {
+            if !self.config.forward {
+                // A reverse proxy also accepts absolute-form (RFC 9112
+                // §3.2.2), but only for the hosts it routes.
+                return self
+                    .route(req.uri().host(), req.uri().path())
+                    .map(|r| (r, None));
+            }
+            if req.uri().scheme_str() != Some("http") {
+                return Err(self.refuse(
+                    StatusCode::BAD_REQUEST,
+                    "only http:// targets are proxied; use CONNECT for https",
+                ));
+            }
+            let Some(authority) = req.uri().authority().map(|a| a.as_str().to_string()) else {
+                return Err(self.refuse(
+                    StatusCode::BAD_REQUEST,
+                    "absolute-form target without a host",
+                ));
+            };
+            let with_port = if req.uri().port().is_some() {
+                authority.clone()
+            } else {
+                format!("{authority}:80")
+            };
+            return Ok((vec![Arc::new(Upstream::new(with_port))], Some(authority)));
+        }
+        let host = req
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(host_without_port);
+        self.route(host, req.uri().path()).map(|r| (r, None))
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn route(&self, host: Option<&str>, path: &str) -> Result<Vec<Arc<Upstream>>, Response<Body>> {
+        self.config
+            .routes
+            .iter()
+            .filter(|r| r.matches(host, path))
+            .max_by_key(|r| (r.host.is_some(), r.prefix.len()))
+            .map(Route::candidates)
+            .ok_or_else(|| {
+                if self.config.forward {
+                    self.refuse(
+                        StatusCode::BAD_REQUEST,
+                        "a forward proxy needs an absolute-form target (http://host/path)",
+                    )
+                } else {
+                    self.refuse(StatusCode::NOT_FOUND, "no route for this host and path")
+                }
+            })
+    }
+
+    /// Cleans the upstream response for the client hop and relays it.
+    async fn relay_response(
+        &self,
+        resp: Response<Body>,
+        client_upgrade: Option<OnUpgrade>,
+        me: &str,
+    ) -> Response<Body> {
+        let (mut parts, body) = resp.into_parts();
+        let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+        strip_hop_by_hop(&mut parts.headers, switching);
+        add_via(&mut parts.headers, me);
+        parts.extensions.remove::<crate::client::RequestMeta>();
+        if switching {
+            let upstream = parts.extensions.remove::<OnUpgrade>();
+            match (client_upgrade, upstream) {
+                (Some(down), Some(up)) => {
+                    parts
+                        .headers
+                        .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+                    self.metrics.tunnels.fetch_add(1, Relaxed);
+                    tokio::spawn(async move {
+                        if let (Some(a), Some(b)) = (down.wait().await, up.wait().await) {
+                            splice(a, b).await;
+                        }
+                    });
+                }
+                _ => {
+                    return self.refuse(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream switched protocols unasked",
+                    );
+                }
+            }
+        }
+        Response::from_parts(parts, body)
+    }
+
+    /// CONNECT host:port (R9.3): a raw TCP tunnel, forward mode only.
+    async fn connect_tunnel(&self, req: Request<Body>) -> Response<Body> {
+        if !self.config.forward {
+            return self.refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT needs forward mode (--forward)",
+            );
+        }
+        let Some(authority) = req.uri().authority().cloned() else {
+            return self.refuse(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+        };
+        let port = authority.port_u16().unwrap_or(443);
+        if !self.config.connect_ports.contains(&port) {
+            return self.refuse(StatusCode::FORBIDDEN, "CONNECT to this port is not allowed");
+        }
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let connect = tokio::time::timeout(
+            self.config.connect_timeout,
+            TcpStream::connect((host.as_str(), port)),
+        );
+        let upstream = match connect.await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return self.gateway_error(&ClientError::Connect(e)),
+            Err(_) => return self.gateway_error(&ClientError::Timeout("connecting the tunnel")),
+        };
+        let _ = upstream.set_nodelay(true);
+        let Some(down) = req.extensions().get::<OnUpgrade>().cloned() else {
+            return self.refuse(StatusCode::INTERNAL_SERVER_ERROR, "tunnel unavailable");
+        };
+        self.metrics.tunnels.fetch_add(1, Relaxed);
+        tokio::spawn(async move {
+            if let Some(client) = down.wait().await {
+                splice(
+                    client,
+                    Upgraded {
+                        stream: upstream,
+                        read_buf: Default::default(),
+                    },
+                )
+                .await;
+            }
+        });
+        Response::new(Body::empty())
+    }
+
+    fn count_error(&self, e: &ClientError) {
+        let i = match e {
+            ClientError::Connect(_) | ClientError::Resolve(_) | ClientError::PoolTimeout => 0,
+            ClientError::Timeout(_) => 1,
+            ClientError::Io(_) => 2,
+            e if e.is_truncated() => 4,
+            _ => 3,
+        };
+        self.metrics.upstream_errors[i].fetch_add(1, Relaxed);
+    }
+
+    fn gateway_error(&self, e: &ClientError) -> Response<Body> {
+        let status = match e {
+            ClientError::Timeout(_) | ClientError::PoolTimeout => {
+                self.metrics.gateway_timeout.fetch_add(1, Relaxed);
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            _ => {
+                self.metrics.bad_gateway.fetch_add(1, Relaxed);
+                StatusCode::BAD_GATEWAY
+            }
+        };
+        text(status, &format!("upstream: {e}"))
+    }
+
+    fn refuse(&self, status: StatusCode, why: &str) -> Response<Body> {
+        if status.is_client_error() || status == StatusCode::LOOP_DETECTED {
+            self.metrics.refused.fetch_add(1, Relaxed);
+        }
+        text(status, why)
+    }
+}
+
+/// A request body, buffered so a retry can resend it (as nginx's default
+/// `proxy_request_buffering on`).
+#[allow(clippy::result_large_err)]
+async fn body_for_retry(mut body: Body) -> Result<Bytes, Response<Body>> {
+    if let Some(b) = body.take_full() {
+        return Ok(b);
+    }
+    body.collect(usize::MAX)
+        .await
+        .map_err(|e| text(StatusCode::BAD_REQUEST, &format!("request body: {e}")))
+}
+
+fn add_via(headers: &mut http::HeaderMap, me: &str) {
+    if let Ok(v) = HeaderValue::from_str(me) {
+        headers.append(VIA, v);
+    }
+}
+
+fn max_forwards(req: &Request<Body>) -> Option<u64> {
+    req.headers()
+        .get(http::header::MAX_FORWARDS)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// TRACE / OPTIONS with `Max-Forwards: 0`: we are the final recipient.
+fn answer_here(req: &Request<Body>) -> Response<Body> {
+    if req.method() == Method::TRACE {
+        let mut echo = format!("{} {} {:?}\r\n", req.method(), req.uri(), req.version());
+        for (n, v) in req.headers() {
+            echo.push_str(&format!(
+                "{}: {}\r\n",
+                n,
+                String::from_utf8_lossy(v.as_bytes())
+            ));
+        }
+        let mut r = Response::new(Body::from(echo));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("message/http"),
+        );
+        return r;
+    }
+    let mut r = Response::new(Body::empty());
+    r.headers_mut().insert(
+        http::header::ALLOW,
+        HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH, CONNECT"),
+    );
+    r
+}
+
+fn text(status: StatusCode, why: &str) -> Response<Body> {
+    let mut r = Response::new(Body::from(format!(
+        "{} {}: {why}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Relays bytes both ways until both sides are done, passing each side's
+/// half-close on to the other (R9.1).
+async fn splice(mut a: Upgraded, mut b: Upgraded) {
+    if !a.read_buf.is_empty() && b.stream.write_all(&a.read_buf).await.is_err() {
+        return;
+    }
+    if !b.read_buf.is_empty() && a.stream.write_all(&b.read_buf).await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut a.stream, &mut b.stream).await;
+}
+
+/// `host` of a `Host` value `host[:port]` (IPv6 literals keep brackets).
+fn host_without_port(h: &str) -> &str {
+    match h.rsplit_once(':') {
+        Some((host, port))
+            if !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && !host.ends_with(':') =>
+        {
+            host
+        }
+        _ => h,
+    }
+}
+
+/// `host:port` of an upstream given as `http://host[:port]` or `host[:port]`.
+pub fn parse_authority(s: &str) -> Result<String, String> {
+    let s = s.trim_start_matches("http://").trim_end_matches('/');
+    if s.starts_with("https://") {
+        return Err(format!("{s}: https upstreams arrive with TLS support"));
+    }
+    let uri: Uri = format!("http://{s}/")
+        .parse()
+        .map_err(|e| format!("upstream {s:?}: {e}"))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("upstream {s:?}: no host"))?;
+    Ok(format!("{host}:{}", uri.port_u16().unwrap_or(80)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_prefer_host_then_longest_prefix() {
+        let cfg = ProxyConfig {
+            routes: vec![
+                Route::new(None, "/", vec![Upstream::new("a:1")]),
+                Route::new(None, "/api", vec![Upstream::new("b:1")]),
+                Route::new(Some("Example.test".into()), "/", vec![Upstream::new("c:1")]),
+            ],
+            ..ProxyConfig::default()
+        };
+        let p = Proxy::new(cfg);
+        let pick = |h: Option<&str>, path: &str| p.route(h, path).unwrap()[0].authority.clone();
+        assert_eq!(pick(None, "/x"), "a:1");
+        assert_eq!(pick(None, "/api/v1"), "b:1");
+        assert_eq!(pick(Some("example.test"), "/api"), "c:1");
+    }
+
+    #[test]
+    fn authorities_parse_with_default_port() {
+        assert_eq!(
+            parse_authority("http://127.0.0.1:8080").unwrap(),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(parse_authority("origin.test").unwrap(), "origin.test:80");
+        assert!(parse_authority("https://x").is_err());
+        assert_eq!(host_without_port("a.test:8080"), "a.test");
+        assert_eq!(host_without_port("a.test"), "a.test");
+        assert_eq!(host_without_port("[::1]:80"), "[::1]");
+    }
+}
