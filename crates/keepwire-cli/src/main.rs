@@ -2,9 +2,12 @@
 
 mod common;
 mod files;
+mod get;
+mod page;
 mod proxy;
 mod serve;
 mod site;
+mod waterfall;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +25,12 @@ enum Command {
     /// Run an HTTP/1.x origin server (embedded demo site, static files, or a
     /// fixed response).
     Serve(serve::ServeArgs),
+    /// Fetch URLs, or a page and its sub-resources, through one pooled client.
+    ///
+    /// Shows per request the connection it used, new or reused, retries and
+    /// the timing phases (R1.2); loads a page serial, parallel, persistent or
+    /// pipelined (R4); draws a waterfall as HTML.
+    Get(get::GetArgs),
     /// Run a forward and/or reverse HTTP/1.x proxy that follows every hop
     /// rule (never a dumb proxy).
     Proxy(proxy::ProxyArgs),
@@ -31,6 +40,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Serve(args)) => serve::run(args),
+        Some(Command::Get(args)) => get::run(args),
         Some(Command::Proxy(args)) => proxy::run(args),
         None => {
             use clap::CommandFactory;

@@ -94,6 +94,10 @@ pub struct Timings {
     pub written: Duration,
     /// Until the first byte of the response head was complete.
     pub first_byte: Duration,
+    /// Until the whole body was read, when the client read it itself
+    /// (pipelined responses); `None` for a streamed body, whose reader
+    /// decides when it ends.
+    pub complete: Option<Duration>,
 }
 
 /// What the client did for a request: a response extension.
@@ -259,7 +263,17 @@ impl Client {
             {
                 Ok(resp) => return Ok(resp),
                 Err((state, reused, err)) => {
-                    match retry::decide(&head.method, &head.headers, state, reused, retries) {
+                    // A timeout after the request went out is a slow server,
+                    // not the stale-connection race (R8.1): sending it again
+                    // would double both the wait and the server's work.
+                    let slow =
+                        matches!(err, ClientError::Timeout(_)) && state != AttemptState::NotSent;
+                    let decision = if slow {
+                        RetryDecision::Fail
+                    } else {
+                        retry::decide(&head.method, &head.headers, state, reused, retries)
+                    };
+                    match decision {
                         RetryDecision::RetryFresh => {
                             tracing::debug!(%origin, ?state, reused, error = %err, "retrying on a fresh connection");
                             self.inner.metrics.retries.fetch_add(1, Relaxed);
@@ -304,14 +318,19 @@ impl Client {
             .stale_idle
             .fetch_add(dropped.stale as u64, Relaxed);
         timings.queued = started.elapsed();
+        // From here the slot is ours; it goes back to the pool on every way
+        // out, including this future being dropped mid-attempt (a proxy
+        // whose client went away).
+        let mut slot = SlotGuard {
+            pool: &inner.pool,
+            origin,
+            armed: true,
+        };
         let (mut conn, reused) = match checkout {
             Checkout::Reused(c) => (*c, true),
             Checkout::Connect => match self.connect(origin, started, &mut timings).await {
                 Ok(c) => (c, false),
-                Err(e) => {
-                    inner.pool.release(origin);
-                    return Err((AttemptState::NotSent, false, e));
-                }
+                Err(e) => return Err((AttemptState::NotSent, false, e)),
             },
         };
         if reused {
@@ -336,10 +355,7 @@ impl Client {
         .await;
         let (resp_head, kind) = match result {
             Ok(h) => h,
-            Err((state, err)) => {
-                inner.pool.release(origin);
-                return Err((state, reused, err));
-            }
+            Err((state, err)) => return Err((state, reused, err)),
         };
         let meta = RequestMeta {
             conn: conn.meta,
@@ -350,8 +366,8 @@ impl Client {
         };
         if conn.proto.is_upgraded() {
             // 101 Switching Protocols (R9.1): the connection leaves the pool
-            // and belongs to the caller, through the response's OnUpgrade.
-            inner.pool.release(origin);
+            // and belongs to the caller, through the response's OnUpgrade
+            // (`slot` gives its place in the pool back).
             let read_buf = conn.proto.take_read_buffer();
             let (tx, rx) = tokio::sync::oneshot::channel();
             let _ = tx.send(crate::server::Upgraded {
@@ -369,6 +385,8 @@ impl Client {
                 ))));
             return Ok(resp);
         }
+        // The body (or `response_body` itself) returns the slot.
+        slot.armed = false;
         let body = self
             .response_body(origin, conn, kind)
             .map_err(|e| (AttemptState::PartlyAnswered, reused, e))?;
@@ -494,6 +512,21 @@ impl Client {
             }
         });
         Ok(Body::incoming(rx, None, length))
+    }
+}
+
+/// A checked-out pool slot, released on drop unless disarmed.
+struct SlotGuard<'a> {
+    pool: &'a Pool,
+    origin: &'a Origin,
+    armed: bool,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.origin;
+        }
     }
 }
 

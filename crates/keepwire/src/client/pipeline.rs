@@ -97,6 +97,7 @@ impl Client {
                         .count()
                         .max(1)
                 };
+                let batch_started = started.elapsed();
                 let mut sent = Vec::with_capacity(batch);
                 for _ in 0..batch {
                     let Some((i, p, tries)) = queue.pop_front() else {
@@ -122,15 +123,26 @@ impl Client {
                     let index = conn.requests;
                     match read_whole(&mut conn, Instant::now() + cfg.response_timeout).await {
                         Ok((resp, first_byte)) => {
+                            // Only the first request on a new connection paid
+                            // for DNS and connect; later ones waited for their
+                            // batch to go out.
+                            let first_on_new = !reused && index == 0;
                             let meta = RequestMeta {
                                 conn: conn.meta,
                                 reused: reused || index > 0,
                                 conn_request_index: index,
                                 retries: *tries,
                                 timings: Timings {
+                                    queued: if first_on_new {
+                                        timings.queued
+                                    } else {
+                                        batch_started
+                                    },
+                                    dns: timings.dns.filter(|_| first_on_new),
+                                    connect: timings.connect.filter(|_| first_on_new),
                                     written,
                                     first_byte: first_byte.duration_since(started),
-                                    ..timings
+                                    complete: Some(started.elapsed()),
                                 },
                             };
                             results[*i] = Some(Ok((resp, meta)));
