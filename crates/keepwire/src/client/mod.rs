@@ -525,7 +525,7 @@ struct SlotGuard<'a> {
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let _ = self.origin;
+            self.pool.release(self.origin);
         }
     }
 }
