@@ -61,7 +61,8 @@ impl Decoder {
     /// A decoder for `kind`, bounded by `limits`.
     pub fn new(kind: BodyKind, limits: &Limits) -> Self {
         let (kind, expected) = match kind {
-            BodyKind::Empty | BodyKind::Length(0) => (Kind::Done, Some(0)),
+            // Not `Done`: an empty body still reports its `End` once.
+            BodyKind::Empty => (Kind::Length { left: 0 }, Some(0)),
             BodyKind::Length(n) => (Kind::Length { left: n }, Some(n)),
             BodyKind::Chunked => (
                 Kind::Chunked {
@@ -84,7 +85,7 @@ impl Decoder {
     /// True once [`Frame::End`] has been returned or would be next with no
     /// further input.
     pub fn is_done(&self) -> bool {
-        self.kind == Kind::Done
+        matches!(self.kind, Kind::Done | Kind::Length { left: 0 })
     }
 
     /// Body bytes decoded so far.
@@ -218,7 +219,7 @@ impl Decoder {
     pub fn finish(&mut self) -> Result<Option<Frame>, Error> {
         match self.kind {
             Kind::Done => Ok(None),
-            Kind::CloseDelimited => {
+            Kind::CloseDelimited | Kind::Length { left: 0 } => {
                 self.kind = Kind::Done;
                 Ok(Some(Frame::End(None)))
             }
@@ -329,6 +330,22 @@ mod tests {
         let long_ext = [b"5;".as_slice(), &[b'a'; 5000]].concat();
         let err = run(BodyKind::Chunked, &long_ext, 100).unwrap_err();
         assert_eq!(err.kind(), &ErrorKind::InvalidChunkSize);
+    }
+
+    #[test]
+    fn empty_bodies_end_exactly_once() {
+        for kind in [BodyKind::Empty, BodyKind::Length(0)] {
+            let mut d = Decoder::new(kind, &limits());
+            assert!(d.is_done());
+            let mut buf = BytesMut::from(&b"NEXT"[..]);
+            assert_eq!(d.decode(&mut buf).unwrap(), Some(Frame::End(None)));
+            assert_eq!(d.decode(&mut buf).unwrap(), None);
+            assert_eq!(d.finish().unwrap(), None);
+            assert_eq!(&buf[..], b"NEXT");
+            // EOF right after the head is a clean end, not a truncation.
+            let mut d = Decoder::new(kind, &limits());
+            assert_eq!(d.finish().unwrap(), Some(Frame::End(None)));
+        }
     }
 
     #[test]

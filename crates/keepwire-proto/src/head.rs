@@ -118,37 +118,55 @@ fn offset_in(base: &[u8], part: &[u8]) -> (u32, u32) {
 
 /// Checks a head that httparse could not finish yet: the bytes so far must
 /// still fit every bound, or waiting for more is pointless.
+///
+/// Each bound is measured exactly as on a complete head, so that whether a
+/// head is refused never depends on how reads split it: the request line
+/// without its line ending (and after the empty lines httparse skips),
+/// every field line with its CRLF (a partial one cannot have it yet), the
+/// status line only through the head size.
 fn check_partial(buf: &[u8], limits: &Limits, is_request: bool) -> Result<(), Error> {
     if buf.len() <= limits.max_line_bytes && buf.len() <= limits.max_head_bytes {
         return Ok(());
     }
-    match buf.iter().position(|&b| b == b'\n') {
-        None if is_request => Err(Error::remote(ErrorKind::RequestLineTooLong {
-            limit: limits.max_line_bytes,
-        })),
-        None => Err(Error::remote(ErrorKind::HeadTooLarge {
-            limit: limits.max_head_bytes,
-        })),
-        Some(first_nl) => {
-            if is_request && first_nl > limits.max_line_bytes {
-                return Err(Error::remote(ErrorKind::RequestLineTooLong {
-                    limit: limits.max_line_bytes,
-                }));
-            }
-            let last_nl = buf.iter().rposition(|&b| b == b'\n').unwrap_or(first_nl);
-            if buf.len() - last_nl - 1 > limits.max_line_bytes {
-                return Err(Error::remote(ErrorKind::HeaderLineTooLong {
-                    limit: limits.max_line_bytes,
-                }));
-            }
-            if buf.len() > limits.max_head_bytes {
-                return Err(Error::remote(ErrorKind::HeadTooLarge {
-                    limit: limits.max_head_bytes,
-                }));
-            }
-            Ok(())
+    // The start line begins after the empty lines httparse skips.
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let first_nl = buf[start..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|n| start + n);
+    if is_request {
+        let line = &buf[start..first_nl.unwrap_or(buf.len())];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > limits.max_line_bytes {
+            return Err(Error::remote(ErrorKind::RequestLineTooLong {
+                limit: limits.max_line_bytes,
+            }));
         }
     }
+    // Every field line so far, not just the last: a complete one counts its
+    // line ending, as `build_headers` does; the partial last one cannot.
+    let mut start = first_nl.map_or(buf.len(), |n| n + 1);
+    while start < buf.len() {
+        let (len, next) = match buf[start..].iter().position(|&b| b == b'\n') {
+            Some(p) => (p + 1, start + p + 1),
+            None => (buf.len() - start, buf.len()),
+        };
+        if len > limits.max_line_bytes {
+            return Err(Error::remote(ErrorKind::HeaderLineTooLong {
+                limit: limits.max_line_bytes,
+            }));
+        }
+        start = next;
+    }
+    if buf.len() > limits.max_head_bytes {
+        return Err(Error::remote(ErrorKind::HeadTooLarge {
+            limit: limits.max_head_bytes,
+        }));
+    }
+    Ok(())
 }
 
 fn map_httparse(e: httparse::Error, limits: &Limits) -> Error {
@@ -180,8 +198,13 @@ fn build_headers(
     for f in fields {
         let (ns, ne) = (f.name.0 as usize, f.name.1 as usize);
         let (vs, ve) = (f.value.0 as usize, f.value.1 as usize);
-        // The line runs from the name to the value's end (+ CRLF).
-        if ve - ns + 2 > limits.max_line_bytes {
+        // The line runs from the name to its LF: httparse trimmed trailing
+        // whitespace off the value, but it counts, as on a partial head.
+        let line_end = head[ve..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(head.len(), |p| ve + p + 1);
+        if line_end - ns > limits.max_line_bytes {
             return Err(Error::remote(ErrorKind::HeaderLineTooLong {
                 limit: limits.max_line_bytes,
             }));
@@ -234,7 +257,9 @@ pub fn parse_request(
             .map_err(|_| Error::remote(ErrorKind::MalformedHead(httparse::Error::Token)))?;
         target = offset_in(buf, req.path.unwrap_or_default().as_bytes());
         version = version_of(req.version);
-        line_end = target.1 as usize + " HTTP/1.1".len();
+        // Measured from the method: httparse skips leading empty lines.
+        let line_start = offset_in(buf, m.as_bytes()).0 as usize;
+        line_end = target.1 as usize + " HTTP/1.1".len() - line_start;
     }
     if line_end > limits.max_line_bytes {
         return Err(Error::remote(ErrorKind::RequestLineTooLong {
@@ -292,7 +317,12 @@ pub fn parse_response(
             slot.value = offset_in(buf, h.value);
         }
         code = res.code.unwrap_or_default();
-        reason = res.reason.map(|r| offset_in(buf, r.as_bytes()));
+        // httparse hands back a static "" (not a slice of `buf`) for a
+        // missing or obs-text reason; there is no offset to take then.
+        reason = res
+            .reason
+            .filter(|r| !r.is_empty())
+            .map(|r| offset_in(buf, r.as_bytes()));
         version = version_of(res.version);
     }
     if len > limits.max_head_bytes {
@@ -315,4 +345,26 @@ pub fn parse_response(
         headers,
         header_case,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_line_without_usable_reason_does_not_panic() {
+        // httparse returns a static "" here, not a slice of the buffer.
+        for raw in [
+            &b"HTTP/1.1 200\r\n\r\n"[..],
+            b"HTTP/1.1 200 \r\n\r\n",
+            b"HTTP/1.1 404 Nicht gefunden \xc3\xa4\r\n\r\n",
+        ] {
+            let mut buf = BytesMut::from(raw);
+            let head = parse_response(&mut buf, &Limits::default(), false)
+                .unwrap()
+                .unwrap();
+            assert_eq!(head.reason, None, "{raw:?}");
+            assert!(buf.is_empty());
+        }
+    }
 }

@@ -1,0 +1,405 @@
+//! Request smuggling and limit vectors (R10.1, R10.2): each malformed
+//! request, followed by a second request an attacker wants a back end to
+//! see, must fail with one exact `ErrorKind` and status, and the second
+//! request must never surface as an event.
+//!
+//! The server driver answers every request as soon as its `End` is read and
+//! then keeps polling, so a vector that were accepted would go on to
+//! surface `/smuggled`: each row fails if its vector is accepted.
+
+mod common;
+
+use bytes::BytesMut;
+use common::{Answer, Driver, coalesce, describe, describe_all};
+use http::StatusCode;
+use keepwire_proto::{ConnConfig, ErrorKind, Event, Limits, Side};
+
+/// The request the attacker wants to slip through.
+const SMUGGLED: &[u8] = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+
+/// Feeding byte by byte re-parses a partial head each time; above this size
+/// the stepped run uses bigger pieces to stay fast.
+const BYTEWISE_MAX: usize = 4096;
+
+/// Runs `malicious + SMUGGLED` through a server `Conn` whole and in small
+/// pieces, then checks the error, the events and the error answer.
+///
+/// `surfaced` lists the non-`Data` events expected before the error (the
+/// first request's head when the fault is in its body).
+fn check(limits: Limits, malicious: &[u8], kind: ErrorKind, status: u16, surfaced: &[&str]) {
+    let input = [malicious, SMUGGLED].concat();
+    let step = if input.len() <= BYTEWISE_MAX { 1 } else { 257 };
+    let status = StatusCode::from_u16(status).unwrap();
+    for piece in [input.len(), step] {
+        let what = format!(
+            "{:?} in pieces of {piece}",
+            String::from_utf8_lossy(&input[..input.len().min(120)])
+        );
+        let config = ConnConfig {
+            limits: limits.clone(),
+            ..ConnConfig::default()
+        };
+        let mut d = Driver::server(config, Answer::OnEnd);
+        for p in input.chunks(piece) {
+            d.feed(p);
+        }
+        d.eof();
+
+        let events = coalesce(std::mem::take(&mut d.events));
+        assert!(
+            !events.iter().any(|e| matches!(e,
+                Event::Request { head, .. } if head.target.path() == "/smuggled")),
+            "{what}: smuggled request surfaced: {:?}",
+            describe_all(&events)
+        );
+        let Some(err) = d.error.clone() else {
+            panic!("{what}: vector accepted: {:?}", describe_all(&events));
+        };
+        assert_eq!(err.kind(), &kind, "{what}");
+        assert_eq!(err.side(), Side::Remote, "{what}");
+        assert_eq!(err.status_hint(), Some(status), "{what}");
+        assert!(!err.is_truncated(), "{what}");
+        let heads: Vec<String> = events
+            .iter()
+            .filter(|e| !matches!(e, Event::Data(_)))
+            .map(describe)
+            .collect();
+        assert_eq!(heads, surfaced, "{what}");
+        // The first request never completed, so nothing was answered yet.
+        assert!(d.out.is_empty(), "{what}");
+
+        // Reading is over for good.
+        for _ in 0..3 {
+            assert_eq!(d.conn.poll_event(), Ok(None), "{what}");
+        }
+        assert!(!d.conn.wants_read(), "{what}");
+
+        let mut out = BytesMut::new();
+        d.conn.send_error(status, &mut out).expect("send_error");
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {} ", status.as_u16())),
+            "{what}: {text}"
+        );
+        assert!(text.contains("\r\nconnection: close\r\n"), "{what}: {text}");
+        assert!(d.conn.should_close(), "{what}");
+        assert!(!d.conn.can_send_request(), "{what}");
+    }
+}
+
+fn post(headers: &str, body: &str) -> Vec<u8> {
+    format!("POST / HTTP/1.1\r\nHost: a\r\n{headers}\r\n{body}").into_bytes()
+}
+
+const CHUNKED_HEAD: &str = "REQ POST / HTTP/1.1 Chunked";
+
+/// One `#[test]` per row with default limits.
+macro_rules! vectors {
+    ($( $name:ident: $raw:expr => $kind:expr, $status:expr, [$($surfaced:expr),*]; )*) => {
+        $(
+            #[test]
+            fn $name() {
+                check(Limits::default(), AsRef::<[u8]>::as_ref(&$raw), $kind, $status, &[$($surfaced),*]);
+            }
+        )*
+    };
+}
+
+use ErrorKind::*;
+
+vectors! {
+    // ---- R10.1: framing ambiguity
+    te_and_cl: post("Content-Length: 6\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n")
+        => TransferEncodingWithContentLength, 400, [];
+    cl_and_te: post("Transfer-Encoding: chunked\r\nContent-Length: 35\r\n", "0\r\n\r\n")
+        => TransferEncodingWithContentLength, 400, [];
+    cl_differing_lines: post("Content-Length: 3\r\nContent-Length: 40\r\n", "abc")
+        => ConflictingContentLength, 400, [];
+    cl_differing_list: post("Content-Length: 3, 40\r\n", "abc")
+        => ConflictingContentLength, 400, [];
+    cl_plus_sign: post("Content-Length: +3\r\n", "abc")
+        => InvalidContentLength, 400, [];
+    cl_negative: post("Content-Length: -1\r\n", "abc")
+        => InvalidContentLength, 400, [];
+    cl_hex: post("Content-Length: 0x3\r\n", "abc")
+        => InvalidContentLength, 400, [];
+    cl_space_inside: post("Content-Length: 1 3\r\n", "abc")
+        => InvalidContentLength, 400, [];
+    cl_empty: post("Content-Length: \r\n", "abc")
+        => InvalidContentLength, 400, [];
+    cl_overflow: post("Content-Length: 99999999999999999999\r\n", "abc")
+        => InvalidContentLength, 400, [];
+    te_not_chunked: post("Transfer-Encoding: gzip\r\n", "abc")
+        => UnsupportedTransferCoding, 400, [];
+    te_identity: post("Transfer-Encoding: identity\r\n", "abc")
+        => UnsupportedTransferCoding, 400, [];
+    te_chunked_not_final: post("Transfer-Encoding: chunked, gzip\r\n", "0\r\n\r\n")
+        => UnsupportedTransferCoding, 400, [];
+    te_chunked_after_gzip_in_a_request: post("Transfer-Encoding: gzip, chunked\r\n", "0\r\n\r\n")
+        => UnsupportedTransferCoding, 400, [];
+    te_chunked_twice_in_a_list: post("Transfer-Encoding: chunked, chunked\r\n", "0\r\n\r\n")
+        => UnsupportedTransferCoding, 400, [];
+    te_chunked_twice_in_two_lines: post("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n")
+        => UnsupportedTransferCoding, 400, [];
+    te_look_alike: post("Transfer-Encoding: xchunked\r\n", "0\r\n\r\n")
+        => UnsupportedTransferCoding, 400, [];
+    te_in_http10: b"POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        => TransferEncodingInHttp10, 400, [];
+    te_and_cl_in_http10: b"POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n"
+        => TransferEncodingInHttp10, 400, [];
+
+    // ---- R10.1: chunked body syntax
+    chunk_size_not_hex: post("Transfer-Encoding: chunked\r\n", "zz\r\nhello\r\n0\r\n\r\n")
+        => InvalidChunkSize, 400, [CHUNKED_HEAD];
+    chunk_size_overflow: post("Transfer-Encoding: chunked\r\n", "ffffffffffffffffff\r\nhello\r\n0\r\n\r\n")
+        => InvalidChunkSize, 400, [CHUNKED_HEAD];
+    chunk_size_17_hex_digits: post("Transfer-Encoding: chunked\r\n", "10000000000000000\r\nhello\r\n0\r\n\r\n")
+        => InvalidChunkSize, 400, [CHUNKED_HEAD];
+    chunk_size_negative: post("Transfer-Encoding: chunked\r\n", "-1\r\nhello\r\n0\r\n\r\n")
+        => InvalidChunkSize, 400, [CHUNKED_HEAD];
+    chunk_size_line_with_bare_lf: post("Transfer-Encoding: chunked\r\n", "5\nhello\r\n0\r\n\r\n")
+        => InvalidChunkSize, 400, [CHUNKED_HEAD];
+    chunk_extension_too_long: post("Transfer-Encoding: chunked\r\n", &format!("5;{}\r\nhello\r\n0\r\n\r\n", "e".repeat(5000)))
+        => InvalidChunkSize, 400, [CHUNKED_HEAD];
+    chunk_data_without_crlf: post("Transfer-Encoding: chunked\r\n", "5\r\nhelloXX\r\n0\r\n\r\n")
+        => InvalidChunkTerminator, 400, [CHUNKED_HEAD];
+    chunk_data_then_bare_lf: post("Transfer-Encoding: chunked\r\n", "5\r\nhello\n0\r\n\r\n")
+        => InvalidChunkTerminator, 400, [CHUNKED_HEAD];
+    chunk_data_longer_than_announced: post("Transfer-Encoding: chunked\r\n", "3\r\nhello\r\n0\r\n\r\n")
+        => InvalidChunkTerminator, 400, [CHUNKED_HEAD];
+    trailer_malformed: post("Transfer-Encoding: chunked\r\n", "0\r\nBad Trailer: x\r\n\r\n")
+        => InvalidTrailers, 400, [CHUNKED_HEAD];
+    trailer_section_too_large: post("Transfer-Encoding: chunked\r\n", &format!("0\r\nX-Big: {}\r\n\r\n", "t".repeat(9000)))
+        => InvalidTrailers, 400, [CHUNKED_HEAD];
+
+    // ---- R10.1: head syntax
+    obs_fold_transfer_encoding: post("Transfer-Encoding:\r\n chunked\r\n", "0\r\n\r\n")
+        => MalformedHead(httparse::Error::HeaderName), 400, [];
+    obs_fold_other_field: b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n"
+        => MalformedHead(httparse::Error::HeaderName), 400, [];
+    space_before_colon: post("Transfer-Encoding : chunked\r\n", "0\r\n\r\n")
+        => MalformedHead(httparse::Error::HeaderName), 400, [];
+    header_without_colon: b"GET / HTTP/1.1\r\nHost a\r\n\r\n"
+        => MalformedHead(httparse::Error::HeaderName), 400, [];
+    bare_cr_line_ending: b"GET / HTTP/1.1\rHost: a\r\n\r\n"
+        => MalformedHead(httparse::Error::NewLine), 400, [];
+    nul_in_header_value: b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\0b\r\n\r\n"
+        => MalformedHead(httparse::Error::HeaderValue), 400, [];
+    invalid_method_token: b"G@T / HTTP/1.1\r\nHost: a\r\n\r\n"
+        => MalformedHead(httparse::Error::Token), 400, [];
+    tab_in_request_line: b"GET\t/ HTTP/1.1\r\nHost: a\r\n\r\n"
+        => MalformedHead(httparse::Error::Token), 400, [];
+    version_2_0: b"GET / HTTP/2.0\r\nHost: a\r\n\r\n"
+        => UnsupportedVersion, 505, [];
+    version_1_2: b"GET / HTTP/1.2\r\nHost: a\r\n\r\n"
+        => UnsupportedVersion, 505, [];
+
+    // ---- R10.2: limits (defaults: line 8 KiB, head 32 KiB, 100 fields, body 1 MiB)
+    request_line_too_long: format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(9000)).into_bytes()
+        => RequestLineTooLong { limit: 8192 }, 414, [];
+    header_line_too_long: format!("GET / HTTP/1.1\r\nHost: a\r\nX-Long: {}\r\n\r\n", "a".repeat(9000)).into_bytes()
+        => HeaderLineTooLong { limit: 8192 }, 431, [];
+    too_many_headers: format!("GET / HTTP/1.1\r\n{}\r\n", (0..101).map(|i| format!("X-H{i}: v\r\n")).collect::<String>()).into_bytes()
+        => TooManyHeaders { limit: 100 }, 431, [];
+    head_too_large: format!("GET / HTTP/1.1\r\n{}\r\n", (0..40).map(|i| format!("X-Pad-{i}: {}\r\n", "p".repeat(900))).collect::<String>()).into_bytes()
+        => HeadTooLarge { limit: 32768 }, 431, [];
+    body_too_large_by_content_length: post("Content-Length: 1048577\r\n", "")
+        => BodyTooLarge { limit: 1048576 }, 413, [];
+    body_too_large_by_chunks: post("Transfer-Encoding: chunked\r\n", &format!("80000\r\n{0}\r\n80000\r\n{0}\r\n1\r\nx\r\n0\r\n\r\n", "b".repeat(0x80000)))
+        => BodyTooLarge { limit: 1048576 }, 413, [CHUNKED_HEAD];
+}
+
+#[test]
+fn body_too_large_by_chunks_with_a_small_limit() {
+    let limits = Limits {
+        max_body_bytes: Some(16),
+        ..Limits::default()
+    };
+    let raw = post(
+        "Transfer-Encoding: chunked\r\n",
+        "a\r\n0123456789\r\n7\r\nabcdefg\r\n0\r\n\r\n",
+    );
+    check(
+        limits.clone(),
+        &raw,
+        BodyTooLarge { limit: 16 },
+        413,
+        &[CHUNKED_HEAD],
+    );
+    // Exactly at the limit is fine.
+    let raw = post(
+        "Transfer-Encoding: chunked\r\n",
+        "a\r\n0123456789\r\n6\r\nabcdef\r\n0\r\n\r\n",
+    );
+    let mut d = Driver::server(
+        ConnConfig {
+            limits,
+            ..ConnConfig::default()
+        },
+        Answer::OnEnd,
+    );
+    d.feed(&raw);
+    assert_eq!(d.error, None);
+    assert_eq!(
+        describe_all(&coalesce(d.events)),
+        [CHUNKED_HEAD, "DATA 0123456789abcdef", "END"]
+    );
+}
+
+#[test]
+fn small_limits_map_to_their_statuses() {
+    let limits = Limits {
+        max_head_bytes: 256,
+        max_headers: 4,
+        max_line_bytes: 64,
+        max_trailer_bytes: 32,
+        max_chunk_line_bytes: 16,
+        max_body_bytes: Some(8),
+    };
+    check(
+        limits.clone(),
+        format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(60)).as_bytes(),
+        RequestLineTooLong { limit: 64 },
+        414,
+        &[],
+    );
+    check(
+        limits.clone(),
+        format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(70)).as_bytes(),
+        HeaderLineTooLong { limit: 64 },
+        431,
+        &[],
+    );
+    check(
+        limits.clone(),
+        b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n\r\n",
+        TooManyHeaders { limit: 4 },
+        431,
+        &[],
+    );
+    check(
+        limits.clone(),
+        format!(
+            "GET / HTTP/1.1\r\n{}\r\n",
+            // Four lines of 62 bytes: each fits the line limit, the head
+            // (266 bytes) does not fit 256.
+            (0..4)
+                .map(|i| format!("X-{i}: {}\r\n", "v".repeat(55)))
+                .collect::<String>()
+        )
+        .as_bytes(),
+        HeadTooLarge { limit: 256 },
+        431,
+        &[],
+    );
+    check(
+        limits.clone(),
+        &post("Content-Length: 9\r\n", "123456789"),
+        BodyTooLarge { limit: 8 },
+        413,
+        &[],
+    );
+    check(
+        limits.clone(),
+        &post(
+            "Transfer-Encoding: chunked\r\n",
+            "0\r\nX-T: 0123456789012345678901234567890123456789\r\n\r\n",
+        ),
+        InvalidTrailers,
+        400,
+        &[CHUNKED_HEAD],
+    );
+    check(
+        limits,
+        &post(
+            "Transfer-Encoding: chunked\r\n",
+            "1;ext=0123456789abcdef\r\nx\r\n0\r\n\r\n",
+        ),
+        InvalidChunkSize,
+        400,
+        &[CHUNKED_HEAD],
+    );
+}
+
+#[test]
+fn error_answer_is_exact() {
+    let mut d = Driver::server(ConnConfig::default(), Answer::OnEnd);
+    d.feed(&post(
+        "Content-Length: 6\r\nTransfer-Encoding: chunked\r\n",
+        "0\r\n\r\n",
+    ));
+    let status = d.error.as_ref().unwrap().status_hint().unwrap();
+    let mut out = BytesMut::new();
+    d.conn.send_error(status, &mut out).unwrap();
+    assert_eq!(
+        &out[..],
+        b"HTTP/1.1 400 Bad Request\r\ncontent-length: 12\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nBad Request\n"
+    );
+    // A second answer is refused: the connection is done.
+    assert!(d.conn.send_error(status, &mut BytesMut::new()).is_err());
+}
+
+// ---- what is accepted, asserted as it is
+
+#[test]
+fn a_request_inside_a_valid_body_stays_body() {
+    let body = std::str::from_utf8(SMUGGLED).unwrap();
+    let mut d = Driver::server(ConnConfig::default(), Answer::OnEnd);
+    d.feed(&post(&format!("Content-Length: {}\r\n", body.len()), body));
+    assert_eq!(d.error, None);
+    assert_eq!(
+        describe_all(&coalesce(d.events)),
+        [
+            "REQ POST / HTTP/1.1 Length(35)".to_string(),
+            format!("DATA {body}"),
+            "END".to_string()
+        ]
+    );
+}
+
+#[test]
+fn identical_content_length_repeats_are_one_length() {
+    for headers in [
+        "Content-Length: 3\r\nContent-Length: 3\r\n",
+        "Content-Length: 3, 3\r\n",
+    ] {
+        let mut d = Driver::server(ConnConfig::default(), Answer::OnEnd);
+        d.feed(&[&post(headers, "abc")[..], SMUGGLED].concat());
+        assert_eq!(d.error, None, "{headers}");
+        // Framed by the one length: the next request is a request of its own.
+        assert_eq!(
+            describe_all(&coalesce(d.events)),
+            [
+                "REQ POST / HTTP/1.1 Length(3)",
+                "DATA abc",
+                "END",
+                "REQ GET /smuggled HTTP/1.1 Empty",
+                "END"
+            ],
+            "{headers}"
+        );
+    }
+}
+
+/// httparse (and so keepwire) accepts a bare LF as a line ending in heads,
+/// as RFC 9112 §2.2 allows a recipient to. It frames the message by the same
+/// fields as the CRLF form, so the two spellings never disagree here; a
+/// front end that treated bare LF differently could, which is why
+/// keepwire's own encoder always writes CRLF.
+#[test]
+fn bare_lf_in_heads_is_accepted_like_crlf() {
+    let lf =
+        b"POST / HTTP/1.1\nHost: a\nX-A: b\nTransfer-Encoding: chunked\n\n3\r\nabc\r\n0\r\n\r\n";
+    let crlf = b"POST / HTTP/1.1\r\nHost: a\r\nX-A: b\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+    let run = |raw: &[u8]| {
+        let mut d = Driver::server(ConnConfig::default(), Answer::OnEnd);
+        for b in raw.chunks(1) {
+            d.feed(b);
+        }
+        assert_eq!(d.error, None);
+        d.outcome().events
+    };
+    let a = run(lf);
+    assert_eq!(describe_all(&a), [CHUNKED_HEAD, "DATA abc", "END"]);
+    assert_eq!(a, run(crlf));
+}
