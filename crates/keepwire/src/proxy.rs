@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONNECTION, HOST, VIA};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, VIA};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use ipnet::IpNet;
 use keepwire_proto::hop::{self, is_idempotent, strip_hop_by_hop};
@@ -475,6 +475,13 @@ impl Proxy {
     ) -> Response<Body> {
         let (mut parts, body) = resp.into_parts();
         let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+        // RFC 9112 §6.1: Transfer-Encoding overrode a received
+        // Content-Length (the body was read chunked or until close), so a
+        // forwarded message must lose it; the next hop's framing comes from
+        // the body as relayed.
+        if parts.headers.contains_key(TRANSFER_ENCODING) {
+            parts.headers.remove(CONTENT_LENGTH);
+        }
         strip_hop_by_hop(&mut parts.headers, switching);
         add_via(&mut parts.headers, me);
         parts.extensions.remove::<crate::client::RequestMeta>();

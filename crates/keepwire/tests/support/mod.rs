@@ -134,6 +134,8 @@ pub enum Framing {
 /// A parsed response.
 #[derive(Debug, Clone)]
 pub struct Resp {
+    /// The head as it arrived (status line and field lines, spelling kept).
+    pub raw_head: String,
     pub version: String,
     pub status: u16,
     pub reason: String,
@@ -364,6 +366,7 @@ impl RawClient {
             headers.push((n.to_ascii_lowercase(), v.trim().to_string()));
         }
         let mut resp = Resp {
+            raw_head: head.clone(),
             version,
             status,
             reason,
@@ -473,6 +476,33 @@ impl RawClient {
     pub fn at_eof(&self) -> bool {
         self.eof
     }
+
+    /// Reads exactly `n` raw bytes (after whatever is buffered), for data
+    /// through a tunnel. Panics on EOF, error or timeout.
+    pub async fn read_exact_raw(&mut self, n: usize) -> Vec<u8> {
+        if let Err(e) = self.need(n).await {
+            panic!(
+                "reading {n} raw bytes: {e:?}; buffered: {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
+        }
+        self.take(n)
+    }
+
+    /// Reads until the peer closes (each read bounded by `read_timeout`),
+    /// returning every byte not parsed yet and whether it ended with a
+    /// clean EOF (`false`: a reset).
+    pub async fn read_to_eof(&mut self) -> (Vec<u8>, bool) {
+        let clean = loop {
+            if self.eof {
+                break true;
+            }
+            if self.fill().await.is_err() {
+                break false;
+            }
+        };
+        (std::mem::take(&mut self.buf), clean)
+    }
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -520,6 +550,11 @@ impl ChildGuard {
     pub fn pid(&self) -> Option<u32> {
         self.pid
     }
+
+    /// The child, e.g. to see whether it exited or to take its pipes.
+    pub fn child_mut(&mut self) -> &mut tokio::process::Child {
+        &mut self.child
+    }
 }
 
 impl Drop for ChildGuard {
@@ -532,10 +567,46 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Where `tool` is on PATH, if anywhere.
+/// A directory under the system temp dir, removed (recursively) on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new empty directory named after `tag`, readable by everyone (so a
+    /// peer that drops privileges, like nginx's workers, can read it).
+    pub fn new(tag: &str) -> TempDir {
+        use std::os::unix::fs::PermissionsExt;
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "keepwire-{tag}-{}-{n}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Where `tool` is on PATH, if anywhere (then the sbin directories, where
+/// daemons such as nginx live and which a non-root PATH often lacks).
 pub fn find_tool(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
         .map(|d| d.join(tool))
         .find(|p| p.is_file())
 }

@@ -1,0 +1,399 @@
+//! `keepwire proxy` as a user runs it: the real binary in front of
+//! `keepwire serve`, both child processes on free ports (killed by PID when
+//! a test ends), talked to with curl and raw sockets. Every wait is bounded.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_keepwire");
+/// Bound on any single wait (a first log line, a read, a child's exit).
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A running `keepwire` child, killed (by its PID) when dropped.
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    first_line: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `keepwire ARGS` and reads the bound address from its first stderr
+/// line (`... listening on http://ADDR/ ...`), waiting at most [`WAIT`].
+fn start(args: &[&str]) -> Running {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the keepwire binary starts");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first_line = match rx.recv_timeout(WAIT) {
+        Ok(line) => line,
+        Err(e) => {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!("keepwire {args:?} printed no address within {WAIT:?} ({e}); exit: {status:?}");
+        }
+    };
+    let addr = first_line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|a| a.parse().ok());
+    let Some(addr) = addr else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("no address in the first stderr line {first_line:?}");
+    };
+    Running {
+        child,
+        addr,
+        first_line,
+    }
+}
+
+/// `keepwire serve --respond TEXT` on a free port.
+fn serve_text(text: &str) -> Running {
+    let r = start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--respond",
+        text,
+    ]);
+    assert!(
+        r.first_line.contains("listening on http://"),
+        "{}",
+        r.first_line
+    );
+    r
+}
+
+/// `keepwire proxy --listen 127.0.0.1:0 --threads 1 ARGS`.
+fn proxy(args: &[&str]) -> Running {
+    let mut all = vec!["proxy", "--listen", "127.0.0.1:0", "--threads", "1"];
+    all.extend_from_slice(args);
+    let r = start(&all);
+    assert!(
+        r.first_line
+            .starts_with("keepwire proxy: listening on http://"),
+        "{}",
+        r.first_line
+    );
+    r
+}
+
+/// Runs `keepwire ARGS` that must exit on its own (bounded by [`WAIT`]);
+/// returns its status and stderr.
+fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the keepwire binary starts");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if started.elapsed() > WAIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("keepwire {args:?} did not exit within {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, reader.join().unwrap_or_default())
+}
+
+/// curl's path; `None` (skip) if it is missing and `KEEPWIRE_SKIP_PEERS=1`.
+fn curl() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if let Some(p) = std::env::split_paths(&path)
+        .map(|d| d.join("curl"))
+        .find(|p| p.is_file())
+    {
+        return Some(p);
+    }
+    if std::env::var("KEEPWIRE_SKIP_PEERS").as_deref() == Ok("1") {
+        eprintln!("skipping: curl is not installed (KEEPWIRE_SKIP_PEERS=1)");
+        return None;
+    }
+    panic!("curl is not on PATH: `bash scripts/test` installs it (or set KEEPWIRE_SKIP_PEERS=1)");
+}
+
+/// What curl printed (stdout) and whether it succeeded; curl's own
+/// `--max-time` bounds it.
+fn run_curl(curl: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(curl)
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("curl runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Writes `requests` on one connection and reads until `responses` bodies
+/// (each `Content-Length`-framed) arrived; returns the raw bytes.
+fn exchange(addr: SocketAddr, requests: &str, responses: usize) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, WAIT).expect("connect");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(requests.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 16 * 1024];
+    loop {
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if complete_responses(&text) >= responses {
+            return text;
+        }
+        match s.read(&mut tmp) {
+            Ok(0) => return text,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            Err(e) => panic!("reading from {addr}: {e}; so far: {text:?}"),
+        }
+    }
+}
+
+/// How many complete `Content-Length` responses `text` holds.
+fn complete_responses(mut text: &str) -> usize {
+    let mut n = 0;
+    while let Some(end) = text.find("\r\n\r\n") {
+        let head = text[..end].to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let rest = &text[end + 4..];
+        if rest.len() < len {
+            break;
+        }
+        n += 1;
+        text = &rest[len..];
+    }
+    n
+}
+
+#[test]
+fn reverse_proxy_in_front_of_keepwire_serve() {
+    let origin = serve_text("pong");
+    let upstream = format!("http://{}", origin.addr);
+    let p = proxy(&["--upstream", &upstream]);
+    assert!(
+        p.first_line.contains("(reverse (1 routes))"),
+        "{}",
+        p.first_line
+    );
+
+    // Two requests on one client connection, the second closing it.
+    let raw = exchange(
+        p.addr,
+        "GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        2,
+    );
+    assert_eq!(raw.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{raw}");
+    assert_eq!(raw.matches("\r\n\r\npong\n").count(), 2, "{raw}");
+    assert!(
+        raw.to_ascii_lowercase().contains("via: 1.1 keepwire"),
+        "{raw}"
+    );
+
+    let Some(curl) = curl() else { return };
+    let (ok, out, err) = run_curl(&curl, &["-i", &format!("http://{}/x?y=1", p.addr)]);
+    assert!(ok, "curl failed: {err}");
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.ends_with("\r\n\r\npong\n"), "{out}");
+}
+
+#[test]
+fn toml_config_routes_by_prefix_and_host() {
+    let a = serve_text("from A");
+    let b = serve_text("from B");
+    let c = serve_text("from C");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "reuse = \"always\"\n\
+             pool_size = 2\n\
+             \n\
+             [[route]]\n\
+             prefix = \"/a\"\n\
+             upstreams = [\"http://{}\"]\n\
+             \n\
+             [[route]]\n\
+             prefix = \"/\"\n\
+             upstreams = [\"http://{}\"]\n\
+             \n\
+             [[route]]\n\
+             host = \"special.test\"\n\
+             upstreams = [\"{}\"]\n",
+            a.addr, b.addr, c.addr
+        ),
+    )
+    .unwrap();
+    let p = proxy(&["--config", config.to_str().unwrap()]);
+    assert!(
+        p.first_line.contains("(reverse (3 routes))"),
+        "{}",
+        p.first_line
+    );
+    for (path, host, want) in [
+        ("/a", "t", "from A"),
+        ("/a/deeper?q=1", "t", "from A"),
+        ("/b", "t", "from B"),
+        ("/", "t", "from B"),
+        ("/a", "special.test", "from C"),
+        ("/anything", "SPECIAL.test:8080", "from C"),
+    ] {
+        let raw = exchange(
+            p.addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+            1,
+        );
+        assert!(
+            raw.starts_with("HTTP/1.1 200 OK\r\n"),
+            "{path} {host}: {raw}"
+        );
+        assert!(
+            raw.ends_with(&format!("\r\n\r\n{want}\n")),
+            "{path} (Host: {host}) should reach {want:?}: {raw}"
+        );
+    }
+
+    let Some(curl) = curl() else { return };
+    let (ok, out, err) = run_curl(&curl, &[&format!("http://{}/a/via-curl", p.addr)]);
+    assert!(ok, "curl failed: {err}");
+    assert_eq!(out, "from A\n");
+}
+
+#[test]
+fn forward_proxy_for_curl_x_and_connect() {
+    let Some(curl) = curl() else { return };
+    let origin = serve_text("forwarded");
+    let port = origin.addr.port().to_string();
+    // No upstream: forward mode; CONNECT allowed to the origin's port only.
+    let p = proxy(&["--connect-port", &port]);
+    assert!(p.first_line.contains("(forward)"), "{}", p.first_line);
+    let via = format!("http://{}", p.addr);
+    let target = format!("http://{}/page", origin.addr);
+
+    let (ok, out, err) = run_curl(&curl, &["-x", &via, &target]);
+    assert!(ok, "curl -x failed: {err}");
+    assert_eq!(out, "forwarded\n");
+
+    let (ok, out, err) = run_curl(
+        &curl,
+        &["-p", "-x", &via, "-w", "|%{http_connect}", &target],
+    );
+    assert!(ok, "curl -p failed: {err}");
+    assert_eq!(out, "forwarded\n|200");
+
+    // CONNECT to another port: 403.
+    let other = serve_text("unreachable");
+    let (ok, out, _) = run_curl(
+        &curl,
+        &[
+            "-p",
+            "-x",
+            &via,
+            "-w",
+            "%{http_connect}",
+            &format!("http://{}/", other.addr),
+        ],
+    );
+    assert!(!ok, "CONNECT to a port not allowed succeeded: {out}");
+    assert!(out.contains("403"), "{out}");
+}
+
+#[test]
+fn bad_flags_and_files_exit_non_zero_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("missing.toml");
+    let unknown_key = dir.path().join("unknown.toml");
+    std::fs::write(
+        &unknown_key,
+        "[[route]]\nprefix = \"/\"\nupstream = [\"http://127.0.0.1:1\"]\n",
+    )
+    .unwrap();
+    let bad_reuse = dir.path().join("reuse.toml");
+    std::fs::write(
+        &bad_reuse,
+        "reuse = \"sometimes\"\n[[route]]\nupstreams = [\"http://127.0.0.1:1\"]\n",
+    )
+    .unwrap();
+    let missing_s = missing.display().to_string();
+    let dir_s = dir.path().display().to_string();
+    let unknown_s = unknown_key.display().to_string();
+    let bad_reuse_s = bad_reuse.display().to_string();
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        // (extra args, every fragment the message must contain)
+        (
+            vec!["--reuse", "sometimes"],
+            vec!["sometimes", "always, safe, never"],
+        ),
+        (
+            vec!["--config", &missing_s],
+            vec!["--config", &missing_s, "No such file"],
+        ),
+        (vec!["--config", &dir_s], vec!["--config", &dir_s]),
+        (vec!["--config", &unknown_s], vec!["--config", "upstream"]),
+        (vec!["--config", &bad_reuse_s], vec!["sometimes"]),
+        (
+            vec!["--upstream", "https://origin.test:8443"],
+            vec!["https", "origin.test:8443"],
+        ),
+        (vec!["--upstream", "http://"], vec!["upstream"]),
+        (vec!["--allow", "not-a-network"], vec!["not-a-network"]),
+    ];
+    for (extra, fragments) in cases {
+        let mut args = vec!["proxy", "--listen", "127.0.0.1:0", "--threads", "1"];
+        args.extend_from_slice(&extra);
+        let (status, stderr) = run_to_exit(&args);
+        assert!(!status.success(), "{extra:?} was accepted: {stderr}");
+        assert!(
+            !stderr.contains("listening on"),
+            "{extra:?} started listening: {stderr}"
+        );
+        for f in fragments {
+            assert!(
+                stderr.contains(f),
+                "{extra:?}: the message should mention {f:?}: {stderr}"
+            );
+        }
+    }
+}
