@@ -182,6 +182,9 @@ pub struct Conn {
     responses: u64,
     /// Client: a response already showed the connection persists (R7.1).
     confirmed_persistent: bool,
+    /// Server: the client said this was its last request (`close`, or
+    /// HTTP/1.0 without keep-alive), so it sends nothing more (R5.3).
+    peer_announced_close: bool,
 }
 
 impl Conn {
@@ -198,6 +201,7 @@ impl Conn {
             messages: 0,
             responses: 0,
             confirmed_persistent: false,
+            peer_announced_close: false,
         }
     }
 
@@ -280,6 +284,13 @@ impl Conn {
         }
     }
 
+    /// Server: the client announced its last request (R5.3): once it is
+    /// answered and no input is left unread, a plain close cannot reset
+    /// anything away, and the lingering drain (R8.5) can be skipped.
+    pub fn peer_announced_close(&self) -> bool {
+        self.peer_announced_close && self.read_buf.is_empty()
+    }
+
     /// The connection switched protocols (101, or 2xx to CONNECT).
     pub fn is_upgraded(&self) -> bool {
         matches!(self.reading, Reading::Upgraded)
@@ -359,6 +370,7 @@ impl Conn {
                     ConnectionTokens::of(&head.headers)
                 };
                 let persistent = tokens.persistent(head.version);
+                self.peer_announced_close |= !persistent;
                 self.in_flight.push_back(Exchange {
                     method: head.method.clone(),
                     version: head.version,

@@ -136,13 +136,14 @@ struct Driver<'a> {
 pub(crate) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
+    local: Option<SocketAddr>,
     id: u64,
     shared: &Shared,
     handler: Arc<dyn Handler>,
     stop: watch::Receiver<bool>,
 ) {
     let cfg = &shared.config;
-    let local = stream.local_addr().unwrap_or(peer);
+    let local = local.unwrap_or_else(|| stream.local_addr().unwrap_or(peer));
     let conn = Conn::new(
         Role::Server,
         ConnConfig {
@@ -196,6 +197,12 @@ pub(crate) async fn serve(
     match reason {
         // The peer is gone or broke the socket: nothing to linger for.
         CloseReason::Error if d.peer_eof => {}
+        // The client said this was its last request and nothing of it is
+        // unread: it sends no more, so a plain close resets nothing away
+        // (nginx's lingering heuristic does the same). Saves a shutdown,
+        // a wait and a wake-up per connection.
+        CloseReason::NotPersistent
+            if d.conn.peer_announced_close() && socket_drained(&d.stream) => {}
         CloseReason::Upgraded => {
             if let Some(tx) = d.upgrade_tx.take() {
                 let read_buf = d.conn.take_read_buffer();
@@ -783,6 +790,15 @@ fn error_response(status: StatusCode) -> Response<Body> {
     resp.headers_mut()
         .insert(CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
     resp
+}
+
+/// No input is waiting in the socket (a plain close would not send RST).
+fn socket_drained(stream: &TcpStream) -> bool {
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    matches!(
+        socket2::SockRef::from(stream).peek(&mut byte),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock
+    )
 }
 
 fn far_future() -> Instant {

@@ -317,7 +317,11 @@ impl Server {
         let handler: Arc<dyn Handler> = Arc::new(handler);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut conns = JoinSet::new();
-        let listeners = self.listeners;
+        let listeners: Vec<(TcpListener, SocketAddr)> = self
+            .listeners
+            .into_iter()
+            .filter_map(|l| l.local_addr().ok().map(|a| (l, a)))
+            .collect();
         let mut backoff = Box::pin(tokio::time::sleep(Duration::ZERO));
         let mut backing_off = false;
         tokio::pin!(shutdown);
@@ -326,11 +330,11 @@ impl Server {
                 biased;
                 _ = &mut shutdown => break,
                 accepted = accept_any(&listeners), if !backing_off => match accepted {
-                    Ok((stream, peer)) => {
+                    Ok((stream, peer, local)) => {
                         let shared = self.shared.clone();
                         let handler = handler.clone();
                         let stop = stop_rx.clone();
-                        conns.spawn(start_connection(stream, peer, shared, handler, stop));
+                        conns.spawn(start_connection(stream, peer, local, shared, handler, stop));
                     }
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
@@ -363,12 +367,17 @@ impl Server {
 }
 
 /// Accepts from whichever listener has a connection (no task or channel
-/// per listener: one accept costs one syscall and one spawn).
-async fn accept_any(listeners: &[TcpListener]) -> io::Result<(TcpStream, SocketAddr)> {
+/// per listener: one accept costs one syscall and one spawn). Returns the
+/// listener's address too: unless it is a wildcard, it is the connection's
+/// local address, and `getsockname` can be skipped.
+async fn accept_any(
+    listeners: &[(TcpListener, SocketAddr)],
+) -> io::Result<(TcpStream, SocketAddr, Option<SocketAddr>)> {
     std::future::poll_fn(|cx| {
-        for l in listeners {
+        for (l, addr) in listeners {
             if let std::task::Poll::Ready(r) = l.poll_accept(cx) {
-                return std::task::Poll::Ready(r);
+                let local = (!addr.ip().is_unspecified()).then_some(*addr);
+                return std::task::Poll::Ready(r.map(|(s, peer)| (s, peer, local)));
             }
         }
         std::task::Poll::Pending
@@ -380,6 +389,7 @@ async fn accept_any(listeners: &[TcpListener]) -> io::Result<(TcpStream, SocketA
 async fn start_connection(
     stream: TcpStream,
     peer: SocketAddr,
+    local: Option<SocketAddr>,
     shared: Arc<Shared>,
     handler: Arc<dyn Handler>,
     stop: watch::Receiver<bool>,
@@ -408,7 +418,7 @@ async fn start_connection(
         return;
     }
     let id = shared.next_id.fetch_add(1, Relaxed) + 1;
-    conn::serve(stream, peer, id, &shared, handler, stop).await;
+    conn::serve(stream, peer, local, id, &shared, handler, stop).await;
 }
 
 /// Decrements the gauges when a connection task ends, however it ends.
