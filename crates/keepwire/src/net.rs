@@ -58,7 +58,9 @@ pub async fn lingering_close(mut stream: TcpStream, linger: Linger) -> (LingerOu
         return (LingerOutcome::Error, 0);
     }
     let deadline = Instant::now() + linger.max_time;
-    let mut scratch = [0u8; 4096];
+    // On the heap: this future is part of every connection task, and an
+    // inline array would make every idle connection carry it (R5.6).
+    let mut scratch = vec![0u8; 4096];
     let mut discarded = 0u64;
     loop {
         let wait = deadline

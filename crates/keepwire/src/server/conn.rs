@@ -44,6 +44,11 @@ const COPY_BODY_MAX: usize = 16 * 1024;
 const OUT_HIGH_WATER: usize = 64 * 1024;
 /// Read size.
 const READ_CHUNK: usize = 16 * 1024;
+/// First read of an idle connection: most request heads fit (nginx starts
+/// with `client_header_buffer_size 1k`); reads that fill it grow the buffer
+/// to [`READ_CHUNK`]. Small, so that 10k idle keep-alive connections that
+/// each sent one request do not leave 16 KiB holes all over the heap.
+const FIRST_READ: usize = 2 * 1024;
 /// Keep buffers this long into an idle period before freeing them, so
 /// back-to-back keep-alive requests do not churn the allocator.
 const RELEASE_AFTER: Duration = Duration::from_millis(200);
@@ -212,7 +217,8 @@ pub(crate) async fn serve(
                 });
             }
         }
-        _ => linger(d.stream, shared).await,
+        // Boxed: only closing connections pay for the drain's state.
+        _ => Box::pin(linger(d.stream, shared)).await,
     }
 }
 
@@ -814,7 +820,10 @@ fn far_future() -> Instant {
 /// tokio clears readiness only if no new readiness event arrived since it
 /// handed us this one, so bytes that land meanwhile are not missed.
 fn read_into(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+    let spare = buf.capacity() - buf.len();
+    if buf.capacity() == 0 {
+        buf.reserve(FIRST_READ);
+    } else if spare < FIRST_READ / 2 {
         buf.reserve(READ_CHUNK);
     }
     let room = buf.capacity() - buf.len();

@@ -413,7 +413,7 @@ async fn start_connection(
     if open as usize > shared.config.max_connections
         || per_ip > shared.config.max_connections_per_ip
     {
-        conn::refuse(stream, &shared).await;
+        Box::pin(conn::refuse(stream, &shared)).await;
         m.closed(CloseReason::Limit, 0);
         return;
     }
