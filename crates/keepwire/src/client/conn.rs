@@ -70,8 +70,16 @@ impl ClientConn {
     /// quiet; otherwise the server closed it (FIN) or sent junk, and it must
     /// not carry a request (R8.1).
     pub(crate) fn probe_idle(&self) -> Result<(), &'static str> {
+        // Only ask the kernel if the reactor saw the socket turn readable
+        // since we drained it (a FIN or stray bytes raise that event);
+        // otherwise `try_io` answers WouldBlock without a syscall. A close
+        // that the reactor has not processed yet is the stale-connection
+        // race the retry rule is for (R8.1).
         let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-        match socket2::SockRef::from(&self.stream).peek(&mut byte) {
+        let peeked = self.stream.try_io(tokio::io::Interest::READABLE, || {
+            socket2::SockRef::from(&self.stream).peek(&mut byte)
+        });
+        match peeked {
             Ok(0) => Err("closed by the server while idle"),
             Ok(_) => Err("unexpected bytes while idle"),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
@@ -135,14 +143,10 @@ impl ClientConn {
                 Ok(None) => {}
                 Err(e) => return Err((self.read_state(), ClientError::Protocol(e))),
             }
-            let buf = self.proto.read_buffer();
-            if buf.capacity() - buf.len() < 4096 {
-                buf.reserve(16 * 1024);
-            }
             let read = tokio::time::timeout_at(deadline, async {
                 loop {
                     self.stream.readable().await?;
-                    match self.stream.try_read_buf(self.proto.read_buffer()) {
+                    match crate::net::read_available(&self.stream, self.proto.read_buffer()) {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                         other => return other,
                     }

@@ -42,13 +42,6 @@ use crate::net::{self, LingerOutcome};
 const COPY_BODY_MAX: usize = 16 * 1024;
 /// Flush the output buffer mid-burst when it grows past this.
 const OUT_HIGH_WATER: usize = 64 * 1024;
-/// Read size.
-const READ_CHUNK: usize = 16 * 1024;
-/// First read of an idle connection: most request heads fit (nginx starts
-/// with `client_header_buffer_size 1k`); reads that fill it grow the buffer
-/// to [`READ_CHUNK`]. Small, so that 10k idle keep-alive connections that
-/// each sent one request do not leave 16 KiB holes all over the heap.
-const FIRST_READ: usize = 2 * 1024;
 /// Keep buffers this long into an idle period before freeing them, so
 /// back-to-back keep-alive requests do not churn the allocator.
 const RELEASE_AFTER: Duration = Duration::from_millis(200);
@@ -290,7 +283,7 @@ impl Driver<'_> {
             let wake = tokio::select! {
                 biased;
                 r = self.stream.readable(), if wants_read => match r {
-                    Ok(()) => Wake::Read(read_into(&self.stream, self.conn.read_buffer())),
+                    Ok(()) => Wake::Read(net::read_available(&self.stream, self.conn.read_buffer())),
                     Err(e) => Wake::Read(Err(e)),
                 },
                 _ = poll_pipeline(&mut self.pipeline), if self.pipeline.front().is_some_and(|s| s.ready.is_none()) => Wake::Progress,
@@ -809,36 +802,6 @@ fn socket_drained(stream: &TcpStream) -> bool {
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86400 * 365)
-}
-
-/// Reads what is available into `buf` without blocking.
-///
-/// A read that returns less than the room it was given drained the socket,
-/// so we tell tokio the socket is no longer readable. Otherwise the next
-/// wait would first try another `recv` just to see `EAGAIN`: one wasted
-/// syscall per keep-alive request. (nginx does the same with `rev->ready`.)
-/// tokio clears readiness only if no new readiness event arrived since it
-/// handed us this one, so bytes that land meanwhile are not missed.
-fn read_into(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-    let spare = buf.capacity() - buf.len();
-    if buf.capacity() == 0 {
-        buf.reserve(FIRST_READ);
-    } else if spare < FIRST_READ / 2 {
-        buf.reserve(READ_CHUNK);
-    }
-    let room = buf.capacity() - buf.len();
-    let mut got = 0;
-    let result = stream.try_io(tokio::io::Interest::READABLE, || {
-        got = stream.try_read_buf(buf)?;
-        if got > 0 && got < room {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(got)
-    });
-    match result {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
-        other => other,
-    }
 }
 
 /// Resolves when the front handler is done; drives the others meanwhile
