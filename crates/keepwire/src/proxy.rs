@@ -212,6 +212,8 @@ pub struct Proxy {
     config: ProxyConfig,
     client: Client,
     metrics: ProxyMetrics,
+    /// Our `Via` entry, `1.1 NAME` (also how loops are recognised).
+    via: HeaderValue,
 }
 
 impl Proxy {
@@ -229,10 +231,13 @@ impl Proxy {
             preserve_header_case: true,
             ..ClientConfig::default()
         });
+        let via = HeaderValue::from_str(&format!("1.1 {}", config.via_name))
+            .unwrap_or_else(|_| HeaderValue::from_static("1.1 keepwire"));
         Arc::new(Proxy {
             config,
             client,
             metrics: ProxyMetrics::default(),
+            via,
         })
     }
 
@@ -307,10 +312,10 @@ impl Proxy {
             );
         }
         // Loop detection: our own name in Via means the request came round.
-        let me = format!("1.1 {}", self.config.via_name);
+        let me = &self.via;
         if req.headers().get_all(VIA).iter().any(|v| {
             v.to_str()
-                .is_ok_and(|v| v.split(',').any(|e| e.trim() == me))
+                .is_ok_and(|v| v.split(',').any(|e| e.trim().as_bytes() == me.as_bytes()))
         }) {
             return self.refuse(
                 StatusCode::LOOP_DETECTED,
@@ -350,7 +355,7 @@ impl Proxy {
                 .headers
                 .insert(CONNECTION, HeaderValue::from_static("upgrade"));
         }
-        add_via(&mut parts.headers, &me);
+        parts.headers.append(VIA, me.clone());
         if let Some(authority) = &forward_authority
             && let Ok(v) = HeaderValue::from_str(authority)
         {
@@ -385,7 +390,7 @@ impl Proxy {
                 out.extensions_mut().insert(FreshConnection);
             }
             match self.client.request(out).await {
-                Ok(resp) => return self.relay_response(resp, client_upgrade, &me).await,
+                Ok(resp) => return self.relay_response(resp, client_upgrade).await,
                 Err(e) => {
                     self.count_error(&e);
                     let never_sent = matches!(e, ClientError::Connect(_) | ClientError::Resolve(_));
@@ -471,7 +476,6 @@ impl Proxy {
         &self,
         resp: Response<Body>,
         client_upgrade: Option<OnUpgrade>,
-        me: &str,
     ) -> Response<Body> {
         let (mut parts, body) = resp.into_parts();
         let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
@@ -483,7 +487,7 @@ impl Proxy {
             parts.headers.remove(CONTENT_LENGTH);
         }
         strip_hop_by_hop(&mut parts.headers, switching);
-        add_via(&mut parts.headers, me);
+        parts.headers.append(VIA, self.via.clone());
         parts.extensions.remove::<crate::client::RequestMeta>();
         if switching {
             let upstream = parts.extensions.remove::<OnUpgrade>();
@@ -602,12 +606,6 @@ async fn body_for_retry(mut body: Body) -> Result<Bytes, Response<Body>> {
     body.collect(usize::MAX)
         .await
         .map_err(|e| text(StatusCode::BAD_REQUEST, &format!("request body: {e}")))
-}
-
-fn add_via(headers: &mut http::HeaderMap, me: &str) {
-    if let Ok(v) = HeaderValue::from_str(me) {
-        headers.append(VIA, v);
-    }
 }
 
 fn max_forwards(req: &Request<Body>) -> Option<u64> {
