@@ -14,6 +14,7 @@ cargo build --release -p keepwire-cli -p keepwire --example hello >/dev/null
 (cd bench/client-seq && cargo build --release >/dev/null)
 KW=$PWD/target/release/keepwire
 work=$(mktemp -d)
+chmod 755 "$work"  # nginx workers run as nobody
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
