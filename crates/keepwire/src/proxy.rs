@@ -28,7 +28,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::Body;
-use crate::client::{Client, ClientConfig, ClientError, FreshConnection, PoolConfig};
+use crate::client::{Client, ClientConfig, ClientError, Origin, PoolConfig};
 use crate::server::{ConnInfo, OnUpgrade, Upgraded};
 
 /// When an idle upstream connection may carry a request (as HAProxy's
@@ -64,6 +64,8 @@ impl std::str::FromStr for ReusePolicy {
 pub struct Upstream {
     /// `host:port`.
     pub authority: String,
+    /// The pool key for it.
+    origin: Origin,
     /// Refused connections recently: skipped until then (passive health).
     down_until: Mutex<Option<Instant>>,
 }
@@ -71,8 +73,23 @@ pub struct Upstream {
 impl Upstream {
     /// An upstream at `http://authority`.
     pub fn new(authority: impl Into<String>) -> Self {
+        let authority: String = authority.into();
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() => {
+                (h.to_string(), p.parse().unwrap_or(80))
+            }
+            _ => (authority.clone(), 80),
+        };
         Upstream {
-            authority: authority.into(),
+            origin: Origin {
+                scheme: "http".into(),
+                host: host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_ascii_lowercase(),
+                port,
+            },
+            authority,
             down_until: Mutex::new(None),
         }
     }
@@ -362,34 +379,46 @@ impl Proxy {
             // Absolute-form: the URI's authority wins over Host (RFC 9112 §3.2.2).
             parts.headers.insert(HOST, v);
         }
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
+        // Origin-form for the next hop; an absolute-form target (forward
+        // mode) is reduced to its path once, here.
+        let target: Uri = if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+            let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            match pq.parse() {
+                Ok(u) => u,
+                Err(_) => {
+                    return self.refuse(StatusCode::BAD_REQUEST, "cannot form the upstream target");
+                }
+            }
+        } else {
+            parts.uri.clone()
+        };
+        let header_case = parts
+            .extensions
+            .remove::<keepwire_proto::HeaderCase>()
+            .unwrap_or_default();
         let body = match body_for_retry(body).await {
             Ok(b) => b,
             Err(resp) => return resp,
         };
         let mut last_err = None;
         for upstream in candidates {
-            let uri: Uri = match format!("http://{}{}", upstream.authority, path).parse() {
-                Ok(u) => u,
-                Err(_) => {
-                    return self.refuse(StatusCode::BAD_REQUEST, "cannot form the upstream URL");
-                }
-            };
-            let mut out = Request::new(Body::full(body.clone()));
-            *out.method_mut() = parts.method.clone();
-            *out.uri_mut() = uri;
-            *out.headers_mut() = parts.headers.clone();
-            if let Some(case) = parts.extensions.get::<keepwire_proto::HeaderCase>() {
-                out.extensions_mut().insert(case.clone());
+            let mut head = keepwire_proto::RequestHead::new(
+                parts.method.clone(),
+                target.clone(),
+                http::Version::HTTP_11,
+            );
+            head.headers = parts.headers.clone();
+            head.header_case = header_case.clone();
+            if !head.headers.contains_key(HOST)
+                && let Ok(v) = HeaderValue::from_str(&upstream.authority)
+            {
+                head.headers.insert(HOST, v);
             }
-            if fresh {
-                out.extensions_mut().insert(FreshConnection);
-            }
-            match self.client.request(out).await {
+            match self
+                .client
+                .send(&upstream.origin, head, body.clone(), fresh)
+                .await
+            {
                 Ok(resp) => return self.relay_response(resp, client_upgrade).await,
                 Err(e) => {
                     self.count_error(&e);

@@ -36,8 +36,8 @@ use conn::ClientConn;
 pub use conn::ConnMeta;
 use connect::Resolver;
 pub use pipeline::PipelinedResponse;
-pub use pool::PoolConfig;
-use pool::{Checkout, Origin, Pool};
+use pool::{Checkout, Pool};
+pub use pool::{Origin, PoolConfig};
 use retry::{AttemptState, RetryDecision};
 
 /// Why a request failed.
@@ -242,23 +242,36 @@ impl Client {
     /// Sends a request. The body must be in memory (`Body::full` or empty) so
     /// a retry can resend it; a streaming body is collected first.
     pub async fn request(&self, req: Request<Body>) -> Result<Response<Body>, ClientError> {
-        let started = Instant::now();
         let (mut parts, mut body) = req.into_parts();
-        let (origin, mut head) = head_for(&mut parts)?;
+        let (origin, head) = head_for(&mut parts)?;
         let payload = match body.take_full() {
             Some(b) => b,
             None => body.collect(usize::MAX).await.map_err(ClientError::Body)?,
         };
+        let fresh = parts.extensions.get::<FreshConnection>().is_some();
+        self.send(&origin, head, payload, fresh).await
+    }
+
+    /// Sends an already-formed head (origin-form target, `Host` set) and a
+    /// whole body to `origin`: the path for callers that hold those parts
+    /// already, such as the proxy, which forwards without re-parsing URLs.
+    pub async fn send(
+        &self,
+        origin: &Origin,
+        mut head: RequestHead,
+        payload: Bytes,
+        mut fresh: bool,
+    ) -> Result<Response<Body>, ClientError> {
+        let started = Instant::now();
         if self.inner.config.close_after_each {
             head.headers
                 .insert(CONNECTION, HeaderValue::from_static("close"));
         }
         let body = (!payload.is_empty()).then_some(&payload);
         let mut retries = 0u32;
-        let mut fresh = parts.extensions.get::<FreshConnection>().is_some();
         loop {
             match self
-                .attempt(&origin, &mut head, body, started, fresh, retries)
+                .attempt(origin, &mut head, body, started, fresh, retries)
                 .await
             {
                 Ok(resp) => return Ok(resp),

@@ -140,7 +140,7 @@ impl Pool {
         loop {
             let rx = {
                 let mut map = self.lock();
-                let st = map.entry(origin.clone()).or_default();
+                let st = state_of(&mut map, origin);
                 let now = Instant::now();
                 let may_reuse = !fresh && self.config.reuse;
                 while let Some(idle) = if may_reuse { st.idle.pop() } else { None } {
@@ -185,7 +185,7 @@ impl Pool {
     /// another request, else closed.
     pub(crate) fn checkin(&self, origin: &Origin, mut conn: ClientConn) {
         let mut map = self.lock();
-        let st = map.entry(origin.clone()).or_default();
+        let st = state_of(&mut map, origin);
         if self.config.reuse && conn.reusable() {
             conn.release_buffers();
             st.idle.push(Idle {
@@ -201,7 +201,7 @@ impl Pool {
     /// Gives up a slot (a connect failed, or a connection was discarded).
     pub(crate) fn release(&self, origin: &Origin) {
         let mut map = self.lock();
-        let st = map.entry(origin.clone()).or_default();
+        let st = state_of(&mut map, origin);
         st.open = st.open.saturating_sub(1);
         wake_one(st);
     }
@@ -217,6 +217,15 @@ impl Pool {
     pub(crate) fn learned_close(&self, origin: &Origin) -> Option<Duration> {
         self.lock().get(origin).and_then(|st| st.learned_close)
     }
+}
+
+/// The origin's state, created on first use (cloning the key only then: a
+/// lookup per request must not allocate).
+fn state_of<'a>(map: &'a mut HashMap<Origin, OriginState>, origin: &Origin) -> &'a mut OriginState {
+    if !map.contains_key(origin) {
+        map.insert(origin.clone(), OriginState::default());
+    }
+    map.get_mut(origin).expect("inserted above")
 }
 
 fn wake_one(st: &mut OriginState) {
