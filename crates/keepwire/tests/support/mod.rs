@@ -656,3 +656,138 @@ pub async fn run_tool(program: &std::path::Path, args: &[String], limit: Duratio
     drop(guard);
     output
 }
+
+/// nginx as a real peer (origin for the client and proxy tests).
+pub struct NginxProcess(ChildGuard);
+
+impl Drop for NginxProcess {
+    fn drop(&mut self) {
+        let child = self.0.child_mut();
+        if let (Ok(None), Some(pid)) = (child.try_wait(), child.id()) {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::time::Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+pub struct Nginx {
+    _process: NginxProcess,
+    pub addr: SocketAddr,
+    dir: TempDir,
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+impl Nginx {
+    /// nginx on a free 127.0.0.1 port with its own config, pid, logs and
+    /// temp paths in a temp dir; `daemon off`, one worker,
+    /// `keepalive_timeout 30s`. The access log names each request's
+    /// connection and its index on it.
+    pub async fn start(bin: &std::path::Path) -> Nginx {
+        let dir = TempDir::new("nginx");
+        let www = dir.path().join("www");
+        std::fs::create_dir_all(&www).unwrap();
+        let mut files = Vec::new();
+        for i in 0..5 {
+            let name = format!("f{i}.txt");
+            // Sizes from a few bytes to 48 KiB (several TCP segments).
+            let body = if i == 4 {
+                pattern(48 * 1024)
+            } else {
+                format!("file {i}\n").repeat(1 + i * 300).into_bytes()
+            };
+            std::fs::write(www.join(&name), &body).unwrap();
+            files.push((name, body));
+        }
+        for attempt in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let d = dir.path().display();
+            let conf = format!(
+                "daemon off;\n\
+                 worker_processes 1;\n\
+                 pid {d}/nginx.pid;\n\
+                 error_log {d}/error.log warn;\n\
+                 events {{ worker_connections 256; }}\n\
+                 http {{\n\
+                   log_format conns '$connection $connection_requests $request_uri';\n\
+                   access_log {d}/access.log conns;\n\
+                   client_body_temp_path {d}/tmp_body;\n\
+                   proxy_temp_path {d}/tmp_proxy;\n\
+                   fastcgi_temp_path {d}/tmp_fastcgi;\n\
+                   uwsgi_temp_path {d}/tmp_uwsgi;\n\
+                   scgi_temp_path {d}/tmp_scgi;\n\
+                   keepalive_timeout 30s;\n\
+                   keepalive_requests 1000;\n\
+                   default_type text/plain;\n\
+                   server {{\n\
+                     listen 127.0.0.1:{port};\n\
+                     root {d}/www;\n\
+                   }}\n\
+                 }}\n"
+            );
+            let conf_path = dir.path().join("nginx.conf");
+            std::fs::write(&conf_path, conf).unwrap();
+            let args = [
+                "-p".to_string(),
+                format!("{d}/"),
+                "-c".to_string(),
+                conf_path.display().to_string(),
+                "-e".to_string(),
+                format!("{d}/error.log"),
+            ];
+            let mut process = NginxProcess(ChildGuard::spawn(bin, &args));
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let started = std::time::Instant::now();
+            let up = loop {
+                if let Ok(Some(status)) = process.0.child_mut().try_wait() {
+                    eprintln!(
+                        "nginx exited ({status}) on attempt {attempt}: {}",
+                        std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+                    );
+                    break false;
+                }
+                if TcpStream::connect(addr).await.is_ok() {
+                    break true;
+                }
+                assert!(
+                    started.elapsed() < WAIT,
+                    "nginx did not listen on {addr} within {WAIT:?}: {}",
+                    std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            if up {
+                return Nginx {
+                    _process: process,
+                    addr,
+                    dir,
+                    files,
+                };
+            }
+        }
+        panic!("nginx would not start (port races?)");
+    }
+
+    /// Access-log lines: (connection serial, request index on it, URI).
+    pub fn access_log(&self) -> Vec<(u64, u64, String)> {
+        std::fs::read_to_string(self.dir.path().join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let mut it = l.split(' ');
+                Some((
+                    it.next()?.parse().ok()?,
+                    it.next()?.parse().ok()?,
+                    it.next()?.to_string(),
+                ))
+            })
+            .collect()
+    }
+}
