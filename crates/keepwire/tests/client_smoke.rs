@@ -158,3 +158,51 @@ async fn stale_connections_never_surface_for_gets_and_never_duplicate_posts() {
         "the probe saw the server's closes"
     );
 }
+
+#[tokio::test]
+async fn without_a_hint_the_pool_learns_the_servers_idle_timeout_from_its_closes() {
+    // The server closes idle connections after 1 s and does not advertise it.
+    let server = hello_server(|c| {
+        c.idle_timeout = Duration::from_secs(1);
+        c.advertise_keep_alive = false;
+        c.keep_alive_min = Duration::ZERO;
+    });
+    let client = Client::default();
+    let url = format!("http://{}/", server.local_addr());
+    let get = |c: &Client| {
+        let c = c.clone();
+        let url = url.clone();
+        async move {
+            *c.get(&url)
+                .await
+                .unwrap()
+                .extensions()
+                .get::<RequestMeta>()
+                .unwrap()
+        }
+    };
+    get(&client).await;
+    // 1.3 s idle: the server closed first; the probe sees it (stale) and the
+    // pool learns "closed after at most 1.3 s" and keeps 3/4 of that.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert!(!get(&client).await.reused);
+    assert_eq!(client.metrics().stale_idle.load(Relaxed), 1);
+    let learned = client.learned_idle_timeout(&url.parse().unwrap()).unwrap();
+    assert!(
+        learned >= Duration::from_millis(1300) && learned < Duration::from_millis(1600),
+        "{learned:?}"
+    );
+    // 1.1 s idle: past the learned limit (~0.98 s), so the pool retires the
+    // connection itself; the server's close is never met again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(!get(&client).await.reused);
+    assert_eq!(
+        client.metrics().stale_idle.load(Relaxed),
+        1,
+        "no second stale connection"
+    );
+    assert_eq!(client.metrics().retired_idle.load(Relaxed), 1);
+    // 0.6 s idle: within both, so the connection is reused.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(get(&client).await.reused);
+}
