@@ -83,6 +83,13 @@ impl Client {
                 }
             };
             timings.queued = Duration::ZERO;
+            // The slot goes back to the pool however this ends, also if the
+            // caller drops this future mid-pipeline.
+            let mut slot = super::SlotGuard {
+                pool: &self.inner.pool,
+                origin: &origin,
+                armed: true,
+            };
             let cfg = &self.inner.config;
             let mut healthy = true;
             while healthy && !queue.is_empty() {
@@ -175,9 +182,8 @@ impl Client {
                 }
             }
             if healthy {
+                slot.armed = false;
                 self.inner.pool.checkin(&origin, conn);
-            } else {
-                self.inner.pool.release(&origin);
             }
         }
         results
