@@ -1169,3 +1169,29 @@ async fn upload_with_content_length_streams_with_backpressure() {
 async fn upload_chunked_streams_with_backpressure() {
     upload(true).await;
 }
+
+/// R5.6: a connection older than `max_age` is not kept alive: the first
+/// request after that age is answered with `Connection: close`.
+#[tokio::test]
+async fn max_age_ends_keep_alive_at_the_next_response() {
+    let srv = serve(
+        |c| {
+            c.max_age = Some(Duration::from_millis(300));
+            c.max_requests = None;
+        },
+        echo_path,
+    );
+    let mut c = RawClient::connect(srv.local_addr()).await;
+    c.send(get("/young")).await;
+    let r = c.response().await;
+    assert_eq!(r.text(), "/young");
+    assert_eq!(r.header("connection"), Some("keep-alive"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    c.send(get("/old")).await;
+    let r = c.response().await;
+    assert_eq!(r.text(), "/old");
+    assert_eq!(r.header("connection"), Some("close"));
+    c.expect_eof().await;
+    assert_eq!(srv.metrics().closes(CloseReason::MaxRequests), 1);
+    stop(srv).await;
+}
