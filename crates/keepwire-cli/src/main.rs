@@ -1,5 +1,6 @@
 //! The `keepwire` command: a thin clap layer over the `keepwire` library.
 
+mod check;
 mod common;
 mod files;
 mod get;
@@ -34,6 +35,9 @@ enum Command {
     /// Run a forward and/or reverse HTTP/1.x proxy that follows every hop
     /// rule (never a dumb proxy).
     Proxy(proxy::ProxyArgs),
+    /// Check a server's connection management against the rules (R1–R10):
+    /// one line per check with PASS / FAIL / WARN / SKIP and the evidence.
+    Check(check::CheckArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,6 +46,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Serve(args)) => serve::run(args),
         Some(Command::Get(args)) => get::run(args),
         Some(Command::Proxy(args)) => proxy::run(args),
+        Some(Command::Check(args)) => check::run(args),
         None => {
             use clap::CommandFactory;
             let _ = Cli::command().print_help();
