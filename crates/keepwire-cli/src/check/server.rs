@@ -25,10 +25,10 @@ pub struct ServerArgs {
 
 /// Where to connect and what to put in the request line and `Host`.
 #[derive(Debug, Clone)]
-struct Target {
-    addr: String,
-    host: String,
-    path: String,
+pub(super) struct Target {
+    pub(super) addr: String,
+    pub(super) host: String,
+    pub(super) path: String,
 }
 
 impl Target {
@@ -87,7 +87,7 @@ impl Target {
 
 /// Why a probe could not get what it waited for.
 #[derive(Debug)]
-enum ProbeError {
+pub(super) enum ProbeError {
     Connect(String),
     Write(String),
     /// FIN before a complete response; `got` bytes of it were buffered.
@@ -130,14 +130,14 @@ impl fmt::Display for ProbeError {
 
 /// A parsed response.
 #[derive(Debug, Clone)]
-struct Response {
-    status_line: String,
-    status: u16,
-    headers: Vec<(String, String)>,
+pub(super) struct Response {
+    pub(super) status_line: String,
+    pub(super) status: u16,
+    pub(super) headers: Vec<(String, String)>,
     /// The first `BODY_KEEP` bytes of the body.
-    body: Vec<u8>,
-    body_len: usize,
-    close_delimited: bool,
+    pub(super) body: Vec<u8>,
+    pub(super) body_len: usize,
+    pub(super) close_delimited: bool,
 }
 
 const BODY_KEEP: usize = 64 * 1024;
@@ -145,7 +145,7 @@ const MAX_HEAD: usize = 64 * 1024;
 
 impl Response {
     /// All field lines named `name`, joined with ", ".
-    fn header(&self, name: &str) -> Option<String> {
+    pub(super) fn header(&self, name: &str) -> Option<String> {
         let vals: Vec<&str> = self
             .headers
             .iter()
@@ -155,13 +155,13 @@ impl Response {
         (!vals.is_empty()).then(|| vals.join(", "))
     }
 
-    fn has_token(&self, name: &str, token: &str) -> bool {
+    pub(super) fn has_token(&self, name: &str, token: &str) -> bool {
         self.header(name)
             .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     }
 
     /// `HTTP/1.1 200 OK` plus how the body was framed.
-    fn brief(&self) -> String {
+    pub(super) fn brief(&self) -> String {
         let mut s = self.status_line.clone();
         if let Some(c) = self.header("connection") {
             s.push_str(&format!(" [Connection: {c}]"));
@@ -173,14 +173,14 @@ impl Response {
     }
 }
 
-enum Parsed {
+pub(super) enum Parsed {
     Done(Response, usize),
     Partial,
     Bad(String),
 }
 
 /// Shows the first bytes of `b` with control characters escaped.
-fn show(b: &[u8]) -> String {
+pub(super) fn show(b: &[u8]) -> String {
     let n = b.len().min(60);
     let mut s: String = b[..n].escape_ascii().to_string();
     if b.len() > n {
@@ -189,7 +189,7 @@ fn show(b: &[u8]) -> String {
     format!("\"{s}\"")
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+pub(super) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
@@ -206,7 +206,7 @@ fn line_at(buf: &[u8], from: usize) -> Option<(&[u8], usize)> {
 
 /// Parses one response from the start of `buf`. `head_only`: the request was
 /// HEAD. `eof`: the peer has closed, so a close-delimited body is complete.
-fn parse_response(buf: &[u8], head_only: bool, eof: bool) -> Parsed {
+pub(super) fn parse_response(buf: &[u8], head_only: bool, eof: bool) -> Parsed {
     let end = match (find(buf, b"\r\n\r\n"), find(buf, b"\n\n")) {
         (Some(a), Some(b)) if b + 2 < a + 4 => b + 2,
         (Some(a), _) => a + 4,
@@ -324,7 +324,7 @@ fn parse_response(buf: &[u8], head_only: bool, eof: bool) -> Parsed {
 }
 
 /// How a connection ended (or did not) after the last expected response.
-enum Ending {
+pub(super) enum Ending {
     Fin,
     Reset,
     Open,
@@ -346,15 +346,15 @@ impl fmt::Display for Ending {
 }
 
 /// One raw connection to the target with a read buffer and a deadline.
-struct Probe {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    eof: bool,
+pub(super) struct Probe {
+    pub(super) stream: TcpStream,
+    pub(super) buf: Vec<u8>,
+    pub(super) eof: bool,
     deadline: Instant,
 }
 
 impl Probe {
-    async fn connect(target: &Target, deadline: Instant) -> Result<Probe, ProbeError> {
+    pub(super) async fn connect(target: &Target, deadline: Instant) -> Result<Probe, ProbeError> {
         let stream = tokio::time::timeout_at(deadline.into(), TcpStream::connect(&target.addr))
             .await
             .map_err(|_| ProbeError::Connect(format!("{} timed out", target.addr)))?
@@ -368,7 +368,7 @@ impl Probe {
         })
     }
 
-    async fn send(&mut self, bytes: &[u8]) -> Result<(), ProbeError> {
+    pub(super) async fn send(&mut self, bytes: &[u8]) -> Result<(), ProbeError> {
         match tokio::time::timeout_at(self.deadline.into(), self.stream.write_all(bytes)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(ProbeError::Write(e.to_string())),
@@ -377,7 +377,7 @@ impl Probe {
     }
 
     /// Reads more bytes; `Ok(false)` on EOF.
-    async fn fill(&mut self, deadline: Instant) -> Result<bool, ProbeError> {
+    pub(super) async fn fill(&mut self, deadline: Instant) -> Result<bool, ProbeError> {
         if self.eof {
             return Ok(false);
         }
@@ -403,11 +403,11 @@ impl Probe {
         }
     }
 
-    async fn read_response(&mut self, head_only: bool) -> Result<Response, ProbeError> {
+    pub(super) async fn read_response(&mut self, head_only: bool) -> Result<Response, ProbeError> {
         self.read_response_by(head_only, self.deadline).await
     }
 
-    async fn read_response_by(
+    pub(super) async fn read_response_by(
         &mut self,
         head_only: bool,
         deadline: Instant,
@@ -432,7 +432,7 @@ impl Probe {
     }
 
     /// Waits (until the deadline) for the connection to end.
-    async fn ending(&mut self) -> Ending {
+    pub(super) async fn ending(&mut self) -> Ending {
         if !self.buf.is_empty() {
             return Ending::Data(std::mem::take(&mut self.buf));
         }
@@ -447,11 +447,11 @@ impl Probe {
 }
 
 /// Turns a probe error into a FAIL that says what was being done.
-fn failed(what: &'static str) -> impl FnOnce(ProbeError) -> Outcome {
+pub(super) fn failed(what: &'static str) -> impl FnOnce(ProbeError) -> Outcome {
     move |e| Outcome::fail(format!("{what}: {e}"))
 }
 
-type CheckOut = Result<Outcome, Outcome>;
+pub(super) type CheckOut = Result<Outcome, Outcome>;
 
 #[derive(Debug, Clone, Copy)]
 enum Id {
@@ -627,7 +627,7 @@ async fn run_checks(target: &Target, common: &CommonArgs) -> Vec<CheckResult> {
 }
 
 /// `R10` matches R10.1 and R10.2 but not R1; `R10.1` matches only R10.1.
-fn rule_matches(rule: &str, prefix: &str) -> bool {
+pub(super) fn rule_matches(rule: &str, prefix: &str) -> bool {
     let prefix = prefix.trim_end_matches('.');
     rule == prefix || rule.starts_with(&format!("{prefix}."))
 }
@@ -952,6 +952,18 @@ async fn smuggle(t: &Target, v: Vector, deadline: Instant) -> CheckOut {
              body (GET /smuggled) were taken as another request",
             r1.status_line, r2.status_line
         ))),
+        // RFC 9112 §6.3 (3): a server MAY process TE + CL by the
+        // Transfer-Encoding alone if it closes the connection afterwards;
+        // R10.1 asks for a 400, so that is a warning, not a failure.
+        Err(e @ (ProbeError::Eof { .. } | ProbeError::Reset { .. }))
+            if matches!(v, Vector::TeCl) =>
+        {
+            Ok(Outcome::warn(format!(
+                "processed by Transfer-Encoding ({}), then {e}: allowed by RFC 9112 \
+                 §6.3 if the connection closes; R10.1 asks for 400",
+                r1.status_line
+            )))
+        }
         Err(e) if matches!(v, Vector::Te10) => Ok(Outcome::warn(format!(
             "accepted ({}); smuggled request not answered ({e})",
             r1.status_line
