@@ -1195,3 +1195,58 @@ async fn max_age_ends_keep_alive_at_the_next_response() {
     assert_eq!(srv.metrics().closes(CloseReason::MaxRequests), 1);
     stop(srv).await;
 }
+
+/// R7.2 with a client that pipelines and never reads: responses waiting for
+/// the socket are bounded, and the server stops reading requests instead of
+/// buffering answers without end, so the client's own writes stall.
+#[tokio::test]
+async fn a_pipelining_client_that_never_reads_cannot_grow_the_server_unbounded() {
+    let big = Bytes::from(vec![b'z'; 64 * 1024]);
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    let srv = serve(
+        |c| c.max_requests = None,
+        move |_req: Request<Body>| {
+            count.fetch_add(1, SeqCst);
+            let body = big.clone();
+            async move { Response::new(Body::full(body)) }
+        },
+    );
+    let mut s = tokio::net::TcpStream::connect(srv.local_addr())
+        .await
+        .unwrap();
+    // 3,000 requests of ~6 KiB each: 18 MiB, far beyond both socket buffers.
+    let filler = "x".repeat(6000);
+    let one = format!("GET / HTTP/1.1\r\nHost: t\r\nX-Pad: {filler}\r\n\r\n");
+    let all = one.repeat(3000).into_bytes();
+    let total = all.len();
+    let written = Arc::new(AtomicUsize::new(0));
+    let w = written.clone();
+    let writer = tokio::spawn(async move {
+        let mut off = 0;
+        while off < all.len() {
+            match s.write(&all[off..(off + 16 * 1024).min(all.len())]).await {
+                Ok(n) => {
+                    off += n;
+                    w.store(off, SeqCst);
+                }
+                Err(_) => return,
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let sent = written.load(SeqCst);
+    let answered = served.load(SeqCst);
+    writer.abort();
+    assert!(
+        sent < total / 2,
+        "the client wrote {sent} of {total} bytes: the server kept reading"
+    );
+    // Each answered request is 64 KiB of response; only what fits in the
+    // socket buffers (a few MiB at most on loopback) can be pending.
+    assert!(
+        answered < 200,
+        "{answered} responses produced for a client that reads none"
+    );
+    stop(srv).await;
+}
