@@ -2,9 +2,11 @@
 //!
 //! `keepwire check server URL` probes an origin over raw TCP with
 //! hand-written (and deliberately malformed) request bytes and reports, rule
-//! by rule (../shared/docs/CONNECTION-RULES.md), what the server does. A
-//! `proxy` target is planned next to `server`.
+//! by rule (../shared/docs/CONNECTION-RULES.md), what the server does.
+//! `keepwire check proxy ADDR` runs its own recording origin behind the proxy
+//! and checks what crosses the proxy in both directions.
 
+mod proxy;
 mod server;
 
 use std::fmt;
@@ -24,6 +26,9 @@ pub struct CheckArgs {
 enum CheckTarget {
     /// Probe an origin server at URL (http://host:port/path) over raw TCP.
     Server(server::ServerArgs),
+    /// Check a forward (default) or reverse (--reverse) proxy at ADDR
+    /// (host:port) against a recording origin the checker runs itself.
+    Proxy(proxy::ProxyArgs),
 }
 
 /// Options every check target shares.
@@ -51,6 +56,7 @@ pub struct CommonArgs {
 pub fn run(args: CheckArgs) -> Result<(), String> {
     match args.target {
         CheckTarget::Server(a) => server::run(a),
+        CheckTarget::Proxy(a) => proxy::run(a),
     }
 }
 
