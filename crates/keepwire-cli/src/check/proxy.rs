@@ -5,9 +5,10 @@
 //! head, body, connection) and answers from a per-path script
 //! (`/kw/SCRIPT/N`), so that each check chooses how the origin behaves:
 //! hop-by-hop headers in the response, a truncated body, a dropped POST, an
-//! HTTP/1.0 close-delimited answer, or an echo of the path. A connection that
-//! starts with raw `KWTUNNEL` bytes instead of a request is a tunnel (CONNECT)
-//! and is echoed back.
+//! HTTP/1.0 close-delimited answer, an upgrade (`101 Switching Protocols`
+//! for a request carrying `Upgrade: websocket`, then an echo of raw bytes), or
+//! an echo of the path. A connection that starts with raw `KWTUNNEL` bytes
+//! instead of a request is a tunnel (CONNECT) and is echoed back.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -208,6 +209,7 @@ async fn serve_conn(mut stream: TcpStream, conn: u64, log: Arc<Mutex<Log>>) {
         let path = seen.target.clone();
         let ka10 = seen.version == "HTTP/1.0" && seen.has_token("connection", "keep-alive");
         let close = seen.has_token("connection", "close") || (seen.version == "HTTP/1.0" && !ka10);
+        let websocket = seen.has_token("upgrade", "websocket");
         log.lock().unwrap_or_else(|e| e.into_inner()).requests[idx] = seen;
         let reply: Vec<u8> = match script.as_str() {
             "hopresp" => b"HTTP/1.1 200 OK\r\nConnection: X-Bar\r\nX-Bar: 1\r\n\
@@ -224,6 +226,15 @@ async fn serve_conn(mut stream: TcpStream, conn: u64, log: Arc<Mutex<Log>>) {
             "drop" => {
                 let _ = stream.shutdown().await;
                 return;
+            }
+            "upgrade" if websocket => {
+                let r = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\
+                    Upgrade: websocket\r\n\r\n";
+                if stream.write_all(r).await.is_err() {
+                    return;
+                }
+                // From here on the connection is an opaque byte stream.
+                return echo_tunnel(stream, buf, log).await;
             }
             "h10" => {
                 let r = format!("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n{H10_BODY}");
@@ -339,9 +350,25 @@ enum Id {
     PostOnce,
     Reframe,
     Pipeline,
-    Smuggle,
+    Smuggle(Vector),
     Via,
     Connect,
+    Upgrade,
+}
+
+/// A request-smuggling vector (R10.1): a request whose framing is ambiguous,
+/// followed by a `GET .../kw/smuggled/N` that must never reach the origin.
+#[derive(Debug, Clone, Copy)]
+enum Vector {
+    /// `Content-Length: 4` and `Transfer-Encoding: chunked`.
+    TeCl,
+    /// `Content-Length: N` (the smuggled request's length) and
+    /// `Content-Length: 0`.
+    DupCl,
+    /// `Transfer-Encoding: chunked, gzip` (chunked not final).
+    NonFinalChunked,
+    /// `Transfer-Encoding: chunked` with a chunk size of `5zz`.
+    BadChunk,
 }
 
 struct Spec {
@@ -367,8 +394,24 @@ const CHECKS: &[Spec] = &[
     c("R8.3", "POST never delivered twice", Id::PostOnce),
     c("R5.4", "close-delimited response re-framed", Id::Reframe),
     c("R7.2", "pipelined responses in order", Id::Pipeline),
-    c("R10.1", "TE + CL not passed on", Id::Smuggle),
+    c("R10.1", "TE + CL not passed on", Id::Smuggle(Vector::TeCl)),
+    c(
+        "R10.1",
+        "differing Content-Length not passed on",
+        Id::Smuggle(Vector::DupCl),
+    ),
+    c(
+        "R10.1",
+        "non-final chunked not passed on",
+        Id::Smuggle(Vector::NonFinalChunked),
+    ),
+    c(
+        "R10.1",
+        "invalid chunk size not passed on",
+        Id::Smuggle(Vector::BadChunk),
+    ),
     c("R6.3", "Via added (RFC 9110 7.6.3)", Id::Via),
+    c("R9.1", "upgrade relayed, bytes tunneled", Id::Upgrade),
     c("R9.3", "CONNECT tunnel relays bytes", Id::Connect),
 ];
 
@@ -454,9 +497,10 @@ async fn run_one(id: Id, ctx: &Ctx, deadline: Instant) -> CheckOut {
         Id::PostOnce => post_once(ctx, deadline).await,
         Id::Reframe => reframe(ctx, deadline).await,
         Id::Pipeline => pipeline(ctx, deadline).await,
-        Id::Smuggle => smuggle(ctx, deadline).await,
+        Id::Smuggle(v) => smuggle(ctx, v, deadline).await,
         Id::Via => via(ctx, deadline).await,
         Id::Connect => connect(ctx, deadline).await,
+        Id::Upgrade => upgrade(ctx, deadline).await,
     }
 }
 
@@ -720,7 +764,31 @@ async fn reframe(ctx: &Ctx, deadline: Instant) -> CheckOut {
     p.send(&ctx.get(&path, ""))
         .await
         .map_err(failed("request"))?;
-    let r = p.read_response(false).await.map_err(failed("response"))?;
+    let r = match p.read_response(false).await {
+        Ok(r) => r,
+        Err(e @ ProbeError::Timeout { .. }) => {
+            let head = find(&p.buf, b"\r\n\r\n").map(|i| &p.buf[..i]);
+            let framed = head.is_some_and(|h| {
+                let h = String::from_utf8_lossy(h).to_ascii_lowercase();
+                h.contains("\ncontent-length:") || h.contains("\ntransfer-encoding:")
+            });
+            let what = match head {
+                None => "no complete head".to_string(),
+                Some(_) if framed => "a framed response that never completed".to_string(),
+                Some(h) => format!(
+                    "{} with neither Content-Length nor chunked",
+                    show(&h[..h.len().min(60)])
+                ),
+            };
+            return Ok(Outcome::fail(format!(
+                "origin sent a {}-byte close-delimited body; client got {} bytes ({what}) \
+                 and the connection stayed open ({e}): the client cannot find the end of the body",
+                H10_BODY.len(),
+                p.buf.len()
+            )));
+        }
+        Err(e) => return Err(failed("response")(e)),
+    };
     if r.body != H10_BODY.as_bytes() {
         return Ok(Outcome::fail(format!(
             "origin sent a {}-byte close-delimited body; client got {} with {}",
@@ -800,17 +868,31 @@ async fn pipeline(ctx: &Ctx, deadline: Instant) -> CheckOut {
     )))
 }
 
-async fn smuggle(ctx: &Ctx, deadline: Instant) -> CheckOut {
+async fn smuggle(ctx: &Ctx, vector: Vector, deadline: Instant) -> CheckOut {
     let post = ctx.path("smug");
     let hidden = ctx.path("smuggled");
-    let mut bytes = ctx.request(
-        "POST",
-        &post,
-        "1.1",
-        "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
-    );
-    bytes.extend_from_slice(b"0\r\n\r\n");
-    bytes.extend(ctx.get(&hidden, ""));
+    let hidden_req = ctx.get(&hidden, "");
+    let (fields, body): (String, &[u8]) = match vector {
+        Vector::TeCl => (
+            "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n".into(),
+            b"0\r\n\r\n",
+        ),
+        Vector::DupCl => (
+            format!(
+                "Content-Length: {}\r\nContent-Length: 0\r\n",
+                hidden_req.len()
+            ),
+            b"",
+        ),
+        Vector::NonFinalChunked => ("Transfer-Encoding: chunked, gzip\r\n".into(), b"0\r\n\r\n"),
+        Vector::BadChunk => (
+            "Transfer-Encoding: chunked\r\n".into(),
+            b"5zz\r\nhello\r\n0\r\n\r\n",
+        ),
+    };
+    let mut bytes = ctx.request("POST", &post, "1.1", &fields);
+    bytes.extend_from_slice(body);
+    bytes.extend(hidden_req);
     let mut p = ctx.connect(deadline).await?;
     p.send(&bytes).await.map_err(failed("request"))?;
     let r = p.read_response(false).await;
@@ -918,6 +1000,93 @@ async fn connect(ctx: &Ctx, deadline: Instant) -> CheckOut {
     }
     Ok(Outcome::pass(format!(
         "{}; {} raw bytes relayed to the origin and echoed back",
+        r.status_line,
+        marker.len()
+    )))
+}
+
+/// R9.1: an upgrade request is relayed, the origin's 101 comes back, and raw
+/// bytes then cross the proxy both ways.
+async fn upgrade(ctx: &Ctx, deadline: Instant) -> CheckOut {
+    let path = ctx.path("upgrade");
+    let mut p = ctx.connect(deadline).await?;
+    p.send(&ctx.get(&path, "Connection: Upgrade\r\nUpgrade: websocket\r\n"))
+        .await
+        .map_err(failed("upgrade request"))?;
+    let r = match p.read_response(true).await {
+        Ok(r) => r,
+        Err(e @ ProbeError::Timeout { .. }) => {
+            return Ok(Outcome::fail(format!(
+                "no answer to the upgrade request ({e}): the proxy hangs"
+            )));
+        }
+        Err(e) => return Err(failed("upgrade response")(e)),
+    };
+    let seen = ctx.origin.seen(&path);
+    let origin_saw = match seen.first() {
+        None => "the request never reached the origin".to_string(),
+        Some(s) => match s.header("upgrade") {
+            Some(v) => format!("origin saw Upgrade: {v} and answered 101"),
+            None => "origin saw no Upgrade field and answered 200".to_string(),
+        },
+    };
+    if r.status != 101 {
+        return Ok(Outcome::warn(format!(
+            "proxy answered the upgrade request with {} ({origin_saw}): upgrades are not relayed",
+            r.brief()
+        )));
+    }
+    if !seen.iter().any(|s| s.has_token("upgrade", "websocket")) {
+        return Ok(Outcome::fail(format!(
+            "client got {} but {origin_saw}",
+            r.status_line
+        )));
+    }
+    let marker = format!("KWUPGRADE {}\n", ctx.next.fetch_add(1, Ordering::Relaxed));
+    p.send(marker.as_bytes())
+        .await
+        .map_err(failed("bytes into the upgraded connection"))?;
+    while p.buf.len() < marker.len() {
+        match p.fill(deadline).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Ok(Outcome::fail(format!(
+                    "{}, then the connection closed after {} bytes back: {}",
+                    r.status_line,
+                    p.buf.len(),
+                    show(&p.buf)
+                )));
+            }
+            Err(e) => {
+                return Ok(Outcome::fail(format!(
+                    "{}, then {} of {} echoed bytes back through the tunnel ({}): {e}",
+                    r.status_line,
+                    p.buf.len(),
+                    marker.len(),
+                    show(&p.buf)
+                )));
+            }
+        }
+    }
+    if !p.buf.starts_with(marker.as_bytes()) {
+        return Ok(Outcome::fail(format!(
+            "{}, then sent {} but got back {}: the tunnel is corrupted",
+            r.status_line,
+            show(marker.as_bytes()),
+            show(&p.buf)
+        )));
+    }
+    if !ctx.origin.tunnel_bytes(marker.as_bytes()) {
+        return Ok(Outcome::fail(
+            "the echo came back but the origin never saw the bytes",
+        ));
+    }
+    let up = r
+        .header("upgrade")
+        .map(|v| format!(" (Upgrade: {v})"))
+        .unwrap_or_default();
+    Ok(Outcome::pass(format!(
+        "{}{up}; origin saw Upgrade: websocket; {} raw bytes relayed to the origin and echoed back",
         r.status_line,
         marker.len()
     )))
