@@ -412,5 +412,553 @@ fn hanging_on_limits_fails_and_is_bounded_in_time() {
         "FAIL",
         "{stdout}"
     );
+    assert_eq!(
+        verdict(&stdout, "300 header fields bounded"),
+        "FAIL",
+        "{stdout}"
+    );
     assert_eq!(summary(&stdout), (0, 2), "{stdout}");
+}
+
+// ---- one configurable broken server: well-behaved except for one rule ----
+
+/// The one thing [`configurable`] gets wrong; otherwise it frames bodies by
+/// Content-Length, honours `Connection` (1.1 persistent, 1.0 only with
+/// keep-alive), answers `Expect: 100-continue`, sends no body on HEAD and
+/// closes with a lingering close.
+#[derive(Clone, Copy)]
+enum Flaw {
+    /// R5.1: grants HTTP/1.0 keep-alive (`Connection: keep-alive`), then
+    /// closes anyway.
+    KeepAlive10ThenCloses,
+    /// R5.1: keeps an HTTP/1.0 connection open although keep-alive was not
+    /// asked for.
+    Http10StaysOpen,
+    /// R8.4: when the client half-closes, closes without answering.
+    DropsOnHalfClose,
+    /// R5.4: sends the body on HEAD too.
+    BodyOnHead,
+    /// R5.4: never sends 100 Continue; waits for the body.
+    NoContinue,
+    /// R5.2: `Keep-Alive: timeout=soon`.
+    BadKeepAliveTimeout,
+    /// R5.2: advertises `timeout=1` and, once idle that long, writes an
+    /// unsolicited response before closing.
+    TalksWhenIdle,
+    /// R5.6: advertises `max=3`, then after 4 responses closes without
+    /// `Connection: close`.
+    MaxWithoutClose,
+    /// R5.4: sends 100 Continue, reads the body, then closes without a
+    /// final response.
+    ContinueThenNothing,
+    /// R10.2: no time limit on a request head (bytes keep trickling in).
+    NoHeadTimeout,
+    /// R10.1: accepts this one malformed framing (and keeps the connection)
+    /// instead of answering 400 and closing; rejects the others.
+    Lenient(Vector),
+}
+
+/// The R10.1 vectors `keepwire check server` sends.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Vector {
+    TeCl,
+    TwoCl,
+    BadCl,
+    TeNotFinal,
+    Te10,
+    BadChunk,
+    SpaceColon,
+}
+
+impl Vector {
+    const ALL: [(Vector, &'static str); 7] = [
+        (Vector::TeCl, "TE + CL rejected"),
+        (Vector::TwoCl, "differing CLs rejected"),
+        (Vector::BadCl, "invalid CL rejected"),
+        (Vector::TeNotFinal, "TE chunked not final rejected"),
+        (Vector::Te10, "TE in HTTP/1.0 not trusted"),
+        (Vector::BadChunk, "invalid chunk size rejected"),
+        (Vector::SpaceColon, "space before colon rejected"),
+    ];
+}
+
+/// Which R10.1 vector a request head is (its framing problem), if any.
+fn framing_problem(head: &str, http10: bool) -> Option<Vector> {
+    let names: Vec<&str> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':').map(|(n, _)| n))
+        .collect();
+    if names.iter().any(|n| n.ends_with([' ', '\t'])) {
+        return Some(Vector::SpaceColon);
+    }
+    let cls: Vec<&str> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| v.trim())
+        .collect();
+    let te = field(head, "transfer-encoding");
+    if te.is_some() && !cls.is_empty() {
+        return Some(Vector::TeCl);
+    }
+    if cls.len() > 1 {
+        return Some(Vector::TwoCl);
+    }
+    if cls
+        .first()
+        .is_some_and(|v| v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Some(Vector::BadCl);
+    }
+    if let Some(te) = te {
+        if http10 {
+            return Some(Vector::Te10);
+        }
+        let last = te.rsplit(',').next().unwrap_or("").trim();
+        if !last.eq_ignore_ascii_case("chunked") {
+            return Some(Vector::TeNotFinal);
+        }
+    }
+    None
+}
+
+const BAD_REQUEST: &[u8] =
+    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+/// Reads more bytes into `buf`; false on EOF or error.
+fn more(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tmp = [0u8; 8192];
+    match s.read(&mut tmp) {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&tmp[..n]);
+            true
+        }
+    }
+}
+
+/// Reads a chunked body; `Err(())` on a malformed chunk size (unless
+/// `lenient`, which skips to the last chunk), `Ok(false)` on EOF.
+fn read_chunked(s: &mut TcpStream, buf: &mut Vec<u8>, lenient: bool) -> Result<bool, ()> {
+    loop {
+        let Some(i) = buf.windows(2).position(|w| w == b"\r\n") else {
+            if !more(s, buf) {
+                return Ok(false);
+            }
+            continue;
+        };
+        let line = String::from_utf8_lossy(&buf[..i]).into_owned();
+        let size_text = line.split(';').next().unwrap_or("").trim();
+        let size = match usize::from_str_radix(size_text, 16) {
+            Ok(n) if !size_text.is_empty() => n,
+            _ if lenient => {
+                while !buf.windows(5).any(|w| w == b"0\r\n\r\n") {
+                    if !more(s, buf) {
+                        return Ok(false);
+                    }
+                }
+                let j = buf.windows(5).position(|w| w == b"0\r\n\r\n").unwrap();
+                buf.drain(..j + 5);
+                return Ok(true);
+            }
+            _ => return Err(()),
+        };
+        // size 0: the empty line after it (no trailers here).
+        let need = i + 2 + size + 2;
+        while buf.len() < need {
+            if !more(s, buf) {
+                return Ok(false);
+            }
+        }
+        buf.drain(..need);
+        if size == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+enum HeadRead {
+    Head(String),
+    Eof,
+    Idle,
+}
+
+fn read_head_within(s: &mut TcpStream, buf: &mut Vec<u8>, idle: Duration) -> HeadRead {
+    s.set_read_timeout(Some(idle)).unwrap();
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..i + 4]).into_owned();
+            buf.drain(..i + 4);
+            return HeadRead::Head(head);
+        }
+        let mut tmp = [0u8; 8192];
+        match s.read(&mut tmp) {
+            Ok(0) => return HeadRead::Eof,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return HeadRead::Idle;
+            }
+            Err(_) => return HeadRead::Eof,
+        }
+    }
+}
+
+/// A lingering close: FIN, then read (and drop) what the client still sends.
+fn linger_close(mut s: TcpStream) {
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut tmp = [0u8; 65536];
+    while matches!(s.read(&mut tmp), Ok(n) if n > 0) {}
+}
+
+fn configurable(flaw: Flaw, mut s: TcpStream) {
+    let mut buf = Vec::new();
+    let mut served = 0;
+    let idle = match flaw {
+        Flaw::TalksWhenIdle => Duration::from_secs(1),
+        _ => Duration::from_secs(10),
+    };
+    loop {
+        let head = match read_head_within(&mut s, &mut buf, idle) {
+            HeadRead::Head(h) => h,
+            HeadRead::Eof => return linger_close(s),
+            HeadRead::Idle => {
+                if matches!(flaw, Flaw::TalksWhenIdle) {
+                    let _ = s.write_all(OK);
+                }
+                return linger_close(s);
+            }
+        };
+        let mut words = head.split(' ');
+        let method = words.next().unwrap_or("").to_string();
+        let http10 = head.lines().next().unwrap_or("").ends_with("HTTP/1.0");
+        let conn = field(&head, "connection")
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let keep_alive_asked = conn.contains("keep-alive");
+        let close_asked = conn.contains("close");
+        let mut keep = if http10 {
+            keep_alive_asked || matches!(flaw, Flaw::Http10StaysOpen)
+        } else {
+            !close_asked
+        };
+        let lenient = match flaw {
+            Flaw::Lenient(v) => Some(v),
+            _ => None,
+        };
+        let problem = framing_problem(&head, http10);
+        if problem.is_some() && problem != lenient {
+            let _ = s.write_all(BAD_REQUEST);
+            return linger_close(s);
+        }
+        if problem.is_some() {
+            // A server that trusts the bad framing also keeps the connection.
+            keep = true;
+        }
+        let chunked = field(&head, "transfer-encoding").is_some_and(|v| v.contains("chunked"));
+        let cl = head
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .find(|(n, _)| n.trim().eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().trim_start_matches('+').parse::<usize>().ok());
+        if chunked {
+            match read_chunked(&mut s, &mut buf, lenient == Some(Vector::BadChunk)) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(()) => {
+                    let _ = s.write_all(BAD_REQUEST);
+                    return linger_close(s);
+                }
+            }
+        } else if let Some(n) = cl {
+            if field(&head, "expect").is_some() && !matches!(flaw, Flaw::NoContinue) {
+                let _ = s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+            }
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            while buf.len() < n {
+                let mut tmp = [0u8; 8192];
+                match s.read(&mut tmp) {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => buf.extend_from_slice(&tmp[..k]),
+                }
+            }
+            buf.drain(..n);
+            if matches!(flaw, Flaw::ContinueThenNothing) {
+                return linger_close(s);
+            }
+        }
+        if matches!(flaw, Flaw::DropsOnHalfClose) && buf.is_empty() {
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            if matches!(s.peek(&mut [0u8; 1]), Ok(0)) {
+                return;
+            }
+        }
+        served += 1;
+        let mut resp = String::from("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n");
+        match flaw {
+            Flaw::BadKeepAliveTimeout => resp.push_str("Keep-Alive: timeout=soon\r\n"),
+            Flaw::TalksWhenIdle => resp.push_str("Keep-Alive: timeout=1\r\n"),
+            Flaw::MaxWithoutClose => resp.push_str("Keep-Alive: timeout=5, max=3\r\n"),
+            _ => {}
+        }
+        if http10 && keep_alive_asked {
+            resp.push_str("Connection: keep-alive\r\n");
+        }
+        if !keep {
+            resp.push_str("Connection: close\r\n");
+        }
+        resp.push_str("\r\n");
+        if method != "HEAD" || matches!(flaw, Flaw::BodyOnHead) {
+            resp.push_str("ok");
+        }
+        if s.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+        if matches!(flaw, Flaw::KeepAlive10ThenCloses) && http10 && keep_alive_asked {
+            keep = false;
+        }
+        if matches!(flaw, Flaw::MaxWithoutClose) && served == 4 {
+            keep = false;
+        }
+        if !keep {
+            return linger_close(s);
+        }
+    }
+}
+
+/// Serves each connection on its own thread with [`configurable`].
+fn broken_with(flaw: Flaw) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || configurable(flaw, conn));
+        }
+    });
+    addr
+}
+
+/// Runs `--only RULE` against a server with `flaw` and asserts that check
+/// `name` shows `want` (and the exit status is non-zero if that is FAIL).
+fn expect_verdict(flaw: Flaw, rule: &str, name: &str, want: &str, extra: &[&str]) -> String {
+    let addr = broken_with(flaw);
+    let mut args = vec!["--only", rule, "--timeout", "2"];
+    args.extend_from_slice(extra);
+    let (out, stdout) = check(addr, &args);
+    assert_eq!(verdict(&stdout, name), want, "{stdout}");
+    if want == "FAIL" {
+        assert!(!out.status.success(), "{stdout}");
+    }
+    stdout
+}
+
+#[test]
+fn the_configurable_server_passes_what_it_does_not_break() {
+    // Only the flawed behaviour is wrong: its own rule's other checks pass.
+    let stdout = expect_verdict(Flaw::BodyOnHead, "R5", "HTTP/1.1 persistence", "PASS", &[]);
+    assert_eq!(verdict(&stdout, "HTTP/1.0 keep-alive"), "PASS", "{stdout}");
+    assert_eq!(verdict(&stdout, "close mid-pipeline"), "PASS", "{stdout}");
+    assert_eq!(verdict(&stdout, "100-continue"), "PASS", "{stdout}");
+    assert_eq!(verdict(&stdout, "HEAD response"), "FAIL", "{stdout}");
+}
+
+#[test]
+fn keep_alive_granted_then_closed_fails_r5_1() {
+    let stdout = expect_verdict(
+        Flaw::KeepAlive10ThenCloses,
+        "R5.1",
+        "HTTP/1.0 keep-alive",
+        "FAIL",
+        &[],
+    );
+    assert_eq!(
+        verdict(&stdout, "HTTP/1.0 without keep-alive closes"),
+        "PASS",
+        "{stdout}"
+    );
+}
+
+#[test]
+fn http10_left_open_fails_r5_1() {
+    let stdout = expect_verdict(
+        Flaw::Http10StaysOpen,
+        "R5.1",
+        "HTTP/1.0 without keep-alive closes",
+        "FAIL",
+        &[],
+    );
+    assert!(stdout.contains("connection still open"), "{stdout}");
+    assert_eq!(verdict(&stdout, "HTTP/1.0 keep-alive"), "PASS", "{stdout}");
+}
+
+#[test]
+fn dropping_on_half_close_fails_r8_4() {
+    let stdout = expect_verdict(
+        Flaw::DropsOnHalfClose,
+        "R8.4",
+        "client half-close answered",
+        "FAIL",
+        &[],
+    );
+    assert_eq!(
+        verdict(&stdout, "requests after close not reset away"),
+        "PASS",
+        "{stdout}"
+    );
+}
+
+#[test]
+fn body_on_head_fails_r5_4() {
+    let stdout = expect_verdict(
+        Flaw::BodyOnHead,
+        "R5.4",
+        "HEAD response has no body",
+        "FAIL",
+        &[],
+    );
+    assert!(stdout.contains("bytes after the HEAD response"), "{stdout}");
+}
+
+#[test]
+fn no_100_continue_warns_r5_4() {
+    // R5.4's 100-continue part is a SHOULD: waiting for the body is a WARN.
+    let stdout = expect_verdict(
+        Flaw::NoContinue,
+        "R5.4",
+        "Expect: 100-continue answered",
+        "WARN",
+        &[],
+    );
+    assert!(stdout.contains("nothing within 1 s"), "{stdout}");
+    assert_eq!(verdict(&stdout, "HEAD response"), "PASS", "{stdout}");
+}
+
+#[test]
+fn unparsable_keep_alive_warns_r5_2() {
+    // The header is optional, so a bad one can only be a WARN.
+    let stdout = expect_verdict(
+        Flaw::BadKeepAliveTimeout,
+        "R5.2",
+        "Keep-Alive advertised",
+        "WARN",
+        &[],
+    );
+    assert!(stdout.contains("timeout=soon"), "{stdout}");
+}
+
+#[test]
+fn talking_on_an_idle_connection_fails_r5_2() {
+    let started = std::time::Instant::now();
+    let stdout = expect_verdict(
+        Flaw::TalksWhenIdle,
+        "R5.2",
+        "idle timeout observed",
+        "FAIL",
+        &["--slow"],
+    );
+    assert!(started.elapsed() < Duration::from_secs(15), "{stdout}");
+    assert!(stdout.contains("idle connection:"), "{stdout}");
+    assert_eq!(
+        verdict(&stdout, "Keep-Alive advertised"),
+        "PASS",
+        "{stdout}"
+    );
+}
+
+#[test]
+fn max_requests_without_close_fails_r5_6() {
+    let stdout = expect_verdict(
+        Flaw::MaxWithoutClose,
+        "R5.6",
+        "max requests announced with close",
+        "FAIL",
+        &[],
+    );
+    assert!(stdout.contains("advertised max=3"), "{stdout}");
+}
+
+#[test]
+fn unbounded_slow_head_fails_r10_2() {
+    // The slowloris check gives a server 60 s to end a trickling head.
+    let started = std::time::Instant::now();
+    let stdout = expect_verdict(
+        Flaw::NoHeadTimeout,
+        "R10.2",
+        "slowloris head bounded in time",
+        "FAIL",
+        &["--slow"],
+    );
+    assert!(started.elapsed() < Duration::from_secs(75), "{stdout}");
+    assert!(stdout.contains("still reading"), "{stdout}");
+}
+
+#[test]
+fn continue_then_no_final_response_fails_r5_4() {
+    let stdout = expect_verdict(
+        Flaw::ContinueThenNothing,
+        "R5.4",
+        "Expect: 100-continue answered",
+        "FAIL",
+        &[],
+    );
+    assert!(stdout.contains("final response after 100"), "{stdout}");
+}
+
+/// A server that is strict about every R10.1 vector but `v`: exactly that
+/// check fails, the other six pass.
+fn only_vector_fails(v: Vector) {
+    let name = Vector::ALL.iter().find(|(w, _)| *w == v).unwrap().1;
+    let stdout = expect_verdict(Flaw::Lenient(v), "R10.1", name, "FAIL", &[]);
+    assert!(stdout.contains("GET /smuggled"), "{stdout}");
+    for (w, other) in Vector::ALL {
+        if w != v {
+            assert_eq!(verdict(&stdout, other), "PASS", "{v:?}: {stdout}");
+        }
+    }
+    assert_eq!(summary(&stdout), (6, 1), "{stdout}");
+}
+
+#[test]
+fn lenient_te_and_cl_fails_r10_1() {
+    only_vector_fails(Vector::TeCl);
+}
+
+#[test]
+fn lenient_differing_cls_fails_r10_1() {
+    only_vector_fails(Vector::TwoCl);
+}
+
+#[test]
+fn lenient_invalid_cl_fails_r10_1() {
+    only_vector_fails(Vector::BadCl);
+}
+
+#[test]
+fn lenient_te_not_final_fails_r10_1() {
+    only_vector_fails(Vector::TeNotFinal);
+}
+
+#[test]
+fn lenient_te_in_http10_fails_r10_1() {
+    only_vector_fails(Vector::Te10);
+}
+
+#[test]
+fn lenient_chunk_size_fails_r10_1() {
+    only_vector_fails(Vector::BadChunk);
+}
+
+#[test]
+fn lenient_space_before_colon_fails_r10_1() {
+    only_vector_fails(Vector::SpaceColon);
 }
