@@ -962,3 +962,32 @@ fn lenient_chunk_size_fails_r10_1() {
 fn lenient_space_before_colon_fails_r10_1() {
     only_vector_fails(Vector::SpaceColon);
 }
+
+/// Violates RFC 9112 §6.3: sends an ETag, then answers the conditional GET
+/// with a 304 that carries body bytes.
+fn body_on_304(mut s: TcpStream) {
+    let mut buf = Vec::new();
+    while let Some(head) = read_head(&mut s, &mut buf) {
+        let reply: &[u8] = if field(&head, "if-none-match").is_some() {
+            b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\n\r\nstale body"
+        } else {
+            b"HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nContent-Length: 2\r\n\r\nok"
+        };
+        if s.write_all(reply).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn a_304_with_a_body_fails_r5_4() {
+    let addr = broken(body_on_304);
+    let (out, stdout) = check(addr, &["--only", "R5.4", "--timeout", "2"]);
+    assert_eq!(
+        verdict(&stdout, "304 response has no body"),
+        "FAIL",
+        "{stdout}"
+    );
+    assert!(stdout.contains("bytes after the 304 head"), "{stdout}");
+    assert!(!out.status.success());
+}

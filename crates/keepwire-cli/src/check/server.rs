@@ -470,6 +470,7 @@ enum Id {
     LongLine,
     ManyHeaders,
     Head,
+    NotModified,
     Expect,
     KeepAliveAdvertised,
 }
@@ -556,6 +557,7 @@ const CHECKS: &[Spec] = &[
     c("R10.2", "300 header fields bounded", Id::ManyHeaders),
     slow("R10.2", "slowloris head bounded in time", Id::Slowloris),
     c("R5.4", "HEAD response has no body", Id::Head),
+    c("R5.4", "304 response has no body", Id::NotModified),
     c("R5.4", "Expect: 100-continue answered", Id::Expect),
     c("R5.2", "Keep-Alive advertised", Id::KeepAliveAdvertised),
     slow("R5.2", "idle timeout observed", Id::IdleObserved),
@@ -649,6 +651,7 @@ async fn run_one(id: Id, t: &Target, deadline: Instant) -> CheckOut {
         Id::LongLine => long_line(t, deadline).await,
         Id::ManyHeaders => many_headers(t, deadline).await,
         Id::Head => head(t, deadline).await,
+        Id::NotModified => not_modified(t, deadline).await,
         Id::Expect => expect(t, deadline).await,
         Id::KeepAliveAdvertised => keep_alive_advertised(t, deadline).await,
     }
@@ -1039,6 +1042,65 @@ async fn head(t: &Target, deadline: Instant) -> CheckOut {
             "bytes after the HEAD response (a body?): {e}"
         ))),
         Err(e) => Ok(Outcome::fail(format!("GET after HEAD {}: {e}", r1.status))),
+    }
+}
+
+/// A 304 ends at its head (RFC 9112 §6.3): provoked with the validator the
+/// server itself sent (ETag or Last-Modified), then a GET on the same
+/// connection must parse cleanly. A server without validators is SKIPped.
+async fn not_modified(t: &Target, deadline: Instant) -> CheckOut {
+    let mut p = Probe::connect(t, deadline)
+        .await
+        .map_err(failed("connect"))?;
+    p.send(&t.get("")).await.map_err(failed("GET"))?;
+    let r1 = p
+        .read_response(false)
+        .await
+        .map_err(failed("GET response"))?;
+    let condition = match (r1.header("etag"), r1.header("last-modified")) {
+        (Some(etag), _) => format!("If-None-Match: {etag}\r\n"),
+        (None, Some(lm)) => format!("If-Modified-Since: {lm}\r\n"),
+        (None, None) => {
+            return Ok(Outcome::skip(
+                "no ETag or Last-Modified to make a conditional request with",
+            ));
+        }
+    };
+    if r1.has_token("connection", "close") {
+        return Ok(Outcome::skip(format!(
+            "GET closes the connection: {}",
+            r1.brief()
+        )));
+    }
+    p.send(&t.get(&condition))
+        .await
+        .map_err(failed("conditional GET"))?;
+    let r2 = p
+        .read_response(false)
+        .await
+        .map_err(failed("conditional response"))?;
+    if r2.status != 304 {
+        return Ok(Outcome::skip(format!(
+            "conditional GET answered {} instead of 304",
+            r2.status_line
+        )));
+    }
+    if r2.has_token("connection", "close") {
+        return Ok(Outcome::pass(format!(
+            "{}, then the server closes",
+            r2.brief()
+        )));
+    }
+    p.send(&t.get("")).await.map_err(failed("GET after 304"))?;
+    match p.read_response(false).await {
+        Ok(r3) => Ok(Outcome::pass(format!(
+            "{}; next GET {} with {} body bytes",
+            r2.status_line, r3.status, r3.body_len
+        ))),
+        Err(ProbeError::Malformed(e)) => Ok(Outcome::fail(format!(
+            "bytes after the 304 head (a body?): {e}"
+        ))),
+        Err(e) => Ok(Outcome::fail(format!("GET after 304: {e}"))),
     }
 }
 
