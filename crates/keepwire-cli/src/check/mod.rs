@@ -188,3 +188,64 @@ pub fn report(target: &str, results: &[CheckResult], json: bool) -> Result<(), S
         Ok(())
     }
 }
+
+/// One row of a check table: its rule, its name, what to run, and whether
+/// it needs `--slow`.
+pub(super) struct Spec<I> {
+    pub rule: &'static str,
+    pub name: &'static str,
+    pub id: I,
+    pub slow: bool,
+}
+
+/// Runs the table's checks in order, those `--only` selects: each bounded by
+/// its deadline (`--timeout`, or `slow_limit` for slow ones) plus an outer
+/// safety net, and the whole run by `--total-timeout`.
+pub(super) async fn run_table<I: Copy, F, Fut>(
+    checks: &[Spec<I>],
+    common: &CommonArgs,
+    slow_limit: Duration,
+    mut run: F,
+) -> Vec<CheckResult>
+where
+    F: FnMut(I, std::time::Instant) -> Fut,
+    Fut: std::future::Future<Output = server::CheckOut>,
+{
+    let started = std::time::Instant::now();
+    let mut results = Vec::new();
+    let only = common.only.as_deref().map(str::to_ascii_uppercase);
+    for spec in checks {
+        if let Some(prefix) = &only
+            && !server::rule_matches(spec.rule, prefix)
+        {
+            continue;
+        }
+        let t0 = std::time::Instant::now();
+        let limit = if spec.slow {
+            slow_limit
+        } else {
+            common.timeout
+        };
+        let outcome = if spec.slow && !common.slow {
+            Outcome::skip("needs a long wait; run with --slow")
+        } else if started.elapsed() + limit > common.total_timeout {
+            Outcome::skip("the run's time limit (--total-timeout) was reached")
+        } else {
+            // The probe deadline bounds every read; this outer limit is a
+            // safety net for anything that does not look at it.
+            match tokio::time::timeout(limit + Duration::from_millis(500), run(spec.id, t0 + limit))
+                .await
+            {
+                Ok(Ok(o)) | Ok(Err(o)) => o,
+                Err(_) => Outcome::fail(format!("check did not finish within {limit:?}")),
+            }
+        };
+        results.push(CheckResult {
+            rule: spec.rule,
+            name: spec.name,
+            outcome,
+            elapsed: t0.elapsed(),
+        });
+    }
+    results
+}

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::server::{
     CheckOut, Ending, Parsed, Probe, ProbeError, Response, Target, failed, find, parse_response,
-    rule_matches, show,
+    show,
 };
 use super::{CheckResult, CommonArgs, Outcome, report};
 
@@ -371,14 +371,15 @@ enum Vector {
     BadChunk,
 }
 
-struct Spec {
-    rule: &'static str,
-    name: &'static str,
-    id: Id,
-}
+type Spec = super::Spec<Id>;
 
 const fn c(rule: &'static str, name: &'static str, id: Id) -> Spec {
-    Spec { rule, name, id }
+    Spec {
+        rule,
+        name,
+        id,
+        slow: false,
+    }
 }
 
 const CHECKS: &[Spec] = &[
@@ -452,39 +453,10 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
 }
 
 async fn run_checks(ctx: &Ctx, common: &CommonArgs) -> Vec<CheckResult> {
-    let started = Instant::now();
-    let mut results = Vec::new();
-    let only = common.only.as_deref().map(str::to_ascii_uppercase);
-    for spec in CHECKS {
-        if let Some(prefix) = &only {
-            if !rule_matches(spec.rule, prefix) {
-                continue;
-            }
-        }
-        let t0 = Instant::now();
-        let limit = common.timeout;
-        let outcome = if started.elapsed() + limit > common.total_timeout {
-            Outcome::skip("the run's time limit (--total-timeout) was reached")
-        } else {
-            let deadline = t0 + limit;
-            match tokio::time::timeout(
-                limit + Duration::from_millis(500),
-                run_one(spec.id, ctx, deadline),
-            )
-            .await
-            {
-                Ok(Ok(o)) | Ok(Err(o)) => o,
-                Err(_) => Outcome::fail(format!("check did not finish within {limit:?}")),
-            }
-        };
-        results.push(CheckResult {
-            rule: spec.rule,
-            name: spec.name,
-            outcome,
-            elapsed: t0.elapsed(),
-        });
-    }
-    results
+    super::run_table(CHECKS, common, Duration::ZERO, |id, deadline| {
+        run_one(id, ctx, deadline)
+    })
+    .await
 }
 
 async fn run_one(id: Id, ctx: &Ctx, deadline: Instant) -> CheckOut {

@@ -488,12 +488,7 @@ enum Vector {
 
 /// One check: rule, short name, what to run, and whether it needs a long
 /// wait (run only with `--slow`).
-struct Spec {
-    rule: &'static str,
-    name: &'static str,
-    id: Id,
-    slow: bool,
-}
+type Spec = super::Spec<Id>;
 
 const fn c(rule: &'static str, name: &'static str, id: Id) -> Spec {
     Spec {
@@ -584,48 +579,10 @@ pub fn run(args: ServerArgs) -> Result<(), String> {
 }
 
 async fn run_checks(target: &Target, common: &CommonArgs) -> Vec<CheckResult> {
-    let started = Instant::now();
-    let mut results = Vec::new();
-    let only = common.only.as_deref().map(str::to_ascii_uppercase);
-    for spec in CHECKS {
-        let (rule, name) = (spec.rule, spec.name);
-        if let Some(prefix) = &only {
-            if !rule_matches(rule, prefix) {
-                continue;
-            }
-        }
-        let t0 = Instant::now();
-        let limit = if spec.slow {
-            SLOW_LIMIT
-        } else {
-            common.timeout
-        };
-        let outcome = if spec.slow && !common.slow {
-            Outcome::skip("needs a long wait; run with --slow")
-        } else if started.elapsed() + limit > common.total_timeout {
-            Outcome::skip("the run's time limit (--total-timeout) was reached")
-        } else {
-            let deadline = t0 + limit;
-            // The probe deadline bounds every read; this outer limit is a
-            // safety net for anything that does not look at it.
-            match tokio::time::timeout(
-                limit + Duration::from_millis(500),
-                run_one(spec.id, target, deadline),
-            )
-            .await
-            {
-                Ok(Ok(o)) | Ok(Err(o)) => o,
-                Err(_) => Outcome::fail(format!("check did not finish within {limit:?}")),
-            }
-        };
-        results.push(CheckResult {
-            rule,
-            name,
-            outcome,
-            elapsed: t0.elapsed(),
-        });
-    }
-    results
+    super::run_table(CHECKS, common, SLOW_LIMIT, |id, deadline| {
+        run_one(id, target, deadline)
+    })
+    .await
 }
 
 /// `R10` matches R10.1 and R10.2 but not R1; `R10.1` matches only R10.1.
