@@ -2,54 +2,32 @@
 //! (everything passes) and against small deliberately broken servers (the
 //! check for the rule each one violates fails, and the exit status says so).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
-/// Kills the server by PID when the test ends, however it ends.
-struct ServerGuard {
-    child: Child,
-    addr: SocketAddr,
-}
+mod common;
 
-impl Drop for ServerGuard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::Running as ServerGuard;
 
-/// Starts `keepwire serve --respond ok --listen 127.0.0.1:0` and reads the
-/// bound address from its first stderr line.
+/// `keepwire serve --respond ok` on a free port.
 fn serve() -> ServerGuard {
     serve_with(&[])
 }
 
 fn serve_with(args: &[&str]) -> ServerGuard {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keepwire"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--threads", "1"])
-        .args(["--respond", "ok"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("keepwire binary starts");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let first = lines
-        .next()
-        .expect("serve prints its address")
-        .expect("stderr is utf-8");
-    let addr = first
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or_else(|| panic!("no address in {first:?}"))
-        .parse()
-        .expect("a socket address");
-    std::thread::spawn(move || for _ in lines.by_ref() {});
-    ServerGuard { child, addr }
+    let mut all = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--respond",
+        "ok",
+    ];
+    all.extend_from_slice(args);
+    common::start(&all)
 }
 
 /// Runs `keepwire check server http://ADDR/ ARGS`.
