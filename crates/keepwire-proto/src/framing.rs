@@ -41,9 +41,17 @@ pub struct Framing {
 /// or list members with one identical value are accepted as that value
 /// (RFC 9110 §8.6); differing values and non-digits are errors.
 pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
+    content_length_of(headers.get_all(CONTENT_LENGTH).iter().map(|v| v.as_bytes()))
+}
+
+/// [`content_length`] over raw field values, for callers that never build a
+/// `HeaderMap` (the head skim a load generator uses).
+pub(crate) fn content_length_of<'a>(
+    values: impl Iterator<Item = &'a [u8]>,
+) -> Result<Option<u64>, Error> {
     let mut found: Option<u64> = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for item in split_tokens(value.as_bytes()) {
+    for value in values {
+        for item in split_tokens(value) {
             let n = parse_decimal(item)
                 .ok_or_else(|| Error::remote(ErrorKind::InvalidContentLength))?;
             match found {
@@ -53,7 +61,7 @@ pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
                 _ => found = Some(n),
             }
         }
-        if value.as_bytes().iter().all(|b| *b == b' ' || *b == b'\t') {
+        if value.iter().all(|b| *b == b' ' || *b == b'\t') {
             return Err(Error::remote(ErrorKind::InvalidContentLength));
         }
     }
@@ -73,8 +81,8 @@ fn parse_decimal(s: &[u8]) -> Option<u64> {
 }
 
 /// What the `Transfer-Encoding` lines say.
-#[derive(Debug, PartialEq, Eq)]
-enum TransferCoding {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TransferCoding {
     Absent,
     /// Exactly one coding, `chunked`.
     Chunked,
@@ -85,13 +93,23 @@ enum TransferCoding {
 }
 
 fn transfer_coding(headers: &HeaderMap) -> TransferCoding {
-    let mut lines = headers.get_all(TRANSFER_ENCODING).iter().peekable();
+    transfer_coding_of(
+        headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .map(|v| v.as_bytes()),
+    )
+}
+
+/// [`transfer_coding`] over raw field values.
+pub(crate) fn transfer_coding_of<'a>(values: impl Iterator<Item = &'a [u8]>) -> TransferCoding {
+    let mut lines = values.peekable();
     if lines.peek().is_none() {
         return TransferCoding::Absent;
     }
     let (mut count, mut chunked_count, mut last_is_chunked) = (0, 0, false);
     for value in lines {
-        for coding in split_tokens(value.as_bytes()) {
+        for coding in split_tokens(value) {
             count += 1;
             last_is_chunked = coding.eq_ignore_ascii_case(b"chunked");
             chunked_count += usize::from(last_is_chunked);
@@ -146,6 +164,27 @@ pub fn response_framing(
     version: Version,
     headers: &HeaderMap,
 ) -> Result<Framing, Error> {
+    frame_response(
+        request_method,
+        status,
+        version,
+        transfer_coding(headers),
+        headers.contains_key(CONTENT_LENGTH),
+        || content_length(headers),
+    )
+}
+
+/// The decision behind [`response_framing`], given what the framing fields
+/// say; `content_length` is only consulted when it matters (step 5), so an
+/// invalid one beside Transfer-Encoding is ignored as the RFC says.
+pub(crate) fn frame_response(
+    request_method: &Method,
+    status: StatusCode,
+    version: Version,
+    te: TransferCoding,
+    has_content_length: bool,
+    content_length: impl FnOnce() -> Result<Option<u64>, Error>,
+) -> Result<Framing, Error> {
     let framed = |body| {
         Ok(Framing {
             body,
@@ -167,9 +206,8 @@ pub fn response_framing(
     // Step 3/4: Transfer-Encoding overrides Content-Length; chunked last
     // means chunked, anything else reads until close. Either oddity
     // (TE with CL, TE on 1.0) forbids reuse.
-    let te = transfer_coding(headers);
     if te != TransferCoding::Absent {
-        let doubtful = headers.contains_key(CONTENT_LENGTH) || version == Version::HTTP_10;
+        let doubtful = has_content_length || version == Version::HTTP_10;
         let body = match te {
             TransferCoding::Chunked | TransferCoding::ChunkedAfterOthers => BodyKind::Chunked,
             _ => BodyKind::CloseDelimited,
@@ -180,7 +218,7 @@ pub fn response_framing(
         });
     }
     // Step 5: an invalid Content-Length is an unrecoverable error.
-    if let Some(n) = content_length(headers)? {
+    if let Some(n) = content_length()? {
         return framed(BodyKind::Length(n));
     }
     // Step 7: read until the server closes.

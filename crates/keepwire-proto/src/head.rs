@@ -15,6 +15,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version}
 
 use crate::Limits;
 use crate::error::{Error, ErrorKind};
+use crate::framing::BodyKind;
 
 /// A request head: request line and header fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -344,6 +345,83 @@ pub fn parse_response(
         version,
         headers,
         header_case,
+    }))
+}
+
+/// What a load generator needs from a response head, read without building
+/// a `HeaderMap` or copying a byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseSkim {
+    /// The status code (1xx interim responses included; the caller skips them).
+    pub status: StatusCode,
+    /// HTTP/1.0 or HTTP/1.1.
+    pub version: Version,
+    /// Length of the head, blank line included.
+    pub head_len: usize,
+    /// How the body is delimited (RFC 9112 §6.3).
+    pub body: BodyKind,
+    /// Whether the connection may carry another request after this response:
+    /// the server's `Connection` tokens and version allow it (R5.1, R5.3)
+    /// and the framing was not doubtful.
+    pub persistent: bool,
+}
+
+/// Reads the response head at the front of `buf` for a request made with
+/// `request_method`, without consuming it. `Ok(None)`: incomplete.
+///
+/// The framing and persistence decisions are the ones [`crate::Conn`] makes;
+/// only the `HeaderMap` is skipped, which is what a load generator pays
+/// per response otherwise.
+pub fn skim_response(
+    buf: &[u8],
+    request_method: &Method,
+    limits: &Limits,
+) -> Result<Option<ResponseSkim>, Error> {
+    let max = limits.max_headers.min(Limits::HARD_MAX_HEADERS);
+    let mut slots =
+        [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; Limits::HARD_MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let head_len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut res,
+        buf,
+        &mut slots[..max],
+    ) {
+        Ok(httparse::Status::Complete(l)) => l,
+        Ok(httparse::Status::Partial) => {
+            check_partial(buf, limits, false)?;
+            return Ok(None);
+        }
+        Err(e) => return Err(map_httparse(e, limits)),
+    };
+    if head_len > limits.max_head_bytes {
+        return Err(Error::remote(ErrorKind::HeadTooLarge {
+            limit: limits.max_head_bytes,
+        }));
+    }
+    let status = StatusCode::from_u16(res.code.unwrap_or_default())
+        .map_err(|_| Error::remote(ErrorKind::MalformedHead(httparse::Error::Status)))?;
+    let version = version_of(res.version);
+    let named = |name: &'static str| {
+        res.headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    let framing = crate::framing::frame_response(
+        request_method,
+        status,
+        version,
+        crate::framing::transfer_coding_of(named("transfer-encoding")),
+        named("content-length").next().is_some(),
+        || crate::framing::content_length_of(named("content-length")),
+    )?;
+    let tokens = crate::hop::ConnectionTokens::from_values(named("connection"));
+    Ok(Some(ResponseSkim {
+        status,
+        version,
+        head_len,
+        body: framing.body,
+        persistent: framing.reusable && tokens.persistent(version),
     }))
 }
 

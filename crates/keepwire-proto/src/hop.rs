@@ -65,9 +65,14 @@ impl ConnectionTokens {
     }
 
     fn from_lines<'a>(lines: impl IntoIterator<Item = &'a HeaderValue>) -> Self {
+        Self::from_values(lines.into_iter().map(|v| v.as_bytes()))
+    }
+
+    /// Reads raw `Connection` field values (no `HeaderMap` needed).
+    pub(crate) fn from_values<'a>(values: impl Iterator<Item = &'a [u8]>) -> Self {
         let mut t = ConnectionTokens::default();
-        for value in lines {
-            for token in split_tokens(value.as_bytes()) {
+        for value in values {
+            for token in split_tokens(value) {
                 if token.eq_ignore_ascii_case(b"close") {
                     t.close = true;
                 } else if token.eq_ignore_ascii_case(b"keep-alive") {

@@ -43,7 +43,7 @@ pub use decode::{Decoder, Frame};
 pub use encode::{EncodedBuf, Encoder};
 pub use error::{Error, ErrorKind, Side};
 pub use framing::BodyKind;
-pub use head::{HeaderCase, RequestHead, ResponseHead};
+pub use head::{HeaderCase, RequestHead, ResponseHead, ResponseSkim, skim_response};
 pub use hop::{ConnectionTokens, KeepAliveParams};
 
 /// Bounds on what a peer can make us buffer (R10.2).
