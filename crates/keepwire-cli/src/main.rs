@@ -1,5 +1,6 @@
 //! The `keepwire` command: a thin clap layer over the `keepwire` library.
 
+mod bench;
 mod check;
 mod common;
 mod files;
@@ -38,6 +39,10 @@ enum Command {
     /// Check a server's connection management against the rules (R1–R10):
     /// one line per check with PASS / FAIL / WARN / SKIP and the evidence.
     Check(check::CheckArgs),
+    /// Load-test a URL and show what the connections cost: throughput, latency
+    /// percentiles, connect and first-byte times, errors by kind, connections
+    /// opened, requests per connection, TIME_WAIT sockets left behind (R2.4).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,6 +52,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Get(args)) => get::run(args),
         Some(Command::Proxy(args)) => proxy::run(args),
         Some(Command::Check(args)) => check::run(args),
+        Some(Command::Bench(args)) => bench::run(args),
         None => {
             use clap::CommandFactory;
             let _ = Cli::command().print_help();

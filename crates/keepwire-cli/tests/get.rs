@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_keepwire");
+mod common;
+
+use common::BIN;
+
 /// No single `keepwire get` in these tests may take longer.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 
@@ -100,43 +103,9 @@ fn accepted(s: &Serve) -> u64 {
 
 /// Runs `keepwire get ARGS`, killed if it outlives [`RUN_LIMIT`].
 fn get(args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
-        .arg("get")
-        .args(["--timeout", "10s"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("keepwire binary starts");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > RUN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("keepwire get {args:?} ran longer than {RUN_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: out_reader.join().unwrap(),
-        stderr: err_reader.join().unwrap(),
-    }
+    let mut all = vec!["get", "--timeout", "10s"];
+    all.extend_from_slice(args);
+    common::run(&all, RUN_LIMIT)
 }
 
 fn text(bytes: &[u8]) -> String {

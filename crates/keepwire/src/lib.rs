@@ -6,6 +6,7 @@
 //! - [`client`]: the pooled client (per-origin cap, hint-aware idle
 //!   retirement, retries by rule, per-request timings).
 //! - [`proxy`]: the forward/reverse proxy over the server and the client.
+//! - [`bench`]: the load generator behind `keepwire bench`.
 //! - [`body`]: one streaming body type for requests and responses.
 //! - [`net`]: socket options and the lingering close (R2.3, R8.5).
 //! - [`metrics`]: connection counters in Prometheus text format.
@@ -15,6 +16,7 @@
 
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod body;
 pub mod client;
 mod date;

@@ -158,3 +158,95 @@ pub fn read_available(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usiz
         other => other,
     }
 }
+
+/// TIME_WAIT sockets to and at one address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeWaitCount {
+    /// Sockets whose remote end is `addr`: this host was the client and
+    /// closed first (R2.4: these hold an ephemeral port for 2×MSL).
+    pub client: u64,
+    /// Sockets whose local end is `addr`: the server on this host closed first.
+    pub server: u64,
+}
+
+/// Counts sockets in TIME_WAIT whose remote or local end is `addr`, from
+/// the kernel's socket table (Linux `/proc/net/tcp` and `/proc/net/tcp6`;
+/// other systems get `Unsupported`). Only this network namespace is seen.
+pub fn count_time_wait(addr: SocketAddr) -> io::Result<TimeWaitCount> {
+    if !cfg!(target_os = "linux") {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "counting TIME_WAIT sockets needs Linux's /proc/net/tcp",
+        ));
+    }
+    let mut count = TimeWaitCount::default();
+    let file = if addr.is_ipv4() {
+        "/proc/net/tcp"
+    } else {
+        "/proc/net/tcp6"
+    };
+    let table = std::fs::read_to_string(file)?;
+    for line in table.lines().skip(1) {
+        let mut cols = line.split_whitespace().skip(1);
+        let (Some(local), Some(remote), Some(state)) = (cols.next(), cols.next(), cols.next())
+        else {
+            continue;
+        };
+        // State 06 is TCP_TIME_WAIT.
+        if state != "06" {
+            continue;
+        }
+        if proc_addr(remote) == Some(addr) {
+            count.client += 1;
+        }
+        if proc_addr(local) == Some(addr) {
+            count.server += 1;
+        }
+    }
+    Ok(count)
+}
+
+/// Parses `/proc/net/tcp*`'s `HEX_ADDR:HEX_PORT`: the address is printed as
+/// native-endian 32-bit words of the network-order bytes, the port as a number.
+fn proc_addr(field: &str) -> Option<SocketAddr> {
+    let (ip, port) = field.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let word = |i: usize| -> Option<[u8; 4]> {
+        Some(
+            u32::from_str_radix(ip.get(i * 8..i * 8 + 8)?, 16)
+                .ok()?
+                .to_ne_bytes(),
+        )
+    };
+    let ip: std::net::IpAddr = match ip.len() {
+        8 => std::net::Ipv4Addr::from(word(0)?).into(),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for i in 0..4 {
+                bytes[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+            }
+            std::net::Ipv6Addr::from(bytes).into()
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn proc_addresses_parse() {
+        assert_eq!(
+            proc_addr("0100007F:1F90"),
+            Some("127.0.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(
+            proc_addr("00000000000000000000000001000000:0050"),
+            Some("[::1]:80".parse().unwrap())
+        );
+        assert_eq!(proc_addr("zz:1"), None);
+    }
+}

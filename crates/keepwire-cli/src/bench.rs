@@ -1,0 +1,487 @@
+//! `keepwire bench`: a load generator that shows what connections cost.
+//!
+//! The engine is [`keepwire::bench`]; this module turns flags into a
+//! [`Plan`], draws the progress bar, and prints the report as a table or
+//! JSON. Beside the usual throughput and latency it prints what the
+//! connection layer did: connections opened, requests per connection,
+//! requests the server refused after `Connection: close`, and TIME_WAIT
+//! sockets left behind (R2.4).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Version};
+use indicatif::{ProgressBar, ProgressStyle};
+use keepwire::bench::{self, ErrorKind, Plan, Progress, Report, Stop};
+use serde_json::{Value, json};
+
+use crate::common::parse_duration;
+use crate::page::parse_url;
+
+const AGENT: &str = concat!("keepwire-bench/", env!("CARGO_PKG_VERSION"));
+
+/// Options of `keepwire bench`.
+#[derive(Args, Debug)]
+#[command(after_long_help = EXAMPLES)]
+pub struct BenchArgs {
+    /// The URL to load (`http://` only; `host:port/path` means `http://host:port/path`).
+    #[arg(value_name = "URL")]
+    url: String,
+    /// Concurrent connections.
+    #[arg(short, long, default_value_t = 50, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    connections: u32,
+    /// How long to send (`10`, `10s`, `500ms`); what is in flight then still completes.
+    /// The default when neither this nor --requests is given: 10s.
+    #[arg(short, long, value_parser = parse_duration, value_name = "DURATION",
+          conflicts_with = "requests")]
+    duration: Option<Duration>,
+    /// Send exactly N requests, then stop.
+    #[arg(short = 'n', long, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    requests: Option<u64>,
+    /// Event-loop threads; connections are spread over them (default: one per core).
+    #[arg(short, long, value_name = "T",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    threads: Option<u32>,
+    /// Request method.
+    #[arg(short = 'X', long, default_value = "GET", value_name = "METHOD")]
+    method: String,
+    /// Extra request header, `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    headers: Vec<String>,
+    /// Request body (sent with Content-Length).
+    #[arg(long, value_name = "TEXT", conflicts_with = "body_file")]
+    body: Option<String>,
+    /// Request body from a file.
+    #[arg(long, value_name = "FILE")]
+    body_file: Option<PathBuf>,
+    /// `on`: persistent connections (R5). `off`: a new connection per request, each
+    /// request saying `Connection: close`; the table then shows the TIME_WAIT sockets
+    /// that leaves behind (R2.4).
+    #[arg(long, value_enum, default_value_t = OnOff::On, value_name = "on|off")]
+    keep_alive: OnOff,
+    /// Send HTTP/1.0 requests with `Connection: keep-alive` (as `ab -k` does): the
+    /// connection persists only if the server answers with keep-alive too (R5.1).
+    #[arg(long = "http1.0")]
+    http10: bool,
+    /// Requests kept in flight per connection (pipelining, R7); 1 is none.
+    #[arg(long, default_value_t = 1, value_name = "DEPTH",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pipeline: u32,
+    /// Open loop: send R requests per second in total on a fixed schedule, and measure
+    /// latency from when each request should have been sent, so a stalled server is
+    /// charged for every request it delayed (as wrk2 does).
+    #[arg(long, value_name = "R")]
+    rate: Option<f64>,
+    /// A connect, or a request that makes no progress, fails after this long.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    timeout: Duration,
+    /// Print one JSON document on stdout instead of the table (times in microseconds).
+    #[arg(long)]
+    json: bool,
+    /// No progress bar (it is drawn only on a terminal anyway).
+    #[arg(long)]
+    no_progress: bool,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  keepwire bench -c 50 -d 10s http://127.0.0.1:8080/
+  keepwire bench -c 1 -n 1000 --keep-alive off http://127.0.0.1:8080/   # TIME_WAIT
+  keepwire bench -c 10 --pipeline 16 http://127.0.0.1:8080/
+  keepwire bench -c 10 --rate 20000 -d 30s http://127.0.0.1:8080/      # open loop
+
+Errors by kind: connect (could not connect), reset (RST or a write to a closed
+socket), timeout (no progress within --timeout), truncated (the connection ended
+inside a response), closed (it ended before the response began, without the server
+announcing Connection: close: a stale keep-alive connection), parse (not HTTP).
+Requests left unanswered after a response with Connection: close were not processed
+(R8.4); they are sent again and counted as re-sent, not as errors.";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+/// Turns the flags into a plan, or says what is wrong with them.
+fn plan(args: &BenchArgs) -> Result<(Plan, String), String> {
+    let url = parse_url(&args.url)?;
+    let authority = url.authority().ok_or("invalid URL: no host")?;
+    let port = authority.port_u16().unwrap_or(80);
+    let addr: SocketAddr = (authority.host().trim_matches(['[', ']']), port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {}: {e}", authority.host()))?
+        .next()
+        .ok_or_else(|| format!("{} has no address", authority.host()))?;
+    let method: Method = args
+        .method
+        .parse()
+        .map_err(|_| format!("invalid method {:?}", args.method))?;
+    if method == Method::CONNECT {
+        return Err("CONNECT cannot be benchmarked (it opens a tunnel)".into());
+    }
+    let keep_alive = args.keep_alive == OnOff::On;
+    if !keep_alive && args.pipeline > 1 {
+        return Err(
+            "--pipeline needs --keep-alive on (a closed connection carries one request)".into(),
+        );
+    }
+    if let Some(r) = args.rate
+        && !(r.is_finite() && r > 0.0)
+    {
+        return Err(format!(
+            "--rate must be a positive number of requests per second, not {r}"
+        ));
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::USER_AGENT, HeaderValue::from_static(AGENT));
+    headers.insert(http::header::ACCEPT, HeaderValue::from_static("*/*"));
+    for h in &args.headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| format!("invalid header {h:?}: expected `Name: value`"))?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| format!("invalid header name in {h:?}"))?;
+        let value = HeaderValue::from_str(value.trim())
+            .map_err(|_| format!("invalid header value in {h:?}"))?;
+        if name == http::header::CONNECTION
+            || name == http::header::TRANSFER_ENCODING
+            || name == http::header::CONTENT_LENGTH
+        {
+            return Err(format!(
+                "-H {name}: set by keepwire bench itself (use --keep-alive, --http1.0, --body)"
+            ));
+        }
+        headers.insert(name, value);
+    }
+    let body = match (&args.body, &args.body_file) {
+        (Some(text), _) => Bytes::from(text.clone()),
+        (None, Some(path)) => Bytes::from(
+            std::fs::read(path).map_err(|e| format!("--body-file {}: {e}", path.display()))?,
+        ),
+        (None, None) => Bytes::new(),
+    };
+    let version = if args.http10 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let request = bench::request_bytes(&method, &url, &headers, &body, version, keep_alive)?;
+    let stop = match args.requests {
+        Some(n) => Stop::Requests(n),
+        None => Stop::Duration(args.duration.unwrap_or(Duration::from_secs(10))),
+    };
+    if let Stop::Duration(d) = stop
+        && d.is_zero()
+    {
+        return Err("--duration must be more than zero".into());
+    }
+    let threads = args.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |t| t as usize,
+    );
+    let threads = threads.min(args.connections as usize);
+    let mode = match (keep_alive, args.http10) {
+        (false, _) => "new connection per request".to_string(),
+        (true, true) => "HTTP/1.0 keep-alive".to_string(),
+        (true, false) => "keep-alive".to_string(),
+    };
+    let length = match stop {
+        Stop::Requests(n) => format!("{n} requests"),
+        Stop::Duration(d) => humantime::format_duration(d).to_string(),
+    };
+    let mut summary = format!(
+        "keepwire bench {url} ({addr}): {} connections, {threads} threads, {length}, {mode}",
+        args.connections
+    );
+    if args.pipeline > 1 {
+        summary.push_str(&format!(", pipeline {}", args.pipeline));
+    }
+    if let Some(r) = args.rate {
+        summary.push_str(&format!(", open loop at {r} req/s"));
+    }
+    Ok((
+        Plan {
+            addr,
+            request,
+            method,
+            connections: args.connections as usize,
+            threads,
+            stop,
+            pipeline: args.pipeline as usize,
+            close_each: !keep_alive,
+            rate: args.rate,
+            timeout: args.timeout,
+        },
+        summary,
+    ))
+}
+
+/// Runs `keepwire bench`.
+pub fn run(args: BenchArgs) -> Result<(), String> {
+    let (plan, summary) = plan(&args)?;
+    let stop = plan.stop;
+    let progress = Arc::new(Progress::default());
+    let interrupt = Arc::new(AtomicBool::new(false));
+    watch_ctrl_c(interrupt.clone());
+    if !args.json {
+        eprintln!("{summary}");
+    }
+    let worker = {
+        let (progress, interrupt) = (progress.clone(), interrupt.clone());
+        std::thread::Builder::new()
+            .name("bench".into())
+            .spawn(move || bench::run(plan, progress, interrupt))
+            .map_err(|e| format!("cannot start: {e}"))?
+    };
+    let bar = (!args.no_progress).then(|| progress_bar(stop));
+    let start = std::time::Instant::now();
+    while !worker.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(bar) = &bar {
+            let (done, errors) = progress.counts();
+            let secs = start.elapsed().as_secs_f64();
+            match stop {
+                Stop::Requests(_) => bar.set_position(done + errors),
+                Stop::Duration(d) => bar.set_position(start.elapsed().min(d).as_millis() as u64),
+            }
+            bar.set_message(format!(
+                "{done} responses, {errors} errors, {:.0} req/s",
+                done as f64 / secs.max(1e-3)
+            ));
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let report = worker
+        .join()
+        .map_err(|_| "the load generator crashed".to_string())?
+        .map_err(|e| format!("cannot run: {e}"))?;
+    if args.json {
+        println!("{}", to_json(&report, &summary));
+    } else {
+        print!("{}", table(&report));
+    }
+    if interrupt.load(Ordering::Relaxed) {
+        eprintln!("keepwire: interrupted; the report covers the run so far");
+    }
+    if report.responses == 0 {
+        let why = report
+            .errors
+            .iter()
+            .map(|(k, n)| format!("{n} {}", k.name()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(format!("no request succeeded ({why})"));
+    }
+    Ok(())
+}
+
+/// Ctrl-C stops sending; the report still prints.
+fn watch_ctrl_c(flag: Arc<AtomicBool>) {
+    let _ = std::thread::Builder::new()
+        .name("signal".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    flag.store(true, Ordering::Relaxed);
+                }
+            });
+        });
+}
+
+fn progress_bar(stop: Stop) -> ProgressBar {
+    let (len, template) = match stop {
+        Stop::Requests(n) => (n, "{bar:30} {pos}/{len} requests  {msg}"),
+        Stop::Duration(d) => (d.as_millis() as u64, "{bar:30} {elapsed}  {msg}"),
+    };
+    let bar = ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+const PERCENTILES: [(&str, f64); 5] = [
+    ("p50", 50.0),
+    ("p90", 90.0),
+    ("p99", 99.0),
+    ("p99.9", 99.9),
+    ("max", 100.0),
+];
+
+fn micros(ns: u64) -> f64 {
+    ns as f64 / 1000.0
+}
+
+/// `812µs`, `12.4ms`, `1.20s`.
+fn human(ns: u64) -> String {
+    let us = micros(ns);
+    if us < 1000.0 {
+        format!("{us:.0}µs")
+    } else if us < 1_000_000.0 {
+        format!("{:.2}ms", us / 1000.0)
+    } else {
+        format!("{:.2}s", us / 1_000_000.0)
+    }
+}
+
+fn distribution(h: &Histogram<u64>) -> String {
+    if h.is_empty() {
+        return "-".into();
+    }
+    let mut parts: Vec<String> = PERCENTILES
+        .iter()
+        .map(|(name, q)| format!("{name} {}", human(h.value_at_percentile(*q))))
+        .collect();
+    parts.push(format!("mean {}", human(h.mean() as u64)));
+    parts.join("  ")
+}
+
+fn table(r: &Report) -> String {
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("  {k:<13}{v}\n"));
+    line(
+        "Requests",
+        format!(
+            "{} sent, {} responses, {} errors, {} re-sent after Connection: close",
+            r.sent,
+            r.responses,
+            r.error_total(),
+            r.resent
+        ),
+    );
+    line(
+        "Throughput",
+        format!(
+            "{:.1} req/s, {:.2} MiB/s read, in {:.2}s",
+            r.rate(),
+            r.bytes_read as f64 / secs / (1024.0 * 1024.0),
+            secs
+        ),
+    );
+    line("Latency", distribution(&r.latency));
+    line("First byte", distribution(&r.first_byte));
+    line("Connect", distribution(&r.connect));
+    let statuses = r
+        .statuses
+        .iter()
+        .map(|(s, n)| format!("{s}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    line(
+        "Status",
+        if statuses.is_empty() {
+            "-".into()
+        } else {
+            statuses
+        },
+    );
+    let errors = ErrorKind::ALL
+        .iter()
+        .filter_map(|k| r.errors.get(k).map(|n| format!("{}: {n}", k.name())))
+        .collect::<Vec<_>>()
+        .join(", ");
+    line(
+        "Errors",
+        if errors.is_empty() {
+            "none".into()
+        } else {
+            errors
+        },
+    );
+    line(
+        "Connections",
+        format!(
+            "{} opened, {:.1} requests per connection on average, {} at most",
+            r.connections,
+            r.mean_requests_per_connection(),
+            r.max_requests_per_connection
+        ),
+    );
+    line(
+        "TIME_WAIT",
+        match &r.time_wait {
+            Ok(tw) => format!(
+                "{} client-side sockets (this host closed first), {} server-side (target on this host)",
+                tw.client, tw.server
+            ),
+            Err(e) => e.clone(),
+        },
+    );
+    out
+}
+
+fn histogram_json(h: &Histogram<u64>) -> Value {
+    let mut map = serde_json::Map::new();
+    map.insert("count".into(), json!(h.len()));
+    if !h.is_empty() {
+        for (name, q) in PERCENTILES {
+            map.insert(
+                format!("{}_us", name.replace('.', "_")),
+                json!(micros(h.value_at_percentile(q))),
+            );
+        }
+        map.insert("mean_us".into(), json!(h.mean() / 1000.0));
+        map.insert("min_us".into(), json!(micros(h.min())));
+    }
+    Value::Object(map)
+}
+
+fn to_json(r: &Report, summary: &str) -> Value {
+    let errors: serde_json::Map<String, Value> = ErrorKind::ALL
+        .iter()
+        .map(|k| {
+            (
+                k.name().to_string(),
+                json!(r.errors.get(k).copied().unwrap_or(0)),
+            )
+        })
+        .collect();
+    let statuses: serde_json::Map<String, Value> = r
+        .statuses
+        .iter()
+        .map(|(s, n)| (s.to_string(), json!(n)))
+        .collect();
+    json!({
+        "summary": summary,
+        "elapsed_s": r.elapsed.as_secs_f64(),
+        "sent": r.sent,
+        "responses": r.responses,
+        "errors": errors,
+        "error_total": r.error_total(),
+        "resent": r.resent,
+        "requests_per_s": r.rate(),
+        "bytes_read": r.bytes_read,
+        "bytes_written": r.bytes_written,
+        "statuses": statuses,
+        "latency": histogram_json(&r.latency),
+        "first_byte": histogram_json(&r.first_byte),
+        "connect": histogram_json(&r.connect),
+        "connections": r.connections,
+        "requests_per_connection": {
+            "mean": r.mean_requests_per_connection(),
+            "max": r.max_requests_per_connection,
+        },
+        "time_wait": match &r.time_wait {
+            Ok(tw) => json!({"client": tw.client, "server": tw.server}),
+            Err(e) => json!({"error": e}),
+        },
+    })
+}
