@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Load-generator benchmark (docs/BENCHMARKS.md, issue 7): keepwire bench vs
+# wrk vs oha driving the same nginx (1 worker, pinned to CPU 0), each loader
+# pinned to CPU 1 with one thread, REPS × DUR each, in one run:
+#   a. closed loop, -c50 keep-alive
+#   b. 16-deep pipelining, -c50 (wrk with a pipeline script)
+#   c. open loop at RATE req/s (keepwire --rate, oha -q with latency
+#      correction; wrk cannot hold a rate), so latency is compared at the
+#      same offered load
+# Reported per loader: req/s, loader CPU µs per request (user+sys of the
+# loader process ÷ responses), nginx CPU µs per request, p50/p90/p99.
+#
+#   bash scripts/bench-loadgen.sh
+#   REPS=1 DUR=5 bash scripts/bench-loadgen.sh
+#
+# oha is optional (`cargo install oha --locked`; put it on PATH or set OHA).
+# Run on a quiet machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPS=${REPS:-3}
+DUR=${DUR:-10}
+RATE=${RATE:-50000}
+OHA=${OHA:-$(command -v oha || true)}
+for t in nginx wrk taskset python3; do
+  command -v "$t" >/dev/null || { echo "bench-loadgen: $t missing" >&2; exit 2; }
+done
+cargo build --release -p keepwire-cli >/dev/null
+KW=$PWD/target/release/keepwire
+work=$(mktemp -d)
+chmod 755 "$work"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+P=$(port)
+mkdir -p "$work/tmp"
+cat > "$work/nginx.conf" <<NGX
+worker_processes 1;
+daemon off;
+master_process on;
+pid $work/nginx.pid;
+error_log $work/error.log warn;
+events { worker_connections 10240; }
+http {
+  access_log off;
+  default_type text/plain;
+  tcp_nodelay on;
+  keepalive_timeout 65s;
+  keepalive_requests 1000000;
+  client_body_temp_path $work/tmp;
+  server { listen 127.0.0.1:$P backlog=4096; location / { return 200 "Hello, world!"; } }
+}
+NGX
+taskset -c 0 nginx -c "$work/nginx.conf" -p "$work/" & pids+=($!)
+sleep 0.5
+worker=$(pgrep -P "${pids[0]}" | head -1)
+URL="http://127.0.0.1:$P/"
+curl -sf "$URL" >/dev/null || { echo "nginx did not start: $(cat "$work/error.log")" >&2; exit 1; }
+
+cat > "$work/pipeline.lua" <<'LUA'
+init = function(args)
+  local r = {}
+  for i = 1, 16 do r[i] = wrk.format() end
+  req = table.concat(r)
+end
+request = function() return req end
+LUA
+
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime, ticks
+TICK=$(getconf CLK_TCK)
+
+# run NAME OUTFILE CMD...: runs the loader on CPU 1; prints "ticks_loader ticks_nginx"
+run() {
+  local out=$2; shift 2
+  local n0; n0=$(cpu "$worker")
+  ( taskset -c 1 "$@" > "$out" 2>&1; times ) > "$out.times" 2>&1
+  local n1; n1=$(cpu "$worker")
+  # `times` prints the subshell's own and its children's user/sys times.
+  local lt; lt=$(tail -1 "$out.times" | python3 -c '
+import sys, re
+f = sys.stdin.read().split()
+s = lambda t: int(t.split("m")[0]) * 60 + float(t.split("m")[1].rstrip("s"))
+print(s(f[0]) + s(f[1]))')
+  echo "$lt $(( n1 - n0 ))"
+}
+
+results="$work/results.txt"
+: > "$results"
+for rep in $(seq 1 "$REPS"); do
+  for section in a b c; do
+    for loader in keepwire wrk oha; do
+      out="$work/$section-$loader-$rep.out"
+      case "$section/$loader" in
+        a/keepwire) r=$(run "$loader" "$out" "$KW" bench -t1 -c50 -d"${DUR}s" --json --no-progress "$URL");;
+        a/wrk)      r=$(run "$loader" "$out" wrk -t1 -c50 -d"${DUR}s" --latency "$URL");;
+        a/oha)      [ -n "$OHA" ] || continue
+                    r=$(run "$loader" "$out" "$OHA" -c50 -z"${DUR}s" --no-tui --output-format json "$URL");;
+        b/keepwire) r=$(run "$loader" "$out" "$KW" bench -t1 -c50 -d"${DUR}s" --pipeline 16 --json --no-progress "$URL");;
+        b/wrk)      r=$(run "$loader" "$out" wrk -t1 -c50 -d"${DUR}s" --latency -s "$work/pipeline.lua" "$URL");;
+        b/oha)      continue;;  # oha does not pipeline
+        c/keepwire) r=$(run "$loader" "$out" "$KW" bench -t1 -c50 -d"${DUR}s" --rate "$RATE" --json --no-progress "$URL");;
+        c/wrk)      continue;;  # wrk has no fixed rate (that is wrk2)
+        c/oha)      [ -n "$OHA" ] || continue
+                    r=$(run "$loader" "$out" "$OHA" -c50 -z"${DUR}s" -q "$RATE" --latency-correction --no-tui --output-format json "$URL");;
+      esac
+      echo "$section $loader $rep $r $out" >> "$results"
+      sleep 1
+    done
+  done
+done
+
+python3 - "$results" "$TICK" <<'PY'
+import json, re, statistics, sys
+rows = {}
+tick = int(sys.argv[2])
+def us(v, unit):
+    return v * {"us": 1, "ms": 1000, "s": 1e6}[unit]
+for line in open(sys.argv[1]):
+    section, loader, rep, loader_cpu, nginx_ticks, out = line.split()
+    text = open(out).read()
+    if loader == "keepwire":
+        d = json.loads(text[text.index("{"):])
+        reqs, secs = d["responses"], d["elapsed_s"]
+        p = [d["latency"][k] for k in ("p50_us", "p90_us", "p99_us")]
+    elif loader == "wrk":
+        reqs = int(re.search(r"(\d+) requests in", text).group(1))
+        # wrk counts responses, also when its script pipelines 16 requests.
+        secs = float(re.search(r"requests in ([\d.]+)s", text).group(1))
+        p = []
+        for q in ("50", "90", "99"):
+            m = re.search(rf"\s{q}%\s+([\d.]+)(us|ms|s)", text)
+            p.append(us(float(m.group(1)), m.group(2)))
+    else:
+        d = json.loads(text[text.index("{"):])
+        s = d["summary"]
+        reqs = round(s["requestsPerSec"] * s["total"])
+        secs = s["total"]
+        lp = d["latencyPercentiles"]
+        p = [lp[k] * 1e6 for k in ("p50", "p90", "p99")]
+    rows.setdefault((section, loader), []).append((
+        reqs / secs,
+        float(loader_cpu) * 1e6 / reqs,
+        int(nginx_ticks) / tick * 1e6 / reqs,
+        *p,
+    ))
+names = {"a": "closed loop -c50", "b": "pipeline 16 -c50", "c": "open loop, fixed rate -c50"}
+print("| test | loader | req/s | loader CPU µs/req | nginx CPU µs/req | p50 µs | p90 µs | p99 µs |")
+print("|---|---|---|---|---|---|---|---|")
+for (section, loader), vals in sorted(rows.items()):
+    cols = list(zip(*vals))
+    med = [statistics.median(c) for c in cols]
+    spread = [f"{min(c):.1f}–{max(c):.1f}" for c in cols]
+    print(f"| {names[section]} | {loader} | {med[0]:,.0f} ({spread[0]}) | {med[1]:.2f} ({spread[1]}) "
+          f"| {med[2]:.2f} | {med[3]:.0f} | {med[4]:.0f} | {med[5]:.0f} |")
+PY
