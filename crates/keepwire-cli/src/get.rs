@@ -280,6 +280,8 @@ struct JsonDoc<'a> {
 
 /// Settings every request task needs.
 struct Opts {
+    /// Print nothing (the lab measures through this code).
+    quiet: bool,
     verbose: bool,
     keep_bodies: bool,
     /// Requests carry `Connection: close`.
@@ -353,9 +355,46 @@ async fn run_async(args: GetArgs) -> Result<(), String> {
         .as_ref()
         .map(|p| std::fs::File::create(p).map_err(|e| format!("--waterfall {}: {e}", p.display())))
         .transpose()?;
+    let mut run = execute(&args, false).await;
+    let wall_ms = run.records.iter().map(Record::end_ms).fold(0.0, f64::max);
+    let summary = summarize(&run, &args, wall_ms, run.client.metrics());
+    output(&args, &mut run, &summary, body_file, waterfall_file)
+}
+
+/// Loads `url` as a page with `strategy`, printing nothing: the lab's
+/// page-load experiment, measured by the same code as `keepwire get --page`.
+pub async fn load_page_quiet(
+    url: Uri,
+    strategy: Strategy,
+    connections: u16,
+    depth: u16,
+    timeout: Duration,
+) -> (Vec<Record>, Summary) {
+    let args = GetArgs {
+        urls: vec![url.to_string()],
+        verbose: false,
+        json: true,
+        body: false,
+        output: None,
+        page: true,
+        strategy,
+        connections,
+        depth,
+        waterfall: None,
+        timeout,
+    };
+    let run = execute(&args, true).await;
+    let wall_ms = run.records.iter().map(Record::end_ms).fold(0.0, f64::max);
+    let summary = summarize(&run, &args, wall_ms, run.client.metrics());
+    (run.records, summary)
+}
+
+/// Makes every request `args` asks for; records come back sorted.
+async fn execute(args: &GetArgs, quiet: bool) -> Run {
     let n = usize::from(args.connections);
     let config = client_config(args.strategy, n, args.timeout);
     let opts = Arc::new(Opts {
+        quiet,
         verbose: args.verbose,
         keep_bodies: args.body || args.output.is_some(),
         close: config.close_after_each,
@@ -400,11 +439,19 @@ async fn run_async(args: GetArgs) -> Result<(), String> {
         }
         run.fetch_all(jobs).await;
     }
-
-    let wall_ms = run.records.iter().map(Record::end_ms).fold(0.0, f64::max);
     run.records.sort_by_key(|r| r.index);
-    let summary = summarize(&run, &args, wall_ms, run.client.metrics());
+    run
+}
 
+/// Prints the table or JSON, writes the waterfall and bodies.
+fn output(
+    args: &GetArgs,
+    run: &mut Run,
+    summary: &Summary,
+    body_file: Option<std::fs::File>,
+    waterfall_file: Option<std::fs::File>,
+) -> Result<(), String> {
+    let summary = summary.clone();
     if args.json {
         let doc = JsonDoc {
             requests: &run.records,
@@ -516,7 +563,9 @@ impl Run {
         if self.opts.verbose && !f.verbose.is_empty() {
             stderr(&f.verbose);
         }
-        if let Some(e) = &f.record.error {
+        if let Some(e) = &f.record.error
+            && !self.opts.quiet
+        {
             stderr(&format!("keepwire get: {}: {e}\n", f.record.url));
         }
         self.table.line(&f.record);

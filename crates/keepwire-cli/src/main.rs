@@ -5,6 +5,7 @@ mod check;
 mod common;
 mod files;
 mod get;
+mod lab;
 mod page;
 mod proxy;
 mod serve;
@@ -43,6 +44,11 @@ enum Command {
     /// percentiles, connect and first-byte times, errors by kind, connections
     /// opened, requests per connection, TIME_WAIT sockets left behind (R2.4).
     Bench(bench::BenchArgs),
+    /// The chapter's experiments, measured over an emulated wide-area link
+    /// (RTT 50 ms by default): page loads by strategy, Nagle and delayed ACK,
+    /// slow start, TIME_WAIT, a dumb proxy, reset loss, stale connections;
+    /// each beside the round-trip model, with a verdict and an HTML report.
+    Lab(lab::LabArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -53,6 +59,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Proxy(args)) => proxy::run(args),
         Some(Command::Check(args)) => check::run(args),
         Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::Lab(args)) => lab::run(args),
         None => {
             use clap::CommandFactory;
             let _ = Cli::command().print_help();

@@ -171,7 +171,8 @@ pub struct TimeWaitCount {
 
 /// Counts sockets in TIME_WAIT whose remote or local end is `addr`, from
 /// the kernel's socket table (Linux `/proc/net/tcp` and `/proc/net/tcp6`;
-/// other systems get `Unsupported`). Only this network namespace is seen.
+/// other systems get `Unsupported`). Only the calling thread's network
+/// namespace is seen.
 pub fn count_time_wait(addr: SocketAddr) -> io::Result<TimeWaitCount> {
     if !cfg!(target_os = "linux") {
         return Err(io::Error::new(
@@ -180,12 +181,11 @@ pub fn count_time_wait(addr: SocketAddr) -> io::Result<TimeWaitCount> {
         ));
     }
     let mut count = TimeWaitCount::default();
-    let file = if addr.is_ipv4() {
-        "/proc/net/tcp"
-    } else {
-        "/proc/net/tcp6"
-    };
-    let table = std::fs::read_to_string(file)?;
+    // thread-self: the calling thread's network namespace, which may differ
+    // from the process's (the lab runs each side in its own).
+    let name = if addr.is_ipv4() { "tcp" } else { "tcp6" };
+    let table = std::fs::read_to_string(format!("/proc/thread-self/net/{name}"))
+        .or_else(|_| std::fs::read_to_string(format!("/proc/net/{name}")))?;
     for line in table.lines().skip(1) {
         let mut cols = line.split_whitespace().skip(1);
         let (Some(local), Some(remote), Some(state)) = (cols.next(), cols.next(), cols.next())

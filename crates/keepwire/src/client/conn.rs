@@ -39,7 +39,7 @@ pub(crate) struct ClientConn {
     pub(crate) http10: bool,
     /// Response bytes read since the current request was written.
     read_since_request: u64,
-    out: BytesMut,
+    pub(crate) out: BytesMut,
 }
 
 /// A failed attempt: the error and how far the attempt got.
@@ -95,9 +95,21 @@ impl ClientConn {
         body: Option<&Bytes>,
         timeout: Duration,
     ) -> Result<(), AttemptError> {
+        self.out.clear();
+        self.encode_request(head, body)?;
+        self.flush_out(timeout).await
+    }
+
+    /// Appends a request to the output buffer without writing it, so a
+    /// pipelined batch leaves in one write: one segment per request would
+    /// count each against the congestion window (R2.3).
+    pub(crate) fn encode_request(
+        &mut self,
+        head: &RequestHead,
+        body: Option<&Bytes>,
+    ) -> Result<(), AttemptError> {
         self.read_since_request = 0;
         let len = body.map_or(0, |b| b.len() as u64);
-        self.out.clear();
         self.proto
             .send_request(head, BodyLength::Known(len), &mut self.out)
             .map_err(|e| (AttemptState::NotSent, ClientError::Protocol(e)))?;
@@ -110,7 +122,11 @@ impl ClientConn {
         }
         self.proto
             .send_end(None, &mut self.out)
-            .map_err(|e| (AttemptState::NotSent, ClientError::Protocol(e)))?;
+            .map_err(|e| (AttemptState::NotSent, ClientError::Protocol(e)))
+    }
+
+    /// Writes the output buffer, within `timeout`.
+    pub(crate) async fn flush_out(&mut self, timeout: Duration) -> Result<(), AttemptError> {
         let mut written = 0usize;
         let deadline = Instant::now() + timeout;
         while written < self.out.len() {

@@ -106,19 +106,25 @@ impl Client {
                 };
                 let batch_started = started.elapsed();
                 let mut sent = Vec::with_capacity(batch);
+                // The whole batch goes out in one write (R2.3).
+                conn.out.clear();
                 for _ in 0..batch {
                     let Some((i, p, tries)) = queue.pop_front() else {
                         break;
                     };
                     let body = (!p.body.is_empty()).then_some(&p.body);
-                    if let Err((_, e)) = conn.write_request(&p.head, body, cfg.write_timeout).await
-                    {
-                        tracing::debug!(error = %e, "pipelined write failed");
+                    if let Err((_, e)) = conn.encode_request(&p.head, body) {
+                        tracing::debug!(error = %e, "pipelined request not encodable");
                         queue.push_front((i, p, tries));
                         healthy = false;
                         break;
                     }
                     sent.push((i, p, tries));
+                }
+                if healthy && let Err((_, e)) = conn.flush_out(cfg.write_timeout).await {
+                    // Nothing of the batch is answered: R7.3 below resends it.
+                    tracing::debug!(error = %e, "pipelined write failed");
+                    healthy = false;
                 }
                 let written = started.elapsed();
                 // R7.2: the n-th response answers the n-th request sent.

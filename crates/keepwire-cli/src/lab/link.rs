@@ -1,0 +1,517 @@
+//! The lab's emulated wide-area link.
+//!
+//! Loopback has a round trip of microseconds, so handshakes, slow start and
+//! delayed ACKs vanish there. The lab needs real kernel TCP across a link
+//! with a set RTT, bandwidth and loss.
+//!
+//! # Namespaces and a userspace delay line (root)
+//! Two threads each move into a fresh, *anonymous* network namespace
+//! (`unshare(CLONE_NEWNET)`) and create a TUN device there. Every socket the
+//! server side or the client side opens lives in its namespace; the only
+//! way between them is through the two TUN fds, which two delay-line threads
+//! in the root namespace hold: each reads an IP packet, queues it for the
+//! one-way delay, paces it to the bandwidth, drops it at the loss rate and
+//! writes it to the other side. (This kernel has no `netem` qdisc.)
+//!
+//! Nothing is named or mounted: a namespace lives exactly as long as a
+//! thread of this process is in it or holds a descriptor to it, so both
+//! namespaces and their devices vanish when the lab exits, whether it
+//! returns, panics, is interrupted or is killed with SIGKILL. Parallel runs
+//! cannot collide, and the link addresses exist only inside the namespaces.
+//!
+//! # Fallback: a userspace TCP relay (no privileges)
+//! On loopback, a relay in front of each server delays the connection
+//! set-up by one RTT and every chunk of data by half an RTT each way. TCP's
+//! own dynamics (slow start, Nagle, delayed ACK, RST) are not emulated, so
+//! every result is labelled "approximate".
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the link looks like.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkSpec {
+    /// Round-trip time.
+    pub rtt: Duration,
+    /// Bits per second in each direction.
+    pub bandwidth: u64,
+    /// Packet loss probability in each direction (0..1).
+    pub loss: f64,
+}
+
+/// Server side and client side addresses inside the namespaces.
+const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+const DEV: &str = "kw0";
+
+type Job = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+/// One end of the link: a thread (in its own namespace when emulated) with
+/// a current-thread tokio runtime that runs what it is given.
+pub struct Side {
+    jobs: Option<tokio::sync::mpsc::UnboundedSender<Job>>,
+    thread: Option<JoinHandle<()>>,
+    /// The address this side's servers bind (port 0).
+    pub ip: IpAddr,
+    /// The namespace's inode (`/proc/thread-self/ns/net`), for checks.
+    pub netns: Option<u64>,
+}
+
+impl Side {
+    /// Starts the side; `setup` runs first on its thread (joining a
+    /// namespace, creating the TUN device) and returns what the caller needs.
+    fn start<T: Send + 'static>(
+        name: &str,
+        ip: IpAddr,
+        setup: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> io::Result<(Side, T)> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("lab-{name}"))
+            .spawn(move || {
+                let value = setup();
+                let netns = netns_inode();
+                let failed = value.is_err();
+                let _ = ready_tx.send(value.map(|v| (v, netns)));
+                if failed {
+                    return;
+                }
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&rt, async move {
+                    while let Some(job) = rx.recv().await {
+                        tokio::task::spawn_local(job());
+                    }
+                });
+            })?;
+        let (value, netns) = ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("lab side thread died during set-up"))??;
+        Ok((
+            Side {
+                jobs: Some(tx),
+                thread: Some(thread),
+                ip,
+                netns,
+            },
+            value,
+        ))
+    }
+
+    /// Runs `f` on this side and waits for its result. Sockets it opens are
+    /// this side's.
+    pub fn run<F, Fut, T>(&self, f: F) -> T
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel();
+        let job: Job = Box::new(move || {
+            Box::pin(async move {
+                let _ = tx.send(f().await);
+            })
+        });
+        self.jobs
+            .as_ref()
+            .expect("side running")
+            .send(job)
+            .expect("lab side thread alive");
+        rx.recv().expect("lab side job finished")
+    }
+
+    /// Runs a blocking function on a thread of this side's namespace.
+    pub fn blocking<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        self.run(move || async move {
+            tokio::task::spawn_blocking(f)
+                .await
+                .expect("blocking job panicked")
+        })
+    }
+}
+
+impl Drop for Side {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn netns_inode() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/thread-self/ns/net")
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// The whole link: both sides and what joins them.
+pub struct Link {
+    /// Where servers run.
+    pub server: Side,
+    /// Where clients run.
+    pub client: Side,
+    /// The link as configured.
+    pub spec: LinkSpec,
+    /// False for the fallback relay: results are approximate.
+    pub exact: bool,
+    /// Why the fallback was used, if it was.
+    pub fallback_reason: Option<String>,
+    stop: Arc<AtomicBool>,
+    lines: Vec<JoinHandle<()>>,
+    /// Packets dropped by the loss model or a full queue.
+    pub dropped: Arc<AtomicU64>,
+}
+
+impl Link {
+    /// The emulated link when running as root with TUN, else the relay.
+    pub fn new(spec: LinkSpec, force_relay: bool) -> io::Result<Link> {
+        if force_relay {
+            return Link::relay(spec, "asked for with --relay".into());
+        }
+        match Link::netns(spec) {
+            Ok(link) => Ok(link),
+            Err(e) => Link::relay(spec, e.to_string()),
+        }
+    }
+
+    /// Two namespaces joined by a userspace delay line.
+    pub fn netns(spec: LinkSpec) -> io::Result<Link> {
+        if !is_root() {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "network namespaces need root (run as root for real TCP over the link)",
+            ));
+        }
+        let (server, tun_s) = Side::start("server", SERVER_IP.into(), || {
+            enter_namespace(SERVER_IP, CLIENT_IP)
+        })?;
+        let (client, tun_c) = Side::start("client", CLIENT_IP.into(), || {
+            enter_namespace(CLIENT_IP, SERVER_IP)
+        })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let tun_s = Arc::new(tun_s);
+        let tun_c = Arc::new(tun_c);
+        let mut lines = Vec::new();
+        for (i, (from, to)) in [(tun_c.clone(), tun_s.clone()), (tun_s, tun_c)]
+            .into_iter()
+            .enumerate()
+        {
+            let (stop, dropped) = (stop.clone(), dropped.clone());
+            lines.push(
+                std::thread::Builder::new()
+                    .name(format!("lab-line-{i}"))
+                    .spawn(move || delay_line(&from, &to, spec, i as u64, &stop, &dropped))?,
+            );
+        }
+        Ok(Link {
+            server,
+            client,
+            spec,
+            exact: true,
+            fallback_reason: None,
+            stop,
+            lines,
+            dropped,
+        })
+    }
+
+    /// Both sides on loopback; [`Link::expose`] puts a delaying relay in front
+    /// of each server.
+    pub fn relay(spec: LinkSpec, reason: String) -> io::Result<Link> {
+        let lo: IpAddr = Ipv4Addr::LOCALHOST.into();
+        let (server, ()) = Side::start("server", lo, || Ok(()))?;
+        let (client, ()) = Side::start("client", lo, || Ok(()))?;
+        Ok(Link {
+            server,
+            client,
+            spec,
+            exact: false,
+            fallback_reason: Some(reason),
+            stop: Arc::new(AtomicBool::new(false)),
+            lines: Vec::new(),
+            dropped: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// The address a client uses to reach a server bound at `addr` on the
+    /// server side: the same address across the namespaces, a relay port on
+    /// loopback otherwise.
+    pub fn expose(&self, addr: SocketAddr) -> SocketAddr {
+        if self.exact {
+            return addr;
+        }
+        let spec = self.spec;
+        self.server.run(move || async move {
+            let listener = TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind a relay port");
+            let front = listener.local_addr().expect("relay address");
+            tokio::task::spawn_local(relay_accept(listener, addr, spec));
+            front
+        })
+    }
+
+    /// "exact" or "approximate", for every output.
+    pub fn label(&self) -> &'static str {
+        if self.exact { "exact" } else { "approximate" }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for l in self.lines.drain(..) {
+            let _ = l.join();
+        }
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Moves the calling thread into a new network namespace, brings up `lo`
+/// and a point-to-point TUN device `local` ↔ `peer`, and returns its fd.
+fn enter_namespace(local: Ipv4Addr, peer: Ipv4Addr) -> io::Result<OwnedFd> {
+    // SAFETY: unshare only changes this thread's namespace membership.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::other(format!(
+            "unshare(CLONE_NEWNET): {}",
+            io::Error::last_os_error()
+        )));
+    }
+    let tun = open_tun(DEV)?;
+    // Per-namespace TCP settings, best effort: classic slow start (the
+    // chapter's model) where available, and no metrics cache, so every new
+    // connection starts cold instead of from the last one's window.
+    let knob = |name: &str, value: &str| {
+        std::fs::write(format!("/proc/sys/net/ipv4/{name}"), value).is_ok()
+    };
+    // cubic may be refused in a new namespace; reno has the same slow start.
+    let _ = knob("tcp_congestion_control", "cubic") || knob("tcp_congestion_control", "reno");
+    let _ = knob("tcp_no_metrics_save", "1");
+    // `ip` runs in this thread's namespace: a child inherits it.
+    let steps: [&[&str]; 3] = [
+        &["link", "set", "lo", "up"],
+        &[
+            "addr",
+            "add",
+            &format!("{local}/32"),
+            "peer",
+            &format!("{peer}/32"),
+            "dev",
+            DEV,
+        ],
+        &["link", "set", DEV, "up"],
+    ];
+    for args in steps {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| io::Error::other(format!("cannot run `ip` (iproute2): {e}")))?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+    }
+    Ok(tun)
+}
+
+/// `struct ifreq` with the flags member, as TUNSETIFF reads it.
+#[repr(C)]
+struct IfReq {
+    name: [u8; 16],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const IFF_TUN: libc::c_short = 0x0001;
+const IFF_NO_PI: libc::c_short = 0x1000;
+
+fn open_tun(name: &str) -> io::Result<OwnedFd> {
+    // SAFETY: a plain open(2) of a device node with a NUL-terminated path.
+    let fd = unsafe {
+        libc::open(
+            c"/dev/net/tun".as_ptr(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::other(format!(
+            "/dev/net/tun: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: fd was just opened and is owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut req = IfReq {
+        name: [0; 16],
+        flags: IFF_TUN | IFF_NO_PI,
+        _pad: [0; 22],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: TUNSETIFF reads an ifreq, which IfReq lays out exactly.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, &mut req) } < 0 {
+        return Err(io::Error::other(format!(
+            "TUNSETIFF: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    Ok(fd)
+}
+
+/// A tiny deterministic PRNG for the loss model (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// One direction of the link: read packets from `from`, deliver each to
+/// `to` after serialisation at the bandwidth plus the one-way delay.
+fn delay_line(
+    from: &OwnedFd,
+    to: &OwnedFd,
+    spec: LinkSpec,
+    seed: u64,
+    stop: &AtomicBool,
+    dropped: &AtomicU64,
+) {
+    let one_way = spec.rtt / 2;
+    // A router queue of about two bandwidth-delay products (tail drop).
+    let bdp = (spec.bandwidth as f64 / 8.0 * spec.rtt.as_secs_f64()) as usize;
+    let queue_limit = (2 * bdp).max(64 * 1024);
+    let mut queue: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
+    let mut queued = 0usize;
+    let mut link_free = Instant::now();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (seed + 1));
+    let mut buf = vec![0u8; 65536];
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        let wait = queue
+            .front()
+            .map_or(Duration::from_millis(50), |(at, _)| {
+                at.saturating_duration_since(now)
+            })
+            .min(Duration::from_millis(50));
+        let mut pfd = libc::pollfd {
+            fd: from.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ts = libc::timespec {
+            tv_sec: wait.as_secs() as _,
+            tv_nsec: wait.subsec_nanos() as _,
+        };
+        // SAFETY: one valid pollfd, a valid timespec, no signal mask.
+        unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+        loop {
+            // SAFETY: reading into a buffer we own, within its length.
+            let n = unsafe { libc::read(from.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            let n = n as usize;
+            if (spec.loss > 0.0 && rng.unit() < spec.loss) || queued + n > queue_limit {
+                dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let now = Instant::now();
+            let serialise = Duration::from_secs_f64(n as f64 * 8.0 / spec.bandwidth as f64);
+            link_free = link_free.max(now) + serialise;
+            queue.push_back((link_free + one_way, buf[..n].to_vec()));
+            queued += n;
+        }
+        let now = Instant::now();
+        while queue.front().is_some_and(|(at, _)| *at <= now) {
+            let (_, pkt) = queue.pop_front().expect("front exists");
+            queued -= pkt.len();
+            // SAFETY: writing a buffer we own, within its length. A full
+            // device queue drops the packet, as a router would.
+            unsafe { libc::write(to.as_raw_fd(), pkt.as_ptr().cast(), pkt.len()) };
+        }
+    }
+}
+
+/// Fallback relay: accepts on `listener`, delays set-up by one RTT, then
+/// relays to `upstream` with half an RTT on every chunk each way.
+async fn relay_accept(listener: TcpListener, upstream: SocketAddr, spec: LinkSpec) {
+    while let Ok((client, _)) = listener.accept().await {
+        tokio::task::spawn_local(async move {
+            let _ = client.set_nodelay(true);
+            // The handshake a real link would cost.
+            tokio::time::sleep(spec.rtt).await;
+            let Ok(server) = TcpStream::connect(upstream).await else {
+                return;
+            };
+            let _ = server.set_nodelay(true);
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            tokio::task::spawn_local(delayed_copy(cr, sw, spec));
+            tokio::task::spawn_local(delayed_copy(sr, cw, spec));
+        });
+    }
+}
+
+async fn delayed_copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    spec: LinkSpec,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let one_way = spec.rtt / 2;
+    let writer = tokio::task::spawn_local(async move {
+        while let Some((at, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            if chunk.is_empty() {
+                let _ = to.shutdown().await;
+                return;
+            }
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut link_free = tokio::time::Instant::now();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = from.read(&mut buf).await.unwrap_or(0);
+        let now = tokio::time::Instant::now();
+        let serialise = Duration::from_secs_f64(n as f64 * 8.0 / spec.bandwidth as f64);
+        link_free = link_free.max(now) + serialise;
+        if tx.send((link_free + one_way, buf[..n].to_vec())).is_err() || n == 0 {
+            break;
+        }
+    }
+    let _ = writer.await;
+}

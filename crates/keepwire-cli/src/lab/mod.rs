@@ -1,0 +1,358 @@
+//! `keepwire lab`: the chapter's experiments, measured over an emulated
+//! wide-area link, each beside what the simple round-trip model predicts.
+//!
+//! The lab is the proof that every rule in CONNECTION-RULES.md does what it
+//! claims: it starts keepwire's own origin, proxy and client on the two
+//! sides of a link with a real RTT (see [`link`]), runs each experiment, and
+//! prints measured vs model with a verdict. `--json` keeps every number;
+//! `--report` draws a self-contained HTML page.
+
+mod experiments;
+pub mod link;
+mod report;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde::Serialize;
+
+use crate::common::parse_duration;
+use link::{Link, LinkSpec};
+
+/// Options of `keepwire lab`.
+#[derive(Args, Debug)]
+#[command(after_long_help = LAB_HELP)]
+pub struct LabArgs {
+    /// Experiments to run (default: all, in order); see --list.
+    #[arg(value_name = "NAME")]
+    names: Vec<String>,
+    /// List the experiments and exit.
+    #[arg(long)]
+    list: bool,
+    /// Round-trip time of the emulated link.
+    #[arg(long, default_value = "50ms", value_parser = parse_duration, value_name = "DURATION")]
+    rtt: Duration,
+    /// Bandwidth of the link in each direction: `100mbit`, `20mbit`, `1gbit`, `500kbit`.
+    #[arg(long, default_value = "100mbit", value_parser = parse_bandwidth, value_name = "RATE")]
+    bandwidth: u64,
+    /// Packet loss in each direction, in percent (0–50).
+    #[arg(long, default_value_t = 0.0, value_name = "PERCENT")]
+    loss: f64,
+    /// Reduced sizes (fewer requests, shorter timeouts): what the tests run.
+    #[arg(long)]
+    quick: bool,
+    /// Use the unprivileged userspace relay even when namespaces are available
+    /// (results are then labelled approximate).
+    #[arg(long)]
+    relay: bool,
+    /// Write every number as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write a self-contained HTML report (waterfalls and charts) to FILE.
+    #[arg(long, default_value = "lab-report.html", value_name = "FILE.html")]
+    report: PathBuf,
+    /// Do not write the HTML report.
+    #[arg(long)]
+    no_report: bool,
+}
+
+const LAB_HELP: &str = "\
+The link: as root, two network namespaces joined by TUN devices and a userspace
+delay line inside keepwire (real kernel TCP: handshakes, slow start, Nagle and
+delayed ACKs are real). They are anonymous and vanish with the process, also on
+Ctrl-C or kill. Without root, a userspace TCP relay on loopback delays set-up by
+one RTT and data by half an RTT each way; results are then labelled approximate.
+
+Examples:
+  keepwire lab                       # every experiment at RTT 50 ms
+  keepwire lab --list
+  keepwire lab page-load nagle --rtt 100ms --bandwidth 20mbit
+  keepwire lab --json lab.json --report lab.html";
+
+/// `100mbit`, `1gbit`, `500kbit`, or bits per second.
+fn parse_bandwidth(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let (num, mul) = if let Some(n) = t.strip_suffix("gbit") {
+        (n, 1e9)
+    } else if let Some(n) = t.strip_suffix("mbit") {
+        (n, 1e6)
+    } else if let Some(n) = t.strip_suffix("kbit") {
+        (n, 1e3)
+    } else if let Some(n) = t.strip_suffix("bit") {
+        (n, 1.0)
+    } else {
+        (t.as_str(), 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid bandwidth {s:?} (e.g. 100mbit, 1gbit, 500kbit)"))?;
+    let bps = v * mul;
+    if !(64_000.0..=100e9).contains(&bps) {
+        return Err(format!("bandwidth {s:?} out of range (64kbit to 100gbit)"));
+    }
+    Ok(bps as u64)
+}
+
+/// One row of an experiment's table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// What was measured (a strategy, a setting).
+    pub label: String,
+    /// Values in the experiment's column order; `None` is "-".
+    pub values: Vec<Option<f64>>,
+}
+
+/// A request on the page-load waterfall.
+#[derive(Debug, Clone, Serialize)]
+pub struct Bar {
+    /// Request URL path.
+    pub path: String,
+    /// Client connection id.
+    pub conn: Option<u64>,
+    /// Start and end, ms after the first request.
+    pub start_ms: f64,
+    /// End.
+    pub end_ms: f64,
+    /// This request opened its connection.
+    pub new_conn: bool,
+}
+
+/// What one experiment measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// Short name (`page-load`).
+    pub id: &'static str,
+    /// Title.
+    pub title: &'static str,
+    /// Rules it demonstrates.
+    pub rules: &'static str,
+    /// Column names (units included).
+    pub columns: Vec<String>,
+    /// Measured rows.
+    pub rows: Vec<Row>,
+    /// Index of the measured and model columns to chart side by side.
+    pub chart: (usize, Option<usize>),
+    /// Does the measurement match the rule?
+    pub pass: bool,
+    /// The verdict in words.
+    pub verdict: String,
+    /// Assumptions and caveats.
+    pub notes: Vec<String>,
+    /// Page load only: one waterfall per strategy.
+    pub waterfalls: Vec<(String, Vec<Bar>)>,
+}
+
+/// Everything a run produced.
+#[derive(Debug, Serialize)]
+pub struct LabReport {
+    /// "exact" (namespaces) or "approximate" (relay).
+    pub link_kind: &'static str,
+    /// Why the relay was used.
+    pub fallback_reason: Option<String>,
+    /// RTT in ms.
+    pub rtt_ms: f64,
+    /// Bits per second.
+    pub bandwidth_bps: u64,
+    /// Loss percent.
+    pub loss_percent: f64,
+    /// Reduced sizes.
+    pub quick: bool,
+    /// Packets the link dropped.
+    pub dropped_packets: u64,
+    /// Namespace inodes of the two sides (exact link only).
+    pub netns: Vec<u64>,
+    /// Per experiment.
+    pub experiments: Vec<Outcome>,
+    /// Machine facts.
+    pub machine: String,
+}
+
+/// Runs `keepwire lab`.
+pub fn run(args: LabArgs) -> Result<(), String> {
+    if args.list {
+        for e in experiments::ALL {
+            println!("{:<12} {} ({})", e.id, e.title, e.rules);
+        }
+        return Ok(());
+    }
+    let chosen: Vec<&experiments::Experiment> = if args.names.is_empty() {
+        experiments::ALL.iter().collect()
+    } else {
+        args.names
+            .iter()
+            .map(|n| {
+                experiments::ALL.iter().find(|e| e.id == n).ok_or_else(|| {
+                    let ids: Vec<_> = experiments::ALL.iter().map(|e| e.id).collect();
+                    format!("no experiment {n:?}; there are: {}", ids.join(", "))
+                })
+            })
+            .collect::<Result<_, _>>()?
+    };
+    if !(0.0..=50.0).contains(&args.loss) {
+        return Err(format!("--loss {} is not a percentage in 0–50", args.loss));
+    }
+    if args.rtt < Duration::from_millis(1) || args.rtt > Duration::from_secs(5) {
+        return Err("--rtt must be between 1ms and 5s".into());
+    }
+    // Files are opened before the run: a bad path fails at once.
+    let json_file = args
+        .json
+        .as_ref()
+        .map(|p| std::fs::File::create(p).map_err(|e| format!("--json {}: {e}", p.display())))
+        .transpose()?;
+    let report_file = (!args.no_report)
+        .then(|| {
+            std::fs::File::create(&args.report)
+                .map_err(|e| format!("--report {}: {e}", args.report.display()))
+        })
+        .transpose()?;
+    let spec = LinkSpec {
+        rtt: args.rtt,
+        bandwidth: args.bandwidth,
+        loss: args.loss / 100.0,
+    };
+    let link = Link::new(spec, args.relay).map_err(|e| format!("cannot build the link: {e}"))?;
+    eprintln!(
+        "keepwire lab: link RTT {} ms, {} Mbit/s, loss {}% — {}",
+        args.rtt.as_secs_f64() * 1000.0,
+        args.bandwidth as f64 / 1e6,
+        args.loss,
+        match &link.fallback_reason {
+            None => format!(
+                "exact: two network namespaces (net:[{}] net:[{}]) joined by a userspace delay line",
+                link.server.netns.unwrap_or(0),
+                link.client.netns.unwrap_or(0)
+            ),
+            Some(why) => format!("APPROXIMATE: userspace relay on loopback ({why})"),
+        }
+    );
+    let lab = experiments::Lab::start(&link, args.quick)?;
+    let mut outcomes = Vec::new();
+    for e in &chosen {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_message(format!("{}: {}", e.id, e.title));
+        bar.enable_steady_tick(Duration::from_millis(120));
+        let outcome = (e.run)(&lab);
+        bar.finish_and_clear();
+        print!("{}", table(&outcome, link.label()));
+        outcomes.push(outcome);
+    }
+    let report = LabReport {
+        link_kind: link.label(),
+        fallback_reason: link.fallback_reason.clone(),
+        rtt_ms: args.rtt.as_secs_f64() * 1000.0,
+        bandwidth_bps: args.bandwidth,
+        loss_percent: args.loss,
+        quick: args.quick,
+        dropped_packets: link.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        netns: [link.server.netns, link.client.netns]
+            .into_iter()
+            .flatten()
+            .filter(|_| link.exact)
+            .collect(),
+        experiments: outcomes,
+        machine: machine_facts(),
+    };
+    drop(lab);
+    drop(link);
+    let passed = report.experiments.iter().filter(|o| o.pass).count();
+    println!(
+        "{passed} of {} experiments match their rule{}",
+        report.experiments.len(),
+        if report.link_kind == "approximate" {
+            " (approximate link)"
+        } else {
+            ""
+        }
+    );
+    if let (Some(mut f), Some(p)) = (json_file, &args.json) {
+        use std::io::Write;
+        let text = serde_json::to_string_pretty(&report).map_err(|e| format!("JSON: {e}"))?;
+        f.write_all(text.as_bytes())
+            .map_err(|e| format!("--json {}: {e}", p.display()))?;
+    }
+    if let Some(mut f) = report_file {
+        use std::io::Write;
+        f.write_all(report::render(&report).as_bytes())
+            .map_err(|e| format!("--report {}: {e}", args.report.display()))?;
+        eprintln!("keepwire lab: report written to {}", args.report.display());
+    }
+    Ok(())
+}
+
+fn machine_facts() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores, Linux {kernel}")
+}
+
+fn fmt_value(v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(x) if x.fract() == 0.0 && x.abs() < 1e12 => format!("{x:.0}"),
+        Some(x) if x.abs() >= 100.0 => format!("{x:.0}"),
+        Some(x) => format!("{x:.1}"),
+    }
+}
+
+/// The terminal table of one experiment.
+fn table(o: &Outcome, link: &str) -> String {
+    let mut out = format!("\n== {} — {} ({}) [{link}]\n", o.id, o.title, o.rules);
+    let label_w = o
+        .rows
+        .iter()
+        .map(|r| r.label.len())
+        .max()
+        .unwrap_or(0)
+        .max(8);
+    let widths: Vec<usize> = o.columns.iter().map(|c| c.len().max(8)).collect();
+    out.push_str(&format!("  {:<label_w$}", ""));
+    for (c, w) in o.columns.iter().zip(&widths) {
+        out.push_str(&format!("  {c:>w$}"));
+    }
+    out.push('\n');
+    for r in &o.rows {
+        out.push_str(&format!("  {:<label_w$}", r.label));
+        for (v, w) in r.values.iter().zip(&widths) {
+            out.push_str(&format!("  {:>w$}", fmt_value(*v)));
+        }
+        out.push('\n');
+    }
+    for n in &o.notes {
+        out.push_str(&format!("  note: {n}\n"));
+    }
+    out.push_str(&format!(
+        "  verdict: {} — {}\n",
+        if o.pass { "MATCHES" } else { "DOES NOT MATCH" },
+        o.verdict
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bandwidths_parse() {
+        assert_eq!(parse_bandwidth("100mbit"), Ok(100_000_000));
+        assert_eq!(parse_bandwidth("1Gbit"), Ok(1_000_000_000));
+        assert_eq!(parse_bandwidth("500kbit"), Ok(500_000));
+        assert_eq!(parse_bandwidth("2000000"), Ok(2_000_000));
+        assert!(parse_bandwidth("fast").is_err());
+        assert!(parse_bandwidth("1kbit").is_err());
+    }
+}

@@ -1,0 +1,230 @@
+//! The lab's HTML report: one self-contained page (inline CSS and SVG, no
+//! scripts, no network resources) that reads without the terminal output:
+//! per experiment its table, a measured-vs-model chart and the verdict, and
+//! a waterfall per page-load strategy.
+
+use std::fmt::Write as _;
+
+use super::{Bar, LabReport, Outcome};
+use crate::waterfall::esc;
+
+const COLORS: [&str; 8] = [
+    "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f",
+];
+
+/// Renders the whole report.
+pub fn render(r: &LabReport) -> String {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>keepwire lab report</title>\n<style>\
+         body{{font:14px/1.4 system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#222;background:#fff}}\
+         table{{border-collapse:collapse;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}\
+         td:first-child,th:first-child{{text-align:left}}.pass{{color:#1a7f37;font-weight:bold}}\
+         .fail{{color:#c62828;font-weight:bold}}.note{{color:#555;font-size:13px}}\
+         section{{border-top:2px solid #eee;margin-top:1.5em}}svg text{{font:11px sans-serif}}\
+         </style></head><body>\n<h1>keepwire lab</h1>\n<p>Link: RTT {} ms, {} Mbit/s, loss {}% — <b>{}</b>{}. {}</p>\n",
+        r.rtt_ms,
+        r.bandwidth_bps as f64 / 1e6,
+        r.loss_percent,
+        r.link_kind,
+        r.fallback_reason
+            .as_ref()
+            .map(|w| format!(" (userspace relay: {})", esc(w)))
+            .unwrap_or_else(|| " (two network namespaces, real kernel TCP)".into()),
+        esc(&r.machine)
+    );
+    let passed = r.experiments.iter().filter(|o| o.pass).count();
+    let _ = writeln!(
+        h,
+        "<p>{passed} of {} experiments match their rule.</p>",
+        r.experiments.len()
+    );
+    for o in &r.experiments {
+        section(&mut h, o);
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+fn section(h: &mut String, o: &Outcome) {
+    let _ = write!(
+        h,
+        "<section id=\"{}\"><h2>{} — {} <small>({})</small></h2>\n<table><tr><th></th>",
+        esc(o.id),
+        esc(o.id),
+        esc(o.title),
+        esc(o.rules)
+    );
+    for c in &o.columns {
+        let _ = write!(h, "<th>{}</th>", esc(c));
+    }
+    h.push_str("</tr>\n");
+    for row in &o.rows {
+        let _ = write!(h, "<tr><td>{}</td>", esc(&row.label));
+        for v in &row.values {
+            let _ = write!(h, "<td>{}</td>", super::fmt_value(*v));
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</table>\n");
+    chart(h, o);
+    let _ = writeln!(
+        h,
+        "<p class=\"{}\">{}: {}</p>",
+        if o.pass { "pass" } else { "fail" },
+        if o.pass { "MATCHES" } else { "DOES NOT MATCH" },
+        esc(&o.verdict)
+    );
+    for n in &o.notes {
+        let _ = writeln!(h, "<p class=\"note\">{}</p>", esc(n));
+    }
+    for (name, bars) in &o.waterfalls {
+        waterfall(h, name, bars);
+    }
+    h.push_str("</section>\n");
+}
+
+/// Horizontal bars: measured (solid) and model (outline) per row.
+fn chart(h: &mut String, o: &Outcome) {
+    let (mi, model) = o.chart;
+    let rows: Vec<(&str, f64, Option<f64>)> = o
+        .rows
+        .iter()
+        .filter_map(|r| {
+            let m = r.values.get(mi).copied().flatten()?;
+            let model = model.and_then(|i| r.values.get(i).copied().flatten());
+            Some((r.label.as_str(), m, model))
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let max = rows
+        .iter()
+        .map(|(_, m, md)| m.max(md.unwrap_or(0.0)))
+        .fold(0.0, f64::max)
+        .max(1e-9);
+    let (left, width, row_h) = (230.0, 520.0, 26.0);
+    let height = rows.len() as f64 * row_h + 30.0;
+    let _ = write!(
+        h,
+        "<svg width=\"{}\" height=\"{height}\" role=\"img\" aria-label=\"{} chart\">",
+        left + width + 80.0,
+        esc(o.id)
+    );
+    for (i, (label, m, md)) in rows.iter().enumerate() {
+        let y = i as f64 * row_h + 4.0;
+        let w = m / max * width;
+        let _ = write!(
+            h,
+            "<text x=\"0\" y=\"{}\">{}</text><rect x=\"{left}\" y=\"{y}\" width=\"{w:.1}\" \
+             height=\"{}\" fill=\"{}\"/><text x=\"{:.1}\" y=\"{}\">{}</text>",
+            y + 14.0,
+            esc(label),
+            row_h - 10.0,
+            COLORS[0],
+            left + w + 4.0,
+            y + 14.0,
+            super::fmt_value(Some(*m))
+        );
+        if let Some(md) = md {
+            let x = left + md / max * width;
+            let _ = write!(
+                h,
+                "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{}\" y2=\"{}\" stroke=\"{}\" stroke-width=\"3\"/>",
+                y - 2.0,
+                y + row_h - 4.0,
+                COLORS[3]
+            );
+        }
+    }
+    let _ = write!(
+        h,
+        "<rect x=\"{left}\" y=\"{}\" width=\"12\" height=\"10\" fill=\"{}\"/>\
+         <text x=\"{}\" y=\"{}\">{}</text>",
+        height - 18.0,
+        COLORS[0],
+        left + 16.0,
+        height - 9.0,
+        esc(&o.columns[mi])
+    );
+    if let Some(i) = model {
+        let _ = write!(
+            h,
+            "<rect x=\"{}\" y=\"{}\" width=\"3\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>",
+            left + 160.0,
+            height - 19.0,
+            COLORS[3],
+            left + 168.0,
+            height - 9.0,
+            esc(&o.columns[i])
+        );
+    }
+    h.push_str("</svg>\n");
+}
+
+/// One page load: a row per request, colored by connection, hatched start
+/// marker on requests that opened their connection.
+fn waterfall(h: &mut String, name: &str, bars: &[Bar]) {
+    if bars.is_empty() {
+        return;
+    }
+    let end = bars.iter().map(|b| b.end_ms).fold(0.0, f64::max).max(1.0);
+    let (left, width, row_h) = (150.0, 600.0, 14.0);
+    let height = bars.len() as f64 * row_h + 24.0;
+    let _ = write!(
+        h,
+        "<h3>{} — {:.0} ms</h3><svg width=\"{}\" height=\"{height}\" role=\"img\" \
+         aria-label=\"waterfall {}\">",
+        esc(name),
+        end,
+        left + width + 60.0,
+        esc(name)
+    );
+    let mut conns: Vec<u64> = bars.iter().filter_map(|b| b.conn).collect();
+    conns.sort_unstable();
+    conns.dedup();
+    for (i, b) in bars.iter().enumerate() {
+        let y = i as f64 * row_h;
+        let x = left + b.start_ms / end * width;
+        let w = ((b.end_ms - b.start_ms) / end * width).max(1.0);
+        let color = b
+            .conn
+            .and_then(|c| conns.iter().position(|x| *x == c))
+            .map_or("#999", |i| COLORS[i % COLORS.len()]);
+        let _ = write!(
+            h,
+            "<text x=\"0\" y=\"{}\">{}</text><rect x=\"{x:.1}\" y=\"{}\" width=\"{w:.1}\" \
+             height=\"{}\" fill=\"{color}\"><title>{} conn {} {:.1}–{:.1} ms</title></rect>",
+            y + 11.0,
+            esc(&b.path),
+            y + 2.0,
+            row_h - 4.0,
+            esc(&b.path),
+            b.conn.map_or("-".to_string(), |c| c.to_string()),
+            b.start_ms,
+            b.end_ms
+        );
+        if b.new_conn {
+            let _ = write!(
+                h,
+                "<rect x=\"{x:.1}\" y=\"{}\" width=\"3\" height=\"{}\" fill=\"#000\"/>",
+                y + 2.0,
+                row_h - 4.0
+            );
+        }
+    }
+    let _ = writeln!(
+        h,
+        "<text x=\"{left}\" y=\"{}\">0 ms</text><text x=\"{}\" y=\"{}\">{:.0} ms</text>\
+         <text x=\"{}\" y=\"{}\">color: connection; black mark: new connection</text></svg>",
+        height - 4.0,
+        left + width - 30.0,
+        height - 4.0,
+        end,
+        left + 100.0,
+        height - 4.0
+    );
+}
