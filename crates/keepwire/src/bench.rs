@@ -718,6 +718,11 @@ impl Worker {
             let now = Instant::now();
             let mut room = if close_each {
                 usize::from(c.carried == 0 && c.in_flight.is_empty())
+            } else if self.schedule.is_none() && c.in_flight.len() > depth / 2 {
+                // Closed-loop pipelining refills once half the pipeline is
+                // answered: batches of at least depth/2 requests per write
+                // (wrk refills only when all are answered).
+                0
             } else {
                 depth - c.in_flight.len()
             };
