@@ -984,12 +984,15 @@ fn reset_loss(lab: &Lab) -> Outcome {
                 .map_err(|e| e.to_string())?;
             let RawConn { stream, buf } = c;
             let (mut rd, mut wr) = stream.into_split();
-            // Keep the pipeline going: 10 requests, one every 5 ms, so some
-            // arrive after the server stopped reading.
+            // Keep the pipeline going, as a pipelining client does: a
+            // request every 5 ms until the connection ends, so requests keep
+            // arriving while the server closes.
+            let ended_flag = Arc::new(AtomicBool::new(false));
+            let stop = ended_flag.clone();
             let writer = tokio::task::spawn_local(async move {
                 let req = format!("GET /lab/bytes/{size} HTTP/1.1\r\nHost: lab\r\n\r\n");
-                for _ in 0..10 {
-                    if wr.write_all(req.as_bytes()).await.is_err() {
+                for _ in 0..1000 {
+                    if stop.load(Ordering::Relaxed) || wr.write_all(req.as_bytes()).await.is_err() {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -1016,7 +1019,8 @@ fn reset_loss(lab: &Lab) -> Outcome {
                     }
                 }
             }
-            let _ = writer.await;
+            ended_flag.store(true, Ordering::Relaxed);
+            drop(writer.await);
             let total = all.len() as u64;
             // Count complete responses in what arrived.
             let limits = Limits {
@@ -1058,7 +1062,7 @@ fn reset_loss(lab: &Lab) -> Outcome {
     }
     notes.push(format!(
         "the server answers 3 requests of {} KiB (the third with Connection: close) and \
-         closes; more pipelined requests keep arriving. A full close with unread input \
+         closes; the client keeps pipelining a request every 5 ms until the connection ends. A full close with unread input \
          sends RST, which discards what was still queued to send",
         size / 1024
     ));

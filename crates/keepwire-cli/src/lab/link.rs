@@ -323,7 +323,10 @@ fn enter_namespace(local: Ipv4Addr, peer: Ipv4Addr) -> io::Result<OwnedFd> {
             "dev",
             DEV,
         ],
-        &["link", "set", DEV, "up"],
+        // A burst of a full window must not overflow the device queue before
+        // the delay line reads it (the default 500 packets is less than one
+        // bandwidth-delay product at 100 Mbit/s and 50 ms).
+        &["link", "set", DEV, "txqueuelen", "20000", "up"],
     ];
     for args in steps {
         let out = std::process::Command::new("ip")
