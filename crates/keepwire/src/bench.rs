@@ -518,10 +518,17 @@ pub fn run(plan: Plan, progress: Arc<Progress>, interrupt: Arc<AtomicBool>) -> i
         total.merge(tally);
     }
     let end = total.last_done.unwrap_or_else(Instant::now).max(start);
+    // Sockets we just closed reach TIME_WAIT only after the peer's FIN,
+    // a round trip later: wait for them (bounded) before counting.
+    let settle = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < settle && time_wait(shared.plan.addr).is_ok_and(|t| t.closing > 0) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let time_wait = match (tw_before, time_wait(shared.plan.addr)) {
         (Ok(before), Ok(after)) => Ok(TimeWait {
             client: after.client.saturating_sub(before.client),
             server: after.server.saturating_sub(before.server),
+            closing: after.closing,
         }),
         (Err(e), _) | (_, Err(e)) => Err(e),
     };

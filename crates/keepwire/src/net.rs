@@ -167,6 +167,9 @@ pub struct TimeWaitCount {
     pub client: u64,
     /// Sockets whose local end is `addr`: the server on this host closed first.
     pub server: u64,
+    /// Sockets to or at `addr` still closing (FIN_WAIT1/2, CLOSING,
+    /// LAST_ACK): they have not reached TIME_WAIT or gone yet.
+    pub closing: u64,
 }
 
 /// Counts sockets in TIME_WAIT whose remote or local end is `addr`, from
@@ -192,7 +195,13 @@ pub fn count_time_wait(addr: SocketAddr) -> io::Result<TimeWaitCount> {
         else {
             continue;
         };
-        // State 06 is TCP_TIME_WAIT.
+        // 06 TIME_WAIT; 04 FIN_WAIT1, 05 FIN_WAIT2, 0B CLOSING, 09 LAST_ACK.
+        if matches!(state, "04" | "05" | "0B" | "09") {
+            if proc_addr(remote) == Some(addr) || proc_addr(local) == Some(addr) {
+                count.closing += 1;
+            }
+            continue;
+        }
         if state != "06" {
             continue;
         }
