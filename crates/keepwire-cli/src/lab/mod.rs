@@ -234,8 +234,15 @@ pub fn run(args: LabArgs) -> Result<(), String> {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_message(format!("{}: {}", e.id, e.title));
         bar.enable_steady_tick(Duration::from_millis(120));
-        let outcome = (e.run)(&lab);
+        let mut outcome = (e.run)(&lab);
         bar.finish_and_clear();
+        if args.loss > 0.0 {
+            outcome.notes.push(format!(
+                "loss {}%: a lost packet costs a retransmission timeout (200 ms or more), which \
+                 dominates single samples; the models and verdicts assume a lossless link",
+                args.loss
+            ));
+        }
         print!("{}", table(&outcome, link.label()));
         outcomes.push(outcome);
     }
