@@ -92,6 +92,30 @@ const PAGE_OBJECTS: usize = 12;
 /// congestion window, so the page-load model can ignore slow start.
 const OBJECT_SIZE: usize = 512;
 
+/// An experiment's outcome with its catalogue entry's names.
+fn outcome(
+    e: &Experiment,
+    columns: &[&str],
+    rows: Vec<Row>,
+    chart: (usize, Option<usize>),
+    pass: bool,
+    verdict: String,
+    notes: Vec<String>,
+) -> Outcome {
+    Outcome {
+        id: e.id,
+        title: e.title,
+        rules: e.rules,
+        columns: columns.iter().map(|c| c.to_string()).collect(),
+        rows,
+        chart,
+        pass,
+        verdict,
+        notes,
+        waterfalls: Vec::new(),
+    }
+}
+
 /// Sizes that differ between a full run and `--quick`.
 struct Sizes {
     page_reps: usize,
@@ -484,7 +508,7 @@ fn page_load(lab: &Lab) -> Outcome {
             ],
         ));
         walls.insert(label, (wall, model));
-        let bars = last
+        let bars: Vec<Bar> = last
             .unwrap_or_default()
             .iter()
             .map(|rec| Bar {
@@ -521,21 +545,19 @@ fn page_load(lab: &Lab) -> Outcome {
         ));
     }
     lab.note_link(&mut notes);
-    Outcome {
-        id: "page-load",
-        title: ALL[0].title,
-        rules: ALL[0].rules,
-        columns: vec![
-            "wall ms".into(),
-            "model ms".into(),
-            "vs model %".into(),
-            "connections".into(),
-            "model conns".into(),
+    let mut outcome = outcome(
+        &ALL[0],
+        &[
+            "wall ms",
+            "model ms",
+            "vs model %",
+            "connections",
+            "model conns",
         ],
         rows,
-        chart: (0, Some(1)),
-        pass: ordered,
-        verdict: if ordered {
+        (0, Some(1)),
+        ordered,
+        if ordered {
             "pipelined < persistent < serial, parallel < serial, persistent+parallel < persistent: \
              every round trip saved shows"
                 .into()
@@ -543,8 +565,9 @@ fn page_load(lab: &Lab) -> Outcome {
             "the strategies did not order as the round-trip model predicts".into()
         },
         notes,
-        waterfalls,
-    }
+    );
+    outcome.waterfalls = waterfalls;
+    outcome
 }
 
 /// Experiment 2 (R2.3): requests written as head, then body.
@@ -618,27 +641,19 @@ fn nagle(lab: &Lab) -> Outcome {
     ];
     notes.extend(errors);
     lab.note_link(&mut notes);
-    Outcome {
-        id: "nagle",
-        title: ALL[1].title,
-        rules: ALL[1].rules,
-        columns: vec![
-            "p50 ms".into(),
-            "p90 ms".into(),
-            "max ms".into(),
-            "model ms".into(),
-        ],
+    outcome(
+        &ALL[1],
+        &["p50 ms", "p90 ms", "max ms", "model ms"],
         rows,
-        chart: (0, Some(3)),
+        (0, Some(3)),
         pass,
-        verdict: format!(
+        format!(
             "Nagle on adds {:.0} ms at the median ({:.1} RTT): the second small write waits for an ACK",
             p50[1] - p50[0],
             (p50[1] - p50[0]) / r
         ),
         notes,
-        waterfalls: Vec::new(),
-    }
+    )
 }
 
 /// Rounds of slow start to send `bytes` from an initial window of 10
@@ -720,18 +735,15 @@ fn slow_start(lab: &Lab) -> Outcome {
         ),
         Err(e) => (Vec::new(), false, format!("failed: {e}")),
     };
-    Outcome {
-        id: "slow-start",
-        title: ALL[2].title,
-        rules: ALL[2].rules,
-        columns: vec!["time ms".into(), "model ms".into(), "Mbit/s".into()],
+    outcome(
+        &ALL[2],
+        &["time ms", "model ms", "Mbit/s"],
         rows,
-        chart: (0, Some(1)),
+        (0, Some(1)),
         pass,
         verdict,
         notes,
-        waterfalls: Vec::new(),
-    }
+    )
 }
 
 fn congestion_control(lab: &Lab) -> Option<String> {
@@ -839,22 +851,20 @@ fn time_wait(lab: &Lab) -> Outcome {
     ));
     lab.note_link(&mut notes);
     let pass = totals[0] >= n * 9 / 10 && totals[1] <= c as u64 && rates[1] > rates[0];
-    Outcome {
-        id: "time-wait",
-        title: ALL[3].title,
-        rules: ALL[3].rules,
-        columns: vec![
-            "req/s".into(),
-            "model req/s".into(),
-            "connections".into(),
-            "TIME_WAIT client".into(),
-            "TIME_WAIT server".into(),
-            "model TIME_WAIT".into(),
+    outcome(
+        &ALL[3],
+        &[
+            "req/s",
+            "model req/s",
+            "connections",
+            "TIME_WAIT client",
+            "TIME_WAIT server",
+            "model TIME_WAIT",
         ],
         rows,
-        chart: (0, Some(1)),
+        (0, Some(1)),
         pass,
-        verdict: format!(
+        format!(
             "without persistence {} sockets sit in TIME_WAIT, with it {}; persistence also \
              runs {:.1}× faster",
             totals[0],
@@ -862,8 +872,7 @@ fn time_wait(lab: &Lab) -> Outcome {
             rates[1] / rates[0].max(1e-9)
         ),
         notes,
-        waterfalls: Vec::new(),
-    }
+    )
 }
 
 /// Experiment 5 (R6.1): an HTTP/1.0 keep-alive client's second request.
@@ -935,20 +944,13 @@ fn dumb_proxy(lab: &Lab) -> Outcome {
     lab.note_link(&mut notes);
     let pass =
         !answered[0] && waits[0] >= ms(idle) * 0.9 && answered[1] && waits[1] < ms(idle) / 2.0;
-    Outcome {
-        id: "dumb-proxy",
-        title: ALL[4].title,
-        rules: ALL[4].rules,
-        columns: vec![
-            "request 1 ms".into(),
-            "request 2 wait ms".into(),
-            "model ms".into(),
-            "answered".into(),
-        ],
+    outcome(
+        &ALL[4],
+        &["request 1 ms", "request 2 wait ms", "model ms", "answered"],
         rows,
-        chart: (1, Some(2)),
+        (1, Some(2)),
         pass,
-        verdict: format!(
+        format!(
             "through the dumb relay the second request hung {:.0} ms and got no answer{}; \
              through keepwire proxy it took {:.0} ms",
             waits[0],
@@ -960,8 +962,7 @@ fn dumb_proxy(lab: &Lab) -> Outcome {
             waits[1]
         ),
         notes,
-        waterfalls: Vec::new(),
-    }
+    )
 }
 
 /// Experiment 6 (R8.4, R8.5): pipelined requests to a server that closes
@@ -1068,26 +1069,18 @@ fn reset_loss(lab: &Lab) -> Outcome {
     ));
     lab.note_link(&mut notes);
     let pass = complete[0] == 3 && complete[1] < 3;
-    Outcome {
-        id: "reset-loss",
-        title: ALL[5].title,
-        rules: ALL[5].rules,
-        columns: vec![
-            "answered".into(),
-            "received".into(),
-            "lost".into(),
-            "bytes".into(),
-        ],
+    outcome(
+        &ALL[5],
+        &["answered", "received", "lost", "bytes"],
         rows,
-        chart: (1, Some(0)),
+        (1, Some(0)),
         pass,
-        verdict: format!(
+        format!(
             "graceful close delivered {} of 3 responses, full close {}",
             complete[0], complete[1]
         ),
         notes,
-        waterfalls: Vec::new(),
-    }
+    )
 }
 
 /// Experiment 7 (R8.1, R8.3): idle gaps around the server's idle timeout.
@@ -1226,21 +1219,19 @@ fn stale_retry(lab: &Lab) -> Outcome {
     );
     lab.note_link(&mut notes);
     let pass = keepwire.0 == 0 && kw_dup == 0 && naive_dup == 0 && naive.0 + naive.1 > 0;
-    Outcome {
-        id: "stale-retry",
-        title: ALL[6].title,
-        rules: ALL[6].rules,
-        columns: vec![
-            "requests".into(),
-            "GET errors".into(),
-            "POST errors".into(),
-            "retries".into(),
-            "POSTs run twice".into(),
+    outcome(
+        &ALL[6],
+        &[
+            "requests",
+            "GET errors",
+            "POST errors",
+            "retries",
+            "POSTs run twice",
         ],
         rows,
-        chart: (1, None),
+        (1, None),
         pass,
-        verdict: format!(
+        format!(
             "naive client: {} failed requests; keepwire: {} GET errors, {} POST errors, {} \
              retries, {} POSTs duplicated",
             naive.0 + naive.1,
@@ -1250,6 +1241,5 @@ fn stale_retry(lab: &Lab) -> Outcome {
             kw_dup
         ),
         notes,
-        waterfalls: Vec::new(),
-    }
+    )
 }
