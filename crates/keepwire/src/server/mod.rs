@@ -21,6 +21,7 @@
 //! | lingering close | 5 s / 2 s idle / 256 KiB | `lingering_time 30s`, `lingering_timeout 5s` |
 
 pub(crate) mod conn;
+mod h2;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -139,6 +140,13 @@ pub struct Config {
     /// [`keepwire_proto::HeaderCase`] extension, and one on a response is
     /// used when writing it (for proxies).
     pub preserve_header_case: bool,
+    /// Accept HTTP/2 with prior knowledge (h2c) on the same listeners: a
+    /// connection that opens with the HTTP/2 preface is served by
+    /// [`h2`](self) instead (R4.5). Default on.
+    pub http2: bool,
+    /// Concurrent streams per HTTP/2 connection (nginx
+    /// `http2_max_concurrent_streams` is 128).
+    pub http2_max_streams: u32,
 }
 
 impl Default for Config {
@@ -161,6 +169,8 @@ impl Default for Config {
             listen: ListenOptions::default(),
             proxy_connection: false,
             preserve_header_case: false,
+            http2: true,
+            http2_max_streams: 128,
         }
     }
 }

@@ -1,0 +1,258 @@
+//! HTTP/2 on the server (RFC 9113), cleartext with prior knowledge (h2c).
+//!
+//! Multiplexing is the chapter's fourth technique (R4.5): many requests in
+//! flight on one connection without pipelining's head-of-line order. The
+//! framing itself is the `h2` crate's; what lives here is the connection
+//! discipline keepwire keeps for HTTP/1.x too:
+//! - The HTTP/1 driver hands a connection over when its first bytes are the
+//!   HTTP/2 preface, so h2c costs HTTP/1 nothing.
+//! - Idle connections and shutdown end with GOAWAY naming the last stream
+//!   processed: streams above it were never seen by a handler and are safe
+//!   for the client to retry (the multiplexed R8.3).
+//! - Connection-specific fields are removed from responses (RFC 9113
+//!   §8.2.2: they are malformed in HTTP/2), with the same hop-by-hop
+//!   stripping the proxy uses.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use http::{Method, Request, Response};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{ConnInfo, Handler, Shared};
+use crate::body::Body;
+use crate::metrics::CloseReason;
+
+/// The client connection preface (RFC 9113 §3.4).
+pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether `buf` is the start of the HTTP/2 preface (or all of it and more).
+pub(crate) fn is_preface(buf: &[u8]) -> bool {
+    buf.len() >= 3 && (buf.starts_with(PREFACE) || PREFACE.starts_with(buf))
+}
+
+/// The socket with the bytes the HTTP/1 driver already read in front.
+pub(crate) struct Prefixed {
+    prefix: Bytes,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Serves one HTTP/2 connection until it ends; returns why and how many
+/// requests it carried.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    prefix: Bytes,
+    info: ConnInfo,
+    shared: &Shared,
+    handler: Arc<dyn Handler>,
+    mut stop: watch::Receiver<bool>,
+) -> (CloseReason, u64) {
+    let cfg = &shared.config;
+    let io = Prefixed { prefix, stream };
+    let mut builder = h2::server::Builder::new();
+    builder
+        .max_concurrent_streams(cfg.http2_max_streams)
+        .max_header_list_size(cfg.limits.max_head_bytes as u32)
+        .max_send_buffer_size(256 * 1024);
+    let mut conn = match tokio::time::timeout(cfg.header_timeout, builder.handshake(io)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::debug!(conn = info.id, error = %e, "h2 handshake failed");
+            return (CloseReason::Error, 0);
+        }
+        Err(_) => return (CloseReason::Timeout, 0),
+    };
+    let active = Arc::new(AtomicUsize::new(0));
+    let mut requests = 0u64;
+    let mut idle_since = Instant::now();
+    let mut closing: Option<CloseReason> = None;
+    let mut shutdown_deadline = None;
+    loop {
+        let idle_at = idle_since + cfg.idle_timeout;
+        let shutdown_at =
+            shutdown_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+        tokio::select! {
+            next = conn.accept() => match next {
+                Some(Ok((req, respond))) => {
+                    requests += 1;
+                    shared.metrics.requests.fetch_add(1, Relaxed);
+                    active.fetch_add(1, Relaxed);
+                    let info = ConnInfo { request_index: requests, ..info };
+                    let (handler, active) = (handler.clone(), active.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = stream_task(req, respond, handler, info).await {
+                            tracing::debug!(error = %e, "h2 stream ended early");
+                        }
+                        active.fetch_sub(1, Relaxed);
+                    });
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(conn = info.id, error = %e, "h2 connection error");
+                    return (closing.unwrap_or(CloseReason::Error), requests);
+                }
+                // GOAWAY done (or the client went away) and every stream ended.
+                None => return (closing.unwrap_or(CloseReason::ClientClose), requests),
+            },
+            changed = stop.changed(), if closing.is_none() => {
+                let _ = changed;
+                // GOAWAY with the last stream we took; in-flight ones finish.
+                conn.graceful_shutdown();
+                closing = Some(CloseReason::Shutdown);
+                shutdown_deadline = Some(Instant::now() + cfg.shutdown_timeout);
+            }
+            _ = tokio::time::sleep_until(idle_at), if closing.is_none() => {
+                if active.load(Relaxed) == 0 {
+                    conn.graceful_shutdown();
+                    closing = Some(CloseReason::IdleTimeout);
+                    shutdown_deadline = Some(Instant::now() + cfg.shutdown_timeout);
+                } else {
+                    idle_since = Instant::now();
+                }
+            }
+            _ = tokio::time::sleep_until(shutdown_at), if shutdown_deadline.is_some() => {
+                return (closing.unwrap_or(CloseReason::Shutdown), requests);
+            }
+        }
+        if active.load(Relaxed) > 0 {
+            idle_since = Instant::now();
+        }
+    }
+}
+
+/// One request stream: the handler's answer, body and trailers, with flow
+/// control on both directions.
+async fn stream_task(
+    req: Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+    handler: Arc<dyn Handler>,
+    info: ConnInfo,
+) -> Result<(), h2::Error> {
+    let (parts, mut recv) = req.into_parts();
+    let head_only = parts.method == Method::HEAD;
+    let body = if recv.is_end_stream() {
+        Body::empty()
+    } else {
+        let (tx, body) = Body::channel(4);
+        tokio::spawn(async move {
+            while let Some(chunk) = recv.data().await {
+                let Ok(chunk) = chunk else {
+                    tx.abort().await;
+                    return;
+                };
+                // The window opens as the handler takes the data.
+                let _ = recv.flow_control().release_capacity(chunk.len());
+                if tx.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        body
+    };
+    let mut req = Request::from_parts(parts, body);
+    req.extensions_mut().insert(info);
+    let resp: Response<Body> = handler.call(req).await;
+    let (mut parts, mut body) = resp.into_parts();
+    // RFC 9113 §8.2.2: connection-specific fields are malformed in HTTP/2.
+    keepwire_proto::hop::strip_hop_by_hop(&mut parts.headers, false);
+    // The length is the body's (h2 checks it against the DATA frames); a
+    // HEAD answer keeps the handler's, which describes the GET.
+    if !head_only {
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        if let Some(n) = body.size_hint().exact() {
+            parts.headers.insert(
+                http::header::CONTENT_LENGTH,
+                keepwire_proto::encode::decimal_value(n),
+            );
+        }
+    }
+    if !parts.headers.contains_key(http::header::DATE) {
+        parts.headers.insert(http::header::DATE, crate::date::now());
+    }
+    let end = head_only || body.is_end_stream();
+    let mut send = respond.send_response(Response::from_parts(parts, ()), end)?;
+    if end {
+        return Ok(());
+    }
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            send.send_reset(h2::Reason::INTERNAL_ERROR);
+            return Ok(());
+        };
+        match frame.into_data() {
+            Ok(mut data) => {
+                while !data.is_empty() {
+                    send.reserve_capacity(data.len());
+                    let n = match poll_fn(|cx| send.poll_capacity(cx)).await {
+                        Some(Ok(n)) => n,
+                        Some(Err(e)) => return Err(e),
+                        None => return Ok(()),
+                    };
+                    send.send_data(data.split_to(n.min(data.len())), false)?;
+                }
+            }
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    return send.send_trailers(trailers);
+                }
+            }
+        }
+    }
+    send.send_data(Bytes::new(), true)
+}

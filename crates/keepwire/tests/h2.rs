@@ -1,0 +1,183 @@
+//! HTTP/2 with prior knowledge (h2c) on keepwire's server, with real peers
+//! (curl, h2load) and the `h2` crate's client for what the peers cannot
+//! show: GOAWAY on shutdown and on idle, no request lost or run twice.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use keepwire::Body;
+use support::*;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+async fn echo(req: Request<Body>) -> Response<Body> {
+    let method = req.method().clone();
+    let body = req.into_body().collect(1 << 20).await.unwrap_or_default();
+    Response::builder()
+        // Connection-specific fields a handler might set out of HTTP/1
+        // habit: malformed in HTTP/2 (RFC 9113 §8.2.2), so never sent.
+        .header("connection", "keep-alive")
+        .header("keep-alive", "timeout=5")
+        .header("x-method", method.as_str())
+        .body(Body::from(format!("got {} bytes", body.len())))
+        .unwrap()
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_speaks_http2_with_prior_knowledge() {
+    let Some(curl) = require_tool("curl", "curl") else {
+        return;
+    };
+    let server = serve(|_| {}, echo);
+    let url = format!("http://{}/x", server.local_addr());
+    let out = run_tool(
+        &curl,
+        &args(&[
+            "-s",
+            "-i",
+            "--http2-prior-knowledge",
+            "--data",
+            "hello",
+            "-w",
+            "\n%{http_version}",
+            &url,
+        ]),
+        WAIT,
+    )
+    .await;
+    assert!(out.status.success(), "{}", out.stderr);
+    let text = out.stdout.to_ascii_lowercase();
+    assert!(text.starts_with("http/2 200"), "{text}");
+    assert!(text.ends_with("\n2"), "{text}");
+    assert!(text.contains("x-method: post"), "{text}");
+    assert!(text.contains("got 5 bytes"), "{text}");
+    assert!(
+        !text.contains("keep-alive"),
+        "connection-specific fields leaked: {text}"
+    );
+    assert!(!text.contains("\nconnection:"), "{text}");
+    // The same port still speaks HTTP/1.1.
+    let out = run_tool(&curl, &args(&["-s", "-w", "%{http_version}", &url]), WAIT).await;
+    assert!(out.stdout.ends_with("1.1"), "{}", out.stdout);
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2load_runs_without_errors() {
+    let Some(h2load) = require_tool("h2load", "nghttp2-client") else {
+        return;
+    };
+    let server = serve(|_| {}, echo);
+    let url = format!("http://{}/", server.local_addr());
+    let out = run_tool(
+        &h2load,
+        &args(&["-n", "2000", "-c", "4", "-m", "10", &url]),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("2000 total, 2000 started, 2000 done, 2000 succeeded, 0 failed, 0 errored"),
+        "{}",
+        out.stdout
+    );
+    stop(server).await;
+}
+
+async fn h2_client(
+    addr: std::net::SocketAddr,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    (send, tokio::spawn(conn))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_sends_goaway_and_finishes_what_it_took() {
+    let gate = Arc::new(Semaphore::new(0));
+    let ran = Arc::new(AtomicUsize::new(0));
+    let (g, r) = (gate.clone(), ran.clone());
+    let server = serve(
+        |c| c.shutdown_timeout = Duration::from_secs(5),
+        move |_req: Request<Body>| {
+            let (g, r) = (g.clone(), r.clone());
+            async move {
+                r.fetch_add(1, Ordering::SeqCst);
+                let _permit = g.acquire().await;
+                Response::new(Body::from("done"))
+            }
+        },
+    );
+    let addr = server.local_addr();
+    let (mut send, conn) = h2_client(addr).await;
+    // Five streams in flight on one connection.
+    let mut pending = Vec::new();
+    for i in 0..5 {
+        send = send.ready().await.unwrap();
+        let req = Request::get(format!("http://{addr}/{i}")).body(()).unwrap();
+        let (resp, _) = send.send_request(req, true).unwrap();
+        pending.push(resp);
+    }
+    eventually("five handlers running", WAIT, || {
+        ran.load(Ordering::SeqCst) == 5
+    })
+    .await;
+    let shutdown = tokio::spawn(server.shutdown());
+    // The server's GOAWAY arrives while the five are still running; then
+    // they are let go.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    gate.add_permits(5);
+    for resp in pending {
+        let resp = within("a response", WAIT, resp).await.expect("answered");
+        let mut body = resp.into_body();
+        let chunk = within("body", WAIT, body.data()).await.unwrap().unwrap();
+        assert_eq!(&chunk[..], b"done");
+    }
+    // A stream opened after GOAWAY is refused, never run.
+    if let Ok(mut s) = send.ready().await {
+        let req = Request::get(format!("http://{addr}/late"))
+            .body(())
+            .unwrap();
+        if let Ok((resp, _)) = s.send_request(req, true) {
+            assert!(within("late answer", WAIT, resp).await.is_err());
+        }
+    }
+    within("server stopped", Duration::from_secs(10), shutdown)
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = within("client connection ends", WAIT, conn).await;
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        5,
+        "no request ran twice or late"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_gets_goaway() {
+    let server = serve(|c| c.idle_timeout = Duration::from_millis(300), echo);
+    let addr = server.local_addr();
+    let (send, conn) = h2_client(addr).await;
+    let mut send = send.ready().await.unwrap();
+    let req = Request::get(format!("http://{addr}/")).body(()).unwrap();
+    let (resp, _) = send.send_request(req, true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200);
+    // Nothing more: the server says GOAWAY and the connection ends cleanly.
+    let ended = within("GOAWAY after the idle timeout", WAIT, conn).await;
+    assert!(ended.unwrap().is_ok(), "a clean GOAWAY, not an error");
+    stop(server).await;
+}
