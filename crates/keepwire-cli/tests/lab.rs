@@ -185,6 +185,19 @@ fn stale_connections_cost_the_naive_client_and_no_post_runs_twice() {
 }
 
 #[test]
+fn multiplexing_removes_head_of_line_blocking() {
+    need_root!();
+    let doc = lab(&["hol-blocking"]);
+    let r = rows(&doc, "hol-blocking");
+    // --quick: the first object takes 400 ms at the server.
+    let pipelined = v(&r, "pipelined", "others last ms");
+    let multiplexed = v(&r, "multiplexed", "others last ms");
+    assert!(pipelined >= 400.0, "behind the slow object: {r:?}");
+    assert!(multiplexed < 200.0, "beside it: {r:?}");
+    assert!(v(&r, "multiplexed", "slow object ms") >= 400.0, "{r:?}");
+}
+
+#[test]
 fn without_namespaces_the_relay_runs_and_says_approximate() {
     let doc = lab(&["--relay", "page-load"]);
     assert_eq!(doc["link_kind"], "approximate");
