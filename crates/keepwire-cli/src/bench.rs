@@ -69,8 +69,12 @@ pub struct BenchArgs {
     keep_alive: OnOff,
     /// Send HTTP/1.0 requests with `Connection: keep-alive` (as `ab -k` does): the
     /// connection persists only if the server answers with keep-alive too (R5.1).
-    #[arg(long = "http1.0")]
+    #[arg(long = "http1.0", conflicts_with = "http2")]
     http10: bool,
+    /// Speak HTTP/2 with prior knowledge (h2c, R4.5): --pipeline N then sets the
+    /// concurrent streams per connection (as h2load's -m does).
+    #[arg(long, conflicts_with = "rate")]
+    http2: bool,
     /// Requests kept in flight per connection (pipelining, R7); 1 is none.
     #[arg(long, default_value_t = 1, value_name = "DEPTH",
           value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -129,6 +133,9 @@ fn plan(args: &BenchArgs) -> Result<(Plan, String), String> {
         return Err("CONNECT cannot be benchmarked (it opens a tunnel)".into());
     }
     let keep_alive = args.keep_alive == OnOff::On;
+    if args.http2 && !keep_alive {
+        return Err("--http2 multiplexes one connection: --keep-alive off does not apply".into());
+    }
     if !keep_alive && args.pipeline > 1 {
         return Err(
             "--pipeline needs --keep-alive on (a closed connection carries one request)".into(),
@@ -189,10 +196,11 @@ fn plan(args: &BenchArgs) -> Result<(Plan, String), String> {
         |t| t as usize,
     );
     let threads = threads.min(args.connections as usize);
-    let mode = match (keep_alive, args.http10) {
-        (false, _) => "new connection per request".to_string(),
-        (true, true) => "HTTP/1.0 keep-alive".to_string(),
-        (true, false) => "keep-alive".to_string(),
+    let mode = match (keep_alive, args.http10, args.http2) {
+        (_, _, true) => format!("HTTP/2 (h2c), {} streams per connection", args.pipeline),
+        (false, _, _) => "new connection per request".to_string(),
+        (true, true, _) => "HTTP/1.0 keep-alive".to_string(),
+        (true, false, _) => "keep-alive".to_string(),
     };
     let length = match stop {
         Stop::Requests(n) => format!("{n} requests"),
@@ -202,7 +210,7 @@ fn plan(args: &BenchArgs) -> Result<(Plan, String), String> {
         "keepwire bench {url} ({addr}): {} connections, {threads} threads, {length}, {mode}",
         args.connections
     );
-    if args.pipeline > 1 {
+    if args.pipeline > 1 && !args.http2 {
         summary.push_str(&format!(", pipeline {}", args.pipeline));
     }
     if let Some(r) = args.rate {
@@ -220,6 +228,11 @@ fn plan(args: &BenchArgs) -> Result<(Plan, String), String> {
             close_each: !keep_alive,
             rate: args.rate,
             timeout: args.timeout,
+            http2: args.http2.then(|| bench::Http2Request {
+                uri: url.clone(),
+                headers: headers.clone(),
+                body: body.clone(),
+            }),
         },
         summary,
     ))

@@ -95,6 +95,17 @@ fn a_post_with_a_body_and_headers_is_sent_as_given() {
 }
 
 #[test]
+fn http2_runs_multiplexed_on_the_asked_connections() {
+    let s = serve();
+    let url = format!("http://{}/", s.addr);
+    let doc = bench_json(&["--http2", "-c", "2", "-n", "200", "--pipeline", "10", &url]);
+    assert_eq!(n(&doc, &["responses"]), 200.0, "{doc}");
+    assert_eq!(n(&doc, &["error_total"]), 0.0, "{doc}");
+    assert_eq!(n(&doc, &["connections"]), 2.0, "{doc}");
+    assert!(doc["summary"].as_str().unwrap().contains("HTTP/2"));
+}
+
+#[test]
 fn the_table_names_every_section() {
     let s = serve();
     let url = format!("http://{}/", s.addr);
@@ -145,6 +156,11 @@ fn bad_input_fails_with_the_cause() {
         (vec!["-d", "1s", "-n", "5", &url], "cannot be used with"),
         (vec!["-c", "0", &url], "0 is not in 1..=100000"),
         (vec!["--body-file", "/nonexistent/x", &url], "--body-file"),
+        (vec!["--http2", "--http1.0", &url], "cannot be used with"),
+        (
+            vec!["--http2", "--keep-alive", "off", &url],
+            "--keep-alive off does not apply",
+        ),
         (vec!["-n", "3", &closed], "no request succeeded (3 connect)"),
     ];
     for (args, want) in cases {

@@ -74,6 +74,20 @@ pub struct Plan {
     pub rate: Option<f64>,
     /// A connect, or a request without progress, fails after this long.
     pub timeout: Duration,
+    /// Speak HTTP/2 with prior knowledge (h2c) instead, `pipeline` streams
+    /// at once per connection (like h2load's `-m`); `request` is unused.
+    pub http2: Option<Http2Request>,
+}
+
+/// The request an HTTP/2 run sends (h2 builds its own frames per stream).
+#[derive(Debug, Clone)]
+pub struct Http2Request {
+    /// Absolute URI (scheme and authority become pseudo-header fields).
+    pub uri: Uri,
+    /// Header fields (no connection-specific ones: RFC 9113 §8.2.2).
+    pub headers: HeaderMap,
+    /// Body, sent in one DATA frame when not empty.
+    pub body: Bytes,
 }
 
 /// Serialises a request once, through the client's own encoder, so the bytes
@@ -638,6 +652,9 @@ enum End {
 
 impl Worker {
     async fn run(mut self) {
+        if self.shared.plan.http2.is_some() {
+            return Rc::new(self).run_h2().await;
+        }
         loop {
             match self.connection().await {
                 End::Done => break,
@@ -1012,4 +1029,159 @@ async fn write_all(stream: &TcpStream, mut data: &[u8]) -> io::Result<()> {
 /// Counts TIME_WAIT sockets to and at `addr` (Linux: `/proc/net/tcp{,6}`).
 pub fn time_wait(addr: SocketAddr) -> Result<TimeWait, String> {
     net::count_time_wait(addr).map_err(|e| format!("cannot count TIME_WAIT sockets: {e}"))
+}
+
+impl Worker {
+    /// HTTP/2 connections one after another, each carrying `pipeline`
+    /// concurrent streams until the run ends or the server ends it.
+    async fn run_h2(self: Rc<Self>) {
+        let plan = &self.shared.plan;
+        while self.shared.has_work() {
+            let t0 = Instant::now();
+            let tcp = match tokio::time::timeout(plan.timeout, TcpStream::connect(plan.addr)).await
+            {
+                Ok(Ok(s)) => s,
+                _ => {
+                    if self.shared.claim(1) == 1 {
+                        self.tally.borrow_mut().sent += 1;
+                        self.fail(ErrorKind::Connect, 1);
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let _ = net::tune_stream(&tcp);
+            {
+                let mut t = self.tally.borrow_mut();
+                t.connections += 1;
+                t.connect.saturating_record(nanos(t0.elapsed()));
+            }
+            let (send, conn) = match h2::client::handshake(tcp).await {
+                Ok(pair) => pair,
+                Err(e) => {
+                    if self.shared.claim(1) == 1 {
+                        self.tally.borrow_mut().sent += 1;
+                        self.fail(h2_error_kind(&e), 1);
+                    }
+                    continue;
+                }
+            };
+            let driver = tokio::task::spawn_local(conn);
+            let carried = Rc::new(std::cell::Cell::new(0u64));
+            let streams: Vec<_> = (0..plan.pipeline)
+                .map(|_| {
+                    tokio::task::spawn_local(self.clone().h2_stream(send.clone(), carried.clone()))
+                })
+                .collect();
+            for s in streams {
+                let _ = s.await;
+            }
+            driver.abort();
+            let mut t = self.tally.borrow_mut();
+            t.max_per_conn = t.max_per_conn.max(carried.get());
+        }
+    }
+
+    /// One stream slot: a request at a time until the run or the
+    /// connection ends.
+    async fn h2_stream(
+        self: Rc<Self>,
+        mut send: h2::client::SendRequest<Bytes>,
+        carried: Rc<std::cell::Cell<u64>>,
+    ) {
+        let plan = &self.shared.plan;
+        let Some(spec) = plan.http2.as_ref() else {
+            return;
+        };
+        loop {
+            if self.shared.claim(1) == 0 {
+                return;
+            }
+            send = match send.ready().await {
+                Ok(s) => s,
+                Err(_) => {
+                    // The connection is gone before this request left.
+                    self.shared.unclaim(1);
+                    return;
+                }
+            };
+            let mut req = http::Request::new(());
+            *req.method_mut() = plan.method.clone();
+            *req.uri_mut() = spec.uri.clone();
+            *req.headers_mut() = spec.headers.clone();
+            let written = Instant::now();
+            {
+                let mut t = self.tally.borrow_mut();
+                t.sent += 1;
+                t.bytes_written += spec.body.len() as u64;
+            }
+            let exchange = async {
+                let (resp, mut body_tx) = send.send_request(req, spec.body.is_empty())?;
+                if !spec.body.is_empty() {
+                    body_tx.send_data(spec.body.clone(), true)?;
+                }
+                let resp = resp.await?;
+                let first = Instant::now();
+                let status = resp.status().as_u16();
+                let mut body = resp.into_body();
+                let mut n = 0u64;
+                while let Some(chunk) = body.data().await {
+                    let chunk = chunk?;
+                    n += chunk.len() as u64;
+                    let _ = body.flow_control().release_capacity(chunk.len());
+                }
+                Ok::<_, h2::Error>((status, first, n))
+            };
+            match tokio::time::timeout(plan.timeout, exchange).await {
+                Ok(Ok((status, first, n))) => {
+                    let at = Instant::now();
+                    carried.set(carried.get() + 1);
+                    let mut t = self.tally.borrow_mut();
+                    t.responses += 1;
+                    t.bytes_read += n;
+                    t.statuses[usize::from(status).min(999)] += 1;
+                    t.latency.saturating_record(nanos(at - written));
+                    t.first_byte.saturating_record(nanos(first - written));
+                    t.last_done = Some(at);
+                    self.shared
+                        .progress
+                        .slot(self.thread)
+                        .responses
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Err(e)) if e.reason() == Some(h2::Reason::REFUSED_STREAM) => {
+                    // Refused (GOAWAY or the stream limit): never processed,
+                    // so it goes again (the multiplexed R8.3).
+                    self.shared.unclaim(1);
+                    let mut t = self.tally.borrow_mut();
+                    t.sent -= 1;
+                    t.resent += 1;
+                    return;
+                }
+                Ok(Err(e)) => {
+                    self.fail(h2_error_kind(&e), 1);
+                    if e.is_io() || e.is_go_away() {
+                        return;
+                    }
+                }
+                Err(_) => {
+                    self.fail(ErrorKind::Timeout, 1);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn h2_error_kind(e: &h2::Error) -> ErrorKind {
+    if let Some(io) = e.get_io() {
+        return ErrorKind::of_io(io);
+    }
+    if e.is_go_away() {
+        return ErrorKind::Closed;
+    }
+    if e.is_reset() {
+        return ErrorKind::Reset;
+    }
+    ErrorKind::Parse
 }

@@ -42,6 +42,7 @@ fn plan(addr: SocketAddr, version: Version, keep_alive: bool) -> Plan {
         close_each: !keep_alive,
         rate: None,
         timeout: Duration::from_secs(3),
+        http2: None,
     }
 }
 
@@ -383,4 +384,43 @@ async fn open_loop_charges_a_stall_to_every_request_it_delayed() {
     assert!(slow_open >= 10, "{slow_open} slow of {open:?}");
     // The schedule holds: 60 requests at 100/s take at least 0.59 s.
     assert!(open.elapsed >= Duration::from_millis(590), "{open:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_keeps_the_asked_streams_in_flight_on_one_connection() {
+    let (now, max) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (n2, m2) = (now.clone(), max.clone());
+    let server = serve(
+        |_| {},
+        move |_req: Request<Body>| {
+            let (now, max) = (n2.clone(), m2.clone());
+            async move {
+                let in_flight = now.fetch_add(1, Ordering::SeqCst) + 1;
+                max.fetch_max(in_flight, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                Response::new(Body::from("Hello, world!"))
+            }
+        },
+    );
+    let addr = server.local_addr();
+    let mut p = plan(addr, Version::HTTP_11, true);
+    p.connections = 1;
+    p.pipeline = 8;
+    p.stop = Stop::Requests(64);
+    p.http2 = Some(bench::Http2Request {
+        uri: format!("http://{addr}/").parse().unwrap(),
+        headers: HeaderMap::new(),
+        body: Bytes::new(),
+    });
+    let r = run(p).await;
+    assert_eq!(r.responses, 64, "{r:?}");
+    assert_eq!(r.error_total(), 0, "{r:?}");
+    assert_eq!(r.connections, 1, "multiplexed on one connection: {r:?}");
+    assert_eq!(
+        max.load(Ordering::SeqCst),
+        8,
+        "8 streams at once at the server"
+    );
+    stop(server).await;
 }

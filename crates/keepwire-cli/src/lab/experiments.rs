@@ -800,6 +800,7 @@ fn time_wait(lab: &Lab) -> Outcome {
             close_each: !keep_alive,
             rate: None,
             timeout: Duration::from_secs(10),
+            http2: None,
         };
         let origin_local = lab.origin_local;
         let server_before = lab
