@@ -62,6 +62,9 @@ pub struct GetArgs {
     /// first: its body names the sub-resources.
     #[arg(long, value_enum, default_value_t = Strategy::Persistent)]
     strategy: Strategy,
+    /// Use HTTP/2 with prior knowledge (h2c): the same as --strategy multiplexed.
+    #[arg(long, conflicts_with = "strategy")]
+    http2: bool,
     /// Connections per origin at most (parallel, persistent, pipelined; serial uses one).
     #[arg(short = 'n', long, default_value_t = 6, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -119,6 +122,9 @@ pub enum Strategy {
     /// Sub-resources split across N persistent connections, each sending up to
     /// --depth requests without waiting for the responses (R4.4, R7).
     Pipelined,
+    /// Every request at once as a stream on one HTTP/2 connection per origin
+    /// (h2c with prior knowledge, R4.5).
+    Multiplexed,
 }
 
 impl Strategy {
@@ -129,6 +135,7 @@ impl Strategy {
             Strategy::Parallel => "parallel",
             Strategy::Persistent => "persistent",
             Strategy::Pipelined => "pipelined",
+            Strategy::Multiplexed => "multiplexed",
         }
     }
 }
@@ -305,7 +312,10 @@ struct Fetched {
 }
 
 /// Runs `keepwire get`.
-pub fn run(args: GetArgs) -> Result<(), String> {
+pub fn run(mut args: GetArgs) -> Result<(), String> {
+    if args.http2 {
+        args.strategy = Strategy::Multiplexed;
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -338,6 +348,9 @@ fn client_config(strategy: Strategy, n: usize, timeout: Duration) -> ClientConfi
         }
         Strategy::Persistent | Strategy::Pipelined => {
             config.pool.max_per_origin = n;
+        }
+        Strategy::Multiplexed => {
+            config.http2_prior_knowledge = true;
         }
     }
     config
@@ -378,6 +391,7 @@ pub async fn load_page_quiet(
         output: None,
         page: true,
         strategy,
+        http2: false,
         connections,
         depth,
         waterfall: None,
@@ -508,7 +522,7 @@ fn summarize(run: &Run, args: &GetArgs, wall_ms: f64, metrics: &ClientMetrics) -
     let failed = run.records.iter().filter(|r| r.error.is_some()).count();
     Summary {
         strategy: args.strategy,
-        max_connections: if args.strategy == Strategy::Serial {
+        max_connections: if matches!(args.strategy, Strategy::Serial | Strategy::Multiplexed) {
             1
         } else {
             args.connections
@@ -636,7 +650,7 @@ impl Run {
                     self.finish(f);
                 }
             }
-            Strategy::Parallel | Strategy::Persistent => {
+            Strategy::Parallel | Strategy::Persistent | Strategy::Multiplexed => {
                 // All at once: the pool's cap (N) and queue decide who waits,
                 // as in a browser.
                 let mut set = JoinSet::new();

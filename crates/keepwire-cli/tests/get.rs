@@ -197,6 +197,15 @@ fn strategies_open_the_expected_connections() {
         );
         assert_eq!(r["pipelined"], i > 0, "sub-resources are pipelined: {r}");
     }
+
+    // R4.5: every sub-resource at once as a stream of one HTTP/2 connection.
+    let (doc, at_server) = load_page(&s, "multiplexed", "6");
+    assert_eq!((opened(&doc), at_server), (1, 1), "multiplexed");
+    assert!(
+        requests(&doc)
+            .iter()
+            .all(|r| r["version"] == "HTTP/2.0" && r["status"] == 200)
+    );
 }
 
 #[test]

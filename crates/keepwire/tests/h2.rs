@@ -181,3 +181,52 @@ async fn an_idle_http2_connection_gets_goaway() {
     assert!(ended.unwrap().is_ok(), "a clean GOAWAY, not an error");
     stop(server).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_multiplexes_on_one_connection_within_the_stream_limit() {
+    let (now, max) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (n2, m2) = (now.clone(), max.clone());
+    let server = serve(
+        |c| c.http2_max_streams = 4,
+        move |_req: Request<Body>| {
+            let (now, max) = (n2.clone(), m2.clone());
+            async move {
+                let in_flight = now.fetch_add(1, Ordering::SeqCst) + 1;
+                max.fetch_max(in_flight, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                Response::new(Body::from("hi"))
+            }
+        },
+    );
+    let client = keepwire::Client::new(keepwire::ClientConfig {
+        http2_prior_knowledge: true,
+        ..Default::default()
+    });
+    let url = format!("http://{}/", server.local_addr());
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let (c, u) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let resp = c.get(&u).await.expect("response");
+            assert_eq!(resp.version(), http::Version::HTTP_2);
+            let meta = *resp.extensions().get::<keepwire::RequestMeta>().unwrap();
+            let body = resp.into_body().collect(1024).await.unwrap();
+            assert_eq!(&body[..], b"hi");
+            meta.conn.id
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        ids.insert(within("a multiplexed GET", WAIT, t).await.unwrap());
+    }
+    assert_eq!(ids.len(), 1, "one connection for the origin");
+    assert_eq!(
+        client.metrics().connections_opened.load(Ordering::SeqCst),
+        1
+    );
+    // SETTINGS_MAX_CONCURRENT_STREAMS 4 was honoured.
+    let seen = max.load(Ordering::SeqCst);
+    assert!((2..=4).contains(&seen), "{seen} streams at once");
+    stop(server).await;
+}

@@ -16,6 +16,7 @@
 
 pub(crate) mod conn;
 pub mod connect;
+mod h2;
 mod pipeline;
 pub mod pool;
 pub mod retry;
@@ -71,6 +72,9 @@ pub enum ClientError {
     /// The request body failed.
     #[error("{0}")]
     Body(BodyError),
+    /// The HTTP/2 connection or stream failed.
+    #[error("HTTP/2: {0}")]
+    Http2(::h2::Error),
 }
 
 impl ClientError {
@@ -154,6 +158,9 @@ pub struct ClientConfig {
     /// Keep response header-name spelling (a `HeaderCase` response
     /// extension), for proxies.
     pub preserve_header_case: bool,
+    /// Speak HTTP/2 with prior knowledge (h2c): one multiplexed connection
+    /// per origin instead of the pool (R4.5).
+    pub http2_prior_knowledge: bool,
 }
 
 impl Default for ClientConfig {
@@ -170,6 +177,7 @@ impl Default for ClientConfig {
                 ..Limits::default()
             },
             preserve_header_case: false,
+            http2_prior_knowledge: false,
         }
     }
 }
@@ -177,6 +185,7 @@ impl Default for ClientConfig {
 struct Inner {
     config: ClientConfig,
     pool: Pool,
+    h2: h2::H2Conns,
     resolver: Resolver,
     metrics: ClientMetrics,
     next_id: AtomicU64,
@@ -201,6 +210,7 @@ impl Client {
         Client {
             inner: Arc::new(Inner {
                 pool: Pool::new(config.pool.clone()),
+                h2: h2::H2Conns::default(),
                 resolver: Resolver::new(config.dns_ttl),
                 config,
                 metrics: ClientMetrics::default(),
@@ -262,6 +272,9 @@ impl Client {
         payload: Bytes,
         mut fresh: bool,
     ) -> Result<Response<Body>, ClientError> {
+        if self.inner.config.http2_prior_knowledge {
+            return self.send_h2(origin, head, payload).await;
+        }
         let started = Instant::now();
         if self.inner.config.close_after_each {
             head.headers
