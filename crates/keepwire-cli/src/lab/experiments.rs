@@ -45,7 +45,7 @@ pub struct Experiment {
 pub const ALL: [Experiment; 8] = [
     Experiment {
         id: "page-load",
-        title: "a page of 12 objects: serial, parallel, persistent, pipelined",
+        title: "a page of 12 objects: serial, parallel, persistent, pipelined, multiplexed",
         rules: "R4",
         run: page_load,
     },
@@ -445,7 +445,7 @@ fn page_load(lab: &Lab) -> Outcome {
     let n = PAGE_OBJECTS as f64;
     let wave = |c: f64| (n / c).ceil();
     // (label, strategy, connections, model wall in RTTs, model connections)
-    let strategies: [(&str, Strategy, u16, f64, f64); 6] = [
+    let strategies: [(&str, Strategy, u16, f64, f64); 7] = [
         ("serial", Strategy::Serial, 1, 2.0 * (n + 1.0), n + 1.0),
         (
             "parallel 4",
@@ -479,6 +479,8 @@ fn page_load(lab: &Lab) -> Outcome {
         ),
         // Connect, the page, then every object in one round trip.
         ("pipelined 1", Strategy::Pipelined, 1, 3.0, 1.0),
+        // The same round trips as pipelining, without its ordering (R4.5).
+        ("multiplexed (HTTP/2)", Strategy::Multiplexed, 1, 3.0, 1.0),
     ];
     let url: http::Uri = format!("http://{}/", lab.origin)
         .parse()
@@ -540,7 +542,8 @@ fn page_load(lab: &Lab) -> Outcome {
     let ordered = w("pipelined 1") < w("persistent 1")
         && w("persistent 1") < w("serial")
         && w("parallel 6") < w("serial")
-        && w("persistent 6") < w("persistent 1");
+        && w("persistent 6") < w("persistent 1")
+        && w("multiplexed (HTTP/2)") < w("persistent 1");
     let within: Vec<String> = ["serial", "persistent 1", "pipelined 1"]
         .iter()
         .filter_map(|k| {

@@ -244,7 +244,14 @@ async fn stream_task(
                         Some(Err(e)) => return Err(e),
                         None => return Ok(()),
                     };
-                    send.send_data(data.split_to(n.min(data.len())), false)?;
+                    let chunk = data.split_to(n.min(data.len()));
+                    // The last bytes carry END_STREAM themselves: one frame
+                    // (and often one segment) fewer per response.
+                    let last = data.is_empty() && body.is_end_stream();
+                    send.send_data(chunk, last)?;
+                    if last {
+                        return Ok(());
+                    }
                 }
             }
             Err(frame) => {
