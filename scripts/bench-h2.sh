@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# HTTP/2 benchmark (docs/BENCHMARKS.md, issue 9, cleartext part): h2load
+# -c10 -m10 against keepwire's hello example and nginx (`listen ... http2`),
+# both HTTP/2 with prior knowledge (h2c; TLS is not in keepwire yet), server
+# on CPU 0 with one worker, h2load on CPU 1, REPS × DUR each, in one run.
+# Reported: req/s (median, min–max), server CPU µs/req, p50/p99 of request
+# time from h2load's per-request log.
+#
+#   bash scripts/bench-h2.sh
+#   REPS=1 DUR=5 bash scripts/bench-h2.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPS=${REPS:-3}
+DUR=${DUR:-10}
+for t in nginx h2load taskset python3; do
+  command -v "$t" >/dev/null || { echo "bench-h2: $t missing (nghttp2-client has h2load)" >&2; exit 2; }
+done
+cargo build --release -p keepwire --example hello >/dev/null
+work=$(mktemp -d)
+chmod 755 "$work"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+P_NGX=$(port); P_KW=$(port)
+mkdir -p "$work/tmp"
+cat > "$work/nginx.conf" <<NGX
+worker_processes 1;
+daemon off;
+master_process on;
+pid $work/nginx.pid;
+error_log $work/error.log warn;
+events { worker_connections 10240; }
+http {
+  access_log off;
+  default_type text/plain;
+  keepalive_requests 1000000;
+  http2_max_requests 1000000;
+  client_body_temp_path $work/tmp;
+  server { listen 127.0.0.1:$P_NGX http2; location / { return 200 "Hello, world!"; } }
+}
+NGX
+taskset -c 0 nginx -c "$work/nginx.conf" -p "$work/" 2>/dev/null & pids+=($!)
+taskset -c 0 target/release/examples/hello --listen "127.0.0.1:$P_KW" --threads 1 & pids+=($!)
+sleep 0.7
+ngx_worker=$(pgrep -P "${pids[0]}" | head -1)
+kw_pid=${pids[1]}
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
+
+results="$work/results.txt"
+: > "$results"
+for rep in $(seq 1 "$REPS"); do
+  for target in keepwire nginx; do
+    if [ "$target" = keepwire ]; then p=$P_KW; pid=$kw_pid; else p=$P_NGX; pid=$ngx_worker; fi
+    log="$work/$target-$rep.log"
+    c0=$(cpu "$pid")
+    taskset -c 1 h2load -c10 -m10 -D "$DUR" --log-file="$log" "http://127.0.0.1:$p/" > "$work/$target-$rep.out" 2>&1 || true
+    c1=$(cpu "$pid")
+    echo "$target $rep $((c1 - c0)) $work/$target-$rep.out $log" >> "$results"
+    sleep 1
+  done
+done
+
+python3 - "$results" "$TICK" <<'PY'
+import re, statistics, sys
+tick = int(sys.argv[2])
+rows = {}
+for line in open(sys.argv[1]):
+    target, rep, ticks, out, log = line.split()
+    text = open(out).read()
+    done = int(re.search(r"(\d+) succeeded", text).group(1))
+    failed = int(re.search(r"(\d+) failed", text).group(1))
+    errored = int(re.search(r"(\d+) errored", text).group(1))
+    rps = float(re.search(r"([\d.]+) req/s", text).group(1))
+    # h2load --log-file: start time, status, request time in microseconds.
+    times = sorted(int(l.split()[2]) for l in open(log) if len(l.split()) >= 3)
+    p = lambda q: times[min(len(times) - 1, int(q * len(times)))] if times else 0
+    rows.setdefault(target, []).append((rps, int(ticks) / tick * 1e6 / max(done, 1), p(0.5), p(0.99), failed + errored))
+print("| server | req/s | server CPU µs/req | p50 µs | p99 µs | failed+errored |")
+print("|---|---|---|---|---|---|")
+for target, vals in rows.items():
+    cols = list(zip(*vals))
+    med = [statistics.median(c) for c in cols]
+    print(f"| {target} | {med[0]:,.0f} ({min(cols[0]):,.0f}–{max(cols[0]):,.0f}) | {med[1]:.2f} | {med[2]:.0f} | {med[3]:.0f} | {sum(cols[4])} |")
+PY
