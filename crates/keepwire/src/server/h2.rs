@@ -34,6 +34,10 @@ use super::{ConnInfo, Handler, Shared};
 use crate::body::Body;
 use crate::metrics::CloseReason;
 
+/// Bodies up to this size are queued whole, without waiting for a window
+/// grant (the initial stream window is 65,535 bytes).
+const SMALL_BODY: usize = 16 * 1024;
+
 /// The client connection preface (RFC 9113 §3.4).
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -237,6 +241,12 @@ async fn stream_task(
         };
         match frame.into_data() {
             Ok(mut data) => {
+                // A small body goes out with its HEADERS in the same turn:
+                // waiting for a capacity grant first would write each
+                // response's DATA in a later, separate segment.
+                if data.len() <= SMALL_BODY && body.is_end_stream() {
+                    return send.send_data(data, true);
+                }
                 while !data.is_empty() {
                     send.reserve_capacity(data.len());
                     let n = match poll_fn(|cx| send.poll_capacity(cx)).await {
