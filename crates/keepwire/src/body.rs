@@ -165,6 +165,31 @@ impl BodySender {
     }
 }
 
+impl Body {
+    /// The body of an HTTP/2 stream. Flow-control capacity goes back to the
+    /// peer as the reader takes the data, so a slow reader slows the
+    /// sender instead of filling memory.
+    pub(crate) fn from_h2(mut recv: h2::RecvStream) -> Body {
+        if recv.is_end_stream() {
+            return Body::empty();
+        }
+        let (tx, body) = Body::channel(8);
+        tokio::spawn(async move {
+            while let Some(chunk) = recv.data().await {
+                let Ok(chunk) = chunk else {
+                    tx.abort().await;
+                    return;
+                };
+                let _ = recv.flow_control().release_capacity(chunk.len());
+                if tx.send(chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        body
+    }
+}
+
 impl http_body::Body for Body {
     type Data = Bytes;
     type Error = BodyError;

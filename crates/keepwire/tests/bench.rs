@@ -388,21 +388,7 @@ async fn open_loop_charges_a_stall_to_every_request_it_delayed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_keeps_the_asked_streams_in_flight_on_one_connection() {
-    let (now, max) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let (n2, m2) = (now.clone(), max.clone());
-    let server = serve(
-        |_| {},
-        move |_req: Request<Body>| {
-            let (now, max) = (n2.clone(), m2.clone());
-            async move {
-                let in_flight = now.fetch_add(1, Ordering::SeqCst) + 1;
-                max.fetch_max(in_flight, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                now.fetch_sub(1, Ordering::SeqCst);
-                Response::new(Body::from("Hello, world!"))
-            }
-        },
-    );
+    let (server, max) = serve_counting(|_| {}, "Hello, world!");
     let addr = server.local_addr();
     let mut p = plan(addr, Version::HTTP_11, true);
     p.connections = 1;

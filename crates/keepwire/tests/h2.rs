@@ -184,21 +184,7 @@ async fn an_idle_http2_connection_gets_goaway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_multiplexes_on_one_connection_within_the_stream_limit() {
-    let (now, max) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let (n2, m2) = (now.clone(), max.clone());
-    let server = serve(
-        |c| c.http2_max_streams = 4,
-        move |_req: Request<Body>| {
-            let (now, max) = (n2.clone(), m2.clone());
-            async move {
-                let in_flight = now.fetch_add(1, Ordering::SeqCst) + 1;
-                max.fetch_max(in_flight, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                now.fetch_sub(1, Ordering::SeqCst);
-                Response::new(Body::from("hi"))
-            }
-        },
-    );
+    let (server, max) = serve_counting(|c| c.http2_max_streams = 4, "hi");
     let client = keepwire::Client::new(keepwire::ClientConfig {
         http2_prior_knowledge: true,
         ..Default::default()

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::conn::ConnMeta;
 use super::pool::Origin;
-use super::{Client, ClientError, RequestMeta, Timings, connect};
+use super::{Client, ClientError, RequestMeta, Timings};
 use crate::body::Body;
 
 /// An open HTTP/2 connection.
@@ -120,25 +120,8 @@ impl Client {
             Err(_) => return Err((false, ClientError::Timeout("waiting for the response"))),
         };
         timings.first_byte = started.elapsed();
-        let (mut parts, mut recv) = resp.into_parts();
-        let body = if recv.is_end_stream() {
-            Body::empty()
-        } else {
-            let (tx, body) = Body::channel(8);
-            tokio::spawn(async move {
-                while let Some(chunk) = recv.data().await {
-                    let Ok(chunk) = chunk else {
-                        tx.abort().await;
-                        return;
-                    };
-                    let _ = recv.flow_control().release_capacity(chunk.len());
-                    if tx.send(chunk).await.is_err() {
-                        return;
-                    }
-                }
-            });
-            body
-        };
+        let (mut parts, recv) = resp.into_parts();
+        let body = Body::from_h2(recv);
         let index = conn.requests.fetch_add(1, Relaxed);
         if !new {
             self.inner.metrics.reused.fetch_add(1, Relaxed);
@@ -159,7 +142,6 @@ impl Client {
         origin: &Origin,
         timings: &mut Timings,
     ) -> Result<(H2Conn, bool), ClientError> {
-        let cfg = &self.inner.config;
         // Held across the connect: concurrent first requests share one
         // connection instead of racing to open several.
         let mut map = self.inner.h2.map.lock().await;
@@ -168,20 +150,8 @@ impl Client {
         {
             return Ok((c.clone(), false));
         }
-        let t = Instant::now();
-        let (addrs, _) = self
-            .inner
-            .resolver
-            .resolve(&origin.host, origin.port)
-            .await
-            .map_err(ClientError::Resolve)?;
-        timings.dns = Some(t.elapsed());
-        let t = Instant::now();
-        let stream = connect::happy_eyeballs(&addrs, connect::ATTEMPT_DELAY, cfg.connect_timeout)
-            .await
-            .map_err(ClientError::Connect)?;
+        let stream = self.open_tcp(origin, timings).await?;
         let _ = stream.set_nodelay(true);
-        timings.connect = Some(t.elapsed());
         let meta = ConnMeta {
             id: self.inner.next_id.fetch_add(1, Relaxed) + 1,
             local: stream.local_addr().map_err(ClientError::Connect)?,

@@ -427,12 +427,13 @@ impl Client {
         Ok(resp)
     }
 
-    async fn connect(
+    /// Resolves `origin` and opens a TCP connection to it (Happy Eyeballs),
+    /// recording the DNS and connect phases.
+    pub(crate) async fn open_tcp(
         &self,
         origin: &Origin,
-        started: Instant,
         timings: &mut Timings,
-    ) -> Result<ClientConn, ClientError> {
+    ) -> Result<tokio::net::TcpStream, ClientError> {
         let cfg = &self.inner.config;
         let t = Instant::now();
         let (addrs, _cached) = self
@@ -447,6 +448,17 @@ impl Client {
             .await
             .map_err(ClientError::Connect)?;
         timings.connect = Some(t.elapsed());
+        Ok(stream)
+    }
+
+    async fn connect(
+        &self,
+        origin: &Origin,
+        started: Instant,
+        timings: &mut Timings,
+    ) -> Result<ClientConn, ClientError> {
+        let cfg = &self.inner.config;
+        let stream = self.open_tcp(origin, timings).await?;
         let _ = started;
         let id = self.inner.next_id.fetch_add(1, Relaxed) + 1;
         self.inner.metrics.connections_opened.fetch_add(1, Relaxed);

@@ -188,27 +188,9 @@ async fn stream_task(
     handler: Arc<dyn Handler>,
     info: ConnInfo,
 ) -> Result<(), h2::Error> {
-    let (parts, mut recv) = req.into_parts();
+    let (parts, recv) = req.into_parts();
     let head_only = parts.method == Method::HEAD;
-    let body = if recv.is_end_stream() {
-        Body::empty()
-    } else {
-        let (tx, body) = Body::channel(4);
-        tokio::spawn(async move {
-            while let Some(chunk) = recv.data().await {
-                let Ok(chunk) = chunk else {
-                    tx.abort().await;
-                    return;
-                };
-                // The window opens as the handler takes the data.
-                let _ = recv.flow_control().release_capacity(chunk.len());
-                if tx.send(chunk).await.is_err() {
-                    return;
-                }
-            }
-        });
-        body
-    };
+    let body = Body::from_h2(recv);
     let mut req = Request::from_parts(parts, body);
     req.extensions_mut().insert(info);
     let resp: Response<Body> = handler.call(req).await;

@@ -791,3 +791,26 @@ impl Nginx {
             .collect()
     }
 }
+
+/// A server whose handler holds each request 20 ms and records the most
+/// requests it ever ran at once (streams or pipelined requests in flight).
+pub fn serve_counting(
+    configure: impl FnOnce(&mut Config),
+    body: &'static str,
+) -> (ServerHandle, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let (now, max) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let seen = max.clone();
+    let server = serve(configure, move |_req: http::Request<keepwire::Body>| {
+        let (now, max) = (now.clone(), max.clone());
+        async move {
+            let in_flight = now.fetch_add(1, SeqCst) + 1;
+            max.fetch_max(in_flight, SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            now.fetch_sub(1, SeqCst);
+            http::Response::new(keepwire::Body::from(body))
+        }
+    });
+    (server, seen)
+}
