@@ -817,10 +817,17 @@ fn time_wait(lab: &Lab) -> Outcome {
                 Arc::new(AtomicBool::new(false)),
             )
         });
-        let server_after = lab
-            .link
-            .server
-            .blocking(move || count_time_wait(origin_local).map(|t| t.server).unwrap_or(0));
+        // The server's last closes reach TIME_WAIT a round trip later.
+        let server_after = lab.link.server.blocking(move || {
+            let settle = Instant::now() + Duration::from_secs(3);
+            loop {
+                let now = count_time_wait(origin_local).unwrap_or_default();
+                if now.closing == 0 || Instant::now() >= settle {
+                    return now.server;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
         let label = if keep_alive {
             format!("persistent ({c} connections)")
         } else {
