@@ -17,14 +17,17 @@ use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
+use futures_util::FutureExt;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::{Method, Request, Response};
 use http_body::Body as _;
 use http_body_util::BodyExt;
+use std::future::Future;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -47,9 +50,31 @@ pub(crate) fn is_preface(buf: &[u8]) -> bool {
 }
 
 /// The socket with the bytes the HTTP/1 driver already read in front.
+///
+/// Writes cork the socket (TCP_CORK) and the connection loop uncorks once
+/// per turn: the `h2` crate writes every DATA frame separately, and twelve
+/// small responses as twelve segments overrun an initial congestion window
+/// of ten packets, costing a round trip (R2.2). Corked, a turn's frames
+/// leave as few full segments.
 pub(crate) struct Prefixed {
     prefix: Bytes,
     stream: TcpStream,
+    corked: Arc<AtomicBool>,
+}
+
+impl Prefixed {
+    fn cork(&self) {
+        if !self.corked.swap(true, Relaxed) {
+            let _ = socket2::SockRef::from(&self.stream).set_tcp_cork(true);
+        }
+    }
+}
+
+/// Pushes out what a turn wrote (see [`Prefixed`]).
+fn uncork(corked: &AtomicBool, socket: &std::net::TcpStream) {
+    if corked.swap(false, Relaxed) {
+        let _ = socket2::SockRef::from(socket).set_tcp_cork(false);
+    }
 }
 
 impl AsyncRead for Prefixed {
@@ -74,6 +99,7 @@ impl AsyncWrite for Prefixed {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.cork();
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
@@ -82,6 +108,7 @@ impl AsyncWrite for Prefixed {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.cork();
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
@@ -109,13 +136,31 @@ pub(crate) async fn serve(
     mut stop: watch::Receiver<bool>,
 ) -> (CloseReason, u64) {
     let cfg = &shared.config;
-    let io = Prefixed { prefix, stream };
+    // A second handle on the socket to uncork it while h2 owns the stream.
+    let (stream, corker) = match stream.into_std().and_then(|s| {
+        let dup = s.try_clone()?;
+        Ok((TcpStream::from_std(s)?, dup))
+    }) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(conn = info.id, error = %e, "h2: cannot share the socket");
+            return (CloseReason::Error, 0);
+        }
+    };
+    let corked = Arc::new(AtomicBool::new(false));
+    let io = Prefixed {
+        prefix,
+        stream,
+        corked: corked.clone(),
+    };
     let mut builder = h2::server::Builder::new();
     builder
         .max_concurrent_streams(cfg.http2_max_streams)
         .max_header_list_size(cfg.limits.max_head_bytes as u32)
         .max_send_buffer_size(256 * 1024);
-    let mut conn = match tokio::time::timeout(cfg.header_timeout, builder.handshake(io)).await {
+    let handshake = tokio::time::timeout(cfg.header_timeout, builder.handshake(io)).await;
+    uncork(&corked, &corker);
+    let mut conn = match handshake {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             tracing::debug!(conn = info.id, error = %e, "h2 handshake failed");
@@ -128,24 +173,49 @@ pub(crate) async fn serve(
     let mut idle_since = Instant::now();
     let mut closing: Option<CloseReason> = None;
     let mut shutdown_deadline = None;
+    // Streams run in this task, like the HTTP/1 driver's pipeline: every
+    // response that is ready in one turn is queued before the connection is
+    // polled again and flushes, so a burst of answers leaves in one write
+    // (one segment per response would overrun the congestion window).
+    let mut streams: FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> =
+        FuturesUnordered::new();
     loop {
         let idle_at = idle_since + cfg.idle_timeout;
         let shutdown_at =
             shutdown_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
         tokio::select! {
-            next = conn.accept() => match next {
-                Some(Ok((req, respond))) => {
-                    requests += 1;
-                    shared.metrics.requests.fetch_add(1, Relaxed);
-                    active.fetch_add(1, Relaxed);
-                    let info = ConnInfo { request_index: requests, ..info };
-                    let (handler, active) = (handler.clone(), active.clone());
-                    tokio::spawn(async move {
-                        if let Err(e) = stream_task(req, respond, handler, info).await {
-                            tracing::debug!(error = %e, "h2 stream ended early");
+            biased;
+            Some(()) = streams.next(), if !streams.is_empty() => {}
+            // Every poll of the connection may write: uncork before the
+            // task sleeps.
+            next = poll_fn(|cx| {
+                let polled = conn.poll_accept(cx);
+                uncork(&corked, &corker);
+                polled
+            }) => match next {
+                Some(Ok(first)) => {
+                    // Take every stream that already arrived before running
+                    // any: their answers then leave together.
+                    let mut next = Some(first);
+                    while let Some((req, respond)) = next.take() {
+                        requests += 1;
+                        shared.metrics.requests.fetch_add(1, Relaxed);
+                        active.fetch_add(1, Relaxed);
+                        let info = ConnInfo { request_index: requests, ..info };
+                        let (handler, active) = (handler.clone(), active.clone());
+                        streams.push(Box::pin(async move {
+                            if let Err(e) = stream_task(req, respond, handler, info).await {
+                                tracing::debug!(error = %e, "h2 stream ended early");
+                            }
+                            active.fetch_sub(1, Relaxed);
+                        }));
+                        if let Some(Some(Ok(more))) =
+                            poll_fn(|cx| conn.poll_accept(cx)).now_or_never()
+                        {
+                            next = Some(more);
                         }
-                        active.fetch_sub(1, Relaxed);
-                    });
+                    }
+                    uncork(&corked, &corker);
                 }
                 Some(Err(e)) => {
                     tracing::debug!(conn = info.id, error = %e, "h2 connection error");
