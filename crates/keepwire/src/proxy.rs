@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, VIA};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use ipnet::IpNet;
 use keepwire_proto::hop::{self, is_idempotent, strip_hop_by_hop};
 use tokio::io::AsyncWriteExt;
@@ -329,10 +329,13 @@ impl Proxy {
             );
         }
         // Loop detection: our own name in Via means the request came round.
-        let me = &self.via;
+        // Entries are `PROTOCOL-VERSION RECEIVED-BY`: ours whatever version.
+        let name = self.config.via_name.as_str();
         if req.headers().get_all(VIA).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.split(',').any(|e| e.trim().as_bytes() == me.as_bytes()))
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|e| e.split_whitespace().nth(1) == Some(name))
+            })
         }) {
             return self.refuse(
                 StatusCode::LOOP_DETECTED,
@@ -372,7 +375,21 @@ impl Proxy {
                 .headers
                 .insert(CONNECTION, HeaderValue::from_static("upgrade"));
         }
-        parts.headers.append(VIA, me.clone());
+        // RFC 9110 §7.6.3: the version this request was received with.
+        let me = match parts.version {
+            Version::HTTP_11 => self.via.clone(),
+            v => {
+                let token = match v {
+                    Version::HTTP_09 => "0.9",
+                    Version::HTTP_10 => "1.0",
+                    Version::HTTP_2 => "2",
+                    _ => "3",
+                };
+                HeaderValue::from_str(&format!("{token} {name}"))
+                    .unwrap_or_else(|_| self.via.clone())
+            }
+        };
+        parts.headers.append(VIA, me);
         if let Some(authority) = &forward_authority
             && let Ok(v) = HeaderValue::from_str(authority)
         {

@@ -1512,3 +1512,43 @@ async fn http10_client_gets_a_chunked_origin_body_without_chunk_framing() {
     assert_eq!(r.text(), "hello world");
     assert_ne!(r.framing, Framing::Chunked, "chunked to HTTP/1.0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_is_proxied_to_an_http1_origin_with_via_2() {
+    // The origin echoes the Via it received and the version it was spoken to.
+    let origin = serve(
+        |_| {},
+        |req: http::Request<Body>| async move {
+            let via = req
+                .headers()
+                .get("via")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            Response::new(Body::from(format!("{via}|{:?}", req.version())))
+        },
+    );
+    let front = Front::start(reverse(origin.local_addr(), ReusePolicy::Always));
+    let tcp = tokio::net::TcpStream::connect(front.addr()).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut send = send.ready().await.unwrap();
+    let req = http::Request::get(format!("http://{}/x", front.addr()))
+        .body(())
+        .unwrap();
+    let (resp, _) = send.send_request(req, true).unwrap();
+    let resp = within("the proxied h2 response", WAIT, resp).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // The response crossed an HTTP/1.1 hop: its Via says 1.1.
+    assert_eq!(resp.headers()["via"], "1.1 keepwire");
+    let mut body = resp.into_body();
+    let mut text = Vec::new();
+    while let Some(chunk) = body.data().await {
+        text.extend_from_slice(&chunk.unwrap());
+    }
+    // RFC 9110 §7.6.3: the request was received over HTTP/2 and forwarded
+    // over HTTP/1.1 (connection-specific fields made no sense in h2 anyway).
+    assert_eq!(String::from_utf8(text).unwrap(), "2 keepwire|HTTP/1.1");
+    stop(front.server).await;
+    stop(origin).await;
+}
