@@ -31,7 +31,7 @@ impl Drop for Running {
 }
 
 /// Starts `keepwire ARGS` and reads the bound address from its first stderr
-/// line (`... listening on http://ADDR/ ...`), waiting at most [`WAIT`].
+/// line (`... listening on http://ADDR/ ...` or `https://`), waiting at most [`WAIT`].
 pub fn start(args: &[&str]) -> Running {
     let mut child = Command::new(BIN)
         .args(args)
@@ -57,7 +57,7 @@ pub fn start(args: &[&str]) -> Running {
         }
     };
     let addr = first_line
-        .split("http://")
+        .split("://")
         .nth(1)
         .and_then(|rest| rest.split('/').next())
         .and_then(|a| a.parse().ok());

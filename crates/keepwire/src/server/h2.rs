@@ -62,6 +62,12 @@ pub(crate) struct Prefixed {
     corked: Arc<AtomicBool>,
 }
 
+/// The second handle a connection loop uncorks with.
+struct Cork {
+    corked: Arc<AtomicBool>,
+    socket: std::net::TcpStream,
+}
+
 impl Prefixed {
     fn cork(&self) {
         if !self.corked.swap(true, Relaxed) {
@@ -71,9 +77,11 @@ impl Prefixed {
 }
 
 /// Pushes out what a turn wrote (see [`Prefixed`]).
-fn uncork(corked: &AtomicBool, socket: &std::net::TcpStream) {
-    if corked.swap(false, Relaxed) {
-        let _ = socket2::SockRef::from(socket).set_tcp_cork(false);
+fn uncork(cork: Option<&Cork>) {
+    if let Some(c) = cork
+        && c.corked.swap(false, Relaxed)
+    {
+        let _ = socket2::SockRef::from(&c.socket).set_tcp_cork(false);
     }
 }
 
@@ -133,9 +141,8 @@ pub(crate) async fn serve(
     info: ConnInfo,
     shared: &Shared,
     handler: Arc<dyn Handler>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> (CloseReason, u64) {
-    let cfg = &shared.config;
     // A second handle on the socket to uncork it while h2 owns the stream.
     let (stream, corker) = match stream.into_std().and_then(|s| {
         let dup = s.try_clone()?;
@@ -153,13 +160,85 @@ pub(crate) async fn serve(
         stream,
         corked: corked.clone(),
     };
+    let cork = Cork {
+        corked,
+        socket: corker,
+    };
+    serve_io(io, Some(cork), info, shared, handler, stop).await
+}
+
+/// Serves HTTP/2 on a TLS connection (ALPN `h2`); a client that did not
+/// ask for h2 gets a 505 that says why.
+pub(crate) async fn serve_tls(
+    stream: TcpStream,
+    tls: Arc<rustls::ServerConfig>,
+    info: ConnInfo,
+    shared: &Shared,
+    handler: Arc<dyn Handler>,
+    stop: watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cfg = &shared.config;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let mut tls = match tokio::time::timeout(cfg.header_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(conn = info.id, error = %e, "TLS handshake failed");
+            shared.metrics.closed(CloseReason::Error, 0);
+            return;
+        }
+        Err(_) => {
+            shared.metrics.closed(CloseReason::Timeout, 0);
+            return;
+        }
+    };
+    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        let (reason, requests) = serve_io(tls, None, info, shared, handler, stop).await;
+        shared.metrics.closed(reason, requests);
+        return;
+    }
+    // No ALPN: read the request head (bounded), then say what we speak.
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = Instant::now() + cfg.header_timeout;
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+        match tokio::time::timeout_at(deadline, tls.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    let body = "keepwire: HTTP/1.1 over TLS is not supported yet; \
+                use HTTP/2 (ALPN h2, e.g. curl --http2)\n";
+    let answer = format!(
+        "HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tls.write_all(answer.as_bytes()).await;
+    let _ = tls.shutdown().await;
+    shared.metrics.closed(CloseReason::NotPersistent, 0);
+}
+
+/// Serves one HTTP/2 connection over any transport.
+async fn serve_io<T>(
+    io: T,
+    cork: Option<Cork>,
+    info: ConnInfo,
+    shared: &Shared,
+    handler: Arc<dyn Handler>,
+    mut stop: watch::Receiver<bool>,
+) -> (CloseReason, u64)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let cfg = &shared.config;
     let mut builder = h2::server::Builder::new();
     builder
         .max_concurrent_streams(cfg.http2_max_streams)
         .max_header_list_size(cfg.limits.max_head_bytes as u32)
         .max_send_buffer_size(256 * 1024);
     let handshake = tokio::time::timeout(cfg.header_timeout, builder.handshake(io)).await;
-    uncork(&corked, &corker);
+    uncork(cork.as_ref());
     let mut conn = match handshake {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
@@ -190,7 +269,7 @@ pub(crate) async fn serve(
             // task sleeps.
             next = poll_fn(|cx| {
                 let polled = conn.poll_accept(cx);
-                uncork(&corked, &corker);
+                uncork(cork.as_ref());
                 polled
             }) => match next {
                 Some(Ok(first)) => {
@@ -215,7 +294,7 @@ pub(crate) async fn serve(
                             next = Some(more);
                         }
                     }
-                    uncork(&corked, &corker);
+                    uncork(cork.as_ref());
                 }
                 Some(Err(e)) => {
                     tracing::debug!(conn = info.id, error = %e, "h2 connection error");

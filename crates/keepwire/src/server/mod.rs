@@ -147,6 +147,10 @@ pub struct Config {
     /// Concurrent streams per HTTP/2 connection (nginx
     /// `http2_max_concurrent_streams` is 128).
     pub http2_max_streams: u32,
+    /// Serve TLS on every listener (rustls). ALPN must offer `h2`: HTTP/2 is
+    /// what keepwire speaks over TLS for now; a client without ALPN gets a
+    /// 505 that says so.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for Config {
@@ -171,6 +175,7 @@ impl Default for Config {
             preserve_header_case: false,
             http2: true,
             http2_max_streams: 128,
+            tls: None,
         }
     }
 }
@@ -293,6 +298,11 @@ impl Server {
     /// The server's counters.
     pub fn metrics(&self) -> &ServerMetrics {
         &self.shared.metrics
+    }
+
+    /// The settings it was bound with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
     }
 
     /// A shareable handle to the counters (for an admin endpoint). It does
@@ -428,6 +438,16 @@ async fn start_connection(
         return;
     }
     let id = shared.next_id.fetch_add(1, Relaxed) + 1;
+    if let Some(tls) = shared.config.tls.clone() {
+        let info = ConnInfo {
+            id,
+            peer,
+            local: local.unwrap_or_else(|| stream.local_addr().unwrap_or(peer)),
+            request_index: 0,
+        };
+        h2::serve_tls(stream, tls, info, &shared, handler, stop).await;
+        return;
+    }
     conn::serve(stream, peer, local, id, &shared, handler, stop).await;
 }
 
