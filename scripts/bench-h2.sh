@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# HTTP/2 benchmark (docs/BENCHMARKS.md, issue 9, cleartext part): h2load
-# -c10 -m10 against keepwire's hello example and nginx (`listen ... http2`),
-# both HTTP/2 with prior knowledge (h2c; TLS is not in keepwire yet), server
-# on CPU 0 with one worker, h2load on CPU 1, REPS × DUR each, in one run.
+# HTTP/2 benchmark (docs/BENCHMARKS.md, issue 9): h2load -c10 -m10 against
+# keepwire and nginx (`listen ... http2`), server on CPU 0 with one worker,
+# h2load on CPU 1, REPS × DUR each, in one run.
+#   TLS=0 (default): HTTP/2 with prior knowledge (h2c); keepwire's hello example.
+#   TLS=1: HTTPS with ALPN h2, one self-signed ECDSA P-256 certificate (openssl)
+#          for both; keepwire serve --respond (14-byte body: it adds a newline).
 # Reported: req/s (median, min–max), server CPU µs/req, p50/p99 of request
 # time from h2load's per-request log.
 #
@@ -12,10 +14,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${REPS:-3}
 DUR=${DUR:-10}
-for t in nginx h2load taskset python3; do
+TLS=${TLS:-0}
+for t in nginx h2load taskset python3 openssl; do
   command -v "$t" >/dev/null || { echo "bench-h2: $t missing (nghttp2-client has h2load)" >&2; exit 2; }
 done
-cargo build --release -p keepwire --example hello >/dev/null
+cargo build --release -p keepwire --example hello -p keepwire-cli >/dev/null
 work=$(mktemp -d)
 chmod 755 "$work"
 pids=()
@@ -25,6 +28,12 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 
 P_NGX=$(port); P_KW=$(port)
 mkdir -p "$work/tmp"
+listen_extra=""; scheme=http
+if [ "$TLS" = 1 ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=localhost -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+  listen_extra="ssl"; scheme=https
+fi
 cat > "$work/nginx.conf" <<NGX
 worker_processes 1;
 daemon off;
@@ -38,11 +47,20 @@ http {
   keepalive_requests 1000000;
   http2_max_requests 1000000;
   client_body_temp_path $work/tmp;
-  server { listen 127.0.0.1:$P_NGX http2; location / { return 200 "Hello, world!"; } }
+  server {
+    listen 127.0.0.1:$P_NGX $listen_extra http2;
+    $( [ "$TLS" = 1 ] && echo "ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;" )
+    location / { return 200 "Hello, world!"; }
+  }
 }
 NGX
 taskset -c 0 nginx -c "$work/nginx.conf" -p "$work/" 2>/dev/null & pids+=($!)
-taskset -c 0 target/release/examples/hello --listen "127.0.0.1:$P_KW" --threads 1 & pids+=($!)
+if [ "$TLS" = 1 ]; then
+  taskset -c 0 target/release/keepwire serve --listen "127.0.0.1:$P_KW" --threads 1 --respond "Hello, world!" \
+    --max-requests 0 --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" 2>/dev/null & pids+=($!)
+else
+  taskset -c 0 target/release/examples/hello --listen "127.0.0.1:$P_KW" --threads 1 & pids+=($!)
+fi
 sleep 0.7
 ngx_worker=$(pgrep -P "${pids[0]}" | head -1)
 kw_pid=${pids[1]}
@@ -56,7 +74,7 @@ for rep in $(seq 1 "$REPS"); do
     if [ "$target" = keepwire ]; then p=$P_KW; pid=$kw_pid; else p=$P_NGX; pid=$ngx_worker; fi
     log="$work/$target-$rep.log"
     c0=$(cpu "$pid")
-    taskset -c 1 h2load -c10 -m10 -D "$DUR" --log-file="$log" "http://127.0.0.1:$p/" > "$work/$target-$rep.out" 2>&1 || true
+    taskset -c 1 h2load -c10 -m10 -D "$DUR" --log-file="$log" "$scheme://127.0.0.1:$p/" > "$work/$target-$rep.out" 2>&1 || true
     c1=$(cpu "$pid")
     echo "$target $rep $((c1 - c0)) $work/$target-$rep.out $log" >> "$results"
     sleep 1
