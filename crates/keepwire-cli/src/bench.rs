@@ -118,6 +118,13 @@ enum OnOff {
 /// Turns the flags into a plan, or says what is wrong with them.
 fn plan(args: &BenchArgs) -> Result<(Plan, String), String> {
     let url = parse_url(&args.url)?;
+    if url.scheme_str() == Some("https") {
+        return Err(
+            "https:// is not supported by keepwire bench yet (no TLS in the load \
+                    generator); use http://"
+                .into(),
+        );
+    }
     let authority = url.authority().ok_or("invalid URL: no host")?;
     let port = authority.port_u16().unwrap_or(80);
     let addr: SocketAddr = (authority.host().trim_matches(['[', ']']), port)

@@ -63,8 +63,16 @@ pub struct GetArgs {
     #[arg(long, value_enum, default_value_t = Strategy::Persistent)]
     strategy: Strategy,
     /// Use HTTP/2 with prior knowledge (h2c): the same as --strategy multiplexed.
+    /// (https:// URLs always use HTTP/2, by ALPN.)
     #[arg(long, conflicts_with = "strategy")]
     http2: bool,
+    /// https://: trust only the certificates in this PEM file.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    cacert: Option<PathBuf>,
+    /// https://: do not verify the server's certificate (for self-signed test
+    /// servers; gives up the authentication TLS exists for).
+    #[arg(short = 'k', long)]
+    insecure: bool,
     /// Connections per origin at most (parallel, persistent, pipelined; serial uses one).
     #[arg(short = 'n', long, default_value_t = 6, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -316,6 +324,9 @@ pub fn run(mut args: GetArgs) -> Result<(), String> {
     if args.http2 {
         args.strategy = Strategy::Multiplexed;
     }
+    if let Some(path) = &args.cacert {
+        keepwire::client::tls::config_with_ca(path).map_err(|e| format!("--cacert {e}"))?;
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -392,6 +403,8 @@ pub async fn load_page_quiet(
         page: true,
         strategy,
         http2: false,
+        cacert: None,
+        insecure: false,
         connections,
         depth,
         waterfall: None,
@@ -406,7 +419,13 @@ pub async fn load_page_quiet(
 /// Makes every request `args` asks for; records come back sorted.
 async fn execute(args: &GetArgs, quiet: bool) -> Run {
     let n = usize::from(args.connections);
-    let config = client_config(args.strategy, n, args.timeout);
+    let mut config = client_config(args.strategy, n, args.timeout);
+    if args.insecure {
+        config.tls = Some(keepwire::client::tls::insecure_config());
+    } else if let Some(path) = &args.cacert {
+        // Checked in `run` before any request; a failure here cannot happen.
+        config.tls = keepwire::client::tls::config_with_ca(path).ok();
+    }
     let opts = Arc::new(Opts {
         quiet,
         verbose: args.verbose,

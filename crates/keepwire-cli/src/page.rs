@@ -63,14 +63,12 @@ pub fn parse_url(input: &str) -> Result<Uri, String> {
         .parse()
         .map_err(|e| format!("invalid URL: {e}"))?;
     match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(
-                "https:// is not supported yet (TLS arrives in a later release); use http://"
-                    .into(),
-            );
+        Some("http") | Some("https") => {}
+        Some(other) => {
+            return Err(format!(
+                "unsupported scheme {other}:// (only http:// and https://)"
+            ));
         }
-        Some(other) => return Err(format!("unsupported scheme {other}:// (only http://)")),
         None => return Err("invalid URL: no scheme".into()),
     }
     let Some(authority) = uri.authority() else {
@@ -178,7 +176,7 @@ fn same_resource(a: &Uri, b: &Uri) -> bool {
 /// Resolves a reference found in a page against `base` (RFC 3986 §5.2,
 /// with a browser's leniency: surrounding whitespace, tabs and newlines are
 /// removed, `\` is `/`, unsafe bytes are percent-encoded). Only `http://`
-/// results are returned.
+/// and `https://` results are returned.
 pub fn resolve(base: &Uri, reference: &str) -> Result<Uri, String> {
     let cleaned: String = reference
         .trim_matches(|c: char| c.is_ascii_whitespace() || c.is_ascii_control())
@@ -190,6 +188,8 @@ pub fn resolve(base: &Uri, reference: &str) -> Result<Uri, String> {
         return Err("empty reference".into());
     }
     let mut rest = without_fragment;
+    // A relative reference keeps the page's scheme.
+    let mut scheme_out = base.scheme_str().unwrap_or("http").to_ascii_lowercase();
     if let Some(colon) = rest.find(':') {
         let scheme = &rest[..colon];
         let is_scheme = !scheme.is_empty()
@@ -198,12 +198,11 @@ pub fn resolve(base: &Uri, reference: &str) -> Result<Uri, String> {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
         if is_scheme {
-            if !scheme.eq_ignore_ascii_case("http") {
-                return Err(format!(
-                    "{}: not fetched (only http://)",
-                    scheme.to_ascii_lowercase()
-                ));
+            let lower = scheme.to_ascii_lowercase();
+            if lower != "http" && lower != "https" {
+                return Err(format!("{lower}: not fetched (only http:// and https://)"));
             }
+            scheme_out = lower;
             rest = &rest[colon + 1..];
         }
     }
@@ -233,7 +232,7 @@ pub fn resolve(base: &Uri, reference: &str) -> Result<Uri, String> {
         path.push('/');
     }
     let mut text = format!(
-        "http://{}{}",
+        "{scheme_out}://{}{}",
         authority.to_ascii_lowercase(),
         utf8_percent_encode(&path, ENCODE)
     );
@@ -318,11 +317,11 @@ mod tests {
             ("HTTP://A:81/x", "http://a:81/x"),
             (" \n/sp ace.png\t", "http://a/sp%20ace.png"),
             ("\\img\\x.png", "http://a/img/x.png"),
+            ("https://a/x", "https://a/x"),
         ] {
             assert_eq!(resolve(&base, r).unwrap().to_string(), want, "{r:?}");
         }
         for r in [
-            "https://a/x",
             "data:image/png;base64,AAAA",
             "javascript:void(0)",
             "",
@@ -384,11 +383,7 @@ mod tests {
             parse_url("http://h/x?y").unwrap().to_string(),
             "http://h/x?y"
         );
-        assert!(
-            parse_url("https://h/")
-                .unwrap_err()
-                .contains("not supported yet")
-        );
+        assert_eq!(parse_url("https://h/").unwrap().to_string(), "https://h/");
         assert!(
             parse_url("ftp://h/")
                 .unwrap_err()

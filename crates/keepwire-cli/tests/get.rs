@@ -416,7 +416,7 @@ fn errors_name_the_url_and_the_cause_and_the_rest_still_runs() {
     let s = serve(&["--objects", "1"], false);
     let good = format!("http://{}/obj/0.png", s.addr);
     let refused = format!("http://127.0.0.1:{}/", closed_port());
-    let out = get(&[&refused, "https://example.test/", "http://exa mple/", &good]);
+    let out = get(&[&refused, "ftp://example.test/", "http://exa mple/", &good]);
     assert!(!out.status.success(), "failures exit non-zero");
     let err = text(&out.stderr);
     assert!(
@@ -426,7 +426,7 @@ fn errors_name_the_url_and_the_cause_and_the_rest_still_runs() {
     );
     assert!(
         err.lines()
-            .any(|l| l.contains("https://example.test/") && l.contains("not supported")),
+            .any(|l| l.contains("ftp://example.test/") && l.contains("unsupported scheme")),
         "{err}"
     );
     assert!(

@@ -120,3 +120,32 @@ fn bad_certificate_files_fail_with_the_cause() {
     );
     assert!(!out.status.success(), "--tls-cert needs --tls-key");
 }
+
+#[test]
+fn keepwire_get_speaks_http2_over_tls_and_verifies_the_server() {
+    let (s, pem) = serve_tls();
+    let page = format!("https://localhost:{}/", s.addr.port());
+    let out = run(&["get", "--json", "--page", "--cacert", &pem, &page], LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["summary"]["succeeded"], 13, "{doc}");
+    assert_eq!(doc["summary"]["connections_opened"], 1, "{doc}");
+    let reqs = doc["requests"].as_array().unwrap();
+    assert!(reqs.iter().all(|r| r["version"] == "HTTP/2.0"), "{doc}");
+    // -k skips verification; without it and without --cacert the
+    // self-signed certificate is refused, with the reason.
+    let out = run(&["get", "-k", &page], LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["get", &page], LIMIT);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_ascii_lowercase();
+    assert!(err.contains("certificate"), "{err}");
+}

@@ -95,7 +95,7 @@ impl Client {
         *req.method_mut() = head.method.clone();
         let path = head.target.path_and_query().map_or("/", |p| p.as_str());
         *req.uri_mut() = Uri::builder()
-            .scheme("http")
+            .scheme(origin.scheme.as_str())
             .authority(format!("{}:{}", origin.host, origin.port))
             .path_and_query(path)
             .build()
@@ -157,18 +157,33 @@ impl Client {
             local: stream.local_addr().map_err(ClientError::Connect)?,
             peer: stream.peer_addr().map_err(ClientError::Connect)?,
         };
-        let (send, driver) = h2::client::handshake(stream)
-            .await
-            .map_err(ClientError::Http2)?;
-        self.inner.metrics.connections_opened.fetch_add(1, Relaxed);
         let alive = Arc::new(AtomicBool::new(true));
         let flag = alive.clone();
-        tokio::spawn(async move {
-            if let Err(e) = driver.await {
-                tracing::debug!(error = %e, "h2 connection ended");
-            }
-            flag.store(false, Relaxed);
-        });
+        let send = if origin.scheme == "https" {
+            let stream = self.tls_connect(origin, stream).await?;
+            let (send, driver) = h2::client::handshake(stream)
+                .await
+                .map_err(ClientError::Http2)?;
+            tokio::spawn(async move {
+                if let Err(e) = driver.await {
+                    tracing::debug!(error = %e, "h2 connection ended");
+                }
+                flag.store(false, Relaxed);
+            });
+            send
+        } else {
+            let (send, driver) = h2::client::handshake(stream)
+                .await
+                .map_err(ClientError::Http2)?;
+            tokio::spawn(async move {
+                if let Err(e) = driver.await {
+                    tracing::debug!(error = %e, "h2 connection ended");
+                }
+                flag.store(false, Relaxed);
+            });
+            send
+        };
+        self.inner.metrics.connections_opened.fetch_add(1, Relaxed);
         let conn = H2Conn {
             send,
             meta,
@@ -177,6 +192,31 @@ impl Client {
         };
         map.insert(origin.clone(), conn.clone());
         Ok((conn, true))
+    }
+
+    /// TLS on top of `stream`, insisting on ALPN h2.
+    async fn tls_connect(
+        &self,
+        origin: &Origin,
+        stream: tokio::net::TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, ClientError> {
+        let cfg = &self.inner.config;
+        let tls = cfg.tls.clone().unwrap_or_else(super::tls::default_config);
+        let host = origin.host.trim_matches(['[', ']']).to_string();
+        let name = rustls::pki_types::ServerName::try_from(host)
+            .map_err(|e| ClientError::InvalidUrl(format!("{}: {e}", origin.host)))?;
+        let connector = tokio_rustls::TlsConnector::from(tls);
+        let stream = tokio::time::timeout(cfg.connect_timeout, connector.connect(name, stream))
+            .await
+            .map_err(|_| ClientError::Timeout("in the TLS handshake"))?
+            .map_err(|e| ClientError::Connect(std::io::Error::other(format!("TLS: {e}"))))?;
+        if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err(ClientError::Connect(std::io::Error::other(
+                "TLS: the server did not agree to HTTP/2 (ALPN h2); HTTP/1.1 over TLS \
+                 is not supported yet",
+            )));
+        }
+        Ok(stream)
     }
 
     async fn forget_h2(&self, origin: &Origin, conn: &H2Conn) {

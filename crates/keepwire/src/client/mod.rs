@@ -20,6 +20,7 @@ mod h2;
 mod pipeline;
 pub mod pool;
 pub mod retry;
+pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -161,6 +162,9 @@ pub struct ClientConfig {
     /// Speak HTTP/2 with prior knowledge (h2c): one multiplexed connection
     /// per origin instead of the pool (R4.5).
     pub http2_prior_knowledge: bool,
+    /// TLS for `https://` origins (which speak HTTP/2 by ALPN); `None`:
+    /// [`tls::default_config`] (Mozilla's roots).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ClientConfig {
@@ -178,6 +182,7 @@ impl Default for ClientConfig {
             },
             preserve_header_case: false,
             http2_prior_knowledge: false,
+            tls: None,
         }
     }
 }
@@ -272,7 +277,7 @@ impl Client {
         payload: Bytes,
         mut fresh: bool,
     ) -> Result<Response<Body>, ClientError> {
-        if self.inner.config.http2_prior_knowledge {
+        if self.inner.config.http2_prior_knowledge || origin.scheme == "https" {
             return self.send_h2(origin, head, payload).await;
         }
         let started = Instant::now();
@@ -605,11 +610,16 @@ pub(crate) fn head_for(
 /// The origin a URL talks to.
 fn origin_of(uri: &Uri) -> Result<Origin, ClientError> {
     let scheme = uri.scheme_str().unwrap_or("http").to_ascii_lowercase();
-    if scheme != "http" {
-        return Err(ClientError::InvalidUrl(format!(
-            "{uri}: only http:// URLs are supported (TLS arrives in a later release)"
-        )));
-    }
+    let default_port = match scheme.as_str() {
+        "http" => 80,
+        // Over TLS the client speaks HTTP/2 (ALPN h2).
+        "https" => 443,
+        _ => {
+            return Err(ClientError::InvalidUrl(format!(
+                "{uri}: only http:// and https:// URLs are supported"
+            )));
+        }
+    };
     let host = uri
         .host()
         .ok_or_else(|| ClientError::InvalidUrl(format!("{uri}: no host")))?
@@ -617,6 +627,6 @@ fn origin_of(uri: &Uri) -> Result<Origin, ClientError> {
     Ok(Origin {
         scheme,
         host,
-        port: uri.port_u16().unwrap_or(80),
+        port: uri.port_u16().unwrap_or(default_port),
     })
 }
