@@ -216,3 +216,70 @@ async fn the_client_multiplexes_on_one_connection_within_the_stream_limit() {
     assert!((2..=4).contains(&seen), "{seen} streams at once");
     stop(server).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_speaks_http2_over_tls_to_nginx() {
+    let (Some(nginx), Some(openssl)) = (
+        require_tool("nginx", "nginx"),
+        require_tool("openssl", "openssl"),
+    ) else {
+        return;
+    };
+    let dir = TempDir::new("nginx-tls");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let out = run_tool(
+        &openssl,
+        &args(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-keyout",
+            &key.display().to_string(),
+            "-out",
+            &cert.display().to_string(),
+        ]),
+        WAIT,
+    )
+    .await;
+    assert!(out.status.success(), "{}", out.stderr);
+    let body = format!(
+        "ssl_certificate {}; ssl_certificate_key {}; location / {{ return 200 \"hello over h2\"; }}",
+        cert.display(),
+        key.display()
+    );
+    let (_nginx, addr) = nginx_with(&nginx, dir.path(), "ssl http2", &body).await;
+    let client = keepwire::Client::new(keepwire::ClientConfig {
+        tls: Some(keepwire::client::tls::config_with_ca(&cert).unwrap()),
+        ..Default::default()
+    });
+    let url = format!("https://localhost:{}/x", addr.port());
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..3 {
+        let resp = within("nginx over TLS", WAIT, client.get(&url))
+            .await
+            .unwrap();
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        ids.insert(
+            resp.extensions()
+                .get::<keepwire::RequestMeta>()
+                .unwrap()
+                .conn
+                .id,
+        );
+        let body = resp.into_body().collect(1024).await.unwrap();
+        assert_eq!(&body[..], b"hello over h2");
+    }
+    assert_eq!(ids.len(), 1, "one multiplexed connection");
+}

@@ -814,3 +814,45 @@ pub fn serve_counting(
     });
     (server, seen)
 }
+
+/// nginx with one `server { listen 127.0.0.1:PORT EXTRA; BODY }` block, its
+/// files in `dir`; killed (master and workers) when the handle drops.
+pub async fn nginx_with(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    listen_extra: &str,
+    body: &str,
+) -> (NginxProcess, SocketAddr) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let d = dir.display();
+    let conf = format!(
+        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n access_log off;\n client_body_temp_path {d}/tmp_body;\n\
+          proxy_temp_path {d}/tmp_proxy;\n fastcgi_temp_path {d}/tmp_fastcgi;\n\
+          uwsgi_temp_path {d}/tmp_uwsgi;\n scgi_temp_path {d}/tmp_scgi;\n\
+          server {{ listen 127.0.0.1:{port} {listen_extra}; {body} }}\n}}\n"
+    );
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let args = [
+        "-p".to_string(),
+        format!("{d}/"),
+        "-c".to_string(),
+        conf_path.display().to_string(),
+        "-e".to_string(),
+        format!("{d}/error.log"),
+    ];
+    let process = NginxProcess(ChildGuard::spawn(bin, &args));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    within("nginx listening", WAIT, async {
+        while TcpStream::connect(addr).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    (process, addr)
+}
