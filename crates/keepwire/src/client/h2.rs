@@ -161,27 +161,9 @@ impl Client {
         let flag = alive.clone();
         let send = if origin.scheme == "https" {
             let stream = self.tls_connect(origin, stream).await?;
-            let (send, driver) = h2::client::handshake(stream)
-                .await
-                .map_err(ClientError::Http2)?;
-            tokio::spawn(async move {
-                if let Err(e) = driver.await {
-                    tracing::debug!(error = %e, "h2 connection ended");
-                }
-                flag.store(false, Relaxed);
-            });
-            send
+            handshake(stream, flag).await?
         } else {
-            let (send, driver) = h2::client::handshake(stream)
-                .await
-                .map_err(ClientError::Http2)?;
-            tokio::spawn(async move {
-                if let Err(e) = driver.await {
-                    tracing::debug!(error = %e, "h2 connection ended");
-                }
-                flag.store(false, Relaxed);
-            });
-            send
+            handshake(stream, flag).await?
         };
         self.inner.metrics.connections_opened.fetch_add(1, Relaxed);
         let conn = H2Conn {
@@ -226,6 +208,27 @@ impl Client {
             map.remove(origin);
         }
     }
+}
+
+/// The HTTP/2 handshake on `io`, with the connection driven by its own task
+/// that clears `alive` when the connection ends.
+async fn handshake<T>(
+    io: T,
+    alive: Arc<AtomicBool>,
+) -> Result<h2::client::SendRequest<Bytes>, ClientError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, driver) = h2::client::handshake(io)
+        .await
+        .map_err(ClientError::Http2)?;
+    tokio::spawn(async move {
+        if let Err(e) = driver.await {
+            tracing::debug!(error = %e, "h2 connection ended");
+        }
+        alive.store(false, Relaxed);
+    });
+    Ok(send)
 }
 
 /// The server refused the stream unprocessed (RFC 9113 §8.7).
