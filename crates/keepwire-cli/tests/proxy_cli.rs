@@ -6,11 +6,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{BIN, Running, WAIT, start};
+use common::{Running, WAIT, start};
 
 /// `keepwire serve --respond TEXT` on a free port.
 fn serve_text(text: &str) -> Running {
@@ -48,32 +47,11 @@ fn proxy(args: &[&str]) -> Running {
 /// Runs `keepwire ARGS` that must exit on its own (bounded by [`WAIT`]);
 /// returns its status and stderr.
 fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the keepwire binary starts");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if started.elapsed() > WAIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("keepwire {args:?} did not exit within {WAIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (status, reader.join().unwrap_or_default())
+    let out = common::run(args, WAIT);
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// curl's path; `None` (skip) if it is missing and `KEEPWIRE_SKIP_PEERS=1`.

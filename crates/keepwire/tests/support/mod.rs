@@ -709,28 +709,12 @@ impl Nginx {
                 .expect("a free port")
                 .port();
             let d = dir.path().display();
-            let conf = format!(
-                "daemon off;\n\
-                 worker_processes 1;\n\
-                 pid {d}/nginx.pid;\n\
-                 error_log {d}/error.log warn;\n\
-                 events {{ worker_connections 256; }}\n\
-                 http {{\n\
-                   log_format conns '$connection $connection_requests $request_uri';\n\
-                   access_log {d}/access.log conns;\n\
-                   client_body_temp_path {d}/tmp_body;\n\
-                   proxy_temp_path {d}/tmp_proxy;\n\
-                   fastcgi_temp_path {d}/tmp_fastcgi;\n\
-                   uwsgi_temp_path {d}/tmp_uwsgi;\n\
-                   scgi_temp_path {d}/tmp_scgi;\n\
-                   keepalive_timeout 30s;\n\
-                   keepalive_requests 1000;\n\
-                   default_type text/plain;\n\
-                   server {{\n\
-                     listen 127.0.0.1:{port};\n\
-                     root {d}/www;\n\
-                   }}\n\
-                 }}\n"
+            let conf = nginx_conf(
+                dir.path(),
+                "log_format conns '$connection $connection_requests $request_uri';\n\
+                 access_log DIR/access.log conns;\n\
+                 keepalive_timeout 30s;\n keepalive_requests 1000;\n default_type text/plain;",
+                &format!("listen 127.0.0.1:{port}; root {d}/www;"),
             );
             let conf_path = dir.path().join("nginx.conf");
             std::fs::write(&conf_path, conf).unwrap();
@@ -828,13 +812,10 @@ pub async fn nginx_with(
         .expect("a free port")
         .port();
     let d = dir.display();
-    let conf = format!(
-        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
-         events {{ worker_connections 256; }}\n\
-         http {{\n access_log off;\n client_body_temp_path {d}/tmp_body;\n\
-          proxy_temp_path {d}/tmp_proxy;\n fastcgi_temp_path {d}/tmp_fastcgi;\n\
-          uwsgi_temp_path {d}/tmp_uwsgi;\n scgi_temp_path {d}/tmp_scgi;\n\
-          server {{ listen 127.0.0.1:{port} {listen_extra}; {body} }}\n}}\n"
+    let conf = nginx_conf(
+        dir,
+        "access_log off;",
+        &format!("listen 127.0.0.1:{port} {listen_extra}; {body}"),
     );
     let conf_path = dir.join("nginx.conf");
     std::fs::write(&conf_path, conf).unwrap();
@@ -855,4 +836,20 @@ pub async fn nginx_with(
     })
     .await;
     (process, addr)
+}
+
+/// An nginx configuration in `dir` (pid, logs and temp paths there, one
+/// worker, `daemon off`) with `http` settings (`DIR` stands for `dir`) and
+/// one server block.
+fn nginx_conf(dir: &std::path::Path, http: &str, server: &str) -> String {
+    let d = dir.display();
+    let http = http.replace("DIR", &d.to_string());
+    format!(
+        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n {http}\n client_body_temp_path {d}/tmp_body;\n\
+          proxy_temp_path {d}/tmp_proxy;\n fastcgi_temp_path {d}/tmp_fastcgi;\n\
+          uwsgi_temp_path {d}/tmp_uwsgi;\n scgi_temp_path {d}/tmp_scgi;\n\
+          server {{ {server} }}\n}}\n"
+    )
 }
