@@ -62,10 +62,16 @@ pub struct GetArgs {
     /// first: its body names the sub-resources.
     #[arg(long, value_enum, default_value_t = Strategy::Persistent)]
     strategy: Strategy,
-    /// Use HTTP/2 with prior knowledge (h2c): the same as --strategy multiplexed.
-    /// (https:// URLs always use HTTP/2, by ALPN.)
-    #[arg(long, conflicts_with = "strategy")]
+    /// Use HTTP/2: the same as --strategy multiplexed. http:// URLs speak it with
+    /// prior knowledge (h2c); https:// URLs ask for it by ALPN and use HTTP/1.1 if
+    /// the server picks that. (https:// with the default strategy also asks
+    /// for HTTP/2 first, like a browser; serial, parallel and pipelined are
+    /// HTTP/1.1 strategies and offer only http/1.1.)
+    #[arg(long, conflicts_with_all = ["strategy", "http1"])]
     http2: bool,
+    /// https://: offer only HTTP/1.1 by ALPN (never HTTP/2).
+    #[arg(long = "http1.1", id = "http1")]
+    http1: bool,
     /// https://: trust only the certificates in this PEM file.
     #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
     cacert: Option<PathBuf>,
@@ -403,6 +409,7 @@ pub async fn load_page_quiet(
         page: true,
         strategy,
         http2: false,
+        http1: false,
         cacert: None,
         insecure: false,
         connections,
@@ -420,6 +427,11 @@ pub async fn load_page_quiet(
 async fn execute(args: &GetArgs, quiet: bool) -> Run {
     let n = usize::from(args.connections);
     let mut config = client_config(args.strategy, n, args.timeout);
+    config.http1_only = args.http1
+        || matches!(
+            args.strategy,
+            Strategy::Serial | Strategy::Parallel | Strategy::Pipelined
+        );
     if args.insecure {
         config.tls = Some(keepwire::client::tls::insecure_config());
     } else if let Some(path) = &args.cacert {

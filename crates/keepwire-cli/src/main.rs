@@ -10,6 +10,7 @@ mod page;
 mod proxy;
 mod serve;
 mod site;
+mod tls;
 mod waterfall;
 
 use clap::{Parser, Subcommand};

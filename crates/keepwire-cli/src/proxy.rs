@@ -12,6 +12,7 @@ use keepwire::server::Config;
 use serde::Deserialize;
 
 use crate::common::{init_logging, parse_duration, runtime, shutdown_signal, spawn_admin};
+use crate::tls::{TlsArgs, TrustArgs, self_signed_note};
 
 /// Options of `keepwire proxy`.
 #[derive(Args, Debug)]
@@ -20,8 +21,9 @@ pub struct ProxyArgs {
     /// never open to the network by accident.
     #[arg(long = "listen", short = 'l')]
     listen: Vec<SocketAddr>,
-    /// Reverse proxy: send requests to this origin (`http://host:port`);
-    /// repeat for round-robin over several.
+    /// Reverse proxy: send requests to this origin (`http://host:port`, or
+    /// `https://host:port`: TLS, HTTP/2 or HTTP/1.1 as ALPN decides); repeat for
+    /// round-robin over several.
     #[arg(long = "upstream", short = 'u')]
     upstream: Vec<String>,
     /// TOML file with `listen`, `forward`, `allow`, `connect_ports`, `reuse`,
@@ -68,6 +70,10 @@ pub struct ProxyArgs {
     /// Log one line per request.
     #[arg(long)]
     access_log: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
+    #[command(flatten)]
+    trust: TrustArgs,
 }
 
 /// The TOML file.
@@ -153,6 +159,7 @@ fn configure(args: &ProxyArgs) -> Result<(Vec<SocketAddr>, ProxyConfig), String>
     }
     cfg.upstream_idle_timeout = args.upstream_idle_timeout;
     cfg.upstream_timeout = args.upstream_timeout;
+    cfg.upstream_tls = args.trust.client_config()?;
     let listen = if !args.listen.is_empty() {
         args.listen.clone()
     } else if !file.listen.is_empty() {
@@ -167,6 +174,7 @@ fn configure(args: &ProxyArgs) -> Result<(Vec<SocketAddr>, ProxyConfig), String>
 pub fn run(args: ProxyArgs) -> Result<(), String> {
     init_logging(args.access_log);
     let (listen, cfg) = configure(&args)?;
+    let (tls, self_signed) = args.tls.server_config()?;
     let rt = runtime(args.threads)?;
     rt.block_on(async move {
         let mode = if cfg.forward && cfg.routes.is_empty() {
@@ -183,7 +191,13 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
             proxy_connection: true,
             preserve_header_case: true,
             max_requests: None,
+            tls,
             ..Config::default()
+        };
+        let scheme = if server_cfg.tls.is_some() {
+            "https"
+        } else {
+            "http"
         };
         let mut builder = Server::builder().config(server_cfg);
         for a in &listen {
@@ -191,7 +205,10 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
         }
         let server = builder.bind().map_err(|e| e.to_string())?;
         for a in server.local_addrs() {
-            eprintln!("keepwire proxy: listening on http://{a}/ ({mode})");
+            eprintln!("keepwire proxy: listening on {scheme}://{a}/ ({mode})");
+        }
+        if let Some(path) = self_signed {
+            eprintln!("keepwire proxy: {}", self_signed_note(&path));
         }
         let admin = match args.admin {
             Some(addr) => {

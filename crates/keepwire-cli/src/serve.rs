@@ -14,6 +14,7 @@ use keepwire::{Body, Server};
 use crate::common::{init_logging, parse_duration, runtime, shutdown_signal, spawn_admin};
 use crate::files::Files;
 use crate::site::{Site, with_type};
+use crate::tls::TlsArgs;
 
 /// Options of `keepwire serve`. Defaults sit beside nginx's; see the
 /// `keepwire::server` docs for the table.
@@ -22,18 +23,8 @@ pub struct ServeArgs {
     /// Address to listen on; repeat for several (IPv4 or IPv6, e.g. `[::1]:8080`).
     #[arg(long = "listen", short = 'l', default_value = "127.0.0.1:8080")]
     listen: Vec<SocketAddr>,
-    /// Serve HTTPS on every listener with this certificate chain (PEM). Over TLS
-    /// keepwire speaks HTTP/2 (ALPN h2) for now; a client without ALPN gets a 505.
-    #[arg(long, requires = "tls_key", value_name = "FILE")]
-    tls_cert: Option<PathBuf>,
-    /// The private key (PEM) for --tls-cert.
-    #[arg(long, requires = "tls_cert", value_name = "FILE")]
-    tls_key: Option<PathBuf>,
-    /// Serve HTTPS with a fresh self-signed certificate for localhost, 127.0.0.1
-    /// and ::1, for trying it out; its PEM is written to a file named on start
-    /// (for curl --cacert).
-    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
-    tls_self_signed: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Serve static files from this directory instead of the demo site.
     #[arg(long, conflicts_with = "respond")]
     root: Option<PathBuf>,
@@ -142,7 +133,7 @@ async fn serve(args: ServeArgs, app: App) -> Result<(), String> {
         ..Config::default()
     };
     config.limits.max_body_bytes = Some(args.max_body);
-    let (tls, self_signed) = tls_config(&args)?;
+    let (tls, self_signed) = args.tls.server_config()?;
     config.tls = tls;
     config.listen.reuse_port = args.reuse_port;
     let mut builder = Server::builder().config(config);
@@ -172,10 +163,7 @@ async fn serve(args: ServeArgs, app: App) -> Result<(), String> {
         eprintln!("keepwire serve: listening on {scheme}://{addr}/ ({what})");
     }
     if let Some(path) = self_signed {
-        eprintln!(
-            "keepwire serve: self-signed certificate in {} (curl --cacert it, or -k)",
-            path.display()
-        );
+        eprintln!("keepwire serve: {}", crate::tls::self_signed_note(&path));
     }
 
     let admin = match args.admin {
@@ -198,51 +186,4 @@ async fn serve(args: ServeArgs, app: App) -> Result<(), String> {
 
 fn config_is_tls(server: &keepwire::Server) -> bool {
     server.config().tls.is_some()
-}
-
-/// The TLS settings the flags ask for, and where a self-signed certificate
-/// was written.
-fn tls_config(
-    args: &ServeArgs,
-) -> Result<(Option<Arc<rustls::ServerConfig>>, Option<PathBuf>), String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-    let (certs, key, written): (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, _) =
-        if args.tls_self_signed {
-            let names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
-            let ck = rcgen::generate_simple_self_signed(names)
-                .map_err(|e| format!("--tls-self-signed: {e}"))?;
-            let path = std::env::temp_dir()
-                .join(format!("keepwire-selfsigned-{}.pem", std::process::id()));
-            std::fs::write(&path, ck.cert.pem())
-                .map_err(|e| format!("--tls-self-signed: writing {}: {e}", path.display()))?;
-            let key = PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der());
-            (vec![ck.cert.der().clone()], key.into(), Some(path))
-        } else if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-            let certs = CertificateDer::pem_file_iter(cert)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
-            if certs.is_empty() {
-                return Err(format!(
-                    "--tls-cert {}: no certificate in it",
-                    cert.display()
-                ));
-            }
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
-            (certs, key, None)
-        } else {
-            return Ok((None, None));
-        };
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("TLS: {e}"))?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| format!("TLS: the certificate and key do not go together: {e}"))?;
-    // Only h2: HTTP/1.1 over TLS is not served yet, so it is not offered.
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok((Some(Arc::new(config)), written))
 }

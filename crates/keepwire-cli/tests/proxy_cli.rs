@@ -294,8 +294,26 @@ fn bad_flags_and_files_exit_non_zero_with_a_clear_message() {
         (vec!["--config", &unknown_s], vec!["--config", "upstream"]),
         (vec!["--config", &bad_reuse_s], vec!["sometimes"]),
         (
-            vec!["--upstream", "https://origin.test:8443"],
-            vec!["https", "origin.test:8443"],
+            vec!["--upstream", "ftp://origin.test:8443"],
+            vec!["unknown scheme", "ftp"],
+        ),
+        (
+            vec![
+                "--upstream",
+                "https://x",
+                "--upstream-cacert",
+                "/nonexistent.pem",
+            ],
+            vec!["--upstream-cacert", "/nonexistent.pem"],
+        ),
+        (
+            vec![
+                "--tls-cert",
+                "/nonexistent.pem",
+                "--tls-key",
+                "/nonexistent.key",
+            ],
+            vec!["--tls-cert", "/nonexistent.pem"],
         ),
         (vec!["--upstream", "http://"], vec!["upstream"]),
         (vec!["--allow", "not-a-network"], vec!["not-a-network"]),

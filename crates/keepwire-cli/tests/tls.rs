@@ -1,6 +1,6 @@
-//! `keepwire serve` over TLS (rustls): HTTP/2 by ALPN, checked with curl
-//! (certificate verified with --cacert) and h2load; what it does not speak
-//! yet (HTTP/1.1 over TLS) is refused with a clear error.
+//! `keepwire serve` and `keepwire proxy` over TLS (rustls): HTTP/2 or
+//! HTTP/1.1 by ALPN, checked with curl (certificates verified with
+//! --cacert / --proxy-cacert), ab, h2load and `keepwire get`.
 
 mod common;
 
@@ -12,7 +12,13 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 /// A self-signed HTTPS server and the PEM of its certificate.
 fn serve_tls() -> (Running, String) {
-    let s = start(&["serve", "--listen", "127.0.0.1:0", "--tls-self-signed"]);
+    start_tls(&["serve", "--listen", "127.0.0.1:0", "--tls-self-signed"])
+}
+
+/// `keepwire ARGS` (with `--tls-self-signed` among them) and the PEM of its
+/// certificate.
+fn start_tls(args: &[&str]) -> (Running, String) {
+    let s = start(args);
     assert!(s.first_line.contains("https://"), "{}", s.first_line);
     let pem = std::env::temp_dir()
         .join(format!("keepwire-selfsigned-{}.pem", s.child.id()))
@@ -61,25 +67,239 @@ fn curl_gets_http2_over_tls_with_the_certificate_verified() {
     );
 }
 
+/// `curl -w` fields for one transfer: version, status, size, new connections.
+const W: &str = "%{http_version} %{http_code} %{size_download} %{num_connects}\n";
+
 #[test]
-fn http1_over_tls_is_refused_with_a_reason() {
-    let (s, _pem) = serve_tls();
-    let url = format!("https://127.0.0.1:{}/", s.addr.port());
-    // Offering only http/1.1 by ALPN: the handshake fails with an alert.
-    let Some(out) = tool("curl", &["-s", "-S", "-k", "--http1.1", &url]) else {
+fn http1_over_tls_keeps_the_connection_alive() {
+    let (s, pem) = serve_tls();
+    let base = format!("https://localhost:{}", s.addr.port());
+    let (a, b) = (format!("{base}/obj/1.css"), format!("{base}/obj/4.css"));
+    // ALPN http/1.1: the second request rides the first connection.
+    let Some(out) = tool(
+        "curl",
+        &[
+            "-sS",
+            "--http1.1",
+            "--cacert",
+            &pem,
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            "-w",
+            W,
+            &a,
+            &b,
+        ],
+    ) else {
         return;
     };
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1.1 200 4096 1\n1.1 200 4096 0\n",
+        "{out:?}"
+    );
+    // No ALPN at all: HTTP/1.1, TLS's default.
+    let out = tool(
+        "curl",
+        &[
+            "-sS",
+            "--http1.1",
+            "--no-alpn",
+            "--cacert",
+            &pem,
+            "-o",
+            "/dev/null",
+            "-w",
+            W,
+            &a,
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1.1 200 4096 1\n",
+        "{out:?}"
+    );
+    // ab -k over TLS: every request succeeds and is kept alive.
+    let url = format!("https://127.0.0.1:{}/obj/1.css", s.addr.port());
+    let out = tool("ab", &["-q", "-k", "-n", "2000", "-c", "8", &url]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Complete requests:      2000"), "{text}");
+    assert!(text.contains("Failed requests:        0"), "{text}");
+    assert!(text.contains("Keep-Alive requests:    2000"), "{text}");
+}
+
+#[test]
+fn keepwire_get_speaks_http1_over_tls_when_asked() {
+    let (s, pem) = serve_tls();
+    let page = format!("https://localhost:{}/", s.addr.port());
+    for flags in [&["--http1.1"][..], &["--strategy", "pipelined"][..]] {
+        let mut argv = vec!["get", "--json", "--page", "--cacert", &pem];
+        argv.extend_from_slice(flags);
+        argv.push(&page);
+        let out = run(&argv, LIMIT);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc["summary"]["succeeded"], 13, "{flags:?} {doc}");
+        let opened = doc["summary"]["connections_opened"].as_u64().unwrap();
+        assert!((1..=6).contains(&opened), "{flags:?}: {opened} connections");
+        let reqs = doc["requests"].as_array().unwrap();
+        assert!(
+            reqs.iter().all(|r| r["version"] == "HTTP/1.1"),
+            "{flags:?} {doc}"
+        );
+    }
+}
+
+/// The origin for the proxy tests: keepwire serve over TLS (h2 and
+/// http/1.1 by ALPN) and its certificate.
+fn origin() -> (Running, String) {
+    serve_tls()
+}
+
+#[test]
+fn https_through_the_proxy_with_connect() {
+    let (o, origin_pem) = origin();
+    let port = o.addr.port().to_string();
+    let url = format!("https://localhost:{port}/obj/1.css");
+    // A cleartext forward proxy: CONNECT, then TLS end to end (the origin's
+    // certificate is verified through the tunnel).
+    let p = start(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--forward",
+        "--connect-port",
+        &port,
+    ]);
+    let proxy = format!("http://127.0.0.1:{}", p.addr.port());
+    let Some(out) = tool(
+        "curl",
+        &[
+            "-sS",
+            "-x",
+            &proxy,
+            "--cacert",
+            &origin_pem,
+            "-o",
+            "/dev/null",
+            "-w",
+            W,
+            &url,
+        ],
+    ) else {
+        return;
+    };
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "2 200 4096 1\n",
+        "{out:?}"
+    );
+    // An HTTPS forward proxy: TLS to the proxy (verified with
+    // --proxy-cacert), CONNECT inside it, TLS to the origin inside that.
+    let (tp, proxy_pem) = start_tls(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--forward",
+        "--tls-self-signed",
+        "--connect-port",
+        &port,
+    ]);
+    let proxy = format!("https://localhost:{}", tp.addr.port());
+    let out = tool(
+        "curl",
+        &[
+            "-sS",
+            "-x",
+            &proxy,
+            "--proxy-cacert",
+            &proxy_pem,
+            "--cacert",
+            &origin_pem,
+            "-o",
+            "/dev/null",
+            "-w",
+            W,
+            &url,
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "2 200 4096 1\n",
+        "{out:?}"
+    );
+    // Without the proxy's CA the proxy is refused (curl names the cause).
+    let out = tool(
+        "curl",
+        &["-sS", "-x", &proxy, "--cacert", &origin_pem, &url],
+    )
+    .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr).to_ascii_lowercase();
-    assert!(
-        err.contains("alert") || err.contains("application protocol"),
-        "{err}"
-    );
-    // No ALPN at all: a 505 that says what to use instead.
-    let out = tool("curl", &["-s", "-k", "--http1.1", "--no-alpn", "-i", &url]).unwrap();
+    assert!(err.contains("certificate"), "{err}");
+}
+
+#[test]
+fn an_https_reverse_proxy_speaks_h1_or_h2_to_clients_and_h2_upstream() {
+    let (o, origin_pem) = origin();
+    let upstream = format!("https://localhost:{}", o.addr.port());
+    let (p, proxy_pem) = start_tls(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-self-signed",
+        "--upstream",
+        &upstream,
+        "--upstream-cacert",
+        &origin_pem,
+    ]);
+    let url = format!("https://localhost:{}/obj/1.css", p.addr.port());
+    for (flag, version) in [("--http1.1", "HTTP/1.1"), ("--http2", "HTTP/2")] {
+        let Some(out) = tool("curl", &["-sS", flag, "--cacert", &proxy_pem, "-i", &url]) else {
+            return;
+        };
+        let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        assert!(
+            text.starts_with(&format!("{} 200", version.to_ascii_lowercase())),
+            "{text}"
+        );
+        // The upstream answered over HTTP/2 (ALPN), and Via says so.
+        assert!(text.contains("via: 2 keepwire"), "{text}");
+        // No connection-specific field reaches an HTTP/2 client.
+        if version == "HTTP/2" {
+            assert!(
+                !text.contains("\nconnection:") && !text.contains("keep-alive"),
+                "{text}"
+            );
+        }
+        assert!(text.contains("/* keepwire object 1 */"), "{text}");
+    }
+    // An upstream whose certificate the proxy cannot verify: 502 with a
+    // reason, not a hang.
+    let (bad, _) = start_tls(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-self-signed",
+        "--upstream",
+        &upstream,
+    ]);
+    let url = format!("https://127.0.0.1:{}/obj/1.css", bad.addr.port());
+    let out = tool("curl", &["-sS", "-k", "-i", &url]).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with("HTTP/1.1 505"), "{text}");
-    assert!(text.contains("use HTTP/2"), "{text}");
+    assert!(
+        text.starts_with("HTTP/2 502") || text.starts_with("HTTP/1.1 502"),
+        "{text}"
+    );
+    assert!(text.to_ascii_lowercase().contains("certificate"), "{text}");
 }
 
 #[test]

@@ -26,6 +26,7 @@ pub mod proxy;
 pub mod server;
 #[cfg(feature = "tower")]
 pub mod tower;
+pub mod transport;
 
 pub use body::{Body, BodyError, BodySender};
 pub use client::{Client, ClientConfig, ClientError, RequestMeta};

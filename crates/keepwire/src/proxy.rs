@@ -62,7 +62,7 @@ impl std::str::FromStr for ReusePolicy {
 /// One origin server behind the proxy.
 #[derive(Debug)]
 pub struct Upstream {
-    /// `host:port`.
+    /// `host:port` (the `Host` it is sent when the client gave none).
     pub authority: String,
     /// The pool key for it.
     origin: Origin,
@@ -71,18 +71,23 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// An upstream at `http://authority`.
+    /// An upstream at `host:port` (HTTP), or `https://host:port` (TLS;
+    /// HTTP/2 or HTTP/1.1 as ALPN decides).
     pub fn new(authority: impl Into<String>) -> Self {
         let authority: String = authority.into();
+        let (scheme, authority, default_port) = match authority.strip_prefix("https://") {
+            Some(a) => ("https", a.to_string(), 443),
+            None => ("http", authority, 80),
+        };
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() => {
-                (h.to_string(), p.parse().unwrap_or(80))
+                (h.to_string(), p.parse().unwrap_or(default_port))
             }
-            _ => (authority.clone(), 80),
+            _ => (authority.clone(), default_port),
         };
         Upstream {
             origin: Origin {
-                scheme: "http".into(),
+                scheme: scheme.into(),
                 host: host
                     .trim_start_matches('[')
                     .trim_end_matches(']')
@@ -178,6 +183,9 @@ pub struct ProxyConfig {
     pub health_cooldown: Duration,
     /// Our name in `Via` (and for loop detection).
     pub via_name: String,
+    /// TLS for `https://` upstreams (`None`: Mozilla's roots). ALPN picks
+    /// HTTP/2 or HTTP/1.1 per upstream.
+    pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ProxyConfig {
@@ -197,6 +205,7 @@ impl Default for ProxyConfig {
             upstream_timeout: Duration::from_secs(60),
             health_cooldown: Duration::from_secs(10),
             via_name: "keepwire".into(),
+            upstream_tls: None,
         }
     }
 }
@@ -246,6 +255,7 @@ impl Proxy {
             connect_timeout: config.connect_timeout,
             response_timeout: config.upstream_timeout,
             preserve_header_case: true,
+            tls: config.upstream_tls.clone(),
             ..ClientConfig::default()
         });
         let via = HeaderValue::from_str(&format!("1.1 {}", config.via_name))
@@ -376,19 +386,7 @@ impl Proxy {
                 .insert(CONNECTION, HeaderValue::from_static("upgrade"));
         }
         // RFC 9110 §7.6.3: the version this request was received with.
-        let me = match parts.version {
-            Version::HTTP_11 => self.via.clone(),
-            v => {
-                let token = match v {
-                    Version::HTTP_09 => "0.9",
-                    Version::HTTP_10 => "1.0",
-                    Version::HTTP_2 => "2",
-                    _ => "3",
-                };
-                HeaderValue::from_str(&format!("{token} {name}"))
-                    .unwrap_or_else(|_| self.via.clone())
-            }
-        };
+        let me = self.via_for(parts.version);
         parts.headers.append(VIA, me);
         if let Some(authority) = &forward_authority
             && let Ok(v) = HeaderValue::from_str(authority)
@@ -470,22 +468,29 @@ impl Proxy {
                     .route(req.uri().host(), req.uri().path())
                     .map(|r| (r, None));
             }
-            if req.uri().scheme_str() != Some("http") {
-                return Err(self.refuse(
-                    StatusCode::BAD_REQUEST,
-                    "only http:// targets are proxied; use CONNECT for https",
-                ));
-            }
+            let https = match req.uri().scheme_str() {
+                Some("http") => false,
+                // The proxy speaks TLS to the origin itself (the client
+                // chose not to tunnel; CONNECT is the end-to-end way).
+                Some("https") => true,
+                _ => {
+                    return Err(self.refuse(
+                        StatusCode::BAD_REQUEST,
+                        "only http:// and https:// targets are proxied",
+                    ));
+                }
+            };
             let Some(authority) = req.uri().authority().map(|a| a.as_str().to_string()) else {
                 return Err(self.refuse(
                     StatusCode::BAD_REQUEST,
                     "absolute-form target without a host",
                 ));
             };
-            let with_port = if req.uri().port().is_some() {
-                authority.clone()
-            } else {
-                format!("{authority}:80")
+            let with_port = match (req.uri().port().is_some(), https) {
+                (true, false) => authority.clone(),
+                (true, true) => format!("https://{authority}"),
+                (false, false) => format!("{authority}:80"),
+                (false, true) => format!("https://{authority}:443"),
             };
             return Ok((vec![Arc::new(Upstream::new(with_port))], Some(authority)));
         }
@@ -517,6 +522,19 @@ impl Proxy {
             })
     }
 
+    /// Our `Via` entry for a message received with `version`.
+    fn via_for(&self, version: Version) -> HeaderValue {
+        let token = match version {
+            Version::HTTP_11 => return self.via.clone(),
+            Version::HTTP_09 => "0.9",
+            Version::HTTP_10 => "1.0",
+            Version::HTTP_2 => "2",
+            _ => "3",
+        };
+        HeaderValue::from_str(&format!("{token} {}", self.config.via_name))
+            .unwrap_or_else(|_| self.via.clone())
+    }
+
     /// Cleans the upstream response for the client hop and relays it.
     async fn relay_response(
         &self,
@@ -533,7 +551,9 @@ impl Proxy {
             parts.headers.remove(CONTENT_LENGTH);
         }
         strip_hop_by_hop(&mut parts.headers, switching);
-        parts.headers.append(VIA, self.via.clone());
+        // The version the response was received with (HTTP/2 from an
+        // upstream that chose it by ALPN).
+        parts.headers.append(VIA, self.via_for(parts.version));
         parts.extensions.remove::<crate::client::RequestMeta>();
         if switching {
             let upstream = parts.extensions.remove::<OnUpgrade>();
@@ -599,7 +619,7 @@ impl Proxy {
                 splice(
                     client,
                     Upgraded {
-                        stream: upstream,
+                        stream: upstream.into(),
                         read_buf: Default::default(),
                     },
                 )
@@ -730,19 +750,33 @@ fn host_without_port(h: &str) -> &str {
     }
 }
 
-/// `host:port` of an upstream given as `http://host[:port]` or `host[:port]`.
+/// An upstream given as `http://host[:port]`, `host[:port]` or
+/// `https://host[:port]`, in the form [`Upstream::new`] takes: `host:port`,
+/// or `https://host:port`.
 pub fn parse_authority(s: &str) -> Result<String, String> {
-    let s = s.trim_start_matches("http://").trim_end_matches('/');
-    if s.starts_with("https://") {
-        return Err(format!("{s}: https upstreams arrive with TLS support"));
+    let (scheme, rest) = match s.split_once("://") {
+        Some(("http", rest)) => ("http", rest),
+        Some(("https", rest)) => ("https", rest),
+        Some((other, _)) => return Err(format!("upstream {s:?}: unknown scheme {other:?}")),
+        None => ("http", s),
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() {
+        return Err(format!("upstream {s:?}: no host"));
     }
-    let uri: Uri = format!("http://{s}/")
+    let uri: Uri = format!("{scheme}://{rest}/")
         .parse()
         .map_err(|e| format!("upstream {s:?}: {e}"))?;
     let host = uri
         .host()
         .ok_or_else(|| format!("upstream {s:?}: no host"))?;
-    Ok(format!("{host}:{}", uri.port_u16().unwrap_or(80)))
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    Ok(match scheme {
+        "https" => format!("https://{host}:{port}"),
+        _ => format!("{host}:{port}"),
+    })
 }
 
 #[cfg(test)]
@@ -773,7 +807,17 @@ mod tests {
             "127.0.0.1:8080"
         );
         assert_eq!(parse_authority("origin.test").unwrap(), "origin.test:80");
-        assert!(parse_authority("https://x").is_err());
+        assert_eq!(parse_authority("https://x").unwrap(), "https://x:443");
+        assert_eq!(
+            parse_authority("https://x:8443/").unwrap(),
+            "https://x:8443"
+        );
+        assert!(parse_authority("ftp://x").is_err());
+        let u = Upstream::new(parse_authority("https://x").unwrap());
+        assert_eq!(
+            (u.origin.scheme.as_str(), u.authority.as_str()),
+            ("https", "x:443")
+        );
         assert_eq!(host_without_port("a.test:8080"), "a.test");
         assert_eq!(host_without_port("a.test"), "a.test");
         assert_eq!(host_without_port("[::1]:80"), "[::1]");

@@ -217,18 +217,19 @@ async fn the_client_multiplexes_on_one_connection_within_the_stream_limit() {
     stop(server).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_client_speaks_http2_over_tls_to_nginx() {
-    let (Some(nginx), Some(openssl)) = (
-        require_tool("nginx", "nginx"),
-        require_tool("openssl", "openssl"),
-    ) else {
-        return;
-    };
-    let dir = TempDir::new("nginx-tls");
+/// nginx serving HTTPS with a fresh openssl certificate for localhost
+/// (`listen` flags: `"ssl http2"` offers h2 by ALPN, `"ssl"` only
+/// http/1.1); the certificate file verifies it.
+async fn nginx_tls(
+    nginx: &std::path::Path,
+    openssl: &std::path::Path,
+    dir: &TempDir,
+    listen: &str,
+    answer: &str,
+) -> (NginxProcess, std::net::SocketAddr, std::path::PathBuf) {
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let out = run_tool(
-        &openssl,
+        openssl,
         &args(&[
             "req",
             "-x509",
@@ -255,31 +256,110 @@ async fn the_client_speaks_http2_over_tls_to_nginx() {
     .await;
     assert!(out.status.success(), "{}", out.stderr);
     let body = format!(
-        "ssl_certificate {}; ssl_certificate_key {}; location / {{ return 200 \"hello over h2\"; }}",
+        "ssl_certificate {}; ssl_certificate_key {}; location / {{ return 200 \"{answer}\"; }}",
         cert.display(),
         key.display()
     );
-    let (_nginx, addr) = nginx_with(&nginx, dir.path(), "ssl http2", &body).await;
+    let (nginx, addr) = nginx_with(nginx, dir.path(), listen, &body).await;
+    (nginx, addr, cert)
+}
+
+/// Three GETs: their versions, bodies and connection ids.
+async fn three_gets(client: &keepwire::Client, url: &str) -> Vec<(http::Version, String, u64)> {
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let resp = within("nginx over TLS", WAIT, client.get(url))
+            .await
+            .unwrap();
+        let id = resp
+            .extensions()
+            .get::<keepwire::RequestMeta>()
+            .unwrap()
+            .conn
+            .id;
+        let version = resp.version();
+        let body = resp.into_body().collect(1024).await.unwrap();
+        seen.push((version, String::from_utf8_lossy(&body).into_owned(), id));
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_speaks_http2_over_tls_to_nginx() {
+    let (Some(nginx), Some(openssl)) = (
+        require_tool("nginx", "nginx"),
+        require_tool("openssl", "openssl"),
+    ) else {
+        return;
+    };
+    let dir = TempDir::new("nginx-tls");
+    let (_nginx, addr, cert) =
+        nginx_tls(&nginx, &openssl, &dir, "ssl http2", "hello over h2").await;
     let client = keepwire::Client::new(keepwire::ClientConfig {
         tls: Some(keepwire::client::tls::config_with_ca(&cert).unwrap()),
         ..Default::default()
     });
     let url = format!("https://localhost:{}/x", addr.port());
-    let mut ids = std::collections::HashSet::new();
-    for _ in 0..3 {
-        let resp = within("nginx over TLS", WAIT, client.get(&url))
-            .await
-            .unwrap();
-        assert_eq!(resp.version(), http::Version::HTTP_2);
-        ids.insert(
-            resp.extensions()
-                .get::<keepwire::RequestMeta>()
-                .unwrap()
-                .conn
-                .id,
-        );
-        let body = resp.into_body().collect(1024).await.unwrap();
-        assert_eq!(&body[..], b"hello over h2");
+    let seen = three_gets(&client, &url).await;
+    for (version, body, id) in &seen {
+        assert_eq!(*version, http::Version::HTTP_2);
+        assert_eq!(body, "hello over h2");
+        assert_eq!(*id, seen[0].2, "one multiplexed connection");
     }
-    assert_eq!(ids.len(), 1, "one multiplexed connection");
+}
+
+/// nginx without `http2` answers ALPN with http/1.1: the client falls back
+/// to its HTTP/1.1 pool over TLS, keeping the connection that learned it
+/// (one TLS handshake in all), and so does the proxy towards it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_falls_back_to_http1_over_tls_when_alpn_says_so() {
+    let (Some(nginx), Some(openssl)) = (
+        require_tool("nginx", "nginx"),
+        require_tool("openssl", "openssl"),
+    ) else {
+        return;
+    };
+    let dir = TempDir::new("nginx-tls1");
+    let (_nginx, addr, cert) = nginx_tls(&nginx, &openssl, &dir, "ssl", "hello over 1.1").await;
+    let tls = keepwire::client::tls::config_with_ca(&cert).unwrap();
+    let client = keepwire::Client::new(keepwire::ClientConfig {
+        tls: Some(tls.clone()),
+        ..Default::default()
+    });
+    let url = format!("https://localhost:{}/x", addr.port());
+    let seen = three_gets(&client, &url).await;
+    for (version, body, id) in &seen {
+        assert_eq!(*version, http::Version::HTTP_11);
+        assert_eq!(body, "hello over 1.1");
+        assert_eq!(*id, seen[0].2, "one persistent connection");
+    }
+    let opened = client.metrics().connections_opened.load(Ordering::Relaxed);
+    assert_eq!(
+        opened, 1,
+        "the ALPN probe's connection carried the requests"
+    );
+
+    // The proxy with nginx as an https upstream: HTTP/1.1 over TLS behind it.
+    let proxy = keepwire::proxy::Proxy::new(keepwire::proxy::ProxyConfig {
+        routes: vec![keepwire::proxy::Route::new(
+            None,
+            "/",
+            vec![keepwire::proxy::Upstream::new(format!(
+                "https://localhost:{}",
+                addr.port()
+            ))],
+        )],
+        upstream_tls: Some(tls),
+        ..Default::default()
+    });
+    let server = serve(|_| {}, move |req| proxy.clone().handle(req));
+    let mut raw = RawClient::connect(server.local_addr()).await;
+    for _ in 0..2 {
+        raw.send("GET /x HTTP/1.1\r\nHost: app\r\n\r\n").await;
+        let resp = raw.response().await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert_eq!(resp.body, b"hello over 1.1");
+        assert_eq!(resp.header("via"), Some("1.1 keepwire"));
+    }
+    stop(server).await;
 }

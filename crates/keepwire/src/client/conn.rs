@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use keepwire_proto::{BodyKind, BodyLength, Conn, Event, RequestHead, ResponseHead};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::ClientError;
 use super::retry::AttemptState;
+use crate::transport::Transport;
 
 /// Facts about a connection (R1.1: its 4-tuple).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +26,7 @@ pub struct ConnMeta {
 
 /// An open connection and its protocol state.
 pub(crate) struct ClientConn {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: Transport,
     pub(crate) proto: Conn,
     pub(crate) meta: ConnMeta,
     /// Responses completed on this connection.
@@ -46,12 +46,13 @@ pub(crate) struct ClientConn {
 pub(crate) type AttemptError = (AttemptState, ClientError);
 
 impl ClientConn {
-    pub(crate) fn new(stream: TcpStream, proto: Conn, id: u64) -> io::Result<Self> {
-        let _ = stream.set_nodelay(true);
+    pub(crate) fn new(stream: Transport, proto: Conn, id: u64) -> io::Result<Self> {
+        let tcp = stream.tcp();
+        let _ = tcp.set_nodelay(true);
         let meta = ConnMeta {
             id,
-            local: stream.local_addr()?,
-            peer: stream.peer_addr()?,
+            local: tcp.local_addr()?,
+            peer: tcp.peer_addr()?,
         };
         Ok(ClientConn {
             stream,
@@ -67,23 +68,25 @@ impl ClientConn {
     }
 
     /// A non-blocking look at an idle connection: `Ok(())` if it is still
-    /// quiet; otherwise the server closed it (FIN) or sent junk, and it must
-    /// not carry a request (R8.1).
-    pub(crate) fn probe_idle(&self) -> Result<(), &'static str> {
-        // Only ask the kernel if the reactor saw the socket turn readable
-        // since we drained it (a FIN or stray bytes raise that event);
-        // otherwise `try_io` answers WouldBlock without a syscall. A close
-        // that the reactor has not processed yet is the stale-connection
-        // race the retry rule is for (R8.1).
-        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-        let peeked = self.stream.try_io(tokio::io::Interest::READABLE, || {
-            socket2::SockRef::from(&self.stream).peek(&mut byte)
-        });
-        match peeked {
-            Ok(0) => Err("closed by the server while idle"),
-            Ok(_) => Err("unexpected bytes while idle"),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-            Err(_) => Err("socket error while idle"),
+    /// quiet; otherwise the server closed it (FIN, or TLS `close_notify`) or
+    /// sent junk, and it must not carry a request (R8.1).
+    pub(crate) fn probe_idle(&mut self) -> Result<(), &'static str> {
+        // A read that does not wait. For TCP it costs no syscall unless the
+        // reactor saw the socket turn readable since we drained it (a FIN or
+        // stray bytes raise that event); a close that the reactor has not
+        // processed yet is the stale-connection race the retry rule is for
+        // (R8.1). Over TLS it also consumes records that carry no data
+        // (session tickets), which a peek at the socket would mistake for
+        // junk.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match self
+            .stream
+            .poll_read_available(&mut cx, self.proto.read_buffer())
+        {
+            std::task::Poll::Pending => Ok(()),
+            std::task::Poll::Ready(Ok(0)) => Err("closed by the server while idle"),
+            std::task::Poll::Ready(Ok(_)) => Err("unexpected bytes while idle"),
+            std::task::Poll::Ready(Err(_)) => Err("socket error while idle"),
         }
     }
 
@@ -130,22 +133,16 @@ impl ClientConn {
         let mut written = 0usize;
         let deadline = Instant::now() + timeout;
         while written < self.out.len() {
-            match self.stream.try_write(&self.out[written..]) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let buf = [io::IoSlice::new(&self.out[written..])];
+            match self.stream.write_timed(&buf, left).await {
                 Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match tokio::time::timeout_at(deadline, self.stream.writable()).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => return Err((state_after_write(written), ClientError::Io(e))),
-                        Err(_) => {
-                            return Err((
-                                state_after_write(written),
-                                ClientError::Timeout("writing the request"),
-                            ));
-                        }
-                    }
-                }
-                Err(e) => return Err((state_after_write(written), ClientError::Io(e))),
+                Err(e) => return Err((state_after_write(written), write_error(e))),
             }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Err(e) = self.stream.flush_timed(left).await {
+            return Err((state_after_write(written), write_error(e)));
         }
         self.out.clear();
         Ok(())
@@ -159,15 +156,10 @@ impl ClientConn {
                 Ok(None) => {}
                 Err(e) => return Err((self.read_state(), ClientError::Protocol(e))),
             }
-            let read = tokio::time::timeout_at(deadline, async {
-                loop {
-                    self.stream.readable().await?;
-                    match crate::net::read_available(&self.stream, self.proto.read_buffer()) {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        other => return other,
-                    }
-                }
-            })
+            let read = tokio::time::timeout_at(
+                deadline,
+                self.stream.read_available(self.proto.read_buffer()),
+            )
             .await;
             match read {
                 Ok(Ok(0)) => self.proto.handle_eof(),
@@ -261,5 +253,13 @@ fn state_after_write(written: usize) -> AttemptState {
         AttemptState::NotSent
     } else {
         AttemptState::SentNoResponse
+    }
+}
+
+fn write_error(e: io::Error) -> ClientError {
+    if e.kind() == io::ErrorKind::TimedOut {
+        ClientError::Timeout("writing the request")
+    } else {
+        ClientError::Io(e)
     }
 }

@@ -38,18 +38,19 @@ pub(crate) struct H2Conns {
 }
 
 impl Client {
-    /// Sends one request on the origin's HTTP/2 connection.
+    /// Sends one request on the origin's HTTP/2 connection; `None` if
+    /// ALPN chose HTTP/1.1 instead (the connection is kept for the pool).
     pub(crate) async fn send_h2(
         &self,
         origin: &Origin,
-        head: RequestHead,
-        payload: Bytes,
-    ) -> Result<Response<Body>, ClientError> {
+        head: &RequestHead,
+        payload: &Bytes,
+    ) -> Result<Option<Response<Body>>, ClientError> {
         let started = Instant::now();
         let mut retries = 0;
         loop {
             match self
-                .attempt_h2(origin, &head, &payload, started, retries)
+                .attempt_h2(origin, head, payload, started, retries)
                 .await
             {
                 Ok(resp) => return Ok(resp),
@@ -71,13 +72,16 @@ impl Client {
         payload: &Bytes,
         started: Instant,
         retries: u32,
-    ) -> Result<Response<Body>, (bool, ClientError)> {
+    ) -> Result<Option<Response<Body>>, (bool, ClientError)> {
         let cfg = &self.inner.config;
         let mut timings = Timings::default();
-        let (conn, new) = self
+        let Some((conn, new)) = self
             .h2_conn(origin, &mut timings)
             .await
-            .map_err(|e| (false, e))?;
+            .map_err(|e| (false, e))?
+        else {
+            return Ok(None);
+        };
         let queued = Instant::now();
         let send = match tokio::time::timeout(cfg.connect_timeout, conn.send.clone().ready()).await
         {
@@ -133,22 +137,23 @@ impl Client {
             retries,
             timings,
         });
-        Ok(Response::from_parts(parts, body))
+        Ok(Some(Response::from_parts(parts, body)))
     }
 
-    /// The origin's connection, opened if there is none (or it ended).
+    /// The origin's connection, opened if there is none (or it ended);
+    /// `None` if TLS agreed on HTTP/1.1.
     async fn h2_conn(
         &self,
         origin: &Origin,
         timings: &mut Timings,
-    ) -> Result<(H2Conn, bool), ClientError> {
+    ) -> Result<Option<(H2Conn, bool)>, ClientError> {
         // Held across the connect: concurrent first requests share one
         // connection instead of racing to open several.
         let mut map = self.inner.h2.map.lock().await;
         if let Some(c) = map.get(origin)
             && c.alive.load(Relaxed)
         {
-            return Ok((c.clone(), false));
+            return Ok(Some((c.clone(), false)));
         }
         let stream = self.open_tcp(origin, timings).await?;
         let _ = stream.set_nodelay(true);
@@ -160,7 +165,13 @@ impl Client {
         let alive = Arc::new(AtomicBool::new(true));
         let flag = alive.clone();
         let send = if origin.scheme == "https" {
-            let stream = self.tls_connect(origin, stream).await?;
+            let tls = self.inner.tls_any.clone();
+            let stream = self.tls_connect(origin, stream, tls, timings).await?;
+            if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+                tracing::debug!(%origin, "ALPN: HTTP/1.1");
+                self.learned_http1(origin, stream.into());
+                return Ok(None);
+            }
             handshake(stream, flag).await?
         } else {
             handshake(stream, flag).await?
@@ -173,32 +184,7 @@ impl Client {
             alive,
         };
         map.insert(origin.clone(), conn.clone());
-        Ok((conn, true))
-    }
-
-    /// TLS on top of `stream`, insisting on ALPN h2.
-    async fn tls_connect(
-        &self,
-        origin: &Origin,
-        stream: tokio::net::TcpStream,
-    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, ClientError> {
-        let cfg = &self.inner.config;
-        let tls = cfg.tls.clone().unwrap_or_else(super::tls::default_config);
-        let host = origin.host.trim_matches(['[', ']']).to_string();
-        let name = rustls::pki_types::ServerName::try_from(host)
-            .map_err(|e| ClientError::InvalidUrl(format!("{}: {e}", origin.host)))?;
-        let connector = tokio_rustls::TlsConnector::from(tls);
-        let stream = tokio::time::timeout(cfg.connect_timeout, connector.connect(name, stream))
-            .await
-            .map_err(|_| ClientError::Timeout("in the TLS handshake"))?
-            .map_err(|e| ClientError::Connect(std::io::Error::other(format!("TLS: {e}"))))?;
-        if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
-            return Err(ClientError::Connect(std::io::Error::other(
-                "TLS: the server did not agree to HTTP/2 (ALPN h2); HTTP/1.1 over TLS \
-                 is not supported yet",
-            )));
-        }
-        Ok(stream)
+        Ok(Some((conn, true)))
     }
 
     async fn forget_h2(&self, origin: &Origin, conn: &H2Conn) {

@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::body::{Body, BodyError};
+use crate::transport::Transport;
 use conn::ClientConn;
 pub use conn::ConnMeta;
 use connect::Resolver;
@@ -93,7 +94,8 @@ pub struct Timings {
     pub queued: Duration,
     /// Name resolution (zero when cached).
     pub dns: Option<Duration>,
-    /// TCP handshake.
+    /// TCP handshake, and for `https` the TLS handshake after it (curl's
+    /// `time_appconnect` minus `time_namelookup`).
     pub connect: Option<Duration>,
     /// Until the last request byte was written.
     pub written: Duration,
@@ -162,9 +164,14 @@ pub struct ClientConfig {
     /// Speak HTTP/2 with prior knowledge (h2c): one multiplexed connection
     /// per origin instead of the pool (R4.5).
     pub http2_prior_knowledge: bool,
-    /// TLS for `https://` origins (which speak HTTP/2 by ALPN); `None`:
-    /// [`tls::default_config`] (Mozilla's roots).
+    /// TLS for `https://` origins; `None`: [`tls::default_config`]
+    /// (Mozilla's roots). ALPN decides the version per origin: `h2` gets one
+    /// multiplexed connection, `http/1.1` (or no ALPN) the pool. The
+    /// config's ALPN list is what the client offers.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Never HTTP/2: `https://` offers only `http/1.1` by ALPN (curl's
+    /// `--http1.1`).
+    pub http1_only: bool,
 }
 
 impl Default for ClientConfig {
@@ -183,12 +190,20 @@ impl Default for ClientConfig {
             preserve_header_case: false,
             http2_prior_knowledge: false,
             tls: None,
+            http1_only: false,
         }
     }
 }
 
 struct Inner {
     config: ClientConfig,
+    /// TLS as configured: offers what the config's ALPN list says.
+    tls_any: Arc<rustls::ClientConfig>,
+    /// TLS for pool connections: offers `http/1.1` only.
+    tls_http1: Arc<rustls::ClientConfig>,
+    /// `https` origins whose ALPN answer was not `h2`, with the connection
+    /// that learned it (kept for the pool's first request).
+    http1_origins: std::sync::Mutex<std::collections::HashMap<Origin, Option<Transport>>>,
     pool: Pool,
     h2: h2::H2Conns,
     resolver: Resolver,
@@ -212,8 +227,19 @@ impl Default for Client {
 impl Client {
     /// A client with these settings.
     pub fn new(config: ClientConfig) -> Self {
+        let tls = config.tls.clone().unwrap_or_else(tls::default_config);
+        let mut http1 = (*tls).clone();
+        http1.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tls_http1 = Arc::new(http1);
         Client {
             inner: Arc::new(Inner {
+                tls_any: if config.http1_only {
+                    tls_http1.clone()
+                } else {
+                    tls
+                },
+                tls_http1,
+                http1_origins: Default::default(),
                 pool: Pool::new(config.pool.clone()),
                 h2: h2::H2Conns::default(),
                 resolver: Resolver::new(config.dns_ttl),
@@ -277,8 +303,15 @@ impl Client {
         payload: Bytes,
         mut fresh: bool,
     ) -> Result<Response<Body>, ClientError> {
-        if self.inner.config.http2_prior_knowledge || origin.scheme == "https" {
-            return self.send_h2(origin, head, payload).await;
+        let cfg = &self.inner.config;
+        let h2 = if origin.scheme == "https" {
+            !cfg.http1_only && !self.speaks_http1(origin)
+        } else {
+            cfg.http2_prior_knowledge
+        };
+        // `None`: ALPN chose HTTP/1.1; the pool takes over.
+        if h2 && let Some(resp) = self.send_h2(origin, &head, &payload).await? {
+            return Ok(resp);
         }
         let started = Instant::now();
         if self.inner.config.close_after_each {
@@ -463,7 +496,19 @@ impl Client {
         timings: &mut Timings,
     ) -> Result<ClientConn, ClientError> {
         let cfg = &self.inner.config;
-        let stream = self.open_tcp(origin, timings).await?;
+        let spare = self.take_http1_spare(origin);
+        let stream = match spare {
+            Some(s) => s,
+            None => {
+                let tcp = self.open_tcp(origin, timings).await?;
+                if origin.scheme == "https" {
+                    let tls = self.inner.tls_http1.clone();
+                    self.tls_connect(origin, tcp, tls, timings).await?.into()
+                } else {
+                    tcp.into()
+                }
+            }
+        };
         let _ = started;
         let id = self.inner.next_id.fetch_add(1, Relaxed) + 1;
         self.inner.metrics.connections_opened.fetch_add(1, Relaxed);
@@ -476,6 +521,49 @@ impl Client {
             },
         );
         ClientConn::new(stream, proto, id).map_err(ClientError::Connect)
+    }
+
+    /// TLS on top of `stream`, offering what `tls` says by ALPN.
+    pub(crate) async fn tls_connect(
+        &self,
+        origin: &Origin,
+        stream: tokio::net::TcpStream,
+        tls: Arc<rustls::ClientConfig>,
+        timings: &mut Timings,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, ClientError> {
+        let cfg = &self.inner.config;
+        let t = Instant::now();
+        let host = origin.host.trim_matches(['[', ']']).to_string();
+        let name = rustls::pki_types::ServerName::try_from(host)
+            .map_err(|e| ClientError::InvalidUrl(format!("{}: {e}", origin.host)))?;
+        let connector = tokio_rustls::TlsConnector::from(tls);
+        let stream = tokio::time::timeout(cfg.connect_timeout, connector.connect(name, stream))
+            .await
+            .map_err(|_| ClientError::Timeout("in the TLS handshake"))?
+            .map_err(|e| ClientError::Connect(std::io::Error::other(format!("TLS: {e}"))))?;
+        timings.connect = Some(timings.connect.unwrap_or_default() + t.elapsed());
+        Ok(stream)
+    }
+
+    /// Whether ALPN told us this `https` origin speaks HTTP/1.1.
+    fn speaks_http1(&self, origin: &Origin) -> bool {
+        self.http1_origins().contains_key(origin)
+    }
+
+    /// Records that `origin` answered ALPN with HTTP/1.1 on `conn`.
+    pub(crate) fn learned_http1(&self, origin: &Origin, conn: Transport) {
+        self.http1_origins().insert(origin.clone(), Some(conn));
+    }
+
+    fn take_http1_spare(&self, origin: &Origin) -> Option<Transport> {
+        self.http1_origins().get_mut(origin)?.take()
+    }
+
+    fn http1_origins(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<Origin, Option<Transport>>> {
+        let map = self.inner.http1_origins.lock();
+        map.unwrap_or_else(|e| e.into_inner())
     }
 
     /// The response body: whole if it is already buffered (the connection

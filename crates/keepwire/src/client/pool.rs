@@ -143,7 +143,7 @@ impl Pool {
                 let st = state_of(&mut map, origin);
                 let now = Instant::now();
                 let may_reuse = !fresh && self.config.reuse;
-                while let Some(idle) = if may_reuse { st.idle.pop() } else { None } {
+                while let Some(mut idle) = if may_reuse { st.idle.pop() } else { None } {
                     let idle_for = now.duration_since(idle.since);
                     if idle_for >= self.idle_limit(st, &idle.conn) {
                         dropped.expired += 1;

@@ -2,8 +2,8 @@
 //!
 //! Trust comes from Mozilla's roots compiled in (`webpki-roots`) unless a CA
 //! file is given; `insecure` skips verification and exists for tests and
-//! self-signed lab servers only. ALPN offers `h2`: over TLS the client
-//! speaks HTTP/2 (HTTP/1.1 over TLS is not implemented yet).
+//! self-signed lab servers only. ALPN offers `h2` and `http/1.1`: the
+//! server's choice decides between the multiplexed connection and the pool.
 
 use std::sync::Arc;
 
@@ -21,7 +21,7 @@ fn finish(
     roots: rustls::RootCertStore,
 ) -> Arc<rustls::ClientConfig> {
     let mut config = builder.with_root_certificates(roots).with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Arc::new(config)
 }
 
@@ -67,7 +67,7 @@ pub fn insecure_config() -> Arc<rustls::ClientConfig> {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAny(provider())))
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Arc::new(config)
 }
 

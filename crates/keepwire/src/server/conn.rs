@@ -36,6 +36,7 @@ use super::{ConnInfo, Handler, ResponseFuture, Shared};
 use crate::body::{Body, BodyError};
 use crate::metrics::CloseReason;
 use crate::net::{self, LingerOutcome};
+use crate::transport::Transport;
 
 /// Bodies up to this size are copied next to their head (one write);
 /// larger ones are written from their own buffer.
@@ -90,7 +91,7 @@ enum Wake {
 }
 
 struct Driver<'a> {
-    stream: TcpStream,
+    stream: Transport,
     conn: Conn,
     shared: &'a Shared,
     handler: Arc<dyn Handler>,
@@ -134,7 +135,7 @@ struct Driver<'a> {
 }
 
 pub(crate) async fn serve(
-    stream: TcpStream,
+    stream: Transport,
     peer: SocketAddr,
     local: Option<SocketAddr>,
     id: u64,
@@ -143,7 +144,7 @@ pub(crate) async fn serve(
     stop: watch::Receiver<bool>,
 ) {
     let cfg = &shared.config;
-    let local = local.unwrap_or_else(|| stream.local_addr().unwrap_or(peer));
+    let local = local.unwrap_or_else(|| stream.tcp().local_addr().unwrap_or(peer));
     let conn = Conn::new(
         Role::Server,
         ConnConfig {
@@ -193,8 +194,11 @@ pub(crate) async fn serve(
     let reason = d.run(stop.clone()).await;
     if d.switch_h2 {
         let prefix = d.conn.take_read_buffer().freeze();
+        let Transport::Tcp(stream) = d.stream else {
+            unreachable!("h2 over TLS is chosen by ALPN, not by the preface");
+        };
         let (reason, requests) =
-            super::h2::serve(d.stream, prefix, d.info, shared, d.handler.clone(), stop).await;
+            super::h2::serve(stream, prefix, d.info, shared, d.handler.clone(), stop).await;
         tracing::debug!(conn = id, %peer, %local, requests, ?reason, "h2 connection closed");
         shared.metrics.closed(reason, requests);
         return;
@@ -211,7 +215,7 @@ pub(crate) async fn serve(
         // (nginx's lingering heuristic does the same). Saves a shutdown,
         // a wait and a wake-up per connection.
         CloseReason::NotPersistent
-            if d.conn.peer_announced_close() && socket_drained(&d.stream) => {}
+            if d.conn.peer_announced_close() && socket_drained(d.stream.tcp()) => {}
         CloseReason::Upgraded => {
             if let Some(tx) = d.upgrade_tx.take() {
                 let read_buf = d.conn.take_read_buffer();
@@ -222,7 +226,13 @@ pub(crate) async fn serve(
             }
         }
         // Boxed: only closing connections pay for the drain's state.
-        _ => Box::pin(linger(d.stream, shared)).await,
+        _ => {
+            Box::pin(async {
+                let stream = d.stream.into_tcp(shared.config.write_timeout).await;
+                linger(stream, shared).await
+            })
+            .await
+        }
     }
 }
 
@@ -293,10 +303,7 @@ impl Driver<'_> {
                 self.conn.wants_read() && self.stalled.is_none() && self.failed.is_none();
             let wake = tokio::select! {
                 biased;
-                r = self.stream.readable(), if wants_read => match r {
-                    Ok(()) => Wake::Read(net::read_available(&self.stream, self.conn.read_buffer())),
-                    Err(e) => Wake::Read(Err(e)),
-                },
+                r = self.stream.read_available(self.conn.read_buffer()), if wants_read => Wake::Read(r),
                 _ = poll_pipeline(&mut self.pipeline), if self.pipeline.front().is_some_and(|s| s.ready.is_none()) => Wake::Progress,
                 frame = std::future::poll_fn(|cx| match self.streaming.as_mut() {
                     Some(b) => Pin::new(b).poll_frame(cx),
@@ -396,6 +403,7 @@ impl Driver<'_> {
                     // h2c with prior knowledge: the "bad request" is the
                     // HTTP/2 preface on a fresh connection.
                     if self.shared.config.http2
+                        && !self.stream.is_tls()
                         && self.info.request_index == 0
                         && super::h2::is_preface(self.conn.read_buffer())
                     {
@@ -627,9 +635,7 @@ impl Driver<'_> {
         while framed.has_remaining() {
             let mut slices = [io::IoSlice::new(&[]); 3];
             let n = framed.chunks_vectored(&mut slices);
-            let written = self
-                .timed_write(|s| s.try_write_vectored(&slices[..n]))
-                .await?;
+            let written = self.write(&slices[..n]).await?;
             framed.advance(written);
         }
         Ok(())
@@ -646,57 +652,38 @@ impl Driver<'_> {
 
     /// Step 3: writes the output buffer, bounded by the write timeout.
     async fn flush(&mut self) -> Result<(), CloseReason> {
-        while !self.out.is_empty() {
-            // Fast path: the socket buffer has room (no timer needed).
-            match self.stream.try_write(&self.out) {
-                Ok(n) => {
-                    self.out.advance(n);
-                    continue;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => {
-                    self.peer_eof = true;
-                    return Err(CloseReason::Error);
-                }
-            }
-            let timeout = self.shared.config.write_timeout;
-            match tokio::time::timeout(timeout, self.stream.writable()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => {
-                    self.peer_eof = true;
-                    return Err(CloseReason::Error);
-                }
-                Err(_) => return Err(CloseReason::Timeout),
+        let timeout = self.shared.config.write_timeout;
+        let mut result = Ok(());
+        while !self.out.is_empty() && result.is_ok() {
+            let buf = [io::IoSlice::new(&self.out)];
+            match self.stream.write_timed(&buf, timeout).await {
+                Ok(n) => self.out.advance(n),
+                Err(e) => result = Err(e),
             }
         }
-        self.out.clear();
-        Ok(())
+        if result.is_ok() {
+            self.out.clear();
+            result = self.stream.flush_timed(timeout).await;
+        }
+        result.map_err(|e| self.write_failed(e))
     }
 
-    async fn timed_write(
-        &mut self,
-        mut op: impl FnMut(&TcpStream) -> io::Result<usize>,
-    ) -> Result<usize, CloseReason> {
-        loop {
-            match op(&self.stream) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => {
-                    self.peer_eof = true;
-                    return Err(CloseReason::Error);
-                }
-            }
-            match tokio::time::timeout(self.shared.config.write_timeout, self.stream.writable())
-                .await
-            {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => {
-                    self.peer_eof = true;
-                    return Err(CloseReason::Error);
-                }
-                Err(_) => return Err(CloseReason::Timeout),
-            }
+    /// One write (at once if the socket has room), bounded by the write
+    /// timeout.
+    async fn write(&mut self, bufs: &[io::IoSlice<'_>]) -> Result<usize, CloseReason> {
+        let timeout = self.shared.config.write_timeout;
+        match self.stream.write_timed(bufs, timeout).await {
+            Ok(n) => Ok(n),
+            Err(e) => Err(self.write_failed(e)),
         }
+    }
+
+    fn write_failed(&mut self, e: io::Error) -> CloseReason {
+        if e.kind() == io::ErrorKind::TimedOut {
+            return CloseReason::Timeout;
+        }
+        self.peer_eof = true;
+        CloseReason::Error
     }
 
     /// Keeps the idle-connections gauge in step with this connection.

@@ -167,8 +167,9 @@ pub(crate) async fn serve(
     serve_io(io, Some(cork), info, shared, handler, stop).await
 }
 
-/// Serves HTTP/2 on a TLS connection (ALPN `h2`); a client that did not
-/// ask for h2 gets a 505 that says why.
+/// Completes the TLS handshake and serves HTTP/2 if ALPN chose `h2`;
+/// otherwise (ALPN `http/1.1`, or none: HTTP/1.1 is TLS's default) returns
+/// the stream for the HTTP/1 driver.
 pub(crate) async fn serve_tls(
     stream: TcpStream,
     tls: Arc<rustls::ServerConfig>,
@@ -176,47 +177,28 @@ pub(crate) async fn serve_tls(
     shared: &Shared,
     handler: Arc<dyn Handler>,
     stop: watch::Receiver<bool>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+) -> Option<crate::transport::Transport> {
     let cfg = &shared.config;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let mut tls = match tokio::time::timeout(cfg.header_timeout, acceptor.accept(stream)).await {
+    let tls = match tokio::time::timeout(cfg.header_timeout, acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(conn = info.id, error = %e, "TLS handshake failed");
             shared.metrics.closed(CloseReason::Error, 0);
-            return;
+            return None;
         }
         Err(_) => {
             shared.metrics.closed(CloseReason::Timeout, 0);
-            return;
+            return None;
         }
     };
-    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-        let (reason, requests) = serve_io(tls, None, info, shared, handler, stop).await;
-        shared.metrics.closed(reason, requests);
-        return;
+    if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+        return Some(tls.into());
     }
-    // No ALPN: read the request head (bounded), then say what we speak.
-    let mut head = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let deadline = Instant::now() + cfg.header_timeout;
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
-        match tokio::time::timeout_at(deadline, tls.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&chunk[..n]),
-            _ => break,
-        }
-    }
-    let body = "keepwire: HTTP/1.1 over TLS is not supported yet; \
-                use HTTP/2 (ALPN h2, e.g. curl --http2)\n";
-    let answer = format!(
-        "HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Type: text/plain\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = tls.write_all(answer.as_bytes()).await;
-    let _ = tls.shutdown().await;
-    shared.metrics.closed(CloseReason::NotPersistent, 0);
+    let (reason, requests) = serve_io(tls, None, info, shared, handler, stop).await;
+    tracing::debug!(conn = info.id, requests, ?reason, "h2 connection closed");
+    shared.metrics.closed(reason, requests);
+    None
 }
 
 /// Serves one HTTP/2 connection over any transport.

@@ -78,8 +78,8 @@ pub struct ConnInfo {
 /// 2xx to CONNECT (R9.1, R9.3): from here on it is an opaque byte stream.
 #[derive(Debug)]
 pub struct Upgraded {
-    /// The socket.
-    pub stream: TcpStream,
+    /// The connection (TCP, or TLS on TCP).
+    pub stream: crate::transport::Transport,
     /// Bytes the client sent after its request head (already read).
     pub read_buf: bytes::BytesMut,
 }
@@ -147,9 +147,11 @@ pub struct Config {
     /// Concurrent streams per HTTP/2 connection (nginx
     /// `http2_max_concurrent_streams` is 128).
     pub http2_max_streams: u32,
-    /// Serve TLS on every listener (rustls). ALPN must offer `h2`: HTTP/2 is
-    /// what keepwire speaks over TLS for now; a client without ALPN gets a
-    /// 505 that says so.
+    /// Serve TLS on every listener (rustls). ALPN `h2` gets HTTP/2;
+    /// `http/1.1`, or no ALPN, gets the HTTP/1 driver over TLS, with the same
+    /// persistence, pipelining, timeouts and lingering close as cleartext
+    /// (and `close_notify` before the TCP close). Offer what you want served
+    /// in the config's `alpn_protocols`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -438,16 +440,22 @@ async fn start_connection(
         return;
     }
     let id = shared.next_id.fetch_add(1, Relaxed) + 1;
-    if let Some(tls) = shared.config.tls.clone() {
-        let info = ConnInfo {
-            id,
-            peer,
-            local: local.unwrap_or_else(|| stream.local_addr().unwrap_or(peer)),
-            request_index: 0,
-        };
-        h2::serve_tls(stream, tls, info, &shared, handler, stop).await;
-        return;
-    }
+    let stream = match shared.config.tls.clone() {
+        Some(tls) => {
+            let info = ConnInfo {
+                id,
+                peer,
+                local: local.unwrap_or_else(|| stream.local_addr().unwrap_or(peer)),
+                request_index: 0,
+            };
+            let serve = h2::serve_tls(stream, tls, info, &shared, handler.clone(), stop.clone());
+            match Box::pin(serve).await {
+                Some(http1) => http1,
+                None => return,
+            }
+        }
+        None => stream.into(),
+    };
     conn::serve(stream, peer, local, id, &shared, handler, stop).await;
 }
 

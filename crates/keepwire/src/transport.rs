@@ -1,0 +1,222 @@
+//! The byte stream under an HTTP/1 connection: plain TCP, or TLS over TCP.
+//!
+//! The HTTP/1 drivers (server connection, client pool) are written once
+//! against this type, so persistence, pipelining, timeouts and lingering
+//! close behave the same with and without TLS. An enum rather than a trait
+//! object or a type parameter: one predictable branch per I/O call, no
+//! allocation per connection for plain TCP, and one copy of each driver.
+//!
+//! Everything TCP-level (socket options, peeking for a stale connection,
+//! the lingering drain, TIME_WAIT) still acts on the TCP socket underneath,
+//! reached with [`Transport::tcp`]; TLS only adds records on top, and a
+//! `close_notify` before the TCP close.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// First read into an empty buffer (most request heads fit).
+const FIRST_READ: usize = 4 * 1024;
+/// Further reads reserve this much.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A connection's byte stream.
+#[derive(Debug)]
+pub enum Transport {
+    /// Cleartext TCP.
+    Tcp(TcpStream),
+    /// TLS (rustls) on TCP, either side of the handshake.
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+}
+
+impl From<TcpStream> for Transport {
+    fn from(s: TcpStream) -> Self {
+        Transport::Tcp(s)
+    }
+}
+
+impl From<tokio_rustls::server::TlsStream<TcpStream>> for Transport {
+    fn from(s: tokio_rustls::server::TlsStream<TcpStream>) -> Self {
+        Transport::Tls(Box::new(tokio_rustls::TlsStream::Server(s)))
+    }
+}
+
+impl From<tokio_rustls::client::TlsStream<TcpStream>> for Transport {
+    fn from(s: tokio_rustls::client::TlsStream<TcpStream>) -> Self {
+        Transport::Tls(Box::new(tokio_rustls::TlsStream::Client(s)))
+    }
+}
+
+impl Transport {
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Tcp(s) => s,
+            Transport::Tls(s) => s.get_ref().0,
+        }
+    }
+
+    /// Whether the bytes are TLS records.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Transport::Tls(_))
+    }
+
+    /// The application protocol TLS agreed on (ALPN), if any.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        match self {
+            Transport::Tcp(_) => None,
+            Transport::Tls(s) => s.get_ref().1.alpn_protocol(),
+        }
+    }
+
+    /// Reads what is available into `buf`, first making room in it; 0 is
+    /// the end of the stream.
+    pub(crate) fn poll_read_available(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        let spare = buf.capacity() - buf.len();
+        if buf.capacity() == 0 {
+            buf.reserve(FIRST_READ);
+        } else if spare < FIRST_READ / 2 {
+            buf.reserve(READ_CHUNK);
+        }
+        // tokio's TCP read clears the readiness after a short read, so the
+        // next wait goes to epoll instead of trying a read that would block.
+        tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
+    }
+
+    /// [`Self::poll_read_available`] as a future (cancel-safe: nothing is
+    /// read unless it completes).
+    pub(crate) async fn read_available(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_read_available(cx, buf)).await
+    }
+
+    /// Writes some of `bufs` (not all empty): at once if the socket has
+    /// room (no timer is armed on that path), else waiting at most `timeout`
+    /// (an error of kind `TimedOut`). Never `Ok(0)`.
+    pub(crate) async fn write_timed(
+        &mut self,
+        bufs: &[io::IoSlice<'_>],
+        timeout: Duration,
+    ) -> io::Result<usize> {
+        let first = Pin::new(&mut *self).poll_write_vectored(&mut noop_context(), bufs);
+        let written = match first {
+            Poll::Ready(r) => r,
+            Poll::Pending => {
+                let write =
+                    std::future::poll_fn(|cx| Pin::new(&mut *self).poll_write_vectored(cx, bufs));
+                tokio::time::timeout(timeout, write)
+                    .await
+                    .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+            }
+        };
+        match written {
+            Ok(0) => Err(io::ErrorKind::WriteZero.into()),
+            other => other,
+        }
+    }
+
+    /// Pushes out what TLS buffered (nothing to do for TCP), waiting at most
+    /// `timeout`.
+    pub(crate) async fn flush_timed(&mut self, timeout: Duration) -> io::Result<()> {
+        let Transport::Tls(s) = self else {
+            return Ok(());
+        };
+        if let Poll::Ready(r) = Pin::new(&mut **s).poll_flush(&mut noop_context()) {
+            return r;
+        }
+        let flush = std::future::poll_fn(|cx| Pin::new(&mut **s).poll_flush(cx));
+        tokio::time::timeout(timeout, flush)
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+    }
+
+    /// Ends TLS with `close_notify` (bounded by `timeout`) and returns the
+    /// TCP socket for the TCP-level close (lingering or not). Without it a
+    /// TLS peer cannot tell our close from a truncation attack (RFC 8446
+    /// §6.1), which is the HTTPS form of R8.2's truncation question.
+    pub async fn into_tcp(mut self, timeout: Duration) -> TcpStream {
+        if let Transport::Tls(s) = &mut self {
+            s.get_mut().1.send_close_notify();
+        }
+        let _ = self.flush_timed(timeout).await;
+        match self {
+            Transport::Tcp(s) => s,
+            Transport::Tls(s) => match *s {
+                tokio_rustls::TlsStream::Server(t) => t.into_inner().0,
+                tokio_rustls::TlsStream::Client(t) => t.into_inner().0,
+            },
+        }
+    }
+}
+
+/// For trying an operation without waiting (a temporary: a `Context` must
+/// not live across an await).
+fn noop_context() -> Context<'static> {
+    Context::from_waker(Waker::noop())
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Transport::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Transport::Tcp(s) => s.is_write_vectored(),
+            Transport::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
