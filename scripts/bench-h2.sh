@@ -5,6 +5,8 @@
 #   TLS=0 (default): HTTP/2 with prior knowledge (h2c); keepwire's hello example.
 #   TLS=1: HTTPS with ALPN h2, one self-signed ECDSA P-256 certificate (openssl)
 #          for both; keepwire serve --respond (14-byte body: it adds a newline).
+#   H1=1:  HTTP/1.1 over TLS instead (implies TLS=1): wrk -t1 -c10 --latency
+#          (no ALPN, so HTTP/1.1), keep-alive, against the same two servers.
 # Reported: req/s (median, min–max), server CPU µs/req, p50/p99 of request
 # time from h2load's per-request log.
 #
@@ -15,7 +17,9 @@ cd "$(dirname "$0")/.."
 REPS=${REPS:-3}
 DUR=${DUR:-10}
 TLS=${TLS:-0}
-for t in nginx h2load taskset python3 openssl; do
+H1=${H1:-0}
+[ "$H1" = 1 ] && TLS=1
+for t in nginx h2load wrk taskset python3 openssl; do
   command -v "$t" >/dev/null || { echo "bench-h2: $t missing (nghttp2-client has h2load)" >&2; exit 2; }
 done
 cargo build --release -p keepwire --example hello -p keepwire-cli >/dev/null
@@ -74,20 +78,37 @@ for rep in $(seq 1 "$REPS"); do
     if [ "$target" = keepwire ]; then p=$P_KW; pid=$kw_pid; else p=$P_NGX; pid=$ngx_worker; fi
     log="$work/$target-$rep.log"
     c0=$(cpu "$pid")
-    taskset -c 1 h2load -c10 -m10 -D "$DUR" --log-file="$log" "$scheme://127.0.0.1:$p/" > "$work/$target-$rep.out" 2>&1 || true
+    if [ "$H1" = 1 ]; then
+      taskset -c 1 wrk -t1 -c10 -d"${DUR}s" --latency "$scheme://127.0.0.1:$p/" > "$work/$target-$rep.out" 2>&1 || true
+    else
+      taskset -c 1 h2load -c10 -m10 -D "$DUR" --log-file="$log" "$scheme://127.0.0.1:$p/" > "$work/$target-$rep.out" 2>&1 || true
+    fi
     c1=$(cpu "$pid")
     echo "$target $rep $((c1 - c0)) $work/$target-$rep.out $log" >> "$results"
     sleep 1
   done
 done
 
-python3 - "$results" "$TICK" <<'PY'
+python3 - "$results" "$TICK" "$H1" <<'PY'
 import re, statistics, sys
 tick = int(sys.argv[2])
+h1 = sys.argv[3] == "1"
 rows = {}
+def wrk_us(text, q):
+    m = re.search(rf"\s{q}%\s+([\d.]+)(us|ms|s)\b", text)
+    return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[m.group(2)]
 for line in open(sys.argv[1]):
     target, rep, ticks, out, log = line.split()
     text = open(out).read()
+    if h1:
+        done = int(re.search(r"(\d+) requests in", text).group(1))
+        m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+        bad = sum(int(g) for g in m.groups()) if m else 0
+        m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+        bad += int(m.group(1)) if m else 0
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+        rows.setdefault(target, []).append((rps, int(ticks) / tick * 1e6 / max(done, 1), wrk_us(text, 50), wrk_us(text, 99), bad))
+        continue
     done = int(re.search(r"(\d+) succeeded", text).group(1))
     failed = int(re.search(r"(\d+) failed", text).group(1))
     errored = int(re.search(r"(\d+) errored", text).group(1))
@@ -96,7 +117,7 @@ for line in open(sys.argv[1]):
     times = sorted(int(l.split()[2]) for l in open(log) if len(l.split()) >= 3)
     p = lambda q: times[min(len(times) - 1, int(q * len(times)))] if times else 0
     rows.setdefault(target, []).append((rps, int(ticks) / tick * 1e6 / max(done, 1), p(0.5), p(0.99), failed + errored))
-print("| server | req/s | server CPU µs/req | p50 µs | p99 µs | failed+errored |")
+print("| server | req/s | server CPU µs/req | p50 µs | p99 µs | " + ("socket errors + non-2xx |" if h1 else "failed+errored |"))
 print("|---|---|---|---|---|---|")
 for target, vals in rows.items():
     cols = list(zip(*vals))

@@ -71,10 +71,18 @@ pub struct BenchArgs {
     /// connection persists only if the server answers with keep-alive too (R5.1).
     #[arg(long = "http1.0", conflicts_with = "http2")]
     http10: bool,
-    /// Speak HTTP/2 with prior knowledge (h2c, R4.5): --pipeline N then sets the
-    /// concurrent streams per connection (as h2load's -m does).
+    /// Speak HTTP/2 (R4.5): with prior knowledge (h2c) for http://, by ALPN for
+    /// https://. --pipeline N then sets the concurrent streams per connection (as
+    /// h2load's -m does).
     #[arg(long, conflicts_with = "rate")]
     http2: bool,
+    /// https://: trust only the certificates in this PEM file (default: Mozilla's
+    /// roots).
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    cacert: Option<PathBuf>,
+    /// https://: do not verify the server's certificate (self-signed test servers).
+    #[arg(short = 'k', long)]
+    insecure: bool,
     /// Requests kept in flight per connection (pipelining, R7); 1 is none.
     #[arg(long, default_value_t = 1, value_name = "DEPTH",
           value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -118,15 +126,9 @@ enum OnOff {
 /// Turns the flags into a plan, or says what is wrong with them.
 fn plan(args: &BenchArgs) -> Result<(Plan, String), String> {
     let url = parse_url(&args.url)?;
-    if url.scheme_str() == Some("https") {
-        return Err(
-            "https:// is not supported by keepwire bench yet (no TLS in the load \
-                    generator); use http://"
-                .into(),
-        );
-    }
+    let https = url.scheme_str() == Some("https");
     let authority = url.authority().ok_or("invalid URL: no host")?;
-    let port = authority.port_u16().unwrap_or(80);
+    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
     let addr: SocketAddr = (authority.host().trim_matches(['[', ']']), port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {}: {e}", authority.host()))?
@@ -204,6 +206,9 @@ fn plan(args: &BenchArgs) -> Result<(Plan, String), String> {
     );
     let threads = threads.min(args.connections as usize);
     let mode = match (keep_alive, args.http10, args.http2) {
+        (_, _, true) if https => {
+            format!("HTTP/2 over TLS, {} streams per connection", args.pipeline)
+        }
         (_, _, true) => format!("HTTP/2 (h2c), {} streams per connection", args.pipeline),
         (false, _, _) => "new connection per request".to_string(),
         (true, true, _) => "HTTP/1.0 keep-alive".to_string(),
@@ -240,14 +245,39 @@ fn plan(args: &BenchArgs) -> Result<(Plan, String), String> {
                 headers: headers.clone(),
                 body: body.clone(),
             }),
+            tls: if https { Some(tls(args, &url)?) } else { None },
         },
         summary,
     ))
 }
 
+/// TLS for an `https://` run: verified against the default roots, a CA
+/// file, or not at all.
+fn tls(args: &BenchArgs, url: &http::Uri) -> Result<bench::Tls, String> {
+    let config = if args.insecure {
+        keepwire::client::tls::insecure_config()
+    } else if let Some(path) = &args.cacert {
+        keepwire::client::tls::config_with_ca(path).map_err(|e| format!("--cacert {e}"))?
+    } else {
+        keepwire::client::tls::default_config()
+    };
+    let host = url.host().unwrap_or_default().trim_matches(['[', ']']);
+    let server_name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("{host}: not a name TLS can verify: {e}"))?;
+    Ok(bench::Tls {
+        config,
+        server_name,
+    })
+}
+
 /// Runs `keepwire bench`.
 pub fn run(args: BenchArgs) -> Result<(), String> {
     let (plan, summary) = plan(&args)?;
+    if plan.tls.is_some() {
+        // A certificate or ALPN problem would otherwise show up only as
+        // "connect errors": fail first, with the cause, as curl does.
+        bench::preflight(&plan).map_err(|e| format!("{}: {e}", args.url))?;
+    }
     let stop = plan.stop;
     let progress = Arc::new(Progress::default());
     let interrupt = Arc::new(AtomicBool::new(false));

@@ -144,7 +144,11 @@ fn bad_input_fails_with_the_cause() {
             vec!["--keep-alive", "off", "--pipeline", "2", &url],
             "--pipeline needs --keep-alive on",
         ),
-        (vec!["https://127.0.0.1:1/"], "https:// is not supported"),
+        (vec!["https://127.0.0.1:1/"], "https://127.0.0.1:1/: "),
+        (
+            vec!["--cacert", "/nonexistent.pem", "https://localhost:1/"],
+            "--cacert /nonexistent.pem",
+        ),
         (vec!["ftp://x/"], "unsupported scheme"),
         (vec!["-H", "no colon", &url], "invalid header"),
         (

@@ -369,3 +369,34 @@ fn keepwire_get_speaks_http2_over_tls_and_verifies_the_server() {
     let err = String::from_utf8_lossy(&out.stderr).to_ascii_lowercase();
     assert!(err.contains("certificate"), "{err}");
 }
+
+#[test]
+fn keepwire_bench_runs_over_tls_with_http1_and_http2() {
+    let (s, pem) = serve_tls();
+    let url = format!("https://localhost:{}/obj/1.css", s.addr.port());
+    let cases: [(&[&str], u64); 3] = [
+        (&[], 4),
+        (&["--http2", "--pipeline", "8"], 4),
+        (&["--keep-alive", "off"], 300),
+    ];
+    for (flags, connections) in cases {
+        let mut argv = vec!["bench", "--json", "-c", "4", "-n", "300", "--cacert", &pem];
+        argv.extend_from_slice(flags);
+        argv.push(&url);
+        let out = run(&argv, LIMIT);
+        assert!(
+            out.status.success(),
+            "{flags:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc["responses"], 300, "{flags:?} {doc}");
+        assert_eq!(doc["statuses"]["200"], 300, "{flags:?} {doc}");
+        assert_eq!(doc["connections"], connections, "{flags:?} {doc}");
+    }
+    // An unverifiable certificate fails before any load, with the cause.
+    let out = run(&["bench", "-n", "10", &url], LIMIT);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TLS") && err.contains("certificate"), "{err}");
+}

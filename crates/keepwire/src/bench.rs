@@ -41,6 +41,7 @@ use keepwire_proto::{
 use tokio::net::TcpStream;
 
 use crate::net;
+use crate::transport::Transport;
 
 /// When a run ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +77,80 @@ pub struct Plan {
     pub timeout: Duration,
     /// Speak HTTP/2 with prior knowledge (h2c) instead, `pipeline` streams
     /// at once per connection (like h2load's `-m`); `request` is unused.
+    /// Over TLS, HTTP/2 by ALPN.
     pub http2: Option<Http2Request>,
+    /// Speak TLS (an `https://` run). The handshake is part of the connect
+    /// time, as in wrk and h2load.
+    pub tls: Option<Tls>,
+}
+
+/// TLS settings of an `https://` run.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// Verification; the run sets ALPN itself (`h2` or `http/1.1`).
+    pub config: Arc<rustls::ClientConfig>,
+    /// The name the certificate must carry (also sent as SNI).
+    pub server_name: rustls::pki_types::ServerName<'static>,
+}
+
+impl Tls {
+    /// A connector offering only the protocol the run speaks.
+    fn connector(&self, http2: bool) -> tokio_rustls::TlsConnector {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = vec![if http2 {
+            b"h2".to_vec()
+        } else {
+            b"http/1.1".to_vec()
+        }];
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+}
+
+/// Opens one connection for `plan`: TCP, then TLS on it when asked.
+/// An error names what failed (for [`preflight`] and the connect count).
+async fn open(plan: &Plan, tls: Option<&tokio_rustls::TlsConnector>) -> io::Result<Transport> {
+    let tcp = TcpStream::connect(plan.addr).await?;
+    let _ = net::tune_stream(&tcp);
+    let (Some(connector), Some(t)) = (tls, &plan.tls) else {
+        return Ok(tcp.into());
+    };
+    let stream = connector
+        .connect(t.server_name.clone(), tcp)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("TLS: {e}")))?;
+    let want: &[u8] = if plan.http2.is_some() {
+        b"h2"
+    } else {
+        b"http/1.1"
+    };
+    let got = stream.get_ref().1.alpn_protocol();
+    // No ALPN answer is HTTP/1.1 (TLS's default), never HTTP/2.
+    if got.is_some_and(|g| g != want) || (got.is_none() && plan.http2.is_some()) {
+        return Err(io::Error::other(format!(
+            "TLS: the server did not agree to {} by ALPN",
+            String::from_utf8_lossy(want)
+        )));
+    }
+    Ok(stream.into())
+}
+
+/// Opens one connection as the run would and closes it: a wrong address,
+/// certificate or protocol fails here with its cause, before any load.
+pub fn preflight(plan: &Plan) -> io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let tls = plan.tls.as_ref().map(|t| t.connector(plan.http2.is_some()));
+    rt.block_on(async {
+        match tokio::time::timeout(plan.timeout, open(plan, tls.as_ref())).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no connection within {:?}", plan.timeout),
+            )),
+        }
+    })
 }
 
 /// The request an HTTP/2 run sends (h2 builds its own frames per stream).
@@ -409,6 +483,8 @@ impl Tally {
 /// Shared across every thread of a run.
 struct Shared {
     plan: Plan,
+    /// For an `https://` run.
+    tls: Option<tokio_rustls::TlsConnector>,
     /// `pipeline` copies of the request, back to back.
     batch: Bytes,
     limits: Limits,
@@ -489,6 +565,7 @@ pub fn run(plan: Plan, progress: Arc<Progress>, interrupt: Arc<AtomicBool>) -> i
         ..Limits::default()
     };
     let shared = Arc::new(Shared {
+        tls: plan.tls.as_ref().map(|t| t.connector(plan.http2.is_some())),
         batch: batch.freeze(),
         limits,
         stopping: AtomicBool::new(false),
@@ -693,7 +770,8 @@ impl Worker {
             return End::Done;
         }
         let t0 = Instant::now();
-        let stream = match tokio::time::timeout(plan.timeout, TcpStream::connect(plan.addr)).await {
+        let opening = open(plan, self.shared.tls.as_ref());
+        let stream = match tokio::time::timeout(plan.timeout, opening).await {
             Ok(Ok(s)) => s,
             Ok(Err(_)) | Err(_) => {
                 self.tally.borrow_mut().sent += 1;
@@ -706,7 +784,6 @@ impl Worker {
                 return End::Reconnect;
             }
         };
-        let _ = net::tune_stream(&stream);
         {
             let mut t = self.tally.borrow_mut();
             t.connections += 1;
@@ -791,7 +868,8 @@ impl Worker {
                     t.sent += n as u64;
                     t.bytes_written += (n * len) as u64;
                 }
-                if let Err(e) = write_all(&c.stream, &self.shared.batch[..n * len]).await {
+                let batch = &self.shared.batch[..n * len];
+                if let Err(e) = write_all(&mut c.stream, batch, timeout).await {
                     let lost = c.in_flight.len() as u64;
                     c.in_flight.clear();
                     self.fail(ErrorKind::of_io(&e), lost);
@@ -819,16 +897,9 @@ impl Worker {
             if sleep.deadline() != wake.into() {
                 sleep.as_mut().reset(wake.into());
             }
-            tokio::select! {
+            let read = tokio::select! {
                 biased;
-                r = c.stream.readable() => {
-                    if let Err(e) = r {
-                        let lost = c.in_flight.len() as u64;
-                        c.in_flight.clear();
-                        self.fail(ErrorKind::of_io(&e), lost);
-                        return End::Reconnect;
-                    }
-                }
+                r = c.stream.read_available(&mut c.buf) => r,
                 _ = &mut sleep => {
                     if Instant::now() >= progress_at + timeout {
                         let lost = c.in_flight.len() as u64;
@@ -838,10 +909,9 @@ impl Worker {
                     }
                     continue;
                 }
-            }
-            let got = match net::read_available(&c.stream, &mut c.buf) {
+            };
+            let got = match read {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => {
                     let lost = c.in_flight.len() as u64;
                     c.in_flight.clear();
@@ -996,7 +1066,7 @@ impl Worker {
 }
 
 struct Connection {
-    stream: TcpStream,
+    stream: Transport,
     buf: BytesMut,
     in_flight: VecDeque<InFlight>,
     reading: Reading,
@@ -1015,15 +1085,14 @@ enum Reading {
     },
 }
 
-async fn write_all(stream: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+async fn write_all(stream: &mut Transport, mut data: &[u8], timeout: Duration) -> io::Result<()> {
     while !data.is_empty() {
-        match stream.try_write(data) {
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.writable().await?,
-            Err(e) => return Err(e),
-        }
+        let n = stream
+            .write_timed(&[io::IoSlice::new(data)], timeout)
+            .await?;
+        data = &data[n..];
     }
-    Ok(())
+    stream.flush_timed(timeout).await
 }
 
 /// Counts TIME_WAIT sockets to and at `addr` (Linux: `/proc/net/tcp{,6}`).
@@ -1038,8 +1107,8 @@ impl Worker {
         let plan = &self.shared.plan;
         while self.shared.has_work() {
             let t0 = Instant::now();
-            let tcp = match tokio::time::timeout(plan.timeout, TcpStream::connect(plan.addr)).await
-            {
+            let opening = open(plan, self.shared.tls.as_ref());
+            let io = match tokio::time::timeout(plan.timeout, opening).await {
                 Ok(Ok(s)) => s,
                 _ => {
                     if self.shared.claim(1) == 1 {
@@ -1050,13 +1119,12 @@ impl Worker {
                     continue;
                 }
             };
-            let _ = net::tune_stream(&tcp);
             {
                 let mut t = self.tally.borrow_mut();
                 t.connections += 1;
                 t.connect.saturating_record(nanos(t0.elapsed()));
             }
-            let (send, conn) = match h2::client::handshake(tcp).await {
+            let (send, conn) = match h2::client::handshake(io).await {
                 Ok(pair) => pair,
                 Err(e) => {
                     if self.shared.claim(1) == 1 {

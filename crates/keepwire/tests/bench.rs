@@ -43,6 +43,7 @@ fn plan(addr: SocketAddr, version: Version, keep_alive: bool) -> Plan {
         rate: None,
         timeout: Duration::from_secs(3),
         http2: None,
+        tls: None,
     }
 }
 

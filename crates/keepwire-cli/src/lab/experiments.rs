@@ -804,6 +804,7 @@ fn time_wait(lab: &Lab) -> Outcome {
             rate: None,
             timeout: Duration::from_secs(10),
             http2: None,
+            tls: None,
         };
         let origin_local = lab.origin_local;
         let server_before = lab
