@@ -215,7 +215,13 @@ pub(crate) async fn serve(
         // (nginx's lingering heuristic does the same). Saves a shutdown,
         // a wait and a wake-up per connection.
         CloseReason::NotPersistent
-            if d.conn.peer_announced_close() && socket_drained(d.stream.tcp()) => {}
+            if d.conn.peer_announced_close() && socket_drained(d.stream.tcp()) =>
+        {
+            // TLS still ends with close_notify (a no-op for TCP).
+            if d.stream.is_tls() {
+                drop(d.stream.into_tcp(shared.config.write_timeout).await);
+            }
+        }
         CloseReason::Upgraded => {
             if let Some(tx) = d.upgrade_tx.take() {
                 let read_buf = d.conn.take_read_buffer();
@@ -330,7 +336,16 @@ impl Driver<'_> {
                 _ = stop.wait_for(|v| *v), if !self.stopping => Wake::Stop,
             };
             match wake {
+                // A TLS client that closes without `close_notify` ends its
+                // input all the same; whether a request was cut short is the
+                // protocol state's call, as with a TCP FIN.
                 Wake::Read(Ok(0)) => {
+                    self.conn.handle_eof();
+                    self.peer_eof = true;
+                }
+                Wake::Read(Err(e))
+                    if e.kind() == io::ErrorKind::UnexpectedEof && self.stream.is_tls() =>
+                {
                     self.conn.handle_eof();
                     self.peer_eof = true;
                 }

@@ -1,0 +1,139 @@
+//! HTTP/1.1 over TLS on keepwire's server, at the byte level: the same
+//! persistence and close rules as cleartext, and TLS's own close
+//! (`close_notify`, RFC 8446 §6.1), without which a client cannot tell the
+//! server's close from a truncation.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use keepwire::Body;
+use keepwire::metrics::CloseReason;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+/// A server certificate for `localhost` and a client that trusts it and
+/// offers `alpn`.
+fn tls_pair(alpn: &[&[u8]]) -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key.into())
+        .unwrap();
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    (Arc::new(server), Arc::new(client))
+}
+
+async fn hello(_req: Request<Body>) -> Response<Body> {
+    Response::new(Body::from("hello over tls"))
+}
+
+async fn connect(
+    addr: std::net::SocketAddr,
+    client: &Arc<rustls::ClientConfig>,
+) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    within(
+        "TLS handshake",
+        WAIT,
+        tokio_rustls::TlsConnector::from(client.clone()).connect(name, tcp),
+    )
+    .await
+    .unwrap()
+}
+
+/// Reads until the server's close: `Ok` with everything if it ended with
+/// `close_notify`, `Err` if the TCP connection ended without it.
+async fn read_to_close(tls: &mut TlsStream<TcpStream>) -> Result<String, std::io::Error> {
+    let mut all = Vec::new();
+    within("the server's close", WAIT, tls.read_to_end(&mut all)).await?;
+    Ok(String::from_utf8_lossy(&all).into_owned())
+}
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_over_tls_persists_and_closes_with_close_notify() {
+    for alpn in [&[&b"http/1.1"[..]][..], &[]] {
+        let (server_tls, client_tls) = tls_pair(alpn);
+        let server = serve(|c| c.tls = Some(server_tls), hello);
+        let mut tls = connect(server.local_addr(), &client_tls).await;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), alpn.first().copied());
+        // Two requests on one connection (R5.3 persistence), then a last
+        // one that says close.
+        tls.write_all(get("/a").as_bytes()).await.unwrap();
+        tls.write_all(get("/b").as_bytes()).await.unwrap();
+        tls.write_all(b"GET /c HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let text = read_to_close(&mut tls)
+            .await
+            .expect("the close comes with close_notify");
+        assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 3, "{text}");
+        assert_eq!(text.matches("hello over tls").count(), 3, "{text}");
+        assert!(text.contains("connection: close"), "{text}");
+        stop(server).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_tls_connection_is_closed_with_close_notify() {
+    let (server_tls, client_tls) = tls_pair(&[b"http/1.1"]);
+    let server = serve(
+        |c| {
+            c.tls = Some(server_tls);
+            c.idle_timeout = Duration::from_millis(300);
+        },
+        hello,
+    );
+    let mut tls = connect(server.local_addr(), &client_tls).await;
+    tls.write_all(get("/").as_bytes()).await.unwrap();
+    let text = read_to_close(&mut tls)
+        .await
+        .expect("the idle close comes with close_notify");
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    eventually("counted as an idle timeout", WAIT, || {
+        server.metrics().closes(CloseReason::IdleTimeout) == 1
+    })
+    .await;
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_drops_tls_without_close_notify_is_a_client_close() {
+    let (server_tls, client_tls) = tls_pair(&[b"http/1.1"]);
+    let server = serve(|c| c.tls = Some(server_tls), hello);
+    let mut tls = connect(server.local_addr(), &client_tls).await;
+    tls.write_all(get("/").as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = within("a response", WAIT, tls.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 OK"));
+    // Drop the TCP socket under TLS: a FIN, no close_notify.
+    let (tcp, _) = tls.into_inner();
+    drop(tcp);
+    eventually("counted as the client's close", WAIT, || {
+        server.metrics().closes(CloseReason::ClientClose) == 1
+    })
+    .await;
+    assert_eq!(server.metrics().closes(CloseReason::Error), 0);
+    stop(server).await;
+}
