@@ -76,7 +76,7 @@ pub struct BenchArgs {
     /// h2load's -m does).
     #[arg(long, conflicts_with = "rate")]
     http2: bool,
-    /// https://: trust only the certificates in this PEM file (default: Mozilla's
+    /// https://: trust only the certificates in this PEM file (default: the system's
     /// roots).
     #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
     cacert: Option<PathBuf>,

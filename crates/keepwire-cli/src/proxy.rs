@@ -70,6 +70,11 @@ pub struct ProxyArgs {
     /// Log one line per request.
     #[arg(long)]
     access_log: bool,
+    /// Speak HTTP/2 with prior knowledge (h2c) to http:// upstreams: one
+    /// multiplexed connection per upstream instead of a pool. (https://
+    /// upstreams choose by ALPN.)
+    #[arg(long)]
+    upstream_http2: bool,
     #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
@@ -160,6 +165,7 @@ fn configure(args: &ProxyArgs) -> Result<(Vec<SocketAddr>, ProxyConfig), String>
     cfg.upstream_idle_timeout = args.upstream_idle_timeout;
     cfg.upstream_timeout = args.upstream_timeout;
     cfg.upstream_tls = args.trust.client_config()?;
+    cfg.upstream_http2 = args.upstream_http2;
     let listen = if !args.listen.is_empty() {
         args.listen.clone()
     } else if !file.listen.is_empty() {

@@ -87,7 +87,7 @@ impl TlsArgs {
 #[derive(Args, Debug, Default)]
 pub struct TrustArgs {
     /// https:// upstreams: trust only the certificates in this PEM file
-    /// (default: Mozilla's roots).
+    /// (default: the system's roots).
     #[arg(long, value_name = "FILE", conflicts_with = "upstream_insecure")]
     pub upstream_cacert: Option<PathBuf>,
     /// https:// upstreams: do not verify their certificates (test setups only).

@@ -156,6 +156,23 @@ fn reverse_proxy_in_front_of_keepwire_serve() {
     assert!(ok, "curl failed: {err}");
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.ends_with("\r\n\r\npong\n"), "{out}");
+
+    // HTTP/2 (h2c) towards the same origin, HTTP/1.1 towards the client:
+    // Via says the response arrived over HTTP/2, and the pipelined pair
+    // still comes back in order.
+    let p2 = proxy(&["--upstream", &upstream, "--upstream-http2"]);
+    let raw = exchange(
+        p2.addr,
+        "GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        2,
+    );
+    assert_eq!(raw.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{raw}");
+    assert_eq!(raw.matches("pong\n").count(), 2, "{raw}");
+    assert_eq!(
+        raw.to_ascii_lowercase().matches("via: 2 keepwire").count(),
+        2,
+        "{raw}"
+    );
 }
 
 #[test]

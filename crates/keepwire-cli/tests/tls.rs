@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Running, run, start};
+use common::{Running, run, run_env, start};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -25,6 +25,14 @@ fn start_tls(args: &[&str]) -> (Running, String) {
         .display()
         .to_string();
     (s, pem)
+}
+
+/// Runs `keepwire ARGS`, which must succeed, and parses its JSON output.
+fn json(args: &[&str]) -> serde_json::Value {
+    let out = run(args, LIMIT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?}: {err}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
 
 fn tool(name: &str, args: &[&str]) -> Option<std::process::Output> {
@@ -139,13 +147,7 @@ fn keepwire_get_speaks_http1_over_tls_when_asked() {
         let mut argv = vec!["get", "--json", "--page", "--cacert", &pem];
         argv.extend_from_slice(flags);
         argv.push(&page);
-        let out = run(&argv, LIMIT);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let doc = json(&argv);
         assert_eq!(doc["summary"]["succeeded"], 13, "{flags:?} {doc}");
         let opened = doc["summary"]["connections_opened"].as_u64().unwrap();
         assert!((1..=6).contains(&opened), "{flags:?}: {opened} connections");
@@ -157,15 +159,9 @@ fn keepwire_get_speaks_http1_over_tls_when_asked() {
     }
 }
 
-/// The origin for the proxy tests: keepwire serve over TLS (h2 and
-/// http/1.1 by ALPN) and its certificate.
-fn origin() -> (Running, String) {
-    serve_tls()
-}
-
 #[test]
 fn https_through_the_proxy_with_connect() {
-    let (o, origin_pem) = origin();
+    let (o, origin_pem) = serve_tls();
     let port = o.addr.port().to_string();
     let url = format!("https://localhost:{port}/obj/1.css");
     // A cleartext forward proxy: CONNECT, then TLS end to end (the origin's
@@ -249,7 +245,7 @@ fn https_through_the_proxy_with_connect() {
 
 #[test]
 fn an_https_reverse_proxy_speaks_h1_or_h2_to_clients_and_h2_upstream() {
-    let (o, origin_pem) = origin();
+    let (o, origin_pem) = serve_tls();
     let upstream = format!("https://localhost:{}", o.addr.port());
     let (p, proxy_pem) = start_tls(&[
         "proxy",
@@ -345,13 +341,7 @@ fn bad_certificate_files_fail_with_the_cause() {
 fn keepwire_get_speaks_http2_over_tls_and_verifies_the_server() {
     let (s, pem) = serve_tls();
     let page = format!("https://localhost:{}/", s.addr.port());
-    let out = run(&["get", "--json", "--page", "--cacert", &pem, &page], LIMIT);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc = json(&["get", "--json", "--page", "--cacert", &pem, &page]);
     assert_eq!(doc["summary"]["succeeded"], 13, "{doc}");
     assert_eq!(doc["summary"]["connections_opened"], 1, "{doc}");
     let reqs = doc["requests"].as_array().unwrap();
@@ -383,13 +373,7 @@ fn keepwire_bench_runs_over_tls_with_http1_and_http2() {
         let mut argv = vec!["bench", "--json", "-c", "4", "-n", "300", "--cacert", &pem];
         argv.extend_from_slice(flags);
         argv.push(&url);
-        let out = run(&argv, LIMIT);
-        assert!(
-            out.status.success(),
-            "{flags:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let doc = json(&argv);
         assert_eq!(doc["responses"], 300, "{flags:?} {doc}");
         assert_eq!(doc["statuses"]["200"], 300, "{flags:?} {doc}");
         assert_eq!(doc["connections"], connections, "{flags:?} {doc}");
@@ -399,4 +383,35 @@ fn keepwire_bench_runs_over_tls_with_http1_and_http2() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("TLS") && err.contains("certificate"), "{err}");
+}
+
+#[test]
+fn the_default_trust_is_the_platform_store() {
+    let (s, pem) = serve_tls();
+    let url = format!("https://localhost:{}/obj/1.css", s.addr.port());
+    // The platform store, pointed at our certificate the standard way
+    // (OpenSSL's SSL_CERT_FILE): verified without --cacert.
+    let env = [
+        ("SSL_CERT_FILE", pem.as_str()),
+        ("SSL_CERT_DIR", "/nonexistent"),
+    ];
+    let out = run_env(&["get", &url], &env, LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_env(
+        &["bench", "-n", "20", "-c", "2", "--json", &url],
+        &env,
+        LIMIT,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A store that lacks it (the system's own, here) refuses it.
+    let out = run(&["get", &url], LIMIT);
+    assert!(!out.status.success());
 }

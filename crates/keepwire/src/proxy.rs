@@ -183,9 +183,12 @@ pub struct ProxyConfig {
     pub health_cooldown: Duration,
     /// Our name in `Via` (and for loop detection).
     pub via_name: String,
-    /// TLS for `https://` upstreams (`None`: Mozilla's roots). ALPN picks
+    /// TLS for `https://` upstreams (`None`: the platform's roots). ALPN picks
     /// HTTP/2 or HTTP/1.1 per upstream.
     pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
+    /// Speak HTTP/2 with prior knowledge (h2c) to `http://` upstreams: one
+    /// multiplexed connection each instead of a pool (R4.5).
+    pub upstream_http2: bool,
 }
 
 impl Default for ProxyConfig {
@@ -206,6 +209,7 @@ impl Default for ProxyConfig {
             health_cooldown: Duration::from_secs(10),
             via_name: "keepwire".into(),
             upstream_tls: None,
+            upstream_http2: false,
         }
     }
 }
@@ -256,6 +260,7 @@ impl Proxy {
             response_timeout: config.upstream_timeout,
             preserve_header_case: true,
             tls: config.upstream_tls.clone(),
+            http2_prior_knowledge: config.upstream_http2,
             ..ClientConfig::default()
         });
         let via = HeaderValue::from_str(&format!("1.1 {}", config.via_name))

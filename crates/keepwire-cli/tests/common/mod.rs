@@ -76,8 +76,14 @@ pub fn start(args: &[&str]) -> Running {
 /// Runs `keepwire ARGS` to completion and collects its output; the child is
 /// killed (and the test fails) if it outlives `limit`.
 pub fn run(args: &[&str], limit: Duration) -> Output {
+    run_env(args, &[], limit)
+}
+
+/// [`run`] with extra environment variables.
+pub fn run_env(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Output {
     let mut child = Command::new(BIN)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -165,7 +165,7 @@ pub struct ClientConfig {
     /// per origin instead of the pool (R4.5).
     pub http2_prior_knowledge: bool,
     /// TLS for `https://` origins; `None`: [`tls::default_config`]
-    /// (Mozilla's roots). ALPN decides the version per origin: `h2` gets one
+    /// (the platform's roots). ALPN decides the version per origin: `h2` gets one
     /// multiplexed connection, `http/1.1` (or no ALPN) the pool. The
     /// config's ALPN list is what the client offers.
     pub tls: Option<Arc<rustls::ClientConfig>>,

@@ -1,7 +1,8 @@
 //! The client's TLS settings (rustls with ring; no OpenSSL).
 //!
-//! Trust comes from Mozilla's roots compiled in (`webpki-roots`) unless a CA
-//! file is given; `insecure` skips verification and exists for tests and
+//! Trust comes from the platform's store (the system CA bundle), or
+//! Mozilla's roots compiled in (`webpki-roots`) where the platform has
+//! none, unless a CA file is given; `insecure` skips verification and exists for tests and
 //! self-signed lab servers only. ALPN offers `h2` and `http/1.1`: the
 //! server's choice decides between the multiplexed connection and the pool.
 
@@ -31,15 +32,45 @@ fn builder() -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::Wants
         .map_err(|e| format!("TLS: {e}"))
 }
 
-/// Verifies servers against Mozilla's root certificates.
+/// Verifies servers against the platform's trust store (on Linux the
+/// system CA bundle, as curl does), or Mozilla's roots compiled in when the
+/// platform has none. Loaded once per process.
 pub fn default_config() -> Arc<rustls::ClientConfig> {
+    static DEFAULT: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    DEFAULT
+        .get_or_init(|| {
+            let (roots, _) = default_roots();
+            finish(
+                builder().expect("ring supports the default TLS versions"),
+                roots,
+            )
+        })
+        .clone()
+}
+
+/// Where [`default_config`]'s trust comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootSource {
+    /// The platform's certificate store.
+    Platform,
+    /// Mozilla's roots compiled in (`webpki-roots`).
+    Mozilla,
+}
+
+/// The default trust anchors and where they came from.
+pub fn default_roots() -> (rustls::RootCertStore, RootSource) {
+    let mut roots = rustls::RootCertStore::empty();
+    // Unreadable or unparsable entries are skipped, as browsers do; an
+    // empty result falls back to the compiled-in roots.
+    let loaded = rustls_native_certs::load_native_certs();
+    let (added, _ignored) = roots.add_parsable_certificates(loaded.certs);
+    if added > 0 {
+        return (roots, RootSource::Platform);
+    }
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
-    finish(
-        builder().expect("ring supports the default TLS versions"),
-        roots,
-    )
+    (roots, RootSource::Mozilla)
 }
 
 /// Verifies servers against the certificates in a PEM file only.
