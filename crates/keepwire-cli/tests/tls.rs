@@ -52,31 +52,26 @@ fn curl_gets_http2_over_tls_with_the_certificate_verified() {
     // Wait for the file: it is written before the listening line.
     assert!(std::path::Path::new(&pem).exists(), "{pem}");
     let url = format!("https://localhost:{}/obj/1.css", s.addr.port());
-    let Some(out) = tool(
-        "curl",
-        &[
-            "-s",
-            "--http2",
-            "--cacert",
-            &pem,
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_version} %{http_code} %{size_download}",
-            &url,
-        ],
-    ) else {
+    let Some(out) = curl_w(&["--http2", "--cacert", &pem], &[&url]) else {
         return;
     };
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "2 200 4096",
-        "{out:?}"
-    );
+    assert_eq!(out, "2 200 4096 1\n");
 }
 
-/// `curl -w` fields for one transfer: version, status, size, new connections.
-const W: &str = "%{http_version} %{http_code} %{size_download} %{num_connects}\n";
+/// `curl -sS FLAGS URL...` with each body discarded; one line per transfer:
+/// version, status, size, new connections. `None`: curl is not installed
+/// (and that is allowed).
+fn curl_w(flags: &[&str], urls: &[&str]) -> Option<String> {
+    let mut args = vec!["-sS"];
+    args.extend_from_slice(flags);
+    for url in urls {
+        args.extend_from_slice(&["-o", "/dev/null", url]);
+    }
+    let w = "%{http_version} %{http_code} %{size_download} %{num_connects}\n";
+    args.extend_from_slice(&["-w", w]);
+    let out = tool("curl", &args)?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
 
 #[test]
 fn http1_over_tls_keeps_the_connection_alive() {
@@ -84,52 +79,13 @@ fn http1_over_tls_keeps_the_connection_alive() {
     let base = format!("https://localhost:{}", s.addr.port());
     let (a, b) = (format!("{base}/obj/1.css"), format!("{base}/obj/4.css"));
     // ALPN http/1.1: the second request rides the first connection.
-    let Some(out) = tool(
-        "curl",
-        &[
-            "-sS",
-            "--http1.1",
-            "--cacert",
-            &pem,
-            "-o",
-            "/dev/null",
-            "-o",
-            "/dev/null",
-            "-w",
-            W,
-            &a,
-            &b,
-        ],
-    ) else {
+    let Some(out) = curl_w(&["--http1.1", "--cacert", &pem], &[&a, &b]) else {
         return;
     };
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "1.1 200 4096 1\n1.1 200 4096 0\n",
-        "{out:?}"
-    );
+    assert_eq!(out, "1.1 200 4096 1\n1.1 200 4096 0\n");
     // No ALPN at all: HTTP/1.1, TLS's default.
-    let out = tool(
-        "curl",
-        &[
-            "-sS",
-            "--http1.1",
-            "--no-alpn",
-            "--cacert",
-            &pem,
-            "-o",
-            "/dev/null",
-            "-w",
-            W,
-            &a,
-        ],
-    )
-    .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "1.1 200 4096 1\n",
-        "{out:?}"
-    );
+    let out = curl_w(&["--http1.1", "--no-alpn", "--cacert", &pem], &[&a]).unwrap();
+    assert_eq!(out, "1.1 200 4096 1\n");
     // ab -k over TLS: every request succeeds and is kept alive.
     let url = format!("https://127.0.0.1:{}/obj/1.css", s.addr.port());
     let out = tool("ab", &["-q", "-k", "-n", "2000", "-c", "8", &url]).unwrap();
@@ -175,28 +131,10 @@ fn https_through_the_proxy_with_connect() {
         &port,
     ]);
     let proxy = format!("http://127.0.0.1:{}", p.addr.port());
-    let Some(out) = tool(
-        "curl",
-        &[
-            "-sS",
-            "-x",
-            &proxy,
-            "--cacert",
-            &origin_pem,
-            "-o",
-            "/dev/null",
-            "-w",
-            W,
-            &url,
-        ],
-    ) else {
+    let Some(out) = curl_w(&["-x", &proxy, "--cacert", &origin_pem], &[&url]) else {
         return;
     };
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "2 200 4096 1\n",
-        "{out:?}"
-    );
+    assert_eq!(out, "2 200 4096 1\n");
     // An HTTPS forward proxy: TLS to the proxy (verified with
     // --proxy-cacert), CONNECT inside it, TLS to the origin inside that.
     let (tp, proxy_pem) = start_tls(&[
@@ -209,29 +147,16 @@ fn https_through_the_proxy_with_connect() {
         &port,
     ]);
     let proxy = format!("https://localhost:{}", tp.addr.port());
-    let out = tool(
-        "curl",
-        &[
-            "-sS",
-            "-x",
-            &proxy,
-            "--proxy-cacert",
-            &proxy_pem,
-            "--cacert",
-            &origin_pem,
-            "-o",
-            "/dev/null",
-            "-w",
-            W,
-            &url,
-        ],
-    )
-    .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "2 200 4096 1\n",
-        "{out:?}"
-    );
+    let flags = [
+        "-x",
+        &proxy,
+        "--proxy-cacert",
+        &proxy_pem,
+        "--cacert",
+        &origin_pem,
+    ];
+    let out = curl_w(&flags, &[&url]).unwrap();
+    assert_eq!(out, "2 200 4096 1\n");
     // Without the proxy's CA the proxy is refused (curl names the cause).
     let out = tool(
         "curl",

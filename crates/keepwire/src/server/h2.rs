@@ -1,4 +1,6 @@
-//! HTTP/2 on the server (RFC 9113), cleartext with prior knowledge (h2c).
+//! HTTP/2 on the server (RFC 9113): cleartext with prior knowledge (h2c),
+//! and over TLS when ALPN picks `h2` (other TLS clients go to the HTTP/1
+//! driver over the same [`Transport`](crate::transport::Transport) type).
 //!
 //! Multiplexing is the chapter's fourth technique (R4.5): many requests in
 //! flight on one connection without pipelining's head-of-line order. The
