@@ -138,6 +138,16 @@ impl Transport {
             .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
     }
 
+    /// Queues TLS's `close_notify` and writes it if the socket takes it
+    /// now, without waiting: for connections dropped where nothing can wait
+    /// (a pool retiring idle connections). Nothing to do for TCP.
+    pub(crate) fn close_quietly(&mut self) {
+        if let Transport::Tls(s) = self {
+            s.get_mut().1.send_close_notify();
+            let _ = Pin::new(&mut **s).poll_flush(&mut noop_context());
+        }
+    }
+
     /// Ends TLS with `close_notify` (bounded by `timeout`) and returns the
     /// TCP socket for the TCP-level close (lingering or not). Without it a
     /// TLS peer cannot tell our close from a truncation attack (RFC 8446

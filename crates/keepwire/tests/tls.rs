@@ -137,3 +137,70 @@ async fn a_client_that_drops_tls_without_close_notify_is_a_client_close() {
     assert_eq!(server.metrics().closes(CloseReason::Error), 0);
     stop(server).await;
 }
+
+/// A one-connection HTTPS origin: answers one request, then reports whether
+/// the client ended the connection with `close_notify` (`Ok`) or just
+/// closed TCP (`Err`).
+async fn origin_reporting_close(
+    tls: Arc<rustls::ServerConfig>,
+) -> (
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await?;
+        let mut tls = tokio_rustls::TlsAcceptor::from(tls).accept(tcp).await?;
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tls.read(&mut buf).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await?;
+        let mut rest = Vec::new();
+        tls.read_to_end(&mut rest).await.map(|_| ())
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_ends_idle_tls_connections_with_close_notify() {
+    let (server_tls, client_tls) = tls_pair(&[b"http/1.1"]);
+    // Retired by the pool's idle timeout, before the server closes.
+    let (addr, origin) = origin_reporting_close(server_tls.clone()).await;
+    let mut config = keepwire::ClientConfig {
+        tls: Some(client_tls.clone()),
+        ..Default::default()
+    };
+    config.pool.idle_timeout = Duration::from_millis(50);
+    let client = keepwire::Client::new(config);
+    let url = format!("https://localhost:{}/", addr.port());
+    let resp = within("a response", WAIT, client.get(&url)).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_11);
+    drop(resp);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The next request finds it expired, retires it, and opens another
+    // (to nobody: the origin takes one connection; the error is expected).
+    let _ = within("a second attempt", WAIT, client.get(&url)).await;
+    let ended = within("the origin", WAIT, origin).await.unwrap();
+    assert!(ended.is_ok(), "retired without close_notify: {ended:?}");
+
+    // Dropped with the client.
+    let (addr, origin) = origin_reporting_close(server_tls).await;
+    let client = keepwire::Client::new(keepwire::ClientConfig {
+        tls: Some(client_tls),
+        ..Default::default()
+    });
+    let url = format!("https://localhost:{}/", addr.port());
+    let resp = within("a response", WAIT, client.get(&url)).await.unwrap();
+    drop(resp);
+    drop(client);
+    let ended = within("the origin", WAIT, origin).await.unwrap();
+    assert!(ended.is_ok(), "dropped without close_notify: {ended:?}");
+}

@@ -146,6 +146,8 @@ impl Pool {
                 while let Some(mut idle) = if may_reuse { st.idle.pop() } else { None } {
                     let idle_for = now.duration_since(idle.since);
                     if idle_for >= self.idle_limit(st, &idle.conn) {
+                        // We close first: over TLS, say so (close_notify).
+                        idle.conn.stream.close_quietly();
                         dropped.expired += 1;
                         st.open -= 1;
                         continue;
@@ -216,6 +218,19 @@ impl Pool {
     /// The server's idle timeout as learned from closes seen, if any.
     pub(crate) fn learned_close(&self, origin: &Origin) -> Option<Duration> {
         self.lock().get(origin).and_then(|st| st.learned_close)
+    }
+}
+
+impl Drop for Pool {
+    /// The client is going away: idle TLS connections end with
+    /// `close_notify`, so servers see a close, not a truncation.
+    fn drop(&mut self) {
+        let map = self.origins.get_mut().unwrap_or_else(|e| e.into_inner());
+        for st in map.values_mut() {
+            for idle in &mut st.idle {
+                idle.conn.stream.close_quietly();
+            }
+        }
     }
 }
 
