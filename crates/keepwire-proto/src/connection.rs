@@ -234,6 +234,9 @@ impl Conn {
         if self.read_buf.is_empty() {
             self.read_buf = BytesMut::new();
         }
+        if self.in_flight.is_empty() {
+            self.in_flight = VecDeque::new();
+        }
     }
 
     /// After an upgrade or CONNECT: the bytes that arrived after the head and

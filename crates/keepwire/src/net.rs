@@ -12,7 +12,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -129,36 +128,6 @@ pub const READ_CHUNK: usize = 16 * 1024;
 /// to [`READ_CHUNK`]. Small, so that 10k idle keep-alive connections that
 /// each sent one request do not leave 16 KiB holes all over the heap.
 pub const FIRST_READ: usize = 2 * 1024;
-/// Reads what is available into `buf` without blocking.
-///
-/// A read that returns less than the room it was given drained the socket,
-/// so we tell tokio the socket is no longer readable. Otherwise the next
-/// wait would first try another `recv` just to see `EAGAIN`: one wasted
-/// syscall per keep-alive request or proxied response. (nginx does the same with `rev->ready`.)
-/// tokio clears readiness only if no new readiness event arrived since it
-/// handed us this one, so bytes that land meanwhile are not missed.
-pub fn read_available(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-    let spare = buf.capacity() - buf.len();
-    if buf.capacity() == 0 {
-        buf.reserve(FIRST_READ);
-    } else if spare < FIRST_READ / 2 {
-        buf.reserve(READ_CHUNK);
-    }
-    let room = buf.capacity() - buf.len();
-    let mut got = 0;
-    let result = stream.try_io(tokio::io::Interest::READABLE, || {
-        got = stream.try_read_buf(buf)?;
-        if got > 0 && got < room {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(got)
-    });
-    match result {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
-        other => other,
-    }
-}
-
 /// TIME_WAIT sockets to and at one address.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TimeWaitCount {

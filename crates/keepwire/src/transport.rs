@@ -20,10 +20,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// First read into an empty buffer (most request heads fit).
-const FIRST_READ: usize = 4 * 1024;
-/// Further reads reserve this much.
-const READ_CHUNK: usize = 16 * 1024;
+use crate::net::{FIRST_READ, READ_CHUNK};
 
 /// A connection's byte stream.
 #[derive(Debug)]
@@ -81,14 +78,25 @@ impl Transport {
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
     ) -> Poll<io::Result<usize>> {
+        // Room is made only once there is something to read: an idle
+        // connection released its buffer and must not get it back just by
+        // waiting (R5.6: idle connections should cost next to nothing).
+        // (TLS may hold decrypted bytes the socket does not show, so it
+        // always gets its room.)
+        if let Transport::Tcp(s) = self {
+            std::task::ready!(s.poll_read_ready(cx))?;
+        }
         let spare = buf.capacity() - buf.len();
         if buf.capacity() == 0 {
             buf.reserve(FIRST_READ);
         } else if spare < FIRST_READ / 2 {
             buf.reserve(READ_CHUNK);
         }
-        // tokio's TCP read clears the readiness after a short read, so the
-        // next wait goes to epoll instead of trying a read that would block.
+        // A read that returns less than the room it was given drained the
+        // socket, and tokio's TCP read then clears the readiness: the next
+        // wait goes to epoll instead of trying a `recv` just to see EAGAIN
+        // (one wasted syscall per keep-alive request; nginx does the same
+        // with `rev->ready`).
         tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
     }
 
@@ -227,6 +235,42 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Transport::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waiting on an idle connection must not allocate its read buffer
+    /// (the server frees it after a quiet spell); data arriving does.
+    #[tokio::test]
+    async fn waiting_for_input_takes_no_buffer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        let mut ours = Transport::from(ours);
+        let wait = Duration::from_secs(5);
+        for request in [&b"GET /a"[..], b"GET /b"] {
+            tokio::io::AsyncWriteExt::write_all(&mut peer, request)
+                .await
+                .unwrap();
+            let mut buf = BytesMut::new();
+            let n = tokio::time::timeout(wait, ours.read_available(&mut buf))
+                .await
+                .expect("the bytes arrive")
+                .unwrap();
+            assert_eq!(&buf[..n], request);
+            assert!(buf.capacity() >= FIRST_READ);
+            // Drained (a short read): idle now. The server frees the
+            // buffer; waiting again must not take it back.
+            let mut released = BytesMut::new();
+            let polled = ours.poll_read_available(&mut noop_context(), &mut released);
+            assert!(polled.is_pending());
+            assert_eq!(released.capacity(), 0, "an idle wait allocated");
         }
     }
 }

@@ -197,8 +197,17 @@ pub(crate) async fn serve(
         let Transport::Tcp(stream) = d.stream else {
             unreachable!("h2 over TLS is chosen by ALPN, not by the preface");
         };
-        let (reason, requests) =
-            super::h2::serve(stream, prefix, d.info, shared, d.handler.clone(), stop).await;
+        // Boxed: the HTTP/2 connection's state is large, and inline it would
+        // be part of every HTTP/1 connection's future (R5.6: idle memory).
+        let (reason, requests) = Box::pin(super::h2::serve(
+            stream,
+            prefix,
+            d.info,
+            shared,
+            d.handler.clone(),
+            stop,
+        ))
+        .await;
         tracing::debug!(conn = id, %peer, %local, requests, ?reason, "h2 connection closed");
         shared.metrics.closed(reason, requests);
         return;
@@ -755,6 +764,7 @@ impl Driver<'_> {
                 // Idle: keep-alive connections should cost next to nothing.
                 self.conn.release_buffers();
                 self.out = BytesMut::new();
+                self.pipeline = Default::default();
                 self.released = true;
             }
             return None;
