@@ -83,21 +83,37 @@ impl Transport {
         // waiting (R5.6: idle connections should cost next to nothing).
         // (TLS may hold decrypted bytes the socket does not show, so it
         // always gets its room.)
-        if let Transport::Tcp(s) = self {
+        let Transport::Tcp(s) = self else {
+            make_room(buf);
+            return tokio_util::io::poll_read_buf(Pin::new(self), cx, buf);
+        };
+        loop {
             std::task::ready!(s.poll_read_ready(cx))?;
+            make_room(buf);
+            let room = buf.capacity() - buf.len();
+            let mut got = 0;
+            // A read that returns less than the room it was given drained
+            // the socket, so tokio is told the socket is no longer readable
+            // (the WouldBlock below): the next wait goes to epoll instead of
+            // trying a `recv` just to see EAGAIN, one wasted syscall per
+            // keep-alive request (nginx does the same with `rev->ready`).
+            // tokio clears readiness only if no new event arrived since it
+            // handed us this one, so bytes that land meanwhile are not
+            // missed.
+            let result = s.try_io(tokio::io::Interest::READABLE, || {
+                got = s.try_read_buf(buf)?;
+                if got > 0 && got < room {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(got)
+            });
+            return Poll::Ready(match result {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+                // A stale readiness: wait for the next one.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => other,
+            });
         }
-        let spare = buf.capacity() - buf.len();
-        if buf.capacity() == 0 {
-            buf.reserve(FIRST_READ);
-        } else if spare < FIRST_READ / 2 {
-            buf.reserve(READ_CHUNK);
-        }
-        // A read that returns less than the room it was given drained the
-        // socket, and tokio's TCP read then clears the readiness: the next
-        // wait goes to epoll instead of trying a `recv` just to see EAGAIN
-        // (one wasted syscall per keep-alive request; nginx does the same
-        // with `rev->ready`).
-        tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
     }
 
     /// [`Self::poll_read_available`] as a future (cancel-safe: nothing is
@@ -114,7 +130,16 @@ impl Transport {
         bufs: &[io::IoSlice<'_>],
         timeout: Duration,
     ) -> io::Result<usize> {
-        let first = Pin::new(&mut *self).poll_write_vectored(&mut noop_context(), bufs);
+        let first = match self {
+            // The plain write first: no waker, no task budget.
+            Transport::Tcp(s) => match s.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+                other => Poll::Ready(other),
+            },
+            Transport::Tls(_) => {
+                Pin::new(&mut *self).poll_write_vectored(&mut noop_context(), bufs)
+            }
+        };
         let written = match first {
             Poll::Ready(r) => r,
             Poll::Pending => {
@@ -172,6 +197,16 @@ impl Transport {
                 tokio_rustls::TlsStream::Client(t) => t.into_inner().0,
             },
         }
+    }
+}
+
+/// Room for the next read: a small first read, then whole chunks.
+fn make_room(buf: &mut BytesMut) {
+    let spare = buf.capacity() - buf.len();
+    if buf.capacity() == 0 {
+        buf.reserve(FIRST_READ);
+    } else if spare < FIRST_READ / 2 {
+        buf.reserve(READ_CHUNK);
     }
 }
 
