@@ -142,10 +142,12 @@ impl Transport {
         };
         let written = match first {
             Poll::Ready(r) => r,
+            // The slow path's timer is boxed: inline, it would be part of
+            // every connection's future, idle ones included.
             Poll::Pending => {
                 let write =
                     std::future::poll_fn(|cx| Pin::new(&mut *self).poll_write_vectored(cx, bufs));
-                tokio::time::timeout(timeout, write)
+                Box::pin(tokio::time::timeout(timeout, write))
                     .await
                     .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
             }
@@ -166,7 +168,7 @@ impl Transport {
             return r;
         }
         let flush = std::future::poll_fn(|cx| Pin::new(&mut **s).poll_flush(cx));
-        tokio::time::timeout(timeout, flush)
+        Box::pin(tokio::time::timeout(timeout, flush))
             .await
             .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
     }

@@ -581,6 +581,32 @@ impl Driver<'_> {
     }
 
     async fn start_response(&mut self, resp: Response<Body>) -> Result<(), CloseReason> {
+        // The head is encoded by a plain function: its values (header map,
+        // extensions) then never live across an await, so they take no room
+        // in the connection's future (R5.6: what an idle connection costs).
+        let (full, body) = self.encode_head(resp)?;
+        if self.conn.is_upgraded() {
+            // 101, or 2xx to CONNECT: the bytes from here on are a tunnel's.
+            self.flush().await?;
+            return Err(CloseReason::Upgraded);
+        }
+        match full {
+            Some(bytes) => {
+                if !bytes.is_empty() {
+                    self.write_body(bytes).await?;
+                }
+                self.end_response()
+            }
+            None => {
+                self.streaming = Some(body);
+                Ok(())
+            }
+        }
+    }
+
+    /// Encodes a response head into the output buffer; returns the body,
+    /// whole if it is known whole.
+    fn encode_head(&mut self, resp: Response<Body>) -> Result<(Option<Bytes>, Body), CloseReason> {
         let (parts, mut body) = resp.into_parts();
         let mut headers = parts.headers;
         if !headers.contains_key(DATE) {
@@ -624,23 +650,7 @@ impl Driver<'_> {
             tracing::error!(conn = self.info.id, error = %e, "handler response rejected");
             return Err(CloseReason::Error);
         }
-        if self.conn.is_upgraded() {
-            // 101, or 2xx to CONNECT: the bytes from here on are a tunnel's.
-            self.flush().await?;
-            return Err(CloseReason::Upgraded);
-        }
-        match full {
-            Some(bytes) => {
-                if !bytes.is_empty() {
-                    self.write_body(bytes).await?;
-                }
-                self.end_response()
-            }
-            None => {
-                self.streaming = Some(body);
-                Ok(())
-            }
-        }
+        Ok((full, body))
     }
 
     async fn write_body(&mut self, data: Bytes) -> Result<(), CloseReason> {
