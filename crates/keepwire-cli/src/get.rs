@@ -175,6 +175,20 @@ pub struct ConnInfo {
     pub local: String,
     /// The server's address.
     pub peer: String,
+    /// What TLS agreed on (https only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsJson>,
+}
+
+/// A TLS connection's version, cipher suite and ALPN protocol.
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsJson {
+    /// e.g. `TLSv1_3`.
+    pub version: &'static str,
+    /// e.g. `TLS13_AES_128_GCM_SHA256`.
+    pub cipher: &'static str,
+    /// `h2`, `http/1.1`, or none (no ALPN: HTTP/1.1).
+    pub alpn: Option<&'static str>,
 }
 
 /// Phase durations in ms (R1.2); they follow each other from the request's start.
@@ -850,10 +864,15 @@ fn conn_note(index: usize, meta: &RequestMeta) -> String {
             meta.conn.peer
         )
     } else {
-        format!(
+        let mut s = format!(
             "* #{index} connection #{} new {} -> {}\n",
             meta.conn.id, meta.conn.local, meta.conn.peer
-        )
+        );
+        if let Some(t) = meta.conn.tls {
+            let alpn = t.alpn.unwrap_or("none (HTTP/1.1)");
+            let _ = writeln!(s, "* #{index} TLS {} {}, ALPN {alpn}", t.version, t.cipher);
+        }
+        s
     };
     if meta.retries > 0 {
         let _ = writeln!(
@@ -915,6 +934,11 @@ fn record_from_meta(
             id: meta.conn.id,
             local: meta.conn.local.to_string(),
             peer: meta.conn.peer.to_string(),
+            tls: meta.conn.tls.map(|t| TlsJson {
+                version: t.version,
+                cipher: t.cipher,
+                alpn: t.alpn,
+            }),
         }),
         reused: Some(meta.reused),
         conn_request_index: Some(meta.conn_request_index),

@@ -272,6 +272,7 @@ fn json_has_one_entry_per_request_and_a_summary() {
         assert!(r["total_ms"].as_f64().unwrap() > 0.0);
         assert!(r["connection"]["local"].as_str().unwrap().contains(':'));
         assert_eq!(r["connection"]["peer"], s.addr.to_string());
+        assert!(r["connection"].get("tls").is_none(), "cleartext: {r}");
     }
     assert_eq!(reqs[3]["status"], 404, "a 404 is a response, not an error");
     let sum = &doc["summary"];

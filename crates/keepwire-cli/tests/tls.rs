@@ -112,6 +112,10 @@ fn keepwire_get_speaks_http1_over_tls_when_asked() {
             reqs.iter().all(|r| r["version"] == "HTTP/1.1"),
             "{flags:?} {doc}"
         );
+        // What TLS agreed on, per connection (curl -v's "ALPN: ...").
+        let tls = &reqs[0]["connection"]["tls"];
+        assert_eq!(tls["alpn"], "http/1.1", "{flags:?} {doc}");
+        assert_eq!(tls["version"], "TLSv1_3", "{flags:?} {doc}");
     }
 }
 
@@ -271,6 +275,12 @@ fn keepwire_get_speaks_http2_over_tls_and_verifies_the_server() {
     assert_eq!(doc["summary"]["connections_opened"], 1, "{doc}");
     let reqs = doc["requests"].as_array().unwrap();
     assert!(reqs.iter().all(|r| r["version"] == "HTTP/2.0"), "{doc}");
+    assert_eq!(reqs[0]["connection"]["tls"]["alpn"], "h2", "{doc}");
+    // -v says it as curl does, once per new connection.
+    let out = run(&["get", "-v", "--cacert", &pem, &page], LIMIT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("* #1 TLS TLSv1_3 "), "{err}");
+    assert!(err.contains(", ALPN h2"), "{err}");
     // -k skips verification; without it and without --cacert the
     // self-signed certificate is refused, with the reason.
     let out = run(&["get", "-k", &page], LIMIT);

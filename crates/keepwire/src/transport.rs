@@ -63,6 +63,14 @@ impl Transport {
         matches!(self, Transport::Tls(_))
     }
 
+    /// What TLS agreed on; `None` for TCP.
+    pub fn tls_info(&self) -> Option<crate::client::TlsInfo> {
+        match self {
+            Transport::Tcp(_) => None,
+            Transport::Tls(s) => Some(crate::client::TlsInfo::of(s.get_ref().1)),
+        }
+    }
+
     /// The application protocol TLS agreed on (ALPN), if any.
     pub fn alpn(&self) -> Option<&[u8]> {
         match self {

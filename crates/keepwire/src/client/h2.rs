@@ -157,16 +157,18 @@ impl Client {
         }
         let stream = self.open_tcp(origin, timings).await?;
         let _ = stream.set_nodelay(true);
-        let meta = ConnMeta {
+        let mut meta = ConnMeta {
             id: self.inner.next_id.fetch_add(1, Relaxed) + 1,
             local: stream.local_addr().map_err(ClientError::Connect)?,
             peer: stream.peer_addr().map_err(ClientError::Connect)?,
+            tls: None,
         };
         let alive = Arc::new(AtomicBool::new(true));
         let flag = alive.clone();
         let send = if origin.scheme == "https" {
             let tls = self.inner.tls_any.clone();
             let stream = self.tls_connect(origin, stream, tls, timings).await?;
+            meta.tls = Some(super::TlsInfo::of(stream.get_ref().1));
             if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
                 tracing::debug!(%origin, "ALPN: HTTP/1.1");
                 self.learned_http1(origin, stream.into());

@@ -36,7 +36,7 @@ use tokio::time::Instant;
 use crate::body::{Body, BodyError};
 use crate::transport::Transport;
 use conn::ClientConn;
-pub use conn::ConnMeta;
+pub use conn::{ConnMeta, TlsInfo};
 use connect::Resolver;
 pub use pipeline::PipelinedResponse;
 use pool::{Checkout, Pool};
