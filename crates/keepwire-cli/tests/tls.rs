@@ -35,6 +35,13 @@ fn json(args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
 
+/// The command failed, and said the certificate was why.
+fn refused_for_the_certificate(out: &std::process::Output) {
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_ascii_lowercase();
+    assert!(err.contains("certificate"), "{err}");
+}
+
 fn tool(name: &str, args: &[&str]) -> Option<std::process::Output> {
     match std::process::Command::new(name).args(args).output() {
         Ok(o) => Some(o),
@@ -167,9 +174,7 @@ fn https_through_the_proxy_with_connect() {
         &["-sS", "-x", &proxy, "--cacert", &origin_pem, &url],
     )
     .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr).to_ascii_lowercase();
-    assert!(err.contains("certificate"), "{err}");
+    refused_for_the_certificate(&out);
 }
 
 #[test]
@@ -290,9 +295,7 @@ fn keepwire_get_speaks_http2_over_tls_and_verifies_the_server() {
         String::from_utf8_lossy(&out.stderr)
     );
     let out = run(&["get", &page], LIMIT);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr).to_ascii_lowercase();
-    assert!(err.contains("certificate"), "{err}");
+    refused_for_the_certificate(&out);
 }
 
 #[test]
@@ -315,9 +318,8 @@ fn keepwire_bench_runs_over_tls_with_http1_and_http2() {
     }
     // An unverifiable certificate fails before any load, with the cause.
     let out = run(&["bench", "-n", "10", &url], LIMIT);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("TLS") && err.contains("certificate"), "{err}");
+    refused_for_the_certificate(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TLS: "));
 }
 
 #[test]
