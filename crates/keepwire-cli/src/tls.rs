@@ -42,45 +42,62 @@ impl TlsArgs {
         &self,
     ) -> Result<(Option<Arc<rustls::ServerConfig>>, Option<PathBuf>), String> {
         use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-        let (certs, key, written): (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, _) =
-            if self.tls_self_signed {
-                let names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
-                let ck = rcgen::generate_simple_self_signed(names)
-                    .map_err(|e| format!("--tls-self-signed: {e}"))?;
-                let path = std::env::temp_dir()
-                    .join(format!("keepwire-selfsigned-{}.pem", std::process::id()));
-                std::fs::write(&path, ck.cert.pem())
-                    .map_err(|e| format!("--tls-self-signed: writing {}: {e}", path.display()))?;
-                let key = PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der());
-                (vec![ck.cert.der().clone()], key.into(), Some(path))
-            } else if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
-                let certs = CertificateDer::pem_file_iter(cert)
-                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
-                if certs.is_empty() {
-                    return Err(format!(
-                        "--tls-cert {}: no certificate in it",
-                        cert.display()
-                    ));
-                }
-                let key = PrivateKeyDer::from_pem_file(key)
-                    .map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
-                (certs, key, None)
-            } else {
-                return Ok((None, None));
-            };
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("TLS: the certificate and key do not go together: {e}"))?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok((Some(Arc::new(config)), written))
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        if self.tls_self_signed {
+            let names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+            let (config, pem) =
+                self_signed(names).map_err(|e| format!("--tls-self-signed: {e}"))?;
+            let path = std::env::temp_dir()
+                .join(format!("keepwire-selfsigned-{}.pem", std::process::id()));
+            std::fs::write(&path, pem)
+                .map_err(|e| format!("--tls-self-signed: writing {}: {e}", path.display()))?;
+            return Ok((Some(config), Some(path)));
+        }
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok((None, None));
+        };
+        let certs = CertificateDer::pem_file_iter(cert)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "--tls-cert {}: no certificate in it",
+                cert.display()
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
+        Ok((Some(server_config(certs, key)?), None))
     }
+}
+
+/// A fresh self-signed certificate for `names` (host names or IP
+/// addresses): the server settings that present it, and its PEM (what a
+/// client must trust).
+pub fn self_signed(names: Vec<String>) -> Result<(Arc<rustls::ServerConfig>, String), String> {
+    use rustls::pki_types::PrivatePkcs8KeyDer;
+    let ck = rcgen::generate_simple_self_signed(names).map_err(|e| e.to_string())?;
+    let key = PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der());
+    let config = server_config(vec![ck.cert.der().clone()], key.into())?;
+    Ok((config, ck.cert.pem()))
+}
+
+/// Server settings for a certificate chain and its key; ALPN offers `h2`
+/// and `http/1.1`.
+fn server_config(
+    certs: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS: {e}"))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| format!("TLS: the certificate and key do not go together: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// How a client trusts `https://` servers.

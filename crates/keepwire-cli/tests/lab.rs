@@ -200,6 +200,45 @@ fn multiplexing_removes_head_of_line_blocking() {
 }
 
 #[test]
+fn https_pays_a_round_trip_per_new_connection() {
+    need_root!();
+    let doc = lab(&["tls"]);
+    let r = rows(&doc, "tls");
+    let wall = |l| v(&r, l, "wall ms");
+    // 13 new connections: 13 TLS handshakes of one round trip each.
+    let serial_extra = wall("serial, https") - wall("serial, http");
+    assert!(serial_extra >= 13.0 * RTT_MS * 0.8, "{r:?}");
+    // One connection: one handshake.
+    let persistent_extra = wall("persistent 1, https") - wall("persistent 1, http");
+    assert!(persistent_extra >= RTT_MS * 0.5, "{r:?}");
+    assert!(persistent_extra < RTT_MS * 2.0, "{r:?}");
+    assert_eq!(v(&r, "serial, https", "connections"), 13.0, "{r:?}");
+    assert_eq!(v(&r, "persistent 1, https", "connections"), 1.0, "{r:?}");
+    // HTTP/2 over TLS: every object in the round trip after the page. (Each
+    // small answer as its own TLS record and segment overran the initial
+    // window and cost the last ones a round trip, until the server corked
+    // under TLS as it does for h2c.)
+    let e = doc["experiments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == "tls")
+        .unwrap();
+    let bars = e["waterfalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w[0].as_str().unwrap().starts_with("multiplexed"))
+        .unwrap()[1]
+        .as_array()
+        .unwrap();
+    let end = |b: &Value| b["end_ms"].as_f64().unwrap();
+    let page_end = end(&bars[0]);
+    let last = bars.iter().map(end).fold(0.0, f64::max);
+    assert!(last - page_end < 1.5 * RTT_MS, "{bars:?}");
+}
+
+#[test]
 fn without_namespaces_the_relay_runs_and_says_approximate() {
     let doc = lab(&["--relay", "page-load"]);
     assert_eq!(doc["link_kind"], "approximate");

@@ -42,7 +42,7 @@ pub struct Experiment {
 }
 
 /// Every experiment, in order.
-pub const ALL: [Experiment; 8] = [
+pub const ALL: [Experiment; 9] = [
     Experiment {
         id: "page-load",
         title: "a page of 12 objects: serial, parallel, persistent, pipelined, multiplexed",
@@ -90,6 +90,12 @@ pub const ALL: [Experiment; 8] = [
         title: "a slow first object: pipelined HTTP/1.1 vs multiplexed HTTP/2",
         rules: "R4.4, R4.5, R7.5",
         run: hol_blocking,
+    },
+    Experiment {
+        id: "tls",
+        title: "the page over HTTPS: a TLS handshake per connection",
+        rules: "R2.1, R4.3",
+        run: tls_handshakes,
     },
 ];
 
@@ -142,6 +148,8 @@ pub struct Lab<'a> {
     rtt: Duration,
     /// Client-visible addresses.
     origin: SocketAddr,
+    /// The same origin over TLS (self-signed; ALPN h2 and http/1.1).
+    origin_tls: SocketAddr,
     origin_local: SocketAddr,
     dumb_relay: SocketAddr,
     proxy: SocketAddr,
@@ -229,6 +237,8 @@ impl<'a> Lab<'a> {
         };
         let ip = link.server.ip;
         let (dumb_idle, stale_idle) = (sizes.dumb_idle, sizes.stale_idle);
+        let (tls, _pem) = crate::tls::self_signed(vec![ip.to_string()])
+            .map_err(|e| format!("cannot make the lab's certificate: {e}"))?;
         let addrs = link.server.run(move || async move {
             let serve = |configure: Box<dyn FnOnce(&mut keepwire::server::Config) + Send>| {
                 let o = origin.clone();
@@ -239,6 +249,10 @@ impl<'a> Lab<'a> {
                     .map(|s| s.spawn(move |req| o.clone().handle(req)))
             };
             let main = serve(Box::new(|c| c.idle_timeout = Duration::from_secs(60)))?;
+            let main_tls = serve(Box::new(|c| {
+                c.idle_timeout = Duration::from_secs(60);
+                c.tls = Some(tls);
+            }))?;
             let dumb_origin = serve(Box::new(move |c| c.idle_timeout = dumb_idle))?;
             let graceful = serve(Box::new(|c| c.max_requests = Some(3)))?;
             let full = serve(Box::new(|c| {
@@ -276,9 +290,11 @@ impl<'a> Lab<'a> {
                 graceful.local_addr(),
                 full.local_addr(),
                 stale.local_addr(),
+                main_tls.local_addr(),
             ];
             // The servers run as long as this side's runtime does.
-            std::mem::forget((main, dumb_origin, graceful, full, stale, proxy_server));
+            std::mem::forget((main, main_tls, dumb_origin, graceful, full, stale));
+            std::mem::forget(proxy_server);
             Ok::<_, io::Error>(addrs)
         });
         let addrs = addrs.map_err(|e| format!("cannot start the lab's servers: {e}"))?;
@@ -293,6 +309,7 @@ impl<'a> Lab<'a> {
             graceful: link.expose(addrs[3]),
             full_close: link.expose(addrs[4]),
             stale: link.expose(addrs[5]),
+            origin_tls: link.expose(addrs[6]),
             sizes,
             posts,
         })
@@ -493,21 +510,10 @@ fn page_load(lab: &Lab) -> Outcome {
          {PAGE_OBJECTS} objects of {OBJECT_SIZE} B so transfer time and slow start do not matter"
     )];
     for (label, strategy, conns, model_rtts, model_conns) in strategies {
-        let mut samples = Vec::new();
-        let mut last = None;
-        for _ in 0..lab.sizes.page_reps {
-            let url = url.clone();
-            let (records, summary) = lab.link.client.run(move || async move {
-                load_page_quiet(url, strategy, conns, 16, Duration::from_secs(30)).await
-            });
-            samples.push((summary.wall_ms, summary.connections_opened, summary.failed));
-            last = Some(records);
-        }
-        let wall = median(samples.iter().map(|s| s.0).collect());
-        let opened = median(samples.iter().map(|s| s.1 as f64).collect());
-        let failed: usize = samples.iter().map(|s| s.2).sum();
-        if failed > 0 {
-            notes.push(format!("{label}: {failed} requests failed"));
+        let load = load_page(lab, &url, strategy, conns);
+        let (wall, opened) = (load.wall, load.opened);
+        if load.failed > 0 {
+            notes.push(format!("{label}: {} requests failed", load.failed));
         }
         let model = model_rtts * r;
         rows.push(row(
@@ -521,22 +527,7 @@ fn page_load(lab: &Lab) -> Outcome {
             ],
         ));
         walls.insert(label, (wall, model));
-        let bars: Vec<Bar> = last
-            .unwrap_or_default()
-            .iter()
-            .map(|rec| Bar {
-                path: rec
-                    .url
-                    .parse::<http::Uri>()
-                    .map(|u| u.path().to_string())
-                    .unwrap_or_else(|_| rec.url.clone()),
-                conn: rec.connection.as_ref().map(|c| c.id),
-                start_ms: rec.start_ms,
-                end_ms: rec.end_ms(),
-                new_conn: rec.reused == Some(false),
-            })
-            .collect();
-        waterfalls.push((label.to_string(), bars));
+        waterfalls.push((label.to_string(), load.bars));
     }
     let w = |k: &str| walls.get(k).map_or(0.0, |v| v.0);
     let ordered = w("pipelined 1") < w("persistent 1")
@@ -577,6 +568,157 @@ fn page_load(lab: &Lab) -> Outcome {
                 .into()
         } else {
             "the strategies did not order as the round-trip model predicts".into()
+        },
+        notes,
+    );
+    outcome.waterfalls = waterfalls;
+    outcome
+}
+
+/// A page load's medians over the repetitions, and the last one's
+/// waterfall.
+struct PageLoad {
+    wall: f64,
+    opened: f64,
+    failed: usize,
+    bars: Vec<Bar>,
+}
+
+/// Loads the page at `url` `page_reps` times with `strategy`.
+fn load_page(lab: &Lab, url: &http::Uri, strategy: Strategy, conns: u16) -> PageLoad {
+    let mut samples = Vec::new();
+    let mut last = None;
+    for _ in 0..lab.sizes.page_reps {
+        let url = url.clone();
+        let (records, summary) = lab.link.client.run(move || async move {
+            load_page_quiet(url, strategy, conns, 16, Duration::from_secs(30)).await
+        });
+        samples.push((summary.wall_ms, summary.connections_opened, summary.failed));
+        last = Some(records);
+    }
+    let bars = last
+        .unwrap_or_default()
+        .iter()
+        .map(|rec| Bar {
+            path: rec
+                .url
+                .parse::<http::Uri>()
+                .map(|u| u.path().to_string())
+                .unwrap_or_else(|_| rec.url.clone()),
+            conn: rec.connection.as_ref().map(|c| c.id),
+            start_ms: rec.start_ms,
+            end_ms: rec.end_ms(),
+            new_conn: rec.reused == Some(false),
+        })
+        .collect();
+    PageLoad {
+        wall: median(samples.iter().map(|s| s.0).collect()),
+        opened: median(samples.iter().map(|s| s.1 as f64).collect()),
+        failed: samples.iter().map(|s| s.2).sum(),
+        bars,
+    }
+}
+
+/// Experiment 9 (R2.1, R4.3): the page over HTTPS. TLS 1.3 adds one round
+/// trip to every new connection, so a strategy that opens one per object
+/// pays it per object, and persistence saves more than over cleartext.
+fn tls_handshakes(lab: &Lab) -> Outcome {
+    let r = lab.r_ms();
+    let n = PAGE_OBJECTS as f64 + 1.0;
+    let http: http::Uri = format!("http://{}/", lab.origin)
+        .parse()
+        .expect("valid URL");
+    let https: http::Uri = format!("https://{}/", lab.origin_tls)
+        .parse()
+        .expect("valid URL");
+    // (label, URL, strategy, model wall in RTTs): a request is one round
+    // trip, TCP's handshake one, TLS 1.3's one more.
+    let cases: [(&str, &http::Uri, Strategy, f64); 5] = [
+        ("serial, http", &http, Strategy::Serial, 2.0 * n),
+        ("serial, https", &https, Strategy::Serial, 3.0 * n),
+        ("persistent 1, http", &http, Strategy::Persistent, 1.0 + n),
+        ("persistent 1, https", &https, Strategy::Persistent, 2.0 + n),
+        // Connect, TLS, the page, then every object at once (ALPN h2).
+        (
+            "multiplexed, https (h2)",
+            &https,
+            Strategy::Multiplexed,
+            4.0,
+        ),
+    ];
+    let mut rows = Vec::new();
+    let mut walls = HashMap::new();
+    let mut notes = vec![format!(
+        "model: 1 RTT per TCP handshake, 1 per TLS 1.3 handshake, 1 per request; \
+         {} requests (the page and {PAGE_OBJECTS} objects)",
+        n
+    )];
+    let mut waterfalls = Vec::new();
+    for (label, url, strategy, model_rtts) in cases {
+        let load = load_page(lab, url, strategy, 1);
+        if load.failed > 0 {
+            notes.push(format!("{label}: {} requests failed", load.failed));
+        }
+        let model = model_rtts * r;
+        rows.push(row(
+            label,
+            vec![
+                Some(load.wall),
+                Some(model),
+                Some((load.wall - model) / model * 100.0),
+                Some(load.opened),
+            ],
+        ));
+        walls.insert(label, load.wall);
+        waterfalls.push((label.to_string(), load.bars));
+    }
+    let off: Vec<String> = rows
+        .iter()
+        .filter_map(|row| match row.values[..] {
+            [_, _, Some(pct), _] if pct.abs() > 15.0 => Some(format!("{} {pct:+.0}%", row.label)),
+            _ => None,
+        })
+        .collect();
+    if !off.is_empty() {
+        notes.push(format!(
+            "off the model by more than 15%: {}",
+            off.join(", ")
+        ));
+    }
+    let w = |k: &str| walls.get(k).copied().unwrap_or(0.0);
+    let serial_extra = w("serial, https") - w("serial, http");
+    let persistent_extra = w("persistent 1, https") - w("persistent 1, http");
+    rows.push(row(
+        "TLS cost, serial",
+        vec![Some(serial_extra), Some(n * r), None, None],
+    ));
+    rows.push(row(
+        "TLS cost, persistent 1",
+        vec![Some(persistent_extra), Some(r), None, None],
+    ));
+    // Every new connection pays the handshake: serial pays it n times,
+    // persistent once.
+    let pass = serial_extra >= 0.7 * n * r
+        && persistent_extra < 2.0 * r
+        && w("multiplexed, https (h2)") < w("persistent 1, https");
+    lab.note_link(&mut notes);
+    let mut outcome = outcome(
+        &ALL[8],
+        &["wall ms", "model ms", "vs model %", "connections"],
+        rows,
+        (0, Some(1)),
+        pass,
+        if pass {
+            format!(
+                "TLS cost {serial_extra:.0} ms serial ({n:.0} handshakes) vs \
+                 {persistent_extra:.0} ms persistent (one): persistence saves a round \
+                 trip more per request over HTTPS"
+            )
+        } else {
+            format!(
+                "TLS cost {serial_extra:.0} ms serial vs {persistent_extra:.0} ms persistent: \
+                 not the one round trip per new connection the model predicts"
+            )
         },
         notes,
     );

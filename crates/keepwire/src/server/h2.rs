@@ -51,43 +51,58 @@ pub(crate) fn is_preface(buf: &[u8]) -> bool {
     buf.len() >= 3 && (buf.starts_with(PREFACE) || PREFACE.starts_with(buf))
 }
 
-/// The socket with the bytes the HTTP/1 driver already read in front.
+/// The connection with the bytes the HTTP/1 driver already read in front
+/// (none over TLS).
 ///
 /// Writes cork the socket (TCP_CORK) and the connection loop uncorks once
-/// per turn: the `h2` crate writes every DATA frame separately, and twelve
-/// small responses as twelve segments overrun an initial congestion window
-/// of ten packets, costing a round trip (R2.2). Corked, a turn's frames
-/// leave as few full segments.
-pub(crate) struct Prefixed {
+/// per turn: the `h2` crate writes every DATA frame separately (over TLS,
+/// each as its own record), and twelve small responses as twelve segments
+/// overrun an initial congestion window of ten packets, costing a round
+/// trip (R2.2). Corked, a turn's frames leave as few full segments.
+pub(crate) struct Prefixed<T> {
     prefix: Bytes,
-    stream: TcpStream,
-    corked: Arc<AtomicBool>,
+    stream: T,
+    cork: Arc<Cork>,
 }
 
-/// The second handle a connection loop uncorks with.
+/// TCP_CORK on a connection's socket, through a second handle on it (the
+/// stream itself belongs to `h2`).
 struct Cork {
-    corked: Arc<AtomicBool>,
+    corked: AtomicBool,
     socket: std::net::TcpStream,
 }
 
-impl Prefixed {
+impl Cork {
+    fn of(tcp: &TcpStream) -> io::Result<Arc<Cork>> {
+        let socket = socket2::SockRef::from(tcp).try_clone()?;
+        Ok(Arc::new(Cork {
+            corked: AtomicBool::new(false),
+            socket: socket.into(),
+        }))
+    }
+
     fn cork(&self) {
         if !self.corked.swap(true, Relaxed) {
-            let _ = socket2::SockRef::from(&self.stream).set_tcp_cork(true);
+            let _ = socket2::SockRef::from(&self.socket).set_tcp_cork(true);
+        }
+    }
+
+    /// Pushes out what a turn wrote.
+    fn uncork(&self) {
+        if self.corked.swap(false, Relaxed) {
+            let _ = socket2::SockRef::from(&self.socket).set_tcp_cork(false);
         }
     }
 }
 
 /// Pushes out what a turn wrote (see [`Prefixed`]).
 fn uncork(cork: Option<&Cork>) {
-    if let Some(c) = cork
-        && c.corked.swap(false, Relaxed)
-    {
-        let _ = socket2::SockRef::from(&c.socket).set_tcp_cork(false);
+    if let Some(c) = cork {
+        c.uncork();
     }
 }
 
-impl AsyncRead for Prefixed {
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -103,13 +118,13 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.cork();
+        self.cork.cork();
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
@@ -118,19 +133,22 @@ impl AsyncWrite for Prefixed {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.cork();
+        self.cork.cork();
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        true
+        self.stream.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // TLS writes its buffered records here.
+        self.cork.cork();
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.cork.uncork();
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
@@ -145,26 +163,17 @@ pub(crate) async fn serve(
     handler: Arc<dyn Handler>,
     stop: watch::Receiver<bool>,
 ) -> (CloseReason, u64) {
-    // A second handle on the socket to uncork it while h2 owns the stream.
-    let (stream, corker) = match stream.into_std().and_then(|s| {
-        let dup = s.try_clone()?;
-        Ok((TcpStream::from_std(s)?, dup))
-    }) {
-        Ok(pair) => pair,
+    let cork = match Cork::of(&stream) {
+        Ok(c) => c,
         Err(e) => {
             tracing::debug!(conn = info.id, error = %e, "h2: cannot share the socket");
             return (CloseReason::Error, 0);
         }
     };
-    let corked = Arc::new(AtomicBool::new(false));
     let io = Prefixed {
         prefix,
         stream,
-        corked: corked.clone(),
-    };
-    let cork = Cork {
-        corked,
-        socket: corker,
+        cork: cork.clone(),
     };
     serve_io(io, Some(cork), info, shared, handler, stop).await
 }
@@ -197,7 +206,18 @@ pub(crate) async fn serve_tls(
     if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
         return Some(tls.into());
     }
-    let (reason, requests) = serve_io(tls, None, info, shared, handler, stop).await;
+    let cork = Cork::of(tls.get_ref().0).ok();
+    let (reason, requests) = match cork {
+        Some(cork) => {
+            let io = Prefixed {
+                prefix: Bytes::new(),
+                stream: tls,
+                cork: cork.clone(),
+            };
+            serve_io(io, Some(cork), info, shared, handler, stop).await
+        }
+        None => serve_io(tls, None, info, shared, handler, stop).await,
+    };
     tracing::debug!(conn = info.id, requests, ?reason, "h2 connection closed");
     shared.metrics.closed(reason, requests);
     None
@@ -206,7 +226,7 @@ pub(crate) async fn serve_tls(
 /// Serves one HTTP/2 connection over any transport.
 async fn serve_io<T>(
     io: T,
-    cork: Option<Cork>,
+    cork: Option<Arc<Cork>>,
     info: ConnInfo,
     shared: &Shared,
     handler: Arc<dyn Handler>,
@@ -222,7 +242,7 @@ where
         .max_header_list_size(cfg.limits.max_head_bytes as u32)
         .max_send_buffer_size(256 * 1024);
     let handshake = tokio::time::timeout(cfg.header_timeout, builder.handshake(io)).await;
-    uncork(cork.as_ref());
+    uncork(cork.as_deref());
     let mut conn = match handshake {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
@@ -253,7 +273,7 @@ where
             // task sleeps.
             next = poll_fn(|cx| {
                 let polled = conn.poll_accept(cx);
-                uncork(cork.as_ref());
+                uncork(cork.as_deref());
                 polled
             }) => match next {
                 Some(Ok(first)) => {
@@ -278,7 +298,7 @@ where
                             next = Some(more);
                         }
                     }
-                    uncork(cork.as_ref());
+                    uncork(cork.as_deref());
                 }
                 Some(Err(e)) => {
                     tracing::debug!(conn = info.id, error = %e, "h2 connection error");
