@@ -206,14 +206,14 @@ fn https_pays_a_round_trip_per_new_connection() {
     let r = rows(&doc, "tls");
     let wall = |l| v(&r, l, "wall ms");
     // 13 new connections: 13 TLS handshakes of one round trip each.
-    let serial_extra = wall("serial, https") - wall("serial, http");
+    let serial_extra = wall("serial, https://") - wall("serial, http://");
     assert!(serial_extra >= 13.0 * RTT_MS * 0.8, "{r:?}");
     // One connection: one handshake.
-    let persistent_extra = wall("persistent 1, https") - wall("persistent 1, http");
+    let persistent_extra = wall("persistent 1, https://") - wall("persistent 1, http://");
     assert!(persistent_extra >= RTT_MS * 0.5, "{r:?}");
     assert!(persistent_extra < RTT_MS * 2.0, "{r:?}");
-    assert_eq!(v(&r, "serial, https", "connections"), 13.0, "{r:?}");
-    assert_eq!(v(&r, "persistent 1, https", "connections"), 1.0, "{r:?}");
+    assert_eq!(v(&r, "serial, https://", "connections"), 13.0, "{r:?}");
+    assert_eq!(v(&r, "persistent 1, https://", "connections"), 1.0, "{r:?}");
     // HTTP/2 over TLS: every object in the round trip after the page. (Each
     // small answer as its own TLS record and segment overran the initial
     // window and cost the last ones a round trip, until the server corked

@@ -634,13 +634,23 @@ fn tls_handshakes(lab: &Lab) -> Outcome {
     // (label, URL, strategy, model wall in RTTs): a request is one round
     // trip, TCP's handshake one, TLS 1.3's one more.
     let cases: [(&str, &http::Uri, Strategy, f64); 5] = [
-        ("serial, http", &http, Strategy::Serial, 2.0 * n),
-        ("serial, https", &https, Strategy::Serial, 3.0 * n),
-        ("persistent 1, http", &http, Strategy::Persistent, 1.0 + n),
-        ("persistent 1, https", &https, Strategy::Persistent, 2.0 + n),
+        ("serial, http://", &http, Strategy::Serial, 2.0 * n),
+        ("serial, https://", &https, Strategy::Serial, 3.0 * n),
+        (
+            "persistent 1, http://",
+            &http,
+            Strategy::Persistent,
+            1.0 + n,
+        ),
+        (
+            "persistent 1, https://",
+            &https,
+            Strategy::Persistent,
+            2.0 + n,
+        ),
         // Connect, TLS, the page, then every object at once (ALPN h2).
         (
-            "multiplexed, https (h2)",
+            "multiplexed, https:// (h2)",
             &https,
             Strategy::Multiplexed,
             4.0,
@@ -686,8 +696,8 @@ fn tls_handshakes(lab: &Lab) -> Outcome {
         ));
     }
     let w = |k: &str| walls.get(k).copied().unwrap_or(0.0);
-    let serial_extra = w("serial, https") - w("serial, http");
-    let persistent_extra = w("persistent 1, https") - w("persistent 1, http");
+    let serial_extra = w("serial, https://") - w("serial, http://");
+    let persistent_extra = w("persistent 1, https://") - w("persistent 1, http://");
     rows.push(row(
         "TLS cost, serial",
         vec![Some(serial_extra), Some(n * r), None, None],
@@ -700,7 +710,7 @@ fn tls_handshakes(lab: &Lab) -> Outcome {
     // persistent once.
     let pass = serial_extra >= 0.7 * n * r
         && persistent_extra < 2.0 * r
-        && w("multiplexed, https (h2)") < w("persistent 1, https");
+        && w("multiplexed, https:// (h2)") < w("persistent 1, https://");
     lab.note_link(&mut notes);
     let mut outcome = outcome(
         &ALL[8],
