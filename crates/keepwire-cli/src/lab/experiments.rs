@@ -511,21 +511,11 @@ fn page_load(lab: &Lab) -> Outcome {
     )];
     for (label, strategy, conns, model_rtts, model_conns) in strategies {
         let load = load_page(lab, &url, strategy, conns);
-        let (wall, opened) = (load.wall, load.opened);
-        if load.failed > 0 {
-            notes.push(format!("{label}: {} requests failed", load.failed));
-        }
+        let wall = load.wall;
         let model = model_rtts * r;
-        rows.push(row(
-            label,
-            vec![
-                Some(wall),
-                Some(model),
-                Some((wall - model) / model * 100.0),
-                Some(opened),
-                Some(model_conns),
-            ],
-        ));
+        let mut values = load.against(label, model, &mut notes);
+        values.push(Some(model_conns));
+        rows.push(row(label, values));
         walls.insert(label, (wall, model));
         waterfalls.push((label.to_string(), load.bars));
     }
@@ -582,6 +572,22 @@ struct PageLoad {
     opened: f64,
     failed: usize,
     bars: Vec<Bar>,
+}
+
+impl PageLoad {
+    /// Wall, model, distance from the model in %, connections; failures
+    /// noted.
+    fn against(&self, label: &str, model: f64, notes: &mut Vec<String>) -> Vec<Option<f64>> {
+        if self.failed > 0 {
+            notes.push(format!("{label}: {} requests failed", self.failed));
+        }
+        vec![
+            Some(self.wall),
+            Some(model),
+            Some((self.wall - model) / model * 100.0),
+            Some(self.opened),
+        ]
+    }
 }
 
 /// Loads the page at `url` `page_reps` times with `strategy`.
@@ -666,19 +672,8 @@ fn tls_handshakes(lab: &Lab) -> Outcome {
     let mut waterfalls = Vec::new();
     for (label, url, strategy, model_rtts) in cases {
         let load = load_page(lab, url, strategy, 1);
-        if load.failed > 0 {
-            notes.push(format!("{label}: {} requests failed", load.failed));
-        }
         let model = model_rtts * r;
-        rows.push(row(
-            label,
-            vec![
-                Some(load.wall),
-                Some(model),
-                Some((load.wall - model) / model * 100.0),
-                Some(load.opened),
-            ],
-        ));
+        rows.push(row(label, load.against(label, model, &mut notes)));
         walls.insert(label, load.wall);
         waterfalls.push((label.to_string(), load.bars));
     }
