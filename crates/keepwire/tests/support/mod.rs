@@ -716,17 +716,7 @@ impl Nginx {
                  keepalive_timeout 30s;\n keepalive_requests 1000;\n default_type text/plain;",
                 &format!("listen 127.0.0.1:{port}; root {d}/www;"),
             );
-            let conf_path = dir.path().join("nginx.conf");
-            std::fs::write(&conf_path, conf).unwrap();
-            let args = [
-                "-p".to_string(),
-                format!("{d}/"),
-                "-c".to_string(),
-                conf_path.display().to_string(),
-                "-e".to_string(),
-                format!("{d}/error.log"),
-            ];
-            let mut process = NginxProcess(ChildGuard::spawn(bin, &args));
+            let mut process = spawn_nginx(bin, dir.path(), &conf);
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let started = std::time::Instant::now();
             let up = loop {
@@ -811,12 +801,26 @@ pub async fn nginx_with(
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    let d = dir.display();
     let conf = nginx_conf(
         dir,
         "access_log off;",
         &format!("listen 127.0.0.1:{port} {listen_extra}; {body}"),
     );
+    let process = spawn_nginx(bin, dir, &conf);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    within("nginx listening", WAIT, async {
+        while TcpStream::connect(addr).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    (process, addr)
+}
+
+/// Writes `conf` to `dir/nginx.conf` and starts nginx on it, with `dir` as
+/// its prefix and error log place.
+fn spawn_nginx(bin: &std::path::Path, dir: &std::path::Path, conf: &str) -> NginxProcess {
+    let d = dir.display();
     let conf_path = dir.join("nginx.conf");
     std::fs::write(&conf_path, conf).unwrap();
     let args = [
@@ -827,15 +831,7 @@ pub async fn nginx_with(
         "-e".to_string(),
         format!("{d}/error.log"),
     ];
-    let process = NginxProcess(ChildGuard::spawn(bin, &args));
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    within("nginx listening", WAIT, async {
-        while TcpStream::connect(addr).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    (process, addr)
+    NginxProcess(ChildGuard::spawn(bin, &args))
 }
 
 /// An nginx configuration in `dir` (pid, logs and temp paths there, one
