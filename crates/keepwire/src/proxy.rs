@@ -99,6 +99,12 @@ impl Upstream {
         }
     }
 
+    /// The pool key this upstream is reached by (scheme, lowercase host
+    /// without brackets, port).
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
     fn is_up(&self, now: Instant) -> bool {
         self.down_until
             .lock()
@@ -775,6 +781,11 @@ pub fn parse_authority(s: &str) -> Result<String, String> {
     let host = uri
         .host()
         .ok_or_else(|| format!("upstream {s:?}: no host"))?;
+    // `Uri` is lax about hosts (`a[b::c` passes); accept only what RFC 3986
+    // §3.2.2 allows, so the result parses again as the same upstream.
+    if !valid_host(host) {
+        return Err(format!("upstream {s:?}: invalid host {host:?}"));
+    }
     let port = uri
         .port_u16()
         .unwrap_or(if scheme == "https" { 443 } else { 80 });
@@ -782,6 +793,19 @@ pub fn parse_authority(s: &str) -> Result<String, String> {
         "https" => format!("https://{host}:{port}"),
         _ => format!("{host}:{port}"),
     })
+}
+
+/// An IPv6 literal in brackets, or a reg-name (an IPv4 address is one).
+fn valid_host(host: &str) -> bool {
+    if let Some(inner) = host.strip_prefix('[') {
+        return inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b))
 }
 
 #[cfg(test)]
@@ -818,6 +842,11 @@ mod tests {
             "https://x:8443"
         );
         assert!(parse_authority("ftp://x").is_err());
+        assert_eq!(parse_authority("[fe80::1]:9000").unwrap(), "[fe80::1]:9000");
+        // Found by fuzz/fuzz_targets/authority.rs: `Uri` took this host,
+        // and the result ("httpt[fe80:80") did not parse again.
+        assert!(parse_authority("httpt[fe80::0::tp:0]/").is_err());
+        assert!(parse_authority("[fe80::0::1]").is_err());
         let u = Upstream::new(parse_authority("https://x").unwrap());
         assert_eq!(
             (u.origin.scheme.as_str(), u.authority.as_str()),
