@@ -6,7 +6,7 @@
 //! `If-Modified-Since` → 304, HEAD, and large files streamed rather than
 //! read whole.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use http::header::{ALLOW, CONTENT_LENGTH, IF_MODIFIED_SINCE, LAST_MODIFIED};
@@ -15,6 +15,8 @@ use keepwire::Body;
 use tokio::io::AsyncReadExt;
 
 use crate::site::{status, with_type};
+
+mod url_path;
 
 /// Files up to this size are read whole; larger ones stream in chunks.
 const READ_WHOLE_MAX: u64 = 256 * 1024;
@@ -42,21 +44,7 @@ impl Files {
     /// Maps a URL path to a file inside the root, or the status that
     /// answers it instead.
     fn resolve(&self, url_path: &str) -> Result<PathBuf, StatusCode> {
-        let decoded = percent_encoding::percent_decode_str(url_path)
-            .decode_utf8()
-            .map_err(|_| StatusCode::BAD_REQUEST)?;
-        if decoded.contains('\0') || decoded.contains('\\') {
-            return Err(StatusCode::BAD_REQUEST);
-        }
-        let mut path = self.root.clone();
-        for component in Path::new(decoded.trim_start_matches('/')).components() {
-            match component {
-                Component::Normal(part) => path.push(part),
-                Component::CurDir => {}
-                // `..`, a root or a prefix: an attempt to leave the root.
-                _ => return Err(StatusCode::BAD_REQUEST),
-            }
-        }
+        let path = self.root.join(url_path::relative_path(url_path)?);
         let mut real = path.canonicalize().map_err(|_| StatusCode::NOT_FOUND)?;
         if !real.starts_with(&self.root) {
             // A symlink pointing outside the root.
