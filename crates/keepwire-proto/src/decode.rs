@@ -122,6 +122,13 @@ impl Decoder {
                 }
                 Kind::Chunked { state } => match *state {
                     ChunkedState::Size => {
+                        // chunk-size is 1*HEXDIG (RFC 9112 §7.1); httparse
+                        // reads an empty line as size 0, which would end the
+                        // body where a peer sees no end (found by the h11
+                        // differential test).
+                        if buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) {
+                            return Err(Error::remote(ErrorKind::InvalidChunkSize));
+                        }
                         let (consumed, size) = match httparse::parse_chunk_size(buf) {
                             Ok(httparse::Status::Complete(v)) => v,
                             Ok(httparse::Status::Partial) => {
@@ -133,6 +140,15 @@ impl Decoder {
                             Err(_) => return Err(Error::remote(ErrorKind::InvalidChunkSize)),
                         };
                         if consumed > self.max_chunk_line {
+                            return Err(Error::remote(ErrorKind::InvalidChunkSize));
+                        }
+                        // The line ends at its first LF. httparse lets an
+                        // extension run on past a bare LF up to a CRLF, so
+                        // `0;x\nX: 1\r\n` was one line here and a last
+                        // chunk plus a trailer to a peer that stops at the
+                        // LF (chunk-ext has no LF, RFC 9112 §7.1.1; found by
+                        // the h11 differential test).
+                        if buf[..consumed - 1].contains(&b'\n') {
                             return Err(Error::remote(ErrorKind::InvalidChunkSize));
                         }
                         buf.advance(consumed);
@@ -316,6 +332,15 @@ mod tests {
             b"-1\r\n",
             b"5\r\nhelloXX",
             b"ffffffffffffffffff\r\n",
+            // An empty chunk-size line is not `0` (h11 differential).
+            b"\r\n\r\n",
+            b"\n\r\n",
+            b"1\r\nz\r\n\r\n\r\n",
+            b";ext\r\n\r\n",
+            b" 1\r\nz\r\n0\r\n\r\n",
+            // An extension does not run on past a bare LF (h11 differential).
+            b"0;last\nX-T: 1\r\n\r\n",
+            b"1;a\nb\r\nz\r\n0\r\n\r\n",
         ] {
             let err = run(BodyKind::Chunked, bad, bad.len()).unwrap_err();
             assert!(
