@@ -219,8 +219,8 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
         for a in server.local_addrs() {
             eprintln!("keepwire proxy: listening on {scheme}://{a}/ ({mode})");
         }
-        if let Some(path) = self_signed {
-            eprintln!("keepwire proxy: {}", self_signed_note(&path));
+        if let Some(pem) = &self_signed {
+            eprintln!("keepwire proxy: {}", self_signed_note(pem.path()));
         }
         let admin = match args.admin {
             Some(addr) => {

@@ -183,8 +183,11 @@ async fn serve(args: ServeArgs, app: App) -> Result<(), String> {
     for addr in server.local_addrs() {
         eprintln!("keepwire serve: listening on {scheme}://{addr}/ ({what})");
     }
-    if let Some(path) = self_signed {
-        eprintln!("keepwire serve: {}", crate::tls::self_signed_note(&path));
+    if let Some(pem) = &self_signed {
+        eprintln!(
+            "keepwire serve: {}",
+            crate::tls::self_signed_note(pem.path())
+        );
     }
 
     let admin = match args.admin {

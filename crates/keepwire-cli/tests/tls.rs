@@ -20,11 +20,32 @@ fn serve_tls() -> (Running, String) {
 fn start_tls(args: &[&str]) -> (Running, String) {
     let s = start(args);
     assert!(s.first_line.contains("https://"), "{}", s.first_line);
-    let pem = std::env::temp_dir()
-        .join(format!("keepwire-selfsigned-{}.pem", s.child.id()))
-        .display()
+    let note = s.line_with("self-signed certificate in ");
+    let pem = note
+        .split("self-signed certificate in ")
+        .nth(1)
+        .and_then(|rest| rest.split(" (").next())
+        .unwrap_or_else(|| panic!("no path in {note:?}"))
         .to_string();
+    assert_private(std::path::Path::new(&pem));
     (s, pem)
+}
+
+/// The PEM is a regular file of mode 0600 in a directory of its own
+/// (0700) with a random name, not the old predictable
+/// `keepwire-selfsigned-PID.pem`.
+fn assert_private(pem: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| {
+        std::fs::symlink_metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+    };
+    let dir = pem.parent().expect("a directory");
+    assert_eq!(mode(pem) & 0o170_777, 0o100_600, "{}", pem.display());
+    assert_eq!(mode(dir) & 0o170_777, 0o040_700, "{}", dir.display());
+    assert!(pem.ends_with("cert.pem"), "{}", pem.display());
 }
 
 /// Runs `keepwire ARGS`, which must succeed, and parses its JSON output.
@@ -351,4 +372,26 @@ fn the_default_trust_is_the_platform_store() {
     // A store that lacks it (the system's own, here) refuses it.
     let out = run(&["get", &url], LIMIT);
     assert!(!out.status.success());
+}
+
+#[test]
+fn the_self_signed_pem_is_removed_on_a_clean_exit() {
+    let (mut s, pem) = serve_tls();
+    let dir = std::path::Path::new(&pem).parent().unwrap().to_path_buf();
+    assert!(dir.is_dir());
+    let pid = s.child.id().to_string();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = std::time::Instant::now() + common::WAIT;
+    while s.child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!dir.exists(), "{} is left behind", dir.display());
 }
