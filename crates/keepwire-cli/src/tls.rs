@@ -29,7 +29,8 @@ pub struct TlsArgs {
     pub tls_key: Option<PathBuf>,
     /// Serve HTTPS with a fresh self-signed certificate for localhost, 127.0.0.1
     /// and ::1, for trying it out; its PEM is written to a file named on start
-    /// (for curl --cacert).
+    /// (for curl --cacert), in a new private directory under $TMPDIR that is
+    /// removed on a clean exit.
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     pub tls_self_signed: bool,
 }
