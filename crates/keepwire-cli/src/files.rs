@@ -11,8 +11,8 @@
 //! directory let a symlinked `index.html` serve any file on the host. Dot
 //! files and directories (`.git`, `.env`, `.htpasswd`) are not served unless
 //! asked for: a document root is often a checkout, and nginx sites commonly
-//! deny `location ~ /\.` for the same reason. Both answer 404, which says
-//! nothing about what exists.
+//! deny `location ~ /\.` for the same reason (`.well-known` excepted).
+//! Both answer 404, which says nothing about what exists.
 
 use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
@@ -179,10 +179,14 @@ fn stream_file(mut file: tokio::fs::File, size: u64) -> Body {
     body
 }
 
-/// Whether a relative path has a component that starts with `.`.
+/// Whether a relative path has a component that starts with `.`, other
+/// than `.well-known` (RFC 8615: public by definition, ACME's challenges live
+/// there; nginx sites write `location ~ /\.(?!well-known)` for the same).
 fn is_dotted(rel: &Path) -> bool {
     rel.components().any(|c| match c {
-        Component::Normal(name) => name.as_encoded_bytes().first() == Some(&b'.'),
+        Component::Normal(name) => {
+            name.as_encoded_bytes().first() == Some(&b'.') && name != ".well-known"
+        }
         _ => false,
     })
 }
@@ -272,6 +276,9 @@ mod tests {
         std::fs::write(root.join(".git/config"), "[core]").unwrap();
         std::fs::write(root.join(".env"), "KEY=1").unwrap();
         symlink(root.join(".env"), root.join("env.txt")).unwrap();
+        std::fs::create_dir(root.join(".well-known")).unwrap();
+        std::fs::write(root.join(".well-known/security.txt"), "Contact: x").unwrap();
+        std::fs::write(root.join(".well-known/.hidden"), "no").unwrap();
         let files = Files::new(&root, false).unwrap();
         (outer, files)
     }
@@ -308,6 +315,16 @@ mod tests {
         assert_eq!(files.resolve("/.env"), Err(StatusCode::NOT_FOUND));
         assert_eq!(files.resolve("/%2egit/config"), Err(StatusCode::NOT_FOUND));
         assert_eq!(files.resolve("/env.txt"), Err(StatusCode::NOT_FOUND));
+        assert!(
+            files
+                .resolve("/.well-known/security.txt")
+                .unwrap()
+                .ends_with(".well-known/security.txt")
+        );
+        assert_eq!(
+            files.resolve("/.well-known/.hidden"),
+            Err(StatusCode::NOT_FOUND)
+        );
         let open = Files {
             dotfiles: true,
             ..files

@@ -31,7 +31,7 @@ pub struct ServeArgs {
     #[arg(long, conflicts_with = "respond")]
     root: Option<PathBuf>,
     /// With --root: also serve files and directories whose name starts with
-    /// `.` (`.git`, `.env`: 404 by default).
+    /// `.` (`.git`, `.env`: 404 by default; `.well-known` is always served).
     #[arg(long, requires = "root")]
     dotfiles: bool,
     /// Answer TRACE with an echo of the request (message/http), leaving out

@@ -331,6 +331,8 @@ fn escape_root() -> (tempfile::TempDir, String) {
     std::fs::create_dir(root.join(".git")).unwrap();
     std::fs::write(root.join(".git/config"), "[remote] url=git@secret").unwrap();
     std::fs::write(root.join(".env"), "API_KEY=dotsecret").unwrap();
+    std::fs::create_dir(root.join(".well-known")).unwrap();
+    std::fs::write(root.join(".well-known/security.txt"), "Contact: x").unwrap();
     let root = root.to_str().unwrap().to_string();
     (outer, root)
 }
@@ -369,6 +371,8 @@ fn dot_files_are_404_unless_dotfiles_is_given() {
     }
     assert!(get(s.addr, "/.env", "").starts_with("HTTP/1.1 404"));
     assert!(get(s.addr, "/page.html", "").starts_with("HTTP/1.1 200"));
+    // RFC 8615's directory is public by definition.
+    assert!(get(s.addr, "/.well-known/security.txt", "").ends_with("\r\n\r\nContact: x"));
     drop(s);
 
     let s = serve(&["--root", &root, "--dotfiles"]);
