@@ -379,6 +379,13 @@ fn the_self_signed_pem_is_removed_on_a_clean_exit() {
     let (mut s, pem) = serve_tls();
     let dir = std::path::Path::new(&pem).parent().unwrap().to_path_buf();
     assert!(dir.is_dir());
+    // Once it has answered, it is in its run loop and handles SIGTERM (a
+    // signal before that would kill it uncleanly).
+    let url = format!("https://localhost:{}/obj/1.css", s.addr.port());
+    let Some(out) = curl_w(&["--cacert", &pem], &[&url]) else {
+        return;
+    };
+    assert!(out.contains(" 200 "), "{out}");
     let pid = s.child.id().to_string();
     let term = std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -386,12 +393,16 @@ fn the_self_signed_pem_is_removed_on_a_clean_exit() {
         .unwrap();
     assert!(term.success());
     let deadline = std::time::Instant::now() + common::WAIT;
-    while s.child.try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            break status;
+        }
         assert!(
             std::time::Instant::now() < deadline,
             "no exit after SIGTERM"
         );
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
+    assert!(status.success(), "a clean exit: {status}");
     assert!(!dir.exists(), "{} is left behind", dir.display());
 }
