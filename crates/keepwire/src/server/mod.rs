@@ -19,6 +19,14 @@
 //! | max connections per client IP | 256 | unlimited (`limit_conn` off) |
 //! | pipelining depth (handlers run ahead) | 1 | 1 (sequential) |
 //! | lingering close | 5 s / 2 s idle / 256 KiB | `lingering_time 30s`, `lingering_timeout 5s` |
+//! | HTTP/2 streams (handlers) in flight per connection | 128; a stream over it is refused (REFUSED_STREAM) | `http2_max_concurrent_streams 128` |
+//! | HTTP/2 streams the client resets (each cancels its handler) | over 2 × the stream limit (min 100) in 10 s: GOAWAY `ENHANCE_YOUR_CALM` | 2 × `http2_max_concurrent_streams` new streams per event loop turn |
+//! | HTTP/2 reset streams left in the accept queue | 20, then GOAWAY `ENHANCE_YOUR_CALM` (h2's default) | — |
+//! | HTTP/2 streams reset for the client's protocol errors | 1024, then GOAWAY `ENHANCE_YOUR_CALM` (h2's default) | — |
+//! | HTTP/2 request body | `max_body` (1 MiB): a larger `content-length` gets 413 before the handler runs, streamed bytes are counted; `body_timeout` between DATA frames (408) | `client_max_body_size`, `client_body_timeout` |
+//! | HTTP/2 flow-control stall | no window for `write_timeout`: the stream is reset; with no DATA progress on the connection meanwhile, it is closed (GOAWAY, 1 s to flush) | `send_timeout` |
+//! | HTTP/2 header list (HPACK-decoded), CONTINUATION | `max_head_bytes` (32 KiB); h2 caps CONTINUATION frames by it | `large_client_header_buffers` |
+//! | HTTP/2 SETTINGS / PING floods | h2 queues one ACK / PONG at a time and reads no further while it cannot write it | — |
 
 pub(crate) mod conn;
 mod h2;
