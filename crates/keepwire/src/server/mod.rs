@@ -90,6 +90,26 @@ pub struct Upgraded {
     pub stream: crate::transport::Transport,
     /// Bytes the client sent after its request head (already read).
     pub read_buf: bytes::BytesMut,
+    /// On the server: the connection's place under `max_connections` and
+    /// the per-IP cap, kept until the tunnel ends (R9.5: a tunnel is still
+    /// a connection).
+    #[expect(
+        dead_code,
+        reason = "held for its Drop: the slot lives as long as the tunnel"
+    )]
+    pub(crate) slot: Option<ConnSlot>,
+}
+
+impl Upgraded {
+    /// A stream that holds no server connection slot (a tunnel's far side,
+    /// an upgraded client connection).
+    pub fn new(stream: crate::transport::Transport, read_buf: bytes::BytesMut) -> Self {
+        Upgraded {
+            stream,
+            read_buf,
+            slot: None,
+        }
+    }
 }
 
 /// Request extension on upgrade and CONNECT requests: resolves to the
@@ -435,9 +455,10 @@ async fn start_connection(
         *n += 1;
         *n
     };
-    let _guard = ConnGuard {
-        shared: &shared,
+    let slot = ConnSlot {
+        shared: shared.clone(),
         ip,
+        tunnel: false,
     };
     let _ = net::tune_stream(&stream);
     if open as usize > shared.config.max_connections
@@ -464,19 +485,48 @@ async fn start_connection(
         }
         None => stream.into(),
     };
-    conn::serve(stream, peer, local, id, &shared, handler, stop).await;
+    conn::serve(stream, peer, local, id, slot, handler, stop).await;
 }
 
-/// Decrements the gauges when a connection task ends, however it ends.
-struct ConnGuard<'a> {
-    shared: &'a Shared,
+/// A connection's place under the limits: the gauges (and the per-IP count)
+/// are given back when it drops, however the connection ends. An upgraded
+/// connection or CONNECT tunnel carries it in its [`Upgraded`] until the
+/// tunnel ends.
+pub(crate) struct ConnSlot {
+    pub(crate) shared: Arc<Shared>,
     ip: IpAddr,
+    tunnel: bool,
 }
 
-impl Drop for ConnGuard<'_> {
+impl std::fmt::Debug for ConnSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnSlot")
+            .field("ip", &self.ip)
+            .field("tunnel", &self.tunnel)
+            .finish()
+    }
+}
+
+impl ConnSlot {
+    /// The connection became a tunnel: counted as one until it drops.
+    pub(crate) fn into_tunnel(mut self) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.tunnel {
+            self.tunnel = true;
+            self.shared.metrics.tunnels_open.fetch_add(1, Relaxed);
+        }
+        self
+    }
+}
+
+impl Drop for ConnSlot {
     fn drop(&mut self) {
         use std::sync::atomic::Ordering::Relaxed;
-        self.shared.metrics.connections_open.fetch_sub(1, Relaxed);
+        let metrics = &self.shared.metrics;
+        metrics.connections_open.fetch_sub(1, Relaxed);
+        if self.tunnel {
+            metrics.tunnels_open.fetch_sub(1, Relaxed);
+        }
         let mut map = self.shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = map.get_mut(&self.ip) {
             *n -= 1;
