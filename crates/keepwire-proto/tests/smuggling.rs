@@ -574,3 +574,91 @@ fn valid_host_forms_pass() {
         Some("REQ CONNECT example.com:443 HTTP/1.1 Empty")
     );
 }
+
+/// A response is read by the same strict rules (RFC 9112 §6.3 step 5: an
+/// invalid Content-Length is unrecoverable; §7.1 for chunks): a client that
+/// read `Content-Length: ,` as "until close", or a sloppy chunk line as
+/// the last chunk, would hand the rest of the stream to the next request.
+#[test]
+fn responses_are_framed_as_strictly() {
+    let chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let res_head = "RES 200 HTTP/1.1 Chunked";
+    let cases: Vec<(String, ErrorKind, Vec<&str>)> = vec![
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: ,\r\n\r\nabc".into(),
+            InvalidContentLength,
+            vec![],
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: 3,\r\n\r\nabc".into(),
+            InvalidContentLength,
+            vec![],
+        ),
+        (
+            format!("{chunked}\r\nabc\r\n0\r\n\r\n"),
+            InvalidChunkSize,
+            vec![res_head],
+        ),
+        (
+            format!("{chunked} \r\nabc\r\n0\r\n\r\n"),
+            InvalidChunkSize,
+            vec![res_head],
+        ),
+        (
+            format!("{chunked}3;x\nabc\r\n0\r\n\r\n"),
+            InvalidChunkSize,
+            vec![res_head],
+        ),
+        (
+            format!("{chunked}3;x=\"\x7f\"\r\nabc\r\n0\r\n\r\n"),
+            InvalidChunkSize,
+            vec![res_head],
+        ),
+        (
+            format!("{chunked}0\r\nX: 1\n\n"),
+            InvalidTrailers,
+            vec![res_head],
+        ),
+    ];
+    for (raw, kind, surfaced) in cases {
+        for piece in [raw.len(), 1] {
+            let mut d = Driver::client(ConnConfig::default(), &[http::Method::GET]);
+            for p in raw.as_bytes().chunks(piece) {
+                d.feed(p);
+            }
+            d.eof();
+            let what = format!("{raw:?} in pieces of {piece}");
+            assert_eq!(d.error.as_ref().map(|e| e.kind()), Some(&kind), "{what}");
+            let heads: Vec<String> = coalesce(std::mem::take(&mut d.events))
+                .iter()
+                .filter(|e| !matches!(e, Event::Data(_)))
+                .map(describe)
+                .collect();
+            assert_eq!(heads, surfaced, "{what}");
+        }
+    }
+    // The valid spelling of each passes.
+    let mut d = Driver::client(
+        ConnConfig::default(),
+        &[http::Method::GET, http::Method::GET],
+    );
+    d.feed(
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\nabc\
+             {chunked}3 ; x = \"y z\"\r\ndef\r\n0\r\nX: 1\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(d.error, None);
+    assert_eq!(
+        describe_all(&coalesce(d.events)),
+        [
+            "RES 200 HTTP/1.1 Length(3)",
+            "DATA abc",
+            "END",
+            res_head,
+            "DATA def",
+            "END [x=1]"
+        ]
+    );
+}
