@@ -621,14 +621,7 @@ impl Proxy {
         self.metrics.tunnels.fetch_add(1, Relaxed);
         tokio::spawn(async move {
             if let Some(client) = down.wait().await {
-                splice(
-                    client,
-                    Upgraded {
-                        stream: upstream.into(),
-                        read_buf: Default::default(),
-                    },
-                )
-                .await;
+                splice(client, Upgraded::new(upstream.into(), Default::default())).await;
             }
         });
         Response::new(Body::empty())
