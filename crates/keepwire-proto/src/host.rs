@@ -32,10 +32,19 @@ use crate::head::RequestHead;
 
 /// Checks a request's `Host` lines; returns the one value, if any.
 ///
-/// Errors: [`ErrorKind::MissingHost`] (HTTP/1.1, not `CONNECT`),
+/// Errors: [`ErrorKind::MalformedTarget`] (an absolute- or authority-form
+/// target whose authority is not `uri-host [":" port]`, userinfo included),
+/// [`ErrorKind::MissingHost`] (HTTP/1.1, not `CONNECT`),
 /// [`ErrorKind::RepeatedHost`] (more than one line, any version),
 /// [`ErrorKind::InvalidHost`] (see [`is_valid_host`]). All answer 400.
 pub fn check_host(head: &RequestHead) -> Result<Option<&HeaderValue>, Error> {
+    // The target's authority wins over Host, so it is held to the same
+    // grammar; userinfo in it is an error (RFC 9110 §4.2.4).
+    if let Some(authority) = head.target.authority()
+        && !is_valid_host(authority.as_str().as_bytes())
+    {
+        return Err(Error::remote(ErrorKind::MalformedTarget));
+    }
     let mut lines = head.headers.get_all(HOST).iter();
     match (lines.next(), lines.next()) {
         (Some(_), Some(_)) => Err(Error::remote(ErrorKind::RepeatedHost)),

@@ -263,6 +263,12 @@ vectors! {
         => InvalidHost, 400, [];
     host_repeated_on_connect: b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\nHost: b:443\r\n\r\n"
         => RepeatedHost, 400, [];
+    absolute_form_with_userinfo: b"GET http://user@a/ HTTP/1.1\r\nHost: a\r\n\r\n"
+        => MalformedTarget, 400, [];
+    authority_form_with_userinfo: b"CONNECT user:pw@a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"
+        => MalformedTarget, 400, [];
+    absolute_form_with_bad_port: b"GET http://a:99999/ HTTP/1.1\r\nHost: a\r\n\r\n"
+        => MalformedTarget, 400, [];
     host_unclosed_ipv6: b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n"
         => InvalidHost, 400, [];
 

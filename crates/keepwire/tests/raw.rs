@@ -530,6 +530,11 @@ fn bad_requests() -> Vec<(&'static str, Vec<u8>, u16)> {
             400,
         ),
         (
+            "absolute-form target with userinfo",
+            "GET http://user@t/userinfo HTTP/1.1\r\nHost: t\r\n\r\n".to_string(),
+            400,
+        ),
+        (
             "URI over 8 KiB",
             format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(9000)),
             414,
