@@ -3,7 +3,9 @@
 //! and whatever it accepts is a relative path of plain names only, with no
 //! `.` or `..` segment, no NUL or backslash, that stays under the root when
 //! joined to it. Independently of how `Path::components` reads it: a
-//! decoded path with a `..` segment is always refused.
+//! decoded path with a `..` segment is always refused, and one with a
+//! segment that starts with `.` (other than `.` itself and `.well-known`)
+//! is always a dot file to `is_dotted` (served only with `--dotfiles`).
 //!
 //! Re-point the `#[path]` if the function moves; it must stay pure.
 
@@ -22,10 +24,14 @@ fuzz_target!(|data: &[u8]| {
     };
     let decoded = percent_encoding::percent_decode_str(url).collect::<Vec<u8>>();
     let dot_dot = decoded.split(|&b| b == b'/').any(|s| s == b"..");
+    let dotted = decoded
+        .split(|&b| b == b'/')
+        .any(|s| s.first() == Some(&b'.') && s != b"." && s != b".well-known");
     let Ok(rel) = url_path::relative_path(url) else {
         return;
     };
     assert!(!dot_dot, "{url:?} has a `..` segment yet gave {rel:?}");
+    assert_eq!(url_path::is_dotted(&rel), dotted, "{url:?} -> {rel:?}");
     assert!(rel.is_relative(), "{url:?} -> {rel:?}");
     let s = rel.as_os_str().as_encoded_bytes();
     assert!(!s.contains(&0) && !s.contains(&b'\\'), "{url:?} -> {rel:?}");

@@ -401,14 +401,40 @@ def allow_obs_fold(case, kw, h1):
     )
 
 
-def allow_cr_in_chunk_extension(case, kw, h1):
+TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+CHUNK_EXT = (
+    rb"(?:[ \t]*;[ \t]*" + TOKEN + rb"(?:[ \t]*=[ \t]*(?:" + TOKEN + rb"|" + QUOTED + rb"))?)*"
+)
+CHUNK_LINE = re.compile(rb"[0-9a-fA-F]+" + CHUNK_EXT + rb"\r\n")
+
+
+def allow_chunk_extension_outside_grammar(case, kw, h1):
     # RFC 9112 §7.1.1: chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "="
-    # BWS chunk-ext-val ] ), names and values being tokens or quoted
-    # strings: a bare CR is in neither. keepwire refuses the line; h11
-    # takes everything up to CRLF as the extension.
+    # BWS chunk-ext-val ] ), the name a token, the value a token or a
+    # quoted-string. keepwire refuses a line with anything else there (an
+    # empty name, a CTL such as NUL or a bare CR); h11 takes whatever comes
+    # before the CRLF as the extension. A refusal, never a different size.
+    bad = any(
+        not CHUNK_LINE.fullmatch(m.group(1))
+        for m in re.finditer(rb"(?:^|\n)([0-9a-fA-F]+[ \t]*;[^\n]*\n)", case)
+    )
     return (
-        kw_error(kw, "InvalidChunkSize")
-        and re.search(rb";[^\n]*\r[^\n]", case) is not None
+        bad
+        and kw_error(kw, "InvalidChunkSize")
+        and len(kw["msgs"]) <= len(h1["msgs"])
+        and agree_before(kw, h1)
+    )
+
+
+def allow_bare_lf_in_trailers(case, kw, h1):
+    # RFC 9112 §2.2: a recipient "MAY recognize a single LF as a line
+    # terminator" in the start-line and field lines. keepwire does in heads
+    # but takes trailer sections (the end of a body, where a disagreement
+    # moves the next message's start) with CRLF only; h11 accepts LF there.
+    return (
+        kw_error(kw, "InvalidTrailers")
+        and re.search(rb"[^\r]\n", case) is not None
         and len(kw["msgs"]) <= len(h1["msgs"])
         and agree_before(kw, h1)
     )
@@ -453,6 +479,33 @@ def allow_same_decimal_content_length(case, kw, h1):
     return False
 
 
+def allow_whitespace_after_chunk_size(case, kw, h1):
+    # RFC 9112 §7.1: chunk = chunk-size [ chunk-ext ] CRLF. Whitespace is
+    # allowed only before a ";" (BWS in chunk-ext), never between the size
+    # and CRLF: keepwire refuses `1 \r\n`, h11 reads it as 1. A refusal,
+    # never a different boundary.
+    return (
+        kw_error(kw, "InvalidChunkSize")
+        and re.search(rb"(?:^|\n)[0-9a-fA-F]+[ \t]+\r\n", case) is not None
+        and len(kw["msgs"]) <= len(h1["msgs"])
+        and agree_before(kw, h1)
+    )
+
+
+def allow_invalid_host_value(case, kw, h1):
+    # RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status
+    # code to any HTTP/1.1 request message that lacks a Host header field
+    # and to any request message that contains more than one Host header
+    # field line or a Host header field with an invalid field value." h11
+    # checks that one Host is there but not its grammar (RFC 3986 host
+    # [":" port]); keepwire refuses `Host: a b`, `Host: a/b`, `Host: : a`.
+    return (
+        kw_error(kw, "InvalidHost")
+        and len(kw["msgs"]) <= len(h1["msgs"])
+        and agree_before(kw, h1)
+    )
+
+
 def normalized(v):
     """Verdicts with `Content-Length: 3, 3` read as `3`: RFC 9110 §8.6
     lets a recipient of a list of identical values "replace the duplicated
@@ -478,18 +531,6 @@ def normalized(v):
     return out
 
 
-# Known keepwire faults that /work/wt/strict (issue 14, strict parsing) is
-# fixing; each is an RFC MUST keepwire breaks today. Delete an entry once
-# main has the fix: the counts printed at the end show which still match.
-PENDING = [
-    # RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status
-    # code to any HTTP/1.1 request message that lacks a Host header field
-    # and to any request message that contains more than one Host header
-    # field line or a Host header field with an invalid field value."
-    ("keepwire accepts a missing, repeated or invalid Host", lambda case, kw, h1: (
-        h11_error(h1, "Host") and len(kw["msgs"]) > len(h1["msgs"]) and agree_before(kw, h1))),
-]
-
 # Each entry: (name, predicate(case bytes, keepwire verdict, h11 verdict)).
 ALLOWED = [
     ("h11 closes every HTTP/1.0 exchange", allow_h11_no_1_0_keep_alive),
@@ -501,11 +542,14 @@ ALLOWED = [
     ("an empty Transfer-Encoding list element", allow_empty_transfer_encoding_element),
     ("Transfer-Encoding with Content-Length", allow_te_with_content_length),
     ("obs-fold", allow_obs_fold),
-    ("a bare CR in a chunk extension", allow_cr_in_chunk_extension),
+    ("a chunk extension outside RFC 9112's grammar", allow_chunk_extension_outside_grammar),
+    ("a bare LF in a trailer section", allow_bare_lf_in_trailers),
     ("a chunk-size of more than 16 hex digits", allow_long_chunk_size),
     ("whitespace before a chunk extension", allow_bws_before_chunk_extension),
     ("Content-Length values with one decimal value", allow_same_decimal_content_length),
-] + PENDING
+    ("whitespace between chunk-size and CRLF", allow_whitespace_after_chunk_size),
+    ("a Host value outside RFC 3986's host [\":\" port]", allow_invalid_host_value),
+]
 
 USED = {}
 

@@ -195,6 +195,9 @@ pub struct ProxyConfig {
     /// Speak HTTP/2 with prior knowledge (h2c) to `http://` upstreams: one
     /// multiplexed connection each instead of a pool (R4.5).
     pub upstream_http2: bool,
+    /// Answer TRACE (echo at `Max-Forwards: 0`, forward otherwise); off, it
+    /// is refused with 405. The echo never includes credentials.
+    pub trace: bool,
 }
 
 impl Default for ProxyConfig {
@@ -216,6 +219,7 @@ impl Default for ProxyConfig {
             via_name: "keepwire".into(),
             upstream_tls: None,
             upstream_http2: false,
+            trace: false,
         }
     }
 }
@@ -366,12 +370,16 @@ impl Proxy {
         if req.method() == Method::CONNECT {
             return self.connect_tunnel(req).await;
         }
+        if req.method() == Method::TRACE && !self.config.trace {
+            self.metrics.refused.fetch_add(1, Relaxed);
+            return crate::trace::refused(ALLOWED_NO_TRACE);
+        }
         // Max-Forwards (RFC 9110 §7.6.2): 0 means "answer here".
         if matches!(*req.method(), Method::TRACE | Method::OPTIONS)
             && let Some(n) = max_forwards(&req)
         {
             if n == 0 {
-                return answer_here(&req);
+                return answer_here(&req, self.config.trace);
             }
             req.headers_mut()
                 .insert(http::header::MAX_FORWARDS, HeaderValue::from(n - 1));
@@ -627,14 +635,7 @@ impl Proxy {
         self.metrics.tunnels.fetch_add(1, Relaxed);
         tokio::spawn(async move {
             if let Some(client) = down.wait().await {
-                splice(
-                    client,
-                    Upgraded {
-                        stream: upstream.into(),
-                        read_buf: Default::default(),
-                    },
-                )
-                .await;
+                splice(client, Upgraded::new(upstream.into(), Default::default())).await;
             }
         });
         Response::new(Body::empty())
@@ -695,29 +696,19 @@ fn max_forwards(req: &Request<Body>) -> Option<u64> {
         .ok()
 }
 
+/// What the proxy relays; TRACE only when turned on.
+const ALLOWED: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH, CONNECT";
+const ALLOWED_NO_TRACE: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, CONNECT";
+
 /// TRACE / OPTIONS with `Max-Forwards: 0`: we are the final recipient.
-fn answer_here(req: &Request<Body>) -> Response<Body> {
+fn answer_here(req: &Request<Body>, trace: bool) -> Response<Body> {
     if req.method() == Method::TRACE {
-        let mut echo = format!("{} {} {:?}\r\n", req.method(), req.uri(), req.version());
-        for (n, v) in req.headers() {
-            echo.push_str(&format!(
-                "{}: {}\r\n",
-                n,
-                String::from_utf8_lossy(v.as_bytes())
-            ));
-        }
-        let mut r = Response::new(Body::from(echo));
-        r.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("message/http"),
-        );
-        return r;
+        return crate::trace::echo(req);
     }
     let mut r = Response::new(Body::empty());
-    r.headers_mut().insert(
-        http::header::ALLOW,
-        HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH, CONNECT"),
-    );
+    let allow = if trace { ALLOWED } else { ALLOWED_NO_TRACE };
+    r.headers_mut()
+        .insert(http::header::ALLOW, HeaderValue::from_static(allow));
     r
 }
 
@@ -783,7 +774,7 @@ pub fn parse_authority(s: &str) -> Result<String, String> {
         .ok_or_else(|| format!("upstream {s:?}: no host"))?;
     // `Uri` is lax about hosts (`a[b::c` passes); accept only what RFC 3986
     // §3.2.2 allows, so the result parses again as the same upstream.
-    if !valid_host(host) {
+    if host.is_empty() || !keepwire_proto::host::is_valid_host(host.as_bytes()) {
         return Err(format!("upstream {s:?}: invalid host {host:?}"));
     }
     let port = uri
@@ -793,19 +784,6 @@ pub fn parse_authority(s: &str) -> Result<String, String> {
         "https" => format!("https://{host}:{port}"),
         _ => format!("{host}:{port}"),
     })
-}
-
-/// An IPv6 literal in brackets, or a reg-name (an IPv4 address is one).
-fn valid_host(host: &str) -> bool {
-    if let Some(inner) = host.strip_prefix('[') {
-        return inner
-            .strip_suffix(']')
-            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
-    }
-    !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b))
 }
 
 #[cfg(test)]

@@ -32,3 +32,15 @@ pub fn relative_path(url_path: &str) -> Result<PathBuf, StatusCode> {
     }
     Ok(path)
 }
+
+/// Whether a relative path has a component that starts with `.`, other
+/// than `.well-known` (RFC 8615: public by definition, ACME's challenges live
+/// there; nginx sites write `location ~ /\.(?!well-known)` for the same).
+pub fn is_dotted(rel: &Path) -> bool {
+    rel.components().any(|c| match c {
+        Component::Normal(name) => {
+            name.as_encoded_bytes().first() == Some(&b'.') && name != ".well-known"
+        }
+        _ => false,
+    })
+}
