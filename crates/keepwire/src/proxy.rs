@@ -769,6 +769,10 @@ pub fn parse_authority(s: &str) -> Result<String, String> {
     let uri: Uri = format!("{scheme}://{rest}/")
         .parse()
         .map_err(|e| format!("upstream {s:?}: {e}"))?;
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        // Credentials would be dropped without a word: refuse them.
+        return Err(format!("upstream {s:?}: userinfo is not supported"));
+    }
     let host = uri
         .host()
         .ok_or_else(|| format!("upstream {s:?}: no host"))?;
@@ -825,6 +829,9 @@ mod tests {
         // and the result ("httpt[fe80:80") did not parse again.
         assert!(parse_authority("httpt[fe80::0::tp:0]/").is_err());
         assert!(parse_authority("[fe80::0::1]").is_err());
+        // Also found by it: userinfo hid a bracket, leaving host "%".
+        assert!(parse_authority("https://[fe45@%:1]/").is_err());
+        assert!(parse_authority("http://user@origin.test:8080").is_err());
         let u = Upstream::new(parse_authority("https://x").unwrap());
         assert_eq!(
             (u.origin.scheme.as_str(), u.authority.as_str()),
