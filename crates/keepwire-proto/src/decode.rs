@@ -216,7 +216,14 @@ impl Decoder {
                 return Ok(None);
             };
             let end = start + lf + 1;
-            if lf == 0 || window[start + lf - 1] != b'\r' || end - start > self.max_line {
+            // A CR anywhere but before the LF is bare, whether or not the
+            // line has ended yet (else the verdict on `\rx\r\n` depended on
+            // how reads split it; found by fuzz target server_conn).
+            if lf == 0
+                || window[start + lf - 1] != b'\r'
+                || window[start..start + lf - 1].contains(&b'\r')
+                || end - start > self.max_line
+            {
                 return Err(bad());
             }
             if end - start == 2 {
@@ -616,6 +623,18 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(bad)
             );
+        }
+    }
+
+    #[test]
+    fn a_bare_cr_in_a_trailer_line_is_refused_however_reads_split() {
+        // Whole, the line `\rx\r\n` had ended, so only its last CR was
+        // looked at and EOF made it a truncation; byte by byte the bare CR
+        // was refused at once (fuzz target server_conn).
+        let input = b"0\r\nX-T: 1\r\n\rx\r\n";
+        for step in 1..=input.len() {
+            let err = run(BodyKind::Chunked, input, step).unwrap_err();
+            assert_eq!(err.kind(), &ErrorKind::InvalidTrailers, "step {step}");
         }
     }
 
