@@ -349,8 +349,11 @@ def allow_empty_transfer_encoding_element(case, kw, h1):
     # recipient MUST parse and ignore a reasonable number of empty list
     # elements": keepwire reads it as chunked, h11 refuses anything but an
     # exact "chunked". Both frame nothing differently.
+    # The same for `chunked,` or `, chunked` on one line.
     return h11_error(h1, "Only Transfer-Encoding: chunked") and any(
-        n == b"transfer-encoding" and v == b"" for m in kw["msgs"] for n, v in m["headers"]
+        n == b"transfer-encoding" and any(not i.strip() for i in v.split(b","))
+        for m in kw["msgs"]
+        for n, v in m["headers"]
     )
 
 
