@@ -21,10 +21,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Answer, Driver};
-use http::{HeaderMap, Version};
+use http::{HeaderMap, Method, Version};
 use keepwire_proto::{ConnConfig, Event};
 
 const DEFAULT_CASES: usize = 2000;
+/// Response streams, read by a client `Conn` after 1–3 requests.
+const RESPONSE_CASES: usize = 1000;
 const DEADLINE: Duration = Duration::from_secs(120);
 
 /// Kills the driver if the test ends early.
@@ -72,7 +74,16 @@ fn fields_json(map: &HeaderMap, out: &mut String) {
 /// reads: every message read completely, the error (if any), and whether
 /// reading stopped because the last exchange ends the connection.
 fn verdict(case: &[u8]) -> String {
-    let mut d = Driver::server(ConnConfig::default(), Answer::OnEnd);
+    run(Driver::server(ConnConfig::default(), Answer::OnEnd), case)
+}
+
+/// The same for a response stream read by a client that sent `methods`.
+fn response_verdict(methods: &str, case: &[u8]) -> String {
+    let methods: Vec<Method> = methods.split(',').map(|m| m.parse().unwrap()).collect();
+    run(Driver::client(ConnConfig::default(), &methods), case)
+}
+
+fn run(mut d: Driver, case: &[u8]) -> String {
     d.feed(case);
     // Before EOF: did the last exchange end the connection?
     let close = d.error.is_none() && d.conn.should_close();
@@ -109,7 +120,23 @@ fn verdict(case: &[u8]) -> String {
                 m.push('}');
                 msgs.push(m);
             }
-            Event::Response { .. } | Event::Eof => {}
+            Event::Response { head, .. } => {
+                let mut m = String::new();
+                let version = if head.version == Version::HTTP_10 {
+                    "1.0"
+                } else {
+                    "1.1"
+                };
+                let _ = write!(
+                    m,
+                    "{{\"status\":{},\"version\":\"{version}\",\"headers\":",
+                    head.status.as_u16()
+                );
+                fields_json(&head.headers, &mut m);
+                // A 1xx has no End: the final response replaces it.
+                cur = Some((m, Vec::new()));
+            }
+            Event::Eof => {}
         }
     }
     let error = match &d.error {
@@ -136,6 +163,7 @@ fn keepwire_and_h11_agree_on_request_streams() {
     let child = match Command::new("python3")
         .arg(script)
         .args(["--cases", &cases.to_string(), "--seed", &seed])
+        .args(["--response-cases", &RESPONSE_CASES.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -163,12 +191,21 @@ fn keepwire_and_h11_agree_on_request_streams() {
         if line == "DONE" {
             break;
         }
-        let case = line.strip_prefix("CASE ").expect("a CASE line");
-        answers.push_str(&verdict(&unhex(case)));
+        if let Some(rest) = line.strip_prefix("RCASE ") {
+            let (methods, case) = rest.split_once(' ').expect("RCASE methods hex");
+            answers.push_str(&response_verdict(methods, &unhex(case)));
+        } else {
+            let case = line.strip_prefix("CASE ").expect("a CASE line");
+            answers.push_str(&verdict(&unhex(case)));
+        }
         answers.push('\n');
         n += 1;
     }
-    assert_eq!(n, cases, "the driver sent fewer cases than asked");
+    assert_eq!(
+        n,
+        cases + RESPONSE_CASES,
+        "the driver sent fewer cases than asked"
+    );
     stdin.write_all(answers.as_bytes()).unwrap();
     drop(stdin);
     // Bounded wait: the comparison runs at Python speed.
