@@ -74,6 +74,8 @@ fn keepwire_proxy_passes_every_check() {
         "--listen",
         "127.0.0.1:0",
         "--forward",
+        "--allow-destination",
+        "127.0.0.0/8",
         "--connect-port",
         &port,
     ]);

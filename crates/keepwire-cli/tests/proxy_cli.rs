@@ -243,8 +243,15 @@ fn forward_proxy_for_curl_x_and_connect() {
     let Some(curl) = curl() else { return };
     let origin = serve_text("forwarded");
     let port = origin.addr.port().to_string();
-    // No upstream: forward mode; CONNECT allowed to the origin's port only.
-    let p = proxy(&["--connect-port", &port]);
+    // Forward mode; CONNECT allowed to the origin's port only, loopback
+    // destinations opened (refused by default).
+    let p = proxy(&[
+        "--forward",
+        "--allow-destination",
+        "127.0.0.0/8",
+        "--connect-port",
+        &port,
+    ]);
     assert!(p.first_line.contains("(forward)"), "{}", p.first_line);
     let via = format!("http://{}", p.addr);
     let target = format!("http://{}/page", origin.addr);
@@ -293,6 +300,18 @@ fn bad_flags_and_files_exit_non_zero_with_a_clear_message() {
         "reuse = \"sometimes\"\n[[route]]\nupstreams = [\"http://127.0.0.1:1\"]\n",
     )
     .unwrap();
+    // Listens and reuses, but routes nowhere and does not ask for forward
+    // mode: once that silently meant an open forward proxy.
+    let no_routes = dir.path().join("no-routes.toml");
+    std::fs::write(&no_routes, "listen = [\"127.0.0.1:0\"]\nreuse = \"safe\"\n").unwrap();
+    let bad_timeout = dir.path().join("timeout.toml");
+    std::fs::write(
+        &bad_timeout,
+        "forward = true\ntunnel_idle_timeout = \"soon\"\n",
+    )
+    .unwrap();
+    let no_routes_s = no_routes.display().to_string();
+    let bad_timeout_s = bad_timeout.display().to_string();
     let missing_s = missing.display().to_string();
     let dir_s = dir.path().display().to_string();
     let unknown_s = unknown_key.display().to_string();
@@ -323,8 +342,22 @@ fn bad_flags_and_files_exit_non_zero_with_a_clear_message() {
             ],
             vec!["--upstream-cacert", "/nonexistent.pem"],
         ),
+        (vec![], vec!["nothing to proxy", "--upstream", "--forward"]),
+        (
+            vec!["--config", &no_routes_s],
+            vec!["nothing to proxy", "--forward"],
+        ),
+        (
+            vec!["--config", &bad_timeout_s],
+            vec!["tunnel_idle_timeout", "soon"],
+        ),
+        (
+            vec!["--forward", "--allow-destination", "localhost"],
+            vec!["--allow-destination", "localhost"],
+        ),
         (
             vec![
+                "--forward",
                 "--tls-cert",
                 "/nonexistent.pem",
                 "--tls-key",

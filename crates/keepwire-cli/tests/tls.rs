@@ -138,6 +138,10 @@ fn https_through_the_proxy_with_connect() {
         "--listen",
         "127.0.0.1:0",
         "--forward",
+        "--allow-destination",
+        "127.0.0.0/8",
+        "--allow-destination",
+        "::1/128",
         "--connect-port",
         &port,
     ]);
@@ -154,6 +158,10 @@ fn https_through_the_proxy_with_connect() {
         "127.0.0.1:0",
         "--forward",
         "--tls-self-signed",
+        "--allow-destination",
+        "127.0.0.0/8",
+        "--allow-destination",
+        "::1/128",
         "--connect-port",
         &port,
     ]);

@@ -20,6 +20,7 @@ pub mod bench;
 pub mod body;
 pub mod client;
 mod date;
+pub mod destination;
 pub mod metrics;
 pub mod net;
 pub mod proxy;

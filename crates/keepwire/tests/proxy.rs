@@ -84,8 +84,17 @@ fn reverse(origin: SocketAddr, reuse: ReusePolicy) -> ProxyConfig {
     }
 }
 
-/// A forward proxy that lets CONNECT reach `ports`.
+/// A forward proxy that lets CONNECT reach `ports`, and every destination
+/// reach loopback (where the tests' origins are).
 fn forward(ports: &[u16]) -> ProxyConfig {
+    ProxyConfig {
+        allow_destination: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+        ..forward_default(ports)
+    }
+}
+
+/// A forward proxy with the default destination policy.
+fn forward_default(ports: &[u16]) -> ProxyConfig {
     ProxyConfig {
         forward: true,
         connect_ports: ports.to_vec(),

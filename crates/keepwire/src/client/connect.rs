@@ -72,6 +72,21 @@ impl Resolver {
     }
 }
 
+impl Resolver {
+    /// Drops expired answers, then the oldest beyond `max` entries.
+    pub fn sweep(&self, max: usize) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let ttl = self.ttl;
+        cache.retain(|_, (at, _)| at.elapsed() < ttl);
+        if cache.len() > max {
+            let mut ages: Vec<Instant> = cache.values().map(|(at, _)| *at).collect();
+            ages.sort_unstable();
+            let cut = ages[cache.len() - max];
+            cache.retain(|_, (at, _)| *at >= cut);
+        }
+    }
+}
+
 /// RFC 8305 §4: alternate address families, starting with IPv6.
 pub fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
     let (v6, v4): (Vec<_>, Vec<_>) = addrs.into_iter().partition(|a| a.is_ipv6());
