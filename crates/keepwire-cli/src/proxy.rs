@@ -56,9 +56,10 @@ pub struct ProxyArgs {
     /// --allow-destination).
     #[arg(long = "deny-destination", value_name = "CIDR")]
     deny_destination: Vec<IpNet>,
-    /// Close a tunnel (CONNECT, WebSocket or other upgrade) after this long
-    /// without a byte either way (as HAProxy's `timeout tunnel`).
-    #[arg(long, value_parser = parse_duration)]
+    /// Close a tunnel (CONNECT, or an upgrade such as WebSocket) after this
+    /// long without a byte either way, as HAProxy's `timeout tunnel`
+    /// [default: 1h].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     tunnel_idle_timeout: Option<Duration>,
     /// Ports CONNECT may reach (repeatable; default 443).
     #[arg(long = "connect-port")]

@@ -9,7 +9,7 @@ use std::process::{Command, ExitStatus, Stdio};
 
 mod common;
 
-use common::{Running, WAIT, start};
+use common::{Running, WAIT, free_port, start};
 
 /// `keepwire serve --respond TEXT` on a free port.
 fn serve_text(text: &str) -> Running {
@@ -198,6 +198,7 @@ fn toml_config_routes_by_prefix_and_host() {
              \n\
              [[route]]\n\
              host = \"special.test\"\n\
+             upgrade = [\"websocket\"]\n\
              upstreams = [\"{}\"]\n",
             a.addr, b.addr, c.addr
         ),
@@ -282,6 +283,90 @@ fn forward_proxy_for_curl_x_and_connect() {
     );
     assert!(!ok, "CONNECT to a port not allowed succeeded: {out}");
     assert!(out.contains("403"), "{out}");
+}
+
+/// `curl -sS [-p] -x PROXY URL`: the status (of the CONNECT with `-p`) and
+/// the body.
+fn through(curl: &Path, proxy: &str, url: &str, connect: bool) -> (String, String) {
+    let code = if connect {
+        "\n%{http_connect}"
+    } else {
+        "\n%{http_code}"
+    };
+    let mut args = vec!["-x", proxy, "-w", code, url];
+    if connect {
+        args.insert(0, "-p");
+    }
+    let (_, out, _) = run_curl(curl, &args);
+    let (body, status) = out.rsplit_once('\n').unwrap_or(("", &out));
+    (status.to_string(), body.to_string())
+}
+
+#[test]
+fn forward_proxy_refuses_loopback_and_its_own_admin_until_allowed() {
+    let Some(curl) = curl() else { return };
+    let origin = serve_text("internal");
+    let op = origin.addr.port();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let p = proxy(&[
+        "--forward",
+        "--admin",
+        &admin,
+        "--connect-port",
+        &op.to_string(),
+    ]);
+    let via = format!("http://{}", p.addr);
+    let at = |host: &str| format!("http://{host}:{op}/");
+    let metrics = format!("http://{admin}/metrics");
+    let loopback = "refused: loopback (allow with --allow-destination)";
+    for (url, connect, why) in [
+        (at("127.0.0.1"), false, loopback),
+        (at("localhost"), false, loopback),
+        (at("127.0.0.1"), true, ""),
+        (metrics, false, "refused: the proxy's own address"),
+    ] {
+        let (status, body) = through(&curl, &via, &url, connect);
+        assert_eq!(status, "403", "{url} (CONNECT: {connect}): {body}");
+        assert!(body.contains(why), "{url}: {body}");
+    }
+
+    // Opened in the file; the admin address stays refused, a denied
+    // address too.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("forward.toml");
+    std::fs::write(
+        &config,
+        "forward = true\n\
+         allow_destination = [\"127.0.0.0/8\", \"::1/128\"]\n\
+         deny_destination = [\"127.0.0.2/32\"]\n",
+    )
+    .unwrap();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let p = proxy(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--admin",
+        &admin,
+        "--connect-port",
+        &op.to_string(),
+    ]);
+    assert!(p.first_line.contains("(forward)"), "{}", p.first_line);
+    let via = format!("http://{}", p.addr);
+    for (url, connect) in [
+        (at("127.0.0.1"), false),
+        (at("localhost"), false),
+        (at("127.0.0.1"), true),
+    ] {
+        let (status, body) = through(&curl, &via, &url, connect);
+        assert_eq!(status, "200", "{url}: {body}");
+        assert_eq!(body, "internal\n", "{url} (CONNECT: {connect})");
+    }
+    let (status, body) = through(&curl, &via, &format!("http://{admin}/metrics"), false);
+    assert_eq!(status, "403", "{body}");
+    assert!(body.contains("the proxy's own address"), "{body}");
+    let (status, body) = through(&curl, &via, &at("127.0.0.2"), false);
+    assert_eq!(status, "403", "{body}");
+    assert!(body.contains("denied by deny_destination"), "{body}");
 }
 
 #[test]
