@@ -639,7 +639,9 @@ impl Proxy {
     #[allow(clippy::result_large_err)]
     fn pick(&self, req: &Request<Body>) -> Result<Picked<'_>, Response<Body>> {
         let absolute = req.uri().scheme().is_some();
-        if absolute {
+        // A reverse proxy routes on the target's authority when there is
+        // one (an HTTP/2 request may carry Host instead of :authority).
+        if absolute && (self.config.forward || req.uri().authority().is_some()) {
             // The target's authority routes it and is the Host sent on.
             let host = req.uri().authority().map(|a| a.as_str().to_string());
             if !self.config.forward {
@@ -993,7 +995,8 @@ where
         w.flush().await?;
         touch();
     }
-    let mut buf = vec![0u8; 16 * 1024];
+    // As copy_bidirectional's: an idle WebSocket holds two of these.
+    let mut buf = vec![0u8; 8 * 1024];
     loop {
         let n = r.read(&mut buf).await?;
         if n == 0 {

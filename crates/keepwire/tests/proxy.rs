@@ -2062,3 +2062,25 @@ async fn idle_forward_origins_are_forgotten_and_their_connections_closed() {
     .await;
     assert!(client.metrics().retired_idle.load(Relaxed) >= 1);
 }
+
+#[tokio::test]
+async fn the_sweep_keeps_at_most_max_origins_closing_the_least_recently_used() {
+    let origins = [
+        small_http_origin(),
+        small_http_origin(),
+        small_http_origin(),
+    ];
+    let client = keepwire::Client::default();
+    let mut urls = Vec::new();
+    for o in &origins {
+        let url = format!("http://{}/", o.local_addr());
+        let resp = client.get(&url).await.unwrap();
+        resp.into_body().collect(1 << 20).await.unwrap();
+        urls.push(url.parse::<http::Uri>().unwrap());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(urls.iter().all(|u| client.pool_counts(u) == (1, 1)));
+    client.sweep_idle(1);
+    let counts: Vec<_> = urls.iter().map(|u| client.pool_counts(u)).collect();
+    assert_eq!(counts, [(0, 0), (0, 0), (1, 1)], "the newest stays");
+}

@@ -199,6 +199,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn resolver_sweep_drops_expired_then_oldest_answers() {
+        let r = Resolver::new(Duration::from_secs(60));
+        for port in [1, 2, 3] {
+            r.resolve("localhost", port).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        r.sweep(2);
+        let ports = |r: &Resolver| {
+            let mut p: Vec<u16> = r.cache.lock().unwrap().keys().map(|k| k.1).collect();
+            p.sort_unstable();
+            p
+        };
+        assert_eq!(ports(&r), [2, 3]);
+        let expired = Resolver::new(Duration::ZERO);
+        expired.resolve("localhost", 1).await.unwrap();
+        expired.sweep(10);
+        assert!(ports(&expired).is_empty());
+    }
+
+    #[tokio::test]
     async fn resolver_caches_within_its_ttl() {
         let r = Resolver::new(Duration::from_secs(60));
         let (a, cached) = r.resolve("localhost", 80).await.unwrap();
