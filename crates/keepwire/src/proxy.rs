@@ -451,9 +451,12 @@ impl Proxy {
             return self.refuse(StatusCode::BAD_REQUEST, why);
         }
         // CONNECT and absolute-form targets (an HTTP/2 request always has
-        // one) are forward requests when forward mode is on.
+        // one) are forward requests when forward mode is on; without routes
+        // every request is.
         let forward = self.config.forward
-            && (req.method() == Method::CONNECT || req.uri().scheme().is_some());
+            && (req.method() == Method::CONNECT
+                || req.uri().scheme().is_some()
+                || self.config.routes.is_empty());
         if let Some(info) = info {
             let (allowed, flag) = if forward {
                 (&self.config.allow_forward, "--allow-forward")

@@ -1747,6 +1747,16 @@ async fn forward_and_reverse_modes_have_separate_client_lists() {
     assert!(r.text().contains("(allow with --allow)"), "{}", r.text());
     assert_eq!(one(&f, &forward_req).await.status, 200);
     assert_eq!(origin.count("/r"), 1);
+
+    // Without routes every request is a forward one: an origin-form
+    // request is told what a forward proxy needs, not sent to --allow.
+    let f = Front::start(ProxyConfig {
+        allow: vec!["192.0.2.0/24".parse().unwrap()],
+        ..forward(&[])
+    });
+    let r = one(&f, &reverse_req).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("absolute-form"), "{}", r.text());
 }
 
 #[tokio::test]
