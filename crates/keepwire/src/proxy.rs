@@ -290,8 +290,6 @@ pub struct ProxyMetrics {
     pub upstream_errors: [AtomicU64; 5],
     /// Tunnels (CONNECT and upgrades) opened.
     pub tunnels: AtomicU64,
-    /// Tunnels open now.
-    pub tunnels_open: AtomicU64,
     /// Tunnels closed by `tunnel_idle_timeout`.
     pub tunnels_idle_closed: AtomicU64,
     /// Forward-mode requests refused by the destination policy.
@@ -419,7 +417,6 @@ impl Proxy {
             );
         }
         line("tunnels_total", "", m.tunnels.load(Relaxed));
-        line("tunnels_open", "", m.tunnels_open.load(Relaxed));
         line(
             "tunnels_idle_closed_total",
             "",
@@ -814,13 +811,7 @@ impl Proxy {
         tokio::spawn(async move {
             if let Some(client) = down.wait().await {
                 tunnel
-                    .relay(
-                        client,
-                        Upgraded {
-                            stream: upstream.into(),
-                            read_buf: Default::default(),
-                        },
-                    )
+                    .relay(client, Upgraded::new(upstream.into(), Default::default()))
                     .await;
             }
         });
@@ -931,13 +922,14 @@ fn text(status: StatusCode, why: &str) -> Response<Body> {
 /// Forward-mode origins whose idle state the sweep keeps at most.
 const FORWARD_MAX_ORIGINS: usize = 1024;
 
-/// An open tunnel, counted in the metrics until it is dropped.
+/// A tunnel being set up or relayed. (Open tunnels are the server's
+/// `tunnels_open` gauge: the client side's `Upgraded` holds its connection
+/// slot until [`splice`] returns.)
 struct Tunnel(Arc<Proxy>);
 
 impl Tunnel {
     fn open(proxy: Arc<Proxy>) -> Tunnel {
         proxy.metrics.tunnels.fetch_add(1, Relaxed);
-        proxy.metrics.tunnels_open.fetch_add(1, Relaxed);
         Tunnel(proxy)
     }
 
@@ -945,12 +937,6 @@ impl Tunnel {
         if splice(a, b, self.0.config.tunnel_idle_timeout).await {
             self.0.metrics.tunnels_idle_closed.fetch_add(1, Relaxed);
         }
-    }
-}
-
-impl Drop for Tunnel {
-    fn drop(&mut self) {
-        self.0.metrics.tunnels_open.fetch_sub(1, Relaxed);
     }
 }
 
