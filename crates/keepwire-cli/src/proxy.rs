@@ -49,7 +49,8 @@ pub struct ProxyArgs {
     /// repeatable). Loopback, private (RFC 1918), link-local (cloud
     /// metadata), unique-local, CGNAT (100.64.0.0/10), multicast, reserved
     /// and unspecified destinations are refused (403), checked on the
-    /// resolved addresses; the proxy's own addresses always are.
+    /// resolved addresses; the proxy's own addresses always are (0.0.0.0/0
+    /// and ::/0 open all the rest).
     #[arg(long = "allow-destination", value_name = "CIDR")]
     allow_destination: Vec<IpNet>,
     /// Forward mode: refuse a destination range (CIDR, repeatable; wins over

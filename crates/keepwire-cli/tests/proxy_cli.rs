@@ -370,6 +370,63 @@ fn forward_proxy_refuses_loopback_and_its_own_admin_until_allowed() {
 }
 
 #[test]
+fn the_file_sets_the_forward_client_list_and_the_tunnel_idle_timeout() {
+    let origin = serve_text("through the tunnel");
+    let op = origin.addr.port().to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let write = |name: &str, extra: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "forward = true\nallow_destination = [\"127.0.0.0/8\"]\n\
+                 connect_ports = [{op}]\n{extra}"
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    let closed = write("closed.toml", "allow_forward = [\"192.0.2.0/24\"]\n");
+    let p = proxy(&["--config", &closed]);
+    let raw = exchange(
+        p.addr,
+        &format!("GET http://{}/ HTTP/1.1\r\nHost: x\r\n\r\n", origin.addr),
+        1,
+    );
+    assert!(raw.starts_with("HTTP/1.1 403"), "{raw}");
+    assert!(raw.contains("allow with --allow-forward"), "{raw}");
+
+    // A tunnel quiet for 1 s is closed by the proxy (the origin keeps an
+    // idle connection 75 s).
+    let quick = write("quick.toml", "tunnel_idle_timeout = \"1s\"\n");
+    let p = proxy(&["--config", &quick]);
+    let mut s = TcpStream::connect_timeout(&p.addr, WAIT).expect("connect");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let a = origin.addr;
+    s.write_all(
+        format!("CONNECT {a} HTTP/1.1\r\nHost: {a}\r\n\r\nGET / HTTP/1.1\r\nHost: o\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut all = Vec::new();
+    // Every read is bounded by WAIT: a tunnel left open fails the test.
+    let mut tmp = [0u8; 4096];
+    loop {
+        match s.read(&mut tmp) {
+            Ok(0) => break,
+            Ok(n) => all.extend_from_slice(&tmp[..n]),
+            Err(e) => panic!(
+                "the tunnel was not closed: {e}; got {:?}",
+                String::from_utf8_lossy(&all)
+            ),
+        }
+    }
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("\r\n\r\nthrough the tunnel\n"), "{text}");
+}
+
+#[test]
 fn bad_flags_and_files_exit_non_zero_with_a_clear_message() {
     let dir = tempfile::tempdir().expect("temp dir");
     let missing = dir.path().join("missing.toml");
