@@ -779,7 +779,7 @@ impl Proxy {
 
     /// CONNECT host:port (R9.3): a raw TCP tunnel, forward mode only.
     async fn connect_tunnel(self: &Arc<Self>, req: Request<Body>) -> Response<Body> {
-        let Some(client) = self.forward_client.as_ref().filter(|_| self.config.forward) else {
+        let Some(client) = &self.forward_client else {
             return self.refuse(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "CONNECT needs forward mode (--forward)",

@@ -1576,7 +1576,7 @@ async fn one(front: &Front, request: &str) -> Resp {
 async fn forward_destinations_in_refused_ranges_get_403_naming_the_rule() {
     let origin = small_http_origin();
     let op = origin.local_addr().port();
-    let front = Front::start(forward_default(&[op]));
+    let front = Front::start(forward_default(&[op, 443]));
     let loopback = "refused: loopback (allow with --allow-destination)";
     for (request, want) in [
         // Absolute-form to a loopback literal, and to names and spellings
@@ -1624,6 +1624,18 @@ async fn forward_destinations_in_refused_ranges_get_403_naming_the_rule() {
             "GET http://100.100.100.200/ HTTP/1.1\r\nHost: x\r\n\r\n".into(),
             "refused: shared address space".into(),
         ),
+        (
+            format!("GET http://[::1]:{op}/ HTTP/1.1\r\nHost: x\r\n\r\n"),
+            format!("destination ::1 {loopback}"),
+        ),
+        (
+            "GET http://[fe80::1]/ HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            "refused: link-local".into(),
+        ),
+        (
+            "CONNECT [fd00::1]:443 HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            "refused: unique-local".into(),
+        ),
     ] {
         let r = within("a refusal", WAIT, one(&front, &request)).await;
         assert_eq!(r.status, 403, "{request}: {}", r.text());
@@ -1634,7 +1646,7 @@ async fn forward_destinations_in_refused_ranges_get_403_naming_the_rule() {
         0,
         "a refused destination was contacted"
     );
-    assert_eq!(front.proxy.metrics().destinations_refused.load(Relaxed), 10);
+    assert_eq!(front.proxy.metrics().destinations_refused.load(Relaxed), 13);
 
     // Opened with allow_destination: the same requests are proxied.
     let open = Front::start(forward(&[op]));
