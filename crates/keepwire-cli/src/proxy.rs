@@ -195,6 +195,16 @@ fn configure(args: &ProxyArgs) -> Result<(Vec<SocketAddr>, ProxyConfig), String>
     }
     cfg.allow_destination = pick(&args.allow_destination, file.allow_destination);
     cfg.deny_destination = pick(&args.deny_destination, file.deny_destination);
+    let forward_only = [
+        ("--allow-forward", !args.allow_forward.is_empty()),
+        ("--allow-destination", !cfg.allow_destination.is_empty()),
+        ("--deny-destination", !cfg.deny_destination.is_empty()),
+    ];
+    if let Some((flag, _)) = forward_only.iter().find(|(_, set)| *set && !cfg.forward) {
+        return Err(format!(
+            "{flag} (or its --config key) applies to forward mode only: add --forward"
+        ));
+    }
     if let Some(t) = args.tunnel_idle_timeout {
         cfg.tunnel_idle_timeout = t;
     } else if let Some(t) = &file.tunnel_idle_timeout {

@@ -497,6 +497,16 @@ fn bad_flags_and_files_exit_non_zero_with_a_clear_message() {
             vec!["--forward", "--allow-destination", "localhost"],
             vec!["--allow-destination", "localhost"],
         ),
+        // Forward-mode settings on a reverse proxy would do nothing.
+        (
+            vec![
+                "--upstream",
+                "http://127.0.0.1:1",
+                "--allow-destination",
+                "10.0.0.0/8",
+            ],
+            vec!["--allow-destination", "forward mode only", "--forward"],
+        ),
         (
             vec![
                 "--forward",
