@@ -6,6 +6,8 @@
 //! - [`client`]: the pooled client (per-origin cap, hint-aware idle
 //!   retirement, retries by rule, per-request timings).
 //! - [`proxy`]: the forward/reverse proxy over the server and the client.
+//! - [`destination`]: where a forward proxy may connect (checked on the
+//!   resolved addresses it dials).
 //! - [`bench`]: the load generator behind `keepwire bench`.
 //! - [`body`]: one streaming body type for requests and responses.
 //! - [`net`]: socket options and the lingering close (R2.3, R8.5).
