@@ -500,7 +500,7 @@ where
                     while let Some((req, mut respond)) = next.take() {
                         requests += 1;
                         metrics.requests.fetch_add(1, Relaxed);
-                        if streams.len() >= max_streams as usize || closing.is_some() {
+                        if streams.len() >= max_streams as usize {
                             // h2 counts a stream the client reset as closed at
                             // once; its task may not have seen the reset yet.
                             // The handlers in flight never pass the limit.
