@@ -162,11 +162,13 @@ fn server_config(
 /// How a client trusts `https://` servers.
 #[derive(Args, Debug, Default)]
 pub struct TrustArgs {
-    /// https:// upstreams: trust only the certificates in this PEM file
-    /// (default: the system's roots).
+    /// Configured https:// upstreams: trust only the certificates in this
+    /// PEM file (default: the system's roots). Forward-mode origins always
+    /// use the system's roots.
     #[arg(long, value_name = "FILE", conflicts_with = "upstream_insecure")]
     pub upstream_cacert: Option<PathBuf>,
-    /// https:// upstreams: do not verify their certificates (test setups only).
+    /// Configured https:// upstreams: do not verify their certificates (test
+    /// setups only). Never applies to forward-mode https:// origins.
     #[arg(long)]
     pub upstream_insecure: bool,
 }

@@ -194,6 +194,10 @@ fn https_through_the_proxy_with_connect() {
         "--listen",
         "127.0.0.1:0",
         "--forward",
+        "--allow-destination",
+        "127.0.0.0/8",
+        "--allow-destination",
+        "::1/128",
         "--connect-port",
         &port,
     ]);
@@ -210,6 +214,10 @@ fn https_through_the_proxy_with_connect() {
         "127.0.0.1:0",
         "--forward",
         "--tls-self-signed",
+        "--allow-destination",
+        "127.0.0.0/8",
+        "--allow-destination",
+        "::1/128",
         "--connect-port",
         &port,
     ]);
@@ -440,4 +448,58 @@ fn the_self_signed_pem_is_removed_on_a_clean_exit() {
     };
     assert!(status.success(), "a clean exit: {status}");
     assert!(!dir.exists(), "{} is left behind", dir.display());
+}
+
+/// One request on a new connection to `addr`, read to the end (the
+/// request says `Connection: close`).
+fn raw_exchange(addr: std::net::SocketAddr, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, LIMIT).expect("connect");
+    s.set_read_timeout(Some(LIMIT)).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn upstream_insecure_trusts_configured_upstreams_never_forward_origins() {
+    let (o, _pem) = serve_tls();
+    let port = o.addr.port();
+    // Forward mode, loopback opened, --upstream-insecure: an https://
+    // target the proxy fetches itself is still verified (and fails).
+    let p = start(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--forward",
+        "--upstream-insecure",
+        "--allow-destination",
+        "127.0.0.0/8",
+        "--allow-destination",
+        "::1/128",
+    ]);
+    let text = raw_exchange(
+        p.addr,
+        &format!(
+            "GET https://localhost:{port}/obj/1.css HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert!(text.starts_with("HTTP/1.1 502"), "{text}");
+    assert!(text.to_ascii_lowercase().contains("certificate"), "{text}");
+    // The same origin as a configured upstream: the flag applies.
+    let r = start(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &format!("https://localhost:{port}"),
+        "--upstream-insecure",
+    ]);
+    let text = raw_exchange(
+        r.addr,
+        "GET /obj/1.css HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n",
+    );
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("/* keepwire object 1 */"), "{text}");
 }

@@ -6,6 +6,8 @@
 //! - [`client`]: the pooled client (per-origin cap, hint-aware idle
 //!   retirement, retries by rule, per-request timings).
 //! - [`proxy`]: the forward/reverse proxy over the server and the client.
+//! - [`destination`]: where a forward proxy may connect (checked on the
+//!   resolved addresses it dials).
 //! - [`bench`]: the load generator behind `keepwire bench`.
 //! - [`body`]: one streaming body type for requests and responses.
 //! - [`net`]: socket options and the lingering close (R2.3, R8.5).
@@ -21,6 +23,7 @@ pub mod bench;
 pub mod body;
 pub mod client;
 mod date;
+pub mod destination;
 pub mod metrics;
 pub mod net;
 pub mod proxy;

@@ -16,6 +16,16 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_keepwire");
 /// Bound on any single wait (a first log line, a read, a child's exit).
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// A port that was free a moment ago (for a listener the test cannot ask
+/// the child for, such as a checker's origin or an `--admin` address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A running `keepwire` child, killed (by its PID) when dropped.
 pub struct Running {
     pub child: Child,
