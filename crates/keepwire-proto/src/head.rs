@@ -410,8 +410,11 @@ pub fn skim_response(
             limit: limits.max_head_bytes,
         }));
     }
-    // The same line bound as the full parser (found by fuzz target
-    // skim_response: a long field line passed here and was 431 there).
+    let status = StatusCode::from_u16(res.code.unwrap_or_default())
+        .map_err(|_| Error::remote(ErrorKind::MalformedHead(httparse::Error::Status)))?;
+    // The same line bound as the full parser, checked in the same order
+    // (found by fuzz target skim_response: a long field line passed here
+    // and was 431 there; then a bad status was cited as the long line).
     for h in res.headers.iter() {
         let (name_start, _) = offset_in(buf, h.name.as_bytes());
         let (_, value_end) = offset_in(buf, h.value);
@@ -422,8 +425,6 @@ pub fn skim_response(
             limits,
         )?;
     }
-    let status = StatusCode::from_u16(res.code.unwrap_or_default())
-        .map_err(|_| Error::remote(ErrorKind::MalformedHead(httparse::Error::Status)))?;
     let version = version_of(res.version);
     let named = |name: &'static str| {
         res.headers

@@ -121,3 +121,18 @@ fn skim_bounds_field_lines_as_the_parser_does() {
     let mut buf = BytesMut::from(fits.as_bytes());
     assert!(parse_response(&mut buf, &limits, false).unwrap().is_some());
 }
+
+/// Found by fuzz target skim_response: with a bad status code *and* a long
+/// field line, skim cited the line and the parser the status.
+#[test]
+fn skim_cites_the_same_fault_as_the_parser() {
+    let limits = Limits {
+        max_line_bytes: 32,
+        ..Limits::default()
+    };
+    let raw = format!("HTTP/1.1 034 OK\r\nX-Long: {}\r\n\r\n", "q".repeat(40));
+    let skim = skim_response(raw.as_bytes(), &Method::GET, &limits).unwrap_err();
+    let mut buf = BytesMut::from(raw.as_bytes());
+    let full = parse_response(&mut buf, &limits, false).unwrap_err();
+    assert_eq!(skim.kind(), full.kind());
+}
