@@ -7,6 +7,7 @@
 //! and checks what crosses the proxy in both directions.
 
 mod proxy;
+mod response;
 mod server;
 
 use std::fmt;
