@@ -279,6 +279,8 @@ enum Id {
     CloseThenMore,
     HalfClose,
     Smuggle(Vector),
+    Host(HostCase),
+    AbsoluteForm,
     LongLine,
     ManyHeaders,
     Head,
@@ -296,6 +298,26 @@ enum Vector {
     Te10,
     BadChunk,
     SpaceColon,
+    /// `Content-Length: ,` (an empty list is not a length).
+    CommaCl,
+    /// An empty chunk-size line (a lenient parser reads it as the last chunk).
+    EmptyChunk,
+    /// A chunk-size line of whitespace only.
+    SpaceChunk,
+    /// A chunk-size line ended by a bare LF.
+    LfChunk,
+    /// A control byte inside a chunk extension.
+    CtlExt,
+    /// A trailer section ended by bare LFs instead of CRLF CRLF.
+    LfTrailer,
+}
+
+/// What is wrong with `Host` (RFC 9112 §3.2: each is a 400).
+#[derive(Debug, Clone, Copy)]
+enum HostCase {
+    Missing,
+    Duplicate,
+    Invalid,
 }
 
 /// One check: rule, short name, what to run, and whether it needs a long
@@ -360,6 +382,56 @@ const CHECKS: &[Spec] = &[
         "space before colon rejected",
         Id::Smuggle(Vector::SpaceColon),
     ),
+    c(
+        "R10.1",
+        "Content-Length: , rejected",
+        Id::Smuggle(Vector::CommaCl),
+    ),
+    c(
+        "R10.3",
+        "HTTP/1.1 without Host rejected",
+        Id::Host(HostCase::Missing),
+    ),
+    c(
+        "R10.3",
+        "duplicate Host rejected",
+        Id::Host(HostCase::Duplicate),
+    ),
+    c(
+        "R10.3",
+        "invalid Host rejected",
+        Id::Host(HostCase::Invalid),
+    ),
+    c(
+        "R10.3",
+        "absolute-form target wins over Host",
+        Id::AbsoluteForm,
+    ),
+    c(
+        "R10.3",
+        "empty chunk-size line rejected",
+        Id::Smuggle(Vector::EmptyChunk),
+    ),
+    c(
+        "R10.3",
+        "whitespace chunk-size line rejected",
+        Id::Smuggle(Vector::SpaceChunk),
+    ),
+    c(
+        "R10.3",
+        "bare LF after chunk size rejected",
+        Id::Smuggle(Vector::LfChunk),
+    ),
+    c(
+        "R10.3",
+        "control byte in chunk extension rejected",
+        Id::Smuggle(Vector::CtlExt),
+    ),
+    c(
+        "R10.3",
+        "bare-LF trailers rejected",
+        Id::Smuggle(Vector::LfTrailer),
+    ),
     c("R10.2", "10 KB request line bounded", Id::LongLine),
     c("R10.2", "300 header fields bounded", Id::ManyHeaders),
     slow("R10.2", "slowloris head bounded in time", Id::Slowloris),
@@ -417,6 +489,8 @@ async fn run_one(id: Id, t: &Target, deadline: Instant) -> CheckOut {
         Id::CloseThenMore => close_then_more(t, deadline).await,
         Id::HalfClose => half_close(t, deadline).await,
         Id::Smuggle(v) => smuggle(t, v, deadline).await,
+        Id::Host(case) => host_check(t, case, deadline).await,
+        Id::AbsoluteForm => absolute_form(t, deadline).await,
         Id::LongLine => long_line(t, deadline).await,
         Id::ManyHeaders => many_headers(t, deadline).await,
         Id::Head => head(t, deadline).await,
@@ -677,6 +751,24 @@ fn smuggle_bytes(t: &Target, v: Vector) -> Vec<u8> {
             "zz\r\nhello\r\n0\r\n\r\n",
         ),
         Vector::SpaceColon => ("1.1", "Content-Length : 6\r\n", "hello!"),
+        Vector::CommaCl => ("1.1", "Content-Length: ,\r\n", ""),
+        Vector::EmptyChunk => ("1.1", "Transfer-Encoding: chunked\r\n", "\r\n\r\n"),
+        Vector::SpaceChunk => ("1.1", "Transfer-Encoding: chunked\r\n", " \r\n\r\n"),
+        Vector::LfChunk => (
+            "1.1",
+            "Transfer-Encoding: chunked\r\n",
+            "5\nhello\r\n0\r\n\r\n",
+        ),
+        Vector::CtlExt => (
+            "1.1",
+            "Transfer-Encoding: chunked\r\n",
+            "5;kw=\x01\r\nhello\r\n0\r\n\r\n",
+        ),
+        Vector::LfTrailer => (
+            "1.1",
+            "Transfer-Encoding: chunked\r\n",
+            "5\r\nhello\r\n0\r\nX-Kw-Trailer: 1\n\n",
+        ),
     };
     let mut b = t.request("POST", &t.path, version, fields);
     b.extend_from_slice(body.as_bytes());
@@ -745,6 +837,97 @@ async fn smuggle(t: &Target, v: Vector, deadline: Instant) -> CheckOut {
             r1.brief()
         ))),
     }
+}
+
+/// A host no test server serves: what a request names when `Host` should
+/// not matter.
+const OTHER_HOST: &str = "kw-other.invalid";
+
+/// RFC 9112 §3.2: a missing (HTTP/1.1), repeated or invalid `Host` is 400.
+/// Another 4xx is a WARN (refused, but not as the RFC says); anything else
+/// was accepted: FAIL.
+async fn host_check(t: &Target, case: HostCase, deadline: Instant) -> CheckOut {
+    let ua = "User-Agent: keepwire-check\r\n";
+    let req = match case {
+        HostCase::Missing => format!("GET {} HTTP/1.1\r\n{ua}\r\n", t.path),
+        HostCase::Duplicate => format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nHost: {OTHER_HOST}\r\n{ua}\r\n",
+            t.path, t.host
+        ),
+        // '/' is not allowed in an authority (RFC 3986 §3.2.2).
+        HostCase::Invalid => format!(
+            "GET {} HTTP/1.1\r\nHost: kw-check/invalid\r\n{ua}\r\n",
+            t.path
+        ),
+    };
+    let mut p = Probe::connect(t, deadline)
+        .await
+        .map_err(failed("connect"))?;
+    p.send(req.as_bytes()).await.map_err(failed("request"))?;
+    let r = match p.read_response(false).await {
+        Ok(r) => r,
+        Err(ProbeError::Eof { got: 0 }) | Err(ProbeError::Reset { got: 0 }) => {
+            return Ok(Outcome::warn(
+                "connection closed without a status (400 required)",
+            ));
+        }
+        Err(e) => return Err(failed("response")(e)),
+    };
+    Ok(if r.status == 400 {
+        Outcome::pass(r.brief())
+    } else if (400..500).contains(&r.status) {
+        Outcome::warn(format!("{} (RFC 9112 §3.2 requires 400)", r.brief()))
+    } else {
+        Outcome::fail(format!("accepted: {}", r.brief()))
+    })
+}
+
+/// RFC 9112 §3.2.2: with an absolute-form target the server uses the
+/// target's authority and ignores `Host`. Sent with the right authority in
+/// the target and a `Host` the server does not serve, the answer must be
+/// the one the right `Host` gets in origin form (a 400, or a different
+/// status, means `Host` decided).
+async fn absolute_form(t: &Target, deadline: Instant) -> CheckOut {
+    let mut p = Probe::connect(t, deadline)
+        .await
+        .map_err(failed("connect"))?;
+    p.send(&t.get("Connection: close\r\n"))
+        .await
+        .map_err(failed("origin-form request"))?;
+    let r0 = p
+        .read_response(false)
+        .await
+        .map_err(failed("origin-form response"))?;
+    let target = format!("http://{}{}", t.host, t.path);
+    let req = format!(
+        "GET {target} HTTP/1.1\r\nHost: {OTHER_HOST}\r\nUser-Agent: keepwire-check\r\n\r\n"
+    );
+    let mut p = Probe::connect(t, deadline)
+        .await
+        .map_err(failed("connect"))?;
+    p.send(req.as_bytes())
+        .await
+        .map_err(failed("absolute-form request"))?;
+    let r1 = p
+        .read_response(false)
+        .await
+        .map_err(failed("absolute-form response"))?;
+    let what = format!("GET {target} with Host: {OTHER_HOST}: {}", r1.brief());
+    Ok(if r1.status == 400 {
+        Outcome::fail(format!(
+            "{what}: rejected, but the target's authority must win over Host"
+        ))
+    } else if r1.status == r0.status {
+        Outcome::pass(format!(
+            "{what} ({} body bytes); origin-form with the right Host: {} ({} body bytes)",
+            r1.body_len, r0.status_line, r0.body_len
+        ))
+    } else {
+        Outcome::fail(format!(
+            "{what}, but origin-form with the right Host gets {}: Host decided, not the target",
+            r0.status_line
+        ))
+    })
 }
 
 /// A request that exceeds a limit: 4xx PASS (best: `want`), accepted WARN,
