@@ -395,6 +395,7 @@ const fn c(rule: &'static str, name: &'static str, id: Id) -> Spec {
         name,
         id,
         slow: false,
+        long: false,
     }
 }
 
@@ -444,6 +445,7 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
         addr: addr.to_string(),
         host: addr.to_string(),
         path: "/".to_string(),
+        tls: false,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -469,7 +471,8 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
 }
 
 async fn run_checks(ctx: &Ctx, common: &CommonArgs) -> Vec<CheckResult> {
-    super::run_table(CHECKS, common, Duration::ZERO, |id, deadline| {
+    let total = common.total_or(super::DEFAULT_TOTAL);
+    super::run_table(CHECKS, common, Duration::ZERO, total, |id, deadline| {
         run_one(id, ctx, deadline)
     })
     .await

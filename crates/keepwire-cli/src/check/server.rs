@@ -17,9 +17,28 @@ use super::{CheckResult, CommonArgs, Outcome, report};
 
 #[derive(Args, Debug)]
 pub struct ServerArgs {
-    /// The origin to probe: http://host[:port][/path]. Requests go to path
-    /// (default /), which should answer a plain GET with 200.
+    /// The origin to probe: http://host[:port][/path] (with --http2 also
+    /// https://). Requests go to path (default /), which should answer a
+    /// plain GET with 200 and a non-empty body.
     url: String,
+    /// Run the HTTP/2 abuse checks instead of the HTTP/1 ones: h2c with
+    /// prior knowledge for http://, h2 by ALPN for https://.
+    #[arg(long)]
+    http2: bool,
+    /// With https:// (--http2): accept any server certificate.
+    #[arg(short = 'k', long)]
+    insecure: bool,
+    /// --http2: the request body size the server must refuse beyond; the
+    /// oversized-body checks declare (or stream) one byte more.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
+    max_body: u64,
+    /// --http2: how long the zero-window check waits for the server to
+    /// reset the stalled stream or close the connection.
+    #[arg(long, default_value = "90s", value_parser = crate::common::parse_duration)]
+    stall_timeout: Duration,
+    /// --http2: streams each reset check opens and resets.
+    #[arg(long, default_value_t = 1000)]
+    resets: u32,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -30,6 +49,8 @@ pub(super) struct Target {
     pub(super) addr: String,
     pub(super) host: String,
     pub(super) path: String,
+    /// https:// (only with --http2).
+    pub(super) tls: bool,
 }
 
 impl Target {
@@ -37,15 +58,20 @@ impl Target {
         let uri: http::Uri = url
             .parse()
             .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some(s) => return Err(format!("only http:// URLs can be checked, not {s}://")),
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            Some(s) => {
+                return Err(format!(
+                    "only http:// and https:// URLs can be checked, not {s}://"
+                ));
+            }
             None => return Err(format!("URL {url:?} needs http://")),
-        }
+        };
         let auth = uri
             .authority()
             .ok_or_else(|| format!("URL {url:?} has no host"))?;
-        let port = auth.port_u16().unwrap_or(80);
+        let port = auth.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let host = auth.host();
         let addr = if host.starts_with('[') {
             format!("{host}:{port}")
@@ -63,6 +89,7 @@ impl Target {
             addr,
             host: auth.as_str().to_string(),
             path,
+            tls,
         })
     }
 
@@ -330,6 +357,7 @@ const fn c(rule: &'static str, name: &'static str, id: Id) -> Spec {
         name,
         id,
         slow: false,
+        long: false,
     }
 }
 
@@ -339,6 +367,7 @@ const fn slow(rule: &'static str, name: &'static str, id: Id) -> Spec {
         name,
         id,
         slow: true,
+        long: false,
     }
 }
 
@@ -448,11 +477,24 @@ const SLOW_LIMIT: Duration = Duration::from_secs(60);
 
 pub fn run(args: ServerArgs) -> Result<(), String> {
     let target = Target::parse(&args.url)?;
+    if target.tls && !args.http2 {
+        return Err("https:// is checked over HTTP/2 only: add --http2".into());
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let results = rt.block_on(run_checks(&target, &args.common));
+    let results = if args.http2 {
+        let opts = super::h2::Options {
+            insecure: args.insecure,
+            max_body: args.max_body,
+            stall_timeout: args.stall_timeout,
+            resets: args.resets,
+        };
+        rt.block_on(super::h2::run_checks(&target, &opts, &args.common))
+    } else {
+        rt.block_on(run_checks(&target, &args.common))
+    };
     if results.is_empty() {
         return Err(format!(
             "no check matches --only {}",
@@ -463,7 +505,8 @@ pub fn run(args: ServerArgs) -> Result<(), String> {
 }
 
 async fn run_checks(target: &Target, common: &CommonArgs) -> Vec<CheckResult> {
-    super::run_table(CHECKS, common, SLOW_LIMIT, |id, deadline| {
+    let total = common.total_or(super::DEFAULT_TOTAL);
+    super::run_table(CHECKS, common, SLOW_LIMIT, total, |id, deadline| {
         run_one(id, target, deadline)
     })
     .await
@@ -1363,6 +1406,8 @@ mod tests {
         let t = Target::parse("http://example.com/x?y=1").unwrap();
         assert_eq!(t.addr, "example.com:80");
         assert_eq!(t.path_with("a=b"), "/x?y=1&a=b");
-        assert!(Target::parse("https://example.com/").is_err());
+        let t = Target::parse("https://example.com/").unwrap();
+        assert_eq!((t.addr.as_str(), t.tls), ("example.com:443", true));
+        assert!(Target::parse("ftp://example.com/").is_err());
     }
 }
