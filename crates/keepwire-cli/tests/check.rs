@@ -1430,3 +1430,26 @@ fn http2_json_and_https_need_http2() {
     assert_eq!(checks.len(), 9, "{stdout}");
     assert!(checks.iter().all(|c| c["rule"] == "R10.4"), "{stdout}");
 }
+
+#[test]
+fn http2_over_tls_is_negotiated_by_alpn() {
+    let s = serve_with(&["--tls-self-signed", "--write-timeout", "2s"]);
+    let url = format!("https://{}/", s.addr);
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_keepwire"))
+            .args(["check", "server", "--http2", &url, "--stall-timeout", "1s"])
+            .args(extra)
+            .output()
+            .expect("keepwire check runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let stdout = run(&["-k"]);
+    eprintln!("{stdout}");
+    assert_eq!(verdict(&stdout, H2_BASELINE), "PASS", "{stdout}");
+    assert!(stdout.contains("h2 (ALPN): 200 OK"), "{stdout}");
+    assert_eq!(verdict(&stdout, H2_CONTINUATION), "PASS", "{stdout}");
+    // Without -k the self-signed certificate is refused, and said so.
+    let stdout = run(&[]);
+    assert_eq!(verdict(&stdout, H2_BASELINE), "FAIL", "{stdout}");
+    assert!(stdout.contains("-k accepts any certificate"), "{stdout}");
+}
