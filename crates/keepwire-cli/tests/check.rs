@@ -1290,8 +1290,9 @@ fn an_http2_sink_fails_every_flood_check() {
 }
 
 /// An HTTP/2 server (the `h2` crate, no limits of its own added) that reads
-/// every request body to its end, answers 200 with a body, and waits for
-/// flow-control window forever.
+/// every request body to its end, answers 200 with a body (413 once the
+/// whole body is in, if it had no `content-length`: a limit enforced too
+/// late), and waits for flow-control window forever.
 fn h2_lax() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -1310,11 +1311,17 @@ fn h2_lax() -> SocketAddr {
                     };
                     while let Some(Ok((req, mut respond))) = conn.accept().await {
                         tokio::spawn(async move {
+                            let declared = req.headers().contains_key("content-length");
                             let mut body = req.into_body();
+                            let mut len = 0;
                             while let Some(Ok(chunk)) = body.data().await {
+                                len += chunk.len();
                                 let _ = body.flow_control().release_capacity(chunk.len());
                             }
-                            let resp = http::Response::new(());
+                            let mut resp = http::Response::new(());
+                            if !declared && len > 1 << 20 {
+                                *resp.status_mut() = http::StatusCode::PAYLOAD_TOO_LARGE;
+                            }
                             if let Ok(mut send) = respond.send_response(resp, false) {
                                 let _ = send.send_data(bytes::Bytes::from_static(b"hello\n"), true);
                                 // Holds the stream until the peer ends it.
@@ -1348,6 +1355,10 @@ fn a_lax_http2_server_fails_the_body_reset_and_window_checks() {
     }
     assert!(
         stdout.contains("took all 1048577 body bytes and answered 200 OK"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("413 Payload Too Large only after taking all 1048577 body bytes"),
         "{stdout}"
     );
     assert!(stdout.contains("stream still open after 3."), "{stdout}");
