@@ -509,10 +509,10 @@ async fn write_by(
 
 /// Reads the server's frames into a shared [`Seen`] until they end or
 /// `deadline`, while the check writes.
-fn spawn_reader(mut reader: Reader, seen: Seen, deadline: Instant) -> Arc<Mutex<Seen>> {
+fn spawn_reader(mut reader: Reader, seen: Seen, deadline: Instant) -> (Arc<Mutex<Seen>>, Task) {
     let shared = Arc::new(Mutex::new(seen));
     let s = shared.clone();
-    tokio::spawn(async move {
+    let task = spawn(async move {
         loop {
             let f = reader.next(deadline).await;
             let mut seen = s.lock().unwrap_or_else(|e| e.into_inner());
@@ -525,7 +525,26 @@ fn spawn_reader(mut reader: Reader, seen: Seen, deadline: Instant) -> Arc<Mutex<
             }
         }
     });
-    shared
+    (shared, task)
+}
+
+/// A spawned task that ends with the check that started it (a connection
+/// left to its driver would outlive the check until the server closed it).
+struct Task(tokio::task::JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn spawn<F: std::future::Future + Send + 'static>(f: F) -> Task
+where
+    F::Output: Send + 'static,
+{
+    Task(tokio::spawn(async move {
+        let _ = f.await;
+    }))
 }
 
 fn snapshot(seen: &Arc<Mutex<Seen>>) -> Seen {
@@ -557,7 +576,7 @@ async fn baseline(t: &Target, opts: &Options, deadline: Instant) -> CheckOut {
         .await
         .map_err(within("handshake"))?
         .map_err(|e| Outcome::fail(format!("HTTP/2 handshake: {e}")))?;
-    let driver = tokio::spawn(conn);
+    let _driver = spawn(conn);
     let req = http::Request::get(uri(t))
         .body(())
         .map_err(|e| Outcome::fail(e.to_string()))?;
@@ -582,7 +601,6 @@ async fn baseline(t: &Target, opts: &Options, deadline: Instant) -> CheckOut {
             break;
         }
     }
-    driver.abort();
     let what = if t.tls { "h2 (ALPN)" } else { "h2c" };
     if status.is_success() && len > 0 {
         Ok(Outcome::pass(format!(
@@ -619,9 +637,10 @@ async fn reset_flood(t: &Target, opts: &Options, delayed: bool, deadline: Instan
         max_streams,
         seen,
     } = raw;
-    let seen = spawn_reader(reader, seen, deadline);
+    let (seen, _reader) = spawn_reader(reader, seen, deadline);
     let block = request_block(t, "GET");
-    let total = opts.resets.max(1);
+    // Stream ids stay far below 2^31.
+    let total = opts.resets.clamp(1, 1_000_000);
     let batch = if delayed {
         max_streams.unwrap_or(100).clamp(1, 100)
     } else {
@@ -683,8 +702,14 @@ async fn reset_flood(t: &Target, opts: &Options, delayed: bool, deadline: Instan
         s.reset_summary()
     );
     if s.reacted() {
+        // The last stream the server says it processed places its reaction;
+        // `sent` is only how far our writes had got (socket buffers hide
+        // the rest).
+        let place = s.goaway.as_ref().map_or(String::new(), |(last, _, _)| {
+            format!(" (our stream #{})", last.div_ceil(2))
+        });
         return Ok(Outcome::pass(format!(
-            "{} after {sent} of {total} resets; {detail}",
+            "{}{place}, seen when {sent} of {total} streams had been written and reset; {detail}",
             s.reaction()
         )));
     }
@@ -716,7 +741,7 @@ async fn continuation_flood(t: &Target, opts: &Options, deadline: Instant) -> Ch
         seen,
         ..
     } = raw;
-    let seen = spawn_reader(reader, seen, deadline);
+    let (seen, _reader) = spawn_reader(reader, seen, deadline);
     let first = frame(HEADERS, END_STREAM, 1, &request_block(t, "GET"));
     if let Err(e) = write_by(&mut wr, &first, deadline).await {
         return Ok(Outcome::fail(format!("HEADERS: {e}")));
@@ -878,7 +903,7 @@ async fn oversized_body(t: &Target, opts: &Options, declared: bool, deadline: In
         .await
         .map_err(|_| Outcome::fail("handshake timed out"))?
         .map_err(|e| Outcome::fail(format!("HTTP/2 handshake: {e}")))?;
-    let driver = tokio::spawn(conn);
+    let _driver = spawn(conn);
     let mut req = http::Request::post(uri(t)).header("content-type", "application/octet-stream");
     if declared {
         req = req.header("content-length", total.to_string());
@@ -945,7 +970,7 @@ async fn oversized_body(t: &Target, opts: &Options, declared: bool, deadline: In
         "no content-length".to_string()
     };
     let early_note = early.map_or(String::new(), |s| format!(" (answered {s} first)"));
-    let result = match outcome {
+    match outcome {
         Some(Upload::Response(status)) => Ok(Outcome::pass(format!(
             "{status} after {sent} of {total} body bytes ({how})"
         ))),
@@ -982,9 +1007,7 @@ async fn oversized_body(t: &Target, opts: &Options, declared: bool, deadline: In
                 ))),
             }
         }
-    };
-    driver.abort();
-    result
+    }
 }
 
 fn h2_end(e: h2::Error) -> Upload {
@@ -1010,7 +1033,7 @@ async fn zero_window(t: &Target, opts: &Options, deadline: Instant) -> CheckOut 
     .map_err(|_| Outcome::fail("handshake timed out"))?
     .map_err(|e| Outcome::fail(format!("HTTP/2 handshake: {e}")))?;
     let (conn_tx, mut conn_rx) = tokio::sync::oneshot::channel();
-    let driver = tokio::spawn(async move {
+    let _driver = spawn(async move {
         let _ = conn_tx.send(conn.await);
     });
     let req = http::Request::get(uri(t))
@@ -1027,7 +1050,6 @@ async fn zero_window(t: &Target, opts: &Options, deadline: Instant) -> CheckOut 
     let status = resp.status();
     let mut body = resp.into_body();
     if body.is_end_stream() {
-        driver.abort();
         return Ok(Outcome::skip(format!(
             "{status} with an empty body: nothing to hold back (use a path with a body)"
         )));
@@ -1057,7 +1079,6 @@ async fn zero_window(t: &Target, opts: &Options, deadline: Instant) -> CheckOut 
             secs()
         )),
     };
-    driver.abort();
     Ok(out)
 }
 

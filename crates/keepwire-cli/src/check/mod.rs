@@ -2,7 +2,8 @@
 //!
 //! `keepwire check server URL` probes an origin over raw TCP with
 //! hand-written (and deliberately malformed) request bytes and reports, rule
-//! by rule (../shared/docs/CONNECTION-RULES.md), what the server does.
+//! by rule (../shared/docs/CONNECTION-RULES.md), what the server does;
+//! `--http2` does the same with HTTP/2 frames a hostile client would send.
 //! `keepwire check proxy ADDR` runs its own recording origin behind the proxy
 //! and checks what crosses the proxy in both directions.
 
@@ -26,7 +27,8 @@ pub struct CheckArgs {
 
 #[derive(Subcommand, Debug)]
 enum CheckTarget {
-    /// Probe an origin server at URL (http://host:port/path) over raw TCP.
+    /// Probe an origin server at URL (http://host:port/path) over raw TCP;
+    /// --http2: HTTP/2 abuse checks (h2c, or https:// by ALPN).
     Server(server::ServerArgs),
     /// Check a forward (default) or reverse (--reverse) proxy at ADDR
     /// (host:port) against a recording origin the checker runs itself.
