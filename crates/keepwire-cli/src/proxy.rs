@@ -26,19 +26,42 @@ pub struct ProxyArgs {
     /// round-robin over several.
     #[arg(long = "upstream", short = 'u')]
     upstream: Vec<String>,
-    /// TOML file with `listen`, `forward`, `allow`, `connect_ports`, `reuse`,
-    /// `pool_size` and `[[route]]` tables (`host`, `prefix`, `upstreams`).
-    /// Flags override it.
+    /// TOML file with `listen`, `forward`, `allow`, `allow_forward`,
+    /// `allow_destination`, `deny_destination`, `connect_ports`, `reuse`,
+    /// `pool_size`, `tunnel_idle_timeout` and `[[route]]` tables (`host`,
+    /// `prefix`, `upstreams`, `upgrade`). Flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Forward proxy: accept absolute-form requests (`GET http://host/`) and
-    /// CONNECT tunnels. On by default when no upstream or route is given.
+    /// CONNECT tunnels. Off unless given (or `forward = true` in --config);
+    /// with no upstream, route or --forward the proxy refuses to start.
     #[arg(long)]
     forward: bool,
-    /// Client networks allowed to use the proxy (CIDR, repeatable; default
-    /// loopback only).
-    #[arg(long = "allow")]
+    /// Client networks allowed to use the reverse routes (CIDR, repeatable;
+    /// default loopback only).
+    #[arg(long = "allow", value_name = "CIDR")]
     allow: Vec<IpNet>,
+    /// Client networks allowed to use forward mode (CIDR, repeatable; default
+    /// loopback only; --allow does not open it).
+    #[arg(long = "allow-forward", value_name = "CIDR")]
+    allow_forward: Vec<IpNet>,
+    /// Forward mode: open a destination range refused by default (CIDR,
+    /// repeatable). Loopback, private (RFC 1918), link-local (cloud
+    /// metadata), unique-local, CGNAT (100.64.0.0/10), multicast, reserved
+    /// and unspecified destinations are refused (403), checked on the
+    /// resolved addresses; the proxy's own addresses always are (0.0.0.0/0
+    /// and ::/0 open all the rest).
+    #[arg(long = "allow-destination", value_name = "CIDR")]
+    allow_destination: Vec<IpNet>,
+    /// Forward mode: refuse a destination range (CIDR, repeatable; wins over
+    /// --allow-destination).
+    #[arg(long = "deny-destination", value_name = "CIDR")]
+    deny_destination: Vec<IpNet>,
+    /// Close a tunnel (CONNECT, or an upgrade such as WebSocket) after this
+    /// long without a byte either way, as HAProxy's `timeout tunnel`
+    /// [default: 1h].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    tunnel_idle_timeout: Option<Duration>,
     /// Ports CONNECT may reach (repeatable; default 443).
     #[arg(long = "connect-port")]
     connect_ports: Vec<u16>,
@@ -75,6 +98,11 @@ pub struct ProxyArgs {
     /// upstreams choose by ALPN.)
     #[arg(long)]
     upstream_http2: bool,
+    /// Answer TRACE: echo it at `Max-Forwards: 0`, relay it otherwise. The
+    /// echo leaves out Cookie, Authorization and Proxy-Authorization.
+    /// Default: 405.
+    #[arg(long)]
+    trace: bool,
     #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
@@ -92,9 +120,16 @@ struct FileConfig {
     #[serde(default)]
     allow: Vec<IpNet>,
     #[serde(default)]
+    allow_forward: Vec<IpNet>,
+    #[serde(default)]
+    allow_destination: Vec<IpNet>,
+    #[serde(default)]
+    deny_destination: Vec<IpNet>,
+    #[serde(default)]
     connect_ports: Vec<u16>,
     reuse: Option<String>,
     pool_size: Option<usize>,
+    tunnel_idle_timeout: Option<String>,
     #[serde(default, rename = "route")]
     routes: Vec<FileRoute>,
 }
@@ -106,6 +141,8 @@ struct FileRoute {
     #[serde(default = "root")]
     prefix: String,
     upstreams: Vec<String>,
+    /// Upgrade protocols relayed on this route (default `["websocket"]`).
+    upgrade: Option<Vec<String>>,
 }
 
 fn root() -> String {
@@ -133,21 +170,51 @@ fn configure(args: &ProxyArgs) -> Result<(Vec<SocketAddr>, ProxyConfig), String>
         if r.upstreams.is_empty() {
             return Err(format!("route {:?}: no upstreams", r.prefix));
         }
-        cfg.routes.push(Route::new(
-            r.host.clone(),
-            r.prefix.clone(),
-            upstreams(&r.upstreams)?,
-        ));
+        let mut route = Route::new(r.host.clone(), r.prefix.clone(), upstreams(&r.upstreams)?);
+        if let Some(list) = &r.upgrade {
+            route = route.with_upgrades(list.iter().cloned());
+        }
+        cfg.routes.push(route);
     }
     if !args.upstream.is_empty() {
         cfg.routes
             .push(Route::new(None, "/", upstreams(&args.upstream)?));
     }
-    cfg.forward = args.forward || file.forward || cfg.routes.is_empty();
-    if !args.allow.is_empty() {
-        cfg.allow = args.allow.clone();
-    } else if !file.allow.is_empty() {
-        cfg.allow = file.allow;
+    cfg.forward = args.forward || file.forward;
+    if !cfg.forward && cfg.routes.is_empty() {
+        return Err(
+            "nothing to proxy: give --upstream URL (reverse proxy), [[route]] tables \
+                    in --config, or --forward (forward proxy)"
+                .into(),
+        );
+    }
+    // Flags replace the file's lists.
+    let pick = |flag: &Vec<IpNet>, file: Vec<IpNet>| {
+        if flag.is_empty() { file } else { flag.clone() }
+    };
+    if !args.allow.is_empty() || !file.allow.is_empty() {
+        cfg.allow = pick(&args.allow, file.allow);
+    }
+    if !args.allow_forward.is_empty() || !file.allow_forward.is_empty() {
+        cfg.allow_forward = pick(&args.allow_forward, file.allow_forward);
+    }
+    cfg.allow_destination = pick(&args.allow_destination, file.allow_destination);
+    cfg.deny_destination = pick(&args.deny_destination, file.deny_destination);
+    let forward_only = [
+        ("--allow-forward", !args.allow_forward.is_empty()),
+        ("--allow-destination", !cfg.allow_destination.is_empty()),
+        ("--deny-destination", !cfg.deny_destination.is_empty()),
+    ];
+    if let Some((flag, _)) = forward_only.iter().find(|(_, set)| *set && !cfg.forward) {
+        return Err(format!(
+            "{flag} (or its --config key) applies to forward mode only: add --forward"
+        ));
+    }
+    if let Some(t) = args.tunnel_idle_timeout {
+        cfg.tunnel_idle_timeout = t;
+    } else if let Some(t) = &file.tunnel_idle_timeout {
+        cfg.tunnel_idle_timeout =
+            parse_duration(t).map_err(|e| format!("tunnel_idle_timeout: {e}"))?;
     }
     if !args.connect_ports.is_empty() {
         cfg.connect_ports = args.connect_ports.clone();
@@ -164,8 +231,11 @@ fn configure(args: &ProxyArgs) -> Result<(Vec<SocketAddr>, ProxyConfig), String>
     }
     cfg.upstream_idle_timeout = args.upstream_idle_timeout;
     cfg.upstream_timeout = args.upstream_timeout;
+    // Configured upstreams only: forward-mode https:// origins are always
+    // verified against the platform's roots.
     cfg.upstream_tls = args.trust.client_config()?;
     cfg.upstream_http2 = args.upstream_http2;
+    cfg.trace = args.trace;
     let listen = if !args.listen.is_empty() {
         args.listen.clone()
     } else if !file.listen.is_empty() {
@@ -211,18 +281,21 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
         }
         let server = builder.bind().map_err(|e| e.to_string())?;
         for a in server.local_addrs() {
+            proxy.add_own_address(a);
             eprintln!("keepwire proxy: listening on {scheme}://{a}/ ({mode})");
         }
-        if let Some(path) = self_signed {
-            eprintln!("keepwire proxy: {}", self_signed_note(&path));
+        if let Some(pem) = &self_signed {
+            eprintln!("keepwire proxy: {}", self_signed_note(pem.path()));
         }
         let admin = match args.admin {
             Some(addr) => {
                 let p = proxy.clone();
                 let server_metrics = server.metrics_source();
-                Some(spawn_admin(addr, move || {
+                let admin = spawn_admin(addr, move || {
                     format!("{}{}", server_metrics(), p.render_metrics())
-                })?)
+                })?;
+                proxy.add_own_address(admin.local_addr());
+                Some(admin)
             }
             None => None,
         };

@@ -14,16 +14,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{BIN, WAIT, start};
-
-/// A port that was free a moment ago (for the checker's recording origin).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{BIN, WAIT, free_port, start};
 
 /// Runs `keepwire check proxy ADDR --origin-port PORT --timeout 2s` plus
 /// `extra` (e.g. `--only R7.2`), bounded in time.
@@ -74,6 +65,8 @@ fn keepwire_proxy_passes_every_check() {
         "--listen",
         "127.0.0.1:0",
         "--forward",
+        "--allow-destination",
+        "127.0.0.0/8",
         "--connect-port",
         &port,
     ]);

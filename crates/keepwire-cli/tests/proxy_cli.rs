@@ -9,7 +9,7 @@ use std::process::{Command, ExitStatus, Stdio};
 
 mod common;
 
-use common::{Running, WAIT, start};
+use common::{Running, WAIT, free_port, start};
 
 /// `keepwire serve --respond TEXT` on a free port.
 fn serve_text(text: &str) -> Running {
@@ -198,6 +198,7 @@ fn toml_config_routes_by_prefix_and_host() {
              \n\
              [[route]]\n\
              host = \"special.test\"\n\
+             upgrade = [\"websocket\"]\n\
              upstreams = [\"{}\"]\n",
             a.addr, b.addr, c.addr
         ),
@@ -243,8 +244,15 @@ fn forward_proxy_for_curl_x_and_connect() {
     let Some(curl) = curl() else { return };
     let origin = serve_text("forwarded");
     let port = origin.addr.port().to_string();
-    // No upstream: forward mode; CONNECT allowed to the origin's port only.
-    let p = proxy(&["--connect-port", &port]);
+    // Forward mode; CONNECT allowed to the origin's port only, loopback
+    // destinations opened (refused by default).
+    let p = proxy(&[
+        "--forward",
+        "--allow-destination",
+        "127.0.0.0/8",
+        "--connect-port",
+        &port,
+    ]);
     assert!(p.first_line.contains("(forward)"), "{}", p.first_line);
     let via = format!("http://{}", p.addr);
     let target = format!("http://{}/page", origin.addr);
@@ -277,6 +285,147 @@ fn forward_proxy_for_curl_x_and_connect() {
     assert!(out.contains("403"), "{out}");
 }
 
+/// `curl -sS [-p] -x PROXY URL`: the status (of the CONNECT with `-p`) and
+/// the body.
+fn through(curl: &Path, proxy: &str, url: &str, connect: bool) -> (String, String) {
+    let code = if connect {
+        "\n%{http_connect}"
+    } else {
+        "\n%{http_code}"
+    };
+    let mut args = vec!["-x", proxy, "-w", code, url];
+    if connect {
+        args.insert(0, "-p");
+    }
+    let (_, out, _) = run_curl(curl, &args);
+    let (body, status) = out.rsplit_once('\n').unwrap_or(("", &out));
+    (status.to_string(), body.to_string())
+}
+
+#[test]
+fn forward_proxy_refuses_loopback_and_its_own_admin_until_allowed() {
+    let Some(curl) = curl() else { return };
+    let origin = serve_text("internal");
+    let op = origin.addr.port();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let p = proxy(&[
+        "--forward",
+        "--admin",
+        &admin,
+        "--connect-port",
+        &op.to_string(),
+    ]);
+    let via = format!("http://{}", p.addr);
+    let at = |host: &str| format!("http://{host}:{op}/");
+    let metrics = format!("http://{admin}/metrics");
+    let loopback = "refused: loopback (allow with --allow-destination)";
+    for (url, connect, why) in [
+        (at("127.0.0.1"), false, loopback),
+        (at("localhost"), false, loopback),
+        (at("127.0.0.1"), true, ""),
+        (metrics, false, "refused: the proxy's own address"),
+    ] {
+        let (status, body) = through(&curl, &via, &url, connect);
+        assert_eq!(status, "403", "{url} (CONNECT: {connect}): {body}");
+        assert!(body.contains(why), "{url}: {body}");
+    }
+
+    // Opened in the file; the admin address stays refused, a denied
+    // address too.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("forward.toml");
+    std::fs::write(
+        &config,
+        "forward = true\n\
+         allow_destination = [\"127.0.0.0/8\", \"::1/128\"]\n\
+         deny_destination = [\"127.0.0.2/32\"]\n",
+    )
+    .unwrap();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let p = proxy(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--admin",
+        &admin,
+        "--connect-port",
+        &op.to_string(),
+    ]);
+    assert!(p.first_line.contains("(forward)"), "{}", p.first_line);
+    let via = format!("http://{}", p.addr);
+    for (url, connect) in [
+        (at("127.0.0.1"), false),
+        (at("localhost"), false),
+        (at("127.0.0.1"), true),
+    ] {
+        let (status, body) = through(&curl, &via, &url, connect);
+        assert_eq!(status, "200", "{url}: {body}");
+        assert_eq!(body, "internal\n", "{url} (CONNECT: {connect})");
+    }
+    let (status, body) = through(&curl, &via, &format!("http://{admin}/metrics"), false);
+    assert_eq!(status, "403", "{body}");
+    assert!(body.contains("the proxy's own address"), "{body}");
+    let (status, body) = through(&curl, &via, &at("127.0.0.2"), false);
+    assert_eq!(status, "403", "{body}");
+    assert!(body.contains("denied by deny_destination"), "{body}");
+}
+
+#[test]
+fn the_file_sets_the_forward_client_list_and_the_tunnel_idle_timeout() {
+    let origin = serve_text("through the tunnel");
+    let op = origin.addr.port().to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let write = |name: &str, extra: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "forward = true\nallow_destination = [\"127.0.0.0/8\"]\n\
+                 connect_ports = [{op}]\n{extra}"
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    let closed = write("closed.toml", "allow_forward = [\"192.0.2.0/24\"]\n");
+    let p = proxy(&["--config", &closed]);
+    let raw = exchange(
+        p.addr,
+        &format!("GET http://{}/ HTTP/1.1\r\nHost: x\r\n\r\n", origin.addr),
+        1,
+    );
+    assert!(raw.starts_with("HTTP/1.1 403"), "{raw}");
+    assert!(raw.contains("allow with --allow-forward"), "{raw}");
+
+    // A tunnel quiet for 1 s is closed by the proxy (the origin keeps an
+    // idle connection 75 s).
+    let quick = write("quick.toml", "tunnel_idle_timeout = \"1s\"\n");
+    let p = proxy(&["--config", &quick]);
+    let mut s = TcpStream::connect_timeout(&p.addr, WAIT).expect("connect");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let a = origin.addr;
+    s.write_all(
+        format!("CONNECT {a} HTTP/1.1\r\nHost: {a}\r\n\r\nGET / HTTP/1.1\r\nHost: o\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut all = Vec::new();
+    // Every read is bounded by WAIT: a tunnel left open fails the test.
+    let mut tmp = [0u8; 4096];
+    loop {
+        match s.read(&mut tmp) {
+            Ok(0) => break,
+            Ok(n) => all.extend_from_slice(&tmp[..n]),
+            Err(e) => panic!(
+                "the tunnel was not closed: {e}; got {:?}",
+                String::from_utf8_lossy(&all)
+            ),
+        }
+    }
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("\r\n\r\nthrough the tunnel\n"), "{text}");
+}
+
 #[test]
 fn bad_flags_and_files_exit_non_zero_with_a_clear_message() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -293,6 +442,18 @@ fn bad_flags_and_files_exit_non_zero_with_a_clear_message() {
         "reuse = \"sometimes\"\n[[route]]\nupstreams = [\"http://127.0.0.1:1\"]\n",
     )
     .unwrap();
+    // Listens and reuses, but routes nowhere and does not ask for forward
+    // mode: once that silently meant an open forward proxy.
+    let no_routes = dir.path().join("no-routes.toml");
+    std::fs::write(&no_routes, "listen = [\"127.0.0.1:0\"]\nreuse = \"safe\"\n").unwrap();
+    let bad_timeout = dir.path().join("timeout.toml");
+    std::fs::write(
+        &bad_timeout,
+        "forward = true\ntunnel_idle_timeout = \"soon\"\n",
+    )
+    .unwrap();
+    let no_routes_s = no_routes.display().to_string();
+    let bad_timeout_s = bad_timeout.display().to_string();
     let missing_s = missing.display().to_string();
     let dir_s = dir.path().display().to_string();
     let unknown_s = unknown_key.display().to_string();
@@ -323,8 +484,32 @@ fn bad_flags_and_files_exit_non_zero_with_a_clear_message() {
             ],
             vec!["--upstream-cacert", "/nonexistent.pem"],
         ),
+        (vec![], vec!["nothing to proxy", "--upstream", "--forward"]),
+        (
+            vec!["--config", &no_routes_s],
+            vec!["nothing to proxy", "--forward"],
+        ),
+        (
+            vec!["--config", &bad_timeout_s],
+            vec!["tunnel_idle_timeout", "soon"],
+        ),
+        (
+            vec!["--forward", "--allow-destination", "localhost"],
+            vec!["--allow-destination", "localhost"],
+        ),
+        // Forward-mode settings on a reverse proxy would do nothing.
         (
             vec![
+                "--upstream",
+                "http://127.0.0.1:1",
+                "--allow-destination",
+                "10.0.0.0/8",
+            ],
+            vec!["--allow-destination", "forward mode only", "--forward"],
+        ),
+        (
+            vec![
+                "--forward",
                 "--tls-cert",
                 "/nonexistent.pem",
                 "--tls-key",
@@ -351,4 +536,72 @@ fn bad_flags_and_files_exit_non_zero_with_a_clear_message() {
             );
         }
     }
+}
+
+#[test]
+fn trace_is_405_unless_trace_is_given_and_the_echo_keeps_credentials_out() {
+    let Some(curl) = curl() else { return };
+    // The origin echoes TRACE, so a relayed one would show.
+    let origin = start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--respond",
+        "x",
+        "--trace",
+    ]);
+    let upstream = format!("http://{}", origin.addr);
+    let trace = |p: &Running, max_forwards: Option<&str>| {
+        let mf = max_forwards.map(|n| format!("Max-Forwards: {n}"));
+        let mut args = vec!["-i", "-X", "TRACE", "-u", "user:pass-s3cret"];
+        args.extend(["-H", "Cookie: sid=cookie-s3cret"]);
+        args.extend(["-H", "Proxy-Authorization: Basic cHJveHktczNjcmV0"]);
+        if let Some(mf) = &mf {
+            args.extend(["-H", mf.as_str()]);
+        }
+        let url = format!("http://{}/t", p.addr);
+        args.push(&url);
+        let (ok, out, err) = run_curl(&curl, &args);
+        assert!(ok, "curl failed: {err}");
+        out
+    };
+
+    let p = proxy(&["--upstream", &upstream]);
+    for mf in [Some("0"), Some("3"), None] {
+        let r = trace(&p, mf);
+        assert!(r.starts_with("HTTP/1.1 405"), "{mf:?}: {r}");
+        assert!(!r.contains("message/http") && !r.contains("s3cret"), "{r}");
+        let allow = r.lines().find_map(|l| l.strip_prefix("allow: "));
+        assert!(allow.is_some_and(|a| !a.contains("TRACE")), "{r}");
+    }
+    drop(p);
+
+    let p = proxy(&["--upstream", &upstream, "--trace"]);
+    // Max-Forwards: 0: the proxy is the final recipient and echoes.
+    let here = trace(&p, Some("0"));
+    // More hops left: relayed, and the origin echoes (Max-Forwards
+    // counted down, our Via added).
+    let there = trace(&p, Some("1"));
+    for r in [&here, &there] {
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        assert!(r.contains("content-type: message/http"), "{r}");
+        let body = r.split_once("\r\n\r\n").unwrap().1.to_ascii_lowercase();
+        assert!(body.starts_with("trace /t http/1.1\r\n"), "{body}");
+        assert!(body.contains("max-forwards: 0\r\n"), "{body}");
+        for secret in [
+            "s3cret",
+            "dxnlcjpwyxnzlxmzy3jlda",
+            "chjvehktcznjcmv0",
+            "cookie",
+            "authorization",
+        ] {
+            assert!(!body.contains(secret), "{secret} echoed: {body}");
+        }
+    }
+    // Only the relayed request carries our Via (in what the origin echoed).
+    let echoed = |r: &str| r.split_once("\r\n\r\n").unwrap().1.to_ascii_lowercase();
+    assert!(!echoed(&here).contains("via: 1.1 keepwire"), "{here}");
+    assert!(echoed(&there).contains("via: 1.1 keepwire"), "{there}");
 }

@@ -6,10 +6,13 @@
 //! - [`client`]: the pooled client (per-origin cap, hint-aware idle
 //!   retirement, retries by rule, per-request timings).
 //! - [`proxy`]: the forward/reverse proxy over the server and the client.
+//! - [`destination`]: where a forward proxy may connect (checked on the
+//!   resolved addresses it dials).
 //! - [`bench`]: the load generator behind `keepwire bench`.
 //! - [`body`]: one streaming body type for requests and responses.
 //! - [`net`]: socket options and the lingering close (R2.3, R8.5).
 //! - [`metrics`]: connection counters in Prometheus text format.
+//! - [`trace`]: TRACE, off by default, and an echo that keeps credentials out.
 //!
 //! The protocol itself lives in the sans-IO [`proto`] crate; this crate is
 //! the pump that moves bytes, runs handlers and owns the clocks.
@@ -20,12 +23,14 @@ pub mod bench;
 pub mod body;
 pub mod client;
 mod date;
+pub mod destination;
 pub mod metrics;
 pub mod net;
 pub mod proxy;
 pub mod server;
 #[cfg(feature = "tower")]
 pub mod tower;
+pub mod trace;
 pub mod transport;
 
 pub use body::{Body, BodyError, BodySender};

@@ -12,23 +12,33 @@
 //!
 //! Failures: the client's retry rule decides what may be sent again
 //! (R8.3); what cannot is answered 502 (504 for timeouts) and never resent.
+//!
+//! Forward mode is a different trust boundary from reverse mode, so it has
+//! its own client pool: its own client allow-list (`allow_forward`), a
+//! destination policy checked on the resolved addresses it dials
+//! ([`crate::destination`]), the platform's certificate roots whatever the
+//! configured upstreams trust, and a sweep that forgets idle origins (its
+//! origins are whatever its users name, so per-origin state must not
+//! accumulate). Tunnels (CONNECT, upgrades) end after
+//! `tunnel_idle_timeout` without a byte either way, as HAProxy's `timeout
+//! tunnel`; upgrades are relayed only for the protocols a route allows
+//! (nginx relays none unless told to).
 
-use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, VIA};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE, VIA};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use ipnet::IpNet;
 use keepwire_proto::hop::{self, is_idempotent, strip_hop_by_hop};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::body::Body;
-use crate::client::{Client, ClientConfig, ClientError, Origin, PoolConfig};
+use crate::client::{Client, ClientConfig, ClientError, Origin, PoolConfig, Timings};
+use crate::destination::{DestinationPolicy, refusal};
 use crate::server::{ConnInfo, OnUpgrade, Upgraded};
 
 /// When an idle upstream connection may carry a request (as HAProxy's
@@ -122,6 +132,10 @@ pub struct Route {
     pub prefix: String,
     /// Where to send them.
     pub upstreams: Vec<Arc<Upstream>>,
+    /// Protocols an `Upgrade` may switch to (case-insensitive, version
+    /// ignored); default `websocket`. Others are stripped and the request
+    /// goes upstream as a plain one.
+    pub upgrade: Vec<String>,
     next: AtomicUsize,
 }
 
@@ -132,8 +146,18 @@ impl Route {
             host: host.map(|h| h.to_ascii_lowercase()),
             prefix: prefix.into(),
             upstreams: upstreams.into_iter().map(Arc::new).collect(),
+            upgrade: vec!["websocket".into()],
             next: AtomicUsize::new(0),
         }
+    }
+
+    /// The route with these upgrade protocols allowed (empty: none).
+    pub fn with_upgrades<S: Into<String>>(
+        mut self,
+        protocols: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.upgrade = protocols.into_iter().map(Into::into).collect();
+        self
     }
 
     fn matches(&self, host: Option<&str>, path: &str) -> bool {
@@ -163,10 +187,26 @@ impl Route {
 pub struct ProxyConfig {
     /// Reverse-proxy routes, most specific first (longest prefix wins).
     pub routes: Vec<Route>,
-    /// Accept absolute-form requests and CONNECT to any origin.
+    /// Accept absolute-form requests and CONNECT to origins the
+    /// destination policy allows.
     pub forward: bool,
-    /// Client networks allowed to use the proxy.
+    /// Client networks allowed to use the reverse routes (default loopback).
     pub allow: Vec<IpNet>,
+    /// Client networks allowed to use forward mode (default loopback).
+    pub allow_forward: Vec<IpNet>,
+    /// Forward-mode destinations opened despite the built-in refusals
+    /// (loopback, private, link-local, ...; see [`crate::destination`]).
+    pub allow_destination: Vec<IpNet>,
+    /// Forward-mode destinations refused (wins over `allow_destination`).
+    pub deny_destination: Vec<IpNet>,
+    /// Upgrade protocols relayed for forward-mode requests.
+    pub forward_upgrade: Vec<String>,
+    /// TLS for forward-mode `https://` origins (`None`: the platform's
+    /// roots). `upstream_tls` never applies to them.
+    pub forward_tls: Option<Arc<rustls::ClientConfig>>,
+    /// A tunnel (CONNECT, upgrade) with no byte either way for this long is
+    /// closed (HAProxy's `timeout tunnel`; default 1 h).
+    pub tunnel_idle_timeout: Duration,
     /// Ports CONNECT may reach (default 443).
     pub connect_ports: Vec<u16>,
     /// Upstream connection reuse.
@@ -183,12 +223,15 @@ pub struct ProxyConfig {
     pub health_cooldown: Duration,
     /// Our name in `Via` (and for loop detection).
     pub via_name: String,
-    /// TLS for `https://` upstreams (`None`: the platform's roots). ALPN picks
-    /// HTTP/2 or HTTP/1.1 per upstream.
+    /// TLS for configured `https://` upstreams (`None`: the platform's
+    /// roots). ALPN picks HTTP/2 or HTTP/1.1 per upstream.
     pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
     /// Speak HTTP/2 with prior knowledge (h2c) to `http://` upstreams: one
     /// multiplexed connection each instead of a pool (R4.5).
     pub upstream_http2: bool,
+    /// Answer TRACE (echo at `Max-Forwards: 0`, forward otherwise); off, it
+    /// is refused with 405. The echo never includes credentials.
+    pub trace: bool,
 }
 
 impl Default for ProxyConfig {
@@ -196,10 +239,13 @@ impl Default for ProxyConfig {
         ProxyConfig {
             routes: Vec::new(),
             forward: false,
-            allow: vec![
-                "127.0.0.0/8".parse().expect("valid"),
-                "::1/128".parse().expect("valid"),
-            ],
+            allow: loopback(),
+            allow_forward: loopback(),
+            allow_destination: Vec::new(),
+            deny_destination: Vec::new(),
+            forward_upgrade: vec!["websocket".into()],
+            forward_tls: None,
+            tunnel_idle_timeout: Duration::from_secs(3600),
             connect_ports: vec![443],
             reuse: ReusePolicy::Safe,
             pool_size: 64,
@@ -210,13 +256,30 @@ impl Default for ProxyConfig {
             via_name: "keepwire".into(),
             upstream_tls: None,
             upstream_http2: false,
+            trace: false,
         }
     }
 }
 
-/// Upstreams to try in order, and for an absolute-form request the
-/// authority it named.
-type Picked = (Vec<Arc<Upstream>>, Option<String>);
+fn loopback() -> Vec<IpNet> {
+    vec![
+        "127.0.0.0/8".parse().expect("valid"),
+        "::1/128".parse().expect("valid"),
+    ]
+}
+
+/// Where a request goes.
+struct Picked<'a> {
+    /// Upstreams to try in order.
+    upstreams: Vec<Arc<Upstream>>,
+    /// The `Host` to send: the target's authority for an absolute-form
+    /// request (RFC 9112 §3.2.2) or an HTTP/2 `:authority`.
+    host: Option<String>,
+    /// Forward mode (the forward pool and its destination policy).
+    forward: bool,
+    /// Upgrade protocols allowed.
+    upgrade: &'a [String],
+}
 
 /// Proxy counters (upstream connections are in [`Proxy::client`]'s).
 #[derive(Debug, Default)]
@@ -231,6 +294,10 @@ pub struct ProxyMetrics {
     pub upstream_errors: [AtomicU64; 5],
     /// Tunnels (CONNECT and upgrades) opened.
     pub tunnels: AtomicU64,
+    /// Tunnels closed by `tunnel_idle_timeout`.
+    pub tunnels_idle_closed: AtomicU64,
+    /// Forward-mode requests refused by the destination policy.
+    pub destinations_refused: AtomicU64,
     /// Requests refused (client not allowed, CONNECT port, loop).
     pub refused: AtomicU64,
 }
@@ -241,6 +308,11 @@ const ERROR_KINDS: [&str; 5] = ["connect", "timeout", "io", "protocol", "truncat
 pub struct Proxy {
     config: ProxyConfig,
     client: Client,
+    /// The forward-mode pool (`None` without forward mode).
+    forward_client: Option<Client>,
+    policy: Arc<DestinationPolicy>,
+    /// The forward pool's idle sweep runs.
+    sweeping: AtomicBool,
     metrics: ProxyMetrics,
     /// Our `Via` entry, `1.1 NAME` (also how loops are recognised).
     via: HeaderValue,
@@ -249,7 +321,7 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy with its own upstream pool.
     pub fn new(config: ProxyConfig) -> Arc<Self> {
-        let client = Client::new(ClientConfig {
+        let base = ClientConfig {
             pool: PoolConfig {
                 max_per_origin: config.pool_size.max(1),
                 idle_timeout: config.upstream_idle_timeout,
@@ -259,23 +331,56 @@ impl Proxy {
             connect_timeout: config.connect_timeout,
             response_timeout: config.upstream_timeout,
             preserve_header_case: true,
+            ..ClientConfig::default()
+        };
+        let client = Client::new(ClientConfig {
             tls: config.upstream_tls.clone(),
             http2_prior_knowledge: config.upstream_http2,
-            ..ClientConfig::default()
+            ..base.clone()
+        });
+        let policy = Arc::new(DestinationPolicy::new(
+            config.allow_destination.clone(),
+            config.deny_destination.clone(),
+        ));
+        // Forward origins: the platform's roots (or `forward_tls`), never
+        // h2c by prior knowledge, and only where the policy allows.
+        let forward_client = config.forward.then(|| {
+            Client::new(ClientConfig {
+                tls: config.forward_tls.clone(),
+                destinations: Some(policy.clone()),
+                ..base
+            })
         });
         let via = HeaderValue::from_str(&format!("1.1 {}", config.via_name))
             .unwrap_or_else(|_| HeaderValue::from_static("1.1 keepwire"));
         Arc::new(Proxy {
             config,
             client,
+            forward_client,
+            policy,
+            sweeping: AtomicBool::new(false),
             metrics: ProxyMetrics::default(),
             via,
         })
     }
 
-    /// The upstream client (its metrics count upstream connections).
+    /// The client for configured upstreams (its metrics count their
+    /// connections).
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The client for forward-mode origins, if forward mode is on.
+    pub fn forward_client(&self) -> Option<&Client> {
+        self.forward_client.as_ref()
+    }
+
+    /// Refuses forward-mode requests to `addr` (one of the proxy's own
+    /// listening or admin addresses; an unspecified IP stands for every
+    /// local address on its port). The address a request arrived on is
+    /// refused without this.
+    pub fn add_own_address(&self, addr: std::net::SocketAddr) {
+        self.policy.add_own_address(addr);
     }
 
     /// The proxy's counters.
@@ -286,7 +391,13 @@ impl Proxy {
     /// Prometheus text for the proxy and its upstream pool.
     pub fn render_metrics(&self) -> String {
         let m = &self.metrics;
-        let c = self.client.metrics();
+        // Upstream counters: configured upstreams and forward origins.
+        let clients: Vec<&Client> = std::iter::once(&self.client)
+            .chain(&self.forward_client)
+            .collect();
+        let sum = |f: fn(&crate::client::ClientMetrics) -> &AtomicU64| -> u64 {
+            clients.iter().map(|c| f(c.metrics()).load(Relaxed)).sum()
+        };
         let mut s = String::new();
         let mut line = |name: &str, labels: &str, v: u64| {
             s.push_str(&format!("keepwire_proxy_{name}{labels} {v}\n"));
@@ -310,20 +421,26 @@ impl Proxy {
             );
         }
         line("tunnels_total", "", m.tunnels.load(Relaxed));
+        line(
+            "tunnels_idle_closed_total",
+            "",
+            m.tunnels_idle_closed.load(Relaxed),
+        );
         line("refused_total", "", m.refused.load(Relaxed));
+        line(
+            "destinations_refused_total",
+            "",
+            m.destinations_refused.load(Relaxed),
+        );
         line(
             "upstream_connections_opened_total",
             "",
-            c.connections_opened.load(Relaxed),
+            sum(|c| &c.connections_opened),
         );
-        line("upstream_requests_reused_total", "", c.reused.load(Relaxed));
-        line("upstream_retries_total", "", c.retries.load(Relaxed));
-        line(
-            "upstream_idle_retired_total",
-            "",
-            c.retired_idle.load(Relaxed),
-        );
-        line("upstream_idle_stale_total", "", c.stale_idle.load(Relaxed));
+        line("upstream_requests_reused_total", "", sum(|c| &c.reused));
+        line("upstream_retries_total", "", sum(|c| &c.retries));
+        line("upstream_idle_retired_total", "", sum(|c| &c.retired_idle));
+        line("upstream_idle_stale_total", "", sum(|c| &c.stale_idle));
         s
     }
 
@@ -331,17 +448,33 @@ impl Proxy {
     pub async fn handle(self: Arc<Self>, mut req: Request<Body>) -> Response<Body> {
         self.metrics.requests.fetch_add(1, Relaxed);
         let info = req.extensions().get::<ConnInfo>().copied();
-        if let Some(info) = info
-            && !self
-                .config
-                .allow
-                .iter()
-                .any(|n| n.contains(&info.peer.ip()))
-        {
-            return self.refuse(
-                StatusCode::FORBIDDEN,
-                "this client is not allowed to use the proxy",
-            );
+        if let Some(why) = host_problem(&req) {
+            return self.refuse(StatusCode::BAD_REQUEST, why);
+        }
+        // CONNECT and absolute-form targets (an HTTP/2 request always has
+        // one) are forward requests when forward mode is on; without routes
+        // every request is.
+        let forward = self.config.forward
+            && (req.method() == Method::CONNECT
+                || req.uri().scheme().is_some()
+                || self.config.routes.is_empty());
+        if let Some(info) = info {
+            let (allowed, flag) = if forward {
+                (&self.config.allow_forward, "--allow-forward")
+            } else {
+                (&self.config.allow, "--allow")
+            };
+            if !allowed.iter().any(|n| n.contains(&info.peer.ip())) {
+                let mode = if forward { "forward proxy" } else { "proxy" };
+                return self.refuse(
+                    StatusCode::FORBIDDEN,
+                    &format!("this client is not allowed to use the {mode} (allow with {flag})"),
+                );
+            }
+            if forward {
+                // What this connection reached us on is ours.
+                self.policy.add_own_address(info.local);
+            }
         }
         // Loop detection: our own name in Via means the request came round.
         // Entries are `PROTOCOL-VERSION RECEIVED-BY`: ours whatever version.
@@ -357,25 +490,48 @@ impl Proxy {
                 "request loop: it already passed this proxy",
             );
         }
+        if forward {
+            self.start_sweeping();
+        }
         if req.method() == Method::CONNECT {
             return self.connect_tunnel(req).await;
+        }
+        if req.method() == Method::TRACE && !self.config.trace {
+            self.metrics.refused.fetch_add(1, Relaxed);
+            return crate::trace::refused(ALLOWED_NO_TRACE);
         }
         // Max-Forwards (RFC 9110 §7.6.2): 0 means "answer here".
         if matches!(*req.method(), Method::TRACE | Method::OPTIONS)
             && let Some(n) = max_forwards(&req)
         {
             if n == 0 {
-                return answer_here(&req);
+                return answer_here(&req, self.config.trace);
             }
             req.headers_mut()
                 .insert(http::header::MAX_FORWARDS, HeaderValue::from(n - 1));
         }
-        let (candidates, forward_authority) = match self.pick(&req) {
+        let picked = match self.pick(&req) {
             Ok(v) => v,
             Err(resp) => return resp,
         };
-        let upgrade = hop::upgrade_protocol(req.version(), req.headers()).cloned();
-        let client_upgrade = req.extensions_mut().remove::<OnUpgrade>();
+        let client = match (picked.forward, &self.forward_client) {
+            (true, Some(c)) => c,
+            _ => &self.client,
+        };
+        if picked.forward {
+            // Refused before any pool slot is taken; the connect path
+            // checks the addresses it dials again (the answer may change).
+            let origin = &picked.upstreams[0].origin;
+            if let Err(e) = client.resolve(origin).await {
+                return self.gateway_error(&e);
+            }
+        }
+        let upgrade = hop::upgrade_protocol(req.version(), req.headers())
+            .and_then(|v| allowed_upgrade(v, picked.upgrade));
+        let client_upgrade = match upgrade {
+            Some(_) => req.extensions_mut().remove::<OnUpgrade>(),
+            None => None,
+        };
         let fresh = match self.config.reuse {
             ReusePolicy::Safe => {
                 !is_idempotent(req.method()) || info.is_none_or(|i| i.request_index == 1)
@@ -383,9 +539,12 @@ impl Proxy {
             _ => false,
         };
         let (mut parts, body) = req.into_parts();
-        // R3.2 / R6.1: nothing of this hop crosses to the next.
+        // R3.2 / R6.1: nothing of this hop crosses to the next. An upgrade
+        // the route does not allow goes as a plain request (as nginx does
+        // without `proxy_set_header Upgrade`).
         strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
-        if upgrade.is_some() {
+        if let Some(protocols) = upgrade {
+            parts.headers.insert(UPGRADE, protocols);
             parts
                 .headers
                 .insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -393,10 +552,11 @@ impl Proxy {
         // RFC 9110 §7.6.3: the version this request was received with.
         let me = self.via_for(parts.version);
         parts.headers.append(VIA, me);
-        if let Some(authority) = &forward_authority
+        if let Some(authority) = &picked.host
             && let Ok(v) = HeaderValue::from_str(authority)
         {
-            // Absolute-form: the URI's authority wins over Host (RFC 9112 §3.2.2).
+            // RFC 9112 §3.2.2: the target's authority wins over Host, and
+            // the Host sent on says the same (never two of them).
             parts.headers.insert(HOST, v);
         }
         // Origin-form for the next hop; an absolute-form target (forward
@@ -421,7 +581,7 @@ impl Proxy {
             Err(resp) => return resp,
         };
         let mut last_err = None;
-        for upstream in candidates {
+        for upstream in picked.upstreams {
             let mut head = keepwire_proto::RequestHead::new(
                 parts.method.clone(),
                 target.clone(),
@@ -434,8 +594,7 @@ impl Proxy {
             {
                 head.headers.insert(HOST, v);
             }
-            match self
-                .client
+            match client
                 .send(&upstream.origin, head, body.clone(), fresh)
                 .await
             {
@@ -443,7 +602,7 @@ impl Proxy {
                 Err(e) => {
                     self.count_error(&e);
                     let never_sent = matches!(e, ClientError::Connect(_) | ClientError::Resolve(_));
-                    if never_sent {
+                    if never_sent && !picked.forward {
                         // Passive health: skip it for a while; the request
                         // was never sent, so another upstream may take it.
                         upstream.mark_down(self.config.health_cooldown);
@@ -460,18 +619,49 @@ impl Proxy {
         }
     }
 
-    /// Which upstreams may take this request, and for forward requests the
-    /// authority of the absolute-form target.
+    /// Starts the forward pool's idle sweep (once, from inside the runtime).
+    fn start_sweeping(self: &Arc<Self>) {
+        if self.forward_client.is_none() {
+            return;
+        }
+        if self.sweeping.swap(true, Relaxed) {
+            return;
+        }
+        let every = (self.config.upstream_idle_timeout / 4)
+            .clamp(Duration::from_secs(1), Duration::from_secs(30));
+        let weak: Weak<Proxy> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(proxy) = weak.upgrade() else { return };
+                if let Some(c) = &proxy.forward_client {
+                    c.sweep_idle(FORWARD_MAX_ORIGINS);
+                }
+            }
+        });
+    }
+
+    /// Where this request goes.
     #[allow(clippy::result_large_err)]
-    fn pick(&self, req: &Request<Body>) -> Result<Picked, Response<Body>> {
+    fn pick(&self, req: &Request<Body>) -> Result<Picked<'_>, Response<Body>> {
         let absolute = req.uri().scheme().is_some();
-        if absolute {
+        // A reverse proxy routes on the target's authority when there is
+        // one (an HTTP/2 request may carry Host instead of :authority).
+        if absolute && (self.config.forward || req.uri().authority().is_some()) {
+            // The target's authority routes it and is the Host sent on.
+            let host = req.uri().authority().map(|a| a.as_str().to_string());
             if !self.config.forward {
                 // A reverse proxy also accepts absolute-form (RFC 9112
                 // §3.2.2), but only for the hosts it routes.
-                return self
-                    .route(req.uri().host(), req.uri().path())
-                    .map(|r| (r, None));
+                let route = self.route(req.uri().host(), req.uri().path())?;
+                return Ok(Picked {
+                    upstreams: route.candidates(),
+                    host,
+                    forward: false,
+                    upgrade: &route.upgrade,
+                });
             }
             let https = match req.uri().scheme_str() {
                 Some("http") => false,
@@ -485,7 +675,7 @@ impl Proxy {
                     ));
                 }
             };
-            let Some(authority) = req.uri().authority().map(|a| a.as_str().to_string()) else {
+            let Some(authority) = host else {
                 return Err(self.refuse(
                     StatusCode::BAD_REQUEST,
                     "absolute-form target without a host",
@@ -497,24 +687,34 @@ impl Proxy {
                 (false, false) => format!("{authority}:80"),
                 (false, true) => format!("https://{authority}:443"),
             };
-            return Ok((vec![Arc::new(Upstream::new(with_port))], Some(authority)));
+            return Ok(Picked {
+                upstreams: vec![Arc::new(Upstream::new(with_port))],
+                host: Some(authority),
+                forward: true,
+                upgrade: &self.config.forward_upgrade,
+            });
         }
         let host = req
             .headers()
             .get(HOST)
             .and_then(|h| h.to_str().ok())
             .map(host_without_port);
-        self.route(host, req.uri().path()).map(|r| (r, None))
+        let route = self.route(host, req.uri().path())?;
+        Ok(Picked {
+            upstreams: route.candidates(),
+            host: None,
+            forward: false,
+            upgrade: &route.upgrade,
+        })
     }
 
     #[allow(clippy::result_large_err)]
-    fn route(&self, host: Option<&str>, path: &str) -> Result<Vec<Arc<Upstream>>, Response<Body>> {
+    fn route(&self, host: Option<&str>, path: &str) -> Result<&Route, Response<Body>> {
         self.config
             .routes
             .iter()
             .filter(|r| r.matches(host, path))
             .max_by_key(|r| (r.host.is_some(), r.prefix.len()))
-            .map(Route::candidates)
             .ok_or_else(|| {
                 if self.config.forward {
                     self.refuse(
@@ -542,7 +742,7 @@ impl Proxy {
 
     /// Cleans the upstream response for the client hop and relays it.
     async fn relay_response(
-        &self,
+        self: &Arc<Self>,
         resp: Response<Body>,
         client_upgrade: Option<OnUpgrade>,
     ) -> Response<Body> {
@@ -567,10 +767,10 @@ impl Proxy {
                     parts
                         .headers
                         .insert(CONNECTION, HeaderValue::from_static("upgrade"));
-                    self.metrics.tunnels.fetch_add(1, Relaxed);
+                    let tunnel = Tunnel::open(self.clone());
                     tokio::spawn(async move {
                         if let (Some(a), Some(b)) = (down.wait().await, up.wait().await) {
-                            splice(a, b).await;
+                            tunnel.relay(a, b).await;
                         }
                     });
                 }
@@ -586,13 +786,13 @@ impl Proxy {
     }
 
     /// CONNECT host:port (R9.3): a raw TCP tunnel, forward mode only.
-    async fn connect_tunnel(&self, req: Request<Body>) -> Response<Body> {
-        if !self.config.forward {
+    async fn connect_tunnel(self: &Arc<Self>, req: Request<Body>) -> Response<Body> {
+        let Some(client) = &self.forward_client else {
             return self.refuse(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "CONNECT needs forward mode (--forward)",
             );
-        }
+        };
         let Some(authority) = req.uri().authority().cloned() else {
             return self.refuse(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
         };
@@ -600,35 +800,27 @@ impl Proxy {
         if !self.config.connect_ports.contains(&port) {
             return self.refuse(StatusCode::FORBIDDEN, "CONNECT to this port is not allowed");
         }
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let connect = tokio::time::timeout(
-            self.config.connect_timeout,
-            TcpStream::connect((host.as_str(), port)),
-        );
-        let upstream = match connect.await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return self.gateway_error(&ClientError::Connect(e)),
-            Err(_) => return self.gateway_error(&ClientError::Timeout("connecting the tunnel")),
+        let origin = Origin {
+            scheme: "http".into(),
+            host: authority.host().to_ascii_lowercase(),
+            port,
+        };
+        // Resolved, checked against the destination policy and dialled as
+        // one step: the addresses checked are the addresses connected to.
+        let upstream = match client.open_tcp(&origin, &mut Timings::default()).await {
+            Ok(s) => s,
+            Err(e) => return self.gateway_error(&e),
         };
         let _ = upstream.set_nodelay(true);
         let Some(down) = req.extensions().get::<OnUpgrade>().cloned() else {
             return self.refuse(StatusCode::INTERNAL_SERVER_ERROR, "tunnel unavailable");
         };
-        self.metrics.tunnels.fetch_add(1, Relaxed);
+        let tunnel = Tunnel::open(self.clone());
         tokio::spawn(async move {
             if let Some(client) = down.wait().await {
-                splice(
-                    client,
-                    Upgraded {
-                        stream: upstream.into(),
-                        read_buf: Default::default(),
-                    },
-                )
-                .await;
+                tunnel
+                    .relay(client, Upgraded::new(upstream.into(), Default::default()))
+                    .await;
             }
         });
         Response::new(Body::empty())
@@ -646,6 +838,12 @@ impl Proxy {
     }
 
     fn gateway_error(&self, e: &ClientError) -> Response<Body> {
+        if let ClientError::Connect(io) = e
+            && let Some(refused) = refusal(io)
+        {
+            self.metrics.destinations_refused.fetch_add(1, Relaxed);
+            return self.refuse(StatusCode::FORBIDDEN, &refused.to_string());
+        }
         let status = match e {
             ClientError::Timeout(_) | ClientError::PoolTimeout => {
                 self.metrics.gateway_timeout.fetch_add(1, Relaxed);
@@ -689,29 +887,19 @@ fn max_forwards(req: &Request<Body>) -> Option<u64> {
         .ok()
 }
 
+/// What the proxy relays; TRACE only when turned on.
+const ALLOWED: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH, CONNECT";
+const ALLOWED_NO_TRACE: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, CONNECT";
+
 /// TRACE / OPTIONS with `Max-Forwards: 0`: we are the final recipient.
-fn answer_here(req: &Request<Body>) -> Response<Body> {
+fn answer_here(req: &Request<Body>, trace: bool) -> Response<Body> {
     if req.method() == Method::TRACE {
-        let mut echo = format!("{} {} {:?}\r\n", req.method(), req.uri(), req.version());
-        for (n, v) in req.headers() {
-            echo.push_str(&format!(
-                "{}: {}\r\n",
-                n,
-                String::from_utf8_lossy(v.as_bytes())
-            ));
-        }
-        let mut r = Response::new(Body::from(echo));
-        r.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("message/http"),
-        );
-        return r;
+        return crate::trace::echo(req);
     }
     let mut r = Response::new(Body::empty());
-    r.headers_mut().insert(
-        http::header::ALLOW,
-        HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH, CONNECT"),
-    );
+    let allow = if trace { ALLOWED } else { ALLOWED_NO_TRACE };
+    r.headers_mut()
+        .insert(http::header::ALLOW, HeaderValue::from_static(allow));
     r
 }
 
@@ -729,16 +917,130 @@ fn text(status: StatusCode, why: &str) -> Response<Body> {
     r
 }
 
+/// Forward-mode origins whose idle state the sweep keeps at most.
+const FORWARD_MAX_ORIGINS: usize = 1024;
+
+/// A tunnel being set up or relayed. (Open tunnels are the server's
+/// `tunnels_open` gauge: the client side's `Upgraded` holds its connection
+/// slot until [`splice`] returns.)
+struct Tunnel(Arc<Proxy>);
+
+impl Tunnel {
+    fn open(proxy: Arc<Proxy>) -> Tunnel {
+        proxy.metrics.tunnels.fetch_add(1, Relaxed);
+        Tunnel(proxy)
+    }
+
+    async fn relay(self, a: Upgraded, b: Upgraded) {
+        if splice(a, b, self.0.config.tunnel_idle_timeout).await {
+            self.0.metrics.tunnels_idle_closed.fetch_add(1, Relaxed);
+        }
+    }
+}
+
 /// Relays bytes both ways until both sides are done, passing each side's
-/// half-close on to the other (R9.1).
-async fn splice(mut a: Upgraded, mut b: Upgraded) {
-    if !a.read_buf.is_empty() && b.stream.write_all(&a.read_buf).await.is_err() {
-        return;
+/// half-close on to the other (R9.1), or until neither side moved a byte
+/// for `idle`; true if that is what ended it. An error either way ends
+/// both.
+async fn splice(a: Upgraded, b: Upgraded, idle: Duration) -> bool {
+    let start = Instant::now();
+    // Milliseconds from `start` to the last byte moved, either way.
+    let last = AtomicU64::new(0);
+    let touch = || last.store(start.elapsed().as_millis() as u64, Relaxed);
+    let (mut ar, mut aw) = tokio::io::split(a.stream);
+    let (mut br, mut bw) = tokio::io::split(b.stream);
+    let both = async {
+        tokio::try_join!(
+            pump(&a.read_buf, &mut ar, &mut bw, &touch),
+            pump(&b.read_buf, &mut br, &mut aw, &touch),
+        )
+    };
+    let quiet = async {
+        loop {
+            let deadline = start + Duration::from_millis(last.load(Relaxed)) + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    };
+    tokio::select! {
+        _ = both => false,
+        () = quiet => true,
     }
-    if !b.read_buf.is_empty() && a.stream.write_all(&b.read_buf).await.is_err() {
-        return;
+}
+
+/// Copies `r` to `w` after `pending` (bytes already read), then passes the
+/// end on as a half-close.
+async fn pump<R, W>(pending: &[u8], r: &mut R, w: &mut W, touch: &impl Fn()) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    if !pending.is_empty() {
+        w.write_all(pending).await?;
+        w.flush().await?;
+        touch();
     }
-    let _ = tokio::io::copy_bidirectional(&mut a.stream, &mut b.stream).await;
+    // As copy_bidirectional's: an idle WebSocket holds two of these.
+    let mut buf = vec![0u8; 8 * 1024];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            return w.shutdown().await;
+        }
+        touch();
+        w.write_all(&buf[..n]).await?;
+        w.flush().await?;
+        touch();
+    }
+}
+
+/// Why the request's Host is unusable (RFC 9112 §3.2, RFC 9113 §8.3.1), if
+/// it is: repeated, not an authority, userinfo in the target, or (HTTP/2)
+/// different from `:authority`.
+fn host_problem(req: &Request<Body>) -> Option<&'static str> {
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Some("more than one Host field");
+    }
+    if let Some(h) = host
+        && !h.is_empty()
+        && http::uri::Authority::try_from(h.as_bytes()).map_or(true, |a| a.as_str().contains('@'))
+    {
+        return Some("invalid Host");
+    }
+    let target = req.uri().authority();
+    if target.is_some_and(|a| a.as_str().contains('@')) {
+        return Some("userinfo in the request target");
+    }
+    if req.version() == Version::HTTP_2
+        && let (Some(h), Some(a)) = (host, target)
+        && !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes())
+    {
+        return Some(":authority and Host differ");
+    }
+    None
+}
+
+/// The protocols of `offered` (an `Upgrade` value) that `allowed` names,
+/// as the value to send on; `None` if there are none.
+fn allowed_upgrade(offered: &HeaderValue, allowed: &[String]) -> Option<HeaderValue> {
+    let kept: Vec<&str> = offered
+        .to_str()
+        .ok()?
+        .split(',')
+        .map(str::trim)
+        .filter(|p| {
+            let name = p.split('/').next().unwrap_or("");
+            !name.is_empty() && allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+        })
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&kept.join(", ")).ok()
 }
 
 /// `host` of a `Host` value `host[:port]` (IPv6 literals keep brackets).
@@ -799,7 +1101,8 @@ mod tests {
             ..ProxyConfig::default()
         };
         let p = Proxy::new(cfg);
-        let pick = |h: Option<&str>, path: &str| p.route(h, path).unwrap()[0].authority.clone();
+        let pick =
+            |h: Option<&str>, path: &str| p.route(h, path).unwrap().upstreams[0].authority.clone();
         assert_eq!(pick(None, "/x"), "a:1");
         assert_eq!(pick(None, "/api/v1"), "b:1");
         assert_eq!(pick(Some("example.test"), "/api"), "c:1");

@@ -84,8 +84,17 @@ fn reverse(origin: SocketAddr, reuse: ReusePolicy) -> ProxyConfig {
     }
 }
 
-/// A forward proxy that lets CONNECT reach `ports`.
+/// A forward proxy that lets CONNECT reach `ports`, and every destination
+/// reach loopback (where the tests' origins are).
 fn forward(ports: &[u16]) -> ProxyConfig {
+    ProxyConfig {
+        allow_destination: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+        ..forward_default(ports)
+    }
+}
+
+/// A forward proxy with the default destination policy.
+fn forward_default(ports: &[u16]) -> ProxyConfig {
     ProxyConfig {
         forward: true,
         connect_ports: ports.to_vec(),
@@ -1467,11 +1476,20 @@ async fn origin_failures_and_closes_stay_on_the_origin_hop() {
         .await;
     assert_eq!(c.response().await.text(), "mf=[\"2\"] /mf");
     let before = origin.arrivals().len();
-    c.send("TRACE /mf HTTP/1.1\r\nHost: t\r\nMax-Forwards: 0\r\n\r\n")
+    c.send("OPTIONS /mf HTTP/1.1\r\nHost: t\r\nMax-Forwards: 0\r\n\r\n")
         .await;
     let r = c.response().await;
-    assert_eq!(r.header("content-type"), Some("message/http"));
-    assert!(r.text().starts_with("TRACE /mf HTTP/1.1"), "{}", r.text());
+    assert_eq!(r.status, 200, "{}", r.raw_head);
+    assert!(r.header("allow").is_some_and(|a| !a.contains("TRACE")));
+    // TRACE is off unless `trace` is set (the echo is tested in
+    // keepwire-cli's proxy_cli.rs): 405 here, whatever Max-Forwards says.
+    for mf in ["Max-Forwards: 0\r\n", "Max-Forwards: 5\r\n", ""] {
+        c.send(format!("TRACE /mf HTTP/1.1\r\nHost: t\r\n{mf}\r\n"))
+            .await;
+        let r = c.response().await;
+        assert_eq!(r.status, 405, "{}", r.raw_head);
+        assert!(r.header("allow").is_some_and(|a| !a.contains("TRACE")));
+    }
     assert_eq!(origin.arrivals().len(), before);
     // A half-close after the request: answered, then closed.
     c.send(get("/hc")).await;
@@ -1551,4 +1569,551 @@ async fn an_http2_client_is_proxied_to_an_http1_origin_with_via_2() {
     assert_eq!(String::from_utf8(text).unwrap(), "2 keepwire|HTTP/1.1");
     stop(front.server).await;
     stop(origin).await;
+}
+
+// ---------------------------------------------------------------------------
+// 14. Forward-proxy destination policy, client lists, Host, tunnels.
+
+/// Sends `request` on a new connection to `front`; the response.
+async fn one(front: &Front, request: &str) -> Resp {
+    let mut c = front.client().await;
+    c.send(request).await;
+    c.response().await
+}
+
+#[tokio::test]
+async fn forward_destinations_in_refused_ranges_get_403_naming_the_rule() {
+    let origin = small_http_origin();
+    let op = origin.local_addr().port();
+    let front = Front::start(forward_default(&[op, 443]));
+    let loopback = "refused: loopback (allow with --allow-destination)";
+    for (request, want) in [
+        // Absolute-form to a loopback literal, and to names and spellings
+        // that reach it: checked after resolution.
+        (
+            format!("GET http://127.0.0.1:{op}/secret HTTP/1.1\r\nHost: 127.0.0.1:{op}\r\n\r\n"),
+            format!("destination 127.0.0.1 {loopback}"),
+        ),
+        (
+            format!("GET http://localhost:{op}/ HTTP/1.1\r\nHost: localhost:{op}\r\n\r\n"),
+            "destination localhost (".to_string(),
+        ),
+        (
+            format!("GET http://[::ffff:127.0.0.1]:{op}/ HTTP/1.1\r\nHost: x\r\n\r\n"),
+            format!("destination ::ffff:127.0.0.1 (127.0.0.1) {loopback}"),
+        ),
+        (
+            format!("GET http://127.1.2.3:{op}/ HTTP/1.1\r\nHost: x\r\n\r\n"),
+            loopback.to_string(),
+        ),
+        // CONNECT alike.
+        (
+            format!("CONNECT 127.0.0.1:{op} HTTP/1.1\r\nHost: 127.0.0.1:{op}\r\n\r\n"),
+            format!("destination 127.0.0.1 {loopback}"),
+        ),
+        (
+            format!("CONNECT localhost:{op} HTTP/1.1\r\nHost: localhost:{op}\r\n\r\n"),
+            loopback.to_string(),
+        ),
+        // Cloud metadata, private and unspecified: refused without a
+        // connection attempt (a 403 at once, not a connect timeout).
+        (
+            "GET http://169.254.169.254/latest/meta-data/ HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            "destination 169.254.169.254 refused: link-local".into(),
+        ),
+        (
+            "GET http://10.1.2.3/ HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            "refused: private".into(),
+        ),
+        (
+            format!("GET http://0.0.0.0:{op}/ HTTP/1.1\r\nHost: x\r\n\r\n"),
+            "refused: unspecified".into(),
+        ),
+        (
+            "GET http://100.100.100.200/ HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            "refused: shared address space".into(),
+        ),
+        (
+            format!("GET http://[::1]:{op}/ HTTP/1.1\r\nHost: x\r\n\r\n"),
+            format!("destination ::1 {loopback}"),
+        ),
+        (
+            "GET http://[fe80::1]/ HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            "refused: link-local".into(),
+        ),
+        (
+            "CONNECT [fd00::1]:443 HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            "refused: unique-local".into(),
+        ),
+    ] {
+        let r = within("a refusal", WAIT, one(&front, &request)).await;
+        assert_eq!(r.status, 403, "{request}: {}", r.text());
+        assert!(r.text().contains(&want), "{request}: {}", r.text());
+    }
+    assert_eq!(
+        origin.metrics().connections_accepted.load(Relaxed),
+        0,
+        "a refused destination was contacted"
+    );
+    assert_eq!(front.proxy.metrics().destinations_refused.load(Relaxed), 13);
+
+    // Opened with allow_destination: the same requests are proxied.
+    let open = Front::start(forward(&[op]));
+    for request in [
+        format!("GET http://127.0.0.1:{op}/a HTTP/1.1\r\nHost: 127.0.0.1:{op}\r\n\r\n"),
+        format!("GET http://localhost:{op}/b HTTP/1.1\r\nHost: localhost:{op}\r\n\r\n"),
+    ] {
+        let r = one(&open, &request).await;
+        assert_eq!(r.status, 200, "{request}: {}", r.text());
+    }
+    let r = open
+        .client()
+        .await
+        .send_and(&format!(
+            "CONNECT 127.0.0.1:{op} HTTP/1.1\r\nHost: 127.0.0.1:{op}\r\n\r\n"
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.raw_head);
+
+    // deny_destination wins over allow_destination.
+    let deny = Front::start(ProxyConfig {
+        deny_destination: vec!["127.0.0.1/32".parse().unwrap()],
+        ..forward(&[op])
+    });
+    let r = one(
+        &deny,
+        &format!("GET http://127.0.0.1:{op}/ HTTP/1.1\r\nHost: x\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert!(
+        r.text()
+            .contains("destination 127.0.0.1 refused: denied by deny_destination"),
+        "{}",
+        r.text()
+    );
+}
+
+impl RawClient {
+    /// Sends a CONNECT (or any request whose 2xx has no body) and reads
+    /// its head.
+    async fn send_and(mut self, request: &str) -> Resp {
+        self.send(request).await;
+        self.head_response().await
+    }
+}
+
+#[tokio::test]
+async fn the_proxys_own_addresses_are_refused_even_when_loopback_is_allowed() {
+    // A stand-in for the admin (metrics) listener.
+    let admin = small_http_origin();
+    let ap = admin.local_addr().port();
+    let front = Front::start(forward(&[ap]));
+    front.proxy.add_own_address(admin.local_addr());
+    let own = front.addr();
+    for request in [
+        format!("GET http://127.0.0.1:{ap}/metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+        format!("GET http://localhost:{ap}/metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+        format!("CONNECT 127.0.0.1:{ap} HTTP/1.1\r\nHost: x\r\n\r\n"),
+        // The address the request came in on is known without being told.
+        format!("GET http://{own}/ HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ] {
+        let r = one(&front, &request).await;
+        assert_eq!(r.status, 403, "{request}: {}", r.text());
+        assert!(
+            r.text().contains("refused: the proxy's own address"),
+            "{request}: {}",
+            r.text()
+        );
+    }
+    assert_eq!(admin.metrics().connections_accepted.load(Relaxed), 0);
+}
+
+#[tokio::test]
+async fn forward_and_reverse_modes_have_separate_client_lists() {
+    let origin = Origin::echo_path().await;
+    let target = small_http_origin();
+    let tp = target.local_addr().port();
+    let both = |allow: &str, allow_forward: &str| ProxyConfig {
+        routes: vec![Route::new(
+            None,
+            "/",
+            vec![Upstream::new(origin.addr.to_string())],
+        )],
+        allow: vec![allow.parse().unwrap()],
+        allow_forward: vec![allow_forward.parse().unwrap()],
+        ..forward(&[tp])
+    };
+    let reverse_req = "GET /r HTTP/1.1\r\nHost: app\r\n\r\n".to_string();
+    let forward_req = format!("GET http://127.0.0.1:{tp}/f HTTP/1.1\r\nHost: x\r\n\r\n");
+    let connect_req = format!("CONNECT 127.0.0.1:{tp} HTTP/1.1\r\nHost: x\r\n\r\n");
+
+    // Loopback may use the routes, not forward mode.
+    let f = Front::start(both("127.0.0.0/8", "192.0.2.0/24"));
+    assert_eq!(one(&f, &reverse_req).await.status, 200);
+    for req in [&forward_req, &connect_req] {
+        let r = one(&f, req).await;
+        assert_eq!(r.status, 403, "{req}");
+        assert!(
+            r.text()
+                .contains("not allowed to use the forward proxy (allow with --allow-forward)"),
+            "{}",
+            r.text()
+        );
+    }
+    // And the other way round.
+    let f = Front::start(both("192.0.2.0/24", "127.0.0.0/8"));
+    let r = one(&f, &reverse_req).await;
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("(allow with --allow)"), "{}", r.text());
+    assert_eq!(one(&f, &forward_req).await.status, 200);
+    assert_eq!(origin.count("/r"), 1);
+
+    // Without routes every request is a forward one: an origin-form
+    // request is told what a forward proxy needs, not sent to --allow.
+    let f = Front::start(ProxyConfig {
+        allow: vec!["192.0.2.0/24".parse().unwrap()],
+        ..forward(&[])
+    });
+    let r = one(&f, &reverse_req).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("absolute-form"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn forward_https_origins_are_verified_whatever_upstream_tls_trusts() {
+    // A self-signed origin; the configured-upstream TLS trusts anything.
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key.into())
+        .unwrap();
+    let origin = serve(
+        |c| c.tls = Some(Arc::new(server_tls)),
+        |_req: http::Request<Body>| async { Response::new(Body::from("over tls")) },
+    );
+    let port = origin.local_addr().port();
+    let insecure = keepwire::client::tls::insecure_config();
+    let request = format!("GET https://localhost:{port}/ HTTP/1.1\r\nHost: localhost\r\n\r\n");
+
+    let front = Front::start(ProxyConfig {
+        upstream_tls: Some(insecure.clone()),
+        ..forward(&[])
+    });
+    let r = one(&front, &request).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(
+        r.text().to_ascii_lowercase().contains("certificate"),
+        "{}",
+        r.text()
+    );
+
+    // forward_tls is what forward origins are verified with.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    let trusting = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let front = Front::start(ProxyConfig {
+        forward_tls: Some(Arc::new(trusting)),
+        ..forward(&[])
+    });
+    let r = one(&front, &request).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "over tls");
+
+    // And upstream_tls still applies to a configured https:// upstream.
+    let rev = Front::start(ProxyConfig {
+        routes: vec![Route::new(
+            None,
+            "/",
+            vec![Upstream::new(format!("https://localhost:{port}"))],
+        )],
+        upstream_tls: Some(insecure),
+        ..ProxyConfig::default()
+    });
+    let r = one(&rev, "GET / HTTP/1.1\r\nHost: app\r\n\r\n").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test]
+async fn the_target_authority_routes_and_is_the_one_host_sent_on() {
+    let app = Origin::echo_path().await;
+    let other = Origin::echo_path().await;
+    let front = Front::start(ProxyConfig {
+        routes: vec![
+            Route::new(
+                Some("app.test".into()),
+                "/",
+                vec![Upstream::new(app.addr.to_string())],
+            ),
+            Route::new(
+                Some("other.test".into()),
+                "/",
+                vec![Upstream::new(other.addr.to_string())],
+            ),
+        ],
+        ..ProxyConfig::default()
+    });
+    // RFC 9112 §3.2.2: the absolute-form target wins over Host, for routing
+    // and for the Host the origin gets.
+    let r = one(
+        &front,
+        "GET http://app.test/x HTTP/1.1\r\nHost: other.test\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(other.accepted(), 0, "routed on Host, not the target");
+    let a = &app.arrivals()[0];
+    assert_eq!(a.values("host"), ["app.test"], "{}", a.head);
+    assert_eq!(a.request_line(), "GET /x HTTP/1.1");
+
+    // Two Host fields, an invalid one, userinfo in the target: 400, and
+    // nothing reaches an origin.
+    for request in [
+        "GET /y HTTP/1.1\r\nHost: app.test\r\nHost: other.test\r\n\r\n",
+        "GET /y HTTP/1.1\r\nHost: app.test/evil\r\n\r\n",
+        "GET /y HTTP/1.1\r\nHost: user@app.test\r\n\r\n",
+        "GET http://user@app.test/y HTTP/1.1\r\nHost: app.test\r\n\r\n",
+    ] {
+        let r = one(&front, request).await;
+        assert_eq!(r.status, 400, "{request}: {}", r.text());
+    }
+    assert_eq!(app.count("/y") + other.count("/y"), 0);
+
+    // HTTP/2: :authority routes, is the Host sent on, and a Host field
+    // that disagrees with it is refused.
+    let tcp = TcpStream::connect(front.addr()).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut send = send.ready().await.unwrap();
+    let h2_get = |path: &str, host: Option<&str>| {
+        let mut b = http::Request::get(format!("http://app.test{path}"));
+        if let Some(h) = host {
+            b = b.header("host", h);
+        }
+        b.body(()).unwrap()
+    };
+    for (path, host, status) in [
+        ("/h2", None, 200),
+        ("/h2-same", Some("APP.test"), 200),
+        ("/h2-differs", Some("other.test"), 400),
+    ] {
+        let (resp, _) = send.send_request(h2_get(path, host), true).unwrap();
+        let resp = within("an h2 response", WAIT, resp).await.unwrap();
+        assert_eq!(resp.status(), status, "{path}");
+        send = send.ready().await.unwrap();
+    }
+    assert_eq!(other.accepted(), 0);
+    let h2 = app.arrivals();
+    let sent: Vec<(String, Vec<String>)> = h2
+        .iter()
+        .filter(|a| a.path().starts_with("/h2"))
+        .map(|a| (a.path().to_string(), a.values("host")))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            ("/h2".to_string(), vec!["app.test".to_string()]),
+            ("/h2-same".to_string(), vec!["app.test".to_string()]),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn forward_requests_send_the_targets_host_only() {
+    let origin = Origin::echo_path().await;
+    let front = Front::start(forward(&[]));
+    let port = origin.addr.port();
+    let r = one(
+        &front,
+        &format!("GET http://127.0.0.1:{port}/f HTTP/1.1\r\nHost: evil.test\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let a = &origin.arrivals()[0];
+    assert_eq!(
+        a.values("host"),
+        [format!("127.0.0.1:{port}")],
+        "{}",
+        a.head
+    );
+}
+
+/// An origin that switches to any protocol asked for and echoes, or
+/// answers "plain" when no upgrade arrived.
+async fn upgrading_origin() -> Origin {
+    Origin::start(|a| match a.values("upgrade").first() {
+        Some(p) => Act::UpgradeEcho(
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {p}\r\n\r\n"
+            )
+            .into_bytes(),
+        ),
+        None => Act::Reply(ok("plain")),
+    })
+    .await
+}
+
+#[tokio::test]
+async fn upgrades_are_relayed_only_for_the_routes_protocols() {
+    let origin = upgrading_origin().await;
+    let front = Front::start(ProxyConfig {
+        routes: vec![
+            Route::new(None, "/", vec![Upstream::new(origin.addr.to_string())]),
+            Route::new(None, "/none", vec![Upstream::new(origin.addr.to_string())])
+                .with_upgrades(Vec::<String>::new()),
+        ],
+        ..ProxyConfig::default()
+    });
+    let upgrade = |path: &str, protocol: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: {protocol}\r\n\r\n"
+        )
+    };
+    // Not allowed: the request goes as a plain one (as nginx without
+    // `proxy_set_header Upgrade`), the client connection stays HTTP.
+    for (path, protocol) in [("/none", "websocket"), ("/h2c", "h2c"), ("/tls", "TLS/1.2")] {
+        let mut c = front.client().await;
+        c.send(upgrade(path, protocol)).await;
+        let r = c.response().await;
+        assert_eq!((r.status, r.text().as_str()), (200, "plain"), "{path}");
+        let a = origin
+            .arrivals()
+            .into_iter()
+            .find(|a| a.path() == path)
+            .unwrap();
+        assert!(!a.has("upgrade"), "{}", a.head);
+        assert!(
+            !a.values("connection")
+                .iter()
+                .any(|v| v.to_ascii_lowercase().contains("upgrade")),
+            "{}",
+            a.head
+        );
+        c.send("GET /after HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert_eq!(c.response().await.status, 200);
+    }
+    // Of several offered, only the allowed ones go on.
+    let mut c = front.client().await;
+    c.send(upgrade("/ws", "h2c, WebSocket")).await;
+    let r = c.head_response().await;
+    assert_eq!(r.status, 101, "{:?}", r.raw_head);
+    let a = origin
+        .arrivals()
+        .into_iter()
+        .find(|a| a.path() == "/ws")
+        .unwrap();
+    assert_eq!(a.values("upgrade"), ["WebSocket"], "{}", a.head);
+    c.send("ping").await;
+    assert_eq!(c.read_exact_raw(4).await, b"ping");
+    assert_eq!(front.proxy.metrics().tunnels.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn tunnels_close_after_the_idle_timeout_and_traffic_keeps_them_open() {
+    let (echo, _conns, _task) = tcp_echo().await;
+    let origin = upgrading_origin().await;
+    let idle = Duration::from_millis(1500);
+    let front = Front::start(ProxyConfig {
+        tunnel_idle_timeout: idle,
+        routes: vec![Route::new(
+            Some("ws".into()),
+            "/",
+            vec![Upstream::new(origin.addr.to_string())],
+        )],
+        ..forward(&[echo.port()])
+    });
+    let metrics = || front.proxy.render_metrics();
+    let open = || front.server.metrics().tunnels_open.load(Relaxed);
+
+    // CONNECT: bytes every 150 ms for three idle timeouts keep it open.
+    let mut c = front.client().await;
+    c.send(format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n"))
+        .await;
+    assert_eq!(c.head_response().await.status, 200);
+    let started = Instant::now();
+    let mut rounds = 0;
+    while started.elapsed() < idle * 3 {
+        c.send(b"tick").await;
+        assert_eq!(c.read_exact_raw(4).await, b"tick", "round {rounds}");
+        rounds += 1;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(open(), 1);
+    assert_eq!(front.proxy.metrics().tunnels_idle_closed.load(Relaxed), 0);
+    // Then silence: the proxy closes it (the echo server never would).
+    let (rest, clean) = c.read_to_eof().await;
+    assert!(rest.is_empty() && clean);
+
+    // An upgraded connection alike; the origin sees the close too.
+    let mut c = front.client().await;
+    c.send("GET /chat HTTP/1.1\r\nHost: ws\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        .await;
+    assert_eq!(c.head_response().await.status, 101);
+    c.send("hi").await;
+    assert_eq!(c.read_exact_raw(2).await, b"hi");
+    let (rest, clean) = c.read_to_eof().await;
+    assert!(rest.is_empty() && clean);
+    eventually("the origin saw the tunnel end", WAIT, || {
+        origin.tunnel_eof.load(Relaxed)
+    })
+    .await;
+    eventually("both tunnels counted closed", WAIT, || {
+        front.proxy.metrics().tunnels_idle_closed.load(Relaxed) == 2
+    })
+    .await;
+    // The relay let go of the client connection (and its slot).
+    eventually("no tunnel open", WAIT, || open() == 0).await;
+    assert_eq!(metric(&metrics(), "proxy_tunnels_idle_closed_total"), 2);
+}
+
+#[tokio::test]
+async fn idle_forward_origins_are_forgotten_and_their_connections_closed() {
+    let origin = Origin::echo_path().await;
+    let front = Front::start(ProxyConfig {
+        upstream_idle_timeout: Duration::from_millis(300),
+        ..forward(&[])
+    });
+    let url = format!("http://127.0.0.1:{}/", origin.addr.port());
+    let r = one(&front, &format!("GET {url} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
+    assert_eq!(r.status, 200);
+    let client = front.proxy.forward_client().unwrap();
+    let uri: http::Uri = url.parse().unwrap();
+    assert_eq!(client.pool_counts(&uri), (1, 1), "kept idle for reuse");
+    // No further request to that origin: the sweep closes the idle
+    // connection and forgets the origin anyway.
+    eventually("the idle origin swept", Duration::from_secs(5), || {
+        client.pool_counts(&uri) == (0, 0)
+    })
+    .await;
+    assert!(client.metrics().retired_idle.load(Relaxed) >= 1);
+}
+
+#[tokio::test]
+async fn the_sweep_keeps_at_most_max_origins_closing_the_least_recently_used() {
+    let origins = [
+        small_http_origin(),
+        small_http_origin(),
+        small_http_origin(),
+    ];
+    let client = keepwire::Client::default();
+    let mut urls = Vec::new();
+    for o in &origins {
+        let url = format!("http://{}/", o.local_addr());
+        let resp = client.get(&url).await.unwrap();
+        resp.into_body().collect(1 << 20).await.unwrap();
+        urls.push(url.parse::<http::Uri>().unwrap());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(urls.iter().all(|u| client.pool_counts(u) == (1, 1)));
+    client.sweep_idle(1);
+    let counts: Vec<_> = urls.iter().map(|u| client.pool_counts(u)).collect();
+    assert_eq!(counts, [(0, 0), (0, 0), (1, 1)], "the newest stays");
 }

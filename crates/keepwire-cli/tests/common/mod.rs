@@ -16,11 +16,39 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_keepwire");
 /// Bound on any single wait (a first log line, a read, a child's exit).
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// A port that was free a moment ago (for a listener the test cannot ask
+/// the child for, such as a checker's origin or an `--admin` address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A running `keepwire` child, killed (by its PID) when dropped.
 pub struct Running {
     pub child: Child,
     pub addr: SocketAddr,
     pub first_line: String,
+    /// The stderr lines after the first, as they come.
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    /// The first later stderr line that contains `needle`, waiting at most
+    /// [`WAIT`] in all.
+    pub fn line_with(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no stderr line with {needle:?} within {WAIT:?} ({e})"),
+            }
+        }
+    }
 }
 
 impl Drop for Running {
@@ -70,6 +98,7 @@ pub fn start(args: &[&str]) -> Running {
         child,
         addr,
         first_line,
+        lines: rx,
     }
 }
 

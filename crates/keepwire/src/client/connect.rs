@@ -72,6 +72,21 @@ impl Resolver {
     }
 }
 
+impl Resolver {
+    /// Drops expired answers, then the oldest beyond `max` entries.
+    pub fn sweep(&self, max: usize) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let ttl = self.ttl;
+        cache.retain(|_, (at, _)| at.elapsed() < ttl);
+        if cache.len() > max {
+            let mut ages: Vec<Instant> = cache.values().map(|(at, _)| *at).collect();
+            ages.sort_unstable();
+            let cut = ages[cache.len() - max];
+            cache.retain(|_, (at, _)| *at >= cut);
+        }
+    }
+}
+
 /// RFC 8305 §4: alternate address families, starting with IPv6.
 pub fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
     let (v6, v4): (Vec<_>, Vec<_>) = addrs.into_iter().partition(|a| a.is_ipv6());
@@ -181,6 +196,26 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains(&dead.to_string()), "{err}");
+    }
+
+    #[tokio::test]
+    async fn resolver_sweep_drops_expired_then_oldest_answers() {
+        let r = Resolver::new(Duration::from_secs(60));
+        for port in [1, 2, 3] {
+            r.resolve("localhost", port).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        r.sweep(2);
+        let ports = |r: &Resolver| {
+            let mut p: Vec<u16> = r.cache.lock().unwrap().keys().map(|k| k.1).collect();
+            p.sort_unstable();
+            p
+        };
+        assert_eq!(ports(&r), [2, 3]);
+        let expired = Resolver::new(Duration::ZERO);
+        expired.resolve("localhost", 1).await.unwrap();
+        expired.sweep(10);
+        assert!(ports(&expired).is_empty());
     }
 
     #[tokio::test]

@@ -198,6 +198,15 @@ impl Client {
     }
 }
 
+impl H2Conns {
+    /// Forgets connections that ended (skipped if a connect holds the map).
+    pub(crate) fn sweep(&self) {
+        if let Ok(mut map) = self.map.try_lock() {
+            map.retain(|_, c| c.alive.load(Relaxed));
+        }
+    }
+}
+
 /// The HTTP/2 handshake on `io`, with the connection driven by its own task
 /// that clears `alive` when the connection ends.
 async fn handshake<T>(

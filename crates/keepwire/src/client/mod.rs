@@ -172,6 +172,9 @@ pub struct ClientConfig {
     /// Never HTTP/2: `https://` offers only `http/1.1` by ALPN (curl's
     /// `--http1.1`).
     pub http1_only: bool,
+    /// Addresses that may be dialled, checked after resolution on the
+    /// addresses then connected to (a forward proxy's destination policy).
+    pub destinations: Option<Arc<crate::destination::DestinationPolicy>>,
 }
 
 impl Default for ClientConfig {
@@ -191,6 +194,7 @@ impl Default for ClientConfig {
             http2_prior_knowledge: false,
             tls: None,
             http1_only: false,
+            destinations: None,
         }
     }
 }
@@ -434,10 +438,7 @@ impl Client {
             // (`slot` gives its place in the pool back).
             let read_buf = conn.proto.take_read_buffer();
             let (tx, rx) = tokio::sync::oneshot::channel();
-            let _ = tx.send(crate::server::Upgraded {
-                stream: conn.stream,
-                read_buf,
-            });
+            let _ = tx.send(crate::server::Upgraded::new(conn.stream, read_buf));
             let mut resp = Response::new(Body::empty());
             *resp.status_mut() = resp_head.status;
             *resp.version_mut() = resp_head.version;
@@ -474,12 +475,7 @@ impl Client {
     ) -> Result<tokio::net::TcpStream, ClientError> {
         let cfg = &self.inner.config;
         let t = Instant::now();
-        let (addrs, _cached) = self
-            .inner
-            .resolver
-            .resolve(&origin.host, origin.port)
-            .await
-            .map_err(ClientError::Resolve)?;
+        let addrs = self.resolve(origin).await?;
         timings.dns = Some(t.elapsed());
         let t = Instant::now();
         let stream = connect::happy_eyeballs(&addrs, connect::ATTEMPT_DELAY, cfg.connect_timeout)
@@ -487,6 +483,26 @@ impl Client {
             .map_err(ClientError::Connect)?;
         timings.connect = Some(t.elapsed());
         Ok(stream)
+    }
+
+    /// The addresses `origin` resolves to that may be dialled (all of them
+    /// unless [`ClientConfig::destinations`] says otherwise).
+    pub(crate) async fn resolve(
+        &self,
+        origin: &Origin,
+    ) -> Result<Vec<std::net::SocketAddr>, ClientError> {
+        let (addrs, _cached) = self
+            .inner
+            .resolver
+            .resolve(&origin.host, origin.port)
+            .await
+            .map_err(ClientError::Resolve)?;
+        match &self.inner.config.destinations {
+            Some(policy) => policy
+                .filter(&origin.host, addrs)
+                .map_err(ClientError::Connect),
+            None => Ok(addrs),
+        }
     }
 
     async fn connect(
@@ -543,6 +559,25 @@ impl Client {
             .map_err(|e| ClientError::Connect(std::io::Error::other(format!("TLS: {e}"))))?;
         timings.connect = Some(timings.connect.unwrap_or_default() + t.elapsed());
         Ok(stream)
+    }
+
+    /// Forgets what idle origins left behind: idle connections past their
+    /// limit, origins with nothing open (keeping at most `max_origins`),
+    /// expired DNS answers, ALPN memories of forgotten origins and ended
+    /// HTTP/2 connections. A client that talks to a few origins never needs
+    /// this; one that talks to whatever its users name (a forward proxy)
+    /// calls it periodically so its memory does not grow per origin seen.
+    pub fn sweep_idle(&self, max_origins: usize) {
+        let inner = &self.inner;
+        let expired = inner.pool.sweep(max_origins);
+        inner
+            .metrics
+            .retired_idle
+            .fetch_add(expired as u64, Relaxed);
+        inner.resolver.sweep(max_origins);
+        self.http1_origins()
+            .retain(|origin, _| inner.pool.knows(origin));
+        inner.h2.sweep();
     }
 
     /// Whether ALPN told us this `https` origin speaks HTTP/1.1.

@@ -117,12 +117,12 @@ impl Pool {
     }
 
     /// How long `conn` may stay idle here.
-    fn idle_limit(&self, st: &OriginState, conn: &ClientConn) -> Duration {
+    fn idle_limit(&self, learned_close: Option<Duration>, conn: &ClientConn) -> Duration {
         let mut limit = self.config.idle_timeout;
         if let Some(server) = conn.server_timeout {
             limit = limit.min(server.saturating_sub(self.config.hint_margin));
         }
-        if let Some(learned) = st.learned_close {
+        if let Some(learned) = learned_close {
             // Stay well inside what we saw: 3/4 of it.
             limit = limit.min(learned * 3 / 4);
         }
@@ -145,7 +145,7 @@ impl Pool {
                 let may_reuse = !fresh && self.config.reuse;
                 while let Some(mut idle) = if may_reuse { st.idle.pop() } else { None } {
                     let idle_for = now.duration_since(idle.since);
-                    if idle_for >= self.idle_limit(st, &idle.conn) {
+                    if idle_for >= self.idle_limit(st.learned_close, &idle.conn) {
                         // We close first: over TLS, say so (close_notify).
                         idle.conn.stream.close_quietly();
                         dropped.expired += 1;
@@ -213,6 +213,60 @@ impl Pool {
         self.lock()
             .get(origin)
             .map_or((0, 0), |st| (st.open, st.idle.len()))
+    }
+
+    /// Closes idle connections past their limit, forgets origins with
+    /// nothing open, and if more than `max_origins` remain, closes the idle
+    /// connections of those used least recently (busy origins stay).
+    /// Returns the connections closed.
+    pub(crate) fn sweep(&self, max_origins: usize) -> usize {
+        let mut map = self.lock();
+        let now = Instant::now();
+        let mut closed = 0;
+        map.retain(|_, st| {
+            let learned = st.learned_close;
+            let before = st.idle.len();
+            st.idle.retain_mut(|idle| {
+                let keep = now.duration_since(idle.since) < self.idle_limit(learned, &idle.conn);
+                if !keep {
+                    idle.conn.stream.close_quietly();
+                }
+                keep
+            });
+            let gone = before - st.idle.len();
+            st.open -= gone;
+            closed += gone;
+            st.open > 0 || !st.waiters.is_empty()
+        });
+        if map.len() > max_origins {
+            // Only origins whose open connections are all idle can go.
+            let mut idle_only: Vec<(Instant, Origin)> = map
+                .iter()
+                .filter(|(_, st)| st.open == st.idle.len() && st.waiters.is_empty())
+                .map(|(o, st)| {
+                    (
+                        st.idle.iter().map(|i| i.since).max().unwrap_or(now),
+                        o.clone(),
+                    )
+                })
+                .collect();
+            idle_only.sort_unstable_by_key(|(since, _)| *since);
+            let excess = map.len() - max_origins;
+            for (_, origin) in idle_only.into_iter().take(excess) {
+                if let Some(mut st) = map.remove(&origin) {
+                    for idle in &mut st.idle {
+                        idle.conn.stream.close_quietly();
+                    }
+                    closed += st.idle.len();
+                }
+            }
+        }
+        closed
+    }
+
+    /// Whether the pool has state for `origin`.
+    pub(crate) fn knows(&self, origin: &Origin) -> bool {
+        self.lock().contains_key(origin)
     }
 
     /// The server's idle timeout as learned from closes seen, if any.
