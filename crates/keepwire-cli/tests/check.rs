@@ -63,53 +63,27 @@ fn summary(stdout: &str) -> (usize, usize) {
     (words[0].parse().unwrap(), words[2].parse().unwrap())
 }
 
-/// Checks `keepwire serve` fails today because its HTTP/1 parser is not
-/// yet strict about them (issue 14, item 6: strict parsing and Host
-/// validation). Each is asserted to FAIL, so the day one passes this test
-/// says so: then remove it from the list (the list should end up empty).
-const AWAITING_STRICT_PARSING: &[&str] = &[
-    "Content-Length: , rejected",
-    "HTTP/1.1 without Host rejected",
-    "duplicate Host rejected",
-    "invalid Host rejected",
-    "empty chunk-size line rejected",
-    "whitespace chunk-size line rejected",
-    "control byte in chunk extension rejected",
-    "bare-LF trailers rejected",
-];
-
-/// Every check line is PASS or SKIP, except those in
-/// [`AWAITING_STRICT_PARSING`], which are FAIL; returns how many those were.
-fn all_pass_but_awaited(stdout: &str) -> usize {
+/// Every check line is PASS or SKIP.
+fn all_pass(stdout: &str) {
     let lines: Vec<&str> = stdout.lines().collect();
-    let mut awaited = 0;
     for line in &lines[..lines.len() - 1] {
         if line.contains("warnings,") {
             continue;
         }
         let v = line.split_whitespace().nth(1).unwrap();
-        if AWAITING_STRICT_PARSING.iter().any(|n| line.contains(n)) {
-            assert_eq!(
-                v, "FAIL",
-                "now passes: remove it from AWAITING_STRICT_PARSING: {line}\n{stdout}"
-            );
-            awaited += 1;
-            continue;
-        }
         assert!(v == "PASS" || v == "SKIP", "{line}\n{stdout}");
     }
-    awaited
 }
 
 #[test]
 fn keepwire_serve_passes_every_check() {
     let s = serve();
     let (out, stdout) = check(s.addr, &[]);
-    let awaited = all_pass_but_awaited(&stdout);
-    assert_eq!(out.status.success(), awaited == 0, "{stdout}");
+    all_pass(&stdout);
+    assert!(out.status.success(), "{stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
     let (passed, failed) = summary(&stdout);
-    assert_eq!(failed, awaited, "{stdout}");
+    assert_eq!(failed, 0, "{stdout}");
     assert!(passed >= 15, "{stdout}");
     for rule in [
         "R5.1", "R5.2", "R5.3", "R7.2", "R8.4", "R10.1", "R10.2", "R10.3",
@@ -125,8 +99,8 @@ fn keepwire_serve_passes_every_check() {
 fn only_runs_the_rule_prefix() {
     let s = serve();
     let (out, stdout) = check(s.addr, &["--only", "R10"]);
-    let awaited = all_pass_but_awaited(&stdout);
-    assert_eq!(out.status.success(), awaited == 0, "{stdout}");
+    all_pass(&stdout);
+    assert!(out.status.success(), "{stdout}");
     let checks: Vec<&str> = stdout
         .lines()
         .filter(|l| !l.contains("passed,") && !l.contains("skipped"))
@@ -139,11 +113,7 @@ fn only_runs_the_rule_prefix() {
     let skipped = checks.iter().filter(|l| l.contains(" SKIP ")).count();
     assert_eq!(skipped, 1, "{stdout}");
     let (passed, failed) = summary(&stdout);
-    assert_eq!(
-        (passed, failed),
-        (checks.len() - 1 - awaited, awaited),
-        "{stdout}"
-    );
+    assert_eq!((passed, failed), (checks.len() - 1, 0), "{stdout}");
     // R1 does not match R10.
     let (out, _) = check(s.addr, &["--only", "R1"]);
     assert!(!out.status.success());
@@ -1393,33 +1363,28 @@ fn nginx_passes_the_http2_flood_body_and_window_checks() {
     assert!(stdout.contains("413 Payload Too Large"), "{stdout}");
 }
 
-/// HTTP/2 checks `keepwire serve` fails until the server side of issue 14
-/// (item 1: a reset stream cancels its handler and reset floods get GOAWAY;
-/// a stream without window is reset after `write_timeout`) is merged; each
-/// is asserted to FAIL, so remove it here once it passes.
-const AWAITING_H2_SERVER: &[&str] = &[H2_DELAYED_RESET, H2_ZERO_WINDOW];
-
+/// With a 2 s write timeout the zero-window stream ends within the 3 s
+/// the check waits; the 100 ms resets get ENHANCE_YOUR_CALM.
 #[test]
 fn keepwire_serve_passes_the_http2_checks() {
     let s = serve_with(&["--write-timeout", "2s"]);
     let (out, stdout) = check_h2(s.addr, &[]);
     let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("R10.4")).collect();
     assert_eq!(lines.len(), 9, "{stdout}");
-    let mut awaited = 0;
     for line in &lines {
-        let v = line.split_whitespace().nth(1).unwrap();
-        if AWAITING_H2_SERVER.iter().any(|n| line.contains(n)) {
-            assert_eq!(
-                v, "FAIL",
-                "now passes: remove it from AWAITING_H2_SERVER: {line}\n{stdout}"
-            );
-            awaited += 1;
-        } else {
-            assert_eq!(v, "PASS", "{line}\n{stdout}");
-        }
+        assert_eq!(
+            line.split_whitespace().nth(1),
+            Some("PASS"),
+            "{line}\n{stdout}"
+        );
     }
-    assert_eq!(out.status.success(), awaited == 0, "{stdout}");
-    assert!(stdout.contains("ENHANCE_YOUR_CALM"), "{stdout}");
+    assert!(out.status.success(), "{stdout}");
+    let delayed = stdout
+        .lines()
+        .find(|l| l.contains(H2_DELAYED_RESET))
+        .unwrap();
+    assert!(delayed.contains("GOAWAY ENHANCE_YOUR_CALM"), "{stdout}");
+    assert!(stdout.contains("413 Payload Too Large after"), "{stdout}");
 }
 
 #[test]
