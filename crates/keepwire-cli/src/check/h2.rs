@@ -288,6 +288,7 @@ fn code_name(code: u32) -> String {
 struct Frame {
     ty: u8,
     flags: u8,
+    stream: u32,
     payload: Vec<u8>,
 }
 
@@ -339,6 +340,12 @@ impl Reader {
                     let f = Frame {
                         ty: self.buf[3],
                         flags: self.buf[4],
+                        stream: u32::from_be_bytes([
+                            self.buf[5],
+                            self.buf[6],
+                            self.buf[7],
+                            self.buf[8],
+                        ]) & 0x7fff_ffff,
                         payload: self.buf[9..9 + len].to_vec(),
                     };
                     self.buf.drain(..9 + len);
@@ -1019,67 +1026,114 @@ fn h2_end(e: h2::Error) -> Upload {
 }
 
 /// SETTINGS_INITIAL_WINDOW_SIZE = 0 and no WINDOW_UPDATE ever: the response
-/// body can never be sent. PASS: the server resets the stream or closes the
-/// connection within `--stall-timeout`; FAIL: still open after it.
+/// body can never be sent. Raw frames, so the evidence is the frame that
+/// ended it (RST_STREAM and its code, GOAWAY, or the close); the server's
+/// PINGs are answered, as a live client would. PASS: the stream reset or
+/// the connection closed within `--stall-timeout` of the response head;
+/// FAIL: still open after it.
 async fn zero_window(t: &Target, opts: &Options, deadline: Instant) -> CheckOut {
-    let io = connect(t, opts, false, deadline).await?;
-    let (mut client, conn) = tokio::time::timeout_at(
-        deadline.into(),
-        h2::client::Builder::new()
-            .initial_window_size(0)
-            .handshake::<_, Bytes>(io),
+    let raw = open_raw(
+        t,
+        opts,
+        &[(SETTINGS_INITIAL_WINDOW_SIZE, 0)],
+        false,
+        deadline,
     )
-    .await
-    .map_err(|_| Outcome::fail("handshake timed out"))?
-    .map_err(|e| Outcome::fail(format!("HTTP/2 handshake: {e}")))?;
-    let (conn_tx, mut conn_rx) = tokio::sync::oneshot::channel();
-    let _driver = spawn(async move {
-        let _ = conn_tx.send(conn.await);
-    });
-    let req = http::Request::get(uri(t))
-        .body(())
-        .map_err(|e| Outcome::fail(e.to_string()))?;
-    let (resp, _) = client
-        .send_request(req, true)
+    .await?;
+    let Raw {
+        mut reader, mut wr, ..
+    } = raw;
+    let get = frame(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        1,
+        &request_block(t, "GET"),
+    );
+    write_by(&mut wr, &get, deadline)
+        .await
         .map_err(|e| Outcome::fail(format!("request: {e}")))?;
     let head_by = (Instant::now() + Duration::from_secs(10)).min(deadline);
-    let resp = tokio::time::timeout_at(head_by.into(), resp)
-        .await
-        .map_err(|_| Outcome::fail("no response head before the time limit"))?
-        .map_err(|e| Outcome::fail(format!("response: {e}")))?;
-    let status = resp.status();
-    let mut body = resp.into_body();
-    if body.is_end_stream() {
-        return Ok(Outcome::skip(format!(
-            "{status} with an empty body: nothing to hold back (use a path with a body)"
-        )));
+    // Set once the response head is in: from then on the stall is timed.
+    let mut started: Option<Instant> = None;
+    let mut stall_by = head_by;
+    loop {
+        let secs = || started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+        let f = match reader.next(stall_by).await {
+            Ok(f) => f,
+            Err(End::Timeout) if started.is_none() => {
+                return Ok(Outcome::fail("no response head before the time limit"));
+            }
+            Err(End::Timeout) => {
+                return Ok(Outcome::fail(format!(
+                    "response stream still open after {:.1} s with no window (the server never gave up on it)",
+                    secs()
+                )));
+            }
+            Err(e @ (End::Fin | End::Reset)) if started.is_some() => {
+                return Ok(Outcome::pass(format!("{e} after {:.1} s", secs())));
+            }
+            Err(e) => return Ok(Outcome::fail(format!("before the response head: {e}"))),
+        };
+        match f.ty {
+            HEADERS if f.stream == 1 && started.is_none() => {
+                if f.flags & END_STREAM != 0 {
+                    return Ok(Outcome::skip(
+                        "the response has no body: nothing to hold back (use a path with a body)",
+                    ));
+                }
+                let now = Instant::now();
+                started = Some(now);
+                stall_by = (now + opts.stall_timeout).min(deadline);
+            }
+            DATA if f.stream == 1 && !f.payload.is_empty() => {
+                return Ok(Outcome::fail(format!(
+                    "{} DATA bytes sent into a zero window (flow-control violation)",
+                    f.payload.len()
+                )));
+            }
+            DATA if f.stream == 1 && f.flags & END_STREAM != 0 => {
+                return Ok(Outcome::skip("the body ended empty: nothing to hold back"));
+            }
+            RST_STREAM | GOAWAY if started.is_none() => {
+                let mut seen = Seen::default();
+                seen.note(&f);
+                let what = if f.ty == GOAWAY {
+                    seen.reaction()
+                } else {
+                    seen.reset_summary()
+                };
+                return Ok(Outcome::fail(format!("before the response head: {what}")));
+            }
+            RST_STREAM if f.stream == 1 && f.payload.len() >= 4 => {
+                let code =
+                    u32::from_be_bytes([f.payload[0], f.payload[1], f.payload[2], f.payload[3]]);
+                return Ok(Outcome::pass(format!(
+                    "RST_STREAM {} after {:.1} s",
+                    code_name(code),
+                    secs()
+                )));
+            }
+            GOAWAY => {
+                let mut seen = Seen::default();
+                seen.note(&f);
+                return Ok(Outcome::pass(format!(
+                    "{} after {:.1} s",
+                    seen.reaction(),
+                    secs()
+                )));
+            }
+            PING if f.flags & ACK == 0 => {
+                let pong = frame(PING, ACK, 0, &f.payload);
+                if let Err(e) = write_by(&mut wr, &pong, stall_by).await {
+                    return Ok(Outcome::pass(format!(
+                        "write failed ({e}) after {:.1} s",
+                        secs()
+                    )));
+                }
+            }
+            _ => {}
+        }
     }
-    let started = Instant::now();
-    let stall_by = (started + opts.stall_timeout).min(deadline);
-    let secs = || started.elapsed().as_secs_f64();
-    let out = tokio::select! {
-        d = body.data() => match d {
-            Some(Err(e)) => match e.reason() {
-                Some(r) if e.is_go_away() => Outcome::pass(format!("GOAWAY {r:?} after {:.1} s", secs())),
-                Some(r) => Outcome::pass(format!("stream reset ({r:?}) after {:.1} s", secs())),
-                None => Outcome::pass(format!("connection ended ({e}) after {:.1} s", secs())),
-            },
-            Some(Ok(d)) => Outcome::fail(format!(
-                "{} DATA bytes sent into a zero window (flow-control violation)",
-                d.len()
-            )),
-            None => Outcome::skip(format!("{status}: the body ended empty")),
-        },
-        r = &mut conn_rx => match r {
-            Ok(Err(e)) => Outcome::pass(format!("connection ended ({e}) after {:.1} s", secs())),
-            _ => Outcome::pass(format!("connection closed after {:.1} s", secs())),
-        },
-        _ = tokio::time::sleep_until(stall_by.into()) => Outcome::fail(format!(
-            "{status}: stream still open after {:.1} s with no window (the server never gave up on it)",
-            secs()
-        )),
-    };
-    Ok(out)
 }
 
 #[cfg(test)]
