@@ -1429,3 +1429,57 @@ fn http2_over_tls_is_negotiated_by_alpn() {
     assert_eq!(verdict(&stdout, H2_BASELINE), "FAIL", "{stdout}");
     assert!(stdout.contains("-k accepts any certificate"), "{stdout}");
 }
+
+/// Like [`h2_sink`], but it answers the first request of a connection (on
+/// stream 1) with a 200 head and, a second later, ends the stream with an
+/// empty DATA frame: it gives up on a body it cannot send (as HAProxy does
+/// at `timeout client`).
+fn h2_gives_up(mut s: TcpStream) {
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    if s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).is_err() {
+        return;
+    }
+    let mut buf = Vec::new();
+    let mut tmp = vec![0u8; 256 * 1024];
+    // The 24-byte preface, then frames until a HEADERS on stream 1.
+    let mut pos = 24;
+    loop {
+        match s.read(&mut tmp) {
+            Ok(n) if n > 0 => buf.extend_from_slice(&tmp[..n]),
+            _ => return,
+        }
+        let mut found = false;
+        while buf.len() >= pos + 9 {
+            let len = u32::from_be_bytes([0, buf[pos], buf[pos + 1], buf[pos + 2]]) as usize;
+            let (ty, stream) = (buf[pos + 3], buf[pos + 8]);
+            pos += 9 + len;
+            if ty == 1 && stream == 1 {
+                found = true;
+            }
+        }
+        if found {
+            break;
+        }
+        if buf.len() > 1 << 20 {
+            return;
+        }
+    }
+    // HEADERS, END_HEADERS, `:status: 200` (static table index 8).
+    if s.write_all(&[0, 0, 1, 1, 4, 0, 0, 0, 1, 0x88]).is_err() {
+        return;
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = s.write_all(&[0, 0, 0, 0, 1, 0, 0, 0, 1]);
+    while matches!(s.read(&mut tmp), Ok(n) if n > 0) {}
+}
+
+#[test]
+fn a_stream_ended_without_its_body_passes_the_zero_window_check() {
+    let addr = broken(h2_gives_up);
+    let (_, stdout) = check_h2(addr, &[]);
+    assert_eq!(verdict(&stdout, H2_ZERO_WINDOW), "PASS", "{stdout}");
+    assert!(
+        stdout.contains("stream ended (empty DATA with END_STREAM, the body cut short) after 1."),
+        "{stdout}"
+    );
+}

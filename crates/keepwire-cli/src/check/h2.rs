@@ -1091,8 +1091,14 @@ async fn zero_window(t: &Target, opts: &Options, deadline: Instant) -> CheckOut 
                     f.payload.len()
                 )));
             }
+            // A zero-length DATA needs no window: the server gave up on the
+            // body and ended the stream (HAProxy does at `timeout client`),
+            // which cuts the response short but holds nothing.
             DATA if f.stream == 1 && f.flags & END_STREAM != 0 => {
-                return Ok(Outcome::skip("the body ended empty: nothing to hold back"));
+                return Ok(Outcome::pass(format!(
+                    "stream ended (empty DATA with END_STREAM, the body cut short) after {:.1} s",
+                    secs()
+                )));
             }
             RST_STREAM | GOAWAY if started.is_none() => {
                 let mut seen = Seen::default();
