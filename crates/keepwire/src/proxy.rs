@@ -12,13 +12,20 @@
 //!
 //! Failures: the client's retry rule decides what may be sent again
 //! (R8.3); what cannot is answered 502 (504 for timeouts) and never resent.
+//! An upstream that cannot be connected to (TCP, TLS or HTTP/2 handshake)
+//! saw nothing of the request, so the next upstream gets it and this one
+//! is skipped for a while.
+//!
+//! Memory: request bodies stream to the upstream. A copy for a resend is
+//! kept only up to `retry_body_max` per request and `retained_per_connection`
+//! across one client connection's requests in flight (pipelined or
+//! multiplexed); a larger body is not resent once any of it went out.
 
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, VIA};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use ipnet::IpNet;
@@ -28,7 +35,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::Body;
-use crate::client::{Client, ClientConfig, ClientError, Origin, PoolConfig};
+use crate::client::{
+    Client, ClientConfig, ClientError, Origin, PoolConfig, ReplayBody, RetainBudget, RetainGauge,
+};
 use crate::server::{ConnInfo, OnUpgrade, Upgraded};
 
 /// When an idle upstream connection may carry a request (as HAProxy's
@@ -189,6 +198,12 @@ pub struct ProxyConfig {
     /// Speak HTTP/2 with prior knowledge (h2c) to `http://` upstreams: one
     /// multiplexed connection each instead of a pool (R4.5).
     pub upstream_http2: bool,
+    /// Bytes of a request body kept for a resend (default 64 KiB); a larger
+    /// body streams and is not resent once any of it was sent.
+    pub retry_body_max: usize,
+    /// Bytes of retry copies one client connection's requests in flight may
+    /// keep together (default 1 MiB).
+    pub retained_per_connection: usize,
 }
 
 impl Default for ProxyConfig {
@@ -210,6 +225,8 @@ impl Default for ProxyConfig {
             via_name: "keepwire".into(),
             upstream_tls: None,
             upstream_http2: false,
+            retry_body_max: crate::client::REPLAY_LIMIT,
+            retained_per_connection: 1024 * 1024,
         }
     }
 }
@@ -233,6 +250,8 @@ pub struct ProxyMetrics {
     pub tunnels: AtomicU64,
     /// Requests refused (client not allowed, CONNECT port, loop).
     pub refused: AtomicU64,
+    /// Request-body bytes kept for resends, now and at most.
+    pub retained: Arc<RetainGauge>,
 }
 
 const ERROR_KINDS: [&str; 5] = ["connect", "timeout", "io", "protocol", "truncated"];
@@ -244,6 +263,16 @@ pub struct Proxy {
     metrics: ProxyMetrics,
     /// Our `Via` entry, `1.1 NAME` (also how loops are recognised).
     via: HeaderValue,
+    /// Retry-copy budgets of client connections with requests in flight.
+    budgets: Mutex<Budgets>,
+}
+
+/// Budgets by client connection; forgotten once no request holds them.
+#[derive(Default)]
+struct Budgets {
+    by_conn: std::collections::HashMap<u64, RetainBudget>,
+    /// Prune when the map reaches this size (amortised).
+    prune_at: usize,
 }
 
 impl Proxy {
@@ -270,6 +299,7 @@ impl Proxy {
             client,
             metrics: ProxyMetrics::default(),
             via,
+            budgets: Mutex::default(),
         })
     }
 
@@ -311,6 +341,16 @@ impl Proxy {
         }
         line("tunnels_total", "", m.tunnels.load(Relaxed));
         line("refused_total", "", m.refused.load(Relaxed));
+        line(
+            "request_body_retained_bytes",
+            "",
+            m.retained.current.load(Relaxed),
+        );
+        line(
+            "request_body_retained_bytes_max",
+            "",
+            m.retained.peak.load(Relaxed),
+        );
         line(
             "upstream_connections_opened_total",
             "",
@@ -416,10 +456,11 @@ impl Proxy {
             .extensions
             .remove::<keepwire_proto::HeaderCase>()
             .unwrap_or_default();
-        let body = match body_for_retry(body).await {
-            Ok(b) => b,
-            Err(resp) => return resp,
-        };
+        let budget = self.budget_for(info.map(|i| i.id));
+        let mut body = ReplayBody::new(body, self.config.retry_body_max).with_budget(budget);
+        if let Err(e) = body.prefill().await {
+            return text(StatusCode::BAD_REQUEST, &format!("request body: {e}"));
+        }
         let mut last_err = None;
         for upstream in candidates {
             let mut head = keepwire_proto::RequestHead::new(
@@ -436,14 +477,19 @@ impl Proxy {
             }
             match self
                 .client
-                .send(&upstream.origin, head, body.clone(), fresh)
+                .send(&upstream.origin, head, &mut body, fresh)
                 .await
             {
                 Ok(resp) => return self.relay_response(resp, client_upgrade).await,
+                Err(ClientError::Body(e)) => {
+                    return text(StatusCode::BAD_REQUEST, &format!("request body: {e}"));
+                }
                 Err(e) => {
                     self.count_error(&e);
+                    // Refused, unreachable, or a TLS / HTTP/2 handshake that
+                    // failed or timed out: nothing was sent.
                     let never_sent = matches!(e, ClientError::Connect(_) | ClientError::Resolve(_));
-                    if never_sent {
+                    if never_sent && body.rewind() {
                         // Passive health: skip it for a while; the request
                         // was never sent, so another upstream may take it.
                         upstream.mark_down(self.config.health_cooldown);
@@ -458,6 +504,25 @@ impl Proxy {
             Some(e) => self.gateway_error(&e),
             None => self.refuse(StatusCode::BAD_GATEWAY, "no upstream available"),
         }
+    }
+
+    /// The retry-copy budget shared by a client connection's requests.
+    fn budget_for(&self, conn: Option<u64>) -> RetainBudget {
+        let gauge = Some(self.metrics.retained.clone());
+        let Some(id) = conn else {
+            return RetainBudget::new(self.config.retained_per_connection, gauge);
+        };
+        let mut b = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(budget) = b.by_conn.get(&id) {
+            return budget.clone();
+        }
+        if b.by_conn.len() >= b.prune_at {
+            b.by_conn.retain(|_, budget| !budget.is_unshared());
+            b.prune_at = (b.by_conn.len() * 2).max(64);
+        }
+        let budget = RetainBudget::new(self.config.retained_per_connection, gauge);
+        b.by_conn.insert(id, budget.clone());
+        budget
     }
 
     /// Which upstreams may take this request, and for forward requests the
@@ -665,18 +730,6 @@ impl Proxy {
         }
         text(status, why)
     }
-}
-
-/// A request body, buffered so a retry can resend it (as nginx's default
-/// `proxy_request_buffering on`).
-#[allow(clippy::result_large_err)]
-async fn body_for_retry(mut body: Body) -> Result<Bytes, Response<Body>> {
-    if let Some(b) = body.take_full() {
-        return Ok(b);
-    }
-    body.collect(usize::MAX)
-        .await
-        .map_err(|e| text(StatusCode::BAD_REQUEST, &format!("request body: {e}")))
 }
 
 fn max_forwards(req: &Request<Body>) -> Option<u64> {
