@@ -555,3 +555,28 @@ async fn an_early_413_from_the_origin_is_relayed_not_502() {
     upload.abort();
     stop(front.server).await;
 }
+
+/// Item 5: a connection that cannot be opened (here a TLS handshake that
+/// never ends, on the HTTP/1.1 pool's path) is reported at once as a
+/// connect failure, so a proxy fails over; it used to be tried four times,
+/// each waiting out the connect timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_connect_is_reported_as_one_not_retried() {
+    let (silent, accepted, _task) = silent_listener().await;
+    let client = keepwire::Client::new(keepwire::ClientConfig {
+        http1_only: true,
+        tls: Some(keepwire::client::tls::insecure_config()),
+        connect_timeout: Duration::from_millis(200),
+        ..Default::default()
+    });
+    let err = within(
+        "the connect failure",
+        WAIT,
+        client.get(&format!("https://{silent}/")),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, keepwire::ClientError::Connect(_)), "{err:?}");
+    assert_eq!(accepted.load(Relaxed), 1, "connected again after a failure");
+    assert_eq!(client.metrics().retries.load(Relaxed), 0);
+}

@@ -334,7 +334,14 @@ impl Client {
                     // would double both the wait and the server's work.
                     let slow =
                         matches!(err, ClientError::Timeout(_)) && state != AttemptState::NotSent;
-                    let decision = if slow || matches!(err, ClientError::Body(_)) {
+                    // A connection that could not be opened (all addresses
+                    // tried, or its TLS handshake failed) would fail the same
+                    // way again at once: report it, so a proxy fails over.
+                    let hopeless = matches!(
+                        err,
+                        ClientError::Body(_) | ClientError::Connect(_) | ClientError::Resolve(_)
+                    );
+                    let decision = if slow || hopeless {
                         RetryDecision::Fail
                     } else {
                         retry::decide(&head.method, &head.headers, state, reused, retries)
