@@ -47,8 +47,9 @@ pub enum ReusePolicy {
     /// Any request may use an idle upstream connection.
     Always,
     /// Requests that could not be retried if the idle connection turned out
-    /// to be closed (non-idempotent ones, and a client connection's first
-    /// request) get a fresh upstream connection (HAProxy, Squid).
+    /// to be closed (non-idempotent ones, a client connection's first
+    /// request, and bodies too large to keep a copy of) get a fresh
+    /// upstream connection (HAProxy, Squid).
     Safe,
     /// Every request opens a new upstream connection.
     Never,
@@ -416,7 +417,7 @@ impl Proxy {
         };
         let upgrade = hop::upgrade_protocol(req.version(), req.headers()).cloned();
         let client_upgrade = req.extensions_mut().remove::<OnUpgrade>();
-        let fresh = match self.config.reuse {
+        let mut fresh = match self.config.reuse {
             ReusePolicy::Safe => {
                 !is_idempotent(req.method()) || info.is_none_or(|i| i.request_index == 1)
             }
@@ -460,6 +461,12 @@ impl Proxy {
         let mut body = ReplayBody::new(body, self.config.retry_body_max).with_budget(budget);
         if let Err(e) = body.prefill().await {
             return text(StatusCode::BAD_REQUEST, &format!("request body: {e}"));
+        }
+        // A body that streams past its copy could not be resent after the
+        // stale-connection race either: under `safe` it gets a fresh
+        // connection too.
+        if self.config.reuse == ReusePolicy::Safe && !body.is_held_whole() {
+            fresh = true;
         }
         let mut last_err = None;
         for upstream in candidates {

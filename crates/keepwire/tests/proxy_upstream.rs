@@ -135,8 +135,6 @@ async fn a_16_mib_http1_post_streams_through_keeping_at_most_the_retry_bound() {
     let peak = front.retained_peak();
     assert!(peak <= 64 * 1024, "kept {peak} bytes for a resend");
     assert_eq!(front.proxy.metrics().retained.current.load(Relaxed), 0);
-    stop(front.server).await;
-    stop(origin).await;
 }
 
 /// Item 2 over HTTP/2 both ways (the case that took the proxy from 8 MB to
@@ -151,6 +149,7 @@ async fn a_16_mib_h2c_post_streams_through_keeping_at_most_the_retry_bound() {
     });
     let body = Bytes::from(pattern(BIG));
     let tcp = TcpStream::connect(front.addr()).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
     let (send, conn) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(conn);
     let mut send = send.ready().await.unwrap();
@@ -196,8 +195,6 @@ async fn a_16_mib_h2c_post_streams_through_keeping_at_most_the_retry_bound() {
     );
     let peak = front.retained_peak();
     assert!(peak <= 64 * 1024, "kept {peak} bytes for a resend");
-    stop(front.server).await;
-    stop(origin).await;
 }
 
 /// Item 2: pipelined requests with bodies keep retry copies against one
@@ -250,8 +247,6 @@ async fn pipelined_bodies_share_one_retry_budget_per_client_connection() {
         (60 * 1024..=128 * 1024).contains(&peak),
         "kept {peak} bytes at once"
     );
-    stop(front.server).await;
-    stop(origin).await;
 }
 
 /// Item 2 (R7.4): pipelined GET, GET, POST, GET, GET. The GETs before the
@@ -307,8 +302,6 @@ async fn a_pipelined_post_goes_upstream_alone_and_in_order() {
     assert!(at("start /post") > at("end /b"), "{ev:?}");
     assert_eq!(at("end /post"), at("start /post") + 1, "{ev:?}");
     assert!(at("start /c") > at("end /post"), "{ev:?}");
-    stop(front.server).await;
-    stop(origin).await;
 }
 
 /// A listener that accepts TCP connections and never says a word (a TLS
@@ -383,8 +376,6 @@ async fn a_stuck_tls_handshake_does_not_stall_other_http2_upstreams() {
     stuck_client.read_timeout = Duration::from_secs(10);
     let r = stuck_client.response().await;
     assert_eq!(r.status, 502, "{}", r.raw_head);
-    stop(front.server).await;
-    stop(healthy).await;
 }
 
 /// Item 5: a TLS handshake that never completes is a connect failure: the
@@ -423,8 +414,6 @@ async fn a_silent_tls_upstream_fails_over_and_is_marked_down() {
         "counted as a connect failure"
     );
     assert_eq!(m.gateway_timeout.load(Relaxed), 0);
-    stop(front.server).await;
-    stop(healthy).await;
 }
 
 /// An h2c origin whose answer sends "partial" and then stalls forever.
@@ -490,8 +479,6 @@ async fn a_stalled_http2_upstream_body_ends_as_a_truncation() {
     .await;
     assert!(err.is_reset(), "{err}");
     assert_eq!(got, b"partial");
-    stop(front.server).await;
-    stop(origin).await;
 }
 
 /// Item 5: an origin that answers 413 as soon as it has the head, before
@@ -553,7 +540,6 @@ async fn an_early_413_from_the_origin_is_relayed_not_502() {
     );
     assert_eq!(front.proxy.metrics().bad_gateway.load(Relaxed), 0);
     upload.abort();
-    stop(front.server).await;
 }
 
 /// Item 5: a connection that cannot be opened (here a TLS handshake that
@@ -579,4 +565,54 @@ async fn a_failed_connect_is_reported_as_one_not_retried() {
     assert!(matches!(err, keepwire::ClientError::Connect(_)), "{err:?}");
     assert_eq!(accepted.load(Relaxed), 1, "connected again after a failure");
     assert_eq!(client.metrics().retries.load(Relaxed), 0);
+}
+
+/// Item 2 with `--reuse safe`: a body too large to keep a copy of could
+/// not be resent after the stale-connection race, so it gets a fresh
+/// upstream connection, as non-idempotent requests do; a small one still
+/// rides the warm connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_reuse_safe_a_body_past_the_retry_bound_gets_a_fresh_connection() {
+    let origin = serve(
+        |_| {},
+        |req: Request<Body>| async move {
+            let conn = req
+                .extensions()
+                .get::<keepwire::ConnInfo>()
+                .map_or(0, |i| i.id);
+            let n = req
+                .into_body()
+                .collect(1 << 20)
+                .await
+                .map_or(0, |b| b.len());
+            Response::new(Body::from(format!("conn {conn}, {n} bytes")))
+        },
+    );
+    let front = Front::start(ProxyConfig {
+        routes: route(vec![Upstream::new(origin.local_addr().to_string())]),
+        reuse: ReusePolicy::Safe,
+        ..ProxyConfig::default()
+    });
+    let mut c = RawClient::connect(front.addr()).await;
+    let put = |n: usize| {
+        let mut req =
+            format!("PUT /p HTTP/1.1\r\nHost: t\r\nContent-Length: {n}\r\n\r\n").into_bytes();
+        req.extend_from_slice(&pattern(n));
+        req
+    };
+    c.send(get("/warm")).await;
+    let warm = c.response().await.text();
+    let warm_conn = warm.split(',').next().unwrap().to_string();
+    c.send(put(1024)).await;
+    assert_eq!(
+        c.response().await.text(),
+        format!("{warm_conn}, 1024 bytes")
+    );
+    c.send(put(200 * 1024)).await;
+    let r = c.response().await.text();
+    assert!(r.ends_with(", 204800 bytes"), "{r}");
+    assert!(
+        !r.starts_with(&format!("{warm_conn},")),
+        "rode the warm connection: {r}"
+    );
 }

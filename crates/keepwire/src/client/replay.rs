@@ -220,6 +220,12 @@ impl ReplayBody {
         !self.overflowed
     }
 
+    /// The whole body is in memory and kept: it can be resent whatever
+    /// happens.
+    pub fn is_held_whole(&self) -> bool {
+        self.source.is_none() && !self.overflowed
+    }
+
     /// Whether any byte was handed out since the last rewind.
     pub fn started(&self) -> bool {
         self.cursor > 0 || (self.overflowed && self.read > self.held as u64)
