@@ -496,10 +496,12 @@ impl Proxy {
                     // Refused, unreachable, or a TLS / HTTP/2 handshake that
                     // failed or timed out: nothing was sent.
                     let never_sent = matches!(e, ClientError::Connect(_) | ClientError::Resolve(_));
-                    if never_sent && body.rewind() {
-                        // Passive health: skip it for a while; the request
-                        // was never sent, so another upstream may take it.
+                    if never_sent {
+                        // Passive health: skip it for a while.
                         upstream.mark_down(self.config.health_cooldown);
+                    }
+                    if never_sent && body.rewind() {
+                        // Never sent, so another upstream may take it.
                         last_err = Some(e);
                         continue;
                     }
