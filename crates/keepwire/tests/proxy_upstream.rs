@@ -616,3 +616,40 @@ async fn under_reuse_safe_a_body_past_the_retry_bound_gets_a_fresh_connection() 
         "rode the warm connection: {r}"
     );
 }
+
+/// An origin that answers at once and streams the request body back as
+/// it reads it (an echo): its answer arrives while the upload is under
+/// way, and the upload must go on, or both sides wait for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_that_answers_while_reading_still_gets_the_whole_body() {
+    let origin = serve(
+        |c| c.limits.max_body_bytes = None,
+        |req: Request<Body>| async move { Response::new(req.into_body()) },
+    );
+    for (h2c, len) in [(true, 1024 * 1024), (false, 256 * 1024)] {
+        let front = Front::start(ProxyConfig {
+            routes: route(vec![Upstream::new(origin.local_addr().to_string())]),
+            upstream_http2: h2c,
+            ..ProxyConfig::default()
+        });
+        let body = pattern(len);
+        let mut c = RawClient::connect(front.addr()).await;
+        c.send(format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n"
+        ))
+        .await;
+        let mut w = c.take_writer();
+        let upload = body.clone();
+        tokio::spawn(async move {
+            for piece in upload.chunks(16 * 1024) {
+                if w.write_all(piece).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let r = c.response().await;
+        assert_eq!(r.status, 200, "h2c {h2c}: {}", r.raw_head);
+        assert_eq!(r.body.len(), len, "h2c {h2c}");
+        assert!(r.body == body, "h2c {h2c}: the echo differs");
+    }
+}
