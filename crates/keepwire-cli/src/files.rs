@@ -5,6 +5,14 @@
 //! points out), `Content-Type` from the extension, `Last-Modified` and
 //! `If-Modified-Since` → 304, HEAD, and large files streamed rather than
 //! read whole.
+//!
+//! The root check is made on the path that is finally opened, after
+//! `index.html` is appended and every symlink resolved: checking only the
+//! directory let a symlinked `index.html` serve any file on the host. Dot
+//! files and directories (`.git`, `.env`, `.htpasswd`) are not served unless
+//! asked for: a document root is often a checkout, and nginx sites commonly
+//! deny `location ~ /\.` for the same reason (`.well-known` excepted).
+//! Both answer 404, which says nothing about what exists.
 
 use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
@@ -19,16 +27,22 @@ use crate::site::{status, with_type};
 /// Files up to this size are read whole; larger ones stream in chunks.
 const READ_WHOLE_MAX: u64 = 256 * 1024;
 const CHUNK: usize = 64 * 1024;
+/// Over HTTP/2 a file is read one DATA frame's worth at a time, and only as
+/// the client's window takes it: 128 streams that get no window then hold
+/// 2 MiB, not 128 whole files (R10.4).
+const H2_CHUNK: usize = 16 * 1024;
 
 /// Serves files under a root directory.
 #[derive(Debug, Clone)]
 pub struct Files {
     root: PathBuf,
+    dotfiles: bool,
 }
 
 impl Files {
     /// `root` must be an existing directory; it is canonicalized once.
-    pub fn new(root: &Path) -> std::io::Result<Self> {
+    /// `dotfiles`: serve names that start with `.` (otherwise 404).
+    pub fn new(root: &Path, dotfiles: bool) -> std::io::Result<Self> {
         let root = root.canonicalize()?;
         if !root.is_dir() {
             return Err(std::io::Error::new(
@@ -36,7 +50,7 @@ impl Files {
                 format!("{} is not a directory", root.display()),
             ));
         }
-        Ok(Files { root })
+        Ok(Files { root, dotfiles })
     }
 
     /// Maps a URL path to a file inside the root, or the status that
@@ -57,17 +71,36 @@ impl Files {
                 _ => return Err(StatusCode::BAD_REQUEST),
             }
         }
-        let mut real = path.canonicalize().map_err(|_| StatusCode::NOT_FOUND)?;
-        if !real.starts_with(&self.root) {
-            // A symlink pointing outside the root.
+        if !self.dotfiles && is_dotted(path.strip_prefix(&self.root).unwrap_or(&path)) {
             return Err(StatusCode::NOT_FOUND);
         }
-        if real.is_dir() {
-            real.push("index.html");
-            if !real.is_file() {
-                // No listings.
-                return Err(StatusCode::FORBIDDEN);
-            }
+        let real = self.inside(&path)?;
+        if !real.is_dir() {
+            return Ok(real);
+        }
+        let index = real.join("index.html");
+        if index.symlink_metadata().is_err() {
+            // No listings.
+            return Err(StatusCode::FORBIDDEN);
+        }
+        // Checked again: `index.html` may itself be a symlink out.
+        let index = self.inside(&index)?;
+        if !index.is_file() {
+            return Err(StatusCode::FORBIDDEN);
+        }
+        Ok(index)
+    }
+
+    /// `path` with every symlink resolved, if that is inside the root and
+    /// (unless dot files are served) names no dot file on the way there;
+    /// otherwise 404.
+    fn inside(&self, path: &Path) -> Result<PathBuf, StatusCode> {
+        let real = path.canonicalize().map_err(|_| StatusCode::NOT_FOUND)?;
+        let rel = real
+            .strip_prefix(&self.root)
+            .map_err(|_| StatusCode::NOT_FOUND)?;
+        if !self.dotfiles && is_dotted(rel) {
+            return Err(StatusCode::NOT_FOUND);
         }
         Ok(real)
     }
@@ -84,7 +117,13 @@ impl Files {
             Ok(p) => p,
             Err(code) => return status(code),
         };
-        let Ok(mut file) = tokio::fs::File::open(&path).await else {
+        // The path is canonical: a symlink found at its end now was put
+        // there after the check, so it is not followed.
+        let mut open = tokio::fs::OpenOptions::new();
+        open.read(true);
+        #[cfg(unix)]
+        open.custom_flags(libc::O_NOFOLLOW);
+        let Ok(mut file) = open.open(&path).await else {
             return status(StatusCode::NOT_FOUND);
         };
         let Ok(meta) = file.metadata().await else {
@@ -99,9 +138,14 @@ impl Files {
         }
         let mime = mime_guess::from_path(&path).first_or_octet_stream();
         let size = meta.len();
+        let (whole_max, chunk) = if req.version() == http::Version::HTTP_2 {
+            (H2_CHUNK as u64, H2_CHUNK)
+        } else {
+            (READ_WHOLE_MAX, CHUNK)
+        };
         let body = if req.method() == Method::HEAD {
             Body::empty()
-        } else if size <= READ_WHOLE_MAX {
+        } else if size <= whole_max {
             let mut buf = Vec::with_capacity(size as usize);
             if file.read_to_end(&mut buf).await.is_err() {
                 return status(StatusCode::INTERNAL_SERVER_ERROR);
@@ -112,7 +156,11 @@ impl Files {
             }
             Body::from(buf)
         } else {
-            stream_file(file, size)
+            Body::wrap(FileBody {
+                file: file.into_std().await,
+                left: size,
+                chunk,
+            })
         };
         let mut r = with_type(body, mime.as_ref());
         r.headers_mut().insert(CONTENT_LENGTH, size.into());
@@ -121,27 +169,71 @@ impl Files {
     }
 }
 
-/// Streams `size` bytes of `file`; if it ends early the body is aborted so
-/// the client sees a truncated message, never a short success (R8.2).
-fn stream_file(mut file: tokio::fs::File, size: u64) -> Body {
-    let (tx, body) = Body::channel(2);
-    tokio::spawn(async move {
-        let mut left = size;
-        while left > 0 {
-            let mut buf = vec![0u8; CHUNK.min(left as usize)];
-            match file.read(&mut buf).await {
-                Ok(0) | Err(_) => return tx.abort().await,
-                Ok(n) => {
-                    buf.truncate(n);
-                    left -= n as u64;
-                    if tx.send(buf).await.is_err() {
-                        return;
-                    }
-                }
-            }
+/// `left` bytes of `file`, read a chunk at a time when the connection asks
+/// for the next (nothing is read ahead of the socket or the peer's window).
+/// A file that ends early fails the body, so the client sees a truncated
+/// message, never a short success (R8.2).
+///
+/// The read is a plain `read(2)` on the connection's thread, as nginx reads
+/// without aio: a chunk from the page cache takes microseconds, and tokio's
+/// `File` would add a blocking-pool hop and a second buffer per stream.
+struct FileBody {
+    file: std::fs::File,
+    left: u64,
+    chunk: usize,
+}
+
+impl http_body::Body for FileBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
+        use std::task::Poll;
+        if self.left == 0 {
+            return Poll::Ready(None);
         }
-    });
-    body
+        let want = (self.chunk as u64).min(self.left) as usize;
+        let mut buf = vec![0u8; want];
+        let n = loop {
+            match std::io::Read::read(&mut self.file, &mut buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            }
+        };
+        if n == 0 {
+            return Poll::Ready(Some(Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file is shorter than when it was opened",
+            ))));
+        }
+        buf.truncate(n);
+        self.left -= n as u64;
+        Poll::Ready(Some(Ok(http_body::Frame::data(buf.into()))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
+    }
+}
+
+/// Whether a relative path has a component that starts with `.`, other
+/// than `.well-known` (RFC 8615: public by definition, ACME's challenges live
+/// there; nginx sites write `location ~ /\.(?!well-known)` for the same).
+fn is_dotted(rel: &Path) -> bool {
+    rel.components().any(|c| match c {
+        Component::Normal(name) => {
+            name.as_encoded_bytes().first() == Some(&b'.') && name != ".well-known"
+        }
+        _ => false,
+    })
 }
 
 fn set_last_modified(r: &mut Response<Body>, modified: SystemTime) {
@@ -178,7 +270,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         std::fs::create_dir(dir.path().join("site")).unwrap();
         std::fs::write(dir.path().join("site/index.html"), "i").unwrap();
-        let files = Files::new(dir.path()).unwrap();
+        let files = Files::new(dir.path(), false).unwrap();
         assert!(files.resolve("/a.txt").unwrap().ends_with("a.txt"));
         assert!(
             files
@@ -205,5 +297,91 @@ mod tests {
             std::os::unix::fs::symlink("/etc", dir.path().join("out")).unwrap();
             assert_eq!(files.resolve("/out/hostname"), Err(StatusCode::NOT_FOUND));
         }
+    }
+
+    /// A root with a secret beside it, and the ways to point at it.
+    #[cfg(unix)]
+    fn escape_fixture() -> (tempfile::TempDir, Files) {
+        use std::os::unix::fs::symlink;
+        let outer = tempfile::tempdir().unwrap();
+        let root = outer.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(outer.path().join("secret.html"), "secret").unwrap();
+        std::fs::create_dir(root.join("trap")).unwrap();
+        symlink(
+            outer.path().join("secret.html"),
+            root.join("trap/index.html"),
+        )
+        .unwrap();
+        symlink(outer.path().join("secret.html"), root.join("link.html")).unwrap();
+        std::fs::create_dir(root.join("ok")).unwrap();
+        std::fs::write(root.join("ok/real.html"), "real").unwrap();
+        symlink(root.join("ok/real.html"), root.join("ok/index.html")).unwrap();
+        std::fs::create_dir(root.join(".git")).unwrap();
+        std::fs::write(root.join(".git/config"), "[core]").unwrap();
+        std::fs::write(root.join(".env"), "KEY=1").unwrap();
+        symlink(root.join(".env"), root.join("env.txt")).unwrap();
+        std::fs::create_dir(root.join(".well-known")).unwrap();
+        std::fs::write(root.join(".well-known/security.txt"), "Contact: x").unwrap();
+        std::fs::write(root.join(".well-known/.hidden"), "no").unwrap();
+        let files = Files::new(&root, false).unwrap();
+        (outer, files)
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn resolve_checks_the_final_path_after_index_html() {
+        let (_outer, files) = escape_fixture();
+        assert_eq!(files.resolve("/trap/"), Err(StatusCode::NOT_FOUND));
+        assert_eq!(files.resolve("/trap"), Err(StatusCode::NOT_FOUND));
+        assert_eq!(
+            files.resolve("/trap/index.html"),
+            Err(StatusCode::NOT_FOUND)
+        );
+        assert_eq!(files.resolve("/link.html"), Err(StatusCode::NOT_FOUND));
+        // A symlinked index.html that stays inside is fine.
+        assert!(files.resolve("/ok/").unwrap().ends_with("ok/real.html"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn dot_files_are_not_found_unless_asked_for() {
+        let (_outer, files) = escape_fixture();
+        for p in [
+            "/.env",
+            "/.git/config",
+            "/.git/",
+            "/ok/../.env",
+            "/%2eenv",
+            "/env.txt",
+        ] {
+            assert!(files.resolve(p).is_err(), "{p}");
+        }
+        assert_eq!(files.resolve("/.env"), Err(StatusCode::NOT_FOUND));
+        assert_eq!(files.resolve("/%2egit/config"), Err(StatusCode::NOT_FOUND));
+        assert_eq!(files.resolve("/env.txt"), Err(StatusCode::NOT_FOUND));
+        assert!(
+            files
+                .resolve("/.well-known/security.txt")
+                .unwrap()
+                .ends_with(".well-known/security.txt")
+        );
+        assert_eq!(
+            files.resolve("/.well-known/.hidden"),
+            Err(StatusCode::NOT_FOUND)
+        );
+        let open = Files {
+            dotfiles: true,
+            ..files
+        };
+        assert!(open.resolve("/.env").unwrap().ends_with(".env"));
+        assert!(
+            open.resolve("/.git/config")
+                .unwrap()
+                .ends_with(".git/config")
+        );
+        assert!(open.resolve("/env.txt").unwrap().ends_with(".env"));
+        // Still nothing outside the root.
+        assert_eq!(open.resolve("/trap/"), Err(StatusCode::NOT_FOUND));
     }
 }

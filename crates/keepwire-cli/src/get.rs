@@ -1197,6 +1197,7 @@ fn body_cause(e: &BodyError) -> String {
         BodyError::Protocol(p) => format!("body: protocol error: {p}"),
         BodyError::Closed => "truncated body: the connection closed before the body ended".into(),
         BodyError::Source(s) => format!("body: {s}"),
+        other @ (BodyError::TooLarge(_) | BodyError::TimedOut(_)) => other.to_string(),
     }
 }
 

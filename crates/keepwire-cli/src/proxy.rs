@@ -77,6 +77,11 @@ pub struct ProxyArgs {
     /// upstreams choose by ALPN.)
     #[arg(long)]
     upstream_http2: bool,
+    /// Answer TRACE: echo it at `Max-Forwards: 0`, relay it otherwise. The
+    /// echo leaves out Cookie, Authorization and Proxy-Authorization.
+    /// Default: 405.
+    #[arg(long)]
+    trace: bool,
     #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
@@ -168,6 +173,7 @@ fn configure(args: &ProxyArgs) -> Result<(Vec<SocketAddr>, ProxyConfig), String>
     cfg.upstream_timeout = args.upstream_timeout;
     cfg.upstream_tls = args.trust.client_config()?;
     cfg.upstream_http2 = args.upstream_http2;
+    cfg.trace = args.trace;
     let listen = if !args.listen.is_empty() {
         args.listen.clone()
     } else if !file.listen.is_empty() {
@@ -215,8 +221,8 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
         for a in server.local_addrs() {
             eprintln!("keepwire proxy: listening on {scheme}://{a}/ ({mode})");
         }
-        if let Some(path) = self_signed {
-            eprintln!("keepwire proxy: {}", self_signed_note(&path));
+        if let Some(pem) = &self_signed {
+            eprintln!("keepwire proxy: {}", self_signed_note(pem.path()));
         }
         let admin = match args.admin {
             Some(addr) => {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Args;
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use keepwire::server::Config;
 use keepwire::{Body, Server};
 
@@ -26,8 +26,18 @@ pub struct ServeArgs {
     #[command(flatten)]
     tls: TlsArgs,
     /// Serve static files from this directory instead of the demo site.
+    /// Nothing outside it is served, even through a symlink; names that
+    /// start with `.` answer 404 unless --dotfiles is given.
     #[arg(long, conflicts_with = "respond")]
     root: Option<PathBuf>,
+    /// With --root: also serve files and directories whose name starts with
+    /// `.` (`.git`, `.env`: 404 by default; `.well-known` is always served).
+    #[arg(long, requires = "root")]
+    dotfiles: bool,
+    /// Answer TRACE with an echo of the request (message/http), leaving out
+    /// Cookie, Authorization and Proxy-Authorization. Default: 405.
+    #[arg(long)]
+    trace: bool,
     /// Answer every request with 200 and this text (like nginx `return 200`).
     #[arg(long)]
     respond: Option<String>,
@@ -93,7 +103,17 @@ enum App {
 }
 
 impl App {
-    async fn handle(&self, req: Request<Body>) -> Response<Body> {
+    async fn handle(&self, req: Request<Body>, trace: bool) -> Response<Body> {
+        if req.method() == Method::TRACE {
+            return if trace {
+                keepwire::trace::echo(&req)
+            } else {
+                keepwire::trace::refused(match self {
+                    App::Files(_) => "GET, HEAD",
+                    _ => "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH",
+                })
+            };
+        }
         match self {
             App::Respond(text) => with_type(Body::full(text.clone()), "text/plain; charset=utf-8"),
             App::Files(files) => files.handle(req).await,
@@ -107,9 +127,10 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     init_logging(args.access_log);
     let app = match (&args.respond, &args.root) {
         (Some(text), _) => App::Respond(Bytes::from(format!("{text}\n"))),
-        (None, Some(root)) => {
-            App::Files(Files::new(root).map_err(|e| format!("--root {}: {e}", root.display()))?)
-        }
+        (None, Some(root)) => App::Files(
+            Files::new(root, args.dotfiles)
+                .map_err(|e| format!("--root {}: {e}", root.display()))?,
+        ),
         (None, None) => App::Site(Site {
             objects: args.objects,
             object_size: args.object_size,
@@ -163,8 +184,11 @@ async fn serve(args: ServeArgs, app: App) -> Result<(), String> {
     for addr in server.local_addrs() {
         eprintln!("keepwire serve: listening on {scheme}://{addr}/ ({what})");
     }
-    if let Some(path) = self_signed {
-        eprintln!("keepwire serve: {}", crate::tls::self_signed_note(&path));
+    if let Some(pem) = &self_signed {
+        eprintln!(
+            "keepwire serve: {}",
+            crate::tls::self_signed_note(pem.path())
+        );
     }
 
     let admin = match args.admin {
@@ -173,9 +197,10 @@ async fn serve(args: ServeArgs, app: App) -> Result<(), String> {
     };
 
     let app = Arc::new(app);
+    let trace = args.trace;
     let handler = move |req: Request<Body>| {
         let app = app.clone();
-        async move { app.handle(req).await }
+        async move { app.handle(req, trace).await }
     };
     let result = server.run(handler, shutdown_signal()).await;
     if let Some(admin) = admin {

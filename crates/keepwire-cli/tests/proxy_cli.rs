@@ -352,3 +352,71 @@ fn bad_flags_and_files_exit_non_zero_with_a_clear_message() {
         }
     }
 }
+
+#[test]
+fn trace_is_405_unless_trace_is_given_and_the_echo_keeps_credentials_out() {
+    let Some(curl) = curl() else { return };
+    // The origin echoes TRACE, so a relayed one would show.
+    let origin = start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--respond",
+        "x",
+        "--trace",
+    ]);
+    let upstream = format!("http://{}", origin.addr);
+    let trace = |p: &Running, max_forwards: Option<&str>| {
+        let mf = max_forwards.map(|n| format!("Max-Forwards: {n}"));
+        let mut args = vec!["-i", "-X", "TRACE", "-u", "user:pass-s3cret"];
+        args.extend(["-H", "Cookie: sid=cookie-s3cret"]);
+        args.extend(["-H", "Proxy-Authorization: Basic cHJveHktczNjcmV0"]);
+        if let Some(mf) = &mf {
+            args.extend(["-H", mf.as_str()]);
+        }
+        let url = format!("http://{}/t", p.addr);
+        args.push(&url);
+        let (ok, out, err) = run_curl(&curl, &args);
+        assert!(ok, "curl failed: {err}");
+        out
+    };
+
+    let p = proxy(&["--upstream", &upstream]);
+    for mf in [Some("0"), Some("3"), None] {
+        let r = trace(&p, mf);
+        assert!(r.starts_with("HTTP/1.1 405"), "{mf:?}: {r}");
+        assert!(!r.contains("message/http") && !r.contains("s3cret"), "{r}");
+        let allow = r.lines().find_map(|l| l.strip_prefix("allow: "));
+        assert!(allow.is_some_and(|a| !a.contains("TRACE")), "{r}");
+    }
+    drop(p);
+
+    let p = proxy(&["--upstream", &upstream, "--trace"]);
+    // Max-Forwards: 0: the proxy is the final recipient and echoes.
+    let here = trace(&p, Some("0"));
+    // More hops left: relayed, and the origin echoes (Max-Forwards
+    // counted down, our Via added).
+    let there = trace(&p, Some("1"));
+    for r in [&here, &there] {
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        assert!(r.contains("content-type: message/http"), "{r}");
+        let body = r.split_once("\r\n\r\n").unwrap().1.to_ascii_lowercase();
+        assert!(body.starts_with("trace /t http/1.1\r\n"), "{body}");
+        assert!(body.contains("max-forwards: 0\r\n"), "{body}");
+        for secret in [
+            "s3cret",
+            "dxnlcjpwyxnzlxmzy3jlda",
+            "chjvehktcznjcmv0",
+            "cookie",
+            "authorization",
+        ] {
+            assert!(!body.contains(secret), "{secret} echoed: {body}");
+        }
+    }
+    // Only the relayed request carries our Via (in what the origin echoed).
+    let echoed = |r: &str| r.split_once("\r\n\r\n").unwrap().1.to_ascii_lowercase();
+    assert!(!echoed(&here).contains("via: 1.1 keepwire"), "{here}");
+    assert!(echoed(&there).contains("via: 1.1 keepwire"), "{there}");
+}

@@ -312,3 +312,124 @@ fn listens_on_ipv4_and_ipv6_at_once() {
     }
     drop(guard);
 }
+
+/// A root beside a secret file, with symlinks out of it and dot files in
+/// it; the guard keeps the directory alive.
+fn escape_root() -> (tempfile::TempDir, String) {
+    use std::os::unix::fs::symlink;
+    let outer = tempfile::tempdir().unwrap();
+    let root = outer.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let secret = outer.path().join("secret.html");
+    std::fs::write(&secret, "TOP-SECRET").unwrap();
+    std::fs::write(root.join("page.html"), "public page").unwrap();
+    std::fs::create_dir(root.join("trap")).unwrap();
+    symlink(&secret, root.join("trap/index.html")).unwrap();
+    symlink(&secret, root.join("link.html")).unwrap();
+    std::fs::create_dir(root.join("site")).unwrap();
+    std::fs::write(root.join("site/index.html"), "site index").unwrap();
+    std::fs::create_dir(root.join(".git")).unwrap();
+    std::fs::write(root.join(".git/config"), "[remote] url=git@secret").unwrap();
+    std::fs::write(root.join(".env"), "API_KEY=dotsecret").unwrap();
+    std::fs::create_dir(root.join(".well-known")).unwrap();
+    std::fs::write(root.join(".well-known/security.txt"), "Contact: x").unwrap();
+    let root = root.to_str().unwrap().to_string();
+    (outer, root)
+}
+
+#[test]
+fn root_never_serves_a_symlink_out_even_as_index_html() {
+    let (_dir, root) = escape_root();
+    let s = serve(&["--root", &root]);
+    for path in ["/trap/", "/trap", "/trap/index.html", "/link.html"] {
+        let r = get(s.addr, path, "");
+        assert!(r.starts_with("HTTP/1.1 404"), "{path}: {r}");
+        assert!(!r.contains("TOP-SECRET"), "{path}: {r}");
+    }
+    // What is inside is still served.
+    assert!(get(s.addr, "/page.html", "").ends_with("\r\n\r\npublic page"));
+    assert!(get(s.addr, "/site/", "").ends_with("\r\n\r\nsite index"));
+}
+
+#[test]
+fn dot_files_are_404_unless_dotfiles_is_given() {
+    let (_dir, root) = escape_root();
+    let s = serve(&["--root", &root]);
+    for path in [
+        "/.env",
+        "/.git/config",
+        "/%2egit/config",
+        "/.git/",
+        "/site/../.env",
+    ] {
+        let r = get(s.addr, path, "");
+        assert!(
+            r.starts_with("HTTP/1.1 404") || r.starts_with("HTTP/1.1 400"),
+            "{path}: {r}"
+        );
+        assert!(!r.contains("secret"), "{path}: {r}");
+    }
+    assert!(get(s.addr, "/.env", "").starts_with("HTTP/1.1 404"));
+    assert!(get(s.addr, "/page.html", "").starts_with("HTTP/1.1 200"));
+    // RFC 8615's directory is public by definition.
+    assert!(get(s.addr, "/.well-known/security.txt", "").ends_with("\r\n\r\nContact: x"));
+    drop(s);
+
+    let s = serve(&["--root", &root, "--dotfiles"]);
+    assert!(get(s.addr, "/.env", "").ends_with("\r\n\r\nAPI_KEY=dotsecret"));
+    assert!(get(s.addr, "/.git/config", "").starts_with("HTTP/1.1 200"));
+    // --dotfiles opens dot files, not the way out.
+    assert!(get(s.addr, "/trap/", "").starts_with("HTTP/1.1 404"));
+}
+
+/// `curl -sS -X TRACE` with a cookie and credentials: status line, headers
+/// and body as curl printed them (`-i`).
+fn curl_trace(url: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "10", "-X", "TRACE", url])
+        .args(["-H", "Cookie: sid=cookie-s3cret", "-u", "user:pass-s3cret"])
+        .args(["-H", "Proxy-Authorization: Basic cHJveHktczNjcmV0"])
+        .args(["-H", "X-Visible: shown"])
+        .output()
+        .expect("curl is installed (bash scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn trace_is_405_by_default_and_its_echo_never_carries_credentials() {
+    for args in [&["--respond", "x"][..], &[][..], &["--root", "/"][..]] {
+        let s = serve(args);
+        let r = curl_trace(&format!("http://{}/t", s.addr));
+        assert!(r.starts_with("HTTP/1.1 405"), "{args:?}: {r}");
+        let allow = r
+            .lines()
+            .find_map(|l| l.strip_prefix("allow: "))
+            .unwrap_or_else(|| panic!("{args:?}: no Allow in {r}"));
+        assert!(allow.contains("GET") && !allow.contains("TRACE"), "{r}");
+        assert!(!r.contains("s3cret") && !r.contains("X-Visible"), "{r}");
+    }
+
+    let s = serve(&["--respond", "x", "--trace"]);
+    let r = curl_trace(&format!("http://{}/t?q=1", s.addr));
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains("content-type: message/http"), "{r}");
+    let body = r.split_once("\r\n\r\n").unwrap().1;
+    assert!(body.starts_with("TRACE /t?q=1 HTTP/1.1\r\n"), "{body}");
+    assert!(
+        body.to_ascii_lowercase().contains("x-visible: shown"),
+        "{body}"
+    );
+    for secret in ["s3cret", "dXNlcjpwYXNzLXMzY3JldA", "cHJveHktczNjcmV0"] {
+        assert!(!r.contains(secret), "{secret} echoed: {r}");
+    }
+    let lower = body.to_ascii_lowercase();
+    assert!(
+        !lower.contains("cookie") && !lower.contains("authorization"),
+        "{body}"
+    );
+}

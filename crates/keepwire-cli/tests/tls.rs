@@ -11,20 +11,76 @@ use common::{Running, run, run_env, start};
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// A self-signed HTTPS server and the PEM of its certificate.
-fn serve_tls() -> (Running, String) {
+fn serve_tls() -> (TlsRunning, String) {
     start_tls(&["serve", "--listen", "127.0.0.1:0", "--tls-self-signed"])
+}
+
+/// A [`Running`] with `--tls-self-signed`: the child is killed (SIGKILL, so
+/// it cannot clean up) and then its PEM's directory removed.
+struct TlsRunning {
+    run: Running,
+    pem: std::path::PathBuf,
+}
+
+impl std::ops::Deref for TlsRunning {
+    type Target = Running;
+    fn deref(&self) -> &Running {
+        &self.run
+    }
+}
+
+impl std::ops::DerefMut for TlsRunning {
+    fn deref_mut(&mut self) -> &mut Running {
+        &mut self.run
+    }
+}
+
+impl Drop for TlsRunning {
+    fn drop(&mut self) {
+        let _ = self.run.child.kill();
+        let _ = self.run.child.wait();
+        let _ = std::fs::remove_file(&self.pem);
+        if let Some(dir) = self.pem.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }
 
 /// `keepwire ARGS` (with `--tls-self-signed` among them) and the PEM of its
 /// certificate.
-fn start_tls(args: &[&str]) -> (Running, String) {
+fn start_tls(args: &[&str]) -> (TlsRunning, String) {
     let s = start(args);
     assert!(s.first_line.contains("https://"), "{}", s.first_line);
-    let pem = std::env::temp_dir()
-        .join(format!("keepwire-selfsigned-{}.pem", s.child.id()))
-        .display()
+    let note = s.line_with("self-signed certificate in ");
+    let pem = note
+        .split("self-signed certificate in ")
+        .nth(1)
+        .and_then(|rest| rest.split(" (").next())
+        .unwrap_or_else(|| panic!("no path in {note:?}"))
         .to_string();
+    let s = TlsRunning {
+        run: s,
+        pem: pem.clone().into(),
+    };
+    assert_private(std::path::Path::new(&pem));
     (s, pem)
+}
+
+/// The PEM is a regular file of mode 0600 in a directory of its own
+/// (0700) with a random name, not the old predictable
+/// `keepwire-selfsigned-PID.pem`.
+fn assert_private(pem: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| {
+        std::fs::symlink_metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+    };
+    let dir = pem.parent().expect("a directory");
+    assert_eq!(mode(pem) & 0o170_777, 0o100_600, "{}", pem.display());
+    assert_eq!(mode(dir) & 0o170_777, 0o040_700, "{}", dir.display());
+    assert!(pem.ends_with("cert.pem"), "{}", pem.display());
 }
 
 /// Runs `keepwire ARGS`, which must succeed, and parses its JSON output.
@@ -351,4 +407,37 @@ fn the_default_trust_is_the_platform_store() {
     // A store that lacks it (the system's own, here) refuses it.
     let out = run(&["get", &url], LIMIT);
     assert!(!out.status.success());
+}
+
+#[test]
+fn the_self_signed_pem_is_removed_on_a_clean_exit() {
+    let (mut s, pem) = serve_tls();
+    let dir = std::path::Path::new(&pem).parent().unwrap().to_path_buf();
+    assert!(dir.is_dir());
+    // Once it has answered, it is in its run loop and handles SIGTERM (a
+    // signal before that would kill it uncleanly).
+    let url = format!("https://localhost:{}/obj/1.css", s.addr.port());
+    let Some(out) = curl_w(&["--cacert", &pem], &[&url]) else {
+        return;
+    };
+    assert!(out.contains(" 200 "), "{out}");
+    let pid = s.child.id().to_string();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = std::time::Instant::now() + common::WAIT;
+    let status = loop {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "a clean exit: {status}");
+    assert!(!dir.exists(), "{} is left behind", dir.display());
 }

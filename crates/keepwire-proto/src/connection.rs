@@ -359,6 +359,7 @@ impl Conn {
                 else {
                     return self.eof_between_messages();
                 };
+                crate::host::check_host(&head)?;
                 let framing = framing::request_framing(head.version, &head.headers)?;
                 if let (BodyKind::Length(n), Some(limit)) = (framing.body, limits.max_body_bytes)
                     && n > limit

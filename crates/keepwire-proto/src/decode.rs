@@ -5,6 +5,13 @@
 //! buffer. `Ok(None)` means "need more bytes"; the caller reads and calls
 //! again. At end of input, [`Decoder::finish`] tells a clean end from a
 //! truncated message (R8.2): only a close-delimited body may end by EOF.
+//!
+//! Chunked framing is read to the letter of RFC 9112 §7.1, not leniently:
+//! a front end that forwards raw chunks and reads a sloppy size line (bare
+//! LF, whitespace, a control byte in an extension) differently from us is
+//! how "funky chunks" smuggling works. Every byte of a size line and a
+//! trailer section is checked before it is consumed, so a bad one is
+//! refused as soon as it arrives, and both are bounded while still partial.
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderMap;
@@ -55,6 +62,9 @@ pub struct Decoder {
     max_chunk_line: usize,
     max_trailer: usize,
     max_body: Option<u64>,
+    /// Trailer fields are bounded like header fields.
+    max_line: usize,
+    max_fields: usize,
 }
 
 impl Decoder {
@@ -79,6 +89,8 @@ impl Decoder {
             max_chunk_line: limits.max_chunk_line_bytes,
             max_trailer: limits.max_trailer_bytes,
             max_body: limits.max_body_bytes,
+            max_line: limits.max_line_bytes,
+            max_fields: limits.max_headers.min(Limits::HARD_MAX_HEADERS),
         }
     }
 
@@ -122,19 +134,17 @@ impl Decoder {
                 }
                 Kind::Chunked { state } => match *state {
                     ChunkedState::Size => {
-                        let (consumed, size) = match httparse::parse_chunk_size(buf) {
-                            Ok(httparse::Status::Complete(v)) => v,
-                            Ok(httparse::Status::Partial) => {
-                                if buf.len() > self.max_chunk_line {
-                                    return Err(Error::remote(ErrorKind::InvalidChunkSize));
-                                }
-                                return Ok(None);
+                        // Parse within the bound only: a line that has not
+                        // ended by then is too long, whatever follows.
+                        let window = &buf[..buf.len().min(self.max_chunk_line)];
+                        let Some((consumed, size)) = chunk_size_line(window)
+                            .map_err(|()| Error::remote(ErrorKind::InvalidChunkSize))?
+                        else {
+                            if buf.len() >= self.max_chunk_line {
+                                return Err(Error::remote(ErrorKind::InvalidChunkSize));
                             }
-                            Err(_) => return Err(Error::remote(ErrorKind::InvalidChunkSize)),
+                            return Ok(None);
                         };
-                        if consumed > self.max_chunk_line {
-                            return Err(Error::remote(ErrorKind::InvalidChunkSize));
-                        }
                         buf.advance(consumed);
                         *state = if size == 0 {
                             ChunkedState::Trailers
@@ -185,33 +195,61 @@ impl Decoder {
     }
 
     /// Parses `*(field-line CRLF) CRLF` after the last chunk.
+    ///
+    /// Only CRLF ends a line (a bare LF is refused, as in a size line), each
+    /// field line is bounded like a header line, the fields are counted like
+    /// header fields, and the whole section by `max_trailer_bytes`.
     fn trailers(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, Error> {
-        if buf.starts_with(b"\r\n") {
-            buf.advance(2);
+        let bad = || Error::remote(ErrorKind::InvalidTrailers);
+        let window = &buf[..buf.len().min(self.max_trailer)];
+        let (mut start, mut fields) = (0, 0);
+        let len = loop {
+            let Some(lf) = window[start..].iter().position(|&b| b == b'\n') else {
+                // No LF yet, so a CR followed by anything is a bare CR.
+                let partial = &window[start..];
+                if buf.len() >= self.max_trailer
+                    || partial.len() >= self.max_line
+                    || partial.windows(2).any(|w| w[0] == b'\r')
+                {
+                    return Err(bad());
+                }
+                return Ok(None);
+            };
+            let end = start + lf + 1;
+            if lf == 0 || window[start + lf - 1] != b'\r' || end - start > self.max_line {
+                return Err(bad());
+            }
+            if end - start == 2 {
+                break end;
+            }
+            fields += 1;
+            if fields > self.max_fields {
+                return Err(bad());
+            }
+            start = end;
+        };
+        if fields == 0 {
+            buf.advance(len);
             self.kind = Kind::Done;
             return Ok(Some(Frame::End(None)));
         }
-        let mut slots = [httparse::EMPTY_HEADER; 32];
-        match httparse::parse_headers(buf, &mut slots) {
-            Ok(httparse::Status::Complete((len, fields))) => {
-                if len > self.max_trailer {
-                    return Err(Error::remote(ErrorKind::InvalidTrailers));
-                }
-                let mut map = HeaderMap::with_capacity(fields.len());
-                for f in fields.iter() {
-                    let name = http::HeaderName::from_bytes(f.name.as_bytes())
-                        .map_err(|_| Error::remote(ErrorKind::InvalidTrailers))?;
-                    let value = http::HeaderValue::from_bytes(f.value)
-                        .map_err(|_| Error::remote(ErrorKind::InvalidTrailers))?;
+        let mut slots = vec![httparse::EMPTY_HEADER; fields];
+        let map = match httparse::parse_headers(&buf[..len], &mut slots) {
+            Ok(httparse::Status::Complete((n, parsed))) if n == len => {
+                let mut map = HeaderMap::with_capacity(parsed.len());
+                for f in parsed.iter() {
+                    let name =
+                        http::HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| bad())?;
+                    let value = http::HeaderValue::from_bytes(f.value).map_err(|_| bad())?;
                     map.append(name, value);
                 }
-                buf.advance(len);
-                self.kind = Kind::Done;
-                Ok(Some(Frame::End(Some(map))))
+                map
             }
-            Ok(httparse::Status::Partial) if buf.len() <= self.max_trailer => Ok(None),
-            _ => Err(Error::remote(ErrorKind::InvalidTrailers)),
-        }
+            _ => return Err(bad()),
+        };
+        buf.advance(len);
+        self.kind = Kind::Done;
+        Ok(Some(Frame::End(Some(map))))
     }
 
     /// Input ended. A close-delimited body ends here (its `End` is
@@ -231,6 +269,117 @@ impl Decoder {
             }
         }
     }
+}
+
+/// `chunk-size [ chunk-ext ] CRLF` at the front of `b` (RFC 9112 §7.1,
+/// §7.1.1): `1*HEXDIG`, then `*( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] )`
+/// with a token name and a token or quoted-string value, then CRLF.
+/// Whitespace is allowed only where that grammar has BWS, so neither
+/// `"5 \r\n"` nor `"5;a \r\n"` passes (nginx and hyper accept both).
+///
+/// `Ok(Some((consumed, size)))` for a complete line, `Ok(None)` when every
+/// byte so far is valid but the line has not ended, `Err` as soon as a byte
+/// cannot belong to a valid line.
+fn chunk_size_line(b: &[u8]) -> Result<Option<(usize, u64)>, ()> {
+    let mut size: u64 = 0;
+    let mut i = 0;
+    while let Some(digit) = b.get(i).and_then(|&c| char::from(c).to_digit(16)) {
+        size = size
+            .checked_mul(16)
+            .and_then(|s| s.checked_add(u64::from(digit)))
+            .ok_or(())?;
+        i += 1;
+    }
+    if i == 0 {
+        return if b.is_empty() { Ok(None) } else { Err(()) };
+    }
+    loop {
+        let j = skip_bws(b, i);
+        match b.get(j) {
+            None => return Ok(None),
+            Some(b';') => i = chunk_ext(b, skip_bws(b, j + 1))?,
+            // CRLF, with no whitespace before it.
+            Some(b'\r') if j == i => {
+                return match b.get(i + 1) {
+                    None => Ok(None),
+                    Some(b'\n') => Ok(Some((i + 2, size))),
+                    Some(_) => Err(()),
+                };
+            }
+            Some(_) => return Err(()),
+        }
+        if i == b.len() {
+            return Ok(None);
+        }
+    }
+}
+
+/// `ext-name [ BWS "=" BWS ext-val ]` starting at `i`; returns where it
+/// ends (`b.len()` if the input ran out first).
+fn chunk_ext(b: &[u8], i: usize) -> Result<usize, ()> {
+    let name_end = token_end(b, i);
+    if name_end == b.len() {
+        return Ok(name_end);
+    }
+    if name_end == i {
+        return Err(());
+    }
+    let eq = skip_bws(b, name_end);
+    match b.get(eq) {
+        None => Ok(b.len()),
+        Some(b'=') => {
+            let v = skip_bws(b, eq + 1);
+            match b.get(v) {
+                None => Ok(b.len()),
+                Some(b'"') => quoted_string_end(b, v + 1),
+                Some(_) => {
+                    let end = token_end(b, v);
+                    if end == v { Err(()) } else { Ok(end) }
+                }
+            }
+        }
+        Some(_) => Ok(name_end),
+    }
+}
+
+/// After the opening `"` at `i - 1`: `*( qdtext / quoted-pair ) DQUOTE`
+/// (RFC 9110 §5.6.4); control bytes other than HTAB are refused.
+fn quoted_string_end(b: &[u8], mut i: usize) -> Result<usize, ()> {
+    let text = |c: u8| c == b'\t' || (c >= 0x20 && c != 0x7f);
+    loop {
+        match b.get(i) {
+            None => return Ok(b.len()),
+            Some(b'"') => return Ok(i + 1),
+            Some(b'\\') => match b.get(i + 1) {
+                None => return Ok(b.len()),
+                Some(&c) if text(c) => i += 2,
+                Some(_) => return Err(()),
+            },
+            Some(&c) if text(c) => i += 1,
+            Some(_) => return Err(()),
+        }
+    }
+}
+
+/// `OWS`/`BWS`: spaces and tabs.
+fn skip_bws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t')) {
+        i += 1;
+    }
+    i
+}
+
+/// The end of the `token` (RFC 9110 §5.6.2) starting at `i`.
+fn token_end(b: &[u8], mut i: usize) -> usize {
+    while b.get(i).is_some_and(|&c| is_tchar(c)) {
+        i += 1;
+    }
+    i
+}
+
+/// `tchar`: a visible ASCII byte that is not a delimiter.
+pub(crate) fn is_tchar(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
 }
 
 #[cfg(test)]
@@ -330,6 +479,135 @@ mod tests {
         let long_ext = [b"5;".as_slice(), &[b'a'; 5000]].concat();
         let err = run(BodyKind::Chunked, &long_ext, 100).unwrap_err();
         assert_eq!(err.kind(), &ErrorKind::InvalidChunkSize);
+    }
+
+    #[test]
+    fn chunk_size_lines_follow_rfc9112_7_1() {
+        for ok in [
+            &b"5\r\n"[..],
+            b"00005\r\n",
+            b"5;a\r\n",
+            b"5;a=b\r\n",
+            b"5 ;a = b\t;c\r\n",
+            b"5;\ta=\"q \\\" ;\t\xff\"\r\n",
+            b"5;a=\"\"\r\n",
+            b"5;!#$%&'*+-.^_`|~=x\r\n",
+            b"ffffffffffffffff\r\n",
+        ] {
+            let (n, _) = chunk_size_line(ok).unwrap().unwrap();
+            assert_eq!(n, ok.len(), "{:?}", String::from_utf8_lossy(ok));
+            // Every prefix is "need more", never an error.
+            for end in 0..ok.len() {
+                assert_eq!(chunk_size_line(&ok[..end]), Ok(None), "{:?}", &ok[..end]);
+            }
+        }
+        for bad in [
+            &b"\r\n"[..],
+            b" \r\n",
+            b"\t5\r\n",
+            b"\n",
+            b"5\n",
+            b"5\r\r\n",
+            b"5\rx",
+            b"5 \r\n",
+            b"5\t\r\n",
+            b"5;\r\n",
+            b"5;a \r\n",
+            b"5;a=\r\n",
+            b"5;a=b \r\n",
+            b"5;a\nb\r\n",
+            b"5;a\x00\r\n",
+            b"5;a=\"\x01\"\r\n",
+            b"5;a=\"\x7f\"\r\n",
+            b"5;a=\"x\\\n\"\r\n",
+            b"5;a=\"x\"y\r\n",
+            b"5;a=b=c\r\n",
+            b"5;=b\r\n",
+            b"5;a,b\r\n",
+            b"5,a\r\n",
+            b"0x5\r\n",
+            b"-5\r\n",
+            b"+5\r\n",
+            b"5 5\r\n",
+            b"10000000000000000\r\n",
+        ] {
+            assert_eq!(
+                chunk_size_line(bad),
+                Err(()),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn chunk_line_and_trailers_are_bounded_while_partial() {
+        let small = Limits {
+            max_chunk_line_bytes: 8,
+            max_trailer_bytes: 24,
+            max_line_bytes: 16,
+            max_headers: 2,
+            max_body_bytes: None,
+            ..Limits::default()
+        };
+        let decode = |input: &[u8]| {
+            let mut d = Decoder::new(BodyKind::Chunked, &small);
+            let mut buf = BytesMut::from(input);
+            let mut frames = Vec::new();
+            loop {
+                match d.decode(&mut buf) {
+                    Ok(Some(f)) => frames.push(f),
+                    Ok(None) => return Ok(frames),
+                    Err(e) => return Err(e.kind().clone()),
+                }
+            }
+        };
+        // A size line of exactly 8 bytes with its CRLF fits; 9 does not,
+        // and is refused before its end arrives.
+        assert!(decode(b"5;ab=c\r\nhello\r\n").is_ok());
+        assert_eq!(decode(b"5;abc=d"), Ok(vec![]));
+        assert_eq!(decode(b"5;abc=de"), Err(ErrorKind::InvalidChunkSize));
+        assert_eq!(decode(b"5;abc=d\r\n"), Err(ErrorKind::InvalidChunkSize));
+        // Trailer lines: 16 bytes each at most, 2 fields, 24 bytes in all.
+        let end = decode(b"0\r\nX-A: 012345678\r\n\r\n").unwrap();
+        assert!(matches!(end.last(), Some(Frame::End(Some(t))) if t["x-a"] == "012345678"));
+        assert_eq!(
+            decode(b"0\r\nX-A: 0123456789\r\n\r\n"),
+            Err(ErrorKind::InvalidTrailers)
+        );
+        assert_eq!(decode(b"0\r\nX-A: 0123456789"), Ok(vec![]));
+        assert_eq!(decode(b"0\r\nA: 1\r\n\r"), Ok(vec![]));
+        assert_eq!(
+            decode(b"0\r\nX-A: 01234567890"),
+            Err(ErrorKind::InvalidTrailers)
+        );
+        assert_eq!(
+            decode(b"0\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"),
+            Err(ErrorKind::InvalidTrailers)
+        );
+        assert!(decode(b"0\r\nA: 123456\r\nB: 12345\r\n\r\n").is_ok());
+        assert_eq!(
+            decode(b"0\r\nA: 1234567\r\nB: 1234567\r\n\r\n"),
+            Err(ErrorKind::InvalidTrailers)
+        );
+        // Only CRLF ends a trailer line or the section.
+        for bad in [
+            &b"0\r\n\n"[..],
+            b"0\r\nA: 1\n\r\n",
+            b"0\r\nA: 1\r\n\n",
+            b"0\r\nA: 1\r\n\rX",
+            b"0\r\nA: 1\rX",
+            b"0\r\nA 1\r\n\r\n",
+            b"0\r\n A: 1\r\n\r\n",
+            b"0\r\nA: \x01\r\n\r\n",
+        ] {
+            assert_eq!(
+                decode(bad),
+                Err(ErrorKind::InvalidTrailers),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

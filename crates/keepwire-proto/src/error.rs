@@ -74,16 +74,27 @@ pub enum ErrorKind {
     /// `Transfer-Encoding` in an HTTP/1.0 request (RFC 9112 §6.1).
     #[error("Transfer-Encoding in an HTTP/1.0 request")]
     TransferEncodingInHttp10,
-    /// A chunk-size line that is not hex, overflows, or is too long (R10.1).
+    /// A chunk-size line that is not `1*HEXDIG [chunk-ext] CRLF` (RFC 9112
+    /// §7.1), overflows, or is too long (R10.1, R10.3).
     #[error("invalid chunk size line")]
     InvalidChunkSize,
     /// Chunk data not followed by CRLF.
     #[error("chunk data not followed by CRLF")]
     InvalidChunkTerminator,
-    /// Trailer section malformed or longer than
-    /// [`crate::Limits::max_trailer_bytes`].
+    /// Trailer section malformed (a line not ended by CRLF included) or
+    /// over its limits ([`crate::Limits::max_trailer_bytes`], and the line
+    /// and count limits of header fields).
     #[error("malformed or oversized trailer section")]
     InvalidTrailers,
+    /// An HTTP/1.1 request without `Host` (RFC 9112 §3.2, R10.3).
+    #[error("HTTP/1.1 request without Host")]
+    MissingHost,
+    /// More than one `Host` field line (RFC 9112 §3.2, R10.3).
+    #[error("more than one Host field")]
+    RepeatedHost,
+    /// A `Host` that is not `uri-host [":" port]` (RFC 9112 §3.2, R10.3).
+    #[error("invalid Host")]
+    InvalidHost,
     /// A request body longer than the configured maximum.
     #[error("body longer than {limit} bytes")]
     BodyTooLarge {
@@ -194,7 +205,10 @@ impl Error {
             | TransferEncodingInHttp10
             | InvalidChunkSize
             | InvalidChunkTerminator
-            | InvalidTrailers => StatusCode::BAD_REQUEST,
+            | InvalidTrailers
+            | MissingHost
+            | RepeatedHost
+            | InvalidHost => StatusCode::BAD_REQUEST,
             BodyLengthMismatch { .. } | InvalidState => return None,
         })
     }

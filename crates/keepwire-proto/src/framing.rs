@@ -39,7 +39,10 @@ pub struct Framing {
 
 /// Parses every `Content-Length` line. `Ok(None)` if absent. Repeated lines
 /// or list members with one identical value are accepted as that value
-/// (RFC 9110 §8.6); differing values and non-digits are errors.
+/// (RFC 9110 §8.6); differing values are errors, and so is every member that
+/// is not `1*DIGIT` between optional whitespace: an empty value, an empty
+/// list member (`Content-Length: ,` is not "no body"), a sign, inner
+/// whitespace, a number past `u64`.
 pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
     content_length_of(headers.get_all(CONTENT_LENGTH).iter().map(|v| v.as_bytes()))
 }
@@ -51,8 +54,8 @@ pub(crate) fn content_length_of<'a>(
 ) -> Result<Option<u64>, Error> {
     let mut found: Option<u64> = None;
     for value in values {
-        for item in split_tokens(value) {
-            let n = parse_decimal(item)
+        for item in value.split(|&b| b == b',') {
+            let n = parse_decimal(trim_ows(item))
                 .ok_or_else(|| Error::remote(ErrorKind::InvalidContentLength))?;
             match found {
                 Some(prev) if prev != n => {
@@ -61,11 +64,19 @@ pub(crate) fn content_length_of<'a>(
                 _ => found = Some(n),
             }
         }
-        if value.iter().all(|b| *b == b' ' || *b == b'\t') {
-            return Err(Error::remote(ErrorKind::InvalidContentLength));
-        }
     }
     Ok(found)
+}
+
+/// `item` without the optional whitespace (SP, HTAB) around it.
+fn trim_ows(mut item: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = item {
+        item = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = item {
+        item = rest;
+    }
+    item
 }
 
 /// `1*DIGIT` as u64; no sign, no whitespace inside, no overflow.
@@ -252,6 +263,8 @@ mod tests {
                 Some(5),
             ),
             (vec![("content-length", "5, 5")], Some(5)),
+            (vec![("content-length", "5,5 ,\t5")], Some(5)),
+            (vec![("content-length", "007")], Some(7)),
             (vec![], None),
         ];
         for (h, want) in ok {
@@ -291,6 +304,18 @@ mod tests {
                 ErrorKind::InvalidContentLength,
             ),
         ];
+        // Empty list members are no number either: `,` is not "no body".
+        let bad: Vec<_> = bad
+            .into_iter()
+            .chain(
+                [",", " , ", "5,", ", 5", "5,,5", "5, ,5", "\t"]
+                    .map(|v| (vec![("content-length", v)], ErrorKind::InvalidContentLength)),
+            )
+            .chain([(
+                vec![("content-length", "5"), ("content-length", ",")],
+                ErrorKind::InvalidContentLength,
+            )])
+            .collect();
         for (h, want) in bad {
             assert_eq!(
                 content_length(&headers(&h)).unwrap_err().kind(),

@@ -21,6 +21,7 @@
 //!   types, with the original header-name case kept when asked.
 //! - [`framing`]: RFC 9112 §6.3, which body a message has.
 //! - [`decode`], [`encode`]: body decoders and encoders per framing.
+//! - [`host`]: whether a request's `Host` is acceptable (RFC 9112 §3.2).
 //! - [`hop`]: `Connection` tokens, hop-by-hop stripping, `Keep-Alive`
 //!   parameters, idempotency, `Expect` and `Upgrade`.
 //! - [`connection`]: the state machine that decides persistence and keeps
@@ -37,6 +38,7 @@ pub mod error;
 pub mod framing;
 pub mod head;
 pub mod hop;
+pub mod host;
 
 pub use connection::{BodyLength, Conn, ConnConfig, Event, Role};
 pub use decode::{Decoder, Frame};
@@ -66,7 +68,9 @@ pub struct Limits {
     /// 431 for a header line.
     pub max_line_bytes: usize,
     /// Longest trailer section of a chunked body. Default 8 KiB (nginx
-    /// discards trailers; hyper bounds them to its header limits).
+    /// discards trailers; hyper bounds them to its header limits). Each
+    /// trailer line is also bounded by `max_line_bytes` and their count by
+    /// `max_headers`, as header fields are.
     pub max_trailer_bytes: usize,
     /// Longest chunk-size line including extensions. Default 4 KiB; nginx
     /// bounds it by its buffer, hyper at 4 KiB of extensions.

@@ -1083,7 +1083,7 @@ fn informational_then_final_through_the_pair() {
     let mut client = Conn::new(Role::Client, ConnConfig::default());
     let mut server = Conn::new(Role::Server, ConnConfig::default());
     let mut head = RequestHead::new(Method::PUT, "/up".parse().unwrap(), Version::HTTP_11);
-    head.headers = header_map(&[("expect", "100-continue")]);
+    head.headers = header_map(&[("host", "a"), ("expect", "100-continue")]);
     let mut wire = BytesMut::new();
     client
         .send_request(&head, BodyLength::Known(3), &mut wire)
@@ -1198,7 +1198,7 @@ fn declined_upgrade_goes_on_as_http_unless_it_said_close() {
     // Declined without close: the next request is read.
     let mut conn = Conn::new(Role::Server, ConnConfig::default());
     conn.handle_bytes(
-        b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nGET /next HTTP/1.1\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n",
     );
     assert_eq!(
         describe_all(&drain(&mut conn)),
@@ -1222,7 +1222,7 @@ fn declined_upgrade_goes_on_as_http_unless_it_said_close() {
     // Declined with close: nothing more is read.
     let mut conn = Conn::new(Role::Server, ConnConfig::default());
     conn.handle_bytes(
-        b"GET /ws HTTP/1.1\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\r\nGET /next HTTP/1.1\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n",
     );
     drain(&mut conn);
     let mut out = BytesMut::new();
@@ -1236,7 +1236,10 @@ fn declined_upgrade_goes_on_as_http_unless_it_said_close() {
     assert_eq!(connection_lines(&out), ["content-length: 0", CLOSE]);
     assert!(conn.should_close());
     assert_eq!(drain(&mut conn), []);
-    assert_eq!(&conn.read_buffer()[..], b"GET /next HTTP/1.1\r\n\r\n");
+    assert_eq!(
+        &conn.read_buffer()[..],
+        b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n"
+    );
 
     // A refused CONNECT from a 1.0 client closes too.
     let (mut conn, r, wire) = upgrade_exchange("CONNECT example.com:443 HTTP/1.0\r\n\r\n", 403);

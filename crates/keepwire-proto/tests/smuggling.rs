@@ -129,6 +129,16 @@ vectors! {
         => InvalidContentLength, 400, [];
     cl_overflow: post("Content-Length: 99999999999999999999\r\n", "abc")
         => InvalidContentLength, 400, [];
+    cl_lone_comma: post("Content-Length: ,\r\n", "abc")
+        => InvalidContentLength, 400, [];
+    cl_trailing_comma: post("Content-Length: 3,\r\n", "abc")
+        => InvalidContentLength, 400, [];
+    cl_empty_list_member: post("Content-Length: 3, ,3\r\n", "abc")
+        => InvalidContentLength, 400, [];
+    cl_valid_line_and_empty_line: post("Content-Length: 3\r\nContent-Length: \r\n", "abc")
+        => InvalidContentLength, 400, [];
+    cl_leading_space_inside_list: post("Content-Length:  1 2\r\n", "abc")
+        => InvalidContentLength, 400, [];
     te_not_chunked: post("Transfer-Encoding: gzip\r\n", "abc")
         => UnsupportedTransferCoding, 400, [];
     te_identity: post("Transfer-Encoding: identity\r\n", "abc")
@@ -161,6 +171,38 @@ vectors! {
         => InvalidChunkSize, 400, [CHUNKED_HEAD];
     chunk_extension_too_long: post("Transfer-Encoding: chunked\r\n", &format!("5;{}\r\nhello\r\n0\r\n\r\n", "e".repeat(5000)))
         => InvalidChunkSize, 400, [CHUNKED_HEAD];
+    chunk_size_empty_line: post("Transfer-Encoding: chunked\r\n", "\r\nhello\r\n0\r\n\r\n")
+        => InvalidChunkSize, 400, [CHUNKED_HEAD];
+    chunk_size_whitespace_only: post("Transfer-Encoding: chunked\r\n", " \r\nhello\r\n0\r\n\r\n")
+        => InvalidChunkSize, 400, [CHUNKED_HEAD];
+    chunk_size_tab_only: post("Transfer-Encoding: chunked\r\n", "\t\r\nhello\r\n0\r\n\r\n")
+        => InvalidChunkSize, 400, [CHUNKED_HEAD];
+    chunk_size_leading_space: post("Transfer-Encoding: chunked\r\n", " 5\r\nhello\r\n0\r\n\r\n")
+        => InvalidChunkSize, 400, [CHUNKED_HEAD];
+    chunk_size_trailing_space: post("Transfer-Encoding: chunked\r\n", "5 \r\nhello\r\n0\r\n\r\n")
+        => InvalidChunkSize, 400, [CHUNKED_HEAD];
+    chunk_size_0x_prefix: post("Transfer-Encoding: chunked\r\n", "0x5\r\nhello\r\n0\r\n\r\n")
+        => InvalidChunkSize, 400, [CHUNKED_HEAD];
+    chunk_size_bare_cr: post("Transfer-Encoding: chunked\r\n", "5\rhello\r\n0\r\n\r\n")
+        => InvalidChunkSize, 400, [CHUNKED_HEAD];
+    last_chunk_with_bare_lf: post("Transfer-Encoding: chunked\r\n", "0\n\r\n")
+        => InvalidChunkSize, 400, [CHUNKED_HEAD];
+    chunk_extension_with_bare_lf: post("Transfer-Encoding: chunked\r\n", "5;a\nhello\r\n0\r\n\r\n")
+        => InvalidChunkSize, 400, [CHUNKED_HEAD];
+    chunk_extension_with_bare_cr: post("Transfer-Encoding: chunked\r\n", "5;a\rb\r\nhello\r\n0\r\n\r\n")
+        => InvalidChunkSize, 400, [CHUNKED_HEAD];
+    chunk_extension_with_control_byte: post("Transfer-Encoding: chunked\r\n", "5;a\x01b\r\nhello\r\n0\r\n\r\n")
+        => InvalidChunkSize, 400, [CHUNKED_HEAD];
+    chunk_extension_with_nul_in_quotes: post("Transfer-Encoding: chunked\r\n", "5;a=\"\x00\"\r\nhello\r\n0\r\n\r\n")
+        => InvalidChunkSize, 400, [CHUNKED_HEAD];
+    chunk_extension_unclosed_quote_swallows_lines: post("Transfer-Encoding: chunked\r\n", "5;a=\"b\r\nhello\r\n0\r\n\r\n")
+        => InvalidChunkSize, 400, [CHUNKED_HEAD];
+    chunk_extension_without_name: post("Transfer-Encoding: chunked\r\n", "5;\r\nhello\r\n0\r\n\r\n")
+        => InvalidChunkSize, 400, [CHUNKED_HEAD];
+    chunk_extension_space_before_crlf: post("Transfer-Encoding: chunked\r\n", "5;a=b \r\nhello\r\n0\r\n\r\n")
+        => InvalidChunkSize, 400, [CHUNKED_HEAD];
+    chunk_extension_without_value: post("Transfer-Encoding: chunked\r\n", "5;a=\r\nhello\r\n0\r\n\r\n")
+        => InvalidChunkSize, 400, [CHUNKED_HEAD];
     chunk_data_without_crlf: post("Transfer-Encoding: chunked\r\n", "5\r\nhelloXX\r\n0\r\n\r\n")
         => InvalidChunkTerminator, 400, [CHUNKED_HEAD];
     chunk_data_then_bare_lf: post("Transfer-Encoding: chunked\r\n", "5\r\nhello\n0\r\n\r\n")
@@ -169,8 +211,66 @@ vectors! {
         => InvalidChunkTerminator, 400, [CHUNKED_HEAD];
     trailer_malformed: post("Transfer-Encoding: chunked\r\n", "0\r\nBad Trailer: x\r\n\r\n")
         => InvalidTrailers, 400, [CHUNKED_HEAD];
+    trailer_section_ends_with_bare_lf: post("Transfer-Encoding: chunked\r\n", "0\r\nX-T: 1\r\n\n")
+        => InvalidTrailers, 400, [CHUNKED_HEAD];
+    trailer_section_empty_with_bare_lf: post("Transfer-Encoding: chunked\r\n", "0\r\n\n")
+        => InvalidTrailers, 400, [CHUNKED_HEAD];
+    trailer_line_ends_with_bare_lf: post("Transfer-Encoding: chunked\r\n", "0\r\nX-T: 1\nX-U: 2\r\n\r\n")
+        => InvalidTrailers, 400, [CHUNKED_HEAD];
+    trailer_obs_fold: post("Transfer-Encoding: chunked\r\n", "0\r\nX-T: 1\r\n 2\r\n\r\n")
+        => InvalidTrailers, 400, [CHUNKED_HEAD];
+    trailer_control_byte: post("Transfer-Encoding: chunked\r\n", "0\r\nX-T: 1\x01\r\n\r\n")
+        => InvalidTrailers, 400, [CHUNKED_HEAD];
+    trailer_too_many_fields: post("Transfer-Encoding: chunked\r\n", &format!("0\r\n{}\r\n", (0..101).map(|i| format!("T{i}: v\r\n")).collect::<String>()))
+        => InvalidTrailers, 400, [CHUNKED_HEAD];
     trailer_section_too_large: post("Transfer-Encoding: chunked\r\n", &format!("0\r\nX-Big: {}\r\n\r\n", "t".repeat(9000)))
         => InvalidTrailers, 400, [CHUNKED_HEAD];
+
+    // ---- R10.3: Host (RFC 9112 §3.2)
+    host_missing: b"GET / HTTP/1.1\r\n\r\n"
+        => MissingHost, 400, [];
+    host_missing_with_absolute_form: b"GET http://a/ HTTP/1.1\r\n\r\n"
+        => MissingHost, 400, [];
+    host_missing_on_a_post: b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
+        => MissingHost, 400, [];
+    host_repeated: b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n"
+        => RepeatedHost, 400, [];
+    host_repeated_differing: b"GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\nhost: evil\r\n\r\n"
+        => RepeatedHost, 400, [];
+    host_repeated_in_http10: b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n"
+        => RepeatedHost, 400, [];
+    host_repeated_with_absolute_form: b"GET http://a/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"
+        => RepeatedHost, 400, [];
+    host_with_space: b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n"
+        => InvalidHost, 400, [];
+    host_as_list: b"GET / HTTP/1.1\r\nHost: a, b\r\n\r\n"
+        => InvalidHost, 400, [];
+    host_with_slash: b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"
+        => InvalidHost, 400, [];
+    host_with_query: b"GET / HTTP/1.1\r\nHost: a?b\r\n\r\n"
+        => InvalidHost, 400, [];
+    host_with_fragment: b"GET / HTTP/1.1\r\nHost: a#b\r\n\r\n"
+        => InvalidHost, 400, [];
+    host_with_userinfo: b"GET / HTTP/1.1\r\nHost: user@a\r\n\r\n"
+        => InvalidHost, 400, [];
+    host_with_bad_port: b"GET / HTTP/1.1\r\nHost: a:80x\r\n\r\n"
+        => InvalidHost, 400, [];
+    host_with_port_out_of_range: b"GET / HTTP/1.1\r\nHost: a:65536\r\n\r\n"
+        => InvalidHost, 400, [];
+    host_with_obs_text: b"GET / HTTP/1.1\r\nHost: \xc3\xa9.example\r\n\r\n"
+        => InvalidHost, 400, [];
+    host_invalid_in_http10: b"GET / HTTP/1.0\r\nHost: a/b\r\n\r\n"
+        => InvalidHost, 400, [];
+    host_repeated_on_connect: b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\nHost: b:443\r\n\r\n"
+        => RepeatedHost, 400, [];
+    absolute_form_with_userinfo: b"GET http://user@a/ HTTP/1.1\r\nHost: a\r\n\r\n"
+        => MalformedTarget, 400, [];
+    authority_form_with_userinfo: b"CONNECT user:pw@a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"
+        => MalformedTarget, 400, [];
+    absolute_form_with_bad_port: b"GET http://a:99999/ HTTP/1.1\r\nHost: a\r\n\r\n"
+        => MalformedTarget, 400, [];
+    host_unclosed_ipv6: b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n"
+        => InvalidHost, 400, [];
 
     // ---- R10.1: head syntax
     obs_fold_transfer_encoding: post("Transfer-Encoding:\r\n chunked\r\n", "0\r\n\r\n")
@@ -362,6 +462,7 @@ fn identical_content_length_repeats_are_one_length() {
     for headers in [
         "Content-Length: 3\r\nContent-Length: 3\r\n",
         "Content-Length: 3, 3\r\n",
+        "Content-Length: 3,3\r\nContent-Length: 3 ,\t3\r\n",
     ] {
         let mut d = Driver::server(ConnConfig::default(), Answer::OnEnd);
         d.feed(&[&post(headers, "abc")[..], SMUGGLED].concat());
@@ -402,4 +503,168 @@ fn bare_lf_in_heads_is_accepted_like_crlf() {
     let a = run(lf);
     assert_eq!(describe_all(&a), [CHUNKED_HEAD, "DATA abc", "END"]);
     assert_eq!(a, run(crlf));
+}
+
+/// The strict forms still pass, whole and in every split: extensions with
+/// quoted strings and BWS around `;` and `=`, leading zeros, trailers that
+/// end at CRLF CRLF; and the request after the body is a request.
+#[test]
+fn valid_chunk_extensions_and_trailers_pass() {
+    let body = "5 ;a = b\t; q=\"x;y \\\"z\\\\\" ;n\r\nhello\r\n\
+                0006;e=\"\"\r\n world\r\n\
+                000;last\r\nX-Sum: 11\r\nX-Note: \"a b\"\r\n\r\n";
+    let input = [&post("Transfer-Encoding: chunked\r\n", body)[..], SMUGGLED].concat();
+    for piece in [input.len(), 1, 7] {
+        let mut d = Driver::server(ConnConfig::default(), Answer::OnEnd);
+        for p in input.chunks(piece) {
+            d.feed(p);
+        }
+        assert_eq!(d.error, None, "pieces of {piece}");
+        assert_eq!(
+            describe_all(&coalesce(d.events)),
+            [
+                CHUNKED_HEAD,
+                "DATA hello world",
+                "END [x-sum=11,x-note=\"a b\"]",
+                "REQ GET /smuggled HTTP/1.1 Empty",
+                "END"
+            ],
+            "pieces of {piece}"
+        );
+    }
+}
+
+/// What RFC 9112 §3.2 leaves valid is accepted: HTTP/1.0 without `Host`,
+/// `CONNECT` without `Host` (as Go's `net/http`; the authority-form target
+/// names the authority), an absolute-form target whose `Host` differs (the
+/// target wins; forwarding rewrites `Host`), IP literals, ports, and an
+/// empty `Host`.
+#[test]
+fn valid_host_forms_pass() {
+    for (raw, want) in [
+        (&b"GET / HTTP/1.0\r\n\r\n"[..], "REQ GET / HTTP/1.0 Empty"),
+        (
+            b"GET http://a.example/x HTTP/1.1\r\nHost: b.example\r\n\r\n",
+            "REQ GET http://a.example/x HTTP/1.1 Empty",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: [2001:db8::1]:8080\r\n\r\n",
+            "REQ GET / HTTP/1.1 Empty",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1:80\r\n\r\n",
+            "REQ GET / HTTP/1.1 Empty",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHOST: Example.COM\r\n\r\n",
+            "REQ GET / HTTP/1.1 Empty",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost:\r\n\r\n",
+            "REQ GET / HTTP/1.1 Empty",
+        ),
+    ] {
+        let mut d = Driver::server(ConnConfig::default(), Answer::OnEnd);
+        d.feed(raw);
+        assert_eq!(d.error, None, "{:?}", String::from_utf8_lossy(raw));
+        let events = describe_all(&coalesce(d.events));
+        assert_eq!(events.first().map(String::as_str), Some(want));
+    }
+    // CONNECT turns the connection into a tunnel once answered, so it is
+    // polled by hand.
+    let mut conn = keepwire_proto::Conn::new(keepwire_proto::Role::Server, ConnConfig::default());
+    conn.handle_bytes(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n");
+    let event = conn.poll_event().expect("CONNECT without Host accepted");
+    assert_eq!(
+        event.as_ref().map(describe).as_deref(),
+        Some("REQ CONNECT example.com:443 HTTP/1.1 Empty")
+    );
+}
+
+/// A response is read by the same strict rules (RFC 9112 §6.3 step 5: an
+/// invalid Content-Length is unrecoverable; §7.1 for chunks): a client that
+/// read `Content-Length: ,` as "until close", or a sloppy chunk line as
+/// the last chunk, would hand the rest of the stream to the next request.
+#[test]
+fn responses_are_framed_as_strictly() {
+    let chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let res_head = "RES 200 HTTP/1.1 Chunked";
+    let cases: Vec<(String, ErrorKind, Vec<&str>)> = vec![
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: ,\r\n\r\nabc".into(),
+            InvalidContentLength,
+            vec![],
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: 3,\r\n\r\nabc".into(),
+            InvalidContentLength,
+            vec![],
+        ),
+        (
+            format!("{chunked}\r\nabc\r\n0\r\n\r\n"),
+            InvalidChunkSize,
+            vec![res_head],
+        ),
+        (
+            format!("{chunked} \r\nabc\r\n0\r\n\r\n"),
+            InvalidChunkSize,
+            vec![res_head],
+        ),
+        (
+            format!("{chunked}3;x\nabc\r\n0\r\n\r\n"),
+            InvalidChunkSize,
+            vec![res_head],
+        ),
+        (
+            format!("{chunked}3;x=\"\x7f\"\r\nabc\r\n0\r\n\r\n"),
+            InvalidChunkSize,
+            vec![res_head],
+        ),
+        (
+            format!("{chunked}0\r\nX: 1\n\n"),
+            InvalidTrailers,
+            vec![res_head],
+        ),
+    ];
+    for (raw, kind, surfaced) in cases {
+        for piece in [raw.len(), 1] {
+            let mut d = Driver::client(ConnConfig::default(), &[http::Method::GET]);
+            for p in raw.as_bytes().chunks(piece) {
+                d.feed(p);
+            }
+            d.eof();
+            let what = format!("{raw:?} in pieces of {piece}");
+            assert_eq!(d.error.as_ref().map(|e| e.kind()), Some(&kind), "{what}");
+            let heads: Vec<String> = coalesce(std::mem::take(&mut d.events))
+                .iter()
+                .filter(|e| !matches!(e, Event::Data(_)))
+                .map(describe)
+                .collect();
+            assert_eq!(heads, surfaced, "{what}");
+        }
+    }
+    // The valid spelling of each passes.
+    let mut d = Driver::client(
+        ConnConfig::default(),
+        &[http::Method::GET, http::Method::GET],
+    );
+    d.feed(
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\nabc\
+             {chunked}3 ; x = \"y z\"\r\ndef\r\n0\r\nX: 1\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_eq!(d.error, None);
+    assert_eq!(
+        describe_all(&coalesce(d.events)),
+        [
+            "RES 200 HTTP/1.1 Length(3)",
+            "DATA abc",
+            "END",
+            res_head,
+            "DATA def",
+            "END [x=1]"
+        ]
+    );
 }

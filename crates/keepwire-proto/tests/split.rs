@@ -553,7 +553,7 @@ fn limit_boundaries_do_not_depend_on_splits() {
         ),
         // Header line: at most max_line_bytes including CRLF.
         (
-            format!("GET / HTTP/1.1\r\n{}\r\n", header_line(64)),
+            format!("GET / HTTP/1.1\r\nHost: h\r\n{}\r\n", header_line(64)),
             None,
             vec![ok(""), "END".into()],
         ),
@@ -582,25 +582,28 @@ fn limit_boundaries_do_not_depend_on_splits() {
             vec![],
         ),
         (
-            format!("GET / HTTP/1.1\r\nX-F: v{}\r\n\r\n", " ".repeat(56)),
+            format!(
+                "GET / HTTP/1.1\r\nHost: h\r\nX-F: v{}\r\n\r\n",
+                " ".repeat(56)
+            ),
             None,
             vec![ok(""), "END".into()],
         ),
-        // Head: at most max_head_bytes. 16 + 3 * 60 + 58 + 2 = 256.
+        // Head: at most max_head_bytes. 16 + 9 + 3 * 60 + 49 + 2 = 256.
         (
             format!(
-                "GET / HTTP/1.1\r\n{}{}\r\n",
+                "GET / HTTP/1.1\r\nHost: h\r\n{}{}\r\n",
                 header_line(60).repeat(3),
-                header_line(58)
+                header_line(49)
             ),
             None,
             vec![ok(""), "END".into()],
         ),
         (
             format!(
-                "GET / HTTP/1.1\r\n{}{}\r\n",
+                "GET / HTTP/1.1\r\nHost: h\r\n{}{}\r\n",
                 header_line(60).repeat(3),
-                header_line(59)
+                header_line(50)
             ),
             Some(HeadTooLarge { limit: 256 }),
             vec![],

@@ -29,6 +29,12 @@ pub enum BodyError {
     /// A body of the application's failed.
     #[error("body: {0}")]
     Source(Box<dyn std::error::Error + Send + Sync>),
+    /// The peer sent more than the body limit allows (413).
+    #[error("body: larger than the limit of {0} bytes")]
+    TooLarge(u64),
+    /// The peer sent nothing for the body-read timeout (408).
+    #[error("body: no data for {0:?}")]
+    TimedOut(std::time::Duration),
 }
 
 type BoxBody = Pin<Box<dyn http_body::Body<Data = Bytes, Error = BodyError> + Send>>;
@@ -166,27 +172,149 @@ impl BodySender {
 }
 
 impl Body {
-    /// The body of an HTTP/2 stream. Flow-control capacity goes back to the
-    /// peer as the reader takes the data, so a slow reader slows the
-    /// sender instead of filling memory.
-    pub(crate) fn from_h2(mut recv: h2::RecvStream) -> Body {
+    /// The body of an HTTP/2 stream, read as the reader polls it: flow-control
+    /// capacity goes back to the peer only as the reader takes the data, so a
+    /// slow reader slows the sender instead of filling memory (and a stream
+    /// whose reader is gone holds nothing but its window). The bounds are the
+    /// HTTP/1 driver's: at most `max` bytes (over it, [`BodyError::TooLarge`])
+    /// and at most `timeout` between two frames ([`BodyError::TimedOut`]).
+    pub(crate) fn from_h2_bounded(recv: h2::RecvStream, bounds: H2BodyBounds) -> Body {
         if recv.is_end_stream() {
             return Body::empty();
         }
-        let (tx, body) = Body::channel(8);
-        tokio::spawn(async move {
-            while let Some(chunk) = recv.data().await {
-                let Ok(chunk) = chunk else {
-                    tx.abort().await;
-                    return;
-                };
-                let _ = recv.flow_control().release_capacity(chunk.len());
-                if tx.send(chunk).await.is_err() {
-                    return;
-                }
+        Body {
+            kind: Kind::Boxed(Box::pin(H2Body {
+                recv,
+                bounds,
+                read: 0,
+                data_done: false,
+                ended: false,
+                timer: None,
+            })),
+        }
+    }
+}
+
+/// What an HTTP/2 body may cost (see [`Body::from_h2_bounded`]): a
+/// request's on the server, a response's in the client (its read timeout).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct H2BodyBounds {
+    /// Most bytes the body may carry.
+    pub max: Option<u64>,
+    /// Longest wait for the next frame.
+    pub timeout: Option<std::time::Duration>,
+    /// The declared `content-length`, for the size hint.
+    pub length: Option<u64>,
+    /// Set when a bound was broken, for the stream's answer (413 or 408).
+    pub broken: Option<std::sync::Arc<std::sync::OnceLock<BrokenBound>>>,
+}
+
+/// Which bound an HTTP/2 request body broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BrokenBound {
+    /// More than `max` bytes.
+    TooLarge,
+    /// No frame within `timeout`.
+    TimedOut,
+}
+
+struct H2Body {
+    recv: h2::RecvStream,
+    bounds: H2BodyBounds,
+    read: u64,
+    data_done: bool,
+    /// A bound was broken: the body ends (with that error).
+    ended: bool,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl H2Body {
+    fn broke(&mut self, bound: BrokenBound) -> BodyError {
+        if let Some(b) = &self.bounds.broken {
+            let _ = b.set(bound);
+        }
+        // Nothing more is read: the stream's window stays shut.
+        self.ended = true;
+        match bound {
+            BrokenBound::TooLarge => BodyError::TooLarge(self.bounds.max.unwrap_or(0)),
+            BrokenBound::TimedOut => BodyError::TimedOut(self.bounds.timeout.unwrap_or_default()),
+        }
+    }
+
+    /// Pending from the stream: the body-read timeout runs.
+    fn wait(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        use std::future::Future as _;
+        let Some(timeout) = self.bounds.timeout else {
+            return Poll::Pending;
+        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.timer = None;
+                Poll::Ready(Some(Err(self.broke(BrokenBound::TimedOut))))
             }
-        });
-        body
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl http_body::Body for H2Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if !this.data_done {
+            match this.recv.poll_data(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    this.timer = None;
+                    let n = chunk.len();
+                    this.read = this.read.saturating_add(n as u64);
+                    if this.bounds.max.is_some_and(|max| this.read > max) {
+                        return Poll::Ready(Some(Err(this.broke(BrokenBound::TooLarge))));
+                    }
+                    let _ = this.recv.flow_control().release_capacity(n);
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.data_done = true;
+                    return Poll::Ready(Some(Err(BodyError::Source(Box::new(e)))));
+                }
+                Poll::Ready(None) => {
+                    this.data_done = true;
+                    this.timer = None;
+                }
+                Poll::Pending => return this.wait(cx),
+            }
+        }
+        if this.recv.is_end_stream() {
+            return Poll::Ready(None);
+        }
+        match this.recv.poll_trailers(cx) {
+            Poll::Ready(Ok(Some(t))) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(BodyError::Source(Box::new(e))))),
+            Poll::Pending => this.wait(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.recv.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.bounds.length {
+            Some(n) => SizeHint::with_exact(n.saturating_sub(self.read)),
+            None => SizeHint::default(),
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`body`]: one streaming body type for requests and responses.
 //! - [`net`]: socket options and the lingering close (R2.3, R8.5).
 //! - [`metrics`]: connection counters in Prometheus text format.
+//! - [`trace`]: TRACE, off by default, and an echo that keeps credentials out.
 //!
 //! The protocol itself lives in the sans-IO [`proto`] crate; this crate is
 //! the pump that moves bytes, runs handlers and owns the clocks.
@@ -26,6 +27,7 @@ pub mod proxy;
 pub mod server;
 #[cfg(feature = "tower")]
 pub mod tower;
+pub mod trace;
 pub mod transport;
 
 pub use body::{Body, BodyError, BodySender};

@@ -79,6 +79,25 @@ pub struct ServerMetrics {
     pub linger_bounded: AtomicU64,
     /// Bytes read and discarded while lingering.
     pub linger_discarded_bytes: AtomicU64,
+    /// Gauge: HTTP/2 streams whose handler or answer is in flight.
+    pub h2_streams_in_flight: AtomicU64,
+    /// The most HTTP/2 streams any one connection had in flight at once
+    /// (never above `http2_max_streams`).
+    pub h2_streams_in_flight_max_per_conn: AtomicU64,
+    /// HTTP/2 streams the client reset while their work was in flight (the
+    /// work was cancelled).
+    pub h2_streams_cancelled: AtomicU64,
+    /// HTTP/2 streams refused (REFUSED_STREAM) because the connection's
+    /// handlers in flight were at the stream limit.
+    pub h2_streams_refused: AtomicU64,
+    /// HTTP/2 streams reset for getting no flow-control window for the
+    /// write timeout.
+    pub h2_streams_stalled: AtomicU64,
+    /// HTTP/2 connections sent GOAWAY `ENHANCE_YOUR_CALM` (reset floods).
+    pub h2_calm_goaways: AtomicU64,
+    /// Gauge: upgraded connections and CONNECT tunnels open now (each also
+    /// counts in `connections_open` until it ends, R9.5).
+    pub tunnels_open: AtomicU64,
 }
 
 impl ServerMetrics {
@@ -185,6 +204,53 @@ impl ServerMetrics {
             "Bytes discarded while lingering.",
             &one(&self.linger_discarded_bytes),
         );
+        let rows: [(&str, &str, &str, &AtomicU64); 7] = [
+            (
+                "h2_streams_in_flight",
+                "gauge",
+                "HTTP/2 streams whose handler or answer is in flight.",
+                &self.h2_streams_in_flight,
+            ),
+            (
+                "h2_streams_in_flight_max_per_connection",
+                "gauge",
+                "Most HTTP/2 streams one connection had in flight at once.",
+                &self.h2_streams_in_flight_max_per_conn,
+            ),
+            (
+                "h2_streams_cancelled_total",
+                "counter",
+                "HTTP/2 streams reset by the client while in flight (work cancelled).",
+                &self.h2_streams_cancelled,
+            ),
+            (
+                "h2_streams_refused_total",
+                "counter",
+                "HTTP/2 streams refused at the in-flight limit.",
+                &self.h2_streams_refused,
+            ),
+            (
+                "h2_streams_stalled_total",
+                "counter",
+                "HTTP/2 streams reset for no flow-control window within the write timeout.",
+                &self.h2_streams_stalled,
+            ),
+            (
+                "h2_calm_goaways_total",
+                "counter",
+                "HTTP/2 connections sent GOAWAY ENHANCE_YOUR_CALM.",
+                &self.h2_calm_goaways,
+            ),
+            (
+                "tunnels_open",
+                "gauge",
+                "Upgraded connections and CONNECT tunnels open now.",
+                &self.tunnels_open,
+            ),
+        ];
+        for (name, kind, help, value) in rows {
+            metric(name, kind, help, &one(value));
+        }
         s
     }
 }

@@ -205,6 +205,9 @@ pub struct ProxyConfig {
     /// Bytes of retry copies one client connection's requests in flight may
     /// keep together (default 1 MiB).
     pub retained_per_connection: usize,
+    /// Answer TRACE (echo at `Max-Forwards: 0`, forward otherwise); off, it
+    /// is refused with 405. The echo never includes credentials.
+    pub trace: bool,
 }
 
 impl Default for ProxyConfig {
@@ -228,6 +231,7 @@ impl Default for ProxyConfig {
             upstream_http2: false,
             retry_body_max: crate::client::REPLAY_LIMIT,
             retained_per_connection: 1024 * 1024,
+            trace: false,
         }
     }
 }
@@ -401,12 +405,16 @@ impl Proxy {
         if req.method() == Method::CONNECT {
             return self.connect_tunnel(req).await;
         }
+        if req.method() == Method::TRACE && !self.config.trace {
+            self.metrics.refused.fetch_add(1, Relaxed);
+            return crate::trace::refused(ALLOWED_NO_TRACE);
+        }
         // Max-Forwards (RFC 9110 §7.6.2): 0 means "answer here".
         if matches!(*req.method(), Method::TRACE | Method::OPTIONS)
             && let Some(n) = max_forwards(&req)
         {
             if n == 0 {
-                return answer_here(&req);
+                return answer_here(&req, self.config.trace);
             }
             req.headers_mut()
                 .insert(http::header::MAX_FORWARDS, HeaderValue::from(n - 1));
@@ -695,14 +703,7 @@ impl Proxy {
         self.metrics.tunnels.fetch_add(1, Relaxed);
         tokio::spawn(async move {
             if let Some(client) = down.wait().await {
-                splice(
-                    client,
-                    Upgraded {
-                        stream: upstream.into(),
-                        read_buf: Default::default(),
-                    },
-                )
-                .await;
+                splice(client, Upgraded::new(upstream.into(), Default::default())).await;
             }
         });
         Response::new(Body::empty())
@@ -751,29 +752,19 @@ fn max_forwards(req: &Request<Body>) -> Option<u64> {
         .ok()
 }
 
+/// What the proxy relays; TRACE only when turned on.
+const ALLOWED: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH, CONNECT";
+const ALLOWED_NO_TRACE: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, CONNECT";
+
 /// TRACE / OPTIONS with `Max-Forwards: 0`: we are the final recipient.
-fn answer_here(req: &Request<Body>) -> Response<Body> {
+fn answer_here(req: &Request<Body>, trace: bool) -> Response<Body> {
     if req.method() == Method::TRACE {
-        let mut echo = format!("{} {} {:?}\r\n", req.method(), req.uri(), req.version());
-        for (n, v) in req.headers() {
-            echo.push_str(&format!(
-                "{}: {}\r\n",
-                n,
-                String::from_utf8_lossy(v.as_bytes())
-            ));
-        }
-        let mut r = Response::new(Body::from(echo));
-        r.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("message/http"),
-        );
-        return r;
+        return crate::trace::echo(req);
     }
     let mut r = Response::new(Body::empty());
-    r.headers_mut().insert(
-        http::header::ALLOW,
-        HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH, CONNECT"),
-    );
+    let allow = if trace { ALLOWED } else { ALLOWED_NO_TRACE };
+    r.headers_mut()
+        .insert(http::header::ALLOW, HeaderValue::from_static(allow));
     r
 }
 

@@ -470,6 +470,71 @@ fn bad_requests() -> Vec<(&'static str, Vec<u8>, u16)> {
             400,
         ),
         (
+            "empty chunk-size line",
+            "POST /chunk-empty HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\r\nhello\r\n0\r\n\r\n".to_string(),
+            400,
+        ),
+        (
+            "whitespace chunk-size line",
+            "POST /chunk-space HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n \r\nhello\r\n0\r\n\r\n".to_string(),
+            400,
+        ),
+        (
+            "chunk extension ended by bare LF",
+            "POST /chunk-ext-lf HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5;a\nhello\r\n0\r\n\r\n".to_string(),
+            400,
+        ),
+        (
+            "control byte in chunk extension",
+            "POST /chunk-ext-ctl HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5;a=\"\x01\"\r\nhello\r\n0\r\n\r\n".to_string(),
+            400,
+        ),
+        (
+            "trailer section ended by bare LF",
+            "POST /trailer-lf HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: 1\r\n\n".to_string(),
+            400,
+        ),
+        (
+            "Content-Length: ,",
+            "POST /cl-comma HTTP/1.1\r\nHost: t\r\nContent-Length: ,\r\n\r\n".to_string(),
+            400,
+        ),
+        (
+            "Content-Length with an empty list member",
+            "POST /cl-empty-member HTTP/1.1\r\nHost: t\r\nContent-Length: 4,\r\n\r\nabcd".to_string(),
+            400,
+        ),
+        (
+            "HTTP/1.1 without Host",
+            "GET /no-host HTTP/1.1\r\n\r\n".to_string(),
+            400,
+        ),
+        (
+            "absolute-form HTTP/1.1 without Host",
+            "GET http://t/no-host-abs HTTP/1.1\r\n\r\n".to_string(),
+            400,
+        ),
+        (
+            "two Host fields",
+            "GET /two-hosts HTTP/1.1\r\nHost: t\r\nHost: evil\r\n\r\n".to_string(),
+            400,
+        ),
+        (
+            "invalid Host",
+            "GET /bad-host HTTP/1.1\r\nHost: t/../evil\r\n\r\n".to_string(),
+            400,
+        ),
+        (
+            "Host with a bad port",
+            "GET /bad-port HTTP/1.1\r\nHost: t:8o\r\n\r\n".to_string(),
+            400,
+        ),
+        (
+            "absolute-form target with userinfo",
+            "GET http://user@t/userinfo HTTP/1.1\r\nHost: t\r\n\r\n".to_string(),
+            400,
+        ),
+        (
             "URI over 8 KiB",
             format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(9000)),
             414,
@@ -566,12 +631,72 @@ async fn smuggling_vectors_and_limits_get_their_status_and_a_close() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
-    // Only the two requests whose heads are valid (the body is what is
-    // broken) reached the handler; the smuggled request never did.
+    // Only the requests whose heads are valid (the body is what is broken)
+    // reached the handler; the smuggled request never did.
     assert_eq!(
         paths.snapshot(),
-        vec!["/chunk".to_string(), "/chunk-big".to_string()]
+        [
+            "/chunk",
+            "/chunk-empty",
+            "/chunk-space",
+            "/chunk-ext-lf",
+            "/chunk-ext-ctl",
+            "/trailer-lf",
+            "/chunk-big"
+        ]
     );
+    stop(srv).await;
+}
+
+/// The strict parser still serves what RFC 9112 allows: chunk extensions
+/// with quoted strings and BWS around `;` and `=`, trailers ended by CRLF
+/// CRLF, a Content-Length list of one value, HTTP/1.0 without Host, an
+/// absolute-form target with its Host, an IPv6 Host; all on one
+/// connection, which stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_but_valid_forms_are_served_on_one_connection() {
+    let srv = serve(
+        |_| {},
+        |req: Request<Body>| async move {
+            let path = req.uri().path().to_owned();
+            match req.into_body().collect(1 << 20).await {
+                Ok(b) => text(
+                    StatusCode::OK,
+                    format!("{path} {}", String::from_utf8_lossy(&b)),
+                ),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        },
+    );
+    let mut c = RawClient::connect(srv.local_addr()).await;
+    let requests = [
+        (
+            "POST /ext HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
+             5 ;a = b\t; q=\"x;y \\\"z\"\r\nhello\r\n0;last\r\nX-Sum: 5\r\n\r\n",
+            "/ext hello",
+        ),
+        (
+            "POST /cl-list HTTP/1.1\r\nHost: t\r\nContent-Length: 5, 5\r\n\r\nworld",
+            "/cl-list world",
+        ),
+        (
+            "GET /http10 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+            "/http10 ",
+        ),
+        (
+            "GET http://t/absolute HTTP/1.1\r\nHost: other\r\n\r\n",
+            "/absolute ",
+        ),
+        ("GET /v6 HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", "/v6 "),
+    ];
+    for (request, want) in requests {
+        c.send(request).await;
+        let r = c.response().await;
+        assert_eq!((r.status, r.text()), (200, want.to_string()), "{request:?}");
+        assert_ne!(r.header("connection"), Some("close"), "{request:?}");
+    }
+    assert!(c.read_some(Duration::from_millis(100)).await.is_none());
+    drop(c);
     stop(srv).await;
 }
 

@@ -328,11 +328,16 @@ fn enter_namespace(local: Ipv4Addr, peer: Ipv4Addr) -> io::Result<OwnedFd> {
         // bandwidth-delay product at 100 Mbit/s and 50 ms).
         &["link", "set", DEV, "txqueuelen", "20000", "up"],
     ];
+    let ip = ip_command()?;
     for args in steps {
-        let out = std::process::Command::new("ip")
+        // As root, nothing of the caller's environment reaches the child.
+        let out = std::process::Command::new(&ip)
             .args(args)
+            .env_clear()
             .output()
-            .map_err(|e| io::Error::other(format!("cannot run `ip` (iproute2): {e}")))?;
+            .map_err(|e| {
+                io::Error::other(format!("cannot run {} (iproute2): {e}", ip.display()))
+            })?;
         if !out.status.success() {
             return Err(io::Error::other(format!(
                 "ip {}: {}",
@@ -342,6 +347,35 @@ fn enter_namespace(local: Ipv4Addr, peer: Ipv4Addr) -> io::Result<OwnedFd> {
         }
     }
     Ok(tun)
+}
+
+/// Where iproute2's `ip` may live, in the order tried. The lab runs it as
+/// root, so it is never looked up in `PATH` (a directory the caller controls
+/// would run the caller's program with our privileges).
+const IP_LOCATIONS: [&str; 4] = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"];
+
+/// The absolute path of iproute2's `ip`, from [`IP_LOCATIONS`] only.
+fn ip_command() -> io::Result<std::path::PathBuf> {
+    first_executable(&IP_LOCATIONS).ok_or_else(|| {
+        io::Error::other(format!(
+            "iproute2's `ip` is not in any of {} (PATH is not searched)",
+            IP_LOCATIONS.join(", ")
+        ))
+    })
+}
+
+/// The first of `candidates` that is an absolute path to an executable
+/// regular file (symlinks followed, as exec would).
+fn first_executable(candidates: &[&str]) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    candidates
+        .iter()
+        .map(std::path::Path::new)
+        .filter(|p| p.is_absolute())
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .map(std::path::Path::to_path_buf)
 }
 
 /// `struct ifreq` with the flags member, as TUNSETIFF reads it.
@@ -517,4 +551,84 @@ async fn delayed_copy(
         }
     }
     let _ = writer.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A fake `ip` in `dir`, executable.
+    fn fake_ip(dir: &std::path::Path) -> std::path::PathBuf {
+        let fake = dir.join("ip");
+        std::fs::write(&fake, "#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        fake
+    }
+
+    #[test]
+    fn first_executable_takes_only_absolute_executable_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = fake_ip(dir.path());
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "").unwrap();
+        let missing = dir.path().join("missing");
+        let (fake_s, plain_s, missing_s) = (
+            fake.to_str().unwrap(),
+            plain.to_str().unwrap(),
+            missing.to_str().unwrap(),
+        );
+        // Relative names (what a PATH search would take), missing files,
+        // non-executables and directories are all passed over.
+        assert_eq!(
+            first_executable(&["ip", missing_s, plain_s, "/", fake_s]),
+            Some(fake.clone())
+        );
+        assert_eq!(first_executable(&["ip", "./ip", plain_s]), None);
+    }
+
+    /// With `PATH` holding only a directory with a fake `ip`, the resolver
+    /// still answers a system location. Run in a child process of this test
+    /// binary so no other test sees the changed environment.
+    #[test]
+    fn ip_command_ignores_path() {
+        const CHILD: &str = "KEEPWIRE_TEST_IP_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            match ip_command() {
+                Ok(p) => println!("resolved={}", p.display()),
+                Err(e) => println!("none={e}"),
+            }
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let fake = fake_ip(dir.path());
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "lab::link::tests::ip_command_ignores_path",
+                "--nocapture",
+            ])
+            .env("PATH", dir.path())
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("resolved=") || l.starts_with("none="))
+            .unwrap_or_else(|| panic!("the child printed no answer: {stdout}"));
+        assert!(!line.contains(fake.to_str().unwrap()), "{line}");
+        if let Some(path) = line.strip_prefix("resolved=") {
+            assert!(IP_LOCATIONS.contains(&path), "{path}");
+        } else {
+            // No iproute2 here: then no candidate exists, and the error says PATH was not used.
+            assert!(
+                IP_LOCATIONS
+                    .iter()
+                    .all(|p| !std::path::Path::new(p).exists()),
+                "{line}"
+            );
+        }
+    }
 }

@@ -21,6 +21,24 @@ pub struct Running {
     pub child: Child,
     pub addr: SocketAddr,
     pub first_line: String,
+    /// The stderr lines after the first, as they come.
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    /// The first later stderr line that contains `needle`, waiting at most
+    /// [`WAIT`] in all.
+    pub fn line_with(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no stderr line with {needle:?} within {WAIT:?} ({e})"),
+            }
+        }
+    }
 }
 
 impl Drop for Running {
@@ -70,6 +88,7 @@ pub fn start(args: &[&str]) -> Running {
         child,
         addr,
         first_line,
+        lines: rx,
     }
 }
 

@@ -231,7 +231,16 @@ impl Client {
         }
         timings.first_byte = started.elapsed();
         let (mut parts, recv) = resp.into_parts();
-        let body = timed_body(recv, cfg.response_timeout);
+        // Each read is timed like the HTTP/1 pool's: a stalled upstream ends
+        // the body with an error (the client hop then shows a truncation,
+        // R8.2), and dropping it resets the stream.
+        let body = Body::from_h2_bounded(
+            recv,
+            crate::body::H2BodyBounds {
+                timeout: Some(cfg.response_timeout),
+                ..Default::default()
+            },
+        );
         let index = conn.requests.fetch_add(1, Relaxed);
         if !new {
             self.inner.metrics.reused.fetch_add(1, Relaxed);
@@ -402,40 +411,6 @@ impl Pump {
             return Poll::Ready(Ok(()));
         }
     }
-}
-
-/// A response body whose reads are bounded by `timeout` each, like the
-/// HTTP/1 pool's: a stalled upstream ends it with an error (the client hop
-/// then shows a truncation, R8.2), and dropping the stream resets it.
-fn timed_body(mut recv: h2::RecvStream, timeout: Duration) -> Body {
-    if recv.is_end_stream() {
-        return Body::empty();
-    }
-    let (tx, body) = Body::channel(8);
-    tokio::spawn(async move {
-        loop {
-            let chunk = match tokio::time::timeout(timeout, recv.data()).await {
-                Ok(Some(Ok(chunk))) => chunk,
-                Ok(None) => return,
-                Ok(Some(Err(e))) => {
-                    tracing::debug!(error = %e, "HTTP/2 response body failed");
-                    tx.abort().await;
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(?timeout, "HTTP/2 response body stalled");
-                    drop(recv);
-                    tx.abort().await;
-                    return;
-                }
-            };
-            let _ = recv.flow_control().release_capacity(chunk.len());
-            if tx.send(chunk).await.is_err() {
-                return;
-            }
-        }
-    });
-    body
 }
 
 /// The server refused the stream unprocessed (RFC 9113 §8.7).

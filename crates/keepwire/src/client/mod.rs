@@ -457,10 +457,7 @@ impl Client {
             // (`slot` gives its place in the pool back).
             let read_buf = conn.proto.take_read_buffer();
             let (tx, rx) = tokio::sync::oneshot::channel();
-            let _ = tx.send(crate::server::Upgraded {
-                stream: conn.stream,
-                read_buf,
-            });
+            let _ = tx.send(crate::server::Upgraded::new(conn.stream, read_buf));
             let mut resp = Response::new(Body::empty());
             *resp.status_mut() = resp_head.status;
             *resp.version_mut() = resp_head.version;

@@ -146,10 +146,13 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     local: Option<SocketAddr>,
     id: u64,
-    shared: &Shared,
+    slot: super::ConnSlot,
     handler: Arc<dyn Handler>,
     stop: watch::Receiver<bool>,
 ) {
+    // The slot moves into the tunnel if the connection becomes one.
+    let shared_ref = slot.shared.clone();
+    let shared: &Shared = &shared_ref;
     let cfg = &shared.config;
     let local = local.unwrap_or_else(|| stream.tcp().local_addr().unwrap_or(peer));
     let conn = Conn::new(
@@ -245,6 +248,7 @@ pub(crate) async fn serve(
                 let _ = tx.send(super::Upgraded {
                     stream: d.stream,
                     read_buf,
+                    slot: Some(slot.into_tunnel()),
                 });
             }
         }

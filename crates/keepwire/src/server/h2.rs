@@ -19,16 +19,16 @@ use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
-use http_body_util::BodyExt;
 use std::future::Future;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -36,7 +36,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{ConnInfo, Handler, Shared};
-use crate::body::Body;
+use crate::body::{Body, BrokenBound, H2BodyBounds};
 use crate::metrics::CloseReason;
 
 /// Bodies up to this size are queued whole, without waiting for a window
@@ -252,6 +252,92 @@ pub(crate) async fn serve_tls(
     None
 }
 
+/// How a stream's task ended, for the connection's discipline.
+enum Outcome {
+    /// Answered (or failed in a way that is the stream's alone).
+    Done,
+    /// The client reset the stream before its answer ended: the handler (or
+    /// the body it was producing) was dropped there.
+    Cancelled,
+    /// The client gave no flow-control window for `write_timeout`; the
+    /// stream was reset. `since` is when the stream began to wait.
+    Stalled { since: Instant },
+}
+
+/// Client resets that cancel work, counted per window: past the budget the
+/// connection gets GOAWAY `ENHANCE_YOUR_CALM` (the Rapid Reset class,
+/// CVE-2023-44487). Cancelling the handler already bounds what a reset
+/// costs; the budget stops a client from making the server start and drop
+/// work without end.
+struct ResetBudget {
+    window_start: Instant,
+    in_window: u32,
+    limit: u32,
+}
+
+/// The window the reset budget is counted over.
+const RESET_WINDOW: Duration = Duration::from_secs(10);
+
+impl ResetBudget {
+    fn new(max_streams: u32) -> Self {
+        ResetBudget {
+            window_start: Instant::now(),
+            in_window: 0,
+            limit: max_streams.saturating_mul(2).max(100),
+        }
+    }
+
+    /// Counts one reset; false once the budget is spent.
+    fn spend(&mut self, now: Instant) -> bool {
+        if now.duration_since(self.window_start) >= RESET_WINDOW {
+            self.window_start = now;
+            self.in_window = 0;
+        }
+        self.in_window += 1;
+        self.in_window <= self.limit
+    }
+}
+
+/// When the connection last sent DATA, shared with its streams: a stream
+/// that stalls on flow control takes the connection down with it only if
+/// no other stream made progress meanwhile (the client opens no window at
+/// all).
+#[derive(Clone)]
+struct Progress {
+    epoch: Instant,
+    /// Milliseconds after `epoch`.
+    last_data_ms: Arc<AtomicU64>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            epoch: Instant::now(),
+            last_data_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn sent(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_data_ms.fetch_max(ms, Relaxed);
+    }
+
+    fn sent_since(&self, t: Instant) -> bool {
+        let last = self.epoch + Duration::from_millis(self.last_data_ms.load(Relaxed));
+        last > t
+    }
+}
+
+/// What every stream of a connection is held to (the HTTP/1 driver's
+/// bounds, R10.4).
+#[derive(Clone)]
+struct StreamRules {
+    max_body: Option<u64>,
+    body_timeout: Duration,
+    write_timeout: Duration,
+    progress: Progress,
+}
+
 /// Serves one HTTP/2 connection over any transport.
 async fn serve_io<T>(
     io: T,
@@ -265,11 +351,15 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let cfg = &shared.config;
+    let metrics = &shared.metrics;
+    let max_streams = cfg.http2_max_streams;
     let mut builder = h2::server::Builder::new();
     builder
-        .max_concurrent_streams(cfg.http2_max_streams)
+        .max_concurrent_streams(max_streams)
         .max_header_list_size(cfg.limits.max_head_bytes as u32)
-        .max_send_buffer_size(256 * 1024);
+        .max_send_buffer_size(256 * 1024)
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS));
     let handshake = tokio::time::timeout(cfg.header_timeout, builder.handshake(io)).await;
     uncork(cork.as_deref());
     let mut conn = match handshake {
@@ -280,7 +370,13 @@ where
         }
         Err(_) => return (CloseReason::Timeout, 0),
     };
-    let active = Arc::new(AtomicUsize::new(0));
+    let rules = StreamRules {
+        max_body: cfg.limits.max_body_bytes,
+        body_timeout: cfg.body_timeout,
+        write_timeout: cfg.write_timeout,
+        progress: Progress::new(),
+    };
+    let mut resets = ResetBudget::new(max_streams);
     let mut requests = 0u64;
     let mut idle_since = Instant::now();
     let mut closing: Option<CloseReason> = None;
@@ -289,15 +385,53 @@ where
     // response that is ready in one turn is queued before the connection is
     // polled again and flushes, so a burst of answers leaves in one write
     // (one segment per response would overrun the congestion window).
-    let mut streams: FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> =
+    // Their number is the handlers in flight: never above the advertised
+    // SETTINGS_MAX_CONCURRENT_STREAMS (a stream over it is refused).
+    let mut streams: FuturesUnordered<Pin<Box<dyn Future<Output = Outcome> + Send>>> =
         FuturesUnordered::new();
-    loop {
+    let mut in_flight = InFlight {
+        gauge: &metrics.h2_streams_in_flight,
+        held: 0,
+    };
+    let result = loop {
         let idle_at = idle_since + cfg.idle_timeout;
         let shutdown_at =
             shutdown_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
         tokio::select! {
             biased;
-            Some(()) = streams.next(), if !streams.is_empty() => {}
+            Some(outcome) = streams.next(), if !streams.is_empty() => {
+                in_flight.sub();
+                match outcome {
+                    Outcome::Done => {}
+                    Outcome::Cancelled => {
+                        metrics.h2_streams_cancelled.fetch_add(1, Relaxed);
+                        if !resets.spend(Instant::now()) && closing.is_none() {
+                            tracing::debug!(conn = info.id, "h2: reset flood, GOAWAY ENHANCE_YOUR_CALM");
+                            metrics.h2_calm_goaways.fetch_add(1, Relaxed);
+                            conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                            // Nothing more of this client's is worth running.
+                            streams.clear();
+                            in_flight.clear();
+                            closing = Some(CloseReason::Error);
+                            shutdown_deadline = Some(Instant::now() + CLOSE_GRACE);
+                        }
+                    }
+                    Outcome::Stalled { since } => {
+                        metrics.h2_streams_stalled.fetch_add(1, Relaxed);
+                        if !rules.progress.sent_since(since) && closing.is_none() {
+                            // The client opens no window at all: a
+                            // connection without progress is closed, as
+                            // HTTP/1's write timeout closes it.
+                            tracing::debug!(conn = info.id, "h2: no flow-control progress, closing");
+                            conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+                            streams.clear();
+                            in_flight.clear();
+                            closing = Some(CloseReason::Timeout);
+                            shutdown_deadline = Some(Instant::now() + CLOSE_GRACE);
+                        }
+                    }
+                }
+            }
             // Every poll of the connection may write: uncork before the
             // task sleeps.
             next = poll_fn(|cx| {
@@ -309,18 +443,26 @@ where
                     // Take every stream that already arrived before running
                     // any: their answers then leave together.
                     let mut next = Some(first);
-                    while let Some((req, respond)) = next.take() {
+                    while let Some((req, mut respond)) = next.take() {
                         requests += 1;
-                        shared.metrics.requests.fetch_add(1, Relaxed);
-                        active.fetch_add(1, Relaxed);
-                        let info = ConnInfo { request_index: requests, ..info };
-                        let (handler, active) = (handler.clone(), active.clone());
-                        streams.push(Box::pin(async move {
-                            if let Err(e) = stream_task(req, respond, handler, info).await {
-                                tracing::debug!(error = %e, "h2 stream ended early");
-                            }
-                            active.fetch_sub(1, Relaxed);
-                        }));
+                        metrics.requests.fetch_add(1, Relaxed);
+                        if streams.len() >= max_streams as usize || closing.is_some() {
+                            // h2 counts a stream the client reset as closed at
+                            // once; its task may not have seen the reset yet.
+                            // The handlers in flight never pass the limit.
+                            metrics.h2_streams_refused.fetch_add(1, Relaxed);
+                            respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        } else {
+                            let info = ConnInfo { request_index: requests, ..info };
+                            streams.push(Box::pin(stream_task(
+                                req,
+                                respond,
+                                handler.clone(),
+                                info,
+                                rules.clone(),
+                            )));
+                            in_flight.add(&metrics.h2_streams_in_flight_max_per_conn);
+                        }
                         if let Some(Some(Ok(more))) =
                             poll_fn(|cx| conn.poll_accept(cx)).now_or_never()
                         {
@@ -331,10 +473,14 @@ where
                 }
                 Some(Err(e)) => {
                     tracing::debug!(conn = info.id, error = %e, "h2 connection error");
-                    return (closing.unwrap_or(CloseReason::Error), requests);
+                    let calm = e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) && e.is_go_away() && !e.is_remote();
+                    if calm {
+                        metrics.h2_calm_goaways.fetch_add(1, Relaxed);
+                    }
+                    break closing.unwrap_or(CloseReason::Error);
                 }
                 // GOAWAY done (or the client went away) and every stream ended.
-                None => return (closing.unwrap_or(CloseReason::ClientClose), requests),
+                None => break closing.unwrap_or(CloseReason::ClientClose),
             },
             changed = stop.changed(), if closing.is_none() => {
                 let _ = changed;
@@ -344,7 +490,7 @@ where
                 shutdown_deadline = Some(Instant::now() + cfg.shutdown_timeout);
             }
             _ = tokio::time::sleep_until(idle_at), if closing.is_none() => {
-                if active.load(Relaxed) == 0 {
+                if streams.is_empty() {
                     conn.graceful_shutdown();
                     closing = Some(CloseReason::IdleTimeout);
                     shutdown_deadline = Some(Instant::now() + cfg.shutdown_timeout);
@@ -353,30 +499,128 @@ where
                 }
             }
             _ = tokio::time::sleep_until(shutdown_at), if shutdown_deadline.is_some() => {
-                return (closing.unwrap_or(CloseReason::Shutdown), requests);
+                break closing.unwrap_or(CloseReason::Shutdown);
             }
         }
-        if active.load(Relaxed) > 0 {
+        // Streams in flight are the connection's progress; each is bounded
+        // by the body-read and write timeouts on its own.
+        if !streams.is_empty() {
             idle_since = Instant::now();
         }
+    };
+    drop(streams);
+    in_flight.clear();
+    (result, requests)
+}
+
+/// Time a connection that is being closed for abuse or lack of progress
+/// gets to flush its GOAWAY before the socket is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Reset streams the client may leave in h2's accept queue (h2's default,
+/// stated here so the defaults table can say it): over it, GOAWAY
+/// `ENHANCE_YOUR_CALM`.
+const MAX_PENDING_ACCEPT_RESETS: usize = 20;
+
+/// Streams the server may have to reset for the client's protocol errors
+/// before it sends GOAWAY `ENHANCE_YOUR_CALM` (h2's default; the
+/// "MadeYouReset" class, CVE-2025-8671).
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
+/// This connection's share of the handlers-in-flight gauge, given back
+/// however the connection ends.
+struct InFlight<'a> {
+    gauge: &'a AtomicU64,
+    held: u64,
+}
+
+impl InFlight<'_> {
+    /// One more stream running; `max` keeps the most any connection ran.
+    fn add(&mut self, max: &AtomicU64) {
+        self.held += 1;
+        self.gauge.fetch_add(1, Relaxed);
+        max.fetch_max(self.held, Relaxed);
+    }
+
+    fn sub(&mut self) {
+        self.held = self.held.saturating_sub(1);
+        self.gauge.fetch_sub(1, Relaxed);
+    }
+
+    fn clear(&mut self) {
+        self.gauge.fetch_sub(self.held, Relaxed);
+        self.held = 0;
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.clear();
     }
 }
 
 /// One request stream: the handler's answer, body and trailers, with flow
-/// control on both directions.
+/// control on both directions. A reset from the client drops the handler
+/// (in the proxy, its upstream request) or the body it was producing; the
+/// request body is held to `max_body` and `body_timeout`, the answer to
+/// `write_timeout` per window grant.
 async fn stream_task(
     req: Request<h2::RecvStream>,
     mut respond: h2::server::SendResponse<Bytes>,
     handler: Arc<dyn Handler>,
     info: ConnInfo,
-) -> Result<(), h2::Error> {
+    rules: StreamRules,
+) -> Outcome {
     let (parts, recv) = req.into_parts();
+    let declared = match declared_length(&parts) {
+        Ok(n) => n,
+        Err(status) => return answer_now(respond, status),
+    };
+    if let (Some(n), Some(max)) = (declared, rules.max_body)
+        && n > max
+    {
+        // Refused before a byte is read; dropping the body tells the
+        // client with RST_STREAM(NO_ERROR) after the answer.
+        return answer_now(respond, StatusCode::PAYLOAD_TOO_LARGE);
+    }
     let head_only = parts.method == Method::HEAD;
-    let body = Body::from_h2(recv);
+    let broken = Arc::new(OnceLock::new());
+    let body = Body::from_h2_bounded(
+        recv,
+        H2BodyBounds {
+            max: rules.max_body,
+            timeout: Some(rules.body_timeout),
+            length: declared,
+            broken: Some(broken.clone()),
+        },
+    );
     let mut req = Request::from_parts(parts, body);
     req.extensions_mut().insert(info);
-    let resp: Response<Body> = handler.call(req).await;
-    let (mut parts, mut body) = resp.into_parts();
+    let mut call = handler.call(req);
+    // The handler first: most answer at once, and then the reset is not
+    // worth a look.
+    let resp = poll_fn(|cx| {
+        if let Poll::Ready(resp) = call.as_mut().poll(cx) {
+            return Poll::Ready(Some(resp));
+        }
+        match respond.poll_reset(cx) {
+            Poll::Ready(_) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await;
+    drop(call);
+    let Some(resp) = resp else {
+        return Outcome::Cancelled;
+    };
+    // A body that broke its bounds gets the HTTP/1 driver's answer, whatever
+    // the handler made of the error.
+    let resp = match broken.get() {
+        Some(BrokenBound::TooLarge) => return answer_now(respond, StatusCode::PAYLOAD_TOO_LARGE),
+        Some(BrokenBound::TimedOut) => return answer_now(respond, StatusCode::REQUEST_TIMEOUT),
+        None => resp,
+    };
+    let (mut parts, body) = resp.into_parts();
     // RFC 9113 §8.2.2: connection-specific fields are malformed in HTTP/2.
     keepwire_proto::hop::strip_hop_by_hop(&mut parts.headers, false);
     // The length is the body's (h2 checks it against the DATA frames); a
@@ -394,46 +638,172 @@ async fn stream_task(
         parts.headers.insert(http::header::DATE, crate::date::now());
     }
     let end = head_only || body.is_end_stream();
-    let mut send = respond.send_response(Response::from_parts(parts, ()), end)?;
+    let send = match respond.send_response(Response::from_parts(parts, ()), end) {
+        Ok(send) => send,
+        Err(e) => {
+            tracing::debug!(error = %e, "h2 stream ended early");
+            return Outcome::Done;
+        }
+    };
     if end {
-        return Ok(());
+        return Outcome::Done;
     }
-    while let Some(frame) = body.frame().await {
+    match send_body(send, body, &rules).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            tracing::debug!(error = %e, "h2 stream ended early");
+            Outcome::Done
+        }
+    }
+}
+
+/// The answer's body, as the client's window allows.
+async fn send_body(
+    mut send: h2::SendStream<Bytes>,
+    mut body: Body,
+    rules: &StreamRules,
+) -> Result<Outcome, h2::Error> {
+    loop {
+        // The body first (a reset is only looked at when it must wait): a
+        // stalled upstream body is dropped when the client gives up.
+        let frame = poll_fn(|cx| {
+            if let Poll::Ready(frame) = Pin::new(&mut body).poll_frame(cx) {
+                return Poll::Ready(Ok(frame));
+            }
+            match send.poll_reset(cx) {
+                Poll::Ready(_) => Poll::Ready(Err(())),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        let frame = match frame {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(()) => return Ok(Outcome::Cancelled),
+        };
         let Ok(frame) = frame else {
             send.send_reset(h2::Reason::INTERNAL_ERROR);
-            return Ok(());
+            return Ok(Outcome::Done);
         };
         match frame.into_data() {
             Ok(mut data) => {
-                // A small body goes out with its HEADERS in the same turn:
-                // waiting for a capacity grant first would write each
-                // response's DATA in a later, separate segment.
+                // A small body goes out with its HEADERS in the same turn
+                // when the window has room: waiting for a capacity grant
+                // first would write each response's DATA in a later,
+                // separate segment.
                 if data.len() <= SMALL_BODY && body.is_end_stream() {
-                    return send.send_data(data, true);
+                    send.reserve_capacity(data.len());
+                    if send.capacity() >= data.len() {
+                        rules.progress.sent();
+                        send.send_data(data, true)?;
+                        return Ok(Outcome::Done);
+                    }
                 }
                 while !data.is_empty() {
                     send.reserve_capacity(data.len());
-                    let n = match poll_fn(|cx| send.poll_capacity(cx)).await {
-                        Some(Ok(n)) => n,
-                        Some(Err(e)) => return Err(e),
-                        None => return Ok(()),
+                    let since = Instant::now();
+                    let granted = tokio::time::timeout(
+                        rules.write_timeout,
+                        poll_fn(|cx| send.poll_capacity(cx)),
+                    )
+                    .await;
+                    let n = match granted {
+                        Ok(Some(Ok(n))) => n,
+                        Ok(Some(Err(e))) => return Err(e),
+                        // The stream was reset (or the connection is gone).
+                        Ok(None) => return Ok(Outcome::Cancelled),
+                        Err(_) => {
+                            // No window for the whole write timeout, as a
+                            // socket that takes no bytes over HTTP/1.
+                            send.send_reset(h2::Reason::CANCEL);
+                            return Ok(Outcome::Stalled { since });
+                        }
                     };
+                    if n == 0 {
+                        continue;
+                    }
+                    rules.progress.sent();
                     let chunk = data.split_to(n.min(data.len()));
                     // The last bytes carry END_STREAM themselves: one frame
                     // (and often one segment) fewer per response.
                     let last = data.is_empty() && body.is_end_stream();
                     send.send_data(chunk, last)?;
                     if last {
-                        return Ok(());
+                        return Ok(Outcome::Done);
                     }
                 }
             }
             Err(frame) => {
                 if let Ok(trailers) = frame.into_trailers() {
-                    return send.send_trailers(trailers);
+                    send.send_trailers(trailers)?;
+                    return Ok(Outcome::Done);
                 }
             }
         }
     }
-    send.send_data(Bytes::new(), true)
+    send.send_data(Bytes::new(), true)?;
+    Ok(Outcome::Done)
+}
+
+/// The request's declared body length, after the checks RFC 9113 §8.3.1
+/// and RFC 9110 §8.6 ask of it: a `host` that names another origin than
+/// `:authority`, more than one `host`, or an unreadable `content-length`
+/// make the request malformed (400).
+fn declared_length(parts: &http::request::Parts) -> Result<Option<u64>, StatusCode> {
+    let mut hosts = parts.headers.get_all(http::header::HOST).iter();
+    if let Some(host) = hosts.next() {
+        if hosts.next().is_some() {
+            return Err(StatusCode::BAD_REQUEST);
+        }
+        if let Some(authority) = parts.uri.authority()
+            && !same_origin(host.as_bytes(), authority, parts.uri.scheme_str())
+        {
+            return Err(StatusCode::BAD_REQUEST);
+        }
+    }
+    let mut lengths = parts.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let Some(first) = lengths.next() else {
+        return Ok(None);
+    };
+    let parse = |v: &http::HeaderValue| -> Option<u64> {
+        let b = v.as_bytes();
+        if b.is_empty() || b.len() > 19 || !b.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(b).ok()?.parse().ok()
+    };
+    let n = parse(first).ok_or(StatusCode::BAD_REQUEST)?;
+    for other in lengths {
+        if parse(other) != Some(n) {
+            return Err(StatusCode::BAD_REQUEST);
+        }
+    }
+    Ok(Some(n))
+}
+
+/// Whether `host` names the origin `authority` does (case aside, and a
+/// missing port read as the scheme's default).
+fn same_origin(host: &[u8], authority: &http::uri::Authority, scheme: Option<&str>) -> bool {
+    let default = if scheme == Some("http") { 80 } else { 443 };
+    let Ok(host) = std::str::from_utf8(host) else {
+        return false;
+    };
+    let Ok(host) = host.parse::<http::uri::Authority>() else {
+        return false;
+    };
+    host.host().eq_ignore_ascii_case(authority.host())
+        && host.port_u16().unwrap_or(default) == authority.port_u16().unwrap_or(default)
+}
+
+/// Answers with `status` and no body; dropping the request body then resets
+/// the client's half with NO_ERROR (RFC 9113 §8.1).
+fn answer_now(mut respond: h2::server::SendResponse<Bytes>, status: StatusCode) -> Outcome {
+    let resp = Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_LENGTH, 0)
+        .header(http::header::DATE, crate::date::now())
+        .body(())
+        .unwrap_or_default();
+    let _ = respond.send_response(resp, true);
+    Outcome::Done
 }

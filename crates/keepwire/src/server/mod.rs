@@ -19,6 +19,14 @@
 //! | max connections per client IP | 256 | unlimited (`limit_conn` off) |
 //! | pipelining depth (handlers run ahead) | 1 | 1 (sequential) |
 //! | lingering close | 5 s / 2 s idle / 256 KiB | `lingering_time 30s`, `lingering_timeout 5s` |
+//! | HTTP/2 streams (handlers) in flight per connection | 128; a stream over it is refused (REFUSED_STREAM) | `http2_max_concurrent_streams 128` |
+//! | HTTP/2 streams the client resets (each cancels its handler) | over 2 × the stream limit (min 100) in 10 s: GOAWAY `ENHANCE_YOUR_CALM` | 2 × `http2_max_concurrent_streams` new streams per event loop turn |
+//! | HTTP/2 reset streams left in the accept queue | 20, then GOAWAY `ENHANCE_YOUR_CALM` (h2's default) | — |
+//! | HTTP/2 streams reset for the client's protocol errors | 1024, then GOAWAY `ENHANCE_YOUR_CALM` (h2's default) | — |
+//! | HTTP/2 request body | `max_body` (1 MiB): a larger `content-length` gets 413 before the handler runs, streamed bytes are counted; `body_timeout` between DATA frames (408) | `client_max_body_size`, `client_body_timeout` |
+//! | HTTP/2 flow-control stall | no window for `write_timeout`: the stream is reset; with no DATA progress on the connection meanwhile, it is closed (GOAWAY, 1 s to flush) | `send_timeout` |
+//! | HTTP/2 header list (HPACK-decoded), CONTINUATION | `max_head_bytes` (32 KiB); h2 caps CONTINUATION frames by it | `large_client_header_buffers` |
+//! | HTTP/2 SETTINGS / PING floods | h2 queues one ACK / PONG at a time and reads no further while it cannot write it | — |
 
 pub(crate) mod conn;
 mod h2;
@@ -82,6 +90,26 @@ pub struct Upgraded {
     pub stream: crate::transport::Transport,
     /// Bytes the client sent after its request head (already read).
     pub read_buf: bytes::BytesMut,
+    /// On the server: the connection's place under `max_connections` and
+    /// the per-IP cap, kept until the tunnel ends (R9.5: a tunnel is still
+    /// a connection).
+    #[expect(
+        dead_code,
+        reason = "held for its Drop: the slot lives as long as the tunnel"
+    )]
+    pub(crate) slot: Option<ConnSlot>,
+}
+
+impl Upgraded {
+    /// A stream that holds no server connection slot (a tunnel's far side,
+    /// an upgraded client connection).
+    pub fn new(stream: crate::transport::Transport, read_buf: bytes::BytesMut) -> Self {
+        Upgraded {
+            stream,
+            read_buf,
+            slot: None,
+        }
+    }
 }
 
 /// Request extension on upgrade and CONNECT requests: resolves to the
@@ -428,9 +456,10 @@ async fn start_connection(
         *n += 1;
         *n
     };
-    let _guard = ConnGuard {
-        shared: &shared,
+    let slot = ConnSlot {
+        shared: shared.clone(),
         ip,
+        tunnel: false,
     };
     let _ = net::tune_stream(&stream);
     if open as usize > shared.config.max_connections
@@ -457,19 +486,48 @@ async fn start_connection(
         }
         None => stream.into(),
     };
-    conn::serve(stream, peer, local, id, &shared, handler, stop).await;
+    conn::serve(stream, peer, local, id, slot, handler, stop).await;
 }
 
-/// Decrements the gauges when a connection task ends, however it ends.
-struct ConnGuard<'a> {
-    shared: &'a Shared,
+/// A connection's place under the limits: the gauges (and the per-IP count)
+/// are given back when it drops, however the connection ends. An upgraded
+/// connection or CONNECT tunnel carries it in its [`Upgraded`] until the
+/// tunnel ends.
+pub(crate) struct ConnSlot {
+    pub(crate) shared: Arc<Shared>,
     ip: IpAddr,
+    tunnel: bool,
 }
 
-impl Drop for ConnGuard<'_> {
+impl std::fmt::Debug for ConnSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnSlot")
+            .field("ip", &self.ip)
+            .field("tunnel", &self.tunnel)
+            .finish()
+    }
+}
+
+impl ConnSlot {
+    /// The connection became a tunnel: counted as one until it drops.
+    pub(crate) fn into_tunnel(mut self) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.tunnel {
+            self.tunnel = true;
+            self.shared.metrics.tunnels_open.fetch_add(1, Relaxed);
+        }
+        self
+    }
+}
+
+impl Drop for ConnSlot {
     fn drop(&mut self) {
         use std::sync::atomic::Ordering::Relaxed;
-        self.shared.metrics.connections_open.fetch_sub(1, Relaxed);
+        let metrics = &self.shared.metrics;
+        metrics.connections_open.fetch_sub(1, Relaxed);
+        if self.tunnel {
+            metrics.tunnels_open.fetch_sub(1, Relaxed);
+        }
         let mut map = self.shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = map.get_mut(&self.ip) {
             *n -= 1;

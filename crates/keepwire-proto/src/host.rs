@@ -1,0 +1,216 @@
+//! Whether a request's `Host` is acceptable (RFC 9112 §3.2, R10.3).
+//!
+//! A server, and a proxy that routes on `Host`, must agree with everything
+//! behind it on which host a request is for. Two `Host` lines, or one that
+//! a neighbour parses differently (`a b`, `a/b`, `a@b`, `a:80x`), let the
+//! route and the origin see different hosts, so RFC 9112 §3.2 makes every
+//! one of them a 400, as it does a missing `Host` on HTTP/1.1. This module
+//! is the one place that decides; the server's connection state machine
+//! applies it to every request head, so the proxy (which is a server) gets
+//! it too.
+//!
+//! Two choices the RFC leaves open:
+//! - `CONNECT` on HTTP/1.1 without `Host` is accepted. RFC 9112 says a
+//!   client must send `Host` on every HTTP/1.1 request, but an
+//!   authority-form target already names the one authority that matters,
+//!   and Go's `net/http` server exempts `CONNECT` from the same rule for the
+//!   tunnelling clients that omit it. With a `Host`, the value must still be
+//!   valid and single.
+//! - An empty `Host` is accepted: RFC 3986's `reg-name` may be empty and
+//!   RFC 9112 §3.2 asks for exactly that when the target has no authority.
+//!   (nginx refuses it; nothing is routed on it here but the default.)
+//!
+//! With an absolute-form target the target's authority wins (RFC 9112
+//! §3.2.2), but `Host` is still required and checked: what is forwarded
+//! must not be something the next hop reads differently.
+
+use http::header::HOST;
+use http::{HeaderValue, Method, Version};
+
+use crate::error::{Error, ErrorKind};
+use crate::head::RequestHead;
+
+/// Checks a request's `Host` lines; returns the one value, if any.
+///
+/// Errors: [`ErrorKind::MalformedTarget`] (an absolute- or authority-form
+/// target whose authority is not `uri-host [":" port]`, userinfo included),
+/// [`ErrorKind::MissingHost`] (HTTP/1.1, not `CONNECT`),
+/// [`ErrorKind::RepeatedHost`] (more than one line, any version),
+/// [`ErrorKind::InvalidHost`] (see [`is_valid_host`]). All answer 400.
+pub fn check_host(head: &RequestHead) -> Result<Option<&HeaderValue>, Error> {
+    // The target's authority wins over Host, so it is held to the same
+    // grammar; userinfo in it is an error (RFC 9110 §4.2.4).
+    if let Some(authority) = head.target.authority()
+        && !is_valid_host(authority.as_str().as_bytes())
+    {
+        return Err(Error::remote(ErrorKind::MalformedTarget));
+    }
+    let mut lines = head.headers.get_all(HOST).iter();
+    match (lines.next(), lines.next()) {
+        (Some(_), Some(_)) => Err(Error::remote(ErrorKind::RepeatedHost)),
+        (Some(value), None) if is_valid_host(value.as_bytes()) => Ok(Some(value)),
+        (Some(_), None) => Err(Error::remote(ErrorKind::InvalidHost)),
+        (None, _) if head.version == Version::HTTP_11 && head.method != Method::CONNECT => {
+            Err(Error::remote(ErrorKind::MissingHost))
+        }
+        (None, _) => Ok(None),
+    }
+}
+
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2–3.2.3).
+///
+/// The host is an IP literal in brackets (IPv6, or `v<hex>.<...>`), or a
+/// `reg-name` (which covers IPv4): unreserved characters, sub-delims and
+/// `%XX`. No whitespace, control byte, `/`, `?`, `#`, `@` or second `:`
+/// gets through. The port is digits, at most 65535 when present; an empty
+/// port after `:` is allowed by RFC 3986 and accepted.
+pub fn is_valid_host(value: &[u8]) -> bool {
+    let port = if let Some(rest) = value.strip_prefix(b"[") {
+        let Some(close) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        if !is_ip_literal(&rest[..close]) {
+            return false;
+        }
+        match &rest[close + 1..] {
+            [] => None,
+            [b':', port @ ..] => Some(port),
+            _ => return false,
+        }
+    } else {
+        let (name, port) = match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
+            None => (value, None),
+        };
+        if !is_reg_name(name) {
+            return false;
+        }
+        port
+    };
+    port.is_none_or(is_port)
+}
+
+/// `*DIGIT`, and a number a TCP port can be.
+fn is_port(port: &[u8]) -> bool {
+    port.is_empty()
+        || (port.len() <= 5
+            && port.iter().all(u8::is_ascii_digit)
+            && std::str::from_utf8(port)
+                .ok()
+                .and_then(|p| p.parse::<u16>().ok())
+                .is_some())
+}
+
+/// `*( unreserved / pct-encoded / sub-delims )`.
+fn is_reg_name(name: &[u8]) -> bool {
+    let mut i = 0;
+    while i < name.len() {
+        match name[i] {
+            b'%' => {
+                if !name
+                    .get(i + 1..i + 3)
+                    .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+                {
+                    return false;
+                }
+                i += 3;
+            }
+            c if is_unreserved(c) || is_sub_delim(c) => i += 1,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Inside the brackets: `IPv6address / IPvFuture`. Zone identifiers
+/// (RFC 6874) are not part of HTTP's `uri-host` and are refused.
+fn is_ip_literal(lit: &[u8]) -> bool {
+    if let [b'v' | b'V', rest @ ..] = lit {
+        // IPvFuture = "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" )
+        let Some(dot) = rest.iter().position(|&b| b == b'.') else {
+            return false;
+        };
+        let (hex, tail) = (&rest[..dot], &rest[dot + 1..]);
+        return !hex.is_empty()
+            && hex.iter().all(u8::is_ascii_hexdigit)
+            && !tail.is_empty()
+            && tail
+                .iter()
+                .all(|&c| is_unreserved(c) || is_sub_delim(c) || c == b':');
+    }
+    std::str::from_utf8(lit)
+        .ok()
+        .and_then(|s| s.parse::<std::net::Ipv6Addr>().ok())
+        .is_some()
+}
+
+fn is_unreserved(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
+}
+
+fn is_sub_delim(c: u8) -> bool {
+    matches!(
+        c,
+        b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_values_follow_rfc3986_authority_without_userinfo() {
+        for ok in [
+            "example.com",
+            "example.com:8080",
+            "EXAMPLE.com:65535",
+            "127.0.0.1",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:443",
+            "[2001:db8::ffff:192.0.2.1]:8080",
+            "[v1.fe80::a+en1]",
+            "xn--bcher-kva.example",
+            "a_b~c!$&'()*+,;=",
+            "%41bc",
+            "",
+            "a:",
+        ] {
+            assert!(is_valid_host(ok.as_bytes()), "{ok:?} refused");
+        }
+        for bad in [
+            "a b",
+            " a",
+            "a\t",
+            "a/b",
+            "a?b",
+            "a#b",
+            "user@a",
+            "a:b",
+            "a:80:80",
+            "a:65536",
+            "a:-1",
+            "a:+80",
+            "a:000080",
+            "a%",
+            "a%4",
+            "a%zz",
+            "a\"b",
+            "a\\b",
+            "[::1",
+            "[::1]x",
+            "[::1]:x",
+            "[fe80::1%25eth0]",
+            "[not-ip]",
+            "[v.x]",
+            "[v1.]",
+            "::1",
+            "a\x7f",
+            "\u{e9}.example",
+        ] {
+            assert!(!is_valid_host(bad.as_bytes()), "{bad:?} accepted");
+        }
+        assert!(!is_valid_host(b"a\x00b"));
+    }
+}
