@@ -54,17 +54,34 @@ type Slot = Arc<tokio::sync::Mutex<Option<H2Conn>>>;
 /// One connection per origin.
 #[derive(Default)]
 pub(crate) struct H2Conns {
-    map: std::sync::Mutex<HashMap<Origin, Slot>>,
+    map: std::sync::Mutex<Slots>,
+}
+
+#[derive(Default)]
+struct Slots {
+    by_origin: HashMap<Origin, Slot>,
+    /// Forget dead slots when the map reaches this size (amortised).
+    prune_at: usize,
 }
 
 impl H2Conns {
     fn slot(&self, origin: &Origin) -> Slot {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = map.get(origin) {
+        let mut slots = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = slots.by_origin.get(origin) {
             return s.clone();
         }
+        if slots.by_origin.len() >= slots.prune_at {
+            // Origins whose connection ended and that nobody is opening or
+            // using: a forward proxy meets many.
+            slots.by_origin.retain(|_, s| {
+                Arc::strong_count(s) > 1
+                    || s.try_lock()
+                        .map_or(true, |c| c.as_ref().is_some_and(|c| c.alive.load(Relaxed)))
+            });
+            slots.prune_at = (slots.by_origin.len() * 2).max(64);
+        }
         let s = Slot::default();
-        map.insert(origin.clone(), s.clone());
+        slots.by_origin.insert(origin.clone(), s.clone());
         s
     }
 }
@@ -416,4 +433,35 @@ impl Pump {
 /// The server refused the stream unprocessed (RFC 9113 §8.7).
 fn refused(e: &h2::Error) -> bool {
     e.reason() == Some(h2::Reason::REFUSED_STREAM)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin(port: u16) -> Origin {
+        Origin {
+            scheme: "http".into(),
+            host: "127.0.0.1".into(),
+            port,
+        }
+    }
+
+    #[test]
+    fn slots_of_origins_without_a_connection_are_forgotten() {
+        let conns = H2Conns::default();
+        let held = conns.slot(&origin(1));
+        for port in 2..200 {
+            drop(conns.slot(&origin(port)));
+        }
+        let slots = conns.map.lock().unwrap();
+        assert!(slots.by_origin.len() < 64, "{}", slots.by_origin.len());
+        assert!(
+            slots
+                .by_origin
+                .get(&origin(1))
+                .is_some_and(|s| Arc::ptr_eq(s, &held)),
+            "a slot in use was dropped"
+        );
+    }
 }
