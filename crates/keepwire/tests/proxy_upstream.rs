@@ -653,3 +653,47 @@ async fn an_origin_that_answers_while_reading_still_gets_the_whole_body() {
         assert!(r.body == body, "h2c {h2c}: the echo differs");
     }
 }
+
+/// Item 5 over HTTP/2: an h2c origin that answers 413 without reading the
+/// body (its stream is then reset) gets its answer relayed, and the upload
+/// stops instead of failing the exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_413_from_an_h2c_origin_is_relayed_not_502() {
+    let origin = serve(
+        |c| c.limits.max_body_bytes = None,
+        |_req: Request<Body>| async move {
+            let mut r = Response::new(Body::from("too large"));
+            *r.status_mut() = http::StatusCode::PAYLOAD_TOO_LARGE;
+            r
+        },
+    );
+    let front = Front::start(ProxyConfig {
+        routes: route(vec![Upstream::new(origin.local_addr().to_string())]),
+        upstream_http2: true,
+        ..ProxyConfig::default()
+    });
+    let mut c = RawClient::connect(front.addr()).await;
+    let len = 4 * 1024 * 1024;
+    c.send(format!(
+        "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n"
+    ))
+    .await;
+    let mut w = c.take_writer();
+    let upload = tokio::spawn(async move {
+        let piece = vec![b'x'; 64 * 1024];
+        for _ in 0..len / piece.len() {
+            if w.write_all(&piece).await.is_err() {
+                return;
+            }
+        }
+    });
+    let r = c.response().await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (413, "too large"),
+        "{}",
+        r.raw_head
+    );
+    assert_eq!(front.proxy.metrics().bad_gateway.load(Relaxed), 0);
+    upload.abort();
+}
