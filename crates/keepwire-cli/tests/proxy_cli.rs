@@ -13,7 +13,12 @@ use common::{Running, WAIT, free_port, start};
 
 /// `keepwire serve --respond TEXT` on a free port.
 fn serve_text(text: &str) -> Running {
-    let r = start(&[
+    serve_text_with(text, &[])
+}
+
+/// `keepwire serve --respond TEXT EXTRA...` on a free port.
+fn serve_text_with(text: &str, extra: &[&str]) -> Running {
+    let mut args = vec![
         "serve",
         "--listen",
         "127.0.0.1:0",
@@ -21,7 +26,9 @@ fn serve_text(text: &str) -> Running {
         "1",
         "--respond",
         text,
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let r = start(&args);
     assert!(
         r.first_line.contains("listening on http://"),
         "{}",
@@ -542,16 +549,7 @@ fn bad_flags_and_files_exit_non_zero_with_a_clear_message() {
 fn trace_is_405_unless_trace_is_given_and_the_echo_keeps_credentials_out() {
     let Some(curl) = curl() else { return };
     // The origin echoes TRACE, so a relayed one would show.
-    let origin = start(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--threads",
-        "1",
-        "--respond",
-        "x",
-        "--trace",
-    ]);
+    let origin = serve_text_with("x", &["--trace"]);
     let upstream = format!("http://{}", origin.addr);
     let trace = |p: &Running, max_forwards: Option<&str>| {
         let mf = max_forwards.map(|n| format!("Max-Forwards: {n}"));

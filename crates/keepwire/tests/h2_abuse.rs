@@ -67,13 +67,6 @@ async fn h2_client(
     (send, tokio::spawn(conn))
 }
 
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("keepwire_{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_stream_cancels_its_handler() {
     let running = Arc::new(Running::default());
@@ -206,24 +199,20 @@ async fn http2_request_bodies_are_held_to_max_body() {
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(called.load(Ordering::SeqCst), 0);
     // Streamed without a length: counted, and the answer is 413 whatever
-    // the handler made of the broken body.
-    let mut send = send.ready().await.unwrap();
-    let req = Request::post(format!("http://{addr}/streamed"))
-        .body(())
-        .unwrap();
-    let (resp, mut body) = send.send_request(req, false).unwrap();
-    body.send_data(Bytes::from(vec![b'x'; 4096]), true).unwrap();
-    let resp = within("413", WAIT, resp).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    // Within the limit: served.
-    let mut send = send.ready().await.unwrap();
-    let req = Request::post(format!("http://{addr}/small"))
-        .body(())
-        .unwrap();
-    let (resp, mut body) = send.send_request(req, false).unwrap();
-    body.send_data(Bytes::from(vec![b'x'; 1000]), true).unwrap();
-    let resp = within("200", WAIT, resp).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    // the handler made of the broken body. Within the limit: served.
+    for (size, want) in [
+        (4096, StatusCode::PAYLOAD_TOO_LARGE),
+        (1000, StatusCode::OK),
+    ] {
+        let mut send = send.clone().ready().await.unwrap();
+        let req = Request::post(format!("http://{addr}/streamed"))
+            .body(())
+            .unwrap();
+        let (resp, mut body) = send.send_request(req, false).unwrap();
+        body.send_data(Bytes::from(vec![b'x'; size]), true).unwrap();
+        let resp = within("the answer", WAIT, resp).await.unwrap();
+        assert_eq!(resp.status(), want, "{size} bytes");
+    }
     stop(server).await;
 }
 
@@ -361,5 +350,55 @@ async fn a_reset_stream_cancels_the_proxys_upstream_request() {
         metric(&metrics(), "h2_streams_cancelled_total") == 1
     })
     .await;
+    stop(server).await;
+}
+
+/// A client that opens every window, asks for 64 answers of 250 KB and
+/// never reads the socket (a slow read). Every answer fits h2's send buffer,
+/// so every stream's work is done at once and no stream waits for a window;
+/// what is left is 16 MB that h2 holds for a socket that takes nothing.
+/// After the write timeout the connection is closed, as over HTTP/1
+/// (before: at the idle timeout, 75 s by default, plus the shutdown grace).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_loses_the_connection_within_write_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let (server, metrics) = serve_with_metrics(
+        |c| c.write_timeout = Duration::from_secs(1),
+        |_req: Request<Body>| async move { Response::new(Body::from(vec![b'w'; 250_000])) },
+    );
+    let addr = server.local_addr();
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let mut out = Vec::new();
+    out.extend_from_slice(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    // SETTINGS: INITIAL_WINDOW_SIZE 2^31-1.
+    out.extend_from_slice(&[0, 0, 6, 4, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(&[0, 4, 0x7f, 0xff, 0xff, 0xff]);
+    // WINDOW_UPDATE on the connection up to 2^31-1.
+    out.extend_from_slice(&[0, 0, 4, 8, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(&(0x7fff_ffffu32 - 65_535).to_be_bytes());
+    // HEADERS, stream 1, END_STREAM | END_HEADERS: GET http://x/ (static
+    // HPACK indices; :authority as a literal).
+    let block = [0x82, 0x86, 0x84, 0x01, 0x01, b'x'];
+    for stream in (1u32..128).step_by(2) {
+        out.extend_from_slice(&[0, 0, block.len() as u8, 1, 5]);
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(&block);
+    }
+    tcp.write_all(&out).await.unwrap();
+    // Never read: the socket buffers fill and the server's writes block.
+    let started = Instant::now();
+    eventually(
+        "closed for the write timeout",
+        Duration::from_secs(10),
+        || {
+            let m = metrics();
+            m.contains("keepwire_connection_closes_total{reason=\"timeout\"} 1")
+                && metric(&m, "connections_open") == 0
+        },
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(8), "closed after {took:?}");
+    drop(tcp);
     stop(server).await;
 }

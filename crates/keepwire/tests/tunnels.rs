@@ -40,13 +40,6 @@ async fn echo_upgrade(req: Request<Body>) -> Response<Body> {
     Response::new(Body::from("plain"))
 }
 
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("keepwire_{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgraded_connection_keeps_its_place_under_the_per_ip_cap() {
     let (server, metrics) = serve_with_metrics(

@@ -93,6 +93,7 @@ impl<T> Prefixed<T> {
     }
 
     fn count(&mut self, polled: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        self.cork.wrote(&polled);
         if let Poll::Ready(Ok(n)) = &polled {
             self.written = self.written.saturating_add(*n);
         }
@@ -105,6 +106,11 @@ impl<T> Prefixed<T> {
 struct Cork {
     corked: AtomicBool,
     socket: std::net::TcpStream,
+    /// Since when the socket takes no bytes: milliseconds after `epoch`,
+    /// plus one (0: it takes them). A peer that stops reading is the
+    /// write timeout's business, as over HTTP/1.
+    blocked_since: AtomicU64,
+    epoch: Instant,
 }
 
 impl Cork {
@@ -113,7 +119,30 @@ impl Cork {
         Ok(Arc::new(Cork {
             corked: AtomicBool::new(false),
             socket: socket.into(),
+            blocked_since: AtomicU64::new(0),
+            epoch: Instant::now(),
         }))
+    }
+
+    /// Notes whether a write or flush got through.
+    fn wrote<T>(&self, polled: &Poll<io::Result<T>>) {
+        match polled {
+            Poll::Pending => {
+                if self.blocked_since.load(Relaxed) == 0 {
+                    let ms = self.epoch.elapsed().as_millis() as u64 + 1;
+                    self.blocked_since.store(ms, Relaxed);
+                }
+            }
+            Poll::Ready(_) => self.blocked_since.store(0, Relaxed),
+        }
+    }
+
+    /// When the socket stopped taking bytes, if it has.
+    fn blocked_since(&self) -> Option<Instant> {
+        match self.blocked_since.load(Relaxed) {
+            0 => None,
+            ms => Some(self.epoch + Duration::from_millis(ms - 1)),
+        }
     }
 
     fn cork(&self) {
@@ -181,7 +210,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // TLS writes its buffered records here.
         self.cork();
-        Pin::new(&mut self.stream).poll_flush(cx)
+        let polled = Pin::new(&mut self.stream).poll_flush(cx);
+        self.cork.wrote(&polled);
+        polled
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -377,6 +408,8 @@ where
         progress: Progress::new(),
     };
     let mut resets = ResetBudget::new(max_streams);
+    let mut write_timer: Option<(Instant, Pin<Box<tokio::time::Sleep>>)> = None;
+    let mut write_stalled = false;
     let mut requests = 0u64;
     let mut idle_since = Instant::now();
     let mut closing: Option<CloseReason> = None;
@@ -437,6 +470,27 @@ where
             next = poll_fn(|cx| {
                 let polled = conn.poll_accept(cx);
                 uncork(cork.as_deref());
+                if polled.is_pending() {
+                    // A socket that takes nothing for the write timeout
+                    // ends the connection, as over HTTP/1 (the peer stopped
+                    // reading; h2 would hold what it buffered for it).
+                    match cork.as_deref().and_then(Cork::blocked_since) {
+                        Some(since) => {
+                            if write_timer.as_ref().is_none_or(|(armed, _)| *armed != since) {
+                                let at = since + cfg.write_timeout;
+                                write_timer = Some((since, Box::pin(tokio::time::sleep_until(at))));
+                            }
+                            let Some((_, timer)) = write_timer.as_mut() else {
+                                return polled;
+                            };
+                            if timer.as_mut().poll(cx).is_ready() {
+                                write_stalled = true;
+                                return Poll::Ready(None);
+                            }
+                        }
+                        None => write_timer = None,
+                    }
+                }
                 polled
             }) => match next {
                 Some(Ok(first)) => {
@@ -446,7 +500,7 @@ where
                     while let Some((req, mut respond)) = next.take() {
                         requests += 1;
                         metrics.requests.fetch_add(1, Relaxed);
-                        if streams.len() >= max_streams as usize || closing.is_some() {
+                        if streams.len() >= max_streams as usize {
                             // h2 counts a stream the client reset as closed at
                             // once; its task may not have seen the reset yet.
                             // The handlers in flight never pass the limit.
@@ -478,6 +532,10 @@ where
                         metrics.h2_calm_goaways.fetch_add(1, Relaxed);
                     }
                     break closing.unwrap_or(CloseReason::Error);
+                }
+                None if write_stalled => {
+                    tracing::debug!(conn = info.id, "h2: the socket took nothing for the write timeout");
+                    break CloseReason::Timeout;
                 }
                 // GOAWAY done (or the client went away) and every stream ended.
                 None => break closing.unwrap_or(CloseReason::ClientClose),
