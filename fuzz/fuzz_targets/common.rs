@@ -130,6 +130,48 @@ fn answer(conn: &mut Conn, out: &mut BytesMut, status: StatusCode) {
     conn.send_end(None, out).expect("end of a complete answer");
 }
 
+/// A server configuration chosen by two input bytes: [`config`] from the
+/// first; from the second, the pipelining depth (`max_in_flight` 1–4, bits
+/// 0–1) and whether `Proxy-Connection` is read as `Connection` (bit 2).
+pub fn server_config(selector: u8, extra: u8) -> ConnConfig {
+    ConnConfig {
+        max_in_flight: 1 + usize::from(extra & 3),
+        proxy_connection: extra & 4 != 0,
+        ..config(selector)
+    }
+}
+
+/// Polls until the server wants input, answering (`200`, body `ok`) every
+/// request read completely whenever reading pauses: with `max_in_flight`
+/// above 1, up to that many requests are read ahead of their answers.
+fn pump_server(
+    conn: &mut Conn,
+    events: &mut Vec<Event>,
+    out: &mut BytesMut,
+    budget: usize,
+) -> Option<Error> {
+    let mut ended = 0usize;
+    for _ in 0..budget {
+        if let Some(e) = pump(conn, events, budget, |_| ended += 1) {
+            answer_ended(conn, out, &mut ended);
+            return Some(e);
+        }
+        if ended == 0 {
+            return None;
+        }
+        answer_ended(conn, out, &mut ended);
+    }
+    panic!("no progress after {budget} rounds");
+}
+
+/// Answers, oldest first, the requests that were read completely.
+fn answer_ended(conn: &mut Conn, out: &mut BytesMut, ended: &mut usize) {
+    while *ended > 0 {
+        *ended -= 1;
+        answer(conn, out, StatusCode::OK);
+    }
+}
+
 /// Feeds `data` to a server in pieces of `step` bytes (then EOF).
 pub fn run_server(data: &[u8], step: usize, config: ConnConfig) -> Run {
     let mut conn = Conn::new(Role::Server, config);
@@ -139,18 +181,14 @@ pub fn run_server(data: &[u8], step: usize, config: ConnConfig) -> Run {
     let budget = budget(data.len());
     for piece in data.chunks(step.max(1)) {
         conn.handle_bytes(piece);
-        error = pump(&mut conn, &mut events, budget, |c| {
-            answer(c, &mut out, StatusCode::OK)
-        });
+        error = pump_server(&mut conn, &mut events, &mut out, budget);
         if error.is_some() {
             break;
         }
     }
     if error.is_none() {
         conn.handle_eof();
-        error = pump(&mut conn, &mut events, budget, |c| {
-            answer(c, &mut out, StatusCode::OK)
-        });
+        error = pump_server(&mut conn, &mut events, &mut out, budget);
     }
     if let Some(e) = &error {
         assert_eq!(e.side(), Side::Remote, "{e:?}");

@@ -3,8 +3,10 @@
 //! events, error and answers however the bytes were split (see
 //! `common::assert_same` for the two documented exceptions).
 //!
-//! The first input byte picks the configuration (default or small limits,
-//! header case, keep-alive hints, max requests); the rest is the stream.
+//! Input byte 0 picks the configuration (default or small limits, header
+//! case, keep-alive hints, max requests), byte 1 the pipelining depth
+//! (requests read ahead of their answers, 1–4) and whether
+//! `Proxy-Connection` counts as `Connection`; the rest is the stream.
 
 #![no_main]
 
@@ -13,10 +15,10 @@ use libfuzzer_sys::fuzz_target;
 mod common;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&selector, stream)) = data.split_first() else {
+    let [selector, extra, stream @ ..] = data else {
         return;
     };
-    let config = common::config(selector);
+    let config = common::server_config(*selector, *extra);
     let whole = common::run_server(stream, stream.len(), config.clone());
     let bytewise = common::run_server(stream, 1, config.clone());
     common::assert_same(

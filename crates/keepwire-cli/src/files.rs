@@ -14,7 +14,7 @@
 //! deny `location ~ /\.` for the same reason (`.well-known` excepted).
 //! Both answer 404, which says nothing about what exists.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use http::header::{ALLOW, CONTENT_LENGTH, IF_MODIFIED_SINCE, LAST_MODIFIED};
@@ -23,6 +23,8 @@ use keepwire::Body;
 use tokio::io::AsyncReadExt;
 
 use crate::site::{status, with_type};
+
+mod url_path;
 
 /// Files up to this size are read whole; larger ones stream in chunks.
 const READ_WHOLE_MAX: u64 = 256 * 1024;
@@ -56,25 +58,11 @@ impl Files {
     /// Maps a URL path to a file inside the root, or the status that
     /// answers it instead.
     fn resolve(&self, url_path: &str) -> Result<PathBuf, StatusCode> {
-        let decoded = percent_encoding::percent_decode_str(url_path)
-            .decode_utf8()
-            .map_err(|_| StatusCode::BAD_REQUEST)?;
-        if decoded.contains('\0') || decoded.contains('\\') {
-            return Err(StatusCode::BAD_REQUEST);
-        }
-        let mut path = self.root.clone();
-        for component in Path::new(decoded.trim_start_matches('/')).components() {
-            match component {
-                Component::Normal(part) => path.push(part),
-                Component::CurDir => {}
-                // `..`, a root or a prefix: an attempt to leave the root.
-                _ => return Err(StatusCode::BAD_REQUEST),
-            }
-        }
-        if !self.dotfiles && is_dotted(path.strip_prefix(&self.root).unwrap_or(&path)) {
+        let rel = url_path::relative_path(url_path)?;
+        if !self.dotfiles && url_path::is_dotted(&rel) {
             return Err(StatusCode::NOT_FOUND);
         }
-        let real = self.inside(&path)?;
+        let real = self.inside(&self.root.join(rel))?;
         if !real.is_dir() {
             return Ok(real);
         }
@@ -99,7 +87,7 @@ impl Files {
         let rel = real
             .strip_prefix(&self.root)
             .map_err(|_| StatusCode::NOT_FOUND)?;
-        if !self.dotfiles && is_dotted(rel) {
+        if !self.dotfiles && url_path::is_dotted(rel) {
             return Err(StatusCode::NOT_FOUND);
         }
         Ok(real)
@@ -222,18 +210,6 @@ impl http_body::Body for FileBody {
     fn size_hint(&self) -> http_body::SizeHint {
         http_body::SizeHint::with_exact(self.left)
     }
-}
-
-/// Whether a relative path has a component that starts with `.`, other
-/// than `.well-known` (RFC 8615: public by definition, ACME's challenges live
-/// there; nginx sites write `location ~ /\.(?!well-known)` for the same).
-fn is_dotted(rel: &Path) -> bool {
-    rel.components().any(|c| match c {
-        Component::Normal(name) => {
-            name.as_encoded_bytes().first() == Some(&b'.') && name != ".well-known"
-        }
-        _ => false,
-    })
 }
 
 fn set_last_modified(r: &mut Response<Body>, modified: SystemTime) {

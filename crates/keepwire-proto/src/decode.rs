@@ -216,7 +216,14 @@ impl Decoder {
                 return Ok(None);
             };
             let end = start + lf + 1;
-            if lf == 0 || window[start + lf - 1] != b'\r' || end - start > self.max_line {
+            // A CR anywhere but before the LF is bare, whether or not the
+            // line has ended yet (else the verdict on `\rx\r\n` depended on
+            // how reads split it; found by fuzz target server_conn).
+            if lf == 0
+                || window[start + lf - 1] != b'\r'
+                || window[start..start + lf - 1].contains(&b'\r')
+                || end - start > self.max_line
+            {
                 return Err(bad());
             }
             if end - start == 2 {
@@ -465,6 +472,15 @@ mod tests {
             b"-1\r\n",
             b"5\r\nhelloXX",
             b"ffffffffffffffffff\r\n",
+            // An empty chunk-size line is not `0` (h11 differential).
+            b"\r\n\r\n",
+            b"\n\r\n",
+            b"1\r\nz\r\n\r\n\r\n",
+            b";ext\r\n\r\n",
+            b" 1\r\nz\r\n0\r\n\r\n",
+            // An extension does not run on past a bare LF (h11 differential).
+            b"0;last\nX-T: 1\r\n\r\n",
+            b"1;a\nb\r\nz\r\n0\r\n\r\n",
         ] {
             let err = run(BodyKind::Chunked, bad, bad.len()).unwrap_err();
             assert!(
@@ -607,6 +623,18 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(bad)
             );
+        }
+    }
+
+    #[test]
+    fn a_bare_cr_in_a_trailer_line_is_refused_however_reads_split() {
+        // Whole, the line `\rx\r\n` had ended, so only its last CR was
+        // looked at and EOF made it a truncation; byte by byte the bare CR
+        // was refused at once (fuzz target server_conn).
+        let input = b"0\r\nX-T: 1\r\n\rx\r\n";
+        for step in 1..=input.len() {
+            let err = run(BodyKind::Chunked, input, step).unwrap_err();
+            assert_eq!(err.kind(), &ErrorKind::InvalidTrailers, "step {step}");
         }
     }
 

@@ -187,6 +187,28 @@ fn version_of(v: Option<u8>) -> Version {
     }
 }
 
+/// A field line's length against `max_line_bytes`, for the line whose name
+/// starts at `name_start` and whose value ends at `value_end` in `head`.
+/// The line runs from the name to its LF: httparse trimmed trailing
+/// whitespace off the value, but it counts, as on a partial head.
+fn check_field_line(
+    head: &[u8],
+    name_start: usize,
+    value_end: usize,
+    limits: &Limits,
+) -> Result<(), Error> {
+    let line_end = head[value_end..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(head.len(), |p| value_end + p + 1);
+    if line_end - name_start > limits.max_line_bytes {
+        return Err(Error::remote(ErrorKind::HeaderLineTooLong {
+            limit: limits.max_line_bytes,
+        }));
+    }
+    Ok(())
+}
+
 /// Builds the header map from recorded indices into the frozen head.
 fn build_headers(
     head: &Bytes,
@@ -199,17 +221,7 @@ fn build_headers(
     for f in fields {
         let (ns, ne) = (f.name.0 as usize, f.name.1 as usize);
         let (vs, ve) = (f.value.0 as usize, f.value.1 as usize);
-        // The line runs from the name to its LF: httparse trimmed trailing
-        // whitespace off the value, but it counts, as on a partial head.
-        let line_end = head[ve..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(head.len(), |p| ve + p + 1);
-        if line_end - ns > limits.max_line_bytes {
-            return Err(Error::remote(ErrorKind::HeaderLineTooLong {
-                limit: limits.max_line_bytes,
-            }));
-        }
+        check_field_line(head, ns, ve, limits)?;
         let raw_name = &head[ns..ne];
         let name = HeaderName::from_bytes(raw_name)
             .map_err(|_| Error::remote(ErrorKind::MalformedHeader))?;
@@ -397,6 +409,18 @@ pub fn skim_response(
         return Err(Error::remote(ErrorKind::HeadTooLarge {
             limit: limits.max_head_bytes,
         }));
+    }
+    // The same line bound as the full parser (found by fuzz target
+    // skim_response: a long field line passed here and was 431 there).
+    for h in res.headers.iter() {
+        let (name_start, _) = offset_in(buf, h.name.as_bytes());
+        let (_, value_end) = offset_in(buf, h.value);
+        check_field_line(
+            &buf[..head_len],
+            name_start as usize,
+            value_end as usize,
+            limits,
+        )?;
     }
     let status = StatusCode::from_u16(res.code.unwrap_or_default())
         .map_err(|_| Error::remote(ErrorKind::MalformedHead(httparse::Error::Status)))?;

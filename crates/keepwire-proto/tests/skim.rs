@@ -96,3 +96,28 @@ fn skim_rejects_what_the_parser_rejects() {
         assert!(full.is_err(), "{raw:?}");
     }
 }
+
+/// Found by fuzz target skim_response: a complete head with a field line
+/// over `max_line_bytes` was skimmed as fine while the full parser (and so
+/// `Conn`) refused it with 431.
+#[test]
+fn skim_bounds_field_lines_as_the_parser_does() {
+    let limits = Limits {
+        max_line_bytes: 32,
+        ..Limits::default()
+    };
+    let long = format!("HTTP/1.1 304 OK\r\nX-Long: {}\r\n\r\n", "q".repeat(40));
+    let skim = skim_response(long.as_bytes(), &Method::GET, &limits).unwrap_err();
+    let mut buf = BytesMut::from(long.as_bytes());
+    let full = parse_response(&mut buf, &limits, false).unwrap_err();
+    assert_eq!(skim.kind(), full.kind());
+    // At the bound exactly, both accept.
+    let fits = format!("HTTP/1.1 304 OK\r\nX-Long: {}\r\n\r\n", "q".repeat(32 - 10));
+    assert!(
+        skim_response(fits.as_bytes(), &Method::GET, &limits)
+            .unwrap()
+            .is_some()
+    );
+    let mut buf = BytesMut::from(fits.as_bytes());
+    assert!(parse_response(&mut buf, &limits, false).unwrap().is_some());
+}

@@ -121,6 +121,12 @@ impl Upstream {
         }
     }
 
+    /// The pool key this upstream is reached by (scheme, lowercase host
+    /// without brackets, port).
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
     fn is_up(&self, now: Instant) -> bool {
         self.down_until
             .lock()
@@ -1137,9 +1143,18 @@ pub fn parse_authority(s: &str) -> Result<String, String> {
     let uri: Uri = format!("{scheme}://{rest}/")
         .parse()
         .map_err(|e| format!("upstream {s:?}: {e}"))?;
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        // Credentials would be dropped without a word: refuse them.
+        return Err(format!("upstream {s:?}: userinfo is not supported"));
+    }
     let host = uri
         .host()
         .ok_or_else(|| format!("upstream {s:?}: no host"))?;
+    // `Uri` is lax about hosts (`a[b::c` passes); accept only what RFC 3986
+    // §3.2.2 allows, so the result parses again as the same upstream.
+    if host.is_empty() || !keepwire_proto::host::is_valid_host(host.as_bytes()) {
+        return Err(format!("upstream {s:?}: invalid host {host:?}"));
+    }
     let port = uri
         .port_u16()
         .unwrap_or(if scheme == "https" { 443 } else { 80 });
@@ -1184,6 +1199,14 @@ mod tests {
             "https://x:8443"
         );
         assert!(parse_authority("ftp://x").is_err());
+        assert_eq!(parse_authority("[fe80::1]:9000").unwrap(), "[fe80::1]:9000");
+        // Found by fuzz/fuzz_targets/authority.rs: `Uri` took this host,
+        // and the result ("httpt[fe80:80") did not parse again.
+        assert!(parse_authority("httpt[fe80::0::tp:0]/").is_err());
+        assert!(parse_authority("[fe80::0::1]").is_err());
+        // Also found by it: userinfo hid a bracket, leaving host "%".
+        assert!(parse_authority("https://[fe45@%:1]/").is_err());
+        assert!(parse_authority("http://user@origin.test:8080").is_err());
         let u = Upstream::new(parse_authority("https://x").unwrap());
         assert_eq!(
             (u.origin.scheme.as_str(), u.authority.as_str()),

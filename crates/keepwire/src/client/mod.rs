@@ -761,8 +761,9 @@ pub(crate) fn head_for(
     Ok((origin, head))
 }
 
-/// The origin a URL talks to.
-fn origin_of(uri: &Uri) -> Result<Origin, ClientError> {
+/// The origin a URL talks to: its pool key (lowercase scheme and host,
+/// default port filled in). Only `http` and `https` URLs have one.
+pub fn origin_of(uri: &Uri) -> Result<Origin, ClientError> {
     let scheme = uri.scheme_str().unwrap_or("http").to_ascii_lowercase();
     let default_port = match scheme.as_str() {
         "http" => 80,
