@@ -75,13 +75,15 @@ pub struct ProxyArgs {
     /// Idle timeout of upstream connections (shortened by their Keep-Alive hints).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     upstream_idle_timeout: Duration,
-    /// Time for an upstream to answer (then 504).
+    /// Time for an upstream to answer (then 504), and the longest pause
+    /// inside its response body (then the client's response is cut short).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     upstream_timeout: Duration,
     /// Idle timeout of client connections.
     #[arg(long, default_value = "75s", value_parser = parse_duration)]
     idle_timeout: Duration,
-    /// Pipelined client requests fetched upstream concurrently (answered in order).
+    /// Pipelined client requests fetched upstream concurrently (answered in
+    /// order); a non-idempotent one (POST, ...) goes alone, in order.
     #[arg(long, default_value_t = 8)]
     pipeline_depth: usize,
     /// Worker threads (default: one per core).

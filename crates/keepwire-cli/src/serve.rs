@@ -71,7 +71,8 @@ pub struct ServeArgs {
     /// Open connections per client IP (over it: 503).
     #[arg(long, default_value_t = 256)]
     max_connections_per_ip: usize,
-    /// Pipelined requests whose handlers may run ahead of the response being written.
+    /// Pipelined requests whose handlers may run ahead of the response being
+    /// written (a non-idempotent one, such as POST, always runs alone).
     #[arg(long, default_value_t = 1)]
     pipeline_depth: usize,
     /// Largest request body in bytes (over it: 413).

@@ -172,12 +172,6 @@ impl BodySender {
 }
 
 impl Body {
-    /// The body of an HTTP/2 stream, unbounded and without a read timeout
-    /// (the client's view of a response; see [`Body::from_h2_bounded`]).
-    pub(crate) fn from_h2(recv: h2::RecvStream) -> Body {
-        Body::from_h2_bounded(recv, H2BodyBounds::default())
-    }
-
     /// The body of an HTTP/2 stream, read as the reader polls it: flow-control
     /// capacity goes back to the peer only as the reader takes the data, so a
     /// slow reader slows the sender instead of filling memory (and a stream
@@ -201,7 +195,8 @@ impl Body {
     }
 }
 
-/// What an HTTP/2 request body may cost (see [`Body::from_h2_bounded`]).
+/// What an HTTP/2 body may cost (see [`Body::from_h2_bounded`]): a
+/// request's on the server, a response's in the client (its read timeout).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct H2BodyBounds {
     /// Most bytes the body may carry.

@@ -23,12 +23,20 @@
 //! `tunnel_idle_timeout` without a byte either way, as HAProxy's `timeout
 //! tunnel`; upgrades are relayed only for the protocols a route allows
 //! (nginx relays none unless told to).
+//!
+//! An upstream that cannot be connected to (TCP, TLS or HTTP/2 handshake)
+//! saw nothing of the request, so the next upstream gets it and this one
+//! is skipped for a while.
+//!
+//! Memory: request bodies stream to the upstream. A copy for a resend is
+//! kept only up to `retry_body_max` per request and `retained_per_connection`
+//! across one client connection's requests in flight (pipelined or
+//! multiplexed); a larger body is not resent once any of it went out.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE, VIA};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use ipnet::IpNet;
@@ -37,7 +45,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::body::Body;
-use crate::client::{Client, ClientConfig, ClientError, Origin, PoolConfig, Timings};
+use crate::client::{
+    Client, ClientConfig, ClientError, Origin, PoolConfig, ReplayBody, RetainBudget, RetainGauge,
+    Timings,
+};
 use crate::destination::{DestinationPolicy, refusal};
 use crate::server::{ConnInfo, OnUpgrade, Upgraded};
 
@@ -48,8 +59,9 @@ pub enum ReusePolicy {
     /// Any request may use an idle upstream connection.
     Always,
     /// Requests that could not be retried if the idle connection turned out
-    /// to be closed (non-idempotent ones, and a client connection's first
-    /// request) get a fresh upstream connection (HAProxy, Squid).
+    /// to be closed (non-idempotent ones, a client connection's first
+    /// request, and bodies too large to keep a copy of) get a fresh
+    /// upstream connection (HAProxy, Squid).
     Safe,
     /// Every request opens a new upstream connection.
     Never,
@@ -235,6 +247,12 @@ pub struct ProxyConfig {
     /// Speak HTTP/2 with prior knowledge (h2c) to `http://` upstreams: one
     /// multiplexed connection each instead of a pool (R4.5).
     pub upstream_http2: bool,
+    /// Bytes of a request body kept for a resend (default 64 KiB); a larger
+    /// body streams and is not resent once any of it was sent.
+    pub retry_body_max: usize,
+    /// Bytes of retry copies one client connection's requests in flight may
+    /// keep together (default 1 MiB).
+    pub retained_per_connection: usize,
     /// Answer TRACE (echo at `Max-Forwards: 0`, forward otherwise); off, it
     /// is refused with 405. The echo never includes credentials.
     pub trace: bool,
@@ -262,6 +280,8 @@ impl Default for ProxyConfig {
             via_name: "keepwire".into(),
             upstream_tls: None,
             upstream_http2: false,
+            retry_body_max: crate::client::REPLAY_LIMIT,
+            retained_per_connection: 1024 * 1024,
             trace: false,
         }
     }
@@ -306,6 +326,8 @@ pub struct ProxyMetrics {
     pub destinations_refused: AtomicU64,
     /// Requests refused (client not allowed, CONNECT port, loop).
     pub refused: AtomicU64,
+    /// Request-body bytes kept for resends, now and at most.
+    pub retained: Arc<RetainGauge>,
 }
 
 const ERROR_KINDS: [&str; 5] = ["connect", "timeout", "io", "protocol", "truncated"];
@@ -322,6 +344,16 @@ pub struct Proxy {
     metrics: ProxyMetrics,
     /// Our `Via` entry, `1.1 NAME` (also how loops are recognised).
     via: HeaderValue,
+    /// Retry-copy budgets of client connections with requests in flight.
+    budgets: Mutex<Budgets>,
+}
+
+/// Budgets by client connection; forgotten once no request holds them.
+#[derive(Default)]
+struct Budgets {
+    by_conn: std::collections::HashMap<u64, RetainBudget>,
+    /// Prune when the map reaches this size (amortised).
+    prune_at: usize,
 }
 
 impl Proxy {
@@ -367,6 +399,7 @@ impl Proxy {
             sweeping: AtomicBool::new(false),
             metrics: ProxyMetrics::default(),
             via,
+            budgets: Mutex::default(),
         })
     }
 
@@ -437,6 +470,16 @@ impl Proxy {
             "destinations_refused_total",
             "",
             m.destinations_refused.load(Relaxed),
+        );
+        line(
+            "request_body_retained_bytes",
+            "",
+            m.retained.current.load(Relaxed),
+        );
+        line(
+            "request_body_retained_bytes_max",
+            "",
+            m.retained.peak.load(Relaxed),
         );
         line(
             "upstream_connections_opened_total",
@@ -538,7 +581,7 @@ impl Proxy {
             Some(_) => req.extensions_mut().remove::<OnUpgrade>(),
             None => None,
         };
-        let fresh = match self.config.reuse {
+        let mut fresh = match self.config.reuse {
             ReusePolicy::Safe => {
                 !is_idempotent(req.method()) || info.is_none_or(|i| i.request_index == 1)
             }
@@ -582,10 +625,17 @@ impl Proxy {
             .extensions
             .remove::<keepwire_proto::HeaderCase>()
             .unwrap_or_default();
-        let body = match body_for_retry(body).await {
-            Ok(b) => b,
-            Err(resp) => return resp,
-        };
+        let budget = self.budget_for(info.map(|i| i.id));
+        let mut body = ReplayBody::new(body, self.config.retry_body_max).with_budget(budget);
+        if let Err(e) = body.prefill().await {
+            return text(StatusCode::BAD_REQUEST, &format!("request body: {e}"));
+        }
+        // A body that streams past its copy could not be resent after the
+        // stale-connection race either: under `safe` it gets a fresh
+        // connection too.
+        if self.config.reuse == ReusePolicy::Safe && !body.is_held_whole() {
+            fresh = true;
+        }
         let mut last_err = None;
         for upstream in picked.upstreams {
             let mut head = keepwire_proto::RequestHead::new(
@@ -600,18 +650,23 @@ impl Proxy {
             {
                 head.headers.insert(HOST, v);
             }
-            match client
-                .send(&upstream.origin, head, body.clone(), fresh)
-                .await
-            {
+            match client.send(&upstream.origin, head, &mut body, fresh).await {
                 Ok(resp) => return self.relay_response(resp, client_upgrade).await,
+                Err(ClientError::Body(e)) => {
+                    return text(StatusCode::BAD_REQUEST, &format!("request body: {e}"));
+                }
                 Err(e) => {
                     self.count_error(&e);
+                    // Refused, unreachable, or a TLS / HTTP/2 handshake that
+                    // failed or timed out: nothing was sent.
                     let never_sent = matches!(e, ClientError::Connect(_) | ClientError::Resolve(_));
                     if never_sent && !picked.forward {
                         // Passive health: skip it for a while; the request
                         // was never sent, so another upstream may take it.
                         upstream.mark_down(self.config.health_cooldown);
+                    }
+                    if never_sent && body.rewind() {
+                        // Never sent, so another upstream may take it.
                         last_err = Some(e);
                         continue;
                     }
@@ -649,7 +704,27 @@ impl Proxy {
         });
     }
 
-    /// Where this request goes.
+    /// The retry-copy budget shared by a client connection's requests.
+    fn budget_for(&self, conn: Option<u64>) -> RetainBudget {
+        let gauge = Some(self.metrics.retained.clone());
+        let Some(id) = conn else {
+            return RetainBudget::new(self.config.retained_per_connection, gauge);
+        };
+        let mut b = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(budget) = b.by_conn.get(&id) {
+            return budget.clone();
+        }
+        if b.by_conn.len() >= b.prune_at {
+            b.by_conn.retain(|_, budget| !budget.is_unshared());
+            b.prune_at = (b.by_conn.len() * 2).max(64);
+        }
+        let budget = RetainBudget::new(self.config.retained_per_connection, gauge);
+        b.by_conn.insert(id, budget.clone());
+        budget
+    }
+
+    /// Which upstreams may take this request, and for forward requests the
+    /// authority of the absolute-form target.
     #[allow(clippy::result_large_err)]
     fn pick(&self, req: &Request<Body>) -> Result<Picked<'_>, Response<Body>> {
         let absolute = req.uri().scheme().is_some();
@@ -869,18 +944,6 @@ impl Proxy {
         }
         text(status, why)
     }
-}
-
-/// A request body, buffered so a retry can resend it (as nginx's default
-/// `proxy_request_buffering on`).
-#[allow(clippy::result_large_err)]
-async fn body_for_retry(mut body: Body) -> Result<Bytes, Response<Body>> {
-    if let Some(b) = body.take_full() {
-        return Ok(b);
-    }
-    body.collect(usize::MAX)
-        .await
-        .map_err(|e| text(StatusCode::BAD_REQUEST, &format!("request body: {e}")))
 }
 
 fn max_forwards(req: &Request<Body>) -> Option<u64> {

@@ -2,10 +2,12 @@
 //!
 //! `keepwire check server URL` probes an origin over raw TCP with
 //! hand-written (and deliberately malformed) request bytes and reports, rule
-//! by rule (../shared/docs/CONNECTION-RULES.md), what the server does.
+//! by rule (../shared/docs/CONNECTION-RULES.md), what the server does;
+//! `--http2` does the same with HTTP/2 frames a hostile client would send.
 //! `keepwire check proxy ADDR` runs its own recording origin behind the proxy
 //! and checks what crosses the proxy in both directions.
 
+mod h2;
 mod proxy;
 mod response;
 mod server;
@@ -25,7 +27,8 @@ pub struct CheckArgs {
 
 #[derive(Subcommand, Debug)]
 enum CheckTarget {
-    /// Probe an origin server at URL (http://host:port/path) over raw TCP.
+    /// Probe an origin server at URL (http://host:port/path) over raw TCP;
+    /// --http2: HTTP/2 abuse checks (h2c, or https:// by ALPN).
     Server(server::ServerArgs),
     /// Check a forward (default) or reverse (--reverse) proxy at ADDR
     /// (host:port) against a recording origin the checker runs itself.
@@ -49,10 +52,21 @@ pub struct CommonArgs {
     /// slowloris); each is bounded to 60 s.
     #[arg(long)]
     pub slow: bool,
-    /// Time limit of the whole run; checks not started by then are skipped.
-    #[arg(long, default_value = "110", value_parser = parse_duration)]
-    pub total_timeout: Duration,
+    /// Time limit of the whole run; checks not started by then are skipped
+    /// [default: 110 s; with --http2, --stall-timeout + 60 s].
+    #[arg(long, value_parser = parse_duration)]
+    pub total_timeout: Option<Duration>,
 }
+
+impl CommonArgs {
+    /// `--total-timeout`, or `default` if not given.
+    pub fn total_or(&self, default: Duration) -> Duration {
+        self.total_timeout.unwrap_or(default)
+    }
+}
+
+/// `--total-timeout` unless given otherwise.
+pub const DEFAULT_TOTAL: Duration = Duration::from_secs(110);
 
 pub fn run(args: CheckArgs) -> Result<(), String> {
     match args.target {
@@ -190,22 +204,25 @@ pub fn report(target: &str, results: &[CheckResult], json: bool) -> Result<(), S
     }
 }
 
-/// One row of a check table: its rule, its name, what to run, and whether
-/// it needs `--slow`.
+/// One row of a check table: its rule, its name, what to run, whether it
+/// needs `--slow`, and whether it runs by default but for up to the long
+/// limit (`slow_limit`) instead of `--timeout`.
 pub(super) struct Spec<I> {
     pub rule: &'static str,
     pub name: &'static str,
     pub id: I,
     pub slow: bool,
+    pub long: bool,
 }
 
 /// Runs the table's checks in order, those `--only` selects: each bounded by
 /// its deadline (`--timeout`, or `slow_limit` for slow ones) plus an outer
-/// safety net, and the whole run by `--total-timeout`.
+/// safety net, and the whole run by `total` (`--total-timeout`).
 pub(super) async fn run_table<I: Copy, F, Fut>(
     checks: &[Spec<I>],
     common: &CommonArgs,
     slow_limit: Duration,
+    total: Duration,
     mut run: F,
 ) -> Vec<CheckResult>
 where
@@ -222,14 +239,14 @@ where
             continue;
         }
         let t0 = std::time::Instant::now();
-        let limit = if spec.slow {
+        let limit = if spec.slow || spec.long {
             slow_limit
         } else {
             common.timeout
         };
         let outcome = if spec.slow && !common.slow {
             Outcome::skip("needs a long wait; run with --slow")
-        } else if started.elapsed() + limit > common.total_timeout {
+        } else if started.elapsed() + limit > total {
             Outcome::skip("the run's time limit (--total-timeout) was reached")
         } else {
             // The probe deadline bounds every read; this outer limit is a

@@ -18,6 +18,7 @@ use clap::Args;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::response::{MAX_BODY, MAX_HEAD, MAX_MESSAGE};
 use super::server::{
     CheckOut, Ending, Parsed, Probe, ProbeError, Response, Target, failed, find, parse_response,
     show,
@@ -143,6 +144,12 @@ async fn serve_conn(mut stream: TcpStream, conn: u64, log: Arc<Mutex<Log>>) {
                 }
             } else if let Some(i) = find(&buf, b"\r\n\r\n") {
                 break i + 4;
+            } else if buf.len() > MAX_HEAD {
+                // The origin bounds what it buffers like any server would.
+                let _ = stream
+                    .write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+                return;
             }
             match stream.read(&mut tmp).await {
                 Ok(0) | Err(_) => return,
@@ -186,6 +193,9 @@ async fn serve_conn(mut stream: TcpStream, conn: u64, log: Arc<Mutex<Log>>) {
                 if let Some(i) = find(&buf, b"0\r\n\r\n") {
                     break i + 5;
                 }
+                if buf.len() > MAX_MESSAGE {
+                    return;
+                }
                 match stream.read(&mut tmp).await {
                     Ok(0) | Err(_) => return,
                     Ok(n) => buf.extend_from_slice(&tmp[..n]),
@@ -196,6 +206,12 @@ async fn serve_conn(mut stream: TcpStream, conn: u64, log: Arc<Mutex<Log>>) {
                 .header("content-length")
                 .and_then(|v| v.trim().parse::<usize>().ok())
                 .unwrap_or(0);
+            if n > MAX_BODY {
+                let _ = stream
+                    .write_all(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+                return;
+            }
             while buf.len() < n {
                 match stream.read(&mut tmp).await {
                     Ok(0) | Err(_) => return,
@@ -379,6 +395,7 @@ const fn c(rule: &'static str, name: &'static str, id: Id) -> Spec {
         name,
         id,
         slow: false,
+        long: false,
     }
 }
 
@@ -428,6 +445,7 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
         addr: addr.to_string(),
         host: addr.to_string(),
         path: "/".to_string(),
+        tls: false,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -453,7 +471,8 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
 }
 
 async fn run_checks(ctx: &Ctx, common: &CommonArgs) -> Vec<CheckResult> {
-    super::run_table(CHECKS, common, Duration::ZERO, |id, deadline| {
+    let total = common.total_or(super::DEFAULT_TOTAL);
+    super::run_table(CHECKS, common, Duration::ZERO, total, |id, deadline| {
         run_one(id, ctx, deadline)
     })
     .await

@@ -12,14 +12,33 @@ use clap::Args;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-pub(super) use super::response::{Parsed, Response, find, parse_response, show};
+pub(super) use super::response::{MAX_MESSAGE, Parsed, Response, find, parse_response, show};
 use super::{CheckResult, CommonArgs, Outcome, report};
 
 #[derive(Args, Debug)]
 pub struct ServerArgs {
-    /// The origin to probe: http://host[:port][/path]. Requests go to path
-    /// (default /), which should answer a plain GET with 200.
+    /// The origin to probe: http://host[:port][/path] (with --http2 also
+    /// https://). Requests go to path (default /), which should answer a
+    /// plain GET with 200 and a non-empty body.
     url: String,
+    /// Run the HTTP/2 abuse checks instead of the HTTP/1 ones: h2c with
+    /// prior knowledge for http://, h2 by ALPN for https://.
+    #[arg(long)]
+    http2: bool,
+    /// With https:// (--http2): accept any server certificate.
+    #[arg(short = 'k', long)]
+    insecure: bool,
+    /// --http2: the request body size the server must refuse beyond; the
+    /// oversized-body checks declare (or stream) one byte more.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
+    max_body: u64,
+    /// --http2: how long the zero-window check waits for the server to
+    /// reset the stalled stream or close the connection.
+    #[arg(long, default_value = "90s", value_parser = crate::common::parse_duration)]
+    stall_timeout: Duration,
+    /// --http2: streams each reset check opens and resets.
+    #[arg(long, default_value_t = 1000)]
+    resets: u32,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -30,6 +49,8 @@ pub(super) struct Target {
     pub(super) addr: String,
     pub(super) host: String,
     pub(super) path: String,
+    /// https:// (only with --http2).
+    pub(super) tls: bool,
 }
 
 impl Target {
@@ -37,15 +58,20 @@ impl Target {
         let uri: http::Uri = url
             .parse()
             .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some(s) => return Err(format!("only http:// URLs can be checked, not {s}://")),
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            Some(s) => {
+                return Err(format!(
+                    "only http:// and https:// URLs can be checked, not {s}://"
+                ));
+            }
             None => return Err(format!("URL {url:?} needs http://")),
-        }
+        };
         let auth = uri
             .authority()
             .ok_or_else(|| format!("URL {url:?} has no host"))?;
-        let port = auth.port_u16().unwrap_or(80);
+        let port = auth.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let host = auth.host();
         let addr = if host.starts_with('[') {
             format!("{host}:{port}")
@@ -63,6 +89,7 @@ impl Target {
             addr,
             host: auth.as_str().to_string(),
             path,
+            tls,
         })
     }
 
@@ -187,6 +214,12 @@ impl Probe {
         if self.eof {
             return Ok(false);
         }
+        if self.buf.len() > MAX_MESSAGE {
+            return Err(ProbeError::Malformed(format!(
+                "{} bytes buffered without a complete response (cap {MAX_MESSAGE})",
+                self.buf.len()
+            )));
+        }
         let mut tmp = [0u8; 16 * 1024];
         match tokio::time::timeout_at(deadline.into(), self.stream.read(&mut tmp)).await {
             Err(_) => Err(ProbeError::Timeout {
@@ -273,6 +306,8 @@ enum Id {
     CloseThenMore,
     HalfClose,
     Smuggle(Vector),
+    Host(HostCase),
+    AbsoluteForm,
     LongLine,
     ManyHeaders,
     Head,
@@ -290,6 +325,26 @@ enum Vector {
     Te10,
     BadChunk,
     SpaceColon,
+    /// `Content-Length: ,` (an empty list is not a length).
+    CommaCl,
+    /// An empty chunk-size line (a lenient parser reads it as the last chunk).
+    EmptyChunk,
+    /// A chunk-size line of whitespace only.
+    SpaceChunk,
+    /// A chunk-size line ended by a bare LF.
+    LfChunk,
+    /// A control byte inside a chunk extension.
+    CtlExt,
+    /// A trailer section ended by bare LFs instead of CRLF CRLF.
+    LfTrailer,
+}
+
+/// What is wrong with `Host` (RFC 9112 §3.2: each is a 400).
+#[derive(Debug, Clone, Copy)]
+enum HostCase {
+    Missing,
+    Duplicate,
+    Invalid,
 }
 
 /// One check: rule, short name, what to run, and whether it needs a long
@@ -302,6 +357,7 @@ const fn c(rule: &'static str, name: &'static str, id: Id) -> Spec {
         name,
         id,
         slow: false,
+        long: false,
     }
 }
 
@@ -311,6 +367,7 @@ const fn slow(rule: &'static str, name: &'static str, id: Id) -> Spec {
         name,
         id,
         slow: true,
+        long: false,
     }
 }
 
@@ -354,6 +411,56 @@ const CHECKS: &[Spec] = &[
         "space before colon rejected",
         Id::Smuggle(Vector::SpaceColon),
     ),
+    c(
+        "R10.1",
+        "Content-Length: , rejected",
+        Id::Smuggle(Vector::CommaCl),
+    ),
+    c(
+        "R10.3",
+        "HTTP/1.1 without Host rejected",
+        Id::Host(HostCase::Missing),
+    ),
+    c(
+        "R10.3",
+        "duplicate Host rejected",
+        Id::Host(HostCase::Duplicate),
+    ),
+    c(
+        "R10.3",
+        "invalid Host rejected",
+        Id::Host(HostCase::Invalid),
+    ),
+    c(
+        "R10.3",
+        "absolute-form target wins over Host",
+        Id::AbsoluteForm,
+    ),
+    c(
+        "R10.3",
+        "empty chunk-size line rejected",
+        Id::Smuggle(Vector::EmptyChunk),
+    ),
+    c(
+        "R10.3",
+        "whitespace chunk-size line rejected",
+        Id::Smuggle(Vector::SpaceChunk),
+    ),
+    c(
+        "R10.3",
+        "bare LF after chunk size rejected",
+        Id::Smuggle(Vector::LfChunk),
+    ),
+    c(
+        "R10.3",
+        "control byte in chunk extension rejected",
+        Id::Smuggle(Vector::CtlExt),
+    ),
+    c(
+        "R10.3",
+        "bare-LF trailers rejected",
+        Id::Smuggle(Vector::LfTrailer),
+    ),
     c("R10.2", "10 KB request line bounded", Id::LongLine),
     c("R10.2", "300 header fields bounded", Id::ManyHeaders),
     slow("R10.2", "slowloris head bounded in time", Id::Slowloris),
@@ -370,11 +477,24 @@ const SLOW_LIMIT: Duration = Duration::from_secs(60);
 
 pub fn run(args: ServerArgs) -> Result<(), String> {
     let target = Target::parse(&args.url)?;
+    if target.tls && !args.http2 {
+        return Err("https:// is checked over HTTP/2 only: add --http2".into());
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let results = rt.block_on(run_checks(&target, &args.common));
+    let results = if args.http2 {
+        let opts = super::h2::Options {
+            insecure: args.insecure,
+            max_body: args.max_body,
+            stall_timeout: args.stall_timeout,
+            resets: args.resets,
+        };
+        rt.block_on(super::h2::run_checks(&target, &opts, &args.common))
+    } else {
+        rt.block_on(run_checks(&target, &args.common))
+    };
     if results.is_empty() {
         return Err(format!(
             "no check matches --only {}",
@@ -385,7 +505,8 @@ pub fn run(args: ServerArgs) -> Result<(), String> {
 }
 
 async fn run_checks(target: &Target, common: &CommonArgs) -> Vec<CheckResult> {
-    super::run_table(CHECKS, common, SLOW_LIMIT, |id, deadline| {
+    let total = common.total_or(super::DEFAULT_TOTAL);
+    super::run_table(CHECKS, common, SLOW_LIMIT, total, |id, deadline| {
         run_one(id, target, deadline)
     })
     .await
@@ -411,6 +532,8 @@ async fn run_one(id: Id, t: &Target, deadline: Instant) -> CheckOut {
         Id::CloseThenMore => close_then_more(t, deadline).await,
         Id::HalfClose => half_close(t, deadline).await,
         Id::Smuggle(v) => smuggle(t, v, deadline).await,
+        Id::Host(case) => host_check(t, case, deadline).await,
+        Id::AbsoluteForm => absolute_form(t, deadline).await,
         Id::LongLine => long_line(t, deadline).await,
         Id::ManyHeaders => many_headers(t, deadline).await,
         Id::Head => head(t, deadline).await,
@@ -671,6 +794,24 @@ fn smuggle_bytes(t: &Target, v: Vector) -> Vec<u8> {
             "zz\r\nhello\r\n0\r\n\r\n",
         ),
         Vector::SpaceColon => ("1.1", "Content-Length : 6\r\n", "hello!"),
+        Vector::CommaCl => ("1.1", "Content-Length: ,\r\n", ""),
+        Vector::EmptyChunk => ("1.1", "Transfer-Encoding: chunked\r\n", "\r\n\r\n"),
+        Vector::SpaceChunk => ("1.1", "Transfer-Encoding: chunked\r\n", " \r\n\r\n"),
+        Vector::LfChunk => (
+            "1.1",
+            "Transfer-Encoding: chunked\r\n",
+            "5\nhello\r\n0\r\n\r\n",
+        ),
+        Vector::CtlExt => (
+            "1.1",
+            "Transfer-Encoding: chunked\r\n",
+            "5;kw=\x01\r\nhello\r\n0\r\n\r\n",
+        ),
+        Vector::LfTrailer => (
+            "1.1",
+            "Transfer-Encoding: chunked\r\n",
+            "5\r\nhello\r\n0\r\nX-Kw-Trailer: 1\n\n",
+        ),
     };
     let mut b = t.request("POST", &t.path, version, fields);
     b.extend_from_slice(body.as_bytes());
@@ -739,6 +880,97 @@ async fn smuggle(t: &Target, v: Vector, deadline: Instant) -> CheckOut {
             r1.brief()
         ))),
     }
+}
+
+/// A host no test server serves: what a request names when `Host` should
+/// not matter.
+const OTHER_HOST: &str = "kw-other.invalid";
+
+/// RFC 9112 §3.2: a missing (HTTP/1.1), repeated or invalid `Host` is 400.
+/// Another 4xx is a WARN (refused, but not as the RFC says); anything else
+/// was accepted: FAIL.
+async fn host_check(t: &Target, case: HostCase, deadline: Instant) -> CheckOut {
+    let ua = "User-Agent: keepwire-check\r\n";
+    let req = match case {
+        HostCase::Missing => format!("GET {} HTTP/1.1\r\n{ua}\r\n", t.path),
+        HostCase::Duplicate => format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nHost: {OTHER_HOST}\r\n{ua}\r\n",
+            t.path, t.host
+        ),
+        // '/' is not allowed in an authority (RFC 3986 §3.2.2).
+        HostCase::Invalid => format!(
+            "GET {} HTTP/1.1\r\nHost: kw-check/invalid\r\n{ua}\r\n",
+            t.path
+        ),
+    };
+    let mut p = Probe::connect(t, deadline)
+        .await
+        .map_err(failed("connect"))?;
+    p.send(req.as_bytes()).await.map_err(failed("request"))?;
+    let r = match p.read_response(false).await {
+        Ok(r) => r,
+        Err(ProbeError::Eof { got: 0 }) | Err(ProbeError::Reset { got: 0 }) => {
+            return Ok(Outcome::warn(
+                "connection closed without a status (400 required)",
+            ));
+        }
+        Err(e) => return Err(failed("response")(e)),
+    };
+    Ok(if r.status == 400 {
+        Outcome::pass(r.brief())
+    } else if (400..500).contains(&r.status) {
+        Outcome::warn(format!("{} (RFC 9112 §3.2 requires 400)", r.brief()))
+    } else {
+        Outcome::fail(format!("accepted: {}", r.brief()))
+    })
+}
+
+/// RFC 9112 §3.2.2: with an absolute-form target the server uses the
+/// target's authority and ignores `Host`. Sent with the right authority in
+/// the target and a `Host` the server does not serve, the answer must be
+/// the one the right `Host` gets in origin form (a 400, or a different
+/// status, means `Host` decided).
+async fn absolute_form(t: &Target, deadline: Instant) -> CheckOut {
+    let mut p = Probe::connect(t, deadline)
+        .await
+        .map_err(failed("connect"))?;
+    p.send(&t.get("Connection: close\r\n"))
+        .await
+        .map_err(failed("origin-form request"))?;
+    let r0 = p
+        .read_response(false)
+        .await
+        .map_err(failed("origin-form response"))?;
+    let target = format!("http://{}{}", t.host, t.path);
+    let req = format!(
+        "GET {target} HTTP/1.1\r\nHost: {OTHER_HOST}\r\nUser-Agent: keepwire-check\r\n\r\n"
+    );
+    let mut p = Probe::connect(t, deadline)
+        .await
+        .map_err(failed("connect"))?;
+    p.send(req.as_bytes())
+        .await
+        .map_err(failed("absolute-form request"))?;
+    let r1 = p
+        .read_response(false)
+        .await
+        .map_err(failed("absolute-form response"))?;
+    let what = format!("GET {target} with Host: {OTHER_HOST}: {}", r1.brief());
+    Ok(if r1.status == 400 {
+        Outcome::fail(format!(
+            "{what}: rejected, but the target's authority must win over Host"
+        ))
+    } else if r1.status == r0.status {
+        Outcome::pass(format!(
+            "{what} ({} body bytes); origin-form with the right Host: {} ({} body bytes)",
+            r1.body_len, r0.status_line, r0.body_len
+        ))
+    } else {
+        Outcome::fail(format!(
+            "{what}, but origin-form with the right Host gets {}: Host decided, not the target",
+            r0.status_line
+        ))
+    })
 }
 
 /// A request that exceeds a limit: 4xx PASS (best: `want`), accepted WARN,
@@ -1159,33 +1391,6 @@ async fn slowloris(t: &Target, deadline: Instant) -> CheckOut {
 mod tests {
     use super::*;
 
-    fn done(buf: &[u8], head: bool, eof: bool) -> (Response, usize) {
-        match parse_response(buf, head, eof) {
-            Parsed::Done(r, n) => (r, n),
-            Parsed::Partial => panic!("partial"),
-            Parsed::Bad(e) => panic!("bad: {e}"),
-        }
-    }
-
-    #[test]
-    fn parses_length_chunked_head_and_close_delimited() {
-        let b = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1";
-        let (r, n) = done(b, false, false);
-        assert_eq!((r.status, r.body_len, n), (200, 3, b.len() - 8));
-        let b = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
-        let (r, n) = done(b, false, false);
-        assert_eq!((r.body, n), (b"abc".to_vec(), b.len()));
-        let b = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n";
-        assert_eq!(done(b, true, false).1, b.len());
-        let b = b"HTTP/1.0 200 OK\r\n\r\nabc";
-        assert!(matches!(parse_response(b, false, false), Parsed::Partial));
-        assert!(done(b, false, true).0.close_delimited);
-        assert!(matches!(
-            parse_response(b"abc\r\n\r\n", false, false),
-            Parsed::Bad(_)
-        ));
-    }
-
     #[test]
     fn rule_prefixes() {
         assert!(rule_matches("R10.1", "R10"));
@@ -1201,6 +1406,8 @@ mod tests {
         let t = Target::parse("http://example.com/x?y=1").unwrap();
         assert_eq!(t.addr, "example.com:80");
         assert_eq!(t.path_with("a=b"), "/x?y=1&a=b");
-        assert!(Target::parse("https://example.com/").is_err());
+        let t = Target::parse("https://example.com/").unwrap();
+        assert_eq!((t.addr.as_str(), t.tls), ("example.com:443", true));
+        assert!(Target::parse("ftp://example.com/").is_err());
     }
 }

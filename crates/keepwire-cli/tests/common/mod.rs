@@ -148,3 +148,103 @@ pub fn run_env(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Output {
         stderr: err_reader.join().unwrap(),
     }
 }
+
+/// A running nginx, killed (by its PID) when dropped, with its prefix
+/// directory (config, logs, temp files) removed after it.
+pub struct Nginx {
+    child: Child,
+    pub addr: SocketAddr,
+    /// The prefix directory (its `www` is the document root).
+    pub dir: std::path::PathBuf,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// nginx's path; `None` (skip) if it is missing and `KEEPWIRE_SKIP_PEERS=1`,
+/// a panic if it is missing otherwise.
+pub fn find_nginx() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
+        .map(|d| d.join("nginx"))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        if std::env::var("KEEPWIRE_SKIP_PEERS").as_deref() == Ok("1") {
+            eprintln!("skipped: nginx is not installed (KEEPWIRE_SKIP_PEERS=1)");
+            return None;
+        }
+        panic!(
+            "nginx is not installed: `bash scripts/test` installs it (or set KEEPWIRE_SKIP_PEERS=1)"
+        );
+    }
+    found
+}
+
+/// nginx in the foreground (one worker, no master) with one `server` block:
+/// `server` is its body, where `LISTEN` stands for `127.0.0.1:PORT` on a
+/// free port and `DIR` for the prefix directory. `None` if nginx is missing
+/// and peers may be skipped.
+pub fn nginx(server: &str) -> Option<Nginx> {
+    let bin = find_nginx()?;
+    let dir = std::env::temp_dir().join(format!(
+        "keepwire-nginx-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = dir.display();
+    let server = server
+        .replace("LISTEN", &format!("127.0.0.1:{port}"))
+        .replace("DIR", &d.to_string());
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+         error_log {d}/error.log warn;\nevents {{ worker_connections 256; }}\n\
+         http {{\n access_log off;\n client_body_temp_path {d}/tmp;\n proxy_temp_path {d}/tmp;\n\
+          fastcgi_temp_path {d}/tmp;\n uwsgi_temp_path {d}/tmp;\n scgi_temp_path {d}/tmp;\n\
+          server {{\n{server}\n }}\n}}\n"
+    );
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let child = Command::new(bin)
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx starts");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut nginx = Nginx { child, addr, dir };
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::net::TcpStream::connect(addr).is_err() {
+        if let Ok(Some(status)) = nginx.child.try_wait() {
+            let log = std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default();
+            panic!("nginx exited ({status}): {log}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nginx did not listen on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(nginx)
+}

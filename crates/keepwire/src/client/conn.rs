@@ -5,11 +5,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use keepwire_proto::{BodyKind, BodyLength, Conn, Event, RequestHead, ResponseHead};
+use tokio::io::AsyncWrite;
 use tokio::time::Instant;
 
 use super::ClientError;
+use super::replay::ReplayBody;
 use super::retry::AttemptState;
 use crate::transport::Transport;
 
@@ -74,7 +76,26 @@ pub(crate) struct ClientConn {
     pub(crate) http10: bool,
     /// Response bytes read since the current request was written.
     read_since_request: u64,
+    /// A final response head that arrived while the request was still
+    /// being written.
+    early: Option<(ResponseHead, BodyKind)>,
     pub(crate) out: BytesMut,
+}
+
+/// How many framed body bytes to gather before a write while streaming.
+const STREAM_FILL: usize = 64 * 1024;
+
+/// Progress of a streamed request.
+#[derive(Default)]
+struct Sending {
+    /// Bytes handed to the socket.
+    written: u64,
+    /// The body (and its terminator) is in `out`.
+    body_done: bool,
+    /// The server's side ended or failed; stop looking for an answer.
+    read_closed: bool,
+    /// Something moved (a body chunk, a write): the progress timer restarts.
+    progressed: bool,
 }
 
 /// A failed attempt: the error and how far the attempt got.
@@ -99,6 +120,7 @@ impl ClientConn {
             server_timeout: None,
             http10: false,
             read_since_request: 0,
+            early: None,
             out: BytesMut::new(),
         })
     }
@@ -126,17 +148,171 @@ impl ClientConn {
         }
     }
 
-    /// Writes the head and a whole body (head and small body in one write,
-    /// R2.3).
-    pub(crate) async fn write_request(
+    /// Writes the head and streams `body` after it, a buffer of up to
+    /// [`STREAM_FILL`] bytes at a time (a small body goes out in one write
+    /// with its head, R2.3). Gives up after `timeout` without progress
+    /// (neither a body chunk nor a write). Meanwhile it watches for the
+    /// server's answer: a final response that arrives first (an early 413,
+    /// say) stops the upload unless it is a success that keeps the
+    /// connection, and [`Self::read_head`] returns it.
+    pub(crate) async fn send_streaming(
         &mut self,
         head: &RequestHead,
-        body: Option<&Bytes>,
+        body: &mut ReplayBody,
         timeout: Duration,
     ) -> Result<(), AttemptError> {
         self.out.clear();
-        self.encode_request(head, body)?;
-        self.flush_out(timeout).await
+        self.read_since_request = 0;
+        self.early = None;
+        let length = body.length().map_or(BodyLength::Unknown, BodyLength::Known);
+        self.proto
+            .send_request(head, length, &mut self.out)
+            .map_err(|e| (AttemptState::NotSent, ClientError::Protocol(e)))?;
+        let mut st = Sending::default();
+        loop {
+            st.progressed = false;
+            let step = tokio::time::timeout(
+                timeout,
+                std::future::poll_fn(|cx| self.poll_send(cx, body, &mut st)),
+            )
+            .await;
+            match step {
+                Ok(r) => return r,
+                Err(_) if st.progressed => continue,
+                Err(_) => {
+                    return Err((
+                        state_after_write(st.written as usize),
+                        ClientError::Timeout("writing the request"),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn poll_send(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        body: &mut ReplayBody,
+        st: &mut Sending,
+    ) -> std::task::Poll<Result<(), AttemptError>> {
+        use std::task::Poll;
+        let sent = |st: &Sending| state_after_write(st.written as usize);
+        loop {
+            // An answer before the request is all out?
+            if !st.read_closed && st.written > 0 {
+                match self
+                    .stream
+                    .poll_read_available(cx, self.proto.read_buffer())
+                {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => st.read_closed = true,
+                    Poll::Ready(Ok(n)) => {
+                        self.read_since_request += n as u64;
+                        match self.poll_early_head() {
+                            Ok(true) => {
+                                let keep_sending = self.early.as_ref().is_some_and(|(h, _)| {
+                                    h.status.is_success()
+                                        && !keepwire_proto::ConnectionTokens::of(&h.headers).close
+                                });
+                                if !keep_sending {
+                                    return Poll::Ready(Ok(()));
+                                }
+                                st.read_closed = true;
+                            }
+                            Ok(false) => {}
+                            Err(e) => {
+                                return Poll::Ready(Err((AttemptState::PartlyAnswered, e)));
+                            }
+                        }
+                        continue;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if !st.body_done && self.out.len() < STREAM_FILL {
+                match body.poll_chunk(cx) {
+                    Poll::Ready(Some(Ok(chunk))) => {
+                        st.progressed = true;
+                        let framed = self
+                            .proto
+                            .send_body(chunk)
+                            .map_err(|e| (sent(st), ClientError::Protocol(e)))?;
+                        self.out.put(framed);
+                        continue;
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        return Poll::Ready(Err((sent(st), ClientError::Body(e))));
+                    }
+                    Poll::Ready(None) => {
+                        self.proto
+                            .send_end(None, &mut self.out)
+                            .map_err(|e| (sent(st), ClientError::Protocol(e)))?;
+                        st.body_done = true;
+                        continue;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if self.out.is_empty() {
+                if !st.body_done {
+                    return Poll::Pending;
+                }
+                return std::pin::Pin::new(&mut self.stream)
+                    .poll_flush(cx)
+                    .map_err(|e| (sent(st), write_error(e)));
+            }
+            match std::pin::Pin::new(&mut self.stream).poll_write(cx, &self.out) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err((
+                        sent(st),
+                        ClientError::Io(io::ErrorKind::WriteZero.into()),
+                    )));
+                }
+                Poll::Ready(Ok(n)) => {
+                    st.progressed = true;
+                    st.written += n as u64;
+                    self.out.advance(n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err((sent(st), write_error(e)))),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Parses a final response head from what was read, if it is complete
+    /// (informational ones are skipped).
+    fn poll_early_head(&mut self) -> Result<bool, ClientError> {
+        loop {
+            match self.proto.poll_event().map_err(ClientError::Protocol)? {
+                Some(Event::Response { head, .. })
+                    if head.status.is_informational()
+                        && head.status != http::StatusCode::SWITCHING_PROTOCOLS => {}
+                Some(Event::Response { head, body }) => {
+                    self.early = Some((head, body));
+                    return Ok(true);
+                }
+                Some(_) => return Err(ClientError::Unexpected),
+                None => return Ok(false),
+            }
+        }
+    }
+
+    /// Whether the server sent something we can read as an answer, without
+    /// waiting (after a write failed: an early response and a close).
+    pub(crate) fn has_response_bytes(&mut self) -> bool {
+        if self.early.is_some() {
+            return true;
+        }
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for _ in 0..64 {
+            match self
+                .stream
+                .poll_read_available(&mut cx, self.proto.read_buffer())
+            {
+                std::task::Poll::Ready(Ok(n)) if n > 0 => self.read_since_request += n as u64,
+                _ => break,
+            }
+        }
+        !self.proto.read_buffer().is_empty()
     }
 
     /// Appends a request to the output buffer without writing it, so a
@@ -216,24 +392,33 @@ impl ClientConn {
         &mut self,
         deadline: Instant,
     ) -> Result<(ResponseHead, BodyKind), AttemptError> {
+        if let Some((head, body)) = self.early.take() {
+            self.note_hints(&head);
+            return Ok((head, body));
+        }
         loop {
             match self.next_event(deadline).await? {
                 Event::Response { head, .. }
                     if head.status.is_informational()
                         && head.status != http::StatusCode::SWITCHING_PROTOCOLS => {}
                 Event::Response { head, body } => {
-                    self.http10 = head.version == http::Version::HTTP_10;
-                    let hint = keepwire_proto::KeepAliveParams::parse(&head.headers);
-                    if let Some(t) = hint.timeout {
-                        self.server_timeout = Some(Duration::from_secs(t));
-                    }
-                    if let Some(m) = hint.max {
-                        self.remaining = Some(m);
-                    }
+                    self.note_hints(&head);
                     return Ok((head, body));
                 }
                 _ => return Err((self.read_state(), ClientError::Unexpected)),
             }
+        }
+    }
+
+    /// What a response head says about the connection (R5.1, R5.2).
+    fn note_hints(&mut self, head: &ResponseHead) {
+        self.http10 = head.version == http::Version::HTTP_10;
+        let hint = keepwire_proto::KeepAliveParams::parse(&head.headers);
+        if let Some(t) = hint.timeout {
+            self.server_timeout = Some(Duration::from_secs(t));
+        }
+        if let Some(m) = hint.max {
+            self.remaining = Some(m);
         }
     }
 

@@ -5,11 +5,26 @@
 //! `SendRequest::ready` for a free stream. A stream the server refused
 //! (`REFUSED_STREAM`, or a connection that ended by GOAWAY before the
 //! request left) was never processed, so it is sent again on a new
-//! connection whatever its method: the multiplexed form of R8.3.
+//! connection whatever its method (if its body could be kept): the
+//! multiplexed form of R8.3.
+//!
+//! Opening a connection is single-flight per origin: requests to an origin
+//! whose connection is being opened wait for that one, and nothing else
+//! does, so one slow or silent origin cannot stall the others. A failed
+//! TLS or HTTP/2 handshake is a connect failure (nothing was sent): the
+//! caller may try another upstream and count this one down.
+//!
+//! Bodies stream both ways under flow control. The request body is sent
+//! alongside the wait for the response (a server may answer first, and
+//! stream its answer while still reading); the response body is timed per
+//! read like HTTP/1's, so a stalled upstream ends it as a truncation (R8.2)
+//! instead of holding the client forever.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::HOST;
@@ -19,6 +34,7 @@ use tokio::time::Instant;
 
 use super::conn::ConnMeta;
 use super::pool::Origin;
+use super::replay::ReplayBody;
 use super::{Client, ClientError, RequestMeta, Timings};
 use crate::body::Body;
 
@@ -31,10 +47,49 @@ pub(crate) struct H2Conn {
     alive: Arc<AtomicBool>,
 }
 
+/// The connection of one origin, or none yet; its lock is held only by
+/// whoever opens it (single-flight).
+type Slot = Arc<tokio::sync::Mutex<Option<H2Conn>>>;
+
 /// One connection per origin.
 #[derive(Default)]
 pub(crate) struct H2Conns {
-    map: tokio::sync::Mutex<HashMap<Origin, H2Conn>>,
+    map: std::sync::Mutex<Slots>,
+}
+
+#[derive(Default)]
+struct Slots {
+    by_origin: HashMap<Origin, Slot>,
+    /// Forget dead slots when the map reaches this size (amortised).
+    prune_at: usize,
+}
+
+impl Slots {
+    /// Forgets origins whose connection ended and that nobody is opening or
+    /// using (a forward proxy meets many).
+    fn prune(&mut self) {
+        self.by_origin.retain(|_, s| {
+            Arc::strong_count(s) > 1
+                || s.try_lock()
+                    .map_or(true, |c| c.as_ref().is_some_and(|c| c.alive.load(Relaxed)))
+        });
+        self.prune_at = (self.by_origin.len() * 2).max(64);
+    }
+}
+
+impl H2Conns {
+    fn slot(&self, origin: &Origin) -> Slot {
+        let mut slots = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = slots.by_origin.get(origin) {
+            return s.clone();
+        }
+        if slots.by_origin.len() >= slots.prune_at {
+            slots.prune();
+        }
+        let s = Slot::default();
+        slots.by_origin.insert(origin.clone(), s.clone());
+        s
+    }
 }
 
 impl Client {
@@ -44,22 +99,23 @@ impl Client {
         &self,
         origin: &Origin,
         head: &RequestHead,
-        payload: &Bytes,
+        body: &mut ReplayBody,
     ) -> Result<Option<Response<Body>>, ClientError> {
         let started = Instant::now();
         let mut retries = 0;
         loop {
-            match self
-                .attempt_h2(origin, head, payload, started, retries)
-                .await
-            {
+            match self.attempt_h2(origin, head, body, started, retries).await {
                 Ok(resp) => return Ok(resp),
-                // Never processed by the server: safe to send again, once.
-                Err((true, _)) if retries == 0 => {
+                // Never processed by the server: safe to send again, once,
+                // if the body is whole again.
+                Err((true, _)) if retries == 0 && body.rewind() => {
                     self.inner.metrics.retries.fetch_add(1, Relaxed);
                     retries += 1;
                 }
-                Err((_, e)) => return Err(e),
+                Err((_, e)) => {
+                    body.rewind();
+                    return Err(e);
+                }
             }
         }
     }
@@ -69,7 +125,7 @@ impl Client {
         &self,
         origin: &Origin,
         head: &RequestHead,
-        payload: &Bytes,
+        body: &mut ReplayBody,
         started: Instant,
         retries: u32,
     ) -> Result<Option<Response<Body>>, (bool, ClientError)> {
@@ -109,23 +165,105 @@ impl Client {
         // malformed in HTTP/2 (RFC 9113 §8.2.2).
         req.headers_mut().remove(HOST);
         keepwire_proto::hop::strip_hop_by_hop(req.headers_mut(), false);
-        let (resp, mut body_tx) = send
-            .send_request(req, payload.is_empty())
-            .map_err(|e| (refused(&e), ClientError::Http2(e)))?;
-        if !payload.is_empty() {
-            body_tx
-                .send_data(payload.clone(), true)
-                .map_err(|e| (false, ClientError::Http2(e)))?;
+        // The length h2 checks the DATA frames against: the body's own.
+        req.headers_mut().remove(http::header::CONTENT_LENGTH);
+        if let Some(n) = body.length()
+            && (n > 0 || !head.method.is_safe())
+        {
+            req.headers_mut().insert(
+                http::header::CONTENT_LENGTH,
+                keepwire_proto::encode::decimal_value(n),
+            );
         }
-        timings.written = started.elapsed();
-        let resp = match tokio::time::timeout(cfg.response_timeout, resp).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Err((refused(&e), ClientError::Http2(e))),
-            Err(_) => return Err((false, ClientError::Timeout("waiting for the response"))),
+        let empty = body.is_empty();
+        let (resp, stream) = send
+            .send_request(req, empty)
+            .map_err(|e| (refused(&e), ClientError::Http2(e)))?;
+        let mut pump = Pump {
+            body: std::mem::take(body),
+            stream,
+            pending: None,
+            done: empty,
         };
+        // Send the body while waiting for the answer: the response timeout
+        // runs once the body is out; until then the upload's own progress
+        // is timed (a server that grants no window for `write_timeout`).
+        let mut resp = std::pin::pin!(resp);
+        let mut last_progress = Instant::now();
+        let result = loop {
+            let deadline = if pump.done {
+                last_progress + cfg.response_timeout
+            } else {
+                last_progress + cfg.write_timeout
+            };
+            tokio::select! {
+                r = &mut resp => break r.map_err(|e| (refused(&e), ClientError::Http2(e))),
+                step = std::future::poll_fn(|cx| pump.poll(cx)), if !pump.done => match step {
+                    Ok(()) => {
+                        last_progress = Instant::now();
+                        if pump.done {
+                            timings.written = started.elapsed();
+                        }
+                    }
+                    // A server that answered early may have reset the
+                    // stream: its answer is still the one to relay.
+                    Err(e) => {
+                        pump.done = true;
+                        match tokio::time::timeout(cfg.response_timeout, &mut resp).await {
+                            Ok(Ok(r)) => break Ok(r),
+                            _ => break Err((false, e)),
+                        }
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    break Err((false, ClientError::Timeout(if pump.done {
+                        "waiting for the response"
+                    } else {
+                        "sending the request body"
+                    })));
+                }
+            }
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => {
+                *body = pump.body;
+                return Err(e);
+            }
+        };
+        if !pump.done {
+            // Answered before the body was all sent (an echo, or an early
+            // error): the rest goes on in the background, for as long as
+            // the server reads it.
+            let write_timeout = cfg.write_timeout;
+            tokio::spawn(async move {
+                while !pump.done {
+                    let step = tokio::time::timeout(
+                        write_timeout,
+                        std::future::poll_fn(|cx| pump.poll(cx)),
+                    )
+                    .await;
+                    if !matches!(step, Ok(Ok(()))) {
+                        pump.stream.send_reset(h2::Reason::CANCEL);
+                        return;
+                    }
+                }
+            });
+        } else if timings.written.is_zero() {
+            timings.written = started.elapsed();
+        }
         timings.first_byte = started.elapsed();
         let (mut parts, recv) = resp.into_parts();
-        let body = Body::from_h2(recv);
+        // Each read is timed like the HTTP/1 pool's: a stalled upstream ends
+        // the body with an error (the client hop then shows a truncation,
+        // R8.2), and dropping it resets the stream.
+        let body = Body::from_h2_bounded(
+            recv,
+            crate::body::H2BodyBounds {
+                timeout: Some(cfg.response_timeout),
+                ..Default::default()
+            },
+        );
         let index = conn.requests.fetch_add(1, Relaxed);
         if !new {
             self.inner.metrics.reused.fetch_add(1, Relaxed);
@@ -147,14 +285,18 @@ impl Client {
         origin: &Origin,
         timings: &mut Timings,
     ) -> Result<Option<(H2Conn, bool)>, ClientError> {
-        // Held across the connect: concurrent first requests share one
-        // connection instead of racing to open several.
-        let mut map = self.inner.h2.map.lock().await;
-        if let Some(c) = map.get(origin)
+        // Single-flight per origin: concurrent first requests share one
+        // connection instead of racing to open several, and wait only for
+        // their own origin's connect.
+        let slot = self.inner.h2.slot(origin);
+        let mut current = slot.lock().await;
+        if let Some(c) = current.as_ref()
             && c.alive.load(Relaxed)
         {
             return Ok(Some((c.clone(), false)));
         }
+        *current = None;
+        let cfg = &self.inner.config;
         let stream = self.open_tcp(origin, timings).await?;
         let _ = stream.set_nodelay(true);
         let mut meta = ConnMeta {
@@ -174,9 +316,9 @@ impl Client {
                 self.learned_http1(origin, stream.into());
                 return Ok(None);
             }
-            handshake(stream, flag).await?
+            handshake(stream, flag, cfg.connect_timeout).await?
         } else {
-            handshake(stream, flag).await?
+            handshake(stream, flag, cfg.connect_timeout).await?
         };
         self.inner.metrics.connections_opened.fetch_add(1, Relaxed);
         let conn = H2Conn {
@@ -185,40 +327,52 @@ impl Client {
             requests: Arc::new(AtomicU64::new(0)),
             alive,
         };
-        map.insert(origin.clone(), conn.clone());
+        *current = Some(conn.clone());
         Ok(Some((conn, true)))
     }
 
     async fn forget_h2(&self, origin: &Origin, conn: &H2Conn) {
         conn.alive.store(false, Relaxed);
-        let mut map = self.inner.h2.map.lock().await;
-        if map.get(origin).is_some_and(|c| c.meta.id == conn.meta.id) {
-            map.remove(origin);
+        let slot = self.inner.h2.slot(origin);
+        let mut current = slot.lock().await;
+        if current.as_ref().is_some_and(|c| c.meta.id == conn.meta.id) {
+            *current = None;
         }
     }
 }
 
 impl H2Conns {
-    /// Forgets connections that ended (skipped if a connect holds the map).
+    /// Forgets connections that ended.
     pub(crate) fn sweep(&self) {
-        if let Ok(mut map) = self.map.try_lock() {
-            map.retain(|_, c| c.alive.load(Relaxed));
-        }
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).prune();
     }
 }
 
 /// The HTTP/2 handshake on `io`, with the connection driven by its own task
-/// that clears `alive` when the connection ends.
+/// that clears `alive` when the connection ends. A handshake that fails or
+/// takes longer than `timeout` is a connect failure: nothing was sent.
 async fn handshake<T>(
     io: T,
     alive: Arc<AtomicBool>,
+    timeout: Duration,
 ) -> Result<h2::client::SendRequest<Bytes>, ClientError>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (send, driver) = h2::client::handshake(io)
-        .await
-        .map_err(ClientError::Http2)?;
+    let (send, driver) = match tokio::time::timeout(timeout, h2::client::handshake(io)).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            return Err(ClientError::Connect(std::io::Error::other(format!(
+                "HTTP/2 handshake: {e}"
+            ))));
+        }
+        Err(_) => {
+            return Err(ClientError::Connect(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("HTTP/2 handshake timed out after {timeout:?}"),
+            )));
+        }
+    };
     tokio::spawn(async move {
         if let Err(e) = driver.await {
             tracing::debug!(error = %e, "h2 connection ended");
@@ -228,7 +382,99 @@ where
     Ok(send)
 }
 
+/// A request body on its way out under the stream's flow control.
+struct Pump {
+    body: ReplayBody,
+    stream: h2::SendStream<Bytes>,
+    /// Bytes taken from the body that got no window yet.
+    pending: Option<Bytes>,
+    done: bool,
+}
+
+impl Pump {
+    /// Sends what it can; `Ready(Ok(()))` after each DATA frame (progress)
+    /// and at the end (`done`).
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ClientError>> {
+        loop {
+            if self.pending.is_none() {
+                match std::task::ready!(self.body.poll_chunk(cx)) {
+                    Some(Ok(chunk)) => self.pending = Some(chunk),
+                    Some(Err(e)) => {
+                        self.stream.send_reset(h2::Reason::CANCEL);
+                        self.done = true;
+                        return Poll::Ready(Err(ClientError::Body(e)));
+                    }
+                    None => {
+                        self.done = true;
+                        return Poll::Ready(
+                            self.stream
+                                .send_data(Bytes::new(), true)
+                                .map_err(ClientError::Http2),
+                        );
+                    }
+                }
+            }
+            let Some(chunk) = self.pending.as_mut() else {
+                continue;
+            };
+            self.stream.reserve_capacity(chunk.len());
+            let n = match std::task::ready!(self.stream.poll_capacity(cx)) {
+                Some(Ok(n)) => n,
+                Some(Err(e)) => return Poll::Ready(Err(ClientError::Http2(e))),
+                None => {
+                    return Poll::Ready(Err(ClientError::Io(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        "HTTP/2 stream closed while sending the request body",
+                    ))));
+                }
+            };
+            if n == 0 {
+                continue;
+            }
+            let part = chunk.split_to(n.min(chunk.len()));
+            if chunk.is_empty() {
+                self.pending = None;
+            }
+            self.stream
+                .send_data(part, false)
+                .map_err(ClientError::Http2)?;
+            return Poll::Ready(Ok(()));
+        }
+    }
+}
+
 /// The server refused the stream unprocessed (RFC 9113 §8.7).
 fn refused(e: &h2::Error) -> bool {
     e.reason() == Some(h2::Reason::REFUSED_STREAM)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin(port: u16) -> Origin {
+        Origin {
+            scheme: "http".into(),
+            host: "127.0.0.1".into(),
+            port,
+        }
+    }
+
+    #[test]
+    fn slots_of_origins_without_a_connection_are_forgotten() {
+        let conns = H2Conns::default();
+        let held = conns.slot(&origin(1));
+        for port in 2..200 {
+            drop(conns.slot(&origin(port)));
+        }
+        let slots = conns.map.lock().unwrap();
+        assert!(slots.by_origin.len() < 64, "{}", slots.by_origin.len());
+        assert!(
+            slots
+                .by_origin
+                .get(&origin(1))
+                .is_some_and(|s| Arc::ptr_eq(s, &held)),
+            "a slot in use was dropped"
+        );
+    }
 }

@@ -19,6 +19,7 @@ pub mod connect;
 mod h2;
 mod pipeline;
 pub mod pool;
+pub mod replay;
 pub mod retry;
 pub mod tls;
 
@@ -26,7 +27,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{CONNECTION, HOST};
 use http::{HeaderValue, Request, Response, Uri, Version};
 use keepwire_proto::{BodyKind, Conn, ConnConfig, Event, Limits, RequestHead, Role};
@@ -41,6 +41,7 @@ use connect::Resolver;
 pub use pipeline::PipelinedResponse;
 use pool::{Checkout, Pool};
 pub use pool::{Origin, PoolConfig};
+pub use replay::{REPLAY_LIMIT, ReplayBody, RetainBudget, RetainGauge};
 use retry::{AttemptState, RetryDecision};
 
 /// Why a request failed.
@@ -284,27 +285,29 @@ impl Client {
         .await
     }
 
-    /// Sends a request. The body must be in memory (`Body::full` or empty) so
-    /// a retry can resend it; a streaming body is collected first.
+    /// Sends a request. The body streams; up to [`REPLAY_LIMIT`] bytes of
+    /// it are kept so the request can be resent (R8.3), a body already in
+    /// memory (`Body::full`) whatever its size.
     pub async fn request(&self, req: Request<Body>) -> Result<Response<Body>, ClientError> {
-        let (mut parts, mut body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let (origin, head) = head_for(&mut parts)?;
-        let payload = match body.take_full() {
-            Some(b) => b,
-            None => body.collect(usize::MAX).await.map_err(ClientError::Body)?,
-        };
+        let mut body = ReplayBody::new(body, REPLAY_LIMIT);
+        body.prefill().await.map_err(ClientError::Body)?;
         let fresh = parts.extensions.get::<FreshConnection>().is_some();
-        self.send(&origin, head, payload, fresh).await
+        self.send(&origin, head, &mut body, fresh).await
     }
 
     /// Sends an already-formed head (origin-form target, `Host` set) and a
-    /// whole body to `origin`: the path for callers that hold those parts
+    /// body to `origin`: the path for callers that hold those parts
     /// already, such as the proxy, which forwards without re-parsing URLs.
+    /// A retry resends the body only if `body` could keep all of it that
+    /// was sent; on failure `body` is left rewound when it can go again
+    /// (to another origin), else as far as it got.
     pub async fn send(
         &self,
         origin: &Origin,
         mut head: RequestHead,
-        payload: Bytes,
+        body: &mut ReplayBody,
         mut fresh: bool,
     ) -> Result<Response<Body>, ClientError> {
         let cfg = &self.inner.config;
@@ -314,7 +317,7 @@ impl Client {
             cfg.http2_prior_knowledge
         };
         // `None`: ALPN chose HTTP/1.1; the pool takes over.
-        if h2 && let Some(resp) = self.send_h2(origin, &head, &payload).await? {
+        if h2 && let Some(resp) = self.send_h2(origin, &head, body).await? {
             return Ok(resp);
         }
         let started = Instant::now();
@@ -322,7 +325,6 @@ impl Client {
             head.headers
                 .insert(CONNECTION, HeaderValue::from_static("close"));
         }
-        let body = (!payload.is_empty()).then_some(&payload);
         let mut retries = 0u32;
         loop {
             match self
@@ -336,22 +338,32 @@ impl Client {
                     // would double both the wait and the server's work.
                     let slow =
                         matches!(err, ClientError::Timeout(_)) && state != AttemptState::NotSent;
-                    let decision = if slow {
+                    // A connection that could not be opened (all addresses
+                    // tried, or its TLS handshake failed) would fail the same
+                    // way again at once: report it, so a proxy fails over.
+                    let hopeless = matches!(
+                        err,
+                        ClientError::Body(_) | ClientError::Connect(_) | ClientError::Resolve(_)
+                    );
+                    let decision = if slow || hopeless {
                         RetryDecision::Fail
                     } else {
                         retry::decide(&head.method, &head.headers, state, reused, retries)
                     };
+                    // The body must be whole again for a resend: a large one
+                    // that was partly sent is not (its copy was dropped).
                     match decision {
-                        RetryDecision::RetryFresh => {
+                        RetryDecision::RetryFresh if body.rewind() => {
                             tracing::debug!(%origin, ?state, reused, error = %err, "retrying on a fresh connection");
                             self.inner.metrics.retries.fetch_add(1, Relaxed);
                             retries += 1;
                             fresh = true;
                         }
-                        RetryDecision::Fail => {
+                        _ => {
                             if err.is_truncated() {
                                 self.inner.metrics.truncated.fetch_add(1, Relaxed);
                             }
+                            body.rewind();
                             return Err(err);
                         }
                     }
@@ -365,7 +377,7 @@ impl Client {
         &self,
         origin: &Origin,
         head: &mut RequestHead,
-        body: Option<&Bytes>,
+        body: &mut ReplayBody,
         started: Instant,
         fresh: bool,
         retries: u32,
@@ -412,7 +424,18 @@ impl Client {
         let index = conn.requests;
         let cfg = &inner.config;
         let result = async {
-            conn.write_request(head, body, cfg.write_timeout).await?;
+            if let Err((state, err)) = conn.send_streaming(head, body, cfg.write_timeout).await {
+                // The server may have answered before it stopped reading
+                // (an early 413, then a close that broke our write): that
+                // answer is the one to relay, not the write error.
+                let answered = state != AttemptState::NotSent
+                    && matches!(err, ClientError::Io(_))
+                    && conn.has_response_bytes();
+                if !answered {
+                    return Err((state, err));
+                }
+                tracing::debug!(error = %err, "request cut short by an early response");
+            }
             timings.written = started.elapsed();
             let head = conn
                 .read_head(Instant::now() + cfg.response_timeout)
@@ -553,9 +576,17 @@ impl Client {
         let name = rustls::pki_types::ServerName::try_from(host)
             .map_err(|e| ClientError::InvalidUrl(format!("{}: {e}", origin.host)))?;
         let connector = tokio_rustls::TlsConnector::from(tls);
+        // A handshake that fails or never ends is a connect failure: no
+        // request byte was sent, so another upstream may take the request
+        // and this one counts as down (a proxy's failover).
         let stream = tokio::time::timeout(cfg.connect_timeout, connector.connect(name, stream))
             .await
-            .map_err(|_| ClientError::Timeout("in the TLS handshake"))?
+            .map_err(|_| {
+                ClientError::Connect(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("TLS handshake timed out after {:?}", cfg.connect_timeout),
+                ))
+            })?
             .map_err(|e| ClientError::Connect(std::io::Error::other(format!("TLS: {e}"))))?;
         timings.connect = Some(timings.connect.unwrap_or_default() + t.elapsed());
         Ok(stream)

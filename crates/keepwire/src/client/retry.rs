@@ -13,6 +13,11 @@
 //!   server really failed; retrying would only repeat it.
 //! - is the method idempotent, or does the request carry `Idempotency-Key`
 //!   (the application's promise that a repeat is harmless)?
+//!
+//! The caller adds one fact of its own: whether the body can be sent again
+//! at all. A streamed body is kept only up to a bound ([`super::ReplayBody`]);
+//! past it, a request that was partly sent is never resent, whatever this
+//! rule says.
 
 use http::{HeaderMap, Method};
 use keepwire_proto::hop::is_idempotent;

@@ -68,6 +68,10 @@ async fn linger(stream: TcpStream, shared: &Shared) {
 struct Slot {
     fut: Option<ResponseFuture>,
     ready: Option<Response<Body>>,
+    /// Read but not handed to the handler yet (it waits behind a barrier).
+    waiting: Option<Request<Body>>,
+    /// Non-idempotent: its handler runs alone (R7.4, R8.3).
+    barrier: bool,
 }
 
 impl Slot {
@@ -107,6 +111,9 @@ struct Driver<'a> {
     continue_rx: Option<oneshot::Receiver<()>>,
     /// The response body being streamed.
     streaming: Option<Body>,
+    /// `streaming` answers a non-idempotent request: nothing starts until
+    /// it ends.
+    streaming_barrier: bool,
     /// A frame of `streaming` taken while waiting, not yet written.
     next_frame: Option<Option<Result<http_body::Frame<Bytes>, BodyError>>>,
     /// A request could not be read; answer with this once earlier responses
@@ -179,6 +186,7 @@ pub(crate) async fn serve(
         stalled: None,
         continue_rx: None,
         streaming: None,
+        streaming_barrier: false,
         next_frame: None,
         failed: None,
         started: now,
@@ -454,6 +462,7 @@ impl Driver<'_> {
                     if let (Some(status), Some(slot)) = (e.status_hint(), self.pipeline.back_mut())
                     {
                         slot.fut = None;
+                        slot.waiting = None;
                         slot.ready = Some(error_response(status));
                     }
                     self.failed = Some(None);
@@ -525,12 +534,36 @@ impl Driver<'_> {
             req.extensions_mut()
                 .insert(super::OnUpgrade(Arc::new(std::sync::Mutex::new(Some(rx)))));
         }
-        let mut slot = Slot {
-            fut: Some(self.handler.call(req)),
+        let barrier = !keepwire_proto::hop::is_idempotent(req.method());
+        self.pipeline.push_back(Slot {
+            fut: None,
             ready: None,
-        };
-        slot.poll(&mut Context::from_waker(Waker::noop()));
-        self.pipeline.push_back(slot);
+            waiting: Some(req),
+            barrier,
+        });
+        self.start_handlers();
+    }
+
+    /// Hands waiting requests to the handler, in order, as far as the
+    /// barriers allow. Pipelined idempotent requests run ahead together;
+    /// a non-idempotent one starts only once every earlier response is
+    /// written, and later ones wait until its own is: a proxy then sends it
+    /// upstream alone and in order, as a client must (R7.4), and a failure
+    /// cannot leave it unclear which requests were acted on.
+    fn start_handlers(&mut self) {
+        let mut blocked = self.streaming_barrier;
+        let busy = self.streaming.is_some();
+        for (i, slot) in self.pipeline.iter_mut().enumerate() {
+            if slot.waiting.is_some() {
+                if blocked || (slot.barrier && (i > 0 || busy)) {
+                    return;
+                }
+                let req = slot.waiting.take().expect("checked");
+                slot.fut = Some(self.handler.call(req));
+                slot.poll(&mut Context::from_waker(Waker::noop()));
+            }
+            blocked |= slot.barrier;
+        }
     }
 
     /// Step 2: encodes ready responses in order. Returns whether anything
@@ -556,7 +589,9 @@ impl Driver<'_> {
                     Poll::Ready(None) => {
                         progress = true;
                         self.streaming = None;
+                        self.streaming_barrier = false;
                         self.end_response()?;
+                        self.start_handlers();
                     }
                     Poll::Ready(Some(Err(e))) => {
                         // The peer must see a truncated message (R8.2):
@@ -574,13 +609,15 @@ impl Driver<'_> {
             if !front.poll(&mut Context::from_waker(Waker::noop())) {
                 return Ok(progress);
             }
-            let resp = self
+            let (resp, barrier) = self
                 .pipeline
                 .pop_front()
-                .and_then(|s| s.ready)
+                .and_then(|s| Some((s.ready?, s.barrier)))
                 .expect("front slot is ready");
             progress = true;
             self.start_response(resp).await?;
+            self.streaming_barrier = barrier && self.streaming.is_some();
+            self.start_handlers();
         }
     }
 

@@ -152,7 +152,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Open connections per client IP; over it, 503 and close.
     pub max_connections_per_ip: usize,
-    /// Handlers that may run ahead of the response being written.
+    /// Handlers that may run ahead of the response being written (a
+    /// non-idempotent request's handler always runs alone, R7.4).
     pub pipeline_depth: usize,
     /// Protocol limits (head, lines, headers, trailers, body).
     pub limits: Limits,
