@@ -67,6 +67,24 @@ async fn h2_client(
     (send, tokio::spawn(conn))
 }
 
+/// A GET of `/slow` on a new connection: the client, its connection task
+/// and the request's stream (to reset).
+async fn get_slow(
+    addr: std::net::SocketAddr,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+    h2::SendStream<Bytes>,
+) {
+    let (send, conn) = h2_client(addr, h2::client::Builder::new()).await;
+    let mut send = send.ready().await.unwrap();
+    let req = Request::get(format!("http://{addr}/slow"))
+        .body(())
+        .unwrap();
+    let (_resp, stream) = send.send_request(req, true).unwrap();
+    (send, conn, stream)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_stream_cancels_its_handler() {
     let running = Arc::new(Running::default());
@@ -75,12 +93,7 @@ async fn a_reset_stream_cancels_its_handler() {
         slow(running.clone()),
     );
     let addr = server.local_addr();
-    let (send, _conn) = h2_client(addr, h2::client::Builder::new()).await;
-    let mut send = send.ready().await.unwrap();
-    let req = Request::get(format!("http://{addr}/slow"))
-        .body(())
-        .unwrap();
-    let (_resp, mut stream) = send.send_request(req, true).unwrap();
+    let (send, _conn, mut stream) = get_slow(addr).await;
     eventually("the handler runs", WAIT, || {
         running.now.load(Ordering::SeqCst) == 1
     })
@@ -333,12 +346,7 @@ async fn a_reset_stream_cancels_the_proxys_upstream_request() {
         move |req| p.clone().handle(req),
     );
     let addr = server.local_addr();
-    let (send, _conn) = h2_client(addr, h2::client::Builder::new()).await;
-    let mut send = send.ready().await.unwrap();
-    let req = Request::get(format!("http://{addr}/slow"))
-        .body(())
-        .unwrap();
-    let (_resp, mut stream) = send.send_request(req, true).unwrap();
+    let (_send, _conn, mut stream) = get_slow(addr).await;
     within("the origin sees the request", WAIT, got_request)
         .await
         .unwrap();

@@ -514,32 +514,7 @@ async fn an_early_413_from_the_origin_is_relayed_not_502() {
         routes: route(vec![Upstream::new(addr.to_string())]),
         ..ProxyConfig::default()
     });
-    let mut c = RawClient::connect(front.addr()).await;
-    let len = 8 * 1024 * 1024;
-    c.send(format!(
-        "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n"
-    ))
-    .await;
-    // The upload goes on in the background for as long as the proxy takes
-    // it (it stops reading once the answer is out).
-    let mut w = c.take_writer();
-    let upload = tokio::spawn(async move {
-        let piece = vec![b'x'; 64 * 1024];
-        for _ in 0..len / piece.len() {
-            if w.write_all(&piece).await.is_err() {
-                return;
-            }
-        }
-    });
-    let r = c.response().await;
-    assert_eq!(
-        (r.status, r.text().as_str()),
-        (413, "too large"),
-        "{}",
-        r.raw_head
-    );
-    assert_eq!(front.proxy.metrics().bad_gateway.load(Relaxed), 0);
-    upload.abort();
+    expect_early_413(&front, 8 * 1024 * 1024).await;
 }
 
 /// Item 5: a connection that cannot be opened (here a TLS handshake that
@@ -672,8 +647,14 @@ async fn an_early_413_from_an_h2c_origin_is_relayed_not_502() {
         upstream_http2: true,
         ..ProxyConfig::default()
     });
+    expect_early_413(&front, 4 * 1024 * 1024).await;
+}
+
+/// Uploads `len` bytes through `front` to an origin that answers 413 "too
+/// large" early: the client gets that answer (not 502) while the upload
+/// goes on in the background for as long as the proxy takes it.
+async fn expect_early_413(front: &Front, len: usize) {
     let mut c = RawClient::connect(front.addr()).await;
-    let len = 4 * 1024 * 1024;
     c.send(format!(
         "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n"
     ))
