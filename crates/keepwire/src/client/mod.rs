@@ -37,7 +37,7 @@ use crate::body::{Body, BodyError};
 use crate::transport::Transport;
 use crate::upgrade::Upgraded;
 use conn::ClientConn;
-pub use conn::{ConnMeta, TlsInfo};
+pub use conn::ConnMeta;
 use connect::Resolver;
 pub use pipeline::PipelinedResponse;
 use pool::{Checkout, Pool};
