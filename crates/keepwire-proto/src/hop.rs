@@ -10,7 +10,7 @@ use bytes::{BufMut, BytesMut};
 use http::header::{CONNECTION, EXPECT, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Version};
 
-use crate::encode::put_decimal;
+use crate::digits::put_decimal;
 
 /// `Proxy-Connection`: non-standard, sent by some clients to a proxy (R6.2).
 pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
