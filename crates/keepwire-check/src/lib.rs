@@ -335,3 +335,40 @@ pub async fn run(target: &Target, options: &Options) -> Result<Report, Error> {
         checks,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Names select one check each: no target has two checks of one name.
+    #[test]
+    fn check_names_are_unique_per_target() {
+        for target in [
+            Target::server("http://127.0.0.1/"),
+            Target::http2_server("http://127.0.0.1/"),
+            Target::forward_proxy("127.0.0.1:1"),
+        ] {
+            let checks = target.checks();
+            let mut names: Vec<&str> = checks.iter().map(|c| c.name).collect();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), checks.len(), "{target:?}");
+        }
+    }
+
+    #[test]
+    fn unusable_targets_are_errors() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let opts = Options::default();
+        let https = rt.block_on(run(&Target::server("https://127.0.0.1/"), &opts));
+        assert!(matches!(https, Err(Error::Target(_))), "{https:?}");
+        let ftp = rt.block_on(run(&Target::http2_server("ftp://127.0.0.1/"), &opts));
+        assert!(matches!(ftp, Err(Error::Target(_))), "{ftp:?}");
+        let none = Options::default().only("R99");
+        let nothing = rt.block_on(run(&Target::server("http://127.0.0.1:1/"), &none));
+        assert_eq!(nothing.unwrap_err(), Error::NothingSelected);
+    }
+}

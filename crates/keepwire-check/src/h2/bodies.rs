@@ -74,7 +74,7 @@ pub(super) enum Upload {
     Stalled,
 }
 
-/// A POST of `--max-body` + 1 bytes, with `content-length` (`declared`) or
+/// A POST of `Options::max_body` + 1 bytes, with `content-length` (`declared`) or
 /// without. PASS: 413, or the stream refused/reset, before the server
 /// granted window for every byte; FAIL: all bytes taken (window granted
 /// for each), whatever the answer after that, 413 included.
@@ -209,7 +209,7 @@ pub(super) fn h2_end(e: h2::Error) -> Upload {
 /// body can never be sent. Raw frames, so the evidence is the frame that
 /// ended it (RST_STREAM and its code, GOAWAY, or the close); the server's
 /// PINGs are answered, as a live client would. PASS: the stream reset or
-/// the connection closed within `--stall-timeout` of the response head;
+/// the connection closed within `Options::stall_timeout` of the response head;
 /// FAIL: still open after it.
 pub(super) async fn zero_window(t: &Endpoint, opts: &Options, deadline: Instant) -> CheckOut {
     let raw = open_raw(

@@ -13,7 +13,7 @@ use crate::report::Outcome;
 use crate::table::CheckOut;
 
 /// Rapid Reset. Streams are opened and cancelled (RST_STREAM CANCEL) up to
-/// `--resets` times; the stream window is 0, so no response can finish on
+/// `Options::resets` times; the stream window is 0, so no response can finish on
 /// its own and every stream is in flight until reset (a slow handler, seen
 /// from outside). `delayed`: batches of up to the advertised stream limit
 /// (at most 100), reset 100 ms after their HEADERS, so their handlers have

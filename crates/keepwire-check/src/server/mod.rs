@@ -81,7 +81,7 @@ pub(crate) enum HostCase {
 }
 
 /// One check: rule, short name, what to run, and whether it needs a long
-/// wait (run only with `--slow`).
+/// wait (run only with `Options::slow`).
 pub(crate) type Spec = TableSpec<Id>;
 
 const fn c(rule: &'static str, name: &'static str, id: Id) -> Spec {
@@ -205,7 +205,7 @@ pub(crate) const CHECKS: &[Spec] = &[
     c("R5.6", "max requests announced with close", Id::MaxRequests),
 ];
 
-/// Time limit of a `--slow` check.
+/// Time limit of a slow check (`Options::slow`).
 const SLOW_LIMIT: Duration = Duration::from_secs(60);
 
 pub(crate) async fn run_checks(target: &Endpoint, options: &Options) -> Vec<CheckResult> {
