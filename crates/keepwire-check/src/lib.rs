@@ -47,6 +47,7 @@
 //! ```
 
 mod h2;
+mod options;
 mod probe;
 mod proxy;
 mod recording_origin;
@@ -54,98 +55,16 @@ mod report;
 mod response;
 mod server;
 mod table;
+mod target;
 
 use std::fmt;
-use std::time::Duration;
 
+pub use options::{DEFAULT_TOTAL, Options};
 pub use report::{CheckResult, Report, Verdict};
-
-/// The time limit of a whole run unless [`Options::total_timeout`] says
-/// otherwise (HTTP/2: [`Options::stall_timeout`] + 60 s).
-pub const DEFAULT_TOTAL: Duration = Duration::from_secs(110);
-
-/// What to check: a server (HTTP/1 or HTTP/2) or a proxy.
-#[derive(Debug, Clone)]
-pub struct Target {
-    kind: Kind,
-}
-
-#[derive(Debug, Clone)]
-enum Kind {
-    Server {
-        url: String,
-    },
-    Http2 {
-        url: String,
-    },
-    Proxy {
-        addr: String,
-        reverse: bool,
-        origin_port: Option<u16>,
-    },
-}
+use target::Kind;
+pub use target::{CheckInfo, Target};
 
 impl Target {
-    /// An origin at `url` (`http://host[:port][/path]`), checked over
-    /// HTTP/1. Requests go to the path (default `/`), which should answer a
-    /// plain GET with 200 and a non-empty body.
-    pub fn server(url: impl Into<String>) -> Target {
-        Target {
-            kind: Kind::Server { url: url.into() },
-        }
-    }
-
-    /// The HTTP/2 abuse checks of the server at `url`: h2c with prior
-    /// knowledge for `http://`, h2 by ALPN for `https://`.
-    pub fn http2_server(url: impl Into<String>) -> Target {
-        Target {
-            kind: Kind::Http2 { url: url.into() },
-        }
-    }
-
-    /// A forward proxy at `addr` (host:port): requests are sent in absolute
-    /// form to the recording origin, which listens on a free port of
-    /// 127.0.0.1 unless [`Target::origin_port`] fixes one.
-    pub fn forward_proxy(addr: impl Into<String>) -> Target {
-        Target {
-            kind: Kind::Proxy {
-                addr: addr.into(),
-                reverse: false,
-                origin_port: None,
-            },
-        }
-    }
-
-    /// A reverse proxy at `addr` (host:port) configured to forward to the
-    /// recording origin on 127.0.0.1:`origin_port`; requests are sent in
-    /// origin form.
-    pub fn reverse_proxy(addr: impl Into<String>, origin_port: u16) -> Target {
-        Target {
-            kind: Kind::Proxy {
-                addr: addr.into(),
-                reverse: true,
-                origin_port: Some(origin_port),
-            },
-        }
-    }
-
-    /// For a proxy target: the port of the recording origin on 127.0.0.1.
-    /// Ignored for servers.
-    pub fn origin_port(mut self, port: u16) -> Target {
-        if let Kind::Proxy { origin_port, .. } = &mut self.kind {
-            *origin_port = Some(port);
-        }
-        self
-    }
-
-    /// The URL or address as given.
-    pub fn as_str(&self) -> &str {
-        match &self.kind {
-            Kind::Server { url } | Kind::Http2 { url } => url,
-            Kind::Proxy { addr, .. } => addr,
-        }
-    }
-
     /// Every check this target runs, in order (before any selection).
     pub fn checks(&self) -> Vec<CheckInfo> {
         fn info<I>(specs: &[table::Spec<I>]) -> Vec<CheckInfo> {
@@ -163,115 +82,6 @@ impl Target {
             Kind::Http2 { .. } => info(h2::CHECKS),
             Kind::Proxy { .. } => info(proxy::CHECKS),
         }
-    }
-}
-
-/// One check a target runs, as [`Target::checks`] lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CheckInfo {
-    /// The rule it tests, e.g. `R10.1`.
-    pub rule: &'static str,
-    /// Its name, as in [`CheckResult::name`] and [`Options::name`].
-    pub name: &'static str,
-    /// It needs a long wait and runs only with [`Options::slow`].
-    pub slow: bool,
-}
-
-/// How to run the checks: which ones, and the time limits.
-///
-/// `Options::default()` runs every check that needs no long wait, each
-/// within 3 s; the setters chain.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Options {
-    /// Time limit of each check.
-    pub timeout: Duration,
-    /// Also run the checks that need long waits (observed idle timeout,
-    /// slowloris); each is bounded to 60 s.
-    pub slow: bool,
-    /// Time limit of the whole run; checks not started by then are
-    /// skipped. `None`: [`DEFAULT_TOTAL`], or for HTTP/2
-    /// [`Options::stall_timeout`] + 60 s.
-    pub total_timeout: Option<Duration>,
-    /// Run only the checks whose rule starts with this prefix (`R7`,
-    /// `R10.1`; `R1` does not match `R10.1`).
-    pub only: Option<String>,
-    /// Run only the checks with these names (empty: all).
-    pub names: Vec<String>,
-    /// HTTP/2 over `https://`: accept any server certificate.
-    pub insecure: bool,
-    /// HTTP/2: the request body size the server must refuse beyond; the
-    /// oversized-body checks declare (or stream) one byte more.
-    pub max_body: u64,
-    /// HTTP/2: how long the zero-window check waits for the server to reset
-    /// the stalled stream or close the connection.
-    pub stall_timeout: Duration,
-    /// HTTP/2: streams each reset check opens and resets.
-    pub resets: u32,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            timeout: Duration::from_secs(3),
-            slow: false,
-            total_timeout: None,
-            only: None,
-            names: Vec::new(),
-            insecure: false,
-            max_body: 16 * 1024 * 1024,
-            stall_timeout: Duration::from_secs(90),
-            resets: 1000,
-        }
-    }
-}
-
-impl Options {
-    /// Sets [`Options::timeout`].
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-    /// Sets [`Options::slow`].
-    pub fn slow(mut self, slow: bool) -> Self {
-        self.slow = slow;
-        self
-    }
-    /// Sets [`Options::total_timeout`].
-    pub fn total_timeout(mut self, total: Duration) -> Self {
-        self.total_timeout = Some(total);
-        self
-    }
-    /// Sets [`Options::only`], a rule prefix.
-    pub fn only(mut self, rule_prefix: impl Into<String>) -> Self {
-        self.only = Some(rule_prefix.into());
-        self
-    }
-    /// Adds one check name to [`Options::names`].
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.names.push(name.into());
-        self
-    }
-    /// Sets [`Options::insecure`].
-    pub fn insecure(mut self, insecure: bool) -> Self {
-        self.insecure = insecure;
-        self
-    }
-    /// Sets [`Options::max_body`].
-    pub fn max_body(mut self, bytes: u64) -> Self {
-        self.max_body = bytes;
-        self
-    }
-    /// Sets [`Options::stall_timeout`].
-    pub fn stall_timeout(mut self, timeout: Duration) -> Self {
-        self.stall_timeout = timeout;
-        self
-    }
-    /// Sets [`Options::resets`].
-    pub fn resets(mut self, resets: u32) -> Self {
-        self.resets = resets;
-        self
     }
 }
 

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use crate::Options;
+use crate::options::Options;
 use crate::report::{CheckResult, Outcome};
 
 /// What a check function returns; `Err` is an early FAIL (`?` on a probe

@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::conn::{Raw, open_raw, spawn, write_by};
+use super::conn::{Raw, connect, open_raw, spawn, uri, write_by};
 use super::frames::*;
-use super::{connect, uri};
-use crate::Options;
+use crate::options::Options;
 use crate::probe::Endpoint;
 use crate::report::Outcome;
 use crate::table::CheckOut;

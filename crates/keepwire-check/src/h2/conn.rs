@@ -1,5 +1,6 @@
-//! Opening a raw HTTP/2 connection (preface and SETTINGS exchange) and
-//! watching the server's frames while a check writes.
+//! Opening a connection (TCP, or TLS with ALPN h2), the raw HTTP/2
+//! preface and SETTINGS exchange, and watching the server's frames while a
+//! check writes.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -7,10 +8,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncWriteExt, WriteHalf};
 
 use super::frames::{
-    ACK, PREFACE, Reader, SETTINGS, SETTINGS_MAX_CONCURRENT_STREAMS, Seen, frame, settings_frame,
+    ACK, BoxIo, PREFACE, Reader, SETTINGS, SETTINGS_MAX_CONCURRENT_STREAMS, Seen, frame,
+    settings_frame,
 };
-use super::{BoxIo, connect};
-use crate::Options;
+use crate::options::Options;
 use crate::probe::Endpoint;
 use crate::report::Outcome;
 
@@ -143,4 +144,73 @@ pub(super) async fn grace(seen: &Arc<Mutex<Seen>>, grace: Duration, deadline: In
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// TCP (or TLS with ALPN h2) to the target. `small_buffers`: small socket
+/// buffers on our side, so that what the server writes and we do not read
+/// backs up into the server quickly, and what we write is not hidden in our
+/// own kernel buffer (the floods).
+pub(super) async fn connect(
+    t: &Endpoint,
+    opts: &Options,
+    small_buffers: bool,
+    deadline: Instant,
+) -> Result<BoxIo, Outcome> {
+    let fail = |e: String| Outcome::fail(format!("connect: {e}"));
+    let tcp = tokio::time::timeout_at(deadline.into(), async {
+        let addr = tokio::net::lookup_host(&t.addr)
+            .await?
+            .next()
+            .ok_or_else(|| std::io::Error::other("no address"))?;
+        let sock = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        if small_buffers {
+            sock.set_recv_buffer_size(16 * 1024)?;
+            sock.set_send_buffer_size(64 * 1024)?;
+        }
+        sock.connect(addr).await
+    })
+    .await
+    .map_err(|_| fail(format!("{} timed out", t.addr)))?
+    .map_err(|e| fail(format!("{}: {e}", t.addr)))?;
+    let _ = tcp.set_nodelay(true);
+    if !t.tls {
+        return Ok(Box::new(tcp));
+    }
+    let base = if opts.insecure {
+        keepwire::client::tls::insecure_config()
+    } else {
+        keepwire::client::tls::default_config()
+    };
+    let mut config = (*base).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let host = t
+        .host
+        .rsplit_once(':')
+        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(t.host.as_str(), |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let name = rustls::pki_types::ServerName::try_from(host)
+        .map_err(|e| fail(format!("server name: {e}")))?;
+    let tls = tokio::time::timeout_at(
+        deadline.into(),
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| fail("TLS handshake timed out".into()))?
+    .map_err(|e| fail(format!("TLS: {e} (-k accepts any certificate)")))?;
+    if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+        return Err(Outcome::fail("the server did not choose h2 by ALPN"));
+    }
+    Ok(Box::new(tls))
+}
+
+pub(super) fn uri(t: &Endpoint) -> String {
+    let scheme = if t.tls { "https" } else { "http" };
+    format!("{scheme}://{}{}", t.host, t.path)
 }

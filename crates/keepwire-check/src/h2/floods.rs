@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::conn::{Raw, grace, open_raw, snapshot, spawn_reader, write_by};
 use super::frames::*;
-use crate::Options;
+use crate::options::Options;
 use crate::probe::Endpoint;
 use crate::report::Outcome;
 use crate::table::CheckOut;

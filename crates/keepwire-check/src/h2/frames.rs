@@ -6,10 +6,14 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, ReadHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf};
 
-use super::BoxIo;
 use crate::probe::Endpoint;
+
+/// The byte stream the frames cross: TCP, or TLS over it.
+pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+pub(super) type BoxIo = Box<dyn Io>;
 
 pub(super) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub(super) const DATA: u8 = 0;

@@ -19,21 +19,14 @@ mod conn;
 mod floods;
 mod frames;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite};
-
-use crate::Options;
+use crate::options::Options;
 use crate::probe::Endpoint;
-use crate::report::{CheckResult, Outcome};
+use crate::report::CheckResult;
 use crate::table::{CheckOut, Spec as TableSpec, run_table};
 use bodies::{baseline, oversized_body, zero_window};
 use floods::{Control, continuation_flood, control_flood, reset_flood};
-
-pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-pub(super) type BoxIo = Box<dyn Io>;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Id {
@@ -108,75 +101,4 @@ async fn run_one(id: Id, t: &Endpoint, opts: &Options, deadline: Instant) -> Che
         Id::Body { declared } => oversized_body(t, opts, declared, deadline).await,
         Id::ZeroWindow => zero_window(t, opts, deadline).await,
     }
-}
-
-// ---- connecting ----
-
-/// TCP (or TLS with ALPN h2) to the target. `small_buffers`: small socket
-/// buffers on our side, so that what the server writes and we do not read
-/// backs up into the server quickly, and what we write is not hidden in our
-/// own kernel buffer (the floods).
-pub(super) async fn connect(
-    t: &Endpoint,
-    opts: &Options,
-    small_buffers: bool,
-    deadline: Instant,
-) -> Result<BoxIo, Outcome> {
-    let fail = |e: String| Outcome::fail(format!("connect: {e}"));
-    let tcp = tokio::time::timeout_at(deadline.into(), async {
-        let addr = tokio::net::lookup_host(&t.addr)
-            .await?
-            .next()
-            .ok_or_else(|| std::io::Error::other("no address"))?;
-        let sock = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        if small_buffers {
-            sock.set_recv_buffer_size(16 * 1024)?;
-            sock.set_send_buffer_size(64 * 1024)?;
-        }
-        sock.connect(addr).await
-    })
-    .await
-    .map_err(|_| fail(format!("{} timed out", t.addr)))?
-    .map_err(|e| fail(format!("{}: {e}", t.addr)))?;
-    let _ = tcp.set_nodelay(true);
-    if !t.tls {
-        return Ok(Box::new(tcp));
-    }
-    let base = if opts.insecure {
-        keepwire::client::tls::insecure_config()
-    } else {
-        keepwire::client::tls::default_config()
-    };
-    let mut config = (*base).clone();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let host = t
-        .host
-        .rsplit_once(':')
-        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(t.host.as_str(), |(h, _)| h)
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let name = rustls::pki_types::ServerName::try_from(host)
-        .map_err(|e| fail(format!("server name: {e}")))?;
-    let tls = tokio::time::timeout_at(
-        deadline.into(),
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
-    )
-    .await
-    .map_err(|_| fail("TLS handshake timed out".into()))?
-    .map_err(|e| fail(format!("TLS: {e} (-k accepts any certificate)")))?;
-    if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
-        return Err(Outcome::fail("the server did not choose h2 by ALPN"));
-    }
-    Ok(Box::new(tls))
-}
-
-pub(super) fn uri(t: &Endpoint) -> String {
-    let scheme = if t.tls { "https" } else { "http" };
-    format!("{scheme}://{}{}", t.host, t.path)
 }

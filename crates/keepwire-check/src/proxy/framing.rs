@@ -5,12 +5,27 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Ctx, Vector};
+use super::ctx::Ctx;
 use crate::probe::{ProbeError, failed};
 use crate::recording_origin::H10_BODY;
 use crate::report::Outcome;
 use crate::response::{Parsed, find, parse_response, show};
 use crate::table::CheckOut;
+
+/// A request-smuggling vector (R10.1): a request whose framing is ambiguous,
+/// followed by a `GET .../kw/smuggled/N` that must never reach the origin.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Vector {
+    /// `Content-Length: 4` and `Transfer-Encoding: chunked`.
+    TeCl,
+    /// `Content-Length: N` (the smuggled request's length) and
+    /// `Content-Length: 0`.
+    DupCl,
+    /// `Transfer-Encoding: chunked, gzip` (chunked not final).
+    NonFinalChunked,
+    /// `Transfer-Encoding: chunked` with a chunk size of `5zz`.
+    BadChunk,
+}
 
 pub(super) async fn truncation(ctx: &Ctx, deadline: Instant) -> CheckOut {
     let path = ctx.path("trunc");

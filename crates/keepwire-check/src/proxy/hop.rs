@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::{Ctx, simple};
+use super::ctx::{Ctx, simple};
 use crate::probe::{Ending, ProbeError, failed};
 use crate::report::Outcome;
 use crate::table::CheckOut;

@@ -4,74 +4,23 @@
 //! its own recording origin through it, so each check sees what the client
 //! sent, what the origin received and what came back.
 
+mod ctx;
 mod framing;
 mod hop;
 mod tunnel;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use crate::Options;
-use crate::probe::{Endpoint, Probe, failed};
-use crate::recording_origin::{Recorded, RecordingOrigin};
-use crate::report::{CheckResult, Outcome};
-use crate::response::Response;
+use crate::options::Options;
+use crate::probe::Endpoint;
+use crate::recording_origin::RecordingOrigin;
+use crate::report::CheckResult;
 use crate::table::{CheckOut, Spec as TableSpec, run_table};
-use framing::{pipeline, post_once, reframe, smuggle, truncation};
+use ctx::Ctx;
+use framing::{Vector, pipeline, post_once, reframe, smuggle, truncation};
 use hop::{dumb10, hop_to_client, hop_to_origin, proxy_connection, via};
 use tunnel::{connect, upgrade};
-
-/// Everything a check needs: the proxy, the origin and how to address it.
-struct Ctx {
-    proxy: Endpoint,
-    origin: RecordingOrigin,
-    reverse: bool,
-    next: AtomicU64,
-}
-
-impl Ctx {
-    /// A fresh path for `script`, unique in this run.
-    fn path(&self, script: &str) -> String {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        format!("/kw/{script}/{n}")
-    }
-
-    fn request(&self, method: &str, path: &str, version: &str, extra: &str) -> Vec<u8> {
-        let port = self.origin.port;
-        let (target, host) = if self.reverse {
-            (path.to_string(), self.proxy.host.clone())
-        } else {
-            (
-                format!("http://127.0.0.1:{port}{path}"),
-                format!("127.0.0.1:{port}"),
-            )
-        };
-        format!(
-            "{method} {target} HTTP/{version}\r\nHost: {host}\r\nUser-Agent: keepwire-check\r\n{extra}\r\n"
-        )
-        .into_bytes()
-    }
-
-    fn get(&self, path: &str, extra: &str) -> Vec<u8> {
-        self.request("GET", path, "1.1", extra)
-    }
-
-    async fn connect(&self, deadline: Instant) -> Result<Probe, Outcome> {
-        Probe::connect(&self.proxy, deadline)
-            .await
-            .map_err(failed("connect to the proxy"))
-    }
-
-    /// The one request the origin saw for `path`, or a FAIL.
-    fn seen_once(&self, path: &str, resp: &Response) -> Result<Recorded, Outcome> {
-        self.origin.seen(path).into_iter().next().ok_or_else(|| {
-            Outcome::fail(format!(
-                "the request never reached the origin (proxy answered {})",
-                resp.brief()
-            ))
-        })
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Id {
@@ -87,21 +36,6 @@ pub(crate) enum Id {
     Via,
     Connect,
     Upgrade,
-}
-
-/// A request-smuggling vector (R10.1): a request whose framing is ambiguous,
-/// followed by a `GET .../kw/smuggled/N` that must never reach the origin.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Vector {
-    /// `Content-Length: 4` and `Transfer-Encoding: chunked`.
-    TeCl,
-    /// `Content-Length: N` (the smuggled request's length) and
-    /// `Content-Length: 0`.
-    DupCl,
-    /// `Transfer-Encoding: chunked, gzip` (chunked not final).
-    NonFinalChunked,
-    /// `Transfer-Encoding: chunked` with a chunk size of `5zz`.
-    BadChunk,
 }
 
 pub(crate) type Spec = TableSpec<Id>;
@@ -170,7 +104,9 @@ pub(crate) async fn run_checks(
         reverse,
         next: AtomicU64::new(1),
     };
-    let total = options.total_timeout.unwrap_or(crate::DEFAULT_TOTAL);
+    let total = options
+        .total_timeout
+        .unwrap_or(crate::options::DEFAULT_TOTAL);
     Ok(
         run_table(CHECKS, options, Duration::ZERO, total, |id, deadline| {
             run_one(id, &ctx, deadline)
@@ -194,21 +130,4 @@ async fn run_one(id: Id, ctx: &Ctx, deadline: Instant) -> CheckOut {
         Id::Connect => connect(ctx, deadline).await,
         Id::Upgrade => upgrade(ctx, deadline).await,
     }
-}
-
-/// Sends one GET for a fresh `script` path with `extra` fields; returns the
-/// path and the response.
-async fn simple(
-    ctx: &Ctx,
-    script: &str,
-    extra: &str,
-    deadline: Instant,
-) -> Result<(String, Response), Outcome> {
-    let path = ctx.path(script);
-    let mut p = ctx.connect(deadline).await?;
-    p.send(&ctx.get(&path, extra))
-        .await
-        .map_err(failed("request"))?;
-    let r = p.read_response(false).await.map_err(failed("response"))?;
-    Ok((path, r))
 }

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::Ctx;
+use super::ctx::Ctx;
 use crate::probe::{ProbeError, failed};
 use crate::report::Outcome;
 use crate::response::{find, show};

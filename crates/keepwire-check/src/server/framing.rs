@@ -5,11 +5,35 @@
 
 use std::time::{Duration, Instant};
 
-use super::Vector;
 use crate::probe::{Ending, Endpoint, Probe, ProbeError, failed};
 use crate::report::Outcome;
 use crate::response::show;
 use crate::table::CheckOut;
+
+/// A request-smuggling vector (R10.1): a request whose framing is
+/// ambiguous, followed by a `GET /smuggled` that must not be answered.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Vector {
+    TeCl,
+    TwoCl,
+    BadCl,
+    TeNotFinal,
+    Te10,
+    BadChunk,
+    SpaceColon,
+    /// `Content-Length: ,` (an empty list is not a length).
+    CommaCl,
+    /// An empty chunk-size line (a lenient parser reads it as the last chunk).
+    EmptyChunk,
+    /// A chunk-size line of whitespace only.
+    SpaceChunk,
+    /// A chunk-size line ended by a bare LF.
+    LfChunk,
+    /// A control byte inside a chunk extension.
+    CtlExt,
+    /// A trailer section ended by bare LFs instead of CRLF CRLF.
+    LfTrailer,
+}
 
 pub(super) fn smuggle_bytes(t: &Endpoint, v: Vector) -> Vec<u8> {
     let (version, fields, body): (&str, &str, &str) = match v {

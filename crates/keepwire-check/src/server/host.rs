@@ -5,10 +5,17 @@
 
 use std::time::Instant;
 
-use super::HostCase;
 use crate::probe::{Endpoint, Probe, ProbeError, failed};
 use crate::report::Outcome;
 use crate::table::CheckOut;
+
+/// What is wrong with `Host` (RFC 9112 §3.2: each is a 400).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum HostCase {
+    Missing,
+    Duplicate,
+    Invalid,
+}
 
 /// A host no test server serves: what a request names when `Host` should
 /// not matter.

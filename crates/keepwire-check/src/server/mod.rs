@@ -12,12 +12,12 @@ mod pipeline;
 
 use std::time::{Duration, Instant};
 
-use crate::Options;
+use crate::options::Options;
 use crate::probe::Endpoint;
 use crate::report::CheckResult;
 use crate::table::{CheckOut, Spec as TableSpec, run_table};
-use framing::{expect, head, not_modified, smuggle};
-use host::{absolute_form, host_check};
+use framing::{Vector, expect, head, not_modified, smuggle};
+use host::{HostCase, absolute_form, host_check};
 use limits::{long_line, many_headers, slowloris};
 use persistence::{
     close_honoured, close10, idle_observed, keep_alive_advertised, keep_alive10, max_requests,
@@ -47,37 +47,6 @@ pub(crate) enum Id {
     NotModified,
     Expect,
     KeepAliveAdvertised,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Vector {
-    TeCl,
-    TwoCl,
-    BadCl,
-    TeNotFinal,
-    Te10,
-    BadChunk,
-    SpaceColon,
-    /// `Content-Length: ,` (an empty list is not a length).
-    CommaCl,
-    /// An empty chunk-size line (a lenient parser reads it as the last chunk).
-    EmptyChunk,
-    /// A chunk-size line of whitespace only.
-    SpaceChunk,
-    /// A chunk-size line ended by a bare LF.
-    LfChunk,
-    /// A control byte inside a chunk extension.
-    CtlExt,
-    /// A trailer section ended by bare LFs instead of CRLF CRLF.
-    LfTrailer,
-}
-
-/// What is wrong with `Host` (RFC 9112 §3.2: each is a 400).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum HostCase {
-    Missing,
-    Duplicate,
-    Invalid,
 }
 
 /// One check: rule, short name, what to run, and whether it needs a long
@@ -209,7 +178,9 @@ pub(crate) const CHECKS: &[Spec] = &[
 const SLOW_LIMIT: Duration = Duration::from_secs(60);
 
 pub(crate) async fn run_checks(target: &Endpoint, options: &Options) -> Vec<CheckResult> {
-    let total = options.total_timeout.unwrap_or(crate::DEFAULT_TOTAL);
+    let total = options
+        .total_timeout
+        .unwrap_or(crate::options::DEFAULT_TOTAL);
     run_table(CHECKS, options, SLOW_LIMIT, total, |id, deadline| {
         run_one(id, target, deadline)
     })
