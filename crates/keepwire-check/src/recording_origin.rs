@@ -47,16 +47,16 @@ impl Recorded {
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct Log {
-    pub(crate) requests: Vec<Recorded>,
+struct Log {
+    requests: Vec<Recorded>,
     /// Raw bytes received on tunnel connections, one entry per connection.
-    pub(crate) tunnels: Vec<Vec<u8>>,
+    tunnels: Vec<Vec<u8>>,
 }
 
 /// The recording origin.
 pub(crate) struct RecordingOrigin {
     pub(crate) port: u16,
-    pub(crate) log: Arc<Mutex<Log>>,
+    log: Arc<Mutex<Log>>,
 }
 
 /// The body of the `h10` script's close-delimited response.
@@ -97,7 +97,7 @@ impl RecordingOrigin {
 }
 
 /// The script of a request target: `SCRIPT` in `.../kw/SCRIPT/N`.
-pub(crate) fn script_of(target: &str) -> &str {
+fn script_of(target: &str) -> &str {
     target
         .find("/kw/")
         .map(|i| &target[i + 4..])
@@ -105,7 +105,7 @@ pub(crate) fn script_of(target: &str) -> &str {
         .unwrap_or("")
 }
 
-pub(crate) async fn serve_conn(mut stream: TcpStream, conn: u64, log: Arc<Mutex<Log>>) {
+async fn serve_conn(mut stream: TcpStream, conn: u64, log: Arc<Mutex<Log>>) {
     let _ = stream.set_nodelay(true);
     let mut buf: Vec<u8> = Vec::new();
     let mut tmp = [0u8; 16 * 1024];
@@ -257,7 +257,7 @@ pub(crate) async fn serve_conn(mut stream: TcpStream, conn: u64, log: Arc<Mutex<
     }
 }
 
-pub(crate) async fn echo_tunnel(mut stream: TcpStream, mut buf: Vec<u8>, log: Arc<Mutex<Log>>) {
+async fn echo_tunnel(mut stream: TcpStream, mut buf: Vec<u8>, log: Arc<Mutex<Log>>) {
     let idx = {
         let mut l = log.lock().unwrap_or_else(|e| e.into_inner());
         l.tunnels.push(buf.clone());

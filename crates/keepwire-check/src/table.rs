@@ -24,7 +24,7 @@ pub(crate) struct Spec<I> {
 }
 
 /// `R10` matches R10.1 and R10.2 but not R1; `R10.1` matches only R10.1.
-pub(crate) fn rule_matches(rule: &str, prefix: &str) -> bool {
+fn rule_matches(rule: &str, prefix: &str) -> bool {
     let prefix = prefix.trim_end_matches('.');
     rule == prefix || rule.starts_with(&format!("{prefix}."))
 }

@@ -66,7 +66,7 @@ pub(super) async fn baseline(t: &Endpoint, opts: &Options, deadline: Instant) ->
 }
 
 /// What happened to an upload.
-pub(super) enum Upload {
+enum Upload {
     Response(http::StatusCode),
     Reset(h2::Reason),
     Error(String),
@@ -196,7 +196,7 @@ pub(super) async fn oversized_body(
     }
 }
 
-pub(super) fn h2_end(e: h2::Error) -> Upload {
+fn h2_end(e: h2::Error) -> Upload {
     match e.reason() {
         Some(r) if e.is_go_away() => Upload::Error(format!("GOAWAY {r:?}")),
         Some(r) => Upload::Reset(r),

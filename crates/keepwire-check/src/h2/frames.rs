@@ -56,7 +56,7 @@ pub(super) fn settings_frame(params: &[(u16, u32)]) -> Vec<u8> {
 
 /// An HPACK integer with an `n`-bit prefix; `flags` are the first byte's
 /// bits above the prefix (RFC 7541 §5.1).
-pub(super) fn hpack_int(out: &mut Vec<u8>, n: u8, flags: u8, mut v: usize) {
+fn hpack_int(out: &mut Vec<u8>, n: u8, flags: u8, mut v: usize) {
     let max = (1usize << n) - 1;
     if v < max {
         out.push(flags | v as u8);

@@ -35,7 +35,7 @@ pub(crate) enum Vector {
     LfTrailer,
 }
 
-pub(super) fn smuggle_bytes(t: &Endpoint, v: Vector) -> Vec<u8> {
+fn smuggle_bytes(t: &Endpoint, v: Vector) -> Vec<u8> {
     let (version, fields, body): (&str, &str, &str) = match v {
         Vector::TeCl => (
             "1.1",

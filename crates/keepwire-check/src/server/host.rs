@@ -19,7 +19,7 @@ pub(crate) enum HostCase {
 
 /// A host no test server serves: what a request names when `Host` should
 /// not matter.
-pub(super) const OTHER_HOST: &str = "kw-other.invalid";
+const OTHER_HOST: &str = "kw-other.invalid";
 
 /// RFC 9112 §3.2: a missing (HTTP/1.1), repeated or invalid `Host` is 400.
 /// Another 4xx is a WARN (refused, but not as the RFC says); anything else

@@ -11,12 +11,7 @@ use crate::table::CheckOut;
 
 /// A request that exceeds a limit: 4xx PASS (best: `want`), accepted WARN,
 /// no status (close, reset, hang) FAIL.
-pub(super) async fn over_limit(
-    t: &Endpoint,
-    req: Vec<u8>,
-    want: u16,
-    deadline: Instant,
-) -> CheckOut {
+async fn over_limit(t: &Endpoint, req: Vec<u8>, want: u16, deadline: Instant) -> CheckOut {
     let mut p = Probe::connect(t, deadline)
         .await
         .map_err(failed("connect"))?;

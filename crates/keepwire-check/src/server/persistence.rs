@@ -161,7 +161,7 @@ pub(super) async fn close10(t: &Endpoint, deadline: Instant) -> CheckOut {
 }
 
 /// `Keep-Alive: max=N` (if any).
-pub(super) fn ka_param(r: &Response, name: &str) -> Option<u64> {
+fn ka_param(r: &Response, name: &str) -> Option<u64> {
     r.header("keep-alive")?.split(',').find_map(|p| {
         let (k, v) = p.split_once('=')?;
         k.trim()

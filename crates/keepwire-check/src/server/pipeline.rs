@@ -13,7 +13,7 @@ use crate::response::{find, show};
 use crate::table::CheckOut;
 
 /// Finds `kw-pipe=N` in a body (servers that echo the request).
-pub(super) fn pipe_marker(body: &[u8]) -> Option<u32> {
+fn pipe_marker(body: &[u8]) -> Option<u32> {
     let i = find(body, b"kw-pipe=")?;
     let digits: String = body[i + 8..]
         .iter()
