@@ -35,6 +35,7 @@ use tokio::time::Instant;
 use super::conn::ConnMeta;
 use super::pool::Origin;
 use super::replay::ReplayBody;
+use super::retry::{self, AttemptState, FailedAttempt};
 use super::{Client, ClientError, RequestMeta, Timings};
 use crate::body::Body;
 
@@ -106,21 +107,13 @@ impl Client {
         loop {
             match self.attempt_h2(origin, head, body, started, retries).await {
                 Ok(resp) => return Ok(resp),
-                // Never processed by the server: safe to send again, once,
-                // if the body is whole again.
-                Err((true, _)) if retries == 0 && body.rewind() => {
-                    self.inner.metrics.retries.fetch_add(1, Relaxed);
-                    retries += 1;
-                }
-                Err((_, e)) => {
-                    body.rewind();
-                    return Err(e);
-                }
+                Err(failed) => self.after_failure(origin, head, body, failed, &mut retries)?,
             }
         }
     }
 
-    /// One attempt; the error says whether the request was refused unseen.
+    /// One attempt; the error says how far it got (an HTTP/2 attempt is
+    /// never `reused` in R8.1's sense, see [`super::retry::Attempt`]).
     async fn attempt_h2(
         &self,
         origin: &Origin,
@@ -128,13 +121,14 @@ impl Client {
         body: &mut ReplayBody,
         started: Instant,
         retries: u32,
-    ) -> Result<Option<Response<Body>>, (bool, ClientError)> {
+    ) -> Result<Option<Response<Body>>, FailedAttempt> {
+        use AttemptState::*;
         let cfg = &self.inner.config;
         let mut timings = Timings::default();
         let Some((conn, new)) = self
             .h2_conn(origin, &mut timings)
             .await
-            .map_err(|e| (false, e))?
+            .map_err(FailedAttempt::not_sent)?
         else {
             return Ok(None);
         };
@@ -142,12 +136,16 @@ impl Client {
         let send = match tokio::time::timeout(cfg.connect_timeout, conn.send.clone().ready()).await
         {
             Ok(Ok(s)) => s,
-            // The connection is gone (GOAWAY, reset) before this request left.
+            // The connection is gone (GOAWAY, reset) before this request
+            // left: never processed.
             Ok(Err(e)) => {
                 self.forget_h2(origin, &conn).await;
-                return Err((true, ClientError::Http2(e)));
+                return Err(failed(Refused, ClientError::Http2(e)));
             }
-            Err(_) => return Err((false, ClientError::Timeout("waiting for an HTTP/2 stream"))),
+            Err(_) => {
+                let e = ClientError::Timeout("waiting for an HTTP/2 stream");
+                return Err(failed(NotSent, e));
+            }
         };
         timings.queued = queued.elapsed();
         let mut send = send;
@@ -159,7 +157,7 @@ impl Client {
             .authority(format!("{}:{}", origin.host, origin.port))
             .path_and_query(path)
             .build()
-            .map_err(|e| (false, ClientError::InvalidUrl(e.to_string())))?;
+            .map_err(|e| failed(NotSent, ClientError::InvalidUrl(e.to_string())))?;
         *req.headers_mut() = head.headers.clone();
         // :authority carries the host; connection-specific fields are
         // malformed in HTTP/2 (RFC 9113 §8.2.2).
@@ -178,7 +176,7 @@ impl Client {
         let empty = body.is_empty();
         let (resp, stream) = send
             .send_request(req, empty)
-            .map_err(|e| (refused(&e), ClientError::Http2(e)))?;
+            .map_err(|e| failed(retry::h2_state(&e, false), ClientError::Http2(e)))?;
         let mut pump = Pump {
             body: std::mem::take(body),
             stream,
@@ -197,7 +195,9 @@ impl Client {
                 last_progress + cfg.write_timeout
             };
             tokio::select! {
-                r = &mut resp => break r.map_err(|e| (refused(&e), ClientError::Http2(e))),
+                r = &mut resp => {
+                    break r.map_err(|e| failed(retry::h2_state(&e, true), ClientError::Http2(e)));
+                }
                 step = std::future::poll_fn(|cx| pump.poll(cx)), if !pump.done => match step {
                     Ok(()) => {
                         last_progress = Instant::now();
@@ -211,12 +211,12 @@ impl Client {
                         pump.done = true;
                         match tokio::time::timeout(cfg.response_timeout, &mut resp).await {
                             Ok(Ok(r)) => break Ok(r),
-                            _ => break Err((false, e)),
+                            _ => break Err(failed(SentNoResponse, e)),
                         }
                     }
                 },
                 _ = tokio::time::sleep_until(deadline) => {
-                    break Err((false, ClientError::Timeout(if pump.done {
+                    break Err(failed(SentNoResponse, ClientError::Timeout(if pump.done {
                         "waiting for the response"
                     } else {
                         "sending the request body"
@@ -443,9 +443,9 @@ impl Pump {
     }
 }
 
-/// The server refused the stream unprocessed (RFC 9113 §8.7).
-fn refused(e: &h2::Error) -> bool {
-    e.reason() == Some(h2::Reason::REFUSED_STREAM)
+/// A failed HTTP/2 attempt.
+fn failed(state: AttemptState, error: ClientError) -> FailedAttempt {
+    FailedAttempt::new(state, false, error)
 }
 
 #[cfg(test)]

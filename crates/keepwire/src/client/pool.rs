@@ -304,3 +304,18 @@ fn wake_one(st: &mut OriginState) {
         }
     }
 }
+
+/// A checked-out pool slot, released on drop unless disarmed.
+pub(crate) struct SlotGuard<'a> {
+    pub(crate) pool: &'a Pool,
+    pub(crate) origin: &'a Origin,
+    pub(crate) armed: bool,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.pool.release(self.origin);
+        }
+    }
+}
