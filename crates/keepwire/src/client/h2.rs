@@ -1,12 +1,14 @@
-//! The client's HTTP/2 path (h2c with prior knowledge): one multiplexed
-//! connection per origin (R4.5) instead of a pool of up to six.
+//! The client's HTTP/2 path (ALPN `h2` over TLS, or h2c with prior
+//! knowledge): one multiplexed connection per origin (R4.5) instead of a
+//! pool of up to six.
 //!
 //! The peer's `SETTINGS_MAX_CONCURRENT_STREAMS` is honoured by waiting in
 //! `SendRequest::ready` for a free stream. A stream the server refused
 //! (`REFUSED_STREAM`, or a connection that ended by GOAWAY before the
-//! request left) was never processed, so it is sent again on a new
-//! connection whatever its method (if its body could be kept): the
-//! multiplexed form of R8.3.
+//! request left) was never processed: the attempt says so
+//! ([`super::retry::AttemptState::Refused`]) and the retry rule sends it
+//! again whatever its method, if its body could be kept (the multiplexed
+//! form of R8.3).
 //!
 //! Opening a connection is single-flight per origin: requests to an origin
 //! whose connection is being opened wait for that one, and nothing else

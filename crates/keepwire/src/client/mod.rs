@@ -1,9 +1,11 @@
-//! The HTTP/1.x client: a pool per origin, retries by rule, and timings per
-//! request.
+//! The client: a pool of HTTP/1.1 connections per origin, or one HTTP/2
+//! connection (ALPN `h2` over TLS, or h2c with prior knowledge), retries by
+//! rule, and timings per request.
 //!
 //! A request goes through up to a few *attempts*. Each attempt checks out a
 //! connection (an idle one, probed; or a new one within the per-origin cap),
-//! writes the request, and reads the response head. When an attempt fails,
+//! writes the request, and reads the response head (`send.rs`; HTTP/2
+//! streams in `h2.rs`). When an attempt fails,
 //! [`retry::decide`] looks at how far it got and whether the connection was
 //! reused, and either sends the request again on a fresh connection or
 //! reports the error (R8.3). The response carries a [`RequestMeta`]
@@ -14,6 +16,7 @@
 //! ends (and is dropped if the body is truncated, R8.2, or the reader gives
 //! up on it).
 
+mod config;
 pub(crate) mod conn;
 pub mod connect;
 mod h2;
@@ -30,11 +33,12 @@ use std::time::Duration;
 
 use http::header::HOST;
 use http::{HeaderValue, Request, Response, Uri, Version};
-use keepwire_proto::{Conn, ConnConfig, Limits, RequestHead, Role};
+use keepwire_proto::{Conn, ConnConfig, RequestHead, Role};
 use tokio::time::Instant;
 
 use crate::body::{Body, BodyError};
 use crate::transport::Transport;
+pub use config::ClientConfig;
 use conn::ClientConn;
 pub use conn::{ConnMeta, TlsInfo};
 use connect::Resolver;
@@ -140,65 +144,6 @@ pub struct ClientMetrics {
     pub truncated: AtomicU64,
 }
 
-/// Client settings.
-#[derive(Debug, Clone)]
-pub struct ClientConfig {
-    /// Pool settings.
-    pub pool: PoolConfig,
-    /// TCP connect timeout (all addresses).
-    pub connect_timeout: Duration,
-    /// Time to write a request.
-    pub write_timeout: Duration,
-    /// Time from request written to response head, and between body reads.
-    pub response_timeout: Duration,
-    /// How long resolved addresses are cached.
-    pub dns_ttl: Duration,
-    /// Send `Connection: close` on every request (R5.3: one request per
-    /// connection, the chapter's serial strategy).
-    pub close_after_each: bool,
-    /// Protocol limits for responses.
-    pub limits: Limits,
-    /// Keep response header-name spelling (a `HeaderCase` response
-    /// extension), for proxies.
-    pub preserve_header_case: bool,
-    /// Speak HTTP/2 with prior knowledge (h2c): one multiplexed connection
-    /// per origin instead of the pool (R4.5).
-    pub http2_prior_knowledge: bool,
-    /// TLS for `https://` origins; `None`: [`tls::default_config`]
-    /// (the platform's roots). ALPN decides the version per origin: `h2` gets one
-    /// multiplexed connection, `http/1.1` (or no ALPN) the pool. The
-    /// config's ALPN list is what the client offers.
-    pub tls: Option<Arc<rustls::ClientConfig>>,
-    /// Never HTTP/2: `https://` offers only `http/1.1` by ALPN (curl's
-    /// `--http1.1`).
-    pub http1_only: bool,
-    /// Addresses that may be dialled, checked after resolution on the
-    /// addresses then connected to (a forward proxy's destination policy).
-    pub destinations: Option<Arc<crate::destination::DestinationPolicy>>,
-}
-
-impl Default for ClientConfig {
-    fn default() -> Self {
-        ClientConfig {
-            pool: PoolConfig::default(),
-            connect_timeout: Duration::from_secs(10),
-            write_timeout: Duration::from_secs(30),
-            response_timeout: Duration::from_secs(60),
-            dns_ttl: Duration::from_secs(60),
-            close_after_each: false,
-            limits: Limits {
-                max_body_bytes: None,
-                ..Limits::default()
-            },
-            preserve_header_case: false,
-            http2_prior_knowledge: false,
-            tls: None,
-            http1_only: false,
-            destinations: None,
-        }
-    }
-}
-
 struct Inner {
     config: ClientConfig,
     /// TLS as configured: offers what the config's ALPN list says.
@@ -215,7 +160,7 @@ struct Inner {
     next_id: AtomicU64,
 }
 
-/// An HTTP/1.x client with a connection pool. Cheap to clone; clones share
+/// An HTTP client with a connection pool. Cheap to clone; clones share
 /// the pool.
 #[derive(Clone)]
 pub struct Client {
@@ -338,7 +283,6 @@ impl Client {
     async fn connect(
         &self,
         origin: &Origin,
-        started: Instant,
         timings: &mut Timings,
     ) -> Result<ClientConn, ClientError> {
         let cfg = &self.inner.config;
@@ -355,7 +299,6 @@ impl Client {
                 }
             }
         };
-        let _ = started;
         let id = self.inner.next_id.fetch_add(1, Relaxed) + 1;
         self.inner.metrics.connections_opened.fetch_add(1, Relaxed);
         let proto = Conn::new(
@@ -480,7 +423,7 @@ pub fn origin_of(uri: &Uri) -> Result<Origin, ClientError> {
     let scheme = uri.scheme_str().unwrap_or("http").to_ascii_lowercase();
     let default_port = match scheme.as_str() {
         "http" => 80,
-        // Over TLS the client speaks HTTP/2 (ALPN h2).
+        // Over TLS, ALPN picks HTTP/2 or HTTP/1.1 per origin.
         "https" => 443,
         _ => {
             return Err(ClientError::InvalidUrl(format!(

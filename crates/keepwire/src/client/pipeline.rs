@@ -59,15 +59,13 @@ impl Client {
             let mut timings = Timings::default();
             let conn = match self.inner.pool.checkout(&origin, false).await {
                 Ok((Checkout::Reused(c), _)) => Ok((*c, true)),
-                Ok((Checkout::Connect, _)) => {
-                    match self.connect(&origin, started, &mut timings).await {
-                        Ok(c) => Ok((c, false)),
-                        Err(e) => {
-                            self.inner.pool.release(&origin);
-                            Err(e)
-                        }
+                Ok((Checkout::Connect, _)) => match self.connect(&origin, &mut timings).await {
+                    Ok(c) => Ok((c, false)),
+                    Err(e) => {
+                        self.inner.pool.release(&origin);
+                        Err(e)
                     }
-                }
+                },
                 Err(()) => Err(ClientError::PoolTimeout),
             };
             let (mut conn, reused) = match conn {

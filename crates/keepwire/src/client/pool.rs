@@ -36,8 +36,9 @@ impl std::fmt::Display for Origin {
     }
 }
 
-/// Pool settings.
+/// Pool settings: start from [`Default`] and set what differs.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct PoolConfig {
     /// Open connections per origin (default 6, as browsers, R4.2).
     pub max_per_origin: usize,

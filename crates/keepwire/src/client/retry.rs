@@ -2,7 +2,7 @@
 //! that argues it, for HTTP/1, HTTP/2 and the proxy's failover.
 //!
 //! Each attempt records how far it got ([`Attempt`]), and that record
-//! travels inside the error ([`FailedAttempt`]) to [`decide`], which
+//! travels inside the error (`FailedAttempt`) to [`decide`], which
 //! reads it with the request's own facts ([`Resend`]) and the error. The
 //! facts that matter:
 //! - was any byte of the request written? If not, the server cannot have

@@ -128,7 +128,7 @@ impl Client {
         };
         let (mut conn, reused) = match checkout {
             Checkout::Reused(c) => (*c, true),
-            Checkout::Connect => match self.connect(origin, started, &mut timings).await {
+            Checkout::Connect => match self.connect(origin, &mut timings).await {
                 Ok(c) => (c, false),
                 Err(e) => return Err(FailedAttempt::not_sent(e)),
             },
