@@ -176,9 +176,13 @@ impl Client {
             );
         }
         let empty = body.is_empty();
-        let (resp, stream) = send
-            .send_request(req, empty)
-            .map_err(|e| failed(retry::h2_state(&e, false), ClientError::Http2(e)))?;
+        let (resp, stream) = match send.send_request(req, empty) {
+            Ok(v) => v,
+            Err(e) => {
+                let failure = failed(retry::h2_state(&e, false), ClientError::Http2(e));
+                return Err(self.ended_by(origin, &conn, failure).await);
+            }
+        };
         let mut pump = Pump {
             body: std::mem::take(body),
             stream,
@@ -230,7 +234,7 @@ impl Client {
             Ok(r) => r,
             Err(e) => {
                 *body = pump.body;
-                return Err(e);
+                return Err(self.ended_by(origin, &conn, e).await);
             }
         };
         if !pump.done {
@@ -331,6 +335,23 @@ impl Client {
         };
         *current = Some(conn.clone());
         Ok(Some((conn, true)))
+    }
+
+    /// `failure`, after forgetting `conn` if it says the connection is
+    /// going away (GOAWAY): a retry then opens a new one instead of meeting
+    /// the same refusal.
+    async fn ended_by(
+        &self,
+        origin: &Origin,
+        conn: &H2Conn,
+        failure: FailedAttempt,
+    ) -> FailedAttempt {
+        if let ClientError::Http2(e) = &failure.error
+            && e.is_go_away()
+        {
+            self.forget_h2(origin, conn).await;
+        }
+        failure
     }
 
     async fn forget_h2(&self, origin: &Origin, conn: &H2Conn) {
@@ -459,6 +480,81 @@ mod tests {
             scheme: "http".into(),
             host: "127.0.0.1".into(),
             port,
+        }
+    }
+
+    /// An h2c origin that refuses its first stream unprocessed, by
+    /// `REFUSED_STREAM` (then answers on the same connection), or by a
+    /// GOAWAY whose last stream id is 0 (then answers on the next
+    /// connection); answers are 200 "ok".
+    async fn refuses_once(by_goaway: bool) -> (u16, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut first = !by_goaway;
+            let mut raw = None;
+            if by_goaway {
+                // By hand, so the GOAWAY names a stream id below the
+                // request's: SETTINGS, then frames until the HEADERS.
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                let mut preface = [0u8; 24];
+                tcp.read_exact(&mut preface).await.unwrap();
+                tcp.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+                loop {
+                    let mut head = [0u8; 9];
+                    tcp.read_exact(&mut head).await.unwrap();
+                    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]);
+                    let mut payload = vec![0u8; len as usize];
+                    tcp.read_exact(&mut payload).await.unwrap();
+                    if head[3] == 1 {
+                        break;
+                    }
+                }
+                let goaway = [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                tcp.write_all(&goaway).await.unwrap();
+                raw = Some(tcp);
+            }
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut conn = h2::server::handshake(tcp).await.unwrap();
+            while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                if std::mem::take(&mut first) {
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                    continue;
+                }
+                let resp = http::Response::new(());
+                let mut send = respond.send_response(resp, false).unwrap();
+                send.send_data(Bytes::from_static(b"ok"), true).unwrap();
+            }
+            drop(raw);
+        });
+        (port, task)
+    }
+
+    /// A POST refused unprocessed goes again, once: by `REFUSED_STREAM`,
+    /// and by a GOAWAY whose last stream id is below it (on a new
+    /// connection: that one takes no new streams).
+    #[tokio::test]
+    async fn a_stream_refused_unprocessed_is_sent_again() {
+        for by_goaway in [false, true] {
+            let (port, origin) = refuses_once(by_goaway).await;
+            let client = Client::new(super::super::ClientConfig {
+                http2_prior_knowledge: true,
+                ..Default::default()
+            });
+            let req = Request::post(format!("http://127.0.0.1:{port}/"))
+                .body(Body::full("x"))
+                .unwrap();
+            let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+                .await
+                .expect("an answer in time")
+                .unwrap_or_else(|e| panic!("GOAWAY {by_goaway}: {e}"));
+            assert_eq!(resp.status(), 200, "GOAWAY {by_goaway}");
+            let meta = resp.extensions().get::<RequestMeta>().unwrap();
+            assert_eq!(meta.retries, 1, "GOAWAY {by_goaway}");
+            drop(resp);
+            drop(client);
+            origin.abort();
         }
     }
 
