@@ -40,7 +40,7 @@ use crate::body::{Body, BodyError};
 use crate::transport::Transport;
 pub use config::ClientConfig;
 use conn::ClientConn;
-pub use conn::{ConnMeta, TlsInfo};
+pub use conn::ConnMeta;
 use connect::Resolver;
 pub use pipeline::PipelinedResponse;
 pub use pool::{Origin, PoolConfig};

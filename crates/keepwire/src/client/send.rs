@@ -2,7 +2,6 @@
 //! (decided by [`super::retry`]), and the response body that returns its
 //! connection to the pool when it ends.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use http::header::CONNECTION;
@@ -16,6 +15,7 @@ use super::replay::ReplayBody;
 use super::retry::{self, AttemptState, FailedAttempt, Resend, RetryDecision};
 use super::{Client, ClientConn, ClientError, RequestMeta, Timings};
 use crate::body::{Body, BodyError};
+use crate::upgrade::Upgraded;
 
 impl Client {
     /// Sends an already-formed head (origin-form target, `Host` set) and a
@@ -180,17 +180,14 @@ impl Client {
             // and belongs to the caller, through the response's OnUpgrade
             // (`slot` gives its place in the pool back).
             let read_buf = conn.proto.take_read_buffer();
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let _ = tx.send(crate::server::Upgraded::new(conn.stream, read_buf));
+            let (tx, on_upgrade) = crate::upgrade::pending();
+            let _ = tx.send(Upgraded::new(conn.stream, read_buf));
             let mut resp = Response::new(Body::empty());
             *resp.status_mut() = resp_head.status;
             *resp.version_mut() = resp_head.version;
             *resp.headers_mut() = resp_head.headers;
             resp.extensions_mut().insert(meta);
-            resp.extensions_mut()
-                .insert(crate::server::OnUpgrade(Arc::new(std::sync::Mutex::new(
-                    Some(rx),
-                ))));
+            resp.extensions_mut().insert(on_upgrade);
             return Ok(resp);
         }
         // The body (or `response_body` itself) returns the slot.
