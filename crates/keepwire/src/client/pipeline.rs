@@ -167,8 +167,7 @@ impl Client {
                 }
                 // R7.3: unanswered requests go back to the front of the queue.
                 for (i, p, tries) in sent.into_iter().skip(answered).rev() {
-                    let repeatable = is_idempotent(&p.head.method);
-                    if tries >= 2 || !repeatable {
+                    if !super::retry::resend_unanswered(&p.head.method, tries) {
                         results[i] = Some(Err(ClientError::Io(std::io::Error::new(
                             std::io::ErrorKind::ConnectionAborted,
                             "connection closed before this pipelined request was answered",

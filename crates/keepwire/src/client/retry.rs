@@ -1,5 +1,6 @@
-//! When a failed request may be sent again (R8.1, R8.3, R7.4): the one place
-//! that argues it, for HTTP/1, HTTP/2 and the proxy's failover.
+//! When a failed request may be sent again (R8.1, R8.3, R7.3, R7.4): the
+//! one place that argues it, for HTTP/1, HTTP/2, pipelining and the
+//! proxy's failover.
 //!
 //! Each attempt records how far it got ([`Attempt`]), and that record
 //! travels inside the error (`FailedAttempt`) to [`decide`], which
@@ -167,6 +168,17 @@ pub fn decide(
     } else {
         RetryDecision::Fail
     }
+}
+
+/// Times a pipelined request is resent at most (R7.3).
+const PIPELINE_RESENDS: u32 = 2;
+
+/// R7.3: a pipelined request left unanswered when its connection closed
+/// goes again on a new connection if it is idempotent (a non-idempotent one
+/// is never in a batch with others, R7.4), at most twice. `resent_so_far`
+/// counts its earlier resends.
+pub fn resend_unanswered(method: &Method, resent_so_far: u32) -> bool {
+    is_idempotent(method) && resent_so_far < PIPELINE_RESENDS
 }
 
 /// A failure the next attempt would meet again at once: no connection
@@ -403,6 +415,23 @@ mod tests {
         // A large body that was partly sent and not kept.
         let gone = Resend::of(&Method::PUT, &HeaderMap::new(), false);
         assert_eq!(decide(gone, at(SentNoResponse, true), &io, 0), Fail);
+    }
+
+    #[test]
+    fn unanswered_pipelined_requests() {
+        // (method, resent so far, goes again)
+        let table = [
+            (Method::GET, 0, true),
+            (Method::GET, 1, true),
+            (Method::GET, 2, false),
+            (Method::HEAD, 0, true),
+            (Method::PUT, 1, true),
+            (Method::POST, 0, false),
+            (Method::PATCH, 0, false),
+        ];
+        for (method, n, want) in table {
+            assert_eq!(resend_unanswered(&method, n), want, "{method} {n}");
+        }
     }
 
     #[test]
