@@ -200,9 +200,10 @@ fn ran_out(error: &ClientError) -> bool {
 }
 
 /// The HTTP/2 server did not process the stream: it refused it
-/// (`REFUSED_STREAM`), or its GOAWAY's last stream id is below ours (h2
-/// reports a remote GOAWAY to a stream only then, and to requests made
-/// after it; streams at or below the id go on, and fail otherwise).
+/// (`REFUSED_STREAM`), or its GOAWAY's last stream id is below ours. The
+/// h2 crate gives a stream the GOAWAY as its error only then, or when the
+/// request is made after it; streams at or below the id go on, and if they
+/// fail, fail with another error.
 pub(crate) fn h2_unprocessed(e: &h2::Error) -> bool {
     e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote())
 }
