@@ -356,12 +356,10 @@ pub fn run(mut args: GetArgs) -> Result<(), String> {
 
 /// The client for a strategy (R4.1–R4.4).
 fn client_config(strategy: Strategy, n: usize, timeout: Duration) -> ClientConfig {
-    let mut config = ClientConfig {
-        connect_timeout: timeout,
-        write_timeout: timeout,
-        response_timeout: timeout,
-        ..ClientConfig::default()
-    };
+    let mut config = ClientConfig::default();
+    config.connect_timeout = timeout;
+    config.write_timeout = timeout;
+    config.response_timeout = timeout;
     // Requests wait for a slot as long as the ones ahead take; those are
     // bounded by the timeouts above.
     config.pool.wait_timeout = Duration::from_secs(24 * 3600);

@@ -660,7 +660,7 @@ impl Proxy {
                     self.count_error(&e);
                     // Refused, unreachable, or a TLS / HTTP/2 handshake that
                     // failed or timed out: nothing was sent.
-                    let never_sent = matches!(e, ClientError::Connect(_) | ClientError::Resolve(_));
+                    let never_sent = e.never_sent();
                     if never_sent && !picked.forward {
                         // Passive health: skip it for a while; the request
                         // was never sent, so another upstream may take it.

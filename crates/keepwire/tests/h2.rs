@@ -185,10 +185,9 @@ async fn an_idle_http2_connection_gets_goaway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_multiplexes_on_one_connection_within_the_stream_limit() {
     let (server, max) = serve_counting(|c| c.http2_max_streams = 4, "hi");
-    let client = keepwire::Client::new(keepwire::ClientConfig {
-        http2_prior_knowledge: true,
-        ..Default::default()
-    });
+    let mut config = keepwire::ClientConfig::default();
+    config.http2_prior_knowledge = true;
+    let client = keepwire::Client::new(config);
     let url = format!("http://{}/", server.local_addr());
     let mut tasks = Vec::new();
     for _ in 0..40 {
@@ -295,10 +294,9 @@ async fn the_client_speaks_http2_over_tls_to_nginx() {
     let dir = TempDir::new("nginx-tls");
     let (_nginx, addr, cert) =
         nginx_tls(&nginx, &openssl, &dir, "ssl http2", "hello over h2").await;
-    let client = keepwire::Client::new(keepwire::ClientConfig {
-        tls: Some(keepwire::client::tls::config_with_ca(&cert).unwrap()),
-        ..Default::default()
-    });
+    let mut config = keepwire::ClientConfig::default();
+    config.tls = Some(keepwire::client::tls::config_with_ca(&cert).unwrap());
+    let client = keepwire::Client::new(config);
     let url = format!("https://localhost:{}/x", addr.port());
     let seen = three_gets(&client, &url).await;
     for (version, body, id) in &seen {
@@ -322,10 +320,9 @@ async fn the_client_falls_back_to_http1_over_tls_when_alpn_says_so() {
     let dir = TempDir::new("nginx-tls1");
     let (_nginx, addr, cert) = nginx_tls(&nginx, &openssl, &dir, "ssl", "hello over 1.1").await;
     let tls = keepwire::client::tls::config_with_ca(&cert).unwrap();
-    let client = keepwire::Client::new(keepwire::ClientConfig {
-        tls: Some(tls.clone()),
-        ..Default::default()
-    });
+    let mut config = keepwire::ClientConfig::default();
+    config.tls = Some(tls.clone());
+    let client = keepwire::Client::new(config);
     let url = format!("https://localhost:{}/x", addr.port());
     let seen = three_gets(&client, &url).await;
     for (version, body, id) in &seen {

@@ -524,12 +524,11 @@ async fn an_early_413_from_the_origin_is_relayed_not_502() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_connect_is_reported_as_one_not_retried() {
     let (silent, accepted, _task) = silent_listener().await;
-    let client = keepwire::Client::new(keepwire::ClientConfig {
-        http1_only: true,
-        tls: Some(keepwire::client::tls::insecure_config()),
-        connect_timeout: Duration::from_millis(200),
-        ..Default::default()
-    });
+    let mut config = keepwire::ClientConfig::default();
+    config.http1_only = true;
+    config.tls = Some(keepwire::client::tls::insecure_config());
+    config.connect_timeout = Duration::from_millis(200);
+    let client = keepwire::Client::new(config);
     let err = within(
         "the connect failure",
         WAIT,

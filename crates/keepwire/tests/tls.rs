@@ -174,10 +174,8 @@ async fn the_client_ends_idle_tls_connections_with_close_notify() {
     let (server_tls, client_tls) = tls_pair(&[b"http/1.1"]);
     // Retired by the pool's idle timeout, before the server closes.
     let (addr, origin) = origin_reporting_close(server_tls.clone()).await;
-    let mut config = keepwire::ClientConfig {
-        tls: Some(client_tls.clone()),
-        ..Default::default()
-    };
+    let mut config = keepwire::ClientConfig::default();
+    config.tls = Some(client_tls.clone());
     config.pool.idle_timeout = Duration::from_millis(50);
     let client = keepwire::Client::new(config);
     let url = format!("https://localhost:{}/", addr.port());
@@ -193,10 +191,9 @@ async fn the_client_ends_idle_tls_connections_with_close_notify() {
 
     // Dropped with the client.
     let (addr, origin) = origin_reporting_close(server_tls).await;
-    let client = keepwire::Client::new(keepwire::ClientConfig {
-        tls: Some(client_tls),
-        ..Default::default()
-    });
+    let mut config = keepwire::ClientConfig::default();
+    config.tls = Some(client_tls);
+    let client = keepwire::Client::new(config);
     let url = format!("https://localhost:{}/", addr.port());
     let resp = within("a response", WAIT, client.get(&url)).await.unwrap();
     drop(resp);

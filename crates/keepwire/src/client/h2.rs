@@ -1,12 +1,14 @@
-//! The client's HTTP/2 path (h2c with prior knowledge): one multiplexed
-//! connection per origin (R4.5) instead of a pool of up to six.
+//! The client's HTTP/2 path (ALPN `h2` over TLS, or h2c with prior
+//! knowledge): one multiplexed connection per origin (R4.5) instead of a
+//! pool of up to six.
 //!
 //! The peer's `SETTINGS_MAX_CONCURRENT_STREAMS` is honoured by waiting in
 //! `SendRequest::ready` for a free stream. A stream the server refused
 //! (`REFUSED_STREAM`, or a connection that ended by GOAWAY before the
-//! request left) was never processed, so it is sent again on a new
-//! connection whatever its method (if its body could be kept): the
-//! multiplexed form of R8.3.
+//! request left) was never processed: the attempt says so
+//! ([`super::retry::AttemptState::Refused`]) and the retry rule sends it
+//! again whatever its method, if its body could be kept (the multiplexed
+//! form of R8.3).
 //!
 //! Opening a connection is single-flight per origin: requests to an origin
 //! whose connection is being opened wait for that one, and nothing else
@@ -35,6 +37,7 @@ use tokio::time::Instant;
 use super::conn::ConnMeta;
 use super::pool::Origin;
 use super::replay::ReplayBody;
+use super::retry::{self, AttemptState, FailedAttempt};
 use super::{Client, ClientError, RequestMeta, Timings};
 use crate::body::Body;
 
@@ -106,21 +109,13 @@ impl Client {
         loop {
             match self.attempt_h2(origin, head, body, started, retries).await {
                 Ok(resp) => return Ok(resp),
-                // Never processed by the server: safe to send again, once,
-                // if the body is whole again.
-                Err((true, _)) if retries == 0 && body.rewind() => {
-                    self.inner.metrics.retries.fetch_add(1, Relaxed);
-                    retries += 1;
-                }
-                Err((_, e)) => {
-                    body.rewind();
-                    return Err(e);
-                }
+                Err(failed) => self.after_failure(origin, head, body, failed, &mut retries)?,
             }
         }
     }
 
-    /// One attempt; the error says whether the request was refused unseen.
+    /// One attempt; the error says how far it got (an HTTP/2 attempt is
+    /// never `reused` in R8.1's sense, see [`super::retry::Attempt`]).
     async fn attempt_h2(
         &self,
         origin: &Origin,
@@ -128,13 +123,14 @@ impl Client {
         body: &mut ReplayBody,
         started: Instant,
         retries: u32,
-    ) -> Result<Option<Response<Body>>, (bool, ClientError)> {
+    ) -> Result<Option<Response<Body>>, FailedAttempt> {
+        use AttemptState::*;
         let cfg = &self.inner.config;
         let mut timings = Timings::default();
         let Some((conn, new)) = self
             .h2_conn(origin, &mut timings)
             .await
-            .map_err(|e| (false, e))?
+            .map_err(FailedAttempt::not_sent)?
         else {
             return Ok(None);
         };
@@ -142,12 +138,16 @@ impl Client {
         let send = match tokio::time::timeout(cfg.connect_timeout, conn.send.clone().ready()).await
         {
             Ok(Ok(s)) => s,
-            // The connection is gone (GOAWAY, reset) before this request left.
+            // The connection is gone (GOAWAY, reset) before this request
+            // left: never processed.
             Ok(Err(e)) => {
                 self.forget_h2(origin, &conn).await;
-                return Err((true, ClientError::Http2(e)));
+                return Err(failed(Refused, ClientError::Http2(e)));
             }
-            Err(_) => return Err((false, ClientError::Timeout("waiting for an HTTP/2 stream"))),
+            Err(_) => {
+                let e = ClientError::Timeout("waiting for an HTTP/2 stream");
+                return Err(failed(NotSent, e));
+            }
         };
         timings.queued = queued.elapsed();
         let mut send = send;
@@ -159,7 +159,7 @@ impl Client {
             .authority(format!("{}:{}", origin.host, origin.port))
             .path_and_query(path)
             .build()
-            .map_err(|e| (false, ClientError::InvalidUrl(e.to_string())))?;
+            .map_err(|e| failed(NotSent, ClientError::InvalidUrl(e.to_string())))?;
         *req.headers_mut() = head.headers.clone();
         // :authority carries the host; connection-specific fields are
         // malformed in HTTP/2 (RFC 9113 §8.2.2).
@@ -176,9 +176,13 @@ impl Client {
             );
         }
         let empty = body.is_empty();
-        let (resp, stream) = send
-            .send_request(req, empty)
-            .map_err(|e| (refused(&e), ClientError::Http2(e)))?;
+        let (resp, stream) = match send.send_request(req, empty) {
+            Ok(v) => v,
+            Err(e) => {
+                let failure = failed(retry::h2_state(&e, false), ClientError::Http2(e));
+                return Err(self.ended_by(origin, &conn, failure).await);
+            }
+        };
         let mut pump = Pump {
             body: std::mem::take(body),
             stream,
@@ -197,7 +201,9 @@ impl Client {
                 last_progress + cfg.write_timeout
             };
             tokio::select! {
-                r = &mut resp => break r.map_err(|e| (refused(&e), ClientError::Http2(e))),
+                r = &mut resp => {
+                    break r.map_err(|e| failed(retry::h2_state(&e, true), ClientError::Http2(e)));
+                }
                 step = std::future::poll_fn(|cx| pump.poll(cx)), if !pump.done => match step {
                     Ok(()) => {
                         last_progress = Instant::now();
@@ -211,12 +217,12 @@ impl Client {
                         pump.done = true;
                         match tokio::time::timeout(cfg.response_timeout, &mut resp).await {
                             Ok(Ok(r)) => break Ok(r),
-                            _ => break Err((false, e)),
+                            _ => break Err(failed(SentNoResponse, e)),
                         }
                     }
                 },
                 _ = tokio::time::sleep_until(deadline) => {
-                    break Err((false, ClientError::Timeout(if pump.done {
+                    break Err(failed(SentNoResponse, ClientError::Timeout(if pump.done {
                         "waiting for the response"
                     } else {
                         "sending the request body"
@@ -228,7 +234,7 @@ impl Client {
             Ok(r) => r,
             Err(e) => {
                 *body = pump.body;
-                return Err(e);
+                return Err(self.ended_by(origin, &conn, e).await);
             }
         };
         if !pump.done {
@@ -329,6 +335,23 @@ impl Client {
         };
         *current = Some(conn.clone());
         Ok(Some((conn, true)))
+    }
+
+    /// `failure`, after forgetting `conn` if it says the connection is
+    /// going away (GOAWAY): a retry then opens a new one instead of meeting
+    /// the same refusal.
+    async fn ended_by(
+        &self,
+        origin: &Origin,
+        conn: &H2Conn,
+        failure: FailedAttempt,
+    ) -> FailedAttempt {
+        if let ClientError::Http2(e) = &failure.error
+            && e.is_go_away()
+        {
+            self.forget_h2(origin, conn).await;
+        }
+        failure
     }
 
     async fn forget_h2(&self, origin: &Origin, conn: &H2Conn) {
@@ -443,9 +466,9 @@ impl Pump {
     }
 }
 
-/// The server refused the stream unprocessed (RFC 9113 §8.7).
-fn refused(e: &h2::Error) -> bool {
-    e.reason() == Some(h2::Reason::REFUSED_STREAM)
+/// A failed HTTP/2 attempt.
+fn failed(state: AttemptState, error: ClientError) -> FailedAttempt {
+    FailedAttempt::new(state, false, error)
 }
 
 #[cfg(test)]
@@ -457,6 +480,81 @@ mod tests {
             scheme: "http".into(),
             host: "127.0.0.1".into(),
             port,
+        }
+    }
+
+    /// An h2c origin that refuses its first stream unprocessed, by
+    /// `REFUSED_STREAM` (then answers on the same connection), or by a
+    /// GOAWAY whose last stream id is 0 (then answers on the next
+    /// connection); answers are 200 "ok".
+    async fn refuses_once(by_goaway: bool) -> (u16, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut first = !by_goaway;
+            let mut raw = None;
+            if by_goaway {
+                // By hand, so the GOAWAY names a stream id below the
+                // request's: SETTINGS, then frames until the HEADERS.
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                let mut preface = [0u8; 24];
+                tcp.read_exact(&mut preface).await.unwrap();
+                tcp.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+                loop {
+                    let mut head = [0u8; 9];
+                    tcp.read_exact(&mut head).await.unwrap();
+                    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]);
+                    let mut payload = vec![0u8; len as usize];
+                    tcp.read_exact(&mut payload).await.unwrap();
+                    if head[3] == 1 {
+                        break;
+                    }
+                }
+                let goaway = [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                tcp.write_all(&goaway).await.unwrap();
+                raw = Some(tcp);
+            }
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut conn = h2::server::handshake(tcp).await.unwrap();
+            while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                if std::mem::take(&mut first) {
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                    continue;
+                }
+                let resp = http::Response::new(());
+                let mut send = respond.send_response(resp, false).unwrap();
+                send.send_data(Bytes::from_static(b"ok"), true).unwrap();
+            }
+            drop(raw);
+        });
+        (port, task)
+    }
+
+    /// A POST refused unprocessed goes again, once: by `REFUSED_STREAM`,
+    /// and by a GOAWAY whose last stream id is below it (on a new
+    /// connection: that one takes no new streams).
+    #[tokio::test]
+    async fn a_stream_refused_unprocessed_is_sent_again() {
+        for by_goaway in [false, true] {
+            let (port, origin) = refuses_once(by_goaway).await;
+            let client = Client::new(super::super::ClientConfig {
+                http2_prior_knowledge: true,
+                ..Default::default()
+            });
+            let req = Request::post(format!("http://127.0.0.1:{port}/"))
+                .body(Body::full("x"))
+                .unwrap();
+            let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+                .await
+                .expect("an answer in time")
+                .unwrap_or_else(|e| panic!("GOAWAY {by_goaway}: {e}"));
+            assert_eq!(resp.status(), 200, "GOAWAY {by_goaway}");
+            let meta = resp.extensions().get::<RequestMeta>().unwrap();
+            assert_eq!(meta.retries, 1, "GOAWAY {by_goaway}");
+            drop(resp);
+            drop(client);
+            origin.abort();
         }
     }
 

@@ -1,9 +1,11 @@
-//! The HTTP/1.x client: a pool per origin, retries by rule, and timings per
-//! request.
+//! The client: a pool of HTTP/1.1 connections per origin, or one HTTP/2
+//! connection (ALPN `h2` over TLS, or h2c with prior knowledge), retries by
+//! rule, and timings per request.
 //!
 //! A request goes through up to a few *attempts*. Each attempt checks out a
 //! connection (an idle one, probed; or a new one within the per-origin cap),
-//! writes the request, and reads the response head. When an attempt fails,
+//! writes the request, and reads the response head (`send.rs`; HTTP/2
+//! streams in `h2.rs`). When an attempt fails,
 //! [`retry::decide`] looks at how far it got and whether the connection was
 //! reused, and either sends the request again on a fresh connection or
 //! reports the error (R8.3). The response carries a [`RequestMeta`]
@@ -14,6 +16,7 @@
 //! ends (and is dropped if the body is truncated, R8.2, or the reader gives
 //! up on it).
 
+mod config;
 pub(crate) mod conn;
 pub mod connect;
 mod h2;
@@ -21,29 +24,28 @@ mod pipeline;
 pub mod pool;
 pub mod replay;
 pub mod retry;
+mod send;
 pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use http::header::{CONNECTION, HOST};
+use http::header::HOST;
 use http::{HeaderValue, Request, Response, Uri, Version};
-use keepwire_proto::{BodyKind, Conn, ConnConfig, Event, Limits, RequestHead, Role};
-use tokio::sync::mpsc;
+use keepwire_proto::{Conn, ConnConfig, RequestHead, Role};
 use tokio::time::Instant;
 
 use crate::body::{Body, BodyError};
 use crate::transport::Transport;
-use crate::upgrade::Upgraded;
+pub use config::ClientConfig;
 use conn::ClientConn;
 pub use conn::ConnMeta;
 use connect::Resolver;
 pub use pipeline::PipelinedResponse;
-use pool::{Checkout, Pool};
 pub use pool::{Origin, PoolConfig};
+use pool::{Pool, SlotGuard};
 pub use replay::{REPLAY_LIMIT, ReplayBody, RetainBudget, RetainGauge};
-use retry::{AttemptState, RetryDecision};
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -142,65 +144,6 @@ pub struct ClientMetrics {
     pub truncated: AtomicU64,
 }
 
-/// Client settings.
-#[derive(Debug, Clone)]
-pub struct ClientConfig {
-    /// Pool settings.
-    pub pool: PoolConfig,
-    /// TCP connect timeout (all addresses).
-    pub connect_timeout: Duration,
-    /// Time to write a request.
-    pub write_timeout: Duration,
-    /// Time from request written to response head, and between body reads.
-    pub response_timeout: Duration,
-    /// How long resolved addresses are cached.
-    pub dns_ttl: Duration,
-    /// Send `Connection: close` on every request (R5.3: one request per
-    /// connection, the chapter's serial strategy).
-    pub close_after_each: bool,
-    /// Protocol limits for responses.
-    pub limits: Limits,
-    /// Keep response header-name spelling (a `HeaderCase` response
-    /// extension), for proxies.
-    pub preserve_header_case: bool,
-    /// Speak HTTP/2 with prior knowledge (h2c): one multiplexed connection
-    /// per origin instead of the pool (R4.5).
-    pub http2_prior_knowledge: bool,
-    /// TLS for `https://` origins; `None`: [`tls::default_config`]
-    /// (the platform's roots). ALPN decides the version per origin: `h2` gets one
-    /// multiplexed connection, `http/1.1` (or no ALPN) the pool. The
-    /// config's ALPN list is what the client offers.
-    pub tls: Option<Arc<rustls::ClientConfig>>,
-    /// Never HTTP/2: `https://` offers only `http/1.1` by ALPN (curl's
-    /// `--http1.1`).
-    pub http1_only: bool,
-    /// Addresses that may be dialled, checked after resolution on the
-    /// addresses then connected to (a forward proxy's destination policy).
-    pub destinations: Option<Arc<crate::destination::DestinationPolicy>>,
-}
-
-impl Default for ClientConfig {
-    fn default() -> Self {
-        ClientConfig {
-            pool: PoolConfig::default(),
-            connect_timeout: Duration::from_secs(10),
-            write_timeout: Duration::from_secs(30),
-            response_timeout: Duration::from_secs(60),
-            dns_ttl: Duration::from_secs(60),
-            close_after_each: false,
-            limits: Limits {
-                max_body_bytes: None,
-                ..Limits::default()
-            },
-            preserve_header_case: false,
-            http2_prior_knowledge: false,
-            tls: None,
-            http1_only: false,
-            destinations: None,
-        }
-    }
-}
-
 struct Inner {
     config: ClientConfig,
     /// TLS as configured: offers what the config's ALPN list says.
@@ -217,7 +160,7 @@ struct Inner {
     next_id: AtomicU64,
 }
 
-/// An HTTP/1.x client with a connection pool. Cheap to clone; clones share
+/// An HTTP client with a connection pool. Cheap to clone; clones share
 /// the pool.
 #[derive(Clone)]
 pub struct Client {
@@ -298,195 +241,6 @@ impl Client {
         self.send(&origin, head, &mut body, fresh).await
     }
 
-    /// Sends an already-formed head (origin-form target, `Host` set) and a
-    /// body to `origin`: the path for callers that hold those parts
-    /// already, such as the proxy, which forwards without re-parsing URLs.
-    /// A retry resends the body only if `body` could keep all of it that
-    /// was sent; on failure `body` is left rewound when it can go again
-    /// (to another origin), else as far as it got.
-    pub async fn send(
-        &self,
-        origin: &Origin,
-        mut head: RequestHead,
-        body: &mut ReplayBody,
-        mut fresh: bool,
-    ) -> Result<Response<Body>, ClientError> {
-        let cfg = &self.inner.config;
-        let h2 = if origin.scheme == "https" {
-            !cfg.http1_only && !self.speaks_http1(origin)
-        } else {
-            cfg.http2_prior_knowledge
-        };
-        // `None`: ALPN chose HTTP/1.1; the pool takes over.
-        if h2 && let Some(resp) = self.send_h2(origin, &head, body).await? {
-            return Ok(resp);
-        }
-        let started = Instant::now();
-        if self.inner.config.close_after_each {
-            head.headers
-                .insert(CONNECTION, HeaderValue::from_static("close"));
-        }
-        let mut retries = 0u32;
-        loop {
-            match self
-                .attempt(origin, &mut head, body, started, fresh, retries)
-                .await
-            {
-                Ok(resp) => return Ok(resp),
-                Err((state, reused, err)) => {
-                    // A timeout after the request went out is a slow server,
-                    // not the stale-connection race (R8.1): sending it again
-                    // would double both the wait and the server's work.
-                    let slow =
-                        matches!(err, ClientError::Timeout(_)) && state != AttemptState::NotSent;
-                    // A connection that could not be opened (all addresses
-                    // tried, or its TLS handshake failed) would fail the same
-                    // way again at once: report it, so a proxy fails over.
-                    let hopeless = matches!(
-                        err,
-                        ClientError::Body(_) | ClientError::Connect(_) | ClientError::Resolve(_)
-                    );
-                    let decision = if slow || hopeless {
-                        RetryDecision::Fail
-                    } else {
-                        retry::decide(&head.method, &head.headers, state, reused, retries)
-                    };
-                    // The body must be whole again for a resend: a large one
-                    // that was partly sent is not (its copy was dropped).
-                    match decision {
-                        RetryDecision::RetryFresh if body.rewind() => {
-                            tracing::debug!(%origin, ?state, reused, error = %err, "retrying on a fresh connection");
-                            self.inner.metrics.retries.fetch_add(1, Relaxed);
-                            retries += 1;
-                            fresh = true;
-                        }
-                        _ => {
-                            if err.is_truncated() {
-                                self.inner.metrics.truncated.fetch_add(1, Relaxed);
-                            }
-                            body.rewind();
-                            return Err(err);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// One attempt: checkout, write, read the head, hand the body over.
-    async fn attempt(
-        &self,
-        origin: &Origin,
-        head: &mut RequestHead,
-        body: &mut ReplayBody,
-        started: Instant,
-        fresh: bool,
-        retries: u32,
-    ) -> Result<Response<Body>, (AttemptState, bool, ClientError)> {
-        let inner = &self.inner;
-        let mut timings = Timings::default();
-        let (checkout, dropped) = inner
-            .pool
-            .checkout(origin, fresh)
-            .await
-            .map_err(|()| (AttemptState::NotSent, false, ClientError::PoolTimeout))?;
-        inner
-            .metrics
-            .retired_idle
-            .fetch_add(dropped.expired as u64, Relaxed);
-        inner
-            .metrics
-            .stale_idle
-            .fetch_add(dropped.stale as u64, Relaxed);
-        timings.queued = started.elapsed();
-        // From here the slot is ours; it goes back to the pool on every way
-        // out, including this future being dropped mid-attempt (a proxy
-        // whose client went away).
-        let mut slot = SlotGuard {
-            pool: &inner.pool,
-            origin,
-            armed: true,
-        };
-        let (mut conn, reused) = match checkout {
-            Checkout::Reused(c) => (*c, true),
-            Checkout::Connect => match self.connect(origin, started, &mut timings).await {
-                Ok(c) => (c, false),
-                Err(e) => return Err((AttemptState::NotSent, false, e)),
-            },
-        };
-        if reused {
-            inner.metrics.reused.fetch_add(1, Relaxed);
-        }
-        // R5.1: an HTTP/1.0 server keeps the connection only if asked.
-        if conn.http10 && !head.headers.contains_key(CONNECTION) {
-            head.headers
-                .insert(CONNECTION, HeaderValue::from_static("keep-alive"));
-        }
-        let index = conn.requests;
-        let cfg = &inner.config;
-        let result = async {
-            if let Err((state, err)) = conn.send_streaming(head, body, cfg.write_timeout).await {
-                // The server may have answered before it stopped reading
-                // (an early 413, then a close that broke our write): that
-                // answer is the one to relay, not the write error.
-                let answered = state != AttemptState::NotSent
-                    && matches!(err, ClientError::Io(_))
-                    && conn.has_response_bytes();
-                if !answered {
-                    return Err((state, err));
-                }
-                tracing::debug!(error = %err, "request cut short by an early response");
-            }
-            timings.written = started.elapsed();
-            let head = conn
-                .read_head(Instant::now() + cfg.response_timeout)
-                .await?;
-            timings.first_byte = started.elapsed();
-            Ok(head)
-        }
-        .await;
-        let (resp_head, kind) = match result {
-            Ok(h) => h,
-            Err((state, err)) => return Err((state, reused, err)),
-        };
-        let meta = RequestMeta {
-            conn: conn.meta,
-            reused,
-            conn_request_index: index,
-            retries,
-            timings,
-        };
-        if conn.proto.is_upgraded() {
-            // 101 Switching Protocols (R9.1): the connection leaves the pool
-            // and belongs to the caller, through the response's OnUpgrade
-            // (`slot` gives its place in the pool back).
-            let read_buf = conn.proto.take_read_buffer();
-            let (tx, on_upgrade) = crate::upgrade::pending();
-            let _ = tx.send(Upgraded::new(conn.stream, read_buf));
-            let mut resp = Response::new(Body::empty());
-            *resp.status_mut() = resp_head.status;
-            *resp.version_mut() = resp_head.version;
-            *resp.headers_mut() = resp_head.headers;
-            resp.extensions_mut().insert(meta);
-            resp.extensions_mut().insert(on_upgrade);
-            return Ok(resp);
-        }
-        // The body (or `response_body` itself) returns the slot.
-        slot.armed = false;
-        let body = self
-            .response_body(origin, conn, kind)
-            .map_err(|e| (AttemptState::PartlyAnswered, reused, e))?;
-        let mut resp = Response::new(body);
-        *resp.status_mut() = resp_head.status;
-        *resp.version_mut() = resp_head.version;
-        *resp.headers_mut() = resp_head.headers;
-        resp.extensions_mut().insert(meta);
-        if !resp_head.header_case.is_empty() {
-            resp.extensions_mut().insert(resp_head.header_case);
-        }
-        Ok(resp)
-    }
-
     /// Resolves `origin` and opens a TCP connection to it (Happy Eyeballs),
     /// recording the DNS and connect phases.
     pub(crate) async fn open_tcp(
@@ -529,7 +283,6 @@ impl Client {
     async fn connect(
         &self,
         origin: &Origin,
-        started: Instant,
         timings: &mut Timings,
     ) -> Result<ClientConn, ClientError> {
         let cfg = &self.inner.config;
@@ -546,7 +299,6 @@ impl Client {
                 }
             }
         };
-        let _ = started;
         let id = self.inner.next_id.fetch_add(1, Relaxed) + 1;
         self.inner.metrics.connections_opened.fetch_add(1, Relaxed);
         let proto = Conn::new(
@@ -629,100 +381,6 @@ impl Client {
         let map = self.inner.http1_origins.lock();
         map.unwrap_or_else(|e| e.into_inner())
     }
-
-    /// The response body: whole if it is already buffered (the connection
-    /// goes straight back to the pool), else streamed by a task that returns
-    /// the connection when the body ends.
-    fn response_body(
-        &self,
-        origin: &Origin,
-        mut conn: ClientConn,
-        kind: BodyKind,
-    ) -> Result<Body, ClientError> {
-        let pool = &self.inner.pool;
-        let (chunks, ended) = match conn.buffered_body() {
-            Ok(v) => v,
-            Err(e) => {
-                pool.release(origin);
-                return Err(e);
-            }
-        };
-        if ended {
-            pool.checkin(origin, conn);
-            return Ok(match chunks.len() {
-                0 => Body::empty(),
-                1 => Body::full(chunks.into_iter().next().unwrap_or_default()),
-                _ => Body::full(chunks.concat()),
-            });
-        }
-        let length = match kind {
-            BodyKind::Length(n) => Some(n),
-            _ => None,
-        };
-        let (tx, rx) = mpsc::channel(4);
-        let client = self.clone();
-        let origin = origin.clone();
-        tokio::spawn(async move {
-            for c in chunks {
-                if tx.send(Ok(c)).await.is_err() {
-                    client.inner.pool.release(&origin);
-                    return;
-                }
-            }
-            let timeout = client.inner.config.response_timeout;
-            loop {
-                match conn.next_event(Instant::now() + timeout).await {
-                    Ok(Event::Data(b)) => {
-                        if tx.send(Ok(b)).await.is_err() {
-                            // The reader gave up: the rest of the body is
-                            // unread, so the connection cannot be reused.
-                            client.inner.pool.release(&origin);
-                            return;
-                        }
-                    }
-                    Ok(Event::End(_)) => {
-                        conn.finish_response();
-                        client.inner.pool.checkin(&origin, conn);
-                        return;
-                    }
-                    Ok(_) => {
-                        let _ = tx.send(Err(BodyError::Closed)).await;
-                        client.inner.pool.release(&origin);
-                        return;
-                    }
-                    Err((_, err)) => {
-                        if err.is_truncated() {
-                            client.inner.metrics.truncated.fetch_add(1, Relaxed);
-                        }
-                        let _ = tx
-                            .send(Err(match err {
-                                ClientError::Protocol(e) => BodyError::Protocol(e),
-                                other => BodyError::Source(Box::new(other)),
-                            }))
-                            .await;
-                        client.inner.pool.release(&origin);
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Body::incoming(rx, None, length))
-    }
-}
-
-/// A checked-out pool slot, released on drop unless disarmed.
-struct SlotGuard<'a> {
-    pool: &'a Pool,
-    origin: &'a Origin,
-    armed: bool,
-}
-
-impl Drop for SlotGuard<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.pool.release(self.origin);
-        }
-    }
 }
 
 /// Request extension: send this request on a new connection, never an idle
@@ -765,7 +423,7 @@ pub fn origin_of(uri: &Uri) -> Result<Origin, ClientError> {
     let scheme = uri.scheme_str().unwrap_or("http").to_ascii_lowercase();
     let default_port = match scheme.as_str() {
         "http" => 80,
-        // Over TLS the client speaks HTTP/2 (ALPN h2).
+        // Over TLS, ALPN picks HTTP/2 or HTTP/1.1 per origin.
         "https" => 443,
         _ => {
             return Err(ClientError::InvalidUrl(format!(

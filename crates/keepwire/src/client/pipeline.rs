@@ -59,15 +59,13 @@ impl Client {
             let mut timings = Timings::default();
             let conn = match self.inner.pool.checkout(&origin, false).await {
                 Ok((Checkout::Reused(c), _)) => Ok((*c, true)),
-                Ok((Checkout::Connect, _)) => {
-                    match self.connect(&origin, started, &mut timings).await {
-                        Ok(c) => Ok((c, false)),
-                        Err(e) => {
-                            self.inner.pool.release(&origin);
-                            Err(e)
-                        }
+                Ok((Checkout::Connect, _)) => match self.connect(&origin, &mut timings).await {
+                    Ok(c) => Ok((c, false)),
+                    Err(e) => {
+                        self.inner.pool.release(&origin);
+                        Err(e)
                     }
-                }
+                },
                 Err(()) => Err(ClientError::PoolTimeout),
             };
             let (mut conn, reused) = match conn {
@@ -169,8 +167,7 @@ impl Client {
                 }
                 // R7.3: unanswered requests go back to the front of the queue.
                 for (i, p, tries) in sent.into_iter().skip(answered).rev() {
-                    let repeatable = is_idempotent(&p.head.method);
-                    if tries >= 2 || !repeatable {
+                    if !super::retry::resend_unanswered(&p.head.method, tries) {
                         results[i] = Some(Err(ClientError::Io(std::io::Error::new(
                             std::io::ErrorKind::ConnectionAborted,
                             "connection closed before this pipelined request was answered",

@@ -36,8 +36,9 @@ impl std::fmt::Display for Origin {
     }
 }
 
-/// Pool settings.
+/// Pool settings: start from [`Default`] and set what differs.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct PoolConfig {
     /// Open connections per origin (default 6, as browsers, R4.2).
     pub max_per_origin: usize,
@@ -301,6 +302,21 @@ fn wake_one(st: &mut OriginState) {
     while let Some(w) = st.waiters.pop_front() {
         if w.send(()).is_ok() {
             return;
+        }
+    }
+}
+
+/// A checked-out pool slot, released on drop unless disarmed.
+pub(crate) struct SlotGuard<'a> {
+    pub(crate) pool: &'a Pool,
+    pub(crate) origin: &'a Origin,
+    pub(crate) armed: bool,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.pool.release(self.origin);
         }
     }
 }

@@ -1,0 +1,70 @@
+//! The client's settings, apart from the pool's ([`PoolConfig`]): one
+//! struct a caller builds from its defaults, so new settings do not break
+//! callers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keepwire_proto::Limits;
+
+use super::PoolConfig;
+
+/// Client settings: start from [`Default`] and set what differs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// Pool settings.
+    pub pool: PoolConfig,
+    /// TCP connect timeout (all addresses).
+    pub connect_timeout: Duration,
+    /// Time to write a request.
+    pub write_timeout: Duration,
+    /// Time from request written to response head, and between body reads.
+    pub response_timeout: Duration,
+    /// How long resolved addresses are cached.
+    pub dns_ttl: Duration,
+    /// Send `Connection: close` on every request (R5.3: one request per
+    /// connection, the chapter's serial strategy).
+    pub close_after_each: bool,
+    /// Protocol limits for responses.
+    pub limits: Limits,
+    /// Keep response header-name spelling (a `HeaderCase` response
+    /// extension), for proxies.
+    pub preserve_header_case: bool,
+    /// Speak HTTP/2 with prior knowledge (h2c): one multiplexed connection
+    /// per origin instead of the pool (R4.5).
+    pub http2_prior_knowledge: bool,
+    /// TLS for `https://` origins; `None`: [`super::tls::default_config`]
+    /// (the platform's roots). ALPN decides the version per origin: `h2` gets one
+    /// multiplexed connection, `http/1.1` (or no ALPN) the pool. The
+    /// config's ALPN list is what the client offers.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Never HTTP/2: `https://` offers only `http/1.1` by ALPN (curl's
+    /// `--http1.1`).
+    pub http1_only: bool,
+    /// Addresses that may be dialled, checked after resolution on the
+    /// addresses then connected to (a forward proxy's destination policy).
+    pub destinations: Option<Arc<crate::destination::DestinationPolicy>>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            pool: PoolConfig::default(),
+            connect_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            response_timeout: Duration::from_secs(60),
+            dns_ttl: Duration::from_secs(60),
+            close_after_each: false,
+            limits: Limits {
+                max_body_bytes: None,
+                ..Limits::default()
+            },
+            preserve_header_case: false,
+            http2_prior_knowledge: false,
+            tls: None,
+            http1_only: false,
+            destinations: None,
+        }
+    }
+}
