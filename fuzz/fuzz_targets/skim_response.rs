@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use http::Method;
 use keepwire_proto::framing::response_framing;
 use keepwire_proto::head::parse_response;
-use keepwire_proto::{ConnectionTokens, Limits, skim_response};
+use keepwire_proto::{Announced, ExchangeFacts, Limits, exchange_persists, skim_response};
 use libfuzzer_sys::fuzz_target;
 
 mod common;
@@ -38,8 +38,10 @@ fuzz_target!(|data: &[u8]| {
     let full = parse_response(&mut buf, &limits, false).and_then(|head| {
         head.map(|head| {
             let framing = response_framing(&method, head.status, head.version, &head.headers)?;
-            let persistent =
-                framing.reusable && ConnectionTokens::of(&head.headers).persistent(head.version);
+            // The full parser's decision, through the one persistence function.
+            let response = Announced::of(head.version, &head.headers);
+            let facts = ExchangeFacts::default().answered(&method, head.status, response, framing);
+            let persistent = exchange_persists(&facts);
             Ok((head, framing, persistent))
         })
         .transpose()

@@ -24,8 +24,11 @@
 //! - [`host`]: whether a request's `Host` is acceptable (RFC 9112 §3.2).
 //! - [`hop`]: `Connection` tokens, hop-by-hop stripping, `Keep-Alive`
 //!   parameters, idempotency, `Expect` and `Upgrade`.
-//! - [`connection`]: the state machine that decides persistence and keeps
-//!   pipelined messages in order.
+//! - [`connection`]: the state machine that decides persistence (for every
+//!   role, through [`exchange_persists`]) and keeps pipelined messages in
+//!   order.
+//! - [`skim`]: a response head read without building a `HeaderMap`, for
+//!   load generators; the same framing and persistence decisions.
 //! - [`error`]: typed errors with a status hint.
 
 #![deny(missing_docs)]
@@ -39,14 +42,18 @@ pub mod framing;
 pub mod head;
 pub mod hop;
 pub mod host;
+pub mod skim;
 
-pub use connection::{BodyLength, Conn, ConnConfig, Event, Role};
+pub use connection::{
+    Announced, BodyLength, Conn, ConnConfig, Event, ExchangeFacts, Role, exchange_persists,
+};
 pub use decode::{Decoder, Frame};
 pub use encode::{EncodedBuf, Encoder};
 pub use error::{Error, ErrorKind, Side};
 pub use framing::BodyKind;
-pub use head::{HeaderCase, RequestHead, ResponseHead, ResponseSkim, skim_response};
+pub use head::{HeaderCase, RequestHead, ResponseHead};
 pub use hop::{ConnectionTokens, KeepAliveParams};
+pub use skim::{ResponseSkim, skim_response};
 
 /// Bounds on what a peer can make us buffer (R10.2).
 ///

@@ -23,7 +23,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, DATE};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, DATE};
 use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use keepwire_proto::{BodyKind, BodyLength, Conn, ConnConfig, Event, ResponseHead, Role};
@@ -405,9 +405,13 @@ impl Driver<'_> {
         let mut progress = false;
         loop {
             match self.conn.poll_event() {
-                Ok(Some(Event::Request { head, body })) => {
+                Ok(Some(Event::Request {
+                    head,
+                    body,
+                    upgrade,
+                })) => {
                     progress = true;
-                    self.start_request(head, body);
+                    self.start_request(head, body, upgrade);
                 }
                 Ok(Some(Event::Data(bytes))) => {
                     progress = true;
@@ -473,19 +477,19 @@ impl Driver<'_> {
         progress
     }
 
-    fn start_request(&mut self, head: keepwire_proto::RequestHead, kind: BodyKind) {
+    fn start_request(&mut self, head: keepwire_proto::RequestHead, kind: BodyKind, upgrade: bool) {
         let now = self.now;
         self.info.request_index += 1;
         self.last_activity = now;
         self.head_started = now;
         self.shared.metrics.requests.fetch_add(1, Relaxed);
-        if self.stopping
-            || self
-                .shared
-                .config
-                .max_age
-                .is_some_and(|age| now.duration_since(self.started) >= age)
+        let cfg = &self.shared.config;
+        if cfg
+            .max_age
+            .is_some_and(|age| now.duration_since(self.started) >= age)
         {
+            self.conn.retire();
+        } else if self.stopping {
             self.conn.disable_keep_alive();
         }
         let body = match kind {
@@ -517,8 +521,6 @@ impl Driver<'_> {
             target = %head.target,
             version = ?head.version,
         );
-        let upgrade = head.method == http::Method::CONNECT
-            || keepwire_proto::hop::upgrade_protocol(head.version, &head.headers).is_some();
         let mut req = Request::new(body);
         *req.method_mut() = head.method;
         *req.uri_mut() = head.target;
@@ -669,15 +671,10 @@ impl Driver<'_> {
                 None => declared.map_or(BodyLength::Unknown, BodyLength::Known),
             },
         };
-        // Answering the newest request before its body was read (an
-        // `Expect: 100-continue` refused, a handler that ignores the body):
-        // the end of that body cannot be found without reading it, so the
-        // connection closes after this response; say so on it (R5.3,
-        // RFC 9110 §10.1.1). A streamed response may see the body finish
-        // meanwhile, so it is announced only when it cannot (no 100 sent).
-        let body_unread = self.pipeline.is_empty() && self.body_tx.is_some();
-        if body_unread && (full.is_some() || self.conn.expects_continue()) {
-            headers.insert(CONNECTION, http::HeaderValue::from_static("close"));
+        // A whole response ends before any more of the request body is
+        // read; proto decides what that means for the connection.
+        if full.is_some() {
+            self.conn.leave_request_body_unread();
         }
         let mut extensions = parts.extensions;
         let head = ResponseHead {
@@ -845,17 +842,7 @@ impl Driver<'_> {
             CloseReason::Shutdown
         } else if self.peer_eof {
             CloseReason::ClientClose
-        } else if self
-            .shared
-            .config
-            .max_requests
-            .is_some_and(|m| self.info.request_index >= m)
-            || self
-                .shared
-                .config
-                .max_age
-                .is_some_and(|age| self.started.elapsed() >= age)
-        {
+        } else if self.conn.is_retired() {
             CloseReason::MaxRequests
         } else {
             CloseReason::NotPersistent
@@ -863,13 +850,12 @@ impl Driver<'_> {
     }
 }
 
-/// A server-made error response that ends the connection.
+/// A server-made error response to a request whose body could not be read;
+/// proto announces that it ends the connection.
 fn error_response(status: StatusCode) -> Response<Body> {
     let reason = status.canonical_reason().unwrap_or("Error");
     let mut resp = Response::new(Body::from(format!("{reason}\n")));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONNECTION, http::HeaderValue::from_static("close"));
     resp.headers_mut()
         .insert(CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
     resp
