@@ -1,6 +1,6 @@
 //! The load generator's head skim against the full parser: for arbitrary
 //! bytes as a response to GET, HEAD, POST or CONNECT, `skim_response` must
-//! agree with `parse_response` + `response_framing` + `Connection` tokens
+//! agree with `parse_response` + `response_framing` + `exchange_persists`
 //! (what `Conn` decides) on accept/reject, status, version, head length,
 //! body framing and persistence, and every strict prefix of an accepted
 //! head is incomplete, never an answer.

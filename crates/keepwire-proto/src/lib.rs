@@ -11,10 +11,14 @@
 //! or returned as [`EncodedBuf`]s that frame a payload without copying it,
 //! ready for one vectored write (R2.3).
 //!
-//! Time belongs to the caller: idle, header and body timeouts are decided by
+//! Time belongs to the caller: idle, header and body timeouts are run by
 //! the runtime, which asks this crate only *whether* the connection is idle,
-//! mid-message or must close. That keeps every connection rule
-//! (R3, R5, R7, R8, R10 of `CONNECTION-RULES.md`) testable in memory.
+//! mid-message or must close, and (a client) how long the server said it
+//! keeps an idle connection. Facts only the runtime has come in as calls
+//! (the connection's age reached, a response sent before the request body
+//! was read); the decision is made here, for every role. That keeps every
+//! connection rule (R3, R5, R7, R8, R10 of `CONNECTION-RULES.md`) testable
+//! in memory.
 //!
 //! # Layout
 //! - [`head`]: request/response heads, parsed with `httparse` into `http`
