@@ -515,3 +515,39 @@ fn load_generator_persistence_table() {
         assert_eq!(skim.persistent, *want, "{method} {response:?}");
     }
 }
+
+#[test]
+fn client_early_response_table() {
+    // A final answer while the request body is still going out: only a
+    // success whose server keeps the connection reads the rest (R8.4).
+    let table: &[(&str, bool)] = &[
+        ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", false),
+        (
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n",
+            true,
+        ),
+        (
+            "HTTP/1.1 413 Content Too Large\r\nContent-Length: 2\r\n\r\n",
+            true,
+        ),
+        ("HTTP/1.1 200 OK\r\n\r\n", true),
+        ("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n", true),
+        (
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n",
+            false,
+        ),
+    ];
+    for (response, stops) in table {
+        let mut conn = Conn::new(Role::Client, ConnConfig::default());
+        let head = RequestHead::new(Method::POST, "/".parse().unwrap(), Version::HTTP_11);
+        let mut out = BytesMut::new();
+        conn.send_request(&head, BodyLength::Known(10), &mut out)
+            .unwrap();
+        conn.handle_bytes(response.as_bytes());
+        assert!(matches!(
+            conn.poll_event().unwrap(),
+            Some(Event::Response { .. })
+        ));
+        assert_eq!(conn.early_response_stops_request(), *stops, "{response:?}");
+    }
+}
