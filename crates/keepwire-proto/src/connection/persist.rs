@@ -43,7 +43,10 @@ impl Announced {
 /// Everything that decides whether one exchange (request and response)
 /// leaves its connection able to carry the next. A part not known yet stays
 /// at its default, which never objects; [`exchange_persists`] decides.
+/// Outside this crate, start from `ExchangeFacts::default()` and
+/// [`ExchangeFacts::answered`], or set fields on it (more facts may come).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ExchangeFacts {
     /// What the request says (R5.1, R5.3; R6.2 on a proxy's client hop).
     pub request: Option<Announced>,
