@@ -109,7 +109,7 @@ fn read_all(conn: &mut Conn, wire: &[u8], step: usize, n: usize) -> Vec<Expect> 
     let mut pieces = wire.chunks(step.max(1));
     for _ in 0..4 * wire.len() + 64 {
         match conn.poll_event().unwrap() {
-            Some(Event::Request { head, body }) => {
+            Some(Event::Request { head, body, .. }) => {
                 assert!(!open, "head inside a message");
                 assert_ne!(body, BodyKind::CloseDelimited);
                 open = true;

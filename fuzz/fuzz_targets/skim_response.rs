@@ -1,6 +1,6 @@
 //! The load generator's head skim against the full parser: for arbitrary
 //! bytes as a response to GET, HEAD, POST or CONNECT, `skim_response` must
-//! agree with `parse_response` + `response_framing` + `Connection` tokens
+//! agree with `parse_response` + `response_framing` + `exchange_persists`
 //! (what `Conn` decides) on accept/reject, status, version, head length,
 //! body framing and persistence, and every strict prefix of an accepted
 //! head is incomplete, never an answer.
@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use http::Method;
 use keepwire_proto::framing::response_framing;
 use keepwire_proto::head::parse_response;
-use keepwire_proto::{ConnectionTokens, Limits, skim_response};
+use keepwire_proto::{Announced, ExchangeFacts, Limits, exchange_persists, skim_response};
 use libfuzzer_sys::fuzz_target;
 
 mod common;
@@ -38,8 +38,10 @@ fuzz_target!(|data: &[u8]| {
     let full = parse_response(&mut buf, &limits, false).and_then(|head| {
         head.map(|head| {
             let framing = response_framing(&method, head.status, head.version, &head.headers)?;
-            let persistent =
-                framing.reusable && ConnectionTokens::of(&head.headers).persistent(head.version);
+            // The full parser's decision, through the one persistence function.
+            let response = Announced::of(head.version, &head.headers);
+            let facts = ExchangeFacts::default().answered(&method, head.status, response, framing);
+            let persistent = exchange_persists(&facts);
             Ok((head, framing, persistent))
         })
         .transpose()

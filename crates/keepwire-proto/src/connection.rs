@@ -20,13 +20,20 @@
 //!   request, which is the only way HTTP/1.x can (R7.2). Whatever is still
 //!   queued when the connection ends is [`Conn::unanswered`] (R7.3).
 //!
-//! Persistence of an exchange is decided once, from both heads: the request's
-//! `Connection` tokens and version (R5.1, R5.3), the response's, and whether
-//! both bodies are self-delimiting (R5.4). The server announces its decision
-//! in the response (`Connection: close`, or `keep-alive` plus
-//! `Keep-Alive: timeout, max`, R5.2).
+//! Persistence of an exchange is decided by one function,
+//! [`exchange_persists`], from [`ExchangeFacts`]: what each head says
+//! (version and `Connection` tokens, R5.1, R5.3), whether both bodies are
+//! self-delimiting (R5.4), whether the request body was left unread, whether
+//! a limit made it the last (R5.6) and whether it became a tunnel (R9). The
+//! server, the client, both hops of a proxy and the load generator's
+//! [`crate::skim_response`] all ask it. The server announces the answer in
+//! the response (`Connection: close`, or `keep-alive` plus
+//! `Keep-Alive: timeout, max`, R5.2); the client keeps the server's
+//! `Keep-Alive` hints (the request budget here, the idle timeout for the
+//! runtime's timer, [`Conn::keep_alive_timeout`]).
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -39,6 +46,13 @@ use crate::error::{Error, ErrorKind};
 use crate::framing::{self, BodyKind};
 use crate::head::{self, RequestHead, ResponseHead};
 use crate::hop::{self, ConnectionTokens, KEEP_ALIVE, KeepAliveParams};
+
+mod persist;
+#[cfg(test)]
+mod tests;
+
+pub use persist::{Announced, ExchangeFacts, exchange_persists};
+use persist::{asks_upgrade, switches};
 
 /// Which end of the connection we are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +83,9 @@ pub enum Event {
         /// The body's framing ([`BodyKind::Empty`] still ends with
         /// [`Event::End`]).
         body: BodyKind,
+        /// It asks to switch protocols (`Upgrade`) or is a CONNECT: whether
+        /// the connection becomes a tunnel depends on the response (R9.1).
+        upgrade: bool,
     },
     /// Client: a response head. Informational (1xx) heads are reported too
     /// and are followed by the final head of the same exchange.
@@ -91,12 +108,21 @@ pub enum Event {
 struct Exchange {
     method: Method,
     version: Version,
-    /// This exchange is the connection's last.
-    close: bool,
+    /// What decides whether it is the connection's last, so far.
+    facts: ExchangeFacts,
     /// Server: a `100 Continue` may still be owed.
     expect_continue: bool,
     /// The request asked to switch protocols or tunnel (R9.1, R9.3).
     upgrade: bool,
+    /// Client: the final response is a success (2xx).
+    answered_success: bool,
+}
+
+impl Exchange {
+    /// This exchange is the connection's last.
+    fn close(&self) -> bool {
+        !exchange_persists(&self.facts)
+    }
 }
 
 #[derive(Debug)]
@@ -185,6 +211,27 @@ pub struct Conn {
     /// Server: the client said this was its last request (`close`, or
     /// HTTP/1.0 without keep-alive), so it sends nothing more (R5.3).
     peer_announced_close: bool,
+    /// Server: a limit (`max_requests`, or [`Conn::retire`]) made the
+    /// latest request the last (R5.6).
+    retired: bool,
+    /// Server: the runtime will not read more of the request body before
+    /// the next response ends ([`Conn::leave_request_body_unread`]).
+    leaving_body_unread: bool,
+    /// Client: what the server's `Keep-Alive` and version said (R5.1, R5.2).
+    peer: PeerHints,
+}
+
+/// Client: what the server said about itself on this connection.
+#[derive(Debug, Clone, Copy, Default)]
+struct PeerHints {
+    /// It answered HTTP/1.0: ask for keep-alive on every request (R5.1).
+    http10: bool,
+    /// `Keep-Alive: timeout=` in seconds (R5.2).
+    timeout: Option<u64>,
+    /// Requests it still takes, counting down from `Keep-Alive: max=`,
+    /// which is read as including the response that carries it (R5.2:
+    /// retire a connection before the server does).
+    budget: Option<u64>,
 }
 
 impl Conn {
@@ -202,6 +249,9 @@ impl Conn {
             responses: 0,
             confirmed_persistent: false,
             peer_announced_close: false,
+            retired: false,
+            leaving_body_unread: false,
+            peer: PeerHints::default(),
         }
     }
 
@@ -316,6 +366,40 @@ impl Conn {
         self.role == Role::Client && matches!(self.writing, Writing::Head)
     }
 
+    /// Client: every response is in and another request may be sent: the
+    /// pool may keep the connection (R5.2, R5.3, R5.4).
+    pub fn is_reusable(&self) -> bool {
+        self.can_send_request() && self.in_flight.is_empty()
+    }
+
+    /// Client: how long the server said it keeps an idle connection
+    /// (`Keep-Alive: timeout=`, R5.2). The runtime's idle timer retires the
+    /// connection before then.
+    pub fn keep_alive_timeout(&self) -> Option<Duration> {
+        self.peer.timeout.map(Duration::from_secs)
+    }
+
+    /// Client: a final response head arrived while the request body is
+    /// still being sent (an early answer): whether to stop sending. Only a
+    /// success whose server keeps the connection reads the rest; after any
+    /// other, more bytes would meet a close and reset the answer away (R8.4).
+    pub fn early_response_stops_request(&self) -> bool {
+        let Some(e) = self.in_flight.front() else {
+            return true;
+        };
+        let server_side = ExchangeFacts {
+            request: None,
+            ..e.facts
+        };
+        !(e.answered_success && exchange_persists(&server_side))
+    }
+
+    /// Server: a limit ended keep-alive: `max_requests`, or the runtime's
+    /// [`Conn::retire`] (R5.6).
+    pub fn is_retired(&self) -> bool {
+        self.retired
+    }
+
     /// Server: a `100 Continue` is owed to the request being answered.
     pub fn expects_continue(&self) -> bool {
         self.role == Role::Server
@@ -331,14 +415,23 @@ impl Conn {
     /// After an error the reading side is closed; a server answers with
     /// [`Error::status_hint`] through [`Conn::send_error`].
     pub fn poll_event(&mut self) -> Result<Option<Event>, Error> {
+        let in_body = matches!(self.reading, Reading::Body(_));
         let result = match self.role {
             Role::Server => self.poll_server(),
             Role::Client => self.poll_client(),
         };
         if result.is_err() {
             self.reading = Reading::Closed;
-            if self.role == Role::Client {
-                self.writing = Writing::Closed;
+            match self.role {
+                Role::Client => self.writing = Writing::Closed,
+                // A bad body belongs to the newest request: its answer is
+                // the last, and says so (R10.1).
+                Role::Server if in_body => {
+                    if let Some(e) = self.in_flight.back_mut() {
+                        e.facts.request_body_unread = true;
+                    }
+                }
+                Role::Server => {}
             }
         }
         result
@@ -368,25 +461,36 @@ impl Conn {
                 }
                 self.messages += 1;
                 let last = self.config.max_requests.is_some_and(|m| self.messages >= m);
+                self.retired |= last;
                 let tokens = if self.config.proxy_connection {
                     ConnectionTokens::of_proxy_request(&head.headers)
                 } else {
                     ConnectionTokens::of(&head.headers)
                 };
-                let persistent = tokens.persistent(head.version);
-                self.peer_announced_close |= !persistent;
+                let request = Announced {
+                    version: head.version,
+                    tokens,
+                };
+                self.peer_announced_close |= !request.wants_persistence();
+                let upgrade = asks_upgrade(&head);
                 self.in_flight.push_back(Exchange {
                     method: head.method.clone(),
                     version: head.version,
-                    close: !persistent || last || !framing.reusable,
+                    facts: ExchangeFacts {
+                        request: Some(request),
+                        unframed: !framing.reusable,
+                        last_allowed: last,
+                        ..ExchangeFacts::default()
+                    },
                     expect_continue: hop::expects_continue(head.version, &head.headers),
-                    upgrade: head.method == Method::CONNECT
-                        || hop::upgrade_protocol(head.version, &head.headers).is_some(),
+                    upgrade,
+                    answered_success: false,
                 });
                 self.reading = Reading::Body(Decoder::new(framing.body, limits));
                 Ok(Some(Event::Request {
                     head,
                     body: framing.body,
+                    upgrade,
                 }))
             }
             Reading::Body(_) => self.poll_body(),
@@ -427,9 +531,7 @@ impl Conn {
                         body: BodyKind::Empty,
                     }));
                 }
-                let tunnel = status == StatusCode::SWITCHING_PROTOCOLS
-                    || (exchange.method == Method::CONNECT && status.is_success());
-                if tunnel {
+                if switches(&exchange.method, status) {
                     if !exchange.upgrade {
                         return Err(Error::remote(ErrorKind::UnexpectedResponse));
                     }
@@ -447,10 +549,18 @@ impl Conn {
                     head.version,
                     &head.headers,
                 )?;
-                let persistent = ConnectionTokens::of(&head.headers).persistent(head.version)
-                    && framing.reusable
-                    && !exchange.close;
-                exchange.close = !persistent;
+                exchange.facts = exchange.facts.answered(
+                    &exchange.method,
+                    status,
+                    Announced::of(head.version, &head.headers),
+                    framing,
+                );
+                exchange.answered_success = status.is_success();
+                let persistent = !exchange.close();
+                let hints = KeepAliveParams::parse(&head.headers);
+                self.peer.http10 = head.version == Version::HTTP_10;
+                self.peer.timeout = hints.timeout.or(self.peer.timeout);
+                self.peer.budget = hints.max.or(self.peer.budget);
                 if persistent {
                     self.confirmed_persistent = true;
                 } else if matches!(self.writing, Writing::Head | Writing::AwaitUpgrade) {
@@ -513,19 +623,29 @@ impl Conn {
                 // `send_response` applies `close` when it declines), also
                 // for a 1.0 CONNECT or one that says `Connection: close`.
                 Some(e) if e.upgrade => Reading::AwaitUpgrade,
-                Some(e) if e.close => Reading::Closed,
+                Some(e) if e.close() => Reading::Closed,
                 // `None`: the response finished first; send_end decided.
                 None => Reading::Closed,
                 Some(_) => Reading::Head,
             },
             Role::Client => {
                 self.messages += 1;
+                if let Some(b) = &mut self.peer.budget {
+                    *b = b.saturating_sub(1);
+                }
                 match self.in_flight.pop_front() {
-                    Some(e) if e.close => {
+                    Some(e) if e.close() => {
                         self.writing = Writing::Closed;
                         Reading::Closed
                     }
-                    _ => Reading::Head,
+                    _ => {
+                        if self.budget_spent() && matches!(self.writing, Writing::Head) {
+                            // Responses to requests already sent are still
+                            // read; no further request goes (R5.2).
+                            self.writing = Writing::Closed;
+                        }
+                        Reading::Head
+                    }
                 }
             }
         };
@@ -557,12 +677,18 @@ impl Conn {
         if self.role != Role::Server || !matches!(self.writing, Writing::Head) {
             return Err(Error::local(ErrorKind::InvalidState));
         }
+        // The request being answered is the newest and its body is still
+        // arriving: if this response ends before it is read (the runtime
+        // said so, or a `100 Continue` was never sent, so the client may
+        // never send it), the next request's start cannot be found.
+        let leaving = std::mem::take(&mut self.leaving_body_unread);
+        let reading_body = matches!(&self.reading, Reading::Body(d) if !d.is_done());
+        let newest = self.in_flight.len() == 1;
         let Some(exchange) = self.in_flight.front_mut() else {
             return Err(Error::local(ErrorKind::InvalidState));
         };
         let status = head.status;
-        let tunnel = (status == StatusCode::SWITCHING_PROTOCOLS && exchange.upgrade)
-            || (exchange.method == Method::CONNECT && status.is_success());
+        let tunnel = exchange.upgrade && switches(&exchange.method, status);
         if status.is_informational() && !tunnel {
             if status == StatusCode::SWITCHING_PROTOCOLS {
                 return Err(Error::local(ErrorKind::InvalidState));
@@ -588,7 +714,7 @@ impl Conn {
         if exchange.upgrade && matches!(self.reading, Reading::AwaitUpgrade) {
             // Upgrade declined: the connection continues as HTTP/1.x.
             exchange.upgrade = false;
-            self.reading = if exchange.close {
+            self.reading = if exchange.close() {
                 Reading::Closed
             } else {
                 Reading::Head
@@ -599,7 +725,7 @@ impl Conn {
         // lengths are chunked for 1.1 and close-delimited for 1.0.
         let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
         let is_head = exchange.method == Method::HEAD;
-        let mut close = exchange.close || ConnectionTokens::of(&head.headers).close;
+        let mut close_delimited = false;
         let encoder = match (bodiless, length) {
             (true, _) => Encoder::discard(),
             (false, BodyLength::Known(n)) => {
@@ -614,11 +740,20 @@ impl Conn {
                 Encoder::chunked()
             }
             (false, BodyLength::Unknown) => {
-                close = true;
+                close_delimited = true;
                 Encoder::close_delimited()
             }
         };
-        exchange.close = close;
+        let facts = &mut exchange.facts;
+        // A `Connection: close` the handler put on its response is honoured.
+        facts.response = Some(Announced {
+            version: Version::HTTP_11,
+            tokens: ConnectionTokens::of(&head.headers),
+        });
+        facts.unframed |= close_delimited;
+        facts.request_body_unread |=
+            newest && reading_body && (leaving || exchange.expect_continue);
+        let close = exchange.close();
         let version = exchange.version;
         self.responses += 1;
 
@@ -679,8 +814,9 @@ impl Conn {
     }
 
     /// Client: writes a request head. `Connection: close` in `head.headers`
-    /// makes it the last request (R5.3); an HTTP/1.0 request asks for
-    /// keep-alive otherwise (R5.1).
+    /// makes it the last request (R5.3); an HTTP/1.0 request, or any request
+    /// to a server that answered HTTP/1.0, asks for keep-alive otherwise
+    /// (R5.1).
     pub fn send_request(
         &mut self,
         head: &RequestHead,
@@ -691,8 +827,7 @@ impl Conn {
             return Err(Error::local(ErrorKind::InvalidState));
         }
         let close = ConnectionTokens::of(&head.headers).close;
-        let upgrade = head.method == Method::CONNECT
-            || hop::upgrade_protocol(head.version, &head.headers).is_some();
+        let upgrade = asks_upgrade(head);
         let target = head
             .target
             .path_and_query()
@@ -723,16 +858,30 @@ impl Conn {
             encode::field(b"connection", b"close", out);
         } else if upgrade && head.method != Method::CONNECT {
             // The caller's `Connection: upgrade` was kept above.
-        } else if head.version == Version::HTTP_10 {
+        } else if head.version == Version::HTTP_10 || self.peer.http10 {
+            // An HTTP/1.0 server keeps the connection only when asked (R5.1).
             encode::field(b"connection", b"keep-alive", out);
         }
         out.put_slice(b"\r\n");
+        // What we sent: `close`, or a wish to persist.
+        let request = Announced {
+            version: head.version,
+            tokens: ConnectionTokens {
+                close,
+                keep_alive: !close,
+                upgrade,
+            },
+        };
         self.in_flight.push_back(Exchange {
             method: head.method.clone(),
             version: head.version,
-            close,
+            facts: ExchangeFacts {
+                request: Some(request),
+                ..ExchangeFacts::default()
+            },
             expect_continue: false,
             upgrade,
+            answered_success: false,
         });
         self.writing = Writing::Body(encoder);
         Ok(())
@@ -759,13 +908,17 @@ impl Conn {
         encoder.end(trailers, out)?;
         match self.role {
             Role::Server => {
-                let done = self.in_flight.pop_front();
+                // A streamed response may end before the request body was
+                // read after all: then the next request's start cannot be
+                // found either.
                 let request_unread =
-                    self.in_flight.is_empty() && matches!(self.reading, Reading::Body(_));
-                if done.is_some_and(|e| e.close) || request_unread {
-                    // Either the exchange ends the connection, or we answered
-                    // before reading the whole request body and cannot find
-                    // the next request's start: close (lingering, R8.5).
+                    self.in_flight.len() == 1 && matches!(self.reading, Reading::Body(_));
+                let close = self.in_flight.pop_front().map_or(request_unread, |mut e| {
+                    e.facts.request_body_unread |= request_unread;
+                    e.close()
+                });
+                if close {
+                    // Close, lingering (R8.5).
                     self.writing = Writing::Closed;
                     self.reading = Reading::Closed;
                 } else {
@@ -775,9 +928,10 @@ impl Conn {
             Role::Client => {
                 let last = self.in_flight.back();
                 self.writing = match last {
-                    Some(e) if e.close => Writing::Closed,
+                    Some(e) if e.close() => Writing::Closed,
                     Some(e) if e.upgrade => Writing::AwaitUpgrade,
                     _ if matches!(self.reading, Reading::Closed) => Writing::Closed,
+                    _ if self.budget_spent() => Writing::Closed,
                     _ => Writing::Head,
                 };
             }
@@ -797,8 +951,29 @@ impl Conn {
         if let Some(e) = self.in_flight.back_mut()
             && !(n == 1 && head_written)
         {
-            e.close = true;
+            e.facts.last_allowed = true;
         }
+    }
+
+    /// Server: a limit the runtime keeps (the connection's maximum age,
+    /// R5.6) was reached: as [`Conn::disable_keep_alive`], and
+    /// [`Conn::is_retired`] says so.
+    pub fn retire(&mut self) {
+        self.retired = true;
+        self.disable_keep_alive();
+    }
+
+    /// Server: the next response will end before the runtime reads more of
+    /// the request body (the runtime has the response whole). If that body
+    /// is still arriving, the connection closes after the response and the
+    /// response says `Connection: close` (R5.3, R5.4).
+    pub fn leave_request_body_unread(&mut self) {
+        self.leaving_body_unread = true;
+    }
+
+    /// Client: the server's `Keep-Alive: max` is used up (R5.2).
+    fn budget_spent(&self) -> bool {
+        self.peer.budget == Some(0)
     }
 }
 

@@ -15,7 +15,6 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version}
 
 use crate::Limits;
 use crate::error::{Error, ErrorKind};
-use crate::framing::BodyKind;
 
 /// A request head: request line and header fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,7 +111,7 @@ struct FieldIndices {
 
 /// Where `part` (a sub-slice httparse returned) sits inside `base`. Heads are
 /// bounded far below 4 GiB, so `u32` keeps the per-parse scratch array small.
-fn offset_in(base: &[u8], part: &[u8]) -> (u32, u32) {
+pub(crate) fn offset_in(base: &[u8], part: &[u8]) -> (u32, u32) {
     let start = part.as_ptr() as usize - base.as_ptr() as usize;
     (start as u32, (start + part.len()) as u32)
 }
@@ -125,7 +124,7 @@ fn offset_in(base: &[u8], part: &[u8]) -> (u32, u32) {
 /// without its line ending (and after the empty lines httparse skips),
 /// every field line with its CRLF (a partial one cannot have it yet), the
 /// status line only through the head size.
-fn check_partial(buf: &[u8], limits: &Limits, is_request: bool) -> Result<(), Error> {
+pub(crate) fn check_partial(buf: &[u8], limits: &Limits, is_request: bool) -> Result<(), Error> {
     if buf.len() <= limits.max_line_bytes && buf.len() <= limits.max_head_bytes {
         return Ok(());
     }
@@ -170,7 +169,7 @@ fn check_partial(buf: &[u8], limits: &Limits, is_request: bool) -> Result<(), Er
     Ok(())
 }
 
-fn map_httparse(e: httparse::Error, limits: &Limits) -> Error {
+pub(crate) fn map_httparse(e: httparse::Error, limits: &Limits) -> Error {
     match e {
         httparse::Error::TooManyHeaders => Error::remote(ErrorKind::TooManyHeaders {
             limit: limits.max_headers,
@@ -180,7 +179,7 @@ fn map_httparse(e: httparse::Error, limits: &Limits) -> Error {
     }
 }
 
-fn version_of(v: Option<u8>) -> Version {
+pub(crate) fn version_of(v: Option<u8>) -> Version {
     match v {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
@@ -191,7 +190,7 @@ fn version_of(v: Option<u8>) -> Version {
 /// starts at `name_start` and whose value ends at `value_end` in `head`.
 /// The line runs from the name to its LF: httparse trimmed trailing
 /// whitespace off the value, but it counts, as on a partial head.
-fn check_field_line(
+pub(crate) fn check_field_line(
     head: &[u8],
     name_start: usize,
     value_end: usize,
@@ -357,96 +356,6 @@ pub fn parse_response(
         version,
         headers,
         header_case,
-    }))
-}
-
-/// What a load generator needs from a response head, read without building
-/// a `HeaderMap` or copying a byte.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResponseSkim {
-    /// The status code (1xx interim responses included; the caller skips them).
-    pub status: StatusCode,
-    /// HTTP/1.0 or HTTP/1.1.
-    pub version: Version,
-    /// Length of the head, blank line included.
-    pub head_len: usize,
-    /// How the body is delimited (RFC 9112 §6.3).
-    pub body: BodyKind,
-    /// Whether the connection may carry another request after this response:
-    /// the server's `Connection` tokens and version allow it (R5.1, R5.3)
-    /// and the framing was not doubtful.
-    pub persistent: bool,
-}
-
-/// Reads the response head at the front of `buf` for a request made with
-/// `request_method`, without consuming it. `Ok(None)`: incomplete.
-///
-/// The framing and persistence decisions are the ones [`crate::Conn`] makes;
-/// only the `HeaderMap` is skipped, which is what a load generator pays
-/// per response otherwise.
-pub fn skim_response(
-    buf: &[u8],
-    request_method: &Method,
-    limits: &Limits,
-) -> Result<Option<ResponseSkim>, Error> {
-    let max = limits.max_headers.min(Limits::HARD_MAX_HEADERS);
-    let mut slots =
-        [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; Limits::HARD_MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut []);
-    let head_len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut res,
-        buf,
-        &mut slots[..max],
-    ) {
-        Ok(httparse::Status::Complete(l)) => l,
-        Ok(httparse::Status::Partial) => {
-            check_partial(buf, limits, false)?;
-            return Ok(None);
-        }
-        Err(e) => return Err(map_httparse(e, limits)),
-    };
-    if head_len > limits.max_head_bytes {
-        return Err(Error::remote(ErrorKind::HeadTooLarge {
-            limit: limits.max_head_bytes,
-        }));
-    }
-    let status = StatusCode::from_u16(res.code.unwrap_or_default())
-        .map_err(|_| Error::remote(ErrorKind::MalformedHead(httparse::Error::Status)))?;
-    // The same line bound as the full parser, checked in the same order
-    // (found by fuzz target skim_response: a long field line passed here
-    // and was 431 there; then a bad status was cited as the long line).
-    for h in res.headers.iter() {
-        let (name_start, _) = offset_in(buf, h.name.as_bytes());
-        let (_, value_end) = offset_in(buf, h.value);
-        check_field_line(
-            &buf[..head_len],
-            name_start as usize,
-            value_end as usize,
-            limits,
-        )?;
-    }
-    let version = version_of(res.version);
-    let named = |name: &'static str| {
-        res.headers
-            .iter()
-            .filter(move |h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
-    };
-    let framing = crate::framing::frame_response(
-        request_method,
-        status,
-        version,
-        crate::framing::transfer_coding_of(named("transfer-encoding")),
-        named("content-length").next().is_some(),
-        || crate::framing::content_length_of(named("content-length")),
-    )?;
-    let tokens = crate::hop::ConnectionTokens::from_values(named("connection"));
-    Ok(Some(ResponseSkim {
-        status,
-        version,
-        head_len,
-        body: framing.body,
-        persistent: framing.reusable && tokens.persistent(version),
     }))
 }
 

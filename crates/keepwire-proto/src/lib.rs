@@ -11,10 +11,14 @@
 //! or returned as [`EncodedBuf`]s that frame a payload without copying it,
 //! ready for one vectored write (R2.3).
 //!
-//! Time belongs to the caller: idle, header and body timeouts are decided by
+//! Time belongs to the caller: idle, header and body timeouts are run by
 //! the runtime, which asks this crate only *whether* the connection is idle,
-//! mid-message or must close. That keeps every connection rule
-//! (R3, R5, R7, R8, R10 of the repository's `docs/CONNECTION-RULES.md`) testable in memory.
+//! mid-message or must close, and (a client) how long the server said it
+//! keeps an idle connection. Facts only the runtime has come in as calls
+//! (the connection's age reached, a response sent before the request body
+//! was read); the decision is made here, for every role. That keeps every
+//! connection rule (R3, R5, R7, R8, R10 of the repository's
+//! `docs/CONNECTION-RULES.md`) testable in memory.
 //!
 //! # Layout
 //! - [`head`]: request/response heads, parsed with `httparse` into `http`
@@ -24,8 +28,11 @@
 //! - [`host`]: whether a request's `Host` is acceptable (RFC 9112 §3.2).
 //! - [`hop`]: `Connection` tokens, hop-by-hop stripping, `Keep-Alive`
 //!   parameters, idempotency, `Expect` and `Upgrade`.
-//! - [`connection`]: the state machine that decides persistence and keeps
-//!   pipelined messages in order.
+//! - [`connection`]: the state machine that decides persistence (for every
+//!   role, through [`exchange_persists`]) and keeps pipelined messages in
+//!   order.
+//! - [`skim`]: a response head read without building a `HeaderMap`, for
+//!   load generators; the same framing and persistence decisions.
 //! - [`error`]: typed errors with a status hint.
 
 #![deny(missing_docs)]
@@ -40,14 +47,18 @@ pub mod framing;
 pub mod head;
 pub mod hop;
 pub mod host;
+pub mod skim;
 
-pub use connection::{BodyLength, Conn, ConnConfig, Event, Role};
+pub use connection::{
+    Announced, BodyLength, Conn, ConnConfig, Event, ExchangeFacts, Role, exchange_persists,
+};
 pub use decode::{Decoder, Frame};
 pub use encode::{EncodedBuf, Encoder};
 pub use error::{Error, ErrorKind, Side};
 pub use framing::BodyKind;
-pub use head::{HeaderCase, RequestHead, ResponseHead, ResponseSkim, skim_response};
+pub use head::{HeaderCase, RequestHead, ResponseHead};
 pub use hop::{ConnectionTokens, KeepAliveParams};
+pub use skim::{ResponseSkim, skim_response};
 
 /// Bounds on what a peer can make us buffer (R10.2).
 ///

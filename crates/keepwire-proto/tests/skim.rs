@@ -5,7 +5,9 @@ use bytes::BytesMut;
 use http::{Method, StatusCode, Version};
 use keepwire_proto::framing::response_framing;
 use keepwire_proto::head::parse_response;
-use keepwire_proto::{BodyKind, ConnectionTokens, Limits, skim_response};
+use keepwire_proto::{
+    Announced, BodyKind, ExchangeFacts, Limits, exchange_persists, skim_response,
+};
 
 const CASES: &[(&str, &[u8])] = &[
     ("GET", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"),
@@ -32,8 +34,10 @@ fn skim_agrees_with_the_full_parser() {
         let mut buf = BytesMut::from(*raw);
         let head = parse_response(&mut buf, &limits, false).unwrap().unwrap();
         let framing = response_framing(&method, head.status, head.version, &head.headers).unwrap();
-        let persistent =
-            framing.reusable && ConnectionTokens::of(&head.headers).persistent(head.version);
+        // The full parser's decision, through the one persistence function.
+        let response = Announced::of(head.version, &head.headers);
+        let facts = ExchangeFacts::default().answered(&method, head.status, response, framing);
+        let persistent = exchange_persists(&facts);
         assert_eq!(skim.status, head.status, "{raw:?}");
         assert_eq!(skim.version, head.version, "{raw:?}");
         assert_eq!(skim.head_len, raw.len() - buf.len(), "{raw:?}");

@@ -50,7 +50,7 @@ pub fn coalesce(events: Vec<Event>) -> Vec<Event> {
 /// A compact, exact description of an event for hand-written expectations.
 pub fn describe(e: &Event) -> String {
     match e {
-        Event::Request { head, body } => format!(
+        Event::Request { head, body, .. } => format!(
             "REQ {} {} {:?} {:?}",
             head.method, head.target, head.version, body
         ),

@@ -35,12 +35,6 @@ pub(crate) struct ClientConn {
     pub(crate) meta: ConnMeta,
     /// Responses completed on this connection.
     pub(crate) requests: u64,
-    /// Requests the server still takes (`Keep-Alive: max`, R5.2).
-    pub(crate) remaining: Option<u64>,
-    /// Idle time the server advertised (`Keep-Alive: timeout`, R5.2).
-    pub(crate) server_timeout: Option<Duration>,
-    /// The server answered HTTP/1.0 (ask for keep-alive explicitly, R5.1).
-    pub(crate) http10: bool,
     /// Response bytes read since the current request was written.
     read_since_request: u64,
     /// A final response head that arrived while the request was still
@@ -83,9 +77,6 @@ impl ClientConn {
             proto,
             meta,
             requests: 0,
-            remaining: None,
-            server_timeout: None,
-            http10: false,
             read_since_request: 0,
             early: None,
             out: BytesMut::new(),
@@ -176,11 +167,7 @@ impl ClientConn {
                         self.read_since_request += n as u64;
                         match self.poll_early_head() {
                             Ok(true) => {
-                                let keep_sending = self.early.as_ref().is_some_and(|(h, _)| {
-                                    h.status.is_success()
-                                        && !keepwire_proto::ConnectionTokens::of(&h.headers).close
-                                });
-                                if !keep_sending {
+                                if self.proto.early_response_stops_request() {
                                     return Poll::Ready(Ok(()));
                                 }
                                 st.read_closed = true;
@@ -360,7 +347,6 @@ impl ClientConn {
         deadline: Instant,
     ) -> Result<(ResponseHead, BodyKind), AttemptError> {
         if let Some((head, body)) = self.early.take() {
-            self.note_hints(&head);
             return Ok((head, body));
         }
         loop {
@@ -368,24 +354,9 @@ impl ClientConn {
                 Event::Response { head, .. }
                     if head.status.is_informational()
                         && head.status != http::StatusCode::SWITCHING_PROTOCOLS => {}
-                Event::Response { head, body } => {
-                    self.note_hints(&head);
-                    return Ok((head, body));
-                }
+                Event::Response { head, body } => return Ok((head, body)),
                 _ => return Err((self.read_state(), ClientError::Unexpected)),
             }
-        }
-    }
-
-    /// What a response head says about the connection (R5.1, R5.2).
-    fn note_hints(&mut self, head: &ResponseHead) {
-        self.http10 = head.version == http::Version::HTTP_10;
-        let hint = keepwire_proto::KeepAliveParams::parse(&head.headers);
-        if let Some(t) = hint.timeout {
-            self.server_timeout = Some(Duration::from_secs(t));
-        }
-        if let Some(m) = hint.max {
-            self.remaining = Some(m);
         }
     }
 
@@ -409,14 +380,12 @@ impl ClientConn {
     /// Bookkeeping once a response body ended.
     pub(crate) fn finish_response(&mut self) {
         self.requests += 1;
-        if let Some(r) = &mut self.remaining {
-            *r = r.saturating_sub(1);
-        }
     }
 
-    /// Whether the connection can carry another request.
+    /// Whether the connection can carry another request (proto decides,
+    /// `Keep-Alive: max` included).
     pub(crate) fn reusable(&self) -> bool {
-        self.proto.can_send_request() && self.remaining != Some(0) && self.proto.unanswered() == 0
+        self.proto.is_reusable()
     }
 
     fn read_state(&self) -> AttemptState {

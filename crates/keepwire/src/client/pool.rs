@@ -120,7 +120,7 @@ impl Pool {
     /// How long `conn` may stay idle here.
     fn idle_limit(&self, learned_close: Option<Duration>, conn: &ClientConn) -> Duration {
         let mut limit = self.config.idle_timeout;
-        if let Some(server) = conn.server_timeout {
+        if let Some(server) = conn.proto.keep_alive_timeout() {
             limit = limit.min(server.saturating_sub(self.config.hint_margin));
         }
         if let Some(learned) = learned_close {

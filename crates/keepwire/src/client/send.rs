@@ -136,11 +136,6 @@ impl Client {
         if reused {
             inner.metrics.reused.fetch_add(1, Relaxed);
         }
-        // R5.1: an HTTP/1.0 server keeps the connection only if asked.
-        if conn.http10 && !head.headers.contains_key(CONNECTION) {
-            head.headers
-                .insert(CONNECTION, HeaderValue::from_static("keep-alive"));
-        }
         let index = conn.requests;
         let cfg = &inner.config;
         let result = async {

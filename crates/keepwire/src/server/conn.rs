@@ -13,20 +13,24 @@
 //! Timers are phase-specific (R10.2): idle between requests, header
 //! (slowloris), body (between reads), write (between writes). A connection
 //! that waits on its handler (long poll, streaming, R9.2) has no idle timer.
+//!
+//! The driver's state is grouped by the side it serves: the request body
+//! here, the response side in `respond` and the timers in `timers`. None of
+//! it decides persistence: the runtime reports facts (a whole response that
+//! leaves the request body unread, the connection's age) and `Conn` decides
+//! and announces.
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, DATE};
-use http::{Request, Response, StatusCode, Version};
+use bytes::{Bytes, BytesMut};
+use http::{Request, Response, StatusCode};
 use http_body::Body as _;
-use keepwire_proto::{BodyKind, BodyLength, Conn, ConnConfig, Event, ResponseHead, Role};
+use keepwire_proto::{BodyKind, Conn, ConnConfig, Event, Role};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -38,6 +42,12 @@ use crate::metrics::CloseReason;
 use crate::net::{self, LingerOutcome};
 use crate::transport::Transport;
 use crate::upgrade::Upgraded;
+
+mod respond;
+mod timers;
+
+use respond::{Next, ResponseStream, error_response};
+use timers::{Timers, far_future};
 
 /// Bodies up to this size are copied next to their head (one write);
 /// larger ones are written from their own buffer.
@@ -95,6 +105,26 @@ enum Wake {
     Stop,
 }
 
+/// The request body being read, fed to its handler.
+#[derive(Default)]
+struct RequestBody {
+    /// Feeds the handler's body; `None` when no body is being read.
+    tx: Option<mpsc::Sender<Result<Bytes, BodyError>>>,
+    /// A body chunk waiting for room in `tx` (backpressure).
+    stalled: Option<Bytes>,
+    /// Fires when the handler first reads a body that expects 100-continue.
+    continue_rx: Option<oneshot::Receiver<()>>,
+}
+
+/// How a connection whose request could not be read ends.
+#[derive(Clone, Copy)]
+enum Failure {
+    /// With this error response.
+    Answer(StatusCode),
+    /// Without an answer (none makes sense, or one is under way).
+    Quiet,
+}
+
 struct Driver<'a> {
     stream: Transport,
     conn: Conn,
@@ -104,40 +134,20 @@ struct Driver<'a> {
     out: BytesMut,
     /// Handlers in request order.
     pipeline: std::collections::VecDeque<Slot>,
-    /// Feeds the body of the request being read.
-    body_tx: Option<mpsc::Sender<Result<Bytes, BodyError>>>,
-    /// A body chunk waiting for room in `body_tx`.
-    stalled: Option<Bytes>,
-    /// Fires when the handler first reads a body that expects 100-continue.
-    continue_rx: Option<oneshot::Receiver<()>>,
+    /// The body of the request being read.
+    body: RequestBody,
     /// The response body being streamed.
-    streaming: Option<Body>,
-    /// `streaming` answers a non-idempotent request: nothing starts until
-    /// it ends.
-    streaming_barrier: bool,
-    /// A frame of `streaming` taken while waiting, not yet written.
-    next_frame: Option<Option<Result<http_body::Frame<Bytes>, BodyError>>>,
-    /// A request could not be read; answer with this once earlier responses
-    /// are out (`None` inside: no answer makes sense).
-    failed: Option<Option<StatusCode>>,
-    started: Instant,
-    /// The time at the start of this loop turn.
-    now: Instant,
-    /// The `Date` value for responses of this turn.
-    date: Option<http::HeaderValue>,
-    /// When the connection last became idle, or last made progress.
-    last_activity: Instant,
-    /// When the current head started arriving (header timeout).
-    head_started: Instant,
+    streaming: Option<ResponseStream>,
+    /// A request could not be read: the connection ends once earlier
+    /// responses are out.
+    failed: Option<Failure>,
+    timers: Timers,
     stopping: bool,
     /// A header or body timeout ended the connection (counted as Timeout).
     timed_out: bool,
     peer_eof: bool,
     /// Hands the connection to the handler after a 101 / CONNECT 2xx.
     upgrade_tx: Option<oneshot::Sender<Upgraded>>,
-    /// This connection is counted in the idle gauge.
-    counted_idle: bool,
-    released: bool,
     /// The connection opened with the HTTP/2 preface: hand it to `h2`.
     switch_h2: bool,
 }
@@ -169,7 +179,6 @@ pub(crate) async fn serve(
             proxy_connection: cfg.proxy_connection,
         },
     );
-    let now = Instant::now();
     let mut d = Driver {
         stream,
         conn,
@@ -183,24 +192,14 @@ pub(crate) async fn serve(
         },
         out: BytesMut::new(),
         pipeline: Default::default(),
-        body_tx: None,
-        stalled: None,
-        continue_rx: None,
+        body: RequestBody::default(),
         streaming: None,
-        streaming_barrier: false,
-        next_frame: None,
         failed: None,
-        started: now,
-        now,
-        date: None,
-        last_activity: now,
-        head_started: now,
+        timers: Timers::new(Instant::now()),
         stopping: false,
         timed_out: false,
         peer_eof: false,
-        counted_idle: false,
         upgrade_tx: None,
-        released: true,
         switch_h2: false,
     };
     let reason = d.run(stop.clone()).await;
@@ -267,13 +266,13 @@ impl Driver<'_> {
         loop {
             // One clock read per turn: every timestamp below is "now" to
             // within the microseconds a turn takes.
-            self.now = Instant::now();
-            self.date = None;
+            self.timers.now = Instant::now();
+            self.timers.date = None;
             // Bytes that arrived while the connection was idle start a new
             // head: the header timeout runs from now, not from the previous
             // request (R10.2). (`counted_idle` still says how we waited.)
-            if self.counted_idle && !self.conn.is_idle() {
-                self.head_started = self.now;
+            if self.timers.counted_idle && !self.conn.is_idle() {
+                self.timers.head_started = self.timers.now;
             }
             // 1–2: everything that needs no waiting.
             loop {
@@ -292,7 +291,7 @@ impl Driver<'_> {
                 && self.pipeline.is_empty()
                 && self.streaming.is_none()
             {
-                if let Some(status) = status {
+                if let Failure::Answer(status) = status {
                     let _ = self.conn.send_error(status, &mut self.out);
                 }
                 let _ = self.flush().await;
@@ -317,34 +316,35 @@ impl Driver<'_> {
             }
             // 5: wait.
             self.mark_idle(self.quiet());
-            let now = self.now;
-            let deadline = self.deadline(now);
+            let deadline = self.deadline();
             if deadline != timer_at {
                 timer.as_mut().reset(deadline);
                 timer_at = deadline;
             }
             let wants_read =
-                self.conn.wants_read() && self.stalled.is_none() && self.failed.is_none();
+                self.conn.wants_read() && self.body.stalled.is_none() && self.failed.is_none();
             let wake = tokio::select! {
                 biased;
                 r = self.stream.read_available(self.conn.read_buffer()), if wants_read => Wake::Read(r),
                 _ = poll_pipeline(&mut self.pipeline), if self.pipeline.front().is_some_and(|s| s.ready.is_none()) => Wake::Progress,
                 frame = std::future::poll_fn(|cx| match self.streaming.as_mut() {
-                    Some(b) => Pin::new(b).poll_frame(cx),
+                    Some(s) => Pin::new(&mut s.body).poll_frame(cx),
                     None => Poll::Pending,
-                }), if self.streaming.is_some() && self.next_frame.is_none() => {
-                    self.next_frame = Some(frame);
-                    Wake::Progress
-                }
-                permit = reserve(&self.body_tx), if self.stalled.is_some() => {
-                    match permit {
-                        Some(permit) => permit.send(Ok(self.stalled.take().unwrap_or_default())),
-                        None => self.stalled = None,
+                }), if self.streaming.as_ref().is_some_and(|s| matches!(s.next, Next::Wait)) => {
+                    if let Some(s) = &mut self.streaming {
+                        s.next = Next::of(frame);
                     }
                     Wake::Progress
                 }
-                r = async { self.continue_rx.as_mut().expect("guarded").await }, if self.continue_rx.is_some() => {
-                    self.continue_rx = None;
+                permit = reserve(&self.body.tx), if self.body.stalled.is_some() => {
+                    match permit {
+                        Some(permit) => permit.send(Ok(self.body.stalled.take().unwrap_or_default())),
+                        None => self.body.stalled = None,
+                    }
+                    Wake::Progress
+                }
+                r = async { self.body.continue_rx.as_mut().expect("guarded").await }, if self.body.continue_rx.is_some() => {
+                    self.body.continue_rx = None;
                     if r.is_ok() {
                         self.conn.send_continue(&mut self.out);
                     }
@@ -367,7 +367,7 @@ impl Driver<'_> {
                     self.conn.handle_eof();
                     self.peer_eof = true;
                 }
-                Wake::Read(Ok(_)) => self.released = false,
+                Wake::Read(Ok(_)) => self.timers.released = false,
                 Wake::Read(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Wake::Read(Err(_)) => {
                     self.peer_eof = true;
@@ -396,24 +396,28 @@ impl Driver<'_> {
 
     /// Step 1: turns buffered input into requests and body chunks.
     fn pump_events(&mut self) -> bool {
-        if self.stalled.is_some() || self.failed.is_some() {
+        if self.body.stalled.is_some() || self.failed.is_some() {
             return false;
         }
         let mut progress = false;
         loop {
             match self.conn.poll_event() {
-                Ok(Some(Event::Request { head, body })) => {
+                Ok(Some(Event::Request {
+                    head,
+                    body,
+                    upgrade,
+                })) => {
                     progress = true;
-                    self.start_request(head, body);
+                    self.start_request(head, body, upgrade);
                 }
                 Ok(Some(Event::Data(bytes))) => {
                     progress = true;
-                    self.last_activity = self.now;
-                    if let Some(tx) = &self.body_tx {
+                    self.timers.last_activity = self.timers.now;
+                    if let Some(tx) = &self.body.tx {
                         match tx.try_send(Ok(bytes)) {
                             Ok(()) => {}
                             Err(mpsc::error::TrySendError::Full(Ok(b))) => {
-                                self.stalled = Some(b);
+                                self.body.stalled = Some(b);
                                 return true;
                             }
                             // The handler dropped its body: discard.
@@ -423,7 +427,7 @@ impl Driver<'_> {
                 }
                 Ok(Some(Event::End(_))) => {
                     progress = true;
-                    self.body_tx = None;
+                    self.body.tx = None;
                 }
                 // A server connection never yields responses.
                 Ok(Some(Event::Response { .. })) => {}
@@ -441,13 +445,13 @@ impl Driver<'_> {
                         && super::h2::is_preface(self.conn.read_buffer())
                     {
                         self.switch_h2 = true;
-                        self.failed = Some(None);
+                        self.failed = Some(Failure::Quiet);
                         return true;
                     }
                     tracing::debug!(conn = self.info.id, error = %e, "bad request");
-                    let Some(tx) = self.body_tx.take() else {
+                    let Some(tx) = self.body.tx.take() else {
                         // A bad head: answered once earlier responses are out.
-                        self.failed = Some(e.status_hint());
+                        self.failed = Some(e.status_hint().map_or(Failure::Quiet, Failure::Answer));
                         return true;
                     };
                     let _ = tx.try_send(Err(BodyError::Protocol(e.clone())));
@@ -462,7 +466,7 @@ impl Driver<'_> {
                         slot.waiting = None;
                         slot.ready = Some(error_response(status));
                     }
-                    self.failed = Some(None);
+                    self.failed = Some(Failure::Quiet);
                     return true;
                 }
             }
@@ -470,19 +474,19 @@ impl Driver<'_> {
         progress
     }
 
-    fn start_request(&mut self, head: keepwire_proto::RequestHead, kind: BodyKind) {
-        let now = self.now;
+    fn start_request(&mut self, head: keepwire_proto::RequestHead, kind: BodyKind, upgrade: bool) {
+        let now = self.timers.now;
         self.info.request_index += 1;
-        self.last_activity = now;
-        self.head_started = now;
+        self.timers.last_activity = now;
+        self.timers.head_started = now;
         self.shared.metrics.requests.fetch_add(1, Relaxed);
-        if self.stopping
-            || self
-                .shared
-                .config
-                .max_age
-                .is_some_and(|age| now.duration_since(self.started) >= age)
+        let cfg = &self.shared.config;
+        if cfg
+            .max_age
+            .is_some_and(|age| now.duration_since(self.timers.started) >= age)
         {
+            self.conn.retire();
+        } else if self.stopping {
             self.conn.disable_keep_alive();
         }
         let body = match kind {
@@ -491,12 +495,12 @@ impl Driver<'_> {
                 let (tx, rx) = mpsc::channel(2);
                 let wants = if self.conn.expects_continue() {
                     let (wtx, wrx) = oneshot::channel();
-                    self.continue_rx = Some(wrx);
+                    self.body.continue_rx = Some(wrx);
                     Some(wtx)
                 } else {
                     None
                 };
-                self.body_tx = Some(tx);
+                self.body.tx = Some(tx);
                 let length = match kind {
                     BodyKind::Length(n) => Some(n),
                     _ => None,
@@ -514,8 +518,6 @@ impl Driver<'_> {
             target = %head.target,
             version = ?head.version,
         );
-        let upgrade = head.method == http::Method::CONNECT
-            || keepwire_proto::hop::upgrade_protocol(head.version, &head.headers).is_some();
         let mut req = Request::new(body);
         *req.method_mut() = head.method;
         *req.uri_mut() = head.target;
@@ -547,7 +549,7 @@ impl Driver<'_> {
     /// upstream alone and in order, as a client must (R7.4), and a failure
     /// cannot leave it unclear which requests were acted on.
     fn start_handlers(&mut self) {
-        let mut blocked = self.streaming_barrier;
+        let mut blocked = self.streaming.as_ref().is_some_and(|s| s.barrier);
         let busy = self.streaming.is_some();
         for (i, slot) in self.pipeline.iter_mut().enumerate() {
             if slot.waiting.is_some() {
@@ -562,313 +564,17 @@ impl Driver<'_> {
         }
     }
 
-    /// Step 2: encodes ready responses in order. Returns whether anything
-    /// was encoded; `Err` ends the connection.
-    async fn pump_responses(&mut self) -> Result<bool, CloseReason> {
-        let mut progress = false;
-        loop {
-            if let Some(body) = &mut self.streaming {
-                let polled = match self.next_frame.take() {
-                    Some(frame) => Poll::Ready(frame),
-                    None => Pin::new(body).poll_frame(&mut Context::from_waker(Waker::noop())),
-                };
-                match polled {
-                    Poll::Pending => return Ok(progress),
-                    Poll::Ready(Some(Ok(frame))) => {
-                        progress = true;
-                        if let Ok(data) = frame.into_data() {
-                            self.write_body(data).await?;
-                            // Streaming: each chunk goes out as it comes.
-                            self.flush().await?;
-                        }
-                    }
-                    Poll::Ready(None) => {
-                        progress = true;
-                        self.streaming = None;
-                        self.streaming_barrier = false;
-                        self.end_response()?;
-                        self.start_handlers();
-                    }
-                    Poll::Ready(Some(Err(e))) => {
-                        // The peer must see a truncated message (R8.2):
-                        // no terminator, close now.
-                        tracing::debug!(conn = self.info.id, error = %e, "response body failed");
-                        let _ = self.flush().await;
-                        return Err(CloseReason::Error);
-                    }
-                }
-                continue;
-            }
-            let Some(front) = self.pipeline.front_mut() else {
-                return Ok(progress);
-            };
-            if !front.poll(&mut Context::from_waker(Waker::noop())) {
-                return Ok(progress);
-            }
-            let (resp, barrier) = self
-                .pipeline
-                .pop_front()
-                .and_then(|s| Some((s.ready?, s.barrier)))
-                .expect("front slot is ready");
-            progress = true;
-            self.start_response(resp).await?;
-            self.streaming_barrier = barrier && self.streaming.is_some();
-            self.start_handlers();
-        }
-    }
-
-    async fn start_response(&mut self, resp: Response<Body>) -> Result<(), CloseReason> {
-        // The head is encoded by a plain function: its values (header map,
-        // extensions) then never live across an await, so they take no room
-        // in the connection's future (R5.6: what an idle connection costs).
-        let (full, body) = self.encode_head(resp)?;
-        if self.conn.is_upgraded() {
-            // 101, or 2xx to CONNECT: the bytes from here on are a tunnel's.
-            self.flush().await?;
-            return Err(CloseReason::Upgraded);
-        }
-        match full {
-            Some(bytes) => {
-                if !bytes.is_empty() {
-                    self.write_body(bytes).await?;
-                }
-                self.end_response()
-            }
-            None => {
-                self.streaming = Some(body);
-                Ok(())
-            }
-        }
-    }
-
-    /// Encodes a response head into the output buffer; returns the body,
-    /// whole if it is known whole.
-    fn encode_head(&mut self, resp: Response<Body>) -> Result<(Option<Bytes>, Body), CloseReason> {
-        let (parts, mut body) = resp.into_parts();
-        let mut headers = parts.headers;
-        if !headers.contains_key(DATE) {
-            headers.insert(DATE, self.date.get_or_insert_with(crate::date::now).clone());
-        }
-        let full = body.take_full();
-        // An explicit Content-Length is used when the body cannot tell: a
-        // stream of unknown size, or an empty body answering HEAD (which
-        // announces the GET's length, RFC 9110 §9.3.2). If it lies about a
-        // real body, the encoder refuses and the connection closes.
-        let declared = headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok());
-        let length = match (&full, declared) {
-            (Some(b), Some(n)) if b.is_empty() => BodyLength::Known(n),
-            (Some(b), _) => BodyLength::Known(b.len() as u64),
-            (None, _) => match body.size_hint().exact() {
-                Some(n) => BodyLength::Known(n),
-                None => declared.map_or(BodyLength::Unknown, BodyLength::Known),
-            },
-        };
-        // Answering the newest request before its body was read (an
-        // `Expect: 100-continue` refused, a handler that ignores the body):
-        // the end of that body cannot be found without reading it, so the
-        // connection closes after this response; say so on it (R5.3,
-        // RFC 9110 §10.1.1). A streamed response may see the body finish
-        // meanwhile, so it is announced only when it cannot (no 100 sent).
-        let body_unread = self.pipeline.is_empty() && self.body_tx.is_some();
-        if body_unread && (full.is_some() || self.conn.expects_continue()) {
-            headers.insert(CONNECTION, http::HeaderValue::from_static("close"));
-        }
-        let mut extensions = parts.extensions;
-        let head = ResponseHead {
-            status: parts.status,
-            reason: None,
-            version: Version::HTTP_11,
-            headers,
-            header_case: extensions.remove().unwrap_or_default(),
-        };
-        if let Err(e) = self.conn.send_response(&head, length, &mut self.out) {
-            tracing::error!(conn = self.info.id, error = %e, "handler response rejected");
-            return Err(CloseReason::Error);
-        }
-        Ok((full, body))
-    }
-
-    async fn write_body(&mut self, data: Bytes) -> Result<(), CloseReason> {
-        let mut framed = self.conn.send_body(data).map_err(|e| {
-            tracing::error!(conn = self.info.id, error = %e, "response body does not match its length");
-            CloseReason::Error
-        })?;
-        if framed.remaining() <= COPY_BODY_MAX {
-            self.out.put(framed);
-            if self.out.len() > OUT_HIGH_WATER {
-                self.flush().await?;
-            }
-            return Ok(());
-        }
-        self.flush().await?;
-        while framed.has_remaining() {
-            let mut slices = [io::IoSlice::new(&[]); 3];
-            let n = framed.chunks_vectored(&mut slices);
-            let written = self.write(&slices[..n]).await?;
-            framed.advance(written);
-        }
-        Ok(())
-    }
-
-    fn end_response(&mut self) -> Result<(), CloseReason> {
-        self.conn.send_end(None, &mut self.out).map_err(|e| {
-            tracing::error!(conn = self.info.id, error = %e, "response ended early");
-            CloseReason::Error
-        })?;
-        self.last_activity = self.now;
-        Ok(())
-    }
-
-    /// Step 3: writes the output buffer, bounded by the write timeout.
-    async fn flush(&mut self) -> Result<(), CloseReason> {
-        let timeout = self.shared.config.write_timeout;
-        let mut result = Ok(());
-        while !self.out.is_empty() && result.is_ok() {
-            let buf = [io::IoSlice::new(&self.out)];
-            match self.stream.write_timed(&buf, timeout).await {
-                Ok(n) => self.out.advance(n),
-                Err(e) => result = Err(e),
-            }
-        }
-        if result.is_ok() {
-            self.out.clear();
-            result = self.stream.flush_timed(timeout).await;
-        }
-        result.map_err(|e| self.write_failed(e))
-    }
-
-    /// One write (at once if the socket has room), bounded by the write
-    /// timeout.
-    async fn write(&mut self, bufs: &[io::IoSlice<'_>]) -> Result<usize, CloseReason> {
-        let timeout = self.shared.config.write_timeout;
-        match self.stream.write_timed(bufs, timeout).await {
-            Ok(n) => Ok(n),
-            Err(e) => Err(self.write_failed(e)),
-        }
-    }
-
-    fn write_failed(&mut self, e: io::Error) -> CloseReason {
-        if e.kind() == io::ErrorKind::TimedOut {
-            return CloseReason::Timeout;
-        }
-        self.peer_eof = true;
-        CloseReason::Error
-    }
-
-    /// Keeps the idle-connections gauge in step with this connection.
-    fn mark_idle(&mut self, idle: bool) {
-        if idle != self.counted_idle {
-            self.counted_idle = idle;
-            let gauge = &self.shared.metrics.connections_idle;
-            if idle {
-                gauge.fetch_add(1, Relaxed);
-            } else {
-                gauge.fetch_sub(1, Relaxed);
-            }
-        }
-    }
-
-    fn quiet(&self) -> bool {
-        self.conn.is_idle() && self.pipeline.is_empty() && self.streaming.is_none()
-    }
-
-    /// The next timer for the current phase.
-    fn deadline(&self, now: Instant) -> Instant {
-        let cfg = &self.shared.config;
-        if self.quiet() {
-            if self.stopping {
-                return self.last_activity + cfg.keep_alive_min;
-            }
-            let idle = self.last_activity + cfg.idle_timeout;
-            if !self.released {
-                return idle.min(self.last_activity + RELEASE_AFTER);
-            }
-            return idle;
-        }
-        if self.conn.is_reading_head() && self.pipeline.is_empty() {
-            return self.head_started + cfg.header_timeout;
-        }
-        if self.body_tx.is_some() && self.stalled.is_none() {
-            return self.last_activity + cfg.body_timeout;
-        }
-        let _ = now;
-        far_future()
-    }
-
-    fn on_timer(&mut self) -> Option<CloseReason> {
-        let now = Instant::now();
-        let cfg = &self.shared.config;
-        if self.quiet() {
-            if self.stopping && now >= self.last_activity + cfg.keep_alive_min {
-                return Some(CloseReason::Shutdown);
-            }
-            if now >= self.last_activity + cfg.idle_timeout {
-                return Some(CloseReason::IdleTimeout);
-            }
-            if !self.released && now >= self.last_activity + RELEASE_AFTER {
-                // Idle: keep-alive connections should cost next to nothing.
-                self.conn.release_buffers();
-                self.out = BytesMut::new();
-                self.pipeline = Default::default();
-                self.released = true;
-            }
-            return None;
-        }
-        let head_late = self.conn.is_reading_head()
-            && self.pipeline.is_empty()
-            && now >= self.head_started + cfg.header_timeout;
-        let body_late = self.body_tx.is_some() && now >= self.last_activity + cfg.body_timeout;
-        if head_late || body_late {
-            tracing::debug!(conn = self.info.id, head_late, body_late, "request timeout");
-            self.timed_out = true;
-            if let Some(tx) = self.body_tx.take() {
-                let _ = tx.try_send(Err(BodyError::Closed));
-            }
-            self.failed = Some(
-                self.pipeline
-                    .is_empty()
-                    .then_some(StatusCode::REQUEST_TIMEOUT),
-            );
-            return None;
-        }
-        None
-    }
-
     fn close_reason(&self) -> CloseReason {
         if self.stopping {
             CloseReason::Shutdown
         } else if self.peer_eof {
             CloseReason::ClientClose
-        } else if self
-            .shared
-            .config
-            .max_requests
-            .is_some_and(|m| self.info.request_index >= m)
-            || self
-                .shared
-                .config
-                .max_age
-                .is_some_and(|age| self.started.elapsed() >= age)
-        {
+        } else if self.conn.is_retired() {
             CloseReason::MaxRequests
         } else {
             CloseReason::NotPersistent
         }
     }
-}
-
-/// A server-made error response that ends the connection.
-fn error_response(status: StatusCode) -> Response<Body> {
-    let reason = status.canonical_reason().unwrap_or("Error");
-    let mut resp = Response::new(Body::from(format!("{reason}\n")));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONNECTION, http::HeaderValue::from_static("close"));
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
-    resp
 }
 
 /// No input is waiting in the socket (a plain close would not send RST).
@@ -878,10 +584,6 @@ fn socket_drained(stream: &TcpStream) -> bool {
         socket2::SockRef::from(stream).peek(&mut byte),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock
     )
-}
-
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86400 * 365)
 }
 
 /// Resolves when the front handler is done; drives the others meanwhile

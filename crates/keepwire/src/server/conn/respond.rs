@@ -1,0 +1,265 @@
+//! The response side of a server connection: encodes ready responses in
+//! request order (R7.2), streams a body chunk by chunk, and writes.
+//!
+//! Kept apart from the request side because the two meet only through the
+//! sans-IO `Conn`, which decides what each response announces.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, BufMut, Bytes};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, DATE};
+use http::{Response, StatusCode, Version};
+use http_body::Body as _;
+use keepwire_proto::{BodyLength, ResponseHead};
+
+use super::{COPY_BODY_MAX, Driver, OUT_HIGH_WATER};
+use crate::body::{Body, BodyError};
+use crate::metrics::CloseReason;
+
+/// The response body being streamed.
+pub(super) struct ResponseStream {
+    pub(super) body: Body,
+    /// It answers a non-idempotent request: no handler starts until it
+    /// ends (R7.4).
+    pub(super) barrier: bool,
+    /// What the body yielded while the loop was waiting.
+    pub(super) next: Next,
+}
+
+/// A response body's next item, as far as the loop has it.
+pub(super) enum Next {
+    /// Nothing taken yet: poll the body.
+    Wait,
+    /// A frame (or the body's failure), not written yet.
+    Frame(Result<http_body::Frame<Bytes>, BodyError>),
+    /// The body ended.
+    End,
+}
+
+impl Next {
+    /// What `poll_frame` returned.
+    pub(super) fn of(frame: Option<Result<http_body::Frame<Bytes>, BodyError>>) -> Self {
+        frame.map_or(Next::End, Next::Frame)
+    }
+}
+
+impl Driver<'_> {
+    /// Step 2: encodes ready responses in order. Returns whether anything
+    /// was encoded; `Err` ends the connection.
+    pub(super) async fn pump_responses(&mut self) -> Result<bool, CloseReason> {
+        let mut progress = false;
+        loop {
+            if let Some(stream) = &mut self.streaming {
+                let polled = match std::mem::replace(&mut stream.next, Next::Wait) {
+                    Next::Frame(frame) => Some(frame),
+                    Next::End => None,
+                    Next::Wait => {
+                        let cx = &mut Context::from_waker(Waker::noop());
+                        match Pin::new(&mut stream.body).poll_frame(cx) {
+                            Poll::Pending => return Ok(progress),
+                            Poll::Ready(frame) => frame,
+                        }
+                    }
+                };
+                match polled {
+                    Some(Ok(frame)) => {
+                        progress = true;
+                        if let Ok(data) = frame.into_data() {
+                            self.write_body(data).await?;
+                            // Streaming: each chunk goes out as it comes.
+                            self.flush().await?;
+                        }
+                    }
+                    None => {
+                        progress = true;
+                        self.streaming = None;
+                        self.end_response()?;
+                        self.start_handlers();
+                    }
+                    Some(Err(e)) => {
+                        // The peer must see a truncated message (R8.2):
+                        // no terminator, close now.
+                        tracing::debug!(conn = self.info.id, error = %e, "response body failed");
+                        let _ = self.flush().await;
+                        return Err(CloseReason::Error);
+                    }
+                }
+                continue;
+            }
+            let Some(front) = self.pipeline.front_mut() else {
+                return Ok(progress);
+            };
+            if !front.poll(&mut Context::from_waker(Waker::noop())) {
+                return Ok(progress);
+            }
+            let (resp, barrier) = self
+                .pipeline
+                .pop_front()
+                .and_then(|s| Some((s.ready?, s.barrier)))
+                .expect("front slot is ready");
+            progress = true;
+            self.start_response(resp, barrier).await?;
+            self.start_handlers();
+        }
+    }
+
+    /// Writes a response's head, and its body if whole; a streamed body
+    /// (answering a non-idempotent request if `barrier`) becomes
+    /// [`ResponseStream`].
+    async fn start_response(
+        &mut self,
+        resp: Response<Body>,
+        barrier: bool,
+    ) -> Result<(), CloseReason> {
+        // The head is encoded by a plain function: its values (header map,
+        // extensions) then never live across an await, so they take no room
+        // in the connection's future (R5.6: what an idle connection costs).
+        let (full, body) = self.encode_head(resp)?;
+        if self.conn.is_upgraded() {
+            // 101, or 2xx to CONNECT: the bytes from here on are a tunnel's.
+            self.flush().await?;
+            return Err(CloseReason::Upgraded);
+        }
+        match full {
+            Some(bytes) => {
+                if !bytes.is_empty() {
+                    self.write_body(bytes).await?;
+                }
+                self.end_response()
+            }
+            None => {
+                self.streaming = Some(ResponseStream {
+                    body,
+                    barrier,
+                    next: Next::Wait,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Encodes a response head into the output buffer; returns the body,
+    /// whole if it is known whole.
+    fn encode_head(&mut self, resp: Response<Body>) -> Result<(Option<Bytes>, Body), CloseReason> {
+        let (parts, mut body) = resp.into_parts();
+        let mut headers = parts.headers;
+        if !headers.contains_key(DATE) {
+            let date = self.timers.date.get_or_insert_with(crate::date::now);
+            headers.insert(DATE, date.clone());
+        }
+        let full = body.take_full();
+        // An explicit Content-Length is used when the body cannot tell: a
+        // stream of unknown size, or an empty body answering HEAD (which
+        // announces the GET's length, RFC 9110 §9.3.2). If it lies about a
+        // real body, the encoder refuses and the connection closes.
+        let declared = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let length = match (&full, declared) {
+            (Some(b), Some(n)) if b.is_empty() => BodyLength::Known(n),
+            (Some(b), _) => BodyLength::Known(b.len() as u64),
+            (None, _) => match body.size_hint().exact() {
+                Some(n) => BodyLength::Known(n),
+                None => declared.map_or(BodyLength::Unknown, BodyLength::Known),
+            },
+        };
+        // A whole response ends before any more of the request body is
+        // read; proto decides what that means for the connection.
+        if full.is_some() {
+            self.conn.leave_request_body_unread();
+        }
+        let mut extensions = parts.extensions;
+        let head = ResponseHead {
+            status: parts.status,
+            reason: None,
+            version: Version::HTTP_11,
+            headers,
+            header_case: extensions.remove().unwrap_or_default(),
+        };
+        if let Err(e) = self.conn.send_response(&head, length, &mut self.out) {
+            tracing::error!(conn = self.info.id, error = %e, "handler response rejected");
+            return Err(CloseReason::Error);
+        }
+        Ok((full, body))
+    }
+
+    async fn write_body(&mut self, data: Bytes) -> Result<(), CloseReason> {
+        let mut framed = self.conn.send_body(data).map_err(|e| {
+            tracing::error!(conn = self.info.id, error = %e, "response body does not match its length");
+            CloseReason::Error
+        })?;
+        if framed.remaining() <= COPY_BODY_MAX {
+            self.out.put(framed);
+            if self.out.len() > OUT_HIGH_WATER {
+                self.flush().await?;
+            }
+            return Ok(());
+        }
+        self.flush().await?;
+        while framed.has_remaining() {
+            let mut slices = [io::IoSlice::new(&[]); 3];
+            let n = framed.chunks_vectored(&mut slices);
+            let written = self.write(&slices[..n]).await?;
+            framed.advance(written);
+        }
+        Ok(())
+    }
+
+    fn end_response(&mut self) -> Result<(), CloseReason> {
+        self.conn.send_end(None, &mut self.out).map_err(|e| {
+            tracing::error!(conn = self.info.id, error = %e, "response ended early");
+            CloseReason::Error
+        })?;
+        self.timers.last_activity = self.timers.now;
+        Ok(())
+    }
+
+    /// Step 3: writes the output buffer, bounded by the write timeout.
+    pub(super) async fn flush(&mut self) -> Result<(), CloseReason> {
+        let timeout = self.shared.config.write_timeout;
+        let mut result = Ok(());
+        while !self.out.is_empty() && result.is_ok() {
+            let buf = [io::IoSlice::new(&self.out)];
+            match self.stream.write_timed(&buf, timeout).await {
+                Ok(n) => self.out.advance(n),
+                Err(e) => result = Err(e),
+            }
+        }
+        if result.is_ok() {
+            self.out.clear();
+            result = self.stream.flush_timed(timeout).await;
+        }
+        result.map_err(|e| self.write_failed(e))
+    }
+
+    /// One write (at once if the socket has room), bounded by the write
+    /// timeout.
+    async fn write(&mut self, bufs: &[io::IoSlice<'_>]) -> Result<usize, CloseReason> {
+        let timeout = self.shared.config.write_timeout;
+        match self.stream.write_timed(bufs, timeout).await {
+            Ok(n) => Ok(n),
+            Err(e) => Err(self.write_failed(e)),
+        }
+    }
+
+    fn write_failed(&mut self, e: io::Error) -> CloseReason {
+        if e.kind() == io::ErrorKind::TimedOut {
+            return CloseReason::Timeout;
+        }
+        self.peer_eof = true;
+        CloseReason::Error
+    }
+}
+
+/// A server-made error response to a request whose body could not be read;
+/// proto announces that it ends the connection.
+pub(super) fn error_response(status: StatusCode) -> Response<Body> {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let mut resp = Response::new(Body::from(format!("{reason}\n")));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+    resp
+}
