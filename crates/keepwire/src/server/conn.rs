@@ -138,8 +138,6 @@ struct Driver<'a> {
     /// This connection is counted in the idle gauge.
     counted_idle: bool,
     released: bool,
-    /// The connection opened with the HTTP/2 preface: hand it to `h2`.
-    switch_h2: bool,
 }
 
 pub(crate) async fn serve(
@@ -201,29 +199,8 @@ pub(crate) async fn serve(
         counted_idle: false,
         upgrade_tx: None,
         released: true,
-        switch_h2: false,
     };
-    let reason = d.run(stop.clone()).await;
-    if d.switch_h2 {
-        let prefix = d.conn.take_read_buffer().freeze();
-        let Transport::Tcp(stream) = d.stream else {
-            unreachable!("h2 over TLS is chosen by ALPN, not by the preface");
-        };
-        // Boxed: the HTTP/2 connection's state is large, and inline it would
-        // be part of every HTTP/1 connection's future (R5.6: idle memory).
-        let (reason, requests) = Box::pin(super::h2::serve(
-            stream,
-            prefix,
-            d.info,
-            shared,
-            d.handler.clone(),
-            stop,
-        ))
-        .await;
-        tracing::debug!(conn = id, %peer, %local, requests, ?reason, "h2 connection closed");
-        shared.metrics.closed(reason, requests);
-        return;
-    }
+    let reason = d.run(stop).await;
     d.mark_idle(false);
     let requests = d.info.request_index;
     tracing::debug!(conn = id, %peer, %local, requests, ?reason, "connection closed");
@@ -433,17 +410,6 @@ impl Driver<'_> {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    // h2c with prior knowledge: the "bad request" is the
-                    // HTTP/2 preface on a fresh connection.
-                    if self.shared.config.http2
-                        && !self.stream.is_tls()
-                        && self.info.request_index == 0
-                        && super::h2::is_preface(self.conn.read_buffer())
-                    {
-                        self.switch_h2 = true;
-                        self.failed = Some(None);
-                        return true;
-                    }
                     tracing::debug!(conn = self.info.id, error = %e, "bad request");
                     let Some(tx) = self.body_tx.take() else {
                         // A bad head: answered once earlier responses are out.
