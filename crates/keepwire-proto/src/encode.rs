@@ -12,6 +12,7 @@ use std::io::IoSlice;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 
+use crate::digits::Decimal;
 use crate::error::{Error, ErrorKind};
 use crate::head::HeaderCase;
 
@@ -88,30 +89,10 @@ pub fn fields(
 
 /// Appends `Content-Length: n\r\n` without allocating.
 pub fn content_length_field(n: u64, out: &mut BytesMut) {
-    field(b"content-length", itoa_buf(n).as_slice(), out);
+    field(b"content-length", Decimal::of(n).as_bytes(), out);
 }
 
-/// Appends the decimal digits of `n` without allocating.
-pub(crate) fn put_decimal(n: u64, out: &mut BytesMut) {
-    out.put_slice(itoa_buf(n).as_slice());
-}
-
-/// Decimal digits of `n` on the stack.
-fn itoa_buf(mut n: u64) -> InlineBytes {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    InlineBytes::from_slice(&tmp[i..])
-}
-
-/// Up to 24 bytes on the stack: a chunk-size line or a decimal number.
+/// Up to 24 bytes on the stack: a chunk-size line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InlineBytes {
     buf: [u8; 24],
@@ -333,7 +314,7 @@ impl Encoder {
 
 /// `HeaderValue` for a decimal number.
 pub fn decimal_value(n: u64) -> HeaderValue {
-    HeaderValue::from_bytes(itoa_buf(n).as_slice()).expect("digits are a valid header value")
+    HeaderValue::from_bytes(Decimal::of(n).as_bytes()).expect("digits are a valid header value")
 }
 
 #[cfg(test)]

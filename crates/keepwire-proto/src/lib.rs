@@ -33,6 +33,7 @@
 
 pub mod connection;
 pub mod decode;
+mod digits;
 pub mod encode;
 pub mod error;
 pub mod framing;
