@@ -1,4 +1,4 @@
-//! `keepwire check`'s response parser (`check/response.rs` of keepwire-cli,
+//! `keepwire check`'s response parser (`response.rs` of keepwire-check,
 //! included by path) on arbitrary bytes, as a response to GET or HEAD, with
 //! the peer closed or not: never a panic (it reads other people's servers,
 //! so any length it is given may be a lie), a complete response never ends
@@ -13,7 +13,7 @@
 use libfuzzer_sys::fuzz_target;
 
 #[allow(dead_code)]
-#[path = "../../crates/keepwire-cli/src/check/response.rs"]
+#[path = "../../crates/keepwire-check/src/response.rs"]
 mod response;
 
 use response::{Parsed, parse_response};

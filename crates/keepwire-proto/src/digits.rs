@@ -1,45 +1,74 @@
-//! Decimal numbers for heads, without allocating or `fmt`: a response head
-//! carries one or two (`Content-Length`, `Keep-Alive`), and both the
-//! encoder and `hop`'s `Keep-Alive` writer need them, so the digits live
-//! below both.
+//! Numbers written into heads and chunk lines without allocating.
+//!
+//! A leaf module: the encoder and `Keep-Alive` parameters (hop.rs) both
+//! write digits, and neither should import the other for it.
 
-/// The decimal digits of a `u64`, on the stack.
-pub(crate) struct Decimal {
-    buf: [u8; 20],
-    start: u8,
+use bytes::{BufMut, BytesMut};
+
+/// Appends the decimal digits of `n` without allocating.
+pub(crate) fn put_decimal(n: u64, out: &mut BytesMut) {
+    out.put_slice(itoa_buf(n).as_slice());
 }
 
-impl Decimal {
-    pub(crate) fn of(mut n: u64) -> Self {
-        let mut buf = [0u8; 20];
-        let mut i = buf.len();
-        loop {
-            i -= 1;
-            buf[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
+/// Decimal digits of `n` on the stack.
+pub(crate) fn itoa_buf(mut n: u64) -> InlineBytes {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
-        Decimal {
+    }
+    InlineBytes::from_slice(&tmp[i..])
+}
+
+/// Up to 24 bytes on the stack: a chunk-size line or a decimal number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InlineBytes {
+    buf: [u8; 24],
+    pub(crate) start: u8,
+    end: u8,
+}
+
+impl InlineBytes {
+    pub(crate) fn from_slice(s: &[u8]) -> Self {
+        let mut buf = [0u8; 24];
+        buf[..s.len()].copy_from_slice(s);
+        InlineBytes {
             buf,
-            start: i as u8,
+            start: 0,
+            end: s.len() as u8,
         }
     }
 
-    pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.buf[self.start as usize..]
+    pub(crate) fn chunk_size_line(n: usize) -> Self {
+        let line = format_hex_line(n);
+        InlineBytes::from_slice(&line.0[..line.1])
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.buf[self.start as usize..self.end as usize]
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn digits_match_display() {
-        for n in [0, 7, 10, 99, 100, 1000, 4_294_967_296, u64::MAX] {
-            assert_eq!(Decimal::of(n).as_bytes(), n.to_string().as_bytes());
+pub(crate) fn format_hex_line(mut n: usize) -> ([u8; 24], usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut tmp = [0u8; 16];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = HEX[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
         }
     }
+    let mut line = [0u8; 24];
+    let digits = tmp.len() - i;
+    line[..digits].copy_from_slice(&tmp[i..]);
+    line[digits..digits + 2].copy_from_slice(b"\r\n");
+    (line, digits + 2)
 }

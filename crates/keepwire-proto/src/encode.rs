@@ -12,7 +12,7 @@ use std::io::IoSlice;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 
-use crate::digits::Decimal;
+use crate::digits::{InlineBytes, itoa_buf};
 use crate::error::{Error, ErrorKind};
 use crate::head::HeaderCase;
 
@@ -89,55 +89,7 @@ pub fn fields(
 
 /// Appends `Content-Length: n\r\n` without allocating.
 pub fn content_length_field(n: u64, out: &mut BytesMut) {
-    field(b"content-length", Decimal::of(n).as_bytes(), out);
-}
-
-/// Up to 24 bytes on the stack: a chunk-size line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InlineBytes {
-    buf: [u8; 24],
-    start: u8,
-    end: u8,
-}
-
-impl InlineBytes {
-    fn from_slice(s: &[u8]) -> Self {
-        let mut buf = [0u8; 24];
-        buf[..s.len()].copy_from_slice(s);
-        InlineBytes {
-            buf,
-            start: 0,
-            end: s.len() as u8,
-        }
-    }
-
-    fn chunk_size_line(n: usize) -> Self {
-        let line = format_hex_line(n);
-        InlineBytes::from_slice(&line.0[..line.1])
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        &self.buf[self.start as usize..self.end as usize]
-    }
-}
-
-fn format_hex_line(mut n: usize) -> ([u8; 24], usize) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut tmp = [0u8; 16];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = HEX[n & 0xf];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    let mut line = [0u8; 24];
-    let digits = tmp.len() - i;
-    line[..digits].copy_from_slice(&tmp[i..]);
-    line[digits..digits + 2].copy_from_slice(b"\r\n");
-    (line, digits + 2)
+    field(b"content-length", itoa_buf(n).as_slice(), out);
 }
 
 /// One body frame: `prefix`, payload, `suffix`, for one vectored write.
@@ -314,13 +266,14 @@ impl Encoder {
 
 /// `HeaderValue` for a decimal number.
 pub fn decimal_value(n: u64) -> HeaderValue {
-    HeaderValue::from_bytes(Decimal::of(n).as_bytes()).expect("digits are a valid header value")
+    HeaderValue::from_bytes(itoa_buf(n).as_slice()).expect("digits are a valid header value")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::decode::{Decoder, Frame};
+    use crate::digits::format_hex_line;
     use crate::framing::BodyKind;
 
     fn collect(mut b: EncodedBuf) -> Vec<u8> {

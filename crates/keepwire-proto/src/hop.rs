@@ -10,7 +10,7 @@ use bytes::{BufMut, BytesMut};
 use http::header::{CONNECTION, EXPECT, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Version};
 
-use crate::digits::Decimal;
+use crate::digits::put_decimal;
 
 /// `Proxy-Connection`: non-standard, sent by some clients to a proxy (R6.2).
 pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -191,15 +191,15 @@ impl KeepAliveParams {
             (None, None) => return false,
             (Some(t), max) => {
                 out.put_slice(b"timeout=");
-                out.put_slice(Decimal::of(t).as_bytes());
+                put_decimal(t, out);
                 if let Some(m) = max {
                     out.put_slice(b", max=");
-                    out.put_slice(Decimal::of(m).as_bytes());
+                    put_decimal(m, out);
                 }
             }
             (None, Some(m)) => {
                 out.put_slice(b"max=");
-                out.put_slice(Decimal::of(m).as_bytes());
+                put_decimal(m, out);
             }
         }
         true

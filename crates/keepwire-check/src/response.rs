@@ -1,6 +1,6 @@
 //! The checker's own HTTP/1 response reader.
 //!
-//! `keepwire check` points at servers that may be hostile or broken on
+//! `keepwire-check` points at servers that may be hostile or broken on
 //! purpose, so this reader must never be the thing that breaks: every
 //! length it is told is checked against a cap before it is used (a head of
 //! at most [`MAX_HEAD`] bytes, a body of at most [`MAX_BODY`], a whole
@@ -8,7 +8,7 @@
 //! and any input yields a [`Parsed`] value, never a panic.
 //!
 //! The file depends on `std` only, so that a fuzz target can include it
-//! as it is (`#[path = ".../check/response.rs"] mod response;`) and call
+//! as it is (`fuzz/fuzz_targets/check_response.rs`) and call
 //! [`parse_response`] on arbitrary bytes.
 
 /// Body bytes kept in [`Response::body`] (the rest is only counted).
