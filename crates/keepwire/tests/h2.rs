@@ -360,3 +360,28 @@ async fn the_client_falls_back_to_http1_over_tls_when_alpn_says_so() {
     }
     stop(server).await;
 }
+
+/// The preface decides before any driver reads a byte, even when its first
+/// write carries only two bytes of it: the server answers with SETTINGS,
+/// not with HTTP/1's 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preface_split_after_two_bytes_still_chooses_http2() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = serve(|_| {}, echo);
+    let mut tcp = TcpStream::connect(server.local_addr()).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    tcp.write_all(b"PR").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    tcp.write_all(b"I * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    // An empty SETTINGS frame.
+    tcp.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    let mut head = [0u8; 9];
+    within("the server's first frame", WAIT, tcp.read_exact(&mut head))
+        .await
+        .unwrap();
+    assert_eq!(head[3], 4, "a SETTINGS frame, got {head:?}");
+    drop(tcp);
+    stop(server).await;
+}

@@ -148,8 +148,6 @@ struct Driver<'a> {
     peer_eof: bool,
     /// Hands the connection to the handler after a 101 / CONNECT 2xx.
     upgrade_tx: Option<oneshot::Sender<Upgraded>>,
-    /// The connection opened with the HTTP/2 preface: hand it to `h2`.
-    switch_h2: bool,
 }
 
 pub(crate) async fn serve(
@@ -200,29 +198,8 @@ pub(crate) async fn serve(
         timed_out: false,
         peer_eof: false,
         upgrade_tx: None,
-        switch_h2: false,
     };
-    let reason = d.run(stop.clone()).await;
-    if d.switch_h2 {
-        let prefix = d.conn.take_read_buffer().freeze();
-        let Transport::Tcp(stream) = d.stream else {
-            unreachable!("h2 over TLS is chosen by ALPN, not by the preface");
-        };
-        // Boxed: the HTTP/2 connection's state is large, and inline it would
-        // be part of every HTTP/1 connection's future (R5.6: idle memory).
-        let (reason, requests) = Box::pin(super::h2::serve(
-            stream,
-            prefix,
-            d.info,
-            shared,
-            d.handler.clone(),
-            stop,
-        ))
-        .await;
-        tracing::debug!(conn = id, %peer, %local, requests, ?reason, "h2 connection closed");
-        shared.metrics.closed(reason, requests);
-        return;
-    }
+    let reason = d.run(stop).await;
     d.mark_idle(false);
     let requests = d.info.request_index;
     tracing::debug!(conn = id, %peer, %local, requests, ?reason, "connection closed");
@@ -437,17 +414,6 @@ impl Driver<'_> {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    // h2c with prior knowledge: the "bad request" is the
-                    // HTTP/2 preface on a fresh connection.
-                    if self.shared.config.http2
-                        && !self.stream.is_tls()
-                        && self.info.request_index == 0
-                        && super::h2::is_preface(self.conn.read_buffer())
-                    {
-                        self.switch_h2 = true;
-                        self.failed = Some(Failure::Quiet);
-                        return true;
-                    }
                     tracing::debug!(conn = self.info.id, error = %e, "bad request");
                     let Some(tx) = self.body.tx.take() else {
                         // A bad head: answered once earlier responses are out.

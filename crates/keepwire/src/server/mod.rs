@@ -1,8 +1,9 @@
 //! The HTTP/1.x origin server.
 //!
-//! The accept loop owns the connection limits (total and per client IP,
-//! R4.2, R5.6) and graceful shutdown; each connection is one task running
-//! [`conn::serve`], an `async fn` loop over the sans-IO [`keepwire_proto::Conn`].
+//! The accept loop owns graceful shutdown; each connection is one task that
+//! [`accept`] admits under the connection limits (total and per client IP,
+//! R4.2, R5.6) and hands, by protocol, to [`conn::serve`] (HTTP/1, an
+//! `async fn` loop over the sans-IO [`keepwire_proto::Conn`]) or to [`h2`].
 //!
 //! Defaults sit beside nginx's (and say where they differ):
 //!
@@ -28,6 +29,7 @@
 //! | HTTP/2 header list (HPACK-decoded), CONTINUATION | `max_head_bytes` (32 KiB); h2 caps CONTINUATION frames by it | `large_client_header_buffers` |
 //! | HTTP/2 SETTINGS / PING floods | h2 queues one ACK / PONG at a time and reads no further while it cannot write it | — |
 
+mod accept;
 pub(crate) mod conn;
 mod h2;
 
@@ -41,12 +43,12 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use keepwire_proto::Limits;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::body::Body;
-use crate::metrics::{CloseReason, ServerMetrics};
+use crate::metrics::ServerMetrics;
 use crate::net::{self, Linger, ListenOptions};
 
 /// A boxed response future.
@@ -334,12 +336,12 @@ impl Server {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
-                accepted = accept_any(&listeners), if !backing_off => match accepted {
+                accepted = accept::accept_any(&listeners), if !backing_off => match accepted {
                     Ok((stream, peer, local)) => {
                         let shared = self.shared.clone();
                         let handler = handler.clone();
                         let stop = stop_rx.clone();
-                        conns.spawn(start_connection(stream, peer, local, shared, handler, stop));
+                        conns.spawn(accept::start_connection(stream, peer, local, shared, handler, stop));
                     }
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
@@ -371,78 +373,6 @@ impl Server {
     }
 }
 
-/// Accepts from whichever listener has a connection (no task or channel
-/// per listener: one accept costs one syscall and one spawn). Returns the
-/// listener's address too: unless it is a wildcard, it is the connection's
-/// local address, and `getsockname` can be skipped.
-async fn accept_any(
-    listeners: &[(TcpListener, SocketAddr)],
-) -> io::Result<(TcpStream, SocketAddr, Option<SocketAddr>)> {
-    std::future::poll_fn(|cx| {
-        for (l, addr) in listeners {
-            if let std::task::Poll::Ready(r) = l.poll_accept(cx) {
-                let local = (!addr.ip().is_unspecified()).then_some(*addr);
-                return std::task::Poll::Ready(r.map(|(s, peer)| (s, peer, local)));
-            }
-        }
-        std::task::Poll::Pending
-    })
-    .await
-}
-
-/// Admits a connection under the limits, then serves it.
-async fn start_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    local: Option<SocketAddr>,
-    shared: Arc<Shared>,
-    handler: Arc<dyn Handler>,
-    stop: watch::Receiver<bool>,
-) {
-    use std::sync::atomic::Ordering::Relaxed;
-    let m = &shared.metrics;
-    m.connections_accepted.fetch_add(1, Relaxed);
-    let open = m.connections_open.fetch_add(1, Relaxed) + 1;
-    let ip = peer.ip();
-    let per_ip = {
-        let mut map = shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(ip).or_insert(0);
-        *n += 1;
-        *n
-    };
-    let slot = ConnSlot {
-        shared: shared.clone(),
-        ip,
-        tunnel: false,
-    };
-    let _ = net::tune_stream(&stream);
-    if open as usize > shared.config.max_connections
-        || per_ip > shared.config.max_connections_per_ip
-    {
-        Box::pin(conn::refuse(stream, &shared)).await;
-        m.closed(CloseReason::Limit, 0);
-        return;
-    }
-    let id = shared.next_id.fetch_add(1, Relaxed) + 1;
-    let stream = match shared.config.tls.clone() {
-        Some(tls) => {
-            let info = ConnInfo {
-                id,
-                peer,
-                local: local.unwrap_or_else(|| stream.local_addr().unwrap_or(peer)),
-                request_index: 0,
-            };
-            let serve = h2::serve_tls(stream, tls, info, &shared, handler.clone(), stop.clone());
-            match Box::pin(serve).await {
-                Some(http1) => http1,
-                None => return,
-            }
-        }
-        None => stream.into(),
-    };
-    conn::serve(stream, peer, local, id, slot, handler, stop).await;
-}
-
 /// A connection's place under the limits: the gauges (and the per-IP count)
 /// are given back when it drops, however the connection ends. An upgraded
 /// connection or CONNECT tunnel carries it in its
@@ -464,6 +394,26 @@ impl std::fmt::Debug for ConnSlot {
 }
 
 impl ConnSlot {
+    /// Counts a new connection from `ip`; returns its slot, the connections
+    /// open and those from `ip`, this one included (the limits compare
+    /// them: R4.2, R5.6).
+    pub(crate) fn open(shared: &Arc<Shared>, ip: IpAddr) -> (Self, usize, usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let open = shared.metrics.connections_open.fetch_add(1, Relaxed) + 1;
+        let per_ip = {
+            let mut map = shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let n = map.entry(ip).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let slot = ConnSlot {
+            shared: shared.clone(),
+            ip,
+            tunnel: false,
+        };
+        (slot, open as usize, per_ip)
+    }
+
     /// The connection became a tunnel: counted as one until it drops.
     pub(crate) fn into_tunnel(mut self) -> Self {
         use std::sync::atomic::Ordering::Relaxed;
@@ -490,35 +440,5 @@ impl Drop for ConnSlot {
                 map.remove(&self.ip);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// An idle keep-alive connection is its task: the connection future's
-    /// size is most of what one costs (R5.6). Rare, large states (HTTP/2,
-    /// TLS handshakes, lingering close) must stay boxed; inlining the
-    /// HTTP/2 connection alone took this from 2.9 to 5.3 KB (release build:
-    /// 2.3 KB now; debug builds are larger).
-    #[tokio::test]
-    async fn a_connection_future_stays_small() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let shared = Arc::new(Shared {
-            config: Config::default(),
-            metrics: ServerMetrics::default(),
-            per_ip: Default::default(),
-            next_id: Default::default(),
-        });
-        let handler: Arc<dyn Handler> = Arc::new(|_: Request<crate::body::Body>| async {
-            http::Response::new(crate::body::Body::empty())
-        });
-        let (_stop_tx, stop) = watch::channel(false);
-        let conn = start_connection(stream, addr, None, shared, handler, stop);
-        let size = std::mem::size_of_val(&conn);
-        assert!(size <= 3584, "a connection's future is {size} bytes");
     }
 }

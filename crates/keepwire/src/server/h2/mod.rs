@@ -1,13 +1,14 @@
 //! HTTP/2 on the server (RFC 9113): cleartext with prior knowledge (h2c),
-//! and over TLS when ALPN picks `h2` (other TLS clients go to the HTTP/1
-//! driver over the same [`Transport`](crate::transport::Transport) type).
+//! and over TLS when ALPN picks `h2`. Which connections speak it is
+//! [`accept`](super::accept)'s choice; from here on they speak nothing else.
 //!
 //! Multiplexing is the chapter's fourth technique (R4.5): many requests in
 //! flight on one connection without pipelining's head-of-line order. The
 //! framing itself is the `h2` crate's; what lives here is the connection
 //! discipline keepwire keeps for HTTP/1.x too:
-//! - The HTTP/1 driver hands a connection over when its first bytes are the
-//!   HTTP/2 preface, so h2c costs HTTP/1 nothing.
+//! - A cleartext connection comes here when its first bytes, peeked before
+//!   any driver reads them, are the HTTP/2 preface: h2c costs HTTP/1 one
+//!   `MSG_PEEK` per connection.
 //! - Idle connections and shutdown end with GOAWAY naming the last stream
 //!   processed: streams above it were never seen by a handler and are safe
 //!   for the client to retry (the multiplexed R8.3).
@@ -22,7 +23,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::future::Future;
@@ -33,26 +33,18 @@ use tokio::time::Instant;
 
 use super::{ConnInfo, Handler, Shared};
 use stream::{Outcome, Progress, StreamRules, stream_task};
-use wire::{Cork, Prefixed, uncork};
+use wire::{Cork, Corked, uncork};
 
 mod stream;
 mod wire;
 
 use crate::metrics::CloseReason;
 
-/// The client connection preface (RFC 9113 §3.4).
-pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Whether `buf` is the start of the HTTP/2 preface (or all of it and more).
-pub(crate) fn is_preface(buf: &[u8]) -> bool {
-    buf.len() >= 3 && (buf.starts_with(PREFACE) || PREFACE.starts_with(buf))
-}
-
-/// Serves one HTTP/2 connection until it ends; returns why and how many
-/// requests it carried.
+/// Serves one HTTP/2 connection in cleartext (h2c with prior knowledge:
+/// its preface is still unread in the socket) until it ends; returns why
+/// and how many requests it carried.
 pub(crate) async fn serve(
     stream: TcpStream,
-    prefix: Bytes,
     info: ConnInfo,
     shared: &Shared,
     handler: Arc<dyn Handler>,
@@ -65,49 +57,26 @@ pub(crate) async fn serve(
             return (CloseReason::Error, 0);
         }
     };
-    let io = Prefixed::new(prefix, stream, cork.clone());
+    let io = Corked::new(stream, cork.clone());
     serve_io(io, Some(cork), info, shared, handler, stop).await
 }
 
-/// Completes the TLS handshake and serves HTTP/2 if ALPN chose `h2`;
-/// otherwise (ALPN `http/1.1`, or none: HTTP/1.1 is TLS's default) returns
-/// the stream for the HTTP/1 driver.
+/// Serves one HTTP/2 connection over TLS (ALPN chose `h2`) until it ends;
+/// returns why and how many requests it carried.
 pub(crate) async fn serve_tls(
-    stream: TcpStream,
-    tls: Arc<rustls::ServerConfig>,
+    tls: tokio_rustls::server::TlsStream<TcpStream>,
     info: ConnInfo,
     shared: &Shared,
     handler: Arc<dyn Handler>,
     stop: watch::Receiver<bool>,
-) -> Option<crate::transport::Transport> {
-    let cfg = &shared.config;
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let tls = match tokio::time::timeout(cfg.header_timeout, acceptor.accept(stream)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!(conn = info.id, error = %e, "TLS handshake failed");
-            shared.metrics.closed(CloseReason::Error, 0);
-            return None;
-        }
-        Err(_) => {
-            shared.metrics.closed(CloseReason::Timeout, 0);
-            return None;
-        }
-    };
-    if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
-        return Some(tls.into());
-    }
-    let cork = Cork::of(tls.get_ref().0).ok();
-    let (reason, requests) = match cork {
+) -> (CloseReason, u64) {
+    match Cork::of(tls.get_ref().0).ok() {
         Some(cork) => {
-            let io = Prefixed::new(Bytes::new(), tls, cork.clone());
+            let io = Corked::new(tls, cork.clone());
             serve_io(io, Some(cork), info, shared, handler, stop).await
         }
         None => serve_io(tls, None, info, shared, handler, stop).await,
-    };
-    tracing::debug!(conn = info.id, requests, ?reason, "h2 connection closed");
-    shared.metrics.closed(reason, requests);
-    None
+    }
 }
 
 /// Client resets that cancel work, counted per window: past the budget the

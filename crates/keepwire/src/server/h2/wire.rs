@@ -1,6 +1,5 @@
-//! The HTTP/2 connection's socket side: the bytes the HTTP/1 driver read
-//! before the hand-over, TCP_CORK per turn, and when the socket stopped
-//! taking bytes (the write timeout's evidence).
+//! The HTTP/2 connection's socket side: TCP_CORK per turn, and when the
+//! socket stopped taking bytes (the write timeout's evidence).
 
 use std::io;
 use std::pin::Pin;
@@ -9,13 +8,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// The connection with the bytes the HTTP/1 driver already read in front
-/// (none over TLS).
+/// The connection, corked while young.
 ///
 /// Writes cork the socket (TCP_CORK) and the connection loop uncorks once
 /// per turn: the `h2` crate writes every DATA frame separately (over TLS,
@@ -27,8 +24,7 @@ use tokio::time::Instant;
 /// is slow start's, and once it has grown, the two `setsockopt` calls per
 /// turn are pure cost (a quarter of the server's CPU per request under
 /// h2load over TLS).
-pub(super) struct Prefixed<T> {
-    prefix: Bytes,
+pub(super) struct Corked<T> {
     stream: T,
     cork: Arc<Cork>,
     /// Bytes written so far, up to [`CORK_WHILE`].
@@ -39,10 +35,9 @@ pub(super) struct Prefixed<T> {
 /// first rounds (10 segments, doubling per round trip).
 const CORK_WHILE: usize = 64 * 1024;
 
-impl<T> Prefixed<T> {
-    pub(super) fn new(prefix: Bytes, stream: T, cork: Arc<Cork>) -> Self {
-        Prefixed {
-            prefix,
+impl<T> Corked<T> {
+    pub(super) fn new(stream: T, cork: Arc<Cork>) -> Self {
+        Corked {
             stream,
             cork,
             written: 0,
@@ -122,30 +117,24 @@ impl Cork {
     }
 }
 
-/// Pushes out what a turn wrote (see [`Prefixed`]).
+/// Pushes out what a turn wrote (see [`Corked`]).
 pub(super) fn uncork(cork: Option<&Cork>) {
     if let Some(c) = cork {
         c.uncork();
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for Corked<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
-        }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Corked<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
