@@ -2,15 +2,21 @@
 //! through a dumb relay that forwards `Connection: Keep-Alive`, and through
 //! keepwire's proxy that does not.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
 
+use super::harness::{Experiment, Lab, Outcome, outcome, row};
 use super::raw::RawConn;
 use super::stats::ms;
-use super::{ALL, Lab, Outcome, outcome, row};
+
+/// Its entry in the catalogue.
+pub(super) const EXPERIMENT: Experiment = Experiment {
+    id: "dumb-proxy",
+    title: "HTTP/1.0 keep-alive through a dumb relay vs keepwire proxy",
+    rules: "R6.1",
+    run,
+};
 
 /// Experiment 5 (R6.1): an HTTP/1.0 keep-alive client's second request.
 pub(super) fn run(lab: &Lab) -> Outcome {
@@ -82,7 +88,7 @@ pub(super) fn run(lab: &Lab) -> Outcome {
     let pass =
         !answered[0] && waits[0] >= ms(idle) * 0.9 && answered[1] && waits[1] < ms(idle) / 2.0;
     outcome(
-        &ALL[4],
+        &EXPERIMENT,
         &["request 1 ms", "request 2 wait ms", "model ms", "answered"],
         rows,
         (1, Some(2)),
@@ -100,32 +106,4 @@ pub(super) fn run(lab: &Lab) -> Outcome {
         ),
         notes,
     )
-}
-
-/// The deliberately dumb relay of R6.1: it forwards the first request head
-/// verbatim (`Connection: Keep-Alive` included), then copies the origin's
-/// answer back until the origin closes, and never reads the client again.
-pub(super) async fn dumb_relay(listener: TcpListener, origin: SocketAddr) {
-    while let Ok((mut client, _)) = listener.accept().await {
-        tokio::task::spawn_local(async move {
-            let mut head = Vec::new();
-            let mut chunk = [0u8; 4096];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match client.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => head.extend_from_slice(&chunk[..n]),
-                }
-            }
-            let Ok(mut upstream) = TcpStream::connect(origin).await else {
-                return;
-            };
-            if upstream.write_all(&head).await.is_err() {
-                return;
-            }
-            // Waits for the origin to close: the response "ends" at EOF.
-            let (mut ur, _uw) = upstream.split();
-            let (_cr, mut cw) = client.split();
-            let _ = tokio::io::copy(&mut ur, &mut cw).await;
-        });
-    }
 }

@@ -8,9 +8,17 @@ use http::Request;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::harness::{Experiment, Lab, Outcome, PAGE_OBJECTS, outcome, row};
 use super::raw::RawConn;
 use super::stats::{ms, quantile};
-use super::{ALL, Lab, Outcome, PAGE_OBJECTS, outcome, row};
+
+/// Its entry in the catalogue.
+pub(super) const EXPERIMENT: Experiment = Experiment {
+    id: "hol-blocking",
+    title: "a slow first object: pipelined HTTP/1.1 vs multiplexed HTTP/2",
+    rules: "R4.4, R4.5, R7.5",
+    run,
+};
 
 /// Experiment 8 (R4.4, R4.5, R7.5): the page's first object takes `delay`
 /// at the server. Pipelined on one HTTP/1.1 connection, every object behind
@@ -124,7 +132,7 @@ pub(super) fn run(lab: &Lab) -> Outcome {
     let measured = rows.iter().all(|r| r.values.iter().all(Option::is_some));
     let pass = measured && last_other[1] + d / 2.0 < last_other[0];
     outcome(
-        &ALL[7],
+        &EXPERIMENT,
         &[
             "slow object ms",
             "others p50 ms",

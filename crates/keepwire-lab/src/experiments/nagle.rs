@@ -6,9 +6,17 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
+use super::harness::{Experiment, Lab, Outcome, outcome, row};
 use super::raw::RawConn;
 use super::stats::{ms, quantile};
-use super::{ALL, Lab, Outcome, outcome, row};
+
+/// Its entry in the catalogue.
+pub(super) const EXPERIMENT: Experiment = Experiment {
+    id: "nagle",
+    title: "head and body in two writes, with and without TCP_NODELAY",
+    rules: "R2.3",
+    run,
+};
 
 /// Experiment 2 (R2.3): requests written as head, then body.
 pub(super) fn run(lab: &Lab) -> Outcome {
@@ -82,7 +90,7 @@ pub(super) fn run(lab: &Lab) -> Outcome {
     notes.extend(errors);
     lab.note_link(&mut notes);
     outcome(
-        &ALL[1],
+        &EXPERIMENT,
         &["p50 ms", "p90 ms", "max ms", "model ms"],
         rows,
         (0, Some(3)),

@@ -5,9 +5,17 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::harness::{Bar, Experiment, Lab, OBJECT_SIZE, Outcome, PAGE_OBJECTS, outcome, row};
 use super::stats::median;
-use super::{ALL, Bar, Lab, OBJECT_SIZE, Outcome, PAGE_OBJECTS, outcome, row};
 use crate::load::{LoadConfig, Strategy, load};
+
+/// Its entry in the catalogue.
+pub(super) const EXPERIMENT: Experiment = Experiment {
+    id: "page-load",
+    title: "a page of 12 objects: serial, parallel, persistent, pipelined, multiplexed",
+    rules: "R4",
+    run,
+};
 
 /// Experiment 1 (R4): wall time and connections of a page load per strategy.
 pub(super) fn run(lab: &Lab) -> Outcome {
@@ -94,7 +102,7 @@ pub(super) fn run(lab: &Lab) -> Outcome {
     }
     lab.note_link(&mut notes);
     let mut outcome = outcome(
-        &ALL[0],
+        &EXPERIMENT,
         &[
             "wall ms",
             "model ms",

@@ -11,8 +11,16 @@ use http::Method;
 use keepwire::proto::{Limits, skim_response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::harness::{Experiment, Lab, Outcome, outcome, row};
 use super::raw::RawConn;
-use super::{ALL, Lab, Outcome, outcome, row};
+
+/// Its entry in the catalogue.
+pub(super) const EXPERIMENT: Experiment = Experiment {
+    id: "reset-loss",
+    title: "pipelined requests to a server that full-closes vs closes gracefully",
+    rules: "R8.4, R8.5",
+    run,
+};
 
 /// Experiment 6 (R8.4, R8.5): pipelined requests to a server that closes
 /// after 3.
@@ -119,7 +127,7 @@ pub(super) fn run(lab: &Lab) -> Outcome {
     lab.note_link(&mut notes);
     let pass = complete[0] == 3 && complete[1] < 3;
     outcome(
-        &ALL[5],
+        &EXPERIMENT,
         &["answered", "received", "lost", "bytes"],
         rows,
         (1, Some(0)),

@@ -6,9 +6,17 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
+use super::harness::{Experiment, Lab, Outcome, outcome, row};
 use super::raw::RawConn;
 use super::stats::ms;
-use super::{ALL, Lab, Outcome, outcome, row};
+
+/// Its entry in the catalogue.
+pub(super) const EXPERIMENT: Experiment = Experiment {
+    id: "slow-start",
+    title: "a download on a new vs a warm connection",
+    rules: "R2.2",
+    run,
+};
 
 /// Rounds of slow start to send `bytes` from an initial window of 10
 /// segments of 1448 bytes, doubling each round.
@@ -90,7 +98,7 @@ pub(super) fn run(lab: &Lab) -> Outcome {
         Err(e) => (Vec::new(), false, format!("failed: {e}")),
     };
     outcome(
-        &ALL[2],
+        &EXPERIMENT,
         &["time ms", "model ms", "Mbit/s"],
         rows,
         (0, Some(1)),

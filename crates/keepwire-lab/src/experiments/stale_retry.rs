@@ -9,9 +9,17 @@ use http::{Request, StatusCode};
 use keepwire::{Body, Client, ClientConfig};
 use tokio::io::AsyncWriteExt;
 
+use super::harness::{Experiment, Lab, Outcome, outcome, row};
 use super::raw::RawConn;
 use super::stats::ms;
-use super::{ALL, Lab, Outcome, outcome, row};
+
+/// Its entry in the catalogue.
+pub(super) const EXPERIMENT: Experiment = Experiment {
+    id: "stale-retry",
+    title: "server idle timeout shorter than the client's: errors, retries, duplicates",
+    rules: "R8.1, R8.3",
+    run,
+};
 
 /// Experiment 7 (R8.1, R8.3): idle gaps around the server's idle timeout.
 pub(super) fn run(lab: &Lab) -> Outcome {
@@ -150,7 +158,7 @@ pub(super) fn run(lab: &Lab) -> Outcome {
     lab.note_link(&mut notes);
     let pass = keepwire.0 == 0 && kw_dup == 0 && naive_dup == 0 && naive.0 + naive.1 > 0;
     outcome(
-        &ALL[6],
+        &EXPERIMENT,
         &[
             "requests",
             "GET errors",

@@ -4,9 +4,17 @@
 
 use std::collections::HashMap;
 
+use super::harness::{Experiment, Lab, Outcome, PAGE_OBJECTS, outcome, row};
 use super::page_load::load_page;
-use super::{ALL, Lab, Outcome, PAGE_OBJECTS, outcome, row};
 use crate::load::Strategy;
+
+/// Its entry in the catalogue.
+pub(super) const EXPERIMENT: Experiment = Experiment {
+    id: "tls",
+    title: "the page over HTTPS: a TLS handshake per connection",
+    rules: "R2.1, R4.3",
+    run,
+};
 
 /// Experiment 9 (R2.1, R4.3): the page over HTTPS. TLS 1.3 adds one round
 /// trip to every new connection, so a strategy that opens one per object
@@ -91,7 +99,7 @@ pub(super) fn run(lab: &Lab) -> Outcome {
         && w("multiplexed, https:// (h2)") < w("persistent 1, https://");
     lab.note_link(&mut notes);
     let mut outcome = outcome(
-        &ALL[8],
+        &EXPERIMENT,
         &["wall ms", "model ms", "vs model %", "connections"],
         rows,
         (0, Some(1)),

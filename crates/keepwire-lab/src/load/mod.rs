@@ -19,49 +19,12 @@ use bytes::Bytes;
 use http::Uri;
 use keepwire::Client;
 use keepwire::client::{ClientConfig, ClientMetrics};
-use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::page::{self, SubResources};
 use fetch::{Fetched, Job, Opts, fetch_one, pipeline_chunk, round3};
-pub use record::{ConnRecord, Kind, Phases, Record, Summary, TlsRecord};
-
-/// The chapter's ways to load a page (R4.1–R4.5).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Strategy {
-    /// One request at a time, each on a new connection with `Connection: close` (R4.1).
-    Serial,
-    /// Up to N requests at once, each on its own new connection, none reused (R4.2).
-    Parallel,
-    /// Up to N requests at once on connections kept open and reused (R4.3).
-    Persistent,
-    /// Sub-resources split across N persistent connections, each sending up to
-    /// `depth` requests without waiting for the responses (R4.4, R7).
-    Pipelined,
-    /// Every request at once as a stream on one HTTP/2 connection per origin
-    /// (R4.5): h2c with prior knowledge for `http://`, ALPN for `https://`.
-    Multiplexed,
-}
-
-impl Strategy {
-    /// As on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Strategy::Serial => "serial",
-            Strategy::Parallel => "parallel",
-            Strategy::Persistent => "persistent",
-            Strategy::Pipelined => "pipelined",
-            Strategy::Multiplexed => "multiplexed",
-        }
-    }
-
-    /// Speaks HTTP/1.1 only: every strategy but the multiplexed one.
-    pub fn http1(self) -> bool {
-        self != Strategy::Multiplexed
-    }
-}
+pub use record::{ConnRecord, Kind, Phases, Record, Strategy, Summary, TlsRecord};
 
 /// How [`load`] loads.
 ///
