@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use crate::load::{Record, Strategy, Summary};
+use crate::load::{Phases, Record, Strategy, Summary};
 
 /// Phases in drawing order: CSS class, legend label, colour.
 const PHASES: [(&str, &str, &str); 6] = [
@@ -108,17 +108,10 @@ fn origin_prefix(url: &str) -> String {
 
 /// Phase spans of a record as (class, start ms, end ms), absolute.
 fn spans(r: &Record) -> Vec<(&'static str, f64, f64)> {
-    let Some(p) = r.phases_ms else {
+    if r.phases_ms.is_none() {
         return Vec::new();
-    };
-    let durations = [
-        p.queued,
-        p.dns.unwrap_or(0.0),
-        p.connect.unwrap_or(0.0),
-        p.send,
-        p.wait,
-        p.download,
-    ];
+    }
+    let durations = Phases::in_order(r.phases_ms).map(|d| d.unwrap_or(0.0));
     let mut at = r.start_ms;
     let mut out = Vec::new();
     for ((class, _, _), d) in PHASES.iter().zip(durations) {
@@ -559,10 +552,13 @@ fn table(h: &mut String, records: &[Record]) {
     h.push_str("<table>\n<thead><tr><th>#</th><th class=\"url\">URL</th><th>status</th><th>bytes</th><th>conn</th><th>new/reused</th><th>retries</th><th>start</th><th>queued</th><th>DNS</th><th>connect</th><th>sent</th><th>waiting (TTFB)</th><th>download</th><th>total</th></tr></thead>\n<tbody>\n");
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
     for r in records {
-        let p = r.phases_ms;
+        let phases: String = Phases::in_order(r.phases_ms)
+            .into_iter()
+            .map(|v| format!("<td>{}</td>", opt(v)))
+            .collect();
         let _ = writeln!(
             h,
-            "<tr><td>{}</td><td class=\"url\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td></tr>",
+            "<tr><td>{}</td><td class=\"url\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td>{phases}<td>{:.2}</td></tr>",
             r.index,
             esc(&r.url),
             r.status.map_or("-".to_string(), |s| s.to_string()),
@@ -577,12 +573,6 @@ fn table(h: &mut String, records: &[Record]) {
             },
             r.retries,
             r.start_ms,
-            opt(p.map(|p| p.queued)),
-            opt(p.and_then(|p| p.dns)),
-            opt(p.and_then(|p| p.connect)),
-            opt(p.map(|p| p.send)),
-            opt(p.map(|p| p.wait)),
-            opt(p.map(|p| p.download)),
             r.total_ms
         );
         if let Some(e) = &r.error {

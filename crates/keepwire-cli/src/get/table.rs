@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use keepwire_lab::load::{Record, Strategy, Summary};
+use keepwire_lab::load::{Phases, Record, Strategy, Summary};
 
 /// The per-request table.
 pub struct Table {
@@ -72,7 +72,7 @@ impl Table {
             Some(false) => "new",
             None => "-",
         };
-        let p = r.phases_ms;
+        let [queued, dns, connect, send, wait, download] = Phases::in_order(r.phases_ms).map(opt);
         let _ = write!(
             s,
             "{:>4} {:>6} {:>9} {:>5} {:<6} {:>2} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>9}  {}",
@@ -82,12 +82,12 @@ impl Table {
             conn,
             reuse,
             r.retries,
-            opt(p.map(|p| p.queued)),
-            opt(p.and_then(|p| p.dns)),
-            opt(p.and_then(|p| p.connect)),
-            opt(p.map(|p| p.send)),
-            opt(p.map(|p| p.wait)),
-            opt(p.map(|p| p.download)),
+            queued,
+            dns,
+            connect,
+            send,
+            wait,
+            download,
             format!("{:.2}", r.total_ms),
             r.url
         );

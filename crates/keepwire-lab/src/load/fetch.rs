@@ -82,12 +82,7 @@ pub(super) async fn fetch_one(client: Client, opts: Arc<Opts>, job: Job, keep: b
             record.start_ms = round3(start_ms);
             record.total_ms = round3(ms(start.elapsed()));
             if opts.transcript {
-                transcript = format!(
-                    "{sent_head}* #{} {}: {}\n",
-                    job.index,
-                    record.url,
-                    record.error.as_deref().unwrap_or("")
-                );
+                transcript = failure_note(&sent_head, &record);
             }
             return Fetched {
                 record,
@@ -225,12 +220,7 @@ fn pipelined_record(
             record.pipelined = true;
             record.total_ms = round3(ms(ended));
             if opts.transcript {
-                transcript = format!(
-                    "{sent_head}* #{} {}: {}\n",
-                    job.index,
-                    record.url,
-                    record.error.as_deref().unwrap_or("")
-                );
+                transcript = failure_note(&sent_head, &record);
             }
             Fetched {
                 record,
@@ -272,6 +262,16 @@ fn pipelined_record(
             }
         }
     }
+}
+
+/// The transcript of a request that got no response: what was sent, and why.
+fn failure_note(sent_head: &str, record: &Record) -> String {
+    format!(
+        "{sent_head}* #{} {}: {}\n",
+        record.index,
+        record.url,
+        record.error.as_deref().unwrap_or("")
+    )
 }
 
 /// A one-line cause for a failed request.

@@ -518,6 +518,38 @@ mod tests {
     }
 
     #[test]
+    fn each_strategy_configures_the_client_as_the_chapter_says() {
+        let default_cap = ClientConfig::default().pool.max_per_origin;
+        // (strategy, per-origin cap, reuse, Connection: close, HTTP/1.1 only, h2c)
+        let cases = [
+            (Strategy::Serial, 1, false, true, true, false),
+            (Strategy::Parallel, 4, false, true, true, false),
+            (Strategy::Persistent, 4, true, false, false, false),
+            (Strategy::Pipelined, 4, true, false, true, false),
+            (Strategy::Multiplexed, default_cap, true, false, false, true),
+        ];
+        for (strategy, cap, reuse, close, http1, h2c) in cases {
+            let c = LoadConfig::default()
+                .strategy(strategy)
+                .connections(4)
+                .client_config();
+            assert_eq!(
+                (
+                    c.pool.max_per_origin,
+                    c.pool.reuse,
+                    c.close_after_each,
+                    c.http1_only,
+                    c.http2_prior_knowledge
+                ),
+                (cap, reuse, close, http1, h2c),
+                "{strategy:?}"
+            );
+        }
+        let c = LoadConfig::default().http1_only(true).client_config();
+        assert!(c.http1_only, "--http1.1 holds for every strategy");
+    }
+
+    #[test]
     fn html_content_types() {
         assert!(is_html(Some("text/html; charset=utf-8")));
         assert!(is_html(Some("TEXT/HTML")));

@@ -99,6 +99,26 @@ pub struct Phases {
     pub download: f64,
 }
 
+impl Phases {
+    /// Queued, DNS, connect, send, wait and download, in that order: the
+    /// columns of every table; `None` where there are no phases (no
+    /// response) or a phase did not happen (DNS and connect on a reused
+    /// connection).
+    pub fn in_order(phases: Option<Phases>) -> [Option<f64>; 6] {
+        match phases {
+            None => [None; 6],
+            Some(p) => [
+                Some(p.queued),
+                p.dns,
+                p.connect,
+                Some(p.send),
+                Some(p.wait),
+                Some(p.download),
+            ],
+        }
+    }
+}
+
 /// One request's result.
 #[derive(Debug, Clone, Serialize)]
 pub struct Record {
