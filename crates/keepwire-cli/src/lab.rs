@@ -134,7 +134,12 @@ pub fn run(args: LabArgs) -> Result<(), String> {
         .rtt(args.rtt)
         .bandwidth(args.bandwidth)
         .loss(args.loss / 100.0);
-    let link = Link::new(spec, args.relay).map_err(|e| format!("cannot build the link: {e}"))?;
+    let link = if args.relay {
+        Link::relay(spec, "asked for with --relay".into())
+    } else {
+        Link::new(spec)
+    }
+    .map_err(|e| format!("cannot build the link: {e}"))?;
     eprintln!(
         "keepwire lab: link RTT {} ms, {} Mbit/s, loss {}% — {}",
         args.rtt.as_secs_f64() * 1000.0,

@@ -21,10 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(s) => s.parse()?,
         None => 20,
     };
-    let link = Link::new(
-        LinkSpec::default().rtt(Duration::from_millis(rtt_ms)),
-        false,
-    )?;
+    let link = Link::new(LinkSpec::default().rtt(Duration::from_millis(rtt_ms)))?;
     println!(
         "link: RTT {rtt_ms} ms, {}{}",
         link.label(),

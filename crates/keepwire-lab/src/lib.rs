@@ -68,7 +68,7 @@
 //! ```no_run
 //! use keepwire_lab::{Lab, Link, LinkSpec, LabReport, experiments};
 //!
-//! let link = Link::new(LinkSpec::default(), false)?; // relay without root
+//! let link = Link::new(LinkSpec::default())?; // a loopback relay without root
 //! let lab = Lab::start(&link, true).map_err(std::io::Error::other)?;
 //! let nagle = experiments::find("nagle").expect("in the catalogue");
 //! let outcome = (nagle.run)(&lab);

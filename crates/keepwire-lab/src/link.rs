@@ -218,11 +218,9 @@ pub struct Link {
 }
 
 impl Link {
-    /// The emulated link when running as root with TUN, else the relay.
-    pub fn new(spec: LinkSpec, force_relay: bool) -> io::Result<Link> {
-        if force_relay {
-            return Link::relay(spec, "asked for with --relay".into());
-        }
+    /// The emulated link when running as root with TUN, else the relay
+    /// (with the reason in [`Link::fallback_reason`]).
+    pub fn new(spec: LinkSpec) -> io::Result<Link> {
         match Link::netns(spec) {
             Ok(link) => Ok(link),
             Err(e) => Link::relay(spec, e.to_string()),
