@@ -18,7 +18,7 @@ use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Version};
 use indicatif::{ProgressBar, ProgressStyle};
-use keepwire::bench::{self, ErrorKind, Plan, Progress, Report, Stop};
+use keepwire::bench::{self, FailureKind, Plan, Progress, Report, Stop};
 use serde_json::{Value, json};
 
 use crate::common::parse_duration;
@@ -443,7 +443,7 @@ fn table(r: &Report) -> String {
             statuses
         },
     );
-    let errors = ErrorKind::ALL
+    let errors = FailureKind::ALL
         .iter()
         .filter_map(|k| r.errors.get(k).map(|n| format!("{}: {n}", k.name())))
         .collect::<Vec<_>>()
@@ -495,7 +495,7 @@ fn histogram_json(h: &Histogram<u64>) -> Value {
 }
 
 fn to_json(r: &Report, summary: &str) -> Value {
-    let errors: serde_json::Map<String, Value> = ErrorKind::ALL
+    let errors: serde_json::Map<String, Value> = FailureKind::ALL
         .iter()
         .map(|k| {
             (

@@ -651,7 +651,7 @@ impl Conn {
         if hint.timeout.is_some() || hint.max.is_some() {
             encode::field(b"connection", b"keep-alive", out);
             out.put_slice(b"keep-alive: ");
-            encode::keep_alive_params(hint, out);
+            hint.write_value(out);
             out.put_slice(b"\r\n");
         } else if version == Version::HTTP_10 {
             encode::field(b"connection", b"keep-alive", out);

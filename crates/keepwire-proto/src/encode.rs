@@ -91,25 +91,9 @@ pub fn content_length_field(n: u64, out: &mut BytesMut) {
     field(b"content-length", itoa_buf(n).as_slice(), out);
 }
 
-/// Appends `timeout=N, max=M` (either part may be absent, R5.2). Returns
-/// false, writing nothing, when both are.
-pub fn keep_alive_params(p: crate::hop::KeepAliveParams, out: &mut BytesMut) -> bool {
-    match (p.timeout, p.max) {
-        (None, None) => return false,
-        (Some(t), max) => {
-            out.put_slice(b"timeout=");
-            out.put_slice(itoa_buf(t).as_slice());
-            if let Some(m) = max {
-                out.put_slice(b", max=");
-                out.put_slice(itoa_buf(m).as_slice());
-            }
-        }
-        (None, Some(m)) => {
-            out.put_slice(b"max=");
-            out.put_slice(itoa_buf(m).as_slice());
-        }
-    }
-    true
+/// Appends the decimal digits of `n` without allocating.
+pub(crate) fn put_decimal(n: u64, out: &mut BytesMut) {
+    out.put_slice(itoa_buf(n).as_slice());
 }
 
 /// Decimal digits of `n` on the stack.

@@ -6,8 +6,11 @@
 //! `keep-alive`, `upgrade`) or name other fields that die at this hop
 //! (R3.2). An intermediary that forwards any of them is a dumb proxy (R6.1).
 
+use bytes::{BufMut, BytesMut};
 use http::header::{CONNECTION, EXPECT, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Version};
+
+use crate::encode::put_decimal;
 
 /// `Proxy-Connection`: non-standard, sent by some clients to a proxy (R6.2).
 pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -173,11 +176,33 @@ impl KeepAliveParams {
 
     /// The field value, or `None` when both are unset.
     pub fn to_header_value(self) -> Option<HeaderValue> {
-        let mut buf = bytes::BytesMut::new();
-        if !crate::encode::keep_alive_params(self, &mut buf) {
+        let mut buf = BytesMut::new();
+        if !self.write_value(&mut buf) {
             return None;
         }
         HeaderValue::from_maybe_shared(buf.freeze()).ok()
+    }
+
+    /// Appends the field value `timeout=N, max=M` (either part may be
+    /// absent, R5.2) without allocating. Returns false, writing nothing,
+    /// when both are.
+    pub fn write_value(self, out: &mut BytesMut) -> bool {
+        match (self.timeout, self.max) {
+            (None, None) => return false,
+            (Some(t), max) => {
+                out.put_slice(b"timeout=");
+                put_decimal(t, out);
+                if let Some(m) = max {
+                    out.put_slice(b", max=");
+                    put_decimal(m, out);
+                }
+            }
+            (None, Some(m)) => {
+                out.put_slice(b"max=");
+                put_decimal(m, out);
+            }
+        }
+        true
     }
 }
 

@@ -14,7 +14,7 @@
 //! Time belongs to the caller: idle, header and body timeouts are decided by
 //! the runtime, which asks this crate only *whether* the connection is idle,
 //! mid-message or must close. That keeps every connection rule
-//! (R3, R5, R7, R8, R10 of `CONNECTION-RULES.md`) testable in memory.
+//! (R3, R5, R7, R8, R10 of the repository's `docs/CONNECTION-RULES.md`) testable in memory.
 //!
 //! # Layout
 //! - [`head`]: request/response heads, parsed with `httparse` into `http`

@@ -13,6 +13,8 @@
 //! - [`net`]: socket options and the lingering close (R2.3, R8.5).
 //! - [`metrics`]: connection counters in Prometheus text format.
 //! - [`trace`]: TRACE, off by default, and an echo that keeps credentials out.
+//! - [`upgrade`]: the connection handed over after 101 or CONNECT, on
+//!   either side.
 //!
 //! The protocol itself lives in the sans-IO [`proto`] crate; this crate is
 //! the pump that moves bytes, runs handlers and owns the clocks.
@@ -32,6 +34,7 @@ pub mod server;
 pub mod tower;
 pub mod trace;
 pub mod transport;
+pub mod upgrade;
 
 pub use body::{Body, BodyError, BodySender};
 pub use client::{Client, ClientConfig, ClientError, RequestMeta};

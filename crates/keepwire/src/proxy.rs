@@ -50,7 +50,8 @@ use crate::client::{
     Timings,
 };
 use crate::destination::{DestinationPolicy, refusal};
-use crate::server::{ConnInfo, OnUpgrade, Upgraded};
+use crate::server::ConnInfo;
+use crate::upgrade::{OnUpgrade, Upgraded};
 
 /// When an idle upstream connection may carry a request (as HAProxy's
 /// `http-reuse`).

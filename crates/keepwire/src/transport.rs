@@ -31,6 +31,39 @@ pub enum Transport {
     Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
 }
 
+/// What a TLS handshake agreed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// Protocol version, e.g. `TLSv1_3`.
+    pub version: &'static str,
+    /// Cipher suite, e.g. `TLS13_AES_128_GCM_SHA256`.
+    pub cipher: &'static str,
+    /// The application protocol ALPN chose (`h2`, `http/1.1`); `None`: no
+    /// ALPN (HTTP/1.1).
+    pub alpn: Option<&'static str>,
+}
+
+impl TlsInfo {
+    /// The facts of an established TLS connection.
+    pub fn of(state: &rustls::CommonState) -> Self {
+        TlsInfo {
+            version: state
+                .protocol_version()
+                .and_then(|v| v.as_str())
+                .unwrap_or("unknown"),
+            cipher: state
+                .negotiated_cipher_suite()
+                .and_then(|c| c.suite().as_str())
+                .unwrap_or("unknown"),
+            alpn: state.alpn_protocol().map(|p| match p {
+                b"h2" => "h2",
+                b"http/1.1" => "http/1.1",
+                _ => "other",
+            }),
+        }
+    }
+}
+
 impl From<TcpStream> for Transport {
     fn from(s: TcpStream) -> Self {
         Transport::Tcp(s)
@@ -64,10 +97,10 @@ impl Transport {
     }
 
     /// What TLS agreed on; `None` for TCP.
-    pub fn tls_info(&self) -> Option<crate::client::TlsInfo> {
+    pub fn tls_info(&self) -> Option<TlsInfo> {
         match self {
             Transport::Tcp(_) => None,
-            Transport::Tls(s) => Some(crate::client::TlsInfo::of(s.get_ref().1)),
+            Transport::Tls(s) => Some(TlsInfo::of(s.get_ref().1)),
         }
     }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, Version};
 use keepwire::Body;
-use keepwire::bench::{self, ErrorKind, Plan, Progress, Report, Stop};
+use keepwire::bench::{self, FailureKind, Plan, Progress, Report, Stop};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -71,7 +71,7 @@ async fn run(plan: Plan) -> Report {
     report
 }
 
-fn errors(r: &Report, kind: ErrorKind) -> u64 {
+fn errors(r: &Report, kind: FailureKind) -> u64 {
     r.errors.get(&kind).copied().unwrap_or(0)
 }
 
@@ -296,7 +296,7 @@ async fn a_resetting_server_shows_up_as_reset_errors() {
     p.stop = Stop::Requests(20);
     let r = run(p).await;
     assert_eq!(r.responses, 0);
-    assert_eq!(errors(&r, ErrorKind::Reset), 20, "{r:?}");
+    assert_eq!(errors(&r, FailureKind::Reset), 20, "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,7 +308,7 @@ async fn a_refused_port_shows_up_as_connect_errors() {
     let mut p = plan(addr, Version::HTTP_11, true);
     p.stop = Stop::Requests(5);
     let r = run(p).await;
-    assert_eq!(errors(&r, ErrorKind::Connect), 5, "{r:?}");
+    assert_eq!(errors(&r, FailureKind::Connect), 5, "{r:?}");
     assert_eq!(r.connections, 0);
 }
 
@@ -326,7 +326,7 @@ async fn a_silent_server_shows_up_as_timeouts_not_a_hang() {
     p.stop = Stop::Requests(2);
     p.timeout = Duration::from_millis(300);
     let r = run(p).await;
-    assert_eq!(errors(&r, ErrorKind::Timeout), 2, "{r:?}");
+    assert_eq!(errors(&r, FailureKind::Timeout), 2, "{r:?}");
 }
 
 /// Answers every request at once except the `slow`-th, which waits 300 ms.

@@ -2,7 +2,7 @@
 //! responses parsed by the independent parser in `support`, exact checks on
 //! framing, connection fields and how (and when) the server closes.
 //!
-//! Rules under test (../shared/docs/CONNECTION-RULES.md): R5 (persistence,
+//! Rules under test (docs/CONNECTION-RULES.md): R5 (persistence,
 //! HTTP/1.0 keep-alive, max requests), R7 (pipelining), R8 (lingering close,
 //! half close), R10 (framing safety and limits).
 

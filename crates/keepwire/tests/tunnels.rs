@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use keepwire::Body;
-use keepwire::server::OnUpgrade;
+use keepwire::upgrade::OnUpgrade;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::ClientError;
 use super::replay::ReplayBody;
 use super::retry::AttemptState;
-use crate::transport::Transport;
+use crate::transport::{TlsInfo, Transport};
 
 /// Facts about a connection (R1.1: its 4-tuple).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,39 +26,6 @@ pub struct ConnMeta {
     pub peer: SocketAddr,
     /// What TLS agreed on (`https`), as `curl -v` shows it.
     pub tls: Option<TlsInfo>,
-}
-
-/// What a TLS handshake agreed on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TlsInfo {
-    /// Protocol version, e.g. `TLSv1_3`.
-    pub version: &'static str,
-    /// Cipher suite, e.g. `TLS13_AES_128_GCM_SHA256`.
-    pub cipher: &'static str,
-    /// The application protocol ALPN chose (`h2`, `http/1.1`); `None`: no
-    /// ALPN (HTTP/1.1).
-    pub alpn: Option<&'static str>,
-}
-
-impl TlsInfo {
-    /// The facts of an established TLS connection.
-    pub fn of(state: &rustls::CommonState) -> Self {
-        TlsInfo {
-            version: state
-                .protocol_version()
-                .and_then(|v| v.as_str())
-                .unwrap_or("unknown"),
-            cipher: state
-                .negotiated_cipher_suite()
-                .and_then(|c| c.suite().as_str())
-                .unwrap_or("unknown"),
-            alpn: state.alpn_protocol().map(|p| match p {
-                b"h2" => "h2",
-                b"http/1.1" => "http/1.1",
-                _ => "other",
-            }),
-        }
-    }
 }
 
 /// An open connection and its protocol state.

@@ -310,7 +310,7 @@ impl Client {
         let send = if origin.scheme == "https" {
             let tls = self.inner.tls_any.clone();
             let stream = self.tls_connect(origin, stream, tls, timings).await?;
-            meta.tls = Some(super::TlsInfo::of(stream.get_ref().1));
+            meta.tls = Some(crate::transport::TlsInfo::of(stream.get_ref().1));
             if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
                 tracing::debug!(%origin, "ALPN: HTTP/1.1");
                 self.learned_http1(origin, stream.into());

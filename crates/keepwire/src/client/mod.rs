@@ -35,8 +35,9 @@ use tokio::time::Instant;
 
 use crate::body::{Body, BodyError};
 use crate::transport::Transport;
+use crate::upgrade::Upgraded;
 use conn::ClientConn;
-pub use conn::{ConnMeta, TlsInfo};
+pub use conn::ConnMeta;
 use connect::Resolver;
 pub use pipeline::PipelinedResponse;
 use pool::{Checkout, Pool};
@@ -460,17 +461,14 @@ impl Client {
             // and belongs to the caller, through the response's OnUpgrade
             // (`slot` gives its place in the pool back).
             let read_buf = conn.proto.take_read_buffer();
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let _ = tx.send(crate::server::Upgraded::new(conn.stream, read_buf));
+            let (tx, on_upgrade) = crate::upgrade::pending();
+            let _ = tx.send(Upgraded::new(conn.stream, read_buf));
             let mut resp = Response::new(Body::empty());
             *resp.status_mut() = resp_head.status;
             *resp.version_mut() = resp_head.version;
             *resp.headers_mut() = resp_head.headers;
             resp.extensions_mut().insert(meta);
-            resp.extensions_mut()
-                .insert(crate::server::OnUpgrade(Arc::new(std::sync::Mutex::new(
-                    Some(rx),
-                ))));
+            resp.extensions_mut().insert(on_upgrade);
             return Ok(resp);
         }
         // The body (or `response_body` itself) returns the slot.

@@ -37,6 +37,7 @@ use crate::body::{Body, BodyError};
 use crate::metrics::CloseReason;
 use crate::net::{self, LingerOutcome};
 use crate::transport::Transport;
+use crate::upgrade::Upgraded;
 
 /// Bodies up to this size are copied next to their head (one write);
 /// larger ones are written from their own buffer.
@@ -133,7 +134,7 @@ struct Driver<'a> {
     timed_out: bool,
     peer_eof: bool,
     /// Hands the connection to the handler after a 101 / CONNECT 2xx.
-    upgrade_tx: Option<oneshot::Sender<super::Upgraded>>,
+    upgrade_tx: Option<oneshot::Sender<Upgraded>>,
     /// This connection is counted in the idle gauge.
     counted_idle: bool,
     released: bool,
@@ -245,11 +246,7 @@ pub(crate) async fn serve(
         CloseReason::Upgraded => {
             if let Some(tx) = d.upgrade_tx.take() {
                 let read_buf = d.conn.take_read_buffer();
-                let _ = tx.send(super::Upgraded {
-                    stream: d.stream,
-                    read_buf,
-                    slot: Some(slot.into_tunnel()),
-                });
+                let _ = tx.send(Upgraded::holding(d.stream, read_buf, slot.into_tunnel()));
             }
         }
         // Boxed: only closing connections pay for the drain's state.
@@ -529,10 +526,9 @@ impl Driver<'_> {
             req.extensions_mut().insert(head.header_case);
         }
         if upgrade {
-            let (tx, rx) = oneshot::channel();
+            let (tx, on_upgrade) = crate::upgrade::pending();
             self.upgrade_tx = Some(tx);
-            req.extensions_mut()
-                .insert(super::OnUpgrade(Arc::new(std::sync::Mutex::new(Some(rx)))));
+            req.extensions_mut().insert(on_upgrade);
         }
         let barrier = !keepwire_proto::hop::is_idempotent(req.method());
         self.pipeline.push_back(Slot {

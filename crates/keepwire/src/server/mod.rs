@@ -82,52 +82,6 @@ pub struct ConnInfo {
     pub request_index: u64,
 }
 
-/// The raw connection after the server answered 101 Switching Protocols, or
-/// 2xx to CONNECT (R9.1, R9.3): from here on it is an opaque byte stream.
-#[derive(Debug)]
-pub struct Upgraded {
-    /// The connection (TCP, or TLS on TCP).
-    pub stream: crate::transport::Transport,
-    /// Bytes the client sent after its request head (already read).
-    pub read_buf: bytes::BytesMut,
-    /// On the server: the connection's place under `max_connections` and
-    /// the per-IP cap, kept until the tunnel ends (R9.5: a tunnel is still
-    /// a connection).
-    #[expect(
-        dead_code,
-        reason = "held for its Drop: the slot lives as long as the tunnel"
-    )]
-    pub(crate) slot: Option<ConnSlot>,
-}
-
-impl Upgraded {
-    /// A stream that holds no server connection slot (a tunnel's far side,
-    /// an upgraded client connection).
-    pub fn new(stream: crate::transport::Transport, read_buf: bytes::BytesMut) -> Self {
-        Upgraded {
-            stream,
-            read_buf,
-            slot: None,
-        }
-    }
-}
-
-/// Request extension on upgrade and CONNECT requests: resolves to the
-/// connection once the handler's response switched protocols.
-/// (Request extensions must be `Clone`; clones share one receiver, and only
-/// the first `wait` gets the connection.)
-#[derive(Debug, Clone)]
-pub struct OnUpgrade(pub(crate) Arc<Mutex<Option<tokio::sync::oneshot::Receiver<Upgraded>>>>);
-
-impl OnUpgrade {
-    /// Waits for the response to be written; `None` if the response did not
-    /// switch protocols (or the connection failed first).
-    pub async fn wait(self) -> Option<Upgraded> {
-        let rx = self.0.lock().unwrap_or_else(|e| e.into_inner()).take()?;
-        rx.await.ok()
-    }
-}
-
 /// Server settings. See the module docs for defaults beside nginx's.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -491,7 +445,8 @@ async fn start_connection(
 
 /// A connection's place under the limits: the gauges (and the per-IP count)
 /// are given back when it drops, however the connection ends. An upgraded
-/// connection or CONNECT tunnel carries it in its [`Upgraded`] until the
+/// connection or CONNECT tunnel carries it in its
+/// [`Upgraded`](crate::upgrade::Upgraded) until the
 /// tunnel ends.
 pub(crate) struct ConnSlot {
     pub(crate) shared: Arc<Shared>,

@@ -1,0 +1,78 @@
+//! The hand-off of a connection that stopped speaking HTTP (R9.1, R9.3).
+//!
+//! Both sides switch protocols: the server after answering 101 or 2xx to
+//! CONNECT, the client after receiving 101. Both hand the raw connection to
+//! their caller the same way, so the types live here, beside neither: the
+//! client does not build server types, and the server's connection limits
+//! ride along without this module knowing them.
+
+use std::any::Any;
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use tokio::sync::oneshot;
+
+use crate::transport::Transport;
+
+/// The raw connection after 101 Switching Protocols, or 2xx to CONNECT
+/// (R9.1, R9.3): from here on it is an opaque byte stream.
+#[derive(Debug)]
+pub struct Upgraded {
+    /// The connection (TCP, or TLS on TCP).
+    pub stream: Transport,
+    /// Bytes the peer sent after the head that switched (already read).
+    pub read_buf: BytesMut,
+    /// Held for its `Drop` as long as the stream lives. On the server: the
+    /// connection's place under `max_connections` and the per-IP cap, kept
+    /// until the tunnel ends (R9.5: a tunnel is still a connection).
+    #[expect(dead_code, reason = "held for its Drop: lives as long as the tunnel")]
+    slot: Option<Box<dyn Any + Send + Sync>>,
+}
+
+impl Upgraded {
+    /// A stream that holds no server connection slot (a tunnel's far side,
+    /// an upgraded client connection).
+    pub fn new(stream: Transport, read_buf: BytesMut) -> Self {
+        Upgraded {
+            stream,
+            read_buf,
+            slot: None,
+        }
+    }
+
+    /// A stream that keeps `slot` alive until it drops.
+    pub(crate) fn holding(
+        stream: Transport,
+        read_buf: BytesMut,
+        slot: impl Any + Send + Sync,
+    ) -> Self {
+        Upgraded {
+            stream,
+            read_buf,
+            slot: Some(Box::new(slot)),
+        }
+    }
+}
+
+/// Request (server) or response (client) extension on a message that may
+/// switch protocols: resolves to the connection once it has.
+/// (Extensions must be `Clone`; clones share one receiver, and only the
+/// first `wait` gets the connection.)
+#[derive(Debug, Clone)]
+pub struct OnUpgrade(Arc<Mutex<Option<oneshot::Receiver<Upgraded>>>>);
+
+impl OnUpgrade {
+    /// Waits for the switch; `None` if the exchange did not switch
+    /// protocols (or the connection failed first).
+    pub async fn wait(self) -> Option<Upgraded> {
+        let rx = self.0.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        rx.await.ok()
+    }
+}
+
+/// A connection that may switch: the runtime sends the [`Upgraded`] into
+/// the sender once it has, and the caller waits on the [`OnUpgrade`].
+pub(crate) fn pending() -> (oneshot::Sender<Upgraded>, OnUpgrade) {
+    let (tx, rx) = oneshot::channel();
+    (tx, OnUpgrade(Arc::new(Mutex::new(Some(rx)))))
+}
