@@ -70,6 +70,7 @@ pub struct Outcome {
 }
 
 /// One experiment in the catalogue.
+#[derive(Debug, Clone, Copy)]
 pub struct Experiment {
     /// Short name.
     pub id: &'static str,
@@ -81,6 +82,7 @@ pub struct Experiment {
     pub run: fn(&Lab) -> Outcome,
 }
 
+/// Objects on the lab's demo page.
 pub(super) const PAGE_OBJECTS: usize = 12;
 /// Small enough that a pipelined burst of all objects fits the initial
 /// congestion window, so the page-load model can ignore slow start.
@@ -182,7 +184,8 @@ impl Origin {
 }
 
 impl<'a> Lab<'a> {
-    /// Starts the servers on the server side of `link`.
+    /// Starts the servers on the server side of `link`. `quick`: reduced
+    /// sizes (fewer requests, shorter timeouts), what the tests run.
     pub fn start(link: &'a Link, quick: bool) -> Result<Lab<'a>, String> {
         let sizes = if quick {
             Sizes {
