@@ -22,7 +22,7 @@ use keepwire::bench::{self, FailureKind, Plan, Progress, Report, Stop};
 use serde_json::{Value, json};
 
 use crate::common::parse_duration;
-use crate::page::parse_url;
+use keepwire_lab::page::parse_url;
 
 const AGENT: &str = concat!("keepwire-bench/", env!("CARGO_PKG_VERSION"));
 

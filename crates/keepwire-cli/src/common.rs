@@ -8,7 +8,7 @@ use http::{Request, StatusCode};
 use keepwire::server::ServerHandle;
 use keepwire::{Body, Server};
 
-use crate::site::{status, with_type};
+use keepwire_lab::site::{status, with_type};
 
 /// `75` (seconds), or a humantime duration such as `75s` or `500ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

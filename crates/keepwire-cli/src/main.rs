@@ -6,12 +6,9 @@ mod common;
 mod files;
 mod get;
 mod lab;
-mod page;
 mod proxy;
 mod serve;
-mod site;
 mod tls;
-mod waterfall;
 
 use clap::{Parser, Subcommand};
 

@@ -13,8 +13,8 @@ use keepwire::{Body, Server};
 
 use crate::common::{init_logging, parse_duration, runtime, shutdown_signal, spawn_admin};
 use crate::files::Files;
-use crate::site::{Site, with_type};
 use crate::tls::TlsArgs;
+use keepwire_lab::site::{Site, with_type};
 
 /// Options of `keepwire serve`. Defaults sit beside nginx's; see the
 /// `keepwire::server` docs for the table.
@@ -131,10 +131,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             Files::new(root, args.dotfiles)
                 .map_err(|e| format!("--root {}: {e}", root.display()))?,
         ),
-        (None, None) => App::Site(Site {
-            objects: args.objects,
-            object_size: args.object_size,
-        }),
+        (None, None) => App::Site(Site::new(args.objects, args.object_size)),
     };
     let rt = runtime(args.threads)?;
     rt.block_on(serve(args, app))

@@ -1,8 +1,7 @@
 //! TLS flags shared by `keepwire serve` and `keepwire proxy` (listeners),
-//! and the proxy's trust settings for `https://` upstreams.
-//!
-//! Listeners offer `h2` and `http/1.1` by ALPN, like nginx with `http2 on`:
-//! a client that asks for nothing gets HTTP/1.1, TLS's default.
+//! and the proxy's trust settings for `https://` upstreams. The
+//! certificates themselves are made in `keepwire_lab::tls`, which the lab's
+//! HTTPS origin uses too.
 //!
 //! The self-signed certificate's PEM goes into a fresh directory with a
 //! random name, made 0700, in a file created 0600 with `O_EXCL` and
@@ -15,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
+use keepwire_lab::tls::{self_signed, server_config};
 
 /// Serving HTTPS.
 #[derive(Args, Debug, Default)]
@@ -128,35 +128,6 @@ fn write_private_pem(base: &Path, pem: &str) -> std::io::Result<PathBuf> {
     file.write_all(pem.as_bytes())?;
     file.sync_all()?;
     Ok(path)
-}
-
-/// A fresh self-signed certificate for `names` (host names or IP
-/// addresses): the server settings that present it, and its PEM (what a
-/// client must trust).
-pub fn self_signed(names: Vec<String>) -> Result<(Arc<rustls::ServerConfig>, String), String> {
-    use rustls::pki_types::PrivatePkcs8KeyDer;
-    let ck = rcgen::generate_simple_self_signed(names).map_err(|e| e.to_string())?;
-    let key = PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der());
-    let config = server_config(vec![ck.cert.der().clone()], key.into())?;
-    Ok((config, ck.cert.pem()))
-}
-
-/// Server settings for a certificate chain and its key; ALPN offers `h2`
-/// and `http/1.1`.
-fn server_config(
-    certs: Vec<rustls::pki_types::CertificateDer<'static>>,
-    key: rustls::pki_types::PrivateKeyDer<'static>,
-) -> Result<Arc<rustls::ServerConfig>, String> {
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("TLS: {e}"))?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| format!("TLS: the certificate and key do not go together: {e}"))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
 }
 
 /// How a client trusts `https://` servers.

@@ -5,8 +5,95 @@
 
 use std::fmt::Write as _;
 
-use super::{Bar, LabReport, Outcome};
+use serde::Serialize;
+
+use crate::experiments::{Bar, Outcome};
+use crate::link::Link;
 use crate::waterfall::esc;
+
+/// Everything a run produced: the link, the machine and every experiment's
+/// outcome. `keepwire lab --json` writes it as is.
+#[derive(Debug, Serialize)]
+pub struct LabReport {
+    /// "exact" (namespaces) or "approximate" (relay).
+    pub link_kind: &'static str,
+    /// Why the relay was used.
+    pub fallback_reason: Option<String>,
+    /// RTT in ms.
+    pub rtt_ms: f64,
+    /// Bits per second.
+    pub bandwidth_bps: u64,
+    /// Loss percent.
+    pub loss_percent: f64,
+    /// Reduced sizes.
+    pub quick: bool,
+    /// Packets the link dropped.
+    pub dropped_packets: u64,
+    /// Namespace inodes of the two sides (exact link only).
+    pub netns: Vec<u64>,
+    /// Per experiment.
+    pub experiments: Vec<Outcome>,
+    /// Machine facts.
+    pub machine: String,
+}
+
+impl LabReport {
+    /// The report of `experiments`, run over `link` (`quick`: at reduced
+    /// sizes).
+    pub fn new(link: &Link, quick: bool, experiments: Vec<Outcome>) -> LabReport {
+        LabReport {
+            link_kind: link.label(),
+            fallback_reason: link.fallback_reason.clone(),
+            rtt_ms: link.spec.rtt.as_secs_f64() * 1000.0,
+            bandwidth_bps: link.spec.bandwidth,
+            // As given (`--loss 7`), not 7.000000000000001.
+            loss_percent: (link.spec.loss * 100.0 * 1e6).round() / 1e6,
+            quick,
+            dropped_packets: link.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            netns: [link.server.netns, link.client.netns]
+                .into_iter()
+                .flatten()
+                .filter(|_| link.exact)
+                .collect(),
+            experiments,
+            machine: machine_facts(),
+        }
+    }
+
+    /// How many experiments match their rule.
+    pub fn passed(&self) -> usize {
+        self.experiments.iter().filter(|o| o.pass).count()
+    }
+}
+
+/// A measured value as every output shows it: `-` for none, whole numbers
+/// and values from 100 up without decimals, others with one.
+pub fn fmt_value(v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(x) if x.fract() == 0.0 && x.abs() < 1e12 => format!("{x:.0}"),
+        Some(x) if x.abs() >= 100.0 => format!("{x:.0}"),
+        Some(x) => format!("{x:.1}"),
+    }
+}
+
+/// The CPU, its cores and the kernel.
+fn machine_facts() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores, Linux {kernel}")
+}
 
 const COLORS: [&str; 8] = [
     "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f",
@@ -35,7 +122,7 @@ pub fn render(r: &LabReport) -> String {
             .unwrap_or_else(|| " (two network namespaces, real kernel TCP)".into()),
         esc(&r.machine)
     );
-    let passed = r.experiments.iter().filter(|o| o.pass).count();
+    let passed = r.passed();
     let _ = writeln!(
         h,
         "<p>{passed} of {} experiments match their rule.</p>",
@@ -64,7 +151,7 @@ fn section(h: &mut String, o: &Outcome) {
     for row in &o.rows {
         let _ = write!(h, "<tr><td>{}</td>", esc(&row.label));
         for v in &row.values {
-            let _ = write!(h, "<td>{}</td>", super::fmt_value(*v));
+            let _ = write!(h, "<td>{}</td>", fmt_value(*v));
         }
         h.push_str("</tr>\n");
     }
@@ -127,7 +214,7 @@ fn chart(h: &mut String, o: &Outcome) {
             COLORS[0],
             left + w + 4.0,
             y + 14.0,
-            super::fmt_value(Some(*m))
+            fmt_value(Some(*m))
         );
         if let Some(md) = md {
             let x = left + md / max * width;

@@ -1,13 +1,13 @@
 //! `keepwire get --waterfall FILE.html`: the requests as a browser's network
 //! waterfall, one self-contained HTML page (inline SVG and CSS, no scripts,
-//! fonts or other assets), so the four strategies of R4 can be compared by
+//! fonts or other assets), so the strategies of R4 can be compared by
 //! eye: rows are grouped by connection (R1.1), each row has a bar per phase
 //! (R1.2), and the title says how long the whole took and how many
 //! connections it opened.
 
 use std::fmt::Write as _;
 
-use crate::get::{Record, Summary};
+use crate::load::{Phases, Record, Strategy, Summary};
 
 /// Phases in drawing order: CSS class, legend label, colour.
 const PHASES: [(&str, &str, &str); 6] = [
@@ -108,17 +108,10 @@ fn origin_prefix(url: &str) -> String {
 
 /// Phase spans of a record as (class, start ms, end ms), absolute.
 fn spans(r: &Record) -> Vec<(&'static str, f64, f64)> {
-    let Some(p) = r.phases_ms else {
+    if r.phases_ms.is_none() {
         return Vec::new();
-    };
-    let durations = [
-        p.queued,
-        p.dns.unwrap_or(0.0),
-        p.connect.unwrap_or(0.0),
-        p.send,
-        p.wait,
-        p.download,
-    ];
+    }
+    let durations = Phases::in_order(r.phases_ms).map(|d| d.unwrap_or(0.0));
     let mut at = r.start_ms;
     let mut out = Vec::new();
     for ((class, _, _), d) in PHASES.iter().zip(durations) {
@@ -209,32 +202,92 @@ fn groups(records: &[Record]) -> Vec<Group<'_>> {
     out
 }
 
-/// The whole page.
+/// The whole page: the head and its styles, the headline, the chart
+/// (legend, time axis, one group of rows per connection) and the same
+/// numbers as a table.
 pub fn render(records: &[Record], summary: &Summary) -> String {
-    let end = records
-        .iter()
-        .map(Record::end_ms)
-        .fold(summary.wall_ms, f64::max)
-        .max(0.001);
-    let step = tick_step(end, 10.0);
-    let axis_max = (end / step).ceil().max(1.0) * step;
-    let x = |ms: f64| LABEL_W + ms.clamp(0.0, axis_max) / axis_max * CHART_W;
+    let layout = Layout::new(records, summary);
+    let title_urls = summary.urls.join(" ");
+    let mut h = String::new();
+    head(&mut h, &title_urls, summary);
+    let _ = writeln!(
+        h,
+        "<h1>keepwire get: {}</h1>",
+        esc(&headline(&title_urls, summary))
+    );
+    let _ = writeln!(h, "<p class=\"facts\">{}</p>", esc(&facts(summary)));
+    let _ = writeln!(
+        h,
+        "<div class=\"chart\"><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{ht}\" viewBox=\"0 0 {w} {ht}\" role=\"img\" aria-label=\"{}\">",
+        esc(&format!(
+            "Waterfall of {} requests over {} connections",
+            summary.requests, summary.connections_opened
+        )),
+        w = layout.width,
+        ht = layout.height,
+    );
+    legend(&mut h);
+    axis(&mut h, &layout);
     let base = records
         .first()
         .map(|r| origin_prefix(&r.url))
         .unwrap_or_default();
-    let groups = groups(records);
-    let rows_h: f64 = groups
-        .iter()
-        .map(|g| GROUP_H + g.rows.len() as f64 * ROW_H)
-        .sum();
-    let top = LEGEND_H + AXIS_H;
-    let height = top + rows_h + 8.0;
-    let width = LABEL_W + CHART_W + RIGHT_PAD;
+    let mut y = layout.top;
+    for (gi, g) in layout.groups.iter().enumerate() {
+        y = connection(&mut h, &layout, g, gi, y, &base);
+    }
+    h.push_str("</svg></div>\n");
+    table(&mut h, records);
+    h.push_str("<p class=\"facts\">Times in milliseconds from the first request. Hover a row for its details. Made by <code>keepwire get --waterfall</code>.</p>\n");
+    h.push_str("</body>\n</html>\n");
+    h
+}
 
-    let title_urls = summary.urls.join(" ");
+/// The chart's geometry: the time axis and the rows' groups.
+struct Layout<'a> {
+    step: f64,
+    axis_max: f64,
+    groups: Vec<Group<'a>>,
+    /// Where the first row starts.
+    top: f64,
+    width: f64,
+    height: f64,
+}
+
+impl<'a> Layout<'a> {
+    fn new(records: &'a [Record], summary: &Summary) -> Self {
+        let end = records
+            .iter()
+            .map(Record::end_ms)
+            .fold(summary.wall_ms, f64::max)
+            .max(0.001);
+        let step = tick_step(end, 10.0);
+        let groups = groups(records);
+        let rows_h: f64 = groups
+            .iter()
+            .map(|g| GROUP_H + g.rows.len() as f64 * ROW_H)
+            .sum();
+        let top = LEGEND_H + AXIS_H;
+        Layout {
+            step,
+            axis_max: (end / step).ceil().max(1.0) * step,
+            groups,
+            top,
+            width: LABEL_W + CHART_W + RIGHT_PAD,
+            height: top + rows_h + 8.0,
+        }
+    }
+
+    /// The x coordinate of a time.
+    fn x(&self, ms: f64) -> f64 {
+        LABEL_W + ms.clamp(0.0, self.axis_max) / self.axis_max * CHART_W
+    }
+}
+
+/// "page URL — strategy, limit[, depth]".
+fn headline(title_urls: &str, summary: &Summary) -> String {
     let limit = match summary.strategy {
-        crate::get::Strategy::Serial => "one connection at a time".to_string(),
+        Strategy::Serial => "one connection at a time".to_string(),
         _ => format!(
             "up to {} connection{}",
             summary.max_connections,
@@ -245,7 +298,7 @@ pub fn render(records: &[Record], summary: &Summary) -> String {
             }
         ),
     };
-    let headline = format!(
+    format!(
         "{} {} — {}, {limit}{}",
         if summary.page {
             "page"
@@ -259,8 +312,12 @@ pub fn render(records: &[Record], summary: &Summary) -> String {
         summary
             .depth
             .map_or(String::new(), |d| format!(", depth {d}"))
-    );
-    let facts = format!(
+    )
+}
+
+/// The line of totals under the headline.
+fn facts(summary: &Summary) -> String {
+    format!(
         "wall time {:.2} ms · {} request{} ({} failed) · {} connection{} opened · {} reused · {} retr{} · {} body bytes",
         summary.wall_ms,
         summary.requests,
@@ -276,15 +333,17 @@ pub fn render(records: &[Record], summary: &Summary) -> String {
         summary.retries,
         if summary.retries == 1 { "y" } else { "ies" },
         summary.bytes
-    );
+    )
+}
 
-    let mut h = String::new();
+/// From the doctype to `<body>`: the title and the styles.
+fn head(h: &mut String, title_urls: &str, summary: &Summary) {
     h.push_str("<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
     h.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
     let _ = writeln!(
         h,
         "<title>keepwire get waterfall: {} ({})</title>",
-        esc(&title_urls),
+        esc(title_urls),
         esc(summary.strategy.name())
     );
     h.push_str("<style>\n");
@@ -312,19 +371,10 @@ pub fn render(records: &[Record], summary: &Summary) -> String {
         let _ = writeln!(h, "svg rect.{class}{{fill:{colour}}}");
     }
     h.push_str("</style>\n</head>\n<body>\n");
-    let _ = writeln!(h, "<h1>keepwire get: {}</h1>", esc(&headline));
-    let _ = writeln!(h, "<p class=\"facts\">{}</p>", esc(&facts));
+}
 
-    let _ = writeln!(
-        h,
-        "<div class=\"chart\"><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"{}\">",
-        esc(&format!(
-            "Waterfall of {} requests over {} connections",
-            summary.requests, summary.connections_opened
-        ))
-    );
-
-    // Legend.
+/// The phases' colours, and failure's.
+fn legend(h: &mut String) {
     let mut lx = 8.0;
     h.push_str("<g class=\"legend\">\n");
     for (class, label, _) in PHASES {
@@ -342,158 +392,173 @@ pub fn render(records: &[Record], summary: &Summary) -> String {
         lx + 18.0
     );
     h.push_str("</g>\n");
+}
 
-    // Time axis and grid.
+/// The time axis and its grid.
+fn axis(h: &mut String, l: &Layout) {
     h.push_str("<g class=\"axis\">\n");
-    let ticks = (axis_max / step).round() as usize;
+    let ticks = (l.axis_max / l.step).round() as usize;
     for i in 0..=ticks {
-        let v = i as f64 * step;
-        let tx = x(v);
+        let v = i as f64 * l.step;
+        let tx = l.x(v);
         let _ = writeln!(
             h,
-            "<line class=\"grid\" x1=\"{tx:.1}\" y1=\"{}\" x2=\"{tx:.1}\" y2=\"{height}\"/><text class=\"tick\" x=\"{tx:.1}\" y=\"{}\" text-anchor=\"middle\">{} ms</text>",
-            top - 4.0,
-            top - 8.0,
-            fmt_ms(v, step)
+            "<line class=\"grid\" x1=\"{tx:.1}\" y1=\"{}\" x2=\"{tx:.1}\" y2=\"{}\"/><text class=\"tick\" x=\"{tx:.1}\" y=\"{}\" text-anchor=\"middle\">{} ms</text>",
+            l.top - 4.0,
+            l.height,
+            l.top - 8.0,
+            fmt_ms(v, l.step)
         );
     }
     h.push_str("</g>\n");
+}
 
-    // Rows, grouped by connection.
-    let mut y = top;
-    for (gi, g) in groups.iter().enumerate() {
-        let group_h = GROUP_H + g.rows.len() as f64 * ROW_H;
-        let label = match g.conn {
-            Some(id) => {
-                let first = g.rows[0];
-                let c = first.connection.as_ref();
-                let opened = g.rows.iter().any(|r| r.reused == Some(false));
-                format!(
-                    "connection #{id} · {} · {} → {} · {} request{}",
-                    if opened { "new" } else { "reused" },
-                    c.map_or("", |c| c.local.as_str()),
-                    c.map_or("", |c| c.peer.as_str()),
-                    g.rows.len(),
-                    if g.rows.len() == 1 { "" } else { "s" }
-                )
-            }
-            None => format!("no connection · {} failed", g.rows.len()),
-        };
+/// One connection's group at `y`: its label, its lifetime line, its rows.
+/// Returns where the next group starts.
+fn connection(h: &mut String, l: &Layout, g: &Group, gi: usize, mut y: f64, base: &str) -> f64 {
+    let width = l.width;
+    let group_h = GROUP_H + g.rows.len() as f64 * ROW_H;
+    let label = match g.conn {
+        Some(id) => {
+            let first = g.rows[0];
+            let c = first.connection.as_ref();
+            let opened = g.rows.iter().any(|r| r.reused == Some(false));
+            format!(
+                "connection #{id} · {} · {} → {} · {} request{}",
+                if opened { "new" } else { "reused" },
+                c.map_or("", |c| c.local.as_str()),
+                c.map_or("", |c| c.peer.as_str()),
+                g.rows.len(),
+                if g.rows.len() == 1 { "" } else { "s" }
+            )
+        }
+        None => format!("no connection · {} failed", g.rows.len()),
+    };
+    let _ = writeln!(
+        h,
+        "<g class=\"connection\" data-conn=\"{}\">",
+        g.conn.map_or("none".to_string(), |c| c.to_string())
+    );
+    if gi % 2 == 0 {
         let _ = writeln!(
             h,
-            "<g class=\"connection\" data-conn=\"{}\">",
-            g.conn.map_or("none".to_string(), |c| c.to_string())
+            "<rect class=\"band\" x=\"0\" y=\"{y}\" width=\"{width}\" height=\"{group_h}\"/>"
         );
-        if gi % 2 == 0 {
-            let _ = writeln!(
-                h,
-                "<rect class=\"band\" x=\"0\" y=\"{y}\" width=\"{width}\" height=\"{group_h}\"/>"
-            );
-        }
-        let _ = writeln!(
-            h,
-            "<text class=\"conn\" x=\"8\" y=\"{}\">{}</text>",
-            y + 16.0,
-            esc(&label)
-        );
-        // The connection's lifetime as seen by its requests.
-        if g.conn.is_some() {
-            let from = g.rows.iter().map(|r| r.start_ms).fold(f64::MAX, f64::min);
-            let to = g.rows.iter().map(|r| r.end_ms()).fold(0.0, f64::max);
-            let _ = writeln!(
-                h,
-                "<line x1=\"{:.1}\" y1=\"{}\" x2=\"{:.1}\" y2=\"{}\" stroke=\"#868e96\" stroke-width=\"2\"/>",
-                x(from),
-                y + GROUP_H - 3.0,
-                x(to),
-                y + GROUP_H - 3.0
-            );
-        }
-        y += GROUP_H;
-        for r in &g.rows {
-            let status = match (r.status, &r.error) {
-                (Some(s), None) => s.to_string(),
-                (Some(s), Some(_)) => format!("{s} (error)"),
-                (None, _) => "failed".to_string(),
-            };
-            let reuse = match r.reused {
-                Some(true) => " · reused",
-                Some(false) => " · new",
-                None => "",
-            };
-            let name = shorten(&row_name(&r.url, &base), 34);
-            let _ = writeln!(
-                h,
-                "<g class=\"req\" data-index=\"{}\"><title>{}</title>",
-                r.index,
-                esc(&describe(r))
-            );
-            let _ = writeln!(
-                h,
-                "<rect class=\"hover\" x=\"0\" y=\"{y}\" width=\"{width}\" height=\"{ROW_H}\"/>"
-            );
-            let _ = writeln!(
-                h,
-                "<text x=\"20\" y=\"{}\">#{} {}</text>",
-                y + 13.0,
-                r.index,
-                esc(&name)
-            );
-            let _ = writeln!(
-                h,
-                "<text class=\"meta\" x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
-                LABEL_W - 10.0,
-                y + 13.0,
-                esc(&format!("{status} · {}{reuse}", fmt_size(r.size)))
-            );
-            let bar_y = y + (ROW_H - BAR_H) / 2.0;
-            let spans = spans(r);
-            if spans.is_empty() {
-                // No phases: a failure before any response byte.
-                let x0 = x(r.start_ms);
-                let w = (x(r.end_ms()) - x0).max(2.0);
-                let _ = writeln!(
-                    h,
-                    "<rect class=\"err\" x=\"{x0:.2}\" y=\"{bar_y}\" width=\"{w:.2}\" height=\"{BAR_H}\"/>"
-                );
-            }
-            for (class, from, to) in spans {
-                let x0 = x(from);
-                let w = (x(to) - x0).max(0.5);
-                let _ = writeln!(
-                    h,
-                    "<rect class=\"{class}\" x=\"{x0:.2}\" y=\"{bar_y}\" width=\"{w:.2}\" height=\"{BAR_H}\"/>"
-                );
-            }
-            if r.status.is_some() && r.error.is_some() {
-                let _ = writeln!(
-                    h,
-                    "<rect class=\"err\" x=\"{:.2}\" y=\"{bar_y}\" width=\"3\" height=\"{BAR_H}\"/>",
-                    x(r.end_ms())
-                );
-            }
-            let _ = writeln!(
-                h,
-                "<text class=\"meta\" x=\"{:.1}\" y=\"{}\">{:.2} ms</text>",
-                x(r.end_ms()) + 6.0,
-                y + 13.0,
-                r.total_ms
-            );
-            h.push_str("</g>\n");
-            y += ROW_H;
-        }
-        h.push_str("</g>\n");
     }
-    h.push_str("</svg></div>\n");
+    let _ = writeln!(
+        h,
+        "<text class=\"conn\" x=\"8\" y=\"{}\">{}</text>",
+        y + 16.0,
+        esc(&label)
+    );
+    // The connection's lifetime as seen by its requests.
+    if g.conn.is_some() {
+        let from = g.rows.iter().map(|r| r.start_ms).fold(f64::MAX, f64::min);
+        let to = g.rows.iter().map(|r| r.end_ms()).fold(0.0, f64::max);
+        let _ = writeln!(
+            h,
+            "<line x1=\"{:.1}\" y1=\"{}\" x2=\"{:.1}\" y2=\"{}\" stroke=\"#868e96\" stroke-width=\"2\"/>",
+            l.x(from),
+            y + GROUP_H - 3.0,
+            l.x(to),
+            y + GROUP_H - 3.0
+        );
+    }
+    y += GROUP_H;
+    for r in &g.rows {
+        request(h, l, r, y, base);
+        y += ROW_H;
+    }
+    h.push_str("</g>\n");
+    y
+}
 
-    // The same numbers as a table.
+/// One request's row at `y`: its name and status, a bar per phase, its total.
+fn request(h: &mut String, l: &Layout, r: &Record, y: f64, base: &str) {
+    let status = match (r.status, &r.error) {
+        (Some(s), None) => s.to_string(),
+        (Some(s), Some(_)) => format!("{s} (error)"),
+        (None, _) => "failed".to_string(),
+    };
+    let reuse = match r.reused {
+        Some(true) => " · reused",
+        Some(false) => " · new",
+        None => "",
+    };
+    let name = shorten(&row_name(&r.url, base), 34);
+    let _ = writeln!(
+        h,
+        "<g class=\"req\" data-index=\"{}\"><title>{}</title>",
+        r.index,
+        esc(&describe(r))
+    );
+    let _ = writeln!(
+        h,
+        "<rect class=\"hover\" x=\"0\" y=\"{y}\" width=\"{}\" height=\"{ROW_H}\"/>",
+        l.width
+    );
+    let _ = writeln!(
+        h,
+        "<text x=\"20\" y=\"{}\">#{} {}</text>",
+        y + 13.0,
+        r.index,
+        esc(&name)
+    );
+    let _ = writeln!(
+        h,
+        "<text class=\"meta\" x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+        LABEL_W - 10.0,
+        y + 13.0,
+        esc(&format!("{status} · {}{reuse}", fmt_size(r.size)))
+    );
+    let bar_y = y + (ROW_H - BAR_H) / 2.0;
+    let spans = spans(r);
+    if spans.is_empty() {
+        // No phases: a failure before any response byte.
+        let x0 = l.x(r.start_ms);
+        let w = (l.x(r.end_ms()) - x0).max(2.0);
+        let _ = writeln!(
+            h,
+            "<rect class=\"err\" x=\"{x0:.2}\" y=\"{bar_y}\" width=\"{w:.2}\" height=\"{BAR_H}\"/>"
+        );
+    }
+    for (class, from, to) in spans {
+        let x0 = l.x(from);
+        let w = (l.x(to) - x0).max(0.5);
+        let _ = writeln!(
+            h,
+            "<rect class=\"{class}\" x=\"{x0:.2}\" y=\"{bar_y}\" width=\"{w:.2}\" height=\"{BAR_H}\"/>"
+        );
+    }
+    if r.status.is_some() && r.error.is_some() {
+        let _ = writeln!(
+            h,
+            "<rect class=\"err\" x=\"{:.2}\" y=\"{bar_y}\" width=\"3\" height=\"{BAR_H}\"/>",
+            l.x(r.end_ms())
+        );
+    }
+    let _ = writeln!(
+        h,
+        "<text class=\"meta\" x=\"{:.1}\" y=\"{}\">{:.2} ms</text>",
+        l.x(r.end_ms()) + 6.0,
+        y + 13.0,
+        r.total_ms
+    );
+    h.push_str("</g>\n");
+}
+
+/// The same numbers as a table, in request order.
+fn table(h: &mut String, records: &[Record]) {
     h.push_str("<table>\n<thead><tr><th>#</th><th class=\"url\">URL</th><th>status</th><th>bytes</th><th>conn</th><th>new/reused</th><th>retries</th><th>start</th><th>queued</th><th>DNS</th><th>connect</th><th>sent</th><th>waiting (TTFB)</th><th>download</th><th>total</th></tr></thead>\n<tbody>\n");
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
     for r in records {
-        let p = r.phases_ms;
+        let phases: String = Phases::in_order(r.phases_ms)
+            .into_iter()
+            .map(|v| format!("<td>{}</td>", opt(v)))
+            .collect();
         let _ = writeln!(
             h,
-            "<tr><td>{}</td><td class=\"url\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td></tr>",
+            "<tr><td>{}</td><td class=\"url\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td>{phases}<td>{:.2}</td></tr>",
             r.index,
             esc(&r.url),
             r.status.map_or("-".to_string(), |s| s.to_string()),
@@ -508,12 +573,6 @@ pub fn render(records: &[Record], summary: &Summary) -> String {
             },
             r.retries,
             r.start_ms,
-            opt(p.map(|p| p.queued)),
-            opt(p.and_then(|p| p.dns)),
-            opt(p.and_then(|p| p.connect)),
-            opt(p.map(|p| p.send)),
-            opt(p.map(|p| p.wait)),
-            opt(p.map(|p| p.download)),
             r.total_ms
         );
         if let Some(e) = &r.error {
@@ -525,9 +584,6 @@ pub fn render(records: &[Record], summary: &Summary) -> String {
         }
     }
     h.push_str("</tbody>\n</table>\n");
-    h.push_str("<p class=\"facts\">Times in milliseconds from the first request. Hover a row for its details. Made by <code>keepwire get --waterfall</code>.</p>\n");
-    h.push_str("</body>\n</html>\n");
-    h
 }
 
 #[cfg(test)]

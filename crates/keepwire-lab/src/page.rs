@@ -1,12 +1,14 @@
-//! `keepwire get --page`: which sub-resources an HTML page makes a browser
-//! fetch, and URL handling for `keepwire get`.
+//! Which sub-resources an HTML page makes a browser fetch (what a page load
+//! fetches after the page), and URL handling for the page-load engine and
+//! `keepwire bench`.
 //!
 //! The page is tokenized with `html5gum` (a WHATWG tokenizer without
 //! dependencies) so comments, `<script>` and `<style>` contents, entities and
 //! quoting are handled as a browser does; a hand-written attribute scanner
 //! would find `<img>` inside comments or scripts. References are resolved
 //! against the page URL (or its first `<base href>`) by RFC 3986 §5, and only
-//! same-origin `http://` ones are kept: one origin is one connection pool.
+//! same-origin `http://` and `https://` ones are kept: one origin is one
+//! connection pool.
 
 use html5gum::{DefaultEmitter, Token, Tokenizer};
 use http::Uri;

@@ -14,13 +14,21 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Request, Response, StatusCode};
 use keepwire::Body;
 
-/// Shape of the generated site.
+/// Shape of the generated site; by default `keepwire serve`'s, 12 objects
+/// of 4 KiB.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Site {
     /// Sub-resources referenced by the page.
     pub objects: usize,
     /// Bytes per sub-resource.
     pub object_size: usize,
+}
+
+impl Default for Site {
+    fn default() -> Self {
+        Site::new(12, 4096)
+    }
 }
 
 const KINDS: [(&str, &str); 3] = [
@@ -30,6 +38,14 @@ const KINDS: [(&str, &str); 3] = [
 ];
 
 impl Site {
+    /// A page referencing `objects` sub-resources of `object_size` bytes each.
+    pub fn new(objects: usize, object_size: usize) -> Self {
+        Site {
+            objects,
+            object_size,
+        }
+    }
+
     /// The HTML page.
     pub fn page(&self) -> String {
         let mut html = String::from(

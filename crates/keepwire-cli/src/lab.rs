@@ -2,23 +2,19 @@
 //! wide-area link, each beside what the simple round-trip model predicts.
 //!
 //! The lab is the proof that every rule in CONNECTION-RULES.md does what it
-//! claims: it starts keepwire's own origin, proxy and client on the two
-//! sides of a link with a real RTT (see [`link`]), runs each experiment, and
-//! prints measured vs model with a verdict. `--json` keeps every number;
-//! `--report` draws a self-contained HTML page.
-
-mod experiments;
-pub mod link;
-mod report;
+//! claims. The link, the experiments and the HTML report are the
+//! `keepwire_lab` library; this is its command line: the flags, a table and
+//! a verdict per experiment on the terminal, `--json` and `--report` files.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use serde::Serialize;
+use keepwire_lab::experiments::{self, Experiment, Outcome};
+use keepwire_lab::report::{self, fmt_value};
+use keepwire_lab::{Lab, LabReport, Link, LinkSpec};
 
 use crate::common::parse_duration;
-use link::{Link, LinkSpec};
 
 /// Options of `keepwire lab`.
 #[derive(Args, Debug)]
@@ -95,80 +91,6 @@ fn parse_bandwidth(s: &str) -> Result<u64, String> {
     Ok(bps as u64)
 }
 
-/// One row of an experiment's table.
-#[derive(Debug, Clone, Serialize)]
-pub struct Row {
-    /// What was measured (a strategy, a setting).
-    pub label: String,
-    /// Values in the experiment's column order; `None` is "-".
-    pub values: Vec<Option<f64>>,
-}
-
-/// A request on the page-load waterfall.
-#[derive(Debug, Clone, Serialize)]
-pub struct Bar {
-    /// Request URL path.
-    pub path: String,
-    /// Client connection id.
-    pub conn: Option<u64>,
-    /// Start and end, ms after the first request.
-    pub start_ms: f64,
-    /// End.
-    pub end_ms: f64,
-    /// This request opened its connection.
-    pub new_conn: bool,
-}
-
-/// What one experiment measured.
-#[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
-    /// Short name (`page-load`).
-    pub id: &'static str,
-    /// Title.
-    pub title: &'static str,
-    /// Rules it demonstrates.
-    pub rules: &'static str,
-    /// Column names (units included).
-    pub columns: Vec<String>,
-    /// Measured rows.
-    pub rows: Vec<Row>,
-    /// Index of the measured and model columns to chart side by side.
-    pub chart: (usize, Option<usize>),
-    /// Does the measurement match the rule?
-    pub pass: bool,
-    /// The verdict in words.
-    pub verdict: String,
-    /// Assumptions and caveats.
-    pub notes: Vec<String>,
-    /// Page load only: one waterfall per strategy.
-    pub waterfalls: Vec<(String, Vec<Bar>)>,
-}
-
-/// Everything a run produced.
-#[derive(Debug, Serialize)]
-pub struct LabReport {
-    /// "exact" (namespaces) or "approximate" (relay).
-    pub link_kind: &'static str,
-    /// Why the relay was used.
-    pub fallback_reason: Option<String>,
-    /// RTT in ms.
-    pub rtt_ms: f64,
-    /// Bits per second.
-    pub bandwidth_bps: u64,
-    /// Loss percent.
-    pub loss_percent: f64,
-    /// Reduced sizes.
-    pub quick: bool,
-    /// Packets the link dropped.
-    pub dropped_packets: u64,
-    /// Namespace inodes of the two sides (exact link only).
-    pub netns: Vec<u64>,
-    /// Per experiment.
-    pub experiments: Vec<Outcome>,
-    /// Machine facts.
-    pub machine: String,
-}
-
 /// Runs `keepwire lab`.
 pub fn run(args: LabArgs) -> Result<(), String> {
     if args.list {
@@ -177,13 +99,13 @@ pub fn run(args: LabArgs) -> Result<(), String> {
         }
         return Ok(());
     }
-    let chosen: Vec<&experiments::Experiment> = if args.names.is_empty() {
+    let chosen: Vec<&Experiment> = if args.names.is_empty() {
         experiments::ALL.iter().collect()
     } else {
         args.names
             .iter()
             .map(|n| {
-                experiments::ALL.iter().find(|e| e.id == n).ok_or_else(|| {
+                experiments::find(n).ok_or_else(|| {
                     let ids: Vec<_> = experiments::ALL.iter().map(|e| e.id).collect();
                     format!("no experiment {n:?}; there are: {}", ids.join(", "))
                 })
@@ -208,12 +130,16 @@ pub fn run(args: LabArgs) -> Result<(), String> {
                 .map_err(|e| format!("--report {}: {e}", args.report.display()))
         })
         .transpose()?;
-    let spec = LinkSpec {
-        rtt: args.rtt,
-        bandwidth: args.bandwidth,
-        loss: args.loss / 100.0,
-    };
-    let link = Link::new(spec, args.relay).map_err(|e| format!("cannot build the link: {e}"))?;
+    let spec = LinkSpec::default()
+        .rtt(args.rtt)
+        .bandwidth(args.bandwidth)
+        .loss(args.loss / 100.0);
+    let link = if args.relay {
+        Link::relay(spec, "asked for with --relay".into())
+    } else {
+        Link::new(spec)
+    }
+    .map_err(|e| format!("cannot build the link: {e}"))?;
     eprintln!(
         "keepwire lab: link RTT {} ms, {} Mbit/s, loss {}% — {}",
         args.rtt.as_secs_f64() * 1000.0,
@@ -228,7 +154,7 @@ pub fn run(args: LabArgs) -> Result<(), String> {
             Some(why) => format!("APPROXIMATE: userspace relay on loopback ({why})"),
         }
     );
-    let lab = experiments::Lab::start(&link, args.quick)?;
+    let lab = Lab::start(&link, args.quick)?;
     let mut outcomes = Vec::new();
     for e in &chosen {
         let bar = indicatif::ProgressBar::new_spinner();
@@ -246,25 +172,10 @@ pub fn run(args: LabArgs) -> Result<(), String> {
         print!("{}", table(&outcome, link.label()));
         outcomes.push(outcome);
     }
-    let report = LabReport {
-        link_kind: link.label(),
-        fallback_reason: link.fallback_reason.clone(),
-        rtt_ms: args.rtt.as_secs_f64() * 1000.0,
-        bandwidth_bps: args.bandwidth,
-        loss_percent: args.loss,
-        quick: args.quick,
-        dropped_packets: link.dropped.load(std::sync::atomic::Ordering::Relaxed),
-        netns: [link.server.netns, link.client.netns]
-            .into_iter()
-            .flatten()
-            .filter(|_| link.exact)
-            .collect(),
-        experiments: outcomes,
-        machine: machine_facts(),
-    };
+    let report = LabReport::new(&link, args.quick, outcomes);
     drop(lab);
     drop(link);
-    let passed = report.experiments.iter().filter(|o| o.pass).count();
+    let passed = report.passed();
     println!(
         "{passed} of {} experiments match their rule{}",
         report.experiments.len(),
@@ -287,32 +198,6 @@ pub fn run(args: LabArgs) -> Result<(), String> {
         eprintln!("keepwire lab: report written to {}", args.report.display());
     }
     Ok(())
-}
-
-fn machine_facts() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    format!("{cpu}, {cores} cores, Linux {kernel}")
-}
-
-fn fmt_value(v: Option<f64>) -> String {
-    match v {
-        None => "-".into(),
-        Some(x) if x.fract() == 0.0 && x.abs() < 1e12 => format!("{x:.0}"),
-        Some(x) if x.abs() >= 100.0 => format!("{x:.0}"),
-        Some(x) => format!("{x:.1}"),
-    }
 }
 
 /// The terminal table of one experiment.

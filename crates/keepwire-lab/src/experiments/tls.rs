@@ -1,0 +1,123 @@
+//! Experiment 9 (R2.1, R4.3): the page over HTTPS. TLS 1.3 adds one round
+//! trip to every new connection, so a strategy that opens one per object
+//! pays it per object, and persistence saves more than over cleartext.
+
+use std::collections::HashMap;
+
+use super::harness::{Experiment, Lab, Outcome, PAGE_OBJECTS, outcome, row};
+use super::page_load::load_page;
+use crate::load::Strategy;
+
+/// Its entry in the catalogue.
+pub(super) const EXPERIMENT: Experiment = Experiment {
+    id: "tls",
+    title: "the page over HTTPS: a TLS handshake per connection",
+    rules: "R2.1, R4.3",
+    run,
+};
+
+/// Experiment 9 (R2.1, R4.3): the page over HTTPS. TLS 1.3 adds one round
+/// trip to every new connection, so a strategy that opens one per object
+/// pays it per object, and persistence saves more than over cleartext.
+pub(super) fn run(lab: &Lab) -> Outcome {
+    let r = lab.r_ms();
+    let n = PAGE_OBJECTS as f64 + 1.0;
+    let http: http::Uri = format!("http://{}/", lab.origin)
+        .parse()
+        .expect("valid URL");
+    let https: http::Uri = format!("https://{}/", lab.origin_tls)
+        .parse()
+        .expect("valid URL");
+    // (label, URL, strategy, model wall in RTTs): a request is one round
+    // trip, TCP's handshake one, TLS 1.3's one more.
+    let cases: [(&str, &http::Uri, Strategy, f64); 5] = [
+        ("serial, http://", &http, Strategy::Serial, 2.0 * n),
+        ("serial, https://", &https, Strategy::Serial, 3.0 * n),
+        (
+            "persistent 1, http://",
+            &http,
+            Strategy::Persistent,
+            1.0 + n,
+        ),
+        (
+            "persistent 1, https://",
+            &https,
+            Strategy::Persistent,
+            2.0 + n,
+        ),
+        // Connect, TLS, the page, then every object at once (ALPN h2).
+        (
+            "multiplexed, https:// (h2)",
+            &https,
+            Strategy::Multiplexed,
+            4.0,
+        ),
+    ];
+    let mut rows = Vec::new();
+    let mut walls = HashMap::new();
+    let mut notes = vec![format!(
+        "model: 1 RTT per TCP handshake, 1 per TLS 1.3 handshake, 1 per request; \
+         {} requests (the page and {PAGE_OBJECTS} objects)",
+        n
+    )];
+    let mut waterfalls = Vec::new();
+    for (label, url, strategy, model_rtts) in cases {
+        let load = load_page(lab, url, strategy, 1);
+        let model = model_rtts * r;
+        rows.push(row(label, load.against(label, model, &mut notes)));
+        walls.insert(label, load.wall);
+        waterfalls.push((label.to_string(), load.bars));
+    }
+    let off: Vec<String> = rows
+        .iter()
+        .filter_map(|row| match row.values[..] {
+            [_, _, Some(pct), _] if pct.abs() > 15.0 => Some(format!("{} {pct:+.0}%", row.label)),
+            _ => None,
+        })
+        .collect();
+    if !off.is_empty() {
+        notes.push(format!(
+            "off the model by more than 15%: {}",
+            off.join(", ")
+        ));
+    }
+    let w = |k: &str| walls.get(k).copied().unwrap_or(0.0);
+    let serial_extra = w("serial, https://") - w("serial, http://");
+    let persistent_extra = w("persistent 1, https://") - w("persistent 1, http://");
+    rows.push(row(
+        "TLS cost, serial",
+        vec![Some(serial_extra), Some(n * r), None, None],
+    ));
+    rows.push(row(
+        "TLS cost, persistent 1",
+        vec![Some(persistent_extra), Some(r), None, None],
+    ));
+    // Every new connection pays the handshake: serial pays it n times,
+    // persistent once.
+    let pass = serial_extra >= 0.7 * n * r
+        && persistent_extra < 2.0 * r
+        && w("multiplexed, https:// (h2)") < w("persistent 1, https://");
+    lab.note_link(&mut notes);
+    let mut outcome = outcome(
+        &EXPERIMENT,
+        &["wall ms", "model ms", "vs model %", "connections"],
+        rows,
+        (0, Some(1)),
+        pass,
+        if pass {
+            format!(
+                "TLS cost {serial_extra:.0} ms serial ({n:.0} handshakes) vs \
+                 {persistent_extra:.0} ms persistent (one): persistence saves a round \
+                 trip more per request over HTTPS"
+            )
+        } else {
+            format!(
+                "TLS cost {serial_extra:.0} ms serial vs {persistent_extra:.0} ms persistent: \
+                 not the one round trip per new connection the model predicts"
+            )
+        },
+        notes,
+    );
+    outcome.waterfalls = waterfalls;
+    outcome
+}

@@ -1,0 +1,476 @@
+//! One request, or one pipelined connection's share of them, through the
+//! pooled client: the body read to its end, the phases measured, the
+//! outcome written down as a [`Record`].
+//!
+//! The transcript (`keepwire get -v`) is written here, while the request and
+//! the response heads are at hand, rather than kept whole for a printer.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{ACCEPT, CONNECTION, CONTENT_TYPE, HOST, USER_AGENT};
+use http::{HeaderMap, HeaderValue, Request, Uri, Version};
+use http_body_util::BodyExt;
+use keepwire::client::{PipelinedResponse, Timings};
+use keepwire::{Body, BodyError, Client, ClientError, RequestMeta};
+use tokio::time::Instant;
+
+use super::record::{ConnRecord, Kind, Phases, Record, TlsRecord};
+
+const AGENT: &str = concat!("keepwire/", env!("CARGO_PKG_VERSION"));
+
+/// Settings every request task needs.
+pub(super) struct Opts {
+    pub transcript: bool,
+    pub keep_bodies: bool,
+    /// Requests carry `Connection: close`.
+    pub close: bool,
+    pub depth: usize,
+    pub t0: Instant,
+}
+
+/// A request to make.
+pub(super) struct Job {
+    pub index: usize,
+    pub url: Uri,
+    pub kind: Kind,
+}
+
+/// A finished request: its record, its body if kept, its transcript.
+pub(super) struct Fetched {
+    pub record: Record,
+    pub body: Option<Bytes>,
+    pub transcript: String,
+}
+
+impl Fetched {
+    /// A request that never reached the client.
+    pub fn failed(index: usize, url: String, kind: Kind, opts: &Opts, error: String) -> Self {
+        let start = ms(opts.t0.elapsed());
+        Fetched {
+            record: Record::failed(index, url, kind, start, error),
+            body: None,
+            transcript: String::new(),
+        }
+    }
+}
+
+/// One request through the pool; reads the whole body (counting it, keeping
+/// it if asked) and measures when it completed.
+pub(super) async fn fetch_one(client: Client, opts: Arc<Opts>, job: Job, keep: bool) -> Fetched {
+    let keep = keep || opts.keep_bodies;
+    let url = job.url.to_string();
+    let req = match build_request(&job.url, opts.close) {
+        Ok(r) => r,
+        Err(e) => return Fetched::failed(job.index, url, job.kind, &opts, e),
+    };
+    let mut transcript = String::new();
+    let sent_head = if opts.transcript {
+        request_head(&req)
+    } else {
+        String::new()
+    };
+    let start = Instant::now();
+    let start_ms = ms(start.duration_since(opts.t0));
+    let resp = client.request(req).await;
+    let resp = match resp {
+        Ok(r) => r,
+        Err(e) => {
+            let mut record = Record::failed(job.index, url, job.kind, start_ms, client_cause(&e));
+            record.start_ms = round3(start_ms);
+            record.total_ms = round3(ms(start.elapsed()));
+            if opts.transcript {
+                transcript = failure_note(&sent_head, &record);
+            }
+            return Fetched {
+                record,
+                body: None,
+                transcript,
+            };
+        }
+    };
+    let head_at = start.elapsed();
+    let (parts, mut body) = resp.into_parts();
+    let meta = parts.extensions.get::<RequestMeta>().copied();
+    if opts.transcript {
+        if let Some(m) = &meta {
+            transcript.push_str(&conn_note(job.index, m));
+        }
+        transcript.push_str(&sent_head);
+        transcript.push_str(&response_head(parts.version, parts.status, &parts.headers));
+    }
+    let mut size = 0u64;
+    let mut kept = keep.then(BytesMut::new);
+    let body_error = loop {
+        match body.frame().await {
+            None => break None,
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    size += data.len() as u64;
+                    if let Some(k) = kept.as_mut() {
+                        k.extend_from_slice(&data);
+                    }
+                }
+            }
+            Some(Err(e)) => break Some(body_cause(&e)),
+        }
+    };
+    let complete = start.elapsed();
+    let mut record = match &meta {
+        Some(m) => record_from_meta(job.index, &job.url, job.kind, start_ms, m, complete),
+        None => {
+            // Every response of the client carries its meta; if one ever
+            // does not, the request still gets a row.
+            let mut r = Record::failed(job.index, url, job.kind, start_ms, String::new());
+            r.error = None;
+            r.first_byte_ms = Some(round3(ms(head_at)));
+            r.total_ms = round3(ms(complete));
+            r
+        }
+    };
+    record.status = Some(parts.status.as_u16());
+    record.version = Some(format!("{:?}", parts.version));
+    record.content_type = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    record.size = size;
+    record.error = body_error;
+    if opts.transcript {
+        match &record.error {
+            Some(e) => {
+                let _ = writeln!(transcript, "* #{} {}: {e}", job.index, record.url);
+            }
+            None => {
+                let _ = writeln!(
+                    transcript,
+                    "* #{} {size} body bytes, complete after {:.2} ms",
+                    job.index, record.total_ms
+                );
+            }
+        }
+    }
+    Fetched {
+        record,
+        body: kept.map(BytesMut::freeze),
+        transcript,
+    }
+}
+
+/// One pipelined connection's share of the jobs (R7): `client.pipeline`
+/// sends them down one persistent connection, `depth` at a time.
+pub(super) async fn pipeline_chunk(
+    client: Client,
+    opts: Arc<Opts>,
+    jobs: Vec<Job>,
+) -> Vec<Fetched> {
+    let mut out = Vec::with_capacity(jobs.len());
+    let mut requests = Vec::new();
+    let mut sent = Vec::new();
+    for job in jobs {
+        match build_request(&job.url, opts.close) {
+            Ok(req) => {
+                let head = if opts.transcript {
+                    request_head(&req)
+                } else {
+                    String::new()
+                };
+                requests.push(req);
+                sent.push((job, head));
+            }
+            Err(e) => out.push(Fetched::failed(
+                job.index,
+                job.url.to_string(),
+                job.kind,
+                &opts,
+                e,
+            )),
+        }
+    }
+    let start = Instant::now();
+    let start_ms = ms(start.duration_since(opts.t0));
+    let results: Vec<PipelinedResponse> = client.pipeline(requests, opts.depth).await;
+    let ended = start.elapsed();
+    for ((job, head), result) in sent.into_iter().zip(results) {
+        out.push(pipelined_record(job, head, result, start_ms, ended, &opts));
+    }
+    out
+}
+
+fn pipelined_record(
+    job: Job,
+    sent_head: String,
+    result: PipelinedResponse,
+    start_ms: f64,
+    ended: Duration,
+    opts: &Opts,
+) -> Fetched {
+    let mut transcript = String::new();
+    match result {
+        Err(e) => {
+            let mut record = Record::failed(
+                job.index,
+                job.url.to_string(),
+                job.kind,
+                round3(start_ms),
+                client_cause(&e),
+            );
+            record.pipelined = true;
+            record.total_ms = round3(ms(ended));
+            if opts.transcript {
+                transcript = failure_note(&sent_head, &record);
+            }
+            Fetched {
+                record,
+                body: None,
+                transcript,
+            }
+        }
+        Ok((resp, meta)) => {
+            // The library reads a pipelined body whole right after its head.
+            let complete = meta.timings.complete.unwrap_or(meta.timings.first_byte);
+            let mut record =
+                record_from_meta(job.index, &job.url, job.kind, start_ms, &meta, complete);
+            record.pipelined = true;
+            record.status = Some(resp.status().as_u16());
+            record.version = Some(format!("{:?}", resp.version()));
+            record.content_type = resp
+                .headers()
+                .get(CONTENT_TYPE)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            record.size = resp.body().len() as u64;
+            if opts.transcript {
+                transcript.push_str(&conn_note(job.index, &meta));
+                transcript.push_str(&sent_head);
+                transcript.push_str(&response_head(
+                    resp.version(),
+                    resp.status(),
+                    resp.headers(),
+                ));
+                let _ = writeln!(
+                    transcript,
+                    "* #{} {} body bytes, pipelined, complete after {:.2} ms",
+                    job.index, record.size, record.total_ms
+                );
+            }
+            Fetched {
+                record,
+                body: opts.keep_bodies.then(|| resp.into_body()),
+                transcript,
+            }
+        }
+    }
+}
+
+/// The transcript of a request that got no response: what was sent, and why.
+fn failure_note(sent_head: &str, record: &Record) -> String {
+    format!(
+        "{sent_head}* #{} {}: {}\n",
+        record.index,
+        record.url,
+        record.error.as_deref().unwrap_or("")
+    )
+}
+
+/// A one-line cause for a failed request.
+fn client_cause(e: &ClientError) -> String {
+    match e {
+        ClientError::InvalidUrl(m) => format!("invalid URL: {m}"),
+        ClientError::Resolve(io) => format!("cannot resolve the host name: {io}"),
+        ClientError::Connect(io) => format!("cannot connect: {io}"),
+        ClientError::Io(io) => format!("connection failed: {io}"),
+        ClientError::Protocol(p) if p.is_truncated() => format!("truncated response: {p}"),
+        ClientError::Protocol(p) => format!("protocol error: {p}"),
+        other => other.to_string(),
+    }
+}
+
+fn body_cause(e: &BodyError) -> String {
+    match e {
+        BodyError::Protocol(p) if p.is_truncated() => format!("truncated body: {p}"),
+        BodyError::Protocol(p) => format!("body: protocol error: {p}"),
+        BodyError::Closed => "truncated body: the connection closed before the body ended".into(),
+        BodyError::Source(s) => format!("body: {s}"),
+        other @ (BodyError::TooLarge(_) | BodyError::TimedOut(_)) => other.to_string(),
+    }
+}
+
+/// The request for `url`, with the head fields we send spelled out so the
+/// transcript shows them.
+fn build_request(url: &Uri, close: bool) -> Result<Request<Body>, String> {
+    let host = url.authority().map_or("", |a| a.as_str());
+    let mut req = Request::get(url.clone())
+        .header(
+            HOST,
+            HeaderValue::from_str(host).map_err(|e| format!("invalid host: {e}"))?,
+        )
+        .header(USER_AGENT, AGENT)
+        .header(ACCEPT, "*/*");
+    if close {
+        req = req.header(CONNECTION, "close");
+    }
+    req.body(Body::empty())
+        .map_err(|e| format!("invalid request: {e}"))
+}
+
+/// The `> ` lines of a request head.
+fn request_head(req: &Request<Body>) -> String {
+    let mut s = format!(
+        "> {} {} HTTP/1.1\n",
+        req.method(),
+        req.uri().path_and_query().map_or("/", |p| p.as_str())
+    );
+    for (name, value) in req.headers() {
+        let _ = writeln!(s, "> {name}: {}", String::from_utf8_lossy(value.as_bytes()));
+    }
+    s.push_str(">\n");
+    s
+}
+
+/// The `< ` lines of a response head.
+fn response_head(version: Version, status: http::StatusCode, headers: &HeaderMap) -> String {
+    let mut s = format!(
+        "< {:?} {} {}\n",
+        version,
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    for (name, value) in headers {
+        let _ = writeln!(s, "< {name}: {}", String::from_utf8_lossy(value.as_bytes()));
+    }
+    s.push_str("<\n");
+    s
+}
+
+/// The `* ` lines that say which connection carried a request.
+fn conn_note(index: usize, meta: &RequestMeta) -> String {
+    let mut s = if meta.reused {
+        format!(
+            "* #{index} connection #{} reused (request {} on it) {} -> {}\n",
+            meta.conn.id,
+            meta.conn_request_index + 1,
+            meta.conn.local,
+            meta.conn.peer
+        )
+    } else {
+        let mut s = format!(
+            "* #{index} connection #{} new {} -> {}\n",
+            meta.conn.id, meta.conn.local, meta.conn.peer
+        );
+        if let Some(t) = meta.conn.tls {
+            let alpn = t.alpn.unwrap_or("none (HTTP/1.1)");
+            let _ = writeln!(s, "* #{index} TLS {} {}, ALPN {alpn}", t.version, t.cipher);
+        }
+        s
+    };
+    if meta.retries > 0 {
+        let _ = writeln!(
+            s,
+            "* #{index} retried {} time(s) on a fresh connection (R8.3)",
+            meta.retries
+        );
+    }
+    s
+}
+
+/// Phases from the library's timings (each measured from the request's
+/// start) and our `complete`.
+fn phases(t: &Timings, reused: bool, complete: Duration) -> Phases {
+    let mut at = t.queued;
+    let (dns, connect) = if reused {
+        (None, None)
+    } else {
+        (t.dns, t.connect)
+    };
+    let dns = dns.map(|d| {
+        at += d;
+        ms(d)
+    });
+    let connect = connect.map(|d| {
+        at += d;
+        ms(d)
+    });
+    let written = t.written.max(at);
+    let first = t.first_byte.max(written);
+    let complete = complete.max(first);
+    Phases {
+        queued: round3(ms(t.queued)),
+        dns: dns.map(round3),
+        connect: connect.map(round3),
+        send: round3(ms(written - at)),
+        wait: round3(ms(first - written)),
+        download: round3(ms(complete - first)),
+    }
+}
+
+fn record_from_meta(
+    index: usize,
+    url: &Uri,
+    kind: Kind,
+    start_ms: f64,
+    meta: &RequestMeta,
+    complete: Duration,
+) -> Record {
+    Record {
+        index,
+        url: url.to_string(),
+        kind,
+        status: None,
+        version: None,
+        content_type: None,
+        size: 0,
+        connection: Some(ConnRecord {
+            id: meta.conn.id,
+            local: meta.conn.local.to_string(),
+            peer: meta.conn.peer.to_string(),
+            tls: meta.conn.tls.map(|t| TlsRecord {
+                version: t.version,
+                cipher: t.cipher,
+                alpn: t.alpn,
+            }),
+        }),
+        reused: Some(meta.reused),
+        conn_request_index: Some(meta.conn_request_index),
+        retries: meta.retries,
+        pipelined: false,
+        start_ms: round3(start_ms),
+        phases_ms: Some(phases(&meta.timings, meta.reused, complete)),
+        first_byte_ms: Some(round3(ms(meta.timings.first_byte))),
+        total_ms: round3(ms(complete.max(meta.timings.first_byte))),
+        error: None,
+    }
+}
+
+pub(super) fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+pub(super) fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_follow_each_other() {
+        let t = Timings {
+            queued: Duration::from_millis(1),
+            dns: Some(Duration::from_millis(2)),
+            connect: Some(Duration::from_millis(3)),
+            written: Duration::from_millis(7),
+            first_byte: Duration::from_millis(10),
+            ..Timings::default()
+        };
+        let p = phases(&t, false, Duration::from_millis(15));
+        assert_eq!(
+            (p.queued, p.dns, p.connect, p.send, p.wait, p.download),
+            (1.0, Some(2.0), Some(3.0), 1.0, 3.0, 5.0)
+        );
+        let p = phases(&t, true, Duration::from_millis(15));
+        assert_eq!((p.dns, p.connect, p.send), (None, None, 6.0));
+    }
+}
