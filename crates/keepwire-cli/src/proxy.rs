@@ -266,11 +266,8 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
         let server_cfg = Config {
             idle_timeout: args.idle_timeout,
             pipeline_depth: args.pipeline_depth.max(1),
-            proxy_connection: true,
-            preserve_header_case: true,
-            max_requests: None,
             tls,
-            ..Config::default()
+            ..Proxy::server_config()
         };
         let scheme = if server_cfg.tls.is_some() {
             "https"
