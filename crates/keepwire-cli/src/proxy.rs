@@ -298,8 +298,8 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
             }
             None => None,
         };
-        let handler = move |req| proxy.clone().handle(req);
-        let result = server.run(handler, shutdown_signal()).await;
+        // Served as `Arc<Proxy>`: HTTP/1 heads go upstream as read.
+        let result = server.run(proxy, shutdown_signal()).await;
         if let Some(a) = admin {
             let _ = a.shutdown().await;
         }

@@ -4,8 +4,8 @@
 //!
 //! The proxy runs as `keepwire proxy` wires it: keepwire's server with
 //! [`Proxy::server_config`] (`proxy_connection`, `preserve_header_case`, a
-//! pipelining depth of 8), handing every request to [`Proxy::handle`].
-//! Every wait is bounded.
+//! pipelining depth of 8), serving `Arc<Proxy>` (each HTTP/1 request's
+//! head reaches [`Proxy::handle_incoming`] as read). Every wait is bounded.
 
 mod support;
 
@@ -36,10 +36,7 @@ impl Front {
     fn start(cfg: ProxyConfig) -> Front {
         let proxy = Proxy::new(cfg);
         let p = proxy.clone();
-        let server = serve(
-            |c| *c = Proxy::server_config(),
-            move |req| p.clone().handle(req),
-        );
+        let server = serve(|c| *c = Proxy::server_config(), p);
         Front { proxy, server }
     }
 

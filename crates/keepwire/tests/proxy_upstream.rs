@@ -41,7 +41,7 @@ impl Front {
                 *c = Proxy::server_config();
                 c.limits.max_body_bytes = None;
             },
-            move |req| p.clone().handle(req),
+            p,
         );
         Front { proxy, server }
     }

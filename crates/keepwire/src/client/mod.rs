@@ -316,8 +316,10 @@ impl Client {
         } else {
             cfg.http2_prior_knowledge
         };
-        // `None`: ALPN chose HTTP/1.1; the pool takes over.
-        if h2 && let Some(resp) = self.send_h2(origin, &head, body).await? {
+        // `None`: ALPN chose HTTP/1.1; the pool takes over. (Boxed, as the
+        // connect below: inline they made every HTTP/1 request's future,
+        // and a proxy handler's around it, 10 KB to allocate and copy.)
+        if h2 && let Some(resp) = Box::pin(self.send_h2(origin, &head, body)).await? {
             return Ok(resp);
         }
         let started = Instant::now();
@@ -408,10 +410,12 @@ impl Client {
         };
         let (mut conn, reused) = match checkout {
             Checkout::Reused(c) => (*c, true),
-            Checkout::Connect => match self.connect(origin, started, &mut timings).await {
-                Ok(c) => (c, false),
-                Err(e) => return Err((AttemptState::NotSent, false, e)),
-            },
+            Checkout::Connect => {
+                match Box::pin(self.connect(origin, started, &mut timings)).await {
+                    Ok(c) => (c, false),
+                    Err(e) => return Err((AttemptState::NotSent, false, e)),
+                }
+            }
         };
         if reused {
             inner.metrics.reused.fetch_add(1, Relaxed);

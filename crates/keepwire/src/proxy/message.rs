@@ -7,8 +7,11 @@
 
 use std::sync::Arc;
 
-use http::header::{CONNECTION, CONTENT_LENGTH, HOST, MAX_FORWARDS, TRANSFER_ENCODING, VIA};
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, HOST, MAX_FORWARDS, TRANSFER_ENCODING, UPGRADE, VIA,
+};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, Uri, Version};
+use keepwire_proto::RequestHead;
 use keepwire_proto::hop::strip_hop_by_hop;
 use keepwire_proto::host::is_valid_host;
 
@@ -102,6 +105,46 @@ pub(super) fn allowed_upgrade(offered: &HeaderValue, allowed: &[String]) -> Opti
 }
 
 impl Proxy {
+    /// Makes the client's request head the upstream's, in place (R3.2,
+    /// R6.1): nothing hop-by-hop crosses, an allowed upgrade is asked for
+    /// again, our `Via` entry is appended (RFC 9110 §7.6.3), `host` (the
+    /// target's authority, when it had one) is the `Host` (RFC 9112
+    /// §3.2.2), and the target is in origin-form on HTTP/1.1. Field names
+    /// keep their spelling and order. `Err` if no origin-form target can
+    /// be made.
+    pub(super) fn to_next_hop(
+        &self,
+        head: &mut RequestHead,
+        upgrade: Option<HeaderValue>,
+        host: Option<&str>,
+    ) -> Result<(), &'static str> {
+        // An upgrade the route does not allow goes as a plain request (as
+        // nginx does without `proxy_set_header Upgrade`).
+        strip_hop_by_hop(&mut head.headers, upgrade.is_some());
+        if let Some(protocols) = upgrade {
+            head.headers.insert(UPGRADE, protocols);
+            head.headers
+                .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        // The version this request was received with.
+        head.headers.append(VIA, self.via_for(head.version));
+        head.version = Version::HTTP_11;
+        if let Some(authority) = host
+            && let Ok(v) = HeaderValue::from_str(authority)
+        {
+            // The target's authority wins over Host, and the Host sent on
+            // says the same (never two of them).
+            head.headers.insert(HOST, v);
+        }
+        // An absolute-form target (forward mode, HTTP/2) is reduced to its
+        // path once, here.
+        if head.target.scheme().is_some() || head.target.authority().is_some() {
+            let pq = head.target.path_and_query().map_or("/", |p| p.as_str());
+            head.target = pq.parse().map_err(|_| "cannot form the upstream target")?;
+        }
+        Ok(())
+    }
+
     /// Our `Via` entry for a message received with `version`.
     pub(super) fn via_for(&self, version: Version) -> HeaderValue {
         let token = match version {
@@ -153,5 +196,99 @@ impl Proxy {
             }
         }
         Response::from_parts(parts, body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use keepwire_proto::{Conn, ConnConfig, Event, Role};
+
+    use super::*;
+    use crate::proxy::ProxyConfig;
+    use crate::server::Incoming;
+
+    /// A head as the server reads it, spelling kept.
+    fn read(raw: &str) -> RequestHead {
+        let mut conn = Conn::new(
+            Role::Server,
+            ConnConfig {
+                preserve_header_case: true,
+                proxy_connection: true,
+                ..ConnConfig::default()
+            },
+        );
+        conn.read_buffer().extend_from_slice(raw.as_bytes());
+        match conn.poll_event() {
+            Ok(Some(Event::Request { head, .. })) => head,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// What the upstream hop writes for `head`.
+    fn written(head: &RequestHead) -> String {
+        let mut conn = Conn::new(Role::Client, ConnConfig::default());
+        let mut out = BytesMut::new();
+        conn.send_request(head, keepwire_proto::BodyLength::Known(0), &mut out)
+            .unwrap();
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn the_head_goes_on_edited_in_place_with_its_spelling_and_order() {
+        let proxy = Proxy::new(ProxyConfig::default());
+        let table: [(&str, Option<&str>, Option<&str>, &str); 3] = [
+            // Reverse, HTTP/1.1: hop-by-hop fields go, Via is appended,
+            // the rest keeps its spelling and order.
+            (
+                "GET /a?q=1 HTTP/1.1\r\nHost: app\r\nX-Trace-ID: 1\r\nProxy-Connection: keep-alive\r\nKeep-Alive: timeout=5\r\naccept: */*\r\n\r\n",
+                None,
+                None,
+                "GET /a?q=1 HTTP/1.1\r\nHost: app\r\nX-Trace-ID: 1\r\naccept: */*\r\nvia: 1.1 keepwire\r\n\r\n",
+            ),
+            // Forward, HTTP/1.0, absolute-form: origin-form target, the
+            // target's authority as Host, Via says 1.0, sent as HTTP/1.1.
+            (
+                "GET http://origin.test:8080/p HTTP/1.0\r\nHOST: other\r\nConnection: X-Hop\r\nX-Hop: 1\r\nUser-Agent: t\r\n\r\n",
+                None,
+                Some("origin.test:8080"),
+                "GET /p HTTP/1.1\r\nHOST: origin.test:8080\r\nUser-Agent: t\r\nvia: 1.0 keepwire\r\n\r\n",
+            ),
+            // An allowed upgrade is asked for again: the fields are set
+            // anew (after the kept ones), in the client's spelling.
+            (
+                "GET /ws HTTP/1.1\r\nHost: app\r\nCONNECTION: Upgrade\r\nUPGRADE: websocket\r\n\r\n",
+                Some("websocket"),
+                None,
+                "GET /ws HTTP/1.1\r\nHost: app\r\nUPGRADE: websocket\r\nCONNECTION: upgrade\r\nvia: 1.1 keepwire\r\n\r\n",
+            ),
+        ];
+        for (raw, upgrade, host, want) in table {
+            let mut head = read(raw);
+            let upgrade = upgrade.map(HeaderValue::from_static);
+            proxy.to_next_hop(&mut head, upgrade, host).unwrap();
+            assert_eq!(written(&head), want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn the_request_view_and_the_head_carry_the_same_request() {
+        let head = read("POST /x HTTP/1.1\r\nHost: a\r\nX-One: 1\r\nx-two: 2\r\n\r\n");
+        let req = Incoming {
+            head: head.clone(),
+            body: crate::Body::empty(),
+            info: None,
+            on_upgrade: None,
+        }
+        .into_request();
+        assert_eq!(req.method(), http::Method::POST);
+        assert!(
+            req.extensions()
+                .get::<keepwire_proto::HeaderCase>()
+                .is_some()
+        );
+        let back = Incoming::from_request(req);
+        assert_eq!(back.head, head);
+        assert!(back.info.is_none() && back.on_upgrade.is_none());
     }
 }

@@ -6,6 +6,10 @@
 //! with its own caps, idle timeouts and `Keep-Alive` hints (R6.3). Nothing
 //! hop-by-hop crosses (R3.2): each hop's persistence is decided by that
 //! hop's own messages, which is exactly what a dumb proxy gets wrong (R6.1).
+//! The request head crosses as the client hop read it (proto's
+//! `RequestHead`, field names as spelled and in the order received),
+//! edited in place for the next hop (`message.rs`); the `http::Request`
+//! view is built only for a TRACE echo, and HTTP/2 requests arrive as one.
 //! Bodies are re-framed by the hop that writes them (a close-delimited
 //! HTTP/1.0 origin response leaves chunked to an HTTP/1.1 client), and a
 //! truncated origin body is passed on as truncated, never "fixed" (R8.2).
@@ -42,21 +46,21 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use http::header::{CONNECTION, HOST, UPGRADE, VIA};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
-use keepwire_proto::hop::{self, is_idempotent, strip_hop_by_hop};
+use http::header::HOST;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use keepwire_proto::hop::{self, is_idempotent};
 
 use crate::body::Body;
 use crate::client::{Client, ClientConfig, ClientError, PoolConfig, ReplayBody, RetainBudget};
 use crate::destination::{DestinationPolicy, refusal};
 pub use crate::metrics::ProxyMetrics;
-use crate::server::{ConnInfo, OnUpgrade};
+use crate::server::{Handler, Incoming, ResponseFuture};
 pub use config::{ProxyConfig, ReusePolicy, Route, Upstream, parse_authority};
 use message::{
     ALLOWED_NO_TRACE, allowed_upgrade, host_problem, is_loop, max_forwards, options_here,
 };
 
-/// The proxy: a [`crate::server::Handler`] over a client pool.
+/// The proxy: a [`Handler`] (served as `Arc<Proxy>`) over a client pool.
 pub struct Proxy {
     config: ProxyConfig,
     client: Client,
@@ -177,19 +181,32 @@ impl Proxy {
         self.metrics.render(&clients)
     }
 
-    /// Answers one client request.
-    pub async fn handle(self: Arc<Self>, mut req: Request<Body>) -> Response<Body> {
+    /// Answers one client request given as the [`Request`] view (HTTP/2
+    /// requests, or a caller's own handler in front of the proxy).
+    pub async fn handle(self: Arc<Self>, req: Request<Body>) -> Response<Body> {
+        self.handle_incoming(Incoming::from_request(req)).await
+    }
+
+    /// Answers one client request as the client hop read it: its head is
+    /// edited in place for the upstream hop and sent on, field names as
+    /// spelled and in the order received.
+    pub async fn handle_incoming(self: Arc<Self>, req: Incoming) -> Response<Body> {
+        let Incoming {
+            mut head,
+            body,
+            info,
+            on_upgrade,
+        } = req;
         self.metrics.requests.fetch_add(1, Relaxed);
-        let info = req.extensions().get::<ConnInfo>().copied();
-        if let Some(why) = host_problem(req.headers(), req.uri(), req.version()) {
+        if let Some(why) = host_problem(&head.headers, &head.target, head.version) {
             return self.refuse(StatusCode::BAD_REQUEST, why);
         }
         // CONNECT and absolute-form targets (an HTTP/2 request always has
         // one) are forward requests when forward mode is on; without routes
         // every request is.
         let forward = self.config.forward
-            && (req.method() == Method::CONNECT
-                || req.uri().scheme().is_some()
+            && (head.method == Method::CONNECT
+                || head.target.scheme().is_some()
                 || self.config.routes.is_empty());
         if let Some(info) = info {
             let (allowed, flag) = if forward {
@@ -210,7 +227,7 @@ impl Proxy {
             }
         }
         // Loop detection: our own name in Via means the request came round.
-        if is_loop(req.headers(), &self.config.via_name) {
+        if is_loop(&head.headers, &self.config.via_name) {
             return self.refuse(
                 StatusCode::LOOP_DETECTED,
                 "request loop: it already passed this proxy",
@@ -219,27 +236,34 @@ impl Proxy {
         if forward {
             self.start_sweeping();
         }
-        if req.method() == Method::CONNECT {
-            return self.connect_tunnel(req).await;
+        if head.method == Method::CONNECT {
+            return self.connect_tunnel(&head.target, on_upgrade).await;
         }
-        if req.method() == Method::TRACE && !self.config.trace {
+        if head.method == Method::TRACE && !self.config.trace {
             self.metrics.refused.fetch_add(1, Relaxed);
             return crate::trace::refused(ALLOWED_NO_TRACE);
         }
         // Max-Forwards (RFC 9110 §7.6.2): 0 means "answer here".
-        if matches!(*req.method(), Method::TRACE | Method::OPTIONS)
-            && let Some(n) = max_forwards(req.headers())
+        if matches!(head.method, Method::TRACE | Method::OPTIONS)
+            && let Some(n) = max_forwards(&head.headers)
         {
-            if n == 0 {
-                return match *req.method() {
-                    Method::TRACE => crate::trace::echo(&req),
-                    _ => options_here(self.config.trace),
+            if n > 0 {
+                head.headers
+                    .insert(http::header::MAX_FORWARDS, HeaderValue::from(n - 1));
+            } else if head.method == Method::TRACE {
+                // The one handler here that needs the `Request` view.
+                let req = Incoming {
+                    head,
+                    body,
+                    info,
+                    on_upgrade,
                 };
+                return crate::trace::echo(&req.into_request());
+            } else {
+                return options_here(self.config.trace);
             }
-            req.headers_mut()
-                .insert(http::header::MAX_FORWARDS, HeaderValue::from(n - 1));
         }
-        let picked = match self.pick(req.uri(), req.headers()) {
+        let picked = match self.pick(&head.target, &head.headers) {
             Ok(v) => v,
             Err(resp) => return resp,
         };
@@ -255,56 +279,18 @@ impl Proxy {
                 return self.gateway_error(&e);
             }
         }
-        let upgrade = hop::upgrade_protocol(req.version(), req.headers())
+        let upgrade = hop::upgrade_protocol(head.version, &head.headers)
             .and_then(|v| allowed_upgrade(v, picked.upgrade));
-        let client_upgrade = match upgrade {
-            Some(_) => req.extensions_mut().remove::<OnUpgrade>(),
-            None => None,
-        };
+        let client_upgrade = upgrade.is_some().then_some(on_upgrade).flatten();
         let mut fresh = match self.config.reuse {
             ReusePolicy::Safe => {
-                !is_idempotent(req.method()) || info.is_none_or(|i| i.request_index == 1)
+                !is_idempotent(&head.method) || info.is_none_or(|i| i.request_index == 1)
             }
             _ => false,
         };
-        let (mut parts, body) = req.into_parts();
-        // R3.2 / R6.1: nothing of this hop crosses to the next. An upgrade
-        // the route does not allow goes as a plain request (as nginx does
-        // without `proxy_set_header Upgrade`).
-        strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
-        if let Some(protocols) = upgrade {
-            parts.headers.insert(UPGRADE, protocols);
-            parts
-                .headers
-                .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Err(why) = self.to_next_hop(&mut head, upgrade, picked.host.as_deref()) {
+            return self.refuse(StatusCode::BAD_REQUEST, why);
         }
-        // RFC 9110 §7.6.3: the version this request was received with.
-        let me = self.via_for(parts.version);
-        parts.headers.append(VIA, me);
-        if let Some(authority) = &picked.host
-            && let Ok(v) = HeaderValue::from_str(authority)
-        {
-            // RFC 9112 §3.2.2: the target's authority wins over Host, and
-            // the Host sent on says the same (never two of them).
-            parts.headers.insert(HOST, v);
-        }
-        // Origin-form for the next hop; an absolute-form target (forward
-        // mode) is reduced to its path once, here.
-        let target: Uri = if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-            let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            match pq.parse() {
-                Ok(u) => u,
-                Err(_) => {
-                    return self.refuse(StatusCode::BAD_REQUEST, "cannot form the upstream target");
-                }
-            }
-        } else {
-            parts.uri.clone()
-        };
-        let header_case = parts
-            .extensions
-            .remove::<keepwire_proto::HeaderCase>()
-            .unwrap_or_default();
         let budget = self.budget_for(info.map(|i| i.id));
         let mut body = ReplayBody::new(body, self.config.retry_body_max).with_budget(budget);
         if let Err(e) = body.prefill().await {
@@ -316,18 +302,19 @@ impl Proxy {
         if self.config.reuse == ReusePolicy::Safe && !body.is_held_whole() {
             fresh = true;
         }
+        // Without a Host from the client, each upstream gets its own.
+        let has_host = head.headers.contains_key(HOST);
+        let mut head = Some(head);
         let mut last_err = None;
-        for upstream in picked.upstreams {
-            let mut head = keepwire_proto::RequestHead::new(
-                parts.method.clone(),
-                target.clone(),
-                http::Version::HTTP_11,
-            );
-            head.headers = parts.headers.clone();
-            head.header_case = header_case.clone();
-            if !head.headers.contains_key(HOST)
-                && let Ok(v) = HeaderValue::from_str(&upstream.authority)
-            {
+        let tries = picked.upstreams.len();
+        for (i, upstream) in picked.upstreams.into_iter().enumerate() {
+            // The head itself goes to the last upstream that may take it; a
+            // copy is made only while another could still take it after.
+            let mut head = match i + 1 == tries {
+                true => head.take().expect("the last try takes the head"),
+                false => head.clone().expect("kept until the last try"),
+            };
+            if !has_host && let Ok(v) = HeaderValue::from_str(&upstream.authority) {
                 head.headers.insert(HOST, v);
             }
             match client.send(upstream.origin(), head, &mut body, fresh).await {
@@ -439,6 +426,18 @@ impl Proxy {
             self.metrics.refused.fetch_add(1, Relaxed);
         }
         text(status, why)
+    }
+}
+
+/// Serve `Arc<Proxy>`: HTTP/1 requests reach [`Proxy::handle_incoming`]
+/// as read, HTTP/2 ones [`Proxy::handle`].
+impl Handler for Arc<Proxy> {
+    fn call(&self, req: Request<Body>) -> ResponseFuture {
+        Box::pin(self.clone().handle(req))
+    }
+
+    fn call_incoming(&self, req: Incoming) -> ResponseFuture {
+        Box::pin(self.clone().handle_incoming(req))
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode, Uri};
 use keepwire_proto::host::split_authority;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
@@ -22,15 +22,18 @@ use crate::server::{OnUpgrade, Upgraded};
 
 impl Proxy {
     /// CONNECT host:port (R9.3): a raw TCP tunnel, forward mode only.
-    pub(super) async fn connect_tunnel(self: &Arc<Self>, req: Request<Body>) -> Response<Body> {
+    pub(super) async fn connect_tunnel(
+        self: &Arc<Self>,
+        target: &Uri,
+        on_upgrade: Option<OnUpgrade>,
+    ) -> Response<Body> {
         let Some(client) = &self.forward_client else {
             return self.refuse(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "CONNECT needs forward mode (--forward)",
             );
         };
-        let Some((host, port)) = req
-            .uri()
+        let Some((host, port)) = target
             .authority()
             .and_then(|a| split_authority(a.as_str().as_bytes()))
             .filter(|(host, _)| !host.is_empty())
@@ -53,7 +56,7 @@ impl Proxy {
             Err(e) => return self.gateway_error(&e),
         };
         let _ = upstream.set_nodelay(true);
-        let Some(down) = req.extensions().get::<OnUpgrade>().cloned() else {
+        let Some(down) = on_upgrade else {
             return self.refuse(StatusCode::INTERNAL_SERVER_ERROR, "tunnel unavailable");
         };
         let tunnel = Tunnel::open(self.clone());

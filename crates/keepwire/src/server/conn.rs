@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, DATE};
-use http::{Request, Response, StatusCode, Version};
+use http::{Response, StatusCode, Version};
 use http_body::Body as _;
 use keepwire_proto::{BodyKind, BodyLength, Conn, ConnConfig, Event, ResponseHead, Role};
 use tokio::io::AsyncWriteExt;
@@ -69,7 +69,7 @@ struct Slot {
     fut: Option<ResponseFuture>,
     ready: Option<Response<Body>>,
     /// Read but not handed to the handler yet (it waits behind a barrier).
-    waiting: Option<Request<Body>>,
+    waiting: Option<super::Incoming>,
     /// Non-idempotent: its handler runs alone (R7.4, R8.3).
     barrier: bool,
 }
@@ -519,22 +519,20 @@ impl Driver<'_> {
         );
         let upgrade = head.method == http::Method::CONNECT
             || keepwire_proto::hop::upgrade_protocol(head.version, &head.headers).is_some();
-        let mut req = Request::new(body);
-        *req.method_mut() = head.method;
-        *req.uri_mut() = head.target;
-        *req.version_mut() = head.version;
-        *req.headers_mut() = head.headers;
-        req.extensions_mut().insert(self.info);
-        if !head.header_case.is_empty() {
-            req.extensions_mut().insert(head.header_case);
-        }
-        if upgrade {
+        let on_upgrade = upgrade.then(|| {
             let (tx, rx) = oneshot::channel();
             self.upgrade_tx = Some(tx);
-            req.extensions_mut()
-                .insert(super::OnUpgrade(Arc::new(std::sync::Mutex::new(Some(rx)))));
-        }
-        let barrier = !keepwire_proto::hop::is_idempotent(req.method());
+            super::OnUpgrade(Arc::new(std::sync::Mutex::new(Some(rx))))
+        });
+        let barrier = !keepwire_proto::hop::is_idempotent(&head.method);
+        // The head goes to the handler as read; a handler that wants the
+        // `Request` view gets it built there (`Handler::call_incoming`).
+        let req = super::Incoming {
+            head,
+            body,
+            info: Some(self.info),
+            on_upgrade,
+        };
         self.pipeline.push_back(Slot {
             fut: None,
             ready: None,
@@ -559,7 +557,7 @@ impl Driver<'_> {
                     return;
                 }
                 let req = slot.waiting.take().expect("checked");
-                slot.fut = Some(self.handler.call(req));
+                slot.fut = Some(self.handler.call_incoming(req));
                 slot.poll(&mut Context::from_waker(Waker::noop()));
             }
             blocked |= slot.barrier;
