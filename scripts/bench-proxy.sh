@@ -5,7 +5,8 @@
 # Results: docs/BENCHMARKS.md. Run it on a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-harness=../shared/tools/peer-bench.sh
+# PEER_BENCH: the harness elsewhere (a git worktree has no ../shared).
+harness=${PEER_BENCH:-../shared/tools/peer-bench.sh}
 [ -f "$harness" ] || { echo "bench-proxy: $harness not found (needs shared/ beside the repo)" >&2; exit 2; }
 cargo build --release -p keepwire-cli
 export PROJECT_NAME=keepwire

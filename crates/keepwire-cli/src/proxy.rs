@@ -266,11 +266,8 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
         let server_cfg = Config {
             idle_timeout: args.idle_timeout,
             pipeline_depth: args.pipeline_depth.max(1),
-            proxy_connection: true,
-            preserve_header_case: true,
-            max_requests: None,
             tls,
-            ..Config::default()
+            ..Proxy::server_config()
         };
         let scheme = if server_cfg.tls.is_some() {
             "https"
@@ -301,8 +298,8 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
             }
             None => None,
         };
-        let handler = move |req| proxy.clone().handle(req);
-        let result = server.run(handler, shutdown_signal()).await;
+        // Served as `Arc<Proxy>`: HTTP/1 heads go upstream as read.
+        let result = server.run(proxy, shutdown_signal()).await;
         if let Some(a) = admin {
             let _ = a.shutdown().await;
         }

@@ -65,17 +65,28 @@ pub fn check_host(head: &RequestHead) -> Result<Option<&HeaderValue>, Error> {
 /// gets through. The port is digits, at most 65535 when present; an empty
 /// port after `:` is allowed by RFC 3986 and accepted.
 pub fn is_valid_host(value: &[u8]) -> bool {
-    let port = if let Some(rest) = value.strip_prefix(b"[") {
-        let Some(close) = rest.iter().position(|&b| b == b']') else {
-            return false;
-        };
+    split_authority(value).is_some()
+}
+
+/// The host and port of an authority `uri-host [ ":" port ]`, by the
+/// grammar of [`is_valid_host`] (`None` if it does not hold): the host as
+/// written (an IP literal keeps its brackets, as in a URL), the port if one
+/// is given (an empty one is no port).
+///
+/// The one authority parser of the workspace: a `Host` value, a proxy's
+/// upstream, a URL's origin and a CONNECT target are all split here, so
+/// that what one of them accepts, the others read the same way.
+pub fn split_authority(value: &[u8]) -> Option<(&str, Option<u16>)> {
+    let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
+        let close = rest.iter().position(|&b| b == b']')?;
         if !is_ip_literal(&rest[..close]) {
-            return false;
+            return None;
         }
+        let host = &value[..close + 2];
         match &rest[close + 1..] {
-            [] => None,
-            [b':', port @ ..] => Some(port),
-            _ => return false,
+            [] => (host, None),
+            [b':', port @ ..] => (host, Some(port)),
+            _ => return None,
         }
     } else {
         let (name, port) = match value.iter().position(|&b| b == b':') {
@@ -83,11 +94,17 @@ pub fn is_valid_host(value: &[u8]) -> bool {
             None => (value, None),
         };
         if !is_reg_name(name) {
-            return false;
+            return None;
         }
-        port
+        (name, port)
     };
-    port.is_none_or(is_port)
+    let port = match port {
+        Some(p) if !is_port(p) => return None,
+        Some(p) if !p.is_empty() => Some(std::str::from_utf8(p).ok()?.parse().ok()?),
+        _ => None,
+    };
+    // Only ASCII got through the grammar above.
+    Some((std::str::from_utf8(host).ok()?, port))
 }
 
 /// `*DIGIT`, and a number a TCP port can be.
@@ -212,5 +229,28 @@ mod tests {
             assert!(!is_valid_host(bad.as_bytes()), "{bad:?} accepted");
         }
         assert!(!is_valid_host(b"a\x00b"));
+    }
+
+    #[test]
+    fn authorities_split_into_host_as_written_and_port() {
+        for (value, host, port) in [
+            ("example.com", "example.com", None),
+            ("Example.com:8080", "Example.com", Some(8080)),
+            ("a:", "a", None),
+            ("127.0.0.1:80", "127.0.0.1", Some(80)),
+            ("[::1]", "[::1]", None),
+            ("[::1]:443", "[::1]", Some(443)),
+            ("[v1.fe80::a+en1]:1", "[v1.fe80::a+en1]", Some(1)),
+            ("", "", None),
+        ] {
+            assert_eq!(
+                split_authority(value.as_bytes()),
+                Some((host, port)),
+                "{value:?}"
+            );
+        }
+        for bad in ["a:b", "a:65536", "[::1]x", "::1", "user@a", "a/b"] {
+            assert_eq!(split_authority(bad.as_bytes()), None, "{bad:?}");
+        }
     }
 }

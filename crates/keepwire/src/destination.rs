@@ -157,8 +157,10 @@ impl DestinationPolicy {
     }
 
     /// The addresses `host` resolved to that may be dialled, in their
-    /// order; an error naming the first refusal if none may.
+    /// order; an error naming the first refusal if none may (an IP literal
+    /// `host` named without its brackets).
     pub fn filter(&self, host: &str, addrs: Vec<SocketAddr>) -> io::Result<Vec<SocketAddr>> {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
         let mut first = None;
         let kept: Vec<SocketAddr> = addrs
             .into_iter()

@@ -3,10 +3,14 @@
 //! The counters are the ones that show connection management at work: how
 //! many connections are open and idle, how many requests each carried, why
 //! each one closed, and whether lingering closes ended cleanly (FIN) or had
-//! to give up (R8.5).
+//! to give up (R8.5); for the proxy, how its upstream hop fared. One writer
+//! formats them all, so every series gets its `HELP` and `TYPE` the same way.
 
 use std::fmt::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::client::{ClientMetrics, RetainGauge};
 
 /// Why the server ended a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,15 +132,9 @@ impl ServerMetrics {
 
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let mut s = String::new();
+        let mut out = Exposition::default();
         let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, u64)]| {
-            let _ = writeln!(
-                s,
-                "# HELP keepwire_{name} {help}\n# TYPE keepwire_{name} {kind}"
-            );
-            for (labels, v) in lines {
-                let _ = writeln!(s, "keepwire_{name}{labels} {v}");
-            }
+            out.metric(name, kind, help, lines)
         };
         let one = |a: &AtomicU64| vec![(String::new(), a.load(Relaxed))];
         metric(
@@ -251,6 +249,207 @@ impl ServerMetrics {
         for (name, kind, help, value) in rows {
             metric(name, kind, help, &one(value));
         }
-        s
+        out.0
+    }
+}
+
+/// Proxy counters (upstream connections are in the proxy's clients').
+#[derive(Debug, Default)]
+pub struct ProxyMetrics {
+    /// Requests handled.
+    pub requests: AtomicU64,
+    /// Answered 502 (upstream failed).
+    pub bad_gateway: AtomicU64,
+    /// Answered 504 (upstream timed out).
+    pub gateway_timeout: AtomicU64,
+    /// Upstream failures by kind: connect, timeout, io, protocol, truncated
+    /// ([`ProxyMetrics::UPSTREAM_ERROR_KINDS`]).
+    pub upstream_errors: [AtomicU64; 5],
+    /// Tunnels (CONNECT and upgrades) opened.
+    pub tunnels: AtomicU64,
+    /// Tunnels closed by `tunnel_idle_timeout`.
+    pub tunnels_idle_closed: AtomicU64,
+    /// Forward-mode requests refused by the destination policy.
+    pub destinations_refused: AtomicU64,
+    /// Requests refused (client not allowed, CONNECT port, loop).
+    pub refused: AtomicU64,
+    /// Request-body bytes kept for resends, now and at most.
+    pub retained: Arc<RetainGauge>,
+}
+
+impl ProxyMetrics {
+    /// The labels of [`ProxyMetrics::upstream_errors`], in order.
+    pub const UPSTREAM_ERROR_KINDS: [&str; 5] =
+        ["connect", "timeout", "io", "protocol", "truncated"];
+
+    /// Prometheus text exposition format, with the upstream counters summed
+    /// over `upstream` (the proxy's clients: configured upstreams and
+    /// forward-mode origins).
+    pub fn render(&self, upstream: &[&ClientMetrics]) -> String {
+        let mut out = Exposition::default();
+        let counter = |out: &mut Exposition, name: &str, help: &str, v: &AtomicU64| {
+            out.metric(name, "counter", help, &[(String::new(), v.load(Relaxed))]);
+        };
+        counter(
+            &mut out,
+            "proxy_requests_total",
+            "Requests handled.",
+            &self.requests,
+        );
+        out.metric(
+            "proxy_responses_total",
+            "counter",
+            "Responses the proxy made itself for a failed upstream, by status.",
+            &[
+                ("{status=\"502\"}".into(), self.bad_gateway.load(Relaxed)),
+                (
+                    "{status=\"504\"}".into(),
+                    self.gateway_timeout.load(Relaxed),
+                ),
+            ],
+        );
+        let errors: Vec<_> = Self::UPSTREAM_ERROR_KINDS
+            .iter()
+            .zip(&self.upstream_errors)
+            .map(|(k, a)| (format!("{{kind=\"{k}\"}}"), a.load(Relaxed)))
+            .collect();
+        out.metric(
+            "proxy_upstream_errors_total",
+            "counter",
+            "Upstream failures by kind.",
+            &errors,
+        );
+        counter(
+            &mut out,
+            "proxy_tunnels_total",
+            "Tunnels (CONNECT and upgrades) opened.",
+            &self.tunnels,
+        );
+        counter(
+            &mut out,
+            "proxy_tunnels_idle_closed_total",
+            "Tunnels closed for idleness.",
+            &self.tunnels_idle_closed,
+        );
+        counter(
+            &mut out,
+            "proxy_refused_total",
+            "Requests refused (client not allowed, CONNECT port, loop, bad Host).",
+            &self.refused,
+        );
+        counter(
+            &mut out,
+            "proxy_destinations_refused_total",
+            "Forward-mode requests refused by the destination policy.",
+            &self.destinations_refused,
+        );
+        let gauge = |out: &mut Exposition, name: &str, help: &str, v: &AtomicU64| {
+            out.metric(name, "gauge", help, &[(String::new(), v.load(Relaxed))]);
+        };
+        gauge(
+            &mut out,
+            "proxy_request_body_retained_bytes",
+            "Request-body bytes kept for resends now.",
+            &self.retained.current,
+        );
+        gauge(
+            &mut out,
+            "proxy_request_body_retained_bytes_max",
+            "The most request-body bytes kept for resends at once.",
+            &self.retained.peak,
+        );
+        type Counter = fn(&ClientMetrics) -> &AtomicU64;
+        let sum = |f: Counter| -> Vec<(String, u64)> {
+            let v = upstream.iter().map(|c| f(c).load(Relaxed)).sum();
+            vec![(String::new(), v)]
+        };
+        let rows: [(&str, &str, Counter); 5] = [
+            (
+                "proxy_upstream_connections_opened_total",
+                "Upstream connections opened.",
+                |c| &c.connections_opened,
+            ),
+            (
+                "proxy_upstream_requests_reused_total",
+                "Requests sent on a reused upstream connection.",
+                |c| &c.reused,
+            ),
+            (
+                "proxy_upstream_retries_total",
+                "Upstream retries (R8.3).",
+                |c| &c.retries,
+            ),
+            (
+                "proxy_upstream_idle_retired_total",
+                "Idle upstream connections retired before the upstream's close.",
+                |c| &c.retired_idle,
+            ),
+            (
+                "proxy_upstream_idle_stale_total",
+                "Idle upstream connections found closed by the upstream.",
+                |c| &c.stale_idle,
+            ),
+        ];
+        for (name, help, f) in rows {
+            out.metric(name, "counter", help, &sum(f));
+        }
+        out.0
+    }
+}
+
+/// Prometheus text exposition: a `HELP` and a `TYPE` line per metric, then
+/// one line per label set, every name prefixed `keepwire_`.
+#[derive(Default)]
+struct Exposition(String);
+
+impl Exposition {
+    fn metric(&mut self, name: &str, kind: &str, help: &str, lines: &[(String, u64)]) {
+        let s = &mut self.0;
+        let _ = writeln!(
+            s,
+            "# HELP keepwire_{name} {help}\n# TYPE keepwire_{name} {kind}"
+        );
+        for (labels, v) in lines {
+            let _ = writeln!(s, "keepwire_{name}{labels} {v}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_series_have_help_type_and_sum_the_upstream_clients() {
+        let m = ProxyMetrics::default();
+        m.requests.store(7, Relaxed);
+        m.upstream_errors[1].store(2, Relaxed);
+        let (a, b) = (ClientMetrics::default(), ClientMetrics::default());
+        a.connections_opened.store(3, Relaxed);
+        b.connections_opened.store(4, Relaxed);
+        let text = m.render(&[&a, &b]);
+        for line in [
+            "# HELP keepwire_proxy_requests_total Requests handled.",
+            "# TYPE keepwire_proxy_requests_total counter",
+            "keepwire_proxy_requests_total 7",
+            "keepwire_proxy_upstream_errors_total{kind=\"timeout\"} 2",
+            "keepwire_proxy_responses_total{status=\"504\"} 0",
+            "# TYPE keepwire_proxy_request_body_retained_bytes gauge",
+            "keepwire_proxy_upstream_connections_opened_total 7",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing in\n{text}"
+            );
+        }
+        // One HELP and one TYPE per metric, as in the server's rendering.
+        let helps = text.lines().filter(|l| l.starts_with("# HELP")).count();
+        let types = text.lines().filter(|l| l.starts_with("# TYPE")).count();
+        assert_eq!((helps, types), (14, 14));
+        assert!(ServerMetrics::default().render().starts_with(
+            "# HELP keepwire_connections_accepted_total Connections accepted.\n\
+             # TYPE keepwire_connections_accepted_total counter\n\
+             keepwire_connections_accepted_total 0\n"
+        ));
     }
 }

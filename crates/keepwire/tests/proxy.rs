@@ -3,8 +3,9 @@
 //! what crosses each hop (R3, R6, R8, R9, R10).
 //!
 //! The proxy runs as `keepwire proxy` wires it: keepwire's server with
-//! `proxy_connection`, `preserve_header_case` and a pipelining depth of 8,
-//! handing every request to [`Proxy::handle`]. Every wait is bounded.
+//! [`Proxy::server_config`] (`proxy_connection`, `preserve_header_case`, a
+//! pipelining depth of 8), serving `Arc<Proxy>` (each HTTP/1 request's
+//! head reaches [`Proxy::handle_incoming`] as read). Every wait is bounded.
 
 mod support;
 
@@ -35,15 +36,7 @@ impl Front {
     fn start(cfg: ProxyConfig) -> Front {
         let proxy = Proxy::new(cfg);
         let p = proxy.clone();
-        let server = serve(
-            |c| {
-                c.proxy_connection = true;
-                c.preserve_header_case = true;
-                c.pipeline_depth = 8;
-                c.max_requests = None;
-            },
-            move |req| p.clone().handle(req),
-        );
+        let server = serve(|c| *c = Proxy::server_config(), p);
         Front { proxy, server }
     }
 

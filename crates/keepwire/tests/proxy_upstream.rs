@@ -38,13 +38,10 @@ impl Front {
         let p = proxy.clone();
         let server = serve(
             |c: &mut Config| {
-                c.proxy_connection = true;
-                c.preserve_header_case = true;
-                c.pipeline_depth = 8;
-                c.max_requests = None;
+                *c = Proxy::server_config();
                 c.limits.max_body_bytes = None;
             },
-            move |req| p.clone().handle(req),
+            p,
         );
         Front { proxy, server }
     }

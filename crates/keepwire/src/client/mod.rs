@@ -420,24 +420,15 @@ pub(crate) fn head_for(
 /// The origin a URL talks to: its pool key (lowercase scheme and host,
 /// default port filled in). Only `http` and `https` URLs have one.
 pub fn origin_of(uri: &Uri) -> Result<Origin, ClientError> {
-    let scheme = uri.scheme_str().unwrap_or("http").to_ascii_lowercase();
-    let default_port = match scheme.as_str() {
-        "http" => 80,
-        // Over TLS, ALPN picks HTTP/2 or HTTP/1.1 per origin.
-        "https" => 443,
-        _ => {
-            return Err(ClientError::InvalidUrl(format!(
-                "{uri}: only http:// and https:// URLs are supported"
-            )));
-        }
-    };
-    let host = uri
-        .host()
-        .ok_or_else(|| ClientError::InvalidUrl(format!("{uri}: no host")))?
-        .to_ascii_lowercase();
-    Ok(Origin {
-        scheme,
-        host,
-        port: uri.port_u16().unwrap_or(default_port),
-    })
+    let scheme = uri.scheme_str().unwrap_or("http");
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return Err(ClientError::InvalidUrl(format!(
+            "{uri}: only http:// and https:// URLs are supported"
+        )));
+    }
+    let authority = uri.authority().map_or("", |a| {
+        a.as_str().rsplit_once('@').map_or(a.as_str(), |(_, h)| h)
+    });
+    Origin::new(scheme, authority)
+        .ok_or_else(|| ClientError::InvalidUrl(format!("{uri}: no valid host")))
 }

@@ -22,12 +22,38 @@ use super::conn::ClientConn;
 /// Scheme, host and port: connections are shared only within one origin.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Origin {
-    /// `http` (TLS arrives later).
+    /// `http` or `https`.
     pub scheme: String,
-    /// Host, lowercase.
+    /// Host, lowercase (an IPv6 literal keeps its brackets, as in a URL).
     pub host: String,
     /// Port.
     pub port: u16,
+}
+
+impl Origin {
+    /// The origin of `scheme://authority`: `scheme` is `http` or `https`
+    /// (any case), `authority` is `host[:port]` as
+    /// [`keepwire_proto::host::split_authority`] reads it, the scheme's
+    /// default port filled in if none is given. `None` for another scheme,
+    /// an empty host, or an authority that does not parse (userinfo
+    /// included).
+    pub fn new(scheme: &str, authority: &str) -> Option<Origin> {
+        let scheme = scheme.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return None,
+        };
+        let (host, port) = keepwire_proto::host::split_authority(authority.as_bytes())?;
+        if host.is_empty() {
+            return None;
+        }
+        Some(Origin {
+            host: host.to_ascii_lowercase(),
+            port: port.unwrap_or(default_port),
+            scheme,
+        })
+    }
 }
 
 impl std::fmt::Display for Origin {

@@ -38,7 +38,10 @@ impl Client {
             cfg.http2_prior_knowledge
         };
         // `None`: ALPN chose HTTP/1.1; the pool takes over.
-        if h2 && let Some(resp) = self.send_h2(origin, &head, body).await? {
+        // (Boxed, as the connect in `attempt`: inline they made every
+        // HTTP/1 request's future, and a proxy handler's around it, 10 KB to
+        // allocate and copy.)
+        if h2 && let Some(resp) = Box::pin(self.send_h2(origin, &head, body)).await? {
             return Ok(resp);
         }
         let started = Instant::now();
@@ -128,7 +131,7 @@ impl Client {
         };
         let (mut conn, reused) = match checkout {
             Checkout::Reused(c) => (*c, true),
-            Checkout::Connect => match self.connect(origin, &mut timings).await {
+            Checkout::Connect => match Box::pin(self.connect(origin, &mut timings)).await {
                 Ok(c) => (c, false),
                 Err(e) => return Err(FailedAttempt::not_sent(e)),
             },

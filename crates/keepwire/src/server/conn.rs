@@ -28,7 +28,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use http_body::Body as _;
 use keepwire_proto::{BodyKind, Conn, ConnConfig, Event, Role};
 use tokio::io::AsyncWriteExt;
@@ -80,7 +80,7 @@ struct Slot {
     fut: Option<ResponseFuture>,
     ready: Option<Response<Body>>,
     /// Read but not handed to the handler yet (it waits behind a barrier).
-    waiting: Option<Request<Body>>,
+    waiting: Option<super::Incoming>,
     /// Non-idempotent: its handler runs alone (R7.4, R8.3).
     barrier: bool,
 }
@@ -484,21 +484,20 @@ impl Driver<'_> {
             target = %head.target,
             version = ?head.version,
         );
-        let mut req = Request::new(body);
-        *req.method_mut() = head.method;
-        *req.uri_mut() = head.target;
-        *req.version_mut() = head.version;
-        *req.headers_mut() = head.headers;
-        req.extensions_mut().insert(self.info);
-        if !head.header_case.is_empty() {
-            req.extensions_mut().insert(head.header_case);
-        }
-        if upgrade {
+        let on_upgrade = upgrade.then(|| {
             let (tx, on_upgrade) = crate::upgrade::pending();
             self.upgrade_tx = Some(tx);
-            req.extensions_mut().insert(on_upgrade);
-        }
-        let barrier = !keepwire_proto::hop::is_idempotent(req.method());
+            on_upgrade
+        });
+        let barrier = !keepwire_proto::hop::is_idempotent(&head.method);
+        // The head goes to the handler as read; a handler that wants the
+        // `Request` view gets it built there (`Handler::call_incoming`).
+        let req = super::Incoming {
+            head,
+            body,
+            info: Some(self.info),
+            on_upgrade,
+        };
         self.pipeline.push_back(Slot {
             fut: None,
             ready: None,
@@ -523,7 +522,7 @@ impl Driver<'_> {
                     return;
                 }
                 let req = slot.waiting.take().expect("checked");
-                slot.fut = Some(self.handler.call(req));
+                slot.fut = Some(self.handler.call_incoming(req));
                 slot.poll(&mut Context::from_waker(Waker::noop()));
             }
             blocked |= slot.barrier;

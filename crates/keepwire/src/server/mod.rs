@@ -50,6 +50,7 @@ use tokio::task::JoinSet;
 use crate::body::Body;
 use crate::metrics::ServerMetrics;
 use crate::net::{self, Linger, ListenOptions};
+use crate::upgrade::OnUpgrade;
 
 /// A boxed response future.
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
@@ -59,6 +60,73 @@ pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request.
     fn call(&self, req: Request<Body>) -> ResponseFuture;
+
+    /// Answers one request read from an HTTP/1 connection, as it was read.
+    /// The default builds the [`Request`] view and calls [`Handler::call`];
+    /// a handler that passes the head on (the proxy) takes it as it is and
+    /// never builds the view.
+    fn call_incoming(&self, req: Incoming) -> ResponseFuture {
+        self.call(req.into_request())
+    }
+}
+
+/// A request as an HTTP/1 connection read it: proto's head (field names
+/// as spelled and in the order received, when the server keeps them), the
+/// body, and the facts about the connection that the [`Request`] view
+/// carries as extensions.
+#[derive(Debug)]
+pub struct Incoming {
+    /// The request head.
+    pub head: keepwire_proto::RequestHead,
+    /// The request body.
+    pub body: Body,
+    /// The connection it arrived on (`None` for a request that was built,
+    /// not read).
+    pub info: Option<ConnInfo>,
+    /// On upgrade and CONNECT requests: the connection once the response
+    /// switched protocols.
+    pub on_upgrade: Option<OnUpgrade>,
+}
+
+impl Incoming {
+    /// The [`Request`] view: the head's parts, with [`ConnInfo`], the
+    /// [`keepwire_proto::HeaderCase`] (if any was kept) and [`OnUpgrade`]
+    /// as extensions.
+    pub fn into_request(self) -> Request<Body> {
+        let head = self.head;
+        let mut req = Request::new(self.body);
+        *req.method_mut() = head.method;
+        *req.uri_mut() = head.target;
+        *req.version_mut() = head.version;
+        *req.headers_mut() = head.headers;
+        let ext = req.extensions_mut();
+        if let Some(info) = self.info {
+            ext.insert(info);
+        }
+        if !head.header_case.is_empty() {
+            ext.insert(head.header_case);
+        }
+        if let Some(on_upgrade) = self.on_upgrade {
+            ext.insert(on_upgrade);
+        }
+        req
+    }
+
+    /// A request given as the [`Request`] view (HTTP/2, or built by a
+    /// caller), its extensions of [`Incoming::into_request`] taken back
+    /// out (others are dropped).
+    pub fn from_request(req: Request<Body>) -> Self {
+        let (mut parts, body) = req.into_parts();
+        let mut head = keepwire_proto::RequestHead::new(parts.method, parts.uri, parts.version);
+        head.headers = parts.headers;
+        head.header_case = parts.extensions.remove().unwrap_or_default();
+        Incoming {
+            head,
+            body,
+            info: parts.extensions.get::<ConnInfo>().copied(),
+            on_upgrade: parts.extensions.remove(),
+        }
+    }
 }
 
 impl<F, Fut> Handler for F
