@@ -262,9 +262,9 @@ impl<'a> Lab<'a> {
             });
             let proxy_server = Server::builder()
                 .listen(SocketAddr::new(ip, 0))
-                .configure(|c| c.proxy_connection = true)
+                .config(Proxy::server_config())
                 .bind()?
-                .spawn(move |req| proxy.clone().handle(req));
+                .spawn(proxy);
             let relay = TcpListener::bind(SocketAddr::new(ip, 0)).await?;
             let relay_addr = relay.local_addr()?;
             tokio::task::spawn_local(dumb_relay(relay, dumb_origin.local_addr()));
