@@ -284,8 +284,7 @@ where
                 // GOAWAY done (or the client went away) and every stream ended.
                 None => break closing.unwrap_or(CloseReason::ClientClose),
             },
-            changed = stop.changed(), if closing.is_none() => {
-                let _ = changed;
+            _ = stop.changed(), if closing.is_none() => {
                 // GOAWAY with the last stream we took; in-flight ones finish.
                 conn.graceful_shutdown();
                 closing = Some(CloseReason::Shutdown);
