@@ -33,7 +33,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -176,6 +176,11 @@ struct Shared {
     /// Requests left to claim, for [`Stop::Requests`].
     remaining: AtomicI64,
     progress: Arc<Progress>,
+    /// When the run starts: the first thread past the start barrier sets
+    /// it, and both the open-loop schedules and the reported elapsed time
+    /// count from it, so a thread descheduled after the barrier cannot
+    /// make the run look shorter than its schedule.
+    start: OnceLock<Instant>,
 }
 
 impl Shared {
@@ -255,6 +260,7 @@ pub fn run(plan: Plan, progress: Arc<Progress>, interrupt: Arc<AtomicBool>) -> i
         remaining: AtomicI64::new(remaining),
         progress,
         plan,
+        start: OnceLock::new(),
     });
     let tw_before = time_wait(shared.plan.addr);
     let barrier = Arc::new(Barrier::new(threads + 1));
@@ -271,7 +277,7 @@ pub fn run(plan: Plan, progress: Arc<Progress>, interrupt: Arc<AtomicBool>) -> i
         handles.push(handle);
     }
     barrier.wait();
-    let start = Instant::now();
+    let start = *shared.start.get_or_init(Instant::now);
     shared.progress.started.store(true, Ordering::Relaxed);
     // The coordinator only watches the clock and the interrupt flag.
     let deadline = match shared.plan.stop {
@@ -319,9 +325,9 @@ fn thread_main(
         .enable_all()
         .build();
     barrier.wait();
+    let start = *shared.start.get_or_init(Instant::now);
     let rt = rt?;
     let tally = Rc::new(RefCell::new(Tally::new()));
-    let start = Instant::now();
     rt.block_on(async {
         let local = tokio::task::LocalSet::new();
         for c in conns {
