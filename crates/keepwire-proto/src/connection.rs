@@ -462,6 +462,11 @@ impl Conn {
                 self.messages += 1;
                 let last = self.config.max_requests.is_some_and(|m| self.messages >= m);
                 self.retired |= last;
+                // Only this hop's own tokens count: a proxy keeps its
+                // client's connection only if that client asked for it
+                // (R6.4), and a 1.0 `keep-alive` forwarded from another hop
+                // is never trusted here (R3.3); `hop::strip_hop_by_hop`
+                // makes sure we never forward ours either.
                 let tokens = if self.config.proxy_connection {
                     ConnectionTokens::of_proxy_request(&head.headers)
                 } else {

@@ -362,7 +362,9 @@ impl Driver<'_> {
                     // `keep_alive_min` after its last response (the timer
                     // then closes it), so a back-to-back request does not
                     // race the close (R8.1); `start_request` makes that
-                    // request the last. Busy ones end after what is in flight.
+                    // request the last. Busy ones end after what is in
+                    // flight: a request that arrived is answered, and we
+                    // never close mid-message (R5.5).
                     if !self.quiet() {
                         self.conn.disable_keep_alive();
                     }
@@ -451,6 +453,8 @@ impl Driver<'_> {
             .max_age
             .is_some_and(|age| now.duration_since(self.timers.started) >= age)
         {
+            // Too old or stopping: this request is still answered, with
+            // `close`, rather than dropped (R5.5).
             self.conn.retire();
         } else if self.stopping {
             self.conn.disable_keep_alive();
