@@ -81,9 +81,9 @@ pub struct Plan {
     pub rate: Option<f64>,
     /// A connect, or a request without progress, fails after this long.
     pub timeout: Duration,
-    /// Speak HTTP/2 with prior knowledge (h2c) instead, `pipeline` streams
-    /// at once per connection (like h2load's `-m`); `request` is unused.
-    /// Over TLS, HTTP/2 by ALPN.
+    /// Speak HTTP/2 instead, `pipeline` streams at once per connection
+    /// (like h2load's `-m`); `request` is unused. With prior knowledge
+    /// (h2c) in cleartext, by ALPN over TLS.
     pub http2: Option<Http2Request>,
     /// Speak TLS (an `https://` run). The handshake is part of the connect
     /// time, as in wrk and h2load.

@@ -22,7 +22,7 @@ use super::conn::ClientConn;
 /// Scheme, host and port: connections are shared only within one origin.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Origin {
-    /// `http` (TLS arrives later).
+    /// `http` or `https`, lowercase.
     pub scheme: String,
     /// Host, lowercase.
     pub host: String,

@@ -40,8 +40,9 @@ mod wire;
 
 use crate::metrics::CloseReason;
 
-/// Serves one HTTP/2 connection in cleartext (h2c with prior knowledge:
-/// its preface is still unread in the socket) until it ends; returns why
+/// Serves one cleartext HTTP/2 connection (h2c with prior knowledge: its
+/// preface is still unread in the socket; [`serve_tls`] is the ALPN path)
+/// until it ends; returns why
 /// and how many requests it carried.
 pub(crate) async fn serve(
     stream: TcpStream,
