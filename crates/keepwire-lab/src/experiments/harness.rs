@@ -146,12 +146,12 @@ pub struct Lab<'a> {
 
 /// The lab's origin: the demo site plus `/lab/bytes/N` and `POST /lab/post`.
 #[derive(Clone)]
-struct Origin {
+struct LabSite {
     site: Site,
     posts: Arc<Mutex<HashMap<String, u32>>>,
 }
 
-impl Origin {
+impl LabSite {
     async fn handle(self, req: Request<Body>) -> Response<Body> {
         let path = req.uri().path().to_string();
         if let Some(n) = path.strip_prefix("/lab/bytes/") {
@@ -213,7 +213,7 @@ impl<'a> Lab<'a> {
             }
         };
         let posts: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
-        let origin = Origin {
+        let origin = LabSite {
             site: Site {
                 objects: PAGE_OBJECTS,
                 object_size: OBJECT_SIZE,
