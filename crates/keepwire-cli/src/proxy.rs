@@ -263,15 +263,13 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
             format!("reverse ({} routes)", cfg.routes.len())
         };
         let proxy = Proxy::new(cfg);
-        let server_cfg = Config {
-            idle_timeout: args.idle_timeout,
-            pipeline_depth: args.pipeline_depth.max(1),
-            proxy_connection: true,
-            preserve_header_case: true,
-            max_requests: None,
-            tls,
-            ..Config::default()
-        };
+        let mut server_cfg = Config::default();
+        server_cfg.idle_timeout = args.idle_timeout;
+        server_cfg.pipeline_depth = args.pipeline_depth.max(1);
+        server_cfg.proxy_connection = true;
+        server_cfg.preserve_header_case = true;
+        server_cfg.max_requests = None;
+        server_cfg.tls = tls;
         let scheme = if server_cfg.tls.is_some() {
             "https"
         } else {

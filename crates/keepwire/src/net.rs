@@ -82,8 +82,10 @@ pub async fn lingering_close(mut stream: TcpStream, linger: Linger) -> (LingerOu
     }
 }
 
-/// Options for a listening socket.
+/// Options for a listening socket. Outside this crate, start from
+/// `ListenOptions::default()` and set fields (more options may come).
 #[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
 pub struct ListenOptions {
     /// `SO_REUSEPORT`: several listeners (one per thread) share the port.
     pub reuse_port: bool,

@@ -31,20 +31,20 @@ fn plan(addr: SocketAddr, version: Version, keep_alive: bool) -> Plan {
         keep_alive,
     )
     .unwrap();
-    Plan {
-        addr,
-        request,
-        method: Method::GET,
-        connections: 2,
-        threads: 2,
-        stop: Stop::Requests(200),
-        pipeline: 1,
-        close_each: !keep_alive,
-        rate: None,
-        timeout: Duration::from_secs(3),
-        http2: None,
-        tls: None,
-    }
+    let mut p = Plan::default();
+    p.addr = addr;
+    p.request = request;
+    p.method = Method::GET;
+    p.connections = 2;
+    p.threads = 2;
+    p.stop = Stop::Requests(200);
+    p.pipeline = 1;
+    p.close_each = !keep_alive;
+    p.rate = None;
+    p.timeout = Duration::from_secs(3);
+    p.http2 = None;
+    p.tls = None;
+    p
 }
 
 /// Runs a plan off the async runtime (the engine starts its own threads).

@@ -59,7 +59,10 @@ pub enum Stop {
 }
 
 /// Everything a run needs. Build the request with [`request_bytes`].
+/// Outside this crate, start from `Plan::default()` and set fields (more
+/// settings may come).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Plan {
     /// Where to connect.
     pub addr: SocketAddr,
@@ -90,8 +93,9 @@ pub struct Plan {
     pub tls: Option<Tls>,
 }
 
-/// TLS settings of an `https://` run.
+/// TLS settings of an `https://` run; build it with [`Tls::new`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Tls {
     /// Verification; the run sets ALPN itself (`h2` or `http/1.1`).
     pub config: Arc<rustls::ClientConfig>,
@@ -99,7 +103,40 @@ pub struct Tls {
     pub server_name: rustls::pki_types::ServerName<'static>,
 }
 
+impl Default for Plan {
+    /// One connection on one thread sending `GET` for ten seconds (wrk's
+    /// default length), no pipelining, closed loop, 10 s timeout. `addr`
+    /// (127.0.0.1:80) and `request` (empty) are the caller's to set.
+    fn default() -> Self {
+        Plan {
+            addr: SocketAddr::from(([127, 0, 0, 1], 80)),
+            request: Bytes::new(),
+            method: Method::GET,
+            connections: 1,
+            threads: 1,
+            stop: Stop::Duration(Duration::from_secs(10)),
+            pipeline: 1,
+            close_each: false,
+            rate: None,
+            timeout: Duration::from_secs(10),
+            http2: None,
+            tls: None,
+        }
+    }
+}
+
 impl Tls {
+    /// Verify with `config`; the certificate must name `server_name`.
+    pub fn new(
+        config: Arc<rustls::ClientConfig>,
+        server_name: rustls::pki_types::ServerName<'static>,
+    ) -> Self {
+        Tls {
+            config,
+            server_name,
+        }
+    }
+
     /// A connector offering only the protocol the run speaks.
     fn connector(&self, http2: bool) -> tokio_rustls::TlsConnector {
         let mut config = (*self.config).clone();

@@ -85,7 +85,10 @@ pub struct ConnInfo {
 }
 
 /// Server settings. See the module docs for defaults beside nginx's.
+/// Outside this crate, start from `Config::default()` and set fields (more
+/// settings may come).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// Idle time between requests before we close.
     pub idle_timeout: Duration,
