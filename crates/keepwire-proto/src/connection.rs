@@ -154,8 +154,10 @@ enum Writing {
     Closed,
 }
 
-/// Connection options that are not size limits.
+/// Connection options that are not size limits. Outside this crate, start
+/// from `ConnConfig::default()` and set fields (more options may come).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnConfig {
     /// Bounds on what the peer can make us buffer.
     pub limits: Limits,

@@ -285,10 +285,8 @@ pub fn run(plan: Plan, progress: Arc<Progress>, interrupt: Arc<AtomicBool>) -> i
         Stop::Requests(n) => i64::try_from(n).unwrap_or(i64::MAX),
         Stop::Duration(_) => i64::MAX,
     };
-    let limits = Limits {
-        max_body_bytes: None,
-        ..Limits::default()
-    };
+    let mut limits = Limits::default();
+    limits.max_body_bytes = None;
     let shared = Arc::new(Shared {
         tls: plan.tls.as_ref().map(|t| t.connector(plan.http2.is_some())),
         batch: batch.freeze(),

@@ -57,9 +57,10 @@ impl Default for ClientConfig {
             response_timeout: Duration::from_secs(60),
             dns_ttl: Duration::from_secs(60),
             close_after_each: false,
-            limits: Limits {
-                max_body_bytes: None,
-                ..Limits::default()
+            limits: {
+                let mut l = Limits::default();
+                l.max_body_bytes = None;
+                l
             },
             preserve_header_case: false,
             http2_prior_knowledge: false,
