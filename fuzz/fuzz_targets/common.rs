@@ -30,22 +30,9 @@ pub struct Run {
     pub written: Vec<u8>,
 }
 
-pub fn coalesce(events: Vec<Event>) -> Vec<Event> {
-    let mut out: Vec<Event> = Vec::with_capacity(events.len());
-    for e in events {
-        match (out.last_mut(), e) {
-            (Some(Event::Data(prev)), Event::Data(more)) => {
-                let mut joined = BytesMut::with_capacity(prev.len() + more.len());
-                joined.extend_from_slice(prev);
-                joined.extend_from_slice(&more);
-                *prev = joined.freeze();
-            }
-            (_, Event::Data(more)) if more.is_empty() => {}
-            (_, e) => out.push(e),
-        }
-    }
-    out
-}
+#[path = "../../crates/keepwire-proto/tests/common/coalesce.rs"]
+mod coalesce;
+pub use coalesce::coalesce;
 
 fn collect(mut b: EncodedBuf, out: &mut BytesMut) {
     while b.has_remaining() {
