@@ -58,6 +58,14 @@ impl Drop for Running {
     }
 }
 
+/// `keepwire serve --listen 127.0.0.1:0 --threads 1 ARGS`, started as
+/// [`start`] does.
+pub fn serve(args: &[&str]) -> Running {
+    let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--threads", "1"];
+    all.extend_from_slice(args);
+    start(&all)
+}
+
 /// Starts `keepwire ARGS` and reads the bound address from its first stderr
 /// line (`... listening on http://ADDR/ ...` or `https://`), waiting at most [`WAIT`].
 pub fn start(args: &[&str]) -> Running {
