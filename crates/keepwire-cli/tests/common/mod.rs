@@ -199,6 +199,11 @@ pub fn find_nginx() -> Option<std::path::PathBuf> {
 /// free port and `DIR` for the prefix directory. `None` if nginx is missing
 /// and peers may be skipped.
 pub fn nginx(server: &str) -> Option<Nginx> {
+    nginx_with("", server)
+}
+
+/// [`nginx`] with more `http`-level directives (`DIR` replaced there too).
+pub fn nginx_with(http: &str, server: &str) -> Option<Nginx> {
     let bin = find_nginx()?;
     let dir = std::env::temp_dir().join(format!(
         "keepwire-nginx-{}-{}",
@@ -219,12 +224,13 @@ pub fn nginx(server: &str) -> Option<Nginx> {
     let server = server
         .replace("LISTEN", &format!("127.0.0.1:{port}"))
         .replace("DIR", &d.to_string());
+    let http = http.replace("DIR", &d.to_string());
     let conf = format!(
         "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
          error_log {d}/error.log warn;\nevents {{ worker_connections 256; }}\n\
          http {{\n access_log off;\n client_body_temp_path {d}/tmp;\n proxy_temp_path {d}/tmp;\n\
           fastcgi_temp_path {d}/tmp;\n uwsgi_temp_path {d}/tmp;\n scgi_temp_path {d}/tmp;\n\
-          server {{\n{server}\n }}\n}}\n"
+          {http}\n server {{\n{server}\n }}\n}}\n"
     );
     let conf_path = dir.join("nginx.conf");
     std::fs::write(&conf_path, conf).unwrap();
