@@ -34,16 +34,11 @@ fn plan(addr: SocketAddr, version: Version, keep_alive: bool) -> Plan {
     let mut p = Plan::default();
     p.addr = addr;
     p.request = request;
-    p.method = Method::GET;
     p.connections = 2;
     p.threads = 2;
     p.stop = Stop::Requests(200);
-    p.pipeline = 1;
     p.close_each = !keep_alive;
-    p.rate = None;
     p.timeout = Duration::from_secs(3);
-    p.http2 = None;
-    p.tls = None;
     p
 }
 

@@ -45,16 +45,11 @@ pub(super) fn run(lab: &Lab) -> Outcome {
         let mut plan = Plan::default();
         plan.addr = lab.origin;
         plan.request = request;
-        plan.method = Method::GET;
         plan.connections = c;
         plan.threads = 1;
         plan.stop = Stop::Requests(n);
-        plan.pipeline = 1;
         plan.close_each = !keep_alive;
-        plan.rate = None;
         plan.timeout = Duration::from_secs(10);
-        plan.http2 = None;
-        plan.tls = None;
         let origin_local = lab.origin_local;
         let server_before = lab
             .link
