@@ -17,8 +17,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
-/// Bounds of a lingering close.
+/// Bounds of a lingering close. Outside this crate, start from
+/// `Linger::default()` and set fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Linger {
     /// Longest the whole drain may take (nginx `lingering_time`, 30 s; we
     /// default to 5 s, enough for in-flight pipelined bytes on any sane RTT).

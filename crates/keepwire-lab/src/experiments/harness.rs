@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response};
-use keepwire::net::Linger;
 use keepwire::proxy::{Proxy, ProxyConfig, Route, Upstream};
 use keepwire::{Body, Server};
 use serde::Serialize;
@@ -242,11 +241,10 @@ impl<'a> Lab<'a> {
             let graceful = serve(Box::new(|c| c.max_requests = Some(3)))?;
             let full = serve(Box::new(|c| {
                 c.max_requests = Some(3);
-                c.linger = Linger {
-                    max_time: Duration::ZERO,
-                    idle: Duration::ZERO,
-                    max_bytes: 0,
-                };
+                // A full close: no lingering drain at all.
+                c.linger.max_time = Duration::ZERO;
+                c.linger.idle = Duration::ZERO;
+                c.linger.max_bytes = 0;
             }))?;
             let stale = serve(Box::new(move |c| {
                 c.idle_timeout = stale_idle;
