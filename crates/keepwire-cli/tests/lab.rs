@@ -211,7 +211,11 @@ fn https_pays_a_round_trip_per_new_connection() {
     // One connection: one handshake.
     let persistent_extra = wall("persistent 1, https://") - wall("persistent 1, http://");
     assert!(persistent_extra >= RTT_MS * 0.5, "{r:?}");
-    assert!(persistent_extra < RTT_MS * 2.0, "{r:?}");
+    // One handshake against thirteen. The bound is relative: under load the
+    // debug build's per-record TLS work adds milliseconds per request to
+    // both runs, which an absolute bound of two round trips misread as
+    // extra handshakes.
+    assert!(persistent_extra < serial_extra / 2.0, "{r:?}");
     assert_eq!(v(&r, "serial, https://", "connections"), 13.0, "{r:?}");
     assert_eq!(v(&r, "persistent 1, https://", "connections"), 1.0, "{r:?}");
     // HTTP/2 over TLS: every object in the round trip after the page. (Each
@@ -235,7 +239,9 @@ fn https_pays_a_round_trip_per_new_connection() {
     let end = |b: &Value| b["end_ms"].as_f64().unwrap();
     let page_end = end(&bars[0]);
     let last = bars.iter().map(end).fold(0.0, f64::max);
-    assert!(last - page_end < 1.5 * RTT_MS, "{bars:?}");
+    // One round trip after the page, plus the CPU time of a loaded debug
+    // build; a second round trip would end at two or more.
+    assert!(last - page_end < 1.9 * RTT_MS, "{bars:?}");
 }
 
 #[test]
