@@ -466,9 +466,9 @@ impl Conn {
                 self.retired |= last;
                 // Only this hop's own tokens count: a proxy keeps its
                 // client's connection only if that client asked for it
-                // (R6.4), and a 1.0 `keep-alive` forwarded from another hop
-                // is never trusted here (R3.3); `hop::strip_hop_by_hop`
-                // makes sure we never forward ours either.
+                // (R6.4). They are never carried to the next hop
+                // (`hop::strip_hop_by_hop`), so no 1.0 `keep-alive` we relay
+                // reaches a hop it did not come from (R3.3).
                 let tokens = if self.config.proxy_connection {
                     ConnectionTokens::of_proxy_request(&head.headers)
                 } else {
