@@ -30,22 +30,9 @@ pub struct Run {
     pub written: Vec<u8>,
 }
 
-pub fn coalesce(events: Vec<Event>) -> Vec<Event> {
-    let mut out: Vec<Event> = Vec::with_capacity(events.len());
-    for e in events {
-        match (out.last_mut(), e) {
-            (Some(Event::Data(prev)), Event::Data(more)) => {
-                let mut joined = BytesMut::with_capacity(prev.len() + more.len());
-                joined.extend_from_slice(prev);
-                joined.extend_from_slice(&more);
-                *prev = joined.freeze();
-            }
-            (_, Event::Data(more)) if more.is_empty() => {}
-            (_, e) => out.push(e),
-        }
-    }
-    out
-}
+#[path = "../../crates/keepwire-proto/tests/common/coalesce.rs"]
+mod coalesce;
+pub use coalesce::coalesce;
 
 fn collect(mut b: EncodedBuf, out: &mut BytesMut) {
     while b.has_remaining() {
@@ -58,30 +45,29 @@ fn collect(mut b: EncodedBuf, out: &mut BytesMut) {
 
 /// Limits small enough for short inputs to reach every bound.
 pub fn small_limits() -> Limits {
-    Limits {
-        max_head_bytes: 512,
-        max_headers: 8,
-        max_line_bytes: 128,
-        max_trailer_bytes: 64,
-        max_chunk_line_bytes: 32,
-        max_body_bytes: Some(256),
-    }
+    let mut l = Limits::default();
+    l.max_head_bytes = 512;
+    l.max_headers = 8;
+    l.max_line_bytes = 128;
+    l.max_trailer_bytes = 64;
+    l.max_chunk_line_bytes = 32;
+    l.max_body_bytes = Some(256);
+    l
 }
 
 /// A connection configuration chosen by one input byte.
 pub fn config(selector: u8) -> ConnConfig {
-    ConnConfig {
-        limits: if selector & 1 == 0 {
-            Limits::default()
-        } else {
-            small_limits()
-        },
-        preserve_header_case: selector & 2 != 0,
-        max_in_flight: 1,
-        advertise_timeout: (selector & 4 != 0).then_some(5),
-        max_requests: (selector & 8 != 0).then_some(u64::from(selector >> 4) + 1),
-        ..ConnConfig::default()
-    }
+    let mut c = ConnConfig::default();
+    c.limits = if selector & 1 == 0 {
+        Limits::default()
+    } else {
+        small_limits()
+    };
+    c.preserve_header_case = selector & 2 != 0;
+    c.max_in_flight = 1;
+    c.advertise_timeout = (selector & 4 != 0).then_some(5);
+    c.max_requests = (selector & 8 != 0).then_some(u64::from(selector >> 4) + 1);
+    c
 }
 
 /// Polls until the connection wants input; `on_end` runs after each `End`.
@@ -134,11 +120,10 @@ fn answer(conn: &mut Conn, out: &mut BytesMut, status: StatusCode) {
 /// first; from the second, the pipelining depth (`max_in_flight` 1–4, bits
 /// 0–1) and whether `Proxy-Connection` is read as `Connection` (bit 2).
 pub fn server_config(selector: u8, extra: u8) -> ConnConfig {
-    ConnConfig {
-        max_in_flight: 1 + usize::from(extra & 3),
-        proxy_connection: extra & 4 != 0,
-        ..config(selector)
-    }
+    let mut c = config(selector);
+    c.max_in_flight = 1 + usize::from(extra & 3);
+    c.proxy_connection = extra & 4 != 0;
+    c
 }
 
 /// Polls until the server wants input, answering (`200`, body `ok`) every

@@ -154,14 +154,14 @@ fn read_all(conn: &mut Conn, wire: &[u8], step: usize, n: usize) -> Vec<Expect> 
 }
 
 fn config(n: usize) -> ConnConfig {
-    ConnConfig {
-        limits: Limits {
-            max_body_bytes: None,
-            ..Limits::default()
-        },
-        max_in_flight: n.max(1),
-        ..ConnConfig::default()
-    }
+    let mut c = ConnConfig::default();
+    c.limits = {
+        let mut l = Limits::default();
+        l.max_body_bytes = None;
+        l
+    };
+    c.max_in_flight = n.max(1);
+    c
 }
 
 fuzz_target!(|input: Input| {

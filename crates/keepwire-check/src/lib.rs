@@ -18,7 +18,7 @@
 //! - [`Target::forward_proxy`], [`Target::reverse_proxy`]: the checker runs
 //!   its own recording origin behind the proxy and checks what crosses it.
 //!
-//! [`run`] returns a [`Report`]: one [`CheckResult`] per check with its
+//! [`run`] returns a [`CheckReport`]: one [`CheckResult`] per check with its
 //! rule, name, [`Verdict`] and evidence. [`Options`] choose a subset
 //! ([`Options::only`] a rule prefix, [`Options::name`] exact names) and the
 //! time limits. [`Target::checks`] lists what a target would run.
@@ -60,7 +60,7 @@ mod target;
 use std::fmt;
 
 pub use options::{DEFAULT_TOTAL, Options};
-pub use report::{CheckResult, Report, Verdict};
+pub use report::{CheckReport, CheckResult, Verdict};
 use target::Kind;
 pub use target::{CheckInfo, Target};
 
@@ -110,11 +110,11 @@ impl std::error::Error for Error {}
 
 /// Runs the checks `options` select against `target`, one after another,
 /// and reports each. A check that fails is a [`Verdict::Fail`] in the
-/// report, not an error; see [`Report::passed`].
+/// report, not an error; see [`CheckReport::passed`].
 ///
 /// Needs a tokio runtime with time and I/O enabled (a current-thread one is
 /// enough); the proxy checks spawn their recording origin on it.
-pub async fn run(target: &Target, options: &Options) -> Result<Report, Error> {
+pub async fn run(target: &Target, options: &Options) -> Result<CheckReport, Error> {
     let checks = match &target.kind {
         Kind::Server { url } => {
             let endpoint = probe::Endpoint::parse(url).map_err(Error::Target)?;
@@ -140,7 +140,7 @@ pub async fn run(target: &Target, options: &Options) -> Result<Report, Error> {
     if checks.is_empty() {
         return Err(Error::NothingSelected);
     }
-    Ok(Report {
+    Ok(CheckReport {
         target: target.as_str().to_string(),
         checks,
     })

@@ -31,18 +31,11 @@ pub(crate) struct Recorded {
 
 impl Recorded {
     pub(crate) fn header(&self, name: &str) -> Option<String> {
-        let vals: Vec<&str> = self
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect();
-        (!vals.is_empty()).then(|| vals.join(", "))
+        crate::response::joined_header(&self.headers, name)
     }
 
     pub(crate) fn has_token(&self, name: &str, token: &str) -> bool {
-        self.header(name)
-            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        crate::response::lists_token(&self.headers, name, token)
     }
 }
 

@@ -1,6 +1,6 @@
 //! What a run found, as values a caller can assert on: one [`CheckResult`]
 //! per check (its rule, its name, a [`Verdict`] and the evidence), gathered
-//! in a [`Report`]. Printing them is the caller's business (the `keepwire`
+//! in a [`CheckReport`]. Printing them is the caller's business (the `keepwire`
 //! command prints a table or JSON).
 
 use std::fmt;
@@ -89,13 +89,13 @@ pub struct CheckResult {
 /// The checks of one run, in the order they ran.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct Report {
+pub struct CheckReport {
     /// The URL or address that was checked, as given.
     pub target: String,
     pub checks: Vec<CheckResult>,
 }
 
-impl Report {
+impl CheckReport {
     /// How many checks ended with `verdict`.
     pub fn count(&self, verdict: Verdict) -> usize {
         self.checks.iter().filter(|c| c.verdict == verdict).count()

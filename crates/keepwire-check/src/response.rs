@@ -24,6 +24,22 @@ pub const MAX_MESSAGE: usize = MAX_HEAD + MAX_BODY + MAX_HEAD;
 /// already exceed any size the caps allow.
 const MAX_SIZE_DIGITS: usize = 16;
 
+/// All of `headers` named `name` (case-insensitive), joined with ", ".
+pub(crate) fn joined_header(headers: &[(String, String)], name: &str) -> Option<String> {
+    let vals: Vec<&str> = headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    (!vals.is_empty()).then(|| vals.join(", "))
+}
+
+/// Whether the comma-separated `name` field of `headers` lists `token`.
+pub(crate) fn lists_token(headers: &[(String, String)], name: &str, token: &str) -> bool {
+    joined_header(headers, name)
+        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
 /// A parsed response.
 #[derive(Debug, Clone)]
 pub struct Response {
@@ -39,18 +55,12 @@ pub struct Response {
 impl Response {
     /// All field lines named `name`, joined with ", ".
     pub fn header(&self, name: &str) -> Option<String> {
-        let vals: Vec<&str> = self
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect();
-        (!vals.is_empty()).then(|| vals.join(", "))
+        joined_header(&self.headers, name)
     }
 
+    /// Whether the `name` field lists `token` (case-insensitive).
     pub fn has_token(&self, name: &str, token: &str) -> bool {
-        self.header(name)
-            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        lists_token(&self.headers, name, token)
     }
 
     /// `HTTP/1.1 200 OK` plus how the body was framed.

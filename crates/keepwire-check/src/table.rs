@@ -23,6 +23,31 @@ pub(crate) struct Spec<I> {
     pub(crate) long: bool,
 }
 
+/// A row that runs by default, within [`Options::timeout`].
+pub(crate) const fn c<I>(rule: &'static str, name: &'static str, id: I) -> Spec<I> {
+    row(rule, name, id, false, false)
+}
+
+/// A row that runs only with [`Options::slow`].
+pub(crate) const fn slow<I>(rule: &'static str, name: &'static str, id: I) -> Spec<I> {
+    row(rule, name, id, true, false)
+}
+
+/// A row that runs by default, for up to the long limit.
+pub(crate) const fn long<I>(rule: &'static str, name: &'static str, id: I) -> Spec<I> {
+    row(rule, name, id, false, true)
+}
+
+const fn row<I>(rule: &'static str, name: &'static str, id: I, slow: bool, long: bool) -> Spec<I> {
+    Spec {
+        rule,
+        name,
+        id,
+        slow,
+        long,
+    }
+}
+
 /// `R10` matches R10.1 and R10.2 but not R1; `R10.1` matches only R10.1.
 fn rule_matches(rule: &str, prefix: &str) -> bool {
     let prefix = prefix.trim_end_matches('.');

@@ -228,27 +228,24 @@ fn plan(args: &BenchArgs) -> Result<(Plan, String), String> {
     if let Some(r) = args.rate {
         summary.push_str(&format!(", open loop at {r} req/s"));
     }
-    Ok((
-        Plan {
-            addr,
-            request,
-            method,
-            connections: args.connections as usize,
-            threads,
-            stop,
-            pipeline: args.pipeline as usize,
-            close_each: !keep_alive,
-            rate: args.rate,
-            timeout: args.timeout,
-            http2: args.http2.then(|| bench::Http2Request {
-                uri: url.clone(),
-                headers: headers.clone(),
-                body: body.clone(),
-            }),
-            tls: if https { Some(tls(args, &url)?) } else { None },
-        },
-        summary,
-    ))
+    let mut plan = Plan::default();
+    plan.addr = addr;
+    plan.request = request;
+    plan.method = method;
+    plan.connections = args.connections as usize;
+    plan.threads = threads;
+    plan.stop = stop;
+    plan.pipeline = args.pipeline as usize;
+    plan.close_each = !keep_alive;
+    plan.rate = args.rate;
+    plan.timeout = args.timeout;
+    plan.http2 = args.http2.then(|| bench::Http2Request {
+        uri: url.clone(),
+        headers: headers.clone(),
+        body: body.clone(),
+    });
+    plan.tls = if https { Some(tls(args, &url)?) } else { None };
+    Ok((plan, summary))
 }
 
 /// TLS for an `https://` run: verified against the default roots, a CA
@@ -264,10 +261,7 @@ fn tls(args: &BenchArgs, url: &http::Uri) -> Result<bench::Tls, String> {
     let host = url.host().unwrap_or_default().trim_matches(['[', ']']);
     let server_name = rustls::pki_types::ServerName::try_from(host.to_string())
         .map_err(|e| format!("{host}: not a name TLS can verify: {e}"))?;
-    Ok(bench::Tls {
-        config,
-        server_name,
-    })
+    Ok(bench::Tls::new(config, server_name))
 }
 
 /// Runs `keepwire bench`.

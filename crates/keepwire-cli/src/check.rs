@@ -6,12 +6,12 @@
 //! the same with HTTP/2 frames a hostile client would send. `keepwire check
 //! proxy ADDR` runs its own recording origin behind the proxy and checks what
 //! crosses the proxy in both directions. This file only turns arguments into
-//! [`keepwire_check::Options`] and prints the [`Report`].
+//! [`keepwire_check::Options`] and prints the [`CheckReport`].
 
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use keepwire_check::{Error, Options, Report, Target, Verdict};
+use keepwire_check::{CheckReport, Error, Options, Target, Verdict};
 
 use crate::common::parse_duration;
 
@@ -156,7 +156,7 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
 
 /// Prints the results (text or JSON) and turns any FAIL into an error, so
 /// that the exit status is non-zero.
-fn print(report: &Report, json: bool) -> Result<(), String> {
+fn print(report: &CheckReport, json: bool) -> Result<(), String> {
     let results = &report.checks;
     let (passed, failed, warned, skipped) = (
         report.count(Verdict::Pass),

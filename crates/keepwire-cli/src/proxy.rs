@@ -8,7 +8,6 @@ use clap::Args;
 use ipnet::IpNet;
 use keepwire::Server;
 use keepwire::proxy::{Proxy, ProxyConfig, ReusePolicy, Route, Upstream, parse_authority};
-use keepwire::server::Config;
 use serde::Deserialize;
 
 use crate::common::{init_logging, parse_duration, runtime, shutdown_signal, spawn_admin};
@@ -263,12 +262,10 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
             format!("reverse ({} routes)", cfg.routes.len())
         };
         let proxy = Proxy::new(cfg);
-        let server_cfg = Config {
-            idle_timeout: args.idle_timeout,
-            pipeline_depth: args.pipeline_depth.max(1),
-            tls,
-            ..Proxy::server_config()
-        };
+        let mut server_cfg = Proxy::server_config();
+        server_cfg.idle_timeout = args.idle_timeout;
+        server_cfg.pipeline_depth = args.pipeline_depth.max(1);
+        server_cfg.tls = tls;
         let scheme = if server_cfg.tls.is_some() {
             "https"
         } else {

@@ -138,19 +138,17 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
 }
 
 async fn serve(args: ServeArgs, app: App) -> Result<(), String> {
-    let mut config = Config {
-        idle_timeout: args.idle_timeout,
-        advertise_keep_alive: !args.no_keep_alive_header,
-        header_timeout: args.header_timeout,
-        body_timeout: args.body_timeout,
-        write_timeout: args.write_timeout,
-        max_requests: (args.max_requests > 0).then_some(args.max_requests),
-        max_connections: args.max_connections,
-        max_connections_per_ip: args.max_connections_per_ip,
-        pipeline_depth: args.pipeline_depth.max(1),
-        shutdown_timeout: args.shutdown_timeout,
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.idle_timeout = args.idle_timeout;
+    config.advertise_keep_alive = !args.no_keep_alive_header;
+    config.header_timeout = args.header_timeout;
+    config.body_timeout = args.body_timeout;
+    config.write_timeout = args.write_timeout;
+    config.max_requests = (args.max_requests > 0).then_some(args.max_requests);
+    config.max_connections = args.max_connections;
+    config.max_connections_per_ip = args.max_connections_per_ip;
+    config.pipeline_depth = args.pipeline_depth.max(1);
+    config.shutdown_timeout = args.shutdown_timeout;
     config.limits.max_body_bytes = Some(args.max_body);
     let (tls, self_signed) = args.tls.server_config()?;
     config.tls = tls;

@@ -17,17 +17,7 @@ fn serve() -> ServerGuard {
 }
 
 fn serve_with(args: &[&str]) -> ServerGuard {
-    let mut all = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--threads",
-        "1",
-        "--respond",
-        "ok",
-    ];
-    all.extend_from_slice(args);
-    common::start(&all)
+    common::serve(&[&["--respond", "ok"], args].concat())
 }
 
 /// Runs `keepwire check server http://ADDR/ ARGS`.

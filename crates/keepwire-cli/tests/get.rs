@@ -5,7 +5,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -506,91 +505,18 @@ fn help_explains_every_option() {
 
 // ---- nginx ----
 
-fn find_nginx() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
-        .map(|d| d.join("nginx"))
-        .find(|p| p.is_file())
-}
-
-/// nginx with its own config in `dir`, in the foreground (no daemon, no
-/// master), serving `dir/www` on a free loopback port.
-fn start_nginx(nginx: &Path, dir: &Path) -> (Guard, SocketAddr) {
-    let port = closed_port();
-    let d = dir.display();
-    for sub in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-    }
-    let conf = format!(
-        "daemon off;\n\
-         master_process off;\n\
-         worker_processes 1;\n\
-         pid {d}/nginx.pid;\n\
-         error_log {d}/error.log warn;\n\
-         events {{ worker_connections 64; }}\n\
-         http {{\n\
-           log_format conns '$connection $connection_requests $request_uri $status';\n\
-           access_log {d}/access.log conns;\n\
-           client_body_temp_path {d}/client_body;\n\
-           proxy_temp_path {d}/proxy;\n\
-           fastcgi_temp_path {d}/fastcgi;\n\
-           uwsgi_temp_path {d}/uwsgi;\n\
-           scgi_temp_path {d}/scgi;\n\
-           types {{ text/html html; text/css css; application/javascript js; image/png png; }}\n\
-           default_type application/octet-stream;\n\
-           keepalive_timeout 30s;\n\
-           server {{\n\
-             listen 127.0.0.1:{port};\n\
-             root {d}/www;\n\
-             index index.html;\n\
-           }}\n\
-         }}\n"
-    );
-    let conf_path = dir.join("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let child = Command::new(nginx)
-        .arg("-p")
-        .arg(dir)
-        .arg("-c")
-        .arg(&conf_path)
-        .arg("-e")
-        .arg(dir.join("error.log"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx starts");
-    let mut guard = Guard { child };
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if TcpStream::connect(addr).is_ok() {
-            break;
-        }
-        if let Some(status) = guard.child.try_wait().unwrap() {
-            let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
-            panic!("nginx exited ({status}): {log}");
-        }
-        assert!(Instant::now() < deadline, "nginx did not listen on {addr}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (guard, addr)
-}
-
 #[test]
 fn nginx_page_with_two_persistent_connections() {
-    let Some(nginx) = find_nginx() else {
-        if std::env::var("KEEPWIRE_SKIP_PEERS").as_deref() == Ok("1") {
-            eprintln!("skipped: nginx is not installed (KEEPWIRE_SKIP_PEERS=1)");
-            return;
-        }
-        panic!(
-            "nginx is not installed: `bash scripts/test` installs it (or set KEEPWIRE_SKIP_PEERS=1)"
-        );
+    // nginx logs each request's connection serial, to count connections.
+    let Some(nginx) = common::nginx_with(
+        "log_format conns '$connection $connection_requests $request_uri $status';\n \
+         types { text/html html; text/css css; application/javascript js; image/png png; }\n \
+         default_type application/octet-stream;\n keepalive_timeout 30s;",
+        "listen LISTEN;\n root DIR/www;\n index index.html;\n access_log DIR/access.log conns;",
+    ) else {
+        return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let www = dir.path().join("www");
+    let www = nginx.dir.join("www");
     std::fs::create_dir_all(www.join("img")).unwrap();
     std::fs::write(
         www.join("index.html"),
@@ -608,7 +534,7 @@ fn nginx_page_with_two_persistent_connections() {
     std::fs::write(www.join("app.js"), "console.log('hi');\n").unwrap();
     std::fs::write(www.join("img/a.png"), vec![1u8; 3000]).unwrap();
     std::fs::write(www.join("img/b.png"), vec![2u8; 5000]).unwrap();
-    let (_nginx, addr) = start_nginx(&nginx, dir.path());
+    let addr = nginx.addr;
 
     let url = format!("http://{addr}/");
     let doc = get_json(&[
@@ -646,7 +572,7 @@ fn nginx_page_with_two_persistent_connections() {
     // logs a request just after sending its response: wait for the lines).
     let deadline = Instant::now() + Duration::from_secs(5);
     let log = loop {
-        let log = std::fs::read_to_string(dir.path().join("access.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(nginx.dir.join("access.log")).unwrap_or_default();
         if log.lines().count() >= 5 || Instant::now() > deadline {
             break log;
         }

@@ -18,17 +18,7 @@ fn serve_text(text: &str) -> Running {
 
 /// `keepwire serve --respond TEXT EXTRA...` on a free port.
 fn serve_text_with(text: &str, extra: &[&str]) -> Running {
-    let mut args = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--threads",
-        "1",
-        "--respond",
-        text,
-    ];
-    args.extend_from_slice(extra);
-    let r = start(&args);
+    let r = common::serve(&[&["--respond", text], extra].concat());
     assert!(
         r.first_line.contains("listening on http://"),
         "{}",

@@ -95,7 +95,7 @@ type Job = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()>>> + Send>;
 
 /// One end of the link: a thread (in its own namespace when emulated) with
 /// a current-thread tokio runtime that runs what it is given.
-pub struct Side {
+pub struct LinkEnd {
     jobs: Option<tokio::sync::mpsc::UnboundedSender<Job>>,
     thread: Option<JoinHandle<()>>,
     /// The address this side's servers bind (port 0).
@@ -104,14 +104,14 @@ pub struct Side {
     pub netns: Option<u64>,
 }
 
-impl Side {
+impl LinkEnd {
     /// Starts the side; `setup` runs first on its thread (joining a
     /// namespace, creating the TUN device) and returns what the caller needs.
     fn start<T: Send + 'static>(
         name: &str,
         ip: IpAddr,
         setup: impl FnOnce() -> io::Result<T> + Send + 'static,
-    ) -> io::Result<(Side, T)> {
+    ) -> io::Result<(LinkEnd, T)> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -141,7 +141,7 @@ impl Side {
             .recv()
             .map_err(|_| io::Error::other("lab side thread died during set-up"))??;
         Ok((
-            Side {
+            LinkEnd {
                 jobs: Some(tx),
                 thread: Some(thread),
                 ip,
@@ -183,7 +183,7 @@ impl Side {
     }
 }
 
-impl Drop for Side {
+impl Drop for LinkEnd {
     fn drop(&mut self) {
         self.jobs.take();
         if let Some(t) = self.thread.take() {
@@ -202,9 +202,9 @@ fn netns_inode() -> Option<u64> {
 /// The whole link: both sides and what joins them.
 pub struct Link {
     /// Where servers run.
-    pub server: Side,
+    pub server: LinkEnd,
     /// Where clients run.
-    pub client: Side,
+    pub client: LinkEnd,
     /// The link as configured.
     pub spec: LinkSpec,
     /// False for the fallback relay: results are approximate.
@@ -235,10 +235,10 @@ impl Link {
                 "network namespaces need root (run as root for real TCP over the link)",
             ));
         }
-        let (server, tun_s) = Side::start("server", SERVER_IP.into(), || {
+        let (server, tun_s) = LinkEnd::start("server", SERVER_IP.into(), || {
             enter_namespace(SERVER_IP, CLIENT_IP)
         })?;
-        let (client, tun_c) = Side::start("client", CLIENT_IP.into(), || {
+        let (client, tun_c) = LinkEnd::start("client", CLIENT_IP.into(), || {
             enter_namespace(CLIENT_IP, SERVER_IP)
         })?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -273,8 +273,8 @@ impl Link {
     /// of each server.
     pub fn relay(spec: LinkSpec, reason: String) -> io::Result<Link> {
         let lo: IpAddr = Ipv4Addr::LOCALHOST.into();
-        let (server, ()) = Side::start("server", lo, || Ok(()))?;
-        let (client, ()) = Side::start("client", lo, || Ok(()))?;
+        let (server, ()) = LinkEnd::start("server", lo, || Ok(()))?;
+        let (client, ()) = LinkEnd::start("client", lo, || Ok(()))?;
         Ok(Link {
             server,
             client,

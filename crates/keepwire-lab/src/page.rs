@@ -91,13 +91,14 @@ pub fn parse_url(input: &str) -> Result<Uri, String> {
     Ok(uri)
 }
 
-/// Scheme, lowercase host and port (80 by default): what "same origin" compares.
+/// Scheme, lowercase host and port (the scheme's default, 443 for
+/// `https` and 80 otherwise, when none is written): what "same origin"
+/// compares.
 pub fn origin(uri: &Uri) -> (String, String, u16) {
-    (
-        uri.scheme_str().unwrap_or("http").to_ascii_lowercase(),
-        uri.host().unwrap_or("").to_ascii_lowercase(),
-        uri.port_u16().unwrap_or(80),
-    )
+    let scheme = uri.scheme_str().unwrap_or("http").to_ascii_lowercase();
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let host = uri.host().unwrap_or("").to_ascii_lowercase();
+    (scheme, host, uri.port_u16().unwrap_or(default_port))
 }
 
 /// The sub-resources of `html` (the body of `page`): `<img src>`,
@@ -285,6 +286,20 @@ mod tests {
 
     fn u(s: &str) -> Uri {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn origin_fills_in_the_default_port_of_its_scheme() {
+        for (a, b, same) in [
+            ("http://h/", "http://h:80/", true),
+            ("https://h/", "https://h:443/", true),
+            ("https://h/", "https://h:80/", false),
+            ("http://h/", "https://h/", false),
+            ("HTTPS://H/", "https://h:443/", true),
+        ] {
+            assert_eq!(origin(&u(a)) == origin(&u(b)), same, "{a} vs {b}");
+        }
+        assert_eq!(origin(&u("https://h/")).2, 443);
     }
 
     #[test]

@@ -154,8 +154,10 @@ enum Writing {
     Closed,
 }
 
-/// Connection options that are not size limits.
+/// Connection options that are not size limits. Outside this crate, start
+/// from `ConnConfig::default()` and set fields (more options may come).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnConfig {
     /// Bounds on what the peer can make us buffer.
     pub limits: Limits,
@@ -462,6 +464,11 @@ impl Conn {
                 self.messages += 1;
                 let last = self.config.max_requests.is_some_and(|m| self.messages >= m);
                 self.retired |= last;
+                // Only this hop's own tokens count: a proxy keeps its
+                // client's connection only if that client asked for it
+                // (R6.4). They are never carried to the next hop
+                // (`hop::strip_hop_by_hop`), so no 1.0 `keep-alive` we relay
+                // reaches a hop it did not come from (R3.3).
                 let tokens = if self.config.proxy_connection {
                     ConnectionTokens::of_proxy_request(&head.headers)
                 } else {

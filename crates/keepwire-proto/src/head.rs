@@ -116,6 +116,35 @@ pub(crate) fn offset_in(base: &[u8], part: &[u8]) -> (u32, u32) {
     (start as u32, (start + part.len()) as u32)
 }
 
+/// What httparse's answer on `buf` means: the complete head's length,
+/// `None` if more bytes may finish it (see [`check_partial`]), or the error.
+pub(crate) fn head_length(
+    parsed: httparse::Result<usize>,
+    buf: &[u8],
+    limits: &Limits,
+    is_request: bool,
+) -> Result<Option<usize>, Error> {
+    match parsed {
+        Ok(httparse::Status::Complete(len)) => Ok(Some(len)),
+        Ok(httparse::Status::Partial) => check_partial(buf, limits, is_request).map(|()| None),
+        Err(e) => Err(map_httparse(e, limits)),
+    }
+}
+
+/// Records where each parsed field's name and value sit in `buf`; returns
+/// how many there are.
+fn index_fields(
+    buf: &[u8],
+    headers: &[httparse::Header<'_>],
+    fields: &mut [FieldIndices],
+) -> usize {
+    for (slot, h) in fields.iter_mut().zip(headers) {
+        slot.name = offset_in(buf, h.name.as_bytes());
+        slot.value = offset_in(buf, h.value);
+    }
+    headers.len()
+}
+
 /// Checks a head that httparse could not finish yet: the bytes so far must
 /// still fit every bound, or waiting for more is pointless.
 ///
@@ -124,7 +153,7 @@ pub(crate) fn offset_in(base: &[u8], part: &[u8]) -> (u32, u32) {
 /// without its line ending (and after the empty lines httparse skips),
 /// every field line with its CRLF (a partial one cannot have it yet), the
 /// status line only through the head size.
-pub(crate) fn check_partial(buf: &[u8], limits: &Limits, is_request: bool) -> Result<(), Error> {
+fn check_partial(buf: &[u8], limits: &Limits, is_request: bool) -> Result<(), Error> {
     if buf.len() <= limits.max_line_bytes && buf.len() <= limits.max_head_bytes {
         return Ok(());
     }
@@ -169,7 +198,7 @@ pub(crate) fn check_partial(buf: &[u8], limits: &Limits, is_request: bool) -> Re
     Ok(())
 }
 
-pub(crate) fn map_httparse(e: httparse::Error, limits: &Limits) -> Error {
+fn map_httparse(e: httparse::Error, limits: &Limits) -> Error {
     match e {
         httparse::Error::TooManyHeaders => Error::remote(ErrorKind::TooManyHeaders {
             limit: limits.max_headers,
@@ -251,19 +280,12 @@ pub fn parse_request(
     let (len, n, method, target, version, line_end);
     {
         let mut req = httparse::Request::new(&mut []);
-        match req.parse_with_uninit_headers(buf, &mut slots[..max]) {
-            Ok(httparse::Status::Complete(l)) => len = l,
-            Ok(httparse::Status::Partial) => {
-                check_partial(buf, limits, true)?;
-                return Ok(None);
-            }
-            Err(e) => return Err(map_httparse(e, limits)),
-        }
-        n = req.headers.len();
-        for (slot, h) in fields.iter_mut().zip(req.headers.iter()) {
-            slot.name = offset_in(buf, h.name.as_bytes());
-            slot.value = offset_in(buf, h.value);
-        }
+        let parsed = req.parse_with_uninit_headers(buf, &mut slots[..max]);
+        let Some(l) = head_length(parsed, buf, limits, true)? else {
+            return Ok(None);
+        };
+        len = l;
+        n = index_fields(buf, req.headers, &mut fields);
         let m = req.method.unwrap_or_default();
         method = Method::from_bytes(m.as_bytes())
             .map_err(|_| Error::remote(ErrorKind::MalformedHead(httparse::Error::Token)))?;
@@ -311,23 +333,16 @@ pub fn parse_response(
     let (len, n, code, reason, version);
     {
         let mut res = httparse::Response::new(&mut []);
-        match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
             &mut res,
             buf,
             &mut slots[..max],
-        ) {
-            Ok(httparse::Status::Complete(l)) => len = l,
-            Ok(httparse::Status::Partial) => {
-                check_partial(buf, limits, false)?;
-                return Ok(None);
-            }
-            Err(e) => return Err(map_httparse(e, limits)),
-        }
-        n = res.headers.len();
-        for (slot, h) in fields.iter_mut().zip(res.headers.iter()) {
-            slot.name = offset_in(buf, h.name.as_bytes());
-            slot.value = offset_in(buf, h.value);
-        }
+        );
+        let Some(l) = head_length(parsed, buf, limits, false)? else {
+            return Ok(None);
+        };
+        len = l;
+        n = index_fields(buf, res.headers, &mut fields);
         code = res.code.unwrap_or_default();
         // httparse hands back a static "" (not a slice of `buf`) for a
         // missing or obs-text reason; there is no offset to take then.

@@ -99,7 +99,8 @@ impl ConnectionTokens {
     }
 }
 
-/// Removes every hop-by-hop field before forwarding (R3.2, R6.1, R6.2):
+/// Removes every hop-by-hop field before forwarding (R3.2, R6.1, R6.2), so a
+/// 1.0 `keep-alive` never reaches a hop it did not come from (R3.3):
 /// `Connection`, each field it (or `Proxy-Connection`) names, the fixed list
 /// in [`HOP_BY_HOP`], `Proxy-Authorization`, and `Upgrade` unless
 /// `relay_upgrade` is set (the intermediary relays this upgrade, R9.1).

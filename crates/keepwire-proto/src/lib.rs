@@ -66,8 +66,10 @@ pub use skim::{ResponseSkim, skim_response};
 /// nginx reads a head into `client_header_buffer_size 1k` and then up to
 /// `large_client_header_buffers 4 8k`, so a request line or header line over
 /// 8 KiB fails (414 / 400) and a head tops out near 32 KiB. nginx sets no
-/// header count; hyper allows 100.
+/// header count; hyper allows 100. Outside this crate, start from
+/// `Limits::default()` and set fields (more limits may come).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Longest head (start line + fields + blank line). Default 32 KiB,
     /// nginx's 4 × 8 KiB. Over it: 431.

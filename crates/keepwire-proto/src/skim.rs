@@ -14,7 +14,7 @@ use crate::Limits;
 use crate::connection::{Announced, ExchangeFacts, exchange_persists};
 use crate::error::{Error, ErrorKind};
 use crate::framing::{self, BodyKind};
-use crate::head::{check_field_line, check_partial, map_httparse, offset_in, version_of};
+use crate::head::{check_field_line, head_length, offset_in, version_of};
 use crate::hop::ConnectionTokens;
 
 /// What a load generator needs from a response head, read without building
@@ -53,17 +53,13 @@ pub fn skim_response(
     let mut slots =
         [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; Limits::HARD_MAX_HEADERS];
     let mut res = httparse::Response::new(&mut []);
-    let head_len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
         &mut res,
         buf,
         &mut slots[..max],
-    ) {
-        Ok(httparse::Status::Complete(l)) => l,
-        Ok(httparse::Status::Partial) => {
-            check_partial(buf, limits, false)?;
-            return Ok(None);
-        }
-        Err(e) => return Err(map_httparse(e, limits)),
+    );
+    let Some(head_len) = head_length(parsed, buf, limits, false)? else {
+        return Ok(None);
     };
     if head_len > limits.max_head_bytes {
         return Err(Error::remote(ErrorKind::HeadTooLarge {

@@ -213,13 +213,11 @@ X-Trace-Id: abc\r\n\
 Upgrade: h2c\r\n\
 accept-language: en\r\n\
 \r\n";
-    let mut conn = Conn::new(
-        Role::Server,
-        ConnConfig {
-            preserve_header_case: true,
-            ..ConnConfig::default()
-        },
-    );
+    let mut conn = Conn::new(Role::Server, {
+        let mut c = ConnConfig::default();
+        c.preserve_header_case = true;
+        c
+    });
     conn.handle_bytes(raw.as_bytes());
     let ev = conn.poll_event().unwrap().unwrap();
     assert_eq!(

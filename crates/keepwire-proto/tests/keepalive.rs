@@ -198,11 +198,9 @@ fn caller_connection_close_is_honoured_and_framing_fields_replaced() {
 
 #[test]
 fn max_requests_counts_down_and_closes_the_last() {
-    let config = ConnConfig {
-        max_requests: Some(3),
-        advertise_timeout: Some(5),
-        ..ConnConfig::default()
-    };
+    let mut config = ConnConfig::default();
+    config.max_requests = Some(3);
+    config.advertise_timeout = Some(5);
     let mut conn = Conn::new(Role::Server, config);
     let expected: [&[&str]; 3] = [
         &["content-length: 0", KEEP, "keep-alive: timeout=5, max=2"],
@@ -245,10 +243,8 @@ fn max_requests_counts_down_and_closes_the_last() {
 
 #[test]
 fn keep_alive_hints_alone() {
-    let only_max = ConnConfig {
-        max_requests: Some(10),
-        ..ConnConfig::default()
-    };
+    let mut only_max = ConnConfig::default();
+    only_max.max_requests = Some(10);
     let (wire, close) = serve_one(
         only_max,
         &request("HTTP/1.1", &[]),
@@ -260,10 +256,8 @@ fn keep_alive_hints_alone() {
         [CL5, KEEP, "keep-alive: max=9"]
     );
     assert!(!close);
-    let only_timeout = ConnConfig {
-        advertise_timeout: Some(30),
-        ..ConnConfig::default()
-    };
+    let mut only_timeout = ConnConfig::default();
+    only_timeout.advertise_timeout = Some(30);
     let (wire, close) = serve_one(
         only_timeout.clone(),
         &request("HTTP/1.0", &["keep-alive"]),
@@ -288,11 +282,9 @@ fn keep_alive_hints_alone() {
 
 #[test]
 fn max_requests_of_one_closes_the_first() {
-    let config = ConnConfig {
-        max_requests: Some(1),
-        advertise_timeout: Some(5),
-        ..ConnConfig::default()
-    };
+    let mut config = ConnConfig::default();
+    config.max_requests = Some(1);
+    config.advertise_timeout = Some(5);
     let (wire, close) = serve_one(config, &request("HTTP/1.1", &[]), 200, BodyLength::Known(5));
     assert_eq!(connection_lines(wire.as_bytes()), [CL5, CLOSE]);
     assert!(close);
@@ -301,13 +293,11 @@ fn max_requests_of_one_closes_the_first() {
 #[test]
 fn pipelined_request_after_close_is_never_surfaced() {
     for max_in_flight in [1, 8] {
-        let mut conn = Conn::new(
-            Role::Server,
-            ConnConfig {
-                max_in_flight,
-                ..ConnConfig::default()
-            },
-        );
+        let mut conn = Conn::new(Role::Server, {
+            let mut c = ConnConfig::default();
+            c.max_in_flight = max_in_flight;
+            c
+        });
         let after = "GET /b HTTP/1.1\r\nHost: a\r\n\r\n";
         conn.handle_bytes(
             format!("GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n{after}").as_bytes(),

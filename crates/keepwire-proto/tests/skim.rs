@@ -106,10 +106,8 @@ fn skim_rejects_what_the_parser_rejects() {
 /// `Conn`) refused it with 431.
 #[test]
 fn skim_bounds_field_lines_as_the_parser_does() {
-    let limits = Limits {
-        max_line_bytes: 32,
-        ..Limits::default()
-    };
+    let mut limits = Limits::default();
+    limits.max_line_bytes = 32;
     let long = format!("HTTP/1.1 304 OK\r\nX-Long: {}\r\n\r\n", "q".repeat(40));
     let skim = skim_response(long.as_bytes(), &Method::GET, &limits).unwrap_err();
     let mut buf = BytesMut::from(long.as_bytes());
@@ -130,10 +128,8 @@ fn skim_bounds_field_lines_as_the_parser_does() {
 /// field line, skim cited the line and the parser the status.
 #[test]
 fn skim_cites_the_same_fault_as_the_parser() {
-    let limits = Limits {
-        max_line_bytes: 32,
-        ..Limits::default()
-    };
+    let mut limits = Limits::default();
+    limits.max_line_bytes = 32;
     let raw = format!("HTTP/1.1 034 OK\r\nX-Long: {}\r\n\r\n", "q".repeat(40));
     let skim = skim_response(raw.as_bytes(), &Method::GET, &limits).unwrap_err();
     let mut buf = BytesMut::from(raw.as_bytes());

@@ -35,10 +35,8 @@ fn check(limits: Limits, malicious: &[u8], kind: ErrorKind, status: u16, surface
             "{:?} in pieces of {piece}",
             String::from_utf8_lossy(&input[..input.len().min(120)])
         );
-        let config = ConnConfig {
-            limits: limits.clone(),
-            ..ConnConfig::default()
-        };
+        let mut config = ConnConfig::default();
+        config.limits = limits.clone();
         let mut d = Driver::server(config, Answer::OnEnd);
         for p in input.chunks(piece) {
             d.feed(p);
@@ -311,10 +309,8 @@ vectors! {
 
 #[test]
 fn body_too_large_by_chunks_with_a_small_limit() {
-    let limits = Limits {
-        max_body_bytes: Some(16),
-        ..Limits::default()
-    };
+    let mut limits = Limits::default();
+    limits.max_body_bytes = Some(16);
     let raw = post(
         "Transfer-Encoding: chunked\r\n",
         "a\r\n0123456789\r\n7\r\nabcdefg\r\n0\r\n\r\n",
@@ -332,9 +328,10 @@ fn body_too_large_by_chunks_with_a_small_limit() {
         "a\r\n0123456789\r\n6\r\nabcdef\r\n0\r\n\r\n",
     );
     let mut d = Driver::server(
-        ConnConfig {
-            limits,
-            ..ConnConfig::default()
+        {
+            let mut c = ConnConfig::default();
+            c.limits = limits;
+            c
         },
         Answer::OnEnd,
     );
@@ -348,14 +345,13 @@ fn body_too_large_by_chunks_with_a_small_limit() {
 
 #[test]
 fn small_limits_map_to_their_statuses() {
-    let limits = Limits {
-        max_head_bytes: 256,
-        max_headers: 4,
-        max_line_bytes: 64,
-        max_trailer_bytes: 32,
-        max_chunk_line_bytes: 16,
-        max_body_bytes: Some(8),
-    };
+    let mut limits = Limits::default();
+    limits.max_head_bytes = 256;
+    limits.max_headers = 4;
+    limits.max_line_bytes = 64;
+    limits.max_trailer_bytes = 32;
+    limits.max_chunk_line_bytes = 16;
+    limits.max_body_bytes = Some(8);
     check(
         limits.clone(),
         format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(60)).as_bytes(),

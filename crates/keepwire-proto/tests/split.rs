@@ -142,9 +142,10 @@ fn run_server(ex: &Example, mode: ServerMode, parts: &[&[u8]]) -> Outcome {
     let (config, answer) = match mode {
         ServerMode::AnswerEach => (ConnConfig::default(), Answer::OnEnd),
         ServerMode::ReadAhead => (
-            ConnConfig {
-                max_in_flight: 1024,
-                ..ConnConfig::default()
+            {
+                let mut c = ConnConfig::default();
+                c.max_in_flight = 1024;
+                c
             },
             Answer::Never,
         ),
@@ -501,12 +502,11 @@ proptest! {
 
 /// Small limits, so that boundaries are cheap to reach.
 fn small_limits() -> keepwire_proto::Limits {
-    keepwire_proto::Limits {
-        max_head_bytes: 256,
-        max_headers: 16,
-        max_line_bytes: 64,
-        ..keepwire_proto::Limits::default()
-    }
+    let mut l = keepwire_proto::Limits::default();
+    l.max_head_bytes = 256;
+    l.max_headers = 16;
+    l.max_line_bytes = 64;
+    l
 }
 
 /// A request line of exactly `len` bytes (without its line ending).
@@ -613,9 +613,10 @@ fn limit_boundaries_do_not_depend_on_splits() {
         let input = input.as_bytes();
         let run = |parts: &[&[u8]]| {
             let mut d = Driver::server(
-                ConnConfig {
-                    limits: small_limits(),
-                    ..ConnConfig::default()
+                {
+                    let mut c = ConnConfig::default();
+                    c.limits = small_limits();
+                    c
                 },
                 Answer::OnEnd,
             );
@@ -658,9 +659,10 @@ fn check_long_status_line(input: &str, reason: &str) {
     let input = input.as_bytes();
     let run = |parts: &[&[u8]]| {
         let mut d = Driver::client(
-            ConnConfig {
-                limits: small_limits(),
-                ..ConnConfig::default()
+            {
+                let mut c = ConnConfig::default();
+                c.limits = small_limits();
+                c
             },
             &[Method::GET],
         );
@@ -699,9 +701,10 @@ fn long_line_inside_an_unfinished_response_head() {
     let input = input.as_bytes();
     let run = |parts: &[&[u8]]| {
         let mut d = Driver::client(
-            ConnConfig {
-                limits: small_limits(),
-                ..ConnConfig::default()
+            {
+                let mut c = ConnConfig::default();
+                c.limits = small_limits();
+                c
             },
             &[Method::GET],
         );

@@ -17,8 +17,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
-/// Bounds of a lingering close.
+/// Bounds of a lingering close. Outside this crate, start from
+/// `Linger::default()` and set fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Linger {
     /// Longest the whole drain may take (nginx `lingering_time`, 30 s; we
     /// default to 5 s, enough for in-flight pipelined bytes on any sane RTT).
@@ -82,8 +84,10 @@ pub async fn lingering_close(mut stream: TcpStream, linger: Linger) -> (LingerOu
     }
 }
 
-/// Options for a listening socket.
+/// Options for a listening socket. Outside this crate, start from
+/// `ListenOptions::default()` and set fields (more options may come).
 #[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
 pub struct ListenOptions {
     /// `SO_REUSEPORT`: several listeners (one per thread) share the port.
     pub reuse_port: bool,

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use crate::options::Options;
 use crate::probe::Endpoint;
 use crate::report::CheckResult;
-use crate::table::{CheckOut, Spec as TableSpec, run_table};
+use crate::table::{self, CheckOut, Spec as TableSpec, run_table};
 use bodies::{baseline, oversized_body, zero_window};
 use floods::{Control, continuation_flood, control_flood, reset_flood};
 
@@ -41,14 +41,9 @@ pub(crate) enum Id {
 
 pub(crate) type Spec = TableSpec<Id>;
 
+/// Every HTTP/2 check is about R10.4.
 const fn c(name: &'static str, id: Id) -> Spec {
-    Spec {
-        rule: "R10.4",
-        name,
-        id,
-        slow: false,
-        long: false,
-    }
+    table::c("R10.4", name, id)
 }
 
 pub(crate) const CHECKS: &[Spec] = &[
@@ -69,13 +64,7 @@ pub(crate) const CHECKS: &[Spec] = &[
         "streamed oversized body refused",
         Id::Body { declared: false },
     ),
-    Spec {
-        rule: "R10.4",
-        name: "zero-window stream ended",
-        id: Id::ZeroWindow,
-        slow: false,
-        long: true,
-    },
+    table::long("R10.4", "zero-window stream ended", Id::ZeroWindow),
 ];
 
 pub(crate) async fn run_checks(t: &Endpoint, opts: &Options) -> Vec<CheckResult> {

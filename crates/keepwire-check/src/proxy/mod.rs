@@ -16,7 +16,7 @@ use crate::options::Options;
 use crate::probe::Endpoint;
 use crate::recording_origin::RecordingOrigin;
 use crate::report::CheckResult;
-use crate::table::{CheckOut, Spec as TableSpec, run_table};
+use crate::table::{CheckOut, Spec as TableSpec, c, run_table};
 use ctx::Ctx;
 use framing::{Vector, pipeline, post_once, reframe, smuggle, truncation};
 use hop::{dumb10, hop_to_client, hop_to_origin, proxy_connection, via};
@@ -39,16 +39,6 @@ pub(crate) enum Id {
 }
 
 pub(crate) type Spec = TableSpec<Id>;
-
-const fn c(rule: &'static str, name: &'static str, id: Id) -> Spec {
-    Spec {
-        rule,
-        name,
-        id,
-        slow: false,
-        long: false,
-    }
-}
 
 pub(crate) const CHECKS: &[Spec] = &[
     c("R3.2", "hop-by-hop removed toward origin", Id::HopToOrigin),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::options::Options;
 use crate::probe::Endpoint;
 use crate::report::CheckResult;
-use crate::table::{CheckOut, Spec as TableSpec, run_table};
+use crate::table::{CheckOut, Spec as TableSpec, c, run_table, slow};
 use framing::{Vector, expect, head, not_modified, smuggle};
 use host::{HostCase, absolute_form, host_check};
 use limits::{long_line, many_headers, slowloris};
@@ -52,26 +52,6 @@ pub(crate) enum Id {
 /// One check: rule, short name, what to run, and whether it needs a long
 /// wait (run only with `Options::slow`).
 pub(crate) type Spec = TableSpec<Id>;
-
-const fn c(rule: &'static str, name: &'static str, id: Id) -> Spec {
-    Spec {
-        rule,
-        name,
-        id,
-        slow: false,
-        long: false,
-    }
-}
-
-const fn slow(rule: &'static str, name: &'static str, id: Id) -> Spec {
-    Spec {
-        rule,
-        name,
-        id,
-        slow: true,
-        long: false,
-    }
-}
 
 pub(crate) const CHECKS: &[Spec] = &[
     c("R5.3", "HTTP/1.1 persistence", Id::Persist11),

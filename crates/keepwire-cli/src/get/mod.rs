@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use keepwire_lab::load::{self, Event, LoadConfig, Loaded, Record, Strategy, Summary};
+use keepwire_lab::load::{self, LoadConfig, LoadEvent, Loaded, Record, Strategy, Summary};
 use keepwire_lab::waterfall;
 
 use crate::common::parse_duration;
@@ -183,7 +183,7 @@ pub fn run(args: GetArgs) -> Result<(), String> {
     let mut table = Table::new(!args.json, args.body);
     let verbose = args.verbose;
     let loaded = rt.block_on(load::load(&args.urls, &config, &mut |event| match event {
-        Event::Done { record, transcript } => {
+        LoadEvent::Done { record, transcript } => {
             if verbose && !transcript.is_empty() {
                 stderr(transcript);
             }
@@ -192,11 +192,11 @@ pub fn run(args: GetArgs) -> Result<(), String> {
             }
             table.line(record);
         }
-        Event::NotHtml { url, content_type } => stderr(&format!(
+        LoadEvent::NotHtml { url, content_type } => stderr(&format!(
             "keepwire get: {url}: not an HTML page (content-type {}), no sub-resources fetched\n",
             content_type.unwrap_or("none")
         )),
-        Event::Found { url, found } if verbose => {
+        LoadEvent::Found { url, found } if verbose => {
             let mut note = format!(
                 "* {url}: {} same-origin sub-resources to fetch\n",
                 found.fetch.len()

@@ -58,6 +58,14 @@ impl Drop for Running {
     }
 }
 
+/// `keepwire serve --listen 127.0.0.1:0 --threads 1 ARGS`, started as
+/// [`start`] does.
+pub fn serve(args: &[&str]) -> Running {
+    let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--threads", "1"];
+    all.extend_from_slice(args);
+    start(&all)
+}
+
 /// Starts `keepwire ARGS` and reads the bound address from its first stderr
 /// line (`... listening on http://ADDR/ ...` or `https://`), waiting at most [`WAIT`].
 pub fn start(args: &[&str]) -> Running {
@@ -191,6 +199,11 @@ pub fn find_nginx() -> Option<std::path::PathBuf> {
 /// free port and `DIR` for the prefix directory. `None` if nginx is missing
 /// and peers may be skipped.
 pub fn nginx(server: &str) -> Option<Nginx> {
+    nginx_with("", server)
+}
+
+/// [`nginx`] with more `http`-level directives (`DIR` replaced there too).
+pub fn nginx_with(http: &str, server: &str) -> Option<Nginx> {
     let bin = find_nginx()?;
     let dir = std::env::temp_dir().join(format!(
         "keepwire-nginx-{}-{}",
@@ -211,12 +224,13 @@ pub fn nginx(server: &str) -> Option<Nginx> {
     let server = server
         .replace("LISTEN", &format!("127.0.0.1:{port}"))
         .replace("DIR", &d.to_string());
+    let http = http.replace("DIR", &d.to_string());
     let conf = format!(
         "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
          error_log {d}/error.log warn;\nevents {{ worker_connections 256; }}\n\
          http {{\n access_log off;\n client_body_temp_path {d}/tmp;\n proxy_temp_path {d}/tmp;\n\
           fastcgi_temp_path {d}/tmp;\n uwsgi_temp_path {d}/tmp;\n scgi_temp_path {d}/tmp;\n\
-          server {{\n{server}\n }}\n}}\n"
+          {http}\n server {{\n{server}\n }}\n}}\n"
     );
     let conf_path = dir.join("nginx.conf");
     std::fs::write(&conf_path, conf).unwrap();

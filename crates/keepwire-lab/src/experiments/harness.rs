@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response};
-use keepwire::net::Linger;
 use keepwire::proxy::{Proxy, ProxyConfig, Route, Upstream};
 use keepwire::{Body, Server};
 use serde::Serialize;
@@ -146,12 +145,12 @@ pub struct Lab<'a> {
 
 /// The lab's origin: the demo site plus `/lab/bytes/N` and `POST /lab/post`.
 #[derive(Clone)]
-struct Origin {
+struct LabSite {
     site: Site,
     posts: Arc<Mutex<HashMap<String, u32>>>,
 }
 
-impl Origin {
+impl LabSite {
     async fn handle(self, req: Request<Body>) -> Response<Body> {
         let path = req.uri().path().to_string();
         if let Some(n) = path.strip_prefix("/lab/bytes/") {
@@ -213,7 +212,7 @@ impl<'a> Lab<'a> {
             }
         };
         let posts: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
-        let origin = Origin {
+        let origin = LabSite {
             site: Site {
                 objects: PAGE_OBJECTS,
                 object_size: OBJECT_SIZE,
@@ -242,11 +241,10 @@ impl<'a> Lab<'a> {
             let graceful = serve(Box::new(|c| c.max_requests = Some(3)))?;
             let full = serve(Box::new(|c| {
                 c.max_requests = Some(3);
-                c.linger = Linger {
-                    max_time: Duration::ZERO,
-                    idle: Duration::ZERO,
-                    max_bytes: 0,
-                };
+                // A full close: no lingering drain at all.
+                c.linger.max_time = Duration::ZERO;
+                c.linger.idle = Duration::ZERO;
+                c.linger.max_bytes = 0;
             }))?;
             let stale = serve(Box::new(move |c| {
                 c.idle_timeout = stale_idle;

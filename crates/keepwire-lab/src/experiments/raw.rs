@@ -38,10 +38,8 @@ impl RawConn {
     /// Reads one response. `Ok(None)`: the connection ended before any byte.
     pub async fn response(&mut self, limit: Duration) -> Result<Option<RawResp>, String> {
         let deadline = tokio::time::Instant::now() + limit;
-        let limits = Limits {
-            max_body_bytes: None,
-            ..Limits::default()
-        };
+        let mut limits = Limits::default();
+        limits.max_body_bytes = None;
         let skim = loop {
             match skim_response(&self.buf, &Method::GET, &limits) {
                 Ok(Some(s)) => break s,

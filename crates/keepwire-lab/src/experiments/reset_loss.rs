@@ -81,10 +81,8 @@ pub(super) fn run(lab: &Lab) -> Outcome {
             drop(writer.await);
             let total = all.len() as u64;
             // Count complete responses in what arrived.
-            let limits = Limits {
-                max_body_bytes: None,
-                ..Limits::default()
-            };
+            let mut limits = Limits::default();
+            limits.max_body_bytes = None;
             let mut n = 0;
             while let Ok(Some(s)) = skim_response(&all, &Method::GET, &limits) {
                 let body = match s.body {

@@ -42,20 +42,14 @@ pub(super) fn run(lab: &Lab) -> Outcome {
             keep_alive,
         )
         .expect("a valid request");
-        let plan = Plan {
-            addr: lab.origin,
-            request,
-            method: Method::GET,
-            connections: c,
-            threads: 1,
-            stop: Stop::Requests(n),
-            pipeline: 1,
-            close_each: !keep_alive,
-            rate: None,
-            timeout: Duration::from_secs(10),
-            http2: None,
-            tls: None,
-        };
+        let mut plan = Plan::default();
+        plan.addr = lab.origin;
+        plan.request = request;
+        plan.connections = c;
+        plan.threads = 1;
+        plan.stop = Stop::Requests(n);
+        plan.close_each = !keep_alive;
+        plan.timeout = Duration::from_secs(10);
         let origin_local = lab.origin_local;
         let server_before = lab
             .link

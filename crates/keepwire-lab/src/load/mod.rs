@@ -64,7 +64,7 @@ pub struct LoadConfig {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Keep the response bodies ([`Loaded::bodies`]).
     pub keep_bodies: bool,
-    /// Write a `curl -v` style transcript of each request ([`Event::Done`]).
+    /// Write a `curl -v` style transcript of each request ([`LoadEvent::Done`]).
     pub transcript: bool,
 }
 
@@ -173,7 +173,7 @@ impl LoadConfig {
 /// What happens during [`load`], as it happens.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum Event<'a> {
+pub enum LoadEvent<'a> {
     /// A request ended, or could not be made; `transcript` is empty unless
     /// [`LoadConfig::transcript`].
     Done {
@@ -216,7 +216,7 @@ pub struct Loaded {
 pub async fn load(
     urls: &[String],
     config: &LoadConfig,
-    on: &mut (dyn FnMut(Event<'_>) + Send),
+    on: &mut (dyn FnMut(LoadEvent<'_>) + Send),
 ) -> Loaded {
     let client_config = config.client_config();
     let opts = Arc::new(Opts {
@@ -307,7 +307,7 @@ struct Run<'o> {
     records: Vec<Record>,
     bodies: Vec<(usize, Bytes)>,
     next_index: usize,
-    on: &'o mut (dyn FnMut(Event<'_>) + Send),
+    on: &'o mut (dyn FnMut(LoadEvent<'_>) + Send),
 }
 
 impl Run<'_> {
@@ -324,7 +324,7 @@ impl Run<'_> {
 
     /// Reports and keeps one finished request.
     fn finish(&mut self, f: Fetched) {
-        (self.on)(Event::Done {
+        (self.on)(LoadEvent::Done {
             record: &f.record,
             transcript: &f.transcript,
         });
@@ -353,7 +353,7 @@ impl Run<'_> {
         self.finish(f);
         let Some(html) = html else {
             if !failed {
-                (self.on)(Event::NotHtml {
+                (self.on)(LoadEvent::NotHtml {
                     url: &url,
                     content_type: content_type.as_deref(),
                 });
@@ -361,7 +361,7 @@ impl Run<'_> {
             return;
         };
         let found = page::sub_resources(&html, &url);
-        (self.on)(Event::Found {
+        (self.on)(LoadEvent::Found {
             url: &url,
             found: &found,
         });

@@ -10,6 +10,9 @@ use keepwire_proto::{
     BodyLength, Conn, ConnConfig, EncodedBuf, Error, Event, RequestHead, ResponseHead, Role,
 };
 
+mod coalesce;
+pub use coalesce::coalesce;
+
 /// Upper bound on `poll_event` calls per pump: every call either consumes
 /// input or changes state, so a real driver never needs more than a few per
 /// input byte. Hitting it means the state machine stopped making progress.
@@ -26,25 +29,6 @@ pub struct Outcome {
     pub rest: Vec<u8>,
     /// What the connection wrote (answers, for a server).
     pub written: Vec<u8>,
-}
-
-/// Joins adjacent `Data` events: how bytes are split into reads must not
-/// matter, only their order.
-pub fn coalesce(events: Vec<Event>) -> Vec<Event> {
-    let mut out: Vec<Event> = Vec::with_capacity(events.len());
-    for e in events {
-        match (out.last_mut(), e) {
-            (Some(Event::Data(prev)), Event::Data(more)) => {
-                let mut joined = BytesMut::with_capacity(prev.len() + more.len());
-                joined.extend_from_slice(prev);
-                joined.extend_from_slice(&more);
-                *prev = joined.freeze();
-            }
-            (_, Event::Data(more)) if more.is_empty() => {}
-            (_, e) => out.push(e),
-        }
-    }
-    out
 }
 
 /// A compact, exact description of an event for hand-written expectations.

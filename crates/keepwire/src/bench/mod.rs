@@ -33,7 +33,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -59,7 +59,10 @@ pub enum Stop {
 }
 
 /// Everything a run needs. Build the request with [`request_bytes`].
+/// Outside this crate, start from `Plan::default()` and set fields (more
+/// settings may come).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Plan {
     /// Where to connect.
     pub addr: SocketAddr,
@@ -81,17 +84,18 @@ pub struct Plan {
     pub rate: Option<f64>,
     /// A connect, or a request without progress, fails after this long.
     pub timeout: Duration,
-    /// Speak HTTP/2 with prior knowledge (h2c) instead, `pipeline` streams
-    /// at once per connection (like h2load's `-m`); `request` is unused.
-    /// Over TLS, HTTP/2 by ALPN.
+    /// Speak HTTP/2 instead, `pipeline` streams at once per connection
+    /// (like h2load's `-m`); `request` is unused. With prior knowledge
+    /// (h2c) in cleartext, by ALPN over TLS.
     pub http2: Option<Http2Request>,
     /// Speak TLS (an `https://` run). The handshake is part of the connect
     /// time, as in wrk and h2load.
     pub tls: Option<Tls>,
 }
 
-/// TLS settings of an `https://` run.
+/// TLS settings of an `https://` run; build it with [`Tls::new`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Tls {
     /// Verification; the run sets ALPN itself (`h2` or `http/1.1`).
     pub config: Arc<rustls::ClientConfig>,
@@ -99,7 +103,40 @@ pub struct Tls {
     pub server_name: rustls::pki_types::ServerName<'static>,
 }
 
+impl Default for Plan {
+    /// One connection on one thread sending `GET` for ten seconds (wrk's
+    /// default length), no pipelining, closed loop, 10 s timeout. `addr`
+    /// (127.0.0.1:80) and `request` (empty) are the caller's to set.
+    fn default() -> Self {
+        Plan {
+            addr: SocketAddr::from(([127, 0, 0, 1], 80)),
+            request: Bytes::new(),
+            method: Method::GET,
+            connections: 1,
+            threads: 1,
+            stop: Stop::Duration(Duration::from_secs(10)),
+            pipeline: 1,
+            close_each: false,
+            rate: None,
+            timeout: Duration::from_secs(10),
+            http2: None,
+            tls: None,
+        }
+    }
+}
+
 impl Tls {
+    /// Verify with `config`; the certificate must name `server_name`.
+    pub fn new(
+        config: Arc<rustls::ClientConfig>,
+        server_name: rustls::pki_types::ServerName<'static>,
+    ) -> Self {
+        Tls {
+            config,
+            server_name,
+        }
+    }
+
     /// A connector offering only the protocol the run speaks.
     fn connector(&self, http2: bool) -> tokio_rustls::TlsConnector {
         let mut config = (*self.config).clone();
@@ -176,6 +213,11 @@ struct Shared {
     /// Requests left to claim, for [`Stop::Requests`].
     remaining: AtomicI64,
     progress: Arc<Progress>,
+    /// When the run starts: the first thread past the start barrier sets
+    /// it, and both the open-loop schedules and the reported elapsed time
+    /// count from it, so a thread descheduled after the barrier cannot
+    /// make the run look shorter than its schedule.
+    start: OnceLock<Instant>,
 }
 
 impl Shared {
@@ -243,10 +285,8 @@ pub fn run(plan: Plan, progress: Arc<Progress>, interrupt: Arc<AtomicBool>) -> i
         Stop::Requests(n) => i64::try_from(n).unwrap_or(i64::MAX),
         Stop::Duration(_) => i64::MAX,
     };
-    let limits = Limits {
-        max_body_bytes: None,
-        ..Limits::default()
-    };
+    let mut limits = Limits::default();
+    limits.max_body_bytes = None;
     let shared = Arc::new(Shared {
         tls: plan.tls.as_ref().map(|t| t.connector(plan.http2.is_some())),
         batch: batch.freeze(),
@@ -255,6 +295,7 @@ pub fn run(plan: Plan, progress: Arc<Progress>, interrupt: Arc<AtomicBool>) -> i
         remaining: AtomicI64::new(remaining),
         progress,
         plan,
+        start: OnceLock::new(),
     });
     let tw_before = time_wait(shared.plan.addr);
     let barrier = Arc::new(Barrier::new(threads + 1));
@@ -271,7 +312,7 @@ pub fn run(plan: Plan, progress: Arc<Progress>, interrupt: Arc<AtomicBool>) -> i
         handles.push(handle);
     }
     barrier.wait();
-    let start = Instant::now();
+    let start = *shared.start.get_or_init(Instant::now);
     shared.progress.started.store(true, Ordering::Relaxed);
     // The coordinator only watches the clock and the interrupt flag.
     let deadline = match shared.plan.stop {
@@ -319,9 +360,9 @@ fn thread_main(
         .enable_all()
         .build();
     barrier.wait();
+    let start = *shared.start.get_or_init(Instant::now);
     let rt = rt?;
     let tally = Rc::new(RefCell::new(Tally::new()));
-    let start = Instant::now();
     rt.block_on(async {
         let local = tokio::task::LocalSet::new();
         for c in conns {

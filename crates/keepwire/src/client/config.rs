@@ -31,8 +31,9 @@ pub struct ClientConfig {
     /// Keep response header-name spelling (a `HeaderCase` response
     /// extension), for proxies.
     pub preserve_header_case: bool,
-    /// Speak HTTP/2 with prior knowledge (h2c): one multiplexed connection
-    /// per origin instead of the pool (R4.5).
+    /// Speak HTTP/2 with prior knowledge (h2c) to `http://` origins: one
+    /// multiplexed connection per origin instead of the pool (R4.5).
+    /// `https://` origins choose by ALPN whatever this says (see `tls`).
     pub http2_prior_knowledge: bool,
     /// TLS for `https://` origins; `None`: [`super::tls::default_config`]
     /// (the platform's roots). ALPN decides the version per origin: `h2` gets one
@@ -56,9 +57,10 @@ impl Default for ClientConfig {
             response_timeout: Duration::from_secs(60),
             dns_ttl: Duration::from_secs(60),
             close_after_each: false,
-            limits: Limits {
-                max_body_bytes: None,
-                ..Limits::default()
+            limits: {
+                let mut l = Limits::default();
+                l.max_body_bytes = None;
+                l
             },
             preserve_header_case: false,
             http2_prior_knowledge: false,

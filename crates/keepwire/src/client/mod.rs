@@ -301,14 +301,10 @@ impl Client {
         };
         let id = self.inner.next_id.fetch_add(1, Relaxed) + 1;
         self.inner.metrics.connections_opened.fetch_add(1, Relaxed);
-        let proto = Conn::new(
-            Role::Client,
-            ConnConfig {
-                limits: cfg.limits.clone(),
-                preserve_header_case: cfg.preserve_header_case,
-                ..ConnConfig::default()
-            },
-        );
+        let mut config = ConnConfig::default();
+        config.limits = cfg.limits.clone();
+        config.preserve_header_case = cfg.preserve_header_case;
+        let proto = Conn::new(Role::Client, config);
         ClientConn::new(stream, proto, id).map_err(ClientError::Connect)
     }
 

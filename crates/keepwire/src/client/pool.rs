@@ -22,7 +22,7 @@ use super::conn::ClientConn;
 /// Scheme, host and port: connections are shared only within one origin.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Origin {
-    /// `http` or `https`.
+    /// `http` or `https`, lowercase.
     pub scheme: String,
     /// Host, lowercase (an IPv6 literal keeps its brackets, as in a URL).
     pub host: String,

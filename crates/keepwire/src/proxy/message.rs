@@ -210,14 +210,10 @@ mod tests {
 
     /// A head as the server reads it, spelling kept.
     fn read(raw: &str) -> RequestHead {
-        let mut conn = Conn::new(
-            Role::Server,
-            ConnConfig {
-                preserve_header_case: true,
-                proxy_connection: true,
-                ..ConnConfig::default()
-            },
-        );
+        let mut config = ConnConfig::default();
+        config.preserve_header_case = true;
+        config.proxy_connection = true;
+        let mut conn = Conn::new(Role::Server, config);
         conn.read_buffer().extend_from_slice(raw.as_bytes());
         match conn.poll_event() {
             Ok(Some(Event::Request { head, .. })) => head,

@@ -164,19 +164,16 @@ pub(crate) async fn serve(
     let shared: &Shared = &shared_ref;
     let cfg = &shared.config;
     let local = local.unwrap_or_else(|| stream.tcp().local_addr().unwrap_or(peer));
-    let conn = Conn::new(
-        Role::Server,
-        ConnConfig {
-            limits: cfg.limits.clone(),
-            preserve_header_case: cfg.preserve_header_case,
-            max_in_flight: cfg.pipeline_depth.max(1),
-            advertise_timeout: cfg
-                .advertise_keep_alive
-                .then(|| cfg.idle_timeout.as_secs().max(1)),
-            max_requests: cfg.max_requests,
-            proxy_connection: cfg.proxy_connection,
-        },
-    );
+    let mut config = ConnConfig::default();
+    config.limits = cfg.limits.clone();
+    config.preserve_header_case = cfg.preserve_header_case;
+    config.max_in_flight = cfg.pipeline_depth.max(1);
+    config.advertise_timeout = cfg
+        .advertise_keep_alive
+        .then(|| cfg.idle_timeout.as_secs().max(1));
+    config.max_requests = cfg.max_requests;
+    config.proxy_connection = cfg.proxy_connection;
+    let conn = Conn::new(Role::Server, config);
     let mut d = Driver {
         stream,
         conn,
@@ -362,7 +359,9 @@ impl Driver<'_> {
                     // `keep_alive_min` after its last response (the timer
                     // then closes it), so a back-to-back request does not
                     // race the close (R8.1); `start_request` makes that
-                    // request the last. Busy ones end after what is in flight.
+                    // request the last. Busy ones end after what is in
+                    // flight: a request that arrived is answered, and we
+                    // never close mid-message (R5.5).
                     if !self.quiet() {
                         self.conn.disable_keep_alive();
                     }
@@ -451,6 +450,8 @@ impl Driver<'_> {
             .max_age
             .is_some_and(|age| now.duration_since(self.timers.started) >= age)
         {
+            // Too old or stopping: this request is still answered, with
+            // `close`, rather than dropped (R5.5).
             self.conn.retire();
         } else if self.stopping {
             self.conn.disable_keep_alive();

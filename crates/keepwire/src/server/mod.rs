@@ -153,7 +153,10 @@ pub struct ConnInfo {
 }
 
 /// Server settings. See the module docs for defaults beside nginx's.
+/// Outside this crate, start from `Config::default()` and set fields (more
+/// settings may come).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// Idle time between requests before we close.
     pub idle_timeout: Duration,
@@ -193,9 +196,10 @@ pub struct Config {
     /// [`keepwire_proto::HeaderCase`] extension, and one on a response is
     /// used when writing it (for proxies).
     pub preserve_header_case: bool,
-    /// Accept HTTP/2 with prior knowledge (h2c) on the same listeners: a
-    /// connection that opens with the HTTP/2 preface is served by
-    /// [`h2`](self) instead (R4.5). Default on.
+    /// Accept HTTP/2 with prior knowledge (h2c) on the same cleartext
+    /// listeners: a connection that opens with the HTTP/2 preface is served
+    /// by [`h2`](self) instead (R4.5). Default on. Over TLS, ALPN decides
+    /// (see `tls`).
     pub http2: bool,
     /// Concurrent streams per HTTP/2 connection (nginx
     /// `http2_max_concurrent_streams` is 128).

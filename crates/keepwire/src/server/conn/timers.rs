@@ -87,6 +87,8 @@ impl Driver<'_> {
     pub(super) fn on_timer(&mut self) -> Option<CloseReason> {
         let now = Instant::now();
         let cfg = &self.shared.config;
+        // Closing on purpose (shutdown, idle) happens only between
+        // messages; a late request is answered 408, not cut off (R5.5).
         if self.quiet() {
             if self.stopping && now >= self.timers.last_activity + cfg.keep_alive_min {
                 return Some(CloseReason::Shutdown);

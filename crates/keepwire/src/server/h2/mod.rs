@@ -40,8 +40,9 @@ mod wire;
 
 use crate::metrics::CloseReason;
 
-/// Serves one HTTP/2 connection in cleartext (h2c with prior knowledge:
-/// its preface is still unread in the socket) until it ends; returns why
+/// Serves one cleartext HTTP/2 connection (h2c with prior knowledge: its
+/// preface is still unread in the socket; [`serve_tls`] is the ALPN path)
+/// until it ends; returns why
 /// and how many requests it carried.
 pub(crate) async fn serve(
     stream: TcpStream,
@@ -284,8 +285,7 @@ where
                 // GOAWAY done (or the client went away) and every stream ended.
                 None => break closing.unwrap_or(CloseReason::ClientClose),
             },
-            changed = stop.changed(), if closing.is_none() => {
-                let _ = changed;
+            _ = stop.changed(), if closing.is_none() => {
                 // GOAWAY with the last stream we took; in-flight ones finish.
                 conn.graceful_shutdown();
                 closing = Some(CloseReason::Shutdown);
