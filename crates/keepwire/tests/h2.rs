@@ -337,17 +337,18 @@ async fn the_client_falls_back_to_http1_over_tls_when_alpn_says_so() {
     );
 
     // The proxy with nginx as an https upstream: HTTP/1.1 over TLS behind it.
-    let proxy = keepwire::proxy::Proxy::new(keepwire::proxy::ProxyConfig {
-        routes: vec![keepwire::proxy::Route::new(
+    let proxy = keepwire::proxy::Proxy::new({
+        let mut pc = keepwire::proxy::ProxyConfig::default();
+        pc.routes = vec![keepwire::proxy::Route::new(
             None,
             "/",
             vec![keepwire::proxy::Upstream::new(format!(
                 "https://localhost:{}",
                 addr.port()
             ))],
-        )],
-        upstream_tls: Some(tls),
-        ..Default::default()
+        )];
+        pc.upstream_tls = Some(tls);
+        pc
     });
     let server = serve(|_| {}, move |req| proxy.clone().handle(req));
     let mut raw = RawClient::connect(server.local_addr()).await;

@@ -332,13 +332,14 @@ async fn a_reset_stream_cancels_the_proxys_upstream_request() {
             }
         }
     });
-    let proxy = Proxy::new(ProxyConfig {
-        routes: vec![Route::new(
+    let proxy = Proxy::new({
+        let mut pc = ProxyConfig::default();
+        pc.routes = vec![Route::new(
             None,
             "/",
             vec![Upstream::new(origin_addr.to_string())],
-        )],
-        ..ProxyConfig::default()
+        )];
+        pc
     });
     let p = proxy.clone();
     let (server, metrics) = serve_with_metrics(

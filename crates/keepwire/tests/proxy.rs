@@ -65,33 +65,36 @@ impl Front {
 
 /// A reverse proxy for everything to `origin`.
 fn reverse(origin: SocketAddr, reuse: ReusePolicy) -> ProxyConfig {
-    ProxyConfig {
-        routes: vec![Route::new(
+    {
+        let mut pc = ProxyConfig::default();
+        pc.routes = vec![Route::new(
             None,
             "/",
             vec![Upstream::new(origin.to_string())],
-        )],
-        reuse,
-        pool_size: 4,
-        ..ProxyConfig::default()
+        )];
+        pc.reuse = reuse;
+        pc.pool_size = 4;
+        pc
     }
 }
 
 /// A forward proxy that lets CONNECT reach `ports`, and every destination
 /// reach loopback (where the tests' origins are).
 fn forward(ports: &[u16]) -> ProxyConfig {
-    ProxyConfig {
-        allow_destination: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
-        ..forward_default(ports)
+    {
+        let mut pc = forward_default(ports);
+        pc.allow_destination = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+        pc
     }
 }
 
 /// A forward proxy with the default destination policy.
 fn forward_default(ports: &[u16]) -> ProxyConfig {
-    ProxyConfig {
-        forward: true,
-        connect_ports: ports.to_vec(),
-        ..ProxyConfig::default()
+    {
+        let mut pc = ProxyConfig::default();
+        pc.forward = true;
+        pc.connect_ports = ports.to_vec();
+        pc
     }
 }
 
@@ -162,7 +165,7 @@ enum Act {
 
 type Script = Arc<dyn Fn(&Arrival) -> Act + Send + Sync>;
 
-struct Origin {
+struct ScriptedOrigin {
     addr: SocketAddr,
     arrivals: Arc<Mutex<Vec<Arrival>>>,
     accepted: Arc<AtomicUsize>,
@@ -171,15 +174,15 @@ struct Origin {
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for Origin {
+impl Drop for ScriptedOrigin {
     fn drop(&mut self) {
         // Dropping the task's JoinSet aborts every connection task too.
         self.task.abort();
     }
 }
 
-impl Origin {
-    async fn start(script: impl Fn(&Arrival) -> Act + Send + Sync + 'static) -> Origin {
+impl ScriptedOrigin {
+    async fn start(script: impl Fn(&Arrival) -> Act + Send + Sync + 'static) -> ScriptedOrigin {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
         let addr = listener.local_addr().expect("origin addr");
         let script: Script = Arc::new(script);
@@ -201,7 +204,7 @@ impl Origin {
                 }
             }
         });
-        Origin {
+        ScriptedOrigin {
             addr,
             arrivals,
             accepted,
@@ -211,8 +214,8 @@ impl Origin {
     }
 
     /// Answers every request with `200` and "origin: PATH", keep-alive.
-    async fn echo_path() -> Origin {
-        Origin::start(|a| Act::Reply(ok(&format!("origin: {}", a.path())))).await
+    async fn echo_path() -> ScriptedOrigin {
+        ScriptedOrigin::start(|a| Act::Reply(ok(&format!("origin: {}", a.path())))).await
     }
 
     fn arrivals(&self) -> Vec<Arrival> {
@@ -566,7 +569,7 @@ async fn connect_tunnel_relays_raw_tcp_and_refuses_other_ports() {
     );
 
     // Reverse mode never tunnels.
-    let origin = Origin::echo_path().await;
+    let origin = ScriptedOrigin::echo_path().await;
     let rev = Front::start(reverse(origin.addr, ReusePolicy::Safe));
     let mut c = rev.client().await;
     c.send(format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n"))
@@ -579,7 +582,7 @@ async fn connect_tunnel_relays_raw_tcp_and_refuses_other_ports() {
 
 #[tokio::test]
 async fn hop_by_hop_fields_never_cross_and_end_to_end_fields_keep_order_and_case() {
-    let origin = Origin::start(|_| {
+    let origin = ScriptedOrigin::start(|_| {
         Act::Reply(
             b"HTTP/1.1 200 OK\r\n\
               X-Resp-One: 1\r\n\
@@ -707,7 +710,7 @@ async fn hop_by_hop_fields_never_cross_and_end_to_end_fields_keep_order_and_case
 
 #[tokio::test]
 async fn a_request_that_already_passed_the_proxy_is_a_loop() {
-    let origin = Origin::echo_path().await;
+    let origin = ScriptedOrigin::echo_path().await;
     let front = Front::start(reverse(origin.addr, ReusePolicy::Safe));
     let mut c = front.client().await;
     c.send("GET / HTTP/1.1\r\nHost: t\r\nVia: 1.0 other, 1.1 keepwire\r\n\r\n")
@@ -722,8 +725,8 @@ async fn a_request_that_already_passed_the_proxy_is_a_loop() {
 
 /// An HTTP/1.0 origin: keeps the connection only when asked with
 /// `Connection: Keep-Alive` (then says so), otherwise answers and closes.
-async fn http10_origin() -> Origin {
-    Origin::start(|a| {
+async fn http10_origin() -> ScriptedOrigin {
+    ScriptedOrigin::start(|a| {
         let body = format!("1.0 origin: {}", a.path());
         let asked = a
             .values("connection")
@@ -788,7 +791,7 @@ async fn http10_keep_alive_client_through_the_proxy_never_hangs() {
 
 #[tokio::test]
 async fn http10_proxy_connection_keep_alive_is_honoured_for_the_client_hop_only() {
-    let origin = Origin::echo_path().await;
+    let origin = ScriptedOrigin::echo_path().await;
     let front = Front::start(forward(&[]));
     let o = origin.addr;
     let mut c = front.client().await;
@@ -833,7 +836,7 @@ async fn http10_proxy_connection_keep_alive_is_honoured_for_the_client_hop_only(
 
 #[tokio::test]
 async fn truncated_content_length_body_reaches_the_client_truncated_then_closes() {
-    let origin = Origin::start(|_| {
+    let origin = ScriptedOrigin::start(|_| {
         let mut r = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n".to_vec();
         r.extend_from_slice(&[b'x'; 40]);
         Act::ReplyClose(r)
@@ -865,7 +868,7 @@ async fn truncated_content_length_body_reaches_the_client_truncated_then_closes(
 
 #[tokio::test]
 async fn truncated_chunked_body_reaches_the_client_without_its_last_chunk() {
-    let origin = Origin::start(|_| {
+    let origin = ScriptedOrigin::start(|_| {
         Act::ReplyClose(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n"
                 .to_vec(),
@@ -900,7 +903,7 @@ async fn truncated_chunked_body_reaches_the_client_without_its_last_chunk() {
 
 #[tokio::test]
 async fn origin_closing_on_a_post_gives_502_and_one_arrival() {
-    let origin = Origin::start(|a| {
+    let origin = ScriptedOrigin::start(|a| {
         if a.request_line().starts_with("POST") {
             Act::Close
         } else {
@@ -922,7 +925,7 @@ async fn origin_closing_on_a_post_gives_502_and_one_arrival() {
 
     // Always: the POST rides a reused connection that the origin then closes
     // (the stale-connection race): still never resent.
-    let origin = Origin::start(|a| {
+    let origin = ScriptedOrigin::start(|a| {
         if a.request_line().starts_with("POST") {
             Act::Close
         } else {
@@ -958,7 +961,7 @@ async fn get_on_a_reused_connection_the_origin_closes_is_retried_once_transparen
     // Request 1 on a connection is answered keep-alive; request 2 on the same
     // connection makes the origin close without answering; on a new
     // connection it answers.
-    let origin = Origin::start(|a| {
+    let origin = ScriptedOrigin::start(|a| {
         if a.index == 2 {
             Act::Close
         } else {
@@ -989,7 +992,7 @@ async fn get_on_a_reused_connection_the_origin_closes_is_retried_once_transparen
 
 #[tokio::test]
 async fn websocket_style_upgrade_relays_bytes_both_ways_and_half_close() {
-    let origin = Origin::start(|a| {
+    let origin = ScriptedOrigin::start(|a| {
         if a.values("upgrade").iter().any(|v| v == "websocket") {
             Act::UpgradeEcho(
                 b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
@@ -1052,7 +1055,7 @@ async fn websocket_style_upgrade_relays_bytes_both_ways_and_half_close() {
 async fn close_delimited_http10_response_goes_out_chunked_and_the_client_connection_stays() {
     let body = pattern(70_000);
     let b = body.clone();
-    let origin = Origin::start(move |_| {
+    let origin = ScriptedOrigin::start(move |_| {
         let mut r = b"HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n".to_vec();
         r.extend_from_slice(&b);
         Act::ReplyClose(r)
@@ -1083,7 +1086,7 @@ async fn close_delimited_http10_response_goes_out_chunked_and_the_client_connect
 
 #[tokio::test]
 async fn smuggling_vectors_get_400_and_nothing_reaches_the_origin() {
-    let origin = Origin::echo_path().await;
+    let origin = ScriptedOrigin::echo_path().await;
     let front = Front::start(reverse(origin.addr, ReusePolicy::Safe));
     for vector in [
         "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 6\r\n\r\n0\r\n\r\nG",
@@ -1112,7 +1115,7 @@ async fn smuggling_vectors_get_400_and_nothing_reaches_the_origin() {
 
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order_though_the_first_is_slow() {
-    let origin = Origin::start(|a| {
+    let origin = ScriptedOrigin::start(|a| {
         let reply = ok(&format!("answer to {}", a.path()));
         if a.path() == "/slow" {
             Act::Delay(Duration::from_millis(400), Box::new(Act::Reply(reply)))
@@ -1171,7 +1174,7 @@ async fn connect_tunnel_carries_bytes_sent_with_the_connect_head() {
 
 #[tokio::test]
 async fn upgrade_carries_bytes_sent_right_behind_either_head() {
-    let origin = Origin::start(|_| {
+    let origin = ScriptedOrigin::start(|_| {
         Act::UpgradeEcho(
             b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nGREETING"
                 .to_vec(),
@@ -1193,7 +1196,7 @@ async fn upgrade_carries_bytes_sent_right_behind_either_head() {
 
 #[tokio::test]
 async fn a_refused_upgrade_leaves_the_client_connection_plain_http() {
-    let origin = Origin::start(|a| Act::Reply(ok(&format!("plain {}", a.path())))).await;
+    let origin = ScriptedOrigin::start(|a| Act::Reply(ok(&format!("plain {}", a.path())))).await;
     let front = Front::start(reverse(origin.addr, ReusePolicy::Safe));
     let mut c = front.client().await;
     c.send("GET /ws HTTP/1.1\r\nHost: t\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n")
@@ -1208,7 +1211,7 @@ async fn a_refused_upgrade_leaves_the_client_connection_plain_http() {
 
 #[tokio::test]
 async fn head_and_304_responses_keep_their_framing() {
-    let origin = Origin::start(|a| {
+    let origin = ScriptedOrigin::start(|a| {
         if a.request_line().starts_with("HEAD") {
             Act::Reply(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n".to_vec())
         } else {
@@ -1235,7 +1238,7 @@ async fn head_and_304_responses_keep_their_framing() {
 
 #[tokio::test]
 async fn request_bodies_are_relayed_whole_and_reframed() {
-    let origin = Origin::start(|a| {
+    let origin = ScriptedOrigin::start(|a| {
         Act::Reply(ok(&format!(
             "{} bytes, fnv {:x}, te {:?}, cl {:?}",
             a.body.len(),
@@ -1292,7 +1295,7 @@ async fn request_bodies_are_relayed_whole_and_reframed() {
 /// configured timeout (client/mod.rs).
 #[tokio::test]
 async fn refused_upstream_is_skipped_and_a_slow_one_gives_504_without_a_resend() {
-    let origin = Origin::start(|a| {
+    let origin = ScriptedOrigin::start(|a| {
         if a.path() == "/slow" {
             Act::Delay(Duration::from_secs(3), Box::new(Act::Reply(ok("late"))))
         } else {
@@ -1305,17 +1308,18 @@ async fn refused_upstream_is_skipped_and_a_slow_one_gives_504_without_a_resend()
         .local_addr()
         .unwrap();
     let timeout = Duration::from_millis(400);
-    let front = Front::start(ProxyConfig {
-        routes: vec![Route::new(
+    let front = Front::start({
+        let mut pc = ProxyConfig::default();
+        pc.routes = vec![Route::new(
             None,
             "/",
             vec![
                 Upstream::new(dead.to_string()),
                 Upstream::new(origin.addr.to_string()),
             ],
-        )],
-        upstream_timeout: timeout,
-        ..ProxyConfig::default()
+        )];
+        pc.upstream_timeout = timeout;
+        pc
     });
     let mut c = front.client().await;
     for _ in 0..4 {
@@ -1352,7 +1356,7 @@ async fn refused_upstream_is_skipped_and_a_slow_one_gives_504_without_a_resend()
 /// pool timeout (client/mod.rs).
 #[tokio::test]
 async fn a_client_reset_mid_request_does_not_leak_an_upstream_pool_slot() {
-    let origin = Origin::start(|a| {
+    let origin = ScriptedOrigin::start(|a| {
         if a.path() == "/slow" {
             Act::Delay(Duration::from_millis(500), Box::new(Act::Reply(ok("late"))))
         } else {
@@ -1395,7 +1399,7 @@ async fn a_client_reset_mid_request_does_not_leak_an_upstream_pool_slot() {
 async fn origin_response_with_te_and_cl_is_forwarded_by_its_chunked_body() {
     const HEAD: &[u8] =
         b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
-    let origin = Origin::start(|a| {
+    let origin = ScriptedOrigin::start(|a| {
         let body: &[u8] = match a.path() {
             "/empty" => b"0\r\n\r\n",
             "/small" => b"5\r\nhello\r\n0\r\n\r\n",
@@ -1435,7 +1439,7 @@ async fn origin_response_with_te_and_cl_is_forwarded_by_its_chunked_body() {
 
 #[tokio::test]
 async fn origin_failures_and_closes_stay_on_the_origin_hop() {
-    let origin = Origin::start(|a| match a.path() {
+    let origin = ScriptedOrigin::start(|a| match a.path() {
         "/midhead" => Act::ReplyClose(b"HTTP/1.1 200 OK\r\nContent-Le".to_vec()),
         "/close" => Act::ReplyClose(
             b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nclose".to_vec(),
@@ -1508,7 +1512,7 @@ async fn origin_failures_and_closes_stay_on_the_origin_hop() {
 
 #[tokio::test]
 async fn http10_client_gets_a_chunked_origin_body_without_chunk_framing() {
-    let origin = Origin::start(|_| {
+    let origin = ScriptedOrigin::start(|_| {
         Act::Reply(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
                 .to_vec(),
@@ -1669,9 +1673,10 @@ async fn forward_destinations_in_refused_ranges_get_403_naming_the_rule() {
     assert_eq!(r.status, 200, "{:?}", r.raw_head);
 
     // deny_destination wins over allow_destination.
-    let deny = Front::start(ProxyConfig {
-        deny_destination: vec!["127.0.0.1/32".parse().unwrap()],
-        ..forward(&[op])
+    let deny = Front::start({
+        let mut pc = forward(&[op]);
+        pc.deny_destination = vec!["127.0.0.1/32".parse().unwrap()];
+        pc
     });
     let r = one(
         &deny,
@@ -1724,18 +1729,19 @@ async fn the_proxys_own_addresses_are_refused_even_when_loopback_is_allowed() {
 
 #[tokio::test]
 async fn forward_and_reverse_modes_have_separate_client_lists() {
-    let origin = Origin::echo_path().await;
+    let origin = ScriptedOrigin::echo_path().await;
     let target = small_http_origin();
     let tp = target.local_addr().port();
-    let both = |allow: &str, allow_forward: &str| ProxyConfig {
-        routes: vec![Route::new(
+    let both = |allow: &str, allow_forward: &str| {
+        let mut pc = forward(&[tp]);
+        pc.routes = vec![Route::new(
             None,
             "/",
             vec![Upstream::new(origin.addr.to_string())],
-        )],
-        allow: vec![allow.parse().unwrap()],
-        allow_forward: vec![allow_forward.parse().unwrap()],
-        ..forward(&[tp])
+        )];
+        pc.allow = vec![allow.parse().unwrap()];
+        pc.allow_forward = vec![allow_forward.parse().unwrap()];
+        pc
     };
     let reverse_req = "GET /r HTTP/1.1\r\nHost: app\r\n\r\n".to_string();
     let forward_req = format!("GET http://127.0.0.1:{tp}/f HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -1764,9 +1770,10 @@ async fn forward_and_reverse_modes_have_separate_client_lists() {
 
     // Without routes every request is a forward one: an origin-form
     // request is told what a forward proxy needs, not sent to --allow.
-    let f = Front::start(ProxyConfig {
-        allow: vec!["192.0.2.0/24".parse().unwrap()],
-        ..forward(&[])
+    let f = Front::start({
+        let mut pc = forward(&[]);
+        pc.allow = vec!["192.0.2.0/24".parse().unwrap()];
+        pc
     });
     let r = one(&f, &reverse_req).await;
     assert_eq!(r.status, 400, "{}", r.text());
@@ -1793,9 +1800,10 @@ async fn forward_https_origins_are_verified_whatever_upstream_tls_trusts() {
     let insecure = keepwire::client::tls::insecure_config();
     let request = format!("GET https://localhost:{port}/ HTTP/1.1\r\nHost: localhost\r\n\r\n");
 
-    let front = Front::start(ProxyConfig {
-        upstream_tls: Some(insecure.clone()),
-        ..forward(&[])
+    let front = Front::start({
+        let mut pc = forward(&[]);
+        pc.upstream_tls = Some(insecure.clone());
+        pc
     });
     let r = one(&front, &request).await;
     assert_eq!(r.status, 502, "{}", r.text());
@@ -1813,23 +1821,25 @@ async fn forward_https_origins_are_verified_whatever_upstream_tls_trusts() {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let front = Front::start(ProxyConfig {
-        forward_tls: Some(Arc::new(trusting)),
-        ..forward(&[])
+    let front = Front::start({
+        let mut pc = forward(&[]);
+        pc.forward_tls = Some(Arc::new(trusting));
+        pc
     });
     let r = one(&front, &request).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), "over tls");
 
     // And upstream_tls still applies to a configured https:// upstream.
-    let rev = Front::start(ProxyConfig {
-        routes: vec![Route::new(
+    let rev = Front::start({
+        let mut pc = ProxyConfig::default();
+        pc.routes = vec![Route::new(
             None,
             "/",
             vec![Upstream::new(format!("https://localhost:{port}"))],
-        )],
-        upstream_tls: Some(insecure),
-        ..ProxyConfig::default()
+        )];
+        pc.upstream_tls = Some(insecure);
+        pc
     });
     let r = one(&rev, "GET / HTTP/1.1\r\nHost: app\r\n\r\n").await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -1837,10 +1847,11 @@ async fn forward_https_origins_are_verified_whatever_upstream_tls_trusts() {
 
 #[tokio::test]
 async fn the_target_authority_routes_and_is_the_one_host_sent_on() {
-    let app = Origin::echo_path().await;
-    let other = Origin::echo_path().await;
-    let front = Front::start(ProxyConfig {
-        routes: vec![
+    let app = ScriptedOrigin::echo_path().await;
+    let other = ScriptedOrigin::echo_path().await;
+    let front = Front::start({
+        let mut pc = ProxyConfig::default();
+        pc.routes = vec![
             Route::new(
                 Some("app.test".into()),
                 "/",
@@ -1851,8 +1862,8 @@ async fn the_target_authority_routes_and_is_the_one_host_sent_on() {
                 "/",
                 vec![Upstream::new(other.addr.to_string())],
             ),
-        ],
-        ..ProxyConfig::default()
+        ];
+        pc
     });
     // RFC 9112 §3.2.2: the absolute-form target wins over Host, for routing
     // and for the Host the origin gets.
@@ -1921,7 +1932,7 @@ async fn the_target_authority_routes_and_is_the_one_host_sent_on() {
 
 #[tokio::test]
 async fn forward_requests_send_the_targets_host_only() {
-    let origin = Origin::echo_path().await;
+    let origin = ScriptedOrigin::echo_path().await;
     let front = Front::start(forward(&[]));
     let port = origin.addr.port();
     let r = one(
@@ -1941,8 +1952,8 @@ async fn forward_requests_send_the_targets_host_only() {
 
 /// An origin that switches to any protocol asked for and echoes, or
 /// answers "plain" when no upgrade arrived.
-async fn upgrading_origin() -> Origin {
-    Origin::start(|a| match a.values("upgrade").first() {
+async fn upgrading_origin() -> ScriptedOrigin {
+    ScriptedOrigin::start(|a| match a.values("upgrade").first() {
         Some(p) => Act::UpgradeEcho(
             format!(
                 "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {p}\r\n\r\n"
@@ -1957,13 +1968,14 @@ async fn upgrading_origin() -> Origin {
 #[tokio::test]
 async fn upgrades_are_relayed_only_for_the_routes_protocols() {
     let origin = upgrading_origin().await;
-    let front = Front::start(ProxyConfig {
-        routes: vec![
+    let front = Front::start({
+        let mut pc = ProxyConfig::default();
+        pc.routes = vec![
             Route::new(None, "/", vec![Upstream::new(origin.addr.to_string())]),
             Route::new(None, "/none", vec![Upstream::new(origin.addr.to_string())])
                 .with_upgrades(Vec::<String>::new()),
-        ],
-        ..ProxyConfig::default()
+        ];
+        pc
     });
     let upgrade = |path: &str, protocol: &str| {
         format!(
@@ -2014,14 +2026,15 @@ async fn tunnels_close_after_the_idle_timeout_and_traffic_keeps_them_open() {
     let (echo, _conns, _task) = tcp_echo().await;
     let origin = upgrading_origin().await;
     let idle = Duration::from_millis(1500);
-    let front = Front::start(ProxyConfig {
-        tunnel_idle_timeout: idle,
-        routes: vec![Route::new(
+    let front = Front::start({
+        let mut pc = forward(&[echo.port()]);
+        pc.tunnel_idle_timeout = idle;
+        pc.routes = vec![Route::new(
             Some("ws".into()),
             "/",
             vec![Upstream::new(origin.addr.to_string())],
-        )],
-        ..forward(&[echo.port()])
+        )];
+        pc
     });
     let metrics = || front.proxy.render_metrics();
     let open = || front.server.metrics().tunnels_open.load(Relaxed);
@@ -2069,10 +2082,11 @@ async fn tunnels_close_after_the_idle_timeout_and_traffic_keeps_them_open() {
 
 #[tokio::test]
 async fn idle_forward_origins_are_forgotten_and_their_connections_closed() {
-    let origin = Origin::echo_path().await;
-    let front = Front::start(ProxyConfig {
-        upstream_idle_timeout: Duration::from_millis(300),
-        ..forward(&[])
+    let origin = ScriptedOrigin::echo_path().await;
+    let front = Front::start({
+        let mut pc = forward(&[]);
+        pc.upstream_idle_timeout = Duration::from_millis(300);
+        pc
     });
     let url = format!("http://127.0.0.1:{}/", origin.addr.port());
     let r = one(&front, &format!("GET {url} HTTP/1.1\r\nHost: x\r\n\r\n")).await;

@@ -103,9 +103,10 @@ const PIECE: usize = 256 * 1024;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_16_mib_http1_post_streams_through_keeping_at_most_the_retry_bound() {
     let (origin, seen) = hashing_origin();
-    let front = Front::start(ProxyConfig {
-        routes: route(vec![Upstream::new(origin.local_addr().to_string())]),
-        ..ProxyConfig::default()
+    let front = Front::start({
+        let mut pc = ProxyConfig::default();
+        pc.routes = route(vec![Upstream::new(origin.local_addr().to_string())]);
+        pc
     });
     let body = pattern(BIG);
     let mut c = RawClient::connect(front.addr()).await;
@@ -139,10 +140,11 @@ async fn a_16_mib_http1_post_streams_through_keeping_at_most_the_retry_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_16_mib_h2c_post_streams_through_keeping_at_most_the_retry_bound() {
     let (origin, seen) = hashing_origin();
-    let front = Front::start(ProxyConfig {
-        routes: route(vec![Upstream::new(origin.local_addr().to_string())]),
-        upstream_http2: true,
-        ..ProxyConfig::default()
+    let front = Front::start({
+        let mut pc = ProxyConfig::default();
+        pc.routes = route(vec![Upstream::new(origin.local_addr().to_string())]);
+        pc.upstream_http2 = true;
+        pc
     });
     let body = Bytes::from(pattern(BIG));
     let tcp = TcpStream::connect(front.addr()).await.unwrap();
@@ -214,11 +216,12 @@ async fn pipelined_bodies_share_one_retry_budget_per_client_connection() {
             }
         },
     );
-    let front = Front::start(ProxyConfig {
-        routes: route(vec![Upstream::new(origin.local_addr().to_string())]),
-        retained_per_connection: 128 * 1024,
-        pool_size: 8,
-        ..ProxyConfig::default()
+    let front = Front::start({
+        let mut pc = ProxyConfig::default();
+        pc.routes = route(vec![Upstream::new(origin.local_addr().to_string())]);
+        pc.retained_per_connection = 128 * 1024;
+        pc.pool_size = 8;
+        pc
     });
     let body = pattern(60 * 1024);
     let mut burst = Vec::new();
@@ -267,10 +270,11 @@ async fn a_pipelined_post_goes_upstream_alone_and_in_order() {
             }
         },
     );
-    let front = Front::start(ProxyConfig {
-        routes: route(vec![Upstream::new(origin.local_addr().to_string())]),
-        reuse: ReusePolicy::Always,
-        ..ProxyConfig::default()
+    let front = Front::start({
+        let mut pc = ProxyConfig::default();
+        pc.routes = route(vec![Upstream::new(origin.local_addr().to_string())]);
+        pc.reuse = ReusePolicy::Always;
+        pc
     });
     let mut c = RawClient::connect(front.addr()).await;
     c.send(format!(
@@ -334,8 +338,9 @@ fn ok_origin() -> ServerHandle {
 async fn a_stuck_tls_handshake_does_not_stall_other_http2_upstreams() {
     let (stuck, accepted, _task) = silent_listener().await;
     let healthy = ok_origin();
-    let front = Front::start(ProxyConfig {
-        routes: vec![
+    let front = Front::start({
+        let mut pc = ProxyConfig::default();
+        pc.routes = vec![
             Route::new(
                 None,
                 "/stuck",
@@ -346,11 +351,11 @@ async fn a_stuck_tls_handshake_does_not_stall_other_http2_upstreams() {
                 "/",
                 vec![Upstream::new(healthy.local_addr().to_string())],
             ),
-        ],
-        upstream_http2: true,
-        upstream_tls: Some(keepwire::client::tls::insecure_config()),
-        connect_timeout: Duration::from_secs(4),
-        ..ProxyConfig::default()
+        ];
+        pc.upstream_http2 = true;
+        pc.upstream_tls = Some(keepwire::client::tls::insecure_config());
+        pc.connect_timeout = Duration::from_secs(4);
+        pc
     });
     let mut stuck_client = RawClient::connect(front.addr()).await;
     stuck_client.send(get("/stuck")).await;
@@ -382,15 +387,16 @@ async fn a_stuck_tls_handshake_does_not_stall_other_http2_upstreams() {
 async fn a_silent_tls_upstream_fails_over_and_is_marked_down() {
     let (silent, accepted, _task) = silent_listener().await;
     let healthy = ok_origin();
-    let front = Front::start(ProxyConfig {
-        routes: route(vec![
+    let front = Front::start({
+        let mut pc = ProxyConfig::default();
+        pc.routes = route(vec![
             Upstream::new(format!("https://{silent}")),
             Upstream::new(healthy.local_addr().to_string()),
-        ]),
-        upstream_tls: Some(keepwire::client::tls::insecure_config()),
-        connect_timeout: Duration::from_millis(300),
-        health_cooldown: Duration::from_secs(30),
-        ..ProxyConfig::default()
+        ]);
+        pc.upstream_tls = Some(keepwire::client::tls::insecure_config());
+        pc.connect_timeout = Duration::from_millis(300);
+        pc.health_cooldown = Duration::from_secs(30);
+        pc
     });
     let mut c = RawClient::connect(front.addr()).await;
     for i in 0..4 {
@@ -439,11 +445,12 @@ fn stalling_h2_origin() -> (ServerHandle, Arc<Mutex<Vec<keepwire::BodySender>>>)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_http2_upstream_body_ends_as_a_truncation() {
     let (origin, _held) = stalling_h2_origin();
-    let front = Front::start(ProxyConfig {
-        routes: route(vec![Upstream::new(origin.local_addr().to_string())]),
-        upstream_http2: true,
-        upstream_timeout: Duration::from_millis(300),
-        ..ProxyConfig::default()
+    let front = Front::start({
+        let mut pc = ProxyConfig::default();
+        pc.routes = route(vec![Upstream::new(origin.local_addr().to_string())]);
+        pc.upstream_http2 = true;
+        pc.upstream_timeout = Duration::from_millis(300);
+        pc
     });
     let mut c = RawClient::connect(front.addr()).await;
     c.send(get("/stall")).await;
@@ -507,9 +514,10 @@ async fn an_early_413_from_the_origin_is_relayed_not_502() {
             });
         }
     });
-    let front = Front::start(ProxyConfig {
-        routes: route(vec![Upstream::new(addr.to_string())]),
-        ..ProxyConfig::default()
+    let front = Front::start({
+        let mut pc = ProxyConfig::default();
+        pc.routes = route(vec![Upstream::new(addr.to_string())]);
+        pc
     });
     expect_early_413(&front, 8 * 1024 * 1024).await;
 }
@@ -559,10 +567,11 @@ async fn under_reuse_safe_a_body_past_the_retry_bound_gets_a_fresh_connection() 
             Response::new(Body::from(format!("conn {conn}, {n} bytes")))
         },
     );
-    let front = Front::start(ProxyConfig {
-        routes: route(vec![Upstream::new(origin.local_addr().to_string())]),
-        reuse: ReusePolicy::Safe,
-        ..ProxyConfig::default()
+    let front = Front::start({
+        let mut pc = ProxyConfig::default();
+        pc.routes = route(vec![Upstream::new(origin.local_addr().to_string())]);
+        pc.reuse = ReusePolicy::Safe;
+        pc
     });
     let mut c = RawClient::connect(front.addr()).await;
     let put = |n: usize| {
@@ -598,10 +607,11 @@ async fn an_origin_that_answers_while_reading_still_gets_the_whole_body() {
         |req: Request<Body>| async move { Response::new(req.into_body()) },
     );
     for (h2c, len) in [(true, 1024 * 1024), (false, 256 * 1024)] {
-        let front = Front::start(ProxyConfig {
-            routes: route(vec![Upstream::new(origin.local_addr().to_string())]),
-            upstream_http2: h2c,
-            ..ProxyConfig::default()
+        let front = Front::start({
+            let mut pc = ProxyConfig::default();
+            pc.routes = route(vec![Upstream::new(origin.local_addr().to_string())]);
+            pc.upstream_http2 = h2c;
+            pc
         });
         let body = pattern(len);
         let mut c = RawClient::connect(front.addr()).await;
@@ -638,10 +648,11 @@ async fn an_early_413_from_an_h2c_origin_is_relayed_not_502() {
             r
         },
     );
-    let front = Front::start(ProxyConfig {
-        routes: route(vec![Upstream::new(origin.local_addr().to_string())]),
-        upstream_http2: true,
-        ..ProxyConfig::default()
+    let front = Front::start({
+        let mut pc = ProxyConfig::default();
+        pc.routes = route(vec![Upstream::new(origin.local_addr().to_string())]);
+        pc.upstream_http2 = true;
+        pc
     });
     expect_early_413(&front, 4 * 1024 * 1024).await;
 }

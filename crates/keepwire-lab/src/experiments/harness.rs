@@ -250,13 +250,14 @@ impl<'a> Lab<'a> {
                 c.idle_timeout = stale_idle;
                 c.advertise_keep_alive = false;
             }))?;
-            let proxy = Proxy::new(ProxyConfig {
-                routes: vec![Route::new(
+            let proxy = Proxy::new({
+                let mut pc = ProxyConfig::default();
+                pc.routes = vec![Route::new(
                     None,
                     "/",
                     vec![Upstream::new(dumb_origin.local_addr().to_string())],
-                )],
-                ..ProxyConfig::default()
+                )];
+                pc
             });
             let proxy_server = Server::builder()
                 .listen(SocketAddr::new(ip, 0))

@@ -165,8 +165,9 @@ impl Route {
     }
 }
 
-/// Proxy settings.
+/// Proxy settings. Start from [`ProxyConfig::default`] and set fields.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct ProxyConfig {
     /// Reverse-proxy routes, most specific first (longest prefix wins).
     pub routes: Vec<Route>,
