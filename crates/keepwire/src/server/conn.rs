@@ -54,9 +54,6 @@ use timers::{Timers, far_future};
 const COPY_BODY_MAX: usize = 16 * 1024;
 /// Flush the output buffer mid-burst when it grows past this.
 const OUT_HIGH_WATER: usize = 64 * 1024;
-/// Keep buffers this long into an idle period before freeing them, so
-/// back-to-back keep-alive requests do not churn the allocator.
-const RELEASE_AFTER: Duration = Duration::from_millis(200);
 
 /// Answers a connection over the limits with 503 and closes it.
 pub(crate) async fn refuse(mut stream: TcpStream, shared: &Shared) {
@@ -289,7 +286,11 @@ impl Driver<'_> {
                 }
             }
             // 5: wait.
-            self.mark_idle(self.quiet());
+            let quiet = self.quiet();
+            if quiet && !self.timers.released {
+                self.release_buffers();
+            }
+            self.mark_idle(quiet);
             let deadline = self.deadline();
             if deadline != timer_at {
                 timer.as_mut().reset(deadline);
