@@ -28,6 +28,16 @@ pub(super) struct ResponseStream {
     pub(super) next: Next,
 }
 
+/// What is left of a response once its head is encoded.
+enum Started {
+    /// 101, or 2xx to CONNECT: flush, then hand the connection over.
+    Upgraded,
+    /// The whole body, to write now.
+    Whole(Bytes),
+    /// The body streams: [`Driver::streaming`](super::Driver) has it.
+    Streaming,
+}
+
 /// A response body's next item, as far as the loop has it.
 pub(super) enum Next {
     /// Nothing taken yet: poll the body.
@@ -100,44 +110,53 @@ impl Driver<'_> {
                 .and_then(|s| Some((s.ready?, s.barrier)))
                 .expect("front slot is ready");
             progress = true;
-            self.start_response(resp, barrier).await?;
+            // The response is taken apart before any await: it then takes
+            // no room in the connection's future (R5.6).
+            match self.start_response(resp, barrier)? {
+                Started::Upgraded => {
+                    // 101, or 2xx to CONNECT: the bytes from here on are a
+                    // tunnel's.
+                    self.flush().await?;
+                    return Err(CloseReason::Upgraded);
+                }
+                Started::Whole(bytes) => {
+                    if !bytes.is_empty() {
+                        self.write_body(bytes).await?;
+                    }
+                    self.end_response()?;
+                }
+                Started::Streaming => {}
+            }
             self.start_handlers();
         }
     }
 
-    /// Writes a response's head, and its body if whole; a streamed body
-    /// (answering a non-idempotent request if `barrier`) becomes
-    /// [`ResponseStream`].
-    async fn start_response(
+    /// Encodes a response's head; a streamed body (answering a
+    /// non-idempotent request if `barrier`) becomes [`ResponseStream`].
+    /// Not async: what is left to write is returned.
+    fn start_response(
         &mut self,
         resp: Response<Body>,
         barrier: bool,
-    ) -> Result<(), CloseReason> {
+    ) -> Result<Started, CloseReason> {
         // The head is encoded by a plain function: its values (header map,
         // extensions) then never live across an await, so they take no room
         // in the connection's future (R5.6: what an idle connection costs).
         let (full, body) = self.encode_head(resp)?;
         if self.conn.is_upgraded() {
-            // 101, or 2xx to CONNECT: the bytes from here on are a tunnel's.
-            self.flush().await?;
-            return Err(CloseReason::Upgraded);
+            return Ok(Started::Upgraded);
         }
-        match full {
-            Some(bytes) => {
-                if !bytes.is_empty() {
-                    self.write_body(bytes).await?;
-                }
-                self.end_response()
-            }
+        Ok(match full {
+            Some(bytes) => Started::Whole(bytes),
             None => {
                 self.streaming = Some(ResponseStream {
                     body,
                     barrier,
                     next: Next::Wait,
                 });
-                Ok(())
+                Started::Streaming
             }
-        }
+        })
     }
 
     /// Encodes a response head into the output buffer; returns the body,
@@ -197,14 +216,19 @@ impl Driver<'_> {
             }
             return Ok(());
         }
-        self.flush().await?;
-        while framed.has_remaining() {
-            let mut slices = [io::IoSlice::new(&[]); 3];
-            let n = framed.chunks_vectored(&mut slices);
-            let written = self.write(&slices[..n]).await?;
-            framed.advance(written);
-        }
-        Ok(())
+        // Boxed: a large body's write state would otherwise be part of
+        // every connection's future, idle ones included (R5.6).
+        Box::pin(async move {
+            self.flush().await?;
+            while framed.has_remaining() {
+                let mut slices = [io::IoSlice::new(&[]); 3];
+                let n = framed.chunks_vectored(&mut slices);
+                let written = self.write(&slices[..n]).await?;
+                framed.advance(written);
+            }
+            Ok(())
+        })
+        .await
     }
 
     fn end_response(&mut self) -> Result<(), CloseReason> {
