@@ -40,65 +40,70 @@ pub(super) async fn accept_any(
 }
 
 /// Admits a connection under the limits, settles its protocol, then serves
-/// it with the driver for that protocol.
-pub(super) async fn start_connection(
+/// it with the driver for that protocol. Not an `async fn`, which would
+/// keep its arguments in the future beside the copies it works on: this
+/// future is most of what an idle connection costs (R5.6).
+#[allow(clippy::manual_async_fn, reason = "see above: an async fn is larger")]
+pub(super) fn start_connection(
     stream: TcpStream,
     peer: SocketAddr,
     local: Option<SocketAddr>,
     shared: Arc<Shared>,
     handler: Arc<dyn Handler>,
     stop: watch::Receiver<bool>,
-) {
-    let m = &shared.metrics;
-    m.connections_accepted.fetch_add(1, Relaxed);
-    let (slot, open, per_ip) = ConnSlot::open(&shared, peer.ip());
-    let _ = net::tune_stream(&stream);
-    if open > shared.config.max_connections || per_ip > shared.config.max_connections_per_ip {
-        Box::pin(conn::refuse(stream, &shared)).await;
-        m.closed(CloseReason::Limit, 0);
-        return;
-    }
-    let id = shared.next_id.fetch_add(1, Relaxed) + 1;
-    let info = |stream: &TcpStream| ConnInfo {
-        id,
-        peer,
-        local: local.unwrap_or_else(|| stream.local_addr().unwrap_or(peer)),
-        request_index: 0,
-    };
-    let stream: Transport = match shared.config.tls.clone() {
-        Some(tls) => {
-            let Some(tls) = Box::pin(handshake(stream, tls, id, &shared)).await else {
-                return;
-            };
-            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                let info = info(tls.get_ref().0);
-                // Boxed, as below.
-                let serve = h2::serve_tls(tls, info, &shared, handler, stop);
-                let (reason, requests) = Box::pin(serve).await;
-                return h2_closed(&shared, info, reason, requests);
-            }
-            // ALPN `http/1.1`, or none: HTTP/1.1 is TLS's default.
-            tls.into()
+) -> impl Future<Output = ()> {
+    async move {
+        let m = &shared.metrics;
+        m.connections_accepted.fetch_add(1, Relaxed);
+        let (slot, open, per_ip) = ConnSlot::open(&shared, peer.ip());
+        let _ = net::tune_stream(&stream);
+        if open > shared.config.max_connections || per_ip > shared.config.max_connections_per_ip {
+            Box::pin(conn::refuse(stream, &shared)).await;
+            m.closed(CloseReason::Limit, 0);
+            return;
         }
-        None if shared.config.http2 => match sniff(&stream, &shared, stop.clone()).await {
-            FirstBytes::Http2 => {
-                let info = info(&stream);
-                // Boxed: the HTTP/2 connection's state is large, and inline
-                // it would be part of every HTTP/1 connection's future
-                // (R5.6: idle memory).
-                let serve = h2::serve(stream, info, &shared, handler, stop);
-                let (reason, requests) = Box::pin(serve).await;
-                return h2_closed(&shared, info, reason, requests);
+        let id = shared.next_id.fetch_add(1, Relaxed) + 1;
+        let info = |stream: &TcpStream| ConnInfo {
+            id,
+            peer,
+            local: local.unwrap_or_else(|| stream.local_addr().unwrap_or(peer)),
+            request_index: 0,
+        };
+        let stream: Transport = match shared.config.tls.clone() {
+            Some(tls) => {
+                let Some(tls) = Box::pin(handshake(stream, tls, id, &shared)).await else {
+                    return;
+                };
+                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    let info = info(tls.get_ref().0);
+                    // Boxed, as below.
+                    let serve = h2::serve_tls(tls, info, &shared, handler, stop);
+                    let (reason, requests) = Box::pin(serve).await;
+                    return h2_closed(&shared, info, reason, requests);
+                }
+                // ALPN `http/1.1`, or none: HTTP/1.1 is TLS's default.
+                tls.into()
             }
-            FirstBytes::Http1 => stream.into(),
-            FirstBytes::Gone(reason) => {
-                shared.metrics.closed(reason, 0);
-                return;
-            }
-        },
-        None => stream.into(),
-    };
-    conn::serve(stream, peer, local, id, slot, handler, stop).await;
+            None if shared.config.http2 => match sniff(&stream, &shared, stop.clone()).await {
+                FirstBytes::Http2 => {
+                    let info = info(&stream);
+                    // Boxed: the HTTP/2 connection's state is large, and inline
+                    // it would be part of every HTTP/1 connection's future
+                    // (R5.6: idle memory).
+                    let serve = h2::serve(stream, info, &shared, handler, stop);
+                    let (reason, requests) = Box::pin(serve).await;
+                    return h2_closed(&shared, info, reason, requests);
+                }
+                FirstBytes::Http1 => stream.into(),
+                FirstBytes::Gone(reason) => {
+                    shared.metrics.closed(reason, 0);
+                    return;
+                }
+            },
+            None => stream.into(),
+        };
+        conn::serve(stream, peer, local, id, slot, handler, stop).await;
+    }
 }
 
 /// Completes the TLS handshake within the header timeout; `None`: it

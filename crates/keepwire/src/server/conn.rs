@@ -122,10 +122,10 @@ enum Failure {
     Quiet,
 }
 
-struct Driver<'a> {
+struct Driver {
     stream: Transport,
     conn: Conn,
-    shared: &'a Shared,
+    shared: Arc<Shared>,
     handler: Arc<dyn Handler>,
     info: ConnInfo,
     out: BytesMut,
@@ -147,7 +147,11 @@ struct Driver<'a> {
     upgrade_tx: Option<oneshot::Sender<Upgraded>>,
 }
 
-pub(crate) async fn serve(
+/// Serves one HTTP/1 connection. Not an `async fn`: one keeps its
+/// arguments in the future for its whole life beside the copies it works
+/// on, and every byte of this future is part of what an idle connection
+/// costs (R5.6). The driver is built here and moved into the future once.
+pub(crate) fn serve(
     stream: Transport,
     peer: SocketAddr,
     local: Option<SocketAddr>,
@@ -155,10 +159,8 @@ pub(crate) async fn serve(
     slot: super::ConnSlot,
     handler: Arc<dyn Handler>,
     stop: watch::Receiver<bool>,
-) {
-    // The slot moves into the tunnel if the connection becomes one.
-    let shared_ref = slot.shared.clone();
-    let shared: &Shared = &shared_ref;
+) -> impl Future<Output = ()> {
+    let shared = slot.shared.clone();
     let cfg = &shared.config;
     let local = local.unwrap_or_else(|| stream.tcp().local_addr().unwrap_or(peer));
     let mut config = ConnConfig::default();
@@ -193,44 +195,48 @@ pub(crate) async fn serve(
         peer_eof: false,
         upgrade_tx: None,
     };
-    let reason = d.run(stop).await;
-    d.mark_idle(false);
-    let requests = d.info.request_index;
-    tracing::debug!(conn = id, %peer, %local, requests, ?reason, "connection closed");
-    shared.metrics.closed(reason, requests);
-    match reason {
-        // The peer is gone or broke the socket: nothing to linger for.
-        CloseReason::Error if d.peer_eof => {}
-        // The client said this was its last request and nothing of it is
-        // unread: it sends no more, so a plain close resets nothing away
-        // (nginx's lingering heuristic does the same). Saves a shutdown,
-        // a wait and a wake-up per connection.
-        CloseReason::NotPersistent
-            if d.conn.peer_announced_close() && socket_drained(d.stream.tcp()) =>
-        {
-            // TLS still ends with close_notify (a no-op for TCP).
-            if d.stream.is_tls() {
-                drop(d.stream.into_tcp(shared.config.write_timeout).await);
+    async move {
+        let reason = d.run(stop).await;
+        d.mark_idle(false);
+        let requests = d.info.request_index;
+        tracing::debug!(conn = id, %peer, %local, requests, ?reason, "connection closed");
+        let shared = &*d.shared;
+        shared.metrics.closed(reason, requests);
+        match reason {
+            // The peer is gone or broke the socket: nothing to linger for.
+            CloseReason::Error if d.peer_eof => {}
+            // The client said this was its last request and nothing of it is
+            // unread: it sends no more, so a plain close resets nothing away
+            // (nginx's lingering heuristic does the same). Saves a shutdown,
+            // a wait and a wake-up per connection.
+            CloseReason::NotPersistent
+                if d.conn.peer_announced_close() && socket_drained(d.stream.tcp()) =>
+            {
+                // TLS still ends with close_notify (a no-op for TCP).
+                if d.stream.is_tls() {
+                    drop(d.stream.into_tcp(shared.config.write_timeout).await);
+                }
             }
-        }
-        CloseReason::Upgraded => {
-            if let Some(tx) = d.upgrade_tx.take() {
-                let read_buf = d.conn.take_read_buffer();
-                let _ = tx.send(Upgraded::holding(d.stream, read_buf, slot.into_tunnel()));
+            // The slot moves into the tunnel.
+            CloseReason::Upgraded => {
+                if let Some(tx) = d.upgrade_tx.take() {
+                    let read_buf = d.conn.take_read_buffer();
+                    let _ = tx.send(Upgraded::holding(d.stream, read_buf, slot.into_tunnel()));
+                }
             }
-        }
-        // Boxed: only closing connections pay for the drain's state.
-        _ => {
-            Box::pin(async {
-                let stream = d.stream.into_tcp(shared.config.write_timeout).await;
-                linger(stream, shared).await
-            })
-            .await
+            // Boxed: only closing connections pay for the drain's state.
+            _ => {
+                Box::pin(async {
+                    let stream = d.stream.into_tcp(shared.config.write_timeout).await;
+                    linger(stream, shared).await
+                })
+                .await
+            }
         }
     }
 }
 
-impl Driver<'_> {
+impl Driver {
     async fn run(&mut self, mut stop: watch::Receiver<bool>) -> CloseReason {
         let mut timer = Box::pin(tokio::time::sleep_until(far_future()));
         let mut timer_at = far_future();

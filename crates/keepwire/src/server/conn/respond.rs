@@ -55,7 +55,7 @@ impl Next {
     }
 }
 
-impl Driver<'_> {
+impl Driver {
     /// Step 2: encodes ready responses in order. Returns whether anything
     /// was encoded; `Err` ends the connection.
     pub(super) async fn pump_responses(&mut self) -> Result<bool, CloseReason> {

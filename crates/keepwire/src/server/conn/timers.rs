@@ -44,7 +44,7 @@ impl Timers {
     }
 }
 
-impl Driver<'_> {
+impl Driver {
     /// Keeps the idle-connections gauge in step with this connection.
     pub(super) fn mark_idle(&mut self, idle: bool) {
         if idle != self.timers.counted_idle {
