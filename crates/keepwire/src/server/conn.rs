@@ -133,8 +133,10 @@ struct Driver {
     pipeline: std::collections::VecDeque<Slot>,
     /// The body of the request being read.
     body: RequestBody,
-    /// The response body being streamed.
-    streaming: Option<ResponseStream>,
+    /// The response body being streamed. Boxed: most responses are whole,
+    /// and inline it would be part of every connection, idle ones
+    /// included (R5.6).
+    streaming: Option<Box<ResponseStream>>,
     /// A request could not be read: the connection ends once earlier
     /// responses are out.
     failed: Option<Failure>,

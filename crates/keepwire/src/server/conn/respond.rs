@@ -149,11 +149,11 @@ impl Driver {
         Ok(match full {
             Some(bytes) => Started::Whole(bytes),
             None => {
-                self.streaming = Some(ResponseStream {
+                self.streaming = Some(Box::new(ResponseStream {
                     body,
                     barrier,
                     next: Next::Wait,
-                });
+                }));
                 Started::Streaming
             }
         })
