@@ -581,11 +581,18 @@ async fn poll_pipeline(pipeline: &mut std::collections::VecDeque<Slot>) {
     .await
 }
 
-async fn reserve(
+/// Waits for room in `tx`. The wait is boxed when it starts: it comes
+/// only under backpressure, and inline its state would be part of every
+/// connection's future (R5.6).
+fn reserve(
     tx: &Option<mpsc::Sender<Result<Bytes, BodyError>>>,
-) -> Option<mpsc::Permit<'_, Result<Bytes, BodyError>>> {
-    match tx {
-        Some(tx) => tx.reserve().await.ok(),
-        None => None,
-    }
+) -> impl Future<Output = Option<mpsc::Permit<'_, Result<Bytes, BodyError>>>> {
+    let mut wait = None;
+    std::future::poll_fn(move |cx| {
+        let Some(tx) = tx else {
+            return Poll::Ready(None);
+        };
+        let wait = wait.get_or_insert_with(|| Box::pin(tx.reserve()));
+        wait.as_mut().poll(cx).map(Result::ok)
+    })
 }

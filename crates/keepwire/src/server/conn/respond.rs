@@ -58,6 +58,10 @@ impl Next {
 impl Driver {
     /// Step 2: encodes ready responses in order. Returns whether anything
     /// was encoded; `Err` ends the connection.
+    ///
+    /// Its waits are boxed: they come only with a streamed body, an
+    /// upgrade or a failure, and inline they would be part of every
+    /// connection's future (R5.6); a whole response awaits nothing.
     pub(super) async fn pump_responses(&mut self) -> Result<bool, CloseReason> {
         let mut progress = false;
         loop {
@@ -79,7 +83,7 @@ impl Driver {
                         if let Ok(data) = frame.into_data() {
                             self.write_body(data).await?;
                             // Streaming: each chunk goes out as it comes.
-                            self.flush().await?;
+                            Box::pin(self.flush()).await?;
                         }
                     }
                     None => {
@@ -92,7 +96,7 @@ impl Driver {
                         // The peer must see a truncated message (R8.2):
                         // no terminator, close now.
                         tracing::debug!(conn = self.info.id, error = %e, "response body failed");
-                        let _ = self.flush().await;
+                        let _ = Box::pin(self.flush()).await;
                         return Err(CloseReason::Error);
                     }
                 }
@@ -116,7 +120,7 @@ impl Driver {
                 Started::Upgraded => {
                     // 101, or 2xx to CONNECT: the bytes from here on are a
                     // tunnel's.
-                    self.flush().await?;
+                    Box::pin(self.flush()).await?;
                     return Err(CloseReason::Upgraded);
                 }
                 Started::Whole(bytes) => {
@@ -212,7 +216,8 @@ impl Driver {
         if framed.remaining() <= COPY_BODY_MAX {
             self.out.put(framed);
             if self.out.len() > OUT_HIGH_WATER {
-                self.flush().await?;
+                // Boxed, as below.
+                Box::pin(self.flush()).await?;
             }
             return Ok(());
         }
