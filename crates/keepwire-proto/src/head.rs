@@ -244,6 +244,7 @@ fn build_headers(
     limits: &Limits,
     keep_case: bool,
     case: &mut HeaderCase,
+    note: &mut impl FnMut(&HeaderName, &[u8]),
 ) -> Result<HeaderMap, Error> {
     let mut map = HeaderMap::with_capacity(fields.len());
     for f in fields {
@@ -258,6 +259,7 @@ fn build_headers(
         if keep_case {
             case.push(name.clone(), head.slice(ns..ne));
         }
+        note(&name, value.as_bytes());
         map.append(name, value);
     }
     Ok(map)
@@ -272,6 +274,17 @@ pub fn parse_request(
     buf: &mut BytesMut,
     limits: &Limits,
     keep_case: bool,
+) -> Result<Option<RequestHead>, Error> {
+    parse_request_noting(buf, limits, keep_case, |_, _| {})
+}
+
+/// [`parse_request`], showing `note` each field (name, value) as it is
+/// added to the map.
+pub(crate) fn parse_request_noting(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    keep_case: bool,
+    mut note: impl FnMut(&HeaderName, &[u8]),
 ) -> Result<Option<RequestHead>, Error> {
     let max = limits.max_headers.min(Limits::HARD_MAX_HEADERS);
     let mut slots =
@@ -309,7 +322,14 @@ pub fn parse_request(
     let target = Uri::from_maybe_shared(head.slice(target.0 as usize..target.1 as usize))
         .map_err(|_| Error::remote(ErrorKind::MalformedTarget))?;
     let mut header_case = HeaderCase::default();
-    let headers = build_headers(&head, &fields[..n], limits, keep_case, &mut header_case)?;
+    let headers = build_headers(
+        &head,
+        &fields[..n],
+        limits,
+        keep_case,
+        &mut header_case,
+        &mut note,
+    )?;
     Ok(Some(RequestHead {
         method,
         target,
@@ -325,6 +345,17 @@ pub fn parse_response(
     buf: &mut BytesMut,
     limits: &Limits,
     keep_case: bool,
+) -> Result<Option<ResponseHead>, Error> {
+    parse_response_noting(buf, limits, keep_case, |_, _| {})
+}
+
+/// [`parse_response`], showing `note` each field as
+/// [`parse_request_noting`] does.
+pub(crate) fn parse_response_noting(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    keep_case: bool,
+    mut note: impl FnMut(&HeaderName, &[u8]),
 ) -> Result<Option<ResponseHead>, Error> {
     let max = limits.max_headers.min(Limits::HARD_MAX_HEADERS);
     let mut slots =
@@ -364,7 +395,14 @@ pub fn parse_response(
         .map(|(s, e)| head.slice(s as usize..e as usize))
         .filter(|r| Some(r.as_ref()) != status.canonical_reason().map(str::as_bytes));
     let mut header_case = HeaderCase::default();
-    let headers = build_headers(&head, &fields[..n], limits, keep_case, &mut header_case)?;
+    let headers = build_headers(
+        &head,
+        &fields[..n],
+        limits,
+        keep_case,
+        &mut header_case,
+        &mut note,
+    )?;
     Ok(Some(ResponseHead {
         status,
         reason,

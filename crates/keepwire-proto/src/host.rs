@@ -38,6 +38,23 @@ use crate::head::RequestHead;
 /// [`ErrorKind::RepeatedHost`] (more than one line, any version),
 /// [`ErrorKind::InvalidHost`] (see [`is_valid_host`]). All answer 400.
 pub fn check_host(head: &RequestHead) -> Result<Option<&HeaderValue>, Error> {
+    let mut lines = head.headers.get_all(HOST).iter();
+    let first = lines.next();
+    let count = usize::from(first.is_some()) + usize::from(lines.next().is_some());
+    check_host_lines(head, count, || {
+        first.is_some_and(|v| is_valid_host(v.as_bytes()))
+    })?;
+    Ok(first)
+}
+
+/// The decision of [`check_host`], given how many `Host` lines there are
+/// (counted up to 2) and whether the first is valid: the connection notes
+/// both while parsing, so it need not look `Host` up again.
+pub(crate) fn check_host_lines(
+    head: &RequestHead,
+    count: usize,
+    first_valid: impl FnOnce() -> bool,
+) -> Result<(), Error> {
     // The target's authority wins over Host, so it is held to the same
     // grammar; userinfo in it is an error (RFC 9110 §4.2.4).
     if let Some(authority) = head.target.authority()
@@ -45,15 +62,14 @@ pub fn check_host(head: &RequestHead) -> Result<Option<&HeaderValue>, Error> {
     {
         return Err(Error::remote(ErrorKind::MalformedTarget));
     }
-    let mut lines = head.headers.get_all(HOST).iter();
-    match (lines.next(), lines.next()) {
-        (Some(_), Some(_)) => Err(Error::remote(ErrorKind::RepeatedHost)),
-        (Some(value), None) if is_valid_host(value.as_bytes()) => Ok(Some(value)),
-        (Some(_), None) => Err(Error::remote(ErrorKind::InvalidHost)),
-        (None, _) if head.version == Version::HTTP_11 && head.method != Method::CONNECT => {
+    match count {
+        2.. => Err(Error::remote(ErrorKind::RepeatedHost)),
+        1 if first_valid() => Ok(()),
+        1 => Err(Error::remote(ErrorKind::InvalidHost)),
+        _ if head.version == Version::HTTP_11 && head.method != Method::CONNECT => {
             Err(Error::remote(ErrorKind::MissingHost))
         }
-        (None, _) => Ok(None),
+        _ => Ok(()),
     }
 }
 
