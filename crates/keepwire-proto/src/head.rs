@@ -131,18 +131,33 @@ pub(crate) fn head_length(
     }
 }
 
-/// Records where each parsed field's name and value sit in `buf`; returns
-/// how many there are.
-fn index_fields(
+/// Fields whose indices live on the stack; a head with more spills them to
+/// the heap. Zeroing [`Limits::HARD_MAX_HEADERS`] slots (2 KiB) for every
+/// parse cost more than the parse of a short head's fields.
+const INLINE_FIELDS: usize = 32;
+
+/// Records where each parsed field's name and value sit in `buf`, in
+/// `inline` if they fit, else in `heap`.
+#[inline]
+fn index_fields<'a>(
     buf: &[u8],
     headers: &[httparse::Header<'_>],
-    fields: &mut [FieldIndices],
-) -> usize {
-    for (slot, h) in fields.iter_mut().zip(headers) {
-        slot.name = offset_in(buf, h.name.as_bytes());
-        slot.value = offset_in(buf, h.value);
+    inline: &'a mut [FieldIndices; INLINE_FIELDS],
+    heap: &'a mut Vec<FieldIndices>,
+) -> &'a [FieldIndices] {
+    let index = |h: &httparse::Header<'_>| FieldIndices {
+        name: offset_in(buf, h.name.as_bytes()),
+        value: offset_in(buf, h.value),
+    };
+    if headers.len() <= INLINE_FIELDS {
+        for (slot, h) in inline.iter_mut().zip(headers) {
+            *slot = index(h);
+        }
+        &inline[..headers.len()]
+    } else {
+        heap.extend(headers.iter().map(index));
+        heap
     }
-    headers.len()
 }
 
 /// Checks a head that httparse could not finish yet: the bytes so far must
@@ -289,8 +304,8 @@ pub(crate) fn parse_request_noting(
     let max = limits.max_headers.min(Limits::HARD_MAX_HEADERS);
     let mut slots =
         [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; Limits::HARD_MAX_HEADERS];
-    let mut fields = [FieldIndices::default(); Limits::HARD_MAX_HEADERS];
-    let (len, n, method, target, version, line_end);
+    let (mut inline, mut heap) = ([FieldIndices::default(); INLINE_FIELDS], Vec::new());
+    let (len, fields, method, target, version, line_end);
     {
         let mut req = httparse::Request::new(&mut []);
         let parsed = req.parse_with_uninit_headers(buf, &mut slots[..max]);
@@ -298,7 +313,7 @@ pub(crate) fn parse_request_noting(
             return Ok(None);
         };
         len = l;
-        n = index_fields(buf, req.headers, &mut fields);
+        fields = index_fields(buf, req.headers, &mut inline, &mut heap);
         let m = req.method.unwrap_or_default();
         method = Method::from_bytes(m.as_bytes())
             .map_err(|_| Error::remote(ErrorKind::MalformedHead(httparse::Error::Token)))?;
@@ -324,7 +339,7 @@ pub(crate) fn parse_request_noting(
     let mut header_case = HeaderCase::default();
     let headers = build_headers(
         &head,
-        &fields[..n],
+        fields,
         limits,
         keep_case,
         &mut header_case,
@@ -360,8 +375,8 @@ pub(crate) fn parse_response_noting(
     let max = limits.max_headers.min(Limits::HARD_MAX_HEADERS);
     let mut slots =
         [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; Limits::HARD_MAX_HEADERS];
-    let mut fields = [FieldIndices::default(); Limits::HARD_MAX_HEADERS];
-    let (len, n, code, reason, version);
+    let (mut inline, mut heap) = ([FieldIndices::default(); INLINE_FIELDS], Vec::new());
+    let (len, fields, code, reason, version);
     {
         let mut res = httparse::Response::new(&mut []);
         let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -373,7 +388,7 @@ pub(crate) fn parse_response_noting(
             return Ok(None);
         };
         len = l;
-        n = index_fields(buf, res.headers, &mut fields);
+        fields = index_fields(buf, res.headers, &mut inline, &mut heap);
         code = res.code.unwrap_or_default();
         // httparse hands back a static "" (not a slice of `buf`) for a
         // missing or obs-text reason; there is no offset to take then.
@@ -397,7 +412,7 @@ pub(crate) fn parse_response_noting(
     let mut header_case = HeaderCase::default();
     let headers = build_headers(
         &head,
-        &fields[..n],
+        fields,
         limits,
         keep_case,
         &mut header_case,
@@ -415,6 +430,27 @@ pub(crate) fn parse_response_noting(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heads_past_the_inline_field_slots_keep_every_field_in_order() {
+        for count in [INLINE_FIELDS - 1, INLINE_FIELDS, INLINE_FIELDS + 1, 90] {
+            let mut raw = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+            for i in 1..count {
+                raw.extend_from_slice(format!("X-F{i}: v{i}\r\n").as_bytes());
+            }
+            raw.extend_from_slice(b"\r\nNEXT");
+            let mut buf = BytesMut::from(&raw[..]);
+            let head = parse_request(&mut buf, &Limits::default(), false)
+                .unwrap()
+                .unwrap();
+            assert_eq!(head.headers.len(), count);
+            assert_eq!(head.headers["host"], "a");
+            for i in 1..count {
+                assert_eq!(head.headers[format!("x-f{i}")], format!("v{i}"));
+            }
+            assert_eq!(&buf[..], b"NEXT");
+        }
+    }
 
     #[test]
     fn status_line_without_usable_reason_does_not_panic() {
