@@ -441,6 +441,7 @@ impl Conn {
         result
     }
 
+    #[inline(never)]
     fn poll_server(&mut self) -> Result<Option<Event>, Error> {
         match &mut self.reading {
             Reading::Head => {
@@ -505,6 +506,7 @@ impl Conn {
         }
     }
 
+    #[inline(never)]
     fn poll_client(&mut self) -> Result<Option<Event>, Error> {
         match &mut self.reading {
             Reading::Head => {

@@ -294,7 +294,9 @@ pub fn parse_request(
 }
 
 /// [`parse_request`], showing `note` each field (name, value) as it is
-/// added to the map.
+/// added to the map. Inlined into the connection, so the head is built
+/// where its event is rather than copied there through each `Result`.
+#[inline(always)]
 pub(crate) fn parse_request_noting(
     buf: &mut BytesMut,
     limits: &Limits,
