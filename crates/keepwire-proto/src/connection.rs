@@ -43,16 +43,18 @@ use crate::Limits;
 use crate::decode::{Decoder, Frame};
 use crate::encode::{self, EncodedBuf, Encoder};
 use crate::error::{Error, ErrorKind};
-use crate::framing::{self, BodyKind};
+use crate::framing::BodyKind;
 use crate::head::{self, RequestHead, ResponseHead};
-use crate::hop::{self, ConnectionTokens, KEEP_ALIVE, KeepAliveParams};
+use crate::hop::{ConnectionTokens, KEEP_ALIVE, KeepAliveParams};
 
 mod persist;
+mod present;
 #[cfg(test)]
 mod tests;
 
 pub use persist::{Announced, ExchangeFacts, exchange_persists};
 use persist::{asks_upgrade, switches};
+use present::Present;
 
 /// Which end of the connection we are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -439,6 +441,7 @@ impl Conn {
         result
     }
 
+    #[inline(never)]
     fn poll_server(&mut self) -> Result<Option<Event>, Error> {
         match &mut self.reading {
             Reading::Head => {
@@ -446,16 +449,18 @@ impl Conn {
                     return Ok(None);
                 }
                 let limits = &self.config.limits;
-                let Some(head) = head::parse_request(
+                let mut present = Present::default();
+                let Some(head) = head::parse_request_noting(
                     &mut self.read_buf,
                     limits,
                     self.config.preserve_header_case,
+                    |name, value| present.note(name, value),
                 )?
                 else {
                     return self.eof_between_messages();
                 };
-                crate::host::check_host(&head)?;
-                let framing = framing::request_framing(head.version, &head.headers)?;
+                present.check_host(&head)?;
+                let framing = present.request_framing(&head)?;
                 if let (BodyKind::Length(n), Some(limit)) = (framing.body, limits.max_body_bytes)
                     && n > limit
                 {
@@ -469,17 +474,13 @@ impl Conn {
                 // (R6.4). They are never carried to the next hop
                 // (`hop::strip_hop_by_hop`), so no 1.0 `keep-alive` we relay
                 // reaches a hop it did not come from (R3.3).
-                let tokens = if self.config.proxy_connection {
-                    ConnectionTokens::of_proxy_request(&head.headers)
-                } else {
-                    ConnectionTokens::of(&head.headers)
-                };
+                let tokens = present.tokens(&head.headers, self.config.proxy_connection);
                 let request = Announced {
                     version: head.version,
                     tokens,
                 };
                 self.peer_announced_close |= !request.wants_persistence();
-                let upgrade = asks_upgrade(&head);
+                let upgrade = present.asks_upgrade(&head, tokens);
                 self.in_flight.push_back(Exchange {
                     method: head.method.clone(),
                     version: head.version,
@@ -489,7 +490,7 @@ impl Conn {
                         last_allowed: last,
                         ..ExchangeFacts::default()
                     },
-                    expect_continue: hop::expects_continue(head.version, &head.headers),
+                    expect_continue: present.expects_continue(&head),
                     upgrade,
                     answered_success: false,
                 });
@@ -505,6 +506,7 @@ impl Conn {
         }
     }
 
+    #[inline(never)]
     fn poll_client(&mut self) -> Result<Option<Event>, Error> {
         match &mut self.reading {
             Reading::Head => {
@@ -515,10 +517,12 @@ impl Conn {
                     return self.eof_between_messages();
                 };
                 let limits = &self.config.limits;
-                let Some(head) = head::parse_response(
+                let mut present = Present::default();
+                let Some(head) = head::parse_response_noting(
                     &mut self.read_buf,
                     limits,
                     self.config.preserve_header_case,
+                    |name, value| present.note(name, value),
                 )?
                 else {
                     if self.eof {
@@ -550,21 +554,18 @@ impl Conn {
                         body: BodyKind::Empty,
                     }));
                 }
-                let framing = framing::response_framing(
-                    &exchange.method,
-                    status,
-                    head.version,
-                    &head.headers,
-                )?;
-                exchange.facts = exchange.facts.answered(
-                    &exchange.method,
-                    status,
-                    Announced::of(head.version, &head.headers),
-                    framing,
-                );
+                let framing = present.response_framing(&exchange.method, &head)?;
+                let announced = Announced {
+                    version: head.version,
+                    tokens: present.tokens(&head.headers, false),
+                };
+                exchange.facts =
+                    exchange
+                        .facts
+                        .answered(&exchange.method, status, announced, framing);
                 exchange.answered_success = status.is_success();
                 let persistent = !exchange.close();
-                let hints = KeepAliveParams::parse(&head.headers);
+                let hints = present.keep_alive(&head.headers);
                 self.peer.http10 = head.version == Version::HTTP_10;
                 self.peer.timeout = hints.timeout.or(self.peer.timeout);
                 self.peer.budget = hints.max.or(self.peer.budget);

@@ -10,19 +10,23 @@ pub(crate) fn put_decimal(n: u64, out: &mut BytesMut) {
     out.put_slice(itoa_buf(n).as_slice());
 }
 
-/// Decimal digits of `n` on the stack.
+/// Decimal digits of `n` on the stack, written in place (no copy).
 pub(crate) fn itoa_buf(mut n: u64) -> InlineBytes {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
+    let mut buf = [0u8; 24];
+    let mut i = buf.len();
     loop {
         i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
+        buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    InlineBytes::from_slice(&tmp[i..])
+    InlineBytes {
+        buf,
+        start: i as u8,
+        end: buf.len() as u8,
+    }
 }
 
 /// Up to 24 bytes on the stack: a chunk-size line or a decimal number.
@@ -34,6 +38,13 @@ pub(crate) struct InlineBytes {
 }
 
 impl InlineBytes {
+    /// No bytes.
+    pub(crate) const EMPTY: InlineBytes = InlineBytes {
+        buf: [0; 24],
+        start: 0,
+        end: 0,
+    };
+
     pub(crate) fn from_slice(s: &[u8]) -> Self {
         let mut buf = [0u8; 24];
         buf[..s.len()].copy_from_slice(s);

@@ -103,7 +103,7 @@ pub struct EncodedBuf {
 impl EncodedBuf {
     fn plain(data: Bytes) -> Self {
         EncodedBuf {
-            prefix: InlineBytes::from_slice(b""),
+            prefix: InlineBytes::EMPTY,
             data,
             suffix: b"",
         }

@@ -131,18 +131,33 @@ pub(crate) fn head_length(
     }
 }
 
-/// Records where each parsed field's name and value sit in `buf`; returns
-/// how many there are.
-fn index_fields(
+/// Fields whose indices live on the stack; a head with more spills them to
+/// the heap. Zeroing [`Limits::HARD_MAX_HEADERS`] slots (2 KiB) for every
+/// parse cost more than the parse of a short head's fields.
+const INLINE_FIELDS: usize = 32;
+
+/// Records where each parsed field's name and value sit in `buf`, in
+/// `inline` if they fit, else in `heap`.
+#[inline]
+fn index_fields<'a>(
     buf: &[u8],
     headers: &[httparse::Header<'_>],
-    fields: &mut [FieldIndices],
-) -> usize {
-    for (slot, h) in fields.iter_mut().zip(headers) {
-        slot.name = offset_in(buf, h.name.as_bytes());
-        slot.value = offset_in(buf, h.value);
+    inline: &'a mut [FieldIndices; INLINE_FIELDS],
+    heap: &'a mut Vec<FieldIndices>,
+) -> &'a [FieldIndices] {
+    let index = |h: &httparse::Header<'_>| FieldIndices {
+        name: offset_in(buf, h.name.as_bytes()),
+        value: offset_in(buf, h.value),
+    };
+    if headers.len() <= INLINE_FIELDS {
+        for (slot, h) in inline.iter_mut().zip(headers) {
+            *slot = index(h);
+        }
+        &inline[..headers.len()]
+    } else {
+        heap.extend(headers.iter().map(index));
+        heap
     }
-    headers.len()
 }
 
 /// Checks a head that httparse could not finish yet: the bytes so far must
@@ -244,6 +259,7 @@ fn build_headers(
     limits: &Limits,
     keep_case: bool,
     case: &mut HeaderCase,
+    note: &mut impl FnMut(&HeaderName, &[u8]),
 ) -> Result<HeaderMap, Error> {
     let mut map = HeaderMap::with_capacity(fields.len());
     for f in fields {
@@ -258,6 +274,7 @@ fn build_headers(
         if keep_case {
             case.push(name.clone(), head.slice(ns..ne));
         }
+        note(&name, value.as_bytes());
         map.append(name, value);
     }
     Ok(map)
@@ -273,11 +290,24 @@ pub fn parse_request(
     limits: &Limits,
     keep_case: bool,
 ) -> Result<Option<RequestHead>, Error> {
+    parse_request_noting(buf, limits, keep_case, |_, _| {})
+}
+
+/// [`parse_request`], showing `note` each field (name, value) as it is
+/// added to the map. Inlined into the connection, so the head is built
+/// where its event is rather than copied there through each `Result`.
+#[inline(always)]
+pub(crate) fn parse_request_noting(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    keep_case: bool,
+    mut note: impl FnMut(&HeaderName, &[u8]),
+) -> Result<Option<RequestHead>, Error> {
     let max = limits.max_headers.min(Limits::HARD_MAX_HEADERS);
     let mut slots =
         [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; Limits::HARD_MAX_HEADERS];
-    let mut fields = [FieldIndices::default(); Limits::HARD_MAX_HEADERS];
-    let (len, n, method, target, version, line_end);
+    let (mut inline, mut heap) = ([FieldIndices::default(); INLINE_FIELDS], Vec::new());
+    let (len, fields, method, target, version, line_end);
     {
         let mut req = httparse::Request::new(&mut []);
         let parsed = req.parse_with_uninit_headers(buf, &mut slots[..max]);
@@ -285,7 +315,7 @@ pub fn parse_request(
             return Ok(None);
         };
         len = l;
-        n = index_fields(buf, req.headers, &mut fields);
+        fields = index_fields(buf, req.headers, &mut inline, &mut heap);
         let m = req.method.unwrap_or_default();
         method = Method::from_bytes(m.as_bytes())
             .map_err(|_| Error::remote(ErrorKind::MalformedHead(httparse::Error::Token)))?;
@@ -309,7 +339,14 @@ pub fn parse_request(
     let target = Uri::from_maybe_shared(head.slice(target.0 as usize..target.1 as usize))
         .map_err(|_| Error::remote(ErrorKind::MalformedTarget))?;
     let mut header_case = HeaderCase::default();
-    let headers = build_headers(&head, &fields[..n], limits, keep_case, &mut header_case)?;
+    let headers = build_headers(
+        &head,
+        fields,
+        limits,
+        keep_case,
+        &mut header_case,
+        &mut note,
+    )?;
     Ok(Some(RequestHead {
         method,
         target,
@@ -326,11 +363,22 @@ pub fn parse_response(
     limits: &Limits,
     keep_case: bool,
 ) -> Result<Option<ResponseHead>, Error> {
+    parse_response_noting(buf, limits, keep_case, |_, _| {})
+}
+
+/// [`parse_response`], showing `note` each field as
+/// [`parse_request_noting`] does.
+pub(crate) fn parse_response_noting(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    keep_case: bool,
+    mut note: impl FnMut(&HeaderName, &[u8]),
+) -> Result<Option<ResponseHead>, Error> {
     let max = limits.max_headers.min(Limits::HARD_MAX_HEADERS);
     let mut slots =
         [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; Limits::HARD_MAX_HEADERS];
-    let mut fields = [FieldIndices::default(); Limits::HARD_MAX_HEADERS];
-    let (len, n, code, reason, version);
+    let (mut inline, mut heap) = ([FieldIndices::default(); INLINE_FIELDS], Vec::new());
+    let (len, fields, code, reason, version);
     {
         let mut res = httparse::Response::new(&mut []);
         let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -342,7 +390,7 @@ pub fn parse_response(
             return Ok(None);
         };
         len = l;
-        n = index_fields(buf, res.headers, &mut fields);
+        fields = index_fields(buf, res.headers, &mut inline, &mut heap);
         code = res.code.unwrap_or_default();
         // httparse hands back a static "" (not a slice of `buf`) for a
         // missing or obs-text reason; there is no offset to take then.
@@ -364,7 +412,14 @@ pub fn parse_response(
         .map(|(s, e)| head.slice(s as usize..e as usize))
         .filter(|r| Some(r.as_ref()) != status.canonical_reason().map(str::as_bytes));
     let mut header_case = HeaderCase::default();
-    let headers = build_headers(&head, &fields[..n], limits, keep_case, &mut header_case)?;
+    let headers = build_headers(
+        &head,
+        fields,
+        limits,
+        keep_case,
+        &mut header_case,
+        &mut note,
+    )?;
     Ok(Some(ResponseHead {
         status,
         reason,
@@ -377,6 +432,27 @@ pub fn parse_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heads_past_the_inline_field_slots_keep_every_field_in_order() {
+        for count in [INLINE_FIELDS - 1, INLINE_FIELDS, INLINE_FIELDS + 1, 90] {
+            let mut raw = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+            for i in 1..count {
+                raw.extend_from_slice(format!("X-F{i}: v{i}\r\n").as_bytes());
+            }
+            raw.extend_from_slice(b"\r\nNEXT");
+            let mut buf = BytesMut::from(&raw[..]);
+            let head = parse_request(&mut buf, &Limits::default(), false)
+                .unwrap()
+                .unwrap();
+            assert_eq!(head.headers.len(), count);
+            assert_eq!(head.headers["host"], "a");
+            for i in 1..count {
+                assert_eq!(head.headers[format!("x-f{i}")], format!("v{i}"));
+            }
+            assert_eq!(&buf[..], b"NEXT");
+        }
+    }
 
     #[test]
     fn status_line_without_usable_reason_does_not_panic() {

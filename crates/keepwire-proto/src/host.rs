@@ -38,6 +38,23 @@ use crate::head::RequestHead;
 /// [`ErrorKind::RepeatedHost`] (more than one line, any version),
 /// [`ErrorKind::InvalidHost`] (see [`is_valid_host`]). All answer 400.
 pub fn check_host(head: &RequestHead) -> Result<Option<&HeaderValue>, Error> {
+    let mut lines = head.headers.get_all(HOST).iter();
+    let first = lines.next();
+    let count = usize::from(first.is_some()) + usize::from(lines.next().is_some());
+    check_host_lines(head, count, || {
+        first.is_some_and(|v| is_valid_host(v.as_bytes()))
+    })?;
+    Ok(first)
+}
+
+/// The decision of [`check_host`], given how many `Host` lines there are
+/// (counted up to 2) and whether the first is valid: the connection notes
+/// both while parsing, so it need not look `Host` up again.
+pub(crate) fn check_host_lines(
+    head: &RequestHead,
+    count: usize,
+    first_valid: impl FnOnce() -> bool,
+) -> Result<(), Error> {
     // The target's authority wins over Host, so it is held to the same
     // grammar; userinfo in it is an error (RFC 9110 §4.2.4).
     if let Some(authority) = head.target.authority()
@@ -45,15 +62,14 @@ pub fn check_host(head: &RequestHead) -> Result<Option<&HeaderValue>, Error> {
     {
         return Err(Error::remote(ErrorKind::MalformedTarget));
     }
-    let mut lines = head.headers.get_all(HOST).iter();
-    match (lines.next(), lines.next()) {
-        (Some(_), Some(_)) => Err(Error::remote(ErrorKind::RepeatedHost)),
-        (Some(value), None) if is_valid_host(value.as_bytes()) => Ok(Some(value)),
-        (Some(_), None) => Err(Error::remote(ErrorKind::InvalidHost)),
-        (None, _) if head.version == Version::HTTP_11 && head.method != Method::CONNECT => {
+    match count {
+        2.. => Err(Error::remote(ErrorKind::RepeatedHost)),
+        1 if first_valid() => Ok(()),
+        1 => Err(Error::remote(ErrorKind::InvalidHost)),
+        _ if head.version == Version::HTTP_11 && head.method != Method::CONNECT => {
             Err(Error::remote(ErrorKind::MissingHost))
         }
-        (None, _) => Ok(None),
+        _ => Ok(()),
     }
 }
 
@@ -65,7 +81,7 @@ pub fn check_host(head: &RequestHead) -> Result<Option<&HeaderValue>, Error> {
 /// gets through. The port is digits, at most 65535 when present; an empty
 /// port after `:` is allowed by RFC 3986 and accepted.
 pub fn is_valid_host(value: &[u8]) -> bool {
-    split_authority(value).is_some()
+    authority_parts(value).is_some()
 }
 
 /// The host and port of an authority `uri-host [ ":" port ]`, by the
@@ -77,6 +93,14 @@ pub fn is_valid_host(value: &[u8]) -> bool {
 /// upstream, a URL's origin and a CONNECT target are all split here, so
 /// that what one of them accepts, the others read the same way.
 pub fn split_authority(value: &[u8]) -> Option<(&str, Option<u16>)> {
+    let (host, port) = authority_parts(value)?;
+    // Only ASCII got through the grammar.
+    Some((std::str::from_utf8(host).ok()?, port))
+}
+
+/// [`split_authority`]'s grammar, the host left as bytes: checking a
+/// `Host` per request needs no `str`.
+fn authority_parts(value: &[u8]) -> Option<(&[u8], Option<u16>)> {
     let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
         let close = rest.iter().position(|&b| b == b']')?;
         if !is_ip_literal(&rest[..close]) {
@@ -99,23 +123,23 @@ pub fn split_authority(value: &[u8]) -> Option<(&str, Option<u16>)> {
         (name, port)
     };
     let port = match port {
-        Some(p) if !is_port(p) => return None,
-        Some(p) if !p.is_empty() => Some(std::str::from_utf8(p).ok()?.parse().ok()?),
-        _ => None,
+        Some(p) => port_number(p)?,
+        None => None,
     };
-    // Only ASCII got through the grammar above.
-    Some((std::str::from_utf8(host).ok()?, port))
+    Some((host, port))
 }
 
-/// `*DIGIT`, and a number a TCP port can be.
-fn is_port(port: &[u8]) -> bool {
-    port.is_empty()
-        || (port.len() <= 5
-            && port.iter().all(u8::is_ascii_digit)
-            && std::str::from_utf8(port)
-                .ok()
-                .and_then(|p| p.parse::<u16>().ok())
-                .is_some())
+/// `*DIGIT` as a TCP port: `Some(None)` if empty, `None` if it is not
+/// digits or over 65535 (leading zeros are fine).
+fn port_number(port: &[u8]) -> Option<Option<u16>> {
+    if port.is_empty() {
+        return Some(None);
+    }
+    if port.len() > 5 || !port.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = port.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'));
+    u16::try_from(n).ok().map(Some)
 }
 
 /// `*( unreserved / pct-encoded / sub-delims )`.
@@ -132,7 +156,7 @@ fn is_reg_name(name: &[u8]) -> bool {
                 }
                 i += 3;
             }
-            c if is_unreserved(c) || is_sub_delim(c) => i += 1,
+            c if REG_NAME_BYTE[usize::from(c)] => i += 1,
             _ => return false,
         }
     }
@@ -161,11 +185,23 @@ fn is_ip_literal(lit: &[u8]) -> bool {
         .is_some()
 }
 
-fn is_unreserved(c: u8) -> bool {
+/// `unreserved / sub-delims`, by byte: a table lookup per byte of every
+/// request's `Host`.
+const REG_NAME_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        table[c] = is_unreserved(c as u8) || is_sub_delim(c as u8);
+        c += 1;
+    }
+    table
+};
+
+const fn is_unreserved(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
 }
 
-fn is_sub_delim(c: u8) -> bool {
+const fn is_sub_delim(c: u8) -> bool {
     matches!(
         c,
         b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
@@ -242,6 +278,9 @@ mod tests {
             ("[::1]:443", "[::1]", Some(443)),
             ("[v1.fe80::a+en1]:1", "[v1.fe80::a+en1]", Some(1)),
             ("", "", None),
+            ("a:00080", "a", Some(80)),
+            ("a:0", "a", Some(0)),
+            ("a:65535", "a", Some(65535)),
         ] {
             assert_eq!(
                 split_authority(value.as_bytes()),
@@ -249,7 +288,9 @@ mod tests {
                 "{value:?}"
             );
         }
-        for bad in ["a:b", "a:65536", "[::1]x", "::1", "user@a", "a/b"] {
+        for bad in [
+            "a:b", "a:65536", "a:99999", "a:100000", "a:8 ", "[::1]x", "::1", "user@a", "a/b",
+        ] {
             assert_eq!(split_authority(bad.as_bytes()), None, "{bad:?}");
         }
     }
