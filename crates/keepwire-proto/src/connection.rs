@@ -568,7 +568,9 @@ impl Conn {
                 let hints = present.keep_alive(&head.headers);
                 self.peer.http10 = head.version == Version::HTTP_10;
                 self.peer.timeout = hints.timeout.or(self.peer.timeout);
-                self.peer.budget = hints.max.or(self.peer.budget);
+                // `max=N`: N more requests after this one (Apache counts so,
+                // and so does our server); this response's end spends one.
+                self.peer.budget = hints.max.map(|m| m.saturating_add(1)).or(self.peer.budget);
                 if persistent {
                     self.confirmed_persistent = true;
                 } else if matches!(self.writing, Writing::Head | Writing::AwaitUpgrade) {

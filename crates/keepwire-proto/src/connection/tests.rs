@@ -330,17 +330,18 @@ fn client_persistence_table() {
             "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n\r\nok",
             true,
         ),
-        // Keep-Alive: max counts the response that carries it (R5.2).
+        // Keep-Alive: max=N is N more requests after the response that
+        // carries it (R5.2; Apache and keepwire's server count so).
         (
             get(),
             "",
-            "HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5, max=1\r\nContent-Length: 2\r\n\r\nok",
+            "HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5, max=0\r\nContent-Length: 2\r\n\r\nok",
             false,
         ),
         (
             get(),
             "",
-            "HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5, max=2\r\nContent-Length: 2\r\n\r\nok",
+            "HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5, max=1\r\nContent-Length: 2\r\n\r\nok",
             true,
         ),
         // Framing (R5.4).
@@ -391,7 +392,7 @@ fn client_keeps_the_servers_hints() {
     let mut conn = Conn::new(Role::Client, ConnConfig::default());
     let head = RequestHead::new(Method::GET, "/".parse().unwrap(), Version::HTTP_11);
     let mut out = BytesMut::new();
-    for max in [3, 2] {
+    for max in [3, 1] {
         conn.send_request(&head, BodyLength::Known(0), &mut out)
             .unwrap();
         conn.send_end(None, &mut out).unwrap();
@@ -402,7 +403,7 @@ fn client_keeps_the_servers_hints() {
         while conn.poll_event().unwrap().is_some() {}
     }
     assert_eq!(conn.keep_alive_timeout(), Some(Duration::from_secs(7)));
-    // max=2 counts this response: one request left, and it asks a 1.0
+    // max=1: one more request after this response, and it asks a 1.0
     // server for keep-alive (R5.1).
     assert!(conn.is_reusable());
     out.clear();
