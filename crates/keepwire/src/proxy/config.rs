@@ -12,7 +12,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use tokio::time::Instant;
 
-use crate::client::Origin;
+use crate::client::{ClientError, Origin};
 
 /// When an idle upstream connection may carry a request (as HAProxy's
 /// `http-reuse`).
@@ -103,6 +103,14 @@ impl Upstream {
         *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(Instant::now() + cooldown);
     }
+}
+
+/// Passive health: whether a failed request says its upstream is down. An
+/// upstream that could not be reached, or refused the stream unprocessed,
+/// is; a full pool is this proxy's own queue, not the upstream's health,
+/// and a request that reached the upstream says nothing either way.
+pub(super) fn says_upstream_down(e: &ClientError) -> bool {
+    e.never_sent() && !matches!(e, ClientError::PoolTimeout)
 }
 
 /// Requests for `host` (any, if `None`) whose path starts with `prefix` go
@@ -295,6 +303,17 @@ pub fn parse_authority(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_unreachable_upstream_is_marked_down() {
+        let io = || std::io::Error::other("x");
+        assert!(says_upstream_down(&ClientError::Connect(io())));
+        assert!(says_upstream_down(&ClientError::Resolve(io())));
+        // Our own pool's wait, and failures after the request left.
+        assert!(!says_upstream_down(&ClientError::PoolTimeout));
+        assert!(!says_upstream_down(&ClientError::Io(io())));
+        assert!(!says_upstream_down(&ClientError::Timeout("reading")));
+    }
 
     #[test]
     fn authorities_parse_with_default_port() {

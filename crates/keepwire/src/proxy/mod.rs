@@ -55,6 +55,7 @@ use crate::client::{Client, ClientConfig, ClientError, PoolConfig, ReplayBody, R
 use crate::destination::{DestinationPolicy, refusal};
 pub use crate::metrics::ProxyMetrics;
 use crate::server::{Handler, Incoming, ResponseFuture};
+use config::says_upstream_down;
 pub use config::{ProxyConfig, ReusePolicy, Route, Upstream, parse_authority};
 use message::{
     ALLOWED_NO_TRACE, allowed_upgrade, host_problem, is_loop, max_forwards, options_here,
@@ -327,12 +328,7 @@ impl Proxy {
                     // Nothing reached the upstream (R8.3, decided in
                     // client/retry.rs): another upstream may take it.
                     let never_sent = e.never_sent();
-                    // Passive health: an upstream that could not be reached
-                    // or refused the stream is skipped for a while. A full
-                    // pool is this proxy's own queue, not the upstream's
-                    // health.
-                    let unhealthy = never_sent && !matches!(e, ClientError::PoolTimeout);
-                    if unhealthy && !picked.forward {
+                    if says_upstream_down(&e) && !picked.forward {
                         upstream.mark_down(self.config.health_cooldown);
                     }
                     if never_sent && body.rewind() {
