@@ -83,7 +83,9 @@ pub struct BenchArgs {
     /// https://: do not verify the server's certificate (self-signed test servers).
     #[arg(short = 'k', long)]
     insecure: bool,
-    /// Requests kept in flight per connection (pipelining, R7); 1 is none.
+    /// Requests kept in flight per connection (pipelining, R7); 1 is none. Closed
+    /// loop, they go out DEPTH at a time in one write once the last batch is
+    /// answered (as wrk's pipeline script); with --rate, each as it falls due.
     #[arg(long, default_value_t = 1, value_name = "DEPTH",
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pipeline: u32,

@@ -140,10 +140,11 @@ impl Worker {
         let room = if self.shared.plan.close_each {
             // A connection carries exactly one request.
             usize::from(c.carried == 0 && c.in_flight.is_empty())
-        } else if self.schedule.is_none() && c.in_flight.len() > depth / 2 {
-            // Closed-loop pipelining refills once half the pipeline is
-            // answered: batches of at least depth/2 requests per write
-            // (wrk refills only when all are answered).
+        } else if self.schedule.is_none() && !c.in_flight.is_empty() {
+            // Closed-loop pipelining refills only once the whole batch is
+            // answered, as wrk's pipeline script does: every write carries
+            // `depth` requests, so the server reads them in one batch too
+            // (refilling at half depth cost nginx ~20% more CPU per request).
             0
         } else {
             depth - c.in_flight.len()

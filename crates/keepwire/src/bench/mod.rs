@@ -76,7 +76,9 @@ pub struct Plan {
     pub threads: usize,
     /// When to stop.
     pub stop: Stop,
-    /// Requests kept in flight per connection (1: no pipelining).
+    /// Requests kept in flight per connection (1: no pipelining). Closed
+    /// loop, they are written `pipeline` at a time, once all of the last
+    /// batch are answered (wrk's pipelining).
     pub pipeline: usize,
     /// Close after every response (the request says `Connection: close`).
     pub close_each: bool,
