@@ -1,31 +1,45 @@
 #!/usr/bin/env bash
-# Load-generator benchmark (docs/BENCHMARKS.md, issue 7): keepwire bench vs
-# wrk vs oha driving the same nginx (1 worker, pinned to CPU 0), each loader
-# pinned to CPU 1 with one thread, REPS × DUR each, in one run:
-#   a. closed loop, -c50 keep-alive
-#   b. 16-deep pipelining, -c50 (wrk with a pipeline script)
-#   c. open loop at RATE req/s (keepwire --rate, oha -q with latency
-#      correction; wrk cannot hold a rate), so latency is compared at the
-#      same offered load
+# Load-generator benchmark (docs/BENCHMARKS.md, issues 7 and 16): keepwire
+# bench vs wrk, wrk2 and oha driving the same nginx (1 worker, pinned to
+# CPU 0), each loader pinned to CPU 1 with one thread, REPS × DUR each,
+# loaders interleaved, in one run:
+#   a. closed loop, -c50 keep-alive (keepwire, wrk, oha)
+#   b. 16-deep pipelining, -c50 (wrk with the shared harness's pipeline
+#      script: 16 requests per write)
+#   c. open loop at RATE req/s (keepwire --rate, wrk2 -R, oha -q with
+#      latency correction), so latency is compared at the same offered load
+#   d. the same at RATE2 req/s (a higher rate, about half of the maximum)
 # Reported per loader: req/s, loader CPU µs per request (user+sys of the
 # loader process ÷ responses), nginx CPU µs per request, p50/p90/p99.
 #
 #   bash scripts/bench-loadgen.sh
-#   REPS=1 DUR=5 bash scripts/bench-loadgen.sh
+#   REPS=1 DUR=5 SECTIONS="a b" bash scripts/bench-loadgen.sh
+#   KW_BASE=/tmp/keepwire-before bash scripts/bench-loadgen.sh   # before/after
 #
-# oha is optional (`cargo install oha --locked`; put it on PATH or set OHA).
-# Run on a quiet machine.
+# oha and wrk2 are optional: set OHA / WRK2 to their binaries or put them
+# on PATH as `oha` / `wrk2` (oha: `cargo install oha --locked`; wrk2 has
+# no Debian package: build it from its source with `make`). wrk2 spends
+# its first 10 s + 5 ms per connection calibrating and then discards that
+# histogram, so its rows run DUR + 11 s and measure the last DUR. KW=path
+# uses that keepwire binary instead of building one; KW_BASE adds a second
+# keepwire binary as the row `keepwire-base`. Run on a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${REPS:-3}
 DUR=${DUR:-10}
-RATE=${RATE:-50000}
+RATE=${RATE:-20000}
+RATE2=${RATE2:-50000}
+SECTIONS=${SECTIONS:-a b c d}
 OHA=${OHA:-$(command -v oha || true)}
+WRK2=${WRK2:-$(command -v wrk2 || true)}
+KW_BASE=${KW_BASE:-}
 for t in nginx wrk taskset python3; do
   command -v "$t" >/dev/null || { echo "bench-loadgen: $t missing" >&2; exit 2; }
 done
-cargo build --release -p keepwire-cli >/dev/null
-KW=$PWD/target/release/keepwire
+if [ -z "${KW:-}" ]; then
+  cargo build --release -p keepwire-cli >/dev/null
+  KW=$PWD/target/release/keepwire
+fi
 work=$(mktemp -d)
 chmod 755 "$work"
 pids=()
@@ -87,22 +101,27 @@ print(s(f[0]) + s(f[1]))')
 
 results="$work/results.txt"
 : > "$results"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) CPUs; $(uname -r)" >&2
 for rep in $(seq 1 "$REPS"); do
-  for section in a b c; do
-    for loader in keepwire wrk oha; do
+  for section in $SECTIONS; do
+    case $section in c) R=$RATE;; d) R=$RATE2;; *) R=;; esac
+    for loader in keepwire keepwire-base wrk wrk2 oha; do
       out="$work/$section-$loader-$rep.out"
+      kw=$KW
+      if [ "$loader" = keepwire-base ]; then [ -n "$KW_BASE" ] || continue; kw=$KW_BASE; fi
       case "$section/$loader" in
-        a/keepwire) r=$(run "$loader" "$out" "$KW" bench -t1 -c50 -d"${DUR}s" --json --no-progress "$URL");;
-        a/wrk)      r=$(run "$loader" "$out" wrk -t1 -c50 -d"${DUR}s" --latency "$URL");;
-        a/oha)      [ -n "$OHA" ] || continue
-                    r=$(run "$loader" "$out" "$OHA" -c50 -z"${DUR}s" --no-tui --output-format json "$URL");;
-        b/keepwire) r=$(run "$loader" "$out" "$KW" bench -t1 -c50 -d"${DUR}s" --pipeline 16 --json --no-progress "$URL");;
-        b/wrk)      r=$(run "$loader" "$out" wrk -t1 -c50 -d"${DUR}s" --latency -s "$work/pipeline.lua" "$URL");;
-        b/oha)      continue;;  # oha does not pipeline
-        c/keepwire) r=$(run "$loader" "$out" "$KW" bench -t1 -c50 -d"${DUR}s" --rate "$RATE" --json --no-progress "$URL");;
-        c/wrk)      continue;;  # wrk has no fixed rate (that is wrk2)
-        c/oha)      [ -n "$OHA" ] || continue
-                    r=$(run "$loader" "$out" "$OHA" -c50 -z"${DUR}s" -q "$RATE" --latency-correction --no-tui --output-format json "$URL");;
+        a/keepwire*) r=$(run "$loader" "$out" "$kw" bench -t1 -c50 -d"${DUR}s" --json --no-progress "$URL");;
+        a/wrk)       r=$(run "$loader" "$out" wrk -t1 -c50 -d"${DUR}s" --latency "$URL");;
+        a/oha)       [ -n "$OHA" ] || continue
+                     r=$(run "$loader" "$out" "$OHA" -c50 -z"${DUR}s" --no-tui --output-format json "$URL");;
+        b/keepwire*) r=$(run "$loader" "$out" "$kw" bench -t1 -c50 -d"${DUR}s" --pipeline 16 --json --no-progress "$URL");;
+        b/wrk)       r=$(run "$loader" "$out" wrk -t1 -c50 -d"${DUR}s" --latency -s "$work/pipeline.lua" "$URL");;
+        [cd]/keepwire*) r=$(run "$loader" "$out" "$kw" bench -t1 -c50 -d"${DUR}s" --rate "$R" --json --no-progress "$URL");;
+        [cd]/wrk2)   [ -n "$WRK2" ] || continue
+                     r=$(run "$loader" "$out" "$WRK2" -t1 -c50 -d"$((DUR + 11))s" -R"$R" --latency "$URL");;
+        [cd]/oha)    [ -n "$OHA" ] || continue
+                     r=$(run "$loader" "$out" "$OHA" -c50 -z"${DUR}s" -q "$R" --latency-correction --no-tui --output-format json "$URL");;
+        *) continue;;  # wrk holds no rate (wrk2 does); wrk2 runs only at a rate; oha does not pipeline
       esac
       echo "$section $loader $rep $r $out" >> "$results"
       sleep 1
@@ -110,7 +129,8 @@ for rep in $(seq 1 "$REPS"); do
   done
 done
 
-python3 - "$results" "$TICK" <<'PY'
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+python3 - "$results" "$TICK" "$RATE" "$RATE2" <<'PY'
 import json, re, statistics, sys
 rows = {}
 tick = int(sys.argv[2])
@@ -119,17 +139,18 @@ def us(v, unit):
 for line in open(sys.argv[1]):
     section, loader, rep, loader_cpu, nginx_ticks, out = line.split()
     text = open(out).read()
-    if loader == "keepwire":
+    if loader.startswith("keepwire"):
         d = json.loads(text[text.index("{"):])
         reqs, secs = d["responses"], d["elapsed_s"]
         p = [d["latency"][k] for k in ("p50_us", "p90_us", "p99_us")]
-    elif loader == "wrk":
+    elif loader in ("wrk", "wrk2"):
         reqs = int(re.search(r"(\d+) requests in", text).group(1))
         # wrk counts responses, also when its script pipelines 16 requests.
         secs = float(re.search(r"requests in ([\d.]+)s", text).group(1))
         p = []
         for q in ("50", "90", "99"):
-            m = re.search(rf"\s{q}%\s+([\d.]+)(us|ms|s)", text)
+            # wrk: "  50%  361.00us"; wrk2 (HdrHistogram): " 50.000%  1.23ms"
+            m = re.search(rf"^\s*{q}(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
             p.append(us(float(m.group(1)), m.group(2)))
     else:
         d = json.loads(text[text.index("{"):])
@@ -144,13 +165,15 @@ for line in open(sys.argv[1]):
         int(nginx_ticks) / tick * 1e6 / reqs,
         *p,
     ))
-names = {"a": "closed loop -c50", "b": "pipeline 16 -c50", "c": "open loop, fixed rate -c50"}
+names = {"a": "closed loop -c50", "b": "pipeline 16 -c50",
+         "c": f"open loop, {sys.argv[3]} req/s -c50", "d": f"open loop, {sys.argv[4]} req/s -c50"}
 print("| test | loader | req/s | loader CPU µs/req | nginx CPU µs/req | p50 µs | p90 µs | p99 µs |")
 print("|---|---|---|---|---|---|---|---|")
 for (section, loader), vals in sorted(rows.items()):
     cols = list(zip(*vals))
     med = [statistics.median(c) for c in cols]
-    spread = [f"{min(c):.1f}–{max(c):.1f}" for c in cols]
-    print(f"| {names[section]} | {loader} | {med[0]:,.0f} ({spread[0]}) | {med[1]:.2f} ({spread[1]}) "
-          f"| {med[2]:.2f} | {med[3]:.0f} | {med[4]:.0f} | {med[5]:.0f} |")
+    lo_hi = lambda i, f: f"{min(cols[i]):{f}}–{max(cols[i]):{f}}"
+    print(f"| {names[section]} | {loader} | {med[0]:,.0f} ({lo_hi(0, ',.0f')}) | {med[1]:.2f} ({lo_hi(1, '.2f')}) "
+          f"| {med[2]:.2f} | {med[3]:.0f} ({lo_hi(3, '.0f')}) | {med[4]:.0f} ({lo_hi(4, '.0f')}) "
+          f"| {med[5]:.0f} ({lo_hi(5, '.0f')}) |")
 PY
