@@ -91,7 +91,9 @@ pub struct BenchArgs {
     pipeline: u32,
     /// Open loop: send R requests per second in total on a fixed schedule, and measure
     /// latency from when each request should have been sent, so a stalled server is
-    /// charged for every request it delayed (as wrk2 does).
+    /// charged for every request it delayed (as wrk2 does). A request may go out up to
+    /// 2 ms early (timer resolution) and is then measured from its actual write, so
+    /// the loader's own timer lateness is not charged to the server (wrk2's is).
     #[arg(long, value_name = "R")]
     rate: Option<f64>,
     /// A connect, or a request that makes no progress, fails after this long.

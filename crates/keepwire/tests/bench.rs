@@ -454,8 +454,9 @@ async fn open_loop_charges_a_stall_to_every_request_it_delayed() {
     assert!(slow_open >= 10, "{slow_open} slow of {open:?}");
     // The schedule holds: the 60th request is due 0.59 s after the start
     // the report counts from (one clock origin for schedule and report),
-    // so however loaded the machine, the run takes at least that.
-    assert!(open.elapsed >= Duration::from_millis(590), "{open:?}");
+    // so however loaded the machine, the run takes at least that (less the
+    // 2 ms a send may go ahead of its time, bench's Schedule::EARLY).
+    assert!(open.elapsed >= Duration::from_millis(588), "{open:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

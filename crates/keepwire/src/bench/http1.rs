@@ -36,7 +36,8 @@ pub(super) struct Connection {
 
 /// One request in flight.
 struct InFlight {
-    /// When latency is measured from (the intended time with a schedule).
+    /// When latency is measured from (with a schedule, the intended time,
+    /// or the write if that went ahead of it).
     origin: Instant,
     /// When it was actually written.
     written: Instant,
@@ -150,10 +151,7 @@ impl Worker {
             depth - c.in_flight.len()
         };
         match &self.schedule {
-            Some(s) if s.next <= now => {
-                room.min(1 + ((now - s.next).as_nanos() / s.interval.as_nanos().max(1)) as usize)
-            }
-            Some(_) => 0,
+            Some(s) => room.min(s.due(now)),
             None => room,
         }
     }
@@ -181,11 +179,7 @@ impl Worker {
         }
         for _ in 0..n {
             let origin = match &mut self.schedule {
-                Some(s) => {
-                    let o = s.next;
-                    s.next += s.interval;
-                    o
-                }
+                Some(s) => s.take(now),
                 None => now,
             };
             c.in_flight.push_back(InFlight {
@@ -230,7 +224,7 @@ impl Worker {
                 if c.in_flight.len() < self.shared.plan.pipeline
                     && !self.shared.plan.close_each =>
             {
-                s.next.min(give_up)
+                s.wake_at().min(give_up)
             }
             _ => give_up,
         };
