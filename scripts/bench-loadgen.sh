@@ -133,6 +133,7 @@ echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 python3 - "$results" "$TICK" "$RATE" "$RATE2" <<'PY'
 import json, re, statistics, sys
 rows = {}
+per_rep = {}
 tick = int(sys.argv[2])
 def us(v, unit):
     return v * {"us": 1, "ms": 1000, "s": 1e6}[unit]
@@ -159,6 +160,7 @@ for line in open(sys.argv[1]):
         secs = s["total"]
         lp = d["latencyPercentiles"]
         p = [lp[k] * 1e6 for k in ("p50", "p90", "p99")]
+    per_rep.setdefault((section, rep), {})[loader] = reqs / secs
     rows.setdefault((section, loader), []).append((
         reqs / secs,
         float(loader_cpu) * 1e6 / reqs,
@@ -176,4 +178,14 @@ for (section, loader), vals in sorted(rows.items()):
     print(f"| {names[section]} | {loader} | {med[0]:,.0f} ({lo_hi(0, ',.0f')}) | {med[1]:.2f} ({lo_hi(1, '.2f')}) "
           f"| {med[2]:.2f} | {med[3]:.0f} ({lo_hi(3, '.0f')}) | {med[4]:.0f} ({lo_hi(4, '.0f')}) "
           f"| {med[5]:.0f} ({lo_hi(5, '.0f')}) |")
+# Interleaved reps share the machine's state, so the ratio within a rep
+# is steadier than the ratio of medians on a noisy machine.
+for section in sorted({k[0] for k in per_rep}):
+    for peer in ("wrk", "wrk2", "oha", "keepwire-base"):
+        ratios = [d["keepwire"] / d[peer] for (sec, _), d in sorted(per_rep.items())
+                  if sec == section and "keepwire" in d and peer in d]
+        if ratios:
+            print(f"{names[section]}: keepwire ÷ {peer} req/s per rep: "
+                  + ", ".join(f"{r:.2f}" for r in ratios)
+                  + f" (median {statistics.median(ratios):.2f})")
 PY
