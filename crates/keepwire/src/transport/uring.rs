@@ -1,0 +1,661 @@
+//! Cleartext TCP through io_uring, inside the tokio runtime.
+//!
+//! Why: on keep-alive, an epoll server pays one `recv` and one `send` per
+//! request per connection, plus its share of `epoll_wait`; nginx already
+//! sits at that floor. Here a connection's receive and send are queued
+//! entries in a ring shared by every connection of the thread, and one
+//! `io_uring_enter` hands the kernel all that were queued during a
+//! scheduler tick.
+//!
+//! How it fits tokio, so that timers, handlers and shutdown stay as they
+//! are: a connection queues an entry and wakes the ring's driver task;
+//! tokio runs that task after the connection tasks already woken, so one
+//! submission carries everything queued meanwhile. The ring's file
+//! descriptor is registered with tokio's reactor (readable when
+//! completions wait), and the driver reaps them and wakes the connections.
+//! A ring per thread (made on first use there), locked, because tasks of a
+//! multi-thread runtime can migrate: a connection keeps the ring it started
+//! on.
+//!
+//! Ownership (the part that must be right): the kernel may write into a
+//! buffer until the completion arrives, even after the connection's future
+//! is dropped. So every buffer in flight is owned by the ring's operation
+//! table, not by the connection; a dropped connection turns its operations
+//! into orphans (freed when their completion arrives) and queues an
+//! `ASYNC_CANCEL` for each. Receives take a buffer from a pool the kernel
+//! picks from only when bytes arrive (a provided-buffer ring), so an idle
+//! connection pins no receive buffer; the bytes are copied to the
+//! connection's own buffer and the pool buffer goes back at once.
+//!
+//! TLS and HTTP/2 stay on epoll (`server::accept` only wraps cleartext
+//! HTTP/1 connections): rustls and h2 drive `AsyncRead`/`AsyncWrite` with
+//! many small calls, which this type supports for upgrades but would not
+//! speed up.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use bytes::BytesMut;
+use io_uring::types::BufRingEntry;
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::net::TcpStream;
+
+/// Submission queue entries (the completion queue gets twice as many).
+const ENTRIES: u32 = 1024;
+/// Buffers in the receive pool, and their size. A receive takes one only
+/// when bytes arrive and gives it back as soon as they are copied out, so
+/// the pool bounds receives completed at once, not connections.
+const POOL_BUFS: u16 = 256;
+const POOL_BUF_SIZE: usize = 4096;
+/// The provided-buffer group id of the pool.
+const GROUP: u16 = 0;
+/// A send copies at most this much (the caller writes the rest next).
+const SEND_MAX: usize = 256 * 1024;
+/// A receive's own buffer when the pool is empty.
+const FALLBACK_RECV: usize = 4096;
+/// The user data of entries whose completions nobody waits for.
+const UNWATCHED: u64 = u64::MAX;
+
+/// Whether io_uring can be used here: a ring with a receive pool can be
+/// set up. For `IoBackend::Uring` at start-up, so that a kernel that
+/// refuses io_uring (the `io_uring_disabled` sysctl, seccomp, an old
+/// kernel) is an error then, not a silent fallback.
+pub(crate) fn probe() -> io::Result<()> {
+    let uring = IoUring::new(8)?;
+    Pool::new(&uring).map(drop)
+}
+
+/// A buffer the kernel may use until its operation completes.
+enum Keep {
+    /// A receive from the pool (the buffer is the pool's).
+    None,
+    /// A receive into its own buffer (the pool was empty).
+    Recv(Vec<u8>),
+    /// The bytes of a send, and the time limit its linked timeout reads
+    /// when submitted.
+    Send(
+        #[expect(dead_code, reason = "held until the kernel is done with it")] Vec<u8>,
+        #[expect(dead_code, reason = "held until the kernel is done with it")]
+        Option<Box<types::Timespec>>,
+    ),
+}
+
+/// One operation in the table.
+enum Slot {
+    Free,
+    /// In flight; the connection waits.
+    Waiting {
+        waker: Waker,
+        keep: Keep,
+    },
+    /// Completed, not yet taken.
+    Done {
+        res: i32,
+        flags: u32,
+        keep: Keep,
+    },
+    /// In flight, its connection gone: freed by its completion.
+    Orphan {
+        #[expect(dead_code, reason = "held until the kernel is done with it")]
+        keep: Keep,
+    },
+}
+
+/// The receive pool: buffers and the ring through which the kernel is
+/// given them.
+struct Pool {
+    /// `POOL_BUFS` entries, page-aligned (the kernel's requirement).
+    entries: *mut BufRingEntry,
+    bufs: Box<[u8]>,
+    tail: u16,
+}
+
+// SAFETY: the pointer is to memory the pool owns; it is only used under
+// the ring's lock.
+unsafe impl Send for Pool {}
+
+impl Pool {
+    fn layout() -> std::alloc::Layout {
+        let size = POOL_BUFS as usize * std::mem::size_of::<BufRingEntry>();
+        std::alloc::Layout::from_size_align(size, 4096).expect("a valid layout")
+    }
+
+    fn new(uring: &IoUring) -> io::Result<Pool> {
+        // SAFETY: the layout has a non-zero size.
+        let entries = unsafe { std::alloc::alloc_zeroed(Self::layout()) }.cast::<BufRingEntry>();
+        if entries.is_null() {
+            return Err(io::ErrorKind::OutOfMemory.into());
+        }
+        let mut pool = Pool {
+            entries,
+            bufs: vec![0u8; POOL_BUFS as usize * POOL_BUF_SIZE].into_boxed_slice(),
+            tail: 0,
+        };
+        // SAFETY: the entries live until the ring is gone (see `State`'s
+        // drop: the memory is leaked if operations may still use it).
+        unsafe {
+            uring
+                .submitter()
+                .register_buf_ring_with_flags(entries as u64, POOL_BUFS, GROUP, 0)?;
+        }
+        for bid in 0..POOL_BUFS {
+            pool.give_back(bid);
+        }
+        Ok(pool)
+    }
+
+    fn buf(&self, bid: u16) -> &[u8] {
+        let at = bid as usize * POOL_BUF_SIZE;
+        &self.bufs[at..at + POOL_BUF_SIZE]
+    }
+
+    /// Hands buffer `bid` to the kernel again.
+    fn give_back(&mut self, bid: u16) {
+        let at = bid as usize * POOL_BUF_SIZE;
+        let addr = self.bufs[at..].as_ptr() as u64;
+        // SAFETY: the index is masked into the entries; the tail is the
+        // kernel-shared u16 that publishes the entry (written last, with
+        // release ordering).
+        unsafe {
+            let e = &mut *self.entries.add((self.tail & (POOL_BUFS - 1)) as usize);
+            e.set_addr(addr);
+            e.set_len(POOL_BUF_SIZE as u32);
+            e.set_bid(bid);
+            self.tail = self.tail.wrapping_add(1);
+            let tail = BufRingEntry::tail(self.entries).cast::<AtomicU16>();
+            (*tail).store(self.tail, Ordering::Release);
+        }
+    }
+}
+
+struct State {
+    uring: IoUring,
+    ops: Vec<Slot>,
+    free: Vec<u32>,
+    in_flight: usize,
+    /// Entries queued since the last submission.
+    queued: bool,
+    driver: Option<Waker>,
+    pool: Pool,
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        // The kernel cancels what is in flight when the ring closes, but
+        // not necessarily before this memory is freed: leak what it may
+        // still use. (Only a runtime shut down with connections open
+        // leaves operations in flight.)
+        if self.in_flight > 0 {
+            for slot in self.ops.drain(..) {
+                std::mem::forget(slot);
+            }
+            std::mem::forget(std::mem::take(&mut self.pool.bufs));
+        } else {
+            // SAFETY: allocated in `Pool::new` with this layout.
+            unsafe { std::alloc::dealloc(self.pool.entries.cast(), Pool::layout()) };
+        }
+    }
+}
+
+impl State {
+    fn push(&mut self, entry: squeue::Entry) {
+        // SAFETY: the buffers an entry points to are owned by its slot
+        // (or are the pool's) until its completion.
+        while unsafe { self.uring.submission().push(&entry) }.is_err() {
+            // The queue is full: submit now rather than wait for the tick.
+            if self.uring.submit().is_err() {
+                self.reap();
+            }
+        }
+        if !self.queued {
+            self.queued = true;
+            if let Some(w) = &self.driver {
+                w.wake_by_ref();
+            }
+        }
+    }
+
+    /// Starts `entry` (and `linked`, which must not be split from it by a
+    /// submission: room for both is made first).
+    fn start(
+        &mut self,
+        entry: squeue::Entry,
+        linked: Option<squeue::Entry>,
+        keep: Keep,
+        waker: &Waker,
+    ) -> u32 {
+        let slot = Slot::Waiting {
+            waker: waker.clone(),
+            keep,
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.ops[id as usize] = slot;
+                id
+            }
+            None => {
+                self.ops.push(slot);
+                (self.ops.len() - 1) as u32
+            }
+        };
+        self.in_flight += 1;
+        let entry = entry.user_data(id as u64);
+        let Some(linked) = linked else {
+            self.push(entry);
+            return id;
+        };
+        while {
+            let sq = self.uring.submission();
+            sq.capacity() - sq.len() < 2
+        } {
+            if self.uring.submit().is_err() {
+                self.reap();
+            }
+        }
+        self.push(entry.flags(squeue::Flags::IO_LINK));
+        self.push(linked.user_data(UNWATCHED));
+        id
+    }
+
+    fn release(&mut self, id: u32, flags: u32) {
+        self.ops[id as usize] = Slot::Free;
+        self.free.push(id);
+        if let Some(bid) = cqueue::buffer_select(flags) {
+            self.pool.give_back(bid);
+        }
+    }
+
+    /// Moves completions into their slots and wakes their connections.
+    fn reap(&mut self) {
+        let mut orphans = Vec::new();
+        for cqe in self.uring.completion() {
+            let ud = cqe.user_data();
+            if ud == UNWATCHED {
+                continue;
+            }
+            let (res, flags) = (cqe.result(), cqe.flags());
+            let slot = &mut self.ops[ud as usize];
+            match std::mem::replace(slot, Slot::Free) {
+                Slot::Waiting { waker, keep } => {
+                    *slot = Slot::Done { res, flags, keep };
+                    waker.wake();
+                }
+                Slot::Orphan { .. } => orphans.push((ud as u32, flags)),
+                other => *slot = other,
+            }
+            self.in_flight -= 1;
+        }
+        for (id, flags) in orphans {
+            self.release(id, flags);
+        }
+    }
+}
+
+/// A ring with its operation table and its registration with tokio.
+pub(crate) struct Ring {
+    /// Declared before `state`: deregistered before the ring's fd closes.
+    fd: AsyncFd<RingFd>,
+    state: Mutex<State>,
+    /// False once the driver task is gone (its runtime shut down).
+    alive: AtomicBool,
+}
+
+struct RingFd(RawFd);
+
+impl AsRawFd for RingFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Arc<Ring>>> = const { RefCell::new(None) };
+}
+
+impl Ring {
+    /// This thread's ring, made (and its driver spawned) on first use in
+    /// the current runtime. Must be called inside a tokio runtime.
+    pub(crate) fn current() -> io::Result<Arc<Ring>> {
+        CURRENT.with(|current| {
+            if let Some(ring) = &*current.borrow()
+                && ring.alive.load(Ordering::Acquire)
+            {
+                return Ok(ring.clone());
+            }
+            let ring = Arc::new(Ring::new()?);
+            tokio::spawn(drive(ring.clone()));
+            *current.borrow_mut() = Some(ring.clone());
+            Ok(ring)
+        })
+    }
+
+    fn new() -> io::Result<Ring> {
+        let uring = IoUring::builder().build(ENTRIES)?;
+        let pool = Pool::new(&uring)?;
+        // SAFETY: the ring's fd stays open while `fd` lives (`Ring`'s
+        // field order drops `fd` before the ring).
+        let fd = unsafe {
+            AsyncFd::register_with_interest(RingFd(uring.as_raw_fd()), Interest::READABLE)
+        }?;
+        Ok(Ring {
+            fd,
+            state: Mutex::new(State {
+                uring,
+                ops: Vec::new(),
+                free: Vec::new(),
+                in_flight: 0,
+                queued: false,
+                driver: None,
+                pool,
+            }),
+            alive: AtomicBool::new(true),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One turn of the driver: submit what was queued, hand out what
+    /// completed, then wait for either again.
+    fn poll_drive(&self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            {
+                let mut st = self.lock();
+                if st.queued {
+                    st.queued = false;
+                    if let Err(e) = st.uring.submit() {
+                        // EBUSY: completions must be reaped first; the
+                        // entries stay queued.
+                        st.queued = true;
+                        if e.raw_os_error() != Some(libc::EBUSY) {
+                            tracing::warn!(error = %e, "io_uring submit failed");
+                        }
+                    }
+                }
+                st.reap();
+                if !st.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    st.driver = Some(cx.waker().clone());
+                }
+                if st.queued {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+            }
+            match self.fd.poll_read_ready(cx) {
+                Poll::Ready(Ok(mut ready)) => {
+                    let mut st = self.lock();
+                    if st.uring.completion().is_empty() {
+                        ready.clear_ready();
+                    } else {
+                        st.reap();
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    tracing::warn!(error = %e, "io_uring readiness failed");
+                    return Poll::Pending;
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn start(&self, entry: squeue::Entry, keep: Keep, waker: &Waker) -> u32 {
+        self.lock().start(entry, None, keep, waker)
+    }
+
+    /// The result of operation `id`, once complete (then `id` is free);
+    /// `on_data` sees the bytes a receive brought.
+    fn poll_op(
+        &self,
+        id: u32,
+        cx: &mut Context<'_>,
+        on_data: impl FnOnce(&[u8]),
+    ) -> Poll<io::Result<usize>> {
+        let mut st = self.lock();
+        let slot = &mut st.ops[id as usize];
+        if let Slot::Waiting { waker, .. } = slot {
+            if !waker.will_wake(cx.waker()) {
+                *waker = cx.waker().clone();
+            }
+            return Poll::Pending;
+        }
+        let Slot::Done { res, flags, keep } = std::mem::replace(slot, Slot::Free) else {
+            return Poll::Ready(Err(io::Error::other("io_uring operation lost")));
+        };
+        if res > 0 {
+            let n = res as usize;
+            match (cqueue::buffer_select(flags), &keep) {
+                (Some(bid), _) => on_data(&st.pool.buf(bid)[..n]),
+                (None, Keep::Recv(b)) => on_data(&b[..n]),
+                _ => {}
+            }
+        }
+        st.release(id, flags);
+        Poll::Ready(if res < 0 {
+            Err(io::Error::from_raw_os_error(-res))
+        } else {
+            Ok(res as usize)
+        })
+    }
+
+    /// Gives up operation `id`: its buffer stays with the ring until the
+    /// kernel is done with it.
+    fn cancel(&self, id: u32) {
+        let mut st = self.lock();
+        match std::mem::replace(&mut st.ops[id as usize], Slot::Free) {
+            Slot::Waiting { keep, .. } => {
+                st.ops[id as usize] = Slot::Orphan { keep };
+                let cancel = opcode::AsyncCancel::new(id as u64).build();
+                st.push(cancel.user_data(UNWATCHED));
+            }
+            Slot::Done { flags, .. } => st.release(id, flags),
+            other => st.ops[id as usize] = other,
+        }
+    }
+}
+
+/// The driver task: lives as long as its runtime.
+async fn drive(ring: Arc<Ring>) {
+    struct Alive(Arc<Ring>);
+    impl Drop for Alive {
+        fn drop(&mut self) {
+            self.0.alive.store(false, Ordering::Release);
+        }
+    }
+    let alive = Alive(ring);
+    std::future::poll_fn(|cx| alive.0.poll_drive(cx)).await
+}
+
+/// A TCP connection whose bytes go through this thread's ring.
+pub struct UringStream {
+    tcp: TcpStream,
+    ring: Arc<Ring>,
+    read: Option<u32>,
+    write: Option<u32>,
+    /// Received, not yet read (a reader with less room than a receive
+    /// brought).
+    pending: BytesMut,
+}
+
+impl std::fmt::Debug for UringStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringStream")
+            .field("tcp", &self.tcp)
+            .finish()
+    }
+}
+
+impl UringStream {
+    /// `tcp` on this thread's ring.
+    pub(crate) fn new(tcp: TcpStream) -> Result<Self, (TcpStream, io::Error)> {
+        match Ring::current() {
+            Ok(ring) => Ok(UringStream {
+                tcp,
+                ring,
+                read: None,
+                write: None,
+                pending: BytesMut::new(),
+            }),
+            Err(e) => Err((tcp, e)),
+        }
+    }
+
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    /// Gives up what is in flight and returns the socket.
+    pub(crate) fn into_tcp(mut self) -> TcpStream {
+        self.cancel_all();
+        // `Drop` would have nothing left to do: take the fields apart.
+        let mut this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is not used again, and each field is dropped or
+        // moved out exactly once.
+        unsafe {
+            std::ptr::drop_in_place(&mut this.pending);
+            std::ptr::drop_in_place(&mut this.ring);
+            std::ptr::read(&this.tcp)
+        }
+    }
+
+    fn cancel_all(&mut self) {
+        for id in [self.read.take(), self.write.take()].into_iter().flatten() {
+            self.ring.cancel(id);
+        }
+    }
+
+    /// Receives into `sink` (the bytes of one receive, possibly several
+    /// calls' worth); `Ok(0)` is the end of the stream. Cancel-safe: a
+    /// receive in flight stays in flight for the next call.
+    pub(crate) fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut sink: impl FnMut(&[u8]),
+    ) -> Poll<io::Result<usize>> {
+        if !self.pending.is_empty() {
+            let pending = std::mem::take(&mut self.pending);
+            sink(&pending);
+            return Poll::Ready(Ok(pending.len()));
+        }
+        loop {
+            let Some(id) = self.read else {
+                let fd = types::Fd(self.tcp.as_raw_fd());
+                let recv = opcode::Recv::new(fd, std::ptr::null_mut(), POOL_BUF_SIZE as u32)
+                    .buf_group(GROUP)
+                    .build()
+                    .flags(squeue::Flags::BUFFER_SELECT);
+                self.read = Some(self.ring.start(recv, Keep::None, cx.waker()));
+                return Poll::Pending;
+            };
+            let r = std::task::ready!(self.ring.poll_op(id, cx, &mut sink));
+            self.read = None;
+            match r {
+                // The pool is empty: this receive brings its own buffer.
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    let mut buf = Vec::with_capacity(FALLBACK_RECV);
+                    let fd = types::Fd(self.tcp.as_raw_fd());
+                    let recv = opcode::Recv::new(fd, buf.as_mut_ptr(), FALLBACK_RECV as u32);
+                    // SAFETY: the kernel initialises what it reports.
+                    unsafe { buf.set_len(FALLBACK_RECV) };
+                    let id = self.ring.start(recv.build(), Keep::Recv(buf), cx.waker());
+                    self.read = Some(id);
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) => {}
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+
+    /// `AsyncRead`: what does not fit waits for the next read.
+    pub(crate) fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut rest = BytesMut::new();
+        let r = self.poll_recv(cx, |data| {
+            let n = data.len().min(buf.remaining());
+            buf.put_slice(&data[..n]);
+            rest.extend_from_slice(&data[n..]);
+        });
+        if !rest.is_empty() {
+            self.pending = rest;
+        }
+        r.map_ok(drop)
+    }
+
+    /// Sends some of `bufs`. The first call copies them and starts the
+    /// send; a later call returns how much of that copy went out (callers
+    /// retry with the same bytes, as `AsyncWrite` requires). With a
+    /// `timeout`, the kernel gives up the send after it (an error of kind
+    /// `TimedOut`): a linked timeout, so that no tokio timer is armed and
+    /// disarmed for every write.
+    pub(crate) fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+        timeout: Option<std::time::Duration>,
+    ) -> Poll<io::Result<usize>> {
+        if let Some(id) = self.write {
+            let r = std::task::ready!(self.ring.poll_op(id, cx, |_| {}));
+            self.write = None;
+            return Poll::Ready(match r {
+                Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {
+                    Err(io::ErrorKind::TimedOut.into())
+                }
+                other => other,
+            });
+        }
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let mut data = Vec::with_capacity(total.min(SEND_MAX));
+        for b in bufs {
+            let room = SEND_MAX - data.len();
+            data.extend_from_slice(&b[..b.len().min(room)]);
+            if data.len() == SEND_MAX {
+                break;
+            }
+        }
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let fd = types::Fd(self.tcp.as_raw_fd());
+        let send = opcode::Send::new(fd, data.as_ptr(), data.len() as u32)
+            .flags(libc::MSG_NOSIGNAL)
+            .build();
+        let limit = timeout.map(|t| Box::new(types::Timespec::from(t)));
+        let linked = limit
+            .as_deref()
+            .map(|t| opcode::LinkTimeout::new(t).build());
+        let keep = Keep::Send(data, limit);
+        let id = self.ring.lock().start(send, linked, keep, cx.waker());
+        self.write = Some(id);
+        Poll::Pending
+    }
+}
+
+impl Drop for UringStream {
+    fn drop(&mut self) {
+        self.cancel_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_answers() {
+        // Either io_uring works here or the error says why; never a panic.
+        match probe() {
+            Ok(()) => {}
+            Err(e) => eprintln!("io_uring unavailable: {e}"),
+        }
+    }
+}
