@@ -445,12 +445,20 @@ mod tests {
     /// (the server frees it after a quiet spell); data arriving does.
     #[tokio::test]
     async fn waiting_for_input_takes_no_buffer() {
+        waiting_takes_no_buffer_on(IoBackend::Epoll).await;
+        #[cfg(target_os = "linux")]
+        if IoBackend::Uring.check().is_ok() {
+            waiting_takes_no_buffer_on(IoBackend::Uring).await;
+        }
+    }
+
+    async fn waiting_takes_no_buffer_on(io: IoBackend) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut peer = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (ours, _) = listener.accept().await.unwrap();
-        let mut ours = Transport::from(ours);
+        let mut ours = Transport::plain(ours, io);
         let wait = Duration::from_secs(5);
         for request in [&b"GET /a"[..], b"GET /b"] {
             tokio::io::AsyncWriteExt::write_all(&mut peer, request)

@@ -446,7 +446,11 @@ impl Ring {
     }
 
     /// Gives up operation `id`: its buffer stays with the ring until the
-    /// kernel is done with it.
+    /// kernel is done with it. Submits at once (not at the tick's end), so
+    /// that the operation has its reference to the socket before the
+    /// caller closes the fd: a queued entry would otherwise act on
+    /// whatever socket gets the fd number next. (And its cancellation is
+    /// matched before the slot's id can be reused.)
     fn cancel(&self, id: u32) {
         let mut st = self.lock();
         match std::mem::replace(&mut st.ops[id as usize], Slot::Free) {
@@ -454,6 +458,13 @@ impl Ring {
                 st.ops[id as usize] = Slot::Orphan { keep };
                 let cancel = opcode::AsyncCancel::new(id as u64).build();
                 st.push(cancel.user_data(UNWATCHED));
+                for _ in 0..8 {
+                    match st.uring.submit() {
+                        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => st.reap(),
+                        _ if !st.uring.submission().is_empty() => {}
+                        _ => break,
+                    }
+                }
             }
             Slot::Done { flags, .. } => st.release(id, flags),
             other => st.ops[id as usize] = other,
