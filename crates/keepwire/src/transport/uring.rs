@@ -34,7 +34,7 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -299,19 +299,13 @@ impl State {
 
 /// A ring with its operation table and its registration with tokio.
 pub(crate) struct Ring {
-    /// Declared before `state`: deregistered before the ring's fd closes.
-    fd: AsyncFd<RingFd>,
+    /// The eventfd the kernel signals when completions (or, with deferred
+    /// task work, work that makes them) are waiting; registered with
+    /// tokio.
+    fd: AsyncFd<std::os::fd::OwnedFd>,
     state: Mutex<State>,
     /// False once the driver task is gone (its runtime shut down).
     alive: AtomicBool,
-}
-
-struct RingFd(RawFd);
-
-impl AsRawFd for RingFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0
-    }
 }
 
 thread_local! {
@@ -336,13 +330,34 @@ impl Ring {
     }
 
     fn new() -> io::Result<Ring> {
-        let uring = IoUring::builder().build(ENTRIES)?;
+        // On a current-thread runtime the ring is only ever entered from
+        // this thread, so the kernel may defer completion work until we
+        // ask for it (one `io_uring_enter` both submits and runs it),
+        // instead of interrupting the thread for each completion. A
+        // multi-thread runtime's tasks migrate: no deferral there.
+        let single = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+        let uring = match single {
+            true => IoUring::builder()
+                .setup_single_issuer()
+                .setup_defer_taskrun()
+                .setup_taskrun_flag()
+                .build(ENTRIES)
+                // Kernels before 6.1 lack the flags.
+                .or_else(|_| IoUring::new(ENTRIES))?,
+            false => IoUring::new(ENTRIES)?,
+        };
         let pool = Pool::new(&uring)?;
-        // SAFETY: the ring's fd stays open while `fd` lives (`Ring`'s
-        // field order drops `fd` before the ring).
-        let fd = unsafe {
-            AsyncFd::register_with_interest(RingFd(uring.as_raw_fd()), Interest::READABLE)
-        }?;
+        // SAFETY: a plain eventfd call; the result is checked.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if efd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `efd` is a new fd that nothing else owns.
+        let efd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(efd) };
+        uring.submitter().register_eventfd(efd.as_raw_fd())?;
+        // SAFETY: `efd` is owned by the `AsyncFd` and closes with it.
+        let fd = unsafe { AsyncFd::register_with_interest(efd, Interest::READABLE) }?;
         Ok(Ring {
             fd,
             state: Mutex::new(State {
@@ -390,12 +405,13 @@ impl Ring {
             }
             match self.fd.poll_read_ready(cx) {
                 Poll::Ready(Ok(mut ready)) => {
+                    // Run deferred work (an enter with GETEVENTS: `submit`
+                    // adds it when the kernel flags work waiting), then take
+                    // what completed. The eventfd is never read: tokio's
+                    // edge-triggered registration reports each new signal.
                     let mut st = self.lock();
-                    if st.uring.completion().is_empty() {
-                        ready.clear_ready();
-                    } else {
-                        st.reap();
-                    }
+                    ready.clear_ready();
+                    st.queued = true;
                 }
                 Poll::Ready(Err(e)) => {
                     tracing::warn!(error = %e, "io_uring readiness failed");
