@@ -175,6 +175,43 @@ async fn dropping_connections_mid_read_and_mid_write_cancels_their_operations() 
     assert_eq!(&buf, b"ping");
 }
 
+/// More receives complete at once than the ring's pool has buffers (256):
+/// the ones left without a buffer retry with their own, and every
+/// connection still reads exactly its bytes.
+#[tokio::test]
+async fn more_receives_at_once_than_pool_buffers_still_arrive() {
+    if skip() {
+        return;
+    }
+    let mut conns = Vec::new();
+    for _ in 0..300 {
+        let (mut ours, peer) = pair().await;
+        // A receive in flight (the read is dropped; the receive stays).
+        let mut buf = [0u8; 8];
+        let read = tokio::time::timeout(Duration::from_millis(1), ours.read(&mut buf)).await;
+        assert!(read.is_err());
+        conns.push((ours, peer));
+    }
+    for (i, (_, peer)) in conns.iter_mut().enumerate() {
+        peer.write_all(format!("conn{i:04}").as_bytes())
+            .await
+            .unwrap();
+    }
+    // Let every receive complete before any is read.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (i, (ours, _)) in conns.iter_mut().enumerate() {
+        let mut got = [0u8; 8];
+        within(
+            "a receive after the pool ran dry",
+            WAIT,
+            ours.read_exact(&mut got),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got, *format!("conn{i:04}").as_bytes());
+    }
+}
+
 /// A multi-thread runtime: connections start on one worker's ring and may
 /// be polled on another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

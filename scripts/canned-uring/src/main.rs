@@ -40,15 +40,23 @@ struct Conn {
 
 fn response(is1k: bool, mode: u8) -> Vec<u8> {
     let conn = ["", "Connection: close\r\n", "Connection: keep-alive\r\n"][mode as usize];
-    let body: Vec<u8> = if is1k { vec![b'x'; 1024] } else { b"Hello, world!".to_vec() };
-    let mut v = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n{conn}\r\n", body.len())
-        .into_bytes();
+    let body: Vec<u8> = if is1k {
+        vec![b'x'; 1024]
+    } else {
+        b"Hello, world!".to_vec()
+    };
+    let mut v = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n{conn}\r\n",
+        body.len()
+    )
+    .into_bytes();
     v.extend_from_slice(&body);
     v
 }
 
 fn has_ci(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// Appends the responses to the complete requests at the front of `data`;
@@ -62,7 +70,13 @@ fn answer(data: &[u8], resps: &[[Vec<u8>; 3]; 2], out: &mut Vec<u8>) -> (usize, 
         let line = &head[..line_end];
         let http10 = line.ends_with(b"HTTP/1.0\r");
         let close = has_ci(head, b"connection: close") || (http10 && !has_ci(head, b"keep-alive"));
-        let mode = if close { 1 } else if http10 { 2 } else { 0 };
+        let mode = if close {
+            1
+        } else if http10 {
+            2
+        } else {
+            0
+        };
         out.extend_from_slice(&resps[line.starts_with(b"GET /1k ") as usize][mode]);
         if close {
             return (at, true);
@@ -99,11 +113,19 @@ fn close(ring: &mut IoUring, fd: i32, c: &mut Conn) {
     (c.have, c.sent, c.close_after, c.nodelay) = (0, 0, false, false);
     c.out.clear();
     c.next.clear();
-    push(ring, opcode::Close::new(types::Fd(fd)).build().user_data((fd as u64) << 2 | CLOSE));
+    push(
+        ring,
+        opcode::Close::new(types::Fd(fd))
+            .build()
+            .user_data((fd as u64) << 2 | CLOSE),
+    );
 }
 
 fn main() {
-    let port: u16 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(18083);
+    let port: u16 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(18083);
     let resps = [false, true].map(|is1k| [0, 1, 2].map(|m| response(is1k, m)));
     let lfd = listen_on(port);
     let mut builder = IoUring::builder();
@@ -116,8 +138,12 @@ fn main() {
         }
         _ => {}
     }
-    let mut ring = builder.build(4096).expect("io_uring_setup (is io_uring enabled?)");
-    let accept = opcode::AcceptMulti::new(types::Fd(lfd)).build().user_data(ACCEPT);
+    let mut ring = builder
+        .build(4096)
+        .expect("io_uring_setup (is io_uring enabled?)");
+    let accept = opcode::AcceptMulti::new(types::Fd(lfd))
+        .build()
+        .user_data(ACCEPT);
     push(&mut ring, accept.clone());
     eprintln!("canned-uring listening on http://127.0.0.1:{port}");
     let mut conns: Vec<Conn> = Vec::new();
@@ -125,11 +151,16 @@ fn main() {
     loop {
         match ring.submit_and_wait(1) {
             Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) || e.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(e)
+                if e.raw_os_error() == Some(libc::EINTR)
+                    || e.raw_os_error() == Some(libc::EBUSY) => {}
             Err(e) => panic!("io_uring_enter: {e}"),
         }
         done.clear();
-        done.extend(ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+        done.extend(
+            ring.completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
         for &(data, res, flags) in &done {
             if data == ACCEPT {
                 if res >= 0 {

@@ -88,9 +88,11 @@ pub enum Transport {
     Tcp(TcpStream),
     /// TLS (rustls) on TCP, either side of the handshake.
     Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
-    /// Cleartext TCP through io_uring ([`IoBackend::Uring`]).
+    /// Cleartext TCP through io_uring ([`IoBackend::Uring`]). Boxed: inline
+    /// it would make every connection's future larger, epoll's included
+    /// (R5.6: idle memory).
     #[cfg(target_os = "linux")]
-    Uring(UringStream),
+    Uring(Box<UringStream>),
 }
 
 /// What a TLS handshake agreed on.
@@ -154,7 +156,7 @@ impl Transport {
             IoBackend::Uring => {
                 let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
                 match UringStream::new(stream) {
-                    Ok(s) => Transport::Uring(s),
+                    Ok(s) => Transport::Uring(Box::new(s)),
                     Err((stream, e)) => {
                         tracing::warn!(fd, error = %e, "io_uring unavailable: this connection uses epoll");
                         Transport::Tcp(stream)
@@ -339,7 +341,7 @@ impl Transport {
         match self {
             Transport::Tcp(s) => s,
             #[cfg(target_os = "linux")]
-            Transport::Uring(s) => s.into_tcp(),
+            Transport::Uring(s) => (*s).into_tcp(),
             Transport::Tls(s) => match *s {
                 tokio_rustls::TlsStream::Server(t) => t.into_inner().0,
                 tokio_rustls::TlsStream::Client(t) => t.into_inner().0,

@@ -181,6 +181,8 @@ struct State {
     in_flight: usize,
     /// Entries queued since the last submission.
     queued: bool,
+    /// The kernel defers completion work until we enter the ring.
+    deferred: bool,
     driver: Option<Waker>,
     pool: Pool,
 }
@@ -337,15 +339,20 @@ impl Ring {
         // multi-thread runtime's tasks migrate: no deferral there.
         let single = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
-        let uring = match single {
+        let deferring = match single {
             true => IoUring::builder()
                 .setup_single_issuer()
                 .setup_defer_taskrun()
                 .setup_taskrun_flag()
                 .build(ENTRIES)
-                // Kernels before 6.1 lack the flags.
-                .or_else(|_| IoUring::new(ENTRIES))?,
-            false => IoUring::new(ENTRIES)?,
+                .ok(),
+            false => None,
+        };
+        // Kernels before 6.1 lack the flags.
+        let single = deferring.is_some();
+        let uring = match deferring {
+            Some(uring) => uring,
+            None => IoUring::new(ENTRIES)?,
         };
         let pool = Pool::new(&uring)?;
         // SAFETY: a plain eventfd call; the result is checked.
@@ -366,6 +373,7 @@ impl Ring {
                 free: Vec::new(),
                 in_flight: 0,
                 queued: false,
+                deferred: single,
                 driver: None,
                 pool,
             }),
@@ -380,25 +388,32 @@ impl Ring {
     /// One turn of the driver: submit what was queued, hand out what
     /// completed, then wait for either again.
     fn poll_drive(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut rounds = 0;
         loop {
             {
                 let mut st = self.lock();
-                if st.queued {
+                // Deferred completion work the last enter left (the kernel
+                // runs a bounded amount per enter, and signals the eventfd
+                // only when the list was empty) counts as queued.
+                if st.queued || st.uring.submission().taskrun() {
                     st.queued = false;
-                    if let Err(e) = st.uring.submit() {
-                        // EBUSY: completions must be reaped first; the
-                        // entries stay queued.
-                        st.queued = true;
-                        if e.raw_os_error() != Some(libc::EBUSY) {
-                            tracing::warn!(error = %e, "io_uring submit failed");
-                        }
+                    match st.uring.submit() {
+                        // Completions must be reaped first; the entries
+                        // stay queued.
+                        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => st.queued = true,
+                        Err(e) => tracing::warn!(error = %e, "io_uring submit failed"),
+                        Ok(_) => {}
                     }
                 }
                 st.reap();
                 if !st.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     st.driver = Some(cx.waker().clone());
                 }
-                if st.queued {
+                if st.queued || st.uring.submission().taskrun() {
+                    rounds += 1;
+                    if rounds < 16 {
+                        continue;
+                    }
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
@@ -411,7 +426,9 @@ impl Ring {
                     // edge-triggered registration reports each new signal.
                     let mut st = self.lock();
                     ready.clear_ready();
-                    st.queued = true;
+                    // (Without deferral, completions are already in the
+                    // queue: reaping needs no enter.)
+                    st.queued |= st.deferred;
                 }
                 Poll::Ready(Err(e)) => {
                     tracing::warn!(error = %e, "io_uring readiness failed");
