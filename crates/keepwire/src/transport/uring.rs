@@ -273,10 +273,31 @@ impl State {
         }
     }
 
-    /// Moves completions into their slots and wakes their connections.
-    fn reap(&mut self) {
+    /// Submits what is queued and, with deferral, runs the completion
+    /// work waiting (GETEVENTS, without waiting for any).
+    fn enter(&mut self) -> io::Result<usize> {
+        if !self.deferred {
+            return self.uring.submit();
+        }
+        let queued = self.uring.submission().len() as u32;
+        // IORING_ENTER_GETEVENTS (the crate keeps its constants private).
+        let flags = 1;
+        // SAFETY: no argument; the queued entries are synced (each push's
+        // queue handle syncs the tail when dropped).
+        unsafe {
+            self.uring
+                .submitter()
+                .enter::<libc::sigset_t>(queued, 0, flags, None)
+        }
+    }
+
+    /// Moves completions into their slots and wakes their connections;
+    /// returns how many arrived.
+    fn reap(&mut self) -> usize {
         let mut orphans = Vec::new();
+        let mut reaped = 0;
         for cqe in self.uring.completion() {
+            reaped += 1;
             let ud = cqe.user_data();
             if ud == UNWATCHED {
                 continue;
@@ -296,6 +317,7 @@ impl State {
         for (id, flags) in orphans {
             self.release(id, flags);
         }
+        reaped
     }
 }
 
@@ -392,12 +414,9 @@ impl Ring {
         loop {
             {
                 let mut st = self.lock();
-                // Deferred completion work the last enter left (the kernel
-                // runs a bounded amount per enter, and signals the eventfd
-                // only when the list was empty) counts as queued.
-                if st.queued || st.uring.submission().taskrun() {
+                if st.queued {
                     st.queued = false;
-                    match st.uring.submit() {
+                    match st.enter() {
                         // Completions must be reaped first; the entries
                         // stay queued.
                         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => st.queued = true,
@@ -405,11 +424,16 @@ impl Ring {
                         Ok(_) => {}
                     }
                 }
-                st.reap();
+                // Deferred work the kernel did not run in that enter (it
+                // runs a bounded batch, and signals the eventfd again only
+                // once its list was empty): enter again while completions
+                // keep coming.
+                let reaped = st.reap();
+                st.queued |= st.deferred && reaped > 0;
                 if !st.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     st.driver = Some(cx.waker().clone());
                 }
-                if st.queued || st.uring.submission().taskrun() {
+                if st.queued {
                     rounds += 1;
                     if rounds < 16 {
                         continue;
@@ -493,7 +517,9 @@ impl Ring {
                 st.push(cancel.user_data(UNWATCHED));
                 for _ in 0..8 {
                     match st.uring.submit() {
-                        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => st.reap(),
+                        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                            st.reap();
+                        }
                         _ if !st.uring.submission().is_empty() => {}
                         _ => break,
                     }
