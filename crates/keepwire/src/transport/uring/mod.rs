@@ -35,26 +35,22 @@
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
-use io_uring::types::BufRingEntry;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::net::TcpStream;
 
+mod pool;
+
+use pool::{GROUP, POOL_BUF_SIZE, Pool};
+
 /// Submission queue entries (the completion queue gets twice as many).
 const ENTRIES: u32 = 1024;
-/// Buffers in the receive pool, and their size. A receive takes one only
-/// when bytes arrive and gives it back as soon as they are copied out, so
-/// the pool bounds receives completed at once, not connections.
-const POOL_BUFS: u16 = 256;
-const POOL_BUF_SIZE: usize = 4096;
-/// The provided-buffer group id of the pool.
-const GROUP: u16 = 0;
 /// A send copies at most this much (the caller writes the rest next).
 const SEND_MAX: usize = 256 * 1024;
 /// A receive's own buffer when the pool is empty.
@@ -107,73 +103,6 @@ enum Slot {
     },
 }
 
-/// The receive pool: buffers and the ring through which the kernel is
-/// given them.
-struct Pool {
-    /// `POOL_BUFS` entries, page-aligned (the kernel's requirement).
-    entries: *mut BufRingEntry,
-    bufs: Box<[u8]>,
-    tail: u16,
-}
-
-// SAFETY: the pointer is to memory the pool owns; it is only used under
-// the ring's lock.
-unsafe impl Send for Pool {}
-
-impl Pool {
-    fn layout() -> std::alloc::Layout {
-        let size = POOL_BUFS as usize * std::mem::size_of::<BufRingEntry>();
-        std::alloc::Layout::from_size_align(size, 4096).expect("a valid layout")
-    }
-
-    fn new(uring: &IoUring) -> io::Result<Pool> {
-        // SAFETY: the layout has a non-zero size.
-        let entries = unsafe { std::alloc::alloc_zeroed(Self::layout()) }.cast::<BufRingEntry>();
-        if entries.is_null() {
-            return Err(io::ErrorKind::OutOfMemory.into());
-        }
-        let mut pool = Pool {
-            entries,
-            bufs: vec![0u8; POOL_BUFS as usize * POOL_BUF_SIZE].into_boxed_slice(),
-            tail: 0,
-        };
-        // SAFETY: the entries live until the ring is gone (see `State`'s
-        // drop: the memory is leaked if operations may still use it).
-        unsafe {
-            uring
-                .submitter()
-                .register_buf_ring_with_flags(entries as u64, POOL_BUFS, GROUP, 0)?;
-        }
-        for bid in 0..POOL_BUFS {
-            pool.give_back(bid);
-        }
-        Ok(pool)
-    }
-
-    fn buf(&self, bid: u16) -> &[u8] {
-        let at = bid as usize * POOL_BUF_SIZE;
-        &self.bufs[at..at + POOL_BUF_SIZE]
-    }
-
-    /// Hands buffer `bid` to the kernel again.
-    fn give_back(&mut self, bid: u16) {
-        let at = bid as usize * POOL_BUF_SIZE;
-        let addr = self.bufs[at..].as_ptr() as u64;
-        // SAFETY: the index is masked into the entries; the tail is the
-        // kernel-shared u16 that publishes the entry (written last, with
-        // release ordering).
-        unsafe {
-            let e = &mut *self.entries.add((self.tail & (POOL_BUFS - 1)) as usize);
-            e.set_addr(addr);
-            e.set_len(POOL_BUF_SIZE as u32);
-            e.set_bid(bid);
-            self.tail = self.tail.wrapping_add(1);
-            let tail = BufRingEntry::tail(self.entries).cast::<AtomicU16>();
-            (*tail).store(self.tail, Ordering::Release);
-        }
-    }
-}
-
 struct State {
     uring: IoUring,
     ops: Vec<Slot>,
@@ -197,10 +126,9 @@ impl Drop for State {
             for slot in self.ops.drain(..) {
                 std::mem::forget(slot);
             }
-            std::mem::forget(std::mem::take(&mut self.pool.bufs));
+            self.pool.leak();
         } else {
-            // SAFETY: allocated in `Pool::new` with this layout.
-            unsafe { std::alloc::dealloc(self.pool.entries.cast(), Pool::layout()) };
+            self.pool.free();
         }
     }
 }
@@ -713,19 +641,5 @@ impl UringStream {
 impl Drop for UringStream {
     fn drop(&mut self) {
         self.cancel_all();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_probe_answers() {
-        // Either io_uring works here or the error says why; never a panic.
-        match probe() {
-            Ok(()) => {}
-            Err(e) => eprintln!("io_uring unavailable: {e}"),
-        }
     }
 }
