@@ -88,6 +88,10 @@ pub struct ProxyArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// I/O backend of cleartext HTTP/1 client connections: epoll or uring
+    /// (Linux io_uring; TLS and HTTP/2 stay on epoll).
+    #[arg(long, default_value = "epoll")]
+    io: keepwire::transport::IoBackend,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long)]
     admin: Option<SocketAddr>,
@@ -266,6 +270,7 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
         server_cfg.idle_timeout = args.idle_timeout;
         server_cfg.pipeline_depth = args.pipeline_depth.max(1);
         server_cfg.tls = tls;
+        server_cfg.io = args.io;
         let scheme = if server_cfg.tls.is_some() {
             "https"
         } else {

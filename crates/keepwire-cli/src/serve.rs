@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// I/O backend of cleartext HTTP/1 client connections: epoll or uring
+    /// (Linux io_uring; TLS and HTTP/2 stay on epoll).
+    #[arg(long, default_value = "epoll")]
+    io: keepwire::transport::IoBackend,
     /// Idle keep-alive timeout (`75`, `75s`, `500ms`).
     #[arg(long, default_value = "75s", value_parser = parse_duration)]
     idle_timeout: Duration,
@@ -152,6 +156,7 @@ async fn serve(args: ServeArgs, app: App) -> Result<(), String> {
     config.limits.max_body_bytes = Some(args.max_body);
     let (tls, self_signed) = args.tls.server_config()?;
     config.tls = tls;
+    config.io = args.io;
     config.listen.reuse_port = args.reuse_port;
     let mut builder = Server::builder().config(config);
     for addr in &args.listen {

@@ -433,3 +433,30 @@ fn trace_is_405_by_default_and_its_echo_never_carries_credentials() {
         "{body}"
     );
 }
+
+/// `--io uring` serves the same answers as epoll (where the kernel allows
+/// io_uring; elsewhere the error names it); an unknown backend is refused.
+#[test]
+fn io_uring_backend_serves_the_same_answers() {
+    if let Err(e) = keepwire::transport::IoBackend::Uring.check() {
+        let out = Command::new(env!("CARGO_BIN_EXE_keepwire"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--io", "uring"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "started without io_uring ({e})");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("io_uring"));
+        return;
+    }
+    let s = serve(&["--respond", "pong", "--io", "uring"]);
+    for _ in 0..3 {
+        let r = get(s.addr, "/x", "");
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert!(r.ends_with("\r\n\r\npong\n"), "{r}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_keepwire"))
+        .args(["serve", "--io", "kqueue"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("epoll or uring"));
+}

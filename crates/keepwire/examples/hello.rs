@@ -19,6 +19,9 @@ struct Args {
     /// Worker threads (1 = current-thread runtime).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// I/O backend: epoll or uring (Linux io_uring).
+    #[arg(long, default_value = "epoll")]
+    io: keepwire::transport::IoBackend,
 }
 
 static HELLO: &[u8] = b"Hello, world!";
@@ -56,6 +59,7 @@ fn main() -> std::io::Result<()> {
                 c.max_requests = None;
                 c.max_connections = 100_000;
                 c.max_connections_per_ip = 100_000;
+                c.io = args.io;
             })
             .bind()?;
         server

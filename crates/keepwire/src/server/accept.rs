@@ -94,13 +94,13 @@ pub(super) fn start_connection(
                     let (reason, requests) = Box::pin(serve).await;
                     return h2_closed(&shared, info, reason, requests);
                 }
-                FirstBytes::Http1 => stream.into(),
+                FirstBytes::Http1 => Transport::plain(stream, shared.config.io),
                 FirstBytes::Gone(reason) => {
                     shared.metrics.closed(reason, 0);
                     return;
                 }
             },
-            None => stream.into(),
+            None => Transport::plain(stream, shared.config.io),
         };
         conn::serve(stream, peer, local, id, slot, handler, stop).await;
     }

@@ -210,6 +210,10 @@ pub struct Config {
     /// (and `close_notify` before the TCP close). Offer what you want served
     /// in the config's `alpn_protocols`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How cleartext HTTP/1 connections talk to the kernel: epoll (the
+    /// default) or io_uring (Linux). TLS and HTTP/2 connections always use
+    /// epoll. `Builder::bind` fails if the backend cannot run here.
+    pub io: crate::transport::IoBackend,
 }
 
 impl Default for Config {
@@ -235,6 +239,7 @@ impl Default for Config {
             http2: true,
             http2_max_streams: 128,
             tls: None,
+            io: Default::default(),
         }
     }
 }
@@ -273,6 +278,7 @@ impl Builder {
                 "no listen address given",
             ));
         }
+        self.config.io.check()?;
         let listeners = self
             .addrs
             .iter()

@@ -42,11 +42,28 @@ pub async fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> b
     .await
 }
 
+/// The I/O backend the tests' servers use: `KEEPWIRE_TEST_IO=uring` runs
+/// them on io_uring (scripts/test runs the server's tests once with each).
+pub fn test_io() -> keepwire::transport::IoBackend {
+    match std::env::var("KEEPWIRE_TEST_IO") {
+        Ok(v) => v.parse().expect("KEEPWIRE_TEST_IO: epoll or uring"),
+        Err(_) => Default::default(),
+    }
+}
+
+/// `configure`, then the backend [`test_io`] names.
+fn on_test_io(configure: impl FnOnce(&mut Config)) -> impl FnOnce(&mut Config) {
+    |c: &mut Config| {
+        configure(c);
+        c.io = test_io();
+    }
+}
+
 /// Binds a server on 127.0.0.1:0 with `configure` applied and spawns it.
 pub fn serve(configure: impl FnOnce(&mut Config), handler: impl Handler) -> ServerHandle {
     Server::builder()
         .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .configure(configure)
+        .configure(on_test_io(configure))
         .bind()
         .expect("bind 127.0.0.1:0")
         .spawn(handler)
@@ -60,7 +77,7 @@ pub fn serve_with_metrics(
 ) -> (ServerHandle, impl Fn() -> String + Send + Sync + 'static) {
     let server = Server::builder()
         .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .configure(configure)
+        .configure(on_test_io(configure))
         .bind()
         .expect("bind 127.0.0.1:0");
     let render = server.metrics_source();

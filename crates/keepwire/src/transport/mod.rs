@@ -1,4 +1,6 @@
-//! The byte stream under an HTTP/1 connection: plain TCP, or TLS over TCP.
+//! The byte stream under an HTTP/1 connection: plain TCP, or TLS over TCP;
+//! plain TCP either through epoll or (Linux, [`IoBackend::Uring`]) through
+//! io_uring.
 //!
 //! The HTTP/1 drivers (server connection, client pool) are written once
 //! against this type, so persistence, pipelining, timeouts and lingering
@@ -22,6 +24,63 @@ use tokio::net::TcpStream;
 
 use crate::net::{FIRST_READ, READ_CHUNK};
 
+#[cfg(target_os = "linux")]
+mod uring;
+#[cfg(target_os = "linux")]
+pub use uring::UringStream;
+
+/// How a server talks to the kernel about its cleartext HTTP/1
+/// connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IoBackend {
+    /// Readiness through tokio's reactor (epoll), then `recv`/`send`.
+    #[default]
+    Epoll,
+    /// Receives and sends queued on an io_uring per thread, submitted
+    /// together once per scheduler tick (Linux only). TLS and HTTP/2
+    /// connections stay on epoll.
+    Uring,
+}
+
+impl IoBackend {
+    /// Checks that this backend can run here: for `Uring`, that the kernel
+    /// lets this process set up an io_uring. An error says why (to fail at
+    /// start-up rather than fall back silently).
+    pub fn check(self) -> io::Result<()> {
+        match self {
+            IoBackend::Epoll => Ok(()),
+            #[cfg(target_os = "linux")]
+            IoBackend::Uring => uring::probe().map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "io_uring is not available ({e}): check the kernel.io_uring_disabled \
+                         sysctl and any seccomp filter, or use the epoll backend"
+                    ),
+                )
+            }),
+            #[cfg(not(target_os = "linux"))]
+            IoBackend::Uring => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "io_uring exists only on Linux: use the epoll backend",
+            )),
+        }
+    }
+}
+
+impl std::str::FromStr for IoBackend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "epoll" => Ok(IoBackend::Epoll),
+            "uring" | "io_uring" | "io-uring" => Ok(IoBackend::Uring),
+            other => Err(format!("unknown I/O backend {other:?} (epoll or uring)")),
+        }
+    }
+}
+
 /// A connection's byte stream.
 #[derive(Debug)]
 pub enum Transport {
@@ -29,6 +88,11 @@ pub enum Transport {
     Tcp(TcpStream),
     /// TLS (rustls) on TCP, either side of the handshake.
     Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+    /// Cleartext TCP through io_uring ([`IoBackend::Uring`]). Boxed: inline
+    /// it would make every connection's future larger, epoll's included
+    /// (R5.6: idle memory).
+    #[cfg(target_os = "linux")]
+    Uring(Box<UringStream>),
 }
 
 /// What a TLS handshake agreed on.
@@ -83,11 +147,33 @@ impl From<tokio_rustls::client::TlsStream<TcpStream>> for Transport {
 }
 
 impl Transport {
+    /// Cleartext TCP on `io`: a server's accepted connection. Falls back
+    /// to epoll (with a warning) only if this thread cannot set up its
+    /// ring, which [`IoBackend::check`] at start-up makes unlikely.
+    pub fn plain(stream: TcpStream, io: IoBackend) -> Self {
+        match io {
+            #[cfg(target_os = "linux")]
+            IoBackend::Uring => {
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+                match UringStream::new(stream) {
+                    Ok(s) => Transport::Uring(Box::new(s)),
+                    Err((stream, e)) => {
+                        tracing::warn!(fd, error = %e, "io_uring unavailable: this connection uses epoll");
+                        Transport::Tcp(stream)
+                    }
+                }
+            }
+            _ => Transport::Tcp(stream),
+        }
+    }
+
     /// The TCP socket underneath.
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Transport::Tcp(s) => s,
             Transport::Tls(s) => s.get_ref().0,
+            #[cfg(target_os = "linux")]
+            Transport::Uring(s) => s.tcp(),
         }
     }
 
@@ -99,16 +185,16 @@ impl Transport {
     /// What TLS agreed on; `None` for TCP.
     pub fn tls_info(&self) -> Option<TlsInfo> {
         match self {
-            Transport::Tcp(_) => None,
             Transport::Tls(s) => Some(TlsInfo::of(s.get_ref().1)),
+            _ => None,
         }
     }
 
     /// The application protocol TLS agreed on (ALPN), if any.
     pub fn alpn(&self) -> Option<&[u8]> {
         match self {
-            Transport::Tcp(_) => None,
             Transport::Tls(s) => s.get_ref().1.alpn_protocol(),
+            _ => None,
         }
     }
 
@@ -124,9 +210,21 @@ impl Transport {
         // waiting (R5.6: idle connections should cost next to nothing).
         // (TLS may hold decrypted bytes the socket does not show, so it
         // always gets its room.)
-        let Transport::Tcp(s) = self else {
-            make_room(buf);
-            return tokio_util::io::poll_read_buf(Pin::new(self), cx, buf);
+        let s = match self {
+            Transport::Tcp(s) => s,
+            // io_uring: room is made only when bytes arrived (they wait in
+            // the ring's pool until then).
+            #[cfg(target_os = "linux")]
+            Transport::Uring(s) => {
+                return s.poll_recv(cx, |data| {
+                    make_room(buf);
+                    buf.extend_from_slice(data);
+                });
+            }
+            Transport::Tls(_) => {
+                make_room(buf);
+                return tokio_util::io::poll_read_buf(Pin::new(self), cx, buf);
+            }
         };
         loop {
             std::task::ready!(s.poll_read_ready(cx))?;
@@ -171,15 +269,22 @@ impl Transport {
         bufs: &[io::IoSlice<'_>],
         timeout: Duration,
     ) -> io::Result<usize> {
+        // io_uring: the kernel bounds the send (a linked timeout), so the
+        // wait needs no timer here.
+        #[cfg(target_os = "linux")]
+        if let Transport::Uring(s) = self {
+            return match std::future::poll_fn(|cx| s.poll_send(cx, bufs, Some(timeout))).await {
+                Ok(0) => Err(io::ErrorKind::WriteZero.into()),
+                other => other,
+            };
+        }
         let first = match self {
             // The plain write first: no waker, no task budget.
             Transport::Tcp(s) => match s.try_write_vectored(bufs) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
                 other => Poll::Ready(other),
             },
-            Transport::Tls(_) => {
-                Pin::new(&mut *self).poll_write_vectored(&mut noop_context(), bufs)
-            }
+            _ => Pin::new(&mut *self).poll_write_vectored(&mut noop_context(), bufs),
         };
         let written = match first {
             Poll::Ready(r) => r,
@@ -235,6 +340,8 @@ impl Transport {
         let _ = self.flush_timed(timeout).await;
         match self {
             Transport::Tcp(s) => s,
+            #[cfg(target_os = "linux")]
+            Transport::Uring(s) => (*s).into_tcp(),
             Transport::Tls(s) => match *s {
                 tokio_rustls::TlsStream::Server(t) => t.into_inner().0,
                 tokio_rustls::TlsStream::Client(t) => t.into_inner().0,
@@ -268,6 +375,8 @@ impl AsyncRead for Transport {
         match self.get_mut() {
             Transport::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+            #[cfg(target_os = "linux")]
+            Transport::Uring(s) => s.poll_read(cx, buf),
         }
     }
 }
@@ -281,6 +390,8 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+            #[cfg(target_os = "linux")]
+            Transport::Uring(s) => s.poll_send(cx, &[io::IoSlice::new(buf)], None),
         }
     }
 
@@ -292,6 +403,8 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Transport::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+            #[cfg(target_os = "linux")]
+            Transport::Uring(s) => s.poll_send(cx, bufs, None),
         }
     }
 
@@ -299,6 +412,8 @@ impl AsyncWrite for Transport {
         match self {
             Transport::Tcp(s) => s.is_write_vectored(),
             Transport::Tls(s) => s.is_write_vectored(),
+            #[cfg(target_os = "linux")]
+            Transport::Uring(_) => true,
         }
     }
 
@@ -306,6 +421,9 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Tcp(s) => Pin::new(s).poll_flush(cx),
             Transport::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+            // Nothing is buffered: a send that returned is out.
+            #[cfg(target_os = "linux")]
+            Transport::Uring(_) => Poll::Ready(Ok(())),
         }
     }
 
@@ -313,6 +431,10 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Transport::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+            #[cfg(target_os = "linux")]
+            Transport::Uring(s) => {
+                Poll::Ready(socket2::SockRef::from(s.tcp()).shutdown(std::net::Shutdown::Write))
+            }
         }
     }
 }
@@ -325,12 +447,20 @@ mod tests {
     /// (the server frees it after a quiet spell); data arriving does.
     #[tokio::test]
     async fn waiting_for_input_takes_no_buffer() {
+        waiting_takes_no_buffer_on(IoBackend::Epoll).await;
+        #[cfg(target_os = "linux")]
+        if IoBackend::Uring.check().is_ok() {
+            waiting_takes_no_buffer_on(IoBackend::Uring).await;
+        }
+    }
+
+    async fn waiting_takes_no_buffer_on(io: IoBackend) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut peer = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (ours, _) = listener.accept().await.unwrap();
-        let mut ours = Transport::from(ours);
+        let mut ours = Transport::plain(ours, io);
         let wait = Duration::from_secs(5);
         for request in [&b"GET /a"[..], b"GET /b"] {
             tokio::io::AsyncWriteExt::write_all(&mut peer, request)
