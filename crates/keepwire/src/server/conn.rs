@@ -147,6 +147,22 @@ struct Driver {
     peer_eof: bool,
     /// Hands the connection to the handler after a 101 / CONNECT 2xx.
     upgrade_tx: Option<oneshot::Sender<Upgraded>>,
+    /// Where TCP_NODELAY stands (set lazily: see [`NoDelay`]).
+    nodelay: NoDelay,
+}
+
+/// TCP_NODELAY is set before a connection's second write, not at accept
+/// (nginx sets it when a connection turns keep-alive): Nagle holds a small
+/// write back only while earlier data is unacknowledged, which a first
+/// write never has, so a one-response connection saves the `setsockopt`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NoDelay {
+    /// Nothing written yet.
+    FirstWrite,
+    /// One write done: set it before the next.
+    SecondWrite,
+    /// Set (or TLS, which set it before its handshake).
+    Set,
 }
 
 /// Serves one HTTP/1 connection. Not an `async fn`: one keeps its
@@ -175,6 +191,7 @@ pub(crate) fn serve(
     config.max_requests = cfg.max_requests;
     config.proxy_connection = cfg.proxy_connection;
     let conn = Conn::new(Role::Server, config);
+    let stream_is_tls = stream.is_tls();
     let mut d = Driver {
         stream,
         conn,
@@ -196,6 +213,11 @@ pub(crate) fn serve(
         timed_out: false,
         peer_eof: false,
         upgrade_tx: None,
+        nodelay: if stream_is_tls {
+            NoDelay::Set
+        } else {
+            NoDelay::FirstWrite
+        },
     };
     async move {
         let reason = d.run(stop).await;
@@ -222,6 +244,8 @@ pub(crate) fn serve(
             // The slot moves into the tunnel.
             CloseReason::Upgraded => {
                 if let Some(tx) = d.upgrade_tx.take() {
+                    // The tunnel writes as it pleases: no Nagle there.
+                    d.set_nodelay();
                     let read_buf = d.conn.take_read_buffer();
                     let _ = tx.send(Upgraded::holding(d.stream, read_buf, slot.into_tunnel()));
                 }
@@ -299,11 +323,19 @@ impl Driver {
                 self.release_buffers();
             }
             self.mark_idle(quiet);
+            // The timer is (re)armed only when the select below polls it,
+            // i.e. when nothing ahead of it is ready: a request already in
+            // the socket then arms none. Arming a timer earlier than any
+            // other wakes the runtime's driver (an `eventfd` write), which
+            // a new connection would otherwise pay on its first turn.
             let deadline = self.deadline();
-            if deadline != timer_at {
-                timer.as_mut().reset(deadline);
-                timer_at = deadline;
-            }
+            let timer_due = std::future::poll_fn(|cx| {
+                if deadline != timer_at {
+                    timer.as_mut().reset(deadline);
+                    timer_at = deadline;
+                }
+                timer.as_mut().poll(cx)
+            });
             let wants_read =
                 self.conn.wants_read() && self.body.stalled.is_none() && self.failed.is_none();
             let wake = tokio::select! {
@@ -333,7 +365,7 @@ impl Driver {
                     }
                     Wake::Progress
                 }
-                _ = &mut timer => Wake::Timer,
+                _ = timer_due => Wake::Timer,
                 _ = stop.wait_for(|v| *v), if !self.stopping => Wake::Stop,
             };
             match wake {
@@ -553,12 +585,24 @@ impl Driver {
 }
 
 /// No input is waiting in the socket (a plain close would not send RST).
+///
+/// Asked of tokio's readiness first, which costs no syscall (nginx asks
+/// its `rev->ready` the same way): the driver's last short read told
+/// tokio the socket was drained, so "not readable" means nothing arrived
+/// since that the event loop has seen. Only a readable socket is peeked
+/// at, and one that holds just the peer's FIN is drained too: a close then
+/// resets nothing.
 fn socket_drained(stream: &TcpStream) -> bool {
+    let cx = &mut Context::from_waker(Waker::noop());
+    if stream.poll_read_ready(cx).is_pending() {
+        return true;
+    }
     let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-    matches!(
-        socket2::SockRef::from(stream).peek(&mut byte),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock
-    )
+    match socket2::SockRef::from(stream).peek(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+    }
 }
 
 /// Resolves when the front handler is done; drives the others meanwhile

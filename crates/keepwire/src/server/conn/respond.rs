@@ -14,7 +14,7 @@ use http::{Response, StatusCode, Version};
 use http_body::Body as _;
 use keepwire_proto::{BodyLength, ResponseHead};
 
-use super::{COPY_BODY_MAX, Driver, OUT_HIGH_WATER};
+use super::{COPY_BODY_MAX, Driver, NoDelay, OUT_HIGH_WATER};
 use crate::body::{Body, BodyError};
 use crate::metrics::CloseReason;
 
@@ -250,6 +250,7 @@ impl Driver {
         let timeout = self.shared.config.write_timeout;
         let mut result = Ok(());
         while !self.out.is_empty() && result.is_ok() {
+            self.before_write();
             let buf = [io::IoSlice::new(&self.out)];
             match self.stream.write_timed(&buf, timeout).await {
                 Ok(n) => self.out.advance(n),
@@ -266,10 +267,29 @@ impl Driver {
     /// One write (at once if the socket has room), bounded by the write
     /// timeout.
     async fn write(&mut self, bufs: &[io::IoSlice<'_>]) -> Result<usize, CloseReason> {
+        self.before_write();
         let timeout = self.shared.config.write_timeout;
         match self.stream.write_timed(bufs, timeout).await {
             Ok(n) => Ok(n),
             Err(e) => Err(self.write_failed(e)),
+        }
+    }
+
+    /// Counts a write and sets TCP_NODELAY before the second
+    /// ([`NoDelay`](super::NoDelay)).
+    fn before_write(&mut self) {
+        match self.nodelay {
+            NoDelay::FirstWrite => self.nodelay = NoDelay::SecondWrite,
+            NoDelay::SecondWrite => self.set_nodelay(),
+            NoDelay::Set => {}
+        }
+    }
+
+    /// Sets TCP_NODELAY now if it is not set yet.
+    pub(super) fn set_nodelay(&mut self) {
+        if self.nodelay != NoDelay::Set {
+            let _ = crate::net::tune_stream(self.stream.tcp());
+            self.nodelay = NoDelay::Set;
         }
     }
 
