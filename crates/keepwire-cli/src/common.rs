@@ -1,5 +1,5 @@
-//! What every long-running subcommand shares: logging, the allocator, the
-//! runtime, the admin (metrics) listener and the shutdown signal.
+//! What every long-running subcommand shares: logging, the runtime, the
+//! admin (metrics) listener and the shutdown signal.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,14 +9,6 @@ use keepwire::server::ServerHandle;
 use keepwire::{Body, Server};
 
 use keepwire_lab::site::{status, with_type};
-
-/// mimalloc for the whole binary: with glibc's malloc, allocation was a
-/// quarter of the server's user-space instructions per request (2 KiB read
-/// buffers miss glibc's thread cache; tokio's 128-byte-aligned task cells
-/// go through `memalign`); mimalloc takes 13–16 % off per request and per
-/// connection (docs/BENCHMARKS.md, "Issue 16, server hot path").
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// `75` (seconds), or a humantime duration such as `75s` or `500ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -21,13 +21,6 @@ struct Args {
     threads: usize,
 }
 
-/// mimalloc, as the `keepwire` binary uses: glibc's malloc was a quarter of the
-/// user-space instructions per request (its 2 KiB read buffers miss the
-/// thread cache; tokio's 128-byte-aligned task cells go through
-/// `memalign`). See docs/BENCHMARKS.md, "Issue 16, server hot path".
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 static HELLO: &[u8] = b"Hello, world!";
 static ONE_K: [u8; 1024] = [b'x'; 1024];
 
