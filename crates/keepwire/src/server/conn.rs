@@ -74,23 +74,46 @@ async fn linger(stream: TcpStream, shared: &Shared) {
 
 /// A request whose response is not written yet.
 struct Slot {
-    fut: Option<ResponseFuture>,
-    ready: Option<Response<Body>>,
-    /// Read but not handed to the handler yet (it waits behind a barrier).
-    waiting: Option<super::Incoming>,
+    state: SlotState,
     /// Non-idempotent: its handler runs alone (R7.4, R8.3).
     barrier: bool,
 }
 
+/// Where a pipelined request stands. One of three, not three options:
+/// the pipeline's buffer is allocated again each time a connection turns
+/// busy (R5.6 frees it when idle), and every request moves through it.
+enum SlotState {
+    /// Read but not handed to the handler yet (it waits behind a barrier).
+    /// Boxed: rare, and inline the request head would make every slot
+    /// twice as large.
+    Waiting(Box<super::Incoming>),
+    /// The handler runs.
+    Running(ResponseFuture),
+    /// The response, not written yet.
+    Ready(Response<Body>),
+}
+
 impl Slot {
+    /// Drives the handler; whether the response is ready.
     fn poll(&mut self, cx: &mut Context<'_>) -> bool {
-        if let Some(fut) = &mut self.fut
+        if let SlotState::Running(fut) = &mut self.state
             && let Poll::Ready(resp) = fut.as_mut().poll(cx)
         {
-            self.ready = Some(resp);
-            self.fut = None;
+            self.state = SlotState::Ready(resp);
         }
-        self.ready.is_some()
+        self.is_ready()
+    }
+
+    fn is_ready(&self) -> bool {
+        matches!(self.state, SlotState::Ready(_))
+    }
+
+    /// The response, if it is ready.
+    fn into_ready(self) -> Option<Response<Body>> {
+        match self.state {
+            SlotState::Ready(resp) => Some(resp),
+            _ => None,
+        }
     }
 }
 
@@ -341,7 +364,7 @@ impl Driver {
             let wake = tokio::select! {
                 biased;
                 r = self.stream.read_available(self.conn.read_buffer()), if wants_read => Wake::Read(r),
-                _ = poll_pipeline(&mut self.pipeline), if self.pipeline.front().is_some_and(|s| s.ready.is_none()) => Wake::Progress,
+                _ = poll_pipeline(&mut self.pipeline), if self.pipeline.front().is_some_and(|s| !s.is_ready()) => Wake::Progress,
                 frame = std::future::poll_fn(|cx| match self.streaming.as_mut() {
                     Some(s) => Pin::new(&mut s.body).poll_frame(cx),
                     None => Poll::Pending,
@@ -468,9 +491,7 @@ impl Driver {
                     // response already under way; then we close (R10.1).
                     if let (Some(status), Some(slot)) = (e.status_hint(), self.pipeline.back_mut())
                     {
-                        slot.fut = None;
-                        slot.waiting = None;
-                        slot.ready = Some(error_response(status));
+                        slot.state = SlotState::Ready(error_response(status));
                     }
                     self.failed = Some(Failure::Quiet);
                     return true;
@@ -540,13 +561,7 @@ impl Driver {
             info: Some(self.info),
             on_upgrade,
         };
-        self.pipeline.push_back(Slot {
-            fut: None,
-            ready: None,
-            waiting: Some(req),
-            barrier,
-        });
-        self.start_handlers();
+        self.start_handlers(Some((req, barrier)));
     }
 
     /// Hands waiting requests to the handler, in order, as far as the
@@ -555,19 +570,37 @@ impl Driver {
     /// written, and later ones wait until its own is: a proxy then sends it
     /// upstream alone and in order, as a client must (R7.4), and a failure
     /// cannot leave it unclear which requests were acted on.
-    fn start_handlers(&mut self) {
+    ///
+    /// A `new` request joins the pipeline's end by the same rule, started
+    /// at once when nothing holds it back (it then never waits in a slot:
+    /// the common case costs no box and no extra moves of the request).
+    fn start_handlers(&mut self, new: Option<(super::Incoming, bool)>) {
         let mut blocked = self.streaming.as_ref().is_some_and(|s| s.barrier);
         let busy = self.streaming.is_some();
+        let mut held = false;
         for (i, slot) in self.pipeline.iter_mut().enumerate() {
-            if slot.waiting.is_some() {
+            if let SlotState::Waiting(_) = slot.state {
                 if blocked || (slot.barrier && (i > 0 || busy)) {
-                    return;
+                    held = true;
+                    break;
                 }
-                let req = slot.waiting.take().expect("checked");
-                slot.fut = Some(self.handler.call_incoming(req));
-                slot.poll(&mut Context::from_waker(Waker::noop()));
+                // A box of a zero-sized future: no allocation.
+                let running =
+                    SlotState::Running(Box::pin(std::future::pending::<Response<Body>>()));
+                if let SlotState::Waiting(req) = std::mem::replace(&mut slot.state, running) {
+                    slot.state = start(&*self.handler, *req);
+                }
             }
             blocked |= slot.barrier;
+        }
+        if let Some((req, barrier)) = new {
+            let i = self.pipeline.len();
+            let state = if held || blocked || (barrier && (i > 0 || busy)) {
+                SlotState::Waiting(Box::new(req))
+            } else {
+                start(&*self.handler, req)
+            };
+            self.pipeline.push_back(Slot { state, barrier });
         }
     }
 
@@ -581,6 +614,16 @@ impl Driver {
         } else {
             CloseReason::NotPersistent
         }
+    }
+}
+
+/// Hands a request to the handler and polls it once (most answer at
+/// once).
+fn start(handler: &dyn Handler, req: super::Incoming) -> SlotState {
+    let mut fut = handler.call_incoming(req);
+    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(resp) => SlotState::Ready(resp),
+        Poll::Pending => SlotState::Running(fut),
     }
 }
 

@@ -93,7 +93,7 @@ impl Driver {
                         progress = true;
                         self.streaming = None;
                         self.end_response()?;
-                        self.start_handlers();
+                        self.start_handlers(None);
                     }
                     Some(Err(e)) => {
                         // The peer must see a truncated message (R8.2):
@@ -114,7 +114,10 @@ impl Driver {
             let (resp, barrier) = self
                 .pipeline
                 .pop_front()
-                .and_then(|s| Some((s.ready?, s.barrier)))
+                .and_then(|s| {
+                    let barrier = s.barrier;
+                    Some((s.into_ready()?, barrier))
+                })
                 .expect("front slot is ready");
             progress = true;
             // The response is taken apart before any await: it then takes
@@ -134,7 +137,7 @@ impl Driver {
                 }
                 Started::Streaming => {}
             }
-            self.start_handlers();
+            self.start_handlers(None);
         }
     }
 
