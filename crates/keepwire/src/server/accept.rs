@@ -30,12 +30,12 @@ pub(super) async fn accept_any(
 ) -> io::Result<(TcpStream, SocketAddr, Option<SocketAddr>)> {
     std::future::poll_fn(|cx| {
         for (l, addr) in listeners {
-            if let Poll::Ready(r) = l.poll_accept(cx) {
+            if let std::task::Poll::Ready(r) = l.poll_accept(cx) {
                 let local = (!addr.ip().is_unspecified()).then_some(*addr);
-                return Poll::Ready(r.map(|(s, peer)| (s, peer, local)));
+                return std::task::Poll::Ready(r.map(|(s, peer)| (s, peer, local)));
             }
         }
-        Poll::Pending
+        std::task::Poll::Pending
     })
     .await
 }
