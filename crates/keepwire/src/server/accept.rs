@@ -9,6 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -56,7 +57,6 @@ pub(super) fn start_connection(
         let m = &shared.metrics;
         m.connections_accepted.fetch_add(1, Relaxed);
         let (slot, open, per_ip) = ConnSlot::open(&shared, peer.ip());
-        let _ = net::tune_stream(&stream);
         if open > shared.config.max_connections || per_ip > shared.config.max_connections_per_ip {
             Box::pin(conn::refuse(stream, &shared)).await;
             m.closed(CloseReason::Limit, 0);
@@ -71,6 +71,8 @@ pub(super) fn start_connection(
         };
         let stream: Transport = match shared.config.tls.clone() {
             Some(tls) => {
+                // The handshake's flights are small writes: no Nagle.
+                let _ = net::tune_stream(&stream);
                 let Some(tls) = Box::pin(handshake(stream, tls, id, &shared)).await else {
                     return;
                 };
@@ -86,6 +88,8 @@ pub(super) fn start_connection(
             }
             None if shared.config.http2 => match sniff(&stream, &shared, stop.clone()).await {
                 FirstBytes::Http2 => {
+                    // HTTP/1 sets TCP_NODELAY lazily (`conn`); HTTP/2 at once.
+                    let _ = net::tune_stream(&stream);
                     let info = info(&stream);
                     // Boxed: the HTTP/2 connection's state is large, and inline
                     // it would be part of every HTTP/1 connection's future
@@ -183,11 +187,20 @@ async fn sniff(stream: &TcpStream, shared: &Shared, mut stop: watch::Receiver<bo
     let mut buf = [0u8; PREFACE.len()];
     let mut pause = Duration::from_millis(1);
     loop {
-        let peeked = tokio::select! {
-            biased;
-            r = stream.peek(&mut buf) => r,
-            _ = stop.changed() => break FirstBytes::Http1,
-            _ = tokio::time::sleep_until(deadline) => break FirstBytes::Gone(CloseReason::IdleTimeout),
+        // Most clients write as soon as they connect: peek first, and arm
+        // the idle timer only if nothing is there yet (arming the earliest
+        // timer wakes the runtime's driver: an `eventfd` write).
+        let now = std::future::poll_fn(|cx| {
+            Poll::Ready(stream.poll_peek(cx, &mut tokio::io::ReadBuf::new(&mut buf)))
+        });
+        let peeked = match now.await {
+            Poll::Ready(r) => r,
+            Poll::Pending => tokio::select! {
+                biased;
+                r = stream.peek(&mut buf) => r,
+                _ = stop.changed() => break FirstBytes::Http1,
+                _ = tokio::time::sleep_until(deadline) => break FirstBytes::Gone(CloseReason::IdleTimeout),
+            },
         };
         match peeked {
             // The peer closed unused: the HTTP/1 driver reads the EOF.

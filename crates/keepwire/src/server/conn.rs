@@ -74,23 +74,46 @@ async fn linger(stream: TcpStream, shared: &Shared) {
 
 /// A request whose response is not written yet.
 struct Slot {
-    fut: Option<ResponseFuture>,
-    ready: Option<Response<Body>>,
-    /// Read but not handed to the handler yet (it waits behind a barrier).
-    waiting: Option<super::Incoming>,
+    state: SlotState,
     /// Non-idempotent: its handler runs alone (R7.4, R8.3).
     barrier: bool,
 }
 
+/// Where a pipelined request stands. One of three, not three options:
+/// the pipeline's buffer is allocated again each time a connection turns
+/// busy (R5.6 frees it when idle), and every request moves through it.
+enum SlotState {
+    /// Read but not handed to the handler yet (it waits behind a barrier).
+    /// Boxed: rare, and inline the request head would make every slot
+    /// twice as large.
+    Waiting(Box<super::Incoming>),
+    /// The handler runs.
+    Running(ResponseFuture),
+    /// The response, not written yet.
+    Ready(Response<Body>),
+}
+
 impl Slot {
+    /// Drives the handler; whether the response is ready.
     fn poll(&mut self, cx: &mut Context<'_>) -> bool {
-        if let Some(fut) = &mut self.fut
+        if let SlotState::Running(fut) = &mut self.state
             && let Poll::Ready(resp) = fut.as_mut().poll(cx)
         {
-            self.ready = Some(resp);
-            self.fut = None;
+            self.state = SlotState::Ready(resp);
         }
-        self.ready.is_some()
+        self.is_ready()
+    }
+
+    fn is_ready(&self) -> bool {
+        matches!(self.state, SlotState::Ready(_))
+    }
+
+    /// The response, if it is ready.
+    fn into_ready(self) -> Option<Response<Body>> {
+        match self.state {
+            SlotState::Ready(resp) => Some(resp),
+            _ => None,
+        }
     }
 }
 
@@ -147,6 +170,22 @@ struct Driver {
     peer_eof: bool,
     /// Hands the connection to the handler after a 101 / CONNECT 2xx.
     upgrade_tx: Option<oneshot::Sender<Upgraded>>,
+    /// Where TCP_NODELAY stands (set lazily: see [`NoDelay`]).
+    nodelay: NoDelay,
+}
+
+/// TCP_NODELAY is set before a connection's second write, not at accept
+/// (nginx sets it when a connection turns keep-alive): Nagle holds a small
+/// write back only while earlier data is unacknowledged, which a first
+/// write never has, so a one-response connection saves the `setsockopt`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NoDelay {
+    /// Nothing written yet.
+    FirstWrite,
+    /// One write done: set it before the next.
+    SecondWrite,
+    /// Set (or TLS, which set it before its handshake).
+    Set,
 }
 
 /// Serves one HTTP/1 connection. Not an `async fn`: one keeps its
@@ -175,6 +214,7 @@ pub(crate) fn serve(
     config.max_requests = cfg.max_requests;
     config.proxy_connection = cfg.proxy_connection;
     let conn = Conn::new(Role::Server, config);
+    let stream_is_tls = stream.is_tls();
     let mut d = Driver {
         stream,
         conn,
@@ -196,6 +236,11 @@ pub(crate) fn serve(
         timed_out: false,
         peer_eof: false,
         upgrade_tx: None,
+        nodelay: if stream_is_tls {
+            NoDelay::Set
+        } else {
+            NoDelay::FirstWrite
+        },
     };
     async move {
         let reason = d.run(stop).await;
@@ -222,6 +267,8 @@ pub(crate) fn serve(
             // The slot moves into the tunnel.
             CloseReason::Upgraded => {
                 if let Some(tx) = d.upgrade_tx.take() {
+                    // The tunnel writes as it pleases: no Nagle there.
+                    d.set_nodelay();
                     let read_buf = d.conn.take_read_buffer();
                     let _ = tx.send(Upgraded::holding(d.stream, read_buf, slot.into_tunnel()));
                 }
@@ -299,17 +346,25 @@ impl Driver {
                 self.release_buffers();
             }
             self.mark_idle(quiet);
+            // The timer is (re)armed only when the select below polls it,
+            // i.e. when nothing ahead of it is ready: a request already in
+            // the socket then arms none. Arming a timer earlier than any
+            // other wakes the runtime's driver (an `eventfd` write), which
+            // a new connection would otherwise pay on its first turn.
             let deadline = self.deadline();
-            if deadline != timer_at {
-                timer.as_mut().reset(deadline);
-                timer_at = deadline;
-            }
+            let timer_due = std::future::poll_fn(|cx| {
+                if deadline != timer_at {
+                    timer.as_mut().reset(deadline);
+                    timer_at = deadline;
+                }
+                timer.as_mut().poll(cx)
+            });
             let wants_read =
                 self.conn.wants_read() && self.body.stalled.is_none() && self.failed.is_none();
             let wake = tokio::select! {
                 biased;
                 r = self.stream.read_available(self.conn.read_buffer()), if wants_read => Wake::Read(r),
-                _ = poll_pipeline(&mut self.pipeline), if self.pipeline.front().is_some_and(|s| s.ready.is_none()) => Wake::Progress,
+                _ = poll_pipeline(&mut self.pipeline), if self.pipeline.front().is_some_and(|s| !s.is_ready()) => Wake::Progress,
                 frame = std::future::poll_fn(|cx| match self.streaming.as_mut() {
                     Some(s) => Pin::new(&mut s.body).poll_frame(cx),
                     None => Poll::Pending,
@@ -333,7 +388,7 @@ impl Driver {
                     }
                     Wake::Progress
                 }
-                _ = &mut timer => Wake::Timer,
+                _ = timer_due => Wake::Timer,
                 _ = stop.wait_for(|v| *v), if !self.stopping => Wake::Stop,
             };
             match wake {
@@ -436,9 +491,7 @@ impl Driver {
                     // response already under way; then we close (R10.1).
                     if let (Some(status), Some(slot)) = (e.status_hint(), self.pipeline.back_mut())
                     {
-                        slot.fut = None;
-                        slot.waiting = None;
-                        slot.ready = Some(error_response(status));
+                        slot.state = SlotState::Ready(error_response(status));
                     }
                     self.failed = Some(Failure::Quiet);
                     return true;
@@ -508,13 +561,7 @@ impl Driver {
             info: Some(self.info),
             on_upgrade,
         };
-        self.pipeline.push_back(Slot {
-            fut: None,
-            ready: None,
-            waiting: Some(req),
-            barrier,
-        });
-        self.start_handlers();
+        self.start_handlers(Some((req, barrier)));
     }
 
     /// Hands waiting requests to the handler, in order, as far as the
@@ -523,19 +570,37 @@ impl Driver {
     /// written, and later ones wait until its own is: a proxy then sends it
     /// upstream alone and in order, as a client must (R7.4), and a failure
     /// cannot leave it unclear which requests were acted on.
-    fn start_handlers(&mut self) {
+    ///
+    /// A `new` request joins the pipeline's end by the same rule, started
+    /// at once when nothing holds it back (it then never waits in a slot:
+    /// the common case costs no box and no extra moves of the request).
+    fn start_handlers(&mut self, new: Option<(super::Incoming, bool)>) {
         let mut blocked = self.streaming.as_ref().is_some_and(|s| s.barrier);
         let busy = self.streaming.is_some();
+        let mut held = false;
         for (i, slot) in self.pipeline.iter_mut().enumerate() {
-            if slot.waiting.is_some() {
+            if let SlotState::Waiting(_) = slot.state {
                 if blocked || (slot.barrier && (i > 0 || busy)) {
-                    return;
+                    held = true;
+                    break;
                 }
-                let req = slot.waiting.take().expect("checked");
-                slot.fut = Some(self.handler.call_incoming(req));
-                slot.poll(&mut Context::from_waker(Waker::noop()));
+                // A box of a zero-sized future: no allocation.
+                let running =
+                    SlotState::Running(Box::pin(std::future::pending::<Response<Body>>()));
+                if let SlotState::Waiting(req) = std::mem::replace(&mut slot.state, running) {
+                    slot.state = start(&*self.handler, *req);
+                }
             }
             blocked |= slot.barrier;
+        }
+        if let Some((req, barrier)) = new {
+            let i = self.pipeline.len();
+            let state = if held || blocked || (barrier && (i > 0 || busy)) {
+                SlotState::Waiting(Box::new(req))
+            } else {
+                start(&*self.handler, req)
+            };
+            self.pipeline.push_back(Slot { state, barrier });
         }
     }
 
@@ -552,13 +617,35 @@ impl Driver {
     }
 }
 
+/// Hands a request to the handler and polls it once (most answer at
+/// once).
+fn start(handler: &dyn Handler, req: super::Incoming) -> SlotState {
+    let mut fut = handler.call_incoming(req);
+    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(resp) => SlotState::Ready(resp),
+        Poll::Pending => SlotState::Running(fut),
+    }
+}
+
 /// No input is waiting in the socket (a plain close would not send RST).
+///
+/// Asked of tokio's readiness first, which costs no syscall (nginx asks
+/// its `rev->ready` the same way): the driver's last short read told
+/// tokio the socket was drained, so "not readable" means nothing arrived
+/// since that the event loop has seen. Only a readable socket is peeked
+/// at, and one that holds just the peer's FIN is drained too: a close then
+/// resets nothing.
 fn socket_drained(stream: &TcpStream) -> bool {
+    let cx = &mut Context::from_waker(Waker::noop());
+    if stream.poll_read_ready(cx).is_pending() {
+        return true;
+    }
     let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-    matches!(
-        socket2::SockRef::from(stream).peek(&mut byte),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock
-    )
+    match socket2::SockRef::from(stream).peek(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+    }
 }
 
 /// Resolves when the front handler is done; drives the others meanwhile
