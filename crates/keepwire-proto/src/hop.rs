@@ -131,9 +131,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, relay_upgrade: bool) {
         if name == UPGRADE {
             return !relay_upgrade;
         }
-        HOP_BY_HOP.contains(name)
-            || name == http::header::PROXY_AUTHORIZATION
-            || (names_others && named(headers, name))
+        fixed_hop(name) || (names_others && named(headers, name))
     };
     // The common case: the hop-by-hop fields come after every end-to-end
     // one (a server's `Connection: keep-alive` last). Removing the last
@@ -177,6 +175,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, relay_upgrade: bool) {
         if let Some((name, true)) = current.as_ref() {
             headers.append(name.clone(), value);
         }
+    }
+}
+
+/// In [`HOP_BY_HOP`], or `Proxy-Authorization`: told by the name's length
+/// first, as most field names are no hop-by-hop name's length.
+fn fixed_hop(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    match n.len() {
+        2 | 7 | 10 | 16 | 17 | 18 | 19 => {
+            HOP_BY_HOP.iter().any(|h| h.as_str() == n)
+                || n == http::header::PROXY_AUTHORIZATION.as_str()
+        }
+        _ => false,
     }
 }
 
@@ -300,6 +311,19 @@ mod tests {
         assert!(t.close && t.keep_alive && !t.upgrade);
         let t = ConnectionTokens::of(&map(&[("connection", "x-close, keepalive")]));
         assert_eq!(t, ConnectionTokens::default());
+    }
+
+    #[test]
+    fn fixed_hop_knows_every_fixed_name_and_no_other() {
+        for name in HOP_BY_HOP
+            .iter()
+            .chain([&http::header::PROXY_AUTHORIZATION])
+        {
+            assert!(fixed_hop(name), "{name}");
+        }
+        for name in ["host", "upgrade", "te-x", "trailers", "connection-x", "via"] {
+            assert!(!fixed_hop(&HeaderName::from_static(name)), "{name}");
+        }
     }
 
     #[test]
