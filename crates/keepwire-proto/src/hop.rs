@@ -117,16 +117,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, relay_upgrade: bool) {
     // Whether any `Connection` line names a field that no rule below
     // removes anyway (`Keep-Alive`, `Upgrade`): most messages have no
     // `Connection` line, or only `keep-alive`, and need no token compared
-    // against each field name.
-    let names_others = headers
-        .get_all(CONNECTION)
-        .iter()
-        .chain(&headers.get_all(PROXY_CONNECTION))
-        .any(|v| {
-            split_tokens(v.as_bytes()).any(|t| {
+    // against each field name. (One walk over the lines, no lookups.)
+    let names_others = headers.iter().any(|(name, v)| {
+        (name == CONNECTION || name == PROXY_CONNECTION)
+            && split_tokens(v.as_bytes()).any(|t| {
                 !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"upgrade")
             })
-        });
+    });
     let is_hop = |headers: &HeaderMap, name: &HeaderName| {
         if name == UPGRADE {
             return !relay_upgrade;

@@ -156,8 +156,10 @@ impl ClientConn {
         use std::task::Poll;
         let sent = |st: &Sending| state_after_write(st.written as usize);
         loop {
-            // An answer before the request is all out?
-            if !st.read_closed && st.written > 0 {
+            // An answer before the request is all out? (Once it is, the
+            // answer is read_head's to read.)
+            let all_out = st.body_done && self.out.is_empty();
+            if !st.read_closed && st.written > 0 && !all_out {
                 match self
                     .stream
                     .poll_read_available(cx, self.proto.read_buffer())
