@@ -262,6 +262,9 @@ fn build_headers(
     note: &mut impl FnMut(&HeaderName, &[u8]),
 ) -> Result<HeaderMap, Error> {
     let mut map = HeaderMap::with_capacity(fields.len());
+    if keep_case {
+        case.0.reserve_exact(fields.len());
+    }
     for f in fields {
         let (ns, ne) = (f.name.0 as usize, f.name.1 as usize);
         let (vs, ve) = (f.value.0 as usize, f.value.1 as usize);

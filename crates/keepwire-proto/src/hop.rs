@@ -105,38 +105,86 @@ impl ConnectionTokens {
 /// in [`HOP_BY_HOP`], `Proxy-Authorization`, and `Upgrade` unless
 /// `relay_upgrade` is set (the intermediary relays this upgrade, R9.1).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, relay_upgrade: bool) {
-    let mut named: Vec<HeaderName> = Vec::new();
-    for line in [CONNECTION, PROXY_CONNECTION] {
-        for value in headers.get_all(&line) {
-            for token in split_tokens(value.as_bytes()) {
-                if let Ok(name) = HeaderName::from_bytes(token) {
-                    named.push(name);
-                }
-            }
-        }
-    }
-    let is_hop = |name: &HeaderName| {
+    // Named by a `Connection` (or `Proxy-Connection`) token: compared as
+    // bytes, so a relayed message allocates nothing to learn it.
+    let named = |headers: &HeaderMap, name: &HeaderName| {
+        let lines = headers.get_all(CONNECTION);
+        let proxy_lines = headers.get_all(PROXY_CONNECTION);
+        lines.iter().chain(&proxy_lines).any(|value| {
+            split_tokens(value.as_bytes()).any(|t| t.eq_ignore_ascii_case(name.as_str().as_bytes()))
+        })
+    };
+    // Whether any `Connection` line names a field that no rule below
+    // removes anyway (`Keep-Alive`, `Upgrade`): most messages have no
+    // `Connection` line, or only `keep-alive`, and need no token compared
+    // against each field name. (One walk over the lines, no lookups.)
+    let names_others = headers.iter().any(|(name, v)| {
+        (name == CONNECTION || name == PROXY_CONNECTION)
+            && split_tokens(v.as_bytes()).any(|t| {
+                !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"upgrade")
+            })
+    });
+    let is_hop = |headers: &HeaderMap, name: &HeaderName| {
         if name == UPGRADE {
             return !relay_upgrade;
         }
-        HOP_BY_HOP.contains(name)
-            || name == http::header::PROXY_AUTHORIZATION
-            || named.contains(name)
+        fixed_hop(name) || (names_others && named(headers, name))
     };
-    if !headers.keys().any(is_hop) {
+    // The common case: the hop-by-hop fields come after every end-to-end
+    // one (a server's `Connection: keep-alive` last). Removing the last
+    // field moves nothing, so they go in place, from the end, and the rest
+    // keep their order.
+    let mut tail: [Option<HeaderName>; 4] = Default::default();
+    let (mut found, mut in_tail) = (0, true);
+    for name in headers.keys() {
+        if is_hop(headers, name) {
+            if found < tail.len() {
+                tail[found] = Some(name.clone());
+            }
+            found += 1;
+        } else if found > 0 {
+            in_tail = false;
+            break;
+        }
+    }
+    if found == 0 {
         return;
     }
-    // HeaderMap::remove swaps entries around; rebuild instead, so the
-    // end-to-end fields keep their order across the hop.
+    if in_tail && found <= tail.len() {
+        for name in tail[..found].iter().rev().flatten() {
+            headers.remove(name);
+        }
+        return;
+    }
+    // Elsewhere: HeaderMap::remove would move the last field into the
+    // hole, so rebuild, keeping the end-to-end fields' order across the
+    // hop. (What is hop-by-hop is decided on the old map, whose
+    // `Connection` lines still name fields.)
     let old = std::mem::replace(headers, HeaderMap::with_capacity(headers.len()));
-    let mut current: Option<HeaderName> = None;
+    let keep: Vec<bool> = old.keys().map(|n| !is_hop(&old, n)).collect();
+    let mut keys = keep.into_iter();
+    let mut current: Option<(HeaderName, bool)> = None;
     for (name, value) in old {
         if let Some(name) = name {
-            current = Some(name);
+            let kept = keys.next().unwrap_or(false);
+            current = Some((name, kept));
         }
-        if let Some(name) = current.as_ref().filter(|n| !is_hop(n)) {
+        if let Some((name, true)) = current.as_ref() {
             headers.append(name.clone(), value);
         }
+    }
+}
+
+/// In [`HOP_BY_HOP`], or `Proxy-Authorization`: told by the name's length
+/// first, as most field names are no hop-by-hop name's length.
+fn fixed_hop(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    match n.len() {
+        2 | 7 | 10 | 16 | 17 | 18 | 19 => {
+            HOP_BY_HOP.iter().any(|h| h.as_str() == n)
+                || n == http::header::PROXY_AUTHORIZATION.as_str()
+        }
+        _ => false,
     }
 }
 
@@ -260,6 +308,19 @@ mod tests {
         assert!(t.close && t.keep_alive && !t.upgrade);
         let t = ConnectionTokens::of(&map(&[("connection", "x-close, keepalive")]));
         assert_eq!(t, ConnectionTokens::default());
+    }
+
+    #[test]
+    fn fixed_hop_knows_every_fixed_name_and_no_other() {
+        for name in HOP_BY_HOP
+            .iter()
+            .chain([&http::header::PROXY_AUTHORIZATION])
+        {
+            assert!(fixed_hop(name), "{name}");
+        }
+        for name in ["host", "upgrade", "te-x", "trailers", "connection-x", "via"] {
+            assert!(!fixed_hop(&HeaderName::from_static(name)), "{name}");
+        }
     }
 
     #[test]

@@ -70,6 +70,78 @@ fn strip_keeps_end_to_end_order_and_repeats() {
 }
 
 #[test]
+fn strip_keeps_order_whether_hop_fields_trail_or_not() {
+    // (fields in, fields out): hop-by-hop fields after every end-to-end
+    // one are removed in place; anywhere else the map is rebuilt. Either
+    // way what remains keeps its order and its repeats.
+    type Fields = &'static [(&'static str, &'static str)];
+    let table: &[(Fields, Fields)] = &[
+        // A server's usual response head: the hop fields last.
+        (
+            &[
+                ("server", "nginx"),
+                ("date", "d"),
+                ("content-type", "text/plain"),
+                ("content-length", "13"),
+                ("connection", "keep-alive"),
+                ("keep-alive", "timeout=5"),
+            ],
+            &[
+                ("server", "nginx"),
+                ("date", "d"),
+                ("content-type", "text/plain"),
+                ("content-length", "13"),
+            ],
+        ),
+        // Trailing, repeated, and named by Connection.
+        (
+            &[
+                ("x-a", "1"),
+                ("x-b", "1"),
+                ("x-a", "2"),
+                ("connection", "x-named"),
+                ("x-named", "1"),
+                ("connection", "close"),
+                ("x-named", "2"),
+            ],
+            &[("x-a", "1"), ("x-a", "2"), ("x-b", "1")],
+        ),
+        // More trailing hop fields than are removed in place.
+        (
+            &[
+                ("x-a", "1"),
+                ("connection", "x-1, x-2"),
+                ("x-1", "1"),
+                ("x-2", "1"),
+                ("keep-alive", "timeout=5"),
+                ("te", "trailers"),
+                ("x-b", "last"),
+            ],
+            &[("x-a", "1"), ("x-b", "last")],
+        ),
+        (
+            &[
+                ("x-a", "1"),
+                ("x-b", "2"),
+                ("connection", "x-1, x-2, x-3"),
+                ("x-1", "1"),
+                ("x-2", "1"),
+                ("x-3", "1"),
+                ("keep-alive", "timeout=5"),
+            ],
+            &[("x-a", "1"), ("x-b", "2")],
+        ),
+        // Only hop fields.
+        (&[("connection", "close")], &[]),
+    ];
+    for (fields, want) in table {
+        let mut h = header_map(fields);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(lines(&h), owned(want), "{fields:?}");
+    }
+}
+
+#[test]
 fn strip_without_hop_fields_changes_nothing() {
     let fields = [
         ("host", "a"),

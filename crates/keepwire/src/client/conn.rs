@@ -156,8 +156,10 @@ impl ClientConn {
         use std::task::Poll;
         let sent = |st: &Sending| state_after_write(st.written as usize);
         loop {
-            // An answer before the request is all out?
-            if !st.read_closed && st.written > 0 {
+            // An answer before the request is all out? (Once it is, the
+            // answer is read_head's to read.)
+            let all_out = st.body_done && self.out.is_empty();
+            if !st.read_closed && st.written > 0 && !all_out {
                 match self
                     .stream
                     .poll_read_available(cx, self.proto.read_buffer())
@@ -396,14 +398,49 @@ impl ClientConn {
         }
     }
 
-    /// Drops idle buffers (pooled connections should be cheap).
-    pub(crate) fn release_buffers(&mut self) {
-        self.proto.release_buffers();
-        if self.out.is_empty() {
-            self.out = BytesMut::new();
+    /// Takes the buffers off a connection going idle (pooled connections
+    /// should be cheap), for the pool to lend to the next one that works:
+    /// `None` for a buffer still holding bytes (it stays) or grown past
+    /// what is worth keeping (it is freed).
+    pub(crate) fn take_buffers(&mut self) -> Buffers {
+        // (Proto's own release would also drop its queue of requests in
+        // flight, a few dozen bytes that every request would allocate again.)
+        let read = self.proto.read_buffer();
+        let read = read.is_empty().then(|| std::mem::take(read));
+        let out = self.out.is_empty().then(|| std::mem::take(&mut self.out));
+        Buffers {
+            read: read.filter(|b| b.capacity() <= SPARE_MAX),
+            out: out.filter(|b| b.capacity() <= SPARE_MAX),
+        }
+    }
+
+    /// Gives a connection leaving the pool buffers lent by the pool, where
+    /// it has none.
+    pub(crate) fn lend_buffers(&mut self, spare: &mut Buffers) {
+        let read = self.proto.read_buffer();
+        if read.capacity() == 0
+            && let Some(b) = spare.read.take()
+        {
+            *read = b;
+        }
+        if self.out.capacity() == 0
+            && let Some(b) = spare.out.take()
+        {
+            self.out = b;
         }
     }
 }
+
+/// A connection's read and write buffers while it is idle in the pool.
+#[derive(Default)]
+pub(crate) struct Buffers {
+    pub(crate) read: Option<BytesMut>,
+    pub(crate) out: Option<BytesMut>,
+}
+
+/// Buffers larger than this are freed rather than lent again (a large
+/// upload's or download's buffer should not outlive it).
+const SPARE_MAX: usize = 2 * crate::net::READ_CHUNK;
 
 fn state_after_write(written: usize) -> AttemptState {
     if written == 0 {

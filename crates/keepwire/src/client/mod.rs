@@ -284,7 +284,7 @@ impl Client {
         &self,
         origin: &Origin,
         timings: &mut Timings,
-    ) -> Result<ClientConn, ClientError> {
+    ) -> Result<Box<ClientConn>, ClientError> {
         let cfg = &self.inner.config;
         let spare = self.take_http1_spare(origin);
         let stream = match spare {
@@ -305,7 +305,9 @@ impl Client {
         config.limits = cfg.limits.clone();
         config.preserve_header_case = cfg.preserve_header_case;
         let proto = Conn::new(Role::Client, config);
-        ClientConn::new(stream, proto, id).map_err(ClientError::Connect)
+        ClientConn::new(stream, proto, id)
+            .map(Box::new)
+            .map_err(ClientError::Connect)
     }
 
     /// TLS on top of `stream`, offering what `tls` says by ALPN.

@@ -58,7 +58,7 @@ impl Client {
         while !queue.is_empty() {
             let mut timings = Timings::default();
             let conn = match self.inner.pool.checkout(&origin, false).await {
-                Ok((Checkout::Reused(c), _)) => Ok((*c, true)),
+                Ok((Checkout::Reused(c), _)) => Ok((c, true)),
                 Ok((Checkout::Connect, _)) => match self.connect(&origin, &mut timings).await {
                     Ok(c) => Ok((c, false)),
                     Err(e) => {

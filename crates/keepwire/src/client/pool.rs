@@ -9,6 +9,11 @@
 //! timeout — so a request never races the server's close (R8.1). Idle
 //! connections are reused last-in first-out: the warmest one (R2.2), and the
 //! one least likely to have been closed.
+//!
+//! Idle connections hold no buffers: the pool keeps the buffers of up to
+//! [`SPARE_BUFFERS`] connections that went idle and lends them to the next
+//! ones checked out, so a busy pool does not free and allocate them per
+//! request, and an idle one holds a bounded amount whatever its size.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -17,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::conn::ClientConn;
+use super::conn::{Buffers, ClientConn};
 
 /// Scheme, host and port: connections are shared only within one origin.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -91,7 +96,7 @@ impl Default for PoolConfig {
 }
 
 struct Idle {
-    conn: ClientConn,
+    conn: Box<ClientConn>,
     since: Instant,
 }
 
@@ -109,7 +114,8 @@ struct OriginState {
 
 /// What a checkout got.
 pub(crate) enum Checkout {
-    /// An idle connection, ready.
+    /// An idle connection, ready (boxed from its connect to its close, so
+    /// it moves as a pointer through the pool and the request futures).
     Reused(Box<ClientConn>),
     /// A slot for a new connection; the caller connects and must
     /// [`Pool::release`] the slot if that fails.
@@ -119,8 +125,37 @@ pub(crate) enum Checkout {
 /// The pool. Shared by a client's requests.
 pub(crate) struct Pool {
     pub(crate) config: PoolConfig,
-    origins: Mutex<HashMap<Origin, OriginState>>,
+    shared: Mutex<Shared>,
 }
+
+/// What the pool's lock guards.
+#[derive(Default)]
+struct Shared {
+    origins: HashMap<Origin, OriginState>,
+    /// Buffers taken off connections that went idle, lent to the next ones
+    /// checked out (any origin).
+    spare: Vec<Buffers>,
+}
+
+/// The origin's state, created on first use: one lookup (a hash of the
+/// origin) when it exists, and the key cloned only when it does not, so a
+/// lookup per request does not allocate. A function returning the first
+/// lookup's borrow would hold it over the insert (the borrow checker's
+/// limit), hence a macro.
+macro_rules! state_of {
+    ($map:expr, $origin:expr) => {
+        match $map.get_mut($origin) {
+            Some(st) => st,
+            None => {
+                $map.insert($origin.clone(), OriginState::default());
+                $map.get_mut($origin).expect("inserted above")
+            }
+        }
+    };
+}
+
+/// Connections' worth of buffers the pool keeps to lend.
+const SPARE_BUFFERS: usize = 64;
 
 /// Why an idle connection was dropped at checkout.
 #[derive(Debug, Default, Clone, Copy)]
@@ -135,12 +170,12 @@ impl Pool {
     pub(crate) fn new(config: PoolConfig) -> Self {
         Pool {
             config,
-            origins: Mutex::new(HashMap::new()),
+            shared: Mutex::default(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Origin, OriginState>> {
-        self.origins.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// How long `conn` may stay idle here.
@@ -166,8 +201,9 @@ impl Pool {
         let mut dropped = Dropped::default();
         loop {
             let rx = {
-                let mut map = self.lock();
-                let st = state_of(&mut map, origin);
+                let mut shared = self.lock();
+                let Shared { origins, spare } = &mut *shared;
+                let st = state_of!(origins, origin);
                 let now = Instant::now();
                 let may_reuse = !fresh && self.config.reuse;
                 while let Some(mut idle) = if may_reuse { st.idle.pop() } else { None } {
@@ -179,6 +215,12 @@ impl Pool {
                         st.open -= 1;
                         continue;
                     }
+                    if let Some(buffers) = spare.last_mut() {
+                        idle.conn.lend_buffers(buffers);
+                        if buffers.read.is_none() && buffers.out.is_none() {
+                            spare.pop();
+                        }
+                    }
                     if idle.conn.probe_idle().is_err() {
                         dropped.stale += 1;
                         st.open -= 1;
@@ -186,7 +228,7 @@ impl Pool {
                             Some(st.learned_close.map_or(idle_for, |l| l.min(idle_for)));
                         continue;
                     }
-                    return Ok((Checkout::Reused(Box::new(idle.conn)), dropped));
+                    return Ok((Checkout::Reused(idle.conn), dropped));
                 }
                 if fresh && st.open >= self.config.max_per_origin {
                     // A retry needs a fresh connection: close the oldest idle one
@@ -212,11 +254,15 @@ impl Pool {
 
     /// Returns a connection after its response ended: idle if it can carry
     /// another request, else closed.
-    pub(crate) fn checkin(&self, origin: &Origin, mut conn: ClientConn) {
-        let mut map = self.lock();
-        let st = state_of(&mut map, origin);
+    pub(crate) fn checkin(&self, origin: &Origin, mut conn: Box<ClientConn>) {
+        let mut shared = self.lock();
+        let Shared { origins, spare } = &mut *shared;
+        let st = state_of!(origins, origin);
         if self.config.reuse && conn.reusable() {
-            conn.release_buffers();
+            let buffers = conn.take_buffers();
+            if (buffers.read.is_some() || buffers.out.is_some()) && spare.len() < SPARE_BUFFERS {
+                spare.push(buffers);
+            }
             st.idle.push(Idle {
                 conn,
                 since: Instant::now(),
@@ -229,8 +275,8 @@ impl Pool {
 
     /// Gives up a slot (a connect failed, or a connection was discarded).
     pub(crate) fn release(&self, origin: &Origin) {
-        let mut map = self.lock();
-        let st = state_of(&mut map, origin);
+        let mut shared = self.lock();
+        let st = state_of!(shared.origins, origin);
         st.open = st.open.saturating_sub(1);
         wake_one(st);
     }
@@ -238,6 +284,7 @@ impl Pool {
     /// (open, idle) connections for `origin`.
     pub(crate) fn counts(&self, origin: &Origin) -> (usize, usize) {
         self.lock()
+            .origins
             .get(origin)
             .map_or((0, 0), |st| (st.open, st.idle.len()))
     }
@@ -247,7 +294,8 @@ impl Pool {
     /// connections of those used least recently (busy origins stay).
     /// Returns the connections closed.
     pub(crate) fn sweep(&self, max_origins: usize) -> usize {
-        let mut map = self.lock();
+        let mut shared = self.lock();
+        let map = &mut shared.origins;
         let now = Instant::now();
         let mut closed = 0;
         map.retain(|_, st| {
@@ -293,12 +341,15 @@ impl Pool {
 
     /// Whether the pool has state for `origin`.
     pub(crate) fn knows(&self, origin: &Origin) -> bool {
-        self.lock().contains_key(origin)
+        self.lock().origins.contains_key(origin)
     }
 
     /// The server's idle timeout as learned from closes seen, if any.
     pub(crate) fn learned_close(&self, origin: &Origin) -> Option<Duration> {
-        self.lock().get(origin).and_then(|st| st.learned_close)
+        self.lock()
+            .origins
+            .get(origin)
+            .and_then(|st| st.learned_close)
     }
 }
 
@@ -306,22 +357,13 @@ impl Drop for Pool {
     /// The client is going away: idle TLS connections end with
     /// `close_notify`, so servers see a close, not a truncation.
     fn drop(&mut self) {
-        let map = self.origins.get_mut().unwrap_or_else(|e| e.into_inner());
-        for st in map.values_mut() {
+        let shared = self.shared.get_mut().unwrap_or_else(|e| e.into_inner());
+        for st in shared.origins.values_mut() {
             for idle in &mut st.idle {
                 idle.conn.stream.close_quietly();
             }
         }
     }
-}
-
-/// The origin's state, created on first use (cloning the key only then: a
-/// lookup per request must not allocate).
-fn state_of<'a>(map: &'a mut HashMap<Origin, OriginState>, origin: &Origin) -> &'a mut OriginState {
-    if !map.contains_key(origin) {
-        map.insert(origin.clone(), OriginState::default());
-    }
-    map.get_mut(origin).expect("inserted above")
 }
 
 fn wake_one(st: &mut OriginState) {

@@ -130,7 +130,7 @@ impl Client {
             armed: true,
         };
         let (mut conn, reused) = match checkout {
-            Checkout::Reused(c) => (*c, true),
+            Checkout::Reused(c) => (c, true),
             Checkout::Connect => match Box::pin(self.connect(origin, &mut timings)).await {
                 Ok(c) => (c, false),
                 Err(e) => return Err(FailedAttempt::not_sent(e)),
@@ -210,7 +210,7 @@ impl Client {
     fn response_body(
         &self,
         origin: &Origin,
-        mut conn: ClientConn,
+        mut conn: Box<ClientConn>,
         kind: BodyKind,
     ) -> Result<Body, ClientError> {
         let pool = &self.inner.pool;
