@@ -283,14 +283,19 @@ impl Conn {
     }
 
     /// Frees the read buffer's memory while the connection is idle (an idle
-    /// keep-alive connection should cost next to nothing, R5.6).
-    pub fn release_buffers(&mut self) {
-        if self.read_buf.is_empty() {
-            self.read_buf = BytesMut::new();
-        }
+    /// keep-alive connection should cost next to nothing, R5.6). Returns the
+    /// released read buffer (empty; without capacity when it was not
+    /// released) so that the runtime can reuse its allocation elsewhere.
+    pub fn release_buffers(&mut self) -> BytesMut {
+        let released = if self.read_buf.is_empty() {
+            std::mem::take(&mut self.read_buf)
+        } else {
+            BytesMut::new()
+        };
         if self.in_flight.is_empty() {
             self.in_flight = VecDeque::new();
         }
+        released
     }
 
     /// After an upgrade or CONNECT: the bytes that arrived after the head and

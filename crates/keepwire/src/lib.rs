@@ -23,6 +23,7 @@
 
 pub mod bench;
 pub mod body;
+mod buffers;
 pub mod client;
 mod date;
 pub mod destination;

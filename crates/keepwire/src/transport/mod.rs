@@ -354,7 +354,7 @@ impl Transport {
 fn make_room(buf: &mut BytesMut) {
     let spare = buf.capacity() - buf.len();
     if buf.capacity() == 0 {
-        buf.reserve(FIRST_READ);
+        *buf = crate::buffers::take(FIRST_READ);
     } else if spare < FIRST_READ / 2 {
         buf.reserve(READ_CHUNK);
     }

@@ -211,8 +211,8 @@ impl Driver {
         // that already holds a burst's earlier responses grows as it must.
         if self.out.capacity() == 0 {
             let copied = full.as_ref().map_or(0, Bytes::len);
-            self.out
-                .reserve(HEAD_ROOM + if copied <= COPY_BODY_MAX { copied } else { 0 });
+            self.out =
+                crate::buffers::take(HEAD_ROOM + if copied <= COPY_BODY_MAX { copied } else { 0 });
         }
         let start = self.out.len();
         if let Err(e) = self.conn.send_response(&head, length, &mut self.out) {
