@@ -17,7 +17,7 @@ use std::cell::RefCell;
 use bytes::BytesMut;
 
 /// At most this many bytes of spare buffers per thread.
-pub(crate) const STASH_BYTES: usize = 128 * 1024;
+pub(crate) const STASH_BYTES: usize = 512 * 1024;
 /// Larger buffers (a big body's output) go back to the allocator.
 const LARGEST: usize = 32 * 1024;
 

@@ -123,6 +123,7 @@ impl ClientConn {
         self.read_since_request = 0;
         self.early = None;
         let length = body.length().map_or(BodyLength::Unknown, BodyLength::Known);
+        self.out_buffer();
         self.proto
             .send_request(head, length, &mut self.out)
             .map_err(|e| (AttemptState::NotSent, ClientError::Protocol(e)))?;
@@ -281,6 +282,7 @@ impl ClientConn {
     ) -> Result<(), AttemptError> {
         self.read_since_request = 0;
         let len = body.map_or(0, |b| b.len() as u64);
+        self.out_buffer();
         self.proto
             .send_request(head, BodyLength::Known(len), &mut self.out)
             .map_err(|e| (AttemptState::NotSent, ClientError::Protocol(e)))?;
@@ -398,49 +400,32 @@ impl ClientConn {
         }
     }
 
-    /// Takes the buffers off a connection going idle (pooled connections
-    /// should be cheap), for the pool to lend to the next one that works:
-    /// `None` for a buffer still holding bytes (it stays) or grown past
-    /// what is worth keeping (it is freed).
-    pub(crate) fn take_buffers(&mut self) -> Buffers {
+    /// Hands the buffers of a connection going idle to the thread's stash
+    /// (pooled connections should be cheap, R5.6; the next connection that
+    /// works takes them from there). A buffer still holding bytes stays.
+    pub(crate) fn release_buffers(&mut self) {
         // (Proto's own release would also drop its queue of requests in
         // flight, a few dozen bytes that every request would allocate again.)
         let read = self.proto.read_buffer();
-        let read = read.is_empty().then(|| std::mem::take(read));
-        let out = self.out.is_empty().then(|| std::mem::take(&mut self.out));
-        Buffers {
-            read: read.filter(|b| b.capacity() <= SPARE_MAX),
-            out: out.filter(|b| b.capacity() <= SPARE_MAX),
+        if read.is_empty() {
+            crate::buffers::give(std::mem::take(read));
+        }
+        if self.out.is_empty() {
+            crate::buffers::give(std::mem::take(&mut self.out));
         }
     }
 
-    /// Gives a connection leaving the pool buffers lent by the pool, where
-    /// it has none.
-    pub(crate) fn lend_buffers(&mut self, spare: &mut Buffers) {
-        let read = self.proto.read_buffer();
-        if read.capacity() == 0
-            && let Some(b) = spare.read.take()
-        {
-            *read = b;
+    /// The output buffer, from the stash when the connection has none.
+    fn out_buffer(&mut self) -> &mut BytesMut {
+        if self.out.capacity() == 0 {
+            self.out = crate::buffers::take(OUT_FIRST);
         }
-        if self.out.capacity() == 0
-            && let Some(b) = spare.out.take()
-        {
-            self.out = b;
-        }
+        &mut self.out
     }
 }
 
-/// A connection's read and write buffers while it is idle in the pool.
-#[derive(Default)]
-pub(crate) struct Buffers {
-    pub(crate) read: Option<BytesMut>,
-    pub(crate) out: Option<BytesMut>,
-}
-
-/// Buffers larger than this are freed rather than lent again (a large
-/// upload's or download's buffer should not outlive it).
-const SPARE_MAX: usize = 2 * crate::net::READ_CHUNK;
+/// Room a request head usually needs.
+const OUT_FIRST: usize = 1024;
 
 fn state_after_write(written: usize) -> AttemptState {
     if written == 0 {

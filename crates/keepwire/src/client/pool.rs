@@ -10,10 +10,10 @@
 //! connections are reused last-in first-out: the warmest one (R2.2), and the
 //! one least likely to have been closed.
 //!
-//! Idle connections hold no buffers: the pool keeps the buffers of up to
-//! [`SPARE_BUFFERS`] connections that went idle and lends them to the next
-//! ones checked out, so a busy pool does not free and allocate them per
-//! request, and an idle one holds a bounded amount whatever its size.
+//! Idle connections hold no buffers: they go to the thread's stash
+//! (`crate::buffers`) for the next connection that works, so a busy pool
+//! does not free and allocate them per request, and an idle one holds a
+//! bounded amount whatever its size.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::conn::{Buffers, ClientConn};
+use super::conn::ClientConn;
 
 /// Scheme, host and port: connections are shared only within one origin.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -132,9 +132,6 @@ pub(crate) struct Pool {
 #[derive(Default)]
 struct Shared {
     origins: HashMap<Origin, OriginState>,
-    /// Buffers taken off connections that went idle, lent to the next ones
-    /// checked out (any origin).
-    spare: Vec<Buffers>,
 }
 
 /// The origin's state, created on first use: one lookup (a hash of the
@@ -153,9 +150,6 @@ macro_rules! state_of {
         }
     };
 }
-
-/// Connections' worth of buffers the pool keeps to lend.
-const SPARE_BUFFERS: usize = 64;
 
 /// Why an idle connection was dropped at checkout.
 #[derive(Debug, Default, Clone, Copy)]
@@ -202,8 +196,7 @@ impl Pool {
         loop {
             let rx = {
                 let mut shared = self.lock();
-                let Shared { origins, spare } = &mut *shared;
-                let st = state_of!(origins, origin);
+                let st = state_of!(shared.origins, origin);
                 let now = Instant::now();
                 let may_reuse = !fresh && self.config.reuse;
                 while let Some(mut idle) = if may_reuse { st.idle.pop() } else { None } {
@@ -214,12 +207,6 @@ impl Pool {
                         dropped.expired += 1;
                         st.open -= 1;
                         continue;
-                    }
-                    if let Some(buffers) = spare.last_mut() {
-                        idle.conn.lend_buffers(buffers);
-                        if buffers.read.is_none() && buffers.out.is_none() {
-                            spare.pop();
-                        }
                     }
                     if idle.conn.probe_idle().is_err() {
                         dropped.stale += 1;
@@ -256,13 +243,9 @@ impl Pool {
     /// another request, else closed.
     pub(crate) fn checkin(&self, origin: &Origin, mut conn: Box<ClientConn>) {
         let mut shared = self.lock();
-        let Shared { origins, spare } = &mut *shared;
-        let st = state_of!(origins, origin);
+        let st = state_of!(shared.origins, origin);
         if self.config.reuse && conn.reusable() {
-            let buffers = conn.take_buffers();
-            if (buffers.read.is_some() || buffers.out.is_some()) && spare.len() < SPARE_BUFFERS {
-                spare.push(buffers);
-            }
+            conn.release_buffers();
             st.idle.push(Idle {
                 conn,
                 since: Instant::now(),
