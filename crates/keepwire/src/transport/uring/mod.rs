@@ -110,8 +110,6 @@ struct State {
     in_flight: usize,
     /// Entries queued since the last submission.
     queued: bool,
-    /// The kernel defers completion work until we enter the ring.
-    deferred: bool,
     driver: Option<Waker>,
     pool: Pool,
 }
@@ -201,24 +199,6 @@ impl State {
         }
     }
 
-    /// Submits what is queued and, with deferral, runs the completion
-    /// work waiting (GETEVENTS, without waiting for any).
-    fn enter(&mut self) -> io::Result<usize> {
-        if !self.deferred {
-            return self.uring.submit();
-        }
-        let queued = self.uring.submission().len() as u32;
-        // IORING_ENTER_GETEVENTS (the crate keeps its constants private).
-        let flags = 1;
-        // SAFETY: no argument; the queued entries are synced (each push's
-        // queue handle syncs the tail when dropped).
-        unsafe {
-            self.uring
-                .submitter()
-                .enter::<libc::sigset_t>(queued, 0, flags, None)
-        }
-    }
-
     /// Moves completions into their slots and wakes their connections;
     /// returns how many arrived.
     fn reap(&mut self) -> usize {
@@ -251,9 +231,8 @@ impl State {
 
 /// A ring with its operation table and its registration with tokio.
 pub(crate) struct Ring {
-    /// The eventfd the kernel signals when completions (or, with deferred
-    /// task work, work that makes them) are waiting; registered with
-    /// tokio.
+    /// The eventfd the kernel signals when completions are waiting;
+    /// registered with tokio.
     fd: AsyncFd<std::os::fd::OwnedFd>,
     state: Mutex<State>,
     /// False once the driver task is gone (its runtime shut down).
@@ -282,28 +261,15 @@ impl Ring {
     }
 
     fn new() -> io::Result<Ring> {
-        // On a current-thread runtime the ring is only ever entered from
-        // this thread, so the kernel may defer completion work until we
-        // ask for it (one `io_uring_enter` both submits and runs it),
-        // instead of interrupting the thread for each completion. A
-        // multi-thread runtime's tasks migrate: no deferral there.
-        let single = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
-        let deferring = match single {
-            true => IoUring::builder()
-                .setup_single_issuer()
-                .setup_defer_taskrun()
-                .setup_taskrun_flag()
-                .build(ENTRIES)
-                .ok(),
-            false => None,
-        };
-        // Kernels before 6.1 lack the flags.
-        let single = deferring.is_some();
-        let uring = match deferring {
-            Some(uring) => uring,
-            None => IoUring::new(ENTRIES)?,
-        };
+        // No `DEFER_TASKRUN`, even on a current-thread runtime where it
+        // would be allowed: with it, completion work waits for an
+        // `io_uring_enter` with GETEVENTS, and the eventfd is signalled
+        // only when that work list goes from empty to not empty (and
+        // each enter runs a bounded batch of it), so a driver woken
+        // through tokio's epoll left connections stalled for up to
+        // ~20 ms under `wrk -c50` and `-c10` (p99 16-24 ms, p50 2.6 ms
+        // against 0.5-0.7 ms without it; docs/BENCHMARKS.md).
+        let uring = IoUring::new(ENTRIES)?;
         let pool = Pool::new(&uring)?;
         // SAFETY: a plain eventfd call; the result is checked.
         let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
@@ -323,7 +289,6 @@ impl Ring {
                 free: Vec::new(),
                 in_flight: 0,
                 queued: false,
-                deferred: single,
                 driver: None,
                 pool,
             }),
@@ -344,7 +309,7 @@ impl Ring {
                 let mut st = self.lock();
                 if st.queued {
                     st.queued = false;
-                    match st.enter() {
+                    match st.uring.submit() {
                         // Completions must be reaped first; the entries
                         // stay queued.
                         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => st.queued = true,
@@ -352,12 +317,7 @@ impl Ring {
                         Ok(_) => {}
                     }
                 }
-                // Deferred work the kernel did not run in that enter (it
-                // runs a bounded batch, and signals the eventfd again only
-                // once its list was empty): enter again while completions
-                // keep coming.
-                let reaped = st.reap();
-                st.queued |= st.deferred && reaped > 0;
+                st.reap();
                 if !st.driver.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     st.driver = Some(cx.waker().clone());
                 }
@@ -372,15 +332,10 @@ impl Ring {
             }
             match self.fd.poll_read_ready(cx) {
                 Poll::Ready(Ok(mut ready)) => {
-                    // Run deferred work (an enter with GETEVENTS: `submit`
-                    // adds it when the kernel flags work waiting), then take
-                    // what completed. The eventfd is never read: tokio's
+                    // Take what completed (the completions are already in
+                    // the queue). The eventfd is never read: tokio's
                     // edge-triggered registration reports each new signal.
-                    let mut st = self.lock();
                     ready.clear_ready();
-                    // (Without deferral, completions are already in the
-                    // queue: reaping needs no enter.)
-                    st.queued |= st.deferred;
                 }
                 Poll::Ready(Err(e)) => {
                     tracing::warn!(error = %e, "io_uring readiness failed");
