@@ -252,16 +252,17 @@ pub(crate) fn check_field_line(
     Ok(())
 }
 
-/// Builds the header map from recorded indices into the frozen head.
+/// Builds the header map (and, when asked, the names' spellings) from
+/// recorded indices into the frozen head.
 fn build_headers(
     head: &Bytes,
     fields: &[FieldIndices],
     limits: &Limits,
     keep_case: bool,
-    case: &mut HeaderCase,
     note: &mut impl FnMut(&HeaderName, &[u8]),
-) -> Result<HeaderMap, Error> {
+) -> Result<(HeaderMap, HeaderCase), Error> {
     let mut map = HeaderMap::with_capacity(fields.len());
+    let mut case = HeaderCase::default();
     if keep_case {
         case.0.reserve_exact(fields.len());
     }
@@ -280,7 +281,7 @@ fn build_headers(
         note(&name, value.as_bytes());
         map.append(name, value);
     }
-    Ok(map)
+    Ok((map, case))
 }
 
 /// Parses one request head from the front of `buf`.
@@ -341,15 +342,7 @@ pub(crate) fn parse_request_noting(
     let head = buf.split_to(len).freeze();
     let target = Uri::from_maybe_shared(head.slice(target.0 as usize..target.1 as usize))
         .map_err(|_| Error::remote(ErrorKind::MalformedTarget))?;
-    let mut header_case = HeaderCase::default();
-    let headers = build_headers(
-        &head,
-        fields,
-        limits,
-        keep_case,
-        &mut header_case,
-        &mut note,
-    )?;
+    let (headers, header_case) = build_headers(&head, fields, limits, keep_case, &mut note)?;
     Ok(Some(RequestHead {
         method,
         target,
@@ -414,15 +407,7 @@ pub(crate) fn parse_response_noting(
     let reason = reason
         .map(|(s, e)| head.slice(s as usize..e as usize))
         .filter(|r| Some(r.as_ref()) != status.canonical_reason().map(str::as_bytes));
-    let mut header_case = HeaderCase::default();
-    let headers = build_headers(
-        &head,
-        fields,
-        limits,
-        keep_case,
-        &mut header_case,
-        &mut note,
-    )?;
+    let (headers, header_case) = build_headers(&head, fields, limits, keep_case, &mut note)?;
     Ok(Some(ResponseHead {
         status,
         reason,
