@@ -7,9 +7,13 @@
 //! ride along without this module knowing them.
 
 use std::any::Any;
+use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 
 use crate::transport::Transport;
@@ -54,6 +58,56 @@ impl Upgraded {
     }
 }
 
+/// Reading yields [`Upgraded::read_buf`] first, then the connection, so a
+/// protocol spoken on the switched connection (WebSocket, a tunnel) sees
+/// every byte the peer sent after the head.
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if !this.read_buf.is_empty() {
+            let n = this.read_buf.len().min(buf.remaining());
+            buf.put_slice(&this.read_buf[..n]);
+            this.read_buf.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
 /// Request (server) or response (client) extension on a message that may
 /// switch protocols: resolves to the connection once it has.
 /// (Extensions must be `Clone`; clones share one receiver, and only the
@@ -75,4 +129,31 @@ impl OnUpgrade {
 pub(crate) fn pending() -> (oneshot::Sender<Upgraded>, OnUpgrade) {
     let (tx, rx) = oneshot::channel();
     (tx, OnUpgrade(Arc::new(Mutex::new(Some(rx)))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Bytes read past the switching head come first, then the socket's.
+    #[tokio::test]
+    async fn reads_the_leftover_before_the_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            s.write_all(b" world").await.unwrap();
+            let mut echo = [0u8; 4];
+            s.read_exact(&mut echo).await.unwrap();
+            echo
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut up = Upgraded::new(Transport::from(tcp), BytesMut::from(&b"hello"[..]));
+        let mut got = vec![0u8; 11];
+        up.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello world");
+        up.write_all(b"ping").await.unwrap();
+        assert_eq!(&peer.await.unwrap(), b"ping");
+    }
 }
