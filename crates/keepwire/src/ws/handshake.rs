@@ -214,6 +214,37 @@ pub struct Handshake {
     pub protocol: Option<String>,
 }
 
+impl Handshake {
+    /// The exchange as `curl -v` shows one: `> ` lines sent, `< ` lines
+    /// received, `* ` lines what was checked.
+    pub fn transcript(&self) -> String {
+        let target = self.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut t = format!("> {} {target} HTTP/1.1\n", self.method);
+        let fields = |t: &mut String, mark: &str, h: &HeaderMap| {
+            for (n, v) in h {
+                t.push_str(&format!(
+                    "{mark} {n}: {}\n",
+                    String::from_utf8_lossy(v.as_bytes())
+                ));
+            }
+        };
+        fields(&mut t, ">", &self.request_headers);
+        t.push_str(&format!("< {:?} {}\n", self.version, self.status));
+        fields(&mut t, "<", &self.response_headers);
+        t.push_str(if self.accept_checked {
+            "* Sec-WebSocket-Accept matches the key sent\n"
+        } else if self.response_headers.contains_key(SEC_WEBSOCKET_ACCEPT) {
+            "* Sec-WebSocket-Accept does NOT match the key sent\n"
+        } else {
+            "* no Sec-WebSocket-Accept to check\n"
+        });
+        if let Some(p) = &self.protocol {
+            t.push_str(&format!("* subprotocol {p}\n"));
+        }
+        t
+    }
+}
+
 /// Opens a WebSocket to `url` (`ws://` or `wss://`) over `client`, with
 /// `headers` added to the handshake request (HTTP/1.1 Upgrade; the
 /// client's TLS settings apply to `wss://`). Checks the 101, `Upgrade`,
