@@ -379,6 +379,43 @@ mod tests {
         );
     }
 
+    /// An RFC 8441 extended CONNECT: recognised, answered 200 with no
+    /// Sec-WebSocket-Accept (there is no key), version still checked.
+    #[test]
+    fn an_rfc8441_connect_is_accepted_with_200() {
+        let connect = |version: Option<&'static str>| {
+            let mut req = Request::new(Body::empty());
+            *req.method_mut() = Method::CONNECT;
+            *req.version_mut() = Version::HTTP_2;
+            *req.uri_mut() = "https://example.org/chat".parse().unwrap();
+            req.extensions_mut()
+                .insert(h2::ext::Protocol::from_static("websocket"));
+            req.extensions_mut().insert(crate::upgrade::pending().1);
+            if let Some(v) = version {
+                req.headers_mut()
+                    .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static(v));
+            }
+            req.headers_mut()
+                .insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("x, chat"));
+            req
+        };
+        let mut req = connect(Some("13"));
+        assert!(is_upgrade(&req));
+        let mut cfg = Config::default();
+        cfg.protocols = vec!["chat".into()];
+        let (resp, accepting) = accept(&mut req, cfg).expect("accepted");
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(!resp.headers().contains_key(SEC_WEBSOCKET_ACCEPT));
+        assert_eq!(resp.headers()[SEC_WEBSOCKET_PROTOCOL], "chat");
+        assert_eq!(accepting.protocol(), Some("chat"));
+        let refused = accept(&mut connect(None), Config::default()).expect_err("no version");
+        assert_eq!(refused.status(), StatusCode::UPGRADE_REQUIRED);
+        // CONNECT without :protocol is a tunnel, not a WebSocket.
+        let mut tunnel = connect(Some("13"));
+        tunnel.extensions_mut().remove::<h2::ext::Protocol>();
+        assert!(!is_upgrade(&tunnel));
+    }
+
     #[test]
     fn tokens_ignore_case_and_lists() {
         let mut h = HeaderMap::new();

@@ -448,6 +448,9 @@ impl Receiver {
                 s.close_sent.store(s.now_ms() + 1, Relaxed);
                 let _ = s.send(to_tung(Message::Close(Some(f)))).await;
             }
+            // Whatever tungstenite still holds (the close frame, if a
+            // cancelled run queued it) goes before our FIN.
+            let _ = poll_fn(|cx| Pin::new(&mut *s.lock()).poll_flush(cx)).await;
             let _ = poll_fn(|cx| Pin::new(s.lock().get_mut()).poll_shutdown(cx)).await;
             let mut scratch = vec![0u8; 8192];
             loop {
