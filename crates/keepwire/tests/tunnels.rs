@@ -19,10 +19,10 @@ async fn echo_upgrade(req: Request<Body>) -> Response<Body> {
             if let Some(mut up) = on.wait().await {
                 let mut buf = [0u8; 1024];
                 loop {
-                    match up.stream.read(&mut buf).await {
+                    match up.read(&mut buf).await {
                         Ok(0) | Err(_) => return,
                         Ok(n) => {
-                            if up.stream.write_all(&buf[..n]).await.is_err() {
+                            if up.write_all(&buf[..n]).await.is_err() {
                                 return;
                             }
                         }

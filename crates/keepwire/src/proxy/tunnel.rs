@@ -109,12 +109,13 @@ async fn splice(a: Upgraded, b: Upgraded, idle: Duration) -> bool {
     // Milliseconds from `start` to the last byte moved, either way.
     let last = AtomicU64::new(0);
     let touch = || last.store(start.elapsed().as_millis() as u64, Relaxed);
-    let (mut ar, mut aw) = tokio::io::split(a.stream);
-    let (mut br, mut bw) = tokio::io::split(b.stream);
+    // Each side reads the bytes that came with its switching head first.
+    let (mut ar, mut aw) = tokio::io::split(a);
+    let (mut br, mut bw) = tokio::io::split(b);
     let both = async {
         tokio::try_join!(
-            pump(&a.read_buf, &mut ar, &mut bw, &touch),
-            pump(&b.read_buf, &mut br, &mut aw, &touch),
+            pump(&mut ar, &mut bw, &touch),
+            pump(&mut br, &mut aw, &touch),
         )
     };
     let quiet = async {
@@ -132,18 +133,12 @@ async fn splice(a: Upgraded, b: Upgraded, idle: Duration) -> bool {
     }
 }
 
-/// Copies `r` to `w` after `pending` (bytes already read), then passes the
-/// end on as a half-close.
-async fn pump<R, W>(pending: &[u8], r: &mut R, w: &mut W, touch: &impl Fn()) -> std::io::Result<()>
+/// Copies `r` to `w`, then passes the end on as a half-close.
+async fn pump<R, W>(r: &mut R, w: &mut W, touch: &impl Fn()) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    if !pending.is_empty() {
-        w.write_all(pending).await?;
-        w.flush().await?;
-        touch();
-    }
     // As copy_bidirectional's: an idle WebSocket holds two of these.
     let mut buf = vec![0u8; 8 * 1024];
     loop {
