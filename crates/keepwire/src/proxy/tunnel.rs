@@ -59,7 +59,7 @@ impl Proxy {
         let Some(down) = on_upgrade else {
             return self.refuse(StatusCode::INTERNAL_SERVER_ERROR, "tunnel unavailable");
         };
-        let tunnel = Tunnel::open(self.clone());
+        let tunnel = Tunnel::open(self.clone(), Kind::Connect);
         tokio::spawn(async move {
             if let Some(client) = down.wait().await {
                 tunnel
@@ -73,7 +73,7 @@ impl Proxy {
     /// Relays an upgraded exchange (101) once both sides hand over their
     /// connections.
     pub(super) fn relay_upgrade(self: &Arc<Self>, down: OnUpgrade, up: OnUpgrade) {
-        let tunnel = Tunnel::open(self.clone());
+        let tunnel = Tunnel::open(self.clone(), Kind::Upgrade);
         tokio::spawn(async move {
             if let (Some(a), Some(b)) = (down.wait().await, up.wait().await) {
                 tunnel.relay(a, b).await;
@@ -82,21 +82,36 @@ impl Proxy {
     }
 }
 
-/// A tunnel being set up or relayed. (Open tunnels are the server's
-/// `tunnels_open` gauge: the client side's `Upgraded` holds its connection
-/// slot until [`splice`] returns.)
-struct Tunnel(Arc<Proxy>);
+/// What a tunnel carries: the index of its `proxy_tunnels_open` series.
+#[derive(Clone, Copy)]
+enum Kind {
+    Connect = 0,
+    Upgrade = 1,
+}
+
+/// A tunnel being set up or relayed, counted in the proxy's
+/// `tunnels_open` gauge until it drops. (The server's `tunnels_open`
+/// counts it too: the client side's `Upgraded` holds its connection slot
+/// until [`splice`] returns.)
+struct Tunnel(Arc<Proxy>, Kind);
 
 impl Tunnel {
-    fn open(proxy: Arc<Proxy>) -> Tunnel {
+    fn open(proxy: Arc<Proxy>, kind: Kind) -> Tunnel {
         proxy.metrics.tunnels.fetch_add(1, Relaxed);
-        Tunnel(proxy)
+        proxy.metrics.tunnels_open[kind as usize].fetch_add(1, Relaxed);
+        Tunnel(proxy, kind)
     }
 
     async fn relay(self, a: Upgraded, b: Upgraded) {
         if splice(a, b, self.0.config.tunnel_idle_timeout).await {
             self.0.metrics.tunnels_idle_closed.fetch_add(1, Relaxed);
         }
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        self.0.metrics.tunnels_open[self.1 as usize].fetch_sub(1, Relaxed);
     }
 }
 
