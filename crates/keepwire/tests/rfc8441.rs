@@ -8,6 +8,8 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,6 +46,27 @@ fn echo_handler(ends: Ends) -> impl Fn(Request<Body>) -> std::future::Ready<Resp
                 .unwrap(),
         };
         std::future::ready(resp)
+    }
+}
+
+/// Accepts `:protocol flood` and writes into the stream without end,
+/// counting the bytes its writes took.
+fn flood_handler(
+    written: Arc<AtomicU64>,
+) -> impl Fn(Request<Body>) -> std::future::Ready<Response<Body>> {
+    move |req: Request<Body>| {
+        let on = req.extensions().get::<OnUpgrade>().cloned().unwrap();
+        let written = written.clone();
+        tokio::spawn(async move {
+            let Some(mut up) = on.wait().await else {
+                return;
+            };
+            let chunk = vec![7u8; 16 * 1024];
+            while up.write_all(&chunk).await.is_ok() {
+                written.fetch_add(chunk.len() as u64, Relaxed);
+            }
+        });
+        std::future::ready(Response::new(Body::empty()))
     }
 }
 
@@ -276,4 +299,39 @@ async fn the_client_refuses_a_server_that_did_not_enable_it() {
         "{err}"
     );
     peer.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_read_stops_the_writer_at_the_window() {
+    let written = Arc::new(AtomicU64::new(0));
+    let server = serve(|_| {}, flood_handler(written.clone()));
+    let client = h2c_client();
+    let mut req = extended_connect(server.local_addr(), "echo");
+    req.extensions_mut().insert(Protocol::from_static("flood"));
+    let resp = within("extended CONNECT", WAIT, client.request(req))
+        .await
+        .unwrap();
+    let on = resp.extensions().get::<OnUpgrade>().cloned().unwrap();
+    let mut up = within("the stream", WAIT, on.wait()).await.unwrap();
+    // Nothing read: the writer stops once the stream's window (64 KiB by
+    // default) is used up, and nothing piles up behind it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stalled = written.load(Relaxed);
+    assert!(
+        stalled > 0 && stalled <= 128 * 1024,
+        "wrote {stalled} bytes"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(written.load(Relaxed), stalled, "the writer went on");
+    // Reading opens the window again: the writer moves on.
+    let mut buf = vec![0u8; 256 * 1024];
+    within("the flood", WAIT, up.read_exact(&mut buf))
+        .await
+        .unwrap();
+    eventually("the writer resumed", WAIT, || {
+        written.load(Relaxed) > stalled
+    })
+    .await;
+    drop(up);
+    stop(server).await;
 }
