@@ -42,8 +42,8 @@ pub struct BenchArgs {
     #[arg(long, conflicts_with_all = ["http2", "http10", "rate", "body", "body_file"])]
     ws: bool,
     /// Server-Sent Events: each connection holds a text/event-stream open; reports
-    /// events/s and each event's latency from the time stamped in it (`"ts"`
-    /// field, Unix time in s, ms, µs or ns; same clock: loopback).
+    /// events/s and each event's latency from the time stamped in its data (JSON
+    /// `"t"` or `"ts"`: Unix time in s, ms, µs or ns; same clock: loopback).
     #[arg(long, conflicts_with_all = ["ws", "http2", "http10", "rate", "body", "body_file", "pipeline"])]
     sse: bool,
     /// --ws: size of the text message echoed, in bytes.

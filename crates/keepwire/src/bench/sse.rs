@@ -168,23 +168,38 @@ fn is_event_stream(o: &Opened) -> bool {
             })
 }
 
-/// The send time an event carries in its data: a number after a JSON-style
-/// key `"ts"`, `"time"`, `"timestamp"` or `"sent"` (in that order), or after
-/// `ts=` in plain text; seconds, milliseconds, microseconds or nanoseconds
-/// since the Unix epoch, told apart by size (any of them is a date between
-/// 1973 and 2286 only in its own unit).
+/// The send time an event carries in its data: a number after a JSON key
+/// `"t"` (`keepwire serve`'s `/events`: `{"id":N,"t":UNIX_MS,"data":..}`),
+/// `"ts"`, `"time"`, `"timestamp"` or `"sent"` (the first found in that
+/// order), or after `ts=` in plain text; seconds, milliseconds,
+/// microseconds or nanoseconds since the Unix epoch, told apart by size
+/// (each is a date between 1973 and 5138 only in its own unit), with any
+/// decimal fraction.
 pub(super) fn event_time(data: &str) -> Option<SystemTime> {
-    const KEYS: [&str; 5] = ["\"ts\"", "\"time\"", "\"timestamp\"", "\"sent\"", "ts="];
-    let (whole, frac) = KEYS.iter().find_map(|key| {
-        let rest = &data[data.find(key)? + key.len()..];
-        let rest = rest.trim_start();
-        let rest = rest.strip_prefix(':').unwrap_or(rest).trim_start();
+    const KEYS: [&str; 6] = [
+        "\"t\"",
+        "\"ts\"",
+        "\"time\"",
+        "\"timestamp\"",
+        "\"sent\"",
+        "ts=",
+    ];
+    let value = |key: &str, at: usize| {
+        let rest = &data[at + key.len()..];
+        let rest = match rest.trim_start().strip_prefix(':') {
+            Some(value) => value.trim_start(),
+            None if key.ends_with('=') => rest,
+            None => return None,
+        };
         let digits = |s: &str| s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let n = digits(rest);
         let frac = rest[n..].strip_prefix('.').unwrap_or("");
         let whole: u64 = rest[..n].parse().ok()?;
         Some((whole, &frac[..digits(frac)]))
-    })?;
+    };
+    let (whole, frac) = KEYS
+        .iter()
+        .find_map(|key| data.match_indices(key).find_map(|(at, _)| value(key, at)))?;
     // Digits of a nanosecond count the whole part leaves for the fraction.
     let places = match whole {
         n if n < 100_000_000_000 => 9,
@@ -208,7 +223,9 @@ mod tests {
     fn an_event_time_is_read_in_any_unit() {
         let at = |s: &str| event_time(s).map(|t| t.duration_since(UNIX_EPOCH).unwrap().as_millis());
         let ms = 1_765_000_000_123u128;
-        assert_eq!(at(r#"{"id":4,"ts":1765000000123}"#), Some(ms));
+        assert_eq!(at(r#"{"id":4,"t":1765000000123.456,"data":"t"}"#), Some(ms));
+        assert_eq!(at(r#"{"id":4,"data":"t","ts":1765000000123}"#), Some(ms));
+        assert_eq!(at(r#"{"data":"t","t":1765000000123}"#), Some(ms));
         assert_eq!(at(r#"{"id":4, "time" : 1765000000.123}"#), Some(ms));
         assert_eq!(at(r#"{"timestamp":1765000000123000}"#), Some(ms));
         assert_eq!(at(r#"{"sent":1765000000123000000,"x":1}"#), Some(ms));
