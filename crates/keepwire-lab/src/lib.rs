@@ -86,6 +86,7 @@ pub mod link;
 pub mod load;
 pub mod page;
 pub mod realtime;
+pub mod reply;
 pub mod report;
 pub mod site;
 pub mod tls;

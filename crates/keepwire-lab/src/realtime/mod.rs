@@ -45,7 +45,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use keepwire::Body;
 use tokio::sync::watch;
 
-use crate::site::{query_param, status, with_type};
+use crate::reply::{status, with_type};
 
 /// The largest history a source keeps ([`Config::history`] is capped to it).
 pub const MAX_HISTORY: usize = 65_536;
@@ -342,6 +342,15 @@ impl Events {
             .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         r
     }
+}
+
+/// The value of `name=value` in a query string.
+fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
 }
 
 /// `2`, `0.5` (seconds) or `300ms`.
