@@ -82,7 +82,7 @@ impl Site {
                 html.push_str(&format!("<img src=\"/obj/{i}.png\" alt=\"object {i}\">\n"));
             }
         }
-        html.push_str("<p>One event source, four ways (R9.4): <a href=\"/poll\">/poll</a> (short polling) · <a href=\"/long-poll\">/long-poll</a> · <a href=\"/events\">/events</a> (Server-Sent Events)</p>\n</body></html>\n");
+        html.push_str("<p>One event source, four ways (R9.4), <a href=\"/realtime\">side by side</a>: <a href=\"/poll\">/poll</a> (short polling) · <a href=\"/long-poll\">/long-poll</a> · <a href=\"/events\">/events</a> (Server-Sent Events) · /ws (WebSocket)</p>\n</body></html>\n");
         html
     }
 

@@ -284,6 +284,20 @@ async fn the_ticker_publishes_at_its_rate_and_only_get_is_allowed() {
     );
 }
 
+#[tokio::test]
+async fn the_browser_pages_are_served() {
+    let events = source(4);
+    let (_server, addr) = serve(&events);
+    for (path, needle) in [
+        ("/realtime", "new EventSource(\"/events\")"),
+        ("/realtime-selftest", "<pre id=\"result\">pending</pre>"),
+    ] {
+        let (text, _) = get(addr, path).await;
+        assert!(text.contains("content-type: text/html"), "{path}: {text}");
+        assert!(text.contains(needle), "{path}");
+    }
+}
+
 #[test]
 fn timeouts_parse_in_seconds_or_milliseconds() {
     assert_eq!(parse_seconds("2"), Some(Duration::from_secs(2)));
