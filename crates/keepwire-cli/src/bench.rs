@@ -5,7 +5,9 @@
 //! JSON. Beside the usual throughput and latency it prints what the
 //! connection layer did: connections opened, requests per connection,
 //! requests the server refused after `Connection: close`, and TIME_WAIT
-//! sockets left behind (R2.4).
+//! sockets left behind (R2.4). `--ws` and `--sse` load real-time
+//! connections instead (WebSocket echo round trips, event-stream delivery)
+//! and report through the same table and JSON.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -30,9 +32,24 @@ const AGENT: &str = concat!("keepwire-bench/", env!("CARGO_PKG_VERSION"));
 #[derive(Args, Debug)]
 #[command(after_long_help = EXAMPLES)]
 pub struct BenchArgs {
-    /// The URL to load (`http://` only; `host:port/path` means `http://host:port/path`).
+    /// The URL to load (`http://`, `https://`; `ws://`, `wss://` imply --ws;
+    /// `host:port/path` means `http://host:port/path`).
     #[arg(value_name = "URL")]
     url: String,
+    /// WebSocket echo: each connection upgrades, then sends a message and waits for
+    /// its echo, over and over (--pipeline N: N messages in flight); reports
+    /// messages/s and round-trip latency.
+    #[arg(long, conflicts_with_all = ["http2", "http10", "rate", "body", "body_file"])]
+    ws: bool,
+    /// Server-Sent Events: each connection holds a text/event-stream open; reports
+    /// events/s and each event's latency from the time stamped in its data (JSON
+    /// `"t"` or `"ts"`: Unix time in s, ms, µs or ns; same clock: loopback).
+    #[arg(long, conflicts_with_all = ["ws", "http2", "http10", "rate", "body", "body_file", "pipeline"])]
+    sse: bool,
+    /// --ws: size of the text message echoed, in bytes.
+    #[arg(long, default_value_t = 32, value_name = "BYTES",
+          value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    message_size: u32,
     /// Concurrent connections.
     #[arg(short, long, default_value_t = 50, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -42,7 +59,7 @@ pub struct BenchArgs {
     #[arg(short, long, value_parser = parse_duration, value_name = "DURATION",
           conflicts_with = "requests")]
     duration: Option<Duration>,
-    /// Send exactly N requests, then stop.
+    /// Send exactly N requests (--ws: messages; --sse: receive N events), then stop.
     #[arg(short = 'n', long, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..))]
     requests: Option<u64>,
@@ -113,11 +130,15 @@ Examples:
   keepwire bench -c 1 -n 1000 --keep-alive off http://127.0.0.1:8080/   # TIME_WAIT
   keepwire bench -c 10 --pipeline 16 http://127.0.0.1:8080/
   keepwire bench -c 10 --rate 20000 -d 30s http://127.0.0.1:8080/      # open loop
+  keepwire bench -c 50 -d 10s ws://127.0.0.1:8080/ws                   # WebSocket echo
+  keepwire bench -c 100 -d 10s --sse http://127.0.0.1:8080/events      # SSE delivery
 
 Errors by kind: connect (could not connect), reset (RST or a write to a closed
 socket), timeout (no progress within --timeout), truncated (the connection ended
 inside a response), closed (it ended before the response began, without the server
-announcing Connection: close: a stale keep-alive connection), parse (not HTTP).
+announcing Connection: close: a stale keep-alive connection; with --ws or --sse, the
+server closed or ended the stream), parse (not HTTP, or a frame breaking RFC 6455),
+refused (no WebSocket upgrade, or no 200 text/event-stream).
 Requests left unanswered after a response with Connection: close were not processed
 (R8.4); they are sent again and counted as re-sent, not as errors.";
 
@@ -129,7 +150,21 @@ enum OnOff {
 
 /// Turns the flags into a plan, or says what is wrong with them.
 fn plan(args: &BenchArgs) -> Result<(Plan, String), String> {
-    let url = parse_url(&args.url)?;
+    let (url, ws) = match args.url.split_once("://") {
+        Some((s, rest)) if s.eq_ignore_ascii_case("ws") => (format!("http://{rest}"), true),
+        Some((s, rest)) if s.eq_ignore_ascii_case("wss") => (format!("https://{rest}"), true),
+        _ => (args.url.clone(), args.ws),
+    };
+    let url = parse_url(&url)?;
+    if ws && args.http2 {
+        return Err("--ws runs over HTTP/1.1 upgrades: --http2 does not apply".into());
+    }
+    if (ws || args.sse) && (args.method != "GET" || args.keep_alive == OnOff::Off) {
+        return Err(
+            "--ws and --sse send GET on held connections: -X and --keep-alive off do not apply"
+                .into(),
+        );
+    }
     let https = url.scheme_str() == Some("https");
     let authority = url.authority().ok_or("invalid URL: no host")?;
     let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
@@ -210,6 +245,11 @@ fn plan(args: &BenchArgs) -> Result<(Plan, String), String> {
     );
     let threads = threads.min(args.connections as usize);
     let mode = match (keep_alive, args.http10, args.http2) {
+        _ if ws => format!(
+            "WebSocket echo, {}-byte text messages, {} in flight per connection",
+            args.message_size, args.pipeline
+        ),
+        _ if args.sse => "Server-Sent Events".to_string(),
         (_, _, true) if https => {
             format!("HTTP/2 over TLS, {} streams per connection", args.pipeline)
         }
@@ -219,14 +259,16 @@ fn plan(args: &BenchArgs) -> Result<(Plan, String), String> {
         (true, false, _) => "keep-alive".to_string(),
     };
     let length = match stop {
+        Stop::Requests(n) if ws => format!("{n} messages"),
+        Stop::Requests(n) if args.sse => format!("{n} events"),
         Stop::Requests(n) => format!("{n} requests"),
         Stop::Duration(d) => humantime::format_duration(d).to_string(),
     };
     let mut summary = format!(
-        "keepwire bench {url} ({addr}): {} connections, {threads} threads, {length}, {mode}",
-        args.connections
+        "keepwire bench {} ({addr}): {} connections, {threads} threads, {length}, {mode}",
+        args.url, args.connections
     );
-    if args.pipeline > 1 && !args.http2 {
+    if args.pipeline > 1 && !args.http2 && !ws {
         summary.push_str(&format!(", pipeline {}", args.pipeline));
     }
     if let Some(r) = args.rate {
@@ -249,6 +291,14 @@ fn plan(args: &BenchArgs) -> Result<(Plan, String), String> {
         body: body.clone(),
     });
     plan.tls = if https { Some(tls(args, &url)?) } else { None };
+    if ws {
+        let text = "keepwire bench ".bytes().cycle();
+        let message = text.take(args.message_size as usize).collect::<Vec<u8>>();
+        plan.ws = Some(bench::WsRequest::new(&url, &headers, message.into(), true)?);
+    }
+    if args.sse {
+        plan.sse = Some(bench::SseRequest::new(&url, &headers)?);
+    }
     Ok((plan, summary))
 }
 
@@ -277,6 +327,11 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         bench::preflight(&plan).map_err(|e| format!("{}: {e}", args.url))?;
     }
     let stop = plan.stop;
+    let unit = match (&plan.ws, &plan.sse) {
+        (Some(_), _) => "messages",
+        (_, Some(_)) => "events",
+        _ => "requests",
+    };
     let progress = Arc::new(Progress::default());
     let interrupt = Arc::new(AtomicBool::new(false));
     watch_ctrl_c(interrupt.clone());
@@ -302,7 +357,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
                 Stop::Duration(d) => bar.set_position(start.elapsed().min(d).as_millis() as u64),
             }
             bar.set_message(format!(
-                "{done} responses, {errors} errors, {:.0} req/s",
+                "{done} {unit}, {errors} errors, {:.0}/s",
                 done as f64 / secs.max(1e-3)
             ));
         }
@@ -315,9 +370,9 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         .map_err(|_| "the load generator crashed".to_string())?
         .map_err(|e| format!("cannot run: {e}"))?;
     if args.json {
-        println!("{}", to_json(&report, &summary));
+        println!("{}", to_json(&report, &summary, unit));
     } else {
-        print!("{}", table(&report));
+        print!("{}", table(&report, unit));
     }
     if interrupt.load(Ordering::Relaxed) {
         eprintln!("keepwire: interrupted; the report covers the run so far");
@@ -401,31 +456,40 @@ fn distribution(h: &Histogram<u64>) -> String {
     parts.join("  ")
 }
 
-fn table(r: &Report) -> String {
+/// The report as a table; `unit` names what was counted (`requests`,
+/// `messages` for --ws, `events` for --sse).
+fn table(r: &Report, unit: &str) -> String {
     let secs = r.elapsed.as_secs_f64().max(1e-9);
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("  {k:<13}{v}\n"));
+    let counts = match unit {
+        "messages" => format!("{} sent, {} echoed", r.sent, r.responses),
+        "events" => format!("{} received", r.responses),
+        _ => format!("{} sent, {} responses", r.sent, r.responses),
+    };
+    let resent = format!(", {} re-sent after Connection: close", r.resent);
+    let resent = if unit == "requests" { &resent } else { "" };
+    let title = format!("{}{}", unit[..1].to_uppercase(), &unit[1..]);
     line(
-        "Requests",
-        format!(
-            "{} sent, {} responses, {} errors, {} re-sent after Connection: close",
-            r.sent,
-            r.responses,
-            r.error_total(),
-            r.resent
-        ),
+        &title,
+        format!("{counts}, {} errors{resent}", r.error_total()),
     );
     line(
         "Throughput",
         format!(
-            "{:.1} req/s, {:.2} MiB/s read, in {:.2}s",
+            "{:.1} {unit}/s, {:.2} MiB/s read, in {:.2}s",
             r.rate(),
             r.bytes_read as f64 / secs / (1024.0 * 1024.0),
             secs
         ),
     );
     line("Latency", distribution(&r.latency));
-    line("First byte", distribution(&r.first_byte));
+    let opening = if unit == "requests" {
+        "First byte"
+    } else {
+        "Handshake"
+    };
+    line(opening, distribution(&r.first_byte));
     line("Connect", distribution(&r.connect));
     let statuses = r
         .statuses
@@ -457,7 +521,7 @@ fn table(r: &Report) -> String {
     line(
         "Connections",
         format!(
-            "{} opened, {:.1} requests per connection on average, {} at most",
+            "{} opened, {:.1} {unit} per connection on average, {} at most",
             r.connections,
             r.mean_requests_per_connection(),
             r.max_requests_per_connection
@@ -492,7 +556,7 @@ fn histogram_json(h: &Histogram<u64>) -> Value {
     Value::Object(map)
 }
 
-fn to_json(r: &Report, summary: &str) -> Value {
+fn to_json(r: &Report, summary: &str, unit: &str) -> Value {
     let errors: serde_json::Map<String, Value> = FailureKind::ALL
         .iter()
         .map(|k| {
@@ -507,8 +571,9 @@ fn to_json(r: &Report, summary: &str) -> Value {
         .iter()
         .map(|(s, n)| (s.to_string(), json!(n)))
         .collect();
-    json!({
+    let mut doc = json!({
         "summary": summary,
+        "unit": unit,
         "elapsed_s": r.elapsed.as_secs_f64(),
         "sent": r.sent,
         "responses": r.responses,
@@ -531,5 +596,11 @@ fn to_json(r: &Report, summary: &str) -> Value {
             Ok(tw) => json!({"client": tw.client, "server": tw.server}),
             Err(e) => json!({"error": e}),
         },
-    })
+    });
+    // The rate under its own name too (`messages_per_s`, `events_per_s`).
+    doc[format!("{unit}_per_s")] = json!(r.rate());
+    if unit == "events" {
+        doc["bytes_per_event"] = json!(r.bytes_read as f64 / r.responses.max(1) as f64);
+    }
+    doc
 }

@@ -14,6 +14,7 @@ use keepwire::{Body, Server};
 use crate::common::{init_logging, parse_duration, runtime, shutdown_signal, spawn_admin};
 use crate::files::Files;
 use crate::tls::TlsArgs;
+use keepwire_lab::realtime::{self, Events};
 use keepwire_lab::site::{Site, with_type};
 
 /// Options of `keepwire serve`. Defaults sit beside nginx's; see the
@@ -47,6 +48,12 @@ pub struct ServeArgs {
     /// Demo site: bytes per object.
     #[arg(long, default_value_t = 4096)]
     object_size: usize,
+    /// Demo site: events per second of the event source behind /poll,
+    /// /long-poll, /events and /ws (0: none; at most 10000). Long polls are
+    /// held 30 s at most; the last 1024 events are kept for `since` and
+    /// Last-Event-ID.
+    #[arg(long, default_value_t = 1.0, value_name = "RATE")]
+    events_per_s: f64,
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -135,7 +142,10 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             Files::new(root, args.dotfiles)
                 .map_err(|e| format!("--root {}: {e}", root.display()))?,
         ),
-        (None, None) => App::Site(Site::new(args.objects, args.object_size)),
+        (None, None) => App::Site(
+            Site::new(args.objects, args.object_size)
+                .with_events(Events::new(realtime::Config::with_rate(args.events_per_s))),
+        ),
     };
     let rt = runtime(args.threads)?;
     rt.block_on(serve(args, app))
@@ -172,8 +182,10 @@ async fn serve(args: ServeArgs, app: App) -> Result<(), String> {
                 .map_or(String::new(), |p| p.display().to_string())
         ),
         App::Site(s) => format!(
-            "demo site: a page with {} objects of {} bytes",
-            s.objects, s.object_size
+            "demo site: a page with {} objects of {} bytes, {} events/s",
+            s.objects,
+            s.object_size,
+            s.events.config().events_per_s
         ),
     };
     let scheme = if config_is_tls(&server) {

@@ -176,3 +176,227 @@ fn bad_input_fails_with_the_cause() {
         assert!(stderr.contains(want), "{args:?}: want {want:?} in {stderr}");
     }
 }
+
+/// The independent peers for `--ws` and `--sse`: Python's `websockets`
+/// (an echo server, optionally closing with 1001 after N messages) and a
+/// standard-library `text/event-stream` source (an event every 10 ms with
+/// `"ts"` in Unix microseconds, resuming after `Last-Event-ID`, optionally
+/// ending each stream after N events). Prints its port, then one line per
+/// `Last-Event-ID` it is asked to resume from.
+const PEER: &str = r#"
+import asyncio, json, sys, time
+mode, n = sys.argv[1], int(sys.argv[2])
+if mode == "ws":
+    from websockets.asyncio.server import serve
+    async def echo(ws):
+        count = 0
+        async for m in ws:
+            await ws.send(m)
+            count += 1
+            if n and count == n:
+                await ws.close(1001, "going away")
+    async def main():
+        async with serve(echo, "127.0.0.1", 0) as s:
+            print(s.sockets[0].getsockname()[1], flush=True)
+            await asyncio.get_running_loop().create_future()
+    asyncio.run(main())
+else:
+    from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a): pass
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            last = self.headers.get("Last-Event-ID")
+            if last:
+                print("resume", last, flush=True)
+            i = int(last or 0)
+            try:
+                for _ in range(n or 10**9):
+                    i += 1
+                    ev = json.dumps({"id": i, "ts": time.time_ns() // 1000})
+                    self.wfile.write(f": tick\nid: {i}\ndata: {ev}\n\n".encode())
+                    self.wfile.flush()
+                    time.sleep(0.01)
+            except OSError:
+                pass
+    s = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    print(s.server_address[1], flush=True)
+    s.serve_forever()
+"#;
+
+/// A [`PEER`] child, killed by its PID when dropped.
+struct Peer {
+    child: std::process::Child,
+    port: u16,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts [`PEER`] as `mode` (`ws` or `sse`) with its count `n` (0: none).
+fn peer(mode: &str, n: u32) -> Peer {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", PEER, mode, &n.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs (scripts/test installs the websockets module)");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let first = lines.recv_timeout(common::WAIT);
+    let mut peer = Peer {
+        child,
+        port: 0,
+        lines,
+    };
+    peer.port = match first.ok().and_then(|l| l.trim().parse().ok()) {
+        Some(p) => p,
+        None => panic!("the python {mode} peer printed no port (is `websockets` installed?)"),
+    };
+    peer
+}
+
+#[test]
+fn ws_echo_counts_add_up_against_python_websockets() {
+    let p = peer("ws", 0);
+    let url = format!("ws://127.0.0.1:{}/", p.port);
+    let doc = bench_json(&["-c", "3", "-n", "300", "--pipeline", "4", &url]);
+    assert_eq!(doc["unit"], "messages", "{doc}");
+    assert_eq!(n(&doc, &["sent"]), 300.0, "{doc}");
+    assert_eq!(
+        n(&doc, &["responses"]),
+        300.0,
+        "every message echoed: {doc}"
+    );
+    assert_eq!(n(&doc, &["error_total"]), 0.0, "{doc}");
+    assert_eq!(n(&doc, &["connections"]), 3.0, "{doc}");
+    assert_eq!(n(&doc, &["statuses", "101"]), 3.0, "{doc}");
+    assert_eq!(n(&doc, &["latency", "count"]), 300.0, "{doc}");
+    assert_eq!(n(&doc, &["first_byte", "count"]), 3.0, "a handshake each");
+    assert!(n(&doc, &["messages_per_s"]) > 0.0, "{doc}");
+    assert!(n(&doc, &["latency", "p50_us"]) <= n(&doc, &["latency", "p99_us"]));
+    // 32-byte text frames, masked (6-byte head) out, unmasked (2) back,
+    // after the handshakes.
+    assert!(n(&doc, &["bytes_written"]) > 300.0 * 38.0, "{doc}");
+    assert!(n(&doc, &["bytes_read"]) > 300.0 * 34.0, "{doc}");
+    // A message over 64 KiB takes the 64-bit length form.
+    let doc = bench_json(&[
+        "--ws",
+        "-c",
+        "1",
+        "-n",
+        "20",
+        "--message-size",
+        "70000",
+        &url,
+    ]);
+    assert_eq!(n(&doc, &["responses"]), 20.0, "{doc}");
+}
+
+#[test]
+fn ws_counts_the_messages_a_closing_server_drops() {
+    // The server closes (1001) after every 5th echo: the message in flight
+    // then is lost, and the run goes on over a new connection.
+    let p = peer("ws", 5);
+    let url = format!("http://127.0.0.1:{}/", p.port);
+    let doc = bench_json(&["--ws", "-c", "1", "-n", "30", &url]);
+    let (sent, echoed, errors) = (
+        n(&doc, &["sent"]),
+        n(&doc, &["responses"]),
+        n(&doc, &["error_total"]),
+    );
+    assert_eq!(sent, 30.0, "{doc}");
+    assert_eq!(sent, echoed + errors, "{doc}");
+    assert!(n(&doc, &["errors", "closed"]) >= 1.0, "{doc}");
+    assert_eq!(n(&doc, &["errors", "closed"]), errors, "{doc}");
+    assert!(n(&doc, &["connections"]) >= 2.0, "{doc}");
+    assert_eq!(n(&doc, &["requests_per_connection", "max"]), 5.0, "{doc}");
+}
+
+#[test]
+fn sse_counts_events_and_their_latency() {
+    let p = peer("sse", 0);
+    let url = format!("http://127.0.0.1:{}/events", p.port);
+    let doc = bench_json(&["--sse", "-c", "2", "-n", "40", &url]);
+    assert_eq!(doc["unit"], "events", "{doc}");
+    assert_eq!(n(&doc, &["responses"]), 40.0, "{doc}");
+    assert_eq!(n(&doc, &["sent"]), 40.0, "{doc}");
+    assert_eq!(n(&doc, &["error_total"]), 0.0, "{doc}");
+    assert_eq!(n(&doc, &["connections"]), 2.0, "{doc}");
+    assert_eq!(n(&doc, &["statuses", "200"]), 2.0, "{doc}");
+    assert_eq!(n(&doc, &["latency", "count"]), 40.0, "every event stamped");
+    assert!(n(&doc, &["latency", "p50_us"]) > 0.0, "{doc}");
+    assert!(n(&doc, &["bytes_per_event"]) > 40.0, "{doc}");
+    assert!(n(&doc, &["events_per_s"]) > 0.0, "{doc}");
+}
+
+#[test]
+fn sse_resumes_with_last_event_id_when_the_server_ends_a_stream() {
+    let p = peer("sse", 3);
+    let url = format!("http://127.0.0.1:{}/events", p.port);
+    let doc = bench_json(&["--sse", "-c", "1", "-n", "9", &url]);
+    assert_eq!(n(&doc, &["sent"]), 9.0, "{doc}");
+    assert_eq!(
+        n(&doc, &["responses"]) + n(&doc, &["error_total"]),
+        9.0,
+        "{doc}"
+    );
+    assert!(n(&doc, &["errors", "closed"]) >= 1.0, "{doc}");
+    let resumed: Vec<String> = p.lines.try_iter().collect();
+    assert!(
+        resumed.first().is_some_and(|l| l == "resume 3"),
+        "the second stream asks to resume after event 3: {resumed:?}"
+    );
+}
+
+#[test]
+fn realtime_flags_that_do_not_apply_fail_with_the_cause() {
+    let p = peer("sse", 0);
+    let sse = format!("http://127.0.0.1:{}/", p.port);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--ws", "--http2", &sse], "cannot be used with"),
+        (
+            vec!["--http2", "ws://127.0.0.1:1/"],
+            "--http2 does not apply",
+        ),
+        (vec!["--ws", "--rate", "5", &sse], "cannot be used with"),
+        (vec!["--ws", "--body", "x", &sse], "cannot be used with"),
+        (vec!["--ws", "-X", "POST", &sse], "do not apply"),
+        (vec!["--sse", "--keep-alive", "off", &sse], "do not apply"),
+        (
+            vec!["--sse", "--pipeline", "2", &sse],
+            "cannot be used with",
+        ),
+        (vec!["--sse", "--ws", &sse], "cannot be used with"),
+        (vec!["--ws", "--message-size", "0", &sse], "0 is not in"),
+        // An event stream is no WebSocket: the upgrade is refused.
+        (
+            vec!["--ws", "-n", "2", &sse],
+            "no request succeeded (2 refused)",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut all = vec!["bench", "--timeout", "2s"];
+        all.extend_from_slice(&args);
+        let out = run(&all, LIMIT);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(stderr.contains(want), "{args:?}: want {want:?} in {stderr}");
+    }
+}

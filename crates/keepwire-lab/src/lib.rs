@@ -21,6 +21,8 @@
 //!   model;
 //! - [`report`] and [`waterfall`]: self-contained HTML of a lab run and of a
 //!   page load;
+//! - [`realtime`]: one event source offered by polling, long polling,
+//!   Server-Sent Events and WebSocket (R9.4);
 //! - [`site`]: the demo site (a page with embedded objects), [`page`]: what
 //!   a page makes a browser fetch, [`tls`]: a self-signed certificate.
 //!
@@ -85,6 +87,7 @@ pub mod experiments;
 pub mod link;
 pub mod load;
 pub mod page;
+pub mod realtime;
 pub mod report;
 pub mod site;
 pub mod tls;

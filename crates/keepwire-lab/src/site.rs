@@ -1,5 +1,6 @@
 //! The embedded demo site: the chapter's "page with several embedded
-//! objects", plus a streaming and a long-poll endpoint (R9.2).
+//! objects", plus one event source offered the four real-time ways (R9.4,
+//! [`crate::realtime`]).
 //!
 //! `/` is an HTML page that references `objects` sub-resources
 //! (`/obj/N.png`, `.css`, `.js` in turn) of `object_size` bytes each, so a
@@ -7,15 +8,15 @@
 //! shows in how long the page takes. Everything is generated, so the site
 //! needs no files and every response has an exact Content-Length.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Request, Response, StatusCode};
 use keepwire::Body;
 
+use crate::realtime::Events;
+
 /// Shape of the generated site; by default `keepwire serve`'s, 12 objects
-/// of 4 KiB.
+/// of 4 KiB and an event source ticking once a second.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Site {
@@ -23,6 +24,8 @@ pub struct Site {
     pub objects: usize,
     /// Bytes per sub-resource.
     pub object_size: usize,
+    /// What `/poll`, `/long-poll`, `/events` and `/ws` deliver.
+    pub events: Events,
 }
 
 impl Default for Site {
@@ -38,12 +41,20 @@ const KINDS: [(&str, &str); 3] = [
 ];
 
 impl Site {
-    /// A page referencing `objects` sub-resources of `object_size` bytes each.
+    /// A page referencing `objects` sub-resources of `object_size` bytes
+    /// each; the default event source.
     pub fn new(objects: usize, object_size: usize) -> Self {
         Site {
             objects,
             object_size,
+            events: Events::default(),
         }
+    }
+
+    /// The same site delivering `events` (say, one the caller publishes to).
+    pub fn with_events(mut self, events: Events) -> Self {
+        self.events = events;
+        self
     }
 
     /// The HTML page.
@@ -70,7 +81,7 @@ impl Site {
                 html.push_str(&format!("<img src=\"/obj/{i}.png\" alt=\"object {i}\">\n"));
             }
         }
-        html.push_str("<p><a href=\"/stream\">/stream</a> (chunked, one chunk per interval) · <a href=\"/poll\">/poll</a> (long poll)</p>\n</body></html>\n");
+        html.push_str("<p>One event source, four ways (R9.4): <a href=\"/poll\">/poll</a> (short polling) · <a href=\"/long-poll\">/long-poll</a> · <a href=\"/events\">/events</a> (Server-Sent Events)</p>\n</body></html>\n");
         html
     }
 
@@ -90,7 +101,6 @@ impl Site {
     /// Answers one request.
     pub async fn handle(&self, req: Request<Body>) -> Response<Body> {
         let path = req.uri().path();
-        let query = req.uri().query().unwrap_or("");
         if path == "/" || path == "/index.html" {
             return with_type(Body::from(self.page()), "text/html; charset=utf-8");
         }
@@ -104,45 +114,20 @@ impl Site {
                 .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             return r;
         }
-        if path == "/stream" {
-            let chunks = param(query, "chunks").unwrap_or(10).min(10_000);
-            let interval =
-                Duration::from_millis(param(query, "interval_ms").unwrap_or(200).min(60_000));
-            let (tx, body) = Body::channel(1);
-            tokio::spawn(async move {
-                for n in 1..=chunks {
-                    if tx.send(format!("chunk {n} of {chunks}\n")).await.is_err() {
-                        return;
-                    }
-                    if n < chunks {
-                        tokio::time::sleep(interval).await;
-                    }
-                }
-            });
-            return with_type(body, "text/plain; charset=utf-8");
-        }
-        if path == "/poll" {
-            let wait = Duration::from_millis(param(query, "wait_ms").unwrap_or(2000).min(300_000));
-            tokio::time::sleep(wait).await;
-            return with_type(
-                Body::from(format!(
-                    "long poll answered after {} ms\n",
-                    wait.as_millis()
-                )),
-                "text/plain; charset=utf-8",
-            );
+        if Events::serves(path) {
+            return self.events.handle(req).await;
         }
         status(StatusCode::NOT_FOUND)
     }
 }
 
-/// `name=value` from a query string, as a number.
-fn param(query: &str, name: &str) -> Option<u64> {
+/// The value of `name=value` in a query string.
+pub(crate) fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
     query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
         .find(|(k, _)| *k == name)
-        .and_then(|(_, v)| v.parse().ok())
+        .map(|(_, v)| v)
 }
 
 /// A response with a content type.
@@ -172,10 +157,7 @@ mod tests {
 
     #[test]
     fn page_references_every_object_once() {
-        let site = Site {
-            objects: 30,
-            object_size: 100,
-        };
+        let site = Site::new(30, 100);
         let page = site.page();
         for i in 0..30 {
             let ext = KINDS[i % 3].0;

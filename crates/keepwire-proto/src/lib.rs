@@ -33,6 +33,8 @@
 //!   order.
 //! - [`skim`]: a response head read without building a `HeaderMap`, for
 //!   load generators; the same framing and persistence decisions.
+//! - [`sse`]: Server-Sent Events (`text/event-stream`), as the WHATWG
+//!   standard splits them.
 //! - [`error`]: typed errors with a status hint.
 
 #![deny(missing_docs)]
@@ -48,6 +50,7 @@ pub mod head;
 pub mod hop;
 pub mod host;
 pub mod skim;
+pub mod sse;
 
 pub use connection::{
     Announced, BodyLength, Conn, ConnConfig, Event, ExchangeFacts, Role, exchange_persists,
@@ -59,6 +62,7 @@ pub use framing::BodyKind;
 pub use head::{HeaderCase, RequestHead, ResponseHead};
 pub use hop::{ConnectionTokens, KeepAliveParams};
 pub use skim::{ResponseSkim, skim_response};
+pub use sse::{SseEvent, SseParser, SseTooLarge};
 
 /// Bounds on what a peer can make us buffer (R10.2).
 ///

@@ -269,6 +269,10 @@ pub struct ProxyMetrics {
     pub tunnels: AtomicU64,
     /// Tunnels closed by `tunnel_idle_timeout`.
     pub tunnels_idle_closed: AtomicU64,
+    /// Gauge: tunnels being set up or relayed now, by kind
+    /// ([`ProxyMetrics::TUNNEL_KINDS`]): CONNECT, and upgraded exchanges
+    /// (WebSocket among them, over HTTP/1.1 or RFC 8441 from the client).
+    pub tunnels_open: [AtomicU64; 2],
     /// Forward-mode requests refused by the destination policy.
     pub destinations_refused: AtomicU64,
     /// Requests refused (client not allowed, CONNECT port, loop).
@@ -281,6 +285,9 @@ impl ProxyMetrics {
     /// The labels of [`ProxyMetrics::upstream_errors`], in order.
     pub const UPSTREAM_ERROR_KINDS: [&str; 5] =
         ["connect", "timeout", "io", "protocol", "truncated"];
+
+    /// The labels of [`ProxyMetrics::tunnels_open`], in order.
+    pub const TUNNEL_KINDS: [&str; 2] = ["connect", "upgrade"];
 
     /// Prometheus text exposition format, with the upstream counters summed
     /// over `upstream` (the proxy's clients: configured upstreams and
@@ -346,6 +353,17 @@ impl ProxyMetrics {
         let gauge = |out: &mut Exposition, name: &str, help: &str, v: &AtomicU64| {
             out.metric(name, "gauge", help, &[(String::new(), v.load(Relaxed))]);
         };
+        let open: Vec<_> = Self::TUNNEL_KINDS
+            .iter()
+            .zip(&self.tunnels_open)
+            .map(|(k, a)| (format!("{{kind=\"{k}\"}}"), a.load(Relaxed)))
+            .collect();
+        out.metric(
+            "proxy_tunnels_open",
+            "gauge",
+            "Tunnels open now: CONNECT, and upgrades such as WebSocket.",
+            &open,
+        );
         gauge(
             &mut out,
             "proxy_request_body_retained_bytes",
@@ -424,6 +442,7 @@ mod tests {
         let m = ProxyMetrics::default();
         m.requests.store(7, Relaxed);
         m.upstream_errors[1].store(2, Relaxed);
+        m.tunnels_open[1].store(3, Relaxed);
         let (a, b) = (ClientMetrics::default(), ClientMetrics::default());
         a.connections_opened.store(3, Relaxed);
         b.connections_opened.store(4, Relaxed);
@@ -436,6 +455,9 @@ mod tests {
             "keepwire_proxy_responses_total{status=\"504\"} 0",
             "# TYPE keepwire_proxy_request_body_retained_bytes gauge",
             "keepwire_proxy_upstream_connections_opened_total 7",
+            "# TYPE keepwire_proxy_tunnels_open gauge",
+            "keepwire_proxy_tunnels_open{kind=\"connect\"} 0",
+            "keepwire_proxy_tunnels_open{kind=\"upgrade\"} 3",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -445,7 +467,7 @@ mod tests {
         // One HELP and one TYPE per metric, as in the server's rendering.
         let helps = text.lines().filter(|l| l.starts_with("# HELP")).count();
         let types = text.lines().filter(|l| l.starts_with("# TYPE")).count();
-        assert_eq!((helps, types), (14, 14));
+        assert_eq!((helps, types), (15, 15));
         assert!(ServerMetrics::default().render().starts_with(
             "# HELP keepwire_connections_accepted_total Connections accepted.\n\
              # TYPE keepwire_connections_accepted_total counter\n\

@@ -5,6 +5,12 @@
 //! their caller the same way, so the types live here, beside neither: the
 //! client does not build server types, and the server's connection limits
 //! ride along without this module knowing them.
+//!
+//! Over HTTP/2 there is no connection to hand over: an extended CONNECT
+//! (RFC 8441, a CONNECT with a `:protocol` pseudo-header) switches one
+//! stream instead, once answered 2xx, and the [`Upgraded`] carries that
+//! stream's DATA frames ([`h2`](self::h2)). Callers read and write it the
+//! same way whichever it carries.
 
 use std::any::Any;
 use std::io;
@@ -13,19 +19,36 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
+use http::{Method, Request};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 
 use crate::transport::Transport;
 
+pub(crate) mod h2;
+
+/// The `:protocol` of an HTTP/2 extended CONNECT (RFC 8441 §4), e.g.
+/// `websocket`. On the server it is a request extension of such a CONNECT;
+/// a client request carries it as an extension to send one.
+pub use ::h2::ext::Protocol;
+
+/// The `:protocol` of `req` if it is an extended CONNECT (RFC 8441).
+pub fn connect_protocol<B>(req: &Request<B>) -> Option<&Protocol> {
+    if req.method() != Method::CONNECT {
+        return None;
+    }
+    req.extensions().get::<Protocol>()
+}
+
 /// The raw connection after 101 Switching Protocols, or 2xx to CONNECT
-/// (R9.1, R9.3): from here on it is an opaque byte stream.
+/// (R9.1, R9.3), or the HTTP/2 stream after 2xx to an extended CONNECT
+/// (RFC 8441): from here on it is an opaque byte stream, read and written
+/// through its [`AsyncRead`] and [`AsyncWrite`].
 #[derive(Debug)]
 pub struct Upgraded {
-    /// The connection (TCP, or TLS on TCP).
-    pub stream: Transport,
+    io: Io,
     /// Bytes the peer sent after the head that switched (already read).
-    pub read_buf: BytesMut,
+    read_buf: BytesMut,
     /// Held for its `Drop` as long as the stream lives. On the server: the
     /// connection's place under `max_connections` and the per-IP cap, kept
     /// until the tunnel ends (R9.5: a tunnel is still a connection).
@@ -33,28 +56,57 @@ pub struct Upgraded {
     slot: Option<Box<dyn Any + Send + Sync>>,
 }
 
+/// What an [`Upgraded`] reads and writes.
+#[derive(Debug)]
+enum Io {
+    /// A whole connection (TCP, or TLS on TCP).
+    Conn(Transport),
+    /// One HTTP/2 stream (RFC 8441).
+    H2(Box<h2::H2Stream>),
+}
+
 impl Upgraded {
-    /// A stream that holds no server connection slot (a tunnel's far side,
-    /// an upgraded client connection).
+    /// A connection that holds no server connection slot (a tunnel's far
+    /// side, an upgraded client connection); `read_buf` holds the bytes the
+    /// peer sent after the head that switched, read first.
     pub fn new(stream: Transport, read_buf: BytesMut) -> Self {
         Upgraded {
-            stream,
+            io: Io::Conn(stream),
             read_buf,
             slot: None,
         }
     }
 
-    /// A stream that keeps `slot` alive until it drops.
+    /// A connection that keeps `slot` alive until it drops.
     pub(crate) fn holding(
         stream: Transport,
         read_buf: BytesMut,
         slot: impl Any + Send + Sync,
     ) -> Self {
         Upgraded {
-            stream,
+            io: Io::Conn(stream),
             read_buf,
             slot: Some(Box::new(slot)),
         }
+    }
+
+    /// An HTTP/2 stream switched by extended CONNECT, keeping `slot` (if
+    /// any) alive until it drops.
+    pub(crate) fn h2_stream(
+        stream: h2::H2Stream,
+        slot: Option<Box<dyn Any + Send + Sync>>,
+    ) -> Self {
+        Upgraded {
+            io: Io::H2(Box::new(stream)),
+            read_buf: BytesMut::new(),
+            slot,
+        }
+    }
+
+    /// Whether this is an HTTP/2 stream (RFC 8441) rather than a whole
+    /// connection.
+    pub fn is_h2_stream(&self) -> bool {
+        matches!(self.io, Io::H2(_))
     }
 }
 
@@ -74,8 +126,27 @@ impl AsyncRead for Upgraded {
             this.read_buf.advance(n);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.stream).poll_read(cx, buf)
+        match &mut this.io {
+            Io::Conn(s) => Pin::new(s).poll_read(cx, buf),
+            Io::H2(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
     }
+}
+
+/// Calls `$f` on whichever stream an [`Upgraded`] carries.
+macro_rules! on_io {
+    ($self:expr, $s:ident => $e:expr) => {
+        match &mut $self.io {
+            Io::Conn($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Io::H2($s) => {
+                let $s = Pin::new(&mut **$s);
+                $e
+            }
+        }
+    };
 }
 
 impl AsyncWrite for Upgraded {
@@ -84,7 +155,7 @@ impl AsyncWrite for Upgraded {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        on_io!(self, s => s.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -92,19 +163,22 @@ impl AsyncWrite for Upgraded {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        on_io!(self, s => s.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        match &self.io {
+            Io::Conn(s) => s.is_write_vectored(),
+            Io::H2(s) => s.is_write_vectored(),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        on_io!(self, s => s.poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        on_io!(self, s => s.poll_shutdown(cx))
     }
 }
 

@@ -1,16 +1,24 @@
 //! Tunnels are still connections (R9.5): after a 101 the connection keeps
 //! its place under `max_connections` and the per-IP cap until the tunnel
 //! ends, and shows in the `tunnels_open` gauge.
+//!
+//! WebSocket through `keepwire proxy` with real peers on both sides:
+//! Python's `websockets` client, node `ws` and Python `websockets` as
+//! origins, and the proxy's `proxy_tunnels_open` gauge while they talk.
 
 mod support;
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use keepwire::Body;
+use keepwire::proxy::{Proxy, ProxyConfig, Route, Upstream};
 use keepwire::upgrade::OnUpgrade;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// Answers 101 and echoes the upgraded stream until the client closes.
 async fn echo_upgrade(req: Request<Body>) -> Response<Body> {
@@ -19,10 +27,10 @@ async fn echo_upgrade(req: Request<Body>) -> Response<Body> {
             if let Some(mut up) = on.wait().await {
                 let mut buf = [0u8; 1024];
                 loop {
-                    match up.stream.read(&mut buf).await {
+                    match up.read(&mut buf).await {
                         Ok(0) | Err(_) => return,
                         Ok(n) => {
-                            if up.stream.write_all(&buf[..n]).await.is_err() {
+                            if up.write_all(&buf[..n]).await.is_err() {
                                 return;
                             }
                         }
@@ -78,5 +86,225 @@ async fn an_upgraded_connection_keeps_its_place_under_the_per_ip_cap() {
     let mut third = RawClient::connect(addr).await;
     third.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(third.response().await.status, 200);
+    stop(server).await;
+}
+
+// ---------------------------------------------------------------------------
+// WebSocket through the proxy, real peers on both sides.
+
+/// node `ws`, installed project-locally by `scripts/test`
+/// (`target/node/node_modules/ws`); `None` (after saying why) when it is
+/// missing and `KEEPWIRE_SKIP_PEERS=1`.
+fn node_ws() -> Option<(PathBuf, PathBuf)> {
+    let node = require_tool("node", "nodejs")?;
+    let module =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/node/node_modules/ws");
+    if module.join("package.json").is_file() {
+        return Some((node, module));
+    }
+    if std::env::var("KEEPWIRE_SKIP_PEERS").as_deref() == Ok("1") {
+        eprintln!("skipping: node `ws` is not under target/node and KEEPWIRE_SKIP_PEERS=1");
+        return None;
+    }
+    panic!("node `ws` is missing: `bash scripts/test` installs it under target/node");
+}
+
+/// python3 with the `websockets` package (`scripts/test` installs it).
+fn python_websockets() -> Option<PathBuf> {
+    let python = require_tool("python3", "python3")?;
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import websockets.asyncio.client"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Some(python);
+    }
+    if std::env::var("KEEPWIRE_SKIP_PEERS").as_deref() == Ok("1") {
+        eprintln!("skipping: python `websockets` is missing and KEEPWIRE_SKIP_PEERS=1");
+        return None;
+    }
+    panic!("python `websockets` is missing: `bash scripts/test` installs it");
+}
+
+/// A node `ws` echo server on 127.0.0.1:0 that agrees to the first
+/// subprotocol offered; prints its port.
+const NODE_ECHO: &str = r#"
+const { WebSocketServer } = require(process.argv[1]);
+const wss = new WebSocketServer({ host: '127.0.0.1', port: 0,
+  handleProtocols: (protocols) => protocols.values().next().value || false });
+wss.on('listening', () => console.log(wss.address().port));
+wss.on('connection', (ws) => {
+  ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+});
+"#;
+
+/// A Python `websockets` echo server on 127.0.0.1:0, same behaviour.
+const PYTHON_ECHO: &str = r#"
+import asyncio
+from websockets.asyncio.server import serve
+async def echo(ws):
+    async for m in ws:
+        await ws.send(m)
+async def main():
+    async with serve(echo, "127.0.0.1", 0,
+                     select_subprotocol=lambda ws, offered: offered[0] if offered else None) as s:
+        print(s.sockets[0].getsockname()[1], flush=True)
+        await asyncio.get_running_loop().create_future()
+asyncio.run(main())
+"#;
+
+/// A Python `websockets` client: text, a 100 KB binary message, a ping,
+/// then the close handshake; prints what it saw.
+const PYTHON_CLIENT: &str = r#"
+import asyncio, sys
+from websockets.asyncio.client import connect
+async def main():
+    async with connect(sys.argv[1], subprotocols=["chat"], open_timeout=5, close_timeout=5) as ws:
+        print("subprotocol", ws.subprotocol)
+        await ws.send("hello")
+        print("text", await asyncio.wait_for(ws.recv(), 5))
+        big = bytes(range(256)) * 400
+        await ws.send(big)
+        back = await asyncio.wait_for(ws.recv(), 5)
+        print("binary", len(back), back == big)
+        pong = await ws.ping()
+        await asyncio.wait_for(pong, 5)
+        print("pong")
+        await ws.close(1000, "bye")
+        print("closed", ws.close_code, ws.close_reason)
+asyncio.run(main())
+"#;
+
+/// Spawns an origin script and reads the port it prints.
+async fn spawn_origin(program: &std::path::Path, args: &[String]) -> (ChildGuard, SocketAddr) {
+    let mut child = ChildGuard::spawn(program, args);
+    let out = child.child_mut().stdout.take().expect("stdout piped");
+    let mut line = String::new();
+    within(
+        "the origin's port",
+        WAIT,
+        BufReader::new(out).read_line(&mut line),
+    )
+    .await
+    .expect("read the port");
+    let port: u16 = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("port? {line:?}"));
+    (child, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// A reverse proxy for everything to `origin` (upgrades: websocket, the
+/// default), served as `keepwire proxy` serves it.
+fn proxy_to(origin: SocketAddr) -> (Arc<Proxy>, keepwire::server::ServerHandle) {
+    let mut pc = ProxyConfig::default();
+    pc.routes = vec![Route::new(
+        None,
+        "/",
+        vec![Upstream::new(origin.to_string())],
+    )];
+    let proxy = Proxy::new(pc);
+    let server = serve(|c| *c = Proxy::server_config(), proxy.clone());
+    (proxy, server)
+}
+
+/// The Python client through the proxy to `origin`.
+async fn python_client_through_proxy(python: &std::path::Path, origin: SocketAddr) {
+    let (proxy, server) = proxy_to(origin);
+    let url = format!("ws://{}/echo", server.local_addr());
+    let args = vec!["-c".to_string(), PYTHON_CLIENT.to_string(), url];
+    let out = run_tool(python, &args, WAIT * 2).await;
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "subprotocol chat",
+            "text hello",
+            "binary 102400 True",
+            "pong",
+            "closed 1000 bye"
+        ],
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        proxy
+            .metrics()
+            .tunnels
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    eventually("the relay ended", WAIT, || {
+        metric(
+            &proxy.render_metrics(),
+            "proxy_tunnels_open{kind=\"upgrade\"}",
+        ) == 0
+    })
+    .await;
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_websockets_client_through_the_proxy_to_node_ws() {
+    let (Some(python), Some((node, module))) = (python_websockets(), node_ws()) else {
+        return;
+    };
+    let args = vec!["-e".into(), NODE_ECHO.into(), module.display().to_string()];
+    let (_node, origin) = spawn_origin(&node, &args).await;
+    python_client_through_proxy(&python, origin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_websockets_client_through_the_proxy_to_python_websockets() {
+    let Some(python) = python_websockets() else {
+        return;
+    };
+    let args = vec!["-c".into(), PYTHON_ECHO.into()];
+    let (_origin_guard, origin) = spawn_origin(&python, &args).await;
+    python_client_through_proxy(&python, origin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_gauge_counts_an_open_websocket_to_node_ws() {
+    let Some((node, module)) = node_ws() else {
+        return;
+    };
+    let args = vec!["-e".into(), NODE_ECHO.into(), module.display().to_string()];
+    let (_node, origin) = spawn_origin(&node, &args).await;
+    let (proxy, server) = proxy_to(origin);
+    let open = || {
+        metric(
+            &proxy.render_metrics(),
+            "proxy_tunnels_open{kind=\"upgrade\"}",
+        )
+    };
+    assert_eq!(open(), 0);
+    let mut c = RawClient::connect(server.local_addr()).await;
+    c.send(
+        "GET /g HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await;
+    let r = c.head_response().await;
+    assert_eq!(r.status, 101, "{}", r.raw_head);
+    // RFC 6455 §1.3's example key and its accept value, from node.
+    assert_eq!(
+        r.header("sec-websocket-accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
+    // A masked text frame "hi" comes back unmasked.
+    c.send(b"\x81\x82\x01\x02\x03\x04\x69\x6b").await;
+    assert_eq!(c.read_exact_raw(4).await, b"\x81\x02hi");
+    assert_eq!(open(), 1);
+    assert_eq!(
+        metric(
+            &proxy.render_metrics(),
+            "proxy_tunnels_open{kind=\"connect\"}"
+        ),
+        0
+    );
+    drop(c);
+    eventually("the gauge drops when the client goes", WAIT, || open() == 0).await;
     stop(server).await;
 }

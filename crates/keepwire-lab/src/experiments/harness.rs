@@ -237,10 +237,7 @@ impl<'a> Lab<'a> {
         };
         let posts: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
         let origin = LabSite {
-            site: Site {
-                objects: PAGE_OBJECTS,
-                object_size: OBJECT_SIZE,
-            },
+            site: Site::new(PAGE_OBJECTS, OBJECT_SIZE),
             posts: posts.clone(),
         };
         let ip = link.server.ip;

@@ -397,7 +397,11 @@ impl Worker {
     }
 }
 
-async fn write_all(stream: &mut Transport, mut data: &[u8], timeout: Duration) -> io::Result<()> {
+pub(super) async fn write_all(
+    stream: &mut Transport,
+    mut data: &[u8],
+    timeout: Duration,
+) -> io::Result<()> {
     while !data.is_empty() {
         let n = stream
             .write_timed(&[io::IoSlice::new(data)], timeout)

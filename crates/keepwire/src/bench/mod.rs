@@ -27,9 +27,12 @@
 
 mod http1;
 mod http2;
+mod opening;
 mod progress;
 mod report;
 mod request;
+mod sse;
+mod ws;
 
 use std::cell::RefCell;
 use std::io;
@@ -47,6 +50,8 @@ use tokio::net::TcpStream;
 pub use progress::Progress;
 pub use report::{FailureKind, Report};
 pub use request::{Http2Request, request_bytes};
+pub use sse::SseRequest;
+pub use ws::WsRequest;
 
 use crate::net;
 use crate::transport::Transport;
@@ -96,6 +101,16 @@ pub struct Plan {
     /// Speak TLS (an `https://` run). The handshake is part of the connect
     /// time, as in wrk and h2load.
     pub tls: Option<Tls>,
+    /// WebSocket echo instead of HTTP requests: each connection upgrades,
+    /// then sends the message and waits for its echo, `pipeline` messages
+    /// at a time (closed loop); `request` is unused. A "request" is then a
+    /// message, a "response" its echo, `first_byte` the handshake and
+    /// `statuses` the handshakes' statuses.
+    pub ws: Option<WsRequest>,
+    /// Server-Sent Events instead: each connection holds one event stream
+    /// open; a "response" is an event, its latency the delay from the time
+    /// stamped in it; `request` and `pipeline` are unused.
+    pub sse: Option<SseRequest>,
 }
 
 /// TLS settings of an `https://` run; build it with [`Tls::new`].
@@ -126,6 +141,8 @@ impl Default for Plan {
             timeout: Duration::from_secs(10),
             http2: None,
             tls: None,
+            ws: None,
+            sse: None,
         }
     }
 }
@@ -459,6 +476,13 @@ impl Worker {
     async fn run(mut self) {
         if self.shared.plan.http2.is_some() {
             return Rc::new(self).run_http2().await;
+        }
+        let shared = self.shared.clone();
+        if let Some(spec) = &shared.plan.ws {
+            return self.run_ws(spec).await;
+        }
+        if let Some(spec) = &shared.plan.sse {
+            return self.run_sse(spec).await;
         }
         loop {
             match self.connection().await {

@@ -24,21 +24,27 @@ pub enum FailureKind {
     /// the server having announced `Connection: close` (a stale keep-alive
     /// connection, R8.1).
     Closed,
-    /// The response could not be parsed.
+    /// The response could not be parsed (for `--ws`, a frame that breaks
+    /// RFC 6455).
     Parse,
+    /// The server would not switch to WebSocket (no 101 with a valid
+    /// `Sec-WebSocket-Accept`), or did not answer an event stream with a
+    /// 200 `text/event-stream`.
+    Refused,
     /// Any other I/O error.
     Other,
 }
 
 impl FailureKind {
     /// Every kind, in report order.
-    pub const ALL: [FailureKind; 7] = [
+    pub const ALL: [FailureKind; 8] = [
         FailureKind::Connect,
         FailureKind::Reset,
         FailureKind::Timeout,
         FailureKind::Truncated,
         FailureKind::Closed,
         FailureKind::Parse,
+        FailureKind::Refused,
         FailureKind::Other,
     ];
 
@@ -51,6 +57,7 @@ impl FailureKind {
             FailureKind::Truncated => "truncated",
             FailureKind::Closed => "closed",
             FailureKind::Parse => "parse",
+            FailureKind::Refused => "refused",
             FailureKind::Other => "other",
         }
     }

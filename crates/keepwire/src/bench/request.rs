@@ -28,18 +28,7 @@ pub fn request_bytes(
     version: Version,
     keep_alive: bool,
 ) -> Result<Bytes, String> {
-    let target: Uri = url
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .parse()
-        .map_err(|e| format!("bad target: {e}"))?;
-    let mut head = RequestHead::new(method.clone(), target, version);
-    head.headers = headers.clone();
-    if !head.headers.contains_key(http::header::HOST) {
-        let host = url.authority().ok_or("the URL has no host")?.as_str();
-        let value = host.parse().map_err(|_| format!("bad host {host}"))?;
-        head.headers.insert(http::header::HOST, value);
-    }
+    let mut head = request_head(method, url, headers, version)?;
     if !keep_alive {
         head.headers.insert(
             http::header::CONNECTION,
@@ -56,4 +45,27 @@ pub fn request_bytes(
     }
     conn.send_end(None, &mut out).map_err(|e| e.to_string())?;
     Ok(out.freeze())
+}
+
+/// The head of a request for `url` (origin-form target), with `headers` and
+/// a `Host` field from the URL unless `headers` has one.
+pub(super) fn request_head(
+    method: &Method,
+    url: &Uri,
+    headers: &HeaderMap,
+    version: Version,
+) -> Result<RequestHead, String> {
+    let target: Uri = url
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .parse()
+        .map_err(|e| format!("bad target: {e}"))?;
+    let mut head = RequestHead::new(method.clone(), target, version);
+    head.headers = headers.clone();
+    if !head.headers.contains_key(http::header::HOST) {
+        let host = url.authority().ok_or("the URL has no host")?.as_str();
+        let value = host.parse().map_err(|_| format!("bad host {host}"))?;
+        head.headers.insert(http::header::HOST, value);
+    }
+    Ok(head)
 }

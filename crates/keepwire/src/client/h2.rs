@@ -41,6 +41,8 @@ use super::retry::{self, AttemptState, FailedAttempt};
 use super::{Client, ClientError, RequestMeta, Timings};
 use crate::body::Body;
 
+mod extended;
+
 /// An open HTTP/2 connection.
 #[derive(Clone)]
 pub(crate) struct H2Conn {
@@ -48,6 +50,10 @@ pub(crate) struct H2Conn {
     meta: ConnMeta,
     requests: Arc<AtomicU64>,
     alive: Arc<AtomicBool>,
+    /// A PING's round trip proves the server's SETTINGS (its first frame)
+    /// were read: extended CONNECT waits for one before it concludes the
+    /// server did not enable it.
+    ping: Arc<tokio::sync::Mutex<Option<h2::PingPong>>>,
 }
 
 /// The connection of one origin, or none yet; its lock is held only by
@@ -313,7 +319,7 @@ impl Client {
         };
         let alive = Arc::new(AtomicBool::new(true));
         let flag = alive.clone();
-        let send = if origin.scheme == "https" {
+        let (send, ping) = if origin.scheme == "https" {
             let tls = self.inner.tls_any.clone();
             let stream = self.tls_connect(origin, stream, tls, timings).await?;
             meta.tls = Some(crate::transport::TlsInfo::of(stream.get_ref().1));
@@ -332,6 +338,7 @@ impl Client {
             meta,
             requests: Arc::new(AtomicU64::new(0)),
             alive,
+            ping: Arc::new(tokio::sync::Mutex::new(ping)),
         };
         *current = Some(conn.clone());
         Ok(Some((conn, true)))
@@ -372,17 +379,18 @@ impl H2Conns {
 }
 
 /// The HTTP/2 handshake on `io`, with the connection driven by its own task
-/// that clears `alive` when the connection ends. A handshake that fails or
-/// takes longer than `timeout` is a connect failure: nothing was sent.
+/// that clears `alive` when the connection ends (and its PING handle). A
+/// handshake that fails or takes longer than `timeout` is a connect
+/// failure: nothing was sent.
 async fn handshake<T>(
     io: T,
     alive: Arc<AtomicBool>,
     timeout: Duration,
-) -> Result<h2::client::SendRequest<Bytes>, ClientError>
+) -> Result<(h2::client::SendRequest<Bytes>, Option<h2::PingPong>), ClientError>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (send, driver) = match tokio::time::timeout(timeout, h2::client::handshake(io)).await {
+    let (send, mut driver) = match tokio::time::timeout(timeout, h2::client::handshake(io)).await {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
             return Err(ClientError::Connect(std::io::Error::other(format!(
@@ -396,13 +404,14 @@ where
             )));
         }
     };
+    let ping = driver.ping_pong();
     tokio::spawn(async move {
         if let Err(e) = driver.await {
             tracing::debug!(error = %e, "h2 connection ended");
         }
         alive.store(false, Relaxed);
     });
-    Ok(send)
+    Ok((send, ping))
 }
 
 /// A request body on its way out under the stream's flow control.

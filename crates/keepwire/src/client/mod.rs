@@ -81,6 +81,9 @@ pub enum ClientError {
     /// The HTTP/2 connection or stream failed.
     #[error("HTTP/2: {0}")]
     Http2(::h2::Error),
+    /// An extended CONNECT (RFC 8441) cannot be sent to this origin.
+    #[error("extended CONNECT (RFC 8441): {0}")]
+    ExtendedConnect(&'static str),
 }
 
 impl ClientError {
@@ -232,12 +235,25 @@ impl Client {
     /// Sends a request. The body streams; up to [`REPLAY_LIMIT`] bytes of
     /// it are kept so the request can be resent (R8.3), a body already in
     /// memory (`Body::full`) whatever its size.
+    ///
+    /// A CONNECT carrying a [`Protocol`](crate::upgrade::Protocol)
+    /// extension is sent as an HTTP/2 extended CONNECT (RFC 8441): a 2xx
+    /// answer hands the stream over through the response's
+    /// [`OnUpgrade`](crate::upgrade::OnUpgrade), as a 101 does over
+    /// HTTP/1.1; a server that did not advertise
+    /// `SETTINGS_ENABLE_CONNECT_PROTOCOL` is [`ClientError::ExtendedConnect`].
     pub async fn request(&self, req: Request<Body>) -> Result<Response<Body>, ClientError> {
         let (mut parts, body) = req.into_parts();
         let (origin, head) = head_for(&mut parts)?;
         let mut body = ReplayBody::new(body, REPLAY_LIMIT);
         body.prefill().await.map_err(ClientError::Body)?;
         let fresh = parts.extensions.get::<FreshConnection>().is_some();
+        // A CONNECT with a `:protocol` (RFC 8441) switches an HTTP/2 stream.
+        if parts.method == http::Method::CONNECT
+            && let Some(protocol) = parts.extensions.remove::<crate::upgrade::Protocol>()
+        {
+            return self.extended_connect(&origin, &head, protocol).await;
+        }
         self.send(&origin, head, &mut body, fresh).await
     }
 

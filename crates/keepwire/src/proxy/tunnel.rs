@@ -59,7 +59,7 @@ impl Proxy {
         let Some(down) = on_upgrade else {
             return self.refuse(StatusCode::INTERNAL_SERVER_ERROR, "tunnel unavailable");
         };
-        let tunnel = Tunnel::open(self.clone());
+        let tunnel = Tunnel::open(self.clone(), Kind::Connect);
         tokio::spawn(async move {
             if let Some(client) = down.wait().await {
                 tunnel
@@ -73,7 +73,7 @@ impl Proxy {
     /// Relays an upgraded exchange (101) once both sides hand over their
     /// connections.
     pub(super) fn relay_upgrade(self: &Arc<Self>, down: OnUpgrade, up: OnUpgrade) {
-        let tunnel = Tunnel::open(self.clone());
+        let tunnel = Tunnel::open(self.clone(), Kind::Upgrade);
         tokio::spawn(async move {
             if let (Some(a), Some(b)) = (down.wait().await, up.wait().await) {
                 tunnel.relay(a, b).await;
@@ -82,21 +82,36 @@ impl Proxy {
     }
 }
 
-/// A tunnel being set up or relayed. (Open tunnels are the server's
-/// `tunnels_open` gauge: the client side's `Upgraded` holds its connection
-/// slot until [`splice`] returns.)
-struct Tunnel(Arc<Proxy>);
+/// What a tunnel carries: the index of its `proxy_tunnels_open` series.
+#[derive(Clone, Copy)]
+enum Kind {
+    Connect = 0,
+    Upgrade = 1,
+}
+
+/// A tunnel being set up or relayed, counted in the proxy's
+/// `tunnels_open` gauge until it drops. (The server's `tunnels_open`
+/// counts it too: the client side's `Upgraded` holds its connection slot
+/// until [`splice`] returns.)
+struct Tunnel(Arc<Proxy>, Kind);
 
 impl Tunnel {
-    fn open(proxy: Arc<Proxy>) -> Tunnel {
+    fn open(proxy: Arc<Proxy>, kind: Kind) -> Tunnel {
         proxy.metrics.tunnels.fetch_add(1, Relaxed);
-        Tunnel(proxy)
+        proxy.metrics.tunnels_open[kind as usize].fetch_add(1, Relaxed);
+        Tunnel(proxy, kind)
     }
 
     async fn relay(self, a: Upgraded, b: Upgraded) {
         if splice(a, b, self.0.config.tunnel_idle_timeout).await {
             self.0.metrics.tunnels_idle_closed.fetch_add(1, Relaxed);
         }
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        self.0.metrics.tunnels_open[self.1 as usize].fetch_sub(1, Relaxed);
     }
 }
 
@@ -109,12 +124,13 @@ async fn splice(a: Upgraded, b: Upgraded, idle: Duration) -> bool {
     // Milliseconds from `start` to the last byte moved, either way.
     let last = AtomicU64::new(0);
     let touch = || last.store(start.elapsed().as_millis() as u64, Relaxed);
-    let (mut ar, mut aw) = tokio::io::split(a.stream);
-    let (mut br, mut bw) = tokio::io::split(b.stream);
+    // Each side reads the bytes that came with its switching head first.
+    let (mut ar, mut aw) = tokio::io::split(a);
+    let (mut br, mut bw) = tokio::io::split(b);
     let both = async {
         tokio::try_join!(
-            pump(&a.read_buf, &mut ar, &mut bw, &touch),
-            pump(&b.read_buf, &mut br, &mut aw, &touch),
+            pump(&mut ar, &mut bw, &touch),
+            pump(&mut br, &mut aw, &touch),
         )
     };
     let quiet = async {
@@ -132,18 +148,12 @@ async fn splice(a: Upgraded, b: Upgraded, idle: Duration) -> bool {
     }
 }
 
-/// Copies `r` to `w` after `pending` (bytes already read), then passes the
-/// end on as a half-close.
-async fn pump<R, W>(pending: &[u8], r: &mut R, w: &mut W, touch: &impl Fn()) -> std::io::Result<()>
+/// Copies `r` to `w`, then passes the end on as a half-close.
+async fn pump<R, W>(r: &mut R, w: &mut W, touch: &impl Fn()) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    if !pending.is_empty() {
-        w.write_all(pending).await?;
-        w.flush().await?;
-        touch();
-    }
     // As copy_bidirectional's: an idle WebSocket holds two of these.
     let mut buf = vec![0u8; 8 * 1024];
     loop {

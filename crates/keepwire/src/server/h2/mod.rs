@@ -15,6 +15,10 @@
 //! - Connection-specific fields are removed from responses (RFC 9113
 //!   §8.2.2: they are malformed in HTTP/2), with the same hop-by-hop
 //!   stripping the proxy uses.
+//! - Extended CONNECT (RFC 8441) is advertised: a stream the handler
+//!   switches (a WebSocket over HTTP/2) is handed over as an
+//!   [`Upgraded`](crate::upgrade::Upgraded) and stays one of the
+//!   connection's streams until it drops ([`tunnel`]).
 
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -36,6 +40,7 @@ use stream::{Outcome, Progress, StreamRules, stream_task};
 use wire::{Cork, Corked, uncork};
 
 mod stream;
+mod tunnel;
 mod wire;
 
 use crate::metrics::CloseReason;
@@ -47,7 +52,7 @@ use crate::metrics::CloseReason;
 pub(crate) async fn serve(
     stream: TcpStream,
     info: ConnInfo,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     handler: Arc<dyn Handler>,
     stop: watch::Receiver<bool>,
 ) -> (CloseReason, u64) {
@@ -67,7 +72,7 @@ pub(crate) async fn serve(
 pub(crate) async fn serve_tls(
     tls: tokio_rustls::server::TlsStream<TcpStream>,
     info: ConnInfo,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     handler: Arc<dyn Handler>,
     stop: watch::Receiver<bool>,
 ) -> (CloseReason, u64) {
@@ -119,7 +124,7 @@ async fn serve_io<T>(
     io: T,
     cork: Option<Arc<Cork>>,
     info: ConnInfo,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     handler: Arc<dyn Handler>,
     mut stop: watch::Receiver<bool>,
 ) -> (CloseReason, u64)
@@ -135,7 +140,10 @@ where
         .max_header_list_size(cfg.limits.max_head_bytes as u32)
         .max_send_buffer_size(256 * 1024)
         .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
-        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS));
+        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+        // RFC 8441: a CONNECT with `:protocol` switches one stream (a
+        // WebSocket over HTTP/2), answered by the handler (tunnel.rs).
+        .enable_connect_protocol();
     let handshake = tokio::time::timeout(cfg.header_timeout, builder.handshake(io)).await;
     uncork(cork.as_deref());
     let mut conn = match handshake {
@@ -151,6 +159,7 @@ where
         body_timeout: cfg.body_timeout,
         write_timeout: cfg.write_timeout,
         progress: Progress::new(),
+        shared: shared.clone(),
     };
     let mut resets = ResetBudget::new(max_streams);
     let mut write_timer: Option<(Instant, Pin<Box<tokio::time::Sleep>>)> = None;

@@ -14,7 +14,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use tokio::time::Instant;
 
-use super::super::{ConnInfo, Handler};
+use super::super::{ConnInfo, Handler, Shared};
 use crate::body::{Body, BrokenBound, H2BodyBounds};
 
 /// Bodies up to this size are queued whole, without waiting for a window
@@ -71,6 +71,8 @@ pub(super) struct StreamRules {
     pub(super) body_timeout: Duration,
     pub(super) write_timeout: Duration,
     pub(super) progress: Progress,
+    /// The server's state (its gauges count extended CONNECT tunnels).
+    pub(super) shared: Arc<Shared>,
 }
 
 /// One request stream: the handler's answer, body and trailers, with flow
@@ -90,6 +92,9 @@ pub(super) async fn stream_task(
         Ok(n) => n,
         Err(status) => return answer_now(respond, status),
     };
+    if parts.method == Method::CONNECT && parts.extensions.get::<h2::ext::Protocol>().is_some() {
+        return super::tunnel::extended_connect(parts, recv, respond, handler, info, rules).await;
+    }
     if let (Some(n), Some(max)) = (declared, rules.max_body)
         && n > max
     {
@@ -110,21 +115,7 @@ pub(super) async fn stream_task(
     );
     let mut req = Request::from_parts(parts, body);
     req.extensions_mut().insert(info);
-    let mut call = handler.call(req);
-    // The handler first: most answer at once, and then the reset is not
-    // worth a look.
-    let resp = poll_fn(|cx| {
-        if let Poll::Ready(resp) = call.as_mut().poll(cx) {
-            return Poll::Ready(Some(resp));
-        }
-        match respond.poll_reset(cx) {
-            Poll::Ready(_) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-    .await;
-    drop(call);
-    let Some(resp) = resp else {
+    let Some(resp) = call(&*handler, req, &mut respond).await else {
         return Outcome::Cancelled;
     };
     // A body that broke its bounds gets the HTTP/1 driver's answer, whatever
@@ -134,9 +125,50 @@ pub(super) async fn stream_task(
         Some(BrokenBound::TimedOut) => return answer_now(respond, StatusCode::REQUEST_TIMEOUT),
         None => resp,
     };
-    let (mut parts, body) = resp.into_parts();
-    // RFC 9113 §8.2.2: connection-specific fields are malformed in HTTP/2.
+    answer(respond, resp, head_only, &rules).await
+}
+
+/// Runs the handler on `req`; `None` if the client reset the stream first
+/// (the handler is dropped there).
+pub(super) async fn call(
+    handler: &dyn Handler,
+    req: Request<Body>,
+    respond: &mut h2::server::SendResponse<Bytes>,
+) -> Option<Response<Body>> {
+    let mut call = handler.call(req);
+    // The handler first: most answer at once, and then the reset is not
+    // worth a look.
+    poll_fn(|cx| {
+        if let Poll::Ready(resp) = call.as_mut().poll(cx) {
+            return Poll::Ready(Some(resp));
+        }
+        match respond.poll_reset(cx) {
+            Poll::Ready(_) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// The response head as HTTP/2 sends it: connection-specific fields
+/// removed (RFC 9113 §8.2.2: they are malformed), `Date` set.
+pub(super) fn h2_head(parts: &mut http::response::Parts) {
     keepwire_proto::hop::strip_hop_by_hop(&mut parts.headers, false);
+    if !parts.headers.contains_key(http::header::DATE) {
+        parts.headers.insert(http::header::DATE, crate::date::now());
+    }
+}
+
+/// Sends the handler's answer: head, body and trailers, as the client's
+/// window allows.
+pub(super) async fn answer(
+    mut respond: h2::server::SendResponse<Bytes>,
+    resp: Response<Body>,
+    head_only: bool,
+    rules: &StreamRules,
+) -> Outcome {
+    let (mut parts, body) = resp.into_parts();
+    h2_head(&mut parts);
     // The length is the body's (h2 checks it against the DATA frames); a
     // HEAD answer keeps the handler's, which describes the GET.
     if !head_only {
@@ -147,9 +179,6 @@ pub(super) async fn stream_task(
                 keepwire_proto::encode::decimal_value(n),
             );
         }
-    }
-    if !parts.headers.contains_key(http::header::DATE) {
-        parts.headers.insert(http::header::DATE, crate::date::now());
     }
     let end = head_only || body.is_end_stream();
     let send = match respond.send_response(Response::from_parts(parts, ()), end) {
@@ -162,7 +191,7 @@ pub(super) async fn stream_task(
     if end {
         return Outcome::Done;
     }
-    match send_body(send, body, &rules).await {
+    match send_body(send, body, rules).await {
         Ok(outcome) => outcome,
         Err(e) => {
             tracing::debug!(error = %e, "h2 stream ended early");

@@ -1,0 +1,296 @@
+//! The four ways against a real keepwire server on loopback, over raw
+//! sockets: what a client sends and reads, byte for byte.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use keepwire::{Body, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::*;
+
+fn serve(events: &Events) -> (keepwire::server::ServerHandle, SocketAddr) {
+    let events = events.clone();
+    let server = Server::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .bind()
+        .unwrap()
+        .spawn(move |req: Request<Body>| {
+            let events = events.clone();
+            async move { events.handle(req).await }
+        });
+    let addr = server.local_addr();
+    (server, addr)
+}
+
+fn source(history: usize) -> Events {
+    let mut c = Config::with_rate(0.0);
+    c.history = history;
+    c.max_long_poll = Duration::from_secs(5);
+    c.heartbeat = Duration::from_millis(200);
+    Events::new(c)
+}
+
+async fn send(addr: SocketAddr, path: &str, extra: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    s
+}
+
+/// Reads until `want` is in what was read (bounded by 5 s).
+async fn read_until(s: &mut TcpStream, seen: &mut String, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !seen.contains(want) {
+        let mut buf = [0u8; 4096];
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            other => panic!("waiting for {want:?}: {other:?}; read {seen:?}"),
+        }
+    }
+}
+
+/// The body of a whole (Content-Length) response on a `Connection: close` request.
+async fn get(addr: SocketAddr, path: &str) -> (String, serde_json::Value) {
+    let mut s = send(addr, path, "Connection: close\r\n").await;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1;
+    let json = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+    (text, json)
+}
+
+fn ids(json: &serde_json::Value) -> Vec<u64> {
+    json["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_u64().unwrap())
+        .collect()
+}
+
+/// Waits (bounded) until `f` holds.
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn poll_answers_at_once_with_the_events_after_the_cursor() {
+    let events = source(16);
+    let (_server, addr) = serve(&events);
+    for _ in 0..3 {
+        events.publish("x");
+    }
+    let (head, json) = get(addr, "/poll?since=1").await;
+    assert!(head.contains("content-type: application/json"), "{head}");
+    assert!(head.contains("cache-control: no-store"), "{head}");
+    assert_eq!(ids(&json), [2, 3]);
+    assert_eq!(json["last_id"], 3);
+    assert_eq!(json["events"][0]["data"], "x");
+    assert!(json["events"][0]["t"].as_f64().unwrap() > 1.6e12);
+    // No cursor: just the cursor to start from.
+    let (_, json) = get(addr, "/poll").await;
+    assert_eq!((ids(&json).len(), json["last_id"].as_u64()), (0, Some(3)));
+    // A cursor from a server that restarted starts over at the present.
+    let (_, json) = get(addr, "/poll?since=99").await;
+    assert_eq!((ids(&json).len(), json["last_id"].as_u64()), (0, Some(3)));
+    let (head, _) = get(addr, "/nope").await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+}
+
+#[tokio::test]
+async fn the_history_is_bounded() {
+    let events = source(4);
+    for _ in 0..10 {
+        events.publish("x");
+    }
+    let kept: Vec<u64> = events.since(0).iter().map(|e| e.id).collect();
+    assert_eq!(kept, [7, 8, 9, 10]);
+    assert_eq!(events.since(8).len(), 2);
+    assert!(events.since(10).is_empty());
+    let big = Events::new(Config {
+        history: usize::MAX,
+        ..Config::default()
+    });
+    assert_eq!(big.config().history, MAX_HISTORY);
+}
+
+#[tokio::test]
+async fn long_poll_is_held_until_an_event() {
+    let events = source(16);
+    let (_server, addr) = serve(&events);
+    events.publish("old");
+    let started = Instant::now();
+    let poll = tokio::spawn(async move { get(addr, "/long-poll?since=1&timeout=5").await });
+    eventually("the long poll is held", || events.held().long_polls == 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!poll.is_finished(), "answered without an event");
+    events.publish("news");
+    let (_, json) = poll.await.unwrap();
+    assert_eq!(ids(&json), [2]);
+    assert_eq!(json["events"][0]["data"], "news");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(events.held().long_polls, 0);
+    // An event already there answers at once.
+    let (_, json) = get(addr, "/long-poll?since=0").await;
+    assert_eq!(ids(&json), [1, 2]);
+}
+
+#[tokio::test]
+async fn long_poll_timeout_answers_empty_and_is_capped() {
+    let mut c = Config::with_rate(0.0);
+    c.max_long_poll = Duration::from_millis(400);
+    let events = Events::new(c);
+    let (_server, addr) = serve(&events);
+    let started = Instant::now();
+    let (head, json) = get(addr, "/long-poll?timeout=150ms").await;
+    let took = started.elapsed();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!((ids(&json).len(), json["last_id"].as_u64()), (0, Some(0)));
+    assert!(took >= Duration::from_millis(150), "{took:?}");
+    // Asking for an hour gets the server's bound.
+    let started = Instant::now();
+    let (_, json) = get(addr, "/long-poll?timeout=3600").await;
+    let took = started.elapsed();
+    assert!(ids(&json).is_empty());
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
+/// A client that goes away releases its long poll as soon as the server
+/// drops the request: an HTTP/2 client's RST_STREAM does it at once.
+#[tokio::test]
+async fn an_http2_client_that_cancels_releases_its_long_poll() {
+    let events = source(16);
+    let (_server, addr) = serve(&events);
+    let mut config = keepwire::ClientConfig::default();
+    config.http2_prior_knowledge = true;
+    let client = keepwire::Client::new(config);
+    let url = format!("http://{addr}/long-poll?timeout=30");
+    let req = Request::get(url).body(Body::empty()).unwrap();
+    let poll = tokio::spawn(async move { client.request(req).await.map(|r| r.version()) });
+    eventually("the long poll is held", || events.held().long_polls == 1).await;
+    poll.abort();
+    let cancelled = Instant::now();
+    eventually("the cancelled long poll is released", || {
+        events.held().long_polls == 0
+    })
+    .await;
+    assert!(cancelled.elapsed() < Duration::from_secs(2));
+}
+
+/// Over HTTP/1.1 the server does not read while it owes a response
+/// (pipeline depth 1) and honours a half-close (R8.4): a client's FIN is
+/// not an abort, so its long poll is held to its timeout, no longer.
+#[tokio::test]
+async fn an_http1_client_that_half_closes_is_held_to_its_timeout() {
+    let events = source(16);
+    let (_server, addr) = serve(&events);
+    let mut s = send(addr, "/long-poll?timeout=0.5", "").await;
+    eventually("the long poll is held", || events.held().long_polls == 1).await;
+    s.shutdown().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(events.held().long_polls, 1, "a half-close is not an abort");
+    let mut seen = String::new();
+    read_until(&mut s, &mut seen, "\"events\":[]").await;
+    assert_eq!(events.held().long_polls, 0);
+}
+
+#[tokio::test]
+async fn sse_streams_each_event_as_published_and_resumes() {
+    let events = source(16);
+    let (_server, addr) = serve(&events);
+    let mut s = send(addr, "/events", "").await;
+    let mut seen = String::new();
+    read_until(&mut s, &mut seen, "retry: 2000\n").await;
+    assert!(seen.contains("content-type: text/event-stream"), "{seen}");
+    assert!(seen.contains("cache-control: no-cache"), "{seen}");
+    for n in 1..=3 {
+        events.publish(format!("e{n}"));
+        // Each arrives before the next is published.
+        read_until(&mut s, &mut seen, &format!("id: {n}\ndata: {{")).await;
+        read_until(&mut s, &mut seen, &format!("\"data\":\"e{n}\"}}\n\n")).await;
+    }
+    // Idle: a comment heartbeat.
+    read_until(&mut s, &mut seen, ": heartbeat\n\n").await;
+    drop(s);
+    // Missed 4 and 5 while away: Last-Event-ID gives them back first.
+    events.publish("e4");
+    events.publish("e5");
+    let mut s = send(addr, "/events", "Last-Event-ID: 3\r\n").await;
+    let mut seen = String::new();
+    read_until(&mut s, &mut seen, "\"data\":\"e5\"}\n\n").await;
+    assert!(
+        seen.contains("id: 4\n") && !seen.contains("id: 3\n"),
+        "{seen}"
+    );
+    eventually("the first stream is released", || {
+        events.held().streams == 1
+    })
+    .await;
+    drop(s);
+    eventually("the second stream is released", || {
+        events.held().streams == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sse_says_when_the_history_lost_events() {
+    let events = source(2);
+    for _ in 0..5 {
+        events.publish("x");
+    }
+    let (_server, addr) = serve(&events);
+    let mut s = send(addr, "/events", "Last-Event-ID: 1\r\n").await;
+    let mut seen = String::new();
+    read_until(&mut s, &mut seen, "id: 5\n").await;
+    assert!(seen.contains(": 2 events missed\n\n"), "{seen}");
+    assert!(!seen.contains("id: 3\n"), "{seen}");
+}
+
+#[tokio::test]
+async fn the_ticker_publishes_at_its_rate_and_only_get_is_allowed() {
+    let events = Events::new(Config::with_rate(50.0));
+    let (_server, addr) = serve(&events);
+    let (head, _) = get(addr, "/poll").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (_, json) = get(addr, "/long-poll?since=0").await;
+    assert_eq!(json["events"][0]["data"], "tick 1");
+    eventually("ticks go on", || events.last_id() >= 3).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"POST /poll HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(
+        out.starts_with("HTTP/1.1 405") && out.contains("allow: GET, HEAD"),
+        "{out}"
+    );
+}
+
+#[test]
+fn timeouts_parse_in_seconds_or_milliseconds() {
+    assert_eq!(parse_seconds("2"), Some(Duration::from_secs(2)));
+    assert_eq!(parse_seconds("0.5"), Some(Duration::from_millis(500)));
+    assert_eq!(parse_seconds("300ms"), Some(Duration::from_millis(300)));
+    assert_eq!(parse_seconds("3s"), Some(Duration::from_secs(3)));
+    assert_eq!(parse_seconds("-1"), None);
+    assert_eq!(parse_seconds("NaN"), None);
+    assert_eq!(parse_seconds("soon"), None);
+}

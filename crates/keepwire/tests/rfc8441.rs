@@ -1,0 +1,337 @@
+//! HTTP/2 extended CONNECT (RFC 8441) between keepwire's client and
+//! server: a stream switched by a CONNECT with `:protocol` carries bytes
+//! both ways under flow control, ends with END_STREAM or RST_STREAM,
+//! counts against the stream limit and in `tunnels_open`, outlives the
+//! connection's idle timeout while it lives, and ends with the server's
+//! shutdown. A handler that refuses answers plainly; a server that did not
+//! advertise SETTINGS_ENABLE_CONNECT_PROTOCOL gets no extended CONNECT.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use keepwire::Body;
+use keepwire::client::{Client, ClientConfig, ClientError};
+use keepwire::upgrade::{OnUpgrade, Protocol, Upgraded, connect_protocol};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// How the server's side of a tunnel ended: its read result.
+type Ends = mpsc::UnboundedSender<std::io::ErrorKind>;
+
+/// Accepts `:protocol echo` and echoes the stream (a half-close answered
+/// with one), reporting how its reads ended; refuses any other protocol.
+fn echo_handler(ends: Ends) -> impl Fn(Request<Body>) -> std::future::Ready<Response<Body>> {
+    move |req: Request<Body>| {
+        let proto = connect_protocol(&req).map(|p| p.as_str().to_string());
+        let on = req.extensions().get::<OnUpgrade>().cloned();
+        let resp = match (proto.as_deref(), on) {
+            (Some("echo"), Some(on)) => {
+                let ends = ends.clone();
+                tokio::spawn(async move {
+                    let Some(up) = on.wait().await else { return };
+                    assert!(up.is_h2_stream());
+                    let _ = ends.send(echo(up).await);
+                });
+                Response::new(Body::empty())
+            }
+            _ => Response::builder()
+                .status(StatusCode::FORBIDDEN)
+                .body(Body::from("no such protocol here"))
+                .unwrap(),
+        };
+        std::future::ready(resp)
+    }
+}
+
+/// Accepts `:protocol flood` and writes into the stream without end,
+/// counting the bytes its writes took.
+fn flood_handler(
+    written: Arc<AtomicU64>,
+) -> impl Fn(Request<Body>) -> std::future::Ready<Response<Body>> {
+    move |req: Request<Body>| {
+        let on = req.extensions().get::<OnUpgrade>().cloned().unwrap();
+        let written = written.clone();
+        tokio::spawn(async move {
+            let Some(mut up) = on.wait().await else {
+                return;
+            };
+            let chunk = vec![7u8; 16 * 1024];
+            while up.write_all(&chunk).await.is_ok() {
+                written.fetch_add(chunk.len() as u64, Relaxed);
+            }
+        });
+        std::future::ready(Response::new(Body::empty()))
+    }
+}
+
+/// Echoes until the peer's end; returns how reading ended (`Other`: a
+/// clean end).
+async fn echo(mut up: Upgraded) -> std::io::ErrorKind {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match up.read(&mut buf).await {
+            Ok(0) => {
+                let _ = up.shutdown().await;
+                return std::io::ErrorKind::Other;
+            }
+            Ok(n) => {
+                if let Err(e) = up.write_all(&buf[..n]).await {
+                    return e.kind();
+                }
+            }
+            Err(e) => return e.kind(),
+        }
+    }
+}
+
+fn h2c_client() -> Client {
+    let mut cfg = ClientConfig::default();
+    cfg.http2_prior_knowledge = true;
+    cfg.connect_timeout = Duration::from_secs(2);
+    Client::new(cfg)
+}
+
+fn extended_connect(addr: std::net::SocketAddr, protocol: &'static str) -> Request<Body> {
+    let mut req = Request::builder()
+        .method(Method::CONNECT)
+        .uri(format!("http://{addr}/chat"))
+        .header("x-test", "1")
+        .body(Body::empty())
+        .unwrap();
+    req.extensions_mut().insert(Protocol::from_static(protocol));
+    req
+}
+
+/// Opens an `echo` tunnel.
+async fn open(client: &Client, addr: std::net::SocketAddr) -> Upgraded {
+    let resp = within(
+        "extended CONNECT",
+        WAIT,
+        client.request(extended_connect(addr, "echo")),
+    )
+    .await
+    .expect("extended CONNECT answered");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let on = resp
+        .extensions()
+        .get::<OnUpgrade>()
+        .cloned()
+        .expect("OnUpgrade");
+    let up = within("the stream", WAIT, on.wait())
+        .await
+        .expect("the stream");
+    assert!(up.is_h2_stream());
+    up
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_carries_bytes_both_ways_past_the_idle_timeout_and_ends_with_end_stream() {
+    let (ends, mut ended) = mpsc::unbounded_channel();
+    let (server, metrics) = serve_with_metrics(
+        |c| {
+            c.idle_timeout = Duration::from_millis(300);
+            // An idle GOAWAY would end the tunnel this soon after.
+            c.shutdown_timeout = Duration::from_millis(200);
+        },
+        echo_handler(ends),
+    );
+    let client = h2c_client();
+    let mut up = open(&client, server.local_addr()).await;
+    up.write_all(b"hello").await.unwrap();
+    let mut got = [0u8; 5];
+    within("the echo", WAIT, up.read_exact(&mut got))
+        .await
+        .unwrap();
+    assert_eq!(&got, b"hello");
+    eventually("the stream is counted as a tunnel", WAIT, || {
+        metric(&metrics(), "tunnels_open") == 1
+    })
+    .await;
+    // Quiet for longer than the connection's idle timeout: the tunnel is
+    // the connection's work, so no GOAWAY ends it.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // 1 MiB each way at once: more than the 64 KiB windows, so both
+    // directions wait for WINDOW_UPDATEs the reader sends as it consumes.
+    let data = pattern(1 << 20);
+    let (mut rd, mut wr) = tokio::io::split(up);
+    let writer = {
+        let data = data.clone();
+        tokio::spawn(async move {
+            wr.write_all(&data).await.unwrap();
+            // END_STREAM: the half-close.
+            wr.shutdown().await.unwrap();
+        })
+    };
+    let mut back = Vec::new();
+    within(
+        "the echo of 1 MiB, then the end",
+        WAIT * 2,
+        rd.read_to_end(&mut back),
+    )
+    .await
+    .unwrap();
+    writer.await.unwrap();
+    assert_eq!(back.len(), data.len());
+    assert_eq!(fnv(FNV_START, &back), fnv(FNV_START, &data));
+    assert_eq!(
+        within("the server's end", WAIT, ended.recv()).await,
+        Some(std::io::ErrorKind::Other),
+        "the server saw END_STREAM as the end"
+    );
+    drop(rd);
+    eventually("the tunnel is no longer counted", WAIT, || {
+        metric(&metrics(), "tunnels_open") == 0
+    })
+    .await;
+    // The connection is still there for ordinary requests.
+    let resp = client
+        .get(&format!("http://{}/", server.local_addr()))
+        .await;
+    assert_eq!(resp.unwrap().status(), StatusCode::FORBIDDEN);
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_from_the_client_ends_the_servers_stream() {
+    let (ends, mut ended) = mpsc::unbounded_channel();
+    let (server, metrics) = serve_with_metrics(|_| {}, echo_handler(ends));
+    let client = h2c_client();
+    let mut up = open(&client, server.local_addr()).await;
+    up.write_all(b"x").await.unwrap();
+    let mut one = [0u8; 1];
+    up.read_exact(&mut one).await.unwrap();
+    // Dropped before either end: h2 resets the stream (RST_STREAM CANCEL).
+    drop(up);
+    assert_eq!(
+        within("the server's end", WAIT, ended.recv()).await,
+        Some(std::io::ErrorKind::ConnectionReset)
+    );
+    eventually("the tunnel is no longer counted", WAIT, || {
+        metric(&metrics(), "tunnels_open") == 0
+    })
+    .await;
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_refuses_answers_plainly() {
+    let (ends, _ended) = mpsc::unbounded_channel();
+    let server = serve(|_| {}, echo_handler(ends));
+    let client = h2c_client();
+    let resp = client
+        .request(extended_connect(server.local_addr(), "nope"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(resp.extensions().get::<OnUpgrade>().is_none());
+    let body = resp.into_body().collect(1024).await.unwrap();
+    assert_eq!(&body[..], b"no such protocol here");
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_stream_counts_against_the_stream_limit() {
+    let (ends, _ended) = mpsc::unbounded_channel();
+    let server = serve(|c| c.http2_max_streams = 1, echo_handler(ends));
+    let client = h2c_client();
+    let url = format!("http://{}/", server.local_addr());
+    let up = open(&client, server.local_addr()).await;
+    // The one stream is taken: a request waits for it.
+    let waited = tokio::time::timeout(Duration::from_millis(500), client.get(&url)).await;
+    assert!(waited.is_err(), "a request got a stream: {waited:?}");
+    drop(up);
+    let resp = within("a request after the tunnel", WAIT, client.get(&url)).await;
+    assert_eq!(resp.unwrap().status(), StatusCode::FORBIDDEN);
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_an_open_stream_after_goaway() {
+    let (ends, _ended) = mpsc::unbounded_channel();
+    let server = serve(
+        |c| c.shutdown_timeout = Duration::from_millis(300),
+        echo_handler(ends),
+    );
+    let client = h2c_client();
+    let mut up = open(&client, server.local_addr()).await;
+    within("shutdown", WAIT, server.shutdown())
+        .await
+        .expect("shutdown");
+    // The stream ended with its connection.
+    let mut buf = [0u8; 16];
+    let read = within("the stream's end", WAIT, up.read(&mut buf)).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_refuses_a_server_that_did_not_enable_it() {
+    // The `h2` crate's server with its default settings: no
+    // SETTINGS_ENABLE_CONNECT_PROTOCOL.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut conn = h2::server::handshake(tcp).await.unwrap();
+        while let Some(Ok((_, mut respond))) = conn.accept().await {
+            let resp = Response::new(());
+            let mut send = respond.send_response(resp, false).unwrap();
+            let _ = send.send_data(Bytes::from_static(b"ok"), true);
+        }
+    });
+    let client = h2c_client();
+    let err = within(
+        "extended CONNECT",
+        WAIT,
+        client.request(extended_connect(addr, "echo")),
+    )
+    .await
+    .expect_err("no extended CONNECT without the setting");
+    assert!(matches!(err, ClientError::ExtendedConnect(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("SETTINGS_ENABLE_CONNECT_PROTOCOL"),
+        "{err}"
+    );
+    peer.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_read_stops_the_writer_at_the_window() {
+    let written = Arc::new(AtomicU64::new(0));
+    let server = serve(|_| {}, flood_handler(written.clone()));
+    let client = h2c_client();
+    let mut req = extended_connect(server.local_addr(), "echo");
+    req.extensions_mut().insert(Protocol::from_static("flood"));
+    let resp = within("extended CONNECT", WAIT, client.request(req))
+        .await
+        .unwrap();
+    let on = resp.extensions().get::<OnUpgrade>().cloned().unwrap();
+    let mut up = within("the stream", WAIT, on.wait()).await.unwrap();
+    // Nothing read: the writer stops once the stream's window (64 KiB by
+    // default) is used up, and nothing piles up behind it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stalled = written.load(Relaxed);
+    assert!(
+        stalled > 0 && stalled <= 128 * 1024,
+        "wrote {stalled} bytes"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(written.load(Relaxed), stalled, "the writer went on");
+    // Reading opens the window again: the writer moves on.
+    let mut buf = vec![0u8; 256 * 1024];
+    within("the flood", WAIT, up.read_exact(&mut buf))
+        .await
+        .unwrap();
+    eventually("the writer resumed", WAIT, || {
+        written.load(Relaxed) > stalled
+    })
+    .await;
+    drop(up);
+    stop(server).await;
+}
