@@ -18,7 +18,6 @@ mod realtime;
 mod realtime_client;
 mod realtime_model;
 mod realtime_server;
-mod realtime_standin;
 mod reset_loss;
 mod slow_start;
 mod stale_retry;

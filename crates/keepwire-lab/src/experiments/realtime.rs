@@ -15,8 +15,8 @@ use super::harness::{Experiment, Lab, Outcome, Row, Timeline, outcome, row};
 use super::realtime_client::{self, Seen, Technique};
 use super::realtime_model::{self as model, Plan};
 use super::realtime_server::{self as server, Origin, Path};
-use super::realtime_standin::Source;
 use super::stats::{ms, quantile};
+use crate::realtime::{Config, Events};
 
 /// Its entry in the catalogue.
 pub(super) const EXPERIMENT: Experiment = Experiment {
@@ -143,7 +143,8 @@ pub(super) fn run(lab: &Lab) -> Outcome {
     notes.push(format!(
         "bytes from the link's counters: wire bytes are IP packets both ways (IP and TCP \
          headers, handshakes and ACKs included), HTTP bytes their TCP payload; model HTTP bytes \
-         = requests × (request head + response head, as first seen) + body bytes received \
+         = requests × request head + responses × response head (as first seen) + body bytes \
+         received \
          (chunked framing and WebSocket frame headers are the difference); server CPU is the \
          server side's thread (event source, proxy or relay{})",
         if lab.link.exact {
@@ -188,7 +189,7 @@ pub(super) fn run(lab: &Lab) -> Outcome {
 /// One technique on one path with one plan.
 fn one(lab: &Lab, plan: &Plan, t: Technique, path: Path, label: &str) -> Result<Measured, String> {
     let rtt = lab.r_ms();
-    let origin = Origin::new(Source::new());
+    let origin = Origin::new(Events::new(Config::with_rate(0.0)));
     let (ip, client_ip) = (lab.link.server.ip, lab.link.client.ip);
     let o = origin.clone();
     let (addr, stop) = lab
@@ -276,8 +277,13 @@ fn one(lab: &Lab, plan: &Plan, t: Technique, path: Path, label: &str) -> Result<
         && requests == model_requests
         && wire.connections == 1;
     let http_bytes = wire.payload_bytes[0] + wire.payload_bytes[1];
+    // A long poll's last request is still held when the run ends.
+    let model_responses = match t {
+        Technique::LongPoll(_) => model_requests.saturating_sub(1),
+        _ => model_requests,
+    };
     let model_bytes =
-        model_requests as u64 * (seen.heads.0 + seen.heads.1) as u64 + seen.body_bytes;
+        (model_requests * seen.heads.0 + model_responses * seen.heads.1) as u64 + seen.body_bytes;
     let f = |x: u64| Some(x as f64);
     let ip_bytes = wire.ip_bytes[0] + wire.ip_bytes[1];
     let row = row(
@@ -327,7 +333,8 @@ async fn publish(
         let at = Instant::now();
         let id = origin
             .source
-            .publish(format!("event {i:03} of the lab's real-time run"));
+            .publish(format!("event {i:03} of the lab's real-time run"))
+            .id;
         out.push((id, at));
     }
     tokio::time::sleep_until(finish_at.into()).await;

@@ -13,6 +13,8 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
+use keepwire::proto::SseParser;
+
 use super::raw::RawConn;
 
 /// A technique, as the client runs it.
@@ -49,6 +51,8 @@ pub(super) struct Seen {
     pub arrivals: Vec<(u64, Instant)>,
     /// Request head and response head of the first exchange.
     pub heads: (usize, usize),
+    /// Response heads received.
+    pub responses: usize,
     /// Body (or message) bytes received.
     pub body_bytes: u64,
     /// Why the client stopped early, if it did.
@@ -72,7 +76,7 @@ pub(super) async fn run(t: Technique, addr: SocketAddr, t0: Instant, end: Instan
 }
 
 fn request(target: &str) -> String {
-    format!("GET {target} HTTP/1.1\r\nHost: lab\r\nAccept: text/event-stream\r\n\r\n")
+    format!("GET {target} HTTP/1.1\r\nHost: lab\r\n\r\n")
 }
 
 /// Sends `req` on `c`, recording when and its size.
@@ -111,15 +115,14 @@ async fn exchange(
         }
     };
     let now = Instant::now();
+    seen.responses += 1;
     if seen.heads.1 == 0 {
         seen.heads.1 = resp.head_len;
     }
     seen.body_bytes += resp.body;
-    let mut data = resp.data;
-    for id in sse_ids(&mut data) {
-        *since = (*since).max(id);
-        seen.arrivals.push((id, now));
-    }
+    let (last, ids) = poll_answer(&resp.data)?;
+    *since = last;
+    seen.arrivals.extend(ids.into_iter().map(|id| (id, now)));
     Ok(true)
 }
 
@@ -162,7 +165,7 @@ async fn long_poll(
     let mut since = 0;
     while Instant::now() < end {
         let req = request(&format!(
-            "/long-poll?since={since}&timeout_ms={}",
+            "/long-poll?since={since}&timeout={}ms",
             hold.as_millis()
         ));
         if !exchange(seen, &mut c, &req, end, &mut since).await? {
@@ -186,7 +189,9 @@ async fn sse(seen: &mut Seen, addr: SocketAddr, t0: Instant, end: Instant) -> Re
         Ok(Some(h)) => return Err(format!("status {}", h.0.status)),
     };
     seen.heads.1 = skim.head_len;
-    let mut buf = Vec::new();
+    seen.responses += 1;
+    let mut parser = SseParser::default();
+    let mut events = Vec::new();
     loop {
         match c.data(&mut decoder, end).await {
             Err(e) if e == "timeout" => return Ok(()),
@@ -195,8 +200,11 @@ async fn sse(seen: &mut Seen, addr: SocketAddr, t0: Instant, end: Instant) -> Re
             Ok(Some(chunk)) => {
                 let now = Instant::now();
                 seen.body_bytes += chunk.len() as u64;
-                buf.extend_from_slice(&chunk);
-                for id in sse_ids(&mut buf) {
+                parser
+                    .feed(&chunk, &mut events)
+                    .map_err(|e| e.to_string())?;
+                for e in events.drain(..) {
+                    let id = e.id.parse().map_err(|_| format!("event id {:?}", e.id))?;
                     seen.arrivals.push((id, now));
                 }
             }
@@ -204,30 +212,19 @@ async fn sse(seen: &mut Seen, addr: SocketAddr, t0: Instant, end: Instant) -> Re
     }
 }
 
-/// The ids of the complete Server-Sent Events at the front of `buf`, which
-/// are consumed (the WHATWG format: blocks ended by a blank line, an `id:`
-/// field per event; CRLF or LF line ends).
-pub(super) fn sse_ids(buf: &mut Vec<u8>) -> Vec<u64> {
-    let mut ids = Vec::new();
-    loop {
-        let find = |sep: &[u8]| buf.windows(sep.len()).position(|w| w == sep);
-        let end = [
-            find(b"\r\n\r\n").map(|i| (i, 4)),
-            find(b"\n\n").map(|i| (i, 2)),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        let Some((at, n)) = end else {
-            return ids;
-        };
-        let block = String::from_utf8_lossy(&buf[..at]);
-        ids.extend(block.lines().find_map(|l| {
-            l.strip_prefix("id:")
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        }));
-        buf.drain(..at + n);
-    }
+/// A poll answer (`{"last_id":N,"events":[{"id":..},...]}`, the event
+/// source's JSON): the cursor and the event ids.
+pub(super) fn poll_answer(body: &[u8]) -> Result<(u64, Vec<u64>), String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("poll answer: {e}"))?;
+    let last = v["last_id"].as_u64().ok_or("poll answer without last_id")?;
+    let ids = v["events"]
+        .as_array()
+        .ok_or("poll answer without events")?
+        .iter()
+        .map(|e| e["id"].as_u64().ok_or("an event without id"))
+        .collect::<Result<_, _>>()?;
+    Ok((last, ids))
 }
 
 #[cfg(test)]
@@ -235,13 +232,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sse_ids_take_complete_events_only() {
-        let mut buf =
-            b"id: 1\ndata: a\n\nid:2\r\ndata: b\r\n\r\n: comment\n\nid: 3\ndata: c".to_vec();
-        assert_eq!(sse_ids(&mut buf), [1, 2]);
-        assert_eq!(buf, b"id: 3\ndata: c");
-        buf.extend_from_slice(b"\n\n");
-        assert_eq!(sse_ids(&mut buf), [3]);
-        assert!(buf.is_empty());
+    fn poll_answers_give_the_cursor_and_the_ids() {
+        let body =
+            br#"{"last_id":7,"events":[{"id":6,"t":1.5,"data":"a"},{"id":7,"t":2.0,"data":"b"}]}"#;
+        assert_eq!(poll_answer(body), Ok((7, vec![6, 7])));
+        assert_eq!(
+            poll_answer(br#"{"last_id":3,"events":[]}"#),
+            Ok((3, vec![]))
+        );
+        assert!(poll_answer(b"{}").is_err());
     }
 }

@@ -21,7 +21,7 @@ use keepwire::proxy::{Proxy, ProxyConfig, Route, Upstream};
 use keepwire::{Body, Client, ClientConfig, Server};
 use tokio::sync::{oneshot, watch};
 
-use super::realtime_standin::Source;
+use crate::realtime::Events;
 use crate::site::status;
 
 /// What the buffering relay forwards at a time: one memory page, nginx's
@@ -54,14 +54,14 @@ impl Path {
 /// [`Origin::finish`].
 #[derive(Clone)]
 pub(super) struct Origin {
-    pub(super) source: Source,
+    pub(super) source: Events,
     finish: watch::Sender<bool>,
     /// When the streams were ended.
     pub(super) finished: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Origin {
-    pub(super) fn new(source: Source) -> Origin {
+    pub(super) fn new(source: Events) -> Origin {
         Origin {
             source,
             finish: watch::Sender::new(false),
@@ -77,7 +77,7 @@ impl Origin {
 
     async fn handle(self, req: Request<Body>) -> Response<Body> {
         let stream = req.uri().path() == "/events";
-        let resp = self.source.clone().handle(req).await;
+        let resp = self.source.handle(req).await;
         if !stream {
             return resp;
         }
