@@ -110,7 +110,7 @@ pub fn render(r: &LabReport) -> String {
          table{{border-collapse:collapse;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}\
          td:first-child,th:first-child{{text-align:left}}.pass{{color:#1a7f37;font-weight:bold}}\
          .fail{{color:#c62828;font-weight:bold}}.note{{color:#555;font-size:13px}}\
-         section{{border-top:2px solid #eee;margin-top:1.5em}}svg text{{font:11px sans-serif}}\
+         section{{border-top:2px solid #eee;margin-top:1.5em}}.wide{{overflow-x:auto}}svg text{{font:11px sans-serif}}\
          </style></head><body>\n<h1>keepwire lab</h1>\n<p>Link: RTT {} ms, {} Mbit/s, loss {}% — <b>{}</b>{}. {}</p>\n",
         r.rtt_ms,
         r.bandwidth_bps as f64 / 1e6,
@@ -138,7 +138,7 @@ pub fn render(r: &LabReport) -> String {
 fn section(h: &mut String, o: &Outcome) {
     let _ = write!(
         h,
-        "<section id=\"{}\"><h2>{} — {} <small>({})</small></h2>\n<table><tr><th></th>",
+        "<section id=\"{}\"><h2>{} — {} <small>({})</small></h2>\n<div class=\"wide\"><table><tr><th></th>",
         esc(o.id),
         esc(o.id),
         esc(o.title),
@@ -155,7 +155,7 @@ fn section(h: &mut String, o: &Outcome) {
         }
         h.push_str("</tr>\n");
     }
-    h.push_str("</table>\n");
+    h.push_str("</table></div>\n");
     chart(h, o);
     let _ = writeln!(
         h,
