@@ -9,6 +9,7 @@ mod lab;
 mod proxy;
 mod serve;
 mod tls;
+mod ws;
 
 use clap::{Parser, Subcommand};
 
@@ -47,6 +48,9 @@ enum Command {
     /// slow start, TIME_WAIT, a dumb proxy, reset loss, stale connections;
     /// each beside the round-trip model, with a verdict and an HTML report.
     Lab(lab::LabArgs),
+    /// Talk to a WebSocket server (ws://, wss://) like websocat: stdin lines out
+    /// as text messages, messages received on stdout, `-v` shows the handshake.
+    Ws(ws::WsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,6 +62,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Check(args)) => check::run(args),
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Lab(args)) => lab::run(args),
+        Some(Command::Ws(args)) => ws::run(args),
         None => {
             use clap::CommandFactory;
             let _ = Cli::command().print_help();

@@ -15,6 +15,7 @@
 //! - [`trace`]: TRACE, off by default, and an echo that keeps credentials out.
 //! - [`upgrade`]: the connection handed over after 101 or CONNECT, on
 //!   either side.
+//! - [`ws`]: WebSocket on that hand-off, server and client.
 //!
 //! The protocol itself lives in the sans-IO [`proto`] crate; this crate is
 //! the pump that moves bytes, runs handlers and owns the clocks.
@@ -36,6 +37,7 @@ pub mod tower;
 pub mod trace;
 pub mod transport;
 pub mod upgrade;
+pub mod ws;
 
 pub use body::{Body, BodyError, BodySender};
 pub use client::{Client, ClientConfig, ClientError, RequestMeta};

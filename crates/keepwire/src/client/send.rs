@@ -32,7 +32,11 @@ impl Client {
         mut fresh: bool,
     ) -> Result<Response<Body>, ClientError> {
         let cfg = &self.inner.config;
-        let h2 = if origin.scheme == "https" {
+        // An HTTP/1.1 Upgrade (a WebSocket handshake) has no meaning in
+        // HTTP/2 (RFC 9113 §8.6): it goes over HTTP/1.1 whatever ALPN offers.
+        let h2 = if head.headers.contains_key(http::header::UPGRADE) {
+            false
+        } else if origin.scheme == "https" {
             !cfg.http1_only && !self.speaks_http1(origin)
         } else {
             cfg.http2_prior_knowledge

@@ -1,0 +1,228 @@
+//! `keepwire ws URL`: a WebSocket client in the spirit of websocat, over
+//! `keepwire::ws`. Lines of stdin go out as text messages, messages
+//! received come out on stdout one per line; end of input closes with
+//! 1000. `-v` shows the handshake and the close; `--json` describes each
+//! message received.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use keepwire::ws::{self, Message};
+use keepwire::{Client, ClientConfig};
+use tokio::io::AsyncBufReadExt;
+
+use crate::common::parse_duration;
+
+/// Options of `keepwire ws`.
+#[derive(Args, Debug)]
+#[command(after_long_help = "\
+Exit status: 0 after a close handshake with code 1000 or 1001 (or none),
+started by either side; 1 after any other close code, a connection that
+ended without a close frame, or an error.
+
+Examples:
+  echo hello | keepwire ws ws://127.0.0.1:8080/ws
+  keepwire ws -v --json -H 'Origin: http://example' wss://example.org/socket")]
+pub struct WsArgs {
+    /// The server: `ws://host[:port]/path` or `wss://host[:port]/path`.
+    #[arg(value_name = "URL")]
+    url: String,
+    /// Print the handshake on stderr (`> ` sent, `< ` received, `* ` whether
+    /// Sec-WebSocket-Accept matched), and the close code and reason at the end.
+    #[arg(short, long)]
+    verbose: bool,
+    /// Print one JSON object per message received (text, binary, ping, pong,
+    /// close) with `type`, `len`, `data` (binary as hex), `time` (Unix
+    /// seconds) and `elapsed_ms` (since the connection opened).
+    #[arg(long)]
+    json: bool,
+    /// An extra field for the handshake request (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// Subprotocol to offer (`Sec-WebSocket-Protocol`; repeatable).
+    #[arg(long = "protocol", value_name = "NAME")]
+    protocols: Vec<String>,
+    /// wss://: trust only the certificates in this PEM file.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    cacert: Option<PathBuf>,
+    /// wss://: do not verify the server's certificate (test servers only).
+    #[arg(short = 'k', long)]
+    insecure: bool,
+    /// Ping the server after this long without a frame from it; `0` never.
+    /// A server that then sends nothing for 10 s is taken as dead.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    ping_interval: Duration,
+    /// Time allowed to connect and for the handshake's response.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    timeout: Duration,
+    /// After end of input, keep printing what arrives for this long before
+    /// closing (so `echo hi | keepwire ws URL` shows the echo).
+    #[arg(long, default_value = "500ms", value_parser = parse_duration, value_name = "DURATION")]
+    linger: Duration,
+    /// Open the WebSocket over HTTP/2 with an extended CONNECT (RFC 8441).
+    #[arg(long)]
+    http2: bool,
+}
+
+/// Runs `keepwire ws`.
+pub fn run(args: WsArgs) -> Result<(), String> {
+    if args.http2 {
+        return Err("ws --http2 (RFC 8441 extended CONNECT) is not yet supported".into());
+    }
+    let mut headers = HeaderMap::new();
+    for h in &args.headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| format!("-H {h:?}: expected 'Name: value'"))?;
+        let name = HeaderName::try_from(name.trim()).map_err(|e| format!("-H {h:?}: {e}"))?;
+        let value = HeaderValue::try_from(value.trim()).map_err(|e| format!("-H {h:?}: {e}"))?;
+        headers.append(name, value);
+    }
+    let mut config = ClientConfig::default();
+    config.connect_timeout = args.timeout;
+    config.response_timeout = args.timeout;
+    if args.insecure {
+        config.tls = Some(keepwire::client::tls::insecure_config());
+    } else if let Some(path) = &args.cacert {
+        config.tls =
+            Some(keepwire::client::tls::config_with_ca(path).map_err(|e| format!("--cacert {e}"))?);
+    }
+    let mut cfg = ws::Config::default();
+    cfg.ping_interval = (!args.ping_interval.is_zero()).then_some(args.ping_interval);
+    cfg.idle_timeout = None;
+    cfg.protocols = args.protocols.clone();
+    let rt = crate::common::runtime(Some(1))?;
+    let result = rt.block_on(session(&args, Client::new(config), headers, cfg));
+    // Not waiting for the blocked read of an interactive stdin.
+    rt.shutdown_background();
+    result
+}
+
+async fn session(
+    args: &WsArgs,
+    client: Client,
+    headers: HeaderMap,
+    cfg: ws::Config,
+) -> Result<(), String> {
+    let (sock, shake) = match ws::connect(&client, &args.url, headers, cfg).await {
+        Ok(v) => v,
+        Err(e) => {
+            if let (
+                true,
+                ws::Error::Handshake {
+                    handshake: Some(h), ..
+                },
+            ) = (args.verbose, &e)
+            {
+                eprint!("{}", h.transcript());
+            }
+            return Err(format!("ws {}: {e}", args.url));
+        }
+    };
+    if args.verbose {
+        eprint!("{}", shake.transcript());
+    }
+    let opened = Instant::now();
+    let (tx, mut rx) = sock.split();
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut input = true;
+    // End of input: when our close handshake starts.
+    let mut linger = None;
+    let mut close = None;
+    loop {
+        tokio::select! {
+            line = lines.next_line(), if input => match line {
+                Ok(Some(line)) => {
+                    if let Err(e) = tx.send(Message::Text(line)).await {
+                        return Err(format!("ws: send: {e}"));
+                    }
+                }
+                // End of input (or a read error).
+                _ => {
+                    input = false;
+                    linger = Some(tokio::time::Instant::now() + args.linger);
+                }
+            },
+            _ = tokio::signal::ctrl_c(), if input => {
+                input = false;
+                linger = Some(tokio::time::Instant::now());
+            }
+            _ = tokio::time::sleep_until(linger.unwrap_or_else(tokio::time::Instant::now)),
+                if linger.is_some() => {
+                linger = None;
+                tx.close(1000, "").await.map_err(|e| format!("ws: close: {e}"))?;
+            }
+            m = rx.recv() => match m {
+                Some(Ok(m)) => {
+                    if let Message::Close(c) = &m {
+                        close = Some(c.clone());
+                    }
+                    print(args.json, &m, opened);
+                }
+                Some(Err(e)) => return Err(format!("ws: {e}")),
+                None => break,
+            },
+        }
+    }
+    let by = if input || linger.is_some() {
+        "the server"
+    } else {
+        "us"
+    };
+    let (code, reason) = match close {
+        Some(Some(c)) => (c.code, c.reason),
+        Some(None) => (1005, String::new()),
+        None => return Err("ws: the connection ended without a close frame".into()),
+    };
+    if args.verbose {
+        eprintln!("* closed (started by {by}): code {code}, reason {reason:?}");
+    }
+    match code {
+        1000 | 1001 | 1005 => Ok(()),
+        _ => Err(format!("ws: closed with code {code} {reason:?}")),
+    }
+}
+
+/// Writes one received message on stdout.
+fn print(json: bool, m: &Message, opened: Instant) {
+    let (kind, data): (&str, &[u8]) = match m {
+        Message::Text(t) => ("text", t.as_bytes()),
+        Message::Binary(b) => ("binary", b),
+        Message::Ping(b) => ("ping", b),
+        Message::Pong(b) => ("pong", b),
+        Message::Close(_) => ("close", b""),
+    };
+    let mut out = std::io::stdout().lock();
+    // A reader that went away (`| head`) is not an error here.
+    let _ = if json {
+        let time = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut v = serde_json::json!({
+            "type": kind,
+            "len": data.len(),
+            "data": match m {
+                Message::Text(t) => t.clone(),
+                _ => data.iter().map(|b| format!("{b:02x}")).collect(),
+            },
+            "time": time.as_secs_f64(),
+            "elapsed_ms": opened.elapsed().as_secs_f64() * 1000.0,
+        });
+        if let Message::Close(Some(c)) = m {
+            v["code"] = c.code.into();
+            v["reason"] = c.reason.clone().into();
+        }
+        writeln!(out, "{v}")
+    } else {
+        match m {
+            Message::Text(_) | Message::Binary(_) => {
+                out.write_all(data).and_then(|()| out.write_all(b"\n"))
+            }
+            _ => Ok(()),
+        }
+    };
+    let _ = out.flush();
+}
