@@ -400,3 +400,14 @@ fn realtime_flags_that_do_not_apply_fail_with_the_cause() {
         assert!(stderr.contains(want), "{args:?}: want {want:?} in {stderr}");
     }
 }
+
+#[test]
+fn sse_against_keepwire_serve_events_reads_the_stamped_time() {
+    let s = start(&["serve", "--listen", "127.0.0.1:0", "--events-per-s", "200"]);
+    let url = format!("http://{}/events", s.addr);
+    let doc = bench_json(&["--sse", "-c", "2", "-n", "20", &url]);
+    assert_eq!(n(&doc, &["responses"]), 20.0, "{doc}");
+    assert_eq!(n(&doc, &["error_total"]), 0.0, "{doc}");
+    assert_eq!(n(&doc, &["latency", "count"]), 20.0, "{doc}");
+    assert!(n(&doc, &["bytes_per_event"]) > 20.0, "{doc}");
+}

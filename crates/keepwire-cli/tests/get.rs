@@ -591,3 +591,64 @@ fn nginx_page_with_two_persistent_connections() {
     );
     assert_eq!(conns.len() as u64, opened(&doc), "{log}");
 }
+
+/// A Server-Sent Events stream (`keepwire serve` /events) has each event
+/// printed as it arrives: the first lines come while the stream goes on
+/// (it never ends on its own), read from the child's stdout with a bound.
+#[test]
+fn sse_events_are_printed_as_they_arrive() {
+    let s = serve(&["--events-per-s", "10"], false);
+    let mut child = Command::new(BIN)
+        .args(["get", "-v", &format!("http://{}/events", s.addr)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("keepwire get starts");
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let get = Guard { child };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err_tx = tx.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(("out", line));
+        }
+    });
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = err_tx.send(("err", line));
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut data, mut notes) = (Vec::new(), Vec::new());
+    while data.len() < 3 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(("out", line)) => data.push(line),
+            Ok((_, line)) if line.starts_with("* #1 event") => notes.push(line),
+            Ok(_) => {}
+            Err(e) => panic!("3 events not printed within 10 s ({e}): {data:?}"),
+        }
+    }
+    let mut child = get;
+    assert!(
+        child.child.try_wait().unwrap().is_none(),
+        "printed only when the stream ended"
+    );
+    let ids: Vec<u64> = data
+        .iter()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+            v["id"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(ids[1], ids[0] + 1, "{data:?}");
+    assert_eq!(ids[2], ids[0] + 2, "{data:?}");
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains(&format!("id={} type=message", ids[0]))),
+        "{notes:?}"
+    );
+}

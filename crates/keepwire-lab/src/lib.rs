@@ -11,6 +11,8 @@
 //! - [`link`]: an emulated wide-area link with a real RTT, bandwidth and
 //!   loss (two network namespaces and a userspace delay line as root, a
 //!   loopback relay otherwise);
+//! - [`wire`]: what crossed the link (packets, bytes with headers,
+//!   connections), counted by the delay line;
 //! - [`load`]: the page-load engine: URLs or a page and its sub-resources
 //!   through one pooled client by one of the chapter's strategies, with a
 //!   [`Record`](load::Record) per request of its connection and phases;
@@ -86,10 +88,12 @@ pub mod link;
 pub mod load;
 pub mod page;
 pub mod realtime;
+pub mod reply;
 pub mod report;
 pub mod site;
 pub mod tls;
 pub mod waterfall;
+pub mod wire;
 
 pub use experiments::{Experiment, Lab, Outcome};
 pub use link::{Link, LinkSpec};

@@ -39,6 +39,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::wire::{self, WireCounters};
+
 /// What the link looks like: by default the lab's wide-area link, RTT
 /// 50 ms, 100 Mbit/s each way, no loss.
 ///
@@ -215,6 +217,8 @@ pub struct Link {
     lines: Vec<JoinHandle<()>>,
     /// Packets dropped by the loss model or a full queue.
     pub dropped: Arc<AtomicU64>,
+    /// What crossed the link, per direction.
+    pub wire: Arc<WireCounters>,
 }
 
 impl Link {
@@ -243,6 +247,7 @@ impl Link {
         })?;
         let stop = Arc::new(AtomicBool::new(false));
         let dropped = Arc::new(AtomicU64::new(0));
+        let wire = Arc::new(WireCounters::default());
         let tun_s = Arc::new(tun_s);
         let tun_c = Arc::new(tun_c);
         let mut lines = Vec::new();
@@ -250,11 +255,11 @@ impl Link {
             .into_iter()
             .enumerate()
         {
-            let (stop, dropped) = (stop.clone(), dropped.clone());
+            let (stop, dropped, wire) = (stop.clone(), dropped.clone(), wire.clone());
             lines.push(
                 std::thread::Builder::new()
                     .name(format!("lab-line-{i}"))
-                    .spawn(move || delay_line(&from, &to, spec, i as u64, &stop, &dropped))?,
+                    .spawn(move || delay_line(&from, &to, spec, i, &stop, &dropped, &wire))?,
             );
         }
         Ok(Link {
@@ -266,6 +271,7 @@ impl Link {
             stop,
             lines,
             dropped,
+            wire,
         })
     }
 
@@ -284,6 +290,7 @@ impl Link {
             stop: Arc::new(AtomicBool::new(false)),
             lines: Vec::new(),
             dropped: Arc::new(AtomicU64::new(0)),
+            wire: Arc::default(),
         })
     }
 
@@ -294,13 +301,13 @@ impl Link {
         if self.exact {
             return addr;
         }
-        let spec = self.spec;
+        let (spec, wire) = (self.spec, self.wire.clone());
         self.server.run(move || async move {
             let listener = TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind a relay port");
             let front = listener.local_addr().expect("relay address");
-            tokio::task::spawn_local(relay_accept(listener, addr, spec));
+            tokio::task::spawn_local(relay_accept(listener, addr, spec, wire));
             front
         })
     }
@@ -456,11 +463,13 @@ fn open_tun(name: &str) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// A tiny deterministic PRNG for the loss model (xorshift64*).
-struct Rng(u64);
+/// A tiny deterministic PRNG for the loss model and the experiments'
+/// seeded schedules (xorshift64*; the seed must not be 0).
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn unit(&mut self) -> f64 {
+    /// Uniform in [0, 1).
+    pub(crate) fn unit(&mut self) -> f64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -468,15 +477,17 @@ impl Rng {
     }
 }
 
-/// One direction of the link: read packets from `from`, deliver each to
-/// `to` after serialisation at the bandwidth plus the one-way delay.
+/// One direction of the link (`dir`: [`wire::UP`] or [`wire::DOWN`]): read
+/// packets from `from`, deliver each to `to` after serialisation at the
+/// bandwidth plus the one-way delay.
 fn delay_line(
     from: &OwnedFd,
     to: &OwnedFd,
     spec: LinkSpec,
-    seed: u64,
+    dir: usize,
     stop: &AtomicBool,
     dropped: &AtomicU64,
+    wire: &WireCounters,
 ) {
     let one_way = spec.rtt / 2;
     // A router queue of about two bandwidth-delay products (tail drop).
@@ -485,7 +496,7 @@ fn delay_line(
     let mut queue: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
     let mut queued = 0usize;
     let mut link_free = Instant::now();
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (seed + 1));
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (dir as u64 + 1));
     let mut buf = vec![0u8; 65536];
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
@@ -527,6 +538,7 @@ fn delay_line(
         while queue.front().is_some_and(|(at, _)| *at <= now) {
             let (_, pkt) = queue.pop_front().expect("front exists");
             queued -= pkt.len();
+            wire.packet(dir, &pkt);
             // SAFETY: writing a buffer we own, within its length. A full
             // device queue drops the packet, as a router would.
             unsafe { libc::write(to.as_raw_fd(), pkt.as_ptr().cast(), pkt.len()) };
@@ -536,8 +548,15 @@ fn delay_line(
 
 /// Fallback relay: accepts on `listener`, delays set-up by one RTT, then
 /// relays to `upstream` with half an RTT on every chunk each way.
-async fn relay_accept(listener: TcpListener, upstream: SocketAddr, spec: LinkSpec) {
+async fn relay_accept(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    spec: LinkSpec,
+    wire: Arc<WireCounters>,
+) {
     while let Ok((client, _)) = listener.accept().await {
+        wire.accepted();
+        let wire = wire.clone();
         tokio::task::spawn_local(async move {
             let _ = client.set_nodelay(true);
             // The handshake a real link would cost.
@@ -548,8 +567,8 @@ async fn relay_accept(listener: TcpListener, upstream: SocketAddr, spec: LinkSpe
             let _ = server.set_nodelay(true);
             let (cr, cw) = client.into_split();
             let (sr, sw) = server.into_split();
-            tokio::task::spawn_local(delayed_copy(cr, sw, spec));
-            tokio::task::spawn_local(delayed_copy(sr, cw, spec));
+            tokio::task::spawn_local(delayed_copy(cr, sw, spec, (wire.clone(), wire::UP)));
+            tokio::task::spawn_local(delayed_copy(sr, cw, spec, (wire, wire::DOWN)));
         });
     }
 }
@@ -558,6 +577,7 @@ async fn delayed_copy(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     spec: LinkSpec,
+    (wire, dir): (Arc<WireCounters>, usize),
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
     let one_way = spec.rtt / 2;
@@ -577,6 +597,7 @@ async fn delayed_copy(
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = from.read(&mut buf).await.unwrap_or(0);
+        wire.relayed(dir, n);
         let now = tokio::time::Instant::now();
         let serialise = Duration::from_secs_f64(n as f64 * 8.0 / spec.bandwidth as f64);
         link_free = link_free.max(now) + serialise;

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::experiments::{Bar, Outcome};
+use crate::experiments::{Bar, Outcome, Timeline};
 use crate::link::Link;
 use crate::waterfall::esc;
 
@@ -110,7 +110,7 @@ pub fn render(r: &LabReport) -> String {
          table{{border-collapse:collapse;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}\
          td:first-child,th:first-child{{text-align:left}}.pass{{color:#1a7f37;font-weight:bold}}\
          .fail{{color:#c62828;font-weight:bold}}.note{{color:#555;font-size:13px}}\
-         section{{border-top:2px solid #eee;margin-top:1.5em}}svg text{{font:11px sans-serif}}\
+         section{{border-top:2px solid #eee;margin-top:1.5em}}.wide{{overflow-x:auto}}svg text{{font:11px sans-serif}}\
          </style></head><body>\n<h1>keepwire lab</h1>\n<p>Link: RTT {} ms, {} Mbit/s, loss {}% — <b>{}</b>{}. {}</p>\n",
         r.rtt_ms,
         r.bandwidth_bps as f64 / 1e6,
@@ -138,7 +138,7 @@ pub fn render(r: &LabReport) -> String {
 fn section(h: &mut String, o: &Outcome) {
     let _ = write!(
         h,
-        "<section id=\"{}\"><h2>{} — {} <small>({})</small></h2>\n<table><tr><th></th>",
+        "<section id=\"{}\"><h2>{} — {} <small>({})</small></h2>\n<div class=\"wide\"><table><tr><th></th>",
         esc(o.id),
         esc(o.id),
         esc(o.title),
@@ -155,7 +155,7 @@ fn section(h: &mut String, o: &Outcome) {
         }
         h.push_str("</tr>\n");
     }
-    h.push_str("</table>\n");
+    h.push_str("</table></div>\n");
     chart(h, o);
     let _ = writeln!(
         h,
@@ -170,6 +170,7 @@ fn section(h: &mut String, o: &Outcome) {
     for (name, bars) in &o.waterfalls {
         waterfall(h, name, bars);
     }
+    timelines(h, &o.timelines);
     h.push_str("</section>\n");
 }
 
@@ -250,6 +251,85 @@ fn chart(h: &mut String, o: &Outcome) {
         );
     }
     h.push_str("</svg>\n");
+}
+
+/// Event deliveries: a row per run, each event a line from its publication
+/// (top) to its arrival (bottom), requests as dots below; a slanted line is
+/// a late event, an event that never arrived a red cross.
+fn timelines(h: &mut String, runs: &[Timeline]) {
+    if runs.is_empty() {
+        return;
+    }
+    let start = runs
+        .iter()
+        .flat_map(|t| t.requests.iter().copied())
+        .fold(0.0, f64::min);
+    let end = runs.iter().map(|t| t.end_ms).fold(1.0, f64::max);
+    let (left, width, row_h) = (290.0, 600.0, 34.0);
+    let x = |ms: f64| left + (ms - start) / (end - start) * width;
+    let height = runs.len() as f64 * row_h + 34.0;
+    let _ = write!(
+        h,
+        "<h3>Timelines: published (top) → arrived (bottom)</h3><svg width=\"{}\" \
+         height=\"{height}\" role=\"img\" aria-label=\"event timelines\">",
+        left + width + 20.0
+    );
+    for (i, t) in runs.iter().enumerate() {
+        let (top, bottom) = (i as f64 * row_h + 6.0, i as f64 * row_h + row_h - 8.0);
+        let _ = write!(
+            h,
+            "<text x=\"0\" y=\"{}\">{}</text><line x1=\"{left}\" x2=\"{}\" y1=\"{bottom}\" \
+             y2=\"{bottom}\" stroke=\"#ddd\"/>",
+            (top + bottom) / 2.0 + 4.0,
+            esc(&t.name),
+            left + width
+        );
+        for r in &t.requests {
+            let _ = write!(
+                h,
+                "<circle cx=\"{:.1}\" cy=\"{}\" r=\"2\" fill=\"#999\"/>",
+                x(*r),
+                bottom + 4.0
+            );
+        }
+        for (p, a) in &t.events {
+            match a {
+                Some(a) => {
+                    let _ = write!(
+                        h,
+                        "<line x1=\"{:.1}\" y1=\"{top}\" x2=\"{:.1}\" y2=\"{bottom}\" \
+                         stroke=\"{}\" stroke-width=\"1.5\"><title>published {p:.1} ms, arrived \
+                         {a:.1} ms: {:.1} ms</title></line>",
+                        x(*p),
+                        x(*a),
+                        COLORS[0],
+                        a - p
+                    );
+                }
+                None => {
+                    let (cx, cy) = (x(*p), bottom - 4.0);
+                    let _ = write!(
+                        h,
+                        "<path d=\"M{:.1} {:.1}l8 8m0 -8l-8 8\" stroke=\"{}\" stroke-width=\"2\">\
+                         <title>published {p:.1} ms, never arrived</title></path>",
+                        cx - 4.0,
+                        cy - 4.0,
+                        COLORS[3]
+                    );
+                }
+            }
+        }
+    }
+    let _ = writeln!(
+        h,
+        "<text x=\"{left}\" y=\"{}\">{start:.0} ms</text><text x=\"{}\" y=\"{}\">{end:.0} ms</text>\
+         <text x=\"{}\" y=\"{}\">line: one event; grey dots: requests sent</text></svg>",
+        height - 6.0,
+        left + width - 50.0,
+        height - 6.0,
+        left + 140.0,
+        height - 6.0
+    );
 }
 
 /// One page load: a row per request, colored by connection, hatched start

@@ -9,11 +9,12 @@
 //! needs no files and every response has an exact Content-Length.
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::header::CACHE_CONTROL;
 use http::{HeaderValue, Request, Response, StatusCode};
 use keepwire::Body;
 
 use crate::realtime::Events;
+pub use crate::reply::{status, with_type};
 
 /// Shape of the generated site; by default `keepwire serve`'s, 12 objects
 /// of 4 KiB and an event source ticking once a second.
@@ -81,7 +82,7 @@ impl Site {
                 html.push_str(&format!("<img src=\"/obj/{i}.png\" alt=\"object {i}\">\n"));
             }
         }
-        html.push_str("<p>One event source, four ways (R9.4): <a href=\"/poll\">/poll</a> (short polling) · <a href=\"/long-poll\">/long-poll</a> · <a href=\"/events\">/events</a> (Server-Sent Events)</p>\n</body></html>\n");
+        html.push_str("<p>One event source, four ways (R9.4), <a href=\"/realtime\">side by side</a>: <a href=\"/poll\">/poll</a> (short polling) · <a href=\"/long-poll\">/long-poll</a> · <a href=\"/events\">/events</a> (Server-Sent Events) · /ws (WebSocket)</p>\n</body></html>\n");
         html
     }
 
@@ -119,36 +120,6 @@ impl Site {
         }
         status(StatusCode::NOT_FOUND)
     }
-}
-
-/// The value of `name=value` in a query string.
-pub(crate) fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
-/// A response with a content type.
-pub fn with_type(body: Body, mime: &str) -> Response<Body> {
-    let mut r = Response::new(body);
-    if let Ok(v) = HeaderValue::from_str(mime) {
-        r.headers_mut().insert(CONTENT_TYPE, v);
-    }
-    r
-}
-
-/// A plain-text status response (`404 Not Found\n`).
-pub fn status(code: StatusCode) -> Response<Body> {
-    let text = format!(
-        "{} {}\n",
-        code.as_u16(),
-        code.canonical_reason().unwrap_or("")
-    );
-    let mut r = with_type(Body::from(text), "text/plain; charset=utf-8");
-    *r.status_mut() = code;
-    r
 }
 
 #[cfg(test)]

@@ -3,11 +3,16 @@
 //! by request: which connection, new or reused, retries, and the phases of
 //! R1.2 (queued, DNS, connect, send, wait for the first byte, download).
 //!
+//! A `text/event-stream` response (Server-Sent Events) has its events
+//! printed as they arrive ([`sse`]), unless `--json`, `--body` or `-o`
+//! say what stdout is for.
+//!
 //! `--strategy` reproduces the chapter's ways to load a page (R4.1–R4.5);
 //! the loading is `keepwire_lab::load`, the engine the lab measures. This
 //! module turns the flags into its settings; [`table`] prints what it did,
 //! and `--waterfall` draws it.
 
+mod sse;
 mod table;
 
 use std::io::Write as _;
@@ -108,8 +113,14 @@ Errors (bad URL, connection refused, https://, a truncated body, ...) are printe
 on stderr as one line naming the URL and the cause; the other URLs are still
 fetched, and the exit status is 1.
 
+Server-Sent Events: a text/event-stream response has each event's data printed on
+stdout as the event arrives (one line per data line; -v adds its id and type on
+stderr), unless --json, --body or -o is given; its table row follows when the
+stream ends.
+
 Examples:
   keepwire get http://127.0.0.1:8080/
+  keepwire get http://127.0.0.1:8080/events
   keepwire get --page --strategy serial http://127.0.0.1:8080/
   keepwire get --page --strategy pipelined -n 1 --waterfall w.html http://127.0.0.1:8080/";
 
@@ -158,6 +169,10 @@ pub fn run(args: GetArgs) -> Result<(), String> {
         .http1_only(args.http1)
         .keep_bodies(args.body || args.output.is_some())
         .transcript(args.verbose);
+    if !args.json && !args.body && args.output.is_none() {
+        let printer = sse::Printer::new(args.verbose);
+        config = config.on_chunk(move |chunk| printer.chunk(chunk));
+    }
     if args.insecure {
         config = config.tls(keepwire::client::tls::insecure_config());
     } else if let Some(path) = &args.cacert {

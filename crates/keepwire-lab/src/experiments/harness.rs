@@ -66,6 +66,22 @@ pub struct Outcome {
     pub notes: Vec<String>,
     /// Page loads only: one waterfall per strategy.
     pub waterfalls: Vec<(String, Vec<Bar>)>,
+    /// Event deliveries only: one timeline per technique.
+    pub timelines: Vec<Timeline>,
+}
+
+/// Events on a delivery timeline: when each was published at the server
+/// and when it reached the client.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timeline {
+    /// The technique and path (`SSE via keepwire proxy`).
+    pub name: String,
+    /// Where the run ended, ms after its start.
+    pub end_ms: f64,
+    /// Per event: published and arrived (`None`: never), ms after the start.
+    pub events: Vec<(f64, Option<f64>)>,
+    /// When the client sent each request, ms after the start.
+    pub requests: Vec<f64>,
 }
 
 /// One experiment in the catalogue.
@@ -108,6 +124,7 @@ pub(super) fn outcome(
         verdict,
         notes,
         waterfalls: Vec::new(),
+        timelines: Vec::new(),
     }
 }
 
@@ -122,6 +139,9 @@ pub(super) struct Sizes {
     pub(super) reset_object: usize,
     pub(super) stale_idle: Duration,
     pub(super) stale_requests: usize,
+    /// The real-time experiment's random events and the time they spread over.
+    pub(super) realtime_events: usize,
+    pub(super) realtime_span: Duration,
 }
 
 /// The servers every experiment talks to, started once.
@@ -197,6 +217,8 @@ impl<'a> Lab<'a> {
                 reset_object: 64 * 1024,
                 stale_idle: Duration::from_millis(400),
                 stale_requests: 6,
+                realtime_events: 6,
+                realtime_span: Duration::from_secs(2),
             }
         } else {
             Sizes {
@@ -209,6 +231,8 @@ impl<'a> Lab<'a> {
                 reset_object: 64 * 1024,
                 stale_idle: Duration::from_secs(1),
                 stale_requests: 8,
+                realtime_events: 20,
+                realtime_span: Duration::from_secs(10),
             }
         };
         let posts: Arc<Mutex<HashMap<String, u32>>> = Arc::default();

@@ -14,6 +14,10 @@ mod hol_blocking;
 mod nagle;
 mod page_load;
 mod raw;
+mod realtime;
+mod realtime_client;
+mod realtime_model;
+mod realtime_server;
 mod reset_loss;
 mod slow_start;
 mod stale_retry;
@@ -21,10 +25,10 @@ mod stats;
 mod time_wait;
 mod tls;
 
-pub use harness::{Bar, Experiment, Lab, Outcome, Row};
+pub use harness::{Bar, Experiment, Lab, Outcome, Row, Timeline};
 
 /// Every experiment, in order.
-pub const ALL: [Experiment; 9] = [
+pub const ALL: [Experiment; 10] = [
     page_load::EXPERIMENT,
     nagle::EXPERIMENT,
     slow_start::EXPERIMENT,
@@ -34,6 +38,7 @@ pub const ALL: [Experiment; 9] = [
     stale_retry::EXPERIMENT,
     hol_blocking::EXPERIMENT,
     tls::EXPERIMENT,
+    realtime::EXPERIMENT,
 ];
 
 /// The experiment named `id` (`page-load`, `nagle`, ...).

@@ -7,9 +7,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::Method;
-use keepwire::proto::{Decoder, Frame, Limits, skim_response};
+use keepwire::proto::{Decoder, Frame, Limits, ResponseSkim, skim_response};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -23,6 +23,12 @@ pub(super) struct RawConn {
 pub(super) struct RawResp {
     pub body: u64,
     pub persistent: bool,
+    /// The status code.
+    pub status: u16,
+    /// Length of the head, blank line included.
+    pub head_len: usize,
+    /// The body's bytes.
+    pub data: Vec<u8>,
 }
 
 impl RawConn {
@@ -38,10 +44,30 @@ impl RawConn {
     /// Reads one response. `Ok(None)`: the connection ended before any byte.
     pub async fn response(&mut self, limit: Duration) -> Result<Option<RawResp>, String> {
         let deadline = tokio::time::Instant::now() + limit;
-        let mut limits = Limits::default();
-        limits.max_body_bytes = None;
+        let Some((skim, mut decoder)) = self.head(deadline).await? else {
+            return Ok(None);
+        };
+        let mut data = Vec::new();
+        while let Some(chunk) = self.data(&mut decoder, deadline).await? {
+            data.extend_from_slice(&chunk);
+        }
+        Ok(Some(RawResp {
+            body: data.len() as u64,
+            persistent: skim.persistent,
+            status: skim.status.as_u16(),
+            head_len: skim.head_len,
+            data,
+        }))
+    }
+
+    /// Reads a response head and returns it with the decoder of its body.
+    /// `Ok(None)`: the connection ended before any byte.
+    pub async fn head(
+        &mut self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<(ResponseSkim, Decoder)>, String> {
         let skim = loop {
-            match skim_response(&self.buf, &Method::GET, &limits) {
+            match skim_response(&self.buf, &Method::GET, &limits()) {
                 Ok(Some(s)) => break s,
                 Ok(None) => {}
                 Err(e) => return Err(format!("bad response: {e}")),
@@ -55,31 +81,44 @@ impl RawConn {
             }
         };
         let _ = self.buf.split_to(skim.head_len);
-        let mut decoder = Decoder::new(skim.body, &limits);
-        let mut body = 0u64;
+        Ok(Some((skim, Decoder::new(skim.body, &limits()))))
+    }
+
+    /// The next piece of the body `decoder` reads, as soon as it arrived;
+    /// `Ok(None)` at its end.
+    pub async fn data(
+        &mut self,
+        decoder: &mut Decoder,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Bytes>, String> {
         loop {
             match decoder.decode(&mut self.buf) {
-                Ok(Some(Frame::Data(d))) => body += d.len() as u64,
-                Ok(Some(Frame::End(_))) => break,
+                Ok(Some(Frame::Data(d))) => return Ok(Some(d)),
+                Ok(Some(Frame::End(_))) => return Ok(None),
                 Ok(None) => {
                     match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf))
                         .await
                     {
                         Err(_) => return Err("timeout".into()),
-                        Ok(Err(e)) => return Err(format!("{e} after {body} body bytes")),
-                        Ok(Ok(0)) => match decoder.finish() {
-                            Ok(_) => break,
-                            Err(_) => return Err(format!("truncated after {body} body bytes")),
-                        },
+                        Ok(Err(e)) => return Err(format!("{e} in the body")),
+                        Ok(Ok(0)) => {
+                            return match decoder.finish() {
+                                Ok(_) => Ok(None),
+                                Err(_) => Err("truncated body".into()),
+                            };
+                        }
                         Ok(Ok(_)) => {}
                     }
                 }
                 Err(e) => return Err(format!("bad body: {e}")),
             }
         }
-        Ok(Some(RawResp {
-            body,
-            persistent: skim.persistent,
-        }))
     }
+}
+
+/// The raw client's limits: the defaults without a body cap.
+fn limits() -> Limits {
+    let mut limits = Limits::default();
+    limits.max_body_bytes = None;
+    limits
 }

@@ -21,10 +21,33 @@ use super::record::{ConnRecord, Kind, Phases, Record, TlsRecord};
 
 const AGENT: &str = concat!("keepwire/", env!("CARGO_PKG_VERSION"));
 
+/// A body chunk as it arrived ([`super::LoadConfig::on_chunk`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Chunk<'a> {
+    /// The request's number (as in its [`Record`]).
+    pub index: usize,
+    /// The response's `Content-Type`.
+    pub content_type: Option<&'a str>,
+    /// The bytes.
+    pub data: &'a Bytes,
+}
+
+/// A callback for each body chunk ([`super::LoadConfig::on_chunk`]).
+#[derive(Clone)]
+pub struct OnChunk(pub Arc<dyn Fn(&Chunk<'_>) + Send + Sync>);
+
+impl std::fmt::Debug for OnChunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnChunk(..)")
+    }
+}
+
 /// Settings every request task needs.
 pub(super) struct Opts {
     pub transcript: bool,
     pub keep_bodies: bool,
+    pub on_chunk: Option<OnChunk>,
     /// Requests carry `Connection: close`.
     pub close: bool,
     pub depth: usize,
@@ -103,11 +126,22 @@ pub(super) async fn fetch_one(client: Client, opts: Arc<Opts>, job: Job, keep: b
     }
     let mut size = 0u64;
     let mut kept = keep.then(BytesMut::new);
+    let content_type = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     let body_error = loop {
         match body.frame().await {
             None => break None,
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
+                    if let Some(on) = &opts.on_chunk {
+                        (on.0)(&Chunk {
+                            index: job.index,
+                            content_type,
+                            data: &data,
+                        });
+                    }
                     size += data.len() as u64;
                     if let Some(k) = kept.as_mut() {
                         k.extend_from_slice(&data);

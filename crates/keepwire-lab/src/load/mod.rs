@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::page::{self, SubResources};
+pub use fetch::{Chunk, OnChunk};
 use fetch::{Fetched, Job, Opts, fetch_one, pipeline_chunk, round3};
 pub use record::{ConnRecord, Kind, Phases, Record, Strategy, Summary, TlsRecord};
 
@@ -66,6 +67,10 @@ pub struct LoadConfig {
     pub keep_bodies: bool,
     /// Write a `curl -v` style transcript of each request ([`LoadEvent::Done`]).
     pub transcript: bool,
+    /// Sees each body chunk as it arrives (not with pipelined requests,
+    /// whose bodies the client reads whole): how `keepwire get` prints a
+    /// Server-Sent Events stream while it goes on.
+    pub on_chunk: Option<OnChunk>,
 }
 
 impl Default for LoadConfig {
@@ -80,6 +85,7 @@ impl Default for LoadConfig {
             tls: None,
             keep_bodies: false,
             transcript: false,
+            on_chunk: None,
         }
     }
 }
@@ -128,6 +134,12 @@ impl LoadConfig {
     /// Sets [`LoadConfig::transcript`].
     pub fn transcript(mut self, yes: bool) -> Self {
         self.transcript = yes;
+        self
+    }
+
+    /// Sets [`LoadConfig::on_chunk`].
+    pub fn on_chunk(mut self, f: impl Fn(&Chunk<'_>) + Send + Sync + 'static) -> Self {
+        self.on_chunk = Some(OnChunk(Arc::new(f)));
         self
     }
 
@@ -222,6 +234,7 @@ pub async fn load(
     let opts = Arc::new(Opts {
         transcript: config.transcript,
         keep_bodies: config.keep_bodies,
+        on_chunk: config.on_chunk.clone(),
         close: client_config.close_after_each,
         depth: usize::from(config.depth),
         t0: Instant::now(),

@@ -17,6 +17,13 @@
 //! | `/events` | streaming | `text/event-stream`, one SSE event per event, `Last-Event-ID` resumes |
 //! | `/ws` | WebSocket | events out as text frames, and an echo of what the client sends |
 //!
+//! `/realtime` is a browser view of the four side by side (plain JS: a
+//! `setInterval` poll, a long-poll loop, `EventSource`, `WebSocket`), each
+//! column with its latest events and their delay; `/realtime-selftest`
+//! exchanges a message over `/ws`, receives an event over `/events` and
+//! `/ws`, and writes PASS or FAIL into its DOM for a headless browser (its
+//! `load` event waits for the exchange, so `--dump-dom` sees the outcome).
+//!
 //! Bounds: the history keeps [`Config::history`] events (at most
 //! [`MAX_HISTORY`]); a poll answer holds at most that many. A long poll is
 //! held at most [`Config::max_long_poll`] (the client's `timeout` is capped
@@ -45,7 +52,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use keepwire::Body;
 use tokio::sync::watch;
 
-use crate::site::{query_param, status, with_type};
+use crate::reply::{status, with_type};
 
 /// The largest history a source keeps ([`Config::history`] is capped to it).
 pub const MAX_HISTORY: usize = 65_536;
@@ -285,7 +292,10 @@ impl Events {
 
     /// Whether [`Events::handle`] answers `path`.
     pub fn serves(path: &str) -> bool {
-        matches!(path, "/poll" | "/long-poll" | "/events")
+        matches!(
+            path,
+            "/poll" | "/long-poll" | "/events" | "/realtime" | "/realtime-selftest"
+        )
     }
 
     /// Answers a request for one of the paths in the module docs (404 for
@@ -304,6 +314,11 @@ impl Events {
         }
         let query = req.uri().query().unwrap_or("");
         let since = query_param(query, "since").and_then(|v| v.parse::<u64>().ok());
+        match path {
+            "/realtime-selftest" => return page(SELFTEST),
+            "/realtime" => return page(DEMO),
+            _ => {}
+        }
         match path {
             "/poll" => self.answer(since.unwrap_or_else(|| self.last_id()), Vec::new()),
             "/long-poll" => {
@@ -342,6 +357,29 @@ impl Events {
             .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         r
     }
+}
+
+/// The value of `name=value` in a query string.
+fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The browser view of the four techniques side by side (`/realtime`).
+const DEMO: &str = include_str!("demo.html");
+
+/// A page that exchanges messages over `/ws` and `/events` and writes the
+/// outcome into its DOM, for a headless browser (`/realtime-selftest`).
+const SELFTEST: &str = include_str!("selftest.html");
+
+fn page(html: &'static str) -> Response<Body> {
+    let mut r = with_type(Body::from(html), "text/html; charset=utf-8");
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 /// `2`, `0.5` (seconds) or `300ms`.

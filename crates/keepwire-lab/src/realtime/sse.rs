@@ -20,8 +20,7 @@ use keepwire::Body;
 use tokio::sync::watch;
 use tokio::time::Sleep;
 
-use super::{Count, Events};
-use crate::site::query_param;
+use super::{Count, Events, query_param};
 
 /// The SSE response for `req`: resumes after `Last-Event-ID` (or
 /// `?since=`), else starts with the next event.

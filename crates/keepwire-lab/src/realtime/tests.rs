@@ -284,6 +284,55 @@ async fn the_ticker_publishes_at_its_rate_and_only_get_is_allowed() {
     );
 }
 
+/// A client that opens a stream and never reads: the socket fills, the
+/// server's write timeout ends the connection, and the stream is released
+/// (memory stays bounded by the socket buffers and one batch).
+#[tokio::test]
+async fn a_stream_whose_client_never_reads_is_released_by_the_write_timeout() {
+    let events = source(64);
+    let server = {
+        let events = events.clone();
+        Server::builder()
+            .listen("127.0.0.1:0".parse().unwrap())
+            .configure(|c| c.write_timeout = Duration::from_millis(300))
+            .bind()
+            .unwrap()
+            .spawn(move |req: Request<Body>| {
+                let events = events.clone();
+                async move { events.handle(req).await }
+            })
+    };
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(server.local_addr()).await.unwrap();
+    s.write_all(b"GET /events HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    eventually("the stream opens", || events.held().streams == 1).await;
+    let big = "x".repeat(64 * 1024);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while events.held().streams == 1 {
+        assert!(Instant::now() < deadline, "a stalled stream is held");
+        events.publish(big.clone());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(s);
+}
+
+#[tokio::test]
+async fn the_browser_pages_are_served() {
+    let events = source(4);
+    let (_server, addr) = serve(&events);
+    for (path, needle) in [
+        ("/realtime", "new EventSource(\"/events\")"),
+        ("/realtime-selftest", "<pre id=\"result\">pending</pre>"),
+    ] {
+        let (text, _) = get(addr, path).await;
+        assert!(text.contains("content-type: text/html"), "{path}: {text}");
+        assert!(text.contains(needle), "{path}");
+    }
+}
+
 #[test]
 fn timeouts_parse_in_seconds_or_milliseconds() {
     assert_eq!(parse_seconds("2"), Some(Duration::from_secs(2)));

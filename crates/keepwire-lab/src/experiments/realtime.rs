@@ -1,0 +1,343 @@
+//! Experiment 10 (R9.4, R9.2): one event stream delivered four ways,
+//! polling, long polling, Server-Sent Events and WebSocket, over the link;
+//! then through keepwire proxy and through a relay that buffers responses.
+//!
+//! Each run publishes the same scripted events at the server and times
+//! their arrival at the client, counts the requests the client sent, and
+//! reads the link's counters for the bytes and connections that crossed it
+//! and the server thread's CPU time. The model (`realtime_model.rs`)
+//! replays the run's own publish times and poll schedule across a link of
+//! exactly the RTT.
+
+use std::time::{Duration, Instant};
+
+use super::harness::{Experiment, Lab, Outcome, Row, Timeline, outcome, row};
+use super::realtime_client::{self, Seen, Technique};
+use super::realtime_model::{self as model, Plan};
+use super::realtime_server::{self as server, Origin, Path};
+use super::stats::{ms, quantile};
+use crate::realtime::{Config, Events};
+
+/// Its entry in the catalogue.
+pub(super) const EXPERIMENT: Experiment = Experiment {
+    id: "realtime",
+    title: "one event stream by polling, long polling, SSE and WebSocket",
+    rules: "R9.4, R9.2",
+    run,
+};
+
+const COLUMNS: [&str; 15] = [
+    "events",
+    "delivered",
+    "p50 ms",
+    "model p50 ms",
+    "p99 ms",
+    "model p99 ms",
+    "requests",
+    "model requests",
+    "connections",
+    "model conns",
+    "wire bytes",
+    "HTTP bytes",
+    "model HTTP bytes",
+    "bytes/event",
+    "server CPU ms",
+];
+
+/// Latencies must be within this fraction of the model's.
+const TOLERANCE: f64 = 0.15;
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// The long poll's hold: longer than any quiet time of the plans, so the
+/// model's timeouts stay theoretical; the model handles them anyway.
+const HOLD: Duration = Duration::from_secs(20);
+/// Time to connect (and to finish a WebSocket handshake) before `t0`.
+const SETUP: Duration = Duration::from_millis(400);
+/// Events start this long after `t0`: the SSE response head is back.
+const LEAD: Duration = Duration::from_millis(200);
+/// Clients stop this long after the last event: a poll comes by first.
+const TAIL: Duration = Duration::from_millis(1200);
+/// Event streams end this long after the last event (the buffering relay
+/// forwards them then).
+const FINISH: Duration = Duration::from_millis(500);
+
+/// One run's outcome.
+struct Measured {
+    row: Row,
+    timeline: Timeline,
+    pass: bool,
+    p50_extra: f64,
+}
+
+/// Experiment 10 (R9.4, R9.2): the four techniques, then two of them behind
+/// a proxy and a buffering relay.
+pub(super) fn run(lab: &Lab) -> Outcome {
+    let (n, span) = (lab.sizes.realtime_events, lab.sizes.realtime_span);
+    let random = model::random_plan(17, n, span, LEAD, TAIL);
+    let burst = model::burst_plan(n.div_ceil(4), Duration::from_millis(2), LEAD, TAIL);
+    let all = [
+        Technique::Poll(POLL_INTERVAL),
+        Technique::LongPoll(HOLD),
+        Technique::Sse,
+        Technique::WebSocket,
+    ];
+    let mut runs: Vec<(&Plan, &str, Technique, Path)> = Vec::new();
+    for t in all {
+        runs.push((&random, "random", t, Path::Direct));
+    }
+    for t in all {
+        runs.push((&burst, "burst", t, Path::Direct));
+    }
+    for t in [
+        Technique::LongPoll(HOLD),
+        Technique::Sse,
+        Technique::WebSocket,
+    ] {
+        runs.push((&random, "random", t, Path::Proxy));
+    }
+    for t in [Technique::LongPoll(HOLD), Technique::Sse] {
+        runs.push((&random, "random", t, Path::Buffering));
+    }
+    let mut rows = Vec::new();
+    let mut timelines = Vec::new();
+    let mut notes = Vec::new();
+    let mut failed = Vec::new();
+    let mut buffered_extra = None;
+    for (plan, kind, t, path) in runs {
+        let label = format!("{}{}, {kind}", t.name(), path.suffix());
+        match one(lab, plan, t, path, &label) {
+            Ok(m) => {
+                if !m.pass {
+                    failed.push(label.clone());
+                }
+                if path == Path::Buffering && t == Technique::Sse {
+                    buffered_extra = Some(m.p50_extra);
+                }
+                rows.push(m.row);
+                timelines.push(m.timeline);
+            }
+            Err(e) => {
+                notes.push(format!("{label}: {e}"));
+                failed.push(label.clone());
+                rows.push(row(label, vec![None; COLUMNS.len()]));
+            }
+        }
+    }
+    notes.push(format!(
+        "events: {} (seed 17) and {}; published by the server at scripted times, one fresh \
+         event source per run; latency = arrival at the client − publication at the server \
+         (one clock: both sides are threads of this process)",
+        random.name, burst.name
+    ));
+    notes.push(format!(
+        "model: every message crosses the link in exactly RTT/2, the software costs nothing. \
+         Polling: a poll sent at s answers what was published by s + RTT/2 and arrives at \
+         s + RTT, computed from this run's actual poll times (the textbook mean interval/2 + \
+         RTT/2 = {:.0} ms assumes a uniformly random phase, which {} events do not give). Long \
+         polling: RTT/2, except events published while the next request is on its way (one RTT \
+         after an answer), which wait for it; hold {} s. SSE and WebSocket: RTT/2. Through the \
+         buffering relay: the stream's end + RTT/2",
+        ms(POLL_INTERVAL) / 2.0 + lab.r_ms() / 2.0,
+        random.events.len(),
+        HOLD.as_secs()
+    ));
+    notes.push(format!(
+        "bytes from the link's counters: wire bytes are IP packets both ways (IP and TCP \
+         headers, handshakes and ACKs included), HTTP bytes their TCP payload; model HTTP bytes \
+         = requests × request head + responses × response head (as first seen) + body bytes \
+         received \
+         (chunked framing and WebSocket frame headers are the difference); server CPU is the \
+         server side's thread (event source, proxy or relay{})",
+        if lab.link.exact {
+            ""
+        } else {
+            ", and the loopback relay standing in for the link"
+        }
+    ));
+    notes.push(format!(
+        "buffering relay: forwards whole {} KiB buffers or what is left at the response's end, \
+         as a reverse proxy with response buffering on (nginx's default) does; the origin ends \
+         its event streams {} ms after the last event",
+        server::RELAY_BUFFER / 1024,
+        FINISH.as_millis()
+    ));
+    lab.note_link(&mut notes);
+    let pass = failed.is_empty();
+    let verdict = if pass {
+        format!(
+            "every run within {:.0} % of its model for p50 and p99, requests and connections \
+             exact; SSE through the buffering relay arrived {:.0} ms later than direct at the \
+             median: streaming needs a proxy that flushes, keepwire proxy does",
+            TOLERANCE * 100.0,
+            buffered_extra.unwrap_or(0.0)
+        )
+    } else {
+        format!("off the model: {}", failed.join("; "))
+    };
+    let mut o = outcome(
+        &EXPERIMENT,
+        &COLUMNS,
+        rows,
+        (2, Some(3)),
+        pass,
+        verdict,
+        notes,
+    );
+    o.timelines = timelines;
+    o
+}
+
+/// One technique on one path with one plan.
+fn one(lab: &Lab, plan: &Plan, t: Technique, path: Path, label: &str) -> Result<Measured, String> {
+    let rtt = lab.r_ms();
+    let origin = Origin::new(Events::new(Config::with_rate(0.0)));
+    let (ip, client_ip) = (lab.link.server.ip, lab.link.client.ip);
+    let o = origin.clone();
+    let (addr, stop) = lab
+        .link
+        .server
+        .run(move || server::start(o, path, ip, client_ip))
+        .map_err(|e| format!("cannot start the servers: {e}"))?;
+    let addr = lab.link.expose(addr);
+    let cpu0 = lab.link.server.run(|| async { server::thread_cpu() });
+    let wire0 = lab.link.wire.snapshot();
+    let t0 = Instant::now() + SETUP;
+    let end = t0 + plan.end;
+    let offsets = plan.events.clone();
+    let finish_at = t0 + *offsets.last().unwrap_or(&Duration::ZERO) + FINISH;
+    let o = origin.clone();
+    let (published, seen): (Vec<(u64, Instant)>, Seen) = std::thread::scope(|s| {
+        let publisher = s.spawn(|| {
+            lab.link
+                .server
+                .run(move || publish(o, offsets, t0, finish_at))
+        });
+        let seen = lab
+            .link
+            .client
+            .run(move || realtime_client::run(t, addr, t0.into(), end.into()));
+        (publisher.join().expect("publisher thread"), seen)
+    });
+    let wire = lab.link.wire.snapshot() - wire0;
+    let cpu = lab.link.server.run(|| async { server::thread_cpu() }) - cpu0;
+    let _ = stop.send(());
+    if let Some(e) = &seen.error {
+        return Err(e.clone());
+    }
+    let at = |i: Instant| {
+        if i >= t0 { ms(i - t0) } else { -ms(t0 - i) }
+    };
+    let pub_ms: Vec<f64> = published.iter().map(|(_, i)| at(*i)).collect();
+    let arrived: Vec<Option<f64>> = published
+        .iter()
+        .map(|(id, _)| {
+            seen.arrivals
+                .iter()
+                .find(|(a, _)| a == id)
+                .map(|(_, i)| at(i.into_std()))
+        })
+        .collect();
+    let sent: Vec<f64> = seen.requests.iter().map(|i| at(i.into_std())).collect();
+    let end_ms = ms(plan.end);
+    let (expected, model_requests) = match (t, path) {
+        (Technique::Poll(i), _) => (
+            model::polled(&pub_ms, &sent, rtt),
+            model::poll_count(ms(i), end_ms),
+        ),
+        (Technique::LongPoll(hold), _) => model::long_polled(
+            &pub_ms,
+            sent.first().copied().unwrap_or(0.0),
+            ms(hold),
+            rtt,
+            end_ms,
+        ),
+        (Technique::Sse, Path::Buffering) => {
+            let done = origin.finished.lock().expect("finished lock").map(at);
+            (model::buffered(&pub_ms, done.unwrap_or(end_ms), rtt), 1)
+        }
+        _ => (model::pushed(&pub_ms, rtt), 1),
+    };
+    let latency: Vec<f64> = pub_ms
+        .iter()
+        .zip(&arrived)
+        .filter_map(|(p, a)| a.map(|a| a - p))
+        .collect();
+    let model_lat: Vec<f64> = expected.iter().flatten().copied().collect();
+    let (p50, p99) = (
+        quantile(latency.clone(), 0.5),
+        quantile(latency.clone(), 0.99),
+    );
+    let (m50, m99) = (quantile(model_lat.clone(), 0.5), quantile(model_lat, 0.99));
+    let delivered = latency.len();
+    let events = published.len();
+    let within = |m: f64, x: f64| (x - m).abs() <= TOLERANCE * m;
+    let requests = seen.requests.len();
+    let pass = delivered == events
+        && within(m50, p50)
+        && within(m99, p99)
+        && requests == model_requests
+        && wire.connections == 1;
+    let http_bytes = wire.payload_bytes[0] + wire.payload_bytes[1];
+    // A long poll's last request is still held when the run ends.
+    let model_responses = match t {
+        Technique::LongPoll(_) => model_requests.saturating_sub(1),
+        _ => model_requests,
+    };
+    let model_bytes =
+        (model_requests * seen.heads.0 + model_responses * seen.heads.1) as u64 + seen.body_bytes;
+    let f = |x: u64| Some(x as f64);
+    let ip_bytes = wire.ip_bytes[0] + wire.ip_bytes[1];
+    let row = row(
+        label,
+        vec![
+            Some(events as f64),
+            Some(delivered as f64),
+            Some(p50),
+            Some(m50),
+            Some(p99),
+            Some(m99),
+            Some(requests as f64),
+            Some(model_requests as f64),
+            f(wire.connections),
+            Some(1.0),
+            lab.link.exact.then_some(ip_bytes as f64),
+            f(http_bytes),
+            f(model_bytes),
+            Some(if lab.link.exact { ip_bytes } else { http_bytes } as f64 / events.max(1) as f64),
+            Some(ms(cpu)),
+        ],
+    );
+    Ok(Measured {
+        row,
+        timeline: Timeline {
+            name: label.to_string(),
+            end_ms,
+            events: pub_ms.iter().copied().zip(arrived).collect(),
+            requests: sent,
+        },
+        pass,
+        p50_extra: p50 - rtt / 2.0,
+    })
+}
+
+/// Publishes the plan's events at their times (server side), then ends the
+/// event streams at `finish_at`; returns each event's id and publish time.
+async fn publish(
+    origin: Origin,
+    offsets: Vec<Duration>,
+    t0: Instant,
+    finish_at: Instant,
+) -> Vec<(u64, Instant)> {
+    let mut out = Vec::with_capacity(offsets.len());
+    for (i, off) in offsets.iter().enumerate() {
+        tokio::time::sleep_until((t0 + *off).into()).await;
+        let at = Instant::now();
+        let id = origin
+            .source
+            .publish(format!("event {i:03} of the lab's real-time run"))
+            .id;
+        out.push((id, at));
+    }
+    tokio::time::sleep_until(finish_at.into()).await;
+    origin.finish();
+    out
+}
