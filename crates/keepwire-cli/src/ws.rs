@@ -62,16 +62,15 @@ pub struct WsArgs {
     /// closing (so `echo hi | keepwire ws URL` shows the echo).
     #[arg(long, default_value = "500ms", value_parser = parse_duration, value_name = "DURATION")]
     linger: Duration,
-    /// Open the WebSocket over HTTP/2 with an extended CONNECT (RFC 8441).
+    /// Open the WebSocket on an HTTP/2 stream with an extended CONNECT (RFC
+    /// 8441): ws:// speaks HTTP/2 with prior knowledge (h2c), wss:// asks for
+    /// h2 by ALPN. The server must advertise SETTINGS_ENABLE_CONNECT_PROTOCOL.
     #[arg(long)]
     http2: bool,
 }
 
 /// Runs `keepwire ws`.
 pub fn run(args: WsArgs) -> Result<(), String> {
-    if args.http2 {
-        return Err("ws --http2 (RFC 8441 extended CONNECT) is not yet supported".into());
-    }
     let mut headers = HeaderMap::new();
     for h in &args.headers {
         let (name, value) = h
@@ -84,6 +83,7 @@ pub fn run(args: WsArgs) -> Result<(), String> {
     let mut config = ClientConfig::default();
     config.connect_timeout = args.timeout;
     config.response_timeout = args.timeout;
+    config.http2_prior_knowledge = args.http2;
     if args.insecure {
         config.tls = Some(keepwire::client::tls::insecure_config());
     } else if let Some(path) = &args.cacert {
@@ -94,6 +94,7 @@ pub fn run(args: WsArgs) -> Result<(), String> {
     cfg.ping_interval = (!args.ping_interval.is_zero()).then_some(args.ping_interval);
     cfg.idle_timeout = None;
     cfg.protocols = args.protocols.clone();
+    cfg.http2 = args.http2;
     let rt = crate::common::runtime(Some(1))?;
     let result = rt.block_on(session(&args, Client::new(config), headers, cfg));
     // Not waiting for the blocked read of an interactive stdin.

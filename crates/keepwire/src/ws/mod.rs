@@ -6,7 +6,8 @@
 //! then lives on the [`crate::upgrade::Upgraded`] stream, which keeps the
 //! connection's place under `max_connections` until it drops (R9.5: a
 //! WebSocket is still a connection). A client [`connect`]s over a keepwire
-//! [`crate::Client`] (`ws://`, `wss://`; HTTP/1.1 Upgrade).
+//! [`crate::Client`] (`ws://`, `wss://`; HTTP/1.1 Upgrade, or RFC 8441
+//! over HTTP/2 with [`Config::http2`]).
 //!
 //! Why the module exists: a connection that stays open for hours is where
 //! the notes' "abnormal disconnect" problem lives, so the socket does what
@@ -69,6 +70,11 @@ pub struct Config {
     /// Subprotocols (`Sec-WebSocket-Protocol`): on the server, those it
     /// speaks, in order of preference; on the client, those it offers.
     pub protocols: Vec<String>,
+    /// Client: open the WebSocket on a stream of an HTTP/2 connection with
+    /// an extended CONNECT (RFC 8441) instead of an HTTP/1.1 Upgrade (for
+    /// `ws://`, the client needs `http2_prior_knowledge`). The server takes
+    /// both without being told.
+    pub http2: bool,
 }
 
 impl Default for Config {
@@ -82,6 +88,7 @@ impl Default for Config {
             close_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(30),
             protocols: Vec::new(),
+            http2: false,
         }
     }
 }
