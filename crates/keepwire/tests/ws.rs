@@ -1031,3 +1031,59 @@ async fn recv_is_cancel_safe_in_select() {
     ));
     stop(server).await;
 }
+
+/// `pipe_lines`, the engine of `keepwire ws`: lines out as text
+/// messages, the echoes handed over, then (after the linger) our close
+/// with 1000; and a close the server starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipe_lines_sends_lines_and_closes_after_the_input() {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let server = serve(|_| {}, echo_server(Config::default(), tx));
+    let url = format!("ws://{}/ws", server.local_addr());
+    let client = Client::default();
+    let (sock, _) = ws::connect(&client, &url, HeaderMap::new(), Config::default())
+        .await
+        .expect("connect");
+    let mut got = Vec::new();
+    let input: &[u8] = b"one\ntwo\n";
+    let closed = within(
+        "the piped session",
+        WAIT,
+        ws::pipe_lines(sock, input, Duration::from_millis(300), |m| {
+            got.push(m.clone())
+        }),
+    )
+    .await
+    .expect("a clean close");
+    assert_eq!(
+        (closed.code, closed.by_peer, closed.is_normal()),
+        (1000, false, true)
+    );
+    assert_eq!(
+        &got[..2],
+        [Message::Text("one".into()), Message::Text("two".into())]
+    );
+    assert!(matches!(got.last(), Some(Message::Close(Some(c))) if c.code == 1000));
+    // The server closes first ("close-me" → 4001): not a normal end.
+    let (sock, _) = ws::connect(&client, &url, HeaderMap::new(), Config::default())
+        .await
+        .expect("connect");
+    let input: &[u8] = b"close-me\n";
+    let closed = within(
+        "the piped session",
+        WAIT,
+        ws::pipe_lines(sock, input, Duration::from_secs(5), |_| {}),
+    )
+    .await
+    .expect("a clean close");
+    assert_eq!(
+        (
+            closed.code,
+            closed.reason.as_str(),
+            closed.by_peer,
+            closed.is_normal()
+        ),
+        (4001, "server bye", true, false)
+    );
+    stop(server).await;
+}

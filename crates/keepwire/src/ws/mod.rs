@@ -36,6 +36,7 @@
 //! tokio cheaply (tungstenite 0.28 has none), so there is none here.
 
 mod handshake;
+mod pipe;
 mod socket;
 
 use std::time::Duration;
@@ -43,6 +44,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use handshake::{Accepting, Handshake, accept, connect, is_upgrade};
+pub use pipe::{Closed, pipe_lines};
 pub use socket::{Receiver, Sender, WebSocket};
 
 /// Settings of a WebSocket connection, either side.
