@@ -1087,3 +1087,91 @@ async fn pipe_lines_sends_lines_and_closes_after_the_input() {
     );
     stop(server).await;
 }
+
+/// Both halves write to one socket: while the sender waits on a peer that
+/// does not read, the receiver answers a ping (its pong waits too). Once
+/// the peer reads again, both go on: the sender is not left asleep until
+/// its write timeout. (Without `Shared::poll_write`'s wake the stranding
+/// depends on which half polled last: seen once with tracing, the sender
+/// asleep 9 s; this run is its guard, not a deterministic trigger.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pong_while_the_sender_waits_does_not_strand_the_sender() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut b).await.unwrap();
+            head.push(b[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let key = head
+            .lines()
+            .find_map(|l| l.strip_prefix("sec-websocket-key: "))
+            .expect("a key")
+            .trim()
+            .to_string();
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        s.write_all(
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        // Not reading: the client's sends fill the socket buffers. Then a
+        // ping, whose pong cannot go out either.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        s.write_all(&[0x89, 0x02, b'h', b'i']).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Now read everything until the client closes.
+        let mut sink = vec![0u8; 1 << 16];
+        let mut total = 0usize;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(15), s.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => total += n,
+                _ => return total,
+            }
+        }
+    });
+    let mut cfg = Config::default();
+    cfg.write_timeout = Duration::from_secs(20);
+    let url = format!("ws://{addr}/");
+    let (sock, _) = ws::connect(&Client::default(), &url, HeaderMap::new(), cfg)
+        .await
+        .expect("connect");
+    let (tx, mut rx) = sock.split();
+    let reader = tokio::spawn(async move {
+        let mut pings = 0;
+        while let Some(Ok(m)) = rx.recv().await {
+            if let Message::Ping(_) = m {
+                pings += 1;
+            }
+        }
+        pings
+    });
+    let started = std::time::Instant::now();
+    let chunk = Bytes::from(vec![7u8; 64 * 1024]);
+    within(
+        "the sends (the peer reads after 1 s)",
+        Duration::from_secs(5),
+        async {
+            for _ in 0..200 {
+                tx.send(Message::Binary(chunk.clone())).await.expect("send");
+            }
+        },
+    )
+    .await;
+    eprintln!("200 x 64 KiB sent in {:?}", started.elapsed());
+    drop(tx);
+    reader.abort();
+    let _ = reader.await;
+    let got = within("the peer's count", Duration::from_secs(20), peer)
+        .await
+        .unwrap();
+    assert!(got >= 200 * 64 * 1024, "{got}");
+}
