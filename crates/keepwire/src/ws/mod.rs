@@ -19,21 +19,19 @@
 //!
 //! # Why this crate
 //! The framing is `tokio-tungstenite`/`tungstenite` 0.28, chosen over
-//! `fastwebsockets` 0.10 by an echo micro-benchmark (one connection over
-//! loopback, 32-byte text messages, release build, 2-core machine shared
-//! with other builds, 100,000 messages per round, 5 rounds each,
-//! interleaved; a scratch crate, `cargo build --release && ./wsbench`):
-//! one message in flight (send, wait for the echo), both measured
-//! 12,000–44,000 messages/s, the spread being the machine's noise and
-//! neither ahead; 64 messages in flight, tokio-tungstenite
-//! 73,000–166,000 messages/s against fastwebsockets' 45,000–86,000
-//! (tungstenite batches frames into one write, fastwebsockets writes each
-//! frame). tungstenite also gives what this module needs without more
-//! code: a cancel-safe `Stream` (fastwebsockets' `read_frame` is not
-//! cancel-safe, and [`WebSocket::recv`] must be `select!`-able), frame and
-//! message size caps checked at the frame header, UTF-8 checks of text,
-//! automatic pong and close replies. Neither gives permessage-deflate on
-//! tokio cheaply (tungstenite 0.28 has none), so there is none here.
+//! `fastwebsockets` 0.10 after an echo micro-benchmark (one connection
+//! over loopback, 32-byte text messages, release build; numbers and the
+//! program in docs/BENCHMARKS.md, "WebSocket framing crate"). Neither is
+//! faster everywhere: one message in flight, fastwebsockets was level in
+//! one run and about 1.5 × ahead in another; 64 in flight, tungstenite was
+//! 1.6–1.8 × ahead in both (it batches frames into one write,
+//! fastwebsockets writes each). What decided it: tungstenite gives what
+//! this module needs without more code, a cancel-safe `Stream`
+//! (fastwebsockets' `read_frame` is not cancel-safe, and
+//! [`WebSocket::recv`] must be `select!`-able), frame and message size
+//! caps checked at the frame header, UTF-8 checks of text, automatic pong
+//! and close replies. Neither gives permessage-deflate on tokio cheaply
+//! (tungstenite 0.28 has none), so there is none here.
 
 mod handshake;
 mod pipe;
