@@ -184,7 +184,7 @@ impl WebSocket {
                 close_seen: None,
                 unflushed: false,
                 failing: None,
-                timer: Box::pin(tokio::time::sleep_until(now)),
+                timer: Box::pin(tokio::time::sleep_until(now + Duration::from_secs(86_400))),
                 pings: 0,
                 done: false,
             },
@@ -271,8 +271,14 @@ impl Receiver {
             if self.done {
                 return None;
             }
+            // The timer only moves earlier, or after it fired: most
+            // messages push the deadlines later, and a timer that fires
+            // early costs a check, where a reset per message costs the
+            // timer wheel's work each time.
             let deadline = self.next_deadline();
-            self.timer.as_mut().reset(deadline);
+            if deadline < self.timer.deadline() || self.timer.is_elapsed() {
+                self.timer.as_mut().reset(deadline);
+            }
             match poll_fn(|cx| self.poll_step(cx)).await {
                 Step::Timer => {
                     if let Some(r) = self.on_timer().await {
