@@ -313,3 +313,62 @@ fn headless_chromium_exchanges_over_websocket_and_eventsource() {
         "the id: line is EventSource's lastEventId"
     );
 }
+
+/// An independent client: Python's `websockets` on `keepwire serve`'s
+/// `/ws` gets an event, the echo of what it sent, and a clean close.
+#[test]
+fn python_websockets_client_gets_events_and_its_echo() {
+    let have = Command::new("python3")
+        .args(["-c", "import websockets"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        if std::env::var_os("KEEPWIRE_SKIP_PEERS").is_some() {
+            eprintln!("SKIP: python3 websockets not installed");
+            return;
+        }
+        panic!("python3 websockets is missing: scripts/test installs it");
+    }
+    let s = common::serve(&["--events-per-s", "20"]);
+    const SCRIPT: &str = r#"
+import asyncio, json, sys
+from websockets.asyncio.client import connect
+async def main(url):
+    async with connect(url, open_timeout=5, close_timeout=5) as ws:
+        event = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        await ws.send("from python")
+        while True:
+            m = await asyncio.wait_for(ws.recv(), 5)
+            if m == "from python":
+                break
+        await ws.close(1000, "bye")
+        print("event", event["id"], "echo ok close", ws.close_code)
+asyncio.run(main(sys.argv[1]))
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", SCRIPT, &format!("ws://{}/ws", s.addr)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the python client did not finish within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.starts_with("event ") && text.trim_end().ends_with("echo ok close 1000"),
+        "{text}"
+    );
+}
