@@ -469,3 +469,141 @@ async fn an_extended_connect_is_refused_where_the_origin_does_not_switch_or_lies
     stop(origin).await;
     liar_task.abort();
 }
+
+/// node: a page, a `/hold` fetch answered after the first echo, and `ws`
+/// echoing with the HTTP version its handshake came in.
+const NODE_PAGE_AND_WS: &str = r#"
+const http = require('http');
+const { WebSocketServer } = require(process.argv[1]);
+const page = process.argv[2];
+let held = [], echoed = false;
+const release = () => { held.forEach((r) => r.end('held')); held = []; };
+const server = http.createServer((req, res) => {
+  if (req.url === '/hold') {
+    held.push(res);
+    if (echoed) release(); else setTimeout(release, 5000);
+    return;
+  }
+  res.setHeader('content-type', 'text/html; charset=utf-8');
+  res.end(page);
+});
+const wss = new WebSocketServer({ server });
+wss.on('connection', (ws, req) => {
+  ws.on('message', (data) => {
+    ws.send('node saw HTTP/' + req.httpVersion + ': ' + data);
+    echoed = true;
+    // The echo crosses the proxy on another upstream connection than
+    // /hold's answer: give it a head start.
+    setTimeout(release, 300);
+  });
+});
+server.listen(0, '127.0.0.1', () => console.log(server.address().port));
+"#;
+
+const BROWSER_PAGE: &str = r#"<!doctype html><html><body><p id="out">pending</p><script>
+const out = document.getElementById('out');
+const ws = new WebSocket('wss://' + location.host + '/ws');
+ws.onopen = () => ws.send('hello');
+ws.onmessage = (e) => { out.textContent = e.data; };
+ws.onerror = () => { out.textContent = 'websocket error'; };
+// Headless virtual time waits for fetches, not for WebSocket messages.
+fetch('/hold');
+</script></body></html>"#;
+
+/// Chromium → `keepwire proxy` (TLS, h2) → node `ws` (HTTP/1.1): the
+/// browser's WebSocket rides its HTTP/2 connection as an extended CONNECT,
+/// the proxy turns it into an HTTP/1.1 upgrade, and back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_through_the_proxy_over_http2_to_node_ws() {
+    let (Some(chromium), Some((node, module))) = (require_tool("chromium", "chromium"), node_ws())
+    else {
+        return;
+    };
+    let args = vec![
+        "-e".into(),
+        NODE_PAGE_AND_WS.into(),
+        module.display().to_string(),
+        BROWSER_PAGE.into(),
+    ];
+    let (_node, origin) = spawn_origin(&node, &args).await;
+    let mut pc = ProxyConfig::default();
+    pc.routes = vec![Route::new(
+        None,
+        "/",
+        vec![Upstream::new(origin.to_string())],
+    )];
+    let proxy = Proxy::new(pc);
+    // The proxy behind a handler that notes how each request came.
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let (log, p) = (seen.clone(), proxy.clone());
+    let server = serve(
+        |c| {
+            *c = Proxy::server_config();
+            c.tls = Some(self_signed_tls());
+        },
+        move |req: Request<Body>| {
+            let protocol = keepwire::upgrade::connect_protocol(&req).map(|p| p.as_str().to_owned());
+            let line = format!("{:?} {} {protocol:?}", req.version(), req.method());
+            log.lock().unwrap().push(line);
+            p.clone().handle(req)
+        },
+    );
+    let profile = TempDir::new("chromium-proxy-rfc8441");
+    let url = format!("https://localhost:{}/", server.local_addr().port());
+    let args: Vec<String> = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--ignore-certificate-errors",
+        "--virtual-time-budget=5000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        format!("--user-data-dir={}", profile.path().display()),
+        "--dump-dom".into(),
+        url,
+    ])
+    .collect();
+    let out = run_tool(&chromium, &args, Duration::from_secs(60)).await;
+    assert!(
+        out.stdout.contains("node saw HTTP/1.1: hello"),
+        "DOM: {}\nstderr: {}",
+        out.stdout,
+        out.stderr
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.contains(&"HTTP/2.0 CONNECT Some(\"websocket\")".to_string()),
+        "{seen:?}"
+    );
+    assert_eq!(
+        proxy
+            .metrics()
+            .tunnels
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    stop(server).await;
+}
+
+/// A self-signed certificate for `localhost`; ALPN offers h2 and
+/// http/1.1.
+fn self_signed_tls() -> Arc<rustls::ServerConfig> {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key.into())
+        .unwrap();
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(server)
+}
