@@ -12,8 +12,8 @@ use keepwire::server::Config;
 use keepwire::{Body, Server};
 
 use crate::common::{init_logging, parse_duration, runtime, shutdown_signal, spawn_admin};
-use crate::files::Files;
 use crate::tls::TlsArgs;
+use keepwire_lab::files::Files;
 use keepwire_lab::realtime::{self, Events};
 use keepwire_lab::site::{Site, with_type};
 

@@ -401,8 +401,10 @@ mod tests {
         };
         let mut req = connect(Some("13"));
         assert!(is_upgrade(&req));
-        let mut cfg = Config::default();
-        cfg.protocols = vec!["chat".into()];
+        let cfg = Config {
+            protocols: vec!["chat".into()],
+            ..Config::default()
+        };
         let (resp, accepting) = accept(&mut req, cfg).expect("accepted");
         assert_eq!(resp.status(), StatusCode::OK);
         assert!(!resp.headers().contains_key(SEC_WEBSOCKET_ACCEPT));
