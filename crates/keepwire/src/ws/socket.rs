@@ -286,11 +286,20 @@ impl Receiver {
                     }
                 }
                 Step::Frame(None) => {
-                    // Closed: our FIN now, so a peer that half-closed and
-                    // waits for ours (RFC 6455 §7.1.1) is not left waiting.
+                    // Closed: what tungstenite still holds goes out (a
+                    // server's read ends the stream as soon as it has
+                    // replied to a close, even if that reply's write is
+                    // still in flight, as on io_uring), then our FIN, so a
+                    // peer that half-closed and waits for ours (RFC 6455
+                    // §7.1.1) is not left waiting.
                     let s = self.shared.clone();
-                    let shutdown = poll_fn(|cx| Pin::new(s.lock().get_mut()).poll_shutdown(cx));
-                    let _ = tokio::time::timeout(s.cfg.close_timeout, shutdown).await;
+                    let end = async {
+                        let _ =
+                            poll_fn(|cx| s.poll_write(Half::Rx, cx, |ws, cx| ws.poll_flush(cx)))
+                                .await;
+                        let _ = poll_fn(|cx| Pin::new(s.lock().get_mut()).poll_shutdown(cx)).await;
+                    };
+                    let _ = tokio::time::timeout(s.cfg.close_timeout, end).await;
                     self.done = true;
                     return None;
                 }
