@@ -12,7 +12,8 @@
 //! answers pings, honours the server's close (echoing its code, §5.5.1) and
 //! closes with 1000 at the end of the run. The handshake goes through the
 //! proto core's [`Conn`](keepwire_proto::Conn) like any request (see
-//! `opening`), and checks `Sec-WebSocket-Accept`.
+//! `opening`), with the key and `Sec-WebSocket-Accept` check of the
+//! framing crate `keepwire::ws` uses (tungstenite's).
 //!
 //! A data message that is not the echo (a server that also pushes events,
 //! as `keepwire serve`'s `/ws` can) is skipped; a wrong echo therefore
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Uri, Version};
 use keepwire_proto::RequestHead;
+use tokio_tungstenite::tungstenite::handshake::{client::generate_key, derive_accept_key};
 
 use super::http1::write_all;
 use super::opening::Opened;
@@ -117,7 +119,7 @@ impl Worker {
         if self.shared.claim(1) == 0 {
             return End::Done;
         }
-        let key = rng.key();
+        let key = generate_key();
         let mut head = spec.head.clone();
         if let Ok(v) = HeaderValue::from_str(&key) {
             head.headers.insert(http::header::SEC_WEBSOCKET_KEY, v);
@@ -348,8 +350,8 @@ fn accepted(o: &Opened, key: &str) -> bool {
     o.head.status == http::StatusCode::SWITCHING_PROTOCOLS
         && h.get(http::header::UPGRADE)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
-        && h.get(http::header::SEC_WEBSOCKET_ACCEPT).is_some()
-        && !key.is_empty()
+        && h.get(http::header::SEC_WEBSOCKET_ACCEPT)
+            .is_some_and(|v| v.as_bytes() == derive_accept_key(key.as_bytes()).as_bytes())
 }
 
 /// A frame head.
@@ -426,7 +428,7 @@ fn put_frame(out: &mut BytesMut, opcode: u8, payload: &[u8], mask: [u8; 4]) {
     }
 }
 
-/// Mask keys and handshake nonces: xorshift64*, seeded per thread from the
+/// Mask keys: xorshift64*, seeded per thread from the
 /// standard library's random hasher keys. Unpredictable enough for what
 /// masking is for (RFC 6455 §10.3: a client script must not choose the
 /// bytes on the wire); this is not a cryptographic generator.
@@ -455,19 +457,6 @@ impl Rng {
 
     fn mask(&mut self) -> [u8; 4] {
         (self.next() as u32).to_ne_bytes()
-    }
-
-    /// A `Sec-WebSocket-Key`: 16 random bytes, base64 (RFC 6455 §4.1):
-    /// 21 characters of six random bits, one of two (`AQgw`), then `==`.
-    fn key(&mut self) -> String {
-        const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let n = u128::from(self.next()) << 64 | u128::from(self.next());
-        let mut key: String = (0..21)
-            .map(|i| char::from(B64[(n >> (i * 6)) as usize & 63]))
-            .collect();
-        key.push(char::from(b"AQgw"[(n >> 126) as usize]));
-        key.push_str("==");
-        key
     }
 }
 
