@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Version};
+use http::{HeaderMap, HeaderValue, Method, Version};
 use indicatif::{ProgressBar, ProgressStyle};
 use keepwire::bench::{self, FailureKind, Plan, Progress, Report, Stop};
 use serde_json::{Value, json};
@@ -200,13 +200,7 @@ fn plan(args: &BenchArgs) -> Result<(Plan, String), String> {
     headers.insert(http::header::USER_AGENT, HeaderValue::from_static(AGENT));
     headers.insert(http::header::ACCEPT, HeaderValue::from_static("*/*"));
     for h in &args.headers {
-        let (name, value) = h
-            .split_once(':')
-            .ok_or_else(|| format!("invalid header {h:?}: expected `Name: value`"))?;
-        let name = HeaderName::from_bytes(name.trim().as_bytes())
-            .map_err(|_| format!("invalid header name in {h:?}"))?;
-        let value = HeaderValue::from_str(value.trim())
-            .map_err(|_| format!("invalid header value in {h:?}"))?;
+        let (name, value) = crate::common::parse_header(h)?;
         if name == http::header::CONNECTION
             || name == http::header::TRANSFER_ENCODING
             || name == http::header::CONTENT_LENGTH

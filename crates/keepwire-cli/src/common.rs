@@ -18,6 +18,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
+/// A `-H 'Name: value'` argument.
+pub fn parse_header(h: &str) -> Result<(http::HeaderName, http::HeaderValue), String> {
+    let (name, value) = h
+        .split_once(':')
+        .ok_or_else(|| format!("invalid header {h:?}: expected `Name: value`"))?;
+    let name = http::HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| format!("invalid header name in {h:?}"))?;
+    let value = http::HeaderValue::from_str(value.trim())
+        .map_err(|_| format!("invalid header value in {h:?}"))?;
+    Ok((name, value))
+}
+
 /// Logs to stderr; `KEEPWIRE_LOG` overrides the filter.
 pub fn init_logging(access_log: bool) {
     let default = if access_log {

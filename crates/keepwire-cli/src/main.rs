@@ -3,7 +3,6 @@
 mod bench;
 mod check;
 mod common;
-mod files;
 mod get;
 mod lab;
 mod proxy;

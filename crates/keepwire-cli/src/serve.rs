@@ -12,8 +12,8 @@ use keepwire::server::Config;
 use keepwire::{Body, Server};
 
 use crate::common::{init_logging, parse_duration, runtime, shutdown_signal, spawn_admin};
-use crate::files::Files;
 use crate::tls::TlsArgs;
+use keepwire_lab::files::Files;
 use keepwire_lab::realtime::{self, Events};
 use keepwire_lab::site::{Site, with_type};
 
@@ -52,7 +52,7 @@ pub struct ServeArgs {
     /// /long-poll, /events and /ws (0: none; at most 10000). Long polls are
     /// held 30 s at most; the last 1024 events are kept for `since` and
     /// Last-Event-ID.
-    #[arg(long, default_value_t = 1.0, value_name = "RATE")]
+    #[arg(long, default_value_t = 1.0, value_name = "RATE", value_parser = parse_rate)]
     events_per_s: f64,
     /// Worker threads (default: one per core).
     #[arg(long)]
@@ -220,6 +220,15 @@ async fn serve(args: ServeArgs, app: App) -> Result<(), String> {
     }
     eprintln!("keepwire serve: stopped");
     result.map_err(|e| e.to_string())
+}
+
+/// `--events-per-s`: 0 to [`realtime::MAX_EVENTS_PER_S`].
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let max = realtime::MAX_EVENTS_PER_S;
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=max).contains(&r) => Ok(r),
+        _ => Err(format!("expected a rate from 0 to {max} events per second")),
+    }
 }
 
 fn config_is_tls(server: &keepwire::Server) -> bool {

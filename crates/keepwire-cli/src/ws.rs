@@ -9,10 +9,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderMap;
 use keepwire::ws::{self, Message};
 use keepwire::{Client, ClientConfig};
-use tokio::io::AsyncBufReadExt;
 
 use crate::common::parse_duration;
 
@@ -62,28 +61,24 @@ pub struct WsArgs {
     /// closing (so `echo hi | keepwire ws URL` shows the echo).
     #[arg(long, default_value = "500ms", value_parser = parse_duration, value_name = "DURATION")]
     linger: Duration,
-    /// Open the WebSocket over HTTP/2 with an extended CONNECT (RFC 8441).
+    /// Open the WebSocket on an HTTP/2 stream with an extended CONNECT (RFC
+    /// 8441): ws:// speaks HTTP/2 with prior knowledge (h2c), wss:// asks for
+    /// h2 by ALPN. The server must advertise SETTINGS_ENABLE_CONNECT_PROTOCOL.
     #[arg(long)]
     http2: bool,
 }
 
 /// Runs `keepwire ws`.
 pub fn run(args: WsArgs) -> Result<(), String> {
-    if args.http2 {
-        return Err("ws --http2 (RFC 8441 extended CONNECT) is not yet supported".into());
-    }
     let mut headers = HeaderMap::new();
     for h in &args.headers {
-        let (name, value) = h
-            .split_once(':')
-            .ok_or_else(|| format!("-H {h:?}: expected 'Name: value'"))?;
-        let name = HeaderName::try_from(name.trim()).map_err(|e| format!("-H {h:?}: {e}"))?;
-        let value = HeaderValue::try_from(value.trim()).map_err(|e| format!("-H {h:?}: {e}"))?;
+        let (name, value) = crate::common::parse_header(h)?;
         headers.append(name, value);
     }
     let mut config = ClientConfig::default();
     config.connect_timeout = args.timeout;
     config.response_timeout = args.timeout;
+    config.http2_prior_knowledge = args.http2;
     if args.insecure {
         config.tls = Some(keepwire::client::tls::insecure_config());
     } else if let Some(path) = &args.cacert {
@@ -94,6 +89,7 @@ pub fn run(args: WsArgs) -> Result<(), String> {
     cfg.ping_interval = (!args.ping_interval.is_zero()).then_some(args.ping_interval);
     cfg.idle_timeout = None;
     cfg.protocols = args.protocols.clone();
+    cfg.http2 = args.http2;
     let rt = crate::common::runtime(Some(1))?;
     let result = rt.block_on(session(&args, Client::new(config), headers, cfg));
     // Not waiting for the blocked read of an interactive stdin.
@@ -107,9 +103,9 @@ async fn session(
     headers: HeaderMap,
     cfg: ws::Config,
 ) -> Result<(), String> {
-    let (sock, shake) = match ws::connect(&client, &args.url, headers, cfg).await {
-        Ok(v) => v,
-        Err(e) => {
+    let (sock, shake) = ws::connect(&client, &args.url, headers, cfg)
+        .await
+        .map_err(|e| {
             if let (
                 true,
                 ws::Error::Handshake {
@@ -119,70 +115,25 @@ async fn session(
             {
                 eprint!("{}", h.transcript());
             }
-            return Err(format!("ws {}: {e}", args.url));
-        }
-    };
+            format!("ws {}: {e}", args.url)
+        })?;
     if args.verbose {
         eprint!("{}", shake.transcript());
     }
     let opened = Instant::now();
-    let (tx, mut rx) = sock.split();
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut input = true;
-    // End of input: when our close handshake starts.
-    let mut linger = None;
-    let mut close = None;
-    loop {
-        tokio::select! {
-            line = lines.next_line(), if input => match line {
-                Ok(Some(line)) => {
-                    if let Err(e) = tx.send(Message::Text(line)).await {
-                        return Err(format!("ws: send: {e}"));
-                    }
-                }
-                // End of input (or a read error).
-                _ => {
-                    input = false;
-                    linger = Some(tokio::time::Instant::now() + args.linger);
-                }
-            },
-            _ = tokio::signal::ctrl_c(), if input => {
-                input = false;
-                linger = Some(tokio::time::Instant::now());
-            }
-            _ = tokio::time::sleep_until(linger.unwrap_or_else(tokio::time::Instant::now)),
-                if linger.is_some() => {
-                linger = None;
-                tx.close(1000, "").await.map_err(|e| format!("ws: close: {e}"))?;
-            }
-            m = rx.recv() => match m {
-                Some(Ok(m)) => {
-                    if let Message::Close(c) = &m {
-                        close = Some(c.clone());
-                    }
-                    print(args.json, &m, opened);
-                }
-                Some(Err(e)) => return Err(format!("ws: {e}")),
-                None => break,
-            },
-        }
-    }
-    let by = if input || linger.is_some() {
-        "the server"
-    } else {
-        "us"
-    };
-    let (code, reason) = match close {
-        Some(Some(c)) => (c.code, c.reason),
-        Some(None) => (1005, String::new()),
-        None => return Err("ws: the connection ended without a close frame".into()),
-    };
+    let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let closed = ws::pipe_lines(sock, stdin, args.linger, |m| print(args.json, m, opened))
+        .await
+        .map_err(|e| format!("ws: {e}"))?;
+    let (code, reason) = (closed.code, &closed.reason);
     if args.verbose {
+        let by = if closed.by_peer { "the server" } else { "us" };
         eprintln!("* closed (started by {by}): code {code}, reason {reason:?}");
     }
-    match code {
-        1000 | 1001 | 1005 => Ok(()),
-        _ => Err(format!("ws: closed with code {code} {reason:?}")),
+    if closed.is_normal() {
+        Ok(())
+    } else {
+        Err(format!("ws: closed with code {code} {reason:?}"))
     }
 }
 
@@ -216,13 +167,10 @@ fn print(json: bool, m: &Message, opened: Instant) {
             v["reason"] = c.reason.clone().into();
         }
         writeln!(out, "{v}")
+    } else if let Message::Text(_) | Message::Binary(_) = m {
+        out.write_all(data).and_then(|()| out.write_all(b"\n"))
     } else {
-        match m {
-            Message::Text(_) | Message::Binary(_) => {
-                out.write_all(data).and_then(|()| out.write_all(b"\n"))
-            }
-            _ => Ok(()),
-        }
+        Ok(())
     };
     let _ = out.flush();
 }

@@ -237,3 +237,138 @@ fn sse_through_keepwire_proxy_is_relayed_event_by_event() {
     drop(origin);
     drop(rt);
 }
+
+/// A real browser: headless Chromium loads `/realtime-selftest` from
+/// `keepwire serve`; the page opens a WebSocket and an EventSource, sends
+/// a message, receives its echo and an event on each, and writes the
+/// outcome into the DOM, which `--dump-dom` prints once the page's load
+/// event fires (the page holds it until the exchange is over).
+#[test]
+fn headless_chromium_exchanges_over_websocket_and_eventsource() {
+    let Some(chromium) = ["/usr/bin/chromium", "chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok())
+    else {
+        if std::env::var_os("KEEPWIRE_SKIP_PEERS").is_some() {
+            eprintln!("SKIP: chromium not installed");
+            return;
+        }
+        panic!("chromium is missing: scripts/test installs it");
+    };
+    let s = common::serve(&["--events-per-s", "5"]);
+    let profile = tempfile::tempdir().unwrap();
+    let child = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("http://{}/realtime-selftest", s.addr))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromium starts");
+    let mut browser = Kill(child);
+    let mut out = browser.0.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut dom = String::new();
+        let _ = out.read_to_string(&mut dom);
+        let _ = tx.send(dom);
+    });
+    let dom = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("chromium dumped the DOM within 60 s");
+    let result = dom
+        .split("<pre id=\"result\">")
+        .nth(1)
+        .and_then(|r| r.split("</pre>").next())
+        .unwrap_or_else(|| panic!("no result in the DOM: {dom}"))
+        .replace("&quot;", "\"");
+    assert!(result.starts_with("PASS "), "{result}\n{dom}");
+    let got: serde_json::Value = serde_json::from_str(&result[5..]).unwrap();
+    assert_eq!(got["ws_echo"], true, "{got}");
+    assert!(
+        got["sse_event_id"].as_u64().is_some_and(|id| id >= 1),
+        "{got}"
+    );
+    assert!(
+        got["ws_event_id"].as_u64().is_some_and(|id| id >= 1),
+        "{got}"
+    );
+    assert_eq!(
+        got["sse_last_event_id"].as_str(),
+        got["sse_event_id"]
+            .as_u64()
+            .map(|i| i.to_string())
+            .as_deref(),
+        "the id: line is EventSource's lastEventId"
+    );
+}
+
+/// An independent client: Python's `websockets` on `keepwire serve`'s
+/// `/ws` gets an event, the echo of what it sent, and a clean close.
+#[test]
+fn python_websockets_client_gets_events_and_its_echo() {
+    let have = Command::new("python3")
+        .args(["-c", "import websockets"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        if std::env::var_os("KEEPWIRE_SKIP_PEERS").is_some() {
+            eprintln!("SKIP: python3 websockets not installed");
+            return;
+        }
+        panic!("python3 websockets is missing: scripts/test installs it");
+    }
+    let s = common::serve(&["--events-per-s", "20"]);
+    const SCRIPT: &str = r#"
+import asyncio, json, sys
+from websockets.asyncio.client import connect
+async def main(url):
+    async with connect(url, open_timeout=5, close_timeout=5) as ws:
+        event = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        await ws.send("from python")
+        while True:
+            m = await asyncio.wait_for(ws.recv(), 5)
+            if m == "from python":
+                break
+        await ws.close(1000, "bye")
+        print("event", event["id"], "echo ok close", ws.close_code)
+asyncio.run(main(sys.argv[1]))
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", SCRIPT, &format!("ws://{}/ws", s.addr)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the python client did not finish within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.starts_with("event ") && text.trim_end().ends_with("echo ok close 1000"),
+        "{text}"
+    );
+}

@@ -183,6 +183,16 @@ fn bad_arguments_fail_with_the_cause() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid duration"));
 
+    for rate in ["NaN", "20000", "often"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_keepwire"))
+            .args(["serve", "--events-per-s", rate])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{rate}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("from 0 to 10000 events per second"), "{err}");
+    }
+
     // A port already in use names the address.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();

@@ -200,13 +200,6 @@ fn errors_exit_1_with_a_reason() {
     let out = ws(&["http://127.0.0.1:1/"], "");
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("ws://"), "{}", text(&out.stderr));
-    let out = ws(&["--http2", "ws://127.0.0.1:1/"], "");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("not yet"),
-        "{}",
-        text(&out.stderr)
-    );
     let out = ws(&["-H", "no colon", "ws://127.0.0.1:1/"], "");
     assert_eq!(out.status.code(), Some(1));
     let port = common::free_port();
@@ -215,7 +208,8 @@ fn errors_exit_1_with_a_reason() {
 }
 
 /// wss:// against keepwire's own TLS server (self-signed): `--cacert`
-/// trusts it, `-k` skips the check, neither fails.
+/// trusts it (over HTTP/1.1 and, with `--http2`, HTTP/2), `-k` skips the
+/// check, neither fails.
 #[test]
 fn wss_with_cacert_and_insecure() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -237,12 +231,50 @@ fn wss_with_cacert_and_insecure() {
     let out = ws(&["--cacert", ca, &url], "secure\n");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "secure\n");
+    // The same server over HTTP/2 (ALPN h2), RFC 8441.
+    let out = ws(&["--http2", "--cacert", ca, &url], "h2 secure\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "h2 secure\n");
     let out = ws(&["-k", &url], "insecure\n");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "insecure\n");
     let out = ws(&[&url], "untrusted\n");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     rt.block_on(async { server.shutdown().await.ok() });
+}
+
+/// `--http2`: an extended CONNECT (RFC 8441) on an h2c connection to
+/// keepwire's server; `-v` shows the CONNECT and the 200; a server that
+/// does not speak HTTP/2 is an error.
+#[test]
+fn http2_opens_the_websocket_with_an_extended_connect() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = {
+        let _enter = rt.enter();
+        keepwire::Server::builder()
+            .listen("127.0.0.1:0".parse().unwrap())
+            .bind()
+            .unwrap()
+            .spawn(echo)
+    };
+    let url = format!("ws://{}/chat", server.local_addr());
+    let out = ws(&["-v", "--http2", &url], "over h2\n");
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(text(&out.stdout), "over h2\n", "{stderr}");
+    for needle in [
+        "> CONNECT /chat HTTP/2",
+        "> :protocol: websocket",
+        "< HTTP/2.0 200 OK",
+    ] {
+        assert!(stderr.contains(needle), "no {needle:?} in:\n{stderr}");
+    }
+    rt.block_on(async { server.shutdown().await.ok() });
+    let Some((_py, url)) = py_server() else {
+        return;
+    };
+    let out = ws(&["--http2", &url], "");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
 }
 
 /// A WebSocket echo handler on keepwire's server.

@@ -84,6 +84,7 @@
 //! ```
 
 pub mod experiments;
+pub mod files;
 pub mod link;
 pub mod load;
 pub mod page;

@@ -13,8 +13,8 @@
 //! - [`net`]: socket options and the lingering close (R2.3, R8.5).
 //! - [`metrics`]: connection counters in Prometheus text format.
 //! - [`trace`]: TRACE, off by default, and an echo that keeps credentials out.
-//! - [`upgrade`]: the connection handed over after 101 or CONNECT, on
-//!   either side.
+//! - [`upgrade`]: the connection (or HTTP/2 stream, RFC 8441) handed over
+//!   after 101 or CONNECT, on either side.
 //! - [`ws`]: WebSocket on that hand-off, server and client.
 //!
 //! The protocol itself lives in the sans-IO [`proto`] crate; this crate is

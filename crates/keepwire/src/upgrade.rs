@@ -9,7 +9,7 @@
 //! Over HTTP/2 there is no connection to hand over: an extended CONNECT
 //! (RFC 8441, a CONNECT with a `:protocol` pseudo-header) switches one
 //! stream instead, once answered 2xx, and the [`Upgraded`] carries that
-//! stream's DATA frames ([`h2`](self::h2)). Callers read and write it the
+//! stream's DATA frames (`upgrade/h2.rs`). Callers read and write it the
 //! same way whichever it carries.
 
 use std::any::Any;
@@ -110,9 +110,10 @@ impl Upgraded {
     }
 }
 
-/// Reading yields [`Upgraded::read_buf`] first, then the connection, so a
-/// protocol spoken on the switched connection (WebSocket, a tunnel) sees
-/// every byte the peer sent after the head.
+/// Reading yields the bytes read past the switching head first, then the
+/// connection (or HTTP/2 stream), so a protocol spoken on the switched
+/// connection (WebSocket, a tunnel) sees every byte the peer sent after
+/// the head.
 impl AsyncRead for Upgraded {
     fn poll_read(
         mut self: Pin<&mut Self>,

@@ -308,3 +308,302 @@ async fn the_proxy_gauge_counts_an_open_websocket_to_node_ws() {
     eventually("the gauge drops when the client goes", WAIT, || open() == 0).await;
     stop(server).await;
 }
+
+// ---------------------------------------------------------------------------
+// RFC 8441 from an HTTP/2 client, HTTP/1.1 Upgrade to the origin.
+
+/// A client frame (FIN set, masked as RFC 6455 §5.3 requires).
+fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+fn h2c_client() -> keepwire::Client {
+    let mut cfg = keepwire::client::ClientConfig::default();
+    cfg.http2_prior_knowledge = true;
+    keepwire::Client::new(cfg)
+}
+
+/// An extended CONNECT for a WebSocket (RFC 8441 §5) to `addr`.
+fn websocket_over_h2(addr: SocketAddr, path: &str) -> Request<Body> {
+    let mut req = Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("http://{addr}{path}"))
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-protocol", "chat, superchat")
+        .body(Body::empty())
+        .unwrap();
+    req.extensions_mut()
+        .insert(keepwire::upgrade::Protocol::from_static("websocket"));
+    req
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_extended_connect_reaches_node_ws_as_an_http1_upgrade() {
+    let Some((node, module)) = node_ws() else {
+        return;
+    };
+    let args = vec!["-e".into(), NODE_ECHO.into(), module.display().to_string()];
+    let (_node, origin) = spawn_origin(&node, &args).await;
+    let (proxy, server) = proxy_to(origin);
+    let open = || {
+        metric(
+            &proxy.render_metrics(),
+            "proxy_tunnels_open{kind=\"upgrade\"}",
+        )
+    };
+    let client = h2c_client();
+    let resp = within(
+        "the extended CONNECT",
+        WAIT,
+        client.request(websocket_over_h2(server.local_addr(), "/echo")),
+    )
+    .await
+    .unwrap();
+    // node answered 101 with an Accept for the proxy's key; the client
+    // gets RFC 8441's 200, the subprotocol node chose, and no Accept.
+    assert_eq!(resp.status(), StatusCode::OK, "{resp:?}");
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let h = resp.headers();
+    assert_eq!(h.get("sec-websocket-protocol").unwrap(), "chat");
+    assert!(h.get("sec-websocket-accept").is_none(), "{h:?}");
+    let on = resp.extensions().get::<OnUpgrade>().cloned().unwrap();
+    let mut up = within("the stream", WAIT, on.wait()).await.unwrap();
+    up.write_all(&masked(0x1, b"hi")).await.unwrap();
+    let mut echo = [0u8; 4];
+    within("the echo", WAIT, up.read_exact(&mut echo))
+        .await
+        .unwrap();
+    assert_eq!(&echo, b"\x81\x02hi");
+    assert_eq!(open(), 1);
+    // The close handshake crosses both translations: node answers 1000.
+    up.write_all(&masked(0x8, &1000u16.to_be_bytes()))
+        .await
+        .unwrap();
+    let mut close = [0u8; 4];
+    within("node's close", WAIT, up.read_exact(&mut close))
+        .await
+        .unwrap();
+    assert_eq!(close, [0x88, 0x02, 0x03, 0xe8]);
+    // node closes its TCP connection; the proxy ends the stream.
+    let mut rest = Vec::new();
+    within("the end of the stream", WAIT, up.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    assert!(rest.is_empty());
+    drop(up);
+    eventually("the relay ended", WAIT, || open() == 0).await;
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extended_connect_is_refused_where_the_origin_does_not_switch_or_lies_or_the_route_forbids()
+ {
+    // An origin that answers every request 200, never 101.
+    let origin = serve(
+        |_| {},
+        |_req: Request<Body>| async { Response::new(Body::from("plain")) },
+    );
+    // An origin that switches with an Accept for some other key.
+    let liar = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let liar_addr = liar.local_addr().unwrap();
+    let liar_task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = liar.accept().await {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read_exact(&mut byte).await.is_ok() {
+                head.push(byte[0]);
+            }
+            let _ = s
+                .write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\
+                      Upgrade: websocket\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+                )
+                .await;
+        }
+    });
+    let mut pc = ProxyConfig::default();
+    let up = || vec![Upstream::new(origin.local_addr().to_string())];
+    pc.routes = vec![
+        Route::new(None, "/", up()),
+        Route::new(None, "/none", up()).with_upgrades(Vec::<String>::new()),
+        Route::new(None, "/liar", vec![Upstream::new(liar_addr.to_string())]),
+    ];
+    let proxy = Proxy::new(pc);
+    let server = serve(|c| *c = Proxy::server_config(), proxy.clone());
+    let client = h2c_client();
+    for (path, status, why) in [
+        ("/", StatusCode::BAD_GATEWAY, "did not switch"),
+        ("/none", StatusCode::FORBIDDEN, "not relayed on this route"),
+        (
+            "/liar",
+            StatusCode::BAD_GATEWAY,
+            "Sec-WebSocket-Accept does not match",
+        ),
+    ] {
+        let resp = within(
+            "the extended CONNECT",
+            WAIT,
+            client.request(websocket_over_h2(server.local_addr(), path)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(resp.status(), status, "{path}");
+        assert!(resp.extensions().get::<OnUpgrade>().is_none());
+        let body = resp.into_body().collect(4096).await.unwrap();
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains(why), "{path}: {body}");
+    }
+    eventually("no tunnel left", WAIT, || {
+        metric(
+            &proxy.render_metrics(),
+            "proxy_tunnels_open{kind=\"upgrade\"}",
+        ) == 0
+    })
+    .await;
+    stop(server).await;
+    stop(origin).await;
+    liar_task.abort();
+}
+
+/// node: a page, a `/hold` fetch answered after the first echo, and `ws`
+/// echoing with the HTTP version its handshake came in.
+const NODE_PAGE_AND_WS: &str = r#"
+const http = require('http');
+const { WebSocketServer } = require(process.argv[1]);
+const page = process.argv[2];
+let held = [], echoed = false;
+const release = () => { held.forEach((r) => r.end('held')); held = []; };
+const server = http.createServer((req, res) => {
+  if (req.url === '/hold') {
+    held.push(res);
+    if (echoed) release(); else setTimeout(release, 5000);
+    return;
+  }
+  res.setHeader('content-type', 'text/html; charset=utf-8');
+  res.end(page);
+});
+const wss = new WebSocketServer({ server });
+wss.on('connection', (ws, req) => {
+  ws.on('message', (data) => {
+    ws.send('node saw HTTP/' + req.httpVersion + ': ' + data);
+    echoed = true;
+    // The echo crosses the proxy on another upstream connection than
+    // /hold's answer: give it a head start.
+    setTimeout(release, 300);
+  });
+});
+server.listen(0, '127.0.0.1', () => console.log(server.address().port));
+"#;
+
+const BROWSER_PAGE: &str = r#"<!doctype html><html><body><p id="out">pending</p><script>
+const out = document.getElementById('out');
+const ws = new WebSocket('wss://' + location.host + '/ws');
+ws.onopen = () => ws.send('hello');
+ws.onmessage = (e) => { out.textContent = e.data; };
+ws.onerror = () => { out.textContent = 'websocket error'; };
+// Headless virtual time waits for fetches, not for WebSocket messages.
+fetch('/hold');
+</script></body></html>"#;
+
+/// Chromium → `keepwire proxy` (TLS, h2) → node `ws` (HTTP/1.1): the
+/// browser's WebSocket rides its HTTP/2 connection as an extended CONNECT,
+/// the proxy turns it into an HTTP/1.1 upgrade, and back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_through_the_proxy_over_http2_to_node_ws() {
+    let (Some(chromium), Some((node, module))) = (require_tool("chromium", "chromium"), node_ws())
+    else {
+        return;
+    };
+    let args = vec![
+        "-e".into(),
+        NODE_PAGE_AND_WS.into(),
+        module.display().to_string(),
+        BROWSER_PAGE.into(),
+    ];
+    let (_node, origin) = spawn_origin(&node, &args).await;
+    let mut pc = ProxyConfig::default();
+    pc.routes = vec![Route::new(
+        None,
+        "/",
+        vec![Upstream::new(origin.to_string())],
+    )];
+    let proxy = Proxy::new(pc);
+    // The proxy behind a handler that notes how each request came.
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let (log, p) = (seen.clone(), proxy.clone());
+    let server = serve(
+        |c| {
+            *c = Proxy::server_config();
+            c.tls = Some(self_signed_tls());
+        },
+        move |req: Request<Body>| {
+            let protocol = keepwire::upgrade::connect_protocol(&req).map(|p| p.as_str().to_owned());
+            let line = format!("{:?} {} {protocol:?}", req.version(), req.method());
+            log.lock().unwrap().push(line);
+            p.clone().handle(req)
+        },
+    );
+    let profile = TempDir::new("chromium-proxy-rfc8441");
+    let url = format!("https://localhost:{}/", server.local_addr().port());
+    let args: Vec<String> = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--ignore-certificate-errors",
+        "--virtual-time-budget=5000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        format!("--user-data-dir={}", profile.path().display()),
+        "--dump-dom".into(),
+        url,
+    ])
+    .collect();
+    let out = run_tool(&chromium, &args, Duration::from_secs(60)).await;
+    assert!(
+        out.stdout.contains("node saw HTTP/1.1: hello"),
+        "DOM: {}\nstderr: {}",
+        out.stdout,
+        out.stderr
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.contains(&"HTTP/2.0 CONNECT Some(\"websocket\")".to_string()),
+        "{seen:?}"
+    );
+    assert_eq!(
+        proxy
+            .metrics()
+            .tunnels
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    stop(server).await;
+}
+
+/// A self-signed certificate for `localhost`; ALPN offers h2 and
+/// http/1.1.
+fn self_signed_tls() -> Arc<rustls::ServerConfig> {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key.into())
+        .unwrap();
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(server)
+}

@@ -837,3 +837,341 @@ impl RawWs {
         while matches!(self.s.read(&mut buf).await, Ok(n) if n > 0) {}
     }
 }
+
+/// RFC 8441: keepwire's client opens the WebSocket on a stream of an
+/// HTTP/2 connection (h2c here) with an extended CONNECT; keepwire's
+/// server answers 200 (no Sec-WebSocket-Accept) and speaks WebSocket on
+/// the stream: messages both ways and the close handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_over_http2_extended_connect() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let server = serve(|_| {}, echo_server(Config::default(), tx));
+    let mut ccfg = keepwire::ClientConfig::default();
+    ccfg.http2_prior_knowledge = true;
+    let client = Client::new(ccfg);
+    let mut cfg = Config::default();
+    cfg.http2 = true;
+    let url = format!("ws://{}/ws", server.local_addr());
+    let (mut sock, shake) = within(
+        "the extended CONNECT",
+        WAIT,
+        ws::connect(&client, &url, HeaderMap::new(), cfg),
+    )
+    .await
+    .expect("connect over HTTP/2");
+    assert_eq!(shake.version, http::Version::HTTP_2);
+    assert_eq!(shake.status, 200);
+    assert!(!shake.accept_checked);
+    assert!(shake.transcript().contains(":protocol: websocket"));
+    for i in 0..3 {
+        sock.send(Message::Text(format!("over h2 {i}")))
+            .await
+            .unwrap();
+        assert_eq!(next(&mut sock).await, Message::Text(format!("over h2 {i}")));
+    }
+    within("close", WAIT, sock.close(1000, "bye"))
+        .await
+        .unwrap();
+    let all = seen_all(&mut rx).await;
+    assert!(
+        all.iter().any(
+            |s| matches!(s, Seen::Msg(Message::Close(Some(c))) if c.code == 1000 && c.reason == "bye")
+        ),
+        "{all:?}"
+    );
+    stop(server).await;
+}
+
+/// wss:// over a server whose ALPN offers h2 first: the handshake still
+/// goes over HTTP/1.1 (an Upgrade has no meaning in HTTP/2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_upgrades_over_http1_even_where_alpn_offers_h2() {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der());
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut stls = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key.into())
+        .unwrap();
+    stls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    let mut ctls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    ctls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let server = serve(
+        |c| c.tls = Some(std::sync::Arc::new(stls)),
+        echo_server(Config::default(), tx),
+    );
+    let mut ccfg = keepwire::ClientConfig::default();
+    ccfg.tls = Some(std::sync::Arc::new(ctls));
+    let url = format!("wss://localhost:{}/ws", server.local_addr().port());
+    let (mut sock, shake) = ws::connect(
+        &Client::new(ccfg),
+        &url,
+        HeaderMap::new(),
+        Config::default(),
+    )
+    .await
+    .expect("wss connect");
+    assert_eq!(
+        (shake.version, shake.status.as_u16()),
+        (http::Version::HTTP_11, 101)
+    );
+    sock.send(Message::Text("secure".into())).await.unwrap();
+    assert_eq!(next(&mut sock).await, Message::Text("secure".into()));
+    within("close", WAIT, sock.close(1000, "")).await.unwrap();
+    stop(server).await;
+}
+
+/// The client side of the dead-peer timeout: a server that completes the
+/// handshake and then never sends a frame (nor answers a ping).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_drops_a_server_that_goes_silent() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let silent = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut b).await.unwrap();
+            head.push(b[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let key = head
+            .lines()
+            .find_map(|l| l.strip_prefix("sec-websocket-key: "))
+            .expect("a key")
+            .trim()
+            .to_string();
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        s.write_all(
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        // Silent from here on, but holding the connection open.
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut sink)).await;
+    });
+    let mut cfg = Config::default();
+    cfg.ping_interval = Some(Duration::from_millis(200));
+    cfg.dead_peer_timeout = Duration::from_millis(300);
+    let url = format!("ws://{addr}/");
+    let (mut sock, _) = ws::connect(&Client::default(), &url, HeaderMap::new(), cfg)
+        .await
+        .expect("connect");
+    let got = within("the dead-peer timeout", WAIT, sock.recv()).await;
+    match got {
+        Some(Err(ws::Error::DeadPeer(d))) => assert_eq!(d, Duration::from_millis(300)),
+        other => panic!("{other:?}"),
+    }
+    assert!(sock.recv().await.is_none());
+    drop(sock);
+    silent.abort();
+}
+
+/// `recv` is cancel-safe: raced in `select!` against a timer that wins
+/// often, it loses no message and keeps the order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recv_is_cancel_safe_in_select() {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let server = serve(|_| {}, echo_server(Config::default(), tx));
+    let url = format!("ws://{}/ws", server.local_addr());
+    let (sock, _) = ws::connect(
+        &Client::default(),
+        &url,
+        HeaderMap::new(),
+        Config::default(),
+    )
+    .await
+    .expect("connect");
+    let (sender, mut receiver) = sock.split();
+    const N: usize = 500;
+    let writer = tokio::spawn(async move {
+        for i in 0..N {
+            sender.send(Message::Text(format!("m{i}"))).await.unwrap();
+            if i % 50 == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        sender
+    });
+    let mut got = 0;
+    let mut ticks = 0u64;
+    within("all echoes", Duration::from_secs(20), async {
+        while got < N {
+            tokio::select! {
+                m = receiver.recv() => {
+                    assert_eq!(m.unwrap().unwrap(), Message::Text(format!("m{got}")));
+                    got += 1;
+                }
+                _ = tokio::time::sleep(Duration::from_micros(50)) => ticks += 1,
+            }
+        }
+    })
+    .await;
+    eprintln!("{N} messages, {ticks} timer wins");
+    let sender = writer.await.unwrap();
+    sender.close(1000, "").await.unwrap();
+    assert!(matches!(
+        within("the close reply", WAIT, receiver.recv()).await,
+        Some(Ok(Message::Close(_)))
+    ));
+    stop(server).await;
+}
+
+/// `pipe_lines`, the engine of `keepwire ws`: lines out as text
+/// messages, the echoes handed over, then (after the linger) our close
+/// with 1000; and a close the server starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipe_lines_sends_lines_and_closes_after_the_input() {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let server = serve(|_| {}, echo_server(Config::default(), tx));
+    let url = format!("ws://{}/ws", server.local_addr());
+    let client = Client::default();
+    let (sock, _) = ws::connect(&client, &url, HeaderMap::new(), Config::default())
+        .await
+        .expect("connect");
+    let mut got = Vec::new();
+    let input: &[u8] = b"one\ntwo\n";
+    let closed = within(
+        "the piped session",
+        WAIT,
+        ws::pipe_lines(sock, input, Duration::from_millis(300), |m| {
+            got.push(m.clone())
+        }),
+    )
+    .await
+    .expect("a clean close");
+    assert_eq!(
+        (closed.code, closed.by_peer, closed.is_normal()),
+        (1000, false, true)
+    );
+    assert_eq!(
+        &got[..2],
+        [Message::Text("one".into()), Message::Text("two".into())]
+    );
+    assert!(matches!(got.last(), Some(Message::Close(Some(c))) if c.code == 1000));
+    // The server closes first ("close-me" → 4001): not a normal end.
+    let (sock, _) = ws::connect(&client, &url, HeaderMap::new(), Config::default())
+        .await
+        .expect("connect");
+    let input: &[u8] = b"close-me\n";
+    let closed = within(
+        "the piped session",
+        WAIT,
+        ws::pipe_lines(sock, input, Duration::from_secs(5), |_| {}),
+    )
+    .await
+    .expect("a clean close");
+    assert_eq!(
+        (
+            closed.code,
+            closed.reason.as_str(),
+            closed.by_peer,
+            closed.is_normal()
+        ),
+        (4001, "server bye", true, false)
+    );
+    stop(server).await;
+}
+
+/// Both halves write to one socket: while the sender waits on a peer that
+/// does not read, the receiver answers a ping (its pong waits too). Once
+/// the peer reads again, both go on: the sender is not left asleep until
+/// its write timeout. (Without `Shared::poll_write`'s wake the stranding
+/// depends on which half polled last: seen once with tracing, the sender
+/// asleep 9 s; this run is its guard, not a deterministic trigger.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pong_while_the_sender_waits_does_not_strand_the_sender() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut b).await.unwrap();
+            head.push(b[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let key = head
+            .lines()
+            .find_map(|l| l.strip_prefix("sec-websocket-key: "))
+            .expect("a key")
+            .trim()
+            .to_string();
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        s.write_all(
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        // Not reading: the client's sends fill the socket buffers. Then a
+        // ping, whose pong cannot go out either.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        s.write_all(&[0x89, 0x02, b'h', b'i']).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Now read everything until the client closes.
+        let mut sink = vec![0u8; 1 << 16];
+        let mut total = 0usize;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(15), s.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => total += n,
+                _ => return total,
+            }
+        }
+    });
+    let mut cfg = Config::default();
+    cfg.write_timeout = Duration::from_secs(20);
+    let url = format!("ws://{addr}/");
+    let (sock, _) = ws::connect(&Client::default(), &url, HeaderMap::new(), cfg)
+        .await
+        .expect("connect");
+    let (tx, mut rx) = sock.split();
+    let reader = tokio::spawn(async move {
+        let mut pings = 0;
+        while let Some(Ok(m)) = rx.recv().await {
+            if let Message::Ping(_) = m {
+                pings += 1;
+            }
+        }
+        pings
+    });
+    let started = std::time::Instant::now();
+    let chunk = Bytes::from(vec![7u8; 64 * 1024]);
+    within(
+        "the sends (the peer reads after 1 s)",
+        Duration::from_secs(5),
+        async {
+            for _ in 0..200 {
+                tx.send(Message::Binary(chunk.clone())).await.expect("send");
+            }
+        },
+    )
+    .await;
+    eprintln!("200 x 64 KiB sent in {:?}", started.elapsed());
+    drop(tx);
+    reader.abort();
+    let _ = reader.await;
+    let got = within("the peer's count", Duration::from_secs(20), peer)
+        .await
+        .unwrap();
+    assert!(got >= 200 * 64 * 1024, "{got}");
+}

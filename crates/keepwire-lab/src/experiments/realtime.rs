@@ -146,7 +146,8 @@ pub(super) fn run(lab: &Lab) -> Outcome {
          = requests × request head + responses × response head (as first seen) + body bytes \
          received \
          (chunked framing and WebSocket frame headers are the difference); server CPU is the \
-         server side's thread (event source, proxy or relay{})",
+         server side's thread (event source, proxy or relay{}; the events are published from \
+         another thread)",
         if lab.link.exact {
             ""
         } else {
@@ -206,11 +207,7 @@ fn one(lab: &Lab, plan: &Plan, t: Technique, path: Path, label: &str) -> Result<
     let finish_at = t0 + *offsets.last().unwrap_or(&Duration::ZERO) + FINISH;
     let o = origin.clone();
     let (published, seen): (Vec<(u64, Instant)>, Seen) = std::thread::scope(|s| {
-        let publisher = s.spawn(|| {
-            lab.link
-                .server
-                .run(move || publish(o, offsets, t0, finish_at))
-        });
+        let publisher = s.spawn(move || publish(&o, &offsets, t0, finish_at));
         let seen = lab
             .link
             .client
@@ -319,25 +316,34 @@ fn one(lab: &Lab, plan: &Plan, t: Technique, path: Path, label: &str) -> Result<
     })
 }
 
-/// Publishes the plan's events at their times (server side), then ends the
-/// event streams at `finish_at`; returns each event's id and publish time.
-async fn publish(
-    origin: Origin,
-    offsets: Vec<Duration>,
+/// Publishes the plan's events at their times, then ends the event
+/// streams at `finish_at`; returns each event's id and publish time.
+///
+/// It runs on a thread of its own, not on the server side's runtime:
+/// there, a timer that fires late under load would publish a burst's
+/// events back to back, and its time would count as the server's CPU.
+fn publish(
+    origin: &Origin,
+    offsets: &[Duration],
     t0: Instant,
     finish_at: Instant,
 ) -> Vec<(u64, Instant)> {
+    let sleep_until = |due: Instant| {
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+    };
     let mut out = Vec::with_capacity(offsets.len());
     for (i, off) in offsets.iter().enumerate() {
-        tokio::time::sleep_until((t0 + *off).into()).await;
+        sleep_until(t0 + *off);
         let at = Instant::now();
-        let id = origin
+        let event = origin
             .source
-            .publish(format!("event {i:03} of the lab's real-time run"))
-            .id;
-        out.push((id, at));
+            .publish(format!("event {i:03} of the lab's real-time run"));
+        out.push((event.id, at));
     }
-    tokio::time::sleep_until(finish_at.into()).await;
+    sleep_until(finish_at);
     origin.finish();
     out
 }

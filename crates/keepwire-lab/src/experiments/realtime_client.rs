@@ -5,7 +5,7 @@
 //! request is written as the experiment chooses, and each body piece is
 //! timed the moment the socket delivered it, which a pooled client's
 //! buffering would blur. The WebSocket client is keepwire's own
-//! (`keepwire::ws`).
+//! (`keepwire::ws`), its handshake sent before the run starts.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -67,7 +67,7 @@ pub(super) async fn run(t: Technique, addr: SocketAddr, t0: Instant, end: Instan
         Technique::Poll(interval) => poll(&mut seen, addr, interval, t0, end).await,
         Technique::LongPoll(hold) => long_poll(&mut seen, addr, hold, t0, end).await,
         Technique::Sse => sse(&mut seen, addr, t0, end).await,
-        Technique::WebSocket => Err("WebSocket client not built yet".into()),
+        Technique::WebSocket => websocket(&mut seen, addr, end).await,
     };
     if let Err(e) = result {
         seen.error = Some(e);
@@ -210,6 +210,51 @@ async fn sse(seen: &mut Seen, addr: SocketAddr, t0: Instant, end: Instant) -> Re
             }
         }
     }
+}
+
+/// One WebSocket from keepwire's client: the handshake at once (before
+/// `t0`), then every text message is an event (the source's JSON).
+async fn websocket(seen: &mut Seen, addr: SocketAddr, end: Instant) -> Result<(), String> {
+    use keepwire::ws::{self, Message};
+    let client = keepwire::Client::new(keepwire::ClientConfig::default());
+    seen.requests.push(Instant::now());
+    let (mut socket, shake) = ws::connect(
+        &client,
+        &format!("ws://{addr}/ws"),
+        http::HeaderMap::new(),
+        ws::Config::default(),
+    )
+    .await
+    .map_err(|e| format!("WebSocket handshake: {e}"))?;
+    // The heads as keepwire wrote and read them: start line, fields, CRLF.
+    let fields = |h: &http::HeaderMap| {
+        h.iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+    };
+    let path = shake.uri.path_and_query().map_or("/", |p| p.as_str());
+    seen.heads = (
+        format!("GET {path} HTTP/1.1\r\n").len() + fields(&shake.request_headers) + 2,
+        format!("HTTP/1.1 {}\r\n", shake.status).len() + fields(&shake.response_headers) + 2,
+    );
+    seen.responses = 1;
+    loop {
+        let msg = match tokio::time::timeout_at(end, socket.recv()).await {
+            Err(_) | Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(format!("WebSocket: {e}")),
+            Ok(Some(Ok(m))) => m,
+        };
+        let now = Instant::now();
+        if let Message::Text(text) = msg {
+            seen.body_bytes += text.len() as u64;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| format!("WebSocket event: {e}"))?;
+            let id = v["id"].as_u64().ok_or("a WebSocket event without id")?;
+            seen.arrivals.push((id, now));
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(1000, "done")).await;
+    Ok(())
 }
 
 /// A poll answer (`{"last_id":N,"events":[{"id":..},...]}`, the event

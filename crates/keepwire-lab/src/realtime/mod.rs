@@ -40,6 +40,7 @@
 //! delay), `last_id` the cursor to pass as the next `since`.
 
 mod sse;
+mod ws;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -79,6 +80,9 @@ pub struct Config {
     pub heartbeat: Duration,
     /// The reconnection delay an SSE stream asks for (`retry:`). Default 2 s.
     pub retry: Duration,
+    /// `/ws`'s sockets: caps, pings and dead-peer timeout, idle timeout
+    /// (`keepwire::ws::Config`'s defaults).
+    pub websocket: keepwire::ws::Config,
 }
 
 impl Default for Config {
@@ -89,6 +93,7 @@ impl Default for Config {
             max_long_poll: Duration::from_secs(30),
             heartbeat: Duration::from_secs(15),
             retry: Duration::from_secs(2),
+            websocket: keepwire::ws::Config::default(),
         }
     }
 }
@@ -294,7 +299,7 @@ impl Events {
     pub fn serves(path: &str) -> bool {
         matches!(
             path,
-            "/poll" | "/long-poll" | "/events" | "/realtime" | "/realtime-selftest"
+            "/poll" | "/long-poll" | "/events" | "/ws" | "/realtime" | "/realtime-selftest"
         )
     }
 
@@ -305,6 +310,10 @@ impl Events {
         let path = req.uri().path();
         if !Events::serves(path) {
             return status(StatusCode::NOT_FOUND);
+        }
+        if path == "/ws" {
+            // A GET with Upgrade, or an RFC 8441 CONNECT over HTTP/2.
+            return ws::response(self, req);
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             let mut r = status(StatusCode::METHOD_NOT_ALLOWED);

@@ -319,6 +319,70 @@ async fn a_stream_whose_client_never_reads_is_released_by_the_write_timeout() {
     drop(s);
 }
 
+/// The next data message on `ws` (bounded by 5 s).
+async fn next_text(ws: &mut keepwire::ws::WebSocket) -> String {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.recv())
+            .await
+            .expect("a message within 5 s");
+        match m {
+            Some(Ok(keepwire::ws::Message::Text(t))) => return t,
+            Some(Ok(keepwire::ws::Message::Ping(_) | keepwire::ws::Message::Pong(_))) => {}
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn websocket_sends_events_and_echoes_what_the_client_sends() {
+    use keepwire::ws::{self, Message};
+    let events = source(16);
+    let (_server, addr) = serve(&events);
+    events.publish("before");
+    let client = keepwire::Client::default();
+    let (mut socket, shake) = ws::connect(
+        &client,
+        &format!("ws://{addr}/ws?since=0"),
+        http::HeaderMap::new(),
+        ws::Config::default(),
+    )
+    .await
+    .unwrap();
+    assert!(shake.accept_checked);
+    // `since=0`: the history first.
+    let first: serde_json::Value = serde_json::from_str(&next_text(&mut socket).await).unwrap();
+    assert_eq!(
+        (first["id"].as_u64(), first["data"].as_str()),
+        (Some(1), Some("before"))
+    );
+    eventually("the socket is counted", || events.held().websockets == 1).await;
+    for n in 2..=4u64 {
+        events.publish(format!("e{n}"));
+        let e: serde_json::Value = serde_json::from_str(&next_text(&mut socket).await).unwrap();
+        assert_eq!(e["id"].as_u64(), Some(n));
+        socket
+            .send(Message::Text(format!("hello {n}")))
+            .await
+            .unwrap();
+        assert_eq!(next_text(&mut socket).await, format!("hello {n}"));
+    }
+    socket
+        .send(Message::Binary(bytes::Bytes::from_static(b"\x00\x01")))
+        .await
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), socket.recv()).await {
+        Ok(Some(Ok(Message::Binary(b)))) => assert_eq!(&b[..], b"\x00\x01"),
+        other => panic!("binary echo: {other:?}"),
+    }
+    socket.close(1000, "done").await.unwrap();
+    eventually("the socket is released", || events.held().websockets == 0).await;
+
+    // A plain GET is told what to upgrade to.
+    let (head, _) = get(addr, "/ws").await;
+    assert!(head.starts_with("HTTP/1.1 426"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+}
+
 #[tokio::test]
 async fn the_browser_pages_are_served() {
     let events = source(4);

@@ -26,7 +26,9 @@
 //! accumulate). Tunnels (CONNECT, upgrades) end after
 //! `tunnel_idle_timeout` without a byte either way, as HAProxy's `timeout
 //! tunnel`; upgrades are relayed only for the protocols a route allows
-//! (nginx relays none unless told to).
+//! (nginx relays none unless told to). An HTTP/2 client's extended CONNECT
+//! (RFC 8441, a WebSocket over HTTP/2) goes upstream as an HTTP/1.1
+//! upgrade (`rfc8441.rs`).
 //!
 //! An upstream that cannot be connected to (TCP, TLS or HTTP/2 handshake)
 //! saw nothing of the request, so the next upstream gets it and this one
@@ -39,6 +41,7 @@
 
 mod config;
 mod message;
+mod rfc8441;
 mod route;
 mod tunnel;
 
@@ -185,6 +188,9 @@ impl Proxy {
     /// Answers one client request given as the [`Request`] view (HTTP/2
     /// requests, or a caller's own handler in front of the proxy).
     pub async fn handle(self: Arc<Self>, req: Request<Body>) -> Response<Body> {
+        if crate::upgrade::connect_protocol(&req).is_some() {
+            return self.extended_connect(req).await;
+        }
         self.handle_incoming(Incoming::from_request(req)).await
     }
 

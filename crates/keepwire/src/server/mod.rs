@@ -28,6 +28,7 @@
 //! | HTTP/2 flow-control stall | no window for `write_timeout`: the stream is reset; with no DATA progress on the connection meanwhile, it is closed (GOAWAY, 1 s to flush) | `send_timeout` |
 //! | HTTP/2 header list (HPACK-decoded), CONTINUATION | `max_head_bytes` (32 KiB); h2 caps CONTINUATION frames by it | `large_client_header_buffers` |
 //! | HTTP/2 SETTINGS / PING floods | h2 queues one ACK / PONG at a time and reads no further while it cannot write it | — |
+//! | HTTP/2 extended CONNECT (RFC 8441, WebSocket over HTTP/2) | advertised; a switched stream counts as a stream in flight (and in `tunnels_open`) until its `Upgraded` drops, keeps the idle timeout off, ends with GOAWAY + `shutdown_timeout`; both directions bounded by the peer's windows | not supported |
 
 mod accept;
 pub(crate) mod conn;

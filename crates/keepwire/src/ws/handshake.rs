@@ -219,7 +219,14 @@ impl Handshake {
     /// received, `* ` lines what was checked.
     pub fn transcript(&self) -> String {
         let target = self.uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut t = format!("> {} {target} HTTP/1.1\n", self.method);
+        let mut t = if self.method == Method::CONNECT {
+            let authority = self.uri.authority().map_or("", |a| a.as_str());
+            format!(
+                "> CONNECT {target} HTTP/2\n> :authority: {authority}\n> :protocol: websocket\n"
+            )
+        } else {
+            format!("> {} {target} HTTP/1.1\n", self.method)
+        };
         let fields = |t: &mut String, mark: &str, h: &HeaderMap| {
             for (n, v) in h {
                 t.push_str(&format!(
@@ -236,7 +243,7 @@ impl Handshake {
         } else if self.response_headers.contains_key(SEC_WEBSOCKET_ACCEPT) {
             "* Sec-WebSocket-Accept does NOT match the key sent\n"
         } else {
-            "* no Sec-WebSocket-Accept to check\n"
+            "* no Sec-WebSocket-Accept to check (none over HTTP/2)\n"
         });
         if let Some(p) = &self.protocol {
             t.push_str(&format!("* subprotocol {p}\n"));
@@ -246,9 +253,11 @@ impl Handshake {
 }
 
 /// Opens a WebSocket to `url` (`ws://` or `wss://`) over `client`, with
-/// `headers` added to the handshake request (HTTP/1.1 Upgrade; the
-/// client's TLS settings apply to `wss://`). Checks the 101, `Upgrade`,
-/// `Connection`, `Sec-WebSocket-Accept` and any subprotocol chosen.
+/// `headers` added to the handshake request: an HTTP/1.1 Upgrade (the
+/// client's TLS settings apply to `wss://`) checked for its 101,
+/// `Upgrade`, `Connection` and `Sec-WebSocket-Accept`; or, with
+/// [`Config::http2`], an extended CONNECT (RFC 8441) checked for its 2xx.
+/// Either way any subprotocol chosen must be one offered.
 pub async fn connect(
     client: &Client,
     url: &str,
@@ -258,25 +267,36 @@ pub async fn connect(
     let uri = http_uri(url)?;
     let key = generate_key();
     let mut h = headers;
-    if !h.contains_key(HOST) {
-        let host = uri.authority().map_or("", |a| a.as_str());
-        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
-        h.insert(HOST, value(host)?);
+    let mut req = Request::new(Body::empty());
+    if cfg.http2 {
+        *req.method_mut() = Method::CONNECT;
+        *req.version_mut() = Version::HTTP_2;
+        req.extensions_mut()
+            .insert(h2::ext::Protocol::from_static("websocket"));
+    } else {
+        if !h.contains_key(HOST) {
+            let host = uri.authority().map_or("", |a| a.as_str());
+            let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+            h.insert(HOST, value(host)?);
+        }
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(SEC_WEBSOCKET_KEY, value(&key)?);
     }
-    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(SEC_WEBSOCKET_KEY, value(&key)?);
     h.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
     if !cfg.protocols.is_empty() && !h.contains_key(SEC_WEBSOCKET_PROTOCOL) {
         h.insert(SEC_WEBSOCKET_PROTOCOL, value(&cfg.protocols.join(", "))?);
     }
-    let mut req = Request::new(Body::empty());
     *req.uri_mut() = uri.clone();
     *req.headers_mut() = h.clone();
     let mut resp = client.request(req).await?;
     let mut shake = Handshake {
         uri,
-        method: Method::GET,
+        method: if cfg.http2 {
+            Method::CONNECT
+        } else {
+            Method::GET
+        },
         request_headers: h,
         version: resp.version(),
         status: resp.status(),
@@ -285,7 +305,14 @@ pub async fn connect(
         protocol: None,
     };
     let rh = &shake.response_headers;
-    let wrong = if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+    let wrong = if cfg.http2 {
+        (!resp.status().is_success()).then(|| {
+            format!(
+                "expected 200 to the extended CONNECT, got {}",
+                resp.status()
+            )
+        })
+    } else if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         Some(format!(
             "expected 101 Switching Protocols, got {}",
             resp.status()
@@ -307,7 +334,7 @@ pub async fn connect(
             handshake: Some(Box::new(shake)),
         });
     }
-    shake.accept_checked = true;
+    shake.accept_checked = !cfg.http2;
     if let Some(p) = rh.get(SEC_WEBSOCKET_PROTOCOL) {
         let p = p.to_str().unwrap_or_default().trim().to_string();
         if !cfg.protocols.contains(&p) {
@@ -324,7 +351,7 @@ pub async fn connect(
     };
     let Some(io) = upgraded else {
         return Err(Error::Handshake {
-            reason: "the connection was not handed over after the 101".into(),
+            reason: "the connection was not handed over after the handshake".into(),
             handshake: Some(Box::new(shake)),
         });
     };
@@ -401,8 +428,10 @@ mod tests {
         };
         let mut req = connect(Some("13"));
         assert!(is_upgrade(&req));
-        let mut cfg = Config::default();
-        cfg.protocols = vec!["chat".into()];
+        let cfg = Config {
+            protocols: vec!["chat".into()],
+            ..Config::default()
+        };
         let (resp, accepting) = accept(&mut req, cfg).expect("accepted");
         assert_eq!(resp.status(), StatusCode::OK);
         assert!(!resp.headers().contains_key(SEC_WEBSOCKET_ACCEPT));

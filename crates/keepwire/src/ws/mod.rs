@@ -6,7 +6,8 @@
 //! then lives on the [`crate::upgrade::Upgraded`] stream, which keeps the
 //! connection's place under `max_connections` until it drops (R9.5: a
 //! WebSocket is still a connection). A client [`connect`]s over a keepwire
-//! [`crate::Client`] (`ws://`, `wss://`; HTTP/1.1 Upgrade).
+//! [`crate::Client`] (`ws://`, `wss://`; HTTP/1.1 Upgrade, or RFC 8441
+//! over HTTP/2 with [`Config::http2`]).
 //!
 //! Why the module exists: a connection that stays open for hours is where
 //! the notes' "abnormal disconnect" problem lives, so the socket does what
@@ -18,23 +19,22 @@
 //!
 //! # Why this crate
 //! The framing is `tokio-tungstenite`/`tungstenite` 0.28, chosen over
-//! `fastwebsockets` 0.10 by an echo micro-benchmark (one connection over
-//! loopback, 32-byte text messages, release build, 2-core machine shared
-//! with other builds, 100,000 messages per round, 5 rounds each,
-//! interleaved; a scratch crate, `cargo build --release && ./wsbench`):
-//! one message in flight (send, wait for the echo), both measured
-//! 12,000–44,000 messages/s, the spread being the machine's noise and
-//! neither ahead; 64 messages in flight, tokio-tungstenite
-//! 73,000–166,000 messages/s against fastwebsockets' 45,000–86,000
-//! (tungstenite batches frames into one write, fastwebsockets writes each
-//! frame). tungstenite also gives what this module needs without more
-//! code: a cancel-safe `Stream` (fastwebsockets' `read_frame` is not
-//! cancel-safe, and [`WebSocket::recv`] must be `select!`-able), frame and
-//! message size caps checked at the frame header, UTF-8 checks of text,
-//! automatic pong and close replies. Neither gives permessage-deflate on
-//! tokio cheaply (tungstenite 0.28 has none), so there is none here.
+//! `fastwebsockets` 0.10 after an echo micro-benchmark (one connection
+//! over loopback, 32-byte text messages, release build; numbers and the
+//! program in docs/BENCHMARKS.md, "WebSocket framing crate"). Neither is
+//! faster everywhere: one message in flight, fastwebsockets was level in
+//! one run and about 1.5 × ahead in another; 64 in flight, tungstenite was
+//! 1.6–1.8 × ahead in both (it batches frames into one write,
+//! fastwebsockets writes each). What decided it: tungstenite gives what
+//! this module needs without more code, a cancel-safe `Stream`
+//! (fastwebsockets' `read_frame` is not cancel-safe, and
+//! [`WebSocket::recv`] must be `select!`-able), frame and message size
+//! caps checked at the frame header, UTF-8 checks of text, automatic pong
+//! and close replies. Neither gives permessage-deflate on tokio cheaply
+//! (tungstenite 0.28 has none), so there is none here.
 
 mod handshake;
+mod pipe;
 mod socket;
 
 use std::time::Duration;
@@ -42,6 +42,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use handshake::{Accepting, Handshake, accept, connect, is_upgrade};
+pub use pipe::{Closed, pipe_lines};
 pub use socket::{Receiver, Sender, WebSocket};
 
 /// Settings of a WebSocket connection, either side.
@@ -69,6 +70,11 @@ pub struct Config {
     /// Subprotocols (`Sec-WebSocket-Protocol`): on the server, those it
     /// speaks, in order of preference; on the client, those it offers.
     pub protocols: Vec<String>,
+    /// Client: open the WebSocket on a stream of an HTTP/2 connection with
+    /// an extended CONNECT (RFC 8441) instead of an HTTP/1.1 Upgrade (for
+    /// `ws://`, the client needs `http2_prior_knowledge`). The server takes
+    /// both without being told.
+    pub http2: bool,
 }
 
 impl Default for Config {
@@ -82,6 +88,7 @@ impl Default for Config {
             close_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(30),
             protocols: Vec::new(),
+            http2: false,
         }
     }
 }

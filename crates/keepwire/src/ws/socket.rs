@@ -5,7 +5,8 @@
 //! Both halves share one `tokio_tungstenite::WebSocketStream` behind a
 //! mutex held only inside a `poll` (never across an await), as its own
 //! `split` does: its waker proxy wakes the reading and the writing task
-//! alike. The [`Receiver`] owns the clocks, so a program that only sends
+//! alike, and `Shared::poll_write` covers the one waker both halves'
+//! writes share. The [`Receiver`] owns the clocks, so a program that only sends
 //! still has to poll it (as it must anyway, to see the peer's close).
 
 use std::future::poll_fn;
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use futures_util::{FutureExt, Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
@@ -36,6 +38,16 @@ struct Shared {
     last_data: AtomicU64,
     /// When we sent a close frame, plus one (0: not yet).
     close_sent: AtomicU64,
+    /// The task of each [`Half`] whose write waits (see `poll_write`).
+    writers: [AtomicWaker; 2],
+}
+
+/// Which half writes: the [`Sender`], or the [`Receiver`] (pongs, pings,
+/// close replies).
+#[derive(Clone, Copy)]
+enum Half {
+    Tx = 0,
+    Rx = 1,
 }
 
 impl Shared {
@@ -51,13 +63,32 @@ impl Shared {
         self.epoch + Duration::from_millis(ms)
     }
 
+    /// One poll of a write (`poll_ready`, `poll_flush`) by `half`.
+    /// tokio-tungstenite keeps a single waker for writes, so a half whose
+    /// write waits can lose its place to the other half's: it registers
+    /// here too, and a write that completes wakes the other half to try
+    /// again.
+    fn poll_write(
+        &self,
+        half: Half,
+        cx: &mut Context<'_>,
+        f: impl FnOnce(Pin<&mut Ws>, &mut Context<'_>) -> Poll<Result<(), tung::Error>>,
+    ) -> Poll<Result<(), tung::Error>> {
+        let r = f(Pin::new(&mut *self.lock()), cx);
+        match r {
+            Poll::Pending => self.writers[half as usize].register(cx.waker()),
+            Poll::Ready(_) => self.writers[1 - half as usize].wake(),
+        }
+        r
+    }
+
     /// Queues `msg` and writes it out, bounded by the write timeout.
-    async fn send(&self, msg: tung::Message) -> Result<(), Error> {
+    async fn send(&self, half: Half, msg: tung::Message) -> Result<(), Error> {
         let limit = self.cfg.write_timeout;
         let write = async {
-            poll_fn(|cx| Pin::new(&mut *self.lock()).poll_ready(cx)).await?;
+            poll_fn(|cx| self.poll_write(half, cx, |ws, cx| ws.poll_ready(cx))).await?;
             Pin::new(&mut *self.lock()).start_send(msg)?;
-            poll_fn(|cx| Pin::new(&mut *self.lock()).poll_flush(cx)).await
+            poll_fn(|cx| self.poll_write(half, cx, |ws, cx| ws.poll_flush(cx))).await
         };
         match tokio::time::timeout(limit, write).await {
             Ok(r) => r.map_err(from_tung),
@@ -140,6 +171,7 @@ impl WebSocket {
             epoch: now,
             last_data: AtomicU64::new(0),
             close_sent: AtomicU64::new(0),
+            writers: Default::default(),
         });
         WebSocket {
             tx: Sender {
@@ -152,7 +184,7 @@ impl WebSocket {
                 close_seen: None,
                 unflushed: false,
                 failing: None,
-                timer: Box::pin(tokio::time::sleep_until(now)),
+                timer: Box::pin(tokio::time::sleep_until(now + Duration::from_secs(86_400))),
                 pings: 0,
                 done: false,
             },
@@ -204,7 +236,7 @@ impl Sender {
                 .close_sent
                 .store(self.shared.now_ms() + 1, Relaxed);
         }
-        self.shared.send(to_tung(m)).await?;
+        self.shared.send(Half::Tx, to_tung(m)).await?;
         if data {
             self.shared.last_data.store(self.shared.now_ms(), Relaxed);
         }
@@ -239,8 +271,14 @@ impl Receiver {
             if self.done {
                 return None;
             }
+            // The timer only moves earlier, or after it fired: most
+            // messages push the deadlines later, and a timer that fires
+            // early costs a check, where a reset per message costs the
+            // timer wheel's work each time.
             let deadline = self.next_deadline();
-            self.timer.as_mut().reset(deadline);
+            if deadline < self.timer.deadline() || self.timer.is_elapsed() {
+                self.timer.as_mut().reset(deadline);
+            }
             match poll_fn(|cx| self.poll_step(cx)).await {
                 Step::Timer => {
                     if let Some(r) = self.on_timer().await {
@@ -267,23 +305,24 @@ impl Receiver {
     }
 
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
-        let mut ws = self.shared.lock();
+        let s = self.shared.clone();
+        let flush = |cx: &mut Context<'_>| s.poll_write(Half::Rx, cx, |ws, cx| ws.poll_flush(cx));
         if self.unflushed {
-            match Pin::new(&mut *ws).poll_flush(cx) {
+            match flush(cx) {
                 Poll::Ready(Ok(())) => self.unflushed = false,
                 Poll::Ready(Err(e)) => return Poll::Ready(Step::Frame(Some(Err(e)))),
                 Poll::Pending => {}
             }
         }
-        if let Poll::Ready(r) = Pin::new(&mut *ws).poll_next(cx) {
+        let next = Pin::new(&mut *s.lock()).poll_next(cx);
+        if let Poll::Ready(r) = next {
             // The pong or close reply tungstenite queued goes out now, not
             // at the next read.
             if let Some(Ok(tung::Message::Ping(_) | tung::Message::Close(_))) = &r {
-                self.unflushed = !matches!(Pin::new(&mut *ws).poll_flush(cx), Poll::Ready(Ok(())));
+                self.unflushed = !matches!(flush(cx), Poll::Ready(Ok(())));
             }
             return Poll::Ready(Step::Frame(r));
         }
-        drop(ws);
         match self.timer.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Step::Timer),
             Poll::Pending => Poll::Pending,
@@ -362,7 +401,7 @@ impl Receiver {
             let payload = bytes::Bytes::copy_from_slice(&self.pings.to_be_bytes());
             // Queued, not flushed: `poll_step` flushes it while it reads,
             // so a peer that does not read cannot hold `recv` here.
-            let queued = poll_fn(|cx| Pin::new(&mut *s.lock()).poll_ready(cx))
+            let queued = poll_fn(|cx| s.poll_write(Half::Rx, cx, |ws, cx| ws.poll_ready(cx)))
                 .await
                 .and_then(|()| Pin::new(&mut *s.lock()).start_send(tung::Message::Ping(payload)));
             if let Err(e) = queued {
@@ -446,11 +485,11 @@ impl Receiver {
                 && self.close_seen.is_none()
             {
                 s.close_sent.store(s.now_ms() + 1, Relaxed);
-                let _ = s.send(to_tung(Message::Close(Some(f)))).await;
+                let _ = s.send(Half::Rx, to_tung(Message::Close(Some(f)))).await;
             }
             // Whatever tungstenite still holds (the close frame, if a
             // cancelled run queued it) goes before our FIN.
-            let _ = poll_fn(|cx| Pin::new(&mut *s.lock()).poll_flush(cx)).await;
+            let _ = poll_fn(|cx| s.poll_write(Half::Rx, cx, |ws, cx| ws.poll_flush(cx))).await;
             let _ = poll_fn(|cx| Pin::new(s.lock().get_mut()).poll_shutdown(cx)).await;
             let mut scratch = vec![0u8; 8192];
             loop {

@@ -92,9 +92,6 @@ pub(super) async fn stream_task(
         Ok(n) => n,
         Err(status) => return answer_now(respond, status),
     };
-    if parts.method == Method::CONNECT && parts.extensions.get::<h2::ext::Protocol>().is_some() {
-        return super::tunnel::extended_connect(parts, recv, respond, handler, info, rules).await;
-    }
     if let (Some(n), Some(max)) = (declared, rules.max_body)
         && n > max
     {

@@ -22,7 +22,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use keepwire::Body;
 use tokio::io::AsyncReadExt;
 
-use keepwire_lab::site::{status, with_type};
+use crate::site::{status, with_type};
 
 mod url_path;
 
