@@ -28,7 +28,8 @@ use tokio::sync::mpsc;
 type Ends = mpsc::UnboundedSender<std::io::ErrorKind>;
 
 /// Accepts `:protocol echo` and echoes the stream (a half-close answered
-/// with one), reporting how its reads ended; refuses any other protocol.
+/// with one), reporting how its reads ended; accepts `drop` and drops the
+/// stream after one byte; refuses any other protocol.
 fn echo_handler(ends: Ends) -> impl Fn(Request<Body>) -> std::future::Ready<Response<Body>> {
     move |req: Request<Body>| {
         let proto = connect_protocol(&req).map(|p| p.as_str().to_string());
@@ -40,6 +41,16 @@ fn echo_handler(ends: Ends) -> impl Fn(Request<Body>) -> std::future::Ready<Resp
                     let Some(up) = on.wait().await else { return };
                     assert!(up.is_h2_stream());
                     let _ = ends.send(echo(up).await);
+                });
+                Response::new(Body::empty())
+            }
+            // Reads one byte, then drops the stream unfinished.
+            (Some("drop"), Some(on)) => {
+                tokio::spawn(async move {
+                    let Some(mut up) = on.wait().await else {
+                        return;
+                    };
+                    let _ = up.read(&mut [0u8; 1]).await;
                 });
                 Response::new(Body::empty())
             }
@@ -215,6 +226,31 @@ async fn a_reset_from_the_client_ends_the_servers_stream() {
     assert_eq!(
         within("the server's end", WAIT, ended.recv()).await,
         Some(std::io::ErrorKind::ConnectionReset)
+    );
+    eventually("the tunnel is no longer counted", WAIT, || {
+        metric(&metrics(), "tunnels_open") == 0
+    })
+    .await;
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_server_drops_is_a_reset_to_the_client() {
+    let (ends, _ended) = mpsc::unbounded_channel();
+    let (server, metrics) = serve_with_metrics(|_| {}, echo_handler(ends));
+    let client = h2c_client();
+    let mut req = extended_connect(server.local_addr(), "echo");
+    req.extensions_mut().insert(Protocol::from_static("drop"));
+    let resp = within("extended CONNECT", WAIT, client.request(req))
+        .await
+        .unwrap();
+    let on = resp.extensions().get::<OnUpgrade>().cloned().unwrap();
+    let mut up = within("the stream", WAIT, on.wait()).await.unwrap();
+    up.write_all(b"x").await.unwrap();
+    let read = within("the reset", WAIT, up.read(&mut [0u8; 8])).await;
+    assert_eq!(
+        read.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset)
     );
     eventually("the tunnel is no longer counted", WAIT, || {
         metric(&metrics(), "tunnels_open") == 0
