@@ -262,13 +262,16 @@ where
                             respond.send_reset(h2::Reason::REFUSED_STREAM);
                         } else {
                             let info = ConnInfo { request_index: requests, ..info };
-                            streams.push(Box::pin(stream_task(
-                                req,
-                                respond,
-                                handler.clone(),
-                                info,
-                                rules.clone(),
-                            )));
+                            let (handler, rules) = (handler.clone(), rules.clone());
+                            if tunnel::is_extended_connect(&req) {
+                                streams.push(Box::pin(tunnel::extended_connect(
+                                    req, respond, handler, info, rules,
+                                )));
+                            } else {
+                                streams.push(Box::pin(stream_task(
+                                    req, respond, handler, info, rules,
+                                )));
+                            }
                             in_flight.add(&metrics.h2_streams_in_flight_max_per_conn);
                         }
                         if let Some(Some(Ok(more))) =
