@@ -53,6 +53,8 @@ use crate::metrics::ServerMetrics;
 use crate::net::{self, Linger, ListenOptions};
 use crate::upgrade::OnUpgrade;
 
+pub use conn::gone::PeerGone;
+
 /// A boxed response future.
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
@@ -87,12 +89,14 @@ pub struct Incoming {
     /// On upgrade and CONNECT requests: the connection once the response
     /// switched protocols.
     pub on_upgrade: Option<OnUpgrade>,
+    /// Fires when the client went away (the default never fires).
+    pub peer_gone: PeerGone,
 }
 
 impl Incoming {
     /// The [`Request`] view: the head's parts, with [`ConnInfo`], the
-    /// [`keepwire_proto::HeaderCase`] (if any was kept) and [`OnUpgrade`]
-    /// as extensions.
+    /// [`keepwire_proto::HeaderCase`] (if any was kept), [`OnUpgrade`] and
+    /// [`PeerGone`] as extensions.
     pub fn into_request(self) -> Request<Body> {
         let head = self.head;
         let mut req = Request::new(self.body);
@@ -110,6 +114,9 @@ impl Incoming {
         if let Some(on_upgrade) = self.on_upgrade {
             ext.insert(on_upgrade);
         }
+        if self.peer_gone.is_live() {
+            ext.insert(self.peer_gone);
+        }
         req
     }
 
@@ -126,6 +133,7 @@ impl Incoming {
             body,
             info: parts.extensions.get::<ConnInfo>().copied(),
             on_upgrade: parts.extensions.remove(),
+            peer_gone: parts.extensions.remove().unwrap_or_default(),
         }
     }
 }

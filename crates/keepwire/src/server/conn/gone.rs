@@ -1,0 +1,171 @@
+//! Noticing that an HTTP/1 client went away while its response is owed.
+//!
+//! While a handler runs, an HTTP/1 connection at pipelining depth 1 does
+//! not read: the next request waits in the socket until this response is
+//! out. So a client that leaves (FIN, or RST) during a long-held handler —
+//! a long poll, a slow upstream — would go unnoticed until the handler
+//! ends. HTTP/2 has `RST_STREAM`, which drops the handler at once; this is
+//! HTTP/1's counterpart, after Go's `net/http` (its background read cancels
+//! the request's context when the connection closes).
+//!
+//! While a response is owed and the driver is not reading, it watches the
+//! socket's read readiness (tokio's, no extra syscall while nothing
+//! arrives) and peeks one byte when it turns readable:
+//! - end of stream (FIN) or an error (RST): [`PeerGone`] fires;
+//! - bytes (a pipelined request): it stops watching until the next read,
+//!   which takes them as today (no busy loop on a readable socket).
+//!
+//! A read that meets end of stream fires it too. Firing only *tells*:
+//! the response is still written, so a client that half-closed (request,
+//! then `shutdown(Write)`, R8.4) still gets its answer from a handler that
+//! does not wait on [`PeerGone`]; one that does (a long poll) ends early,
+//! as Go's handlers do when their context is cancelled.
+//!
+//! Backends: epoll and io_uring watch the TCP socket the same way (an
+//! io_uring receive in flight may take bytes first: the peek then sees
+//! none and the watch goes on; a FIN stays visible to a peek). TLS is best
+//! effort: the peek sees records, not plaintext, so a client that sends
+//! `close_notify` before its FIN looks like one that pipelined and is not
+//! noticed until the next read; a bare FIN or an RST is.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{Acquire, Release};
+use std::task::{Context, Poll, Waker};
+
+use http::Request;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+/// Fires when the client of an HTTP/1 request went away (its connection
+/// reached end of stream or broke) or the connection ended, as a request
+/// extension (also [`super::super::Incoming::peer_gone`]).
+///
+/// Await [`PeerGone::wait`] beside a long wait (long poll, slow upstream,
+/// stream) to stop early: the answer has nobody to read it. A response is
+/// still written if the handler gives one (a client that half-closed reads
+/// it). Cheap: one shared flag per connection, cloned per request.
+///
+/// Over HTTP/2 a request carries none ([`PeerGone::of`] gives one that
+/// never fires): the client's `RST_STREAM` drops the handler's future,
+/// which is cancellation enough.
+#[derive(Clone, Default)]
+pub struct PeerGone(Option<Arc<Inner>>);
+
+struct Inner {
+    gone: AtomicBool,
+    notify: Notify,
+}
+
+impl std::fmt::Debug for PeerGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerGone")
+            .field("watched", &self.0.is_some())
+            .field("gone", &self.is_gone())
+            .finish()
+    }
+}
+
+impl PeerGone {
+    /// A live signal (one per HTTP/1 connection).
+    pub(crate) fn new() -> Self {
+        PeerGone(Some(Arc::new(Inner {
+            gone: AtomicBool::new(false),
+            notify: Notify::new(),
+        })))
+    }
+
+    /// The signal of `req`, or one that never fires if it carries none
+    /// (HTTP/2, a request built rather than read).
+    pub fn of<B>(req: &Request<B>) -> Self {
+        req.extensions()
+            .get::<PeerGone>()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Whether this is a live signal (not the never-firing default).
+    pub(crate) fn is_live(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Whether the client is gone.
+    pub fn is_gone(&self) -> bool {
+        self.0.as_ref().is_some_and(|i| i.gone.load(Acquire))
+    }
+
+    /// Resolves once the client is gone (never, for a signal that is not
+    /// watched). Cancel-safe.
+    pub async fn wait(&self) {
+        let Some(inner) = &self.0 else {
+            return std::future::pending().await;
+        };
+        let notified = inner.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if inner.gone.load(Acquire) {
+            return;
+        }
+        notified.await;
+    }
+
+    /// Says the client is gone (once; later calls do nothing).
+    pub(crate) fn fire(&self) {
+        if let Some(inner) = &self.0
+            && !inner.gone.swap(true, Release)
+        {
+            inner.notify.notify_waiters();
+        }
+    }
+}
+
+/// What the watch saw.
+pub(super) enum Seen {
+    /// End of stream or an error: the client is gone.
+    Gone,
+    /// Bytes wait (a pipelined request, or a TLS record): stop watching.
+    Bytes,
+}
+
+/// Resolves when the socket turns readable and a peek says what is there.
+/// Readiness that a peek finds stale is cleared, so this waits on the
+/// event loop again rather than spin.
+pub(super) fn poll_watch(stream: &TcpStream, cx: &mut Context<'_>) -> Poll<Seen> {
+    loop {
+        if std::task::ready!(stream.poll_read_ready(cx)).is_err() {
+            return Poll::Ready(Seen::Gone);
+        }
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        let peek = stream.try_io(tokio::io::Interest::READABLE, || {
+            socket2::SockRef::from(stream).peek(&mut byte)
+        });
+        return Poll::Ready(match peek {
+            Ok(0) => Seen::Gone,
+            Ok(_) => Seen::Bytes,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(_) => Seen::Gone,
+        });
+    }
+}
+
+/// No input is waiting in the socket (a plain close would not send RST).
+///
+/// Asked of tokio's readiness first, which costs no syscall (nginx asks
+/// its `rev->ready` the same way): the driver's last short read told
+/// tokio the socket was drained, so "not readable" means nothing arrived
+/// since that the event loop has seen. Only a readable socket is peeked
+/// at, and one that holds just the peer's FIN is drained too: a close then
+/// resets nothing.
+pub(super) fn socket_drained(stream: &TcpStream) -> bool {
+    let cx = &mut Context::from_waker(Waker::noop());
+    if stream.poll_read_ready(cx).is_pending() {
+        return true;
+    }
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    match socket2::SockRef::from(stream).peek(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+    }
+}
