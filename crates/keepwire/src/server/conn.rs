@@ -381,11 +381,7 @@ impl Driver {
                 && self.conn.read_buffer().is_empty();
             let wake = tokio::select! {
                 biased;
-                w = std::future::poll_fn(|cx| if wants_read {
-                    self.stream.poll_read_available(cx, self.conn.read_buffer()).map(Wake::Read)
-                } else {
-                    gone::poll_watch(self.stream.tcp(), cx).map(Wake::Peer)
-                }), if wants_read || watch => w,
+                w = std::future::poll_fn(|cx| gone::poll_input(&mut self.stream, self.conn.read_buffer(), wants_read, cx)), if wants_read || watch => w,
                 _ = poll_pipeline(&mut self.pipeline), if self.pipeline.front().is_some_and(|s| !s.is_ready()) => Wake::Progress,
                 frame = std::future::poll_fn(|cx| match self.streaming.as_mut() {
                     Some(s) => Pin::new(&mut s.body).poll_frame(cx),

@@ -23,10 +23,10 @@
 //!
 //! Backends: epoll and io_uring watch the TCP socket the same way (an
 //! io_uring receive in flight may take bytes first: the peek then sees
-//! none and the watch goes on; a FIN stays visible to a peek). TLS is best
-//! effort: the peek sees records, not plaintext, so a client that sends
-//! `close_notify` before its FIN looks like one that pipelined and is not
-//! noticed until the next read; a bare FIN or an RST is.
+//! none and the watch goes on; a FIN stays visible to a peek). Over TLS
+//! the peek sees records, not plaintext, so bytes get one read through
+//! TLS: `close_notify` reads as the end of the input, anything else
+//! (a pipelined request) stays buffered and ends the watch.
 
 use std::io;
 use std::sync::Arc;
@@ -34,9 +34,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Acquire, Release};
 use std::task::{Context, Poll, Waker};
 
+use bytes::BytesMut;
 use http::Request;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
+
+use super::Wake;
+use crate::transport::Transport;
 
 /// Fires when the client of an HTTP/1 request went away (its connection
 /// reached end of stream or broke) or the connection ended, as a request
@@ -128,10 +132,30 @@ pub(super) enum Seen {
     Bytes,
 }
 
+/// The driver's input: a read into `buf` if it `reads`, else the watch.
+/// Over TLS, bytes the watch sees get one read (bounded by `buf`'s room):
+/// a `close_notify` then ends the input as a FIN does, and a pipelined
+/// request waits parsed-later in `buf` (the connection then stops
+/// watching, as for cleartext).
+pub(super) fn poll_input(
+    stream: &mut Transport,
+    buf: &mut BytesMut,
+    reads: bool,
+    cx: &mut Context<'_>,
+) -> Poll<Wake> {
+    if reads {
+        return stream.poll_read_available(cx, buf).map(Wake::Read);
+    }
+    match std::task::ready!(poll_watch(stream.tcp(), cx)) {
+        Seen::Bytes if stream.is_tls() => stream.poll_read_available(cx, buf).map(Wake::Read),
+        seen => Poll::Ready(Wake::Peer(seen)),
+    }
+}
+
 /// Resolves when the socket turns readable and a peek says what is there.
 /// Readiness that a peek finds stale is cleared, so this waits on the
 /// event loop again rather than spin.
-pub(super) fn poll_watch(stream: &TcpStream, cx: &mut Context<'_>) -> Poll<Seen> {
+fn poll_watch(stream: &TcpStream, cx: &mut Context<'_>) -> Poll<Seen> {
     loop {
         if std::task::ready!(stream.poll_read_ready(cx)).is_err() {
             return Poll::Ready(Seen::Gone);
