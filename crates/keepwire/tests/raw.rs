@@ -360,7 +360,12 @@ async fn a_handler_learns_when_its_http1_client_leaves() {
                     }
                     () = tokio::time::sleep(hold) => {}
                 }
-                Response::new(Body::from(if peer.is_gone() { "gone" } else { "here" }))
+                let said = match (peer.is_lost(), peer.is_gone()) {
+                    (true, _) => "lost",
+                    (_, true) => "gone",
+                    _ => "here",
+                };
+                Response::new(Body::from(said))
             }
         },
     );
@@ -383,7 +388,8 @@ async fn a_handler_learns_when_its_http1_client_leaves() {
         assert_eq!(c.response().await.body, b"here");
     }
     assert_eq!(left.load(SeqCst), 2);
-    // A half-close is noticed, and the handler's answer still arrives.
+    // A half-close is noticed (gone, not lost), and the handler's answer
+    // still arrives.
     c.send(get("/hold")).await;
     c.shutdown_write().await;
     let r = within("the early answer", Duration::from_secs(2), c.response()).await;

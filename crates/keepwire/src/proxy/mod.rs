@@ -326,12 +326,14 @@ impl Proxy {
             if !has_host && let Ok(v) = HeaderValue::from_str(&upstream.authority) {
                 head.headers.insert(HOST, v);
             }
-            // A client that left drops its upstream request (nginx's
-            // `proxy_ignore_client_abort off`; it logs 499).
+            // A client whose connection is lost (RST) drops its upstream
+            // request (nginx's `proxy_ignore_client_abort off`, 499). A
+            // FIN may be a half-close still waiting for the answer (R8.4):
+            // nginx and Go drop that too, keepwire relays the answer.
             let sent = tokio::select! {
                 biased;
                 r = client.send(upstream.origin(), head, &mut body, fresh) => r,
-                _ = peer_gone.wait() => return text(CLIENT_GONE, "client closed request"),
+                () = peer_gone.wait_lost() => return text(CLIENT_GONE, "client closed request"),
             };
             match sent {
                 Ok(resp) => return self.relay_response(resp, client_upgrade),

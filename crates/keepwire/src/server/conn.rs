@@ -254,7 +254,7 @@ pub(crate) fn serve(
     async move {
         let reason = d.run(stop).await;
         if !matches!(reason, CloseReason::Upgraded) {
-            d.gone.fire();
+            d.gone.fire(true);
         }
         d.mark_idle(false);
         let requests = d.info.request_index;
@@ -420,7 +420,7 @@ impl Driver {
                     self.on_eof()
                 }
                 Wake::Read(Ok(_)) => (self.timers.released, self.watch) = (false, true),
-                Wake::Peer(Seen::Gone) => self.gone.fire(),
+                Wake::Peer(Seen::Gone { lost }) => self.gone.fire(lost),
                 Wake::Peer(Seen::Bytes) => self.watch = false,
                 Wake::Read(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Wake::Read(Err(_)) => {
@@ -630,7 +630,7 @@ impl Driver {
         self.conn.handle_eof();
         self.peer_eof = true;
         if self.conn.read_buffer().is_empty() {
-            self.gone.fire();
+            self.gone.fire(false);
         }
     }
 

@@ -11,7 +11,8 @@
 //! While a response is owed and the driver is not reading, it watches the
 //! socket's read readiness (tokio's, no extra syscall while nothing
 //! arrives) and peeks one byte when it turns readable:
-//! - end of stream (FIN) or an error (RST): [`PeerGone`] fires;
+//! - end of stream (FIN) or an error (RST): [`PeerGone`] fires (an error,
+//!   or the connection's end, also says the connection is lost);
 //! - bytes (a pipelined request): it stops watching until the next read,
 //!   which takes them as today (no busy loop on a readable socket).
 //!
@@ -19,7 +20,9 @@
 //! the response is still written, so a client that half-closed (request,
 //! then `shutdown(Write)`, R8.4) still gets its answer from a handler that
 //! does not wait on [`PeerGone`]; one that does (a long poll) ends early,
-//! as Go's handlers do when their context is cancelled.
+//! as Go's handlers do when their context is cancelled. A handler whose
+//! early answer would be wrong (the proxy) waits for the connection to be
+//! lost instead ([`PeerGone::wait_lost`]: RST, an error, its end).
 //!
 //! Backends: epoll and io_uring watch the TCP socket the same way (an
 //! io_uring receive in flight may take bytes first: the peek then sees
@@ -30,7 +33,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU8;
 use std::sync::atomic::Ordering::{Acquire, Release};
 use std::task::{Context, Poll, Waker};
 
@@ -46,10 +49,14 @@ use crate::transport::Transport;
 /// reached end of stream or broke) or the connection ended, as a request
 /// extension (also [`super::super::Incoming::peer_gone`]).
 ///
-/// Await [`PeerGone::wait`] beside a long wait (long poll, slow upstream,
-/// stream) to stop early: the answer has nobody to read it. A response is
-/// still written if the handler gives one (a client that half-closed reads
-/// it). Cheap: one shared flag per connection, cloned per request.
+/// Await [`PeerGone::wait`] beside a long wait (long poll, stream) to stop
+/// early: the client sends no more. A response is still written if the
+/// handler gives one, and a client that only half-closed (R8.4) reads it;
+/// one that closed does not. Where an early answer would be wrong (a
+/// proxy relaying its upstream's), [`PeerGone::wait_lost`] waits for the
+/// connection to be lost (RST, a socket error, its end): no answer can
+/// reach the client then. Cheap: one shared state per connection, cloned
+/// per request.
 ///
 /// Over HTTP/2 a request carries none ([`PeerGone::of`] gives one that
 /// never fires): the client's `RST_STREAM` drops the handler's future,
@@ -58,7 +65,8 @@ use crate::transport::Transport;
 pub struct PeerGone(Option<Arc<Inner>>);
 
 struct Inner {
-    gone: AtomicBool,
+    /// [`OPEN`], [`CLOSED`] or [`LOST`]; only rises.
+    state: AtomicU8,
     notify: Notify,
 }
 
@@ -75,7 +83,7 @@ impl PeerGone {
     /// A live signal (one per HTTP/1 connection).
     pub(crate) fn new() -> Self {
         PeerGone(Some(Arc::new(Inner {
-            gone: AtomicBool::new(false),
+            state: AtomicU8::new(OPEN),
             notify: Notify::new(),
         })))
     }
@@ -94,40 +102,67 @@ impl PeerGone {
         self.0.is_some()
     }
 
-    /// Whether the client is gone.
-    pub fn is_gone(&self) -> bool {
-        self.0.as_ref().is_some_and(|i| i.gone.load(Acquire))
+    fn state(&self) -> u8 {
+        self.0.as_ref().map_or(OPEN, |i| i.state.load(Acquire))
     }
 
-    /// Resolves once the client is gone (never, for a signal that is not
-    /// watched). Cancel-safe.
+    /// Whether the client is gone: it sends no more (FIN, maybe a
+    /// half-close) or the connection is lost.
+    pub fn is_gone(&self) -> bool {
+        self.state() >= CLOSED
+    }
+
+    /// Whether the connection is lost (RST, a socket error, or it ended):
+    /// no answer reaches the client.
+    pub fn is_lost(&self) -> bool {
+        self.state() == LOST
+    }
+
+    /// Resolves once [`PeerGone::is_gone`] (never, for a signal that is
+    /// not watched). Cancel-safe.
     pub async fn wait(&self) {
+        self.wait_for(CLOSED).await
+    }
+
+    /// Resolves once [`PeerGone::is_lost`] (never, for a signal that is
+    /// not watched). Cancel-safe.
+    pub async fn wait_lost(&self) {
+        self.wait_for(LOST).await
+    }
+
+    async fn wait_for(&self, state: u8) {
         let Some(inner) = &self.0 else {
             return std::future::pending().await;
         };
-        let notified = inner.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if inner.gone.load(Acquire) {
-            return;
+        loop {
+            let notified = inner.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if inner.state.load(Acquire) >= state {
+                return;
+            }
+            notified.await;
         }
-        notified.await;
     }
 
-    /// Says the client is gone (once; later calls do nothing).
-    pub(crate) fn fire(&self) {
-        if let Some(inner) = &self.0
-            && !inner.gone.swap(true, Release)
-        {
+    /// Says the client is gone, and whether the connection is `lost`.
+    pub(crate) fn fire(&self, lost: bool) {
+        let Some(inner) = &self.0 else { return };
+        let to = if lost { LOST } else { CLOSED };
+        if inner.state.fetch_max(to, Release) < to {
             inner.notify.notify_waiters();
         }
     }
 }
 
+const OPEN: u8 = 0;
+const CLOSED: u8 = 1;
+const LOST: u8 = 2;
+
 /// What the watch saw.
 pub(super) enum Seen {
-    /// End of stream or an error: the client is gone.
-    Gone,
+    /// End of stream, or an error (`lost`): the client is gone.
+    Gone { lost: bool },
     /// Bytes wait (a pipelined request, or a TLS record): stop watching.
     Bytes,
 }
@@ -158,17 +193,17 @@ pub(super) fn poll_input(
 fn poll_watch(stream: &TcpStream, cx: &mut Context<'_>) -> Poll<Seen> {
     loop {
         if std::task::ready!(stream.poll_read_ready(cx)).is_err() {
-            return Poll::Ready(Seen::Gone);
+            return Poll::Ready(Seen::Gone { lost: true });
         }
         let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
         let peek = stream.try_io(tokio::io::Interest::READABLE, || {
             socket2::SockRef::from(stream).peek(&mut byte)
         });
         return Poll::Ready(match peek {
-            Ok(0) => Seen::Gone,
+            Ok(0) => Seen::Gone { lost: false },
             Ok(_) => Seen::Bytes,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(_) => Seen::Gone,
+            Err(_) => Seen::Gone { lost: true },
         });
     }
 }
