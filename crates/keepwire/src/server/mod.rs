@@ -19,6 +19,7 @@
 //! | max connections | 10 000 | `worker_connections 512` × workers |
 //! | max connections per client IP | 256 | unlimited (`limit_conn` off) |
 //! | pipelining depth (handlers run ahead) | 1 | 1 (sequential) |
+//! | HTTP/1 client leaves while its answer is owed | the socket is watched (readiness, then a 1-byte peek): FIN or RST fires the request's [`PeerGone`]; a pipelined request stops the watch; the answer is still written (half-close, R8.4) | `ngx_http_upstream_check_broken_connection` (proxied requests, `proxy_ignore_client_abort off`: 499) |
 //! | lingering close | 5 s / 2 s idle / 256 KiB | `lingering_time 30s`, `lingering_timeout 5s` |
 //! | HTTP/2 streams (handlers) in flight per connection | 128; a stream over it is refused (REFUSED_STREAM) | `http2_max_concurrent_streams 128` |
 //! | HTTP/2 streams the client resets (each cancels its handler) | over 2 × the stream limit (min 100) in 10 s: GOAWAY `ENHANCE_YOUR_CALM` | 2 × `http2_max_concurrent_streams` new streams per event loop turn |
