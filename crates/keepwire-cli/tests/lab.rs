@@ -245,6 +245,57 @@ fn https_pays_a_round_trip_per_new_connection() {
 }
 
 #[test]
+fn realtime_delivers_every_event_with_exact_requests_and_connections() {
+    need_root!();
+    let doc = lab(&["realtime"]);
+    let r = rows(&doc, "realtime");
+    for technique in ["polling 1 s", "long polling", "SSE", "WebSocket"] {
+        for case in ["random", "burst"] {
+            assert!(
+                r.contains_key(&format!("{technique}, {case}")),
+                "no {technique}, {case}: {r:?}"
+            );
+        }
+    }
+    assert!(r.keys().any(|l| l.contains("via keepwire proxy")), "{r:?}");
+    assert!(r.keys().any(|l| l.contains("via buffering relay")), "{r:?}");
+    for (label, row) in &r {
+        let get = |c: &str| row[c].unwrap_or_else(|| panic!("{label}/{c} missing: {row:?}"));
+        assert_eq!(get("delivered"), get("events"), "{label}: {row:?}");
+        assert_eq!(get("connections"), get("model conns"), "{label}: {row:?}");
+        if label.starts_with("long polling") {
+            // How many answers depends on how fast the server reacts to a
+            // burst (the lab's verdict judges that): at least one answer
+            // and a request after it, at most one answer per event.
+            let requests = get("requests");
+            assert!(
+                (2.0..=get("events") + 1.0).contains(&requests),
+                "{label}: {row:?}"
+            );
+        } else {
+            assert_eq!(get("requests"), get("model requests"), "{label}: {row:?}");
+        }
+        // Headers, handshakes and ACKs: more on the wire than HTTP carries.
+        assert!(get("wire bytes") > get("HTTP bytes"), "{label}: {row:?}");
+        assert!(get("HTTP bytes") > 0.0, "{label}: {row:?}");
+    }
+    // One stream, one request; a poll per second.
+    assert_eq!(v(&r, "SSE, random", "requests"), 1.0, "{r:?}");
+    assert!(v(&r, "polling 1 s, random", "requests") >= 3.0, "{r:?}");
+    let e = doc["experiments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == "realtime")
+        .unwrap();
+    assert_eq!(
+        e["timelines"].as_array().unwrap().len(),
+        r.len(),
+        "a timeline per run"
+    );
+}
+
+#[test]
 fn without_namespaces_the_relay_runs_and_says_approximate() {
     let doc = lab(&["--relay", "page-load"]);
     assert_eq!(doc["link_kind"], "approximate");
