@@ -488,3 +488,20 @@ fn realtime_limits_fail_the_connection_with_their_kind() {
         );
     }
 }
+
+#[test]
+fn wss_upgrades_over_tls() {
+    let s = start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--events-per-s",
+        "0",
+        "--tls-self-signed",
+    ]);
+    let url = format!("wss://{}/ws", s.addr);
+    let doc = bench_json(&["-k", "-c", "2", "-n", "100", &url]);
+    assert_eq!(n(&doc, &["responses"]), 100.0, "{doc}");
+    assert_eq!(n(&doc, &["error_total"]), 0.0, "{doc}");
+    assert_eq!(n(&doc, &["statuses", "101"]), 2.0, "{doc}");
+}
