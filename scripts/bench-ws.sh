@@ -34,7 +34,8 @@ done
 if [ ! -f target/node/node_modules/ws/package.json ]; then
   npm install --prefix target/node --no-audit --no-fund --silent ws@8
 fi
-cargo build --release -p keepwire-cli -p keepwire --example ws_echo >/dev/null
+cargo build --release -p keepwire-cli --bin keepwire >/dev/null
+cargo build --release -p keepwire --example ws_echo >/dev/null
 KW=target/release/keepwire
 work=$(mktemp -d)
 pids=()

@@ -208,13 +208,25 @@ async fn serve(args: ServeArgs, app: App) -> Result<(), String> {
         None => None,
     };
 
+    // Streams and long polls never end by themselves: on the signal the
+    // event source ends them, so the graceful shutdown need not time out.
+    let events = match &app {
+        App::Site(site) => Some(site.events.clone()),
+        _ => None,
+    };
     let app = Arc::new(app);
     let trace = args.trace;
     let handler = move |req: Request<Body>| {
         let app = app.clone();
         async move { app.handle(req, trace).await }
     };
-    let result = server.run(handler, shutdown_signal()).await;
+    let stop = async move {
+        shutdown_signal().await;
+        if let Some(events) = events {
+            events.close();
+        }
+    };
+    let result = server.run(handler, stop).await;
     if let Some(admin) = admin {
         let _ = admin.shutdown().await;
     }

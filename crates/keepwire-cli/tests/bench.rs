@@ -411,3 +411,16 @@ fn sse_against_keepwire_serve_events_reads_the_stamped_time() {
     assert_eq!(n(&doc, &["latency", "count"]), 20.0, "{doc}");
     assert!(n(&doc, &["bytes_per_event"]) > 20.0, "{doc}");
 }
+
+#[test]
+fn ws_against_keepwire_serve_skips_the_events_it_pushes() {
+    // /ws pushes each event (here 200/s) beside the echoes: only the echo
+    // of the message sent counts, and nothing is an error.
+    let s = start(&["serve", "--listen", "127.0.0.1:0", "--events-per-s", "200"]);
+    let url = format!("ws://{}/ws", s.addr);
+    let doc = bench_json(&["-c", "2", "-n", "200", "--pipeline", "2", &url]);
+    assert_eq!(n(&doc, &["sent"]), 200.0, "{doc}");
+    assert_eq!(n(&doc, &["responses"]), 200.0, "{doc}");
+    assert_eq!(n(&doc, &["error_total"]), 0.0, "{doc}");
+    assert_eq!(n(&doc, &["statuses", "101"]), 2.0, "{doc}");
+}

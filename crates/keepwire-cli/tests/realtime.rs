@@ -372,3 +372,44 @@ asyncio.run(main(sys.argv[1]))
         "{text}"
     );
 }
+
+/// `/ws` over HTTP/2 (RFC 8441 extended CONNECT, h2c): `keepwire ws
+/// --http2` gets `200` and the echo of its line. The route must let a
+/// CONNECT through to the WebSocket accept.
+#[test]
+fn ws_over_http2_extended_connect_echoes() {
+    let s = common::serve(&["--events-per-s", "0"]);
+    let mut child = Command::new(common::BIN)
+        .args(["ws", "--http2", "-v", &format!("ws://{}/ws", s.addr)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"over h2\n").unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut ws = Kill(child);
+    let echo = rx.recv_timeout(WAIT).expect("the echo within 10 s");
+    assert_eq!(echo, "over h2");
+    drop(stdin);
+    let deadline = Instant::now() + WAIT;
+    while ws.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "keepwire ws did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut err = String::new();
+    ws.0.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(err.contains("< HTTP/2.0 200"), "{err}");
+    assert!(err.contains(":protocol: websocket"), "{err}");
+}

@@ -237,6 +237,46 @@ fn sigterm_finishes_the_in_flight_request_then_exits_cleanly() {
     }
 }
 
+/// An open SSE stream does not hold a graceful shutdown for its whole
+/// timeout (30 s): the event source ends it, cleanly (the chunked
+/// terminator), and the server exits.
+#[test]
+fn sigterm_ends_open_event_streams_promptly() {
+    let mut s = serve(&["--events-per-s", "20"]);
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"GET /events HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let mut seen = String::new();
+    while !seen.contains("id: ") {
+        let n = c.read(&mut buf).expect("events arrive");
+        assert!(n > 0, "{seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let signalled = Instant::now();
+    let pid = s.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest)
+        .expect("the stream ends within 10 s");
+    seen.push_str(&String::from_utf8_lossy(&rest));
+    assert!(seen.ends_with("\r\n0\r\n\r\n"), "{seen}");
+    while s.child.try_wait().unwrap().is_none() {
+        assert!(
+            signalled.elapsed() < Duration::from_secs(10),
+            "still running"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn admin_listener_exposes_prometheus_counters() {
     let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

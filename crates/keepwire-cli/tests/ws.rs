@@ -1,6 +1,7 @@
 //! `keepwire ws` as a user runs it: the real binary against Python's
-//! `websockets` echo server and against keepwire's own server over TLS
-//! (wss://), every child killed by PID when its guard drops.
+//! `websockets` echo server, `keepwire serve`'s `/ws`, and keepwire's own
+//! server over TLS (wss://) and HTTP/2 (RFC 8441), every child killed by
+//! PID when its guard drops.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Output, Stdio};
@@ -275,6 +276,38 @@ fn http2_opens_the_websocket_with_an_extended_connect() {
     };
     let out = ws(&["--http2", &url], "");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+}
+
+/// Against `keepwire serve`'s `/ws`: what we send comes back (no events
+/// at `--events-per-s 0`); with events on, they arrive as text messages
+/// too, and the close is ours, with 1000.
+#[test]
+fn against_keepwire_serve_ws() {
+    let quiet = common::serve(&["--events-per-s", "0"]);
+    let url = format!("ws://{}/ws", quiet.addr);
+    let out = ws(&["-v", &url], "hello\nagain\n");
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(text(&out.stdout), "hello\nagain\n", "{stderr}");
+    assert!(
+        stderr.contains("* closed (started by us): code 1000"),
+        "{stderr}"
+    );
+    let busy = common::serve(&["--events-per-s", "50"]);
+    let url = format!("ws://{}/ws", busy.addr);
+    let out = ws(&["--json", "--linger", "1s", &url], "ping me\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let docs: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON object per line"))
+        .collect();
+    assert!(docs.iter().any(|d| d["data"] == "ping me"), "{docs:?}");
+    let events = docs
+        .iter()
+        .filter(|d| d["type"] == "text" && d["data"] != "ping me")
+        .count();
+    assert!(events >= 1, "no event in a second at 50/s: {docs:?}");
+    assert_eq!(docs.last().map(|d| d["code"].clone()), Some(1000.into()));
 }
 
 /// A WebSocket echo handler on keepwire's server.

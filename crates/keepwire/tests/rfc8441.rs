@@ -5,9 +5,11 @@
 //! connection's idle timeout while it lives, and ends with the server's
 //! shutdown. A handler that refuses answers plainly; a server that did not
 //! advertise SETTINGS_ENABLE_CONNECT_PROTOCOL gets no extended CONNECT.
+//! Over it, `keepwire::ws` client and server talk WebSocket (RFC 8441 §5).
 
 mod support;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -17,6 +19,7 @@ use http::{Method, Request, Response, StatusCode};
 use keepwire::Body;
 use keepwire::client::{Client, ClientConfig, ClientError};
 use keepwire::upgrade::{OnUpgrade, Protocol, Upgraded, connect_protocol};
+use keepwire::ws::{self, Message};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -25,7 +28,8 @@ use tokio::sync::mpsc;
 type Ends = mpsc::UnboundedSender<std::io::ErrorKind>;
 
 /// Accepts `:protocol echo` and echoes the stream (a half-close answered
-/// with one), reporting how its reads ended; refuses any other protocol.
+/// with one), reporting how its reads ended; accepts `drop` and drops the
+/// stream after one byte; refuses any other protocol.
 fn echo_handler(ends: Ends) -> impl Fn(Request<Body>) -> std::future::Ready<Response<Body>> {
     move |req: Request<Body>| {
         let proto = connect_protocol(&req).map(|p| p.as_str().to_string());
@@ -37,6 +41,16 @@ fn echo_handler(ends: Ends) -> impl Fn(Request<Body>) -> std::future::Ready<Resp
                     let Some(up) = on.wait().await else { return };
                     assert!(up.is_h2_stream());
                     let _ = ends.send(echo(up).await);
+                });
+                Response::new(Body::empty())
+            }
+            // Reads one byte, then drops the stream unfinished.
+            (Some("drop"), Some(on)) => {
+                tokio::spawn(async move {
+                    let Some(mut up) = on.wait().await else {
+                        return;
+                    };
+                    let _ = up.read(&mut [0u8; 1]).await;
                 });
                 Response::new(Body::empty())
             }
@@ -221,6 +235,31 @@ async fn a_reset_from_the_client_ends_the_servers_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_server_drops_is_a_reset_to_the_client() {
+    let (ends, _ended) = mpsc::unbounded_channel();
+    let (server, metrics) = serve_with_metrics(|_| {}, echo_handler(ends));
+    let client = h2c_client();
+    let mut req = extended_connect(server.local_addr(), "echo");
+    req.extensions_mut().insert(Protocol::from_static("drop"));
+    let resp = within("extended CONNECT", WAIT, client.request(req))
+        .await
+        .unwrap();
+    let on = resp.extensions().get::<OnUpgrade>().cloned().unwrap();
+    let mut up = within("the stream", WAIT, on.wait()).await.unwrap();
+    up.write_all(b"x").await.unwrap();
+    let read = within("the reset", WAIT, up.read(&mut [0u8; 8])).await;
+    assert_eq!(
+        read.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset)
+    );
+    eventually("the tunnel is no longer counted", WAIT, || {
+        metric(&metrics(), "tunnels_open") == 0
+    })
+    .await;
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_that_refuses_answers_plainly() {
     let (ends, _ended) = mpsc::unbounded_channel();
     let server = serve(|_| {}, echo_handler(ends));
@@ -334,4 +373,185 @@ async fn a_client_that_does_not_read_stops_the_writer_at_the_window() {
     .await;
     drop(up);
     stop(server).await;
+}
+
+// ---------------------------------------------------------------------------
+// keepwire::ws over HTTP/2: client and server both keepwire's.
+
+/// A WebSocket server (`keepwire::ws`) that greets first, echoes text as
+/// "echo: …", closes with 4001 on "close-me", and reports what it saw.
+fn ws_server(
+    seen: mpsc::UnboundedSender<String>,
+) -> impl Fn(Request<Body>) -> std::pin::Pin<Box<dyn Future<Output = Response<Body>> + Send>>
++ Send
++ Sync
++ 'static {
+    move |mut req: Request<Body>| {
+        let seen = seen.clone();
+        Box::pin(async move {
+            if !ws::is_upgrade(&req) {
+                return Response::new(Body::from("plain"));
+            }
+            let _ = seen.send(format!("{:?} {}", req.version(), req.method()));
+            let mut cfg = ws::Config::default();
+            cfg.protocols = vec!["chat".into()];
+            let (resp, accepting) = match ws::accept(&mut req, cfg) {
+                Ok(v) => v,
+                Err(refusal) => return refusal,
+            };
+            tokio::spawn(async move {
+                let Some(mut sock) = accepting.await else {
+                    return;
+                };
+                let _ = sock.send(Message::Text("welcome".into())).await;
+                while let Some(m) = sock.recv().await {
+                    match m {
+                        Ok(Message::Text(t)) if t == "close-me" => {
+                            let r = sock.close(4001, "server bye").await;
+                            let _ = seen.send(format!("closed {r:?}"));
+                            return;
+                        }
+                        Ok(Message::Text(t)) => {
+                            let _ = sock.send(Message::Text(format!("echo: {t}"))).await;
+                        }
+                        Ok(Message::Close(Some(c))) => {
+                            let _ = seen.send(format!("close {} {}", c.code, c.reason));
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            let _ = seen.send(format!("error {e}"));
+                            return;
+                        }
+                    }
+                }
+                let _ = seen.send("end".into());
+            });
+            resp
+        })
+    }
+}
+
+fn ws_over_h2() -> ws::Config {
+    let mut cfg = ws::Config::default();
+    cfg.http2 = true;
+    cfg.protocols = vec!["chat".into()];
+    cfg
+}
+
+async fn next_text(sock: &mut ws::WebSocket) -> String {
+    match within("a message", WAIT, sock.recv()).await {
+        Some(Ok(Message::Text(t))) => t,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepwire_ws_client_and_server_over_http2_both_ways_and_close() {
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    let (server, metrics) = serve_with_metrics(|_| {}, ws_server(tx));
+    let client = h2c_client();
+    let url = format!("ws://{}/ws", server.local_addr());
+    let (mut sock, shake) = within(
+        "the handshake",
+        WAIT,
+        ws::connect(&client, &url, http::HeaderMap::new(), ws_over_h2()),
+    )
+    .await
+    .expect("connected over HTTP/2");
+    assert_eq!(
+        (shake.method.clone(), shake.version, shake.status),
+        (Method::CONNECT, http::Version::HTTP_2, StatusCode::OK)
+    );
+    assert!(!shake.accept_checked);
+    assert_eq!(shake.protocol.as_deref(), Some("chat"));
+    let transcript = shake.transcript();
+    assert!(
+        transcript.starts_with("> CONNECT /ws HTTP/2\n"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("> :protocol: websocket\n"),
+        "{transcript}"
+    );
+    assert_eq!(seen.recv().await.as_deref(), Some("HTTP/2.0 CONNECT"));
+    // Server to client, then both ways.
+    assert_eq!(next_text(&mut sock).await, "welcome");
+    for text in ["hi", &"x".repeat(200_000)] {
+        sock.send(Message::Text(text.to_string())).await.unwrap();
+        assert_eq!(next_text(&mut sock).await, format!("echo: {text}"));
+    }
+    assert_eq!(metric(&metrics(), "tunnels_open"), 1);
+    within("the close handshake", WAIT, sock.close(1000, "done"))
+        .await
+        .unwrap();
+    assert_eq!(
+        within("the server's view", WAIT, seen.recv())
+            .await
+            .as_deref(),
+        Some("close 1000 done")
+    );
+    assert_eq!(
+        within("the server's end", WAIT, seen.recv())
+            .await
+            .as_deref(),
+        Some("end")
+    );
+    eventually("the stream is gone", WAIT, || {
+        metric(&metrics(), "tunnels_open") == 0
+    })
+    .await;
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_close_over_http2_reaches_the_client() {
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    let server = serve(|_| {}, ws_server(tx));
+    let client = h2c_client();
+    let url = format!("ws://{}/ws", server.local_addr());
+    let (mut sock, _) = ws::connect(&client, &url, http::HeaderMap::new(), ws_over_h2())
+        .await
+        .expect("connected");
+    assert_eq!(next_text(&mut sock).await, "welcome");
+    sock.send(Message::Text("close-me".into())).await.unwrap();
+    match within("the server's close", WAIT, sock.recv()).await {
+        Some(Ok(Message::Close(Some(c)))) => {
+            assert_eq!((c.code, c.reason.as_str()), (4001, "server bye"))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(within("the end", WAIT, sock.recv()).await.is_none());
+    let _ = seen.recv().await; // the handshake
+    assert_eq!(
+        within("the server's close result", WAIT, seen.recv())
+            .await
+            .as_deref(),
+        Some("closed Ok(())")
+    );
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_over_http2_names_the_missing_setting() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut conn = h2::server::handshake(tcp).await.unwrap();
+        while conn.accept().await.is_some() {}
+    });
+    let client = h2c_client();
+    let url = format!("ws://{addr}/ws");
+    let err = within(
+        "the handshake",
+        WAIT,
+        ws::connect(&client, &url, http::HeaderMap::new(), ws_over_h2()),
+    )
+    .await
+    .expect_err("no RFC 8441 without the setting");
+    assert!(
+        err.to_string().contains("SETTINGS_ENABLE_CONNECT_PROTOCOL"),
+        "{err}"
+    );
+    peer.abort();
 }

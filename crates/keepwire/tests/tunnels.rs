@@ -607,3 +607,63 @@ fn self_signed_tls() -> Arc<rustls::ServerConfig> {
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Arc::new(server)
 }
+
+/// The tunnel idle timeout holds for a WebSocket that came by RFC 8441
+/// too: quiet for `tunnel_idle_timeout`, the proxy drops both sides and
+/// the client's HTTP/2 stream ends with it (the connection stays).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_http2_websocket_is_closed_by_the_tunnel_idle_timeout() {
+    let Some((node, module)) = node_ws() else {
+        return;
+    };
+    let args = vec!["-e".into(), NODE_ECHO.into(), module.display().to_string()];
+    let (_node, origin) = spawn_origin(&node, &args).await;
+    let mut pc = ProxyConfig::default();
+    pc.routes = vec![Route::new(
+        None,
+        "/",
+        vec![Upstream::new(origin.to_string())],
+    )];
+    pc.tunnel_idle_timeout = Duration::from_millis(500);
+    let proxy = Proxy::new(pc);
+    let (server, server_metrics) =
+        serve_with_metrics(|c| *c = Proxy::server_config(), proxy.clone());
+    let client = h2c_client();
+    let resp = within(
+        "the extended CONNECT",
+        WAIT,
+        client.request(websocket_over_h2(server.local_addr(), "/idle")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let on = resp.extensions().get::<OnUpgrade>().cloned().unwrap();
+    let mut up = within("the stream", WAIT, on.wait()).await.unwrap();
+    up.write_all(&masked(0x1, b"hi")).await.unwrap();
+    let mut echo = [0u8; 4];
+    within("the echo", WAIT, up.read_exact(&mut echo))
+        .await
+        .unwrap();
+    // Then nothing either way: the proxy ends the tunnel.
+    let mut rest = Vec::new();
+    let end = within("the idle close", WAIT, up.read_to_end(&mut rest)).await;
+    assert!(rest.is_empty(), "{end:?}");
+    let m = proxy.render_metrics();
+    assert_eq!(metric(&m, "proxy_tunnels_idle_closed_total"), 1);
+    eventually("the tunnel is gone from both gauges", WAIT, || {
+        metric(
+            &proxy.render_metrics(),
+            "proxy_tunnels_open{kind=\"upgrade\"}",
+        ) == 0
+            && metric(&server_metrics(), "tunnels_open") == 0
+    })
+    .await;
+    // The HTTP/2 connection itself is still there for other requests.
+    let r = client
+        .get(&format!("http://{}/", server.local_addr()))
+        .await;
+    assert!(r.is_ok(), "{r:?}");
+    let opened = &client.metrics().connections_opened;
+    assert_eq!(opened.load(std::sync::atomic::Ordering::Relaxed), 1);
+    stop(server).await;
+}

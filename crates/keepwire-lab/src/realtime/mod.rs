@@ -158,6 +158,8 @@ struct Inner {
     /// The id of the newest event (0: none yet); waiters watch it.
     last: watch::Sender<u64>,
     ticker: AtomicBool,
+    /// [`Events::close`] was called: streams end, waits return.
+    closed: AtomicBool,
     long_polls: Arc<AtomicUsize>,
     streams: Arc<AtomicUsize>,
     websockets: Arc<AtomicUsize>,
@@ -203,6 +205,7 @@ impl Events {
                 }),
                 last: watch::Sender::new(0),
                 ticker: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
                 long_polls: Arc::default(),
                 streams: Arc::default(),
                 websockets: Arc::default(),
@@ -277,8 +280,25 @@ impl Events {
             return now;
         }
         let _held = Count::new(&self.inner.long_polls);
-        let _ = tokio::time::timeout(timeout, rx.wait_for(|last| *last > since)).await;
+        let closed = &self.inner.closed;
+        let news = rx.wait_for(|last| *last > since || closed.load(Relaxed));
+        let _ = tokio::time::timeout(timeout, news).await;
         self.since(since)
+    }
+
+    /// Ends what is held, for a graceful shutdown: SSE streams end (after
+    /// the events they owe), held long polls answer, WebSockets close
+    /// with 1001 (going away); later requests get the same. Without it a
+    /// server's graceful shutdown waits its whole timeout for responses
+    /// that never end.
+    pub fn close(&self) {
+        self.inner.closed.store(true, Relaxed);
+        self.inner.last.send_modify(|_| {});
+    }
+
+    /// Whether [`Events::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Relaxed)
     }
 
     /// A receiver of the newest event's id, for waiting on new events.

@@ -142,6 +142,9 @@ impl http_body::Body for Stream {
                 this.reset_heartbeat();
                 return Poll::Ready(Some(Ok(Frame::data(chunk))));
             }
+            if this.events.is_closed() {
+                return Poll::Ready(None);
+            }
             if this.poll_changed(cx).is_pending() {
                 break;
             }

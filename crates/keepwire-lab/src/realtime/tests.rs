@@ -383,6 +383,42 @@ async fn websocket_sends_events_and_echoes_what_the_client_sends() {
     assert!(head.contains("upgrade: websocket"), "{head}");
 }
 
+/// `close` (a graceful shutdown) ends what never ends by itself.
+#[tokio::test]
+async fn close_ends_streams_long_polls_and_websockets() {
+    use keepwire::ws::{self, Message};
+    let events = source(16);
+    let (_server, addr) = serve(&events);
+    let mut stream = send(addr, "/events", "").await;
+    let poll = tokio::spawn(async move { get(addr, "/long-poll?timeout=30").await });
+    let client = keepwire::Client::default();
+    let url = format!("ws://{addr}/ws");
+    let (mut socket, _) = ws::connect(&client, &url, http::HeaderMap::new(), ws::Config::default())
+        .await
+        .unwrap();
+    eventually("all three are held", || {
+        let h = events.held();
+        (h.streams, h.long_polls, h.websockets) == (1, 1, 1)
+    })
+    .await;
+    events.close();
+    let mut seen = String::new();
+    read_until(&mut stream, &mut seen, "\r\n0\r\n\r\n").await;
+    let (_, json) = tokio::time::timeout(Duration::from_secs(5), poll)
+        .await
+        .expect("the long poll answered")
+        .unwrap();
+    assert_eq!(json["events"], serde_json::json!([]));
+    match tokio::time::timeout(Duration::from_secs(5), socket.recv()).await {
+        Ok(Some(Ok(Message::Close(Some(f))))) => assert_eq!(f.code, 1001),
+        other => panic!("expected a 1001 close, got {other:?}"),
+    }
+    eventually("everything is released", || {
+        events.held() == Held::default()
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn the_browser_pages_are_served() {
     let events = source(4);

@@ -55,6 +55,10 @@ async fn run(events: Events, accepting: ws::Accepting, since: Option<u64>) {
                 return;
             }
         }
+        if events.is_closed() {
+            let _ = socket.close(1001, "server going away").await;
+            return;
+        }
         let echo = tokio::select! {
             changed = rx.changed() => match changed {
                 Ok(()) => continue,

@@ -262,13 +262,16 @@ where
                             respond.send_reset(h2::Reason::REFUSED_STREAM);
                         } else {
                             let info = ConnInfo { request_index: requests, ..info };
-                            streams.push(Box::pin(serve_stream(
-                                req,
-                                respond,
-                                handler.clone(),
-                                info,
-                                rules.clone(),
-                            )));
+                            let (handler, rules) = (handler.clone(), rules.clone());
+                            if tunnel::is_extended_connect(&req) {
+                                streams.push(Box::pin(tunnel::extended_connect(
+                                    req, respond, handler, info, rules,
+                                )));
+                            } else {
+                                streams.push(Box::pin(stream_task(
+                                    req, respond, handler, info, rules,
+                                )));
+                            }
                             in_flight.add(&metrics.h2_streams_in_flight_max_per_conn);
                         }
                         if let Some(Some(Ok(more))) =
@@ -322,24 +325,6 @@ where
     drop(streams);
     in_flight.clear();
     (result, requests)
-}
-
-/// One stream's task: an extended CONNECT (RFC 8441, `:protocol`) becomes
-/// a tunnel, any other request a request.
-async fn serve_stream(
-    req: http::Request<h2::RecvStream>,
-    respond: h2::server::SendResponse<bytes::Bytes>,
-    handler: Arc<dyn Handler>,
-    info: ConnInfo,
-    rules: StreamRules,
-) -> Outcome {
-    if req.method() == http::Method::CONNECT
-        && req.extensions().get::<h2::ext::Protocol>().is_some()
-    {
-        let (parts, recv) = req.into_parts();
-        return tunnel::extended_connect(parts, recv, respond, handler, info, rules).await;
-    }
-    stream_task(req, respond, handler, info, rules).await
 }
 
 /// Time a connection that is being closed for abuse or lack of progress

@@ -289,7 +289,7 @@ async fn send_body(
 /// and RFC 9110 §8.6 ask of it: a `host` that names another origin than
 /// `:authority`, more than one `host`, or an unreadable `content-length`
 /// make the request malformed (400).
-fn declared_length(parts: &http::request::Parts) -> Result<Option<u64>, StatusCode> {
+pub(super) fn declared_length(parts: &http::request::Parts) -> Result<Option<u64>, StatusCode> {
     let mut hosts = parts.headers.get_all(http::header::HOST).iter();
     if let Some(host) = hosts.next() {
         if hosts.next().is_some() {
@@ -337,7 +337,10 @@ fn same_origin(host: &[u8], authority: &http::uri::Authority, scheme: Option<&st
 
 /// Answers with `status` and no body; dropping the request body then resets
 /// the client's half with NO_ERROR (RFC 9113 §8.1).
-fn answer_now(mut respond: h2::server::SendResponse<Bytes>, status: StatusCode) -> Outcome {
+pub(super) fn answer_now(
+    mut respond: h2::server::SendResponse<Bytes>,
+    status: StatusCode,
+) -> Outcome {
     let resp = Response::builder()
         .status(status)
         .header(http::header::CONTENT_LENGTH, 0)

@@ -21,21 +21,31 @@ use http::{Request, Response, header};
 use tokio::sync::oneshot;
 
 use super::super::{ConnInfo, Handler, Shared};
-use super::stream::{Outcome, StreamRules, answer, call, h2_head};
+use super::stream::{Outcome, StreamRules, answer, answer_now, call, declared_length, h2_head};
 use crate::body::Body;
 use crate::upgrade::Upgraded;
 use crate::upgrade::h2::H2Stream;
 
+/// Whether `req` is an extended CONNECT (the stream goes to
+/// [`extended_connect`], not to `stream_task`).
+pub(super) fn is_extended_connect<B>(req: &Request<B>) -> bool {
+    crate::upgrade::connect_protocol(req).is_some()
+}
+
 /// Runs the handler on an extended CONNECT and, if it accepts, hands it the
 /// stream; returns once the stream's [`Upgraded`] is dropped.
 pub(super) async fn extended_connect(
-    parts: http::request::Parts,
-    recv: h2::RecvStream,
+    req: Request<h2::RecvStream>,
     mut respond: h2::server::SendResponse<Bytes>,
     handler: Arc<dyn Handler>,
     info: ConnInfo,
     rules: StreamRules,
 ) -> Outcome {
+    let (parts, recv) = req.into_parts();
+    // The same checks of Host against :authority as any request's.
+    if let Err(status) = declared_length(&parts) {
+        return answer_now(respond, status);
+    }
     let (tx, on_upgrade) = crate::upgrade::pending();
     // The stream's DATA is the switched protocol's, not a request body.
     let mut req = Request::from_parts(parts, Body::empty());
