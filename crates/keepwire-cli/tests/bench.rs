@@ -181,22 +181,23 @@ fn bad_input_fails_with_the_cause() {
 /// (an echo server, optionally closing with 1001 after N messages) and a
 /// standard-library `text/event-stream` source (an event every 10 ms with
 /// `"ts"` in Unix microseconds, resuming after `Last-Event-ID`, optionally
-/// ending each stream after N events). Prints its port, then one line per
+/// ending each stream after N events). `ws-big` and `sse-big` answer with
+/// one 2 MiB message or event instead. Prints its port, then one line per
 /// `Last-Event-ID` it is asked to resume from.
 const PEER: &str = r#"
 import asyncio, json, sys, time
 mode, n = sys.argv[1], int(sys.argv[2])
-if mode == "ws":
+if mode.startswith("ws"):
     from websockets.asyncio.server import serve
     async def echo(ws):
         count = 0
         async for m in ws:
-            await ws.send(m)
+            await ws.send("x" * (2 << 20) if mode == "ws-big" else m)
             count += 1
             if n and count == n:
                 await ws.close(1001, "going away")
     async def main():
-        async with serve(echo, "127.0.0.1", 0) as s:
+        async with serve(echo, "127.0.0.1", 0, max_size=None) as s:
             print(s.sockets[0].getsockname()[1], flush=True)
             await asyncio.get_running_loop().create_future()
     asyncio.run(main())
@@ -212,6 +213,9 @@ else:
             if last:
                 print("resume", last, flush=True)
             i = int(last or 0)
+            if mode == "sse-big":
+                self.wfile.write(b"data: " + b"x" * (2 << 20) + b"\n\n")
+                self.wfile.flush()
             try:
                 for _ in range(n or 10**9):
                     i += 1
@@ -247,6 +251,8 @@ fn peer(mode: &str, n: u32) -> Peer {
         .args(["-c", PEER, mode, &n.to_string()])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
+        // Its tracebacks for clients that hung up on purpose are noise.
+        .stderr(std::process::Stdio::null())
         .spawn()
         .expect("python3 runs (scripts/test installs the websockets module)");
     let stdout = child.stdout.take().unwrap();
@@ -421,6 +427,81 @@ fn ws_against_keepwire_serve_skips_the_events_it_pushes() {
     let doc = bench_json(&["-c", "2", "-n", "200", "--pipeline", "2", &url]);
     assert_eq!(n(&doc, &["sent"]), 200.0, "{doc}");
     assert_eq!(n(&doc, &["responses"]), 200.0, "{doc}");
+    assert_eq!(n(&doc, &["error_total"]), 0.0, "{doc}");
+    assert_eq!(n(&doc, &["statuses", "101"]), 2.0, "{doc}");
+}
+
+#[test]
+fn realtime_limits_fail_the_connection_with_their_kind() {
+    // A frame or an event over the 1 MiB cap is refused as `parse`, never
+    // buffered whole.
+    let big = peer("ws-big", 0);
+    let out = run(
+        &[
+            "bench",
+            "--timeout",
+            "5s",
+            "-n",
+            "2",
+            &format!("ws://127.0.0.1:{}/", big.port),
+        ],
+        LIMIT,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no request succeeded (2 parse)"),
+        "{stderr}"
+    );
+    let big = peer("sse-big", 0);
+    let out = run(
+        &[
+            "bench",
+            "--sse",
+            "--timeout",
+            "5s",
+            "-n",
+            "2",
+            &format!("http://127.0.0.1:{}/", big.port),
+        ],
+        LIMIT,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no request succeeded (2 parse)"),
+        "{stderr}"
+    );
+    // A server that accepts and never answers: the handshake times out.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    for (mode, url) in [
+        ("--ws", format!("ws://{addr}/")),
+        ("--sse", format!("http://{addr}/")),
+    ] {
+        let out = run(
+            &["bench", mode, "--timeout", "300ms", "-n", "2", &url],
+            LIMIT,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("no request succeeded (2 timeout)"),
+            "{mode}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn wss_upgrades_over_tls() {
+    let s = start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--events-per-s",
+        "0",
+        "--tls-self-signed",
+    ]);
+    let url = format!("wss://{}/ws", s.addr);
+    let doc = bench_json(&["-k", "-c", "2", "-n", "100", &url]);
+    assert_eq!(n(&doc, &["responses"]), 100.0, "{doc}");
     assert_eq!(n(&doc, &["error_total"]), 0.0, "{doc}");
     assert_eq!(n(&doc, &["statuses", "101"]), 2.0, "{doc}");
 }

@@ -1389,6 +1389,46 @@ async fn a_client_reset_mid_request_does_not_leak_an_upstream_pool_slot() {
     assert_eq!((r.status, r.text().as_str()), (200, "fast"));
 }
 
+/// A client whose connection is lost (RST) while its request waits on a
+/// slow origin takes the upstream request with it (nginx's
+/// `proxy_ignore_client_abort off`): the proxy drops it, and the origin's
+/// own `PeerGone` fires as the upstream connection closes, long before
+/// the origin would answer. (A FIN may be a half-close: its answer is
+/// relayed, as `origin_failures_and_closes_stay_on_the_origin_hop` checks.)
+#[tokio::test]
+async fn a_client_that_leaves_drops_its_upstream_request() {
+    let left = Arc::new(AtomicUsize::new(0));
+    let counted = left.clone();
+    let origin = serve(
+        |_| {},
+        move |req: http::Request<Body>| {
+            let counted = counted.clone();
+            let peer = keepwire::server::PeerGone::of(&req);
+            async move {
+                tokio::select! {
+                    () = peer.wait() => {
+                        counted.fetch_add(1, Relaxed);
+                    }
+                    () = tokio::time::sleep(Duration::from_secs(30)) => {}
+                }
+                Response::new(Body::from("late"))
+            }
+        },
+    );
+    let front = Front::start(reverse(origin.local_addr(), ReusePolicy::Safe));
+    let mut s = TcpStream::connect(front.addr()).await.unwrap();
+    s.write_all(get("/slow").as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    keepwire::net::set_abortive_close(&s).unwrap();
+    drop(s);
+    eventually(
+        "the upstream request dropped",
+        Duration::from_secs(2),
+        || left.load(Relaxed) == 1,
+    )
+    .await;
+}
+
 /// Regression: an origin response with both Transfer-Encoding and
 /// Content-Length was read chunked (RFC 9112 §6.3) but forwarded with the
 /// received Content-Length, which the client hop then used for a body of

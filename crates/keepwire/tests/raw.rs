@@ -334,6 +334,71 @@ async fn client_half_close_still_gets_the_whole_response() {
     stop(srv).await;
 }
 
+/// While it owes a response the server does not read, but it watches: a
+/// handler that waits on `PeerGone` learns at once that its client left
+/// (FIN, or RST), while a pipelined request behind it is no departure.
+/// The signal only tells: a half-closed client (R8.4) still gets the
+/// answer the handler gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_learns_when_its_http1_client_leaves() {
+    let left = Arc::new(AtomicUsize::new(0));
+    let counted = left.clone();
+    let srv = serve(
+        |_| {},
+        move |req: Request<Body>| {
+            let counted = counted.clone();
+            let peer = keepwire::server::PeerGone::of(&req);
+            let hold = match req.uri().path() {
+                "/hold" => Duration::from_secs(30),
+                "/brief" => Duration::from_millis(300),
+                _ => Duration::ZERO,
+            };
+            async move {
+                tokio::select! {
+                    () = peer.wait() => {
+                        counted.fetch_add(1, SeqCst);
+                    }
+                    () = tokio::time::sleep(hold) => {}
+                }
+                let said = match (peer.is_lost(), peer.is_gone()) {
+                    (true, _) => "lost",
+                    (_, true) => "gone",
+                    _ => "here",
+                };
+                Response::new(Body::from(said))
+            }
+        },
+    );
+    let addr = srv.local_addr();
+    for (n, reset) in [(1, false), (2, true)] {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(get("/hold").as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if reset {
+            keepwire::net::set_abortive_close(&s).unwrap();
+        }
+        drop(s);
+        let what = if reset { "RST noticed" } else { "FIN noticed" };
+        eventually(what, Duration::from_secs(2), || left.load(SeqCst) == n).await;
+    }
+    // A pipelined request waiting in the socket is not a departure.
+    let mut c = RawClient::connect(addr).await;
+    c.send(format!("{}{}", get("/brief"), get("/now"))).await;
+    for _ in 0..2 {
+        assert_eq!(c.response().await.body, b"here");
+    }
+    assert_eq!(left.load(SeqCst), 2);
+    // A half-close is noticed (gone, not lost), and the handler's answer
+    // still arrives.
+    c.send(get("/hold")).await;
+    c.shutdown_write().await;
+    let r = within("the early answer", Duration::from_secs(2), c.response()).await;
+    assert_eq!(r.body, b"gone");
+    assert_eq!(left.load(SeqCst), 3);
+    c.expect_eof().await;
+    stop(srv).await;
+}
+
 // ---------------------------------------------------------------------------
 // 5. Slowloris and the header timeout (R10.2)
 

@@ -555,3 +555,50 @@ async fn ws_over_http2_names_the_missing_setting() {
     );
     peer.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_extended_connect_is_sent_again_on_a_new_connection() {
+    // The `h2` crate's server with extended CONNECT enabled: the first
+    // connection refuses the stream unprocessed (REFUSED_STREAM), the
+    // second accepts it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        for n in 0..2 {
+            let (tcp, _) = listener.accept().await.unwrap();
+            conns.push(tokio::spawn(async move {
+                let mut builder = h2::server::Builder::new();
+                builder.enable_connect_protocol();
+                let mut conn = builder.handshake::<_, Bytes>(tcp).await.unwrap();
+                while let Some(Ok((_, mut respond))) = conn.accept().await {
+                    if n == 0 {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                    } else {
+                        let _ = respond.send_response(Response::new(()), false);
+                    }
+                }
+            }));
+        }
+        for c in conns {
+            let _ = c.await;
+        }
+    });
+    let client = h2c_client();
+    let resp = within(
+        "extended CONNECT",
+        WAIT,
+        client.request(extended_connect(addr, "echo")),
+    )
+    .await
+    .expect("answered on the second connection");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let meta = resp
+        .extensions()
+        .get::<keepwire::client::RequestMeta>()
+        .unwrap();
+    assert_eq!(meta.retries, 1);
+    assert_eq!(client.metrics().connections_opened.load(Relaxed), 2);
+    assert!(resp.extensions().get::<OnUpgrade>().is_some());
+    peer.abort();
+}

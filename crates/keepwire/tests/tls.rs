@@ -138,6 +138,52 @@ async fn a_client_that_drops_tls_without_close_notify_is_a_client_close() {
     stop(server).await;
 }
 
+/// A handler that waits on `PeerGone` learns that its TLS client left
+/// while its answer was owed: by a bare FIN, and by `close_notify` (a TLS
+/// half-close, which still reads the answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_learns_when_its_tls_client_leaves() {
+    let (server_tls, client_tls) = tls_pair(&[b"http/1.1"]);
+    let left = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = left.clone();
+    let server = serve(
+        |c| c.tls = Some(server_tls),
+        move |req: Request<Body>| {
+            let counted = counted.clone();
+            let peer = keepwire::server::PeerGone::of(&req);
+            async move {
+                tokio::select! {
+                    () = peer.wait() => {
+                        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    () = tokio::time::sleep(Duration::from_secs(30)) => {}
+                }
+                Response::new(Body::from(if peer.is_gone() { "gone" } else { "here" }))
+            }
+        },
+    );
+    let count = || left.load(std::sync::atomic::Ordering::SeqCst);
+    let mut tls = connect(server.local_addr(), &client_tls).await;
+    tls.write_all(get("/hold").as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (tcp, _) = tls.into_inner();
+    drop(tcp);
+    eventually("a bare FIN noticed", Duration::from_secs(2), || count() == 1).await;
+    let mut tls = connect(server.local_addr(), &client_tls).await;
+    tls.write_all(get("/hold").as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    tls.shutdown().await.unwrap();
+    let text = within("the early answer", Duration::from_secs(2), async {
+        let mut all = Vec::new();
+        let _ = tls.read_to_end(&mut all).await;
+        String::from_utf8_lossy(&all).into_owned()
+    })
+    .await;
+    assert!(text.starts_with("HTTP/1.1 200 OK") && text.ends_with("gone"), "{text}");
+    assert_eq!(count(), 2);
+    stop(server).await;
+}
+
 /// A one-connection HTTPS origin: answers one request, then reports whether
 /// the client ended the connection with `close_notify` (`Ok`) or just
 /// closed TCP (`Err`).

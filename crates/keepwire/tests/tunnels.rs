@@ -470,44 +470,35 @@ async fn an_extended_connect_is_refused_where_the_origin_does_not_switch_or_lies
     liar_task.abort();
 }
 
-/// node: a page, a `/hold` fetch answered after the first echo, and `ws`
-/// echoing with the HTTP version its handshake came in.
+/// node: a page, a `/tick` fetch answered after 250 ms, and `ws` echoing
+/// with the HTTP version its handshake came in.
 const NODE_PAGE_AND_WS: &str = r#"
 const http = require('http');
 const { WebSocketServer } = require(process.argv[1]);
 const page = process.argv[2];
-let held = [], echoed = false;
-const release = () => { held.forEach((r) => r.end('held')); held = []; };
 const server = http.createServer((req, res) => {
-  if (req.url === '/hold') {
-    held.push(res);
-    if (echoed) release(); else setTimeout(release, 5000);
-    return;
-  }
+  if (req.url === '/tick') { setTimeout(() => res.end('tick'), 250); return; }
   res.setHeader('content-type', 'text/html; charset=utf-8');
   res.end(page);
 });
 const wss = new WebSocketServer({ server });
 wss.on('connection', (ws, req) => {
-  ws.on('message', (data) => {
-    ws.send('node saw HTTP/' + req.httpVersion + ': ' + data);
-    echoed = true;
-    // The echo crosses the proxy on another upstream connection than
-    // /hold's answer: give it a head start.
-    setTimeout(release, 300);
-  });
+  ws.on('message', (data) => ws.send('node saw HTTP/' + req.httpVersion + ': ' + data));
 });
 server.listen(0, '127.0.0.1', () => console.log(server.address().port));
 "#;
 
 const BROWSER_PAGE: &str = r#"<!doctype html><html><body><p id="out">pending</p><script>
 const out = document.getElementById('out');
+let done = false;
 const ws = new WebSocket('wss://' + location.host + '/ws');
 ws.onopen = () => ws.send('hello');
-ws.onmessage = (e) => { out.textContent = e.data; };
-ws.onerror = () => { out.textContent = 'websocket error'; };
-// Headless virtual time waits for fetches, not for WebSocket messages.
-fetch('/hold');
+ws.onmessage = (e) => { out.textContent = e.data; done = true; };
+ws.onerror = () => { out.textContent = 'websocket error'; done = true; };
+// Headless virtual time waits for fetches, not for WebSocket events (and
+// sometimes holds those back until a fetch ends): short fetches, one
+// after another, until the echo is in.
+(async () => { for (let i = 0; i < 40 && !done; i++) { await fetch('/tick'); } })();
 </script></body></html>"#;
 
 /// Chromium → `keepwire proxy` (TLS, h2) → node `ws` (HTTP/1.1): the
@@ -571,13 +562,14 @@ async fn chromium_through_the_proxy_over_http2_to_node_ws() {
     ])
     .collect();
     let out = run_tool(&chromium, &args, Duration::from_secs(60)).await;
+    let seen = seen.lock().unwrap().clone();
     assert!(
         out.stdout.contains("node saw HTTP/1.1: hello"),
-        "DOM: {}\nstderr: {}",
+        "DOM: {}\nthe proxy saw: {seen:?}\nmetrics: {}\nstderr: {}",
         out.stdout,
+        proxy.render_metrics(),
         out.stderr
     );
-    let seen = seen.lock().unwrap().clone();
     assert!(
         seen.contains(&"HTTP/2.0 CONNECT Some(\"websocket\")".to_string()),
         "{seen:?}"

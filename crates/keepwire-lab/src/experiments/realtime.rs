@@ -74,7 +74,7 @@ struct Measured {
 pub(super) fn run(lab: &Lab) -> Outcome {
     let (n, span) = (lab.sizes.realtime_events, lab.sizes.realtime_span);
     let random = model::random_plan(17, n, span, LEAD, TAIL);
-    let burst = model::burst_plan(n.div_ceil(4), Duration::from_millis(2), LEAD, TAIL);
+    let burst = model::burst_plan(n.div_ceil(4), Duration::from_millis(3), LEAD, TAIL);
     let all = [
         Technique::Poll(POLL_INTERVAL),
         Technique::LongPoll(HOLD),
@@ -136,10 +136,12 @@ pub(super) fn run(lab: &Lab) -> Outcome {
          s + RTT, computed from this run's actual poll times (the textbook mean interval/2 + \
          RTT/2 = {:.0} ms assumes a uniformly random phase, which {} events do not give). Long \
          polling: RTT/2, except events published while the next request is on its way (one RTT \
-         after an answer), which wait for it; hold {} s. SSE and WebSocket: RTT/2. Through the \
+         after an answer), which wait for it; an answer carries the events published within {} \
+         ms of the one that woke it; hold {} s. SSE and WebSocket: RTT/2. Through the \
          buffering relay: the stream's end + RTT/2",
         ms(POLL_INTERVAL) / 2.0 + lab.r_ms() / 2.0,
         random.events.len(),
+        model::WAKE,
         HOLD.as_secs()
     ));
     notes.push(format!(

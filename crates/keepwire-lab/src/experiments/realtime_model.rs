@@ -78,12 +78,20 @@ pub(super) fn polled(published: &[f64], polls: &[f64], rtt: f64) -> Vec<Option<f
         .collect()
 }
 
+/// The time a server takes to wake a held long poll and answer it, in ms:
+/// events published that close together leave in one answer. (A publisher
+/// thread that the scheduler held back publishes a burst's events
+/// microseconds apart; the server then answers them together, and so does
+/// the model.)
+pub(super) const WAKE: f64 = 1.0;
+
 /// Long polling: the first request is sent at `first`; a request waits at
 /// the server until an event is published or `hold` passes, the answer
-/// carries every event published by then, and the client sends the next
-/// request the moment an answer arrives (until `end`). An event published
-/// while the next request is still on its way (the re-request gap, one
-/// RTT) waits for it. Returns the latencies and the requests sent.
+/// carries every event published by then (and within [`WAKE`] after the
+/// event that woke it), and the client sends the next request the moment
+/// an answer arrives (until `end`). An event published while the next
+/// request is still on its way (the re-request gap, one RTT) waits for it.
+/// Returns the latencies and the requests sent.
 pub(super) fn long_polled(
     published: &[f64],
     first: f64,
@@ -102,8 +110,8 @@ pub(super) fn long_polled(
             Some(p) if *p <= at + hold => p.max(at),
             _ => at + hold,
         };
-        while next < published.len() && published[next] <= answer {
-            latency[next] = Some(answer + half - published[next]);
+        while next < published.len() && published[next] <= answer + WAKE {
+            latency[next] = Some(answer.max(published[next]) + half - published[next]);
             next += 1;
         }
         if answer + half >= end {
@@ -191,6 +199,11 @@ mod tests {
         assert_eq!(requests, 3);
         // No event: one empty answer per hold until the end.
         assert_eq!(long_polled(&[], 0.0, 200.0, 50.0, 1000.0).1, 4);
+        // Events within WAKE of the one that woke the request share its
+        // answer; one just after waits for the next request.
+        let (lat, requests) = long_polled(&[100.0, 100.5, 101.5], 0.0, 5000.0, 50.0, 400.0);
+        assert_eq!(ms(&lat), [25.0, 25.0, 73.5]);
+        assert_eq!(requests, 3);
     }
 
     #[test]

@@ -30,10 +30,10 @@
 //! to it). Held long polls, streams and WebSockets are connections, counted
 //! against the server's `max_connections`. Each is released when the server
 //! drops the request (an HTTP/2 client's `RST_STREAM`, a connection error,
-//! shutdown). An HTTP/1.1 client's FIN is not an abort to keepwire's
-//! server (it may be a half-close still waiting for its answer, R8.4), so a
-//! long poll whose client left that way is held to its timeout; a stream
-//! notices at its next write, at the latest the next [`Config::heartbeat`].
+//! shutdown) or an HTTP/1 client leaves (FIN or RST while its answer is
+//! owed: the request's [`keepwire::server::PeerGone`] fires). A long poll
+//! whose client left then answers at once with what there is (a client
+//! that only half-closed, R8.4, reads that answer); a stream ends.
 //!
 //! A poll answer is `{"last_id":N,"events":[{"id":1,"t":1733550000123.456,"data":"tick 1"},...]}`:
 //! `t` is the publication time in Unix milliseconds (for measuring delivery
@@ -356,7 +356,11 @@ impl Events {
                 let timeout = query_param(query, "timeout")
                     .and_then(parse_seconds)
                     .map_or(max, |t| t.min(max));
-                let events = self.wait_since(since, timeout).await;
+                let gone = keepwire::server::PeerGone::of(&req);
+                let events = tokio::select! {
+                    e = self.wait_since(since, timeout) => e,
+                    () = gone.wait() => Vec::new(),
+                };
                 self.answer(since, events)
             }
             _ => sse::response(self, &req),

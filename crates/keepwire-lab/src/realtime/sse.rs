@@ -5,7 +5,8 @@
 //! published wakes it, it writes what the client has not seen yet in one
 //! chunk (the connection writes each chunk as it comes: no buffering), and
 //! dropping it (the client went away, the server stops) releases
-//! everything at once. A client that comes back with `Last-Event-ID` gets
+//! everything at once. An HTTP/1 client that leaves while nothing is
+//! published ends it too, through the request's [`PeerGone`]. A client that comes back with `Last-Event-ID` gets
 //! the events it missed from the history first.
 
 use std::future::Future;
@@ -17,6 +18,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Request, Response};
 use http_body::Frame;
 use keepwire::Body;
+use keepwire::server::PeerGone;
 use tokio::sync::watch;
 use tokio::time::Sleep;
 
@@ -50,6 +52,10 @@ pub(super) fn response(events: &Events, req: &Request<Body>) -> Response<Body> {
         prologue: Some(prologue.freeze()),
         heartbeat: Box::pin(tokio::time::sleep(config.heartbeat)),
         _held: Count::new(&events.inner.streams),
+        gone: {
+            let gone = PeerGone::of(req);
+            Box::pin(async move { gone.wait().await })
+        },
     };
     let mut r = Response::new(Body::wrap(stream));
     let h = r.headers_mut();
@@ -77,6 +83,8 @@ struct Stream {
     prologue: Option<Bytes>,
     heartbeat: Pin<Box<Sleep>>,
     _held: Count,
+    /// Resolves when the client is gone: the stream ends.
+    gone: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 impl Stream {
@@ -136,6 +144,9 @@ impl http_body::Body for Stream {
                 None => p,
             };
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if this.gone.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
         }
         loop {
             if let Some(chunk) = this.pending() {

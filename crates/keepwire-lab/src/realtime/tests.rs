@@ -191,21 +191,67 @@ async fn an_http2_client_that_cancels_releases_its_long_poll() {
     assert!(cancelled.elapsed() < Duration::from_secs(2));
 }
 
-/// Over HTTP/1.1 the server does not read while it owes a response
-/// (pipeline depth 1) and honours a half-close (R8.4): a client's FIN is
-/// not an abort, so its long poll is held to its timeout, no longer.
+/// Over HTTP/1.1 the server watches the socket while it owes a response:
+/// a client that leaves (FIN, or RST) releases its long poll at once (the
+/// poll is held up to 5 s here); one that only half-closed (R8.4) still
+/// reads the answer, given early with what there is.
 #[tokio::test]
-async fn an_http1_client_that_half_closes_is_held_to_its_timeout() {
+async fn an_http1_client_that_leaves_releases_its_long_poll() {
     let events = source(16);
     let (_server, addr) = serve(&events);
-    let mut s = send(addr, "/long-poll?timeout=0.5", "").await;
-    eventually("the long poll is held", || events.held().long_polls == 1).await;
+    for how in ["fin", "rst", "half-close"] {
+        let mut s = send(addr, "/long-poll?timeout=30", "").await;
+        eventually("the long poll is held", || events.held().long_polls == 1).await;
+        let left = Instant::now();
+        match how {
+            "fin" => drop(s),
+            "rst" => {
+                keepwire::net::set_abortive_close(&s).unwrap();
+                drop(s);
+            }
+            _ => {
+                s.shutdown().await.unwrap();
+                let mut seen = String::new();
+                read_until(&mut s, &mut seen, "\"events\":[]").await;
+            }
+        }
+        eventually("the long poll is released", || {
+            events.held().long_polls == 0
+        })
+        .await;
+        assert!(
+            left.elapsed() < Duration::from_secs(2),
+            "{how}: {:?}",
+            left.elapsed()
+        );
+    }
+    // A quick answer to a half-closed client is whole, as before.
+    let mut s = send(addr, "/poll", "").await;
     s.shutdown().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(events.held().long_polls, 1, "a half-close is not an abort");
     let mut seen = String::new();
     read_until(&mut s, &mut seen, "\"events\":[]").await;
-    assert_eq!(events.held().long_polls, 0);
+}
+
+/// An SSE client that leaves while nothing is published ends its stream
+/// without waiting for a write to fail.
+#[tokio::test]
+async fn an_http1_sse_client_that_leaves_ends_its_stream() {
+    let mut c = Config::with_rate(0.0);
+    c.heartbeat = Duration::from_secs(30);
+    let events = Events::new(c);
+    let (_server, addr) = serve(&events);
+    let mut s = send(addr, "/events", "").await;
+    let mut seen = String::new();
+    read_until(&mut s, &mut seen, "retry: ").await;
+    eventually("the stream opens", || events.held().streams == 1).await;
+    let left = Instant::now();
+    drop(s);
+    eventually("the stream ends", || events.held().streams == 0).await;
+    assert!(
+        left.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        left.elapsed()
+    );
 }
 
 #[tokio::test]

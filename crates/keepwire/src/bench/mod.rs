@@ -5,6 +5,10 @@
 //! the server refused to answer after announcing `Connection: close` (R8.4),
 //! and sockets left in TIME_WAIT (R2.4).
 //!
+//! `Plan::ws` and `Plan::sse` load real-time connections instead (issue
+//! 17): WebSocket echo round trips (`ws`) and Server-Sent Events delivery
+//! (`sse`), counted in the same tallies and report.
+//!
 //! # Not the bottleneck
 //! A load generator that costs more CPU per request than the server under
 //! test measures itself. So, like wrk, every thread runs its own event loop

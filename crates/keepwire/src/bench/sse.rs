@@ -111,7 +111,6 @@ impl Worker {
                     return Ended::Done;
                 }
                 self.delivered(&ev, at, &mut carried);
-                progress_at = Instant::now();
             }
             *last_id = parser.last_event_id().to_string();
             if !self.shared.has_work() {
@@ -126,7 +125,12 @@ impl Worker {
             let read = tokio::time::timeout_at(wake.into(), stream.read_available(buf)).await;
             match read {
                 Ok(Ok(0)) => conn.handle_eof(),
-                Ok(Ok(n)) => self.tally.borrow_mut().bytes_read += n as u64,
+                Ok(Ok(n)) => {
+                    // Any bytes are progress: a heartbeat comment says the
+                    // stream is alive between sparse events.
+                    progress_at = Instant::now();
+                    self.tally.borrow_mut().bytes_read += n as u64;
+                }
                 Ok(Err(e)) => return Ended::Failed(FailureKind::of_io(&e)),
                 Err(_) if Instant::now() >= give_up => return Ended::Failed(FailureKind::Timeout),
                 Err(_) => {}

@@ -275,6 +275,7 @@ mod tests {
             body: crate::Body::empty(),
             info: None,
             on_upgrade: None,
+            peer_gone: Default::default(),
         }
         .into_request();
         assert_eq!(req.method(), http::Method::POST);

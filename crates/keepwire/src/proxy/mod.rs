@@ -203,6 +203,7 @@ impl Proxy {
             body,
             info,
             on_upgrade,
+            peer_gone,
         } = req;
         self.metrics.requests.fetch_add(1, Relaxed);
         if let Some(why) = host_problem(&head.headers, &head.target, head.version) {
@@ -264,6 +265,7 @@ impl Proxy {
                     body,
                     info,
                     on_upgrade,
+                    peer_gone,
                 };
                 return crate::trace::echo(&req.into_request());
             } else {
@@ -324,7 +326,16 @@ impl Proxy {
             if !has_host && let Ok(v) = HeaderValue::from_str(&upstream.authority) {
                 head.headers.insert(HOST, v);
             }
-            match client.send(upstream.origin(), head, &mut body, fresh).await {
+            // A client whose connection is lost (RST) drops its upstream
+            // request (nginx's `proxy_ignore_client_abort off`, 499). A
+            // FIN may be a half-close still waiting for the answer (R8.4):
+            // nginx and Go drop that too, keepwire relays the answer.
+            let sent = tokio::select! {
+                biased;
+                r = client.send(upstream.origin(), head, &mut body, fresh) => r,
+                () = peer_gone.wait_lost() => return text(CLIENT_GONE, "client closed request"),
+            };
+            match sent {
                 Ok(resp) => return self.relay_response(resp, client_upgrade),
                 Err(ClientError::Body(e)) => {
                     return text(StatusCode::BAD_REQUEST, &format!("request body: {e}"));
@@ -433,6 +444,12 @@ impl Proxy {
         text(status, why)
     }
 }
+
+/// nginx's "client closed request": the status of an answer nobody reads.
+const CLIENT_GONE: StatusCode = match StatusCode::from_u16(499) {
+    Ok(s) => s,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
 
 /// Serve `Arc<Proxy>`: HTTP/1 requests reach [`Proxy::handle_incoming`]
 /// as read, HTTP/2 ones [`Proxy::handle`].

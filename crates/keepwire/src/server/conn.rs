@@ -43,9 +43,11 @@ use crate::net::{self, LingerOutcome};
 use crate::transport::Transport;
 use crate::upgrade::Upgraded;
 
+pub(crate) mod gone;
 mod respond;
 mod timers;
 
+use gone::{PeerGone, Seen, socket_drained};
 use respond::{Next, ResponseStream, error_response};
 use timers::{Timers, far_future};
 
@@ -120,6 +122,7 @@ impl Slot {
 /// What woke the loop.
 enum Wake {
     Read(io::Result<usize>),
+    Peer(Seen),
     Progress,
     Timer,
     Stop,
@@ -172,6 +175,10 @@ struct Driver {
     upgrade_tx: Option<oneshot::Sender<Upgraded>>,
     /// Where TCP_NODELAY stands (set lazily: see [`NoDelay`]).
     nodelay: NoDelay,
+    /// Fires when the client leaves (made at the first request).
+    gone: PeerGone,
+    /// Watch for the client leaving while not reading (see [`gone`]).
+    watch: bool,
 }
 
 /// TCP_NODELAY is set before a connection's second write, not at accept
@@ -241,9 +248,14 @@ pub(crate) fn serve(
         } else {
             NoDelay::FirstWrite
         },
+        gone: PeerGone::default(),
+        watch: true,
     };
     async move {
         let reason = d.run(stop).await;
+        if !matches!(reason, CloseReason::Upgraded) {
+            d.gone.fire(true);
+        }
         d.mark_idle(false);
         let requests = d.info.request_index;
         tracing::debug!(conn = id, %peer, %local, requests, ?reason, "connection closed");
@@ -361,9 +373,15 @@ impl Driver {
             });
             let wants_read =
                 self.conn.wants_read() && self.body.stalled.is_none() && self.failed.is_none();
+            // Not reading while a response is owed: watch for the client leaving.
+            let watch = self.watch
+                && !self.peer_eof
+                && (!self.pipeline.is_empty() || self.streaming.is_some())
+                && !self.gone.is_gone()
+                && self.conn.read_buffer().is_empty();
             let wake = tokio::select! {
                 biased;
-                r = self.stream.read_available(self.conn.read_buffer()), if wants_read => Wake::Read(r),
+                w = std::future::poll_fn(|cx| gone::poll_input(&mut self.stream, self.conn.read_buffer(), wants_read, cx)), if wants_read || watch => w,
                 _ = poll_pipeline(&mut self.pipeline), if self.pipeline.front().is_some_and(|s| !s.is_ready()) => Wake::Progress,
                 frame = std::future::poll_fn(|cx| match self.streaming.as_mut() {
                     Some(s) => Pin::new(&mut s.body).poll_frame(cx),
@@ -395,17 +413,15 @@ impl Driver {
                 // A TLS client that closes without `close_notify` ends its
                 // input all the same; whether a request was cut short is the
                 // protocol state's call, as with a TCP FIN.
-                Wake::Read(Ok(0)) => {
-                    self.conn.handle_eof();
-                    self.peer_eof = true;
-                }
+                Wake::Read(Ok(0)) => self.on_eof(),
                 Wake::Read(Err(e))
                     if e.kind() == io::ErrorKind::UnexpectedEof && self.stream.is_tls() =>
                 {
-                    self.conn.handle_eof();
-                    self.peer_eof = true;
+                    self.on_eof()
                 }
-                Wake::Read(Ok(_)) => self.timers.released = false,
+                Wake::Read(Ok(_)) => (self.timers.released, self.watch) = (false, true),
+                Wake::Peer(Seen::Gone { lost }) => self.gone.fire(lost),
+                Wake::Peer(Seen::Bytes) => self.watch = false,
                 Wake::Read(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Wake::Read(Err(_)) => {
                     self.peer_eof = true;
@@ -547,6 +563,9 @@ impl Driver {
             target = %head.target,
             version = ?head.version,
         );
+        if !self.gone.is_live() {
+            self.gone = PeerGone::new();
+        }
         let on_upgrade = upgrade.then(|| {
             let (tx, on_upgrade) = crate::upgrade::pending();
             self.upgrade_tx = Some(tx);
@@ -560,6 +579,7 @@ impl Driver {
             body,
             info: Some(self.info),
             on_upgrade,
+            peer_gone: self.gone.clone(),
         };
         self.start_handlers(Some((req, barrier)));
     }
@@ -604,6 +624,16 @@ impl Driver {
         }
     }
 
+    /// The client ended its input: requests may still be buffered (they are
+    /// answered); if none is, whoever waits on [`PeerGone`] can stop.
+    fn on_eof(&mut self) {
+        self.conn.handle_eof();
+        self.peer_eof = true;
+        if self.conn.read_buffer().is_empty() {
+            self.gone.fire(false);
+        }
+    }
+
     fn close_reason(&self) -> CloseReason {
         if self.stopping {
             CloseReason::Shutdown
@@ -624,27 +654,6 @@ fn start(handler: &dyn Handler, req: super::Incoming) -> SlotState {
     match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(resp) => SlotState::Ready(resp),
         Poll::Pending => SlotState::Running(fut),
-    }
-}
-
-/// No input is waiting in the socket (a plain close would not send RST).
-///
-/// Asked of tokio's readiness first, which costs no syscall (nginx asks
-/// its `rev->ready` the same way): the driver's last short read told
-/// tokio the socket was drained, so "not readable" means nothing arrived
-/// since that the event loop has seen. Only a readable socket is peeked
-/// at, and one that holds just the peer's FIN is drained too: a close then
-/// resets nothing.
-fn socket_drained(stream: &TcpStream) -> bool {
-    let cx = &mut Context::from_waker(Waker::noop());
-    if stream.poll_read_ready(cx).is_pending() {
-        return true;
-    }
-    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-    match socket2::SockRef::from(stream).peek(&mut byte) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
     }
 }
 

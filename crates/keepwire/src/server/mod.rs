@@ -19,6 +19,7 @@
 //! | max connections | 10 000 | `worker_connections 512` × workers |
 //! | max connections per client IP | 256 | unlimited (`limit_conn` off) |
 //! | pipelining depth (handlers run ahead) | 1 | 1 (sequential) |
+//! | HTTP/1 client leaves while its answer is owed | the socket is watched (readiness, then a 1-byte peek): FIN or RST fires the request's [`PeerGone`]; a pipelined request stops the watch; the answer is still written (half-close, R8.4) | `ngx_http_upstream_check_broken_connection` (proxied requests, `proxy_ignore_client_abort off`: 499) |
 //! | lingering close | 5 s / 2 s idle / 256 KiB | `lingering_time 30s`, `lingering_timeout 5s` |
 //! | HTTP/2 streams (handlers) in flight per connection | 128; a stream over it is refused (REFUSED_STREAM) | `http2_max_concurrent_streams 128` |
 //! | HTTP/2 streams the client resets (each cancels its handler) | over 2 × the stream limit (min 100) in 10 s: GOAWAY `ENHANCE_YOUR_CALM` | 2 × `http2_max_concurrent_streams` new streams per event loop turn |
@@ -52,6 +53,8 @@ use crate::body::Body;
 use crate::metrics::ServerMetrics;
 use crate::net::{self, Linger, ListenOptions};
 use crate::upgrade::OnUpgrade;
+
+pub use conn::gone::PeerGone;
 
 /// A boxed response future.
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
@@ -87,12 +90,14 @@ pub struct Incoming {
     /// On upgrade and CONNECT requests: the connection once the response
     /// switched protocols.
     pub on_upgrade: Option<OnUpgrade>,
+    /// Fires when the client went away (the default never fires).
+    pub peer_gone: PeerGone,
 }
 
 impl Incoming {
     /// The [`Request`] view: the head's parts, with [`ConnInfo`], the
-    /// [`keepwire_proto::HeaderCase`] (if any was kept) and [`OnUpgrade`]
-    /// as extensions.
+    /// [`keepwire_proto::HeaderCase`] (if any was kept), [`OnUpgrade`] and
+    /// [`PeerGone`] as extensions.
     pub fn into_request(self) -> Request<Body> {
         let head = self.head;
         let mut req = Request::new(self.body);
@@ -110,6 +115,9 @@ impl Incoming {
         if let Some(on_upgrade) = self.on_upgrade {
             ext.insert(on_upgrade);
         }
+        if self.peer_gone.is_live() {
+            ext.insert(self.peer_gone);
+        }
         req
     }
 
@@ -126,6 +134,7 @@ impl Incoming {
             body,
             info: parts.extensions.get::<ConnInfo>().copied(),
             on_upgrade: parts.extensions.remove(),
+            peer_gone: parts.extensions.remove().unwrap_or_default(),
         }
     }
 }

@@ -16,8 +16,18 @@ use keepwire_proto::RequestHead;
 use tokio::time::Instant;
 
 use super::super::pool::Origin;
+use super::super::retry::{AttemptState, h2_state};
 use super::super::{Client, ClientError, RequestMeta, Timings};
 use super::H2Conn;
+
+/// A stream opened by [`Client::open_stream`]: its connection (and whether
+/// that was new), the response to wait for, and the sending half.
+type Opened = (
+    H2Conn,
+    bool,
+    h2::client::ResponseFuture,
+    h2::SendStream<Bytes>,
+);
 use crate::body::Body;
 use crate::upgrade::h2::H2Stream;
 use crate::upgrade::{Protocol, Upgraded};
@@ -45,43 +55,38 @@ impl Client {
         }
         let started = Instant::now();
         let mut timings = Timings::default();
-        let Some((conn, new)) = self.h2_conn(origin, &mut timings).await? else {
-            return Err(ClientError::ExtendedConnect(
-                "the server chose HTTP/1.1 by ALPN",
-            ));
+        let mut retried = false;
+        let (conn, new, resp, mut stream) = loop {
+            let opened = match self
+                .open_stream(origin, head, &protocol, &mut timings)
+                .await
+            {
+                Ok(v) => v,
+                Err((conn, e)) => match (conn, e) {
+                    (Some(conn), ClientError::Http2(e)) if !retried && e.is_go_away() => {
+                        self.forget_h2(origin, &conn).await;
+                        retried = true;
+                        continue;
+                    }
+                    (_, e) => return Err(e),
+                },
+            };
+            let (conn, new, resp, stream) = opened;
+            timings.written = started.elapsed();
+            let resp = tokio::time::timeout(cfg.response_timeout, resp)
+                .await
+                .map_err(|_| ClientError::Timeout("waiting for the response"))?;
+            match resp {
+                Ok(resp) => break (conn, new, resp, stream),
+                // Refused unprocessed (REFUSED_STREAM, or GOAWAY below its
+                // id): once more, on a new connection.
+                Err(e) if !retried && matches!(h2_state(&e, true), AttemptState::Refused) => {
+                    self.forget_h2(origin, &conn).await;
+                    retried = true;
+                }
+                Err(e) => return Err(ClientError::Http2(e)),
+            }
         };
-        if !enabled(&conn, cfg.connect_timeout).await {
-            return Err(ClientError::ExtendedConnect(
-                "the server did not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL",
-            ));
-        }
-        let send = tokio::time::timeout(cfg.connect_timeout, conn.send.clone().ready()).await;
-        let mut send = match send {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(ClientError::Http2(e)),
-            Err(_) => return Err(ClientError::Timeout("waiting for an HTTP/2 stream")),
-        };
-        let mut req = Request::new(());
-        *req.method_mut() = Method::CONNECT;
-        let path = head.target.path_and_query().map_or("/", |p| p.as_str());
-        *req.uri_mut() = Uri::builder()
-            .scheme(origin.scheme.as_str())
-            .authority(format!("{}:{}", origin.host, origin.port))
-            .path_and_query(path)
-            .build()
-            .map_err(|e| ClientError::InvalidUrl(e.to_string()))?;
-        *req.headers_mut() = head.headers.clone();
-        // :authority carries the host; connection-specific fields are
-        // malformed in HTTP/2 (RFC 9113 §8.2.2).
-        req.headers_mut().remove(HOST);
-        keepwire_proto::hop::strip_hop_by_hop(req.headers_mut(), false);
-        req.extensions_mut().insert(protocol);
-        let (resp, mut stream) = send.send_request(req, false).map_err(ClientError::Http2)?;
-        timings.written = started.elapsed();
-        let resp = tokio::time::timeout(cfg.response_timeout, resp)
-            .await
-            .map_err(|_| ClientError::Timeout("waiting for the response"))?
-            .map_err(ClientError::Http2)?;
         timings.first_byte = started.elapsed();
         let (mut parts, recv) = resp.into_parts();
         let index = conn
@@ -91,7 +96,7 @@ impl Client {
             conn: conn.meta,
             reused: !new || index > 0,
             conn_request_index: index,
-            retries: 0,
+            retries: u32::from(retried),
             timings,
         });
         if !parts.status.is_success() {
@@ -110,6 +115,59 @@ impl Client {
         let _ = tx.send(Upgraded::h2_stream(H2Stream::new(stream, recv), None));
         parts.extensions.insert(on_upgrade);
         Ok(Response::from_parts(parts, Body::empty()))
+    }
+
+    /// The origin's connection and a new stream on it carrying the extended
+    /// CONNECT; on failure, the connection if there was one.
+    async fn open_stream(
+        &self,
+        origin: &Origin,
+        head: &RequestHead,
+        protocol: &Protocol,
+        timings: &mut Timings,
+    ) -> Result<Opened, (Option<H2Conn>, ClientError)> {
+        let cfg = &self.inner.config;
+        let Some((conn, new)) = self.h2_conn(origin, timings).await.map_err(|e| (None, e))? else {
+            let e = ClientError::ExtendedConnect("the server chose HTTP/1.1 by ALPN");
+            return Err((None, e));
+        };
+        if !enabled(&conn, cfg.connect_timeout).await {
+            let e = ClientError::ExtendedConnect(
+                "the server did not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL",
+            );
+            return Err((Some(conn), e));
+        }
+        let send = tokio::time::timeout(cfg.connect_timeout, conn.send.clone().ready()).await;
+        let mut send = match send {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err((Some(conn), ClientError::Http2(e))),
+            Err(_) => {
+                let e = ClientError::Timeout("waiting for an HTTP/2 stream");
+                return Err((Some(conn), e));
+            }
+        };
+        let mut req = Request::new(());
+        *req.method_mut() = Method::CONNECT;
+        let path = head.target.path_and_query().map_or("/", |p| p.as_str());
+        let uri = Uri::builder()
+            .scheme(origin.scheme.as_str())
+            .authority(format!("{}:{}", origin.host, origin.port))
+            .path_and_query(path)
+            .build();
+        *req.uri_mut() = match uri {
+            Ok(u) => u,
+            Err(e) => return Err((Some(conn), ClientError::InvalidUrl(e.to_string()))),
+        };
+        *req.headers_mut() = head.headers.clone();
+        // :authority carries the host; connection-specific fields are
+        // malformed in HTTP/2 (RFC 9113 §8.2.2).
+        req.headers_mut().remove(HOST);
+        keepwire_proto::hop::strip_hop_by_hop(req.headers_mut(), false);
+        req.extensions_mut().insert(protocol.clone());
+        match send.send_request(req, false) {
+            Ok((resp, stream)) => Ok((conn, new, resp, stream)),
+            Err(e) => Err((Some(conn), ClientError::Http2(e))),
+        }
     }
 }
 
