@@ -47,6 +47,9 @@ pub(super) fn run(lab: &Lab) -> Outcome {
                 .await?
                 .ok_or("closed before the first response")?;
             let first_ms = ms(t0.elapsed());
+            if first.status != 200 {
+                return Err(format!("the first request got {}", first.status));
+            }
             if !first.persistent {
                 return Ok((first_ms, 0.0, false));
             }
@@ -55,7 +58,7 @@ pub(super) fn run(lab: &Lab) -> Outcome {
             let t1 = Instant::now();
             c.stream.write_all(req).await.map_err(|e| e.to_string())?;
             let second = c.response(limit).await;
-            let ok = matches!(second, Ok(Some(_)));
+            let ok = matches!(second, Ok(Some(r)) if r.status == 200);
             Ok((first_ms, ms(t1.elapsed()), ok))
         });
         let model = if i == 0 { ms(idle) } else { r };

@@ -240,7 +240,7 @@ impl<'a> Lab<'a> {
             site: Site::new(PAGE_OBJECTS, OBJECT_SIZE),
             posts: posts.clone(),
         };
-        let ip = link.server.ip;
+        let (ip, client_ip) = (link.server.ip, link.client.ip);
         let (dumb_idle, stale_idle) = (sizes.dumb_idle, sizes.stale_idle);
         let (tls, _pem) = crate::tls::self_signed(vec![ip.to_string()])
             .map_err(|e| format!("cannot make the lab's certificate: {e}"))?;
@@ -278,6 +278,9 @@ impl<'a> Lab<'a> {
                     "/",
                     vec![Upstream::new(dumb_origin.local_addr().to_string())],
                 )];
+                // The link's client is not on loopback, which is all the
+                // proxy serves by default: without this it answers 403.
+                pc.allow = vec![client_ip.into()];
                 pc
             });
             let proxy_server = Server::builder()
