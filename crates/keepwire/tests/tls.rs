@@ -168,7 +168,10 @@ async fn a_handler_learns_when_its_tls_client_leaves() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let (tcp, _) = tls.into_inner();
     drop(tcp);
-    eventually("a bare FIN noticed", Duration::from_secs(2), || count() == 1).await;
+    eventually("a bare FIN noticed", Duration::from_secs(2), || {
+        count() == 1
+    })
+    .await;
     let mut tls = connect(server.local_addr(), &client_tls).await;
     tls.write_all(get("/hold").as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -179,7 +182,10 @@ async fn a_handler_learns_when_its_tls_client_leaves() {
         String::from_utf8_lossy(&all).into_owned()
     })
     .await;
-    assert!(text.starts_with("HTTP/1.1 200 OK") && text.ends_with("gone"), "{text}");
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK") && text.ends_with("gone"),
+        "{text}"
+    );
     assert_eq!(count(), 2);
     stop(server).await;
 }
