@@ -55,8 +55,16 @@ use crate::transport::Transport;
 /// one that closed does not. Where an early answer would be wrong (a
 /// proxy relaying its upstream's), [`PeerGone::wait_lost`] waits for the
 /// connection to be lost (RST, a socket error, its end): no answer can
-/// reach the client then. Cheap: one shared state per connection, cloned
-/// per request.
+/// reach the client then.
+///
+/// Cost: one shared state per connection (made at its first request); per
+/// request an `Arc` clone and, in the [`Request`] view, one extension
+/// entry (a small box). Callgrind, `keepwire serve --respond` on one
+/// thread, `ab -c 10` (2,500 minus 500 requests): +332 instructions per
+/// keep-alive request (15,242 → 15,574, +2.2 %; most of it the extension
+/// map's insert and its box), +469 per one-request connection (23,748 →
+/// 24,217). The watch itself costs nothing while handlers answer at once:
+/// it runs only while a response is owed.
 ///
 /// Over HTTP/2 a request carries none ([`PeerGone::of`] gives one that
 /// never fires): the client's `RST_STREAM` drops the handler's future,
