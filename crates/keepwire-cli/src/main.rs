@@ -44,8 +44,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// The chapter's experiments, measured over an emulated wide-area link
     /// (RTT 50 ms by default): page loads by strategy, Nagle and delayed ACK,
-    /// slow start, TIME_WAIT, a dumb proxy, reset loss, stale connections;
-    /// each beside the round-trip model, with a verdict and an HTML report.
+    /// slow start, TIME_WAIT, a dumb proxy, reset loss, stale connections,
+    /// head-of-line blocking (HTTP/1.1 vs HTTP/2), TLS handshakes, real-time
+    /// delivery (polling, long polling, SSE, WebSocket); each beside the
+    /// round-trip model, with a verdict and an HTML report.
     Lab(lab::LabArgs),
     /// Talk to a WebSocket server (ws://, wss://) like websocat: stdin lines out
     /// as text messages, messages received on stdout, `-v` shows the handshake.
