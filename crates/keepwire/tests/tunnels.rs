@@ -539,29 +539,8 @@ async fn chromium_through_the_proxy_over_http2_to_node_ws() {
             p.clone().handle(req)
         },
     );
-    let profile = TempDir::new("chromium-proxy-rfc8441");
     let url = format!("https://localhost:{}/", server.local_addr().port());
-    let args: Vec<String> = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--ignore-certificate-errors",
-        "--virtual-time-budget=5000",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([
-        format!("--user-data-dir={}", profile.path().display()),
-        "--dump-dom".into(),
-        url,
-    ])
-    .collect();
-    let out = run_tool(&chromium, &args, Duration::from_secs(60)).await;
+    let out = chromium_dom(&chromium, "chromium-proxy-rfc8441", url).await;
     let seen = seen.lock().unwrap().clone();
     assert!(
         out.stdout.contains("node saw HTTP/1.1: hello"),

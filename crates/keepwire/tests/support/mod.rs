@@ -866,3 +866,32 @@ fn nginx_conf(dir: &std::path::Path, http: &str, server: &str) -> String {
           server {{ {server} }}\n}}\n"
     )
 }
+
+/// Headless Chromium's DOM of `url` after the page's scripts ran (at most
+/// `--virtual-time-budget` of page time, 60 s of wall time), with a fresh
+/// profile named after `tag`. The flags keep it off the network: this
+/// machine refuses Chromium's background connections.
+pub async fn chromium_dom(chromium: &std::path::Path, tag: &str, url: String) -> ToolOutput {
+    let profile = TempDir::new(tag);
+    let args: Vec<String> = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--ignore-certificate-errors",
+        "--virtual-time-budget=5000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        format!("--user-data-dir={}", profile.path().display()),
+        "--dump-dom".into(),
+        url,
+    ])
+    .collect();
+    run_tool(chromium, &args, Duration::from_secs(60)).await
+}
