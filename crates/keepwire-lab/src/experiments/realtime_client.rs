@@ -114,7 +114,9 @@ async fn exchange(
             return Err(format!("status {}: {}", r.status, text.trim()));
         }
     };
-    let now = Instant::now();
+    // The kernel's receive time: the link's delivery, not this thread's
+    // wake-up (a busy machine delays the latter by milliseconds).
+    let now = c.arrived.unwrap_or_else(Instant::now);
     seen.responses += 1;
     if seen.heads.1 == 0 {
         seen.heads.1 = resp.head_len;
@@ -198,7 +200,7 @@ async fn sse(seen: &mut Seen, addr: SocketAddr, t0: Instant, end: Instant) -> Re
             Err(e) => return Err(e),
             Ok(None) => return Ok(()),
             Ok(Some(chunk)) => {
-                let now = Instant::now();
+                let now = c.arrived.unwrap_or_else(Instant::now);
                 seen.body_bytes += chunk.len() as u64;
                 parser
                     .feed(&chunk, &mut events)

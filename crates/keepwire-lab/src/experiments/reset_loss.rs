@@ -40,7 +40,7 @@ pub(super) fn run(lab: &Lab) -> Outcome {
             let c = RawConn::connect(addr, true)
                 .await
                 .map_err(|e| e.to_string())?;
-            let RawConn { stream, buf } = c;
+            let RawConn { stream, buf, .. } = c;
             let (mut rd, mut wr) = stream.into_split();
             // Keep the pipeline going, as a pipelining client does: a
             // request every 5 ms until the connection ends, so requests keep
