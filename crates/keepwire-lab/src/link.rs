@@ -489,6 +489,15 @@ fn delay_line(
     dropped: &AtomicU64,
     wire: &WireCounters,
 ) {
+    // The line's wake-ups are the link's delay: at normal priority, on two
+    // cores shared with the server, the client and the publisher, a
+    // packet waited up to 2.5 ms past its time (packet capture,
+    // docs/BENCHMARKS.md, experiment 10). A real-time priority puts the
+    // line first when its timer fires; it sleeps in ppoll otherwise, so
+    // it starves nothing. Refused without root: the line runs as before.
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: this thread, a valid policy and parameter.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
     let one_way = spec.rtt / 2;
     // A router queue of about two bandwidth-delay products (tail drop).
     let bdp = (spec.bandwidth as f64 / 8.0 * spec.rtt.as_secs_f64()) as usize;
