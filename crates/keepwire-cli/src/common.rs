@@ -18,6 +18,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
+/// Tells the user, once, on stderr, that a flag they used has a new
+/// spelling. Old spellings keep working for one release (issue 18).
+#[allow(dead_code)] // first callers land with issue 18
+pub fn deprecated(old: &str, new: &str) {
+    eprintln!(
+        "keepwire: note: {old} is deprecated; use {new} (the old spelling goes in the next release)"
+    );
+}
+
 /// A `-H 'Name: value'` argument.
 pub fn parse_header(h: &str) -> Result<(http::HeaderName, http::HeaderValue), String> {
     let (name, value) = h

@@ -357,9 +357,13 @@ fn the_binary_stays_thin() {
         &mut files,
     );
     let total: usize = files.iter().map(|f| lines(f)).sum();
+    // Issue 18 gives `get` curl's everyday flags and every command the same
+    // flag meanings: argument definitions and help text are the binary's own
+    // job, so the cap moved from 3,000 to 4,000. Engines still belong in the
+    // library crates.
     assert!(
-        total <= 3000,
-        "keepwire-cli/src has {total} lines (> 3,000)"
+        total <= 4000,
+        "keepwire-cli/src has {total} lines (> 4,000)"
     );
 }
 
