@@ -46,6 +46,14 @@ pub struct ClientConfig {
     /// Addresses that may be dialled, checked after resolution on the
     /// addresses then connected to (a forward proxy's destination policy).
     pub destinations: Option<Arc<crate::destination::DestinationPolicy>>,
+    /// Headers added to every request made with [`Client::request`] or
+    /// [`Client::get`] that does not set them itself (a `User-Agent`, say);
+    /// [`Client::send`], the proxy's path, adds none.
+    ///
+    /// [`Client::request`]: super::Client::request
+    /// [`Client::get`]: super::Client::get
+    /// [`Client::send`]: super::Client::send
+    pub default_headers: http::HeaderMap,
 }
 
 impl Default for ClientConfig {
@@ -67,6 +75,7 @@ impl Default for ClientConfig {
             tls: None,
             http1_only: false,
             destinations: None,
+            default_headers: http::HeaderMap::new(),
         }
     }
 }

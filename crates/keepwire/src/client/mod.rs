@@ -16,6 +16,7 @@
 //! ends (and is dropped if the body is truncated, R8.2, or the reader gives
 //! up on it).
 
+mod builder;
 mod config;
 pub(crate) mod conn;
 pub mod connect;
@@ -38,6 +39,7 @@ use tokio::time::Instant;
 
 use crate::body::{Body, BodyError};
 use crate::transport::Transport;
+pub use builder::ClientBuilder;
 pub use config::ClientConfig;
 use conn::ClientConn;
 pub use conn::ConnMeta;
@@ -84,6 +86,9 @@ pub enum ClientError {
     /// An extended CONNECT (RFC 8441) cannot be sent to this origin.
     #[error("extended CONNECT (RFC 8441): {0}")]
     ExtendedConnect(&'static str),
+    /// A [`ClientBuilder`] setting was not valid.
+    #[error("client settings: {0}")]
+    Config(String),
 }
 
 impl ClientError {
@@ -244,6 +249,11 @@ impl Client {
     /// `SETTINGS_ENABLE_CONNECT_PROTOCOL` is [`ClientError::ExtendedConnect`].
     pub async fn request(&self, req: Request<Body>) -> Result<Response<Body>, ClientError> {
         let (mut parts, body) = req.into_parts();
+        for (name, value) in &self.inner.config.default_headers {
+            if !parts.headers.contains_key(name) {
+                parts.headers.insert(name, value.clone());
+            }
+        }
         let (origin, head) = head_for(&mut parts)?;
         let mut body = ReplayBody::new(body, REPLAY_LIMIT);
         body.prefill().await.map_err(ClientError::Body)?;
