@@ -170,6 +170,38 @@ struct Inner {
 
 /// An HTTP client with a connection pool. Cheap to clone; clones share
 /// the pool.
+///
+/// Requests to one origin share its connections; each response says which
+/// connection served it and whether it was reused ([`RequestMeta`]):
+///
+/// ```
+/// use keepwire::{Body, Client, RequestMeta, Server};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let server = Server::builder()
+/// #     .listen("127.0.0.1:0".parse()?)
+/// #     .bind()?
+/// #     .spawn(|_req: http::Request<Body>| async { http::Response::new(Body::from("ok")) });
+/// # let addr = server.local_addr();
+/// let client = Client::builder().user_agent("example/1.0").build()?;
+/// for i in 0..3 {
+///     let resp = client.get(&format!("http://{addr}/{i}")).await?;
+///     let meta = *resp.extensions().get::<RequestMeta>().expect("always there");
+///     resp.into_body().collect(1 << 20).await?; // the connection goes back to the pool
+///     assert_eq!(meta.reused, i > 0);
+/// }
+///
+/// // A body streamed from anything that yields bytes (sent chunked).
+/// let chunks = futures_util::stream::iter(["a", "b"].map(|s| Ok::<_, std::io::Error>(s.into())));
+/// let req = http::Request::post(format!("http://{addr}/upload"))
+///     .body(Body::from_stream(chunks))?;
+/// assert_eq!(client.request(req).await?.status(), 200);
+/// # drop(client);
+/// # server.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,

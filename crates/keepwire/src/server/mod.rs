@@ -1,9 +1,9 @@
-//! The HTTP/1.x origin server.
+//! The origin server (HTTP/1.x, and HTTP/2 by prior knowledge or ALPN).
 //!
 //! The accept loop owns graceful shutdown; each connection is one task that
-//! [`accept`] admits under the connection limits (total and per client IP,
-//! R4.2, R5.6) and hands, by protocol, to [`conn::serve`] (HTTP/1, an
-//! `async fn` loop over the sans-IO [`keepwire_proto::Conn`]) or to [`h2`].
+//! `accept` admits under the connection limits (total and per client IP,
+//! R4.2, R5.6) and hands, by protocol, to `conn::serve` (HTTP/1, an
+//! `async fn` loop over the sans-IO [`keepwire_proto::Conn`]) or to `h2`.
 //!
 //! Defaults sit beside nginx's (and say where they differ):
 //!
@@ -359,6 +359,36 @@ pub(crate) struct Shared {
 }
 
 /// A bound server, ready to run.
+///
+/// Bind, [`spawn`](Server::spawn) a handler (any `async fn(Request<Body>)
+/// -> Response<Body>`, or a [`Handler`]), and stop it gracefully:
+///
+/// ```
+/// use http::{Request, Response};
+/// use keepwire::{Body, Server};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = Server::builder()
+///     .listen("127.0.0.1:0".parse()?)
+///     .configure(|c| c.idle_timeout = std::time::Duration::from_secs(30))
+///     .bind()?
+///     .spawn(|req: Request<Body>| async move {
+///         Response::new(Body::from(format!("you asked for {}\n", req.uri().path())))
+///     });
+///
+/// let resp = keepwire::Client::default()
+///     .get(&format!("http://{}/hello", server.local_addr()))
+///     .await?;
+/// let body = resp.into_body().collect(1024).await?;
+/// assert_eq!(&body[..], b"you asked for /hello\n");
+/// server.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// [`Server::run`] serves until a future completes instead (a signal,
+/// say); [`Server::from_listener`] takes a socket bound elsewhere.
 pub struct Server {
     listeners: Vec<TcpListener>,
     shared: Arc<Shared>,
