@@ -159,10 +159,23 @@ fn ranges_agree_with_nginx() {
     }
     let r = curl(serve.addr, "/plain.txt", &[]);
     assert_eq!(r.header("accept-ranges"), Some("bytes"));
-    // Two ranges apart: nginx sends multipart/byteranges, keepwire the
-    // whole file (RFC 9110 §14.2 allows both); overlapping ones merge.
-    let r = curl(serve.addr, "/plain.txt", &["-r", "0-1,10-11"]);
-    assert_eq!((r.status, r.body.len()), (200, len), "{r:?}");
+    // Ranges apart: multipart/byteranges from both, the same parts.
+    let spec = format!("0-1,10-11,{}-", len - 3);
+    let want = vec![
+        (format!("bytes 0-1/{len}"), body[0..2].to_vec()),
+        (format!("bytes 10-11/{len}"), body[10..12].to_vec()),
+        (
+            format!("bytes {}-{}/{len}", len - 3, len - 1),
+            body[len - 3..].to_vec(),
+        ),
+    ];
+    for (who, addr) in [("nginx", nginx.addr), ("keepwire", serve.addr)] {
+        let r = curl(addr, "/plain.txt", &["-r", &spec]);
+        assert_eq!(r.status, 206, "{who}");
+        assert_eq!(r.header("content-length"), Some(&*r.body.len().to_string()));
+        assert_eq!(byteranges(&r), want, "{who}");
+    }
+    // Overlapping ones merge (nginx sends them as they come, overlaps too).
     let r = curl(serve.addr, "/plain.txt", &["-r", "0-9,5-19"]);
     assert_eq!(r.status, 206);
     assert_eq!(r.body, body[..20]);
@@ -170,6 +183,41 @@ fn ranges_agree_with_nginx() {
     let r = curl(serve.addr, "/plain.txt", &["-I", "-r", "0-9"]);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-length"), Some(&*len.to_string()));
+}
+
+/// The parts of a `multipart/byteranges` answer: (Content-Range, bytes).
+fn byteranges(r: &Seen) -> Vec<(String, Vec<u8>)> {
+    let ct = r.header("content-type").expect("a content type");
+    let boundary = ct
+        .strip_prefix("multipart/byteranges; boundary=")
+        .unwrap_or_else(|| panic!("not multipart: {ct}"));
+    let delimiter = format!("\r\n--{boundary}");
+    let body = &r.body[..];
+    let find = |from: usize| {
+        body[from..]
+            .windows(delimiter.len())
+            .position(|w| w == delimiter.as_bytes())
+            .map(|i| i + from)
+    };
+    let mut parts = Vec::new();
+    let mut at = find(0).expect("a first delimiter") + delimiter.len();
+    while !body[at..].starts_with(b"--") {
+        let head_end = at
+            + body[at..]
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .unwrap();
+        let head = String::from_utf8_lossy(&body[at..head_end]).to_ascii_lowercase();
+        let range = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-range: "))
+            .expect("a Content-Range per part")
+            .to_string();
+        let next = find(head_end + 4).expect("a closing delimiter");
+        parts.push((range, body[head_end + 4..next].to_vec()));
+        at = next + delimiter.len();
+    }
+    parts
 }
 
 #[test]
@@ -339,6 +387,27 @@ fn precompressed_siblings_by_accept_encoding() {
         ],
     );
     assert_eq!(r.status, 200);
+    // Several ranges of an encoded file: the whole of it (a multipart
+    // body with a Content-Encoding would say the multipart is encoded).
+    let r = curl(
+        serve.addr,
+        "/page.txt",
+        &["-H", "Accept-Encoding: gzip", "-r", "0-1,9-10"],
+    );
+    assert_eq!(
+        (r.status, r.header("content-encoding")),
+        (200, Some("gzip"))
+    );
+    let r = curl(
+        serve.addr,
+        "/page.txt",
+        &["-H", "Accept-Encoding: gzip", "-r", "0-1"],
+    );
+    assert_eq!(
+        (r.status, r.body.len()),
+        (206, 2),
+        "one range of the gzip bytes"
+    );
     // No sibling, no Vary.
     assert_eq!(curl(serve.addr, "/plain.txt", &[]).header("vary"), None);
 }
