@@ -190,6 +190,13 @@ async fn streamed_bodies_go_chunked_without_being_read_whole() {
     let resp = within("reader", client.request(put(Body::from_reader(r)))).await;
     assert_eq!(text(resp.unwrap()).await, "ua=None len=150000 chunked=true");
     writer.await.unwrap();
+    // Over HTTP/2 (h2c): DATA frames, no chunked framing.
+    let h2 = Client::builder().http2_prior_knowledge().build().unwrap();
+    let r = within("h2", h2.request(put(Body::from_stream(chunks(20, 10_000))))).await;
+    let r = r.unwrap();
+    assert_eq!(r.version(), http::Version::HTTP_2);
+    assert_eq!(text(r).await, "ua=None len=200000 chunked=false");
+    drop(h2);
 
     // The server has the first bytes while the stream is still open.
     let (seen_tx, mut seen_rx) = tokio::sync::mpsc::channel::<usize>(1);
