@@ -234,7 +234,11 @@ impl Files {
         let mut name = path.as_os_str().to_owned();
         name.push(".");
         name.push(coding.extension()?);
-        let real = self.inside(Path::new(&name)).ok()?;
+        let name = PathBuf::from(name);
+        // One lstat for the common case of no sibling, before the
+        // component-by-component resolution.
+        name.symlink_metadata().ok()?;
+        let real = self.inside(&name).ok()?;
         let (file, meta) = open(&real).await?;
         meta.is_file().then_some((file, meta))
     }
