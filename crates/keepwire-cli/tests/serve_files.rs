@@ -82,7 +82,22 @@ fn brotli_stored(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `www/page.txt` with `.gz` and `.br` siblings, and `www/plain.txt` with none.
+/// A zstd frame holding `data` as one raw block (RFC 8878 §3.1.1; no
+/// encoder is assumed): magic, a single-segment header with a 4-byte
+/// content size, then one last raw block.
+fn zstd_stored(data: &[u8]) -> Vec<u8> {
+    assert!(data.len() < 128 * 1024);
+    let mut out = 0xFD2F_B528u32.to_le_bytes().to_vec();
+    out.push(0b1010_0000); // FCS field 4 bytes, single segment
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    let block = 1 | ((data.len() as u32) << 3); // last, raw
+    out.extend_from_slice(&block.to_le_bytes()[..3]);
+    out.extend_from_slice(data);
+    out
+}
+
+/// `www/page.txt` with `.gz` and `.br` siblings, `www/both.txt` with `.gz`
+/// and `.zst`, and `www/plain.txt` with none.
 fn write_site(www: &Path) -> Vec<u8> {
     let body = text();
     std::fs::write(www.join("page.txt"), &body).unwrap();
@@ -95,6 +110,9 @@ fn write_site(www: &Path) -> Vec<u8> {
     assert!(gz.status.success());
     std::fs::write(www.join("page.txt.gz"), gz.stdout).unwrap();
     std::fs::write(www.join("page.txt.br"), brotli_stored(&body)).unwrap();
+    std::fs::write(www.join("both.txt"), &body).unwrap();
+    std::fs::copy(www.join("page.txt.gz"), www.join("both.txt.gz")).unwrap();
+    std::fs::write(www.join("both.txt.zst"), zstd_stored(&body)).unwrap();
     body
 }
 
@@ -408,6 +426,16 @@ fn precompressed_siblings_by_accept_encoding() {
         (206, 2),
         "one range of the gzip bytes"
     );
+    // zstd where there is no br: curl decodes it.
+    let r = curl(serve.addr, "/both.txt", &["--compressed"]);
+    assert_eq!(r.header("content-encoding"), Some("zstd"), "{r:?}");
+    assert_eq!(r.body, body);
+    let r = curl(
+        serve.addr,
+        "/both.txt",
+        &["-H", "Accept-Encoding: gzip, zstd;q=0.5"],
+    );
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
     // No sibling, no Vary.
     assert_eq!(curl(serve.addr, "/plain.txt", &[]).header("vary"), None);
 }

@@ -8,7 +8,7 @@
 //! conditional requests on them (`conditional.rs`: 304, 412, `If-Range`),
 //! byte ranges (`range.rs`: 206, `multipart/byteranges` for several
 //! (`body.rs`), 416, `Accept-Ranges: bytes`), and
-//! precompressed `.br`/`.gz` siblings chosen by `Accept-Encoding`
+//! precompressed `.br`/`.zst`/`.gz` siblings chosen by `Accept-Encoding`
 //! (`encoding.rs`; each with its own `ETag`, and `Vary: Accept-Encoding`
 //! on every answer for a file that has one), as tower-http's `ServeDir`
 //! and nginx's `gzip_static` do.
@@ -126,7 +126,7 @@ impl Files {
             return status(StatusCode::NOT_FOUND);
         };
         let mut variants = Vec::new();
-        for coding in [Coding::Br, Coding::Gzip] {
+        for coding in Coding::PRECOMPRESSED {
             if let Some(v) = self.sibling(&path, coding).await {
                 variants.push((coding, v));
             }
@@ -228,7 +228,7 @@ impl Files {
         r
     }
 
-    /// `path.br` or `path.gz`, opened, if it is a regular file that the
+    /// `path.br`, `path.zst` or `path.gz`, opened, if it is a regular file that the
     /// same rules as `path` allow (inside the root, no dot names).
     async fn sibling(&self, path: &Path, coding: Coding) -> Option<(tokio::fs::File, Metadata)> {
         let mut name = path.as_os_str().to_owned();
