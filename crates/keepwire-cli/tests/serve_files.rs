@@ -197,6 +197,17 @@ fn ranges_agree_with_nginx() {
     let r = curl(serve.addr, "/plain.txt", &["-r", "0-9,5-19"]);
     assert_eq!(r.status, 206);
     assert_eq!(r.body, body[..20]);
+    // Abuse (CVE-2011-3192's shape): the same bytes asked for many times
+    // are sent once; more than 64 ranges are ignored.
+    let r = curl(serve.addr, "/plain.txt", &["-r", &vec!["0-"; 60].join(",")]);
+    assert_eq!((r.status, r.body.len()), (206, len));
+    let many: Vec<String> = (0..65)
+        .map(|i| format!("{}-{}", i * 4, i * 4 + 1))
+        .collect();
+    let r = curl(serve.addr, "/plain.txt", &["-r", &many.join(",")]);
+    assert_eq!((r.status, r.body.len()), (200, len));
+    let r = curl(serve.addr, "/plain.txt", &["-r", &many[..64].join(",")]);
+    assert_eq!(byteranges(&r).len(), 64);
     // HEAD ignores Range (§14.2: range handling is defined for GET only).
     let r = curl(serve.addr, "/plain.txt", &["-I", "-r", "0-9"]);
     assert_eq!(r.status, 200);
