@@ -22,6 +22,7 @@ pub mod connect;
 mod h2;
 mod pipeline;
 pub mod pool;
+pub mod proxy;
 pub mod replay;
 pub mod retry;
 mod send;
@@ -42,7 +43,7 @@ pub use config::ClientConfig;
 use conn::ClientConn;
 pub use conn::ConnMeta;
 use connect::Resolver;
-pub use pipeline::PipelinedResponse;
+pub use pipeline::{PipelinedResponse, Unanswered};
 pub use pool::{Origin, PoolConfig};
 use pool::{Pool, SlotGuard};
 pub use replay::{REPLAY_LIMIT, ReplayBody, RetainBudget, RetainGauge};
@@ -84,6 +85,9 @@ pub enum ClientError {
     /// An extended CONNECT (RFC 8441) cannot be sent to this origin.
     #[error("extended CONNECT (RFC 8441): {0}")]
     ExtendedConnect(&'static str),
+    /// The forward proxy failed or refused ([`proxy`]).
+    #[error("{0}")]
+    Proxy(proxy::ProxyError),
 }
 
 impl ClientError {
@@ -104,6 +108,9 @@ pub struct Timings {
     /// TCP handshake, and for `https` the TLS handshake after it (curl's
     /// `time_appconnect` minus `time_namelookup`).
     pub connect: Option<Duration>,
+    /// The TLS handshake's part of `connect` (HAR's `ssl`); `None` over
+    /// cleartext and on a reused connection.
+    pub tls: Option<Duration>,
     /// Until the last request byte was written.
     pub written: Duration,
     /// Until the first byte of the response head was complete.
@@ -244,7 +251,11 @@ impl Client {
     /// `SETTINGS_ENABLE_CONNECT_PROTOCOL` is [`ClientError::ExtendedConnect`].
     pub async fn request(&self, req: Request<Body>) -> Result<Response<Body>, ClientError> {
         let (mut parts, body) = req.into_parts();
-        let (origin, head) = head_for(&mut parts)?;
+        let (origin, mut head) = head_for(&mut parts)?;
+        if origin.scheme == "http" && self.proxy_for(&origin).is_some() {
+            // RFC 9112 §3.2.2: a proxy is sent the absolute-form.
+            head.target = parts.uri.clone();
+        }
         let mut body = ReplayBody::new(body, REPLAY_LIMIT);
         body.prefill().await.map_err(ClientError::Body)?;
         let fresh = parts.extensions.get::<FreshConnection>().is_some();
@@ -264,6 +275,9 @@ impl Client {
         origin: &Origin,
         timings: &mut Timings,
     ) -> Result<tokio::net::TcpStream, ClientError> {
+        if let Some(proxy) = self.proxy_for(origin) {
+            return self.open_via_proxy(&proxy.clone(), origin, timings).await;
+        }
         let cfg = &self.inner.config;
         let t = Instant::now();
         let addrs = self.resolve(origin).await?;
@@ -352,6 +366,7 @@ impl Client {
                 ))
             })?
             .map_err(|e| ClientError::Connect(std::io::Error::other(format!("TLS: {e}"))))?;
+        timings.tls = Some(t.elapsed());
         timings.connect = Some(timings.connect.unwrap_or_default() + t.elapsed());
         Ok(stream)
     }
