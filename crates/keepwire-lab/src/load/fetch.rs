@@ -73,8 +73,11 @@ impl Fetched {
     /// A request that never reached the client.
     pub fn failed(index: usize, url: String, kind: Kind, opts: &Opts, error: String) -> Self {
         let start = ms(opts.t0.elapsed());
+        let mut record = Record::failed(index, url, kind, start, error);
+        // curl's "URL malformed": the request could not be formed.
+        record.exit_code = 3;
         Fetched {
-            record: Record::failed(index, url, kind, start, error),
+            record,
             body: None,
             transcript: String::new(),
         }

@@ -57,7 +57,7 @@ fn entry(r: &Record, t0: SystemTime) -> Value {
         Some("HTTP/1.0") => "HTTP/1.0",
         _ => "HTTP/1.1",
     };
-    let opt = |v: Option<f64>| v.unwrap_or(-1.0);
+    let opt = |v: Option<f64>| v.map_or(json!(-1), |v| json!(v));
     let timings = match r.phases_ms {
         Some(p) => json!({
             "blocked": p.queued,
