@@ -89,11 +89,11 @@ pub struct Phases {
     pub queued: f64,
     /// Name resolution; `None` on a reused connection.
     pub dns: Option<f64>,
-    /// TCP handshake, and for `https://` the TLS handshake after it;
-    /// `None` on a reused connection.
+    /// TCP handshake, and for `https` the TLS handshake after it; `None`
+    /// on a reused connection.
     pub connect: Option<f64>,
-    /// The TLS handshake's part of `connect`; `None` over cleartext and on
-    /// a reused connection.
+    /// The TLS handshake alone, the part of `connect` it took (`https`
+    /// only, as HAR's `ssl`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<f64>,
     /// Writing the request.

@@ -108,8 +108,8 @@ pub struct Timings {
     /// TCP handshake, and for `https` the TLS handshake after it (curl's
     /// `time_appconnect` minus `time_namelookup`).
     pub connect: Option<Duration>,
-    /// The TLS handshake's part of `connect` (HAR's `ssl`); `None` over
-    /// cleartext and on a reused connection.
+    /// The TLS handshake alone, the part of `connect` after the TCP
+    /// handshake (`https` only; HAR's `ssl`, which `connect` includes too).
     pub tls: Option<Duration>,
     /// Until the last request byte was written.
     pub written: Duration,
