@@ -515,6 +515,21 @@ fn proxies_from_flags_and_environment_as_curl() {
     assert_eq!(peer(&out), origin);
     let out = get_env(&["-x", "", &url, "--json"], &[("http_proxy", &via)]);
     assert_eq!(peer(&out), origin);
+    // Two origins through the proxy: one connection, pooled per proxy.
+    let other = serve(&["--respond", "other"]);
+    let out = get(&[
+        "-x",
+        &via,
+        &url,
+        &format!("http://{}/", other.addr),
+        "--json",
+    ]);
+    let doc = json(&out);
+    assert_eq!(doc["summary"]["connections_opened"], 1, "{doc}");
+    assert_eq!(doc["requests"][1]["status"], 200, "{doc}");
+    // Not h2c to a proxy: HTTP/1.1 in absolute-form.
+    let out = get(&["-x", &via, "--http2-prior-knowledge", &url, "--json"]);
+    assert_eq!(json(&out)["requests"][0]["version"], "HTTP/1.1");
     // The body came through the proxy.
     let out = get(&["-x", &via, "--show-body", &url]);
     assert_eq!(text(&out.stdout), "origin\n");

@@ -251,10 +251,14 @@ impl Client {
     /// `SETTINGS_ENABLE_CONNECT_PROTOCOL` is [`ClientError::ExtendedConnect`].
     pub async fn request(&self, req: Request<Body>) -> Result<Response<Body>, ClientError> {
         let (mut parts, body) = req.into_parts();
-        let (origin, mut head) = head_for(&mut parts)?;
-        if origin.scheme == "http" && self.proxy_for(&origin).is_some() {
-            // RFC 9112 §3.2.2: a proxy is sent the absolute-form.
+        let (mut origin, mut head) = head_for(&mut parts)?;
+        if origin.scheme == "http"
+            && let Some(via) = self.proxy_for(&origin).map(proxy::ProxyUrl::origin)
+        {
+            // RFC 9112 §3.2.2: a proxy is sent the absolute-form, on
+            // connections pooled per proxy whatever the origin.
             head.target = parts.uri.clone();
+            origin = via;
         }
         let mut body = ReplayBody::new(body, REPLAY_LIMIT);
         body.prefill().await.map_err(ClientError::Body)?;

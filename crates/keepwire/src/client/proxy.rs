@@ -66,6 +66,17 @@ impl ProxyUrl {
     }
 }
 
+impl ProxyUrl {
+    /// The pool key of connections to the proxy itself.
+    pub fn origin(&self) -> Origin {
+        Origin {
+            scheme: "http".into(),
+            host: self.host.clone(),
+            port: self.port,
+        }
+    }
+}
+
 impl std::fmt::Display for ProxyUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "http://{}:{}", self.host, self.port)
