@@ -11,7 +11,9 @@ use http::{Method, Request, Response};
 use keepwire::server::Config;
 use keepwire::{Body, Server};
 
-use crate::common::{init_logging, parse_duration, runtime, shutdown_signal, spawn_admin};
+use crate::common::{
+    init_logging, parse_duration, parse_listen, runtime, shutdown_signal, spawn_admin,
+};
 use crate::tls::TlsArgs;
 use keepwire_lab::files::Files;
 use keepwire_lab::realtime::{self, Events};
@@ -21,8 +23,9 @@ use keepwire_lab::site::{Site, with_type};
 /// `keepwire::server` docs for the table.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on; repeat for several (IPv4 or IPv6, e.g. `[::1]:8080`).
-    #[arg(long = "listen", short = 'l', default_value = "127.0.0.1:8080")]
+    /// Address to listen on; repeat for several. As nginx: `8080` or `:8080`
+    /// (every IPv4 interface), `localhost:8080`, `127.0.0.1:8080`, `[::]:8080`.
+    #[arg(long = "listen", short = 'l', default_value = "127.0.0.1:8080", value_name = "ADDR", value_parser = parse_listen)]
     listen: Vec<SocketAddr>,
     #[command(flatten)]
     tls: TlsArgs,
@@ -96,7 +99,7 @@ pub struct ServeArgs {
     #[arg(long)]
     reuse_port: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics.
-    #[arg(long)]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     admin: Option<SocketAddr>,
     /// Log one line per request (connection id, 4-tuple, index on the connection).
     #[arg(long)]

@@ -13,7 +13,7 @@ use http::HeaderMap;
 use keepwire::ws::{self, Message};
 use keepwire::{Client, ClientConfig};
 
-use crate::common::parse_duration;
+use crate::common::{cert_hint, parse_duration};
 
 /// Options of `keepwire ws`.
 #[derive(Args, Debug)]
@@ -62,10 +62,13 @@ pub struct WsArgs {
     #[arg(long, default_value = "500ms", value_parser = parse_duration, value_name = "DURATION")]
     linger: Duration,
     /// Open the WebSocket on an HTTP/2 stream with an extended CONNECT (RFC
-    /// 8441): ws:// speaks HTTP/2 with prior knowledge (h2c), wss:// asks for
-    /// h2 by ALPN. The server must advertise SETTINGS_ENABLE_CONNECT_PROTOCOL.
+    /// 8441), h2 negotiated by ALPN (wss://). The server must advertise
+    /// SETTINGS_ENABLE_CONNECT_PROTOCOL.
     #[arg(long)]
     http2: bool,
+    /// As --http2, over cleartext HTTP/2 without negotiating (h2c, ws://).
+    #[arg(long)]
+    http2_prior_knowledge: bool,
 }
 
 /// Runs `keepwire ws`.
@@ -78,7 +81,11 @@ pub fn run(args: WsArgs) -> Result<(), String> {
     let mut config = ClientConfig::default();
     config.connect_timeout = args.timeout;
     config.response_timeout = args.timeout;
-    config.http2_prior_knowledge = args.http2;
+    if args.http2 && args.url.starts_with("ws://") {
+        crate::common::deprecated("--http2 on ws://", "--http2-prior-knowledge");
+    }
+    let http2 = args.http2 || args.http2_prior_knowledge;
+    config.http2_prior_knowledge = http2;
     if args.insecure {
         config.tls = Some(keepwire::client::tls::insecure_config());
     } else if let Some(path) = &args.cacert {
@@ -89,7 +96,7 @@ pub fn run(args: WsArgs) -> Result<(), String> {
     cfg.ping_interval = (!args.ping_interval.is_zero()).then_some(args.ping_interval);
     cfg.idle_timeout = None;
     cfg.protocols = args.protocols.clone();
-    cfg.http2 = args.http2;
+    cfg.http2 = http2;
     let rt = crate::common::runtime(Some(1))?;
     let result = rt.block_on(session(&args, Client::new(config), headers, cfg));
     // Not waiting for the blocked read of an interactive stdin.
@@ -115,7 +122,7 @@ async fn session(
             {
                 eprint!("{}", h.transcript());
             }
-            format!("ws {}: {e}", args.url)
+            cert_hint(format!("ws {}: {e}", args.url), "--cacert FILE", "-k")
         })?;
     if args.verbose {
         eprint!("{}", shake.transcript());
