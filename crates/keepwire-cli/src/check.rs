@@ -21,6 +21,10 @@ use keepwire_check::{Error, Event, Options, Target, Verdict};
 use crate::common::{Out, parse_duration, use_color};
 
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Exit status: 0 every check passed (WARN and SKIP allowed), 1 a check \
+failed, 2 the target could not be reached (one `cannot connect` line) or a usage error."
+)]
 pub struct CheckArgs {
     #[command(subcommand)]
     target: CheckTarget,

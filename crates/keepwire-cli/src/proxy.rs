@@ -25,13 +25,13 @@ pub struct ProxyArgs {
     /// Reverse proxy: send requests to this origin (`http://host:port`, or
     /// `https://host:port`: TLS, HTTP/2 or HTTP/1.1 as ALPN decides); repeat for
     /// round-robin over several.
-    #[arg(long = "upstream", short = 'u')]
+    #[arg(long = "upstream", short = 'u', value_name = "URL")]
     upstream: Vec<String>,
     /// TOML file with `listen`, `forward`, `allow`, `allow_forward`,
     /// `allow_destination`, `deny_destination`, `connect_ports`, `reuse`,
     /// `pool_size`, `tunnel_idle_timeout` and `[[route]]` tables (`host`,
     /// `prefix`, `upstreams`, `upgrade`). Flags override it.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Forward proxy: accept absolute-form requests (`GET http://host/`) and
     /// CONNECT tunnels. Off unless given (or `forward = true` in --config);
@@ -63,32 +63,32 @@ pub struct ProxyArgs {
     /// [default: 1h].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     tunnel_idle_timeout: Option<Duration>,
-    /// Ports CONNECT may reach (repeatable; default 443).
-    #[arg(long = "connect-port")]
+    /// Ports CONNECT may reach (repeatable) [default: 443].
+    #[arg(long = "connect-port", value_name = "PORT")]
     connect_ports: Vec<u16>,
     /// Upstream connection reuse: always, safe (fresh connection for requests
-    /// that could not be retried), never.
-    #[arg(long)]
+    /// that could not be retried), never [default: safe].
+    #[arg(long, value_name = "POLICY")]
     reuse: Option<ReusePolicy>,
-    /// Upstream connections per origin.
-    #[arg(long)]
+    /// Upstream connections per origin [default: 64].
+    #[arg(long, value_name = "N")]
     pool_size: Option<usize>,
     /// Idle timeout of upstream connections (shortened by their Keep-Alive hints).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     upstream_idle_timeout: Duration,
     /// Time for an upstream to answer (then 504), and the longest pause
     /// inside its response body (then the client's response is cut short).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     upstream_timeout: Duration,
     /// Idle timeout of client connections.
-    #[arg(long, default_value = "75s", value_parser = parse_duration)]
+    #[arg(long, default_value = "75s", value_parser = parse_duration, value_name = "DURATION")]
     idle_timeout: Duration,
     /// Pipelined client requests fetched upstream concurrently (answered in
     /// order); a non-idempotent one (POST, ...) goes alone, in order.
     #[arg(long, default_value_t = 8)]
     pipeline_depth: usize,
     /// Worker threads (default: one per core).
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     threads: Option<usize>,
     /// I/O backend of cleartext HTTP/1 client connections: epoll or uring
     /// (Linux io_uring; TLS and HTTP/2 stay on epoll).

@@ -32,7 +32,7 @@ pub struct ServeArgs {
     /// Serve static files from this directory instead of the demo site.
     /// Nothing outside it is served, even through a symlink; names that
     /// start with `.` answer 404 unless --dotfiles is given.
-    #[arg(long, conflicts_with = "respond")]
+    #[arg(long, conflicts_with = "respond", value_name = "DIR")]
     root: Option<PathBuf>,
     /// With --root: also serve files and directories whose name starts with
     /// `.` (`.git`, `.env`: 404 by default; `.well-known` is always served).
@@ -43,7 +43,7 @@ pub struct ServeArgs {
     #[arg(long)]
     trace: bool,
     /// Answer every request with 200 and this text (like nginx `return 200`).
-    #[arg(long)]
+    #[arg(long, value_name = "TEXT")]
     respond: Option<String>,
     /// Demo site: objects the page references.
     #[arg(long, default_value_t = 12)]
@@ -58,23 +58,23 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1.0, value_name = "RATE", value_parser = parse_rate)]
     events_per_s: f64,
     /// Worker threads (default: one per core).
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     threads: Option<usize>,
     /// I/O backend of cleartext HTTP/1 client connections: epoll or uring
     /// (Linux io_uring; TLS and HTTP/2 stay on epoll).
     #[arg(long, default_value = "epoll")]
     io: keepwire::transport::IoBackend,
-    /// Idle keep-alive timeout (`75`, `75s`, `500ms`).
-    #[arg(long, default_value = "75s", value_parser = parse_duration)]
+    /// Idle keep-alive timeout (`75`, `75s`, `500ms`, `1m`).
+    #[arg(long, default_value = "75s", value_parser = parse_duration, value_name = "DURATION")]
     idle_timeout: Duration,
     /// Time to receive a request head (slowloris guard).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     header_timeout: Duration,
     /// Time between two reads of a request body.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     body_timeout: Duration,
     /// Time between two writes.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     write_timeout: Duration,
     /// Requests per connection (0 = unlimited); the last gets `Connection: close`.
     #[arg(long, default_value_t = 1000)]
@@ -105,7 +105,7 @@ pub struct ServeArgs {
     #[arg(long)]
     access_log: bool,
     /// Time given to in-flight requests on SIGINT/SIGTERM.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     shutdown_timeout: Duration,
 }
 
