@@ -157,6 +157,14 @@ fn json_describes_each_message() {
     assert!(docs[1]["elapsed_ms"].as_f64().is_some());
     assert_eq!(docs[2]["type"], "close");
     assert_eq!(docs[2]["code"], 1000);
+    // `--json FILE`: the objects go to FILE, the messages still to stdout.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ws.jsonl");
+    let out = ws(&[&url, "--json", file.to_str().unwrap()], "three\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "three\n");
+    let lines = std::fs::read_to_string(&file).unwrap();
+    assert!(lines.starts_with("{\"") && lines.contains("\"three\""), "{lines}");
 }
 
 /// A close from the server: 1000 exits 0, another code exits 1; either
