@@ -131,6 +131,17 @@ fn unreachable_target_is_one_line_and_exit_2() {
             "{args:?}"
         );
     }
+    // The old spelling of h2c still works, with a note.
+    let out = common::run(
+        &["check", "server", "--http2", &url],
+        Duration::from_secs(20),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--http2 on http:// is deprecated; use --http2-prior-knowledge"),
+        "{stderr}"
+    );
 }
 
 /// Exit 0 when every check passes; piped output (stdout and stderr) never

@@ -164,7 +164,10 @@ fn json_describes_each_message() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "three\n");
     let lines = std::fs::read_to_string(&file).unwrap();
-    assert!(lines.starts_with("{\"") && lines.contains("\"three\""), "{lines}");
+    assert!(
+        lines.starts_with("{\"") && lines.contains("\"three\""),
+        "{lines}"
+    );
 }
 
 /// A close from the server: 1000 exits 0, another code exits 1; either
