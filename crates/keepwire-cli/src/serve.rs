@@ -42,7 +42,7 @@ pub struct ServeArgs {
     /// Cookie, Authorization and Proxy-Authorization. Default: 405.
     #[arg(long)]
     trace: bool,
-    /// Answer every request with 200 and this text (like nginx `return 200`).
+    /// Answer every request but TRACE with 200 and this text (nginx `return 200`).
     #[arg(long, value_name = "TEXT")]
     respond: Option<String>,
     /// Demo site: objects the page references.
