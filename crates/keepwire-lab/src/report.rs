@@ -1,14 +1,16 @@
 //! The lab's HTML report: one self-contained page (inline CSS and SVG, no
 //! scripts, no network resources) that reads without the terminal output:
 //! per experiment its table, a measured-vs-model chart and the verdict, and
-//! a waterfall per page-load strategy.
+//! the page loads' waterfalls under one time axis.
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::experiments::{Bar, Outcome, Timeline};
+use crate::experiments::{Outcome, Timeline};
 use crate::link::Link;
+use crate::load::Record;
+use crate::waterfall::chart::{self, Axis, Geometry, Section};
 use crate::waterfall::esc;
 
 /// Everything a run produced: the link, the machine and every experiment's
@@ -111,7 +113,8 @@ pub fn render(r: &LabReport) -> String {
          td:first-child,th:first-child{{text-align:left}}.pass{{color:#1a7f37;font-weight:bold}}\
          .fail{{color:#c62828;font-weight:bold}}.note{{color:#555;font-size:13px}}\
          section{{border-top:2px solid #eee;margin-top:1.5em}}.wide{{overflow-x:auto}}svg text{{font:11px sans-serif}}\
-         </style></head><body>\n<h1>keepwire lab</h1>\n<p>Link: RTT {} ms, {} Mbit/s, loss {}% — <b>{}</b>{}. {}</p>\n",
+         {}</style></head><body>\n<h1>keepwire lab</h1>\n<p>Link: RTT {} ms, {} Mbit/s, loss {}% — <b>{}</b>{}. {}</p>\n",
+        chart::style(),
         r.rtt_ms,
         r.bandwidth_bps as f64 / 1e6,
         r.loss_percent,
@@ -167,9 +170,7 @@ fn section(h: &mut String, o: &Outcome) {
     for n in &o.notes {
         let _ = writeln!(h, "<p class=\"note\">{}</p>", esc(n));
     }
-    for (name, bars) in &o.waterfalls {
-        waterfall(h, name, bars);
-    }
+    waterfalls(h, &o.page_loads);
     timelines(h, &o.timelines);
     h.push_str("</section>\n");
 }
@@ -332,66 +333,48 @@ fn timelines(h: &mut String, runs: &[Timeline]) {
     );
 }
 
-/// One page load: a row per request, colored by connection, hatched start
-/// marker on requests that opened their connection.
-fn waterfall(h: &mut String, name: &str, bars: &[Bar]) {
-    if bars.is_empty() {
+/// An experiment's page loads, one section per strategy under one time
+/// axis, so widths compare across strategies: a load that took nine times
+/// as long is drawn nine times as wide (R4).
+fn waterfalls(h: &mut String, loads: &[(String, Vec<Record>)]) {
+    if loads.iter().all(|(_, r)| r.is_empty()) {
         return;
     }
-    let end = bars.iter().map(|b| b.end_ms).fold(0.0, f64::max).max(1.0);
-    let (left, width, row_h) = (150.0, 600.0, 14.0);
-    let height = bars.len() as f64 * row_h + 24.0;
-    let _ = write!(
-        h,
-        "<h3>{} — {:.0} ms</h3><svg width=\"{}\" height=\"{height}\" role=\"img\" \
-         aria-label=\"waterfall {}\">",
-        esc(name),
-        end,
-        left + width + 60.0,
-        esc(name)
+    let axis = Axis::of(loads.iter().map(|(_, r)| r.as_slice()));
+    let titles: Vec<String> = loads
+        .iter()
+        .map(|(name, records)| {
+            let end = records.iter().map(Record::end_ms).fold(0.0, f64::max);
+            let mut conns: Vec<u64> = records
+                .iter()
+                .filter_map(|r| r.connection.as_ref().map(|c| c.id))
+                .collect();
+            conns.sort_unstable();
+            conns.dedup();
+            format!(
+                "{name} — {end:.0} ms, {} connection{}",
+                conns.len(),
+                if conns.len() == 1 { "" } else { "s" }
+            )
+        })
+        .collect();
+    let sections: Vec<Section> = loads
+        .iter()
+        .zip(&titles)
+        .map(|((_, records), title)| Section {
+            title: Some(title),
+            records,
+        })
+        .collect();
+    h.push_str(
+        "<h3>Waterfalls: one time axis for every strategy, from the first request's start</h3>\n<div class=\"wide\">",
     );
-    let mut conns: Vec<u64> = bars.iter().filter_map(|b| b.conn).collect();
-    conns.sort_unstable();
-    conns.dedup();
-    for (i, b) in bars.iter().enumerate() {
-        let y = i as f64 * row_h;
-        let x = left + b.start_ms / end * width;
-        let w = ((b.end_ms - b.start_ms) / end * width).max(1.0);
-        let color = b
-            .conn
-            .and_then(|c| conns.iter().position(|x| *x == c))
-            .map_or("#999", |i| COLORS[i % COLORS.len()]);
-        let _ = write!(
-            h,
-            "<text x=\"0\" y=\"{}\">{}</text><rect x=\"{x:.1}\" y=\"{}\" width=\"{w:.1}\" \
-             height=\"{}\" fill=\"{color}\"><title>{} conn {} {:.1}–{:.1} ms</title></rect>",
-            y + 11.0,
-            esc(&b.path),
-            y + 2.0,
-            row_h - 4.0,
-            esc(&b.path),
-            b.conn.map_or("-".to_string(), |c| c.to_string()),
-            b.start_ms,
-            b.end_ms
-        );
-        if b.new_conn {
-            let _ = write!(
-                h,
-                "<rect x=\"{x:.1}\" y=\"{}\" width=\"3\" height=\"{}\" fill=\"#000\"/>",
-                y + 2.0,
-                row_h - 4.0
-            );
-        }
-    }
-    let _ = writeln!(
+    chart::svg(
         h,
-        "<text x=\"{left}\" y=\"{}\">0 ms</text><text x=\"{}\" y=\"{}\">{:.0} ms</text>\
-         <text x=\"{}\" y=\"{}\">color: connection; black mark: new connection</text></svg>",
-        height - 4.0,
-        left + width - 30.0,
-        height - 4.0,
-        end,
-        left + 100.0,
-        height - 4.0
+        &sections,
+        &axis,
+        Geometry::COMPACT,
+        "page-load waterfalls",
     );
+    h.push_str("</div>\n");
 }

@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::link::Link;
+use crate::load::{Phases, Record};
 use crate::site::Site;
 
 /// One row of an experiment's table.
@@ -41,6 +42,8 @@ pub struct Bar {
     pub end_ms: f64,
     /// This request opened its connection.
     pub new_conn: bool,
+    /// Its phases (R1.2), if a response head arrived.
+    pub phases_ms: Option<Phases>,
 }
 
 /// What one experiment measured.
@@ -66,6 +69,10 @@ pub struct Outcome {
     pub notes: Vec<String>,
     /// Page loads only: one waterfall per strategy.
     pub waterfalls: Vec<(String, Vec<Bar>)>,
+    /// The same page loads request by request, as the report draws them
+    /// (one time axis for all). Not in the JSON: `waterfalls` is.
+    #[serde(skip)]
+    pub page_loads: Vec<(String, Vec<Record>)>,
     /// Event deliveries only: one timeline per technique.
     pub timelines: Vec<Timeline>,
 }
@@ -124,6 +131,7 @@ pub(super) fn outcome(
         verdict,
         notes,
         waterfalls: Vec::new(),
+        page_loads: Vec::new(),
         timelines: Vec::new(),
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::harness::{Bar, Experiment, Lab, OBJECT_SIZE, Outcome, PAGE_OBJECTS, outcome, row};
 use super::stats::median;
-use crate::load::{LoadConfig, Strategy, load};
+use crate::load::{LoadConfig, Record, Strategy, load};
 
 /// Its entry in the catalogue.
 pub(super) const EXPERIMENT: Experiment = Experiment {
@@ -65,6 +65,7 @@ pub(super) fn run(lab: &Lab) -> Outcome {
         .expect("valid URL");
     let mut rows = Vec::new();
     let mut waterfalls = Vec::new();
+    let mut page_loads = Vec::new();
     let mut walls = HashMap::new();
     let mut notes = vec![format!(
         "model: the chapter's round trips only (1 RTT per handshake, 1 per request), \
@@ -79,6 +80,7 @@ pub(super) fn run(lab: &Lab) -> Outcome {
         rows.push(row(label, values));
         walls.insert(label, (wall, model));
         waterfalls.push((label.to_string(), load.bars));
+        page_loads.push((label.to_string(), load.records));
     }
     let w = |k: &str| walls.get(k).map_or(0.0, |v| v.0);
     let ordered = w("pipelined 1") < w("persistent 1")
@@ -123,6 +125,7 @@ pub(super) fn run(lab: &Lab) -> Outcome {
         notes,
     );
     outcome.waterfalls = waterfalls;
+    outcome.page_loads = page_loads;
     outcome
 }
 
@@ -133,6 +136,8 @@ pub(super) struct PageLoad {
     opened: f64,
     failed: usize,
     pub bars: Vec<Bar>,
+    /// The last load's records, which `bars` summarise.
+    pub records: Vec<Record>,
 }
 
 impl PageLoad {
@@ -177,8 +182,8 @@ pub(super) fn load_page(lab: &Lab, url: &http::Uri, strategy: Strategy, conns: u
         samples.push((s.wall_ms, s.connections_opened, s.failed));
         last = Some(loaded.records);
     }
-    let bars = last
-        .unwrap_or_default()
+    let records = last.unwrap_or_default();
+    let bars = records
         .iter()
         .map(|rec| Bar {
             path: rec
@@ -190,6 +195,7 @@ pub(super) fn load_page(lab: &Lab, url: &http::Uri, strategy: Strategy, conns: u
             start_ms: rec.start_ms,
             end_ms: rec.end_ms(),
             new_conn: rec.reused == Some(false),
+            phases_ms: rec.phases_ms,
         })
         .collect();
     PageLoad {
@@ -197,5 +203,6 @@ pub(super) fn load_page(lab: &Lab, url: &http::Uri, strategy: Strategy, conns: u
         opened: median(samples.iter().map(|s| s.1 as f64).collect()),
         failed: samples.iter().map(|s| s.2).sum(),
         bars,
+        records,
     }
 }

@@ -61,12 +61,14 @@ pub(super) fn run(lab: &Lab) -> Outcome {
         n
     )];
     let mut waterfalls = Vec::new();
+    let mut page_loads = Vec::new();
     for (label, url, strategy, model_rtts) in cases {
         let load = load_page(lab, url, strategy, 1);
         let model = model_rtts * r;
         rows.push(row(label, load.against(label, model, &mut notes)));
         walls.insert(label, load.wall);
         waterfalls.push((label.to_string(), load.bars));
+        page_loads.push((label.to_string(), load.records));
     }
     let off: Vec<String> = rows
         .iter()
@@ -119,5 +121,6 @@ pub(super) fn run(lab: &Lab) -> Outcome {
         notes,
     );
     outcome.waterfalls = waterfalls;
+    outcome.page_loads = page_loads;
     outcome
 }

@@ -433,6 +433,7 @@ fn phases(t: &Timings, reused: bool, complete: Duration) -> Phases {
         queued: round3(ms(t.queued)),
         dns: dns.map(round3),
         connect: connect.map(round3),
+        tls: t.tls.filter(|_| !reused).map(|d| round3(ms(d))),
         send: round3(ms(written - at)),
         wait: round3(ms(first - written)),
         download: round3(ms(complete - first)),

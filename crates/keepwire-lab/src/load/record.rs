@@ -89,8 +89,13 @@ pub struct Phases {
     pub queued: f64,
     /// Name resolution; `None` on a reused connection.
     pub dns: Option<f64>,
-    /// TCP handshake; `None` on a reused connection.
+    /// TCP handshake, and for `https` the TLS handshake after it; `None`
+    /// on a reused connection.
     pub connect: Option<f64>,
+    /// The TLS handshake alone, the part of `connect` it took (`https`
+    /// only, as HAR's `ssl`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<f64>,
     /// Writing the request.
     pub send: f64,
     /// Request written to first response byte (TTFB).

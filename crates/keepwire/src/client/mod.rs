@@ -104,6 +104,9 @@ pub struct Timings {
     /// TCP handshake, and for `https` the TLS handshake after it (curl's
     /// `time_appconnect` minus `time_namelookup`).
     pub connect: Option<Duration>,
+    /// The TLS handshake alone, the part of `connect` after the TCP
+    /// handshake (`https` only; HAR's `ssl`, which `connect` includes too).
+    pub tls: Option<Duration>,
     /// Until the last request byte was written.
     pub written: Duration,
     /// Until the first byte of the response head was complete.
@@ -352,6 +355,7 @@ impl Client {
                 ))
             })?
             .map_err(|e| ClientError::Connect(std::io::Error::other(format!("TLS: {e}"))))?;
+        timings.tls = Some(t.elapsed());
         timings.connect = Some(timings.connect.unwrap_or_default() + t.elapsed());
         Ok(stream)
     }

@@ -151,6 +151,7 @@ impl Client {
                                     },
                                     dns: timings.dns.filter(|_| first_on_new),
                                     connect: timings.connect.filter(|_| first_on_new),
+                                    tls: timings.tls.filter(|_| first_on_new),
                                     written,
                                     first_byte: first_byte.duration_since(started),
                                     complete: Some(started.elapsed()),
