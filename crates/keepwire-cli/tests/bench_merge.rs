@@ -417,3 +417,27 @@ fn http2_flags_say_how_h2_is_agreed() {
     assert_eq!(doc["responses"], 20);
     assert!(doc["summary"].as_str().unwrap().contains("HTTP/2 over TLS"));
 }
+
+#[test]
+fn tls_and_connect_failures_say_what_to_do() {
+    let tls = start(&["serve", "--listen", "127.0.0.1:0", "--tls-self-signed"]);
+    let url = format!("https://{}/", tls.addr);
+    fails(
+        &["bench", "-n", "5", &url],
+        "use --cacert FILE to trust its CA, or -k to skip verification",
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    fails(
+        &[
+            "bench",
+            "-n",
+            "3",
+            "--timeout",
+            "2s",
+            &format!("http://{addr}/"),
+        ],
+        &format!("no request succeeded (3 connect): could not connect to {addr}"),
+    );
+}
