@@ -204,6 +204,13 @@ fn a_merge_of_one_file_prints_that_runs_own_report() {
     ]);
     let own = std::fs::read_to_string(&report).unwrap();
     assert!(own.contains("300 sent, 300 responses"), "{own}");
+    // The report states when the run actually started.
+    let started = time(&read(&json), "/started_at");
+    let stamp = humantime::format_rfc3339_micros(started).to_string();
+    assert!(
+        own.contains(&format!("Started      {stamp}\n")),
+        "{stamp} in {own}"
+    );
     let out = ok(&["bench", "merge", s(&json)]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), own);
     let merged = ok(&["bench", "merge", s(&json), "--json"]);

@@ -279,6 +279,9 @@ impl Document {
                 end: time(end)?,
             });
         }
+        if windows.is_empty() {
+            return Err("windows is empty: no run went into it".into());
+        }
         let mut errors = BTreeMap::new();
         for k in FailureKind::ALL {
             let n = doc["errors"][k.name()].as_u64().unwrap_or(0);
