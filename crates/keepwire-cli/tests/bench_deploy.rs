@@ -173,13 +173,20 @@ fn loaders_run_as_an_indexed_job_and_the_merge_reads_what_they_write() {
     let container = &pod["containers"][0];
 
     // Kubernetes' $(VAR) expansion, from the ConfigMap and the index.
-    let mut env = vec![("JOB_COMPLETION_INDEX".to_string(), "0".to_string())];
+    let mut env = vec![];
     for e in container["env"].as_array().unwrap() {
-        let key = &e["valueFrom"]["configMapKeyRef"];
-        assert_eq!(key["name"], kind(&docs, "ConfigMap")["metadata"]["name"]);
-        let value = config[key["key"].as_str().unwrap()]
-            .as_str()
-            .unwrap_or_else(|| panic!("ConfigMap has no {}", key["key"]));
+        let from = &e["valueFrom"];
+        let value = if let Some(path) = from["fieldRef"]["fieldPath"].as_str() {
+            let index = "metadata.annotations['batch.kubernetes.io/job-completion-index']";
+            assert_eq!(path, index);
+            "0"
+        } else {
+            let key = &from["configMapKeyRef"];
+            assert_eq!(key["name"], kind(&docs, "ConfigMap")["metadata"]["name"]);
+            config[key["key"].as_str().unwrap()]
+                .as_str()
+                .unwrap_or_else(|| panic!("ConfigMap has no {}", key["key"]))
+        };
         env.push((e["name"].as_str().unwrap().to_string(), value.to_string()));
     }
     let args: Vec<String> = strings(&container["args"])
