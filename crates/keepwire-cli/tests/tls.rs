@@ -403,7 +403,7 @@ fn the_default_trust_is_the_platform_store() {
         String::from_utf8_lossy(&out.stderr)
     );
     let out = run_env(
-        &["bench", "-n", "20", "-c", "2", "--json", &url],
+        &["bench", "-n", "20", "-c", "2", &url, "--json"],
         &env,
         LIMIT,
     );
