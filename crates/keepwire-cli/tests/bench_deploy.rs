@@ -22,7 +22,11 @@ fn deploy_dir() -> PathBuf {
 
 /// The documents of one manifest, parsed by PyYAML and handed over as JSON.
 fn manifest(name: &str) -> Vec<Value> {
-    let path = deploy_dir().join(name);
+    parse(&deploy_dir().join(name))
+}
+
+fn parse(path: &std::path::Path) -> Vec<Value> {
+    let name = path.display();
     let script = "import json, sys, yaml\n\
                   print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))";
     let out = std::process::Command::new("python3")
@@ -189,6 +193,32 @@ fn loaders_run_as_an_indexed_job_and_the_merge_reads_what_they_write() {
         };
         env.push((e["name"].as_str().unwrap().to_string(), value.to_string()));
     }
+    // README.md sets an absolute start by rewriting the one `start-at:`
+    // line (sed "s/^  start-at: .*/  start-at: \"$START\"/"): there must
+    // be exactly one, and a quoted time must stay a string (YAML would read
+    // it unquoted as a timestamp).
+    let text = std::fs::read_to_string(deploy_dir().join("loaders-job.yaml")).unwrap();
+    let lines = text
+        .lines()
+        .filter(|l| l.starts_with("  start-at: "))
+        .count();
+    assert_eq!(lines, 1, "one `  start-at: ` line for the README's sed");
+    let at = "2031-01-01T00:00:00Z";
+    let edited: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("  start-at: ") {
+                format!("  start-at: \"{at}\"\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("edited.yaml"), edited).unwrap();
+    let edited = parse(&dir.path().join("edited.yaml"));
+    assert_eq!(kind(&edited, "ConfigMap")["data"]["start-at"], at);
+
     let args: Vec<String> = strings(&container["args"])
         .into_iter()
         .map(|a| {
