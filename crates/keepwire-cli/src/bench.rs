@@ -464,8 +464,12 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     while !worker.is_finished() {
         std::thread::sleep(Duration::from_millis(100));
         if let Some(bar) = &bar
-            && progress.started()
+            && !progress.started()
         {
+            if args.start_at.is_some() {
+                bar.set_message("waiting for --start-at");
+            }
+        } else if let Some(bar) = &bar {
             let start = *start.get_or_insert_with(std::time::Instant::now);
             let (done, errors) = progress.counts();
             let secs = start.elapsed().as_secs_f64();
