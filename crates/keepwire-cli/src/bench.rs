@@ -8,20 +8,24 @@
 //! sockets left behind (R2.4). `--ws` and `--sse` load real-time
 //! connections instead (WebSocket echo round trips, event-stream delivery)
 //! and report through the same table and JSON.
+//!
+//! Beyond one machine (issue 18): `--json` carries the histograms whole
+//! (HdrHistogram's interchange encoding), `keepwire bench merge` adds
+//! several loaders' documents into one report, and `--start-at` lets the
+//! loaders start together. The engine, the document and the merge live in
+//! [`keepwire::bench`]; see docs/deploy/ for loaders as a Kubernetes Job.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use clap::{Args, ValueEnum};
-use hdrhistogram::Histogram;
+use clap::{Args, Subcommand, ValueEnum};
 use http::{HeaderMap, HeaderValue, Method, Version};
 use indicatif::{ProgressBar, ProgressStyle};
-use keepwire::bench::{self, FailureKind, Plan, Progress, Report, Stop};
-use serde_json::{Value, json};
+use keepwire::bench::{self, Document, Plan, Progress, Stop, Target};
 
 use crate::common::parse_duration;
 use keepwire_lab::page::parse_url;
@@ -30,21 +34,25 @@ const AGENT: &str = concat!("keepwire-bench/", env!("CARGO_PKG_VERSION"));
 
 /// Options of `keepwire bench`.
 #[derive(Args, Debug)]
-#[command(after_long_help = EXAMPLES)]
+#[command(after_long_help = EXAMPLES, args_conflicts_with_subcommands = true,
+          subcommand_negates_reqs = true)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    merge: Option<BenchCommand>,
     /// The URL to load (`http://`, `https://`; `ws://`, `wss://` imply --ws;
     /// `host:port/path` means `http://host:port/path`).
-    #[arg(value_name = "URL")]
-    url: String,
+    #[arg(value_name = "URL", required = true)]
+    url: Option<String>,
     /// WebSocket echo: each connection upgrades, then sends a message and waits for
     /// its echo, over and over (--pipeline N: N messages in flight); reports
     /// messages/s and round-trip latency.
-    #[arg(long, conflicts_with_all = ["http2", "http10", "rate", "body", "body_file"])]
+    #[arg(long, conflicts_with_all = ["http2", "http2_prior_knowledge", "http10", "rate", "body", "body_file"])]
     ws: bool,
     /// Server-Sent Events: each connection holds a text/event-stream open; reports
     /// events/s and each event's latency from the time stamped in its data (JSON
     /// `"t"` or `"ts"`: Unix time in s, ms, µs or ns; same clock: loopback).
-    #[arg(long, conflicts_with_all = ["ws", "http2", "http10", "rate", "body", "body_file", "pipeline"])]
+    #[arg(long, conflicts_with_all = ["ws", "http2", "http2_prior_knowledge", "http10", "rate", "body",
+                                     "body_file", "pipeline"])]
     sse: bool,
     /// --ws: size of the text message echoed, in bytes.
     #[arg(long, default_value_t = 32, value_name = "BYTES",
@@ -86,13 +94,18 @@ pub struct BenchArgs {
     keep_alive: OnOff,
     /// Send HTTP/1.0 requests with `Connection: keep-alive` (as `ab -k` does): the
     /// connection persists only if the server answers with keep-alive too (R5.1).
-    #[arg(long = "http1.0", conflicts_with = "http2")]
+    #[arg(long = "http1.0", conflicts_with_all = ["http2", "http2_prior_knowledge"])]
     http10: bool,
-    /// Speak HTTP/2 (R4.5): with prior knowledge (h2c) for http://, by ALPN for
-    /// https://. --pipeline N then sets the concurrent streams per connection (as
-    /// h2load's -m does).
-    #[arg(long, conflicts_with = "rate")]
+    /// https://: speak HTTP/2 (R4.5), agreed by ALPN; the run fails if the server
+    /// does not offer h2. --pipeline N then sets the concurrent streams per
+    /// connection (as h2load's -m does). (On http:// it still means
+    /// --http2-prior-knowledge, with a deprecation note.)
+    #[arg(long, conflicts_with_all = ["rate", "http2_prior_knowledge"])]
     http2: bool,
+    /// http://: speak HTTP/2 without negotiating (h2c, as curl spells it); on https://
+    /// the same as --http2. --pipeline N sets the streams per connection.
+    #[arg(long, conflicts_with = "rate")]
+    http2_prior_knowledge: bool,
     /// https://: trust only the certificates in this PEM file (default: the system's
     /// roots).
     #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
@@ -116,12 +129,49 @@ pub struct BenchArgs {
     /// A connect, or a request that makes no progress, fails after this long.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     timeout: Duration,
-    /// Print one JSON document on stdout instead of the table (times in microseconds).
-    #[arg(long)]
-    json: bool,
+    /// Start the load at this time, so several loaders start together: RFC 3339 in
+    /// UTC (`2026-12-07T08:00:00Z`), `+DURATION` from now (`+5s`), or `@SECONDS` since
+    /// the Unix epoch. Refused if more than 2s in the past. The report states the
+    /// actual start.
+    #[arg(long, value_name = "TIME", value_parser = parse_start_at)]
+    start_at: Option<SystemTime>,
+    #[command(flatten)]
+    out: Output,
     /// No progress bar (it is drawn only on a terminal anyway).
     #[arg(long)]
     no_progress: bool,
+}
+
+/// Where the JSON document and the table go.
+#[derive(Args, Debug)]
+struct Output {
+    /// Write the JSON document to FILE (`-` or none: stdout, then without the table).
+    /// Times in microseconds; `latency`, `first_byte` and `connect` each carry `hdr`:
+    /// the histogram in HdrHistogram's V2 compressed form, base64, values in ns
+    /// (`histogram_unit`), for `keepwire bench merge` and HdrHistogram's tools. Put
+    /// --json last or write --json=FILE: a bare word after it is taken as its FILE.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    json: Option<String>,
+    /// Write the table to FILE (`-` or none: stdout; the default unless --json goes
+    /// to stdout).
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    report: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Merge several loaders' `--json` documents into one report: counts summed,
+    /// histograms added (so percentiles are those of all requests, never averaged),
+    /// throughput over the union of the loaders' wall-clock windows (time when any
+    /// loader ran, overlaps once). All must come from this keepwire version and have
+    /// loaded the same URL, method and protocol. The result can be merged again.
+    Merge {
+        /// `keepwire bench --json` documents.
+        #[arg(value_name = "FILE", required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        out: Output,
+    },
 }
 
 const EXAMPLES: &str = "\
@@ -132,6 +182,8 @@ Examples:
   keepwire bench -c 10 --rate 20000 -d 30s http://127.0.0.1:8080/      # open loop
   keepwire bench -c 50 -d 10s ws://127.0.0.1:8080/ws                   # WebSocket echo
   keepwire bench -c 100 -d 10s --sse http://127.0.0.1:8080/events      # SSE delivery
+  keepwire bench -c 50 -d 30s --start-at 2026-12-07T08:00:00Z --json=a.json URL
+  keepwire bench merge a.json b.json                                   # several loaders
 
 Errors by kind: connect (could not connect), reset (RST or a write to a closed
 socket), timeout (no progress within --timeout), truncated (the connection ended
@@ -149,14 +201,15 @@ enum OnOff {
 }
 
 /// Turns the flags into a plan, or says what is wrong with them.
-fn plan(args: &BenchArgs) -> Result<(Plan, String), String> {
-    let (url, ws) = match args.url.split_once("://") {
+fn plan(args: &BenchArgs, given: &str) -> Result<(Plan, String, Target), String> {
+    let (url, ws) = match given.split_once("://") {
         Some((s, rest)) if s.eq_ignore_ascii_case("ws") => (format!("http://{rest}"), true),
         Some((s, rest)) if s.eq_ignore_ascii_case("wss") => (format!("https://{rest}"), true),
-        _ => (args.url.clone(), args.ws),
+        _ => (given.to_string(), args.ws),
     };
     let url = parse_url(&url)?;
-    if ws && args.http2 {
+    let http2 = args.http2 || args.http2_prior_knowledge;
+    if ws && http2 {
         return Err("--ws runs over HTTP/1.1 upgrades: --http2 does not apply".into());
     }
     if (ws || args.sse) && (args.method != "GET" || args.keep_alive == OnOff::Off) {
@@ -166,6 +219,9 @@ fn plan(args: &BenchArgs) -> Result<(Plan, String), String> {
         );
     }
     let https = url.scheme_str() == Some("https");
+    if args.http2 && !https {
+        crate::common::deprecated("--http2 on http://", "--http2-prior-knowledge");
+    }
     let authority = url.authority().ok_or("invalid URL: no host")?;
     let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
     let addr: SocketAddr = (authority.host().trim_matches(['[', ']']), port)
@@ -181,7 +237,7 @@ fn plan(args: &BenchArgs) -> Result<(Plan, String), String> {
         return Err("CONNECT cannot be benchmarked (it opens a tunnel)".into());
     }
     let keep_alive = args.keep_alive == OnOff::On;
-    if args.http2 && !keep_alive {
+    if http2 && !keep_alive {
         return Err("--http2 multiplexes one connection: --keep-alive off does not apply".into());
     }
     if !keep_alive && args.pipeline > 1 {
@@ -238,7 +294,7 @@ fn plan(args: &BenchArgs) -> Result<(Plan, String), String> {
         |t| t as usize,
     );
     let threads = threads.min(args.connections as usize);
-    let mode = match (keep_alive, args.http10, args.http2) {
+    let mode = match (keep_alive, args.http10, http2) {
         _ if ws => format!(
             "WebSocket echo, {}-byte text messages, {} in flight per connection",
             args.message_size, args.pipeline
@@ -259,10 +315,10 @@ fn plan(args: &BenchArgs) -> Result<(Plan, String), String> {
         Stop::Duration(d) => humantime::format_duration(d).to_string(),
     };
     let mut summary = format!(
-        "keepwire bench {} ({addr}): {} connections, {threads} threads, {length}, {mode}",
-        args.url, args.connections
+        "keepwire bench {given} ({addr}): {} connections, {threads} threads, {length}, {mode}",
+        args.connections
     );
-    if args.pipeline > 1 && !args.http2 && !ws {
+    if args.pipeline > 1 && !http2 && !ws {
         summary.push_str(&format!(", pipeline {}", args.pipeline));
     }
     if let Some(r) = args.rate {
@@ -279,7 +335,8 @@ fn plan(args: &BenchArgs) -> Result<(Plan, String), String> {
     plan.close_each = !keep_alive;
     plan.rate = args.rate;
     plan.timeout = args.timeout;
-    plan.http2 = args.http2.then(|| bench::Http2Request {
+    plan.start_at = args.start_at;
+    plan.http2 = http2.then(|| bench::Http2Request {
         uri: url.clone(),
         headers: headers.clone(),
         body: body.clone(),
@@ -293,7 +350,50 @@ fn plan(args: &BenchArgs) -> Result<(Plan, String), String> {
     if args.sse {
         plan.sse = Some(bench::SseRequest::new(&url, &headers)?);
     }
-    Ok((plan, summary))
+    let protocol = match (ws, args.sse, http2, https, args.http10) {
+        (true, ..) => "ws",
+        (_, true, ..) => "sse",
+        (_, _, true, true, _) => "h2",
+        (_, _, true, false, _) => "h2c",
+        (.., true) => "http/1.0",
+        _ => "http/1.1",
+    };
+    let target = Target::new(given, plan.method.as_str(), protocol);
+    Ok((plan, summary, target))
+}
+
+/// `--start-at`: RFC 3339 in UTC, `+DURATION` from now, or `@SECONDS`
+/// since the Unix epoch; at most 2 s in the past (a loader that comes up
+/// late must not start alone and still report as if on time).
+fn parse_start_at(s: &str) -> Result<SystemTime, String> {
+    let now = SystemTime::now();
+    let at = if let Some(d) = s.strip_prefix('+') {
+        now + parse_duration(d)?
+    } else if let Some(secs) = s.strip_prefix('@') {
+        let secs: f64 = secs
+            .parse()
+            .ok()
+            .filter(|x: &f64| x.is_finite() && *x >= 0.0)
+            .ok_or_else(|| format!("{s:?}: @ takes seconds since the Unix epoch"))?;
+        SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs)
+    } else {
+        humantime::parse_rfc3339_weak(s).map_err(|e| {
+            format!(
+                "{s:?}: {e}; give RFC 3339 in UTC (2026-12-07T08:00:00Z), +DURATION or @SECONDS"
+            )
+        })?
+    };
+    if let Ok(late) = now.duration_since(at)
+        && late > Duration::from_secs(2)
+    {
+        return Err(format!(
+            "{} is {} in the past (now {}): give a time ahead, e.g. +10s",
+            humantime::format_rfc3339_millis(at),
+            humantime::format_duration(Duration::from_millis(late.as_millis() as u64)),
+            humantime::format_rfc3339_millis(now),
+        ));
+    }
+    Ok(at)
 }
 
 /// TLS for an `https://` run: verified against the default roots, a CA
@@ -312,13 +412,18 @@ fn tls(args: &BenchArgs, url: &http::Uri) -> Result<bench::Tls, String> {
     Ok(bench::Tls::new(config, server_name))
 }
 
-/// Runs `keepwire bench`.
+/// Runs `keepwire bench` (or `keepwire bench merge`).
 pub fn run(args: BenchArgs) -> Result<(), String> {
-    let (plan, summary) = plan(&args)?;
+    if let Some(BenchCommand::Merge { files, out }) = &args.merge {
+        return merge(files, out);
+    }
+    let given = args.url.clone().unwrap_or_default();
+    let report_to = args.out.report_to()?;
+    let (plan, summary, target) = plan(&args, &given)?;
     if plan.tls.is_some() {
         // A certificate or ALPN problem would otherwise show up only as
         // "connect errors": fail first, with the cause, as curl does.
-        bench::preflight(&plan).map_err(|e| format!("{}: {e}", args.url))?;
+        bench::preflight(&plan).map_err(|e| format!("{given}: {e}"))?;
     }
     let stop = plan.stop;
     let unit = match (&plan.ws, &plan.sse) {
@@ -329,8 +434,14 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     let progress = Arc::new(Progress::default());
     let interrupt = Arc::new(AtomicBool::new(false));
     watch_ctrl_c(interrupt.clone());
-    if !args.json {
+    if args.out.json.as_deref() != Some("-") {
         eprintln!("{summary}");
+    }
+    if let Some(at) = args.start_at {
+        eprintln!(
+            "keepwire: waiting to start at {}",
+            humantime::format_rfc3339_millis(at)
+        );
     }
     let worker = {
         let (progress, interrupt) = (progress.clone(), interrupt.clone());
@@ -340,10 +451,13 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot start: {e}"))?
     };
     let bar = (!args.no_progress).then(|| progress_bar(stop));
-    let start = std::time::Instant::now();
+    let mut start = None;
     while !worker.is_finished() {
         std::thread::sleep(Duration::from_millis(100));
-        if let Some(bar) = &bar {
+        if let Some(bar) = &bar
+            && progress.started()
+        {
+            let start = *start.get_or_insert_with(std::time::Instant::now);
             let (done, errors) = progress.counts();
             let secs = start.elapsed().as_secs_f64();
             match stop {
@@ -363,16 +477,23 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         .join()
         .map_err(|_| "the load generator crashed".to_string())?
         .map_err(|e| format!("cannot run: {e}"))?;
-    if args.json {
-        println!("{}", to_json(&report, &summary, unit));
-    } else {
-        print!("{}", table(&report, unit));
+    if let (Some(at), Some(w)) = (args.start_at, report.windows.first()) {
+        let late = w.start.duration_since(at).unwrap_or_default();
+        eprintln!(
+            "keepwire: started at {}, {:.1}ms after --start-at",
+            humantime::format_rfc3339_micros(w.start),
+            late.as_secs_f64() * 1000.0
+        );
     }
+    let mut doc = Document::new(report, unit, target, &summary);
+    doc.start_at = args.start_at;
+    args.out.write(&doc, report_to.as_deref())?;
     if interrupt.load(Ordering::Relaxed) {
         eprintln!("keepwire: interrupted; the report covers the run so far");
     }
-    if report.responses == 0 {
-        let why = report
+    if doc.report.responses == 0 {
+        let why = doc
+            .report
             .errors
             .iter()
             .map(|(k, n)| format!("{n} {}", k.name()))
@@ -381,6 +502,85 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         return Err(format!("no request succeeded ({why})"));
     }
     Ok(())
+}
+
+/// `keepwire bench merge FILE...`: reads each document, adds them up in
+/// order, and prints the merged report as a single run's.
+fn merge(files: &[PathBuf], out: &Output) -> Result<(), String> {
+    /// A document is a few kilobytes; refuse anything absurd before reading it.
+    const MAX_BYTES: u64 = 64 << 20;
+    let report_to = out.report_to()?;
+    let mut merged: Option<Document> = None;
+    for path in files {
+        let name = path.display();
+        let size = std::fs::metadata(path)
+            .map_err(|e| format!("{name}: {e}"))?
+            .len();
+        if size > MAX_BYTES {
+            return Err(format!("{name}: {size} bytes is not a bench document"));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: {e}"))?;
+        let doc = Document::from_json(&text).map_err(|e| format!("{name}: {e}"))?;
+        match &mut merged {
+            None => merged = Some(doc),
+            Some(m) => m
+                .merge(&doc)
+                .map_err(|e| format!("cannot merge {name} with {}: {e}", files[0].display()))?,
+        }
+    }
+    let mut doc = merged.ok_or("no files to merge")?;
+    if files.len() > 1 {
+        doc.summary = format!("{} reports merged; the first: {}", files.len(), doc.summary);
+    }
+    if out.json.as_deref() != Some("-") {
+        let t = &doc.target;
+        eprintln!(
+            "keepwire bench merge: {} documents, {} loaders, {} {} over {}",
+            files.len(),
+            doc.report.windows.len(),
+            t.method,
+            t.url,
+            t.protocol
+        );
+    }
+    out.write(&doc, report_to.as_deref())
+}
+
+impl Output {
+    /// Where the table goes: `--report`'s FILE or stdout, unless the JSON
+    /// takes stdout (then nowhere, unless --report names a file).
+    fn report_to(&self) -> Result<Option<String>, String> {
+        match (self.json.as_deref(), self.report.as_deref()) {
+            (Some("-"), Some("-")) => {
+                Err("--json and --report cannot both go to stdout: give one of them a FILE".into())
+            }
+            (Some("-"), None) => Ok(None),
+            (_, r) => Ok(Some(r.unwrap_or("-").to_string())),
+        }
+    }
+
+    fn write(&self, doc: &Document, report_to: Option<&str>) -> Result<(), String> {
+        if let Some(dest) = &self.json {
+            emit(dest, &(doc.to_json() + "\n"))?;
+        }
+        match report_to {
+            Some(dest) => emit(dest, &doc.table()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Writes `text` to stdout (`-`) or to the file `dest`.
+fn emit(dest: &str, text: &str) -> Result<(), String> {
+    if dest == "-" {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("stdout: {e}"))
+    } else {
+        std::fs::write(dest, text).map_err(|e| format!("{dest}: {e}"))
+    }
 }
 
 /// Ctrl-C stops sending; the report still prints.
@@ -412,189 +612,4 @@ fn progress_bar(stop: Stop) -> ProgressBar {
         bar.set_style(style);
     }
     bar
-}
-
-const PERCENTILES: [(&str, f64); 5] = [
-    ("p50", 50.0),
-    ("p90", 90.0),
-    ("p99", 99.0),
-    ("p99.9", 99.9),
-    ("max", 100.0),
-];
-
-fn micros(ns: u64) -> f64 {
-    ns as f64 / 1000.0
-}
-
-/// `812µs`, `12.4ms`, `1.20s`.
-fn human(ns: u64) -> String {
-    let us = micros(ns);
-    if us < 1000.0 {
-        format!("{us:.0}µs")
-    } else if us < 1_000_000.0 {
-        format!("{:.2}ms", us / 1000.0)
-    } else {
-        format!("{:.2}s", us / 1_000_000.0)
-    }
-}
-
-fn distribution(h: &Histogram<u64>) -> String {
-    if h.is_empty() {
-        return "-".into();
-    }
-    let mut parts: Vec<String> = PERCENTILES
-        .iter()
-        .map(|(name, q)| format!("{name} {}", human(h.value_at_percentile(*q))))
-        .collect();
-    parts.push(format!("mean {}", human(h.mean() as u64)));
-    parts.join("  ")
-}
-
-/// The report as a table; `unit` names what was counted (`requests`,
-/// `messages` for --ws, `events` for --sse).
-fn table(r: &Report, unit: &str) -> String {
-    let secs = r.elapsed.as_secs_f64().max(1e-9);
-    let mut out = String::new();
-    let mut line = |k: &str, v: String| out.push_str(&format!("  {k:<13}{v}\n"));
-    let counts = match unit {
-        "messages" => format!("{} sent, {} echoed", r.sent, r.responses),
-        "events" => format!("{} received", r.responses),
-        _ => format!("{} sent, {} responses", r.sent, r.responses),
-    };
-    let resent = format!(", {} re-sent after Connection: close", r.resent);
-    let resent = if unit == "requests" { &resent } else { "" };
-    let title = format!("{}{}", unit[..1].to_uppercase(), &unit[1..]);
-    line(
-        &title,
-        format!("{counts}, {} errors{resent}", r.error_total()),
-    );
-    line(
-        "Throughput",
-        format!(
-            "{:.1} {unit}/s, {:.2} MiB/s read, in {:.2}s",
-            r.rate(),
-            r.bytes_read as f64 / secs / (1024.0 * 1024.0),
-            secs
-        ),
-    );
-    line("Latency", distribution(&r.latency));
-    let opening = if unit == "requests" {
-        "First byte"
-    } else {
-        "Handshake"
-    };
-    line(opening, distribution(&r.first_byte));
-    line("Connect", distribution(&r.connect));
-    let statuses = r
-        .statuses
-        .iter()
-        .map(|(s, n)| format!("{s}: {n}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    line(
-        "Status",
-        if statuses.is_empty() {
-            "-".into()
-        } else {
-            statuses
-        },
-    );
-    let errors = FailureKind::ALL
-        .iter()
-        .filter_map(|k| r.errors.get(k).map(|n| format!("{}: {n}", k.name())))
-        .collect::<Vec<_>>()
-        .join(", ");
-    line(
-        "Errors",
-        if errors.is_empty() {
-            "none".into()
-        } else {
-            errors
-        },
-    );
-    line(
-        "Connections",
-        format!(
-            "{} opened, {:.1} {unit} per connection on average, {} at most",
-            r.connections,
-            r.mean_requests_per_connection(),
-            r.max_requests_per_connection
-        ),
-    );
-    line(
-        "TIME_WAIT",
-        match &r.time_wait {
-            Ok(tw) => format!(
-                "{} client-side sockets (this host closed first), {} server-side (target on this host)",
-                tw.client, tw.server
-            ),
-            Err(e) => e.clone(),
-        },
-    );
-    out
-}
-
-fn histogram_json(h: &Histogram<u64>) -> Value {
-    let mut map = serde_json::Map::new();
-    map.insert("count".into(), json!(h.len()));
-    if !h.is_empty() {
-        for (name, q) in PERCENTILES {
-            map.insert(
-                format!("{}_us", name.replace('.', "_")),
-                json!(micros(h.value_at_percentile(q))),
-            );
-        }
-        map.insert("mean_us".into(), json!(h.mean() / 1000.0));
-        map.insert("min_us".into(), json!(micros(h.min())));
-    }
-    Value::Object(map)
-}
-
-fn to_json(r: &Report, summary: &str, unit: &str) -> Value {
-    let errors: serde_json::Map<String, Value> = FailureKind::ALL
-        .iter()
-        .map(|k| {
-            (
-                k.name().to_string(),
-                json!(r.errors.get(k).copied().unwrap_or(0)),
-            )
-        })
-        .collect();
-    let statuses: serde_json::Map<String, Value> = r
-        .statuses
-        .iter()
-        .map(|(s, n)| (s.to_string(), json!(n)))
-        .collect();
-    let mut doc = json!({
-        "summary": summary,
-        "unit": unit,
-        "elapsed_s": r.elapsed.as_secs_f64(),
-        "sent": r.sent,
-        "responses": r.responses,
-        "errors": errors,
-        "error_total": r.error_total(),
-        "resent": r.resent,
-        "requests_per_s": r.rate(),
-        "bytes_read": r.bytes_read,
-        "bytes_written": r.bytes_written,
-        "statuses": statuses,
-        "latency": histogram_json(&r.latency),
-        "first_byte": histogram_json(&r.first_byte),
-        "connect": histogram_json(&r.connect),
-        "connections": r.connections,
-        "requests_per_connection": {
-            "mean": r.mean_requests_per_connection(),
-            "max": r.max_requests_per_connection,
-        },
-        "time_wait": match &r.time_wait {
-            Ok(tw) => json!({"client": tw.client, "server": tw.server}),
-            Err(e) => json!({"error": e}),
-        },
-    });
-    // The rate under its own name too (`messages_per_s`, `events_per_s`).
-    doc[format!("{unit}_per_s")] = json!(r.rate());
-    if unit == "events" {
-        doc["bytes_per_event"] = json!(r.bytes_read as f64 / r.responses.max(1) as f64);
-    }
-    doc
 }

@@ -2,9 +2,15 @@
 //!
 //! What a user of nginx's `root` expects: `index.html` for directories, no
 //! listings, nothing outside the root (neither `..` nor a symlink that
-//! points out), `Content-Type` from the extension, `Last-Modified` and
-//! `If-Modified-Since` → 304, HEAD, and large files streamed rather than
-//! read whole.
+//! points out), `Content-Type` from the extension, HEAD, large files
+//! streamed rather than read whole, and what caches, download managers and
+//! media players use: a strong `ETag` and `Last-Modified` with the
+//! conditional requests on them (`conditional.rs`: 304, 412, `If-Range`),
+//! one byte range (`range.rs`: 206, 416, `Accept-Ranges: bytes`), and
+//! precompressed `.br`/`.gz` siblings chosen by `Accept-Encoding`
+//! (`encoding.rs`; each with its own `ETag`, and `Vary: Accept-Encoding`
+//! on every answer for a file that has one), as tower-http's `ServeDir`
+//! and nginx's `gzip_static` do.
 //!
 //! The root check is made on the path that is finally opened, after
 //! `index.html` is appended and every symlink resolved: checking only the
@@ -17,13 +23,24 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use http::header::{ALLOW, CONTENT_LENGTH, IF_MODIFIED_SINCE, LAST_MODIFIED};
+use std::fs::Metadata;
+
+use http::header::{
+    ACCEPT_ENCODING, ACCEPT_RANGES, ALLOW, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, ETAG,
+    LAST_MODIFIED, RANGE, VARY,
+};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use keepwire::Body;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::site::{status, with_type};
+use conditional::Verdict;
+use encoding::Coding;
+use range::Ranges;
 
+mod conditional;
+mod encoding;
+mod range;
 mod url_path;
 
 /// Files up to this size are read whole; larger ones stream in chunks.
@@ -105,56 +122,153 @@ impl Files {
             Ok(p) => p,
             Err(code) => return status(code),
         };
-        // The path is canonical: a symlink found at its end now was put
-        // there after the check, so it is not followed.
-        let mut open = tokio::fs::OpenOptions::new();
-        open.read(true);
-        #[cfg(unix)]
-        open.custom_flags(libc::O_NOFOLLOW);
-        let Ok(mut file) = open.open(&path).await else {
+        let Some((file, meta)) = open(&path).await else {
             return status(StatusCode::NOT_FOUND);
         };
-        let Ok(meta) = file.metadata().await else {
-            return status(StatusCode::INTERNAL_SERVER_ERROR);
-        };
-        let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        if not_modified_since(&req, modified) {
-            let mut r = Response::new(Body::empty());
-            *r.status_mut() = StatusCode::NOT_MODIFIED;
-            set_last_modified(&mut r, modified);
-            return r;
+        let mut variants = Vec::new();
+        for coding in [Coding::Br, Coding::Gzip] {
+            if let Some(v) = self.sibling(&path, coding).await {
+                variants.push((coding, v));
+            }
         }
-        let mime = mime_guess::from_path(&path).first_or_octet_stream();
-        let size = meta.len();
-        let (whole_max, chunk) = if req.version() == http::Version::HTTP_2 {
-            (H2_CHUNK as u64, H2_CHUNK)
-        } else {
-            (READ_WHOLE_MAX, CHUNK)
+        let available: Vec<Coding> = variants.iter().map(|(c, _)| *c).collect();
+        let accept = req
+            .headers()
+            .get(ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok());
+        let Some(coding) = encoding::choose(accept, &available) else {
+            return status(StatusCode::NOT_ACCEPTABLE);
         };
-        let body = if req.method() == Method::HEAD {
-            Body::empty()
-        } else if size <= whole_max {
-            let mut buf = Vec::with_capacity(size as usize);
-            if file.read_to_end(&mut buf).await.is_err() {
-                return status(StatusCode::INTERNAL_SERVER_ERROR);
+        let (file, meta) = match variants.into_iter().find(|(c, _)| *c == coding) {
+            Some((_, chosen)) => chosen,
+            None => (file, meta),
+        };
+        let mime = mime_guess::from_path(&path).first_or_octet_stream();
+        let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        let tag = conditional::etag(&meta, coding.token());
+        let validators = |r: &mut Response<Body>| {
+            let h = r.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&tag) {
+                h.insert(ETAG, v);
             }
-            if buf.len() as u64 != size {
-                // The file changed under us; announce what we have.
-                return with_type(Body::from(buf), mime.as_ref());
+            if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
+                h.insert(LAST_MODIFIED, v);
             }
-            Body::from(buf)
+            if !available.is_empty() {
+                h.insert(VARY, HeaderValue::from_static("accept-encoding"));
+            }
+        };
+        let is_get = req.method() == Method::GET;
+        let size = meta.len();
+        let range_ok = match conditional::evaluate(req.headers(), &tag, modified, is_get) {
+            Verdict::Serve { range_ok } => range_ok,
+            Verdict::Stop(code) => {
+                let mut r = Response::new(Body::empty());
+                *r.status_mut() = code;
+                validators(&mut r);
+                return r;
+            }
+        };
+        let ranges = match req.headers().get(RANGE).and_then(|v| v.to_str().ok()) {
+            Some(v) if range_ok => range::parse(v, size),
+            _ => Ranges::Whole,
+        };
+        let (start, len) = match ranges {
+            Ranges::Whole => (0, size),
+            Ranges::One { start, end } => (start, end - start + 1),
+            Ranges::Unsatisfiable => {
+                let mut r = status(StatusCode::RANGE_NOT_SATISFIABLE);
+                let h = r.headers_mut();
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    h.insert(CONTENT_RANGE, v);
+                }
+                h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+                return r;
+            }
+        };
+        let body = if is_get {
+            match read_body(file, start, len, req.version()).await {
+                Ok(b) => b,
+                Err(_) => return status(StatusCode::INTERNAL_SERVER_ERROR),
+            }
         } else {
-            Body::wrap(FileBody {
-                file: file.into_std().await,
-                left: size,
-                chunk,
-            })
+            Body::empty()
         };
         let mut r = with_type(body, mime.as_ref());
-        r.headers_mut().insert(CONTENT_LENGTH, size.into());
-        set_last_modified(&mut r, modified);
+        validators(&mut r);
+        let h = r.headers_mut();
+        h.insert(CONTENT_LENGTH, len.into());
+        h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        if let Some(token) = coding.token() {
+            h.insert(CONTENT_ENCODING, HeaderValue::from_static(token));
+        }
+        if let Ranges::One { end, .. } = ranges
+            && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{size}"))
+        {
+            h.insert(CONTENT_RANGE, v);
+            *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+        }
         r
     }
+
+    /// `path.br` or `path.gz`, opened, if it is a regular file that the
+    /// same rules as `path` allow (inside the root, no dot names).
+    async fn sibling(&self, path: &Path, coding: Coding) -> Option<(tokio::fs::File, Metadata)> {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".");
+        name.push(coding.extension()?);
+        let real = self.inside(Path::new(&name)).ok()?;
+        let (file, meta) = open(&real).await?;
+        meta.is_file().then_some((file, meta))
+    }
+}
+
+/// Opens a canonical path for reading. A symlink found at its end now was
+/// put there after the check, so it is not followed.
+async fn open(path: &Path) -> Option<(tokio::fs::File, Metadata)> {
+    let mut open = tokio::fs::OpenOptions::new();
+    open.read(true);
+    #[cfg(unix)]
+    open.custom_flags(libc::O_NOFOLLOW);
+    let file = open.open(path).await.ok()?;
+    let meta = file.metadata().await.ok()?;
+    Some((file, meta))
+}
+
+/// `len` bytes of `file` from `start`: read whole when small, else
+/// streamed as the connection takes them.
+async fn read_body(
+    mut file: tokio::fs::File,
+    start: u64,
+    len: u64,
+    version: http::Version,
+) -> std::io::Result<Body> {
+    let (whole_max, chunk) = if version == http::Version::HTTP_2 {
+        (H2_CHUNK as u64, H2_CHUNK)
+    } else {
+        (READ_WHOLE_MAX, CHUNK)
+    };
+    if start > 0 {
+        file.seek(std::io::SeekFrom::Start(start)).await?;
+    }
+    if len > whole_max {
+        return Ok(Body::wrap(FileBody {
+            file: file.into_std().await,
+            left: len,
+            chunk,
+        }));
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    (&mut file).take(len).read_to_end(&mut buf).await?;
+    if buf.len() as u64 != len {
+        // The file shrank since it was opened: fail rather than send a
+        // short body under the announced length (R8.2).
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the file is shorter than when it was opened",
+        ));
+    }
+    Ok(Body::from(buf))
 }
 
 /// `left` bytes of `file`, read a chunk at a time when the connection asks
@@ -210,29 +324,6 @@ impl http_body::Body for FileBody {
     fn size_hint(&self) -> http_body::SizeHint {
         http_body::SizeHint::with_exact(self.left)
     }
-}
-
-fn set_last_modified(r: &mut Response<Body>, modified: SystemTime) {
-    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
-        r.headers_mut().insert(LAST_MODIFIED, v);
-    }
-}
-
-/// `If-Modified-Since` at or after the file's time (second precision).
-fn not_modified_since(req: &Request<Body>, modified: SystemTime) -> bool {
-    let Some(since) = req
-        .headers()
-        .get(IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| httpdate::parse_http_date(s).ok())
-    else {
-        return false;
-    };
-    let secs = |t: SystemTime| {
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    };
-    secs(modified) <= secs(since)
 }
 
 #[cfg(test)]

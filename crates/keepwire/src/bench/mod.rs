@@ -29,6 +29,7 @@
 //! measured from its actual write then: the loader's own timer lateness is
 //! not charged to the server (wrk2 and oha charge it; see `Schedule`).
 
+mod document;
 mod http1;
 mod http2;
 mod opening;
@@ -44,15 +45,16 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Barrier, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::Method;
 use keepwire_proto::Limits;
 use tokio::net::TcpStream;
 
+pub use document::{Document, Target, decode_histogram, encode_histogram};
 pub use progress::Progress;
-pub use report::{FailureKind, Report};
+pub use report::{FailureKind, Report, Window};
 pub use request::{Http2Request, request_bytes};
 pub use sse::SseRequest;
 pub use ws::WsRequest;
@@ -115,6 +117,11 @@ pub struct Plan {
     /// open; a "response" is an event, its latency the delay from the time
     /// stamped in it; `request` and `pipeline` are unused.
     pub sse: Option<SseRequest>,
+    /// Start the load at this wall-clock time rather than at once, so
+    /// several loaders on several machines start together (their clocks
+    /// kept by NTP). Threads and runtimes are ready before it; connections
+    /// open from it. A time already past starts at once.
+    pub start_at: Option<SystemTime>,
 }
 
 /// TLS settings of an `https://` run; build it with [`Tls::new`].
@@ -147,6 +154,7 @@ impl Default for Plan {
             tls: None,
             ws: None,
             sse: None,
+            start_at: None,
         }
     }
 }
@@ -337,8 +345,12 @@ pub fn run(plan: Plan, progress: Arc<Progress>, interrupt: Arc<AtomicBool>) -> i
             .spawn(move || thread_main(shared, t, conns, barrier))?;
         handles.push(handle);
     }
+    if let Some(at) = shared.plan.start_at {
+        wait_until(at, &interrupt);
+    }
     barrier.wait();
     let start = *shared.start.get_or_init(Instant::now);
+    let started = SystemTime::now();
     shared.progress.started.store(true, Ordering::Relaxed);
     // The coordinator only watches the clock and the interrupt flag.
     let deadline = match shared.plan.stop {
@@ -373,7 +385,21 @@ pub fn run(plan: Plan, progress: Arc<Progress>, interrupt: Arc<AtomicBool>) -> i
         }),
         (Err(e), _) | (_, Err(e)) => Err(e),
     };
-    Ok(total.into_report(end - start, time_wait))
+    Ok(total.into_report(started, end - start, time_wait))
+}
+
+/// Sleeps until the wall clock reads `at` (or `interrupt` is set): in
+/// steps of at most 50 ms, so a clock step or an interrupt is seen, and the
+/// last step ends on the time itself.
+fn wait_until(at: SystemTime, interrupt: &AtomicBool) {
+    while !interrupt.load(Ordering::Relaxed) {
+        match at.duration_since(SystemTime::now()) {
+            Ok(left) if !left.is_zero() => {
+                std::thread::sleep(left.min(Duration::from_millis(50)));
+            }
+            _ => return,
+        }
+    }
 }
 
 fn thread_main(

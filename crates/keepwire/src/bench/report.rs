@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
 
@@ -74,11 +74,25 @@ impl FailureKind {
     }
 }
 
+/// When one loader ran, on its wall clock: from the first connect to the
+/// last response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// When the load started.
+    pub start: SystemTime,
+    /// When the last response (or failure) came.
+    pub end: SystemTime,
+}
+
 /// What a run measured. Times in histograms are nanoseconds.
 #[derive(Clone)]
 pub struct Report {
-    /// Wall time from the first connect to the last response.
+    /// Wall time from the first connect to the last response; for a merge
+    /// of several runs, the length of the union of their [`windows`](Self::windows).
     pub elapsed: Duration,
+    /// When each run that went into this report ran (one for a single run,
+    /// one per loader for a merge), in the order merged.
+    pub windows: Vec<Window>,
     /// Requests attempted: written, or failed while connecting for them.
     /// Always `responses + errors`.
     pub sent: u64,
@@ -130,6 +144,7 @@ impl std::fmt::Debug for Report {
         }
         f.debug_struct("Report")
             .field("elapsed", &self.elapsed)
+            .field("windows", &self.windows)
             .field("sent", &self.sent)
             .field("responses", &self.responses)
             .field("errors", &self.errors)
@@ -169,6 +184,74 @@ impl Report {
     pub fn rate(&self) -> f64 {
         self.responses as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
+
+    /// Adds another loader's report to this one, as if one loader had made
+    /// both runs' requests: counts add up, histograms add bucket by bucket
+    /// (so percentiles are those of all requests, never an average of
+    /// percentiles), the most requests on one connection is the larger, and
+    /// the elapsed time is the length of the union of the wall-time windows
+    /// (overlapping time counted once, a gap between runs not at all), which
+    /// the throughput is computed over. Fails if a histogram holds values
+    /// beyond the run's bounds (1 ns to 1000 s).
+    pub fn merge(&mut self, other: &Report) -> Result<(), String> {
+        for (name, mine, theirs) in [
+            ("latency", &mut self.latency, &other.latency),
+            ("connect", &mut self.connect, &other.connect),
+            ("first_byte", &mut self.first_byte, &other.first_byte),
+        ] {
+            mine.add(theirs)
+                .map_err(|e| format!("{name} histogram: {e:?}"))?;
+        }
+        self.sent += other.sent;
+        self.responses += other.responses;
+        for (k, n) in &other.errors {
+            *self.errors.entry(*k).or_default() += n;
+        }
+        self.resent += other.resent;
+        for (s, n) in &other.statuses {
+            *self.statuses.entry(*s).or_default() += n;
+        }
+        self.bytes_read += other.bytes_read;
+        self.bytes_written += other.bytes_written;
+        self.connections += other.connections;
+        self.max_requests_per_connection = self
+            .max_requests_per_connection
+            .max(other.max_requests_per_connection);
+        self.time_wait = match (&self.time_wait, &other.time_wait) {
+            (Ok(a), Ok(b)) => Ok(TimeWait {
+                client: a.client + b.client,
+                server: a.server + b.server,
+                closing: a.closing + b.closing,
+            }),
+            (Err(e), _) | (_, Err(e)) => Err(e.clone()),
+        };
+        self.windows.extend_from_slice(&other.windows);
+        self.elapsed = union_length(&self.windows);
+        Ok(())
+    }
+}
+
+/// The length of the union of `windows`: time covered by any of them,
+/// overlaps counted once.
+pub fn union_length(windows: &[Window]) -> Duration {
+    let mut sorted: Vec<Window> = windows.to_vec();
+    sorted.sort_by_key(|w| w.start);
+    let mut total = Duration::ZERO;
+    let mut current: Option<Window> = None;
+    for w in sorted {
+        match &mut current {
+            Some(c) if w.start <= c.end => c.end = c.end.max(w.end),
+            _ => {
+                if let Some(c) = current.replace(w) {
+                    total += c.end.duration_since(c.start).unwrap_or_default();
+                }
+            }
+        }
+    }
+    if let Some(c) = current {
+        total += c.end.duration_since(c.start).unwrap_or_default();
+    }
+    total
 }
 
 pub(super) fn histogram() -> Histogram<u64> {
@@ -240,6 +323,7 @@ impl Tally {
     /// The report of a run that took `elapsed` and left `time_wait` behind.
     pub(super) fn into_report(
         self,
+        started: SystemTime,
         elapsed: Duration,
         time_wait: Result<TimeWait, String>,
     ) -> Report {
@@ -258,6 +342,10 @@ impl Tally {
             .collect();
         Report {
             elapsed,
+            windows: vec![Window {
+                start: started,
+                end: started + elapsed,
+            }],
             sent: self.sent,
             responses: self.responses,
             errors,

@@ -1,0 +1,147 @@
+//! `Range: bytes=...` (RFC 9110 §14.1.2) against a file of known length.
+//!
+//! One range is served as `206` with `Content-Range`. Several ranges that
+//! overlap or touch are merged into one first (§14.2 allows it). Several
+//! that stay apart are answered with the whole file (`200`), which §14.2
+//! also allows ("a server MAY ignore the Range header field"): multipart
+//! responses are rare in practice (download managers, video players and
+//! PDF viewers ask for one range), and they are what range-amplification
+//! attacks (CVE-2011-3192's many small overlapping ranges) are built from.
+//! nginx answers them with `multipart/byteranges`; tower-http's `ServeDir`
+//! refuses them with 416. Syntax it cannot read is ignored (200) as §14.2
+//! says; a set where no range starts inside the file is `416`.
+
+/// At most this many ranges are looked at; more and the header is ignored
+/// (nginx's `max_ranges`, unlimited there by default).
+const MAX_RANGES: usize = 64;
+
+/// What a `Range` header asks of a file of `len` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ranges {
+    /// Serve the whole file (no header, unreadable, or several ranges).
+    Whole,
+    /// Serve bytes `start..=end`.
+    One { start: u64, end: u64 },
+    /// 416 with `Content-Range: bytes */len`.
+    Unsatisfiable,
+}
+
+/// Reads `value` (the `Range` field) for a file of `len` bytes.
+pub fn parse(value: &str, len: u64) -> Ranges {
+    let Some((unit, set)) = value.split_once('=') else {
+        return Ranges::Whole;
+    };
+    if !unit.trim().eq_ignore_ascii_case("bytes") {
+        return Ranges::Whole;
+    }
+    let mut wanted: Vec<(u64, u64)> = Vec::new();
+    for (i, spec) in set.split(',').map(str::trim).enumerate() {
+        if spec.is_empty() {
+            // An empty list element is allowed (RFC 9110 §5.6.1).
+            continue;
+        }
+        if i >= MAX_RANGES {
+            return Ranges::Whole;
+        }
+        let Some((first, last)) = spec.split_once('-') else {
+            return Ranges::Whole;
+        };
+        let (first, last) = (first.trim(), last.trim());
+        if first.is_empty() {
+            // suffix-range: the last N bytes.
+            let Some(n) = digits(last) else {
+                return Ranges::Whole;
+            };
+            if n > 0 && len > 0 {
+                wanted.push((len.saturating_sub(n), len - 1));
+            }
+            continue;
+        }
+        let Some(start) = digits(first) else {
+            return Ranges::Whole;
+        };
+        let end = if last.is_empty() {
+            u64::MAX
+        } else {
+            match digits(last) {
+                Some(end) if end >= start => end,
+                _ => return Ranges::Whole,
+            }
+        };
+        if start < len {
+            wanted.push((start, end.min(len - 1)));
+        }
+    }
+    if wanted.is_empty() {
+        // Every range was syntactically fine and none starts in the file.
+        return if set.split(',').all(|s| s.trim().is_empty()) {
+            Ranges::Whole
+        } else {
+            Ranges::Unsatisfiable
+        };
+    }
+    wanted.sort_unstable();
+    let (start, mut end) = wanted[0];
+    for &(s, e) in &wanted[1..] {
+        if s > end.saturating_add(1) {
+            return Ranges::Whole;
+        }
+        end = end.max(e);
+    }
+    Ranges::One { start, end }
+}
+
+/// A non-empty run of ASCII digits that fits in a u64.
+fn digits(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_ranges_of_every_form() {
+        assert_eq!(parse("bytes=0-9", 100), Ranges::One { start: 0, end: 9 });
+        assert_eq!(parse("bytes=90-", 100), Ranges::One { start: 90, end: 99 });
+        assert_eq!(parse("bytes=-10", 100), Ranges::One { start: 90, end: 99 });
+        assert_eq!(parse("bytes=-500", 100), Ranges::One { start: 0, end: 99 });
+        assert_eq!(
+            parse("bytes=50-500", 100),
+            Ranges::One { start: 50, end: 99 }
+        );
+        assert_eq!(parse("Bytes = 1-1", 100), Ranges::One { start: 1, end: 1 });
+    }
+
+    #[test]
+    fn unsatisfiable_and_ignored() {
+        assert_eq!(parse("bytes=100-", 100), Ranges::Unsatisfiable);
+        assert_eq!(parse("bytes=-0", 100), Ranges::Unsatisfiable);
+        assert_eq!(parse("bytes=0-", 0), Ranges::Unsatisfiable);
+        assert_eq!(parse("bytes=5-1", 100), Ranges::Whole);
+        assert_eq!(parse("bytes=x-1", 100), Ranges::Whole);
+        assert_eq!(parse("bytes=+1-2", 100), Ranges::Whole);
+        assert_eq!(parse("items=0-1", 100), Ranges::Whole);
+        assert_eq!(parse("bytes=", 100), Ranges::Whole);
+        assert_eq!(parse("bytes=99999999999999999999-", 100), Ranges::Whole);
+    }
+
+    #[test]
+    fn several_ranges_merge_or_give_the_whole() {
+        assert_eq!(
+            parse("bytes=0-10, 5-20,21-30", 100),
+            Ranges::One { start: 0, end: 30 }
+        );
+        assert_eq!(parse("bytes=0-1,5-6", 100), Ranges::Whole);
+        // Ranges past the end drop out; what is left is served.
+        assert_eq!(
+            parse("bytes=0-1,200-300", 100),
+            Ranges::One { start: 0, end: 1 }
+        );
+        let many = format!("bytes={}", vec!["0-0"; 100].join(","));
+        assert_eq!(parse(&many, 100), Ranges::Whole);
+    }
+}
