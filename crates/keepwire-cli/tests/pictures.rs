@@ -10,7 +10,8 @@
 //!   across strategies (serial 1,334 ms nine times pipelined's 154 ms).
 //!
 //! Skipped, with the reason printed, only where chromium is not installed
-//! (`scripts/test` installs it).
+//! (`scripts/test` installs it). One more test needs no browser: over
+//! `https://` the TLS handshake is its own phase, in the JSON and the chart.
 
 use std::path::Path;
 use std::process::Command;
@@ -311,4 +312,40 @@ fn lab_report_bars_are_as_wide_as_their_wall_time_across_strategies() {
         (serial_px / chart_px - 1334.0 / 1400.0).abs() < 0.01,
         "serial {serial_px} px of a {chart_px} px axis: {grid:?}"
     );
+}
+
+#[test]
+fn https_draws_the_tls_handshake_as_its_own_phase() {
+    let server = common::serve(&["--tls-self-signed"]);
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("w.html");
+    let out = common::run(
+        &[
+            "get",
+            "--waterfall",
+            html.to_str().unwrap(),
+            "--json",
+            "-k",
+            &format!("https://{}/", server.addr),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let phases = &doc["requests"][0]["phases_ms"];
+    let (tls, connect) = (phases["tls"].as_f64(), phases["connect"].as_f64());
+    let (Some(tls), Some(connect)) = (tls, connect) else {
+        panic!("no TLS or connect phase: {phases}");
+    };
+    assert!(
+        tls > 0.0 && tls <= connect,
+        "TLS is part of connect: {phases}"
+    );
+    // The legend's swatch and the request's bar.
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert_eq!(page.matches("<rect class=\"tls\"").count(), 2, "{page}");
 }
