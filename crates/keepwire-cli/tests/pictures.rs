@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use keepwire_lab::experiments::Outcome;
-use keepwire_lab::load::{ConnRecord, Kind, Phases, Record};
+use keepwire_lab::load::{LoadConfig, Record, load};
 use keepwire_lab::report::{self, LabReport};
 use keepwire_lab::waterfall::chart::{FAILED, PHASES};
 
@@ -193,47 +193,43 @@ fn get_waterfall_starts_at_the_charts_left_edge() {
     );
 }
 
-/// A request of a synthetic page load: `start` to `end` ms on connection
-/// `conn`, waiting then downloading.
-fn record(index: usize, conn: u64, reused: bool, start: f64, end: f64) -> Record {
+/// A request of a synthetic page load, made from `base` (a real record,
+/// so the test builds whatever fields a record has): `start` to `end` ms
+/// on connection `conn`, its phases adding up to its total.
+fn record(base: &Record, index: usize, conn: u64, reused: bool, start: f64, end: f64) -> Record {
     let total = end - start;
-    Record {
-        index,
-        url: format!("http://127.0.0.1:8080/obj/{index}"),
-        kind: if index == 1 {
-            Kind::Page
-        } else {
-            Kind::Resource
-        },
-        status: Some(200),
-        version: Some("HTTP/1.1".into()),
-        content_type: None,
-        size: 512,
-        connection: Some(ConnRecord {
-            id: conn,
-            local: "127.0.0.1:50000".into(),
-            peer: "127.0.0.1:8080".into(),
-            tls: None,
-        }),
-        reused: Some(reused),
-        conn_request_index: Some(0),
-        retries: 0,
-        pipelined: false,
-        start_ms: start,
-        phases_ms: Some(Phases {
-            queued: 0.0,
-            dns: (!reused).then_some(0.0),
-            connect: (!reused).then_some(total * 0.3),
-            tls: None,
-            send: 0.0,
-            // The phases add up to the total, as the engine's do.
-            wait: total * if reused { 0.6 } else { 0.4 },
-            download: total * if reused { 0.4 } else { 0.3 },
-        }),
-        first_byte_ms: Some(total * 0.7),
-        total_ms: total,
-        error: None,
+    let mut r = base.clone();
+    r.index = index;
+    r.url = format!("http://127.0.0.1:8080/obj/{index}");
+    r.status = Some(200);
+    r.error = None;
+    if let Some(c) = r.connection.as_mut() {
+        c.id = conn;
     }
+    r.reused = Some(reused);
+    r.conn_request_index = Some(0);
+    r.start_ms = start;
+    r.total_ms = total;
+    r.first_byte_ms = Some(total * 0.7);
+    let mut p = r.phases_ms.expect("the base record has phases");
+    p.queued = 0.0;
+    p.dns = (!reused).then_some(0.0);
+    p.connect = (!reused).then_some(total * 0.3);
+    p.tls = None;
+    p.send = 0.0;
+    p.wait = total * if reused { 0.6 } else { 0.4 };
+    p.download = total * if reused { 0.4 } else { 0.3 };
+    r.phases_ms = Some(p);
+    r
+}
+
+/// One real record: `/` from `keepwire serve`.
+fn real_record() -> Record {
+    let server = common::serve(&[]);
+    let url = format!("http://{}/", server.addr);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let loaded = rt.block_on(load(&[url], &LoadConfig::default(), &mut |_| {}));
+    loaded.records.into_iter().next().expect("a record")
 }
 
 #[test]
@@ -244,22 +240,18 @@ fn lab_report_bars_are_as_wide_as_their_wall_time_across_strategies() {
     };
     // Serial: three requests, a connection each, 1,334 ms in all;
     // pipelined: the page, then two objects at once, 154 ms in all.
+    let base = real_record();
     let third = 1334.0 / 3.0;
     let serial: Vec<Record> = (0..3)
         .map(|i| {
-            record(
-                i + 1,
-                i as u64 + 1,
-                false,
-                i as f64 * third,
-                (i + 1) as f64 * third,
-            )
+            let (start, end) = (i as f64 * third, (i + 1) as f64 * third);
+            record(&base, i + 1, i as u64 + 1, false, start, end)
         })
         .collect();
     let pipelined = vec![
-        record(1, 1, false, 0.0, 100.0),
-        record(2, 1, true, 100.0, 150.0),
-        record(3, 1, true, 100.0, 154.0),
+        record(&base, 1, 1, false, 0.0, 100.0),
+        record(&base, 2, 1, true, 100.0, 150.0),
+        record(&base, 3, 1, true, 100.0, 154.0),
     ];
     let outcome = Outcome {
         id: "page-load",
