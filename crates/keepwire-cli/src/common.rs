@@ -1,7 +1,9 @@
-//! What every long-running subcommand shares: logging, the runtime, the
-//! admin (metrics) listener and the shutdown signal.
+//! What every subcommand shares: flag parsers (durations, headers, listen
+//! addresses), colour and error hints, logging, the runtime, the admin
+//! (metrics) listener and the shutdown signal.
 
-use std::net::SocketAddr;
+use std::io::IsTerminal;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use http::{Request, StatusCode};
@@ -18,9 +20,87 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
+/// A listen address in every form nginx's `listen` takes: `8080` and
+/// `:8080` (every IPv4 interface, as nginx), `*:8080`, `127.0.0.1:8080`,
+/// `[::1]:8080`, `[::]:8080`, `localhost:8080` (127.0.0.1). Other names are
+/// refused rather than resolved: a listener's address should not depend on DNS.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    let bad = |why: &str| {
+        format!(
+            "invalid address {s:?}: {why} (PORT, :PORT, HOST:PORT, [IPv6]:PORT or localhost:PORT)"
+        )
+    };
+    let (host, port) = s.rsplit_once(':').unwrap_or(("", s));
+    let port: u16 = port.parse().map_err(|_| bad("no port"))?;
+    let ip = match host {
+        "" | "*" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        h if h.eq_ignore_ascii_case("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        h => match h.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(v6) => v6.parse().map_err(|_| bad("not an IPv6 address"))?,
+            None if h.contains(':') => return Err(bad("write an IPv6 address in brackets")),
+            None => h
+                .parse()
+                .map_err(|_| bad("not an IP address nor localhost"))?,
+        },
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// Whether to colour what goes to `stream`: only a terminal, and only if
+/// `NO_COLOR` is unset or empty (no-color.org); never in a pipe or a file.
+pub fn use_color(stream: &impl IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// `e` with the next step when it is about an unverified certificate:
+/// `cacert` and `insecure` name the flags that trust a CA or skip the check.
+pub fn cert_hint(e: String, cacert: &str, insecure: &str) -> String {
+    if e.contains("certificate") && !e.contains(" to skip verification") {
+        format!("{e}; use {cacert} to trust its CA, or {insecure} to skip verification")
+    } else {
+        e
+    }
+}
+
+/// Where `--json [FILE]` or `--report [FILE]` writes: stdout (`-`) or a
+/// file, created when the flag is read so a bad path fails before the work.
+pub enum Out {
+    Stdout,
+    File(std::fs::File, String),
+}
+
+impl Out {
+    pub fn open(dest: &str, flag: &str) -> Result<Out, String> {
+        if dest == "-" {
+            return Ok(Out::Stdout);
+        }
+        let what = format!("{flag} {dest}");
+        std::fs::File::create(dest)
+            .map(|f| Out::File(f, what.clone()))
+            .map_err(|e| format!("{what}: {e}"))
+    }
+
+    pub fn is_stdout(&self) -> bool {
+        matches!(self, Out::Stdout)
+    }
+
+    pub fn write(self, text: &str) -> Result<(), String> {
+        use std::io::Write;
+        match self {
+            Out::Stdout => (std::io::stdout().lock().write_all(text.as_bytes()))
+                .map_err(|e| format!("stdout: {e}")),
+            Out::File(mut f, what) => f
+                .write_all(text.as_bytes())
+                .map_err(|e| format!("{what}: {e}")),
+        }
+    }
+}
+
 /// Tells the user, once, on stderr, that a flag they used has a new
 /// spelling. Old spellings keep working for one release (issue 18).
-#[allow(dead_code)] // first callers land with issue 18
 pub fn deprecated(old: &str, new: &str) {
     eprintln!(
         "keepwire: note: {old} is deprecated; use {new} (the old spelling goes in the next release)"
@@ -118,4 +198,48 @@ pub async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
     eprintln!("keepwire: shutting down (finishing in-flight requests)");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_in_every_nginx_form() {
+        let ok = [
+            ("8080", "0.0.0.0:8080"),
+            (":8080", "0.0.0.0:8080"),
+            ("*:8080", "0.0.0.0:8080"),
+            ("0", "0.0.0.0:0"),
+            ("127.0.0.1:8080", "127.0.0.1:8080"),
+            ("localhost:8080", "127.0.0.1:8080"),
+            ("LocalHost:0", "127.0.0.1:0"),
+            ("[::]:8080", "[::]:8080"),
+            ("[::1]:0", "[::1]:0"),
+        ];
+        for (input, want) in ok {
+            assert_eq!(parse_listen(input), Ok(want.parse().unwrap()), "{input}");
+        }
+        for bad in [
+            "", "x", "host:80", "::1", "::1:80", "[::1]", "1.2.3.4", ":99999", "[x]:80",
+        ] {
+            let e = parse_listen(bad).unwrap_err();
+            assert!(e.contains("PORT, :PORT"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn certificate_errors_say_what_to_do() {
+        let e = cert_hint(
+            "invalid peer certificate: UnknownIssuer".into(),
+            "--cacert FILE",
+            "-k",
+        );
+        assert!(
+            e.ends_with("use --cacert FILE to trust its CA, or -k to skip verification"),
+            "{e}"
+        );
+        assert_eq!(cert_hint(e.clone(), "--cacert FILE", "-k"), e, "once only");
+        assert_eq!(cert_hint("refused".into(), "a", "b"), "refused");
+    }
 }

@@ -11,7 +11,9 @@ use http::{Method, Request, Response};
 use keepwire::server::Config;
 use keepwire::{Body, Server};
 
-use crate::common::{init_logging, parse_duration, runtime, shutdown_signal, spawn_admin};
+use crate::common::{
+    init_logging, parse_duration, parse_listen, runtime, shutdown_signal, spawn_admin,
+};
 use crate::tls::TlsArgs;
 use keepwire_lab::files::Files;
 use keepwire_lab::realtime::{self, Events};
@@ -21,15 +23,16 @@ use keepwire_lab::site::{Site, with_type};
 /// `keepwire::server` docs for the table.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on; repeat for several (IPv4 or IPv6, e.g. `[::1]:8080`).
-    #[arg(long = "listen", short = 'l', default_value = "127.0.0.1:8080")]
+    /// Address to listen on; repeat for several. As nginx: `8080` or `:8080`
+    /// (every IPv4 interface), `localhost:8080`, `127.0.0.1:8080`, `[::]:8080`.
+    #[arg(long = "listen", short = 'l', default_value = "127.0.0.1:8080", value_name = "ADDR", value_parser = parse_listen)]
     listen: Vec<SocketAddr>,
     #[command(flatten)]
     tls: TlsArgs,
     /// Serve static files from this directory instead of the demo site.
     /// Nothing outside it is served, even through a symlink; names that
     /// start with `.` answer 404 unless --dotfiles is given.
-    #[arg(long, conflicts_with = "respond")]
+    #[arg(long, conflicts_with = "respond", value_name = "DIR")]
     root: Option<PathBuf>,
     /// With --root: also serve files and directories whose name starts with
     /// `.` (`.git`, `.env`: 404 by default; `.well-known` is always served).
@@ -39,8 +42,8 @@ pub struct ServeArgs {
     /// Cookie, Authorization and Proxy-Authorization. Default: 405.
     #[arg(long)]
     trace: bool,
-    /// Answer every request with 200 and this text (like nginx `return 200`).
-    #[arg(long)]
+    /// Answer every request but TRACE with 200 and this text (nginx `return 200`).
+    #[arg(long, value_name = "TEXT")]
     respond: Option<String>,
     /// Demo site: objects the page references.
     #[arg(long, default_value_t = 12)]
@@ -55,23 +58,23 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1.0, value_name = "RATE", value_parser = parse_rate)]
     events_per_s: f64,
     /// Worker threads (default: one per core).
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     threads: Option<usize>,
     /// I/O backend of cleartext HTTP/1 client connections: epoll or uring
     /// (Linux io_uring; TLS and HTTP/2 stay on epoll).
     #[arg(long, default_value = "epoll")]
     io: keepwire::transport::IoBackend,
-    /// Idle keep-alive timeout (`75`, `75s`, `500ms`).
-    #[arg(long, default_value = "75s", value_parser = parse_duration)]
+    /// Idle keep-alive timeout (`75`, `75s`, `500ms`, `1m`).
+    #[arg(long, default_value = "75s", value_parser = parse_duration, value_name = "DURATION")]
     idle_timeout: Duration,
     /// Time to receive a request head (slowloris guard).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     header_timeout: Duration,
     /// Time between two reads of a request body.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     body_timeout: Duration,
     /// Time between two writes.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     write_timeout: Duration,
     /// Requests per connection (0 = unlimited); the last gets `Connection: close`.
     #[arg(long, default_value_t = 1000)]
@@ -96,13 +99,13 @@ pub struct ServeArgs {
     #[arg(long)]
     reuse_port: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics.
-    #[arg(long)]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     admin: Option<SocketAddr>,
     /// Log one line per request (connection id, 4-tuple, index on the connection).
     #[arg(long)]
     access_log: bool,
     /// Time given to in-flight requests on SIGINT/SIGTERM.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     shutdown_timeout: Duration,
 }
 

@@ -306,6 +306,41 @@ fn without_namespaces_the_relay_runs_and_says_approximate() {
     assert!(wall("persistent 1") < wall("serial"), "{r:?}");
 }
 
+/// A bare `--json` writes to stdout and moves the tables to stderr; a
+/// name right after it (`--json nagle`) is an experiment, not a file.
+#[test]
+fn bare_json_goes_to_stdout_and_tables_to_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "lab",
+        "--quick",
+        "--relay",
+        "--rtt",
+        "20ms",
+        "--no-report",
+        "--json",
+        "nagle",
+    ];
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON alone on stdout");
+    assert_eq!(doc["experiments"][0]["id"], "nagle");
+    assert!(
+        stderr.contains("== nagle") && stderr.contains("experiments match"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no file written"
+    );
+}
+
 /// Whether any thread of any process is still in network namespace `ino`.
 fn netns_alive(ino: u64) -> bool {
     let want = format!("net:[{ino}]");

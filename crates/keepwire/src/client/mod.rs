@@ -23,6 +23,7 @@ pub mod connect;
 mod h2;
 mod pipeline;
 pub mod pool;
+pub mod proxy;
 pub mod replay;
 pub mod retry;
 mod send;
@@ -44,7 +45,7 @@ pub use config::ClientConfig;
 use conn::ClientConn;
 pub use conn::ConnMeta;
 use connect::Resolver;
-pub use pipeline::PipelinedResponse;
+pub use pipeline::{PipelinedResponse, Unanswered};
 pub use pool::{Origin, PoolConfig};
 use pool::{Pool, SlotGuard};
 pub use replay::{REPLAY_LIMIT, ReplayBody, RetainBudget, RetainGauge};
@@ -86,6 +87,9 @@ pub enum ClientError {
     /// An extended CONNECT (RFC 8441) cannot be sent to this origin.
     #[error("extended CONNECT (RFC 8441): {0}")]
     ExtendedConnect(&'static str),
+    /// The forward proxy failed or refused ([`proxy`]).
+    #[error("{0}")]
+    Proxy(proxy::ProxyError),
     /// A [`ClientBuilder`] setting was not valid.
     #[error("client settings: {0}")]
     Config(String),
@@ -289,7 +293,15 @@ impl Client {
                 parts.headers.insert(name, value.clone());
             }
         }
-        let (origin, head) = head_for(&mut parts)?;
+        let (mut origin, mut head) = head_for(&mut parts)?;
+        if origin.scheme == "http"
+            && let Some(via) = self.proxy_for(&origin).map(proxy::ProxyUrl::origin)
+        {
+            // RFC 9112 §3.2.2: a proxy is sent the absolute-form, on
+            // connections pooled per proxy whatever the origin.
+            head.target = parts.uri.clone();
+            origin = via;
+        }
         let mut body = ReplayBody::new(body, REPLAY_LIMIT);
         body.prefill().await.map_err(ClientError::Body)?;
         let fresh = parts.extensions.get::<FreshConnection>().is_some();
@@ -309,6 +321,9 @@ impl Client {
         origin: &Origin,
         timings: &mut Timings,
     ) -> Result<tokio::net::TcpStream, ClientError> {
+        if let Some(proxy) = self.proxy_for(origin) {
+            return self.open_via_proxy(&proxy.clone(), origin, timings).await;
+        }
         let cfg = &self.inner.config;
         let t = Instant::now();
         let addrs = self.resolve(origin).await?;

@@ -387,12 +387,20 @@ impl Proxy {
                         last_err = Some(e);
                         continue;
                     }
+                    if !picked.forward {
+                        certificate_hint(&e);
+                    }
                     return self.gateway_error(&e);
                 }
             }
         }
         match last_err {
-            Some(e) => self.gateway_error(&e),
+            Some(e) => {
+                if !picked.forward {
+                    certificate_hint(&e);
+                }
+                self.gateway_error(&e)
+            }
             None => self.refuse(StatusCode::BAD_GATEWAY, "no upstream available"),
         }
     }
@@ -476,6 +484,18 @@ impl Proxy {
             self.metrics.refused.fetch_add(1, Relaxed);
         }
         text(status, why)
+    }
+}
+
+/// Tells the operator, once per process, how to trust a configured
+/// upstream whose certificate was refused (the client only sees a 502).
+fn certificate_hint(e: &ClientError) {
+    static TOLD: AtomicBool = AtomicBool::new(false);
+    if e.to_string().contains("certificate") && !TOLD.swap(true, Relaxed) {
+        tracing::warn!(
+            "upstream: {e}; trust its CA with --upstream-cacert FILE \
+             (ProxyConfig::upstream_tls), or skip verification with --upstream-insecure"
+        );
     }
 }
 
