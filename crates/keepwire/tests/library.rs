@@ -381,3 +381,45 @@ async fn server_from_a_std_or_tokio_listener() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn builder_proxy_goes_through_a_forward_proxy() {
+    use keepwire::proxy::{Proxy, ProxyConfig};
+    let origin = echo_server();
+    let mut pc = ProxyConfig::default();
+    pc.forward = true;
+    pc.allow_destination = vec!["127.0.0.0/8".parse().unwrap()];
+    let proxy = Server::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .config(Proxy::server_config())
+        .bind()
+        .unwrap()
+        .spawn(Proxy::new(pc));
+    let client = Client::builder()
+        .proxy(&format!("http://{}", proxy.local_addr()))
+        .user_agent("via-proxy")
+        .build()
+        .unwrap();
+    let r = within(
+        "through the proxy",
+        client.get(&format!("http://{}/", origin.local_addr())),
+    )
+    .await
+    .unwrap();
+    assert!(r.headers().contains_key("via"), "{:?}", r.headers());
+    assert_eq!(
+        r.extensions()
+            .get::<keepwire::RequestMeta>()
+            .unwrap()
+            .conn
+            .peer,
+        proxy.local_addr(),
+        "the connection is to the proxy"
+    );
+    assert_eq!(text(r).await, "ua=Some(\"via-proxy\") len=0 chunked=false");
+    let bad = Client::builder().proxy("socks5://127.0.0.1:1").build();
+    assert!(matches!(bad, Err(ClientError::Config(_))));
+    drop(client);
+    proxy.shutdown().await.unwrap();
+    origin.shutdown().await.unwrap();
+}
