@@ -486,4 +486,21 @@ fn a_range_of_a_large_file_streams_from_its_offset() {
     );
     assert_eq!(r.status, 206);
     assert_eq!(r.body, big[400_000..]);
+    // Several large ranges over HTTP/2, streamed part by part.
+    let r = curl(
+        serve.addr,
+        "/big.bin",
+        &["--http2-prior-knowledge", "-r", "0-299999,500000-"],
+    );
+    assert_eq!(r.status, 206);
+    let parts = byteranges(&r);
+    assert_eq!(parts.len(), 2);
+    assert_eq!(
+        parts[0],
+        ("bytes 0-299999/700000".into(), big[..300_000].to_vec())
+    );
+    assert_eq!(
+        parts[1],
+        ("bytes 500000-699999/700000".into(), big[500_000..].to_vec())
+    );
 }
