@@ -736,3 +736,63 @@ fn json_and_report_take_an_optional_file() {
     assert_eq!(text(&out.stdout), "x\n");
     assert!(text(&out.stderr).contains("--show-body"));
 }
+
+#[test]
+fn curl_flags_against_nginx() {
+    // Two virtual hosts on one port (the second block opened inside the
+    // template's server body).
+    let Some(n) = common::nginx(
+        "listen LISTEN default_server; server_name a.test;
+         location = /echo { return 200 '$request_method $http_x_a $content_type $http_accept\\n'; }
+         location = /gone { return 404; }
+         location / { return 200 'vhost a\\n'; }
+         }
+         server { listen LISTEN; server_name b.test; location / { return 200 'vhost b\\n'; }",
+    ) else {
+        return;
+    };
+    let base = format!("http://{}", n.addr);
+    // Host: picks the virtual host, as with curl.
+    for host in ["a.test", "b.test"] {
+        let h = format!("Host: {host}");
+        let ours = text(&get(&["-H", &h, "--show-body", &format!("{base}/")]).stdout);
+        assert_eq!(ours, format!("vhost {}\n", &host[..1]));
+        if let Some(c) = curl(&["-H", &h, &format!("{base}/")]) {
+            assert_eq!(ours, text(&c.stdout));
+        }
+    }
+    // -X, -H, -d and --json-data as nginx saw them, and as curl sends them.
+    let echo = format!("{base}/echo");
+    for flags in [
+        vec!["-X", "PUT", "-H", "X-A: 1"],
+        vec!["-d", "a=1"],
+        vec!["-H", "Accept:", "-H", "X-A: 2"],
+    ] {
+        let mut args = flags.clone();
+        args.extend(["--show-body", &echo]);
+        let ours = text(&get(&args).stdout);
+        let mut args = flags.clone();
+        args.push(&echo);
+        if let Some(c) = curl(&args) {
+            assert_eq!(ours, text(&c.stdout), "{flags:?}");
+        }
+    }
+    let ours = text(&get(&["--json-data", "{}", "--show-body", &echo]).stdout);
+    assert_eq!(ours, "POST  application/json application/json\n");
+    // -I, -w and reuse across URLs, compared with curl.
+    let out = get(&["-I", &format!("{base}/")]);
+    assert!(
+        text(&out.stdout).starts_with("HTTP/1.1 200 OK\r\nserver: nginx"),
+        "{}",
+        text(&out.stdout)
+    );
+    let f = "%{http_code} %{num_connects} %{size_download} %{size_header} %{content_type}\\n";
+    let (a, b) = (format!("{base}/x"), format!("{base}/echo"));
+    let ours = text(&get(&["-w", f, &a, &b]).stdout);
+    if let Some(c) = curl(&["-o", "/dev/null", "-o", "/dev/null", "-w", f, &a, &b]) {
+        assert_eq!(ours, text(&c.stdout));
+    }
+    // -f on nginx's 404.
+    let out = get(&["-f", &format!("{base}/gone")]);
+    assert_eq!(code(&out), 22, "{}", text(&out.stderr));
+}
