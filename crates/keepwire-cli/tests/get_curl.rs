@@ -429,6 +429,13 @@ fn exit_codes_are_curls() {
         "{}",
         text(&out.stderr)
     );
+    // The same for every request of a pipelined connection that never opened.
+    let (a, b) = (format!("http://{closed}/a"), format!("http://{closed}/b"));
+    let out = get(&["--strategy", "pipelined", &a, &b, "--json"]);
+    assert_eq!(code(&out), 7);
+    let doc = json(&out);
+    let all = doc["requests"].as_array().unwrap();
+    assert!(all.iter().all(|r| r["exit_code"] == 7), "{doc}");
     // 28: a server that never answers.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/", silent.local_addr().unwrap());
