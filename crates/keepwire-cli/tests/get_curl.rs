@@ -686,6 +686,7 @@ fn har_file_parses_back_with_the_spec_invariants() {
     assert_eq!(log["version"], "1.2");
     assert_eq!(log["creator"]["name"], "keepwire");
     assert_eq!(log["pages"].as_array().unwrap().len(), 1);
+    let on_load = log["pages"][0]["pageTimings"]["onLoad"].as_f64().unwrap();
     let entries = log["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 7);
     let mut reused = 0;
@@ -718,6 +719,11 @@ fn har_file_parses_back_with_the_spec_invariants() {
         );
     }
     assert_eq!(reused, 5, "7 requests on 2 connections");
+    let longest = entries
+        .iter()
+        .map(|e| e["time"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(on_load >= longest, "onLoad {on_load} < {longest}");
 }
 
 #[test]

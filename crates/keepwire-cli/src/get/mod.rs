@@ -201,12 +201,12 @@ Examples:
 enum StrategyArg {
     /// One request at a time, each on a new connection with `Connection: close` (R4.1).
     Serial,
-    /// Up to N requests at once, each on its own new connection, none reused (R4.2).
+    /// Up to N (-c) requests at once, each on its own new connection, none reused (R4.2).
     Parallel,
-    /// Up to N requests at once on connections kept open and reused (R4.3);
-    /// `-n 1` is one persistent connection.
+    /// Up to N (-c) requests at once on connections kept open and reused (R4.3);
+    /// `-c 1` is one persistent connection.
     Persistent,
-    /// Sub-resources split across N persistent connections, each sending up to
+    /// Sub-resources split across N (-c) persistent connections, each sending up to
     /// --depth requests without waiting for the responses (R4.4, R7).
     Pipelined,
     /// Every request at once as a stream on one HTTP/2 connection per origin
