@@ -470,6 +470,12 @@ fn an_untrusted_certificate_says_what_to_do() {
         assert_eq!(c.status.code(), Some(60));
     }
     assert_eq!(code(&get(&["-k", &url])), 0);
+    // -i over HTTP/2: the status line as curl prints it.
+    let ours = text(&get(&["-k", "-i", &url]).stdout);
+    assert!(ours.starts_with("HTTP/2 200 \r\n"), "{ours:?}");
+    if let Some(c) = curl(&["-k", "-i", &url]) {
+        assert_eq!(ours.lines().next(), text(&c.stdout).lines().next());
+    }
 }
 
 fn forward_proxy(connect_port: u16) -> Running {

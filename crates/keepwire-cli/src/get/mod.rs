@@ -492,7 +492,7 @@ fn output(
 fn head_text(r: &Record) -> String {
     let status = r.status.unwrap_or(0);
     let mut s = match r.version.as_deref() {
-        Some("HTTP/2.0") => format!("HTTP/2 {status}\r\n"),
+        Some("HTTP/2.0") => format!("HTTP/2 {status} \r\n"),
         v => format!(
             "{} {status} {}\r\n",
             v.unwrap_or("HTTP/1.1"),

@@ -490,7 +490,7 @@ fn request_head(sent: &Sent, version: Version, stream: u64) -> String {
 /// The `< ` lines of a response head.
 fn response_head(version: Version, status: http::StatusCode, headers: &HeaderMap) -> String {
     let mut s = if version == Version::HTTP_2 {
-        format!("< HTTP/2 {}\n", status.as_u16())
+        format!("< HTTP/2 {} \n", status.as_u16())
     } else {
         format!(
             "< {:?} {} {}\n",
