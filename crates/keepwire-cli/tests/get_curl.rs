@@ -444,6 +444,14 @@ fn exit_codes_are_curls() {
     if let Some(c) = curl(&["--max-time", "1", &url]) {
         assert_eq!(c.status.code(), Some(28));
     }
+    // 35: a TLS handshake with a server that does not speak TLS.
+    let plain = serve(&["--respond", "plain"]);
+    let url = format!("https://{}/", plain.addr);
+    let out = get(&["-k", &url]);
+    assert_eq!(code(&out), 35, "{}", text(&out.stderr));
+    if let Some(c) = curl(&["-k", &url]) {
+        assert_eq!(c.status.code(), Some(35));
+    }
     // 3: not a URL we can request.
     assert_eq!(code(&get(&["ftp://127.0.0.1/"])), 3);
 }

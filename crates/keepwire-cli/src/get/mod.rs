@@ -236,21 +236,19 @@ fn exit(code: u8, message: &str) -> ! {
 fn request_spec(args: &GetArgs) -> RequestSpec {
     let mut spec = RequestSpec::default();
     let mut parts = Vec::new();
-    let mut json_type = false;
     for (list, binary) in [
         (&args.data, false),
         (&args.data_binary, true),
         (&args.json_data, true),
     ] {
         for d in list {
-            json_type |= std::ptr::eq(list, &args.json_data);
             parts.push(request::data(d, binary).unwrap_or_else(|e| exit(26, &format!("{e}"))));
         }
     }
     if !parts.is_empty() {
         spec.body = Some(request::join_data(parts));
     }
-    if json_type {
+    if !args.json_data.is_empty() {
         for name in [http::header::CONTENT_TYPE, http::header::ACCEPT] {
             spec.headers
                 .push((name, Some(HeaderValue::from_static("application/json"))));
