@@ -467,7 +467,7 @@ fn output(
         }
         let mut bytes = Vec::new();
         if (args.include || args.head) && code != 22 && r.status.is_some() {
-            bytes.extend(head_text(r).into_bytes());
+            bytes.extend(load::writeout::head(r).into_bytes());
         }
         if let (true, 0, Some(b)) = (show && !args.head, code, body) {
             bytes.extend_from_slice(b);
@@ -484,26 +484,6 @@ fn output(
         }
     }
     Ok(last_code)
-}
-
-/// A response head as curl -i prints it.
-fn head_text(r: &Record) -> String {
-    let status = r.status.unwrap_or(0);
-    let mut s = match r.version.as_deref() {
-        Some("HTTP/2.0") => format!("HTTP/2 {status} \r\n"),
-        v => format!(
-            "{} {status} {}\r\n",
-            v.unwrap_or("HTTP/1.1"),
-            http::StatusCode::from_u16(status)
-                .ok()
-                .and_then(|s| s.canonical_reason())
-                .unwrap_or("")
-        ),
-    };
-    for (n, v) in &r.response_headers {
-        s.push_str(&format!("{n}: {v}\r\n"));
-    }
-    s + "\r\n"
 }
 
 /// Writes `bytes` to `path`, or stdout for `-`.
