@@ -631,6 +631,19 @@ fn verbose_over_http2_shows_what_was_sent() {
         !err.contains("HTTP/1.1") && !err.contains("> host:"),
         "{err}"
     );
+    // Host: becomes :authority, as curl sends it.
+    let out = get(&[
+        "-v",
+        "--http2-prior-knowledge",
+        "-H",
+        "Host: vhost.test",
+        &url,
+    ]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("* [HTTP/2] [1] [:authority: vhost.test]"),
+        "{err}"
+    );
     // --http2 on http:// still works, with a note.
     let out = get(&["--http2", &url]);
     assert_eq!(code(&out), 0);
