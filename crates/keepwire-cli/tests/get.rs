@@ -113,8 +113,8 @@ fn text(bytes: &[u8]) -> String {
 
 /// `keepwire get --json ARGS`, which must succeed; the parsed document.
 fn get_json(args: &[&str]) -> Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
+    let mut all = args.to_vec();
+    all.push("--json");
     let out = get(&all);
     assert!(
         out.status.success(),
@@ -140,7 +140,7 @@ fn opened(doc: &Value) -> u64 {
 fn load_page(s: &Serve, strategy: &str, n: &str) -> (Value, u64) {
     let before = accepted(s);
     let url = format!("http://{}/", s.addr);
-    let doc = get_json(&["--page", "--strategy", strategy, "-n", n, &url]);
+    let doc = get_json(&["--page", "--strategy", strategy, "-c", n, &url]);
     let at_server = accepted(s) - before;
     let reqs = requests(&doc);
     assert_eq!(reqs.len(), 13, "1 page + 12 objects with {strategy}");
@@ -217,7 +217,7 @@ fn pipelined_responses_match_their_requests() {
         "--page",
         "--strategy",
         "pipelined",
-        "-n",
+        "-c",
         "2",
         "--depth",
         "4",
@@ -286,7 +286,7 @@ fn table_has_one_line_per_request_and_a_summary() {
     let s = serve(&["--objects", "2"], false);
     let a = format!("http://{}/obj/0.png", s.addr);
     let b = format!("http://{}/obj/1.css", s.addr);
-    let out = get(&["--strategy", "persistent", "-n", "1", &a, &b]);
+    let out = get(&["--strategy", "persistent", "-c", "1", &a, &b]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
@@ -315,7 +315,7 @@ fn table_has_one_line_per_request_and_a_summary() {
 fn body_goes_to_stdout_only_when_asked() {
     let s = serve(&["--respond", "hello body"], false);
     let url = format!("http://{}/", s.addr);
-    let out = get(&["--body", &url]);
+    let out = get(&["--show-body", &url]);
     assert!(out.status.success());
     assert_eq!(text(&out.stdout), "hello body\n");
     assert!(
@@ -351,7 +351,7 @@ fn waterfall_is_a_self_contained_page_with_a_bar_group_per_request() {
         "--page",
         "--strategy",
         "persistent",
-        "-n",
+        "-c",
         "2",
         "--waterfall",
         file.to_str().unwrap(),
@@ -458,7 +458,7 @@ fn errors_name_the_url_and_the_cause_and_the_rest_still_runs() {
     let chunked =
         fixed_server(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
     let url = format!("http://{chunked}/");
-    let out = get(&["--json", &url]);
+    let out = get(&[&url, "--json"]);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("truncated"),
@@ -483,7 +483,7 @@ fn help_explains_every_option() {
     for option in [
         "--verbose",
         "--json",
-        "--body",
+        "--show-body",
         "--output",
         "--page",
         "--strategy",

@@ -20,31 +20,101 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use http::{HeaderName, HeaderValue};
+use keepwire::client::proxy::ProxyConfig;
 use keepwire_lab::load::{self, LoadConfig, LoadEvent, Loaded, Record, Strategy, Summary};
+use keepwire_lab::load::{RequestSpec, request};
 use keepwire_lab::waterfall;
 
-use crate::common::parse_duration;
-use table::{Table, stderr, stdout};
+use crate::common::{parse_duration, parse_header};
+use table::{Sink, Table, stderr, stdout};
 
 /// Options of `keepwire get`.
 #[derive(Args, Debug)]
 #[command(after_long_help = COLUMNS_HELP)]
 pub struct GetArgs {
-    /// URLs to fetch (`http://` or `https://`; `host:port/path` means `http://host:port/path`).
+    /// URLs to fetch (`http://` or `https://`; `host:port/path` means
+    /// `http://host:port/path`). Put --json and --report (optional values) last,
+    /// or write `--json=FILE`.
     #[arg(required = true, value_name = "URL")]
     urls: Vec<String>,
+    /// Total requests: the URL list repeated until N (default: each URL once).
+    #[arg(short = 'n', long = "requests", value_name = "N")]
+    requests: Option<usize>,
+    /// Connections per origin at most, and URLs in flight at once (default: 1, so
+    /// several URLs reuse one connection per origin as curl does; 6 with --page).
+    #[arg(short = 'c', long, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    connections: Option<u16>,
     /// Print each request and response head on stderr, like `curl -v`: `> ` lines were
-    /// sent, `< ` lines received, `* ` lines say which connection and what happened.
+    /// sent (over HTTP/2, curl's `* [HTTP/2] [stream] [:pseudo: value]` lines first),
+    /// `< ` lines received, `* ` lines say which connection and what happened.
     #[arg(short, long)]
     verbose: bool,
-    /// Print one JSON document on stdout instead of the table: `requests` (one object
-    /// per request, in request order, with its connection, phases and error) and
-    /// `summary` (requests, connections opened, wall time, ...).
-    #[arg(long)]
-    json: bool,
+    /// Method (curl's -X): GET, or POST with a body.
+    #[arg(short = 'X', long = "request", value_name = "METHOD")]
+    method: Option<http::Method>,
+    /// Header to send (repeatable): `Name: value` replaces a default of that name
+    /// (`Host:` for a virtual host), `Name:` removes a default (curl's -H).
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    headers: Vec<String>,
+    /// Body, as curl's -d (repeatable, joined with &): POST with Content-Type
+    /// application/x-www-form-urlencoded; `@FILE` reads FILE without CR/LF.
+    #[arg(short = 'd', long = "data", value_name = "DATA")]
+    data: Vec<String>,
+    /// Body as is (`@FILE`: the file byte for byte), as curl's --data-binary.
+    #[arg(long, value_name = "DATA")]
+    data_binary: Vec<String>,
+    /// curl's `--json DATA`: POST DATA with Content-Type and Accept
+    /// application/json. (Here --json is the output document, as in every command.)
+    #[arg(long, value_name = "DATA")]
+    json_data: Vec<String>,
+    /// HEAD request; print the response head on stdout (curl's -I).
+    #[arg(short = 'I', long = "head")]
+    head: bool,
+    /// Include each response head before its body in the output (curl's -i);
+    /// implies --show-body unless -o.
+    #[arg(short = 'i', long)]
+    include: bool,
+    /// Exit 22 on a status of 400 or more, without writing its body (curl's -f).
+    #[arg(short = 'f', long)]
+    fail: bool,
+    /// Follow redirects (301/302/303 turn a POST into a GET, as curl).
+    #[arg(short = 'L', long = "location")]
+    follow: bool,
+    /// With -L: redirects followed at most; one more is exit 47.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    max_redirs: u32,
+    /// After each request print FORMAT on stdout with curl's variables: %{http_code},
+    /// %{time_namelookup} .. %{time_total} (seconds, from the request's start),
+    /// %{size_download}, %{size_header}, %{num_connects}, %{num_redirects},
+    /// %{url_effective}, %{remote_ip}, %{remote_port}, %{local_ip}, %{local_port},
+    /// %{http_version}, %{content_type}, %{exitcode}; `\n` escapes. `@FILE` reads it.
+    #[arg(short = 'w', long = "write-out", value_name = "FORMAT")]
+    write_out: Option<String>,
+    /// Forward proxy (`http://host:port`): http:// requests in absolute-form,
+    /// https:// through CONNECT. Default: http_proxy (lowercase only),
+    /// HTTPS_PROXY, ALL_PROXY, minus NO_PROXY, as curl; `-x ""` for none.
+    #[arg(short = 'x', long, value_name = "URL")]
+    proxy: Option<String>,
+    /// Hosts that go direct (comma-separated; `*` for all), instead of NO_PROXY.
+    #[arg(long, value_name = "LIST")]
+    noproxy: Option<String>,
+    /// Print one JSON document instead of the table (stdout, or FILE): `requests`
+    /// (one object per request, with its connection, phases and error) and `summary`.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    json: Option<PathBuf>,
+    /// Write the table (a line per request and the summary) to FILE (`-`: stdout).
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    report: Option<PathBuf>,
+    /// Write a HAR 1.2 file (HTTP Archive) of the requests, for browser devtools.
+    #[arg(long, value_name = "FILE")]
+    har: Option<PathBuf>,
     /// Print the response bodies on stdout, in request order, after all requests end
     /// (the table then goes to stderr). By default bodies are read and counted, not shown.
-    #[arg(long, conflicts_with_all = ["json", "output"])]
+    #[arg(long, conflicts_with_all = ["output"])]
+    show_body: bool,
+    #[arg(long, hide = true, conflicts_with_all = ["output"])]
     body: bool,
     /// Write the response bodies to FILE, in request order.
     #[arg(short, long, value_name = "FILE")]
@@ -58,13 +128,13 @@ pub struct GetArgs {
     /// first: its body names the sub-resources.
     #[arg(long, value_enum, default_value_t = StrategyArg::Persistent)]
     strategy: StrategyArg,
-    /// Use HTTP/2: the same as --strategy multiplexed. http:// URLs speak it with
-    /// prior knowledge (h2c); https:// URLs ask for it by ALPN and use HTTP/1.1 if
-    /// the server picks that. (https:// with the default strategy also asks
-    /// for HTTP/2 first, like a browser; serial, parallel and pipelined are
-    /// HTTP/1.1 strategies and offer only http/1.1.)
-    #[arg(long, conflicts_with_all = ["strategy", "http1"])]
+    /// Negotiate HTTP/2 by ALPN (https://): the same as --strategy multiplexed.
+    /// (On http:// it still means --http2-prior-knowledge, for one release.)
+    #[arg(long, conflicts_with_all = ["strategy", "http1", "http2_prior_knowledge"])]
     http2: bool,
+    /// Speak HTTP/2 without negotiating (h2c on http://), as curl spells it.
+    #[arg(long, conflicts_with_all = ["strategy", "http1"])]
+    http2_prior_knowledge: bool,
     /// https://: offer only HTTP/1.1 by ALPN (never HTTP/2).
     #[arg(long = "http1.1", id = "http1")]
     http1: bool,
@@ -75,10 +145,6 @@ pub struct GetArgs {
     /// servers; gives up the authentication TLS exists for).
     #[arg(short = 'k', long)]
     insecure: bool,
-    /// Connections per origin at most (parallel, persistent, pipelined; serial uses one).
-    #[arg(short = 'n', long, default_value_t = 6, value_name = "N",
-          value_parser = clap::value_parser!(u16).range(1..=1024))]
-    connections: u16,
     /// Pipelined strategy: requests sent ahead on a connection before their responses.
     #[arg(long, default_value_t = 16, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -88,7 +154,7 @@ pub struct GetArgs {
     #[arg(long, value_name = "FILE.html")]
     waterfall: Option<PathBuf>,
     /// Time allowed to connect, to write a request, and to wait for each response read
-    /// (`30`, `30s`, `500ms`).
+    /// (`30`, `30s`, `500ms`); running out is exit 28.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     timeout: Duration,
 }
@@ -109,20 +175,26 @@ Output (one line per request, then a summary line; all times in milliseconds):
   recv     first response byte -> body complete
   total    request issued -> body complete
 
-Errors (bad URL, connection refused, https://, a truncated body, ...) are printed
-on stderr as one line naming the URL and the cause; the other URLs are still
-fetched, and the exit status is 1.
+Errors (bad URL, connection refused, a truncated body, ...) are printed on stderr
+as one line naming the URL, the cause and what to try; the other URLs are still
+fetched. The exit status is curl's, for the last failed request: 3 bad URL, 5 proxy
+not resolved, 6 host not resolved, 7 cannot connect, 18 body cut short, 22 HTTP
+status >= 400 with -f, 26 cannot read -d @FILE, 28 timeout, 35 TLS handshake,
+47 too many redirects, 52 no response, 56 receive failed or CONNECT refused,
+60 certificate not verified.
 
 Server-Sent Events: a text/event-stream response has each event's data printed on
 stdout as the event arrives (one line per data line; -v adds its id and type on
-stderr), unless --json, --body or -o is given; its table row follows when the
-stream ends.
+stderr), unless --json, --show-body, -i, -I, -w or -o is given; its table row
+follows when the stream ends.
 
 Examples:
-  keepwire get http://127.0.0.1:8080/
+  keepwire get http://127.0.0.1:8080/ http://127.0.0.1:8080/a.css
+  keepwire get -f -w '%{http_code} %{time_total}\\n' -d a=1 http://127.0.0.1:8080/echo
+  keepwire get -x http://127.0.0.1:3128 https://example.com/ --har run.har
   keepwire get http://127.0.0.1:8080/events
   keepwire get --page --strategy serial http://127.0.0.1:8080/
-  keepwire get --page --strategy pipelined -n 1 --waterfall w.html http://127.0.0.1:8080/";
+  keepwire get --page --strategy pipelined -c 1 --waterfall w.html http://127.0.0.1:8080/";
 
 /// The chapter's ways to load a page (R4.1–R4.5).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -154,22 +226,110 @@ impl From<StrategyArg> for Strategy {
     }
 }
 
+/// Ends the process with curl's exit `code` after `message` on stderr.
+fn exit(code: u8, message: &str) -> ! {
+    stderr(&format!("keepwire get: {message}\n"));
+    std::process::exit(i32::from(code))
+}
+
+/// The request each URL gets, from -X, -H, -d, --data-binary, --json-data, -I, -L.
+fn request_spec(args: &GetArgs) -> RequestSpec {
+    let mut spec = RequestSpec::default();
+    let mut parts = Vec::new();
+    let mut json_type = false;
+    for (list, binary) in [
+        (&args.data, false),
+        (&args.data_binary, true),
+        (&args.json_data, true),
+    ] {
+        for d in list {
+            json_type |= std::ptr::eq(list, &args.json_data);
+            parts.push(request::data(d, binary).unwrap_or_else(|e| exit(26, &format!("{e}"))));
+        }
+    }
+    if !parts.is_empty() {
+        spec.body = Some(request::join_data(parts));
+    }
+    if json_type {
+        for name in [http::header::CONTENT_TYPE, http::header::ACCEPT] {
+            spec.headers
+                .push((name, Some(HeaderValue::from_static("application/json"))));
+        }
+    }
+    for h in &args.headers {
+        match h.trim_end().strip_suffix(':').filter(|n| !n.contains(':')) {
+            Some(name) => match HeaderName::from_bytes(name.trim().as_bytes()) {
+                Ok(n) => spec.headers.push((n, None)),
+                Err(_) => exit(2, &format!("-H {h:?}: invalid header name")),
+            },
+            None => match parse_header(h) {
+                Ok((n, v)) => spec.headers.push((n, Some(v))),
+                Err(e) => exit(2, &format!("-H: {e}")),
+            },
+        }
+    }
+    spec.method = args
+        .method
+        .clone()
+        .or(args.head.then_some(http::Method::HEAD));
+    spec.follow = args.follow.then_some(args.max_redirs);
+    spec
+}
+
+/// The proxies, as curl chooses them: -x, else the environment; --noproxy over NO_PROXY.
+fn proxy(args: &GetArgs) -> ProxyConfig {
+    let config = match args.proxy.as_deref() {
+        Some("") => Ok(ProxyConfig::default()),
+        Some(url) => ProxyConfig::all(url),
+        None => ProxyConfig::from_env(),
+    };
+    let config = config.unwrap_or_else(|e| exit(5, &e));
+    match &args.noproxy {
+        Some(list) => config.no_proxy(list),
+        None => config,
+    }
+}
+
 /// Runs `keepwire get`.
-pub fn run(args: GetArgs) -> Result<(), String> {
+pub fn run(mut args: GetArgs) -> Result<(), String> {
+    if args.body {
+        crate::common::deprecated("--body", "--show-body");
+        args.show_body = true;
+    }
+    if let Some(j) = args.json.as_ref().and_then(|p| p.to_str())
+        && (j.starts_with(['{', '[', '@']))
+    {
+        exit(
+            2,
+            "--json takes an output FILE here; send curl's --json DATA with --json-data",
+        );
+    }
+    let h2c = args.http2_prior_knowledge
+        || (args.http2 && args.urls.iter().any(|u| !u.starts_with("https://")));
+    if args.http2 && h2c {
+        crate::common::deprecated("--http2 on http://", "--http2-prior-knowledge");
+    }
+    if let Some(n) = args.requests {
+        args.urls = args.urls.iter().cycle().take(n).cloned().collect();
+    }
+    let show = args.show_body || args.include || args.head;
+    let data_out = show || args.write_out.is_some();
     let mut config = LoadConfig::default()
-        .strategy(if args.http2 {
+        .strategy(if args.http2 || h2c {
             Strategy::Multiplexed
         } else {
             args.strategy.into()
         })
-        .connections(args.connections)
+        .connections(args.connections.unwrap_or(if args.page { 6 } else { 1 }))
         .depth(args.depth)
         .timeout(args.timeout)
         .page(args.page)
         .http1_only(args.http1)
-        .keep_bodies(args.body || args.output.is_some())
-        .transcript(args.verbose);
-    if !args.json && !args.body && args.output.is_none() {
+        .keep_bodies(show || args.output.is_some())
+        .transcript(args.verbose)
+        .request(request_spec(&args))
+        .proxy(proxy(&args));
+    if args.json.is_none() && !data_out && args.output.is_none() {
         let printer = sse::Printer::new(args.verbose);
         config = config.on_chunk(move |chunk| printer.chunk(chunk));
     }
@@ -195,7 +355,16 @@ pub fn run(args: GetArgs) -> Result<(), String> {
         .as_ref()
         .map(|p| std::fs::File::create(p).map_err(|e| format!("--waterfall {}: {e}", p.display())))
         .transpose()?;
-    let mut table = Table::new(!args.json, args.body);
+    let json_out = args.json.as_ref().map(|p| p.as_os_str() == "-");
+    let sink = match (&args.report, json_out) {
+        (Some(p), _) if p.as_os_str() != "-" => Sink::File(
+            std::fs::File::create(p).map_err(|e| format!("--report {}: {e}", p.display()))?,
+        ),
+        (Some(_), _) | (None, None | Some(false)) if data_out => Sink::Stderr,
+        (Some(_), _) | (None, None | Some(false)) => Sink::Stdout,
+        (None, Some(true)) => Sink::Off,
+    };
+    let mut table = Table::new(sink);
     let verbose = args.verbose;
     let loaded = rt.block_on(load::load(&args.urls, &config, &mut |event| match event {
         LoadEvent::Done { record, transcript } => {
@@ -203,7 +372,9 @@ pub fn run(args: GetArgs) -> Result<(), String> {
                 stderr(transcript);
             }
             if let Some(e) = &record.error {
-                stderr(&format!("keepwire get: {}: {e}\n", record.url));
+                let hint =
+                    request::hint(record.exit_code).map_or(String::new(), |h| format!(" ({h})"));
+                stderr(&format!("keepwire get: {}: {e}{hint}\n", record.url));
             }
             table.line(record);
         }
@@ -223,19 +394,25 @@ pub fn run(args: GetArgs) -> Result<(), String> {
         }
         _ => {}
     }));
-    output(&args, &loaded, &mut table, body_file, waterfall_file)
+    let code = output(&args, &loaded, &mut table, body_file, waterfall_file)?;
+    if code != 0 {
+        std::process::exit(i32::from(code));
+    }
+    Ok(())
 }
 
-/// Prints the table's summary or the JSON, writes the waterfall and bodies.
+/// Writes the summary or the JSON, the waterfall and HAR, then per request
+/// (curl's order) its head (-i, -I), its body and its -w line; returns
+/// curl's exit code for the last failed request.
 fn output(
     args: &GetArgs,
     loaded: &Loaded,
     table: &mut Table,
     body_file: Option<std::fs::File>,
     waterfall_file: Option<std::fs::File>,
-) -> Result<(), String> {
+) -> Result<u8, String> {
     let summary = &loaded.summary;
-    if args.json {
+    if let Some(path) = &args.json {
         #[derive(serde::Serialize)]
         struct JsonDoc<'a> {
             requests: &'a [Record],
@@ -246,44 +423,96 @@ fn output(
             summary,
         };
         let text = serde_json::to_string_pretty(&doc).map_err(|e| format!("JSON: {e}"))?;
-        stdout(&format!("{text}\n"));
-    } else {
-        table.summary(summary);
+        write_file(path, "--json", format!("{text}\n").as_bytes())?;
     }
+    table.summary(summary);
     if let (Some(path), Some(mut file)) = (&args.waterfall, waterfall_file) {
         let html = waterfall::render(&loaded.records, summary);
         file.write_all(html.as_bytes())
             .map_err(|e| format!("--waterfall {}: {e}", path.display()))?;
-        if !args.json {
+        stderr(&format!(
+            "keepwire get: waterfall written to {}\n",
+            path.display()
+        ));
+    }
+    if let Some(path) = &args.har {
+        let har = load::har::build(&loaded.records, loaded.started);
+        let text = serde_json::to_string_pretty(&har).map_err(|e| format!("HAR: {e}"))?;
+        write_file(path, "--har", text.as_bytes())?;
+    }
+    let format = match args.write_out.as_deref() {
+        Some(f) => match f.strip_prefix('@') {
+            Some(path) => {
+                Some(std::fs::read_to_string(path).map_err(|e| format!("-w {path}: {e}"))?)
+            }
+            None => Some(f.to_string()),
+        },
+        None => None,
+    };
+    let mut out: Box<dyn std::io::Write> = match body_file {
+        Some(f) => Box::new(f),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let show = args.show_body || args.include || args.head || args.output.is_some();
+    let mut last_code = 0;
+    let mut bodies = loaded.bodies.iter().peekable();
+    for r in &loaded.records {
+        let mut code = r.exit_code;
+        let body = bodies.next_if(|(i, _)| *i == r.index).map(|(_, b)| b);
+        if args.fail && code == 0 && r.status.is_some_and(|s| s >= 400) {
+            code = 22;
             stderr(&format!(
-                "keepwire get: waterfall written to {}\n",
-                path.display()
+                "keepwire get: {}: the server returned {} (-f)\n",
+                r.url_effective,
+                r.status.unwrap_or(0)
             ));
         }
-    }
-    if args.body || args.output.is_some() {
-        let write = |w: &mut dyn std::io::Write| -> std::io::Result<()> {
-            for (_, b) in &loaded.bodies {
-                w.write_all(b)?;
-            }
-            w.flush()
-        };
-        match (body_file, &args.output) {
-            (Some(mut file), Some(path)) => {
-                write(&mut file).map_err(|e| format!("-o {}: {e}", path.display()))?
-            }
-            _ => {
-                // A reader that went away (`| head`) is not an error.
-                let _ = write(&mut std::io::stdout().lock());
-            }
+        let mut bytes = Vec::new();
+        if (args.include || args.head) && code != 22 && r.status.is_some() {
+            bytes.extend(head_text(r).into_bytes());
+        }
+        if let (true, 0, Some(b)) = (show && !args.head, code, body) {
+            bytes.extend_from_slice(b);
+        }
+        // A reader that went away (`| head`) is not an error; a file is.
+        if out.write_all(&bytes).and_then(|()| out.flush()).is_err() && args.output.is_some() {
+            code = 23;
+        }
+        if let Some(f) = &format {
+            stdout(&load::writeout::format(f, r, code));
+        }
+        if code != 0 {
+            last_code = code;
         }
     }
-    if summary.failed > 0 {
-        Err(format!(
-            "get: {} of {} requests failed",
-            summary.failed, summary.requests
-        ))
-    } else {
-        Ok(())
+    Ok(last_code)
+}
+
+/// A response head as curl -i prints it.
+fn head_text(r: &Record) -> String {
+    let status = r.status.unwrap_or(0);
+    let mut s = match r.version.as_deref() {
+        Some("HTTP/2.0") => format!("HTTP/2 {status}\r\n"),
+        v => format!(
+            "{} {status} {}\r\n",
+            v.unwrap_or("HTTP/1.1"),
+            http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("")
+        ),
+    };
+    for (n, v) in &r.response_headers {
+        s.push_str(&format!("{n}: {v}\r\n"));
     }
+    s + "\r\n"
+}
+
+/// Writes `bytes` to `path`, or stdout for `-`.
+fn write_file(path: &std::path::Path, flag: &str, bytes: &[u8]) -> Result<(), String> {
+    if path.as_os_str() == "-" {
+        stdout(&String::from_utf8_lossy(bytes));
+        return Ok(());
+    }
+    std::fs::write(path, bytes).map_err(|e| format!("{flag} {}: {e}", path.display()))
 }

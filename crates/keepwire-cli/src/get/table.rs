@@ -6,34 +6,42 @@ use std::io::Write as _;
 
 use keepwire_lab::load::{Phases, Record, Strategy, Summary};
 
+/// Where the table goes: stdout, or stderr when stdout carries bodies,
+/// `-w` lines or the JSON; a file with `--report FILE`.
+pub enum Sink {
+    Off,
+    Stdout,
+    Stderr,
+    File(std::fs::File),
+}
+
 /// The per-request table.
 pub struct Table {
-    enabled: bool,
-    to_stderr: bool,
+    sink: Sink,
     header_done: bool,
 }
 
 impl Table {
-    /// A table that prints (`enabled`) on stdout, or on stderr when stdout
-    /// carries the bodies.
-    pub fn new(enabled: bool, to_stderr: bool) -> Self {
+    pub fn new(sink: Sink) -> Self {
         Table {
-            enabled,
-            to_stderr,
+            sink,
             header_done: false,
         }
     }
 
-    fn emit(&self, text: &str) {
-        if self.to_stderr {
-            stderr(text);
-        } else {
-            stdout(text);
+    fn emit(&mut self, text: &str) {
+        match &mut self.sink {
+            Sink::Off => {}
+            Sink::Stdout => stdout(text),
+            Sink::Stderr => stderr(text),
+            Sink::File(f) => {
+                let _ = f.write_all(text.as_bytes());
+            }
         }
     }
 
     pub fn line(&mut self, r: &Record) {
-        if !self.enabled {
+        if matches!(self.sink, Sink::Off) {
             return;
         }
         let mut s = String::new();

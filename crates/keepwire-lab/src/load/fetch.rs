@@ -10,16 +10,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{ACCEPT, CONNECTION, CONTENT_TYPE, HOST, USER_AGENT};
-use http::{HeaderMap, HeaderValue, Request, Uri, Version};
+use http::header::{CONTENT_TYPE, HOST, LOCATION};
+use http::{HeaderMap, Method, Uri, Version};
 use http_body_util::BodyExt;
 use keepwire::client::{PipelinedResponse, Timings};
-use keepwire::{Body, BodyError, Client, ClientError, RequestMeta};
+use keepwire::{BodyError, Client, ClientError, RequestMeta};
 use tokio::time::Instant;
 
 use super::record::{ConnRecord, Kind, Phases, Record, TlsRecord};
-
-const AGENT: &str = concat!("keepwire/", env!("CARGO_PKG_VERSION"));
+use super::request::{self, Hop, RequestSpec};
 
 /// A body chunk as it arrived ([`super::LoadConfig::on_chunk`]).
 #[derive(Debug)]
@@ -52,6 +51,8 @@ pub(super) struct Opts {
     pub close: bool,
     pub depth: usize,
     pub t0: Instant,
+    /// Method, headers, body and redirects of every request.
+    pub spec: RequestSpec,
 }
 
 /// A request to make.
@@ -72,29 +73,94 @@ impl Fetched {
     /// A request that never reached the client.
     pub fn failed(index: usize, url: String, kind: Kind, opts: &Opts, error: String) -> Self {
         let start = ms(opts.t0.elapsed());
+        let mut record = Record::failed(index, url, kind, start, error);
+        // curl's "URL malformed": the request could not be formed.
+        record.exit_code = 3;
         Fetched {
-            record: Record::failed(index, url, kind, start, error),
+            record,
             body: None,
             transcript: String::new(),
         }
     }
 }
 
+/// One request, following redirects when asked (curl's `-L`): the record
+/// is the last response's, with the redirects counted and its start and
+/// total covering them all, as curl's `time_total` does.
+pub(super) async fn fetch_one(client: Client, opts: Arc<Opts>, job: Job, keep: bool) -> Fetched {
+    let mut hop = Hop::first(job.url.clone(), &opts.spec);
+    let first_start = ms(opts.t0.elapsed());
+    let (mut redirects, mut connects, mut retries) = (0u32, 0u32, 0u32);
+    let mut transcript = String::new();
+    loop {
+        let mut f = fetch_hop(&client, &opts, &job, &hop, keep).await;
+        connects += u32::from(f.record.reused == Some(false));
+        retries += f.record.retries;
+        transcript.push_str(&f.transcript);
+        let next = match (opts.spec.follow, f.record.status, &f.record.error) {
+            (Some(max), Some(status), None) => {
+                request::next_hop(&hop, status, f.record.location.as_deref()).map(|n| (n, max))
+            }
+            _ => None,
+        };
+        match next {
+            Some((next, max)) if redirects < max => {
+                redirects += 1;
+                if opts.transcript {
+                    let _ = writeln!(
+                        transcript,
+                        "* #{} following the redirect to {}",
+                        job.index, next.url
+                    );
+                }
+                hop = next;
+                continue;
+            }
+            Some((_, max)) => {
+                f.record.error = Some(format!("maximum ({max}) redirects followed"));
+                f.record.exit_code = 47;
+            }
+            None => {}
+        }
+        let end = f.record.end_ms();
+        f.record.url = job.url.to_string();
+        f.record.url_effective = hop.url.to_string();
+        f.record.redirects = redirects;
+        f.record.connects = connects;
+        f.record.retries = retries;
+        if redirects > 0 {
+            f.record.start_ms = round3(first_start);
+            f.record.total_ms = round3(end - first_start);
+        }
+        f.transcript = transcript;
+        return f;
+    }
+}
+
+/// The request line and fields as sent, kept for the record and `-v`.
+struct Sent {
+    method: Method,
+    url: Uri,
+    headers: HeaderMap,
+    body: u64,
+}
+
 /// One request through the pool; reads the whole body (counting it, keeping
 /// it if asked) and measures when it completed.
-pub(super) async fn fetch_one(client: Client, opts: Arc<Opts>, job: Job, keep: bool) -> Fetched {
+async fn fetch_hop(client: &Client, opts: &Opts, job: &Job, hop: &Hop, keep: bool) -> Fetched {
     let keep = keep || opts.keep_bodies;
-    let url = job.url.to_string();
-    let req = match build_request(&job.url, opts.close) {
+    let url = hop.url.to_string();
+    let req = match request::build(hop, &opts.spec, opts.close) {
         Ok(r) => r,
-        Err(e) => return Fetched::failed(job.index, url, job.kind, &opts, e),
+        Err(e) => return Fetched::failed(job.index, url, job.kind, opts, e),
+    };
+    let sent = Sent {
+        method: req.method().clone(),
+        url: req.uri().clone(),
+        headers: req.headers().clone(),
+        body: hop.body.as_ref().map_or(0, |b| b.len() as u64),
     };
     let mut transcript = String::new();
-    let sent_head = if opts.transcript {
-        request_head(&req)
-    } else {
-        String::new()
-    };
     let start = Instant::now();
     let start_ms = ms(start.duration_since(opts.t0));
     let resp = client.request(req).await;
@@ -102,10 +168,13 @@ pub(super) async fn fetch_one(client: Client, opts: Arc<Opts>, job: Job, keep: b
         Ok(r) => r,
         Err(e) => {
             let mut record = Record::failed(job.index, url, job.kind, start_ms, client_cause(&e));
+            record.exit_code = request::exit_code(&e);
+            record.retries = keepwire::client::Unanswered::of(&e).map_or(0, |u| u.resends);
             record.start_ms = round3(start_ms);
             record.total_ms = round3(ms(start.elapsed()));
+            fill_sent(&mut record, &sent);
             if opts.transcript {
-                transcript = failure_note(&sent_head, &record);
+                transcript = failure_note(&request_head(&sent, Version::HTTP_11, 0), &record);
             }
             return Fetched {
                 record,
@@ -121,7 +190,8 @@ pub(super) async fn fetch_one(client: Client, opts: Arc<Opts>, job: Job, keep: b
         if let Some(m) = &meta {
             transcript.push_str(&conn_note(job.index, m));
         }
-        transcript.push_str(&sent_head);
+        let stream = meta.map_or(0, |m| m.conn_request_index);
+        transcript.push_str(&request_head(&sent, parts.version, stream));
         transcript.push_str(&response_head(parts.version, parts.status, &parts.headers));
     }
     let mut size = 0u64;
@@ -148,12 +218,12 @@ pub(super) async fn fetch_one(client: Client, opts: Arc<Opts>, job: Job, keep: b
                     }
                 }
             }
-            Some(Err(e)) => break Some(body_cause(&e)),
+            Some(Err(e)) => break Some((body_cause(&e), request::body_exit_code(&e))),
         }
     };
     let complete = start.elapsed();
     let mut record = match &meta {
-        Some(m) => record_from_meta(job.index, &job.url, job.kind, start_ms, m, complete),
+        Some(m) => record_from_meta(job.index, &hop.url, job.kind, start_ms, m, complete),
         None => {
             // Every response of the client carries its meta; if one ever
             // does not, the request still gets a row.
@@ -171,7 +241,10 @@ pub(super) async fn fetch_one(client: Client, opts: Arc<Opts>, job: Job, keep: b
         .get(CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     record.size = size;
-    record.error = body_error;
+    record.exit_code = body_error.as_ref().map_or(0, |(_, code)| *code);
+    record.error = body_error.map(|(e, _)| e);
+    fill_sent(&mut record, &sent);
+    fill_received(&mut record, parts.version, parts.status, &parts.headers);
     if opts.transcript {
         match &record.error {
             Some(e) => {
@@ -204,12 +277,17 @@ pub(super) async fn pipeline_chunk(
     let mut requests = Vec::new();
     let mut sent = Vec::new();
     for job in jobs {
-        match build_request(&job.url, opts.close) {
+        match request::build(
+            &Hop::first(job.url.clone(), &opts.spec),
+            &opts.spec,
+            opts.close,
+        ) {
             Ok(req) => {
-                let head = if opts.transcript {
-                    request_head(&req)
-                } else {
-                    String::new()
+                let head = Sent {
+                    method: req.method().clone(),
+                    url: req.uri().clone(),
+                    headers: req.headers().clone(),
+                    body: opts.spec.body.as_ref().map_or(0, |b| b.len() as u64),
                 };
                 requests.push(req);
                 sent.push((job, head));
@@ -235,7 +313,7 @@ pub(super) async fn pipeline_chunk(
 
 fn pipelined_record(
     job: Job,
-    sent_head: String,
+    sent: Sent,
     result: PipelinedResponse,
     start_ms: f64,
     ended: Duration,
@@ -252,9 +330,12 @@ fn pipelined_record(
                 client_cause(&e),
             );
             record.pipelined = true;
+            record.exit_code = request::exit_code(&e);
+            record.retries = keepwire::client::Unanswered::of(&e).map_or(0, |u| u.resends);
             record.total_ms = round3(ms(ended));
+            fill_sent(&mut record, &sent);
             if opts.transcript {
-                transcript = failure_note(&sent_head, &record);
+                transcript = failure_note(&request_head(&sent, Version::HTTP_11, 0), &record);
             }
             Fetched {
                 record,
@@ -275,9 +356,15 @@ fn pipelined_record(
                 .get(CONTENT_TYPE)
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
             record.size = resp.body().len() as u64;
+            fill_sent(&mut record, &sent);
+            fill_received(&mut record, resp.version(), resp.status(), resp.headers());
             if opts.transcript {
                 transcript.push_str(&conn_note(job.index, &meta));
-                transcript.push_str(&sent_head);
+                transcript.push_str(&request_head(
+                    &sent,
+                    resp.version(),
+                    meta.conn_request_index,
+                ));
                 transcript.push_str(&response_head(
                     resp.version(),
                     resp.status(),
@@ -331,32 +418,69 @@ fn body_cause(e: &BodyError) -> String {
     }
 }
 
-/// The request for `url`, with the head fields we send spelled out so the
-/// transcript shows them.
-fn build_request(url: &Uri, close: bool) -> Result<Request<Body>, String> {
-    let host = url.authority().map_or("", |a| a.as_str());
-    let mut req = Request::get(url.clone())
-        .header(
-            HOST,
-            HeaderValue::from_str(host).map_err(|e| format!("invalid host: {e}"))?,
-        )
-        .header(USER_AGENT, AGENT)
-        .header(ACCEPT, "*/*");
-    if close {
-        req = req.header(CONNECTION, "close");
-    }
-    req.body(Body::empty())
-        .map_err(|e| format!("invalid request: {e}"))
+/// The record's copy of what was sent.
+fn fill_sent(record: &mut Record, sent: &Sent) {
+    record.method = sent.method.to_string();
+    record.request_headers = pairs(&sent.headers);
+    record.request_body_size = sent.body;
 }
 
-/// The `> ` lines of a request head.
-fn request_head(req: &Request<Body>) -> String {
-    let mut s = format!(
-        "> {} {} HTTP/1.1\n",
-        req.method(),
-        req.uri().path_and_query().map_or("/", |p| p.as_str())
-    );
-    for (name, value) in req.headers() {
+/// The record's copy of the response head.
+fn fill_received(
+    record: &mut Record,
+    version: Version,
+    status: http::StatusCode,
+    headers: &HeaderMap,
+) {
+    record.header_size = request::head_size(version, status, headers);
+    record.response_headers = pairs(headers);
+    record.location = headers
+        .get(LOCATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+}
+
+fn pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The `> ` lines of a request head as `version` sends it: over HTTP/2,
+/// curl's `* [HTTP/2] [stream] [:pseudo: value]` lines first, then the
+/// fields h2 sends (no `Host`, no connection-specific fields; stream `n`
+/// is the `n`th on its connection).
+fn request_head(sent: &Sent, version: Version, stream: u64) -> String {
+    let path = sent.url.path_and_query().map_or("/", |p| p.as_str());
+    let mut s = String::new();
+    let mut headers = sent.headers.clone();
+    let shown = if version == Version::HTTP_2 {
+        let id = 2 * stream + 1;
+        let scheme = sent.url.scheme_str().unwrap_or("http");
+        let authority = keepwire::client::origin_of(&sent.url)
+            .map(|o| format!("{}:{}", o.host, o.port))
+            .unwrap_or_default();
+        for (name, value) in [
+            (":method", sent.method.as_str()),
+            (":scheme", scheme),
+            (":authority", authority.as_str()),
+            (":path", path),
+        ] {
+            let _ = writeln!(s, "* [HTTP/2] [{id}] [{name}: {value}]");
+        }
+        headers.remove(HOST);
+        keepwire::proto::hop::strip_hop_by_hop(&mut headers, false);
+        "HTTP/2"
+    } else {
+        "HTTP/1.1"
+    };
+    let _ = writeln!(s, "> {} {path} {shown}", sent.method);
+    for (name, value) in &headers {
         let _ = writeln!(s, "> {name}: {}", String::from_utf8_lossy(value.as_bytes()));
     }
     s.push_str(">\n");
@@ -365,12 +489,16 @@ fn request_head(req: &Request<Body>) -> String {
 
 /// The `< ` lines of a response head.
 fn response_head(version: Version, status: http::StatusCode, headers: &HeaderMap) -> String {
-    let mut s = format!(
-        "< {:?} {} {}\n",
-        version,
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
+    let mut s = if version == Version::HTTP_2 {
+        format!("< HTTP/2 {}\n", status.as_u16())
+    } else {
+        format!(
+            "< {:?} {} {}\n",
+            version,
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        )
+    };
     for (name, value) in headers {
         let _ = writeln!(s, "< {name}: {}", String::from_utf8_lossy(value.as_bytes()));
     }
@@ -475,6 +603,7 @@ fn record_from_meta(
         first_byte_ms: Some(round3(ms(meta.timings.first_byte))),
         total_ms: round3(ms(complete.max(meta.timings.first_byte))),
         error: None,
+        ..Record::failed(index, url.to_string(), kind, start_ms, String::new())
     }
 }
 

@@ -9,7 +9,10 @@
 //! a user sees with `keepwire get --page`.
 
 mod fetch;
+pub mod har;
 pub mod record;
+pub mod request;
+pub mod writeout;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +29,7 @@ use crate::page::{self, SubResources};
 pub use fetch::{Chunk, OnChunk};
 use fetch::{Fetched, Job, Opts, fetch_one, pipeline_chunk, round3};
 pub use record::{ConnRecord, Kind, Phases, Record, Strategy, Summary, TlsRecord};
+pub use request::RequestSpec;
 
 /// How [`load`] loads.
 ///
@@ -71,6 +75,11 @@ pub struct LoadConfig {
     /// whose bodies the client reads whole): how `keepwire get` prints a
     /// Server-Sent Events stream while it goes on.
     pub on_chunk: Option<OnChunk>,
+    /// Method, headers, body and redirects of each request (default: a
+    /// `GET` with `Host`, `User-Agent` and `Accept: */*`).
+    pub request: RequestSpec,
+    /// Forward proxies (`keepwire::client::proxy`); `None`: direct.
+    pub proxy: Option<Arc<keepwire::client::proxy::ProxyConfig>>,
 }
 
 impl Default for LoadConfig {
@@ -86,6 +95,8 @@ impl Default for LoadConfig {
             keep_bodies: false,
             transcript: false,
             on_chunk: None,
+            request: RequestSpec::default(),
+            proxy: None,
         }
     }
 }
@@ -137,6 +148,17 @@ impl LoadConfig {
         self
     }
 
+    /// Sets [`LoadConfig::request`].
+    pub fn request(mut self, spec: RequestSpec) -> Self {
+        self.request = spec;
+        self
+    }
+    /// Sets [`LoadConfig::proxy`].
+    pub fn proxy(mut self, proxy: keepwire::client::proxy::ProxyConfig) -> Self {
+        self.proxy = (!proxy.is_empty()).then(|| Arc::new(proxy));
+        self
+    }
+
     /// Sets [`LoadConfig::on_chunk`].
     pub fn on_chunk(mut self, f: impl Fn(&Chunk<'_>) + Send + Sync + 'static) -> Self {
         self.on_chunk = Some(OnChunk(Arc::new(f)));
@@ -155,6 +177,7 @@ impl LoadConfig {
                 Strategy::Serial | Strategy::Parallel | Strategy::Pipelined
             );
         config.tls = self.tls.clone();
+        config.proxy = self.proxy.clone();
         // Requests wait for a slot as long as the ones ahead take; those are
         // bounded by the timeouts above.
         config.pool.wait_timeout = Duration::from_secs(24 * 3600);
@@ -219,6 +242,8 @@ pub struct Loaded {
     pub summary: Summary,
     /// With [`LoadConfig::keep_bodies`]: `(request index, body)` in request order.
     pub bodies: Vec<(usize, Bytes)>,
+    /// Wall-clock time of the records' zero (`start_ms` 0), for HAR.
+    pub started: std::time::SystemTime,
 }
 
 /// Fetches `urls` (text as a user types it: `host:port/path` means
@@ -231,6 +256,7 @@ pub async fn load(
     on: &mut (dyn FnMut(LoadEvent<'_>) + Send),
 ) -> Loaded {
     let client_config = config.client_config();
+    let started = std::time::SystemTime::now();
     let opts = Arc::new(Opts {
         transcript: config.transcript,
         keep_bodies: config.keep_bodies,
@@ -238,6 +264,7 @@ pub async fn load(
         close: client_config.close_after_each,
         depth: usize::from(config.depth),
         t0: Instant::now(),
+        spec: config.request.clone(),
     });
     let mut run = Run {
         client: Client::new(client_config),
@@ -270,7 +297,7 @@ pub async fn load(
                 Err(e) => run.reject(index, text, Kind::Url, e),
             }
         }
-        run.fetch_all(jobs).await;
+        run.fetch_urls(jobs).await;
     }
     run.records.sort_by_key(|r| r.index);
     // Time zero is the first request's start (R4), not the set-up before
@@ -291,6 +318,7 @@ pub async fn load(
         records: run.records,
         summary,
         bodies: run.bodies,
+        started,
     }
 }
 
@@ -318,7 +346,9 @@ fn summarize(
         failed,
         connections_opened: metrics.connections_opened.load(Relaxed),
         reused: records.iter().filter(|r| r.reused == Some(true)).count(),
-        retries: metrics.retries.load(Relaxed),
+        // The rows' retries, failed requests' included, so the summary
+        // and the rows agree.
+        retries: records.iter().map(|r| u64::from(r.retries)).sum(),
         bytes: records.iter().map(|r| r.size).sum(),
         wall_ms: round3(wall_ms),
     }
@@ -400,6 +430,43 @@ impl Run<'_> {
             })
             .collect();
         self.fetch_all(jobs).await;
+    }
+
+    /// URLs asked for as such (no `--page`): in order, at most
+    /// `connections` at a time, as curl fetches several URLs. Spawned all
+    /// at once (as a page's sub-resources are), each would find no idle
+    /// connection and open its own up to the cap: nothing reused. The
+    /// pipelined strategy splits them as it splits sub-resources.
+    async fn fetch_urls(&mut self, jobs: Vec<Job>) {
+        if self.strategy == Strategy::Pipelined || self.strategy == Strategy::Serial {
+            return self.fetch_all(jobs).await;
+        }
+        let cap = self.connections.max(1);
+        let mut jobs = jobs.into_iter();
+        let mut set = JoinSet::new();
+        let mut names = HashMap::new();
+        loop {
+            while set.len() < cap
+                && let Some(job) = jobs.next()
+            {
+                let name = (job.index, job.url.to_string(), job.kind);
+                let f = fetch_one(self.client.clone(), self.opts.clone(), job, false);
+                names.insert(set.spawn(f).id(), name);
+            }
+            let Some(res) = set.join_next_with_id().await else {
+                return;
+            };
+            match res {
+                Ok((_, f)) => self.finish(f),
+                Err(e) => {
+                    if let Some((index, url, kind)) = names.remove(&e.id()) {
+                        let error = format!("internal error: {e}");
+                        let f = Fetched::failed(index, url, kind, &self.opts, error);
+                        self.finish(f);
+                    }
+                }
+            }
+        }
     }
 
     /// Fetches `jobs` by the strategy.

@@ -161,6 +161,35 @@ pub struct Record {
     pub total_ms: f64,
     /// What went wrong, if anything.
     pub error: Option<String>,
+    /// curl's exit code for `error` (0: none; 6 resolve, 7 connect, 28
+    /// timeout, 47 too many redirects, ...).
+    #[serde(skip_serializing_if = "is_zero_u8")]
+    pub exit_code: u8,
+    /// Request method.
+    pub method: String,
+    /// The URL of the last response, after redirects.
+    pub url_effective: String,
+    /// Redirects followed before the last response.
+    pub redirects: u32,
+    /// Connections opened for it (redirects included).
+    pub connects: u32,
+    /// Response head bytes, status line and blank line included.
+    pub header_size: u64,
+    /// Request body bytes.
+    pub request_body_size: u64,
+    /// The response's `Location`.
+    #[serde(skip)]
+    pub location: Option<String>,
+    /// Request fields as sent (HTTP/1.1 spelling).
+    #[serde(skip)]
+    pub request_headers: Vec<(String, String)>,
+    /// Response fields.
+    #[serde(skip)]
+    pub response_headers: Vec<(String, String)>,
+}
+
+fn is_zero_u8(v: &u8) -> bool {
+    *v == 0
 }
 
 impl Record {
@@ -174,7 +203,7 @@ impl Record {
     ) -> Self {
         Record {
             index,
-            url,
+            url: url.clone(),
             kind,
             status: None,
             version: None,
@@ -190,6 +219,16 @@ impl Record {
             first_byte_ms: None,
             total_ms: 0.0,
             error: Some(error),
+            exit_code: 0,
+            method: "GET".into(),
+            url_effective: url.clone(),
+            redirects: 0,
+            connects: 0,
+            header_size: 0,
+            request_body_size: 0,
+            location: None,
+            request_headers: Vec::new(),
+            response_headers: Vec::new(),
         }
     }
 

@@ -46,6 +46,19 @@ pub struct ClientConfig {
     /// Addresses that may be dialled, checked after resolution on the
     /// addresses then connected to (a forward proxy's destination policy).
     pub destinations: Option<Arc<crate::destination::DestinationPolicy>>,
+    /// Forward proxies ([`super::proxy`]): `http://` origins through the
+    /// proxy in absolute-form, `https://` through a `CONNECT` tunnel.
+    /// `None`: every origin direct (the environment is not read unless the
+    /// caller passes [`super::proxy::ProxyConfig::from_env`]).
+    pub proxy: Option<Arc<super::proxy::ProxyConfig>>,
+    /// Headers added to every request made with [`Client::request`] or
+    /// [`Client::get`] that does not set them itself (a `User-Agent`, say);
+    /// [`Client::send`], the proxy's path, adds none.
+    ///
+    /// [`Client::request`]: super::Client::request
+    /// [`Client::get`]: super::Client::get
+    /// [`Client::send`]: super::Client::send
+    pub default_headers: http::HeaderMap,
 }
 
 impl Default for ClientConfig {
@@ -67,6 +80,8 @@ impl Default for ClientConfig {
             tls: None,
             http1_only: false,
             destinations: None,
+            proxy: None,
+            default_headers: http::HeaderMap::new(),
         }
     }
 }

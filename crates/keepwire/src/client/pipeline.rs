@@ -171,7 +171,7 @@ impl Client {
                     if !super::retry::resend_unanswered(&p.head.method, tries) {
                         results[i] = Some(Err(ClientError::Io(std::io::Error::new(
                             std::io::ErrorKind::ConnectionAborted,
-                            "connection closed before this pipelined request was answered",
+                            Unanswered { resends: tries },
                         ))));
                     } else {
                         self.inner
@@ -235,4 +235,36 @@ async fn read_whole(
     *resp.version_mut() = head.version;
     *resp.headers_mut() = head.headers;
     Ok((resp, first_byte))
+}
+
+/// Why a pipelined request failed when its connection closed before its
+/// answer and it could not go again (R7.3): the inner error of its
+/// [`ClientError::Io`], carrying how often it was resent, so a caller can
+/// count its retries as [`RequestMeta::retries`] does for an answered one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unanswered {
+    /// Times it was resent on a new connection before giving up.
+    pub resends: u32,
+}
+
+impl std::fmt::Display for Unanswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "connection closed before this pipelined request was answered (resent {} times)",
+            self.resends
+        )
+    }
+}
+
+impl std::error::Error for Unanswered {}
+
+impl Unanswered {
+    /// The resends carried by `e`, if it is this failure.
+    pub fn of(e: &ClientError) -> Option<Unanswered> {
+        match e {
+            ClientError::Io(io) => io.get_ref()?.downcast_ref::<Unanswered>().copied(),
+            _ => None,
+        }
+    }
 }

@@ -191,6 +191,7 @@ fn repeats_at_once(error: &ClientError) -> bool {
             | ClientError::Resolve(_)
             | ClientError::InvalidUrl(_)
             | ClientError::Body(_)
+            | ClientError::Proxy(_)
     )
 }
 
@@ -230,6 +231,7 @@ impl ClientError {
     pub fn never_sent(&self) -> bool {
         match self {
             ClientError::Resolve(_) | ClientError::Connect(_) | ClientError::PoolTimeout => true,
+            ClientError::Proxy(_) => true,
             ClientError::Http2(e) => h2_unprocessed(e),
             _ => false,
         }

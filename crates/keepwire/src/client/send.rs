@@ -39,7 +39,8 @@ impl Client {
         } else if origin.scheme == "https" {
             !cfg.http1_only && !self.speaks_http1(origin)
         } else {
-            cfg.http2_prior_knowledge
+            // Not through a forward proxy (an absolute-form target).
+            cfg.http2_prior_knowledge && head.target.scheme().is_none()
         };
         // `None`: ALPN chose HTTP/1.1; the pool takes over.
         // (Boxed, as the connect in `attempt`: inline they made every
