@@ -339,6 +339,10 @@ fn bare_json_goes_to_stdout_and_tables_to_stderr() {
         0,
         "no file written"
     );
+    assert!(
+        !out.stderr.contains(&0x1b),
+        "no spinner or colour in a pipe"
+    );
 }
 
 /// Whether any thread of any process is still in network namespace `ino`.
