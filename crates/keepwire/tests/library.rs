@@ -190,6 +190,13 @@ async fn streamed_bodies_go_chunked_without_being_read_whole() {
     let resp = within("reader", client.request(put(Body::from_reader(r)))).await;
     assert_eq!(text(resp.unwrap()).await, "ua=None len=150000 chunked=true");
     writer.await.unwrap();
+    // Over HTTP/2 (h2c): DATA frames, no chunked framing.
+    let h2 = Client::builder().http2_prior_knowledge().build().unwrap();
+    let r = within("h2", h2.request(put(Body::from_stream(chunks(20, 10_000))))).await;
+    let r = r.unwrap();
+    assert_eq!(r.version(), http::Version::HTTP_2);
+    assert_eq!(text(r).await, "ua=None len=200000 chunked=false");
+    drop(h2);
 
     // The server has the first bytes while the stream is still open.
     let (seen_tx, mut seen_rx) = tokio::sync::mpsc::channel::<usize>(1);
@@ -373,4 +380,46 @@ async fn server_from_a_std_or_tokio_listener() {
     drop(client);
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn builder_proxy_goes_through_a_forward_proxy() {
+    use keepwire::proxy::{Proxy, ProxyConfig};
+    let origin = echo_server();
+    let mut pc = ProxyConfig::default();
+    pc.forward = true;
+    pc.allow_destination = vec!["127.0.0.0/8".parse().unwrap()];
+    let proxy = Server::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .config(Proxy::server_config())
+        .bind()
+        .unwrap()
+        .spawn(Proxy::new(pc));
+    let client = Client::builder()
+        .proxy(&format!("http://{}", proxy.local_addr()))
+        .user_agent("via-proxy")
+        .build()
+        .unwrap();
+    let r = within(
+        "through the proxy",
+        client.get(&format!("http://{}/", origin.local_addr())),
+    )
+    .await
+    .unwrap();
+    assert!(r.headers().contains_key("via"), "{:?}", r.headers());
+    assert_eq!(
+        r.extensions()
+            .get::<keepwire::RequestMeta>()
+            .unwrap()
+            .conn
+            .peer,
+        proxy.local_addr(),
+        "the connection is to the proxy"
+    );
+    assert_eq!(text(r).await, "ua=Some(\"via-proxy\") len=0 chunked=false");
+    let bad = Client::builder().proxy("socks5://127.0.0.1:1").build();
+    assert!(matches!(bad, Err(ClientError::Config(_))));
+    drop(client);
+    proxy.shutdown().await.unwrap();
+    origin.shutdown().await.unwrap();
 }

@@ -105,20 +105,25 @@ async fn axum_connect_info_is_the_peer_address() {
         .bind()
         .unwrap()
         .spawn(TowerHandler(app));
-    let client = keepwire::Client::default();
-    let resp = client
-        .get(&format!("http://{}/", server.local_addr()))
-        .await
+    let h1 = keepwire::Client::default();
+    let h2 = keepwire::Client::builder()
+        .http2_prior_knowledge()
+        .build()
         .unwrap();
-    assert_eq!(resp.status(), 200);
-    let local = resp
-        .extensions()
-        .get::<keepwire::RequestMeta>()
-        .unwrap()
-        .conn
-        .local;
-    let body = resp.into_body().collect(1024).await.unwrap();
-    assert_eq!(std::str::from_utf8(&body).unwrap(), local.to_string());
-    drop(client);
+    for client in [h1, h2] {
+        let resp = client
+            .get(&format!("http://{}/", server.local_addr()))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let local = resp
+            .extensions()
+            .get::<keepwire::RequestMeta>()
+            .unwrap()
+            .conn
+            .local;
+        let body = resp.into_body().collect(1024).await.unwrap();
+        assert_eq!(std::str::from_utf8(&body).unwrap(), local.to_string());
+    }
     server.shutdown().await.unwrap();
 }

@@ -1,27 +1,29 @@
 //! `Range: bytes=...` (RFC 9110 §14.1.2) against a file of known length.
 //!
-//! One range is served as `206` with `Content-Range`. Several ranges that
-//! overlap or touch are merged into one first (§14.2 allows it). Several
-//! that stay apart are answered with the whole file (`200`), which §14.2
-//! also allows ("a server MAY ignore the Range header field"): multipart
-//! responses are rare in practice (download managers, video players and
-//! PDF viewers ask for one range), and they are what range-amplification
-//! attacks (CVE-2011-3192's many small overlapping ranges) are built from.
-//! nginx answers them with `multipart/byteranges`; tower-http's `ServeDir`
-//! refuses them with 416. Syntax it cannot read is ignored (200) as §14.2
-//! says; a set where no range starts inside the file is `416`.
+//! One range is served as `206` with `Content-Range`. Ranges that overlap
+//! or touch are merged first, in file order (§14.2 allows both), which
+//! also defuses range amplification (CVE-2011-3192: many overlapping
+//! ranges, each sent again): what is left never repeats a byte. Several
+//! ranges that stay apart are one `206` of `multipart/byteranges`
+//! (§14.6), as nginx answers; tower-http's `ServeDir` refuses them with
+//! 416. More than [`MAX_RANGES`] ranges, or syntax it cannot read, and the
+//! header is ignored (the whole file, 200) as §14.2 allows; a set where no
+//! range starts inside the file is `416`.
 
 /// At most this many ranges are looked at; more and the header is ignored
 /// (nginx's `max_ranges`, unlimited there by default).
 const MAX_RANGES: usize = 64;
 
 /// What a `Range` header asks of a file of `len` bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ranges {
-    /// Serve the whole file (no header, unreadable, or several ranges).
+    /// Serve the whole file (no header, unreadable, too many ranges).
     Whole,
     /// Serve bytes `start..=end`.
     One { start: u64, end: u64 },
+    /// Serve these inclusive ranges (two or more, in order, apart) as
+    /// `multipart/byteranges`.
+    Many(Vec<(u64, u64)>),
     /// 416 with `Content-Range: bytes */len`.
     Unsatisfiable,
 }
@@ -81,14 +83,17 @@ pub fn parse(value: &str, len: u64) -> Ranges {
         };
     }
     wanted.sort_unstable();
-    let (start, mut end) = wanted[0];
-    for &(s, e) in &wanted[1..] {
-        if s > end.saturating_add(1) {
-            return Ranges::Whole;
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(wanted.len());
+    for (s, e) in wanted {
+        match merged.last_mut() {
+            Some((_, end)) if s <= end.saturating_add(1) => *end = (*end).max(e),
+            _ => merged.push((s, e)),
         }
-        end = end.max(e);
     }
-    Ranges::One { start, end }
+    match merged[..] {
+        [(start, end)] => Ranges::One { start, end },
+        _ => Ranges::Many(merged),
+    }
 }
 
 /// A non-empty run of ASCII digits that fits in a u64.
@@ -130,12 +135,19 @@ mod tests {
     }
 
     #[test]
-    fn several_ranges_merge_or_give_the_whole() {
+    fn several_ranges_merge_or_make_parts() {
         assert_eq!(
             parse("bytes=0-10, 5-20,21-30", 100),
             Ranges::One { start: 0, end: 30 }
         );
-        assert_eq!(parse("bytes=0-1,5-6", 100), Ranges::Whole);
+        assert_eq!(
+            parse("bytes=5-6,0-1", 100),
+            Ranges::Many(vec![(0, 1), (5, 6)])
+        );
+        assert_eq!(
+            parse("bytes=0-1,5-6,1-2,-1", 100),
+            Ranges::Many(vec![(0, 2), (5, 6), (99, 99)])
+        );
         // Ranges past the end drop out; what is left is served.
         assert_eq!(
             parse("bytes=0-1,200-300", 100),

@@ -196,6 +196,41 @@ impl ClientBuilder {
         self
     }
 
+    /// Every request through the `http://` forward proxy at `url` (curl's
+    /// `-x`): `http://` origins in absolute-form, `https://` ones through a
+    /// `CONNECT` tunnel.
+    pub fn proxy(mut self, url: &str) -> Self {
+        match super::proxy::ProxyConfig::all(url) {
+            Ok(p) => self.config.proxy = Some(Arc::new(p)),
+            Err(e) => self.fail(e),
+        }
+        self
+    }
+
+    /// Proxies chosen per origin (an `http` and an `https` proxy, hosts
+    /// that go direct).
+    pub fn proxy_config(mut self, proxy: super::proxy::ProxyConfig) -> Self {
+        self.config.proxy = (!proxy.is_empty()).then(|| Arc::new(proxy));
+        self
+    }
+
+    /// Proxies from `http_proxy`, `https_proxy`, `all_proxy` and
+    /// `no_proxy`, as curl reads them. Unlike reqwest, a client reads no
+    /// environment unless asked to.
+    pub fn proxy_from_env(mut self) -> Self {
+        match super::proxy::ProxyConfig::from_env() {
+            Ok(p) => return self.proxy_config(p),
+            Err(e) => self.fail(e),
+        }
+        self
+    }
+
+    /// No proxy, whatever was set before.
+    pub fn no_proxy(mut self) -> Self {
+        self.config.proxy = None;
+        self
+    }
+
     /// Dial only the addresses `policy` allows (checked after resolution).
     pub fn destinations(mut self, policy: DestinationPolicy) -> Self {
         self.config.destinations = Some(Arc::new(policy));
