@@ -51,6 +51,14 @@ pub struct ClientConfig {
     /// `None`: every origin direct (the environment is not read unless the
     /// caller passes [`super::proxy::ProxyConfig::from_env`]).
     pub proxy: Option<Arc<super::proxy::ProxyConfig>>,
+    /// Headers added to every request made with [`Client::request`] or
+    /// [`Client::get`] that does not set them itself (a `User-Agent`, say);
+    /// [`Client::send`], the proxy's path, adds none.
+    ///
+    /// [`Client::request`]: super::Client::request
+    /// [`Client::get`]: super::Client::get
+    /// [`Client::send`]: super::Client::send
+    pub default_headers: http::HeaderMap,
 }
 
 impl Default for ClientConfig {
@@ -73,6 +81,7 @@ impl Default for ClientConfig {
             http1_only: false,
             destinations: None,
             proxy: None,
+            default_headers: http::HeaderMap::new(),
         }
     }
 }

@@ -65,6 +65,40 @@ use message::{
 };
 
 /// The proxy: a [`Handler`] (served as `Arc<Proxy>`) over a client pool.
+///
+/// A reverse proxy in front of one origin, both on loopback:
+///
+/// ```
+/// use keepwire::proxy::{Proxy, ProxyConfig, Route, Upstream};
+/// use keepwire::{Body, Client, Server};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let origin = Server::builder()
+///     .listen("127.0.0.1:0".parse()?)
+///     .bind()?
+///     .spawn(|_req: http::Request<Body>| async { http::Response::new(Body::from("from the origin")) });
+///
+/// let mut config = ProxyConfig::default();
+/// let upstream = Upstream::new(origin.local_addr().to_string());
+/// config.routes.push(Route::new(None, "/", vec![upstream]));
+/// let proxy = Server::builder()
+///     .listen("127.0.0.1:0".parse()?)
+///     .config(Proxy::server_config())
+///     .bind()?
+///     .spawn(Proxy::new(config));
+///
+/// let client = Client::default();
+/// let resp = client.get(&format!("http://{}/", proxy.local_addr())).await?;
+/// assert!(resp.headers().contains_key("via"));
+/// let body = resp.into_body().collect(1 << 20).await?;
+/// assert_eq!(&body[..], b"from the origin");
+/// # drop(client);
+/// proxy.shutdown().await?;
+/// origin.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct Proxy {
     config: ProxyConfig,
     client: Client,
