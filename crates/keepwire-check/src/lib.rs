@@ -210,16 +210,21 @@ pub async fn run(target: &Target, options: &Options) -> Result<CheckReport, Erro
     })
 }
 
+impl Target {
+    /// The checks `options` select, in order: what [`run`] reports (those
+    /// that need [`Options::slow`] are reported as skipped without it).
+    pub fn selected(&self, options: &Options) -> Vec<CheckInfo> {
+        let mut checks = self.checks();
+        checks.retain(|c| table::selected(options, c.rule, c.name));
+        checks
+    }
+}
+
 /// [`Error::NothingSelected`] before connecting anywhere.
 fn selection(target: &Target, options: &Options) -> Result<(), Error> {
-    let any = target
-        .checks()
-        .iter()
-        .any(|c| table::selected(options, c.rule, c.name));
-    if any {
-        Ok(())
-    } else {
-        Err(Error::NothingSelected)
+    match target.selected(options).is_empty() {
+        true => Err(Error::NothingSelected),
+        false => Ok(()),
     }
 }
 
@@ -314,6 +319,10 @@ mod tests {
                 })
                 .collect();
             assert!(want.len() >= 4, "{want:?}");
+            assert_eq!(
+                want.len(),
+                2 * Target::server("http://x/").selected(&options).len()
+            );
             assert_eq!(*seen.lock().unwrap(), want);
         });
     }

@@ -204,11 +204,13 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
     let options = match &bar {
         Some(bar) => {
             let (bar, done) = (bar.clone(), AtomicUsize::new(0));
-            options.on_progress(move |e| {
-                if let Event::Started { rule, name } = e {
-                    let done = done.fetch_add(1, Relaxed);
-                    bar.set_message(format!("{rule} {name} ({done} done)"));
+            let all = target.selected(&options).len();
+            options.on_progress(move |e| match e {
+                Event::Started { rule, name } => {
+                    let done = done.load(Relaxed);
+                    bar.set_message(format!("{rule} {name} ({done} of {all} done)"));
                 }
+                _ => _ = done.fetch_add(1, Relaxed),
             })
         }
         None => options,

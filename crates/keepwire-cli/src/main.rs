@@ -39,7 +39,7 @@ enum Command {
     /// a dumb proxy): HTTP/1.1 and HTTP/2 on either side, TLS listeners and
     /// upstreams, CONNECT tunnels and upgrades.
     Proxy(proxy::ProxyArgs),
-    /// Check a server's connection management against the rules (R1–R10):
+    /// Check a server's or a proxy's connection management against the rules (R1–R10):
     /// one line per check with PASS / FAIL / WARN / SKIP and the evidence.
     Check(check::CheckArgs),
     /// Load-test a URL and show what the connections cost: throughput, latency

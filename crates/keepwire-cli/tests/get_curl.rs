@@ -429,6 +429,13 @@ fn exit_codes_are_curls() {
         "{}",
         text(&out.stderr)
     );
+    // The same for every request of a pipelined connection that never opened.
+    let (a, b) = (format!("http://{closed}/a"), format!("http://{closed}/b"));
+    let out = get(&["--strategy", "pipelined", &a, &b, "--json"]);
+    assert_eq!(code(&out), 7);
+    let doc = json(&out);
+    let all = doc["requests"].as_array().unwrap();
+    assert!(all.iter().all(|r| r["exit_code"] == 7), "{doc}");
     // 28: a server that never answers.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/", silent.local_addr().unwrap());
@@ -436,6 +443,14 @@ fn exit_codes_are_curls() {
     assert_eq!(code(&out), 28, "{}", text(&out.stderr));
     if let Some(c) = curl(&["--max-time", "1", &url]) {
         assert_eq!(c.status.code(), Some(28));
+    }
+    // 35: a TLS handshake with a server that does not speak TLS.
+    let plain = serve(&["--respond", "plain"]);
+    let url = format!("https://{}/", plain.addr);
+    let out = get(&["-k", &url]);
+    assert_eq!(code(&out), 35, "{}", text(&out.stderr));
+    if let Some(c) = curl(&["-k", &url]) {
+        assert_eq!(c.status.code(), Some(35));
     }
     // 3: not a URL we can request.
     assert_eq!(code(&get(&["ftp://127.0.0.1/"])), 3);
@@ -463,6 +478,12 @@ fn an_untrusted_certificate_says_what_to_do() {
         assert_eq!(c.status.code(), Some(60));
     }
     assert_eq!(code(&get(&["-k", &url])), 0);
+    // -i over HTTP/2: the status line as curl prints it.
+    let ours = text(&get(&["-k", "-i", &url]).stdout);
+    assert!(ours.starts_with("HTTP/2 200 \r\n"), "{ours:?}");
+    if let Some(c) = curl(&["-k", "-i", &url]) {
+        assert_eq!(ours.lines().next(), text(&c.stdout).lines().next());
+    }
 }
 
 fn forward_proxy(connect_port: u16) -> Running {
@@ -610,6 +631,19 @@ fn verbose_over_http2_shows_what_was_sent() {
         !err.contains("HTTP/1.1") && !err.contains("> host:"),
         "{err}"
     );
+    // Host: becomes :authority, as curl sends it.
+    let out = get(&[
+        "-v",
+        "--http2-prior-knowledge",
+        "-H",
+        "Host: vhost.test",
+        &url,
+    ]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("* [HTTP/2] [1] [:authority: vhost.test]"),
+        "{err}"
+    );
     // --http2 on http:// still works, with a note.
     let out = get(&["--http2", &url]);
     assert_eq!(code(&out), 0);
@@ -679,6 +713,7 @@ fn har_file_parses_back_with_the_spec_invariants() {
     assert_eq!(log["version"], "1.2");
     assert_eq!(log["creator"]["name"], "keepwire");
     assert_eq!(log["pages"].as_array().unwrap().len(), 1);
+    let on_load = log["pages"][0]["pageTimings"]["onLoad"].as_f64().unwrap();
     let entries = log["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 7);
     let mut reused = 0;
@@ -711,6 +746,11 @@ fn har_file_parses_back_with_the_spec_invariants() {
         );
     }
     assert_eq!(reused, 5, "7 requests on 2 connections");
+    let longest = entries
+        .iter()
+        .map(|e| e["time"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(on_load >= longest, "onLoad {on_load} < {longest}");
 }
 
 #[test]
@@ -735,4 +775,64 @@ fn json_and_report_take_an_optional_file() {
     let out = get(&["--body", &url]);
     assert_eq!(text(&out.stdout), "x\n");
     assert!(text(&out.stderr).contains("--show-body"));
+}
+
+#[test]
+fn curl_flags_against_nginx() {
+    // Two virtual hosts on one port (the second block opened inside the
+    // template's server body).
+    let Some(n) = common::nginx(
+        "listen LISTEN default_server; server_name a.test;
+         location = /echo { return 200 '$request_method $http_x_a $content_type $http_accept\\n'; }
+         location = /gone { return 404; }
+         location / { return 200 'vhost a\\n'; }
+         }
+         server { listen LISTEN; server_name b.test; location / { return 200 'vhost b\\n'; }",
+    ) else {
+        return;
+    };
+    let base = format!("http://{}", n.addr);
+    // Host: picks the virtual host, as with curl.
+    for host in ["a.test", "b.test"] {
+        let h = format!("Host: {host}");
+        let ours = text(&get(&["-H", &h, "--show-body", &format!("{base}/")]).stdout);
+        assert_eq!(ours, format!("vhost {}\n", &host[..1]));
+        if let Some(c) = curl(&["-H", &h, &format!("{base}/")]) {
+            assert_eq!(ours, text(&c.stdout));
+        }
+    }
+    // -X, -H, -d and --json-data as nginx saw them, and as curl sends them.
+    let echo = format!("{base}/echo");
+    for flags in [
+        vec!["-X", "PUT", "-H", "X-A: 1"],
+        vec!["-d", "a=1"],
+        vec!["-H", "Accept:", "-H", "X-A: 2"],
+    ] {
+        let mut args = flags.clone();
+        args.extend(["--show-body", &echo]);
+        let ours = text(&get(&args).stdout);
+        let mut args = flags.clone();
+        args.push(&echo);
+        if let Some(c) = curl(&args) {
+            assert_eq!(ours, text(&c.stdout), "{flags:?}");
+        }
+    }
+    let ours = text(&get(&["--json-data", "{}", "--show-body", &echo]).stdout);
+    assert_eq!(ours, "POST  application/json application/json\n");
+    // -I, -w and reuse across URLs, compared with curl.
+    let out = get(&["-I", &format!("{base}/")]);
+    assert!(
+        text(&out.stdout).starts_with("HTTP/1.1 200 OK\r\nserver: nginx"),
+        "{}",
+        text(&out.stdout)
+    );
+    let f = "%{http_code} %{num_connects} %{size_download} %{size_header} %{content_type}\\n";
+    let (a, b) = (format!("{base}/x"), format!("{base}/echo"));
+    let ours = text(&get(&["-w", f, &a, &b]).stdout);
+    if let Some(c) = curl(&["-o", "/dev/null", "-o", "/dev/null", "-w", f, &a, &b]) {
+        assert_eq!(ours, text(&c.stdout));
+    }
+    // -f on nginx's 404.
+    let out = get(&["-f", &format!("{base}/gone")]);
+    assert_eq!(code(&out), 22, "{}", text(&out.stderr));
 }

@@ -7,7 +7,7 @@
 //! (`$ echo TEXT | keepwire ...` feeds TEXT and a newline on stdin), and
 //! the lines after it, up to the next `$ ` line or the block's end, are its
 //! output; `…` marks trimmed output. The conventions the README states:
-//! - `127.0.0.1:8080` (serve) and `127.0.0.1:8081` (proxy) are placeholders:
+//! - `127.0.0.1:8080` (serve), `:8081` and `:8082` (proxies) are placeholders:
 //!   a command ending in ` &` runs in the background with its `--listen`
 //!   address replaced by `127.0.0.1:0`; the address it reports is then
 //!   substituted wherever the placeholder appears later;

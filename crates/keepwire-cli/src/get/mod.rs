@@ -201,12 +201,12 @@ Examples:
 enum StrategyArg {
     /// One request at a time, each on a new connection with `Connection: close` (R4.1).
     Serial,
-    /// Up to N requests at once, each on its own new connection, none reused (R4.2).
+    /// Up to N (-c) requests at once, each on its own new connection, none reused (R4.2).
     Parallel,
-    /// Up to N requests at once on connections kept open and reused (R4.3);
-    /// `-n 1` is one persistent connection.
+    /// Up to N (-c) requests at once on connections kept open and reused (R4.3);
+    /// `-c 1` is one persistent connection.
     Persistent,
-    /// Sub-resources split across N persistent connections, each sending up to
+    /// Sub-resources split across N (-c) persistent connections, each sending up to
     /// --depth requests without waiting for the responses (R4.4, R7).
     Pipelined,
     /// Every request at once as a stream on one HTTP/2 connection per origin
@@ -236,21 +236,19 @@ fn exit(code: u8, message: &str) -> ! {
 fn request_spec(args: &GetArgs) -> RequestSpec {
     let mut spec = RequestSpec::default();
     let mut parts = Vec::new();
-    let mut json_type = false;
     for (list, binary) in [
         (&args.data, false),
         (&args.data_binary, true),
         (&args.json_data, true),
     ] {
         for d in list {
-            json_type |= std::ptr::eq(list, &args.json_data);
             parts.push(request::data(d, binary).unwrap_or_else(|e| exit(26, &format!("{e}"))));
         }
     }
     if !parts.is_empty() {
         spec.body = Some(request::join_data(parts));
     }
-    if json_type {
+    if !args.json_data.is_empty() {
         for name in [http::header::CONTENT_TYPE, http::header::ACCEPT] {
             spec.headers
                 .push((name, Some(HeaderValue::from_static("application/json"))));
@@ -469,7 +467,7 @@ fn output(
         }
         let mut bytes = Vec::new();
         if (args.include || args.head) && code != 22 && r.status.is_some() {
-            bytes.extend(head_text(r).into_bytes());
+            bytes.extend(load::writeout::head(r).into_bytes());
         }
         if let (true, 0, Some(b)) = (show && !args.head, code, body) {
             bytes.extend_from_slice(b);
@@ -486,26 +484,6 @@ fn output(
         }
     }
     Ok(last_code)
-}
-
-/// A response head as curl -i prints it.
-fn head_text(r: &Record) -> String {
-    let status = r.status.unwrap_or(0);
-    let mut s = match r.version.as_deref() {
-        Some("HTTP/2.0") => format!("HTTP/2 {status}\r\n"),
-        v => format!(
-            "{} {status} {}\r\n",
-            v.unwrap_or("HTTP/1.1"),
-            http::StatusCode::from_u16(status)
-                .ok()
-                .and_then(|s| s.canonical_reason())
-                .unwrap_or("")
-        ),
-    };
-    for (n, v) in &r.response_headers {
-        s.push_str(&format!("{n}: {v}\r\n"));
-    }
-    s + "\r\n"
 }
 
 /// Writes `bytes` to `path`, or stdout for `-`.

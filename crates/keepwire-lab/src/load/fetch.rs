@@ -462,9 +462,12 @@ fn request_head(sent: &Sent, version: Version, stream: u64) -> String {
     let shown = if version == Version::HTTP_2 {
         let id = 2 * stream + 1;
         let scheme = sent.url.scheme_str().unwrap_or("http");
-        let authority = keepwire::client::origin_of(&sent.url)
-            .map(|o| format!("{}:{}", o.host, o.port))
-            .unwrap_or_default();
+        let authority = match sent.headers.get(HOST).and_then(|h| h.to_str().ok()) {
+            Some(host) => host.to_string(),
+            None => keepwire::client::origin_of(&sent.url)
+                .map(|o| format!("{}:{}", o.host, o.port))
+                .unwrap_or_default(),
+        };
         for (name, value) in [
             (":method", sent.method.as_str()),
             (":scheme", scheme),
@@ -490,7 +493,7 @@ fn request_head(sent: &Sent, version: Version, stream: u64) -> String {
 /// The `< ` lines of a response head.
 fn response_head(version: Version, status: http::StatusCode, headers: &HeaderMap) -> String {
     let mut s = if version == Version::HTTP_2 {
-        format!("< HTTP/2 {}\n", status.as_u16())
+        format!("< HTTP/2 {} \n", status.as_u16())
     } else {
         format!(
             "< {:?} {} {}\n",

@@ -40,6 +40,21 @@ pub fn build(records: &[Record], t0: SystemTime) -> Value {
         }
         entries.push(entry);
     }
+    // onLoad: from the page's start to the end of its last request.
+    for p in &mut pages {
+        let id = p["id"].clone();
+        let start = records
+            .iter()
+            .find(|r| format!("page_{}", r.index) == id)
+            .map_or(0.0, |r| r.start_ms);
+        let end = records
+            .iter()
+            .zip(&entries)
+            .filter(|(_, e)| e["pageref"] == id)
+            .map(|(r, _)| r.end_ms())
+            .fold(start, f64::max);
+        p["pageTimings"]["onLoad"] = json!(((end - start) * 1000.0).round() / 1000.0);
+    }
     let mut log = json!({
         "version": "1.2",
         "creator": { "name": "keepwire", "version": env!("CARGO_PKG_VERSION") },

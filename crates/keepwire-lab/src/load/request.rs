@@ -194,7 +194,6 @@ pub fn exit_code(e: &ClientError) -> u8 {
             }
         }
         ClientError::Connect(_) => 7,
-        ClientError::Timeout(what) if what.contains("writ") => 28,
         ClientError::Timeout(_) | ClientError::PoolTimeout => 28,
         ClientError::Io(_) if Unanswered::of(e).is_some() => 52,
         ClientError::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe => 55,

@@ -71,6 +71,26 @@ pub fn format(format: &str, r: &Record, exit: u8) -> String {
     out
 }
 
+/// A response head as curl's `-i` and `-I` print it.
+pub fn head(r: &Record) -> String {
+    let status = r.status.unwrap_or(0);
+    let mut s = match r.version.as_deref() {
+        Some("HTTP/2.0") => format!("HTTP/2 {status} \r\n"),
+        v => format!(
+            "{} {status} {}\r\n",
+            v.unwrap_or("HTTP/1.1"),
+            http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("")
+        ),
+    };
+    for (n, v) in &r.response_headers {
+        s.push_str(&format!("{n}: {v}\r\n"));
+    }
+    s + "\r\n"
+}
+
 /// The cumulative phase ends, in seconds: name looked up, connected (TCP),
 /// TLS done (0 without TLS), ready to send, first byte, total.
 fn times(r: &Record) -> [f64; 6] {

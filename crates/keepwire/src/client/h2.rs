@@ -160,9 +160,16 @@ impl Client {
         let mut req = Request::new(());
         *req.method_mut() = head.method.clone();
         let path = head.target.path_and_query().map_or("/", |p| p.as_str());
+        // RFC 9113 §8.3.1: :authority says what Host would (a virtual host
+        // the caller named, as curl's `-H Host:` does over HTTP/2).
+        let authority = head
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .map_or_else(|| format!("{}:{}", origin.host, origin.port), str::to_owned);
         *req.uri_mut() = Uri::builder()
             .scheme(origin.scheme.as_str())
-            .authority(format!("{}:{}", origin.host, origin.port))
+            .authority(authority)
             .path_and_query(path)
             .build()
             .map_err(|e| failed(NotSent, ClientError::InvalidUrl(e.to_string())))?;

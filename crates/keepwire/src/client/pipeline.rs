@@ -72,10 +72,25 @@ impl Client {
                 Ok(c) => c,
                 Err(e) => {
                     // Without a connection nothing can go out: report it for
-                    // every request still queued.
-                    let msg = e.to_string();
-                    for (i, _, _) in queue.drain(..) {
-                        results[i] = Some(Err(ClientError::Io(std::io::Error::other(msg.clone()))));
+                    // every request still queued, as the same kind of error
+                    // (a caller tells a refused connection from a name that
+                    // does not resolve).
+                    let copy = |e: &ClientError| {
+                        let same =
+                            |io: &std::io::Error| std::io::Error::new(io.kind(), io.to_string());
+                        match e {
+                            ClientError::Resolve(io) => ClientError::Resolve(same(io)),
+                            ClientError::Connect(io) => ClientError::Connect(same(io)),
+                            ClientError::PoolTimeout => ClientError::PoolTimeout,
+                            other => ClientError::Io(std::io::Error::other(other.to_string())),
+                        }
+                    };
+                    let waiting: Vec<usize> = queue.drain(..).map(|(i, _, _)| i).collect();
+                    if let Some((&last, rest)) = waiting.split_last() {
+                        for &i in rest {
+                            results[i] = Some(Err(copy(&e)));
+                        }
+                        results[last] = Some(Err(e));
                     }
                     break;
                 }
