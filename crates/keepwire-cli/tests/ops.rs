@@ -327,6 +327,8 @@ fn metrics_parse_with_the_prometheus_parser_and_count_the_requests() {
     );
     assert!(m.contains_key("keepwire_lingering_discarded_bytes_total{}"));
 
+    let dir = TempDir::new("proxy");
+    let log = dir.0.join("proxy.log");
     let proxy = start(&[
         "proxy",
         "--listen",
@@ -337,6 +339,7 @@ fn metrics_parse_with_the_prometheus_parser_and_count_the_requests() {
         &format!("http://{}", origin.addr),
         "--admin",
         "127.0.0.1:0",
+        &format!("--access-log={}", log.display()),
     ]);
     let proxy_admin = admin_addr(&proxy);
     let via = format!("http://{}/y", proxy.addr);
@@ -349,6 +352,14 @@ fn metrics_parse_with_the_prometheus_parser_and_count_the_requests() {
     assert_eq!(p["keepwire_proxy_upstream_connections_opened_total{}"], 1.0);
     assert_eq!(p["keepwire_proxy_upstream_requests_reused_total{}"], 2.0);
     assert!(p.contains_key("keepwire_proxy_request_body_retained_max_bytes{}"));
+    // The proxy's access log: one connection from curl, the upstream's
+    // status and header time.
+    let got: Vec<Line> = lines(&log, 3).iter().map(|l| parse(l)).collect();
+    for (i, l) in got.iter().enumerate() {
+        assert_eq!((l.status, l.bytes, l.req), (200, 3, i as u64 + 1), "{l:?}");
+        assert_eq!((l.upstream.as_str(), l.conn), ("200", got[0].conn), "{l:?}");
+        assert_eq!(l.request, "GET /y HTTP/1.1");
+    }
     // The origin saw the proxy's 3 on top of curl's 6.
     wait_for("the origin's count", || {
         scrape(origin_admin)["keepwire_request_duration_seconds_count{}"] == 9.0
