@@ -33,11 +33,8 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = s.parse() {
         return Ok(addr);
     }
-    let bad = |why: &str| {
-        format!(
-            "invalid address {s:?}: {why} (PORT, :PORT, HOST:PORT, [IPv6]:PORT or localhost:PORT)"
-        )
-    };
+    const FORMS: &str = "PORT, :PORT, HOST:PORT, [IPv6]:PORT or localhost:PORT";
+    let bad = |why: &str| format!("invalid address {s:?}: {why} ({FORMS})");
     let (host, port) = s.rsplit_once(':').unwrap_or(("", s));
     let port: u16 = port.parse().map_err(|_| bad("no port"))?;
     let ip = match host {
@@ -46,9 +43,7 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
         h => match h.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
             Some(v6) => v6.parse().map_err(|_| bad("not an IPv6 address"))?,
             None if h.contains(':') => return Err(bad("write an IPv6 address in brackets")),
-            None => h
-                .parse()
-                .map_err(|_| bad("not an IP address nor localhost"))?,
+            None => h.parse().map_err(|_| bad("not an IP nor localhost"))?,
         },
     };
     Ok(SocketAddr::new(ip, port))
