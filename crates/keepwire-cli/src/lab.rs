@@ -13,7 +13,7 @@ use keepwire_lab::experiments::{self, Experiment, Outcome};
 use keepwire_lab::report::{self, fmt_value};
 use keepwire_lab::{Lab, LabReport, Link, LinkSpec};
 
-use crate::common::{Out, parse_duration};
+use crate::common::{Out, parse_duration, use_color};
 
 /// Options of `keepwire lab`.
 #[derive(Args, Debug)]
@@ -136,11 +136,12 @@ pub fn run(mut args: LabArgs) -> Result<(), String> {
         .then(|| Out::open(&args.report, "--report"))
         .transpose()?;
     let on_stdout = |o: &Option<Out>| o.as_ref().is_some_and(Out::is_stdout);
-    let tables_out: fn(&str) = match (on_stdout(&json_file), on_stdout(&report_file)) {
-        (false, false) => |t| print!("{t}"),
-        (true, true) => return Err("--json and --report cannot both go to stdout".into()),
-        _ => |t| eprint!("{t}"),
-    };
+    let (tables_out, color): (fn(&str), bool) =
+        match (on_stdout(&json_file), on_stdout(&report_file)) {
+            (false, false) => (|t| print!("{t}"), use_color(&std::io::stdout())),
+            (true, true) => return Err("--json and --report cannot both go to stdout".into()),
+            _ => (|t| eprint!("{t}"), use_color(&std::io::stderr())),
+        };
     let spec = LinkSpec::default()
         .rtt(args.rtt)
         .bandwidth(args.bandwidth)
@@ -180,7 +181,7 @@ pub fn run(mut args: LabArgs) -> Result<(), String> {
                 args.loss
             ));
         }
-        tables_out(&table(&outcome, link.label()));
+        tables_out(&table(&outcome, link.label(), color));
         outcomes.push(outcome);
     }
     let report = LabReport::new(&link, args.quick, outcomes);
@@ -211,7 +212,7 @@ pub fn run(mut args: LabArgs) -> Result<(), String> {
 }
 
 /// The terminal table of one experiment.
-fn table(o: &Outcome, link: &str) -> String {
+fn table(o: &Outcome, link: &str, color: bool) -> String {
     let mut out = format!("\n== {} — {} ({}) [{link}]\n", o.id, o.title, o.rules);
     let label_w = o
         .rows
@@ -238,7 +239,12 @@ fn table(o: &Outcome, link: &str) -> String {
     }
     out.push_str(&format!(
         "  verdict: {} — {}\n",
-        if o.pass { "MATCHES" } else { "DOES NOT MATCH" },
+        match (o.pass, color) {
+            (true, false) => "MATCHES",
+            (false, false) => "DOES NOT MATCH",
+            (true, true) => "\x1b[32mMATCHES\x1b[0m",
+            (false, true) => "\x1b[1;31mDOES NOT MATCH\x1b[0m",
+        },
         o.verdict
     ));
     out

@@ -11,7 +11,7 @@ use keepwire::proxy::{Proxy, ProxyConfig, ReusePolicy, Route, Upstream, parse_au
 use serde::Deserialize;
 
 use crate::common::{
-    deprecated, init_logging, parse_duration, parse_listen, runtime, shutdown_signal, spawn_admin,
+    OpsArgs, Ready, deprecated, init_logging, parse_duration, parse_listen, runtime,
 };
 use crate::tls::{TlsArgs, TrustArgs, self_signed_note};
 
@@ -94,12 +94,8 @@ pub struct ProxyArgs {
     /// (Linux io_uring; TLS and HTTP/2 stay on epoll).
     #[arg(long, default_value = "epoll")]
     io: keepwire::transport::IoBackend,
-    /// Serve Prometheus metrics at http://ADDR/metrics.
-    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
-    admin: Option<SocketAddr>,
-    /// Log one line per request.
-    #[arg(long)]
-    access_log: bool,
+    #[command(flatten)]
+    ops: OpsArgs,
     /// Speak HTTP/2 with prior knowledge (h2c) to http:// upstreams: one
     /// multiplexed connection per upstream instead of a pool. (https://
     /// upstreams choose by ALPN.)
@@ -262,7 +258,7 @@ fn configure(args: &ProxyArgs) -> Result<(Vec<SocketAddr>, ProxyConfig), String>
 
 /// Runs the proxy until SIGINT/SIGTERM.
 pub fn run(args: ProxyArgs) -> Result<(), String> {
-    init_logging(args.access_log);
+    init_logging();
     let (listen, cfg) = configure(&args)?;
     let (tls, self_signed) = args.tls.server_config()?;
     let rt = runtime(args.threads)?;
@@ -280,6 +276,7 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
         server_cfg.pipeline_depth = args.pipeline_depth.max(1);
         server_cfg.tls = tls;
         server_cfg.io = args.io;
+        server_cfg.access_log = args.ops.access_log()?;
         let scheme = if server_cfg.tls.is_some() {
             "https"
         } else {
@@ -297,20 +294,15 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
         if let Some(pem) = &self_signed {
             eprintln!("keepwire proxy: {}", self_signed_note(pem.path()));
         }
-        let admin = match args.admin {
-            Some(addr) => {
-                let p = proxy.clone();
-                let server_metrics = server.metrics_source();
-                let admin = spawn_admin(addr, move || {
-                    format!("{}{}", server_metrics(), p.render_metrics())
-                })?;
-                proxy.add_own_address(admin.local_addr());
-                Some(admin)
-            }
-            None => None,
-        };
+        let (p, server_metrics) = (proxy.clone(), server.metrics_source());
+        let ready = Ready::new(true.into());
+        let render = move || keepwire::metrics::join(&[server_metrics(), p.render_metrics()]);
+        let admin = args.ops.admin(render, &ready)?;
+        if let Some(admin) = &admin {
+            proxy.add_own_address(admin.local_addr());
+        }
         // Served as `Arc<Proxy>`: HTTP/1 heads go upstream as read.
-        let result = server.run(proxy, shutdown_signal()).await;
+        let result = server.run(proxy, args.ops.drain(ready)).await;
         if let Some(a) = admin {
             let _ = a.shutdown().await;
         }

@@ -11,9 +11,7 @@ use http::{Method, Request, Response};
 use keepwire::server::Config;
 use keepwire::{Body, Server};
 
-use crate::common::{
-    init_logging, parse_duration, parse_listen, runtime, shutdown_signal, spawn_admin,
-};
+use crate::common::{OpsArgs, Ready, init_logging, parse_duration, parse_listen, runtime};
 use crate::tls::TlsArgs;
 use keepwire_lab::files::Files;
 use keepwire_lab::realtime::{self, Events};
@@ -98,12 +96,8 @@ pub struct ServeArgs {
     /// Set SO_REUSEPORT on the listeners.
     #[arg(long)]
     reuse_port: bool,
-    /// Serve Prometheus metrics at http://ADDR/metrics.
-    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
-    admin: Option<SocketAddr>,
-    /// Log one line per request (connection id, 4-tuple, index on the connection).
-    #[arg(long)]
-    access_log: bool,
+    #[command(flatten)]
+    ops: OpsArgs,
     /// Time given to in-flight requests on SIGINT/SIGTERM.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     shutdown_timeout: Duration,
@@ -138,7 +132,7 @@ impl App {
 
 /// Runs the server until SIGINT/SIGTERM, then shuts down gracefully.
 pub fn run(args: ServeArgs) -> Result<(), String> {
-    init_logging(args.access_log);
+    init_logging();
     let app = match (&args.respond, &args.root) {
         (Some(text), _) => App::Respond(Bytes::from(format!("{text}\n"))),
         (None, Some(root)) => App::Files(
@@ -171,6 +165,7 @@ async fn serve(args: ServeArgs, app: App) -> Result<(), String> {
     config.tls = tls;
     config.io = args.io;
     config.listen.reuse_port = args.reuse_port;
+    config.access_log = args.ops.access_log()?;
     let mut builder = Server::builder().config(config);
     for addr in &args.listen {
         builder = builder.listen(*addr);
@@ -206,10 +201,8 @@ async fn serve(args: ServeArgs, app: App) -> Result<(), String> {
         );
     }
 
-    let admin = match args.admin {
-        Some(addr) => Some(spawn_admin(addr, server.metrics_source())?),
-        None => None,
-    };
+    let ready = Ready::new(true.into());
+    let admin = args.ops.admin(server.metrics_source(), &ready)?;
 
     // Streams and long polls never end by themselves: on the signal the
     // event source ends them, so the graceful shutdown need not time out.
@@ -223,8 +216,9 @@ async fn serve(args: ServeArgs, app: App) -> Result<(), String> {
         let app = app.clone();
         async move { app.handle(req, trace).await }
     };
+    let drain = args.ops.drain(ready);
     let stop = async move {
-        shutdown_signal().await;
+        drain.await;
         if let Some(events) = events {
             events.close();
         }

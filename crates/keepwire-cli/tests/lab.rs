@@ -345,6 +345,38 @@ fn bare_json_goes_to_stdout_and_tables_to_stderr() {
     );
 }
 
+/// On a terminal (`script` gives the lab a pseudo-terminal) the verdict is
+/// coloured, unless NO_COLOR is set.
+#[test]
+fn the_verdict_is_coloured_on_a_terminal_only() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("SKIP: no script(1)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cmd = format!("{BIN} lab --quick --relay --rtt 20ms --no-report nagle");
+    let tty = |no_color: bool| {
+        let mut c = Command::new("script");
+        c.args(["-qec", &cmd, "/dev/null"]).current_dir(dir.path());
+        c.env_remove("NO_COLOR");
+        if no_color {
+            c.env("NO_COLOR", "1");
+        }
+        String::from_utf8_lossy(&common::run_command(c, LIMIT).stdout).into_owned()
+    };
+    let coloured = tty(false);
+    let verdicts = ["\x1b[32mMATCHES\x1b[0m", "\x1b[1;31mDOES NOT MATCH\x1b[0m"];
+    assert!(
+        verdicts.iter().any(|v| coloured.contains(v)),
+        "{coloured:?}"
+    );
+    let plain = tty(true);
+    assert!(
+        plain.contains("verdict: ") && !plain.contains("\x1b[32mMATCHES"),
+        "{plain:?}"
+    );
+}
+
 /// Whether any thread of any process is still in network namespace `ino`.
 fn netns_alive(ino: u64) -> bool {
     let want = format!("net:[{ino}]");

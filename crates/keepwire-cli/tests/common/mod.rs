@@ -69,8 +69,14 @@ pub fn serve(args: &[&str]) -> Running {
 /// Starts `keepwire ARGS` and reads the bound address from its first stderr
 /// line with `listening on http://ADDR/` (or `https://`), waiting at most [`WAIT`].
 pub fn start(args: &[&str]) -> Running {
+    start_env(args, &[])
+}
+
+/// [`start`] with extra environment variables.
+pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Running {
     let mut child = Command::new(BIN)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -32,6 +32,7 @@
 //! | HTTP/2 extended CONNECT (RFC 8441, WebSocket over HTTP/2) | advertised; a switched stream counts as a stream in flight (and in `tunnels_open`) until its `Upgraded` drops, keeps the idle timeout off, ends with GOAWAY + `shutdown_timeout`; both directions bounded by the peer's windows | not supported |
 
 mod accept;
+pub mod access;
 pub(crate) mod conn;
 mod h2;
 
@@ -224,6 +225,9 @@ pub struct Config {
     /// default) or io_uring (Linux). TLS and HTTP/2 connections always use
     /// epoll. `Builder::bind` fails if the backend cannot run here.
     pub io: crate::transport::IoBackend,
+    /// Where one line per request goes (`None`, the default: nowhere); see
+    /// [`access`] for the format.
+    pub access_log: Option<Arc<access::AccessLog>>,
 }
 
 impl Default for Config {
@@ -250,6 +254,7 @@ impl Default for Config {
             http2_max_streams: 128,
             tls: None,
             io: Default::default(),
+            access_log: None,
         }
     }
 }
