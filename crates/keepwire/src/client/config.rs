@@ -9,7 +9,8 @@ use keepwire_proto::Limits;
 
 use super::PoolConfig;
 
-/// Client settings: start from [`Default`] and set what differs.
+/// Client settings: start from [`Default`] and set what differs, or let
+/// [`Client::builder`](super::Client::builder) fill them in.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ClientConfig {
