@@ -90,13 +90,21 @@ impl Out {
     pub fn write(self, text: &str) -> Result<(), String> {
         use std::io::Write;
         match self {
-            Out::Stdout => (std::io::stdout().lock().write_all(text.as_bytes()))
-                .map_err(|e| format!("stdout: {e}")),
+            Out::Stdout => match std::io::stdout().lock().write_all(text.as_bytes()) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => stdout_closed(),
+                r => r.map_err(|e| format!("stdout: {e}")),
+            },
             Out::File(mut f, what) => f
                 .write_all(text.as_bytes())
                 .map_err(|e| format!("{what}: {e}")),
         }
     }
+}
+
+/// The reader of stdout left (`keepwire ... | head`): end quietly, with
+/// the status a shell shows for `cat` killed by SIGPIPE.
+pub fn stdout_closed() -> ! {
+    std::process::exit(141)
 }
 
 /// Tells the user, once, on stderr, that a flag they used has a new

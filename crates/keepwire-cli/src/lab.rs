@@ -26,13 +26,13 @@ pub struct LabArgs {
     #[arg(long)]
     list: bool,
     /// Round-trip time of the emulated link.
-    #[arg(long, default_value = "50ms", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "50ms", value_parser = parse_rtt, value_name = "DURATION")]
     rtt: Duration,
     /// Bandwidth of the link in each direction: `100mbit`, `20mbit`, `1gbit`, `500kbit`.
     #[arg(long, default_value = "100mbit", value_parser = parse_bandwidth, value_name = "RATE")]
     bandwidth: u64,
     /// Packet loss in each direction, in percent (0–50).
-    #[arg(long, default_value_t = 0.0, value_name = "PERCENT")]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_loss, value_name = "PERCENT")]
     loss: f64,
     /// Reduced sizes (fewer requests, shorter timeouts): what the tests run.
     #[arg(long)]
@@ -51,7 +51,7 @@ pub struct LabArgs {
           default_value = "lab-report.html")]
     report: String,
     /// Do not write the HTML report.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "report")]
     no_report: bool,
 }
 
@@ -94,6 +94,23 @@ fn parse_bandwidth(s: &str) -> Result<u64, String> {
     Ok(bps as u64)
 }
 
+/// A round-trip time from 1ms to 5s (a usage error otherwise: exit 2).
+fn parse_rtt(s: &str) -> Result<Duration, String> {
+    let rtt = parse_duration(s)?;
+    (Duration::from_millis(1)..=Duration::from_secs(5))
+        .contains(&rtt)
+        .then_some(rtt)
+        .ok_or_else(|| format!("{s:?} is not between 1ms and 5s"))
+}
+
+/// A loss percentage from 0 to 50.
+fn parse_loss(s: &str) -> Result<f64, String> {
+    match s.trim_end_matches('%').parse::<f64>() {
+        Ok(p) if (0.0..=50.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a percentage from 0 to 50")),
+    }
+}
+
 /// Runs `keepwire lab`.
 pub fn run(mut args: LabArgs) -> Result<(), String> {
     // `--json nagle`: the name was taken as the flag's FILE.
@@ -120,12 +137,6 @@ pub fn run(mut args: LabArgs) -> Result<(), String> {
             })
             .collect::<Result<_, _>>()?
     };
-    if !(0.0..=50.0).contains(&args.loss) {
-        return Err(format!("--loss {} is not a percentage in 0–50", args.loss));
-    }
-    if args.rtt < Duration::from_millis(1) || args.rtt > Duration::from_secs(5) {
-        return Err("--rtt must be between 1ms and 5s".into());
-    }
     // Files are opened before the run: a bad path fails at once.
     let json_file = args
         .json

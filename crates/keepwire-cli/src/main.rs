@@ -65,6 +65,8 @@ enum Command {
     /// Write the man pages into DIR (keepwire.1 and keepwire-COMMAND.1 for
     /// each command), or keepwire.1 to stdout without DIR.
     Man {
+        /// Directory for the pages (created if missing), e.g.
+        /// /usr/local/share/man/man1.
         #[arg(value_name = "DIR")]
         dir: Option<std::path::PathBuf>,
     },
@@ -79,6 +81,7 @@ fn command() -> clap::Command {
 }
 
 fn main() -> std::process::ExitCode {
+    quiet_when_stdout_closes();
     let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Some(Command::Serve(args)) => serve::run(args),
@@ -89,14 +92,20 @@ fn main() -> std::process::ExitCode {
         Some(Command::Lab(args)) => lab::run(args),
         Some(Command::Ws(args)) => ws::run(args),
         Some(Command::Completions { shell }) => {
-            clap_complete::generate(shell, &mut command(), "keepwire", &mut std::io::stdout());
-            Ok(())
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command(), "keepwire", &mut script);
+            common::Out::Stdout.write(&String::from_utf8_lossy(&script))
         }
-        Some(Command::Man { dir: Some(dir) }) => clap_mangen::generate_to(command(), &dir)
+        Some(Command::Man { dir: Some(dir) }) => std::fs::create_dir_all(&dir)
+            .and_then(|()| clap_mangen::generate_to(command(), &dir))
             .map_err(|e| format!("man {}: {e}", dir.display())),
-        Some(Command::Man { dir: None }) => clap_mangen::Man::new(command())
-            .render(&mut std::io::stdout())
-            .map_err(|e| format!("man: {e}")),
+        Some(Command::Man { dir: None }) => {
+            let mut page = Vec::new();
+            match clap_mangen::Man::new(command()).render(&mut page) {
+                Ok(()) => common::Out::Stdout.write(&String::from_utf8_lossy(&page)),
+                Err(e) => Err(format!("man: {e}")),
+            }
+        }
         None => {
             let _ = command().print_help();
             println!();
@@ -110,4 +119,21 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `keepwire ... | head`: a reader that leaves is not a crash. Rust ignores
+/// SIGPIPE (so a client that goes away never kills a server), which makes
+/// `println!` panic on a closed stdout; end quietly instead, with the
+/// status a shell shows for `cat` killed by SIGPIPE (141).
+fn quiet_when_stdout_closes() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info.payload().downcast_ref::<String>();
+        if msg.is_some_and(|m| {
+            m.starts_with("failed printing to stdout") && m.contains("Broken pipe")
+        }) {
+            common::stdout_closed();
+        }
+        default(info)
+    }));
 }

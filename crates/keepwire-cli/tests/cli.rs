@@ -163,3 +163,57 @@ fn man_pages_name_every_command() {
         assert!(sub.contains(".TH"), "{file:?}");
     }
 }
+
+/// `keepwire ... | head`: a reader that leaves ends the command quietly
+/// (status 141, as `cat` killed by SIGPIPE), never a panic nor an error
+/// line; stdout here is a pipe whose reader is already gone.
+#[test]
+fn a_closed_stdout_is_quiet() {
+    for args in [&["lab", "--list"][..], &["man"], &["completions", "zsh"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut cmd = std::process::Command::new(common::BIN);
+        cmd.args(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped());
+        let out = cmd.output().expect("keepwire runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}
+
+/// Out-of-range lab values and contradicting flags are usage errors
+/// (exit 2, clap's message) found before any link is built.
+#[test]
+fn lab_usage_errors_exit_2() {
+    for (args, says) in [
+        (&["lab", "--loss", "60", "page-load"][..], "0 to 50"),
+        (&["lab", "--rtt", "0", "page-load"], "1ms and 5s"),
+        (
+            &[
+                "lab",
+                "--quick",
+                "--report",
+                "x.html",
+                "--no-report",
+                "page-load",
+            ],
+            "cannot be used with",
+        ),
+    ] {
+        let out = common::run(args, Duration::from_secs(20));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+/// `keepwire man DIR` creates DIR (as `install -d` would).
+#[test]
+fn man_creates_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir.path().join("share/man/man1");
+    keepwire(&["man", deep.to_str().unwrap()]);
+    assert!(deep.join("keepwire-serve.1").is_file());
+}
