@@ -21,7 +21,8 @@ use crate::common::{cert_hint, parse_duration};
     after_long_help = "\
 Exit status: 0 after a close handshake with code 1000 or 1001 (or none),
 started by either side; 1 after any other close code, a connection that
-ended without a close frame, or an error.
+ended without a close frame, or an error; 2 a usage error (such as an
+http:// URL).
 
 Examples:
   echo hello | keepwire ws ws://127.0.0.1:8080/ws
@@ -29,7 +30,8 @@ Examples:
     override_usage = "keepwire ws [OPTIONS] <URL>"
 )]
 pub struct WsArgs {
-    /// The server: `ws://host[:port]/path` or `wss://host[:port]/path`.
+    /// The server: `ws://host[:port]/path` or `wss://host[:port]/path`
+    /// (`host:port/path` means `ws://host:port/path`).
     #[arg(value_name = "URL")]
     url: Option<String>,
     /// Print the handshake on stderr (`> ` sent, `< ` received, `* ` whether
@@ -76,16 +78,34 @@ pub struct WsArgs {
     http2_prior_knowledge: bool,
 }
 
+/// `ws://` and `wss://` URLs as given; `host:port/path` means
+/// `ws://host:port/path` (as `get` reads it with `http://`).
+fn ws_url(url: String) -> Result<String, String> {
+    match url.split_once("://") {
+        None => Ok(format!("ws://{url}")),
+        Some(("ws" | "wss", _)) => Ok(url),
+        Some((scheme, rest)) => Err(format!(
+            "{url}: a WebSocket URL starts with ws:// or wss://{}\n",
+            match scheme {
+                "http" => format!(" (ws://{rest})"),
+                "https" => format!(" (wss://{rest})"),
+                _ => String::new(),
+            }
+        )),
+    }
+}
+
 /// Runs `keepwire ws`.
 pub fn run(mut args: WsArgs) -> Result<(), String> {
     if args.url.is_none() {
         // `--json URL`: the URL was taken as the flag's FILE.
         args.url = args.json.replace("-".into()).filter(|j| j != "-");
     }
-    let Some(url) = args.url.clone() else {
-        use clap::error::ErrorKind::MissingRequiredArgument;
+    use clap::error::ErrorKind::{MissingRequiredArgument, ValueValidation};
+    let Some(url) = args.url.clone().map(ws_url) else {
         clap::Error::raw(MissingRequiredArgument, "the URL is missing\n").exit()
     };
+    let url = url.unwrap_or_else(|e| clap::Error::raw(ValueValidation, e).exit());
     let mut headers = HeaderMap::new();
     for h in &args.headers {
         let (name, value) = crate::common::parse_header(h)?;
