@@ -109,6 +109,22 @@ fn only_runs_the_rule_prefix() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// `host:port` without a scheme means http://, as in `get`, `bench`
+/// and curl (it was "URL ... needs http://").
+#[test]
+fn a_url_without_scheme_is_http() {
+    let s = serve();
+    for target in [s.addr.to_string(), format!("localhost:{}/", s.addr.port())] {
+        let out = common::run(
+            &["check", "server", &target, "--only", "R5.3"],
+            Duration::from_secs(30),
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{target}: {stdout}{out:?}");
+        all_pass(&stdout);
+    }
+}
+
 /// A target nobody listens on: one line, exit 2, for a server (HTTP/1 and
 /// HTTP/2) and a proxy alike.
 #[test]
