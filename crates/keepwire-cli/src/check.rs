@@ -1,6 +1,7 @@
 //! `keepwire check`: the command-line face of the `keepwire-check` crate.
 //! Exit status: 0 every check passed, 1 a check failed, 2 the target could
-//! not be reached (one `cannot connect` line) or the arguments are wrong.
+//! not be reached (one `cannot connect` line), a proxy does not forward to
+//! the recording origin, or the arguments are wrong.
 //!
 //! `keepwire check server URL` probes an origin over raw TCP with
 //! hand-written (and deliberately malformed) request bytes and reports, rule
@@ -23,7 +24,8 @@ use crate::common::{Out, parse_duration, use_color};
 #[derive(Args, Debug)]
 #[command(
     after_help = "Exit status: 0 every check passed (WARN and SKIP allowed), 1 a check \
-failed, 2 the target could not be reached (one `cannot connect` line) or a usage error."
+failed, 2 the target could not be reached (one `cannot connect` line), a proxy does not \
+forward to the recording origin (one line saying how to set it up) or a usage error."
 )]
 pub struct CheckArgs {
     #[command(subcommand)]
@@ -45,8 +47,9 @@ enum CheckTarget {
 #[command(override_usage = "keepwire check server [OPTIONS] <URL>")]
 struct ServerArgs {
     /// The origin to probe: http://host[:port][/path] (with --http2 also
-    /// https://). Requests go to path (default /), which should answer a
-    /// plain GET with 200 and a non-empty body.
+    /// https://; `host:port/path` means http://). Requests go to path
+    /// (default /), which should answer a plain GET with 200 and a
+    /// non-empty body.
     url: Option<String>,
     /// Run the HTTP/2 abuse checks instead of the HTTP/1 ones, over TLS with
     /// h2 chosen by ALPN (https:// URLs).
@@ -119,7 +122,8 @@ struct CommonArgs {
     #[arg(long)]
     slow: bool,
     /// Time limit of the whole run; checks not started by then are skipped
-    /// [default: 110s; with --http2, --stall-timeout + 60s].
+    /// [default: 110s; the HTTP/2 checks of `check server`: their stall
+    /// timeout + 60s].
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     total_timeout: Option<Duration>,
 }

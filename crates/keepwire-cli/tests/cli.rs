@@ -217,3 +217,29 @@ fn man_creates_its_directory() {
     keepwire(&["man", deep.to_str().unwrap()]);
     assert!(deep.join("keepwire-serve.1").is_file());
 }
+
+/// `check proxy --help` speaks of its own flags only (its --total-timeout
+/// default named `--http2`, which `check proxy` does not have).
+#[test]
+fn check_proxy_help_names_only_its_flags() {
+    let help = stdout(&["check", "proxy", "--help"]);
+    let words = |text: &str| -> Vec<String> {
+        text.split(|c: char| !(c.is_alphanumeric() || c == '-'))
+            .filter(|w| w.starts_with("--") && w.len() > 2)
+            .map(str::to_string)
+            .collect()
+    };
+    // The flags defined: the first `--name` of each option line.
+    let defined: Vec<String> = help
+        .lines()
+        .filter(|l| l.trim_start().starts_with('-'))
+        .filter_map(|l| words(l).into_iter().next())
+        .collect();
+    assert!(defined.contains(&"--reverse".to_string()), "{defined:?}");
+    for flag in words(&help) {
+        assert!(
+            defined.contains(&flag),
+            "check proxy --help names {flag}, not one of its flags:\n{help}"
+        );
+    }
+}
