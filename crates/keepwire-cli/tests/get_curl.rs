@@ -563,6 +563,35 @@ fn proxies_from_flags_and_environment_as_curl() {
 }
 
 #[test]
+fn a_proxy_gets_the_absolute_form_and_credentials_as_curl_sends_them() {
+    // The echo server as the proxy: it answers with what it received.
+    let e = echo();
+    let via = format!("http://us%40er:pw@{}", e.addr);
+    let url = "http://origin.test:8080/p?q=1";
+    let ours = text(&get(&["-x", &via, "--show-body", url]).stdout);
+    let pick = |echoed: &str| -> Vec<String> {
+        echoed
+            .lines()
+            .filter(|l| {
+                l.starts_with("GET ") || l.to_ascii_lowercase().starts_with("proxy-authorization:")
+            })
+            .map(|l| l.to_ascii_lowercase())
+            .collect()
+    };
+    assert_eq!(
+        pick(&ours),
+        [
+            "get http://origin.test:8080/p?q=1 http/1.1",
+            "proxy-authorization: basic dxnazxi6chc="
+        ],
+        "{ours}"
+    );
+    if let Some(c) = curl(&["-x", &via, url]) {
+        assert_eq!(pick(&ours), pick(&text(&c.stdout)));
+    }
+}
+
+#[test]
 fn https_goes_through_a_connect_tunnel() {
     let s = start(&[
         "serve",
