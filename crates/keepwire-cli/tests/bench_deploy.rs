@@ -294,6 +294,12 @@ fn loaders_run_as_an_indexed_job_and_the_merge_reads_what_they_write() {
     );
     assert_eq!(args[0], "bench");
     assert!(flag(&args, "--start-at").is_some(), "{args:?}");
+    let cpus = container["resources"]["requests"]["cpu"].as_str().unwrap();
+    assert_eq!(
+        flag(&args, "--threads").as_deref(),
+        Some(cpus),
+        "a thread per CPU asked"
+    );
     accepted(&args);
 
     // The document lands in the mounted volume, one file per index.
