@@ -18,6 +18,11 @@
 //! - [`Target::forward_proxy`], [`Target::reverse_proxy`]: the checker runs
 //!   its own recording origin behind the proxy and checks what crosses it.
 //!
+//! Before any check, [`run`] connects once: a target that cannot be reached
+//! (or, over TLS, whose certificate is not trusted) is one
+//! [`Error::CannotConnect`], not a FAIL per check. [`Options::on_progress`]
+//! tells a display which check is running.
+//!
 //! [`run`] returns a [`CheckReport`]: one [`CheckResult`] per check with its
 //! rule, name, [`Verdict`] and evidence. [`Options`] choose a subset
 //! ([`Options::only`] a rule prefix, [`Options::name`] exact names) and the
@@ -58,8 +63,9 @@ mod table;
 mod target;
 
 use std::fmt;
+use std::time::Duration;
 
-pub use options::{DEFAULT_TOTAL, Options};
+pub use options::{DEFAULT_TOTAL, Event, Options};
 pub use report::{CheckReport, CheckResult, Verdict};
 use target::Kind;
 pub use target::{CheckInfo, Target};
@@ -95,6 +101,15 @@ pub enum Error {
     Origin(String),
     /// The options select no check of this target.
     NothingSelected,
+    /// The target could not be reached: its name did not resolve, the
+    /// connection was refused or timed out, or (`https://`) the TLS
+    /// handshake failed.
+    CannotConnect {
+        /// The address as given (`host:port`).
+        addr: String,
+        /// What went wrong.
+        cause: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -102,15 +117,48 @@ impl fmt::Display for Error {
         match self {
             Error::Target(e) | Error::Origin(e) => f.write_str(e),
             Error::NothingSelected => f.write_str("no check matches the selection"),
+            Error::CannotConnect { addr, cause } => write!(f, "cannot connect: {addr}: {cause}"),
         }
     }
 }
 
 impl std::error::Error for Error {}
 
+/// Connects to `addr` once, within `timeout`, trying each address it
+/// resolves to.
+async fn reachable(addr: &str, timeout: Duration) -> Result<(), Error> {
+    let cannot = |cause: String| Error::CannotConnect {
+        addr: addr.to_string(),
+        cause,
+    };
+    let addrs = match tokio::time::timeout(timeout, tokio::net::lookup_host(addr)).await {
+        Ok(Ok(addrs)) => addrs,
+        Ok(Err(e)) => return Err(cannot(format!("name not resolved ({e})"))),
+        Err(_) => return Err(cannot(format!("name not resolved within {timeout:?}"))),
+    };
+    let mut cause = "the name has no address".to_string();
+    for a in addrs {
+        // The address tried, when the name was not already one.
+        let at = Some(a.to_string())
+            .filter(|s| s != addr)
+            .map_or(String::new(), |s| format!(" ({s})"));
+        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(a)).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                cause = format!("connection refused{at}");
+            }
+            Ok(Err(e)) => cause = format!("{e}{at}"),
+            Err(_) => cause = format!("no answer within {timeout:?}{at}"),
+        }
+    }
+    Err(cannot(cause))
+}
+
 /// Runs the checks `options` select against `target`, one after another,
 /// and reports each. A check that fails is a [`Verdict::Fail`] in the
-/// report, not an error; see [`CheckReport::passed`].
+/// report, not an error; see [`CheckReport::passed`]. A target that cannot
+/// be reached is [`Error::CannotConnect`], found by one connection (within
+/// [`Options::timeout`]) before any check runs.
 ///
 /// Needs a tokio runtime with time and I/O enabled (a current-thread one is
 /// enough); the proxy checks spawn their recording origin on it.
@@ -123,19 +171,35 @@ pub async fn run(target: &Target, options: &Options) -> Result<CheckReport, Erro
                     "https:// is checked over HTTP/2 only".to_string(),
                 ));
             }
+            selection(target, options)?;
+            reachable(&endpoint.addr, options.timeout).await?;
             server::run_checks(&endpoint, options).await
         }
         Kind::Http2 { url } => {
             let endpoint = probe::Endpoint::parse(url).map_err(Error::Target)?;
+            selection(target, options)?;
+            reachable(&endpoint.addr, options.timeout).await?;
+            if endpoint.tls {
+                h2::handshake(&endpoint, options)
+                    .await
+                    .map_err(|cause| Error::CannotConnect {
+                        addr: endpoint.addr.clone(),
+                        cause,
+                    })?;
+            }
             h2::run_checks(&endpoint, options).await
         }
         Kind::Proxy {
             addr,
             reverse,
             origin_port,
-        } => proxy::run_checks(addr, *reverse, *origin_port, options)
-            .await
-            .map_err(Error::Origin)?,
+        } => {
+            selection(target, options)?;
+            reachable(proxy::address(addr), options.timeout).await?;
+            proxy::run_checks(addr, *reverse, *origin_port, options)
+                .await
+                .map_err(Error::Origin)?
+        }
     };
     if checks.is_empty() {
         return Err(Error::NothingSelected);
@@ -144,6 +208,24 @@ pub async fn run(target: &Target, options: &Options) -> Result<CheckReport, Erro
         target: target.as_str().to_string(),
         checks,
     })
+}
+
+impl Target {
+    /// The checks `options` select, in order: what [`run`] reports (those
+    /// that need [`Options::slow`] are reported as skipped without it).
+    pub fn selected(&self, options: &Options) -> Vec<CheckInfo> {
+        let mut checks = self.checks();
+        checks.retain(|c| table::selected(options, c.rule, c.name));
+        checks
+    }
+}
+
+/// [`Error::NothingSelected`] before connecting anywhere.
+fn selection(target: &Target, options: &Options) -> Result<(), Error> {
+    match target.selected(options).is_empty() {
+        true => Err(Error::NothingSelected),
+        false => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -180,5 +262,68 @@ mod tests {
         let none = Options::default().only("R99");
         let nothing = rt.block_on(run(&Target::server("http://127.0.0.1:1/"), &none));
         assert_eq!(nothing.unwrap_err(), Error::NothingSelected);
+    }
+
+    /// Port 1 of loopback refuses: one error for the run, whatever the target.
+    #[test]
+    fn an_unreachable_target_is_one_error() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for target in [
+            Target::server("http://127.0.0.1:1/"),
+            Target::http2_server("https://127.0.0.1:1/"),
+            Target::forward_proxy("127.0.0.1:1"),
+        ] {
+            let e = rt.block_on(run(&target, &Options::default())).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "cannot connect: 127.0.0.1:1: connection refused",
+                "{target:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn progress_tells_each_check_as_it_runs() {
+        use std::sync::{Arc, Mutex};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let server = keepwire::Server::builder()
+                .listen("127.0.0.1:0".parse().unwrap())
+                .bind()
+                .unwrap()
+                .spawn(|_req| async { http::Response::new(keepwire::Body::from("hello\n")) });
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let log = seen.clone();
+            let options = Options::default().only("R5.3").on_progress(move |e| {
+                log.lock().unwrap().push(match e {
+                    Event::Started { name, .. } => format!("start {name}"),
+                    Event::Finished(r) => format!("end {} {}", r.name, r.verdict),
+                })
+            });
+            let url = format!("http://{}/", server.local_addr());
+            let report = run(&Target::server(url), &options).await.unwrap();
+            let want: Vec<String> = report
+                .checks
+                .iter()
+                .flat_map(|c| {
+                    [
+                        format!("start {}", c.name),
+                        format!("end {} {}", c.name, c.verdict),
+                    ]
+                })
+                .collect();
+            assert!(want.len() >= 4, "{want:?}");
+            assert_eq!(
+                want.len(),
+                2 * Target::server("http://x/").selected(&options).len()
+            );
+            assert_eq!(*seen.lock().unwrap(), want);
+        });
     }
 }

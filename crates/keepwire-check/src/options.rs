@@ -2,7 +2,12 @@
 //! checks' bounds. One struct for every target, so a caller sets what it
 //! cares about and leaves the rest at the defaults.
 
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::report::CheckResult;
 
 /// The time limit of a whole run unless [`Options::total_timeout`] says
 /// otherwise (HTTP/2: [`Options::stall_timeout`] + 60 s).
@@ -31,6 +36,9 @@ pub struct Options {
     pub names: Vec<String>,
     /// HTTP/2 over `https://`: accept any server certificate.
     pub insecure: bool,
+    /// HTTP/2 over `https://`: trust only the certificates in this PEM file
+    /// (default: the platform's roots).
+    pub cacert: Option<PathBuf>,
     /// HTTP/2: the request body size the server must refuse beyond; the
     /// oversized-body checks declare (or stream) one byte more.
     pub max_body: u64,
@@ -39,6 +47,33 @@ pub struct Options {
     pub stall_timeout: Duration,
     /// HTTP/2: streams each reset check opens and resets.
     pub resets: u32,
+    /// Told of each check as it starts and ends; see [`Options::on_progress`].
+    pub(crate) progress: Option<Progress>,
+}
+
+/// What a run reports as it goes, to the [`Options::on_progress`] callback.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event<'a> {
+    /// A check starts (a check skipped without running only ends).
+    Started {
+        /// Its rule, e.g. `R5.3`.
+        rule: &'static str,
+        /// Its name.
+        name: &'static str,
+    },
+    /// A check ended with this result.
+    Finished(&'a CheckResult),
+}
+
+/// The progress callback (cloned with the options).
+#[derive(Clone)]
+pub(crate) struct Progress(Arc<dyn Fn(Event<'_>) + Send + Sync>);
+
+impl fmt::Debug for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Progress(..)")
+    }
 }
 
 impl Default for Options {
@@ -50,9 +85,11 @@ impl Default for Options {
             only: None,
             names: Vec::new(),
             insecure: false,
+            cacert: None,
             max_body: 16 * 1024 * 1024,
             stall_timeout: Duration::from_secs(90),
             resets: 1000,
+            progress: None,
         }
     }
 }
@@ -87,6 +124,23 @@ impl Options {
     pub fn insecure(mut self, insecure: bool) -> Self {
         self.insecure = insecure;
         self
+    }
+    /// Sets [`Options::cacert`].
+    pub fn cacert(mut self, pem: impl Into<PathBuf>) -> Self {
+        self.cacert = Some(pem.into());
+        self
+    }
+    /// Calls `f` as each check starts and ends (a progress display; the
+    /// report still comes whole from [`run`](crate::run)).
+    pub fn on_progress(mut self, f: impl Fn(Event<'_>) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Progress(Arc::new(f)));
+        self
+    }
+    /// Tells the progress callback, if any.
+    pub(crate) fn report(&self, event: Event<'_>) {
+        if let Some(Progress(f)) = &self.progress {
+            f(event);
+        }
     }
     /// Sets [`Options::max_body`].
     pub fn max_body(mut self, bytes: u64) -> Self {

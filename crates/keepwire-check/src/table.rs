@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use crate::options::Options;
+use crate::options::{Event, Options};
 use crate::report::{CheckResult, Outcome};
 
 /// What a check function returns; `Err` is an early FAIL (`?` on a probe
@@ -97,6 +97,10 @@ where
         } else if started.elapsed() + limit > total {
             Outcome::skip("the run's time limit (--total-timeout) was reached")
         } else {
+            options.report(Event::Started {
+                rule: spec.rule,
+                name: spec.name,
+            });
             // The probe deadline bounds every read; this outer limit is a
             // safety net for anything that does not look at it.
             match tokio::time::timeout(limit + Duration::from_millis(500), run(spec.id, t0 + limit))
@@ -106,13 +110,15 @@ where
                 Err(_) => Outcome::fail(format!("check did not finish within {limit:?}")),
             }
         };
-        results.push(CheckResult {
+        let result = CheckResult {
             rule: spec.rule,
             name: spec.name,
             verdict: outcome.verdict,
             evidence: outcome.evidence,
             elapsed: t0.elapsed(),
-        });
+        };
+        options.report(Event::Finished(&result));
+        results.push(result);
     }
     results
 }

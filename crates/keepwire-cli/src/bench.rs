@@ -25,7 +25,7 @@ use bytes::Bytes;
 use clap::{Args, Subcommand, ValueEnum};
 use http::{HeaderMap, HeaderValue, Method, Version};
 use indicatif::{ProgressBar, ProgressStyle};
-use keepwire::bench::{self, Document, Plan, Progress, Stop, Target};
+use keepwire::bench::{self, Document, FailureKind, Plan, Progress, Stop, Target};
 
 use crate::common::parse_duration;
 use keepwire_lab::page::parse_url;
@@ -71,7 +71,8 @@ pub struct BenchArgs {
     #[arg(short = 'n', long, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..))]
     requests: Option<u64>,
-    /// Event-loop threads; connections are spread over them (default: one per core).
+    /// Event-loop threads; connections are spread over them (default: one per core;
+    /// never more than connections).
     #[arg(short, long, value_name = "T",
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: Option<u32>,
@@ -158,6 +159,12 @@ struct Output {
     report: Option<String>,
 }
 
+const MERGE_JSON: &str = "Write the merged JSON document (the form `keepwire bench --json` \
+    writes, mergeable again) to FILE, given as --json=FILE (`-` or none: stdout, then without \
+    the table)";
+const MERGE_REPORT: &str = "Write the table to FILE, given as --report=FILE (`-` or none: \
+    stdout; the default unless --json goes to stdout)";
+
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
     /// Merge several loaders' `--json` documents into one report: counts summed,
@@ -165,6 +172,11 @@ enum BenchCommand {
     /// throughput over the union of the loaders' wall-clock windows (time when any
     /// loader ran, overlaps once). All must come from this keepwire version and have
     /// loaded the same URL, method and protocol. The result can be merged again.
+    ///
+    /// --json and --report take a FILE only as `--json=FILE` here, so that
+    /// `--json a.json b.json` reads both files (and never overwrites a.json).
+    #[command(mut_arg("json", |a| a.require_equals(true).help(MERGE_JSON)),
+              mut_arg("report", |a| a.require_equals(true).help(MERGE_REPORT)))]
     Merge {
         /// `keepwire bench --json` documents.
         #[arg(value_name = "FILE", required = true)]
@@ -423,8 +435,16 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     if plan.tls.is_some() {
         // A certificate or ALPN problem would otherwise show up only as
         // "connect errors": fail first, with the cause, as curl does.
-        bench::preflight(&plan).map_err(|e| format!("{given}: {e}"))?;
+        bench::preflight(&plan).map_err(|e| {
+            let hint = if e.to_string().contains("certificate") {
+                ": use --cacert FILE to trust its CA, or -k to skip verification"
+            } else {
+                ""
+            };
+            format!("{given}: {e}{hint}")
+        })?;
     }
+    let addr = plan.addr;
     let stop = plan.stop;
     let unit = match (&plan.ws, &plan.sse) {
         (Some(_), _) => "messages",
@@ -455,8 +475,12 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     while !worker.is_finished() {
         std::thread::sleep(Duration::from_millis(100));
         if let Some(bar) = &bar
-            && progress.started()
+            && !progress.started()
         {
+            if args.start_at.is_some() {
+                bar.set_message("waiting for --start-at");
+            }
+        } else if let Some(bar) = &bar {
             let start = *start.get_or_insert_with(std::time::Instant::now);
             let (done, errors) = progress.counts();
             let secs = start.elapsed().as_secs_f64();
@@ -499,7 +523,13 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             .map(|(k, n)| format!("{n} {}", k.name()))
             .collect::<Vec<_>>()
             .join(", ");
-        return Err(format!("no request succeeded ({why})"));
+        let only_connect = doc.report.errors.keys().all(|k| *k == FailureKind::Connect);
+        let hint = if only_connect && !doc.report.errors.is_empty() {
+            format!(": could not connect to {addr} (is the server up?)")
+        } else {
+            String::new()
+        };
+        return Err(format!("no request succeeded ({why}){hint}"));
     }
     Ok(())
 }

@@ -1,4 +1,6 @@
 //! `keepwire check`: the command-line face of the `keepwire-check` crate.
+//! Exit status: 0 every check passed, 1 a check failed, 2 the target could
+//! not be reached (one `cannot connect` line) or the arguments are wrong.
 //!
 //! `keepwire check server URL` probes an origin over raw TCP with
 //! hand-written (and deliberately malformed) request bytes and reports, rule
@@ -6,16 +8,23 @@
 //! the same with HTTP/2 frames a hostile client would send. `keepwire check
 //! proxy ADDR` runs its own recording origin behind the proxy and checks what
 //! crosses the proxy in both directions. This file only turns arguments into
-//! [`keepwire_check::Options`] and prints the [`CheckReport`].
+//! [`keepwire_check::Options`] and prints the
+//! [`keepwire_check::CheckReport`].
 
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use keepwire_check::{CheckReport, Error, Options, Target, Verdict};
+use keepwire_check::{Error, Event, Options, Target, Verdict};
 
-use crate::common::parse_duration;
+use crate::common::{Out, parse_duration, use_color};
 
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Exit status: 0 every check passed (WARN and SKIP allowed), 1 a check \
+failed, 2 the target could not be reached (one `cannot connect` line) or a usage error."
+)]
 pub struct CheckArgs {
     #[command(subcommand)]
     target: CheckTarget,
@@ -24,7 +33,8 @@ pub struct CheckArgs {
 #[derive(Subcommand, Debug)]
 enum CheckTarget {
     /// Probe an origin server at URL (http://host:port/path) over raw TCP;
-    /// --http2: HTTP/2 abuse checks (h2c, or https:// by ALPN).
+    /// --http2 (https://, ALPN) or --http2-prior-knowledge (h2c): HTTP/2
+    /// abuse checks.
     Server(ServerArgs),
     /// Check a forward (default) or reverse (--reverse) proxy at ADDR
     /// (host:port) against a recording origin the checker runs itself.
@@ -32,25 +42,33 @@ enum CheckTarget {
 }
 
 #[derive(Args, Debug)]
+#[command(override_usage = "keepwire check server [OPTIONS] <URL>")]
 struct ServerArgs {
     /// The origin to probe: http://host[:port][/path] (with --http2 also
     /// https://). Requests go to path (default /), which should answer a
     /// plain GET with 200 and a non-empty body.
-    url: String,
-    /// Run the HTTP/2 abuse checks instead of the HTTP/1 ones: h2c with
-    /// prior knowledge for http://, h2 by ALPN for https://.
+    url: Option<String>,
+    /// Run the HTTP/2 abuse checks instead of the HTTP/1 ones, over TLS with
+    /// h2 chosen by ALPN (https:// URLs).
     #[arg(long)]
     http2: bool,
+    /// Run the HTTP/2 abuse checks over cleartext h2c, without negotiating
+    /// (http:// URLs), as curl's flag of that name.
+    #[arg(long)]
+    http2_prior_knowledge: bool,
     /// With https:// (--http2): accept any server certificate.
-    #[arg(short = 'k', long)]
+    #[arg(short = 'k', long, conflicts_with = "cacert")]
     insecure: bool,
+    /// With https:// (--http2): trust only the certificates in this PEM file.
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<std::path::PathBuf>,
     /// --http2: the request body size the server must refuse beyond; the
     /// oversized-body checks declare (or stream) one byte more.
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
     max_body: u64,
     /// --http2: how long the zero-window check waits for the server to
     /// reset the stalled stream or close the connection.
-    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    #[arg(long, default_value = "90s", value_parser = parse_duration, value_name = "DURATION")]
     stall_timeout: Duration,
     /// --http2: streams each reset check opens and resets.
     #[arg(long, default_value_t = 1000)]
@@ -60,9 +78,10 @@ struct ServerArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(override_usage = "keepwire check proxy [OPTIONS] <ADDR>")]
 struct ProxyArgs {
     /// The proxy to check: host:port.
-    addr: String,
+    addr: Option<String>,
     /// Port of the recording origin on 127.0.0.1 (default: a free port).
     /// Needed with --reverse: configure the proxy to forward to it.
     #[arg(long, value_name = "PORT")]
@@ -79,23 +98,29 @@ struct ProxyArgs {
 /// Options every check target shares.
 #[derive(Args, Debug, Clone)]
 struct CommonArgs {
-    /// Print a JSON document instead of one line per check.
-    #[arg(long)]
-    json: bool,
+    /// Write a JSON document to FILE, or to stdout instead of the table (no
+    /// FILE, or `-`). Put it last or write --json=FILE: a word after it is
+    /// taken as FILE.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    json: Option<String>,
+    /// Write the table (one line per check) to FILE instead of stdout.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    report: Option<String>,
     /// Run only the checks whose rule id starts with this prefix (e.g. R7,
     /// R10.1).
     #[arg(long, value_name = "RULE")]
     only: Option<String>,
-    /// Time limit of each check (seconds, or e.g. 500ms).
-    #[arg(long, default_value = "3", value_parser = parse_duration)]
+    /// Time limit of each check, and of the connection made first to see
+    /// that the target answers (`3`, `3s`, `500ms`).
+    #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DURATION")]
     timeout: Duration,
     /// Also run the checks that need long waits (observed idle timeout,
     /// slowloris); each is bounded to 60 s.
     #[arg(long)]
     slow: bool,
     /// Time limit of the whole run; checks not started by then are skipped
-    /// [default: 110 s; with --http2, --stall-timeout + 60 s].
-    #[arg(long, value_parser = parse_duration)]
+    /// [default: 110s; with --http2, --stall-timeout + 60s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     total_timeout: Option<Duration>,
 }
 
@@ -106,111 +131,124 @@ impl CommonArgs {
         o.only = self.only.clone();
         o
     }
+
+    /// The URL or ADDR, also when `--json URL` took it as its FILE.
+    fn target(&mut self, given: Option<String>) -> String {
+        let swallowed = |v: &mut Option<String>| v.replace("-".into()).filter(|v| v != "-");
+        match given {
+            Some(t) => t,
+            None => swallowed(&mut self.json)
+                .or_else(|| swallowed(&mut self.report))
+                .unwrap_or_else(|| usage("missing the URL (or ADDR) to check".into())),
+        }
+    }
+}
+
+/// Exit status 2 (unusable target, usage), after one line.
+fn usage(msg: String) -> ! {
+    eprintln!("keepwire: {msg}");
+    std::process::exit(2)
 }
 
 pub fn run(args: CheckArgs) -> Result<(), String> {
     let (target, options, common) = match args.target {
-        CheckTarget::Server(a) => {
-            let target = if a.http2 {
-                Target::http2_server(&a.url)
+        CheckTarget::Server(mut a) => {
+            let url = a.common.target(a.url.take());
+            if a.http2 && url.starts_with("http://") {
+                crate::common::deprecated("--http2 on http://", "--http2-prior-knowledge");
+            }
+            let target = if a.http2 || a.http2_prior_knowledge {
+                Target::http2_server(&url)
             } else {
-                Target::server(&a.url)
+                Target::server(&url)
             };
-            let options = a
-                .common
-                .options()
-                .insecure(a.insecure)
+            let mut options = a.common.options().insecure(a.insecure);
+            options.cacert = a.cacert;
+            let options = options
                 .max_body(a.max_body)
                 .stall_timeout(a.stall_timeout)
                 .resets(a.resets);
             (target, options, a.common)
         }
-        CheckTarget::Proxy(a) => {
+        CheckTarget::Proxy(mut a) => {
+            let addr = a.common.target(a.addr.take());
             let target = match (a.reverse, a.origin_port) {
-                (true, Some(port)) => Target::reverse_proxy(&a.addr, port),
+                (true, Some(port)) => Target::reverse_proxy(&addr, port),
                 (true, None) => {
-                    return Err(
-                        "--reverse needs --origin-port (the port the proxy forwards to)".into(),
-                    );
+                    usage("--reverse needs --origin-port (the port the proxy forwards to)".into())
                 }
-                (false, Some(port)) => Target::forward_proxy(&a.addr).origin_port(port),
-                (false, None) => Target::forward_proxy(&a.addr),
+                (false, Some(port)) => Target::forward_proxy(&addr).origin_port(port),
+                (false, None) => Target::forward_proxy(&addr),
             };
             (target, a.common.options(), a.common)
         }
+    };
+    let json = common
+        .json
+        .as_deref()
+        .map(|f| Out::open(f, "--json"))
+        .transpose()?;
+    let default = if json.as_ref().is_some_and(Out::is_stdout) {
+        None
+    } else {
+        Some("-")
+    };
+    let table = match common.report.as_deref().or(default) {
+        Some(f) => Some(Out::open(f, "--report")?),
+        None => None,
+    };
+    if json.as_ref().is_some_and(Out::is_stdout) && table.as_ref().is_some_and(Out::is_stdout) {
+        usage("--json and --report cannot both go to stdout: give one a FILE".into());
+    }
+    let bar = std::io::stderr().is_terminal().then(|| spinner(&target));
+    let options = match &bar {
+        Some(bar) => {
+            let (bar, done) = (bar.clone(), AtomicUsize::new(0));
+            let all = target.selected(&options).len();
+            options.on_progress(move |e| match e {
+                Event::Started { rule, name } => {
+                    let done = done.load(Relaxed);
+                    bar.set_message(format!("{rule} {name} ({done} of {all} done)"));
+                }
+                _ => _ = done.fetch_add(1, Relaxed),
+            })
+        }
+        None => options,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    match rt.block_on(keepwire_check::run(&target, &options)) {
-        Ok(report) => print(&report, common.json),
-        Err(Error::NothingSelected) => Err(format!(
+    let result = rt.block_on(keepwire_check::run(&target, &options));
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let report = match result {
+        Ok(report) => report,
+        Err(Error::NothingSelected) => usage(format!(
             "no check matches --only {}",
             common.only.as_deref().unwrap_or("")
         )),
-        Err(Error::Target(e)) if e.starts_with("https://") => Err(format!("{e}: add --http2")),
-        Err(e) => Err(e.to_string()),
+        Err(Error::Target(e)) if e.starts_with("https://") => usage(format!("{e}: add --http2")),
+        Err(e) => usage(e.to_string()),
+    };
+    if let Some(out) = json {
+        out.write(&report.to_json())?;
+    }
+    if let Some(out) = table {
+        let color = out.is_stdout() && use_color(&std::io::stdout());
+        out.write(&report.table(color))?;
+    }
+    match report.count(Verdict::Fail) {
+        0 => Ok(()),
+        n => Err(format!("{n} check(s) failed against {}", report.target)),
     }
 }
 
-/// Prints the results (text or JSON) and turns any FAIL into an error, so
-/// that the exit status is non-zero.
-fn print(report: &CheckReport, json: bool) -> Result<(), String> {
-    let results = &report.checks;
-    let (passed, failed, warned, skipped) = (
-        report.count(Verdict::Pass),
-        report.count(Verdict::Fail),
-        report.count(Verdict::Warn),
-        report.count(Verdict::Skip),
-    );
-    if json {
-        let checks: Vec<serde_json::Value> = results
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "rule": r.rule,
-                    "name": r.name,
-                    "result": r.verdict.as_str(),
-                    "evidence": r.evidence,
-                    "elapsed_ms": r.elapsed.as_secs_f64() * 1000.0,
-                })
-            })
-            .collect();
-        let doc = serde_json::json!({
-            "target": report.target,
-            "checks": checks,
-            "summary": {
-                "passed": passed,
-                "failed": failed,
-                "warnings": warned,
-                "skipped": skipped,
-            },
-        });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?
-        );
-    } else {
-        let rule_w = results.iter().map(|r| r.rule.len()).max().unwrap_or(0);
-        let name_w = results.iter().map(|r| r.name.len()).max().unwrap_or(0);
-        for r in results {
-            println!(
-                "{:rule_w$}  {}  {:name_w$}  {}",
-                r.rule, r.verdict, r.name, r.evidence
-            );
-        }
-        if warned > 0 || skipped > 0 {
-            println!("{warned} warnings, {skipped} skipped");
-        }
-        println!("{passed} passed, {failed} failed");
-    }
-    if failed > 0 {
-        Err(format!(
-            "{failed} check(s) failed against {}",
-            report.target
-        ))
-    } else {
-        Ok(())
-    }
+/// The spinner on stderr (a terminal) while the checks run.
+fn spinner(target: &Target) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_message(format!("connecting to {}", target.as_str()));
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
 }

@@ -6,7 +6,6 @@
 //! `keepwire_lab` library; this is its command line: the flags, a table and
 //! a verdict per experiment on the terminal, `--json` and `--report` files.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -14,7 +13,7 @@ use keepwire_lab::experiments::{self, Experiment, Outcome};
 use keepwire_lab::report::{self, fmt_value};
 use keepwire_lab::{Lab, LabReport, Link, LinkSpec};
 
-use crate::common::parse_duration;
+use crate::common::{Out, parse_duration, use_color};
 
 /// Options of `keepwire lab`.
 #[derive(Args, Debug)]
@@ -42,12 +41,15 @@ pub struct LabArgs {
     /// (results are then labelled approximate).
     #[arg(long)]
     relay: bool,
-    /// Write every number as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
-    /// Write a self-contained HTML report (waterfalls and charts) to FILE.
-    #[arg(long, default_value = "lab-report.html", value_name = "FILE.html")]
-    report: PathBuf,
+    /// Write every number as JSON to FILE, or to stdout (no FILE, or `-`;
+    /// the tables then go to stderr).
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    json: Option<String>,
+    /// Write a self-contained HTML report (waterfalls and charts) to FILE, or
+    /// to stdout (no FILE, or `-`; the tables then go to stderr).
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-",
+          default_value = "lab-report.html")]
+    report: String,
     /// Do not write the HTML report.
     #[arg(long)]
     no_report: bool,
@@ -64,7 +66,8 @@ Examples:
   keepwire lab                       # every experiment at RTT 50 ms
   keepwire lab --list
   keepwire lab page-load nagle --rtt 100ms --bandwidth 20mbit
-  keepwire lab --json lab.json --report lab.html";
+  keepwire lab --json lab.json --report lab.html
+  keepwire lab nagle --json > lab.json  # a bare --json is stdout: put it last";
 
 /// `100mbit`, `1gbit`, `500kbit`, or bits per second.
 fn parse_bandwidth(s: &str) -> Result<u64, String> {
@@ -92,7 +95,12 @@ fn parse_bandwidth(s: &str) -> Result<u64, String> {
 }
 
 /// Runs `keepwire lab`.
-pub fn run(args: LabArgs) -> Result<(), String> {
+pub fn run(mut args: LabArgs) -> Result<(), String> {
+    // `--json nagle`: the name was taken as the flag's FILE.
+    if let Some(name) = args.json.take_if(|j| experiments::find(j).is_some()) {
+        args.names.push(name);
+        args.json = Some("-".into());
+    }
     if args.list {
         for e in experiments::ALL {
             println!("{:<12} {} ({})", e.id, e.title, e.rules);
@@ -121,15 +129,19 @@ pub fn run(args: LabArgs) -> Result<(), String> {
     // Files are opened before the run: a bad path fails at once.
     let json_file = args
         .json
-        .as_ref()
-        .map(|p| std::fs::File::create(p).map_err(|e| format!("--json {}: {e}", p.display())))
+        .as_deref()
+        .map(|p| Out::open(p, "--json"))
         .transpose()?;
     let report_file = (!args.no_report)
-        .then(|| {
-            std::fs::File::create(&args.report)
-                .map_err(|e| format!("--report {}: {e}", args.report.display()))
-        })
+        .then(|| Out::open(&args.report, "--report"))
         .transpose()?;
+    let on_stdout = |o: &Option<Out>| o.as_ref().is_some_and(Out::is_stdout);
+    let (tables_out, color): (fn(&str), bool) =
+        match (on_stdout(&json_file), on_stdout(&report_file)) {
+            (false, false) => (|t| print!("{t}"), use_color(&std::io::stdout())),
+            (true, true) => return Err("--json and --report cannot both go to stdout".into()),
+            _ => (|t| eprint!("{t}"), use_color(&std::io::stderr())),
+        };
     let spec = LinkSpec::default()
         .rtt(args.rtt)
         .bandwidth(args.bandwidth)
@@ -169,39 +181,38 @@ pub fn run(args: LabArgs) -> Result<(), String> {
                 args.loss
             ));
         }
-        print!("{}", table(&outcome, link.label()));
+        tables_out(&table(&outcome, link.label(), color));
         outcomes.push(outcome);
     }
     let report = LabReport::new(&link, args.quick, outcomes);
     drop(lab);
     drop(link);
     let passed = report.passed();
-    println!(
-        "{passed} of {} experiments match their rule{}",
+    tables_out(&format!(
+        "{passed} of {} experiments match their rule{}\n",
         report.experiments.len(),
         if report.link_kind == "approximate" {
             " (approximate link)"
         } else {
             ""
         }
-    );
-    if let (Some(mut f), Some(p)) = (json_file, &args.json) {
-        use std::io::Write;
+    ));
+    if let Some(out) = json_file {
         let text = serde_json::to_string_pretty(&report).map_err(|e| format!("JSON: {e}"))?;
-        f.write_all(text.as_bytes())
-            .map_err(|e| format!("--json {}: {e}", p.display()))?;
+        out.write(&(text + "\n"))?;
     }
-    if let Some(mut f) = report_file {
-        use std::io::Write;
-        f.write_all(report::render(&report).as_bytes())
-            .map_err(|e| format!("--report {}: {e}", args.report.display()))?;
-        eprintln!("keepwire lab: report written to {}", args.report.display());
+    if let Some(out) = report_file {
+        let stdout = out.is_stdout();
+        out.write(&report::render(&report))?;
+        if !stdout {
+            eprintln!("keepwire lab: report written to {}", args.report);
+        }
     }
     Ok(())
 }
 
 /// The terminal table of one experiment.
-fn table(o: &Outcome, link: &str) -> String {
+fn table(o: &Outcome, link: &str, color: bool) -> String {
     let mut out = format!("\n== {} — {} ({}) [{link}]\n", o.id, o.title, o.rules);
     let label_w = o
         .rows
@@ -228,7 +239,12 @@ fn table(o: &Outcome, link: &str) -> String {
     }
     out.push_str(&format!(
         "  verdict: {} — {}\n",
-        if o.pass { "MATCHES" } else { "DOES NOT MATCH" },
+        match (o.pass, color) {
+            (true, false) => "MATCHES",
+            (false, false) => "DOES NOT MATCH",
+            (true, true) => "\x1b[32mMATCHES\x1b[0m",
+            (false, true) => "\x1b[1;31mDOES NOT MATCH\x1b[0m",
+        },
         o.verdict
     ));
     out

@@ -10,12 +10,14 @@ mod serve;
 mod tls;
 mod ws;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-/// HTTP connection management done right: an origin server, a pooled client,
-/// a proxy, a load generator and a lab that measures why each rule exists.
+/// HTTP connection management done right: an origin server (serve), a pooled
+/// client (get), a proxy (proxy), a conformance checker (check), a load
+/// generator (bench), a lab that measures why each rule exists (lab), a
+/// WebSocket client (ws), shell completions (completions) and man pages (man).
 #[derive(Parser, Debug)]
-#[command(name = "keepwire", version, about, long_about = None)]
+#[command(name = "keepwire", version, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -23,8 +25,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run an HTTP/1.x origin server (embedded demo site, static files, or a
-    /// fixed response).
+    /// Run an origin server (embedded demo site, static files, or a fixed
+    /// response) over HTTP/1.1 and HTTP/2 (h2c with prior knowledge; h2 by
+    /// ALPN with TLS; WebSocket also over HTTP/2, RFC 8441).
     Serve(serve::ServeArgs),
     /// Fetch URLs, or a page and its sub-resources, through one pooled client.
     ///
@@ -32,10 +35,11 @@ enum Command {
     /// the timing phases (R1.2); loads a page serial, parallel, persistent or
     /// pipelined (R4); draws a waterfall as HTML.
     Get(get::GetArgs),
-    /// Run a forward and/or reverse HTTP/1.x proxy that follows every hop
-    /// rule (never a dumb proxy).
+    /// Run a forward and/or reverse proxy that follows every hop rule (never
+    /// a dumb proxy): HTTP/1.1 and HTTP/2 on either side, TLS listeners and
+    /// upstreams, CONNECT tunnels and upgrades.
     Proxy(proxy::ProxyArgs),
-    /// Check a server's connection management against the rules (R1–R10):
+    /// Check a server's or a proxy's connection management against the rules (R1–R10):
     /// one line per check with PASS / FAIL / WARN / SKIP and the evidence.
     Check(check::CheckArgs),
     /// Load-test a URL and show what the connections cost: throughput, latency
@@ -52,10 +56,30 @@ enum Command {
     /// Talk to a WebSocket server (ws://, wss://) like websocat: stdin lines out
     /// as text messages, messages received on stdout, `-v` shows the handshake.
     Ws(ws::WsArgs),
+    /// Print a shell completion script, e.g. `keepwire completions bash >
+    /// ~/.local/share/bash-completion/completions/keepwire`.
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages into DIR (keepwire.1 and keepwire-COMMAND.1 for
+    /// each command), or keepwire.1 to stdout without DIR.
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
+}
+
+/// The command line with what only the libraries know: the lab's
+/// experiment names (checked, completed and listed in `lab --help`).
+fn command() -> clap::Command {
+    let ids = keepwire_lab::experiments::ALL.iter().map(|e| e.id);
+    let names = clap::builder::PossibleValuesParser::new(ids);
+    Cli::command().mut_subcommand("lab", |c| c.mut_arg("names", |a| a.value_parser(names)))
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Some(Command::Serve(args)) => serve::run(args),
         Some(Command::Get(args)) => get::run(args),
@@ -64,9 +88,17 @@ fn main() -> std::process::ExitCode {
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Lab(args)) => lab::run(args),
         Some(Command::Ws(args)) => ws::run(args),
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(shell, &mut command(), "keepwire", &mut std::io::stdout());
+            Ok(())
+        }
+        Some(Command::Man { dir: Some(dir) }) => clap_mangen::generate_to(command(), &dir)
+            .map_err(|e| format!("man {}: {e}", dir.display())),
+        Some(Command::Man { dir: None }) => clap_mangen::Man::new(command())
+            .render(&mut std::io::stdout())
+            .map_err(|e| format!("man: {e}")),
         None => {
-            use clap::CommandFactory;
-            let _ = Cli::command().print_help();
+            let _ = command().print_help();
             println!();
             Ok(())
         }

@@ -10,26 +10,28 @@ use keepwire::Server;
 use keepwire::proxy::{Proxy, ProxyConfig, ReusePolicy, Route, Upstream, parse_authority};
 use serde::Deserialize;
 
-use crate::common::{init_logging, parse_duration, runtime, shutdown_signal, spawn_admin};
+use crate::common::{
+    OpsArgs, Ready, deprecated, init_logging, parse_duration, parse_listen, runtime,
+};
 use crate::tls::{TlsArgs, TrustArgs, self_signed_note};
 
 /// Options of `keepwire proxy`.
 #[derive(Args, Debug)]
 pub struct ProxyArgs {
-    /// Address to listen on (repeatable). Defaults to loopback so the proxy is
-    /// never open to the network by accident.
-    #[arg(long = "listen", short = 'l')]
+    /// Address to listen on (repeatable; forms as `keepwire serve --listen`)
+    /// [default: 127.0.0.1:8081: loopback, never open to the network by accident].
+    #[arg(long = "listen", short = 'l', value_name = "ADDR", value_parser = parse_listen)]
     listen: Vec<SocketAddr>,
     /// Reverse proxy: send requests to this origin (`http://host:port`, or
     /// `https://host:port`: TLS, HTTP/2 or HTTP/1.1 as ALPN decides); repeat for
     /// round-robin over several.
-    #[arg(long = "upstream", short = 'u')]
+    #[arg(long = "upstream", short = 'u', value_name = "URL")]
     upstream: Vec<String>,
     /// TOML file with `listen`, `forward`, `allow`, `allow_forward`,
     /// `allow_destination`, `deny_destination`, `connect_ports`, `reuse`,
     /// `pool_size`, `tunnel_idle_timeout` and `[[route]]` tables (`host`,
     /// `prefix`, `upstreams`, `upgrade`). Flags override it.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Forward proxy: accept absolute-form requests (`GET http://host/`) and
     /// CONNECT tunnels. Off unless given (or `forward = true` in --config);
@@ -61,47 +63,46 @@ pub struct ProxyArgs {
     /// [default: 1h].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     tunnel_idle_timeout: Option<Duration>,
-    /// Ports CONNECT may reach (repeatable; default 443).
-    #[arg(long = "connect-port")]
+    /// Ports CONNECT may reach (repeatable) [default: 443].
+    #[arg(long = "connect-port", value_name = "PORT")]
     connect_ports: Vec<u16>,
     /// Upstream connection reuse: always, safe (fresh connection for requests
-    /// that could not be retried), never.
-    #[arg(long)]
+    /// that could not be retried), never [default: safe].
+    #[arg(long, value_name = "POLICY")]
     reuse: Option<ReusePolicy>,
-    /// Upstream connections per origin.
-    #[arg(long)]
+    /// Upstream connections per origin [default: 64].
+    #[arg(long, value_name = "N")]
     pool_size: Option<usize>,
     /// Idle timeout of upstream connections (shortened by their Keep-Alive hints).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     upstream_idle_timeout: Duration,
     /// Time for an upstream to answer (then 504), and the longest pause
     /// inside its response body (then the client's response is cut short).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     upstream_timeout: Duration,
     /// Idle timeout of client connections.
-    #[arg(long, default_value = "75s", value_parser = parse_duration)]
+    #[arg(long, default_value = "75s", value_parser = parse_duration, value_name = "DURATION")]
     idle_timeout: Duration,
     /// Pipelined client requests fetched upstream concurrently (answered in
     /// order); a non-idempotent one (POST, ...) goes alone, in order.
     #[arg(long, default_value_t = 8)]
     pipeline_depth: usize,
     /// Worker threads (default: one per core).
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     threads: Option<usize>,
     /// I/O backend of cleartext HTTP/1 client connections: epoll or uring
     /// (Linux io_uring; TLS and HTTP/2 stay on epoll).
     #[arg(long, default_value = "epoll")]
     io: keepwire::transport::IoBackend,
-    /// Serve Prometheus metrics at http://ADDR/metrics.
-    #[arg(long)]
-    admin: Option<SocketAddr>,
-    /// Log one line per request.
-    #[arg(long)]
-    access_log: bool,
+    #[command(flatten)]
+    ops: OpsArgs,
     /// Speak HTTP/2 with prior knowledge (h2c) to http:// upstreams: one
     /// multiplexed connection per upstream instead of a pool. (https://
     /// upstreams choose by ALPN.)
     #[arg(long)]
+    upstream_http2_prior_knowledge: bool,
+    /// The old spelling of --upstream-http2-prior-knowledge.
+    #[arg(long, hide = true)]
     upstream_http2: bool,
     /// Answer TRACE: echo it at `Max-Forwards: 0`, relay it otherwise. The
     /// echo leaves out Cookie, Authorization and Proxy-Authorization.
@@ -119,7 +120,7 @@ pub struct ProxyArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     #[serde(default)]
-    listen: Vec<SocketAddr>,
+    listen: Vec<String>,
     #[serde(default)]
     forward: bool,
     #[serde(default)]
@@ -239,12 +240,16 @@ fn configure(args: &ProxyArgs) -> Result<(Vec<SocketAddr>, ProxyConfig), String>
     // Configured upstreams only: forward-mode https:// origins are always
     // verified against the platform's roots.
     cfg.upstream_tls = args.trust.client_config()?;
-    cfg.upstream_http2 = args.upstream_http2;
+    if args.upstream_http2 {
+        deprecated("--upstream-http2", "--upstream-http2-prior-knowledge");
+    }
+    cfg.upstream_http2 = args.upstream_http2 || args.upstream_http2_prior_knowledge;
     cfg.trace = args.trace;
     let listen = if !args.listen.is_empty() {
         args.listen.clone()
     } else if !file.listen.is_empty() {
-        file.listen
+        let parsed: Result<_, _> = file.listen.iter().map(|a| parse_listen(a)).collect();
+        parsed.map_err(|e| format!("listen: {e}"))?
     } else {
         vec!["127.0.0.1:8081".parse().expect("valid")]
     };
@@ -253,7 +258,7 @@ fn configure(args: &ProxyArgs) -> Result<(Vec<SocketAddr>, ProxyConfig), String>
 
 /// Runs the proxy until SIGINT/SIGTERM.
 pub fn run(args: ProxyArgs) -> Result<(), String> {
-    init_logging(args.access_log);
+    init_logging();
     let (listen, cfg) = configure(&args)?;
     let (tls, self_signed) = args.tls.server_config()?;
     let rt = runtime(args.threads)?;
@@ -271,6 +276,7 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
         server_cfg.pipeline_depth = args.pipeline_depth.max(1);
         server_cfg.tls = tls;
         server_cfg.io = args.io;
+        server_cfg.access_log = args.ops.access_log()?;
         let scheme = if server_cfg.tls.is_some() {
             "https"
         } else {
@@ -288,20 +294,15 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
         if let Some(pem) = &self_signed {
             eprintln!("keepwire proxy: {}", self_signed_note(pem.path()));
         }
-        let admin = match args.admin {
-            Some(addr) => {
-                let p = proxy.clone();
-                let server_metrics = server.metrics_source();
-                let admin = spawn_admin(addr, move || {
-                    format!("{}{}", server_metrics(), p.render_metrics())
-                })?;
-                proxy.add_own_address(admin.local_addr());
-                Some(admin)
-            }
-            None => None,
-        };
+        let (p, server_metrics) = (proxy.clone(), server.metrics_source());
+        let ready = Ready::new(true.into());
+        let render = move || keepwire::metrics::join(&[server_metrics(), p.render_metrics()]);
+        let admin = args.ops.admin(render, &ready)?;
+        if let Some(admin) = &admin {
+            proxy.add_own_address(admin.local_addr());
+        }
         // Served as `Arc<Proxy>`: HTTP/1 heads go upstream as read.
-        let result = server.run(proxy, shutdown_signal()).await;
+        let result = server.run(proxy, args.ops.drain(ready)).await;
         if let Some(a) = admin {
             let _ = a.shutdown().await;
         }

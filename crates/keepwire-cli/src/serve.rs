@@ -11,7 +11,7 @@ use http::{Method, Request, Response};
 use keepwire::server::Config;
 use keepwire::{Body, Server};
 
-use crate::common::{init_logging, parse_duration, runtime, shutdown_signal, spawn_admin};
+use crate::common::{OpsArgs, Ready, init_logging, parse_duration, parse_listen, runtime};
 use crate::tls::TlsArgs;
 use keepwire_lab::files::Files;
 use keepwire_lab::realtime::{self, Events};
@@ -21,15 +21,16 @@ use keepwire_lab::site::{Site, with_type};
 /// `keepwire::server` docs for the table.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address to listen on; repeat for several (IPv4 or IPv6, e.g. `[::1]:8080`).
-    #[arg(long = "listen", short = 'l', default_value = "127.0.0.1:8080")]
+    /// Address to listen on; repeat for several. As nginx: `8080` or `:8080`
+    /// (every IPv4 interface), `localhost:8080`, `127.0.0.1:8080`, `[::]:8080`.
+    #[arg(long = "listen", short = 'l', default_value = "127.0.0.1:8080", value_name = "ADDR", value_parser = parse_listen)]
     listen: Vec<SocketAddr>,
     #[command(flatten)]
     tls: TlsArgs,
     /// Serve static files from this directory instead of the demo site.
     /// Nothing outside it is served, even through a symlink; names that
     /// start with `.` answer 404 unless --dotfiles is given.
-    #[arg(long, conflicts_with = "respond")]
+    #[arg(long, conflicts_with = "respond", value_name = "DIR")]
     root: Option<PathBuf>,
     /// With --root: also serve files and directories whose name starts with
     /// `.` (`.git`, `.env`: 404 by default; `.well-known` is always served).
@@ -39,8 +40,8 @@ pub struct ServeArgs {
     /// Cookie, Authorization and Proxy-Authorization. Default: 405.
     #[arg(long)]
     trace: bool,
-    /// Answer every request with 200 and this text (like nginx `return 200`).
-    #[arg(long)]
+    /// Answer every request but TRACE with 200 and this text (nginx `return 200`).
+    #[arg(long, value_name = "TEXT")]
     respond: Option<String>,
     /// Demo site: objects the page references.
     #[arg(long, default_value_t = 12)]
@@ -55,23 +56,23 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1.0, value_name = "RATE", value_parser = parse_rate)]
     events_per_s: f64,
     /// Worker threads (default: one per core).
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     threads: Option<usize>,
     /// I/O backend of cleartext HTTP/1 client connections: epoll or uring
     /// (Linux io_uring; TLS and HTTP/2 stay on epoll).
     #[arg(long, default_value = "epoll")]
     io: keepwire::transport::IoBackend,
-    /// Idle keep-alive timeout (`75`, `75s`, `500ms`).
-    #[arg(long, default_value = "75s", value_parser = parse_duration)]
+    /// Idle keep-alive timeout (`75`, `75s`, `500ms`, `1m`).
+    #[arg(long, default_value = "75s", value_parser = parse_duration, value_name = "DURATION")]
     idle_timeout: Duration,
     /// Time to receive a request head (slowloris guard).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     header_timeout: Duration,
     /// Time between two reads of a request body.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     body_timeout: Duration,
     /// Time between two writes.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     write_timeout: Duration,
     /// Requests per connection (0 = unlimited); the last gets `Connection: close`.
     #[arg(long, default_value_t = 1000)]
@@ -95,14 +96,10 @@ pub struct ServeArgs {
     /// Set SO_REUSEPORT on the listeners.
     #[arg(long)]
     reuse_port: bool,
-    /// Serve Prometheus metrics at http://ADDR/metrics.
-    #[arg(long)]
-    admin: Option<SocketAddr>,
-    /// Log one line per request (connection id, 4-tuple, index on the connection).
-    #[arg(long)]
-    access_log: bool,
+    #[command(flatten)]
+    ops: OpsArgs,
     /// Time given to in-flight requests on SIGINT/SIGTERM.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     shutdown_timeout: Duration,
 }
 
@@ -135,7 +132,7 @@ impl App {
 
 /// Runs the server until SIGINT/SIGTERM, then shuts down gracefully.
 pub fn run(args: ServeArgs) -> Result<(), String> {
-    init_logging(args.access_log);
+    init_logging();
     let app = match (&args.respond, &args.root) {
         (Some(text), _) => App::Respond(Bytes::from(format!("{text}\n"))),
         (None, Some(root)) => App::Files(
@@ -168,6 +165,7 @@ async fn serve(args: ServeArgs, app: App) -> Result<(), String> {
     config.tls = tls;
     config.io = args.io;
     config.listen.reuse_port = args.reuse_port;
+    config.access_log = args.ops.access_log()?;
     let mut builder = Server::builder().config(config);
     for addr in &args.listen {
         builder = builder.listen(*addr);
@@ -203,10 +201,8 @@ async fn serve(args: ServeArgs, app: App) -> Result<(), String> {
         );
     }
 
-    let admin = match args.admin {
-        Some(addr) => Some(spawn_admin(addr, server.metrics_source())?),
-        None => None,
-    };
+    let ready = Ready::new(true.into());
+    let admin = args.ops.admin(server.metrics_source(), &ready)?;
 
     // Streams and long polls never end by themselves: on the signal the
     // event source ends them, so the graceful shutdown need not time out.
@@ -220,8 +216,9 @@ async fn serve(args: ServeArgs, app: App) -> Result<(), String> {
         let app = app.clone();
         async move { app.handle(req, trace).await }
     };
+    let drain = args.ops.drain(ready);
     let stop = async move {
-        shutdown_signal().await;
+        drain.await;
         if let Some(events) = events {
             events.close();
         }

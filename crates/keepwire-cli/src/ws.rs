@@ -4,7 +4,7 @@
 //! 1000. `-v` shows the handshake and the close; `--json` describes each
 //! message received.
 
-use std::io::Write as _;
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -13,31 +13,36 @@ use http::HeaderMap;
 use keepwire::ws::{self, Message};
 use keepwire::{Client, ClientConfig};
 
-use crate::common::parse_duration;
+use crate::common::{cert_hint, parse_duration};
 
 /// Options of `keepwire ws`.
 #[derive(Args, Debug)]
-#[command(after_long_help = "\
+#[command(
+    after_long_help = "\
 Exit status: 0 after a close handshake with code 1000 or 1001 (or none),
 started by either side; 1 after any other close code, a connection that
 ended without a close frame, or an error.
 
 Examples:
   echo hello | keepwire ws ws://127.0.0.1:8080/ws
-  keepwire ws -v --json -H 'Origin: http://example' wss://example.org/socket")]
+  keepwire ws -v -H 'Origin: http://example' wss://example.org/socket --json",
+    override_usage = "keepwire ws [OPTIONS] <URL>"
+)]
 pub struct WsArgs {
     /// The server: `ws://host[:port]/path` or `wss://host[:port]/path`.
     #[arg(value_name = "URL")]
-    url: String,
+    url: Option<String>,
     /// Print the handshake on stderr (`> ` sent, `< ` received, `* ` whether
     /// Sec-WebSocket-Accept matched), and the close code and reason at the end.
     #[arg(short, long)]
     verbose: bool,
-    /// Print one JSON object per message received (text, binary, ping, pong,
+    /// One JSON object per message received (text, binary, ping, pong,
     /// close) with `type`, `len`, `data` (binary as hex), `time` (Unix
-    /// seconds) and `elapsed_ms` (since the connection opened).
-    #[arg(long)]
-    json: bool,
+    /// seconds) and `elapsed_ms` (since the connection opened): to FILE, or
+    /// on stdout instead of the messages (no FILE, or `-`). Put it last or
+    /// write --json=FILE: a word after it is taken as FILE.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+    json: Option<String>,
     /// An extra field for the handshake request (repeatable).
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     headers: Vec<String>,
@@ -62,14 +67,25 @@ pub struct WsArgs {
     #[arg(long, default_value = "500ms", value_parser = parse_duration, value_name = "DURATION")]
     linger: Duration,
     /// Open the WebSocket on an HTTP/2 stream with an extended CONNECT (RFC
-    /// 8441): ws:// speaks HTTP/2 with prior knowledge (h2c), wss:// asks for
-    /// h2 by ALPN. The server must advertise SETTINGS_ENABLE_CONNECT_PROTOCOL.
+    /// 8441), h2 negotiated by ALPN (wss://). The server must advertise
+    /// SETTINGS_ENABLE_CONNECT_PROTOCOL.
     #[arg(long)]
     http2: bool,
+    /// As --http2, over cleartext HTTP/2 without negotiating (h2c, ws://).
+    #[arg(long)]
+    http2_prior_knowledge: bool,
 }
 
 /// Runs `keepwire ws`.
-pub fn run(args: WsArgs) -> Result<(), String> {
+pub fn run(mut args: WsArgs) -> Result<(), String> {
+    if args.url.is_none() {
+        // `--json URL`: the URL was taken as the flag's FILE.
+        args.url = args.json.replace("-".into()).filter(|j| j != "-");
+    }
+    let Some(url) = args.url.clone() else {
+        use clap::error::ErrorKind::MissingRequiredArgument;
+        clap::Error::raw(MissingRequiredArgument, "the URL is missing\n").exit()
+    };
     let mut headers = HeaderMap::new();
     for h in &args.headers {
         let (name, value) = crate::common::parse_header(h)?;
@@ -78,7 +94,11 @@ pub fn run(args: WsArgs) -> Result<(), String> {
     let mut config = ClientConfig::default();
     config.connect_timeout = args.timeout;
     config.response_timeout = args.timeout;
-    config.http2_prior_knowledge = args.http2;
+    if args.http2 && url.starts_with("ws://") {
+        crate::common::deprecated("--http2 on ws://", "--http2-prior-knowledge");
+    }
+    let http2 = args.http2 || args.http2_prior_knowledge;
+    config.http2_prior_knowledge = http2;
     if args.insecure {
         config.tls = Some(keepwire::client::tls::insecure_config());
     } else if let Some(path) = &args.cacert {
@@ -89,9 +109,9 @@ pub fn run(args: WsArgs) -> Result<(), String> {
     cfg.ping_interval = (!args.ping_interval.is_zero()).then_some(args.ping_interval);
     cfg.idle_timeout = None;
     cfg.protocols = args.protocols.clone();
-    cfg.http2 = args.http2;
+    cfg.http2 = http2;
     let rt = crate::common::runtime(Some(1))?;
-    let result = rt.block_on(session(&args, Client::new(config), headers, cfg));
+    let result = rt.block_on(session(&args, &url, Client::new(config), headers, cfg));
     // Not waiting for the blocked read of an interactive stdin.
     rt.shutdown_background();
     result
@@ -99,32 +119,41 @@ pub fn run(args: WsArgs) -> Result<(), String> {
 
 async fn session(
     args: &WsArgs,
+    url: &str,
     client: Client,
     headers: HeaderMap,
     cfg: ws::Config,
 ) -> Result<(), String> {
-    let (sock, shake) = ws::connect(&client, &args.url, headers, cfg)
-        .await
-        .map_err(|e| {
-            if let (
-                true,
-                ws::Error::Handshake {
-                    handshake: Some(h), ..
-                },
-            ) = (args.verbose, &e)
-            {
-                eprint!("{}", h.transcript());
-            }
-            format!("ws {}: {e}", args.url)
-        })?;
+    let mut json = match args.json.as_deref() {
+        Some("-") => Some(Box::new(std::io::stdout()) as Box<dyn Write>),
+        Some(f) => {
+            Some(Box::new(std::fs::File::create(f).map_err(|e| format!("--json {f}: {e}"))?) as _)
+        }
+        None => None,
+    };
+    let text = args.json.as_deref() != Some("-");
+    let (sock, shake) = ws::connect(&client, url, headers, cfg).await.map_err(|e| {
+        if let (
+            true,
+            ws::Error::Handshake {
+                handshake: Some(h), ..
+            },
+        ) = (args.verbose, &e)
+        {
+            eprint!("{}", h.transcript());
+        }
+        cert_hint(format!("ws {url}: {e}"), "--cacert FILE", "-k")
+    })?;
     if args.verbose {
         eprint!("{}", shake.transcript());
     }
     let opened = Instant::now();
     let stdin = tokio::io::BufReader::new(tokio::io::stdin());
-    let closed = ws::pipe_lines(sock, stdin, args.linger, |m| print(args.json, m, opened))
-        .await
-        .map_err(|e| format!("ws: {e}"))?;
+    let closed = ws::pipe_lines(sock, stdin, args.linger, |m| {
+        print(text, &mut json, m, opened)
+    })
+    .await
+    .map_err(|e| format!("ws: {e}"))?;
     let (code, reason) = (closed.code, &closed.reason);
     if args.verbose {
         let by = if closed.by_peer { "the server" } else { "us" };
@@ -137,8 +166,9 @@ async fn session(
     }
 }
 
-/// Writes one received message on stdout.
-fn print(json: bool, m: &Message, opened: Instant) {
+/// Writes one received message: its data on stdout if `text`, its JSON
+/// object to `json`.
+fn print(text: bool, json: &mut Option<Box<dyn Write>>, m: &Message, opened: Instant) {
     let (kind, data): (&str, &[u8]) = match m {
         Message::Text(t) => ("text", t.as_bytes()),
         Message::Binary(b) => ("binary", b),
@@ -146,9 +176,8 @@ fn print(json: bool, m: &Message, opened: Instant) {
         Message::Pong(b) => ("pong", b),
         Message::Close(_) => ("close", b""),
     };
-    let mut out = std::io::stdout().lock();
     // A reader that went away (`| head`) is not an error here.
-    let _ = if json {
+    if let Some(out) = json {
         let time = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -166,11 +195,11 @@ fn print(json: bool, m: &Message, opened: Instant) {
             v["code"] = c.code.into();
             v["reason"] = c.reason.clone().into();
         }
-        writeln!(out, "{v}")
-    } else if let Message::Text(_) | Message::Binary(_) = m {
-        out.write_all(data).and_then(|()| out.write_all(b"\n"))
-    } else {
-        Ok(())
-    };
-    let _ = out.flush();
+        let _ = writeln!(out, "{v}").and_then(|()| out.flush());
+    }
+    if let (true, Message::Text(_) | Message::Binary(_)) = (text, m) {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(data).and_then(|()| out.write_all(b"\n"));
+        let _ = out.flush();
+    }
 }

@@ -317,8 +317,12 @@ fn ws_echo_counts_add_up_against_python_websockets() {
 
 #[test]
 fn ws_counts_the_messages_a_closing_server_drops() {
-    // The server closes (1001) after every 5th echo: the message in flight
-    // then is lost, and the run goes on over a new connection.
+    // The server closes (1001) after every 5th echo: a message sent before
+    // the close arrived is lost (counted as `closed`), and the run goes on
+    // over a new connection. Whether any was in flight is a race (the echo
+    // and the close often arrive in one read, and then none is), so the
+    // count of losses is not asserted, only that every message is
+    // accounted for and no connection carried more than 5.
     let p = peer("ws", 5);
     let url = format!("http://127.0.0.1:{}/", p.port);
     let doc = bench_json(&["--ws", "-c", "1", "-n", "30", &url]);
@@ -329,7 +333,6 @@ fn ws_counts_the_messages_a_closing_server_drops() {
     );
     assert_eq!(sent, 30.0, "{doc}");
     assert_eq!(sent, echoed + errors, "{doc}");
-    assert!(n(&doc, &["errors", "closed"]) >= 1.0, "{doc}");
     assert_eq!(n(&doc, &["errors", "closed"]), errors, "{doc}");
     assert!(n(&doc, &["connections"]) >= 2.0, "{doc}");
     assert_eq!(n(&doc, &["requests_per_connection", "max"]), 5.0, "{doc}");
@@ -363,7 +366,6 @@ fn sse_resumes_with_last_event_id_when_the_server_ends_a_stream() {
         9.0,
         "{doc}"
     );
-    assert!(n(&doc, &["errors", "closed"]) >= 1.0, "{doc}");
     let resumed: Vec<String> = p.lines.try_iter().collect();
     assert!(
         resumed.first().is_some_and(|l| l == "resume 3"),

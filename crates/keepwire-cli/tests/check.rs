@@ -104,9 +104,139 @@ fn only_runs_the_rule_prefix() {
     assert_eq!(skipped, 1, "{stdout}");
     let (passed, failed) = summary(&stdout);
     assert_eq!((passed, failed), (checks.len() - 1, 0), "{stdout}");
-    // R1 does not match R10.
+    // R1 does not match R10: nothing to run is a usage error.
     let (out, _) = check(s.addr, &["--only", "R1"]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// A target nobody listens on: one line, exit 2, for a server (HTTP/1 and
+/// HTTP/2) and a proxy alike.
+#[test]
+fn unreachable_target_is_one_line_and_exit_2() {
+    let port = common::free_port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let addr = format!("127.0.0.1:{port}");
+    for args in [
+        vec!["check", "server", &url],
+        vec!["check", "server", "--http2-prior-knowledge", &url],
+        vec!["check", "proxy", &addr],
+    ] {
+        let out = common::run(&args, Duration::from_secs(20));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}: {out:?}");
+        assert_eq!(
+            stderr,
+            format!("keepwire: cannot connect: {addr}: connection refused\n"),
+            "{args:?}"
+        );
+    }
+    // The old spelling of h2c still works, with a note.
+    let out = common::run(
+        &["check", "server", "--http2", &url],
+        Duration::from_secs(20),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--http2 on http:// is deprecated; use --http2-prior-knowledge"),
+        "{stderr}"
+    );
+}
+
+/// Exit 0 when every check passes; piped output (stdout and stderr) never
+/// carries an escape sequence: no colour, no spinner.
+#[test]
+fn piped_output_is_plain_and_exit_0() {
+    let s = serve();
+    let out = common::run(
+        &[
+            "check",
+            "server",
+            &format!("http://{}/", s.addr),
+            "--only",
+            "R5.3",
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(" PASS "),
+        "{out:?}"
+    );
+    assert!(
+        !out.stdout.contains(&0x1b) && !out.stderr.contains(&0x1b),
+        "{out:?}"
+    );
+}
+
+/// On a terminal (`script` gives the child a pseudo-terminal) the verdicts
+/// are coloured, unless NO_COLOR is set.
+#[test]
+fn verdicts_are_coloured_on_a_terminal_only_without_no_color() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no script(1)");
+        return;
+    }
+    let s = serve();
+    let cmd = format!(
+        "{} check server http://{}/ --only R5.3",
+        env!("CARGO_BIN_EXE_keepwire"),
+        s.addr
+    );
+    let tty = |no_color: bool| {
+        let mut c = Command::new("script");
+        c.args(["-qec", &cmd, "/dev/null"]).env_remove("NO_COLOR");
+        if no_color {
+            c.env("NO_COLOR", "1");
+        }
+        let out = common::run_command(c, Duration::from_secs(20));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coloured = tty(false);
+    assert!(coloured.contains("\x1b[32mPASS\x1b[0m"), "{coloured:?}");
+    let plain = tty(true);
+    assert!(
+        plain.contains(" PASS ") && !plain.contains("\x1b[32m"),
+        "{plain:?}"
+    );
+}
+
+/// `--json FILE` and `--report FILE` write files (stdout stays empty);
+/// `--json URL` (the URL taken as FILE) still checks URL; both on stdout is
+/// a usage error.
+#[test]
+fn json_and_report_take_an_optional_file() {
+    let s = serve();
+    let url = format!("http://{}/", s.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let (json, table) = (dir.path().join("c.json"), dir.path().join("c.txt"));
+    let json_flag = format!("--json={}", json.display());
+    let table_s = table.display().to_string();
+    let out = common::run(
+        &[
+            "check", "server", &url, "--only", "R5.3", &json_flag, "--report", &table_s,
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(doc["summary"]["failed"], 0);
+    assert!(std::fs::read_to_string(&table).unwrap().contains(" PASS "));
+    let out = common::run(
+        &["check", "server", "--only", "R5.3", "--json", &url],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(doc["target"], url.as_str());
+    let out = common::run(
+        &["check", "server", &url, "--json", "-", "--report", "-"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
 #[test]
@@ -212,7 +342,11 @@ fn closes_silently(mut s: TcpStream) {
 fn silent_close_fails_persistence() {
     let addr = broken(closes_silently);
     let (out, stdout) = check(addr, &["--only", "R5.3", "--timeout", "2"]);
-    assert!(!out.status.success(), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed check exits 1: {stdout}"
+    );
     assert_eq!(verdict(&stdout, "HTTP/1.1 persistence"), "FAIL", "{stdout}");
     assert_eq!(
         verdict(&stdout, "Connection: close honoured"),
@@ -1414,10 +1548,21 @@ fn http2_over_tls_is_negotiated_by_alpn() {
     assert_eq!(verdict(&stdout, H2_BASELINE), "PASS", "{stdout}");
     assert!(stdout.contains("h2 (ALPN): 200 OK"), "{stdout}");
     assert_eq!(verdict(&stdout, H2_CONTINUATION), "PASS", "{stdout}");
-    // Without -k the self-signed certificate is refused, and said so.
-    let stdout = run(&[]);
-    assert_eq!(verdict(&stdout, H2_BASELINE), "FAIL", "{stdout}");
-    assert!(stdout.contains("-k accepts any certificate"), "{stdout}");
+    // Without -k the self-signed certificate is refused, once, with the
+    // next step.
+    let out = Command::new(env!("CARGO_BIN_EXE_keepwire"))
+        .args(["check", "server", "--http2", &url])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("keepwire: cannot connect: "), "{stderr}");
+    assert!(
+        stderr.contains("certificate")
+            && stderr.contains("use --cacert FILE to trust its CA, or -k"),
+        "{stderr}"
+    );
 }
 
 /// Like [`h2_sink`], but it answers the first request of a connection (on

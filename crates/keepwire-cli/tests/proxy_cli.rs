@@ -157,7 +157,7 @@ fn reverse_proxy_in_front_of_keepwire_serve() {
     // HTTP/2 (h2c) towards the same origin, HTTP/1.1 towards the client:
     // Via says the response arrived over HTTP/2, and the pipelined pair
     // still comes back in order.
-    let p2 = proxy(&["--upstream", &upstream, "--upstream-http2"]);
+    let p2 = proxy(&["--upstream", &upstream, "--upstream-http2-prior-knowledge"]);
     let raw = exchange(
         p2.addr,
         "GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",

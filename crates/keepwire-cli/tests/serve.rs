@@ -6,6 +6,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 /// Kills the server by PID when the test ends, however it ends.
 struct ServerGuard {
     child: Child,
@@ -202,6 +204,43 @@ fn bad_arguments_fail_with_the_cause() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot listen on {addr}")));
+}
+
+/// `--listen` takes what nginx's `listen` takes: a bare port (every IPv4
+/// interface), `:PORT`, `localhost:PORT`; the proxy's the same. The bound
+/// address is read from the "listening on" line.
+#[test]
+fn listen_accepts_port_and_localhost_forms() {
+    for (form, ip) in [
+        ("0", "0.0.0.0"),
+        (":0", "0.0.0.0"),
+        ("localhost:0", "127.0.0.1"),
+    ] {
+        let s = common::start(&[
+            "serve",
+            "--listen",
+            form,
+            "--threads",
+            "1",
+            "--respond",
+            "pong",
+        ]);
+        assert_eq!(s.addr.ip().to_string(), ip, "{form}: {}", s.first_line);
+        let local = SocketAddr::from(([127, 0, 0, 1], s.addr.port()));
+        assert!(get(local, "/", "").ends_with("\r\n\r\npong\n"), "{form}");
+    }
+    let origin = common::serve(&["--respond", "via proxy"]);
+    let upstream = format!("http://{}", origin.addr);
+    let p = common::start(&["proxy", "--listen", "localhost:0", "--upstream", &upstream]);
+    assert_eq!(p.addr.ip().to_string(), "127.0.0.1", "{}", p.first_line);
+    assert!(get(p.addr, "/", "").ends_with("\r\n\r\nvia proxy\n"));
+    let out = Command::new(env!("CARGO_BIN_EXE_keepwire"))
+        .args(["serve", "--listen", "example.com:80"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PORT, :PORT, HOST:PORT"), "{err}");
 }
 
 #[test]

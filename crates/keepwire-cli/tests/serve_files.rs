@@ -82,7 +82,22 @@ fn brotli_stored(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `www/page.txt` with `.gz` and `.br` siblings, and `www/plain.txt` with none.
+/// A zstd frame holding `data` as one raw block (RFC 8878 §3.1.1; no
+/// encoder is assumed): magic, a single-segment header with a 4-byte
+/// content size, then one last raw block.
+fn zstd_stored(data: &[u8]) -> Vec<u8> {
+    assert!(data.len() < 128 * 1024);
+    let mut out = 0xFD2F_B528u32.to_le_bytes().to_vec();
+    out.push(0b1010_0000); // FCS field 4 bytes, single segment
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    let block = 1 | ((data.len() as u32) << 3); // last, raw
+    out.extend_from_slice(&block.to_le_bytes()[..3]);
+    out.extend_from_slice(data);
+    out
+}
+
+/// `www/page.txt` with `.gz` and `.br` siblings, `www/both.txt` with `.gz`
+/// and `.zst`, and `www/plain.txt` with none.
 fn write_site(www: &Path) -> Vec<u8> {
     let body = text();
     std::fs::write(www.join("page.txt"), &body).unwrap();
@@ -95,6 +110,9 @@ fn write_site(www: &Path) -> Vec<u8> {
     assert!(gz.status.success());
     std::fs::write(www.join("page.txt.gz"), gz.stdout).unwrap();
     std::fs::write(www.join("page.txt.br"), brotli_stored(&body)).unwrap();
+    std::fs::write(www.join("both.txt"), &body).unwrap();
+    std::fs::copy(www.join("page.txt.gz"), www.join("both.txt.gz")).unwrap();
+    std::fs::write(www.join("both.txt.zst"), zstd_stored(&body)).unwrap();
     body
 }
 
@@ -141,6 +159,8 @@ fn ranges_agree_with_nginx() {
             Some(format!("bytes */{len}")),
             None,
         ),
+        ("5-1", 416, Some(format!("bytes */{len}")), None),
+        ("x-1", 416, Some(format!("bytes */{len}")), None),
     ];
     for (range, status, content_range, slice) in cases {
         for (who, addr) in [("nginx", nginx.addr), ("keepwire", serve.addr)] {
@@ -159,17 +179,82 @@ fn ranges_agree_with_nginx() {
     }
     let r = curl(serve.addr, "/plain.txt", &[]);
     assert_eq!(r.header("accept-ranges"), Some("bytes"));
-    // Two ranges apart: nginx sends multipart/byteranges, keepwire the
-    // whole file (RFC 9110 §14.2 allows both); overlapping ones merge.
-    let r = curl(serve.addr, "/plain.txt", &["-r", "0-1,10-11"]);
-    assert_eq!((r.status, r.body.len()), (200, len), "{r:?}");
+    // Ranges apart: multipart/byteranges from both, the same parts.
+    let spec = format!("0-1,10-11,{}-", len - 3);
+    let want = vec![
+        (format!("bytes 0-1/{len}"), body[0..2].to_vec()),
+        (format!("bytes 10-11/{len}"), body[10..12].to_vec()),
+        (
+            format!("bytes {}-{}/{len}", len - 3, len - 1),
+            body[len - 3..].to_vec(),
+        ),
+    ];
+    for (who, addr) in [("nginx", nginx.addr), ("keepwire", serve.addr)] {
+        let r = curl(addr, "/plain.txt", &["-r", &spec]);
+        assert_eq!(r.status, 206, "{who}");
+        assert_eq!(r.header("content-length"), Some(&*r.body.len().to_string()));
+        assert_eq!(byteranges(&r), want, "{who}");
+    }
+    // Overlapping ones merge (nginx sends them as they come, overlaps too).
     let r = curl(serve.addr, "/plain.txt", &["-r", "0-9,5-19"]);
     assert_eq!(r.status, 206);
     assert_eq!(r.body, body[..20]);
-    // HEAD ignores Range (§14.2: range handling is defined for GET only).
+    // Abuse (CVE-2011-3192's shape): the same bytes asked for many times
+    // are sent once; more than 64 ranges are ignored.
+    let r = curl(serve.addr, "/plain.txt", &["-r", &vec!["0-"; 60].join(",")]);
+    assert_eq!((r.status, r.body.len()), (206, len));
+    let many: Vec<String> = (0..65)
+        .map(|i| format!("{}-{}", i * 4, i * 4 + 1))
+        .collect();
+    let r = curl(serve.addr, "/plain.txt", &["-r", &many.join(",")]);
+    assert_eq!((r.status, r.body.len()), (200, len));
+    let r = curl(serve.addr, "/plain.txt", &["-r", &many[..64].join(",")]);
+    assert_eq!(byteranges(&r).len(), 64);
+    // An empty file: the whole of it, from both.
+    std::fs::write(nginx.dir.join("www/empty.txt"), "").unwrap();
+    for addr in [nginx.addr, serve.addr] {
+        assert_eq!(curl(addr, "/empty.txt", &["-r", "0-"]).status, 200);
+    }
+    // HEAD ignores Range (§14.2: range handling is defined for GET only;
+    // nginx answers HEAD with 206 headers).
     let r = curl(serve.addr, "/plain.txt", &["-I", "-r", "0-9"]);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-length"), Some(&*len.to_string()));
+}
+
+/// The parts of a `multipart/byteranges` answer: (Content-Range, bytes).
+fn byteranges(r: &Seen) -> Vec<(String, Vec<u8>)> {
+    let ct = r.header("content-type").expect("a content type");
+    let boundary = ct
+        .strip_prefix("multipart/byteranges; boundary=")
+        .unwrap_or_else(|| panic!("not multipart: {ct}"));
+    let delimiter = format!("\r\n--{boundary}");
+    let body = &r.body[..];
+    let find = |from: usize| {
+        body[from..]
+            .windows(delimiter.len())
+            .position(|w| w == delimiter.as_bytes())
+            .map(|i| i + from)
+    };
+    let mut parts = Vec::new();
+    let mut at = find(0).expect("a first delimiter") + delimiter.len();
+    while !body[at..].starts_with(b"--") {
+        let head_end = at
+            + body[at..]
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .unwrap();
+        let head = String::from_utf8_lossy(&body[at..head_end]).to_ascii_lowercase();
+        let range = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-range: "))
+            .expect("a Content-Range per part")
+            .to_string();
+        let next = find(head_end + 4).expect("a closing delimiter");
+        parts.push((range, body[head_end + 4..next].to_vec()));
+        at = next + delimiter.len();
+    }
+    parts
 }
 
 #[test]
@@ -339,6 +424,37 @@ fn precompressed_siblings_by_accept_encoding() {
         ],
     );
     assert_eq!(r.status, 200);
+    // Several ranges of an encoded file: the whole of it (a multipart
+    // body with a Content-Encoding would say the multipart is encoded).
+    let r = curl(
+        serve.addr,
+        "/page.txt",
+        &["-H", "Accept-Encoding: gzip", "-r", "0-1,9-10"],
+    );
+    assert_eq!(
+        (r.status, r.header("content-encoding")),
+        (200, Some("gzip"))
+    );
+    let r = curl(
+        serve.addr,
+        "/page.txt",
+        &["-H", "Accept-Encoding: gzip", "-r", "0-1"],
+    );
+    assert_eq!(
+        (r.status, r.body.len()),
+        (206, 2),
+        "one range of the gzip bytes"
+    );
+    // zstd where there is no br: curl decodes it.
+    let r = curl(serve.addr, "/both.txt", &["--compressed"]);
+    assert_eq!(r.header("content-encoding"), Some("zstd"), "{r:?}");
+    assert_eq!(r.body, body);
+    let r = curl(
+        serve.addr,
+        "/both.txt",
+        &["-H", "Accept-Encoding: gzip, zstd;q=0.5"],
+    );
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
     // No sibling, no Vary.
     assert_eq!(curl(serve.addr, "/plain.txt", &[]).header("vary"), None);
 }
@@ -378,4 +494,21 @@ fn a_range_of_a_large_file_streams_from_its_offset() {
     );
     assert_eq!(r.status, 206);
     assert_eq!(r.body, big[400_000..]);
+    // Several large ranges over HTTP/2, streamed part by part.
+    let r = curl(
+        serve.addr,
+        "/big.bin",
+        &["--http2-prior-knowledge", "-r", "0-299999,500000-"],
+    );
+    assert_eq!(r.status, 206);
+    let parts = byteranges(&r);
+    assert_eq!(parts.len(), 2);
+    assert_eq!(
+        parts[0],
+        ("bytes 0-299999/700000".into(), big[..300_000].to_vec())
+    );
+    assert_eq!(
+        parts[1],
+        ("bytes 500000-699999/700000".into(), big[500_000..].to_vec())
+    );
 }

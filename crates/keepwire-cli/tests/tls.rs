@@ -403,7 +403,7 @@ fn the_default_trust_is_the_platform_store() {
         String::from_utf8_lossy(&out.stderr)
     );
     let out = run_env(
-        &["bench", "-n", "20", "-c", "2", "--json", &url],
+        &["bench", "-n", "20", "-c", "2", &url, "--json"],
         &env,
         LIMIT,
     );
@@ -502,4 +502,23 @@ fn upstream_insecure_trusts_configured_upstreams_never_forward_origins() {
     );
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("/* keepwire object 1 */"), "{text}");
+}
+
+/// A configured https:// upstream whose certificate is not trusted: the
+/// client gets a 502, the operator a log line with the next step.
+#[test]
+fn an_untrusted_upstream_certificate_tells_the_operator_what_to_do() {
+    let (o, _pem) = serve_tls();
+    let upstream = format!("https://localhost:{}", o.addr.port());
+    let p = start(&["proxy", "--listen", "127.0.0.1:0", "--upstream", &upstream]);
+    let text = raw_exchange(
+        p.addr,
+        "GET / HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n",
+    );
+    assert!(text.starts_with("HTTP/1.1 502"), "{text}");
+    let line = p.line_with("certificate");
+    assert!(
+        line.contains("--upstream-cacert FILE") && line.contains("--upstream-insecure"),
+        "{line}"
+    );
 }

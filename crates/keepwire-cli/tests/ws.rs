@@ -157,6 +157,17 @@ fn json_describes_each_message() {
     assert!(docs[1]["elapsed_ms"].as_f64().is_some());
     assert_eq!(docs[2]["type"], "close");
     assert_eq!(docs[2]["code"], 1000);
+    // `--json FILE`: the objects go to FILE, the messages still to stdout.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ws.jsonl");
+    let out = ws(&[&url, "--json", file.to_str().unwrap()], "three\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "three\n");
+    let lines = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        lines.starts_with("{\"") && lines.contains("\"three\""),
+        "{lines}"
+    );
 }
 
 /// A close from the server: 1000 exits 0, another code exits 1; either
@@ -241,12 +252,20 @@ fn wss_with_cacert_and_insecure() {
     assert_eq!(text(&out.stdout), "insecure\n");
     let out = ws(&[&url], "untrusted\n");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    // The error says what to do next.
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("certificate")
+            && stderr.contains("use --cacert FILE to trust its CA, or -k"),
+        "{stderr}"
+    );
     rt.block_on(async { server.shutdown().await.ok() });
 }
 
-/// `--http2`: an extended CONNECT (RFC 8441) on an h2c connection to
-/// keepwire's server; `-v` shows the CONNECT and the 200; a server that
-/// does not speak HTTP/2 is an error.
+/// `--http2-prior-knowledge`: an extended CONNECT (RFC 8441) on an h2c
+/// connection to keepwire's server; `-v` shows the CONNECT and the 200; a
+/// server that does not speak HTTP/2 is an error. The old spelling
+/// (`--http2` on ws://) still works, with a note.
 #[test]
 fn http2_opens_the_websocket_with_an_extended_connect() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -259,10 +278,19 @@ fn http2_opens_the_websocket_with_an_extended_connect() {
             .spawn(echo)
     };
     let url = format!("ws://{}/chat", server.local_addr());
-    let out = ws(&["-v", "--http2", &url], "over h2\n");
+    let out = ws(&["-v", "--http2-prior-knowledge", &url], "over h2\n");
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(text(&out.stdout), "over h2\n", "{stderr}");
+    assert!(!stderr.contains("deprecated"), "{stderr}");
+    let old = ws(&["--http2", &url], "old\n");
+    assert!(old.status.success(), "{}", text(&old.stderr));
+    assert_eq!(text(&old.stdout), "old\n");
+    assert!(
+        text(&old.stderr).contains("--http2 on ws:// is deprecated; use --http2-prior-knowledge"),
+        "{}",
+        text(&old.stderr)
+    );
     for needle in [
         "> CONNECT /chat HTTP/2",
         "> :protocol: websocket",
@@ -274,7 +302,7 @@ fn http2_opens_the_websocket_with_an_extended_connect() {
     let Some((_py, url)) = py_server() else {
         return;
     };
-    let out = ws(&["--http2", &url], "");
+    let out = ws(&["--http2-prior-knowledge", &url], "");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
 }
 

@@ -6,8 +6,9 @@
 //! streamed rather than read whole, and what caches, download managers and
 //! media players use: a strong `ETag` and `Last-Modified` with the
 //! conditional requests on them (`conditional.rs`: 304, 412, `If-Range`),
-//! one byte range (`range.rs`: 206, 416, `Accept-Ranges: bytes`), and
-//! precompressed `.br`/`.gz` siblings chosen by `Accept-Encoding`
+//! byte ranges (`range.rs`: 206, `multipart/byteranges` for several
+//! (`body.rs`), 416, `Accept-Ranges: bytes`), and
+//! precompressed `.br`/`.zst`/`.gz` siblings chosen by `Accept-Encoding`
 //! (`encoding.rs`; each with its own `ETag`, and `Vary: Accept-Encoding`
 //! on every answer for a file that has one), as tower-http's `ServeDir`
 //! and nginx's `gzip_static` do.
@@ -34,21 +35,20 @@ use keepwire::Body;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::site::{status, with_type};
+use body::FileBody;
 use conditional::Verdict;
 use encoding::Coding;
 use range::Ranges;
 
+mod body;
 mod conditional;
 mod encoding;
 mod range;
 mod url_path;
 
-/// Files up to this size are read whole; larger ones stream in chunks.
+/// See [`chunking`].
 const READ_WHOLE_MAX: u64 = 256 * 1024;
 const CHUNK: usize = 64 * 1024;
-/// Over HTTP/2 a file is read one DATA frame's worth at a time, and only as
-/// the client's window takes it: 128 streams that get no window then hold
-/// 2 MiB, not 128 whole files (R10.4).
 const H2_CHUNK: usize = 16 * 1024;
 
 /// Serves files under a root directory.
@@ -126,7 +126,7 @@ impl Files {
             return status(StatusCode::NOT_FOUND);
         };
         let mut variants = Vec::new();
-        for coding in [Coding::Br, Coding::Gzip] {
+        for coding in Coding::PRECOMPRESSED {
             if let Some(v) = self.sibling(&path, coding).await {
                 variants.push((coding, v));
             }
@@ -137,7 +137,12 @@ impl Files {
             .get(ACCEPT_ENCODING)
             .and_then(|v| v.to_str().ok());
         let Some(coding) = encoding::choose(accept, &available) else {
-            return status(StatusCode::NOT_ACCEPTABLE);
+            // `identity;q=0` and no sibling it takes (nginx would send the
+            // identity anyway; RFC 9110 §12.5.3 allows either).
+            let mut r = status(StatusCode::NOT_ACCEPTABLE);
+            r.headers_mut()
+                .insert(VARY, HeaderValue::from_static("accept-encoding"));
+            return r;
         };
         let (file, meta) = match variants.into_iter().find(|(c, _)| *c == coding) {
             Some((_, chosen)) => chosen,
@@ -176,6 +181,23 @@ impl Files {
         let (start, len) = match ranges {
             Ranges::Whole => (0, size),
             Ranges::One { start, end } => (start, end - start + 1),
+            // The parts are of the encoded bytes; a multipart body with a
+            // Content-Encoding would say the whole multipart is encoded.
+            Ranges::Many(_) if coding != Coding::Identity => (0, size),
+            Ranges::Many(spans) => {
+                let (_, chunk) = chunking(req.version());
+                let (body, boundary) =
+                    FileBody::multipart(file.into_std().await, &spans, size, mime.as_ref(), chunk);
+                let len = body.len();
+                let body = Body::wrap(body);
+                let mut r = with_type(body, &format!("multipart/byteranges; boundary={boundary}"));
+                validators(&mut r);
+                *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+                let h = r.headers_mut();
+                h.insert(CONTENT_LENGTH, len.into());
+                h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+                return r;
+            }
             Ranges::Unsatisfiable => {
                 let mut r = status(StatusCode::RANGE_NOT_SATISFIABLE);
                 let h = r.headers_mut();
@@ -211,13 +233,17 @@ impl Files {
         r
     }
 
-    /// `path.br` or `path.gz`, opened, if it is a regular file that the
-    /// same rules as `path` allow (inside the root, no dot names).
+    /// `path.br`, `path.zst` or `path.gz`, opened, if it is a regular file
+    /// that the same rules as `path` allow (inside the root, no dot names).
     async fn sibling(&self, path: &Path, coding: Coding) -> Option<(tokio::fs::File, Metadata)> {
         let mut name = path.as_os_str().to_owned();
         name.push(".");
         name.push(coding.extension()?);
-        let real = self.inside(Path::new(&name)).ok()?;
+        let name = PathBuf::from(name);
+        // One lstat for the common case of no sibling, before the
+        // component-by-component resolution.
+        name.symlink_metadata().ok()?;
+        let real = self.inside(&name).ok()?;
         let (file, meta) = open(&real).await?;
         meta.is_file().then_some((file, meta))
     }
@@ -243,20 +269,13 @@ async fn read_body(
     len: u64,
     version: http::Version,
 ) -> std::io::Result<Body> {
-    let (whole_max, chunk) = if version == http::Version::HTTP_2 {
-        (H2_CHUNK as u64, H2_CHUNK)
-    } else {
-        (READ_WHOLE_MAX, CHUNK)
-    };
+    let (whole_max, chunk) = chunking(version);
+    if len > whole_max {
+        let file = file.into_std().await;
+        return Ok(Body::wrap(FileBody::span(file, start, len, chunk)));
+    }
     if start > 0 {
         file.seek(std::io::SeekFrom::Start(start)).await?;
-    }
-    if len > whole_max {
-        return Ok(Body::wrap(FileBody {
-            file: file.into_std().await,
-            left: len,
-            chunk,
-        }));
     }
     let mut buf = Vec::with_capacity(len as usize);
     (&mut file).take(len).read_to_end(&mut buf).await?;
@@ -271,58 +290,15 @@ async fn read_body(
     Ok(Body::from(buf))
 }
 
-/// `left` bytes of `file`, read a chunk at a time when the connection asks
-/// for the next (nothing is read ahead of the socket or the peer's window).
-/// A file that ends early fails the body, so the client sees a truncated
-/// message, never a short success (R8.2).
-///
-/// The read is a plain `read(2)` on the connection's thread, as nginx reads
-/// without aio: a chunk from the page cache takes microseconds, and tokio's
-/// `File` would add a blocking-pool hop and a second buffer per stream.
-struct FileBody {
-    file: std::fs::File,
-    left: u64,
-    chunk: usize,
-}
-
-impl http_body::Body for FileBody {
-    type Data = bytes::Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
-        use std::task::Poll;
-        if self.left == 0 {
-            return Poll::Ready(None);
-        }
-        let want = (self.chunk as u64).min(self.left) as usize;
-        let mut buf = vec![0u8; want];
-        let n = loop {
-            match std::io::Read::read(&mut self.file, &mut buf) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Poll::Ready(Some(Err(e))),
-            }
-        };
-        if n == 0 {
-            return Poll::Ready(Some(Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the file is shorter than when it was opened",
-            ))));
-        }
-        buf.truncate(n);
-        self.left -= n as u64;
-        Poll::Ready(Some(Ok(http_body::Frame::data(buf.into()))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.left == 0
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.left)
+/// Files up to the first size are read whole; larger ones stream in
+/// chunks of the second. Over HTTP/2 a file is read one DATA frame's worth
+/// at a time, and only as the client's window takes it: 128 streams that
+/// get no window then hold 2 MiB, not 128 whole files (R10.4).
+fn chunking(version: http::Version) -> (u64, usize) {
+    if version == http::Version::HTTP_2 {
+        (H2_CHUNK as u64, H2_CHUNK)
+    } else {
+        (READ_WHOLE_MAX, CHUNK)
     }
 }
 

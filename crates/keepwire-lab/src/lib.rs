@@ -20,7 +20,8 @@
 //!   keepwire's own servers over the link and compared with the round-trip
 //!   model;
 //! - [`report`] and [`waterfall`]: self-contained HTML of a lab run and of a
-//!   page load;
+//!   page load, both drawing their waterfalls with [`waterfall::chart`]
+//!   (phases coloured as browser devtools do, one time axis per chart);
 //! - [`realtime`]: one event source offered by polling, long polling,
 //!   Server-Sent Events and WebSocket (R9.4);
 //! - [`site`]: the demo site (a page with embedded objects), [`page`]: what

@@ -378,3 +378,101 @@ fn waterfalls(h: &mut String, loads: &[(String, Vec<Record>)]) {
     );
     h.push_str("</div>\n");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::{ConnRecord, Kind, Phases};
+
+    /// A request on connection `conn` from `start` to `end` ms, its time
+    /// waiting then downloading.
+    fn record(index: usize, conn: u64, start: f64, end: f64) -> Record {
+        let mut r = Record::failed(
+            index,
+            format!("http://h/{index}"),
+            Kind::Url,
+            start,
+            String::new(),
+        );
+        r.error = None;
+        r.status = Some(200);
+        r.connection = Some(ConnRecord {
+            id: conn,
+            local: "l".into(),
+            peer: "p".into(),
+            tls: None,
+        });
+        r.total_ms = end - start;
+        r.phases_ms = Some(Phases {
+            queued: 1.0,
+            wait: (end - start - 1.0) / 2.0,
+            download: (end - start - 1.0) / 2.0,
+            ..Phases::default()
+        });
+        r
+    }
+
+    /// Right ends of the bars drawn in `svg`, in px.
+    fn bar_ends(svg: &str) -> Vec<f64> {
+        svg.split("<rect class=\"")
+            .skip(1)
+            .filter(|r| r.starts_with("wait") || r.starts_with("download"))
+            .filter_map(|r| {
+                let num = |name: &str| -> Option<f64> {
+                    let at = r.find(&format!(" {name}=\""))? + name.len() + 3;
+                    r[at..].split('"').next()?.parse().ok()
+                };
+                Some(num("x")? + num("width")?)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn page_loads_share_one_axis_so_widths_compare() {
+        let mut o = crate::experiments::Outcome {
+            id: "page-load",
+            title: "t",
+            rules: "R4",
+            columns: vec!["wall ms".into()],
+            rows: Vec::new(),
+            chart: (0, None),
+            pass: true,
+            verdict: String::new(),
+            notes: Vec::new(),
+            waterfalls: Vec::new(),
+            page_loads: Vec::new(),
+            timelines: Vec::new(),
+        };
+        o.page_loads = vec![
+            (
+                "serial".into(),
+                vec![record(1, 1, 0.0, 700.0), record(2, 2, 700.0, 1334.0)],
+            ),
+            (
+                "pipelined 1".into(),
+                vec![record(1, 1, 0.0, 100.0), record(2, 1, 100.0, 154.0)],
+            ),
+        ];
+        let mut h = String::new();
+        section(&mut h, &o);
+        assert_eq!(
+            h.matches("<svg class=\"waterfall\"").count(),
+            1,
+            "one chart"
+        );
+        assert!(h.contains("serial — 1334 ms, 2 connections"), "{h}");
+        assert!(
+            h.contains(">1400 ms</text>"),
+            "the axis ends on a tick past 1334 ms"
+        );
+        let (serial, pipelined) = h.split_once("pipelined 1 — 154 ms").unwrap();
+        let legend_end = serial.find("</g>").unwrap();
+        let left = Geometry::COMPACT.label_w;
+        let end = |s: &str| bar_ends(s).into_iter().fold(0.0, f64::max) - left;
+        let ratio = end(&serial[legend_end..]) / end(pipelined);
+        assert!((ratio - 1334.0 / 154.0).abs() < 0.01, "{ratio}");
+        // Queued time is drawn, hollow (its CSS), not as an active phase.
+        assert!(h.contains("<rect class=\"queued\""));
+        assert!(chart::style().contains("rect.queued{fill:#fff;stroke:"));
+    }
+}

@@ -88,16 +88,55 @@ impl Body {
         }
     }
 
-    /// Any `http_body::Body` (a stream, an axum body, ...).
+    /// Any `http_body::Body` (a stream, an axum body, ...). A [`Body`]
+    /// comes back as it is (not boxed again: one in memory stays so).
     pub fn wrap<B>(body: B) -> Self
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         use http_body_util::BodyExt;
+        let mut slot = Some(body);
+        if let Some(same) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<Body>>() {
+            return same.take().unwrap_or_default();
+        }
+        let Some(body) = slot else {
+            return Body::empty();
+        };
         Body {
             kind: Kind::Boxed(Box::pin(body.map_err(|e| BodyError::Source(e.into())))),
         }
+    }
+
+    /// A body made of a stream of chunks, of unknown length: the client
+    /// sends it chunked over HTTP/1.1 (DATA frames over HTTP/2) as the
+    /// stream yields, without reading it whole first. An error from the
+    /// stream cuts the request off (the server sees a truncated message).
+    ///
+    /// Only the first [`REPLAY_LIMIT`](crate::client::REPLAY_LIMIT) bytes
+    /// are kept for a resend: a larger streamed body that was partly sent
+    /// is never sent again (R8.3), the request fails instead.
+    pub fn from_stream<S, E>(stream: S) -> Self
+    where
+        S: futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        use futures_util::StreamExt;
+        Body::wrap(http_body_util::StreamBody::new(
+            stream.map(|r| r.map(Frame::data)),
+        ))
+    }
+
+    /// A body read from `reader` (a file, a pipe, a child's stdout) in
+    /// chunks of up to 64 KiB, as [`Body::from_stream`] sends it.
+    pub fn from_reader<R>(reader: R) -> Self
+    where
+        R: tokio::io::AsyncRead + Send + 'static,
+    {
+        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+            reader,
+            64 * 1024,
+        ))
     }
 
     /// A body fed by a channel: the sender side pushes chunks, dropping it

@@ -1,14 +1,31 @@
-//! Connection counters, exposed in Prometheus text format.
+//! Connection metrics, exposed in the OpenMetrics text format (what
+//! Prometheus scrapes) through `prometheus-client`, the Prometheus
+//! project's Rust client.
 //!
-//! The counters are the ones that show connection management at work: how
-//! many connections are open and idle, how many requests each carried, why
-//! each one closed, and whether lingering closes ended cleanly (FIN) or had
-//! to give up (R8.5); for the proxy, how its upstream hop fared. One writer
-//! formats them all, so every series gets its `HELP` and `TYPE` the same way.
+//! What they show is connection management at work: how many connections
+//! are open and idle, how long requests and connections last and how many
+//! requests each connection carried (histograms), why each connection
+//! closed, and whether lingering closes ended cleanly (FIN) or had to give
+//! up (R8.5); for the proxy, how its upstream hop fared.
+//!
+//! The hot path stays what it was: every counter is a plain `AtomicU64`
+//! bumped with a relaxed add, and a histogram observation is two more
+//! (its bucket and its sum; [`Histogram`]). `prometheus-client`'s own
+//! `Histogram` takes a lock on every observation, and the `metrics`
+//! facade's exporter keeps every sample until a scrape or an upkeep task
+//! drains them; so the values live in atomics here and the crate does
+//! what a standard crate is for: names, units, `HELP`/`TYPE`, escaping and
+//! the exposition itself, from a snapshot taken at each scrape.
 
-use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Unit;
 
 use crate::client::{ClientMetrics, RetainGauge};
 
@@ -48,7 +65,8 @@ impl CloseReason {
         CloseReason::Upgraded,
     ];
 
-    fn label(self) -> &'static str {
+    /// The name used in metrics labels and the access log.
+    pub fn label(self) -> &'static str {
         match self {
             CloseReason::ClientClose => "client_close",
             CloseReason::IdleTimeout => "idle_timeout",
@@ -63,8 +81,118 @@ impl CloseReason {
     }
 }
 
-/// Server counters (all monotonic except the two gauges).
-#[derive(Debug, Default)]
+/// The `Content-Type` of [`ServerMetrics::render`] and
+/// [`ProxyMetrics::render`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A histogram with fixed bucket bounds, recorded lock-free: one relaxed
+/// add to the bucket and one to the sum. The count is the buckets' total,
+/// so `+Inf` always equals `_count` in a scrape.
+#[derive(Debug)]
+pub struct Histogram {
+    /// Upper bounds in recorded units (nanoseconds, or plain counts).
+    bounds: &'static [u64],
+    /// One more than `bounds`: the last is `+Inf`.
+    buckets: Box<[AtomicU64]>,
+    sum: AtomicU64,
+    /// Recorded units per exposed unit (1e9 for seconds from nanoseconds).
+    scale: f64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [u64], scale: f64) -> Self {
+        Histogram {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0),
+            scale,
+        }
+    }
+
+    /// Records `v` recorded units.
+    pub fn record(&self, v: u64) {
+        let i = self.bounds.partition_point(|b| *b < v);
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum.fetch_add(v, Relaxed);
+    }
+
+    /// Records a duration (for histograms in seconds).
+    pub fn record_duration(&self, d: Duration) {
+        self.record(d.as_nanos().min(u64::MAX as u128) as u64);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Relaxed)).sum()
+    }
+
+    fn snapshot(&self) -> Values {
+        let buckets = self
+            .bounds
+            .iter()
+            .map(|b| *b as f64 / self.scale)
+            // The encoder writes `+Inf` for `f64::MAX` (its own histograms end so).
+            .chain([f64::MAX])
+            .zip(self.buckets.iter().map(|b| b.load(Relaxed)))
+            .collect();
+        Values::Histogram {
+            sum: self.sum.load(Relaxed) as f64 / self.scale,
+            buckets,
+        }
+    }
+}
+
+const NS: u64 = 1;
+const US: u64 = 1_000 * NS;
+const MS: u64 = 1_000 * US;
+const S: u64 = 1_000 * MS;
+
+/// Request durations, 100 µs to 60 s: a keep-alive request on a LAN is
+/// well under a millisecond, a long poll tens of seconds.
+const REQUEST_SECONDS: [u64; 18] = [
+    100 * US,
+    250 * US,
+    500 * US,
+    MS,
+    2_500 * US,
+    5 * MS,
+    10 * MS,
+    25 * MS,
+    50 * MS,
+    100 * MS,
+    250 * MS,
+    500 * MS,
+    S,
+    2_500 * MS,
+    5 * S,
+    10 * S,
+    30 * S,
+    60 * S,
+];
+
+/// Connection lifetimes, 1 ms (one request) to an hour (`max_age`).
+const CONNECTION_SECONDS: [u64; 14] = [
+    MS,
+    10 * MS,
+    100 * MS,
+    S,
+    5 * S,
+    10 * S,
+    30 * S,
+    60 * S,
+    75 * S,
+    120 * S,
+    300 * S,
+    600 * S,
+    1800 * S,
+    3600 * S,
+];
+
+/// Requests per connection, 1 (no reuse) to past `max_requests` (1000).
+const REQUESTS: [u64; 11] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 10_000];
+
+/// Server counters (all monotonic except the gauges).
+#[derive(Debug)]
 pub struct ServerMetrics {
     /// Connections accepted.
     pub connections_accepted: AtomicU64,
@@ -74,8 +202,13 @@ pub struct ServerMetrics {
     pub connections_idle: AtomicU64,
     /// Requests read.
     pub requests: AtomicU64,
-    /// Connections that carried 1, 2–10, 11–100, >100 requests.
-    pub requests_per_connection: [AtomicU64; 4],
+    /// Seconds from a request's head to its response's last byte (responses
+    /// written in full).
+    pub request_duration: Histogram,
+    /// Requests each closed connection carried.
+    pub requests_per_connection: Histogram,
+    /// Seconds from accept to close.
+    pub connection_duration: Histogram,
     closes: [AtomicU64; 9],
     /// Lingering closes that ended with the client's FIN.
     pub linger_fin: AtomicU64,
@@ -104,152 +237,144 @@ pub struct ServerMetrics {
     pub tunnels_open: AtomicU64,
 }
 
+impl Default for ServerMetrics {
+    fn default() -> Self {
+        ServerMetrics {
+            connections_accepted: Default::default(),
+            connections_open: Default::default(),
+            connections_idle: Default::default(),
+            requests: Default::default(),
+            request_duration: Histogram::new(&REQUEST_SECONDS, S as f64),
+            requests_per_connection: Histogram::new(&REQUESTS, 1.0),
+            connection_duration: Histogram::new(&CONNECTION_SECONDS, S as f64),
+            closes: Default::default(),
+            linger_fin: Default::default(),
+            linger_bounded: Default::default(),
+            linger_discarded_bytes: Default::default(),
+            h2_streams_in_flight: Default::default(),
+            h2_streams_in_flight_max_per_conn: Default::default(),
+            h2_streams_cancelled: Default::default(),
+            h2_streams_refused: Default::default(),
+            h2_streams_stalled: Default::default(),
+            h2_calm_goaways: Default::default(),
+            tunnels_open: Default::default(),
+        }
+    }
+}
+
 impl ServerMetrics {
-    /// Counts a closed connection.
-    pub fn closed(&self, reason: CloseReason, requests: u64) {
-        let i = CloseReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0);
-        self.closes[i].fetch_add(1, Relaxed);
-        let bucket = match requests {
-            0 | 1 => 0,
-            2..=10 => 1,
-            11..=100 => 2,
-            _ => 3,
-        };
-        self.requests_per_connection[bucket].fetch_add(1, Relaxed);
+    /// Counts a closed connection that carried `requests` and lived
+    /// `lifetime`.
+    pub fn closed(&self, reason: CloseReason, requests: u64, lifetime: Duration) {
+        self.closes[reason as usize].fetch_add(1, Relaxed);
+        self.requests_per_connection.record(requests);
+        self.connection_duration.record_duration(lifetime);
     }
 
     /// Closes counted for `reason`.
     pub fn closes(&self, reason: CloseReason) -> u64 {
-        let i = CloseReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0);
-        self.closes[i].load(Relaxed)
+        self.closes[reason as usize].load(Relaxed)
     }
 
-    /// Prometheus text exposition format.
+    /// OpenMetrics text ([`CONTENT_TYPE`]), every name prefixed `keepwire_`.
     pub fn render(&self) -> String {
-        let mut out = Exposition::default();
-        let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, u64)]| {
-            out.metric(name, kind, help, lines)
-        };
-        let one = |a: &AtomicU64| vec![(String::new(), a.load(Relaxed))];
-        metric(
-            "connections_accepted_total",
-            "counter",
-            "Connections accepted.",
-            &one(&self.connections_accepted),
-        );
-        metric(
-            "connections_open",
-            "gauge",
-            "Connections open now.",
-            &one(&self.connections_open),
-        );
-        metric(
-            "connections_idle",
-            "gauge",
-            "Open connections idle between requests.",
-            &one(&self.connections_idle),
-        );
-        metric(
-            "requests_total",
-            "counter",
-            "Requests read.",
-            &one(&self.requests),
-        );
-        let buckets = ["1", "2-10", "11-100", "101+"];
-        let rpc: Vec<_> = buckets
+        let one = |a: &AtomicU64| Values::Counter(vec![(vec![], a.load(Relaxed))]);
+        let gauge = |a: &AtomicU64| Values::Gauge(vec![(vec![], a.load(Relaxed))]);
+        let closes = CloseReason::ALL
             .iter()
-            .zip(&self.requests_per_connection)
-            .map(|(b, a)| (format!("{{requests=\"{b}\"}}"), a.load(Relaxed)))
+            .map(|r| (vec![("reason", r.label())], self.closes(*r)))
             .collect();
-        metric(
-            "connections_by_requests_total",
-            "counter",
-            "Closed connections by requests carried.",
-            &rpc,
-        );
-        let closes: Vec<_> = CloseReason::ALL
-            .iter()
-            .map(|r| (format!("{{reason=\"{}\"}}", r.label()), self.closes(*r)))
-            .collect();
-        metric(
-            "connection_closes_total",
-            "counter",
-            "Closed connections by reason.",
-            &closes,
-        );
         let linger = vec![
-            ("{end=\"fin\"}".to_string(), self.linger_fin.load(Relaxed)),
-            (
-                "{end=\"bounded\"}".to_string(),
-                self.linger_bounded.load(Relaxed),
-            ),
+            (vec![("end", "fin")], self.linger_fin.load(Relaxed)),
+            (vec![("end", "bounded")], self.linger_bounded.load(Relaxed)),
         ];
-        metric(
-            "lingering_closes_total",
-            "counter",
-            "Lingering closes by how they ended.",
-            &linger,
-        );
-        metric(
-            "lingering_discarded_bytes_total",
-            "counter",
-            "Bytes discarded while lingering.",
-            &one(&self.linger_discarded_bytes),
-        );
-        let rows: [(&str, &str, &str, &AtomicU64); 7] = [
-            (
+        let families = vec![
+            family(
+                "connections_accepted",
+                "Connections accepted.",
+                one(&self.connections_accepted),
+            ),
+            family(
+                "connections_open",
+                "Connections open now.",
+                gauge(&self.connections_open),
+            ),
+            family(
+                "connections_idle",
+                "Open connections idle between requests.",
+                gauge(&self.connections_idle),
+            ),
+            family("requests", "Requests read.", one(&self.requests)),
+            family(
+                "request_duration",
+                "From a request's head to its response's last byte (responses written in full).",
+                self.request_duration.snapshot(),
+            )
+            .unit(Unit::Seconds),
+            family(
+                "requests_per_connection",
+                "Requests each closed connection carried.",
+                self.requests_per_connection.snapshot(),
+            ),
+            family(
+                "connection_duration",
+                "Connection lifetimes, accept to close.",
+                self.connection_duration.snapshot(),
+            )
+            .unit(Unit::Seconds),
+            family(
+                "connection_closes",
+                "Closed connections by reason.",
+                Values::Counter(closes),
+            ),
+            family(
+                "lingering_closes",
+                "Lingering closes by how they ended.",
+                Values::Counter(linger),
+            ),
+            family(
+                "lingering_discarded",
+                "Bytes discarded while lingering.",
+                one(&self.linger_discarded_bytes),
+            )
+            .unit(Unit::Bytes),
+            family(
                 "h2_streams_in_flight",
-                "gauge",
                 "HTTP/2 streams whose handler or answer is in flight.",
-                &self.h2_streams_in_flight,
+                gauge(&self.h2_streams_in_flight),
             ),
-            (
+            family(
                 "h2_streams_in_flight_max_per_connection",
-                "gauge",
                 "Most HTTP/2 streams one connection had in flight at once.",
-                &self.h2_streams_in_flight_max_per_conn,
+                gauge(&self.h2_streams_in_flight_max_per_conn),
             ),
-            (
-                "h2_streams_cancelled_total",
-                "counter",
+            family(
+                "h2_streams_cancelled",
                 "HTTP/2 streams reset by the client while in flight (work cancelled).",
-                &self.h2_streams_cancelled,
+                one(&self.h2_streams_cancelled),
             ),
-            (
-                "h2_streams_refused_total",
-                "counter",
+            family(
+                "h2_streams_refused",
                 "HTTP/2 streams refused at the in-flight limit.",
-                &self.h2_streams_refused,
+                one(&self.h2_streams_refused),
             ),
-            (
-                "h2_streams_stalled_total",
-                "counter",
+            family(
+                "h2_streams_stalled",
                 "HTTP/2 streams reset for no flow-control window within the write timeout.",
-                &self.h2_streams_stalled,
+                one(&self.h2_streams_stalled),
             ),
-            (
-                "h2_calm_goaways_total",
-                "counter",
+            family(
+                "h2_calm_goaways",
                 "HTTP/2 connections sent GOAWAY ENHANCE_YOUR_CALM.",
-                &self.h2_calm_goaways,
+                one(&self.h2_calm_goaways),
             ),
-            (
+            family(
                 "tunnels_open",
-                "gauge",
                 "Upgraded connections and CONNECT tunnels open now.",
-                &self.tunnels_open,
+                gauge(&self.tunnels_open),
             ),
         ];
-        for (name, kind, help, value) in rows {
-            metric(name, kind, help, &one(value));
-        }
-        out.0
+        encode(families)
     }
 }
 
@@ -289,148 +414,211 @@ impl ProxyMetrics {
     /// The labels of [`ProxyMetrics::tunnels_open`], in order.
     pub const TUNNEL_KINDS: [&str; 2] = ["connect", "upgrade"];
 
-    /// Prometheus text exposition format, with the upstream counters summed
-    /// over `upstream` (the proxy's clients: configured upstreams and
-    /// forward-mode origins).
+    /// OpenMetrics text, with the upstream counters summed over `upstream`
+    /// (the proxy's clients: configured upstreams and forward-mode
+    /// origins).
     pub fn render(&self, upstream: &[&ClientMetrics]) -> String {
-        let mut out = Exposition::default();
-        let counter = |out: &mut Exposition, name: &str, help: &str, v: &AtomicU64| {
-            out.metric(name, "counter", help, &[(String::new(), v.load(Relaxed))]);
+        let one = |a: &AtomicU64| Values::Counter(vec![(vec![], a.load(Relaxed))]);
+        let gauge = |a: &AtomicU64| Values::Gauge(vec![(vec![], a.load(Relaxed))]);
+        let labelled = |key: &'static str, kinds: &[&'static str], v: &[AtomicU64]| {
+            kinds
+                .iter()
+                .zip(v)
+                .map(|(k, a)| (vec![(key, *k)], a.load(Relaxed)))
+                .collect::<Vec<_>>()
         };
-        counter(
-            &mut out,
-            "proxy_requests_total",
-            "Requests handled.",
-            &self.requests,
-        );
-        out.metric(
-            "proxy_responses_total",
-            "counter",
-            "Responses the proxy made itself for a failed upstream, by status.",
-            &[
-                ("{status=\"502\"}".into(), self.bad_gateway.load(Relaxed)),
-                (
-                    "{status=\"504\"}".into(),
-                    self.gateway_timeout.load(Relaxed),
-                ),
-            ],
-        );
-        let errors: Vec<_> = Self::UPSTREAM_ERROR_KINDS
-            .iter()
-            .zip(&self.upstream_errors)
-            .map(|(k, a)| (format!("{{kind=\"{k}\"}}"), a.load(Relaxed)))
-            .collect();
-        out.metric(
-            "proxy_upstream_errors_total",
-            "counter",
-            "Upstream failures by kind.",
-            &errors,
-        );
-        counter(
-            &mut out,
-            "proxy_tunnels_total",
-            "Tunnels (CONNECT and upgrades) opened.",
-            &self.tunnels,
-        );
-        counter(
-            &mut out,
-            "proxy_tunnels_idle_closed_total",
-            "Tunnels closed for idleness.",
-            &self.tunnels_idle_closed,
-        );
-        counter(
-            &mut out,
-            "proxy_refused_total",
-            "Requests refused (client not allowed, CONNECT port, loop, bad Host).",
-            &self.refused,
-        );
-        counter(
-            &mut out,
-            "proxy_destinations_refused_total",
-            "Forward-mode requests refused by the destination policy.",
-            &self.destinations_refused,
-        );
-        let gauge = |out: &mut Exposition, name: &str, help: &str, v: &AtomicU64| {
-            out.metric(name, "gauge", help, &[(String::new(), v.load(Relaxed))]);
-        };
-        let open: Vec<_> = Self::TUNNEL_KINDS
-            .iter()
-            .zip(&self.tunnels_open)
-            .map(|(k, a)| (format!("{{kind=\"{k}\"}}"), a.load(Relaxed)))
-            .collect();
-        out.metric(
-            "proxy_tunnels_open",
-            "gauge",
-            "Tunnels open now: CONNECT, and upgrades such as WebSocket.",
-            &open,
-        );
-        gauge(
-            &mut out,
-            "proxy_request_body_retained_bytes",
-            "Request-body bytes kept for resends now.",
-            &self.retained.current,
-        );
-        gauge(
-            &mut out,
-            "proxy_request_body_retained_bytes_max",
-            "The most request-body bytes kept for resends at once.",
-            &self.retained.peak,
-        );
+        let responses = vec![
+            (vec![("status", "502")], self.bad_gateway.load(Relaxed)),
+            (vec![("status", "504")], self.gateway_timeout.load(Relaxed)),
+        ];
         type Counter = fn(&ClientMetrics) -> &AtomicU64;
-        let sum = |f: Counter| -> Vec<(String, u64)> {
+        let sum = |f: Counter| {
             let v = upstream.iter().map(|c| f(c).load(Relaxed)).sum();
-            vec![(String::new(), v)]
+            Values::Counter(vec![(vec![], v)])
         };
-        let rows: [(&str, &str, Counter); 5] = [
-            (
-                "proxy_upstream_connections_opened_total",
+        let families = vec![
+            family("proxy_requests", "Requests handled.", one(&self.requests)),
+            family(
+                "proxy_responses",
+                "Responses the proxy made itself for a failed upstream, by status.",
+                Values::Counter(responses),
+            ),
+            family(
+                "proxy_upstream_errors",
+                "Upstream failures by kind.",
+                Values::Counter(labelled(
+                    "kind",
+                    &Self::UPSTREAM_ERROR_KINDS,
+                    &self.upstream_errors,
+                )),
+            ),
+            family(
+                "proxy_tunnels",
+                "Tunnels (CONNECT and upgrades) opened.",
+                one(&self.tunnels),
+            ),
+            family(
+                "proxy_tunnels_idle_closed",
+                "Tunnels closed for idleness.",
+                one(&self.tunnels_idle_closed),
+            ),
+            family(
+                "proxy_refused",
+                "Requests refused (client not allowed, CONNECT port, loop, bad Host).",
+                one(&self.refused),
+            ),
+            family(
+                "proxy_destinations_refused",
+                "Forward-mode requests refused by the destination policy.",
+                one(&self.destinations_refused),
+            ),
+            family(
+                "proxy_tunnels_open",
+                "Tunnels open now: CONNECT, and upgrades such as WebSocket.",
+                Values::Gauge(labelled("kind", &Self::TUNNEL_KINDS, &self.tunnels_open)),
+            ),
+            family(
+                "proxy_request_body_retained",
+                "Request-body bytes kept for resends now.",
+                gauge(&self.retained.current),
+            )
+            .unit(Unit::Bytes),
+            family(
+                "proxy_request_body_retained_max",
+                "The most request-body bytes kept for resends at once.",
+                gauge(&self.retained.peak),
+            )
+            .unit(Unit::Bytes),
+            family(
+                "proxy_upstream_connections_opened",
                 "Upstream connections opened.",
-                |c| &c.connections_opened,
+                sum(|c| &c.connections_opened),
             ),
-            (
-                "proxy_upstream_requests_reused_total",
+            family(
+                "proxy_upstream_requests_reused",
                 "Requests sent on a reused upstream connection.",
-                |c| &c.reused,
+                sum(|c| &c.reused),
             ),
-            (
-                "proxy_upstream_retries_total",
+            family(
+                "proxy_upstream_retries",
                 "Upstream retries (R8.3).",
-                |c| &c.retries,
+                sum(|c| &c.retries),
             ),
-            (
-                "proxy_upstream_idle_retired_total",
+            family(
+                "proxy_upstream_idle_retired",
                 "Idle upstream connections retired before the upstream's close.",
-                |c| &c.retired_idle,
+                sum(|c| &c.retired_idle),
             ),
-            (
-                "proxy_upstream_idle_stale_total",
+            family(
+                "proxy_upstream_idle_stale",
                 "Idle upstream connections found closed by the upstream.",
-                |c| &c.stale_idle,
+                sum(|c| &c.stale_idle),
             ),
         ];
-        for (name, help, f) in rows {
-            out.metric(name, "counter", help, &sum(f));
-        }
-        out.0
+        encode(families)
     }
 }
 
-/// Prometheus text exposition: a `HELP` and a `TYPE` line per metric, then
-/// one line per label set, every name prefixed `keepwire_`.
-#[derive(Default)]
-struct Exposition(String);
-
-impl Exposition {
-    fn metric(&mut self, name: &str, kind: &str, help: &str, lines: &[(String, u64)]) {
-        let s = &mut self.0;
-        let _ = writeln!(
-            s,
-            "# HELP keepwire_{name} {help}\n# TYPE keepwire_{name} {kind}"
-        );
-        for (labels, v) in lines {
-            let _ = writeln!(s, "keepwire_{name}{labels} {v}");
-        }
+/// Several renderings as one exposition (one `# EOF`, at the end).
+pub fn join(parts: &[String]) -> String {
+    let mut out = String::new();
+    for p in parts {
+        out.push_str(p.strip_suffix("# EOF\n").unwrap_or(p));
     }
+    out.push_str("# EOF\n");
+    out
+}
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// One metric's values at the time of a scrape.
+#[derive(Debug)]
+enum Values {
+    Counter(Vec<(Labels, u64)>),
+    Gauge(Vec<(Labels, u64)>),
+    /// Per-bucket (not cumulative) counts by upper bound; the encoder
+    /// accumulates them.
+    Histogram {
+        sum: f64,
+        buckets: Vec<(f64, u64)>,
+    },
+}
+
+/// A metric family: name (without prefix, unit or `_total`), help, unit.
+#[derive(Debug)]
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    unit: Option<Unit>,
+    values: Values,
+}
+
+fn family(name: &'static str, help: &'static str, values: Values) -> Family {
+    Family {
+        name,
+        help,
+        unit: None,
+        values,
+    }
+}
+
+impl Family {
+    fn unit(mut self, unit: Unit) -> Self {
+        self.unit = Some(unit);
+        self
+    }
+}
+
+/// A scrape's snapshot, handed to `prometheus-client` as a collector.
+#[derive(Debug)]
+struct Snapshot(Vec<Family>);
+
+impl prometheus_client::collector::Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for f in &self.0 {
+            let kind = match f.values {
+                Values::Counter(_) => MetricType::Counter,
+                Values::Gauge(_) => MetricType::Gauge,
+                Values::Histogram { .. } => MetricType::Histogram,
+            };
+            let mut metric = encoder.encode_descriptor(f.name, f.help, f.unit.as_ref(), kind)?;
+            match &f.values {
+                Values::Counter(rows) if rows.len() == 1 && rows[0].0.is_empty() => {
+                    ConstCounter::new(rows[0].1).encode(metric)?;
+                }
+                Values::Gauge(rows) if rows.len() == 1 && rows[0].0.is_empty() => {
+                    ConstGauge::new(rows[0].1 as i64).encode(metric)?;
+                }
+                Values::Counter(rows) => {
+                    for (labels, v) in rows {
+                        let m = ConstCounter::new(*v);
+                        m.encode(metric.encode_family(labels)?)?;
+                    }
+                }
+                Values::Gauge(rows) => {
+                    for (labels, v) in rows {
+                        let m = ConstGauge::new(*v as i64);
+                        m.encode(metric.encode_family(labels)?)?;
+                    }
+                }
+                Values::Histogram { sum, buckets } => {
+                    let count = buckets.iter().map(|(_, n)| n).sum();
+                    metric.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                        *sum, count, buckets, None,
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encode(families: Vec<Family>) -> String {
+    let mut registry = prometheus_client::registry::Registry::with_prefix("keepwire");
+    registry.register_collector(Box::new(Snapshot(families)));
+    let mut out = String::with_capacity(8 * 1024);
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
 }
 
 #[cfg(test)]
@@ -448,12 +636,14 @@ mod tests {
         b.connections_opened.store(4, Relaxed);
         let text = m.render(&[&a, &b]);
         for line in [
-            "# HELP keepwire_proxy_requests_total Requests handled.",
-            "# TYPE keepwire_proxy_requests_total counter",
+            "# HELP keepwire_proxy_requests Requests handled.",
+            "# TYPE keepwire_proxy_requests counter",
             "keepwire_proxy_requests_total 7",
             "keepwire_proxy_upstream_errors_total{kind=\"timeout\"} 2",
             "keepwire_proxy_responses_total{status=\"504\"} 0",
             "# TYPE keepwire_proxy_request_body_retained_bytes gauge",
+            "# UNIT keepwire_proxy_request_body_retained_bytes bytes",
+            "keepwire_proxy_request_body_retained_max_bytes 0",
             "keepwire_proxy_upstream_connections_opened_total 7",
             "# TYPE keepwire_proxy_tunnels_open gauge",
             "keepwire_proxy_tunnels_open{kind=\"connect\"} 0",
@@ -464,14 +654,45 @@ mod tests {
                 "{line:?} missing in\n{text}"
             );
         }
-        // One HELP and one TYPE per metric, as in the server's rendering.
         let helps = text.lines().filter(|l| l.starts_with("# HELP")).count();
         let types = text.lines().filter(|l| l.starts_with("# TYPE")).count();
         assert_eq!((helps, types), (15, 15));
-        assert!(ServerMetrics::default().render().starts_with(
-            "# HELP keepwire_connections_accepted_total Connections accepted.\n\
-             # TYPE keepwire_connections_accepted_total counter\n\
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn histograms_are_cumulative_with_inf_equal_to_the_count() {
+        let m = ServerMetrics::default();
+        for us in [50, 50, 300, 2_000_000] {
+            m.request_duration
+                .record_duration(Duration::from_micros(us));
+        }
+        m.closed(CloseReason::IdleTimeout, 3, Duration::from_millis(5));
+        let text = m.render();
+        for line in [
+            "# TYPE keepwire_request_duration_seconds histogram",
+            "# UNIT keepwire_request_duration_seconds seconds",
+            "keepwire_request_duration_seconds_bucket{le=\"0.0001\"} 2",
+            "keepwire_request_duration_seconds_bucket{le=\"0.0005\"} 3",
+            "keepwire_request_duration_seconds_bucket{le=\"2.5\"} 4",
+            "keepwire_request_duration_seconds_bucket{le=\"+Inf\"} 4",
+            "keepwire_request_duration_seconds_count 4",
+            "keepwire_requests_per_connection_bucket{le=\"2.0\"} 0",
+            "keepwire_requests_per_connection_bucket{le=\"5.0\"} 1",
+            "keepwire_requests_per_connection_sum 3.0",
+            "keepwire_connection_duration_seconds_count 1",
+            "keepwire_connection_closes_total{reason=\"idle_timeout\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing in\n{text}"
+            );
+        }
+        assert!(text.starts_with(
+            "# HELP keepwire_connections_accepted Connections accepted.\n\
+             # TYPE keepwire_connections_accepted counter\n\
              keepwire_connections_accepted_total 0\n"
         ));
+        assert_eq!(m.request_duration.count(), 4);
     }
 }

@@ -51,3 +51,79 @@ async fn axum_router_is_served_with_keepwire_persistence() {
     drop(s);
     server.shutdown().await.unwrap();
 }
+
+/// The client as a `tower::Service`, under tower's own middleware.
+#[tokio::test]
+async fn the_client_is_a_tower_service_under_middleware() {
+    use tower::{Service, ServiceBuilder, ServiceExt};
+    let app = Router::new().route("/", post(|body: String| async move { body.to_uppercase() }));
+    let server = Server::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .bind()
+        .unwrap()
+        .spawn(TowerHandler(app));
+    let url = format!("http://{}/", server.local_addr());
+    let mut svc = ServiceBuilder::new()
+        .concurrency_limit(2)
+        .timeout(Duration::from_secs(5))
+        .service(keepwire::Client::default());
+    // Any http_body::Body is accepted as the request body.
+    type Full = http_body_util::Full<bytes::Bytes>;
+    let req = http::Request::post(&url)
+        .body(Full::new(bytes::Bytes::from_static(b"tower")))
+        .unwrap();
+    let resp = ServiceExt::<http::Request<Full>>::ready(&mut svc)
+        .await
+        .unwrap()
+        .call(req)
+        .await
+        .unwrap();
+    let body = resp.into_body().collect(1024).await.unwrap();
+    assert_eq!(&body[..], b"TOWER");
+    let req = http::Request::post(&url)
+        .body(keepwire::Body::from("again"))
+        .unwrap();
+    let resp = keepwire::Client::default().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(svc);
+    server.shutdown().await.unwrap();
+}
+
+/// axum's `ConnectInfo<SocketAddr>` extractor works under keepwire
+/// (feature `axum`): it is the client's address, as `ConnInfo` has it.
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn axum_connect_info_is_the_peer_address() {
+    use axum::extract::ConnectInfo;
+    use std::net::SocketAddr;
+    let app = Router::new().route(
+        "/",
+        get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+    );
+    let server = Server::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .bind()
+        .unwrap()
+        .spawn(TowerHandler(app));
+    let h1 = keepwire::Client::default();
+    let h2 = keepwire::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for client in [h1, h2] {
+        let resp = client
+            .get(&format!("http://{}/", server.local_addr()))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let local = resp
+            .extensions()
+            .get::<keepwire::RequestMeta>()
+            .unwrap()
+            .conn
+            .local;
+        let body = resp.into_body().collect(1024).await.unwrap();
+        assert_eq!(std::str::from_utf8(&body).unwrap(), local.to_string());
+    }
+    server.shutdown().await.unwrap();
+}

@@ -180,10 +180,10 @@ pub(super) async fn connect(
     if !t.tls {
         return Ok(Box::new(tcp));
     }
-    let base = if opts.insecure {
-        keepwire::client::tls::insecure_config()
-    } else {
-        keepwire::client::tls::default_config()
+    let base = match (&opts.cacert, opts.insecure) {
+        (_, true) => keepwire::client::tls::insecure_config(),
+        (Some(pem), false) => keepwire::client::tls::config_with_ca(pem).map_err(fail)?,
+        (None, false) => keepwire::client::tls::default_config(),
     };
     let mut config = (*base).clone();
     config.alpn_protocols = vec![b"h2".to_vec()];
@@ -203,11 +203,19 @@ pub(super) async fn connect(
     )
     .await
     .map_err(|_| fail("TLS handshake timed out".into()))?
-    .map_err(|e| fail(format!("TLS: {e} (-k accepts any certificate)")))?;
+    .map_err(|e| fail(format!("TLS: {e}{}", tls_hint(&e))))?;
     if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
         return Err(Outcome::fail("the server did not choose h2 by ALPN"));
     }
     Ok(Box::new(tls))
+}
+
+/// The next step after a certificate error (the `keepwire check` flags).
+fn tls_hint(e: &std::io::Error) -> &'static str {
+    match e.to_string().contains("certificate") {
+        true => "; use --cacert FILE to trust its CA, or -k to skip verification",
+        false => "",
+    }
 }
 
 pub(super) fn uri(t: &Endpoint) -> String {

@@ -80,6 +80,15 @@ pub(crate) async fn run_checks(t: &Endpoint, opts: &Options) -> Vec<CheckResult>
     .await
 }
 
+/// One TLS connection with h2 chosen by ALPN, made before the checks so a
+/// certificate problem is one error, not a FAIL per check.
+pub(crate) async fn handshake(t: &Endpoint, opts: &Options) -> Result<(), String> {
+    match conn::connect(t, opts, false, Instant::now() + opts.timeout).await {
+        Ok(_) => Ok(()),
+        Err(o) => Err(o.evidence.trim_start_matches("connect: ").to_string()),
+    }
+}
+
 async fn run_one(id: Id, t: &Endpoint, opts: &Options, deadline: Instant) -> CheckOut {
     match id {
         Id::Baseline => baseline(t, opts, deadline).await,

@@ -74,6 +74,11 @@ pub(crate) const CHECKS: &[Spec] = &[
     c("R9.3", "CONNECT tunnel relays bytes", Id::Connect),
 ];
 
+/// The proxy's `host:port`, also when given as `http://host:port/`.
+pub(crate) fn address(addr: &str) -> &str {
+    addr.trim_start_matches("http://").trim_end_matches('/')
+}
+
 /// Starts the recording origin (on `origin_port`, or a free port) and runs
 /// the selected checks against the proxy at `addr` (host:port).
 pub(crate) async fn run_checks(
@@ -82,7 +87,7 @@ pub(crate) async fn run_checks(
     origin_port: Option<u16>,
     options: &Options,
 ) -> Result<Vec<CheckResult>, String> {
-    let addr = addr.trim_start_matches("http://").trim_end_matches('/');
+    let addr = address(addr);
     let ctx = Ctx {
         proxy: Endpoint {
             addr: addr.to_string(),

@@ -67,10 +67,16 @@ pub fn serve(args: &[&str]) -> Running {
 }
 
 /// Starts `keepwire ARGS` and reads the bound address from its first stderr
-/// line (`... listening on http://ADDR/ ...` or `https://`), waiting at most [`WAIT`].
+/// line with `listening on http://ADDR/` (or `https://`), waiting at most [`WAIT`].
 pub fn start(args: &[&str]) -> Running {
+    start_env(args, &[])
+}
+
+/// [`start`] with extra environment variables.
+pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Running {
     let mut child = Command::new(BIN)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -84,7 +90,13 @@ pub fn start(args: &[&str]) -> Running {
             let _ = tx.send(line);
         }
     });
-    let first_line = match rx.recv_timeout(WAIT) {
+    // Notes (a deprecated flag) may come before the address.
+    let deadline = std::time::Instant::now() + WAIT;
+    let next = || rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()));
+    let first_line = match std::iter::from_fn(|| Some(next()))
+        .find(|l| l.as_ref().map_or(true, |l| l.contains("listening on")))
+        .expect("from_fn never ends")
+    {
         Ok(line) => line,
         Err(e) => {
             let _ = child.kill();
@@ -118,9 +130,15 @@ pub fn run(args: &[&str], limit: Duration) -> Output {
 
 /// [`run`] with extra environment variables.
 pub fn run_env(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .envs(env.iter().copied())
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).envs(env.iter().copied());
+    run_command(cmd, limit)
+}
+
+/// Runs `cmd` (stdin empty) to completion as [`run`] does.
+pub fn run_command(mut cmd: Command, limit: Duration) -> Output {
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,12 +1,13 @@
 //! Choosing a precompressed sibling by `Accept-Encoding` (RFC 9110
 //! §12.5.3), as nginx's `gzip_static` (and `brotli_static`) and
-//! tower-http's `ServeDir::precompressed_*` do: `style.css.br` or
-//! `style.css.gz` next to `style.css` is sent with `Content-Encoding` when
-//! the client takes it; nothing is compressed on the fly.
+//! tower-http's `ServeDir::precompressed_*` do: `style.css.br`,
+//! `style.css.zst` or `style.css.gz` next to `style.css` is sent with
+//! `Content-Encoding` when the client takes it; nothing is compressed on
+//! the fly.
 //!
 //! q-values count: the coding with the highest q among the files that
-//! exist wins; on a tie the smaller coding wins (br, then gzip, then
-//! identity). `*` stands for every coding the field does not name;
+//! exist wins; on a tie the usually smaller coding wins (br, zstd, gzip,
+//! then identity). `*` stands for every coding the field does not name;
 //! `identity` is acceptable unless named (or matched by `*`) with `q=0`.
 //! No field at all means identity (what clients that send none expect).
 
@@ -14,8 +15,14 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Coding {
     Br,
+    Zstd,
     Gzip,
     Identity,
+}
+
+impl Coding {
+    /// The codings with a sibling file, in order of preference on a tie.
+    pub const PRECOMPRESSED: [Coding; 3] = [Coding::Br, Coding::Zstd, Coding::Gzip];
 }
 
 impl Coding {
@@ -23,6 +30,7 @@ impl Coding {
     pub fn token(self) -> Option<&'static str> {
         match self {
             Coding::Br => Some("br"),
+            Coding::Zstd => Some("zstd"),
             Coding::Gzip => Some("gzip"),
             Coding::Identity => None,
         }
@@ -32,6 +40,7 @@ impl Coding {
     pub fn extension(self) -> Option<&'static str> {
         match self {
             Coding::Br => Some("br"),
+            Coding::Zstd => Some("zst"),
             Coding::Gzip => Some("gz"),
             Coding::Identity => None,
         }
@@ -46,7 +55,7 @@ pub fn choose(accept: Option<&str>, available: &[Coding]) -> Option<Coding> {
     };
     let mut best: Option<(u16, Coding)> = None;
     // Preference order on ties: smaller first.
-    for coding in [Coding::Br, Coding::Gzip, Coding::Identity] {
+    for coding in [Coding::Br, Coding::Zstd, Coding::Gzip, Coding::Identity] {
         if coding != Coding::Identity && !available.contains(&coding) {
             continue;
         }
@@ -62,6 +71,7 @@ pub fn choose(accept: Option<&str>, available: &[Coding]) -> Option<Coding> {
 fn quality(accept: &str, coding: Coding) -> u16 {
     let names: &[&str] = match coding {
         Coding::Br => &["br"],
+        Coding::Zstd => &["zstd"],
         // `x-gzip` is gzip (RFC 9110 §8.4.1.3).
         Coding::Gzip => &["gzip", "x-gzip"],
         Coding::Identity => &["identity"],
@@ -112,6 +122,7 @@ mod tests {
     use super::*;
 
     const BOTH: &[Coding] = &[Br, Gzip];
+    const ALL: &[Coding] = &[Br, Zstd, Gzip];
 
     #[test]
     fn q_values_choose_among_what_exists() {
@@ -126,6 +137,9 @@ mod tests {
         assert_eq!(choose(Some("*;q=0.5, identity"), BOTH), Some(Identity));
         assert_eq!(choose(Some(""), BOTH), Some(Identity));
         assert_eq!(choose(Some("identity"), BOTH), Some(Identity));
+        assert_eq!(choose(Some("gzip, br, zstd"), ALL), Some(Br));
+        assert_eq!(choose(Some("gzip, zstd"), ALL), Some(Zstd));
+        assert_eq!(choose(Some("gzip, zstd;q=0.5"), ALL), Some(Gzip));
     }
 
     #[test]

@@ -307,10 +307,13 @@ pub async fn load(
         .iter()
         .map(|r| r.start_ms)
         .fold(f64::INFINITY, f64::min);
+    let mut started = started;
     if zero.is_finite() {
         run.records
             .iter_mut()
             .for_each(|r| r.start_ms = round3(r.start_ms - zero));
+        // `started` is the wall-clock time of the records' zero.
+        started += Duration::from_secs_f64(zero.max(0.0) / 1000.0);
     }
     run.bodies.sort_by_key(|(i, _)| *i);
     let summary = summarize(&run.records, urls, config, run.client.metrics());

@@ -237,9 +237,10 @@ fn spans(r: &Record) -> Vec<(&'static str, f64, f64)> {
     out
 }
 
-/// The tooltip of a row.
-fn describe(r: &Record) -> String {
-    let mut s = format!("#{} {}", r.index, r.url);
+/// The tooltip of a row (the URL as the row names it: the page's
+/// origin is in the title, and the lab report names no URL at all).
+fn describe(r: &Record, base: &str) -> String {
+    let mut s = format!("#{} {}", r.index, row_name(&r.url, base));
     match (r.status, &r.error) {
         (Some(code), None) => {
             let _ = write!(s, "\n{code}, {} body bytes", r.size);
@@ -370,7 +371,7 @@ pub fn svg(h: &mut String, sections: &[Section<'_>], axis: &Axis, g: Geometry, l
     let width = c.width();
     let _ = writeln!(
         h,
-        "<svg class=\"waterfall\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"{}\">",
+        "<svg class=\"waterfall\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"{}\">",
         esc(label)
     );
     legend(h);
@@ -510,7 +511,7 @@ fn request(c: &mut Canvas, r: &Record, y: f64, base: &str) {
         h,
         "<g class=\"req\" data-index=\"{}\"><title>{}</title>",
         r.index,
-        esc(&describe(r))
+        esc(&describe(r, base))
     );
     let _ = writeln!(
         h,

@@ -279,6 +279,9 @@ impl Document {
                 end: time(end)?,
             });
         }
+        if windows.is_empty() {
+            return Err("windows is empty: no run went into it".into());
+        }
         let mut errors = BTreeMap::new();
         for k in FailureKind::ALL {
             let n = doc["errors"][k.name()].as_u64().unwrap_or(0);
@@ -466,4 +469,142 @@ fn started(windows: &[Window]) -> String {
         windows.len(),
         human(u64::try_from(spread.as_nanos()).unwrap_or(u64::MAX))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run whose requests took `latencies` (µs), in `window`.
+    fn run_of(latencies: &[u64], window: Window) -> Report {
+        let mut latency = histogram();
+        for us in latencies {
+            latency.record(us * 1000).unwrap();
+        }
+        let n = latencies.len() as u64;
+        Report {
+            elapsed: window.end.duration_since(window.start).unwrap(),
+            windows: vec![window],
+            sent: n,
+            responses: n,
+            errors: BTreeMap::new(),
+            resent: 0,
+            statuses: BTreeMap::from([(200, n)]),
+            bytes_read: 100 * n,
+            bytes_written: 50 * n,
+            first_byte: latency.clone(),
+            connect: histogram(),
+            latency,
+            connections: 1,
+            max_requests_per_connection: n,
+            time_wait: Ok(TimeWait::default()),
+        }
+    }
+
+    fn doc(r: Report) -> Document {
+        Document::new(
+            r,
+            "requests",
+            Target::new("http://x/", "GET", "http/1.1"),
+            "s",
+        )
+    }
+
+    #[test]
+    fn two_halves_merged_report_as_one_run_of_all_requests() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let w = Window {
+            start: t0,
+            end: t0 + Duration::from_secs(2),
+        };
+        // Skewed halves: averaging their p99s would be far off.
+        let fast: Vec<u64> = (1..=900).collect();
+        let slow: Vec<u64> = (1..=100).map(|i| 10_000 + i * 100).collect();
+        let all: Vec<u64> = fast.iter().chain(&slow).copied().collect();
+        let mut merged = doc(run_of(&fast, w));
+        // Through JSON, as `bench merge` reads them.
+        let a = Document::from_json(&merged.to_json()).unwrap();
+        let b = Document::from_json(&doc(run_of(&slow, w)).to_json()).unwrap();
+        merged = a;
+        merged.merge(&b).unwrap();
+        let mut one = doc(run_of(&all, w));
+        one.report.connections = 2;
+        one.report.max_requests_per_connection = 900;
+        let skip_started = |t: String| -> Vec<String> {
+            t.lines()
+                .filter(|l| !l.contains("Started"))
+                .map(String::from)
+                .collect()
+        };
+        assert_eq!(skip_started(merged.table()), skip_started(one.table()));
+        assert_eq!(merged.report.latency, one.report.latency);
+        assert!(
+            merged
+                .table()
+                .contains("2 loaders, the last 0µs after the first")
+        );
+        assert_eq!(
+            merged.report.latency.value_at_quantile(0.99),
+            one.report.latency.value_at_quantile(0.99)
+        );
+    }
+
+    #[test]
+    fn throughput_runs_over_the_union_of_the_windows() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let s = Duration::from_secs;
+        let w = |a, b| Window {
+            start: t0 + s(a),
+            end: t0 + s(b),
+        };
+        // Overlap counted once; a gap not at all; a window inside another adds nothing.
+        assert_eq!(union_length(&[w(0, 10), w(5, 12)]), s(12));
+        assert_eq!(union_length(&[w(0, 10), w(20, 25)]), s(15));
+        assert_eq!(union_length(&[w(0, 10), w(2, 3), w(10, 11)]), s(11));
+        let mut a = run_of(&[1; 100], w(0, 10));
+        a.merge(&run_of(&[1; 100], w(5, 10))).unwrap();
+        assert_eq!(a.elapsed, s(10));
+        assert_eq!(a.rate(), 20.0);
+    }
+
+    #[test]
+    fn documents_that_disagree_are_refused() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let w = Window {
+            start: t0,
+            end: t0 + Duration::from_secs(1),
+        };
+        let base = doc(run_of(&[5], w));
+        let mut other = base.clone();
+        other.target.url = "http://y/".into();
+        let e = base.clone().merge(&other).unwrap_err();
+        assert!(
+            e.contains("GET http://y/ over http/1.1") && e.contains("one target"),
+            "{e}"
+        );
+        let mut other = base.clone();
+        other.unit = "events".into();
+        assert!(
+            base.clone()
+                .merge(&other)
+                .unwrap_err()
+                .contains("counts events")
+        );
+        let json = base.to_json().replace(VERSION, "0.0.0-other");
+        let e = Document::from_json(&json).unwrap_err();
+        assert!(e.contains("written by keepwire 0.0.0-other"), "{e}");
+        let json = base.to_json().replace("\"ns\"", "\"us\"");
+        assert!(
+            Document::from_json(&json)
+                .unwrap_err()
+                .contains("histogram_unit")
+        );
+        let json = base.to_json().replace("HISTF", "XX");
+        assert!(
+            Document::from_json(&json)
+                .unwrap_err()
+                .contains("latency.hdr")
+        );
+        assert!(Document::from_json("{").unwrap_err().contains("not JSON"));
+    }
 }

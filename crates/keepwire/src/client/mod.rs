@@ -16,9 +16,11 @@
 //! ends (and is dropped if the body is truncated, R8.2, or the reader gives
 //! up on it).
 
+mod builder;
 mod config;
 pub(crate) mod conn;
 pub mod connect;
+mod deadline;
 mod h2;
 mod pipeline;
 pub mod pool;
@@ -39,6 +41,7 @@ use tokio::time::Instant;
 
 use crate::body::{Body, BodyError};
 use crate::transport::Transport;
+pub use builder::ClientBuilder;
 pub use config::ClientConfig;
 use conn::ClientConn;
 pub use conn::ConnMeta;
@@ -88,6 +91,9 @@ pub enum ClientError {
     /// The forward proxy failed or refused ([`proxy`]).
     #[error("{0}")]
     Proxy(proxy::ProxyError),
+    /// A [`ClientBuilder`] setting was not valid.
+    #[error("client settings: {0}")]
+    Config(String),
 }
 
 impl ClientError {
@@ -172,6 +178,38 @@ struct Inner {
 
 /// An HTTP client with a connection pool. Cheap to clone; clones share
 /// the pool.
+///
+/// Requests to one origin share its connections; each response says which
+/// connection served it and whether it was reused ([`RequestMeta`]):
+///
+/// ```
+/// use keepwire::{Body, Client, RequestMeta, Server};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let server = Server::builder()
+/// #     .listen("127.0.0.1:0".parse()?)
+/// #     .bind()?
+/// #     .spawn(|_req: http::Request<Body>| async { http::Response::new(Body::from("ok")) });
+/// # let addr = server.local_addr();
+/// let client = Client::builder().user_agent("example/1.0").build()?;
+/// for i in 0..3 {
+///     let resp = client.get(&format!("http://{addr}/{i}")).await?;
+///     let meta = *resp.extensions().get::<RequestMeta>().expect("always there");
+///     resp.into_body().collect(1 << 20).await?; // the connection goes back to the pool
+///     assert_eq!(meta.reused, i > 0);
+/// }
+///
+/// // A body streamed from anything that yields bytes (sent chunked).
+/// let chunks = futures_util::stream::iter(["a", "b"].map(|s| Ok::<_, std::io::Error>(s.into())));
+/// let req = http::Request::post(format!("http://{addr}/upload"))
+///     .body(Body::from_stream(chunks))?;
+/// assert_eq!(client.request(req).await?.status(), 200);
+/// # drop(client);
+/// # server.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -249,8 +287,28 @@ impl Client {
     /// [`OnUpgrade`](crate::upgrade::OnUpgrade), as a 101 does over
     /// HTTP/1.1; a server that did not advertise
     /// `SETTINGS_ENABLE_CONNECT_PROTOCOL` is [`ClientError::ExtendedConnect`].
+    ///
+    /// With a total timeout ([`ClientConfig::total_timeout`]), the request
+    /// fails with [`ClientError::Timeout`] if the response head is not in
+    /// by then, and its body with an error if it is not read by then.
     pub async fn request(&self, req: Request<Body>) -> Result<Response<Body>, ClientError> {
+        let Some(total) = self.inner.config.total_timeout else {
+            return self.request_within(req).await;
+        };
+        let deadline = Instant::now() + total;
+        let resp = tokio::time::timeout_at(deadline, self.request_within(req))
+            .await
+            .map_err(|_| ClientError::Timeout("(the total timeout)"))??;
+        Ok(resp.map(|body| deadline::until(body, deadline, total)))
+    }
+
+    async fn request_within(&self, req: Request<Body>) -> Result<Response<Body>, ClientError> {
         let (mut parts, body) = req.into_parts();
+        for (name, value) in &self.inner.config.default_headers {
+            if !parts.headers.contains_key(name) {
+                parts.headers.insert(name, value.clone());
+            }
+        }
         let (mut origin, mut head) = head_for(&mut parts)?;
         if origin.scheme == "http"
             && let Some(via) = self.proxy_for(&origin).cloned()

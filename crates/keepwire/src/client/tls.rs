@@ -90,6 +90,21 @@ pub fn config_with_ca(path: &std::path::Path) -> Result<Arc<rustls::ClientConfig
     Ok(finish(builder()?, roots))
 }
 
+/// Verifies servers against `roots` plus `extra` (an empty set is an
+/// error: nothing would be trusted).
+pub fn config_with_roots(
+    mut roots: rustls::RootCertStore,
+    extra: Vec<CertificateDer<'static>>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    for c in extra {
+        roots.add(c).map_err(|e| format!("CA certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("no trusted CA certificate (built-in roots off, none added)".into());
+    }
+    Ok(finish(builder()?, roots))
+}
+
 /// Accepts any server certificate. For tests and self-signed lab servers:
 /// it gives up the authentication TLS exists for.
 pub fn insecure_config() -> Arc<rustls::ClientConfig> {

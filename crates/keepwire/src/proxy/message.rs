@@ -177,7 +177,13 @@ impl Proxy {
         // The version the response was received with (HTTP/2 from an
         // upstream that chose it by ALPN).
         parts.headers.append(VIA, self.via_for(parts.version));
-        parts.extensions.remove::<crate::client::RequestMeta>();
+        // What the client measured becomes the access log's upstream=/urt=.
+        if let Some(meta) = parts.extensions.remove::<crate::client::RequestMeta>() {
+            parts.extensions.insert(crate::server::access::Upstream {
+                status: parts.status.as_u16(),
+                header_time: meta.timings.first_byte,
+            });
+        }
         if switching {
             let upstream = parts.extensions.remove::<OnUpgrade>();
             match (client_upgrade, upstream) {

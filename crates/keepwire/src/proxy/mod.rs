@@ -65,6 +65,40 @@ use message::{
 };
 
 /// The proxy: a [`Handler`] (served as `Arc<Proxy>`) over a client pool.
+///
+/// A reverse proxy in front of one origin, both on loopback:
+///
+/// ```
+/// use keepwire::proxy::{Proxy, ProxyConfig, Route, Upstream};
+/// use keepwire::{Body, Client, Server};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let origin = Server::builder()
+///     .listen("127.0.0.1:0".parse()?)
+///     .bind()?
+///     .spawn(|_req: http::Request<Body>| async { http::Response::new(Body::from("from the origin")) });
+///
+/// let mut config = ProxyConfig::default();
+/// let upstream = Upstream::new(origin.local_addr().to_string());
+/// config.routes.push(Route::new(None, "/", vec![upstream]));
+/// let proxy = Server::builder()
+///     .listen("127.0.0.1:0".parse()?)
+///     .config(Proxy::server_config())
+///     .bind()?
+///     .spawn(Proxy::new(config));
+///
+/// let client = Client::default();
+/// let resp = client.get(&format!("http://{}/", proxy.local_addr())).await?;
+/// assert!(resp.headers().contains_key("via"));
+/// let body = resp.into_body().collect(1 << 20).await?;
+/// assert_eq!(&body[..], b"from the origin");
+/// # drop(client);
+/// proxy.shutdown().await?;
+/// origin.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct Proxy {
     config: ProxyConfig,
     client: Client,
@@ -353,12 +387,20 @@ impl Proxy {
                         last_err = Some(e);
                         continue;
                     }
+                    if !picked.forward {
+                        certificate_hint(&e);
+                    }
                     return self.gateway_error(&e);
                 }
             }
         }
         match last_err {
-            Some(e) => self.gateway_error(&e),
+            Some(e) => {
+                if !picked.forward {
+                    certificate_hint(&e);
+                }
+                self.gateway_error(&e)
+            }
             None => self.refuse(StatusCode::BAD_GATEWAY, "no upstream available"),
         }
     }
@@ -442,6 +484,18 @@ impl Proxy {
             self.metrics.refused.fetch_add(1, Relaxed);
         }
         text(status, why)
+    }
+}
+
+/// Tells the operator, once per process, how to trust a configured
+/// upstream whose certificate was refused (the client only sees a 502).
+fn certificate_hint(e: &ClientError) {
+    static TOLD: AtomicBool = AtomicBool::new(false);
+    if e.to_string().contains("certificate") && !TOLD.swap(true, Relaxed) {
+        tracing::warn!(
+            "upstream: {e}; trust its CA with --upstream-cacert FILE \
+             (ProxyConfig::upstream_tls), or skip verification with --upstream-insecure"
+        );
     }
 }
 

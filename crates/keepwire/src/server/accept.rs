@@ -54,12 +54,13 @@ pub(super) fn start_connection(
     stop: watch::Receiver<bool>,
 ) -> impl Future<Output = ()> {
     async move {
+        let born = tokio::time::Instant::now();
         let m = &shared.metrics;
         m.connections_accepted.fetch_add(1, Relaxed);
         let (slot, open, per_ip) = ConnSlot::open(&shared, peer.ip());
         if open > shared.config.max_connections || per_ip > shared.config.max_connections_per_ip {
             Box::pin(conn::refuse(stream, &shared)).await;
-            m.closed(CloseReason::Limit, 0);
+            m.closed(CloseReason::Limit, 0, born.elapsed());
             return;
         }
         let id = shared.next_id.fetch_add(1, Relaxed) + 1;
@@ -73,7 +74,7 @@ pub(super) fn start_connection(
             Some(tls) => {
                 // The handshake's flights are small writes: no Nagle.
                 let _ = net::tune_stream(&stream);
-                let Some(tls) = Box::pin(handshake(stream, tls, id, &shared)).await else {
+                let Some(tls) = Box::pin(handshake(stream, tls, id, &shared, born)).await else {
                     return;
                 };
                 if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
@@ -81,7 +82,7 @@ pub(super) fn start_connection(
                     // Boxed, as below.
                     let serve = h2::serve_tls(tls, info, &shared, handler, stop);
                     let (reason, requests) = Box::pin(serve).await;
-                    return h2_closed(&shared, info, reason, requests);
+                    return h2_closed(&shared, info, reason, requests, born);
                 }
                 // ALPN `http/1.1`, or none: HTTP/1.1 is TLS's default.
                 tls.into()
@@ -96,11 +97,11 @@ pub(super) fn start_connection(
                     // (R5.6: idle memory).
                     let serve = h2::serve(stream, info, &shared, handler, stop);
                     let (reason, requests) = Box::pin(serve).await;
-                    return h2_closed(&shared, info, reason, requests);
+                    return h2_closed(&shared, info, reason, requests, born);
                 }
                 FirstBytes::Http1 => Transport::plain(stream, shared.config.io),
                 FirstBytes::Gone(reason) => {
-                    shared.metrics.closed(reason, 0);
+                    shared.metrics.closed(reason, 0, born.elapsed());
                     return;
                 }
             },
@@ -117,6 +118,7 @@ async fn handshake(
     tls: Arc<rustls::ServerConfig>,
     id: u64,
     shared: &Shared,
+    born: tokio::time::Instant,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let timeout = shared.config.header_timeout;
@@ -124,22 +126,30 @@ async fn handshake(
         Ok(Ok(s)) => Some(s),
         Ok(Err(e)) => {
             tracing::debug!(conn = id, error = %e, "TLS handshake failed");
-            shared.metrics.closed(CloseReason::Error, 0);
+            shared.metrics.closed(CloseReason::Error, 0, born.elapsed());
             None
         }
         Err(_) => {
-            shared.metrics.closed(CloseReason::Timeout, 0);
+            shared
+                .metrics
+                .closed(CloseReason::Timeout, 0, born.elapsed());
             None
         }
     }
 }
 
-fn h2_closed(shared: &Shared, info: ConnInfo, reason: CloseReason, requests: u64) {
+fn h2_closed(
+    shared: &Shared,
+    info: ConnInfo,
+    reason: CloseReason,
+    requests: u64,
+    born: tokio::time::Instant,
+) {
     let ConnInfo {
         id, peer, local, ..
     } = info;
     tracing::debug!(conn = id, %peer, %local, requests, ?reason, "h2 connection closed");
-    shared.metrics.closed(reason, requests);
+    shared.metrics.closed(reason, requests, born.elapsed());
 }
 
 /// The client connection preface (RFC 9113 §3.4).

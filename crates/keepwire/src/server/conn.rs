@@ -79,6 +79,8 @@ struct Slot {
     state: SlotState,
     /// Non-idempotent: its handler runs alone (R7.4, R8.3).
     barrier: bool,
+    /// When its head began to arrive (request-duration histogram).
+    began: Instant,
 }
 
 /// Where a pipelined request stands. One of three, not three options:
@@ -179,6 +181,8 @@ struct Driver {
     gone: PeerGone,
     /// Watch for the client leaving while not reading (see [`gone`]).
     watch: bool,
+    /// Requests not yet in the access log (`None`: no access log).
+    access: Option<Box<crate::server::access::ConnLog>>,
 }
 
 /// TCP_NODELAY is set before a connection's second write, not at accept
@@ -250,17 +254,19 @@ pub(crate) fn serve(
         },
         gone: PeerGone::default(),
         watch: true,
+        access: crate::server::access::ConnLog::of(&slot.shared.config),
     };
     async move {
         let reason = d.run(stop).await;
+        crate::server::access::ConnLog::close(d.access.take(), &d.info, reason);
         if !matches!(reason, CloseReason::Upgraded) {
             d.gone.fire(true);
         }
         d.mark_idle(false);
-        let requests = d.info.request_index;
+        let (requests, lived) = (d.info.request_index, d.timers.started.elapsed());
         tracing::debug!(conn = id, %peer, %local, requests, ?reason, "connection closed");
         let shared = &*d.shared;
-        shared.metrics.closed(reason, requests);
+        shared.metrics.closed(reason, requests, lived);
         match reason {
             // The peer is gone or broke the socket: nothing to linger for.
             CloseReason::Error if d.peer_eof => {}
@@ -331,6 +337,9 @@ impl Driver {
             {
                 if let Failure::Answer(status) = status {
                     let _ = self.conn.send_error(status, &mut self.out);
+                    if let Some(a) = &mut self.access {
+                        a.error(&self.info, status, self.timers.now);
+                    }
                 }
                 let _ = self.flush().await;
                 return if self.timed_out {
@@ -518,7 +527,7 @@ impl Driver {
     }
 
     fn start_request(&mut self, head: keepwire_proto::RequestHead, kind: BodyKind, upgrade: bool) {
-        let now = self.timers.now;
+        let (now, began) = (self.timers.now, self.timers.head_started);
         self.info.request_index += 1;
         self.timers.last_activity = now;
         self.timers.head_started = now;
@@ -553,16 +562,9 @@ impl Driver {
                 Body::incoming(rx, wants, length)
             }
         };
-        tracing::info!(
-            target: "keepwire::access",
-            conn = self.info.id,
-            peer = %self.info.peer,
-            local = %self.info.local,
-            index = self.info.request_index,
-            method = %head.method,
-            target = %head.target,
-            version = ?head.version,
-        );
+        if let Some(a) = &mut self.access {
+            a.request(&head, self.info.request_index, began);
+        }
         if !self.gone.is_live() {
             self.gone = PeerGone::new();
         }
@@ -581,7 +583,7 @@ impl Driver {
             on_upgrade,
             peer_gone: self.gone.clone(),
         };
-        self.start_handlers(Some((req, barrier)));
+        self.start_handlers(Some((req, barrier, began)));
     }
 
     /// Hands waiting requests to the handler, in order, as far as the
@@ -594,7 +596,7 @@ impl Driver {
     /// A `new` request joins the pipeline's end by the same rule, started
     /// at once when nothing holds it back (it then never waits in a slot:
     /// the common case costs no box and no extra moves of the request).
-    fn start_handlers(&mut self, new: Option<(super::Incoming, bool)>) {
+    fn start_handlers(&mut self, new: Option<(super::Incoming, bool, Instant)>) {
         let mut blocked = self.streaming.as_ref().is_some_and(|s| s.barrier);
         let busy = self.streaming.is_some();
         let mut held = false;
@@ -613,14 +615,18 @@ impl Driver {
             }
             blocked |= slot.barrier;
         }
-        if let Some((req, barrier)) = new {
+        if let Some((req, barrier, began)) = new {
             let i = self.pipeline.len();
             let state = if held || blocked || (barrier && (i > 0 || busy)) {
                 SlotState::Waiting(Box::new(req))
             } else {
                 start(&*self.handler, req)
             };
-            self.pipeline.push_back(Slot { state, barrier });
+            self.pipeline.push_back(Slot {
+                state,
+                barrier,
+                began,
+            });
         }
     }
 

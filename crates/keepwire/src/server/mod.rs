@@ -1,9 +1,9 @@
-//! The HTTP/1.x origin server.
+//! The origin server (HTTP/1.x, and HTTP/2 by prior knowledge or ALPN).
 //!
 //! The accept loop owns graceful shutdown; each connection is one task that
-//! [`accept`] admits under the connection limits (total and per client IP,
-//! R4.2, R5.6) and hands, by protocol, to [`conn::serve`] (HTTP/1, an
-//! `async fn` loop over the sans-IO [`keepwire_proto::Conn`]) or to [`h2`].
+//! `accept` admits under the connection limits (total and per client IP,
+//! R4.2, R5.6) and hands, by protocol, to `conn::serve` (HTTP/1, an
+//! `async fn` loop over the sans-IO [`keepwire_proto::Conn`]) or to `h2`.
 //!
 //! Defaults sit beside nginx's (and say where they differ):
 //!
@@ -32,6 +32,7 @@
 //! | HTTP/2 extended CONNECT (RFC 8441, WebSocket over HTTP/2) | advertised; a switched stream counts as a stream in flight (and in `tunnels_open`) until its `Upgraded` drops, keeps the idle timeout off, ends with GOAWAY + `shutdown_timeout`; both directions bounded by the peer's windows | not supported |
 
 mod accept;
+pub mod access;
 pub(crate) mod conn;
 mod h2;
 
@@ -224,6 +225,9 @@ pub struct Config {
     /// default) or io_uring (Linux). TLS and HTTP/2 connections always use
     /// epoll. `Builder::bind` fails if the backend cannot run here.
     pub io: crate::transport::IoBackend,
+    /// Where one line per request goes (`None`, the default: nowhere); see
+    /// [`access`] for the format.
+    pub access_log: Option<Arc<access::AccessLog>>,
 }
 
 impl Default for Config {
@@ -250,6 +254,7 @@ impl Default for Config {
             http2_max_streams: 128,
             tls: None,
             io: Default::default(),
+            access_log: None,
         }
     }
 }
@@ -258,13 +263,49 @@ impl Default for Config {
 #[derive(Debug, Default)]
 pub struct Builder {
     addrs: Vec<SocketAddr>,
+    /// Listeners bound by someone else (or the first that failed to convert).
+    taken: Vec<io::Result<TcpListener>>,
     config: Config,
+}
+
+/// A listening socket bound elsewhere that a server can take over: a
+/// `std::net::TcpListener` (made non-blocking here) or a tokio one. For
+/// socket activation (systemd passes the socket as a file descriptor:
+/// `std::net::TcpListener::from_raw_fd`), and for tests that bind first
+/// and learn the port before the server exists.
+pub trait IntoListener {
+    /// The tokio listener (needs a tokio runtime to register with).
+    fn into_listener(self) -> io::Result<TcpListener>;
+}
+
+impl IntoListener for TcpListener {
+    fn into_listener(self) -> io::Result<TcpListener> {
+        Ok(self)
+    }
+}
+
+impl IntoListener for std::net::TcpListener {
+    fn into_listener(self) -> io::Result<TcpListener> {
+        // tokio assumes a non-blocking socket and does not check.
+        self.set_nonblocking(true)?;
+        TcpListener::from_std(self)
+    }
 }
 
 impl Builder {
     /// Adds a listen address (IPv4 or IPv6; port 0 picks a free port).
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.addrs.push(addr);
+        self
+    }
+
+    /// Adds a listener that is bound and listening already. Its socket
+    /// options are whatever its owner set: [`Config::listen`] (backlog,
+    /// `SO_REUSEPORT`) applies only to addresses given with
+    /// [`listen`](Self::listen); per-connection options (`TCP_NODELAY`)
+    /// apply to every connection either way. Call within a tokio runtime.
+    pub fn listener(mut self, listener: impl IntoListener) -> Self {
+        self.taken.push(listener.into_listener());
         self
     }
 
@@ -280,23 +321,27 @@ impl Builder {
         self
     }
 
-    /// Binds every address.
+    /// Binds every address (and takes the listeners given).
     pub fn bind(self) -> io::Result<Server> {
-        if self.addrs.is_empty() {
+        if self.addrs.is_empty() && self.taken.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "no listen address given",
             ));
         }
         self.config.io.check()?;
-        let listeners = self
-            .addrs
-            .iter()
-            .map(|a| {
-                net::bind_listener(*a, self.config.listen)
-                    .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {a}: {e}")))
+        let mut listeners = self
+            .taken
+            .into_iter()
+            .map(|l| {
+                l.map_err(|e| io::Error::new(e.kind(), format!("cannot use the listener: {e}")))
             })
             .collect::<io::Result<Vec<_>>>()?;
+        for a in &self.addrs {
+            let l = net::bind_listener(*a, self.config.listen)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {a}: {e}")))?;
+            listeners.push(l);
+        }
         Ok(Server {
             listeners,
             shared: Arc::new(Shared {
@@ -319,6 +364,36 @@ pub(crate) struct Shared {
 }
 
 /// A bound server, ready to run.
+///
+/// Bind, [`spawn`](Server::spawn) a handler (any `async fn(Request<Body>)
+/// -> Response<Body>`, or a [`Handler`]), and stop it gracefully:
+///
+/// ```
+/// use http::{Request, Response};
+/// use keepwire::{Body, Server};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = Server::builder()
+///     .listen("127.0.0.1:0".parse()?)
+///     .configure(|c| c.idle_timeout = std::time::Duration::from_secs(30))
+///     .bind()?
+///     .spawn(|req: Request<Body>| async move {
+///         Response::new(Body::from(format!("you asked for {}\n", req.uri().path())))
+///     });
+///
+/// let resp = keepwire::Client::default()
+///     .get(&format!("http://{}/hello", server.local_addr()))
+///     .await?;
+/// let body = resp.into_body().collect(1024).await?;
+/// assert_eq!(&body[..], b"you asked for /hello\n");
+/// server.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// [`Server::run`] serves until a future completes instead (a signal,
+/// say); [`Server::from_listener`] takes a socket bound elsewhere.
 pub struct Server {
     listeners: Vec<TcpListener>,
     shared: Arc<Shared>,
@@ -360,6 +435,24 @@ impl Server {
     /// A builder with default settings.
     pub fn builder() -> Builder {
         Builder::default()
+    }
+
+    /// A server with default settings on a listener bound already (a
+    /// `std` or tokio `TcpListener`); [`Builder::listener`] to configure
+    /// it too. Call within a tokio runtime.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let addr = listener.local_addr()?;
+    /// let server = keepwire::Server::from_listener(listener)?;
+    /// assert_eq!(server.local_addrs(), [addr]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_listener(listener: impl IntoListener) -> io::Result<Server> {
+        Server::builder().listener(listener).bind()
     }
 
     /// The bound addresses.

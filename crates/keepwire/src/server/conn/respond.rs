@@ -111,14 +111,10 @@ impl Driver {
             if !front.poll(&mut Context::from_waker(Waker::noop())) {
                 return Ok(progress);
             }
-            let (resp, barrier) = self
-                .pipeline
-                .pop_front()
-                .and_then(|s| {
-                    let barrier = s.barrier;
-                    Some((s.into_ready()?, barrier))
-                })
-                .expect("front slot is ready");
+            let slot = self.pipeline.pop_front().expect("a front slot");
+            let barrier = slot.barrier;
+            self.timers.answering = slot.began;
+            let resp = slot.into_ready().expect("front slot is ready");
             progress = true;
             // The response is taken apart before any await: it then takes
             // no room in the connection's future (R5.6).
@@ -197,6 +193,9 @@ impl Driver {
             self.conn.leave_request_body_unread();
         }
         let mut extensions = parts.extensions;
+        if let Some(a) = &mut self.access {
+            a.respond(parts.status, &extensions);
+        }
         let head = ResponseHead {
             status: parts.status,
             reason: None,
@@ -227,6 +226,9 @@ impl Driver {
     }
 
     async fn write_body(&mut self, data: Bytes) -> Result<(), CloseReason> {
+        if let Some(a) = &mut self.access {
+            a.body(data.len());
+        }
         let mut framed = self.conn.send_body(data).map_err(|e| {
             tracing::error!(conn = self.info.id, error = %e, "response body does not match its length");
             CloseReason::Error
@@ -260,6 +262,17 @@ impl Driver {
             CloseReason::Error
         })?;
         self.timers.last_activity = self.timers.now;
+        let took = self
+            .timers
+            .now
+            .saturating_duration_since(self.timers.answering);
+        self.shared.metrics.request_duration.record_duration(took);
+        if self.access.is_some() {
+            let close = self.conn.should_close().then(|| self.close_reason());
+            if let Some(a) = &mut self.access {
+                a.end(&self.info, close);
+            }
+        }
         Ok(())
     }
 

@@ -23,6 +23,8 @@ pub(super) struct Timers {
     pub(super) last_activity: Instant,
     /// When the current head started arriving (header timeout).
     pub(super) head_started: Instant,
+    /// When the head of the response being written began to arrive.
+    pub(super) answering: Instant,
     /// This connection is counted in the idle gauge.
     pub(super) counted_idle: bool,
     /// Idle buffers were freed.
@@ -37,6 +39,7 @@ impl Timers {
             date: None,
             last_activity: now,
             head_started: now,
+            answering: now,
             counted_idle: false,
             released: true,
         }

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::super::{ConnInfo, Handler, Shared};
 use crate::body::{Body, BrokenBound, H2BodyBounds};
+use crate::server::access::Entry;
 
 /// Bodies up to this size are queued whole, without waiting for a window
 /// grant (the initial stream window is 65,535 bytes).
@@ -82,22 +83,68 @@ pub(super) struct StreamRules {
 /// `write_timeout` per window grant.
 pub(super) async fn stream_task(
     req: Request<h2::RecvStream>,
-    mut respond: h2::server::SendResponse<Bytes>,
+    respond: h2::server::SendResponse<Bytes>,
     handler: Arc<dyn Handler>,
     info: ConnInfo,
     rules: StreamRules,
 ) -> Outcome {
+    let (shared, now) = (rules.shared.clone(), Instant::now());
+    let Some(log) = shared.config.access_log.clone() else {
+        let outcome = stream(req, respond, handler, info, rules, &mut None).await;
+        return answered(&shared, now, outcome);
+    };
+    let p = &req;
+    let entry = Entry::new(
+        p.method(),
+        p.uri(),
+        p.version(),
+        p.headers(),
+        info.request_index,
+        now,
+    );
+    let mut entry = Some(entry);
+    let outcome = stream(req, respond, handler, info, rules, &mut entry).await;
+    let outcome = answered(&shared, now, outcome);
+    if let Some(mut e) = entry {
+        if e.status == 0 && matches!(outcome, Outcome::Cancelled) {
+            e.status = 499;
+        }
+        e.finish(&log, &info, None);
+    }
+    outcome
+}
+
+/// Records a stream answered in full in the request-duration histogram.
+fn answered(shared: &Shared, since: Instant, outcome: Outcome) -> Outcome {
+    if let Outcome::Done = outcome {
+        shared
+            .metrics
+            .request_duration
+            .record_duration(since.elapsed());
+    }
+    outcome
+}
+
+/// [`stream_task`], its answer noted in `log`.
+async fn stream(
+    req: Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+    handler: Arc<dyn Handler>,
+    info: ConnInfo,
+    rules: StreamRules,
+    log: &mut Option<Entry>,
+) -> Outcome {
     let (parts, recv) = req.into_parts();
     let declared = match declared_length(&parts) {
         Ok(n) => n,
-        Err(status) => return answer_now(respond, status),
+        Err(status) => return answer_now(respond, noted(log, status)),
     };
     if let (Some(n), Some(max)) = (declared, rules.max_body)
         && n > max
     {
         // Refused before a byte is read; dropping the body tells the
         // client with RST_STREAM(NO_ERROR) after the answer.
-        return answer_now(respond, StatusCode::PAYLOAD_TOO_LARGE);
+        return answer_now(respond, noted(log, StatusCode::PAYLOAD_TOO_LARGE));
     }
     let head_only = parts.method == Method::HEAD;
     let broken = Arc::new(OnceLock::new());
@@ -118,11 +165,30 @@ pub(super) async fn stream_task(
     // A body that broke its bounds gets the HTTP/1 driver's answer, whatever
     // the handler made of the error.
     let resp = match broken.get() {
-        Some(BrokenBound::TooLarge) => return answer_now(respond, StatusCode::PAYLOAD_TOO_LARGE),
-        Some(BrokenBound::TimedOut) => return answer_now(respond, StatusCode::REQUEST_TIMEOUT),
+        Some(BrokenBound::TooLarge) => {
+            return answer_now(respond, noted(log, StatusCode::PAYLOAD_TOO_LARGE));
+        }
+        Some(BrokenBound::TimedOut) => {
+            return answer_now(respond, noted(log, StatusCode::REQUEST_TIMEOUT));
+        }
         None => resp,
     };
-    answer(respond, resp, head_only, &rules).await
+    answer(respond, resp, head_only, &rules, log).await
+}
+
+/// Notes `status` as the answer in the access-log entry, if any.
+fn noted(log: &mut Option<Entry>, status: StatusCode) -> StatusCode {
+    if let Some(e) = log {
+        e.status = status.as_u16();
+    }
+    status
+}
+
+/// Counts `n` body bytes sent in the access-log entry, if any.
+fn count(log: &mut Option<Entry>, n: usize) {
+    if let Some(e) = log {
+        e.bytes += n as u64;
+    }
 }
 
 /// Runs the handler on `req`; `None` if the client reset the stream first
@@ -163,8 +229,12 @@ pub(super) async fn answer(
     resp: Response<Body>,
     head_only: bool,
     rules: &StreamRules,
+    log: &mut Option<Entry>,
 ) -> Outcome {
     let (mut parts, body) = resp.into_parts();
+    if let Some(e) = log {
+        e.respond(parts.status, &parts.extensions);
+    }
     h2_head(&mut parts);
     // The length is the body's (h2 checks it against the DATA frames); a
     // HEAD answer keeps the handler's, which describes the GET.
@@ -188,7 +258,7 @@ pub(super) async fn answer(
     if end {
         return Outcome::Done;
     }
-    match send_body(send, body, rules).await {
+    match send_body(send, body, rules, log).await {
         Ok(outcome) => outcome,
         Err(e) => {
             tracing::debug!(error = %e, "h2 stream ended early");
@@ -202,6 +272,7 @@ async fn send_body(
     mut send: h2::SendStream<Bytes>,
     mut body: Body,
     rules: &StreamRules,
+    log: &mut Option<Entry>,
 ) -> Result<Outcome, h2::Error> {
     loop {
         // The body first (a reset is only looked at when it must wait): a
@@ -235,6 +306,7 @@ async fn send_body(
                     send.reserve_capacity(data.len());
                     if send.capacity() >= data.len() {
                         rules.progress.sent();
+                        count(log, data.len());
                         send.send_data(data, true)?;
                         return Ok(Outcome::Done);
                     }
@@ -267,6 +339,7 @@ async fn send_body(
                     // The last bytes carry END_STREAM themselves: one frame
                     // (and often one segment) fewer per response.
                     let last = data.is_empty() && body.is_end_stream();
+                    count(log, chunk.len());
                     send.send_data(chunk, last)?;
                     if last {
                         return Ok(Outcome::Done);

@@ -58,7 +58,7 @@ pub(super) async fn extended_connect(
     // cannot take the stream): a plain answer, and the stream ends.
     if !resp.status().is_success() || tx.is_closed() {
         drop(recv);
-        return answer(respond, resp, false, &rules).await;
+        return answer(respond, resp, false, &rules, &mut None).await;
     }
     let (mut parts, _) = resp.into_parts();
     h2_head(&mut parts);
