@@ -800,6 +800,11 @@ fn json_and_report_take_an_optional_file() {
     assert_eq!(doc["summary"]["requests"], 1);
     let report = std::fs::read_to_string(&r.0).unwrap();
     assert!(report.contains("1 request (1 ok)"), "{report}");
+    // --json before the URL takes it as its FILE: a usage error, not a
+    // file named after the URL (hence "put --json last or use --json=FILE").
+    let out = get(&["--json", &url]);
+    assert_eq!(code(&out), 2);
+    assert!(text(&out.stderr).contains("<URL>"), "{}", text(&out.stderr));
     // The old --body: accepted, with a note.
     let out = get(&["--body", &url]);
     assert_eq!(text(&out.stdout), "x\n");
