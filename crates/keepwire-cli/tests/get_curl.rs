@@ -589,6 +589,17 @@ fn a_proxy_gets_the_absolute_form_and_credentials_as_curl_sends_them() {
     if let Some(c) = curl(&["-x", &via, url]) {
         assert_eq!(pick(&ours), pick(&text(&c.stdout)));
     }
+    // -v shows the absolute-form that was sent, the credentials redacted.
+    let err = text(&get(&["-v", "-x", &via, url]).stderr);
+    assert!(
+        err.contains("> GET http://origin.test:8080/p?q=1 HTTP/1.1\n"),
+        "{err}"
+    );
+    assert!(
+        err.contains("> proxy-authorization: Basic [redacted]\n"),
+        "{err}"
+    );
+    assert!(!err.contains("dXNAZXI6cHc="), "{err}");
 }
 
 #[test]
