@@ -167,6 +167,14 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
                 Target::server(&url)
             };
             let mut options = a.common.options().insecure(a.insecure);
+            // A missing or empty file is the flag's fault, not the target's.
+            if let Some(Err(e)) = a
+                .cacert
+                .as_deref()
+                .map(keepwire::client::tls::config_with_ca)
+            {
+                usage(format!("--cacert {e}"));
+            }
             options.cacert = a.cacert;
             let options = options
                 .max_body(a.max_body)

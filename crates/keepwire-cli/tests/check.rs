@@ -125,6 +125,30 @@ fn a_url_without_scheme_is_http() {
     }
 }
 
+/// A `--cacert` file that cannot be read is named as the flag's problem
+/// (it was "cannot connect: HOST:PORT: /nonexist: I/O error ...").
+#[test]
+fn an_unreadable_cacert_names_the_flag() {
+    let out = common::run(
+        &[
+            "check",
+            "server",
+            "--http2",
+            "--cacert",
+            "/nonexistent/ca.pem",
+            "https://127.0.0.1:1/",
+        ],
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("keepwire: --cacert /nonexistent/ca.pem: "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("cannot connect"), "{stderr}");
+}
+
 /// A target nobody listens on: one line, exit 2, for a server (HTTP/1 and
 /// HTTP/2) and a proxy alike.
 #[test]
