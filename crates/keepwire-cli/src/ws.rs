@@ -46,8 +46,9 @@ pub struct WsArgs {
     #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
     json: Option<String>,
     /// An extra field for the handshake request (repeatable).
-    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
-    headers: Vec<String>,
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE",
+          value_parser = crate::common::parse_header)]
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Subprotocol to offer (`Sec-WebSocket-Protocol`; repeatable).
     #[arg(long = "protocol", value_name = "NAME")]
     protocols: Vec<String>,
@@ -107,9 +108,8 @@ pub fn run(mut args: WsArgs) -> Result<(), String> {
     };
     let url = url.unwrap_or_else(|e| clap::Error::raw(ValueValidation, e).exit());
     let mut headers = HeaderMap::new();
-    for h in &args.headers {
-        let (name, value) = crate::common::parse_header(h)?;
-        headers.append(name, value);
+    for (name, value) in &args.headers {
+        headers.append(name, value.clone());
     }
     let mut config = ClientConfig::default();
     config.connect_timeout = args.timeout;

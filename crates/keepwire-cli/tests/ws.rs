@@ -224,8 +224,10 @@ fn errors_exit_1_with_a_reason() {
     let out = ws(&["https://example.org/"], "");
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("(wss://example.org/)"));
+    // A malformed -H is a usage error too, as in `get`.
     let out = ws(&["-H", "no colon", "ws://127.0.0.1:1/"], "");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("`Name: value`"));
     let port = common::free_port();
     let out = ws(&[&format!("ws://127.0.0.1:{port}/")], "");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
