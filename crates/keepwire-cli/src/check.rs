@@ -199,16 +199,16 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
         .json
         .as_deref()
         .map(|f| Out::open(f, "--json"))
-        .transpose()?;
+        .transpose()
+        .unwrap_or_else(|e| usage(e));
     let default = if json.as_ref().is_some_and(Out::is_stdout) {
         None
     } else {
         Some("-")
     };
-    let table = match common.report.as_deref().or(default) {
-        Some(f) => Some(Out::open(f, "--report")?),
-        None => None,
-    };
+    // Exit 1 means a check failed: a bad path is a usage error (2).
+    let table = (common.report.as_deref().or(default))
+        .map(|f| Out::open(f, "--report").unwrap_or_else(|e| usage(e)));
     if json.as_ref().is_some_and(Out::is_stdout) && table.as_ref().is_some_and(Out::is_stdout) {
         usage("--json and --report cannot both go to stdout: give one a FILE".into());
     }

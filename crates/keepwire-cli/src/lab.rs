@@ -150,7 +150,11 @@ pub fn run(mut args: LabArgs) -> Result<(), String> {
     let (tables_out, color): (fn(&str), bool) =
         match (on_stdout(&json_file), on_stdout(&report_file)) {
             (false, false) => (|t| print!("{t}"), use_color(&std::io::stdout())),
-            (true, true) => return Err("--json and --report cannot both go to stdout".into()),
+            (true, true) => clap::Error::raw(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--json and --report cannot both go to stdout: give one a FILE\n",
+            )
+            .exit(),
             _ => (|t| eprint!("{t}"), use_color(&std::io::stderr())),
         };
     let spec = LinkSpec::default()

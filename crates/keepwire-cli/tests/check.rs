@@ -149,6 +149,21 @@ fn an_unreadable_cacert_names_the_flag() {
     assert!(!stderr.contains("cannot connect"), "{stderr}");
 }
 
+/// Exit 1 means a check failed: an output file that cannot be created
+/// is a usage error (2), found before any check runs.
+#[test]
+fn an_unwritable_output_file_is_exit_2() {
+    let s = serve();
+    let url = format!("http://{}/", s.addr);
+    for flag in ["--json=/nonexistent/x.json", "--report=/nonexistent/x.txt"] {
+        let out = common::run(&["check", "server", &url, flag], Duration::from_secs(30));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(stderr.contains("/nonexistent/x."), "{stderr}");
+        assert!(out.stdout.is_empty(), "no check ran");
+    }
+}
+
 /// A target nobody listens on: one line, exit 2, for a server (HTTP/1 and
 /// HTTP/2) and a proxy alike.
 #[test]

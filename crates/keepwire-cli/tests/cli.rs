@@ -201,6 +201,10 @@ fn lab_usage_errors_exit_2() {
             ],
             "cannot be used with",
         ),
+        (
+            &["lab", "--quick", "--json", "--report", "-", "page-load"],
+            "both go to stdout",
+        ),
     ] {
         let out = common::run(args, Duration::from_secs(20));
         let stderr = String::from_utf8_lossy(&out.stderr);
