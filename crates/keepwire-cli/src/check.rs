@@ -19,7 +19,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use keepwire_check::{Error, Event, Options, Target, Verdict};
 
-use crate::common::{Out, parse_duration, use_color};
+use crate::common::{Out, parse_limit, use_color};
 
 #[derive(Args, Debug)]
 #[command(
@@ -71,7 +71,7 @@ struct ServerArgs {
     max_body: u64,
     /// --http2: how long the zero-window check waits for the server to
     /// reset the stalled stream or close the connection.
-    #[arg(long, default_value = "90s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "90s", value_parser = parse_limit, value_name = "DURATION")]
     stall_timeout: Duration,
     /// --http2: streams each reset check opens and resets.
     #[arg(long, default_value_t = 1000)]
@@ -115,7 +115,7 @@ struct CommonArgs {
     only: Option<String>,
     /// Time limit of each check, and of the connection made first to see
     /// that the target answers (`3`, `3s`, `500ms`).
-    #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "3s", value_parser = parse_limit, value_name = "DURATION")]
     timeout: Duration,
     /// Also run the checks that need long waits (observed idle timeout,
     /// slowloris); each is bounded to 60 s.
@@ -124,7 +124,7 @@ struct CommonArgs {
     /// Time limit of the whole run; checks not started by then are skipped
     /// [default: 110s; the HTTP/2 checks of `check server`: their stall
     /// timeout + 60s].
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, value_parser = parse_limit, value_name = "DURATION")]
     total_timeout: Option<Duration>,
 }
 

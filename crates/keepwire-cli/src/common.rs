@@ -25,6 +25,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
+/// A time limit: a duration as [`parse_duration`] reads it, but not zero
+/// (a zero limit fails everything at once, or means "none" elsewhere).
+pub fn parse_limit(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("{s:?}: a time limit must be more than 0")),
+        d => Ok(d),
+    }
+}
+
 /// A listen address in every form nginx's `listen` takes: `8080` and
 /// `:8080` (every IPv4 interface, as nginx), `*:8080`, `127.0.0.1:8080`,
 /// `[::1]:8080`, `[::]:8080`, `localhost:8080` (127.0.0.1). Other names are

@@ -13,7 +13,7 @@ use http::HeaderMap;
 use keepwire::ws::{self, Message};
 use keepwire::{Client, ClientConfig};
 
-use crate::common::{cert_hint, parse_duration};
+use crate::common::{cert_hint, parse_duration, parse_limit};
 
 /// Options of `keepwire ws`.
 #[derive(Args, Debug)]
@@ -63,7 +63,7 @@ pub struct WsArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     ping_interval: Duration,
     /// Time allowed to connect and for the handshake's response.
-    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "30s", value_parser = parse_limit, value_name = "DURATION")]
     timeout: Duration,
     /// After end of input, keep printing what arrives for this long before
     /// closing (so `echo hi | keepwire ws URL` shows the echo).

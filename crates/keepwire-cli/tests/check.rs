@@ -164,6 +164,21 @@ fn an_unwritable_output_file_is_exit_2() {
     }
 }
 
+/// A zero time limit is refused (exit 2): `--timeout 0` failed checks at
+/// random and `--total-timeout 0` skipped every check and exited 0.
+#[test]
+fn zero_time_limits_are_usage_errors() {
+    for flag in ["--timeout", "--total-timeout", "--stall-timeout"] {
+        let out = common::run(
+            &["check", "server", flag, "0", "http://127.0.0.1:1/"],
+            Duration::from_secs(30),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(stderr.contains("must be more than 0"), "{flag}: {stderr}");
+    }
+}
+
 /// A target nobody listens on: one line, exit 2, for a server (HTTP/1 and
 /// HTTP/2) and a proxy alike.
 #[test]

@@ -224,6 +224,9 @@ fn errors_exit_1_with_a_reason() {
     let out = ws(&["https://example.org/"], "");
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("(wss://example.org/)"));
+    // So is a zero --timeout (it was "connect timed out after 0ns", exit 1).
+    let out = ws(&["--timeout", "0", "ws://127.0.0.1:1/"], "");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     // A malformed -H is a usage error too, as in `get`.
     let out = ws(&["-H", "no colon", "ws://127.0.0.1:1/"], "");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
