@@ -111,6 +111,26 @@ fn a_proxy_that_does_not_forward_is_one_line() {
     assert!(stderr.contains(&want), "{stderr}");
 }
 
+/// A proxy that refuses CONNECT to the origin's port: SKIP, saying
+/// which two flags let the check run.
+#[test]
+fn a_refused_connect_port_says_how_to_allow_it() {
+    let origin_port = free_port();
+    let proxy = start(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--forward",
+        "--allow-destination",
+        "127.0.0.0/8",
+    ]);
+    let (out, report) = check(proxy.addr, origin_port, &["--only", "R9.3"]);
+    assert!(out.status.success(), "{report}");
+    assert_eq!(verdict(&report, "CONNECT tunnel"), "SKIP", "{report}");
+    let want = format!("--connect-port {origin_port}, check proxy --origin-port {origin_port}");
+    assert!(report.contains(&want), "{report}");
+}
+
 /// Reads until the end of a head; returns the bytes read (head and anything
 /// after it), or None on EOF/error.
 fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
