@@ -108,7 +108,14 @@ fn a_proxy_that_does_not_forward_is_one_line() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("502 Bad Gateway"), "{stderr}");
     let want = format!("a reverse proxy must forward to 127.0.0.1:{origin_port}");
-    assert!(stderr.contains(&want), "{stderr}");
+    assert!(stderr.contains(&want), "{stderr}"); // A "proxy" that accepts and never answers: said so, without a set-up
+    // hint that would not help.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (out, _) = check(silent.local_addr().unwrap(), origin_port, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no response"), "{stderr}");
+    assert!(!stderr.contains("--allow-destination"), "{stderr}");
 }
 
 /// A proxy that refuses CONNECT to the origin's port: SKIP, saying

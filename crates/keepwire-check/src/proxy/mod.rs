@@ -141,7 +141,16 @@ async fn preflight(ctx: &Ctx, timeout: Duration) -> Result<(), Error> {
     let deadline = Instant::now() + timeout;
     let (path, resp) = match ctx::simple(ctx, "preflight", "", deadline).await {
         Ok(answer) => answer,
-        Err(o) => return Err(not_forwarded(format!("failed: {}", o.evidence))),
+        // No answer at all: how it is set up is not the question.
+        Err(o) => {
+            return Err(Error::NotForwarded {
+                addr: ctx.proxy.addr.clone(),
+                cause: format!(
+                    "a plain GET for the recording origin failed: {}",
+                    o.evidence
+                ),
+            });
+        }
     };
     match ctx.origin.seen(&path).is_empty() {
         false => Ok(()),
