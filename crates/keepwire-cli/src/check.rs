@@ -237,10 +237,19 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
     }
     let report = match result {
         Ok(report) => report,
-        Err(Error::NothingSelected) => usage(format!(
-            "no check matches --only {}",
-            common.only.as_deref().unwrap_or("")
-        )),
+        Err(Error::NothingSelected) => {
+            let mut rules: Vec<&str> = Vec::new();
+            for c in target.checks() {
+                if !rules.contains(&c.rule) {
+                    rules.push(c.rule);
+                }
+            }
+            usage(format!(
+                "no check matches --only {}; this target's rules: {}",
+                common.only.as_deref().unwrap_or(""),
+                rules.join(", ")
+            ))
+        }
         Err(Error::Target(e)) if e.starts_with("https://") => usage(format!("{e}: add --http2")),
         Err(e) => usage(e.to_string()),
     };

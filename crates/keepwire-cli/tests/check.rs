@@ -104,9 +104,14 @@ fn only_runs_the_rule_prefix() {
     assert_eq!(skipped, 1, "{stdout}");
     let (passed, failed) = summary(&stdout);
     assert_eq!((passed, failed), (checks.len() - 1, 0), "{stdout}");
-    // R1 does not match R10: nothing to run is a usage error.
+    // R1 does not match R10: nothing to run is a usage error that lists
+    // the rules this target has.
     let (out, _) = check(s.addr, &["--only", "R1"]);
     assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("this target's rules: R5."), "{stderr}");
+    assert!(stderr.contains(", R10.1"), "{stderr}");
+    assert_eq!(stderr.matches("R5.3").count(), 1, "once each: {stderr}");
 }
 
 /// `host:port` without a scheme means http://, as in `get`, `bench`
