@@ -74,7 +74,7 @@ struct ServerArgs {
     #[arg(long, default_value = "90s", value_parser = parse_limit, value_name = "DURATION")]
     stall_timeout: Duration,
     /// --http2: streams each reset check opens and resets.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_name = "N")]
     resets: u32,
     #[command(flatten)]
     common: CommonArgs,

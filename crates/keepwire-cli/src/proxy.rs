@@ -83,7 +83,7 @@ pub struct ProxyArgs {
     idle_timeout: Duration,
     /// Pipelined client requests fetched upstream concurrently (answered in
     /// order); a non-idempotent one (POST, ...) goes alone, in order.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_name = "N")]
     pipeline_depth: usize,
     /// Worker threads (default: one per core).
     #[arg(long, value_name = "N")]

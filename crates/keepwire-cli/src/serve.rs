@@ -46,10 +46,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "TEXT")]
     respond: Option<String>,
     /// Demo site: objects the page references.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 12, value_name = "N")]
     objects: usize,
     /// Demo site: bytes per object.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, value_name = "BYTES")]
     object_size: usize,
     /// Demo site: events per second of the event source behind /poll,
     /// /long-poll, /events and /ws (0: none; at most 10000). Long polls are
@@ -77,20 +77,20 @@ pub struct ServeArgs {
     #[arg(long, default_value = "60s", value_parser = parse_limit, value_name = "DURATION")]
     write_timeout: Duration,
     /// Requests per connection (0 = unlimited); the last gets `Connection: close`.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_name = "N")]
     max_requests: u64,
     /// Open connections at once (over it: 503).
-    #[arg(long, default_value_t = 10_000, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 10_000, value_parser = at_least_one, value_name = "N")]
     max_connections: usize,
     /// Open connections per client IP (over it: 503).
-    #[arg(long, default_value_t = 256, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 256, value_parser = at_least_one, value_name = "N")]
     max_connections_per_ip: usize,
     /// Pipelined requests whose handlers may run ahead of the response being
     /// written (a non-idempotent one, such as POST, always runs alone).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_name = "N")]
     pipeline_depth: usize,
     /// Largest request body in bytes (over it: 413).
-    #[arg(long, default_value_t = 1024 * 1024)]
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
     max_body: u64,
     /// Do not advertise `Keep-Alive: timeout=, max=` on responses.
     #[arg(long)]

@@ -247,3 +247,29 @@ fn check_proxy_help_names_only_its_flags() {
         );
     }
 }
+
+/// Value names say what to type (`<N>`, `<BYTES>`), never clap's field
+/// name (`<MAX_BODY>`), and a flag shared by two commands shows the same
+/// one (`--max-body <BYTES>` in `serve` and `check server`).
+#[test]
+fn value_names_are_words_not_field_names() {
+    for cmd in [
+        &["serve"][..],
+        &["proxy"],
+        &["check", "server"],
+        &["check", "proxy"],
+        &["lab"],
+        &["ws"],
+    ] {
+        let help = stdout(&[cmd, &["--help"]].concat());
+        for line in help.lines() {
+            if let Some(name) = line.split('<').nth(1).and_then(|r| r.split('>').next()) {
+                assert!(!name.contains('_'), "{cmd:?}: {line}");
+            }
+        }
+    }
+    for cmd in [&["serve"][..], &["check", "server"]] {
+        let help = stdout(&[cmd, &["--help"]].concat());
+        assert!(help.contains("--max-body <BYTES>"), "{cmd:?}:\n{help}");
+    }
+}
