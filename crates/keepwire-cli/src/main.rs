@@ -17,10 +17,11 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 /// generator (bench), a lab that measures why each rule exists (lab), a
 /// WebSocket client (ws), shell completions (completions) and man pages (man).
 #[derive(Parser, Debug)]
-#[command(name = "keepwire", version, long_about = None)]
+// No command is a usage error (help on stderr, exit 2), as `keepwire check`.
+#[command(name = "keepwire", version, long_about = None, arg_required_else_help = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
+    command: Command,
 }
 
 #[derive(Subcommand, Debug)]
@@ -84,32 +85,27 @@ fn main() -> std::process::ExitCode {
     quiet_when_stdout_closes();
     let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
-        Some(Command::Serve(args)) => serve::run(args),
-        Some(Command::Get(args)) => get::run(args),
-        Some(Command::Proxy(args)) => proxy::run(args),
-        Some(Command::Check(args)) => check::run(args),
-        Some(Command::Bench(args)) => bench::run(args),
-        Some(Command::Lab(args)) => lab::run(args),
-        Some(Command::Ws(args)) => ws::run(args),
-        Some(Command::Completions { shell }) => {
+        Command::Serve(args) => serve::run(args),
+        Command::Get(args) => get::run(args),
+        Command::Proxy(args) => proxy::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Lab(args) => lab::run(args),
+        Command::Ws(args) => ws::run(args),
+        Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut command(), "keepwire", &mut script);
             common::Out::Stdout.write(&String::from_utf8_lossy(&script))
         }
-        Some(Command::Man { dir: Some(dir) }) => std::fs::create_dir_all(&dir)
+        Command::Man { dir: Some(dir) } => std::fs::create_dir_all(&dir)
             .and_then(|()| clap_mangen::generate_to(command(), &dir))
             .map_err(|e| format!("man {}: {e}", dir.display())),
-        Some(Command::Man { dir: None }) => {
+        Command::Man { dir: None } => {
             let mut page = Vec::new();
             match clap_mangen::Man::new(command()).render(&mut page) {
                 Ok(()) => common::Out::Stdout.write(&String::from_utf8_lossy(&page)),
                 Err(e) => Err(format!("man: {e}")),
             }
-        }
-        None => {
-            let _ = command().print_help();
-            println!();
-            Ok(())
         }
     };
     match result {

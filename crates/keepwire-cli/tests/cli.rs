@@ -273,3 +273,16 @@ fn value_names_are_words_not_field_names() {
         assert!(help.contains("--max-body <BYTES>"), "{cmd:?}:\n{help}");
     }
 }
+
+/// `keepwire` alone is a usage error, as `keepwire check` alone: the help
+/// on stderr, exit 2 (it printed the help on stdout and exited 0).
+#[test]
+fn no_command_is_a_usage_error() {
+    for args in [&[][..], &["check"]] {
+        let out = common::run(args, Duration::from_secs(20));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("Usage: keepwire"), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
