@@ -114,7 +114,8 @@ struct CommonArgs {
     #[arg(long, value_name = "RULE")]
     only: Option<String>,
     /// Time limit of each check, and of the connection made first to see
-    /// that the target answers (`3`, `3s`, `500ms`).
+    /// that the target answers (for a proxy, then a plain GET through it
+    /// to the recording origin) (`3`, `3s`, `500ms`).
     #[arg(long, default_value = "3s", value_parser = parse_limit, value_name = "DURATION")]
     timeout: Duration,
     /// Also run the checks that need long waits (observed idle timeout,
