@@ -1,5 +1,5 @@
 //! The static-file resolver's lexical half (`files/url_path.rs` of
-//! keepwire-cli, included by path) on arbitrary URL paths: never a panic,
+//! keepwire-lab, included by path) on arbitrary URL paths: never a panic,
 //! and whatever it accepts is a relative path of plain names only, with no
 //! `.` or `..` segment, no NUL or backslash, that stays under the root when
 //! joined to it. Independently of how `Path::components` reads it: a
@@ -15,7 +15,7 @@ use std::path::{Component, Path};
 
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../crates/keepwire-cli/src/files/url_path.rs"]
+#[path = "../../crates/keepwire-lab/src/files/url_path.rs"]
 mod url_path;
 
 fuzz_target!(|data: &[u8]| {

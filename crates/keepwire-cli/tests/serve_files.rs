@@ -159,6 +159,8 @@ fn ranges_agree_with_nginx() {
             Some(format!("bytes */{len}")),
             None,
         ),
+        ("5-1", 416, Some(format!("bytes */{len}")), None),
+        ("x-1", 416, Some(format!("bytes */{len}")), None),
     ];
     for (range, status, content_range, slice) in cases {
         for (who, addr) in [("nginx", nginx.addr), ("keepwire", serve.addr)] {
@@ -208,7 +210,13 @@ fn ranges_agree_with_nginx() {
     assert_eq!((r.status, r.body.len()), (200, len));
     let r = curl(serve.addr, "/plain.txt", &["-r", &many[..64].join(",")]);
     assert_eq!(byteranges(&r).len(), 64);
-    // HEAD ignores Range (§14.2: range handling is defined for GET only).
+    // An empty file: the whole of it, from both.
+    std::fs::write(nginx.dir.join("www/empty.txt"), "").unwrap();
+    for addr in [nginx.addr, serve.addr] {
+        assert_eq!(curl(addr, "/empty.txt", &["-r", "0-"]).status, 200);
+    }
+    // HEAD ignores Range (§14.2: range handling is defined for GET only;
+    // nginx answers HEAD with 206 headers).
     let r = curl(serve.addr, "/plain.txt", &["-I", "-r", "0-9"]);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-length"), Some(&*len.to_string()));

@@ -137,7 +137,12 @@ impl Files {
             .get(ACCEPT_ENCODING)
             .and_then(|v| v.to_str().ok());
         let Some(coding) = encoding::choose(accept, &available) else {
-            return status(StatusCode::NOT_ACCEPTABLE);
+            // `identity;q=0` and no sibling it takes (nginx would send the
+            // identity anyway; RFC 9110 §12.5.3 allows either).
+            let mut r = status(StatusCode::NOT_ACCEPTABLE);
+            r.headers_mut()
+                .insert(VARY, HeaderValue::from_static("accept-encoding"));
+            return r;
         };
         let (file, meta) = match variants.into_iter().find(|(c, _)| *c == coding) {
             Some((_, chosen)) => chosen,
@@ -228,8 +233,8 @@ impl Files {
         r
     }
 
-    /// `path.br`, `path.zst` or `path.gz`, opened, if it is a regular file that the
-    /// same rules as `path` allow (inside the root, no dot names).
+    /// `path.br`, `path.zst` or `path.gz`, opened, if it is a regular file
+    /// that the same rules as `path` allow (inside the root, no dot names).
     async fn sibling(&self, path: &Path, coding: Coding) -> Option<(tokio::fs::File, Metadata)> {
         let mut name = path.as_os_str().to_owned();
         name.push(".");

@@ -74,6 +74,6 @@ pub mod upgrade;
 pub mod ws;
 
 pub use body::{Body, BodyError, BodySender};
-pub use client::{Client, ClientConfig, ClientError, RequestMeta};
+pub use client::{Client, ClientBuilder, ClientConfig, ClientError, RequestMeta};
 pub use keepwire_proto as proto;
 pub use server::{ConnInfo, Server};

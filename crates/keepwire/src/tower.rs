@@ -24,6 +24,33 @@ use crate::server::{Handler, ResponseFuture};
 
 /// Adapts a `tower::Service` into a [`Handler`]. The service is cloned per
 /// request (as hyper-util and axum do), so it must be cheap to clone.
+///
+/// ```
+/// use axum::{Extension, Router, routing::get};
+/// use keepwire::{ConnInfo, Server, tower::TowerHandler};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let app = Router::new().route(
+///     "/",
+///     get(|Extension(c): Extension<ConnInfo>| async move {
+///         format!("request {} on connection {}", c.request_index, c.id)
+///     }),
+/// );
+/// let server = Server::builder()
+///     .listen("127.0.0.1:0".parse()?)
+///     .bind()?
+///     .spawn(TowerHandler(app));
+/// let client = keepwire::Client::default();
+/// let url = format!("http://{}/", server.local_addr());
+/// client.get(&url).await?.into_body().collect(1024).await?;
+/// let second = client.get(&url).await?.into_body().collect(1024).await?;
+/// assert_eq!(&second[..], b"request 2 on connection 1");
+/// # drop(client);
+/// server.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct TowerHandler<S>(pub S);
 
@@ -67,6 +94,33 @@ where
 /// The client as a `tower::Service`: `call` is [`Client::request`], with
 /// any `http_body::Body` as the request body (a [`Body`] is passed through
 /// as it is, so one already in memory stays replayable whole).
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::{Service, ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// # let server = keepwire::Server::builder()
+/// #     .listen("127.0.0.1:0".parse()?)
+/// #     .bind()?
+/// #     .spawn(|_req: http::Request<keepwire::Body>| async { http::Response::new(keepwire::Body::from("ok")) });
+/// # let url = format!("http://{}/", server.local_addr());
+/// let mut svc = ServiceBuilder::new()
+///     .concurrency_limit(16)
+///     .timeout(Duration::from_secs(10))
+///     .service(keepwire::Client::default());
+/// type Req = http::Request<keepwire::Body>;
+/// let req = http::Request::get(&url).body(keepwire::Body::empty())?;
+/// // The body type is generic: name it for `ready` (`oneshot` infers it).
+/// let resp = ServiceExt::<Req>::ready(&mut svc).await?.call(req).await?;
+/// assert_eq!(resp.status(), 200);
+/// let again = svc.oneshot(http::Request::get(&url).body(keepwire::Body::empty())?).await?;
+/// assert_eq!(again.status(), 200);
+/// # server.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
 impl<B> Service<Request<B>> for Client
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,

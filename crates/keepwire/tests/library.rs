@@ -423,3 +423,52 @@ async fn builder_proxy_goes_through_a_forward_proxy() {
     proxy.shutdown().await.unwrap();
     origin.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn builder_timeout_bounds_the_whole_request_body_included() {
+    // `/slow-head` answers after 5 s; `/trickle` sends a byte every 50 ms
+    // for 5 s, which no per-read timeout would stop.
+    let server = Server::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .configure(|c| c.shutdown_timeout = Duration::from_millis(100))
+        .bind()
+        .unwrap()
+        .spawn(|req: Request<Body>| async move {
+            if req.uri().path() == "/slow-head" {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                return Response::new(Body::from("late"));
+            }
+            let (tx, body) = Body::channel(1);
+            tokio::spawn(async move {
+                for _ in 0..100 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if tx.send(Bytes::from_static(b".")).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Response::new(body)
+        });
+    let client = Client::builder()
+        .timeout(Duration::from_millis(400))
+        .build()
+        .unwrap();
+    let addr = server.local_addr();
+    let started = tokio::time::Instant::now();
+    let err = within("slow head", client.get(&format!("http://{addr}/slow-head")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Timeout(_)), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    let resp = within("trickle", client.get(&format!("http://{addr}/trickle")))
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let err = within("trickled body", resp.into_body().collect(1 << 20))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("total timeout"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    drop(client);
+    server.shutdown().await.unwrap();
+}

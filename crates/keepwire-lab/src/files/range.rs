@@ -6,9 +6,10 @@
 //! ranges, each sent again): what is left never repeats a byte. Several
 //! ranges that stay apart are one `206` of `multipart/byteranges`
 //! (§14.6), as nginx answers; tower-http's `ServeDir` refuses them with
-//! 416. More than [`MAX_RANGES`] ranges, or syntax it cannot read, and the
-//! header is ignored (the whole file, 200) as §14.2 allows; a set where no
-//! range starts inside the file is `416`.
+//! 416. A unit other than `bytes` is ignored (§14.2: MUST), and so are
+//! more than [`MAX_RANGES`] ranges (the whole file, 200); a `bytes` set
+//! that is invalid (`5-1`, `x-`) or where no range starts inside the file
+//! is `416`, as §14.2 says a server SHOULD answer and nginx does.
 
 /// At most this many ranges are looked at; more and the header is ignored
 /// (nginx's `max_ranges`, unlimited there by default).
@@ -17,7 +18,7 @@ const MAX_RANGES: usize = 64;
 /// What a `Range` header asks of a file of `len` bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ranges {
-    /// Serve the whole file (no header, unreadable, too many ranges).
+    /// Serve the whole file (another unit, too many ranges).
     Whole,
     /// Serve bytes `start..=end`.
     One { start: u64, end: u64 },
@@ -33,7 +34,9 @@ pub fn parse(value: &str, len: u64) -> Ranges {
     let Some((unit, set)) = value.split_once('=') else {
         return Ranges::Whole;
     };
-    if !unit.trim().eq_ignore_ascii_case("bytes") {
+    // An empty file has no byte to point at: the whole (empty) file, 200,
+    // as nginx answers (a 206 cannot describe zero bytes).
+    if !unit.trim().eq_ignore_ascii_case("bytes") || len == 0 {
         return Ranges::Whole;
     }
     let mut wanted: Vec<(u64, u64)> = Vec::new();
@@ -46,13 +49,13 @@ pub fn parse(value: &str, len: u64) -> Ranges {
             return Ranges::Whole;
         }
         let Some((first, last)) = spec.split_once('-') else {
-            return Ranges::Whole;
+            return Ranges::Unsatisfiable;
         };
         let (first, last) = (first.trim(), last.trim());
         if first.is_empty() {
             // suffix-range: the last N bytes.
             let Some(n) = digits(last) else {
-                return Ranges::Whole;
+                return Ranges::Unsatisfiable;
             };
             if n > 0 && len > 0 {
                 wanted.push((len.saturating_sub(n), len - 1));
@@ -60,14 +63,14 @@ pub fn parse(value: &str, len: u64) -> Ranges {
             continue;
         }
         let Some(start) = digits(first) else {
-            return Ranges::Whole;
+            return Ranges::Unsatisfiable;
         };
         let end = if last.is_empty() {
             u64::MAX
         } else {
             match digits(last) {
                 Some(end) if end >= start => end,
-                _ => return Ranges::Whole,
+                _ => return Ranges::Unsatisfiable,
             }
         };
         if start < len {
@@ -75,12 +78,8 @@ pub fn parse(value: &str, len: u64) -> Ranges {
         }
     }
     if wanted.is_empty() {
-        // Every range was syntactically fine and none starts in the file.
-        return if set.split(',').all(|s| s.trim().is_empty()) {
-            Ranges::Whole
-        } else {
-            Ranges::Unsatisfiable
-        };
+        // No range starts in the file (or the set was empty).
+        return Ranges::Unsatisfiable;
     }
     wanted.sort_unstable();
     let mut merged: Vec<(u64, u64)> = Vec::with_capacity(wanted.len());
@@ -125,13 +124,56 @@ mod tests {
     fn unsatisfiable_and_ignored() {
         assert_eq!(parse("bytes=100-", 100), Ranges::Unsatisfiable);
         assert_eq!(parse("bytes=-0", 100), Ranges::Unsatisfiable);
-        assert_eq!(parse("bytes=0-", 0), Ranges::Unsatisfiable);
-        assert_eq!(parse("bytes=5-1", 100), Ranges::Whole);
-        assert_eq!(parse("bytes=x-1", 100), Ranges::Whole);
-        assert_eq!(parse("bytes=+1-2", 100), Ranges::Whole);
+        assert_eq!(parse("bytes=0-", 0), Ranges::Whole, "an empty file");
+        assert_eq!(parse("bytes=5-1", 100), Ranges::Unsatisfiable);
+        assert_eq!(parse("bytes=x-1", 100), Ranges::Unsatisfiable);
+        assert_eq!(parse("bytes=+1-2", 100), Ranges::Unsatisfiable);
+        assert_eq!(parse("bytes=0-1,junk", 100), Ranges::Unsatisfiable);
+        assert_eq!(parse("bytes=", 100), Ranges::Unsatisfiable);
+        assert_eq!(
+            parse("bytes=99999999999999999999-", 100),
+            Ranges::Unsatisfiable
+        );
         assert_eq!(parse("items=0-1", 100), Ranges::Whole);
-        assert_eq!(parse("bytes=", 100), Ranges::Whole);
-        assert_eq!(parse("bytes=99999999999999999999-", 100), Ranges::Whole);
+        assert_eq!(parse("0-1", 100), Ranges::Whole);
+    }
+
+    /// Every short set over a small alphabet, against files of 0 to 12
+    /// bytes: what is served lies inside the file, in order, never twice.
+    #[test]
+    fn every_short_set_serves_only_bytes_of_the_file_once() {
+        const ALPHABET: &[u8] = b"019-, x";
+        let mut spec = Vec::new();
+        for n in 0..=5u32 {
+            for mut code in 0..ALPHABET.len().pow(n) {
+                spec.clear();
+                for _ in 0..n {
+                    spec.push(ALPHABET[code % ALPHABET.len()]);
+                    code /= ALPHABET.len();
+                }
+                let value = format!("bytes={}", std::str::from_utf8(&spec).unwrap());
+                for len in 0..=12 {
+                    check(&value, len);
+                }
+            }
+        }
+    }
+
+    fn check(value: &str, len: u64) {
+        match parse(value, len) {
+            Ranges::Whole => {}
+            Ranges::Unsatisfiable => assert!(len > 0, "{value} on {len}"),
+            Ranges::One { start, end } => assert!(start <= end && end < len, "{value} on {len}"),
+            Ranges::Many(spans) => {
+                assert!(spans.len() >= 2 && spans.len() <= MAX_RANGES, "{value}");
+                for w in spans.windows(2) {
+                    assert!(w[0].1 + 1 < w[1].0, "{value}: apart and in order");
+                }
+                for (start, end) in spans {
+                    assert!(start <= end && end < len, "{value} on {len}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -77,6 +77,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Time for the whole request, from the call to the last byte of the
+    /// response body (reqwest's `timeout`). Default: none, only the
+    /// per-phase timeouts.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.config.total_timeout = Some(d);
+        self
+    }
+
     /// Wait at most this long for a connection slot when the per-origin
     /// cap is reached. Default 30 s.
     pub fn pool_wait_timeout(mut self, d: Duration) -> Self {

@@ -9,7 +9,8 @@ use keepwire_proto::Limits;
 
 use super::PoolConfig;
 
-/// Client settings: start from [`Default`] and set what differs.
+/// Client settings: start from [`Default`] and set what differs, or let
+/// [`Client::builder`](super::Client::builder) fill them in.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ClientConfig {
@@ -21,6 +22,15 @@ pub struct ClientConfig {
     pub write_timeout: Duration,
     /// Time from request written to response head, and between body reads.
     pub response_timeout: Duration,
+    /// Time for the whole request, from the call to the last body byte
+    /// read (reqwest's `timeout`); `None` (the default): no such bound,
+    /// only the per-phase ones. Applies to [`Client::request`] and
+    /// [`Client::get`], not to [`Client::send`] (the proxy's path).
+    ///
+    /// [`Client::request`]: super::Client::request
+    /// [`Client::get`]: super::Client::get
+    /// [`Client::send`]: super::Client::send
+    pub total_timeout: Option<Duration>,
     /// How long resolved addresses are cached.
     pub dns_ttl: Duration,
     /// Send `Connection: close` on every request (R5.3: one request per
@@ -68,6 +78,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
             response_timeout: Duration::from_secs(60),
+            total_timeout: None,
             dns_ttl: Duration::from_secs(60),
             close_after_each: false,
             limits: {

@@ -20,6 +20,7 @@ mod builder;
 mod config;
 pub(crate) mod conn;
 pub mod connect;
+mod deadline;
 mod h2;
 mod pipeline;
 pub mod pool;
@@ -286,7 +287,22 @@ impl Client {
     /// [`OnUpgrade`](crate::upgrade::OnUpgrade), as a 101 does over
     /// HTTP/1.1; a server that did not advertise
     /// `SETTINGS_ENABLE_CONNECT_PROTOCOL` is [`ClientError::ExtendedConnect`].
+    ///
+    /// With a total timeout ([`ClientConfig::total_timeout`]), the request
+    /// fails with [`ClientError::Timeout`] if the response head is not in
+    /// by then, and its body with an error if it is not read by then.
     pub async fn request(&self, req: Request<Body>) -> Result<Response<Body>, ClientError> {
+        let Some(total) = self.inner.config.total_timeout else {
+            return self.request_within(req).await;
+        };
+        let deadline = Instant::now() + total;
+        let resp = tokio::time::timeout_at(deadline, self.request_within(req))
+            .await
+            .map_err(|_| ClientError::Timeout("(the total timeout)"))??;
+        Ok(resp.map(|body| deadline::until(body, deadline, total)))
+    }
+
+    async fn request_within(&self, req: Request<Body>) -> Result<Response<Body>, ClientError> {
         let (mut parts, body) = req.into_parts();
         for (name, value) in &self.inner.config.default_headers {
             if !parts.headers.contains_key(name) {
