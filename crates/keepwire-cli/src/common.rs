@@ -123,7 +123,6 @@ pub fn parse_header(h: &str) -> Result<(http::HeaderName, http::HeaderValue), St
 /// from `KEEPWIRE_LOG`, else `RUST_LOG`, else `info`; colour only on a
 /// terminal without `NO_COLOR`.
 pub fn init_logging() {
-    use std::io::IsTerminal;
     let spec = ["KEEPWIRE_LOG", "RUST_LOG"].iter().find_map(|v| {
         std::env::var(v)
             .ok()
@@ -137,11 +136,10 @@ pub fn init_logging() {
             tracing_subscriber::EnvFilter::new("info")
         }),
     };
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(ansi)
+        .with_ansi(use_color(&std::io::stderr()))
         .try_init();
 }
 
@@ -160,7 +158,8 @@ not filtered by them. Formats and metric names: docs/OPERATIONS.md."
 pub struct OpsArgs {
     /// Admin listener: Prometheus metrics at http://ADDR/metrics, liveness
     /// at /healthz (200 while the process runs), readiness at /readyz (200
-    /// while serving, 503 from SIGTERM/SIGINT on).
+    /// while serving, 503 from SIGTERM/SIGINT on). ADDR in any --listen
+    /// form (`9090` is every IPv4 interface, as nginx).
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub admin: Option<SocketAddr>,
     /// One line per request to FILE (appended), or to stderr with no

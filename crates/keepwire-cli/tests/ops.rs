@@ -167,12 +167,23 @@ fn the_access_log_parses_back_and_agrees_with_curl() {
         &format!("{base}/a.txt"),
     ]);
     seen += &curl(&["-o", "/dev/null", "-w", w, &format!("{base}/missing")]);
+    // A head that cannot be read: 400, logged with `-` as its request.
+    let mut bad = TcpStream::connect_timeout(&s.addr, WAIT).unwrap();
+    bad.set_read_timeout(Some(WAIT)).unwrap();
+    bad.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nno colon\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = bad.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     let seen: Vec<Vec<String>> = seen
         .lines()
         .map(|l| l.split(' ').map(str::to_string).collect())
         .collect();
     assert_eq!(seen.len(), 4, "{seen:?}");
-    let got: Vec<Line> = lines(&log, 4).iter().map(|l| parse(l)).collect();
+    let mut got: Vec<Line> = lines(&log, 5).iter().map(|l| parse(l)).collect();
+    let bad = got.pop().unwrap();
+    assert_eq!((bad.request.as_str(), bad.status), ("-", 400), "{bad:?}");
+    assert_eq!((bad.close.as_str(), bad.req), ("error", 1), "{bad:?}");
     let raw = std::fs::read(&log).unwrap();
     assert!(!raw.contains(&0x1b), "ANSI escape in the access log");
     for (line, curl) in got.iter().zip(&seen) {
