@@ -363,6 +363,8 @@ fn metrics_parse_with_the_prometheus_parser_and_count_the_requests() {
     assert_eq!(p["keepwire_proxy_upstream_connections_opened_total{}"], 1.0);
     assert_eq!(p["keepwire_proxy_upstream_requests_reused_total{}"], 2.0);
     assert!(p.contains_key("keepwire_proxy_request_body_retained_max_bytes{}"));
+    assert_eq!(p["keepwire_access_log_dropped_lines_total{}"], 0.0);
+    assert!(!m.contains_key("keepwire_access_log_dropped_lines_total{}"));
     // The proxy's access log: one connection from curl, the upstream's
     // status and header time.
     let got: Vec<Line> = lines(&log, 3).iter().map(|l| parse(l)).collect();

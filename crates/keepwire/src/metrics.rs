@@ -176,6 +176,12 @@ impl ServerMetrics {
 
     /// OpenMetrics text ([`CONTENT_TYPE`]), every name prefixed `keepwire_`.
     pub fn render(&self) -> String {
+        self.render_with(None)
+    }
+
+    /// [`ServerMetrics::render`], with the access log's dropped lines
+    /// when there is one.
+    pub fn render_with(&self, access_log_dropped: Option<usize>) -> String {
         let one = |a: &AtomicU64| Values::Counter(vec![(vec![], a.load(Relaxed))]);
         let gauge = |a: &AtomicU64| Values::Gauge(vec![(vec![], a.load(Relaxed))]);
         let closes = CloseReason::ALL
@@ -186,7 +192,7 @@ impl ServerMetrics {
             (vec![("end", "fin")], self.linger_fin.load(Relaxed)),
             (vec![("end", "bounded")], self.linger_bounded.load(Relaxed)),
         ];
-        let families = vec![
+        let mut families = vec![
             family(
                 "connections_accepted",
                 "Connections accepted.",
@@ -272,6 +278,13 @@ impl ServerMetrics {
                 gauge(&self.tunnels_open),
             ),
         ];
+        if let Some(n) = access_log_dropped {
+            families.push(family(
+                "access_log_dropped_lines",
+                "Access-log lines dropped because the writer fell behind.",
+                Values::Counter(vec![(vec![], n as u64)]),
+            ));
+        }
         encode(families)
     }
 }
