@@ -384,34 +384,61 @@ fn metrics_parse_with_the_prometheus_parser_and_count_the_requests() {
 /// process exits cleanly.
 #[test]
 fn readyz_turns_503_at_sigterm_before_the_listener_closes() {
-    let mut s = common::serve(&[
+    let s = common::serve(&[
         "--respond",
         "up",
         "--admin",
         "127.0.0.1:0",
         "--drain-delay",
-        "2s",
+        "3s",
     ]);
-    let admin = admin_addr(&s);
+    drains(s, "up\n");
+}
+
+/// The same drain on `keepwire proxy`.
+#[test]
+fn the_proxy_drains_the_same_way() {
+    let origin = common::serve(&["--respond", "origin"]);
+    let upstream = format!("http://{}", origin.addr);
+    let p = start(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--upstream",
+        &upstream,
+        "--admin",
+        "127.0.0.1:0",
+        "--drain-delay",
+        "3s",
+    ]);
+    drains(p, "origin\n");
+}
+
+/// The `--drain-delay` the drain tests give.
+const DELAY: Duration = Duration::from_secs(3);
+
+/// SIGTERM to `r`: `/readyz` 503 within the delay while `/` still answers
+/// `body` on a new connection; then a clean exit after the delay.
+fn drains(mut r: Running, body: &str) {
+    let admin = admin_addr(&r);
     assert_eq!(get(admin, "/healthz"), (200, "ok\n".into()));
     assert_eq!(get(admin, "/readyz"), (200, "ready\n".into()));
     let sent = Instant::now();
     let kill = Command::new("kill")
-        .args(["-TERM", &s.child.id().to_string()])
+        .args(["-TERM", &r.child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
     wait_for("/readyz 503", || get(admin, "/readyz").0 == 503);
     // Unready, and still serving: a new connection is accepted and answered.
-    assert_eq!(get(s.addr, "/"), (200, "up\n".into()));
+    assert_eq!(get(r.addr, "/"), (200, body.into()));
     assert_eq!(get(admin, "/healthz").0, 200);
-    assert!(
-        sent.elapsed() < Duration::from_secs(2),
-        "checked within the delay"
-    );
+    assert!(sent.elapsed() < DELAY, "checked within the delay");
     let mut exited = None;
     wait_for("the process to exit", || {
-        exited = s.child.try_wait().unwrap();
+        exited = r.child.try_wait().unwrap();
         exited.is_some()
     });
     assert!(exited.unwrap().success(), "{exited:?}");
