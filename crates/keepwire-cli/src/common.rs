@@ -242,7 +242,9 @@ pub fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, String
     .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
-/// The admin listener: `render()` at `/metrics` (OpenMetrics text),
+/// The admin listener: `render()` at `/metrics` (OpenMetrics text to a
+/// scraper that accepts it, as Prometheus does; else the older Prometheus
+/// text format),
 /// `/healthz` (200 while the process runs) and `/readyz` (200 while
 /// `ready`, else 503).
 pub fn spawn_admin(
@@ -257,8 +259,17 @@ pub fn spawn_admin(
     let at = admin.local_addrs()[0];
     eprintln!("keepwire: metrics on http://{at}/metrics, health on /healthz and /readyz");
     Ok(admin.spawn(move |req: Request<Body>| {
+        let accept = req.headers().get(http::header::ACCEPT);
+        let openmetrics = accept.is_some_and(|a| {
+            let a = a.to_str().unwrap_or("");
+            a.contains("application/openmetrics-text")
+        });
         let answer = match req.uri().path() {
-            "/metrics" => Ok(render()),
+            "/metrics" if openmetrics => Ok((render(), keepwire::metrics::CONTENT_TYPE)),
+            "/metrics" => Ok((
+                keepwire::metrics::to_prometheus_text(&render()),
+                keepwire::metrics::TEXT_CONTENT_TYPE,
+            )),
             "/healthz" => Err((StatusCode::OK, "ok\n")),
             "/readyz" if ready.load(Ordering::SeqCst) => Err((StatusCode::OK, "ready\n")),
             "/readyz" => Err((StatusCode::SERVICE_UNAVAILABLE, "draining\n")),
@@ -266,7 +277,7 @@ pub fn spawn_admin(
         };
         async move {
             match answer {
-                Ok(t) => with_type(Body::from(t), keepwire::metrics::CONTENT_TYPE),
+                Ok((t, kind)) => with_type(Body::from(t), kind),
                 Err((code, "")) => status(code),
                 Err((code, text)) => {
                     let mut r = with_type(Body::from(text), "text/plain; charset=utf-8");

@@ -45,13 +45,15 @@ fn curl(args: &[&str]) -> String {
 
 /// `GET path` on a fresh connection: status and body.
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    get_with(addr, path, "")
+}
+
+/// [`get`] with extra header lines.
+fn get_with(addr: SocketAddr, path: &str, extra: &str) -> (u16, String) {
     let mut s = TcpStream::connect_timeout(&addr, WAIT).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}Connection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let status = text[9..12].parse().unwrap();
@@ -259,12 +261,17 @@ fn rust_log_filters_the_diagnostic_log_and_keepwire_log_wins() {
     assert!(has_debug(&alias), "{alias:?}");
 }
 
-/// Parses an OpenMetrics exposition with `prometheus_client`'s parser and
-/// prints `name<TAB>value` per sample (labels sorted, `{k=v,...}`), after
-/// checking every histogram: buckets cumulative, `+Inf` == `_count`.
+/// Parses an exposition with `prometheus_client`'s parser for the format
+/// named in argv[1] (`openmetrics`, or `text`: the Prometheus text format)
+/// and prints `name<TAB>value` per sample (labels sorted, `{k=v,...}`),
+/// after checking every family: typed, counters' samples `_total`,
+/// histogram buckets cumulative with `+Inf` == `_count`.
 const PARSE: &str = r#"
 import sys
-from prometheus_client.openmetrics.parser import text_string_to_metric_families
+if sys.argv[1] == "openmetrics":
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+else:
+    from prometheus_client.parser import text_string_to_metric_families
 text = sys.stdin.read()
 for fam in text_string_to_metric_families(text):
     if fam.type == "histogram":
@@ -275,17 +282,34 @@ for fam in text_string_to_metric_families(text):
         assert counts == sorted(counts), (fam.name, "not cumulative", counts)
         count = [s.value for s in fam.samples if s.name.endswith("_count")][0]
         assert counts[-1] == count, (fam.name, counts[-1], count)
+    assert fam.type != "unknown", fam
+    if fam.type == "counter":
+        assert all(s.name == fam.name + "_total" for s in fam.samples), fam
     for s in fam.samples:
         labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
         print(f"{s.name}{{{labels}}}\t{s.value}")
 "#;
 
-/// The samples of a scrape, as `name{labels}` → value.
+/// The samples of a scrape, as `name{labels}` → value: the same series
+/// whether the scraper asks for OpenMetrics (as Prometheus does) or not
+/// (the older text format), each read by its own parser.
 fn scrape(admin: SocketAddr) -> std::collections::HashMap<String, f64> {
-    let (status, text) = get(admin, "/metrics");
+    let accept = "Accept: application/openmetrics-text; version=1.0.0\r\n";
+    let open = parse_with("openmetrics", get_with(admin, "/metrics", accept));
+    let text = parse_with("text", get(admin, "/metrics"));
+    let names = |m: &std::collections::HashMap<String, f64>| {
+        m.keys().cloned().collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(names(&open), names(&text));
+    open
+}
+
+/// Runs [`PARSE`] for `format` on a `/metrics` answer.
+fn parse_with(format: &str, answer: (u16, String)) -> std::collections::HashMap<String, f64> {
+    let (status, text) = answer;
     assert_eq!(status, 200, "{text}");
     let mut py = Command::new("python3")
-        .args(["-c", PARSE])
+        .args(["-c", PARSE, format])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -430,6 +430,39 @@ impl ProxyMetrics {
     }
 }
 
+/// The `Content-Type` of [`to_prometheus_text`]'s output.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// An OpenMetrics rendering in the older Prometheus text format (0.0.4),
+/// for scrapers that do not ask for OpenMetrics (`Accept`): a counter's
+/// `HELP`/`TYPE` name its `_total` series, and `UNIT` and `EOF` go. The
+/// samples are the same lines.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut lines = openmetrics.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let counter = |l: &str| l.starts_with("# TYPE ") && l.ends_with(" counter");
+        let renamed = match line.strip_prefix("# HELP ") {
+            // HELP comes first: rename it if its TYPE says counter.
+            Some(rest) if lines.peek().is_some_and(|next| counter(next)) => {
+                let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+                Some(format!("# HELP {name}_total {help}"))
+            }
+            _ if counter(line) => {
+                let name = &line["# TYPE ".len()..line.len() - " counter".len()];
+                Some(format!("# TYPE {name}_total counter"))
+            }
+            _ => None,
+        };
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
 /// Several renderings as one exposition (one `# EOF`, at the end).
 pub fn join(parts: &[String]) -> String {
     let mut out = String::new();
@@ -574,6 +607,16 @@ mod tests {
         let types = text.lines().filter(|l| l.starts_with("# TYPE")).count();
         assert_eq!((helps, types), (15, 15));
         assert!(text.ends_with("# EOF\n"), "{text}");
+        let old = to_prometheus_text(&text);
+        for line in [
+            "# HELP keepwire_proxy_requests_total Requests handled.",
+            "# TYPE keepwire_proxy_requests_total counter",
+            "keepwire_proxy_requests_total 7",
+            "# TYPE keepwire_proxy_tunnels_open gauge",
+        ] {
+            assert!(old.lines().any(|l| l == line), "{line:?} missing in\n{old}");
+        }
+        assert!(!old.contains("# EOF") && !old.contains("# UNIT"), "{old}");
     }
 
     #[test]
