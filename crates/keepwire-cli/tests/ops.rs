@@ -236,18 +236,29 @@ fn rust_log_filters_the_diagnostic_log_and_keepwire_log_wins() {
         // Empty is unset (the parent's own values must not leak in).
         let mut all = vec![("RUST_LOG", ""), ("KEEPWIRE_LOG", "")];
         all.extend_from_slice(env);
-        let r = common::start_env(&args, &all);
-        // A connection that closes: logged at debug by `keepwire::server`.
+        let mut r = common::start_env(&args, &all);
+        // A connection that closes: logged at debug by `keepwire::server`
+        // before the socket closes, so before `get` returns.
         let _ = get(r.addr, "/");
         let _ = get(r.addr, "/");
+        // Then everything it wrote, up to its exit on SIGTERM.
+        let pid = r.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
         let mut got = vec![r.first_line.clone()];
-        let deadline = Instant::now() + Duration::from_millis(700);
+        let deadline = Instant::now() + WAIT;
         while let Ok(l) = r
             .lines
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
         {
             got.push(l);
         }
+        assert!(r.child.wait().unwrap().success(), "{got:?}");
         got
     };
     let has_debug = |lines: &[String]| lines.iter().any(|l| l.contains("connection closed"));
