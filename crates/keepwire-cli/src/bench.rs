@@ -159,6 +159,12 @@ struct Output {
     report: Option<String>,
 }
 
+const MERGE_JSON: &str = "Write the merged JSON document (the form `keepwire bench --json` \
+    writes, mergeable again) to FILE, given as --json=FILE (`-` or none: stdout, then without \
+    the table)";
+const MERGE_REPORT: &str = "Write the table to FILE, given as --report=FILE (`-` or none: \
+    stdout; the default unless --json goes to stdout)";
+
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
     /// Merge several loaders' `--json` documents into one report: counts summed,
@@ -166,6 +172,11 @@ enum BenchCommand {
     /// throughput over the union of the loaders' wall-clock windows (time when any
     /// loader ran, overlaps once). All must come from this keepwire version and have
     /// loaded the same URL, method and protocol. The result can be merged again.
+    ///
+    /// --json and --report take a FILE only as `--json=FILE` here, so that
+    /// `--json a.json b.json` reads both files (and never overwrites a.json).
+    #[command(mut_arg("json", |a| a.require_equals(true).help(MERGE_JSON)),
+              mut_arg("report", |a| a.require_equals(true).help(MERGE_REPORT)))]
     Merge {
         /// `keepwire bench --json` documents.
         #[arg(value_name = "FILE", required = true)]

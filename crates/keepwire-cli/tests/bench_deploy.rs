@@ -2,10 +2,13 @@
 //! YAML (PyYAML's `safe_load_all`, what kubectl's YAML reader accepts), the
 //! binary accepts every flag the manifests pass it, and the numbers agree
 //! with those flags rather than with a copy of them: the probe port is the
-//! `--admin` port, the Service's target the `--listen` port, the grace
-//! period covers the preStop hook plus the drain (`--shutdown-timeout`, or
-//! the server's default), the loaders write where their volume is mounted
-//! and the merge reads what they write. The image itself is not built here.
+//! `--admin` port, the Service's target the `--listen` port, the drain
+//! delay outlasts the readiness probe's failures, the grace period covers
+//! the delay plus the drain (`--shutdown-timeout`, or the server's
+//! default), keepwire started with the manifest's flags (moved to
+//! loopback) answers both probe paths with 200, the loaders write where
+//! their volume is mounted and the merge reads what they write. The image
+//! itself is not built here.
 
 mod common;
 
@@ -13,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::run;
+use common::{WAIT, free_port, run, start};
 use serde_json::Value;
 
 fn deploy_dir() -> PathBuf {
@@ -133,21 +136,80 @@ fn check_deployment(file: &str, command: &str) {
         "{file}"
     );
 
-    // SIGKILL only after preStop plus the whole drain.
-    let drain = match flag(&args, "--shutdown-timeout") {
+    // Unready before the listener closes: the drain delay outlasts the
+    // readiness probe's failures; SIGKILL only after the whole drain.
+    let duration = |flag_name: &str, default: Duration| match flag(&args, flag_name) {
         Some(d) => humantime::parse_duration(&d).unwrap(),
-        None => keepwire::server::Config::default().shutdown_timeout,
+        None => default,
     };
-    let pre_stop = strings(&container["lifecycle"]["preStop"]["exec"]["command"]);
-    assert_eq!(pre_stop[0], "sleep", "{file}");
-    let pre_stop: u64 = pre_stop[1].parse().unwrap();
+    let delay = duration("--drain-delay", Duration::ZERO);
+    let drain = duration(
+        "--shutdown-timeout",
+        keepwire::server::Config::default().shutdown_timeout,
+    );
+    let ready = &container["readinessProbe"];
+    let unready_after = ready["periodSeconds"].as_u64().unwrap_or(10)
+        * ready["failureThreshold"].as_u64().unwrap_or(3);
+    assert!(
+        delay > Duration::from_secs(unready_after),
+        "{file}: --drain-delay {delay:?} ends before the probe turns unready ({unready_after}s)"
+    );
     let grace = pod["spec"]["terminationGracePeriodSeconds"]
         .as_u64()
         .unwrap();
     assert!(
-        grace > pre_stop + drain.as_secs(),
-        "{file}: terminationGracePeriodSeconds {grace} does not cover preStop {pre_stop}s + drain {drain:?}"
+        Duration::from_secs(grace) > delay + drain,
+        "{file}: terminationGracePeriodSeconds {grace} does not cover --drain-delay {delay:?} + {drain:?}"
     );
+    assert!(
+        container["lifecycle"].is_null(),
+        "{file}: no preStop hook needed"
+    );
+
+    // keepwire started with these flags (its addresses moved to loopback)
+    // answers the probes: 200 on both while serving.
+    let (listen_port, admin_port) = (free_port(), free_port());
+    let local: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if a.parse::<SocketAddr>().ok() == Some(listen) {
+                format!("127.0.0.1:{listen_port}")
+            } else if a.parse::<SocketAddr>().ok() == Some(admin) {
+                format!("127.0.0.1:{admin_port}")
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    let local: Vec<&str> = local.iter().map(String::as_str).collect();
+    let _running = start(&local);
+    for probe in ["readinessProbe", "livenessProbe"] {
+        let path = container[probe]["httpGet"]["path"].as_str().unwrap();
+        assert_eq!(
+            status(admin_port, path),
+            200,
+            "{file}: {probe} {path} on a running keepwire {local:?}"
+        );
+    }
+}
+
+/// The status code of `GET path` on 127.0.0.1:port (HTTP/1.1, bounded).
+fn status(port: u16, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut stream = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(e) if std::time::Instant::now() > deadline => panic!("admin port {port}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: k\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).unwrap();
+    std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap()
 }
 
 #[test]
@@ -232,6 +294,12 @@ fn loaders_run_as_an_indexed_job_and_the_merge_reads_what_they_write() {
     );
     assert_eq!(args[0], "bench");
     assert!(flag(&args, "--start-at").is_some(), "{args:?}");
+    let cpus = container["resources"]["requests"]["cpu"].as_str().unwrap();
+    assert_eq!(
+        flag(&args, "--threads").as_deref(),
+        Some(cpus),
+        "a thread per CPU asked"
+    );
     accepted(&args);
 
     // The document lands in the mounted volume, one file per index.

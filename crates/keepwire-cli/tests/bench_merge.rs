@@ -173,6 +173,14 @@ fn two_loaders_started_together_merge_into_one_report_of_all_requests() {
         assert!((rate - 800.0 / union).abs() < 1e-6 * rate, "{rate}");
     }
 
+    // In merge, --json takes a FILE only as --json=FILE: `--json a b`
+    // merges both to stdout and leaves a.json alone.
+    let before = std::fs::read(&a).unwrap();
+    let out = ok(&["bench", "merge", "--json", s(&a), s(&b)]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["responses"], 800);
+    assert_eq!(std::fs::read(&a).unwrap(), before);
+
     // A merge can be merged again: (a) + b equals a + b.
     let just_a = dir.path().join("just-a.json");
     ok(&["bench", "merge", s(&a), &format!("--json={}", s(&just_a))]);

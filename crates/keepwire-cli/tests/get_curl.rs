@@ -563,6 +563,46 @@ fn proxies_from_flags_and_environment_as_curl() {
 }
 
 #[test]
+fn a_proxy_gets_the_absolute_form_and_credentials_as_curl_sends_them() {
+    // The echo server as the proxy: it answers with what it received.
+    let e = echo();
+    let via = format!("http://us%40er:pw@{}", e.addr);
+    let url = "http://origin.test:8080/p?q=1";
+    let ours = text(&get(&["-x", &via, "--show-body", url]).stdout);
+    let pick = |echoed: &str| -> Vec<String> {
+        echoed
+            .lines()
+            .filter(|l| {
+                l.starts_with("GET ") || l.to_ascii_lowercase().starts_with("proxy-authorization:")
+            })
+            .map(|l| l.to_ascii_lowercase())
+            .collect()
+    };
+    assert_eq!(
+        pick(&ours),
+        [
+            "get http://origin.test:8080/p?q=1 http/1.1",
+            "proxy-authorization: basic dxnazxi6chc="
+        ],
+        "{ours}"
+    );
+    if let Some(c) = curl(&["-x", &via, url]) {
+        assert_eq!(pick(&ours), pick(&text(&c.stdout)));
+    }
+    // -v shows the absolute-form that was sent, the credentials redacted.
+    let err = text(&get(&["-v", "-x", &via, url]).stderr);
+    assert!(
+        err.contains("> GET http://origin.test:8080/p?q=1 HTTP/1.1\n"),
+        "{err}"
+    );
+    assert!(
+        err.contains("> proxy-authorization: Basic [redacted]\n"),
+        "{err}"
+    );
+    assert!(!err.contains("dXNAZXI6cHc="), "{err}");
+}
+
+#[test]
 fn https_goes_through_a_connect_tunnel() {
     let s = start(&[
         "serve",
@@ -771,6 +811,11 @@ fn json_and_report_take_an_optional_file() {
     assert_eq!(doc["summary"]["requests"], 1);
     let report = std::fs::read_to_string(&r.0).unwrap();
     assert!(report.contains("1 request (1 ok)"), "{report}");
+    // --json before the URL takes it as its FILE: a usage error, not a
+    // file named after the URL (hence "put --json last or use --json=FILE").
+    let out = get(&["--json", &url]);
+    assert_eq!(code(&out), 2);
+    assert!(text(&out.stderr).contains("<URL>"), "{}", text(&out.stderr));
     // The old --body: accepted, with a note.
     let out = get(&["--body", &url]);
     assert_eq!(text(&out.stdout), "x\n");

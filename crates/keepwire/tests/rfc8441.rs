@@ -277,7 +277,7 @@ async fn a_handler_that_refuses_answers_plainly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_stream_counts_against_the_stream_limit() {
-    let (ends, _ended) = mpsc::unbounded_channel();
+    let (ends, mut ended) = mpsc::unbounded_channel();
     let server = serve(|c| c.http2_max_streams = 1, echo_handler(ends));
     let client = h2c_client();
     let url = format!("http://{}/", server.local_addr());
@@ -286,6 +286,11 @@ async fn an_open_stream_counts_against_the_stream_limit() {
     let waited = tokio::time::timeout(Duration::from_millis(500), client.get(&url)).await;
     assert!(waited.is_err(), "a request got a stream: {waited:?}");
     drop(up);
+    // The server's side of the tunnel ends (and gives its stream back)
+    // before the next request: on a loaded machine the request could
+    // otherwise reach the server first and be refused, and the client's
+    // immediate retries with it.
+    within("the tunnel ends on the server", WAIT, ended.recv()).await;
     let resp = within("a request after the tunnel", WAIT, client.get(&url)).await;
     assert_eq!(resp.unwrap().status(), StatusCode::FORBIDDEN);
     stop(server).await;

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_TYPE, HOST, LOCATION};
-use http::{HeaderMap, Method, Uri, Version};
+use http::{HeaderMap, Method, Request, Uri, Version};
 use http_body_util::BodyExt;
+use keepwire::client::proxy::{ProxyConfig, ProxyUrl};
 use keepwire::client::{PipelinedResponse, Timings};
 use keepwire::{BodyError, Client, ClientError, RequestMeta};
 use tokio::time::Instant;
@@ -53,6 +54,8 @@ pub(super) struct Opts {
     pub t0: Instant,
     /// Method, headers, body and redirects of every request.
     pub spec: RequestSpec,
+    /// The client's forward proxies, for the transcript.
+    pub proxy: Option<Arc<ProxyConfig>>,
 }
 
 /// A request to make.
@@ -143,6 +146,24 @@ struct Sent {
     url: Uri,
     headers: HeaderMap,
     body: u64,
+    /// The forward proxy it went through.
+    proxy: Option<ProxyUrl>,
+}
+
+impl Sent {
+    fn of(req: &Request<keepwire::Body>, opts: &Opts) -> Sent {
+        let proxy = opts.proxy.as_ref().and_then(|p| {
+            let origin = keepwire::client::origin_of(req.uri()).ok()?;
+            p.for_origin(&origin).cloned()
+        });
+        Sent {
+            method: req.method().clone(),
+            url: req.uri().clone(),
+            headers: req.headers().clone(),
+            body: http_body::Body::size_hint(req.body()).exact().unwrap_or(0),
+            proxy,
+        }
+    }
 }
 
 /// One request through the pool; reads the whole body (counting it, keeping
@@ -154,12 +175,7 @@ async fn fetch_hop(client: &Client, opts: &Opts, job: &Job, hop: &Hop, keep: boo
         Ok(r) => r,
         Err(e) => return Fetched::failed(job.index, url, job.kind, opts, e),
     };
-    let sent = Sent {
-        method: req.method().clone(),
-        url: req.uri().clone(),
-        headers: req.headers().clone(),
-        body: hop.body.as_ref().map_or(0, |b| b.len() as u64),
-    };
+    let sent = Sent::of(&req, opts);
     let mut transcript = String::new();
     let start = Instant::now();
     let start_ms = ms(start.duration_since(opts.t0));
@@ -283,12 +299,7 @@ pub(super) async fn pipeline_chunk(
             opts.close,
         ) {
             Ok(req) => {
-                let head = Sent {
-                    method: req.method().clone(),
-                    url: req.uri().clone(),
-                    headers: req.headers().clone(),
-                    body: opts.spec.body.as_ref().map_or(0, |b| b.len() as u64),
-                };
+                let head = Sent::of(&req, &opts);
                 requests.push(req);
                 sent.push((job, head));
             }
@@ -482,9 +493,30 @@ fn request_head(sent: &Sent, version: Version, stream: u64) -> String {
     } else {
         "HTTP/1.1"
     };
-    let _ = writeln!(s, "> {} {path} {shown}", sent.method);
+    let absolute = sent.url.to_string();
+    let mut target = path;
+    if let Some(p) = &sent.proxy {
+        if sent.url.scheme_str() == Some("https") {
+            let o =
+                keepwire::client::origin_of(&sent.url).map(|o| format!("{}:{}", o.host, o.port));
+            let _ = writeln!(
+                s,
+                "* via the proxy {p}: CONNECT {} tunnel",
+                o.unwrap_or_default()
+            );
+        } else {
+            let _ = writeln!(s, "* via the proxy {p}, in absolute-form");
+            target = &absolute;
+        }
+    }
+    let _ = writeln!(s, "> {} {target} {shown}", sent.method);
     for (name, value) in &headers {
         let _ = writeln!(s, "> {name}: {}", String::from_utf8_lossy(value.as_bytes()));
+    }
+    if let Some(p) = sent.proxy.as_ref().filter(|_| target == absolute)
+        && p.authorization().is_some()
+    {
+        s.push_str("> proxy-authorization: Basic [redacted]\n");
     }
     s.push_str(">\n");
     s

@@ -265,6 +265,7 @@ pub async fn load(
         depth: usize::from(config.depth),
         t0: Instant::now(),
         spec: config.request.clone(),
+        proxy: config.proxy.clone(),
     });
     let mut run = Run {
         client: Client::new(client_config),

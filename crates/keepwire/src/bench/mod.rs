@@ -554,6 +554,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn waiting_for_a_start_time_ends_on_time_or_at_an_interrupt() {
+        let stop = AtomicBool::new(false);
+        let at = SystemTime::now() + Duration::from_millis(120);
+        wait_until(at, &stop);
+        assert!(SystemTime::now() >= at, "woke before the start time");
+        // A time already past returns at once; so does an interrupt.
+        let t = Instant::now();
+        wait_until(SystemTime::now() - Duration::from_secs(5), &stop);
+        stop.store(true, Ordering::Relaxed);
+        wait_until(SystemTime::now() + Duration::from_secs(3600), &stop);
+        assert!(t.elapsed() < Duration::from_secs(60));
+    }
+
+    #[test]
     fn a_schedule_lets_sends_go_early_and_measures_from_the_earlier_time() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;

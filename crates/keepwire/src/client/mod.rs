@@ -311,12 +311,16 @@ impl Client {
         }
         let (mut origin, mut head) = head_for(&mut parts)?;
         if origin.scheme == "http"
-            && let Some(via) = self.proxy_for(&origin).map(proxy::ProxyUrl::origin)
+            && let Some(via) = self.proxy_for(&origin).cloned()
         {
             // RFC 9112 §3.2.2: a proxy is sent the absolute-form, on
             // connections pooled per proxy whatever the origin.
             head.target = parts.uri.clone();
-            origin = via;
+            if let Some(auth) = via.authorization() {
+                let name = http::header::PROXY_AUTHORIZATION;
+                head.headers.entry(name).or_insert(auth);
+            }
+            origin = via.origin();
         }
         let mut body = ReplayBody::new(body, REPLAY_LIMIT);
         body.prefill().await.map_err(ClientError::Body)?;

@@ -28,13 +28,49 @@ use super::{Client, ClientError, Timings};
 /// The largest `CONNECT` response head read from a proxy.
 const MAX_CONNECT_HEAD: usize = 16 * 1024;
 
-/// One proxy: the host and port of an `http://` proxy URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One proxy: the host and port of an `http://` proxy URL, and its
+/// credentials if the URL carries `user:password@` (sent as
+/// `Proxy-Authorization: Basic`, RFC 9110 §11.7.1, as curl does).
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ProxyUrl {
     /// Host (an IPv6 literal keeps its brackets).
     pub host: String,
     /// Port (curl's default for a proxy is 1080).
     pub port: u16,
+    /// `Basic` credentials, base64 (never printed by `Debug` or `Display`).
+    basic: Option<String>,
+}
+
+impl std::fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyUrl")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("credentials", &self.basic.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// `%XX` decoded, as curl decodes a proxy URL's user and password.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl ProxyUrl {
@@ -51,7 +87,16 @@ impl ProxyUrl {
             None => text,
         };
         let authority = rest.split('/').next().unwrap_or("");
-        let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let (userinfo, authority) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let basic = userinfo.map(|u| {
+            use base64::Engine as _;
+            let (user, pass) = u.split_once(':').unwrap_or((u, ""));
+            let pair = format!("{}:{}", percent_decode(user), percent_decode(pass));
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        });
         let origin = Origin::new("http", authority)
             .filter(|_| !authority.is_empty())
             .ok_or_else(|| format!("proxy {text}: no valid host"))?;
@@ -62,11 +107,19 @@ impl ProxyUrl {
         Ok(ProxyUrl {
             host: origin.host,
             port: explicit_port.unwrap_or(1080),
+            basic,
         })
     }
 }
 
 impl ProxyUrl {
+    /// The `Proxy-Authorization` value its credentials make, if any.
+    pub fn authorization(&self) -> Option<http::HeaderValue> {
+        let mut v = http::HeaderValue::from_str(&format!("Basic {}", self.basic.as_ref()?)).ok()?;
+        v.set_sensitive(true);
+        Some(v)
+    }
+
     /// The pool key of connections to the proxy itself.
     pub fn origin(&self) -> Origin {
         Origin {
@@ -286,7 +339,7 @@ impl Client {
         })?;
         if origin.scheme == "https" {
             let target = format!("{}:{}", origin.host, origin.port);
-            let tunnel = connect_tunnel(&mut stream, &target);
+            let tunnel = connect_tunnel(&mut stream, &target, proxy.authorization());
             match tokio::time::timeout(cfg.connect_timeout, tunnel).await {
                 Ok(Ok(200..=299)) => {}
                 Ok(Ok(status)) => {
@@ -318,12 +371,23 @@ impl Client {
 /// Sends `CONNECT target` and reads the proxy's answer head, byte by byte
 /// up to its blank line so no byte of the tunnel is consumed; returns the
 /// status.
-async fn connect_tunnel(stream: &mut TcpStream, target: &str) -> io::Result<u16> {
-    let request = format!(
-        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: keepwire/{}\r\n\r\n",
+async fn connect_tunnel(
+    stream: &mut TcpStream,
+    target: &str,
+    auth: Option<http::HeaderValue>,
+) -> io::Result<u16> {
+    let mut request = format!(
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: keepwire/{}\r\n",
         env!("CARGO_PKG_VERSION")
-    );
-    stream.write_all(request.as_bytes()).await?;
+    )
+    .into_bytes();
+    if let Some(auth) = auth {
+        request.extend_from_slice(b"Proxy-Authorization: ");
+        request.extend_from_slice(auth.as_bytes());
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"\r\n");
+    stream.write_all(&request).await?;
     let mut head = Vec::with_capacity(256);
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") && !head.ends_with(b"\n\n") {
@@ -370,6 +434,67 @@ mod tests {
         let p = ProxyUrl::parse("http://[::1]:8080/").unwrap();
         assert_eq!((p.host.as_str(), p.port), ("[::1]", 8080));
         assert!(ProxyUrl::parse("socks5://h:1").is_err());
+    }
+
+    #[test]
+    fn credentials_become_basic_and_are_not_printed() {
+        let p = ProxyUrl::parse("http://us%40er:p%3Ass@h:1").unwrap();
+        // base64("us@er:p:ss")
+        assert_eq!(p.authorization().unwrap(), "Basic dXNAZXI6cDpzcw==");
+        assert!(!format!("{p:?} {p}").contains("dXN"), "{p:?}");
+        assert!(
+            ProxyUrl::parse("http://h:1")
+                .unwrap()
+                .authorization()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn connect_sends_credentials_and_a_407_is_a_proxy_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0);
+                head.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        let config = super::super::ClientConfig {
+            proxy: Some(std::sync::Arc::new(
+                ProxyConfig::all(&format!("http://u:p@127.0.0.1:{port}")).unwrap(),
+            )),
+            ..Default::default()
+        };
+        let client = Client::new(config);
+        let err = client.get("https://origin.test/").await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ClientError::Proxy(ProxyError::Refused { status: 407, .. })
+            ),
+            "{err:?}"
+        );
+        let head = tokio::time::timeout(std::time::Duration::from_secs(5), seen)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            head.starts_with("CONNECT origin.test:443 HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains("Proxy-Authorization: Basic dTpw\r\n"),
+            "{head}"
+        );
     }
 
     #[test]
