@@ -164,7 +164,7 @@ pub struct OpsArgs {
     pub admin: Option<SocketAddr>,
     /// One line per request to FILE (appended), or to stderr with no
     /// value: nginx's combined format, then `local=IP:PORT peer=IP:PORT
-    /// conn=N req=K rt=SECONDS close=REASON|- proto=HTTP/1.x|HTTP/2
+    /// conn=N req=K rt=SECONDS close=REASON|- proto=HTTP/1.1|HTTP/1.0|HTTP/2
     /// upstream=STATUS|- urt=SECONDS|-`. Written by a separate thread (a
     /// slow disk never stalls a connection). Put it last or use
     /// --access-log=FILE.
