@@ -237,6 +237,14 @@ fn configure(args: &ProxyArgs) -> Result<(Vec<SocketAddr>, ProxyConfig), String>
     cfg.upstream_timeout = args.upstream_timeout;
     // Configured upstreams only: forward-mode https:// origins are always
     // verified against the platform's roots.
+    if (args.trust.upstream_insecure || args.trust.upstream_cacert.is_some())
+        && cfg.routes.is_empty()
+    {
+        eprintln!(
+            "keepwire: note: --upstream-insecure and --upstream-cacert apply to configured \
+             upstreams (--upstream, [[route]]), never to forward-mode origins: here they do nothing"
+        );
+    }
     cfg.upstream_tls = args.trust.client_config()?;
     if args.upstream_http2 {
         deprecated("--upstream-http2", "--upstream-http2-prior-knowledge");
