@@ -26,12 +26,14 @@
 //! every result is labelled "approximate".
 //!
 //! # Modules
-//! `netns` sets up a namespace and its TUN device, `line` is the delay
+//! `netns` sets up a namespace and its TUN device, `rtnl` configures the
+//! device over rtnetlink, `line` is the delay
 //! line between the two TUN devices, `relay` the fallback.
 
 mod line;
 mod netns;
 mod relay;
+mod rtnl;
 
 use std::future::Future;
 use std::io;

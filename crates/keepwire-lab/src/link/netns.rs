@@ -1,12 +1,13 @@
 //! One end's network namespace: `unshare(CLONE_NEWNET)` on the calling
-//! thread, a TUN device opened by ioctl, and the device configured (`lo`
-//! up, a point-to-point address, a long transmit queue).
+//! thread, a TUN device opened by ioctl, and the device configured over
+//! rtnetlink (`lo` up, a point-to-point address, a long transmit queue).
 
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::DEV;
+use super::rtnl::Rtnl;
 
 pub(super) fn netns_inode() -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
@@ -40,71 +41,15 @@ pub(super) fn enter_namespace(local: Ipv4Addr, peer: Ipv4Addr) -> io::Result<Own
     // cubic may be refused in a new namespace; reno has the same slow start.
     let _ = knob("tcp_congestion_control", "cubic") || knob("tcp_congestion_control", "reno");
     let _ = knob("tcp_no_metrics_save", "1");
-    // `ip` runs in this thread's namespace: a child inherits it.
-    let steps: [&[&str]; 3] = [
-        &["link", "set", "lo", "up"],
-        &[
-            "addr",
-            "add",
-            &format!("{local}/32"),
-            "peer",
-            &format!("{peer}/32"),
-            "dev",
-            DEV,
-        ],
-        // A burst of a full window must not overflow the device queue before
-        // the delay line reads it (the default 500 packets is less than one
-        // bandwidth-delay product at 100 Mbit/s and 50 ms).
-        &["link", "set", DEV, "txqueuelen", "20000", "up"],
-    ];
-    let ip = ip_command()?;
-    for args in steps {
-        // As root, nothing of the caller's environment reaches the child.
-        let out = std::process::Command::new(&ip)
-            .args(args)
-            .env_clear()
-            .output()
-            .map_err(|e| {
-                io::Error::other(format!("cannot run {} (iproute2): {e}", ip.display()))
-            })?;
-        if !out.status.success() {
-            return Err(io::Error::other(format!(
-                "ip {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-    }
+    // The netlink socket is this thread's namespace's, like the device.
+    let mut rtnl = Rtnl::open()?;
+    rtnl.link_up("lo", None)?;
+    rtnl.add_peer_address(DEV, local, peer)?;
+    // A burst of a full window must not overflow the device queue before
+    // the delay line reads it (the default 500 packets is less than one
+    // bandwidth-delay product at 100 Mbit/s and 50 ms).
+    rtnl.link_up(DEV, Some(20_000))?;
     Ok(tun)
-}
-
-/// Where iproute2's `ip` may live, in the order tried. The lab runs it as
-/// root, so it is never looked up in `PATH` (a directory the caller controls
-/// would run the caller's program with our privileges).
-const IP_LOCATIONS: [&str; 4] = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"];
-
-/// The absolute path of iproute2's `ip`, from [`IP_LOCATIONS`] only.
-fn ip_command() -> io::Result<std::path::PathBuf> {
-    first_executable(&IP_LOCATIONS).ok_or_else(|| {
-        io::Error::other(format!(
-            "iproute2's `ip` is not in any of {} (PATH is not searched)",
-            IP_LOCATIONS.join(", ")
-        ))
-    })
-}
-
-/// The first of `candidates` that is an absolute path to an executable
-/// regular file (symlinks followed, as exec would).
-fn first_executable(candidates: &[&str]) -> Option<std::path::PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    candidates
-        .iter()
-        .map(std::path::Path::new)
-        .filter(|p| p.is_absolute())
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-        .map(std::path::Path::to_path_buf)
 }
 
 /// `struct ifreq` with the flags member, as TUNSETIFF reads it.
@@ -154,79 +99,55 @@ fn open_tun(name: &str) -> io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
-    /// A fake `ip` in `dir`, executable.
-    fn fake_ip(dir: &std::path::Path) -> std::path::PathBuf {
-        let fake = dir.join("ip");
-        std::fs::write(&fake, "#!/bin/sh\nexit 0\n").unwrap();
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-        fake
+    /// `struct ifreq` with the queue length member (SIOCGIFTXQLEN).
+    #[repr(C)]
+    struct IfReqQlen {
+        name: [u8; 16],
+        qlen: libc::c_int,
+        _pad: [u8; 20],
     }
 
+    /// What `enter_namespace` configured over netlink, read back in the
+    /// namespace: `lo` carries traffic, the /32 route to the peer goes
+    /// through the device, which is up with a 20,000-packet queue. Needs
+    /// root (or a user namespace's root); `ip` plays no part.
     #[test]
-    fn first_executable_takes_only_absolute_executable_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let fake = fake_ip(dir.path());
-        let plain = dir.path().join("plain");
-        std::fs::write(&plain, "").unwrap();
-        let missing = dir.path().join("missing");
-        let (fake_s, plain_s, missing_s) = (
-            fake.to_str().unwrap(),
-            plain.to_str().unwrap(),
-            missing.to_str().unwrap(),
-        );
-        // Relative names (what a PATH search would take), missing files,
-        // non-executables and directories are all passed over.
-        assert_eq!(
-            first_executable(&["ip", missing_s, plain_s, "/", fake_s]),
-            Some(fake.clone())
-        );
-        assert_eq!(first_executable(&["ip", "./ip", plain_s]), None);
-    }
-
-    /// With `PATH` holding only a directory with a fake `ip`, the resolver
-    /// still answers a system location. Run in a child process of this test
-    /// binary so no other test sees the changed environment.
-    #[test]
-    fn ip_command_ignores_path() {
-        const CHILD: &str = "KEEPWIRE_TEST_IP_CHILD";
-        if std::env::var_os(CHILD).is_some() {
-            match ip_command() {
-                Ok(p) => println!("resolved={}", p.display()),
-                Err(e) => println!("none={e}"),
-            }
+    fn namespace_is_configured_over_netlink() {
+        if !is_root() {
+            eprintln!("skipped: needs root");
             return;
         }
-        let dir = tempfile::tempdir().unwrap();
-        let fake = fake_ip(dir.path());
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "link::netns::tests::ip_command_ignores_path",
-                "--nocapture",
-            ])
-            .env("PATH", dir.path())
-            .env(CHILD, "1")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{stdout}");
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with("resolved=") || l.starts_with("none="))
-            .unwrap_or_else(|| panic!("the child printed no answer: {stdout}"));
-        assert!(!line.contains(fake.to_str().unwrap()), "{line}");
-        if let Some(path) = line.strip_prefix("resolved=") {
-            assert!(IP_LOCATIONS.contains(&path), "{path}");
-        } else {
-            // No iproute2 here: then no candidate exists, and the error says PATH was not used.
-            assert!(
-                IP_LOCATIONS
-                    .iter()
-                    .all(|p| !std::path::Path::new(p).exists()),
-                "{line}"
-            );
-        }
+        let got = std::thread::spawn(|| {
+            let _tun = enter_namespace(Ipv4Addr::new(10, 77, 0, 1), Ipv4Addr::new(10, 77, 0, 2))
+                .expect("namespace set up");
+            let lo = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            lo.send_to(b"x", lo.local_addr().unwrap()).unwrap();
+            let mut b = [0u8; 1];
+            lo.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap();
+            let lo_ok = lo.recv(&mut b).is_ok();
+            let routes = std::fs::read_to_string("/proc/thread-self/net/route").unwrap();
+            // The peer 10.77.0.2 as /proc writes it: little-endian hex.
+            let peer_route = routes
+                .lines()
+                .any(|l| l.starts_with(&format!("{DEV}\t02004D0A\t")));
+            let mut req = IfReqQlen {
+                name: [0; 16],
+                qlen: 0,
+                _pad: [0; 20],
+            };
+            req.name[..DEV.len()].copy_from_slice(DEV.as_bytes());
+            let sock = std::net::UdpSocket::bind("10.77.0.1:0").unwrap();
+            // SAFETY: SIOCGIFTXQLEN fills the ifreq's int member.
+            let rc = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFTXQLEN as _, &mut req) };
+            (lo_ok, peer_route, rc, req.qlen, routes)
+        })
+        .join()
+        .unwrap();
+        let (lo_ok, peer_route, rc, qlen, routes) = got;
+        assert!(lo_ok, "lo is not up");
+        assert!(peer_route, "no route to the peer via {DEV}:\n{routes}");
+        assert_eq!((rc, qlen), (0, 20_000));
     }
 }
