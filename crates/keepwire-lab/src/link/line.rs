@@ -3,6 +3,7 @@
 //! dropped at the loss rate or when the router queue is full.
 
 use std::collections::VecDeque;
+use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,6 +25,24 @@ impl Rng {
     }
 }
 
+/// Asks a real-time priority for the calling (delay-line) thread.
+///
+/// The line's wake-ups are the link's delay: at normal priority, on two
+/// cores shared with the server, the client and the publisher, a packet
+/// waited up to 2.5 ms past its time (packet capture, docs/BENCHMARKS.md,
+/// experiment 10). A real-time priority puts the line first when its timer
+/// fires; it sleeps in ppoll otherwise, so it starves nothing. Refused
+/// without CAP_SYS_NICE in the host (a user namespace's root has none) or
+/// an RLIMIT_RTPRIO of 10: the line then runs at normal priority.
+pub(super) fn realtime() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: this thread, a valid policy and parameter.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// One direction of the link (`dir`: [`crate::wire::UP`] or [`crate::wire::DOWN`]): read
 /// packets from `from`, deliver each to `to` after serialisation at the
 /// bandwidth plus the one-way delay.
@@ -36,15 +55,6 @@ pub(super) fn delay_line(
     dropped: &AtomicU64,
     wire: &WireCounters,
 ) {
-    // The line's wake-ups are the link's delay: at normal priority, on two
-    // cores shared with the server, the client and the publisher, a
-    // packet waited up to 2.5 ms past its time (packet capture,
-    // docs/BENCHMARKS.md, experiment 10). A real-time priority puts the
-    // line first when its timer fires; it sleeps in ppoll otherwise, so
-    // it starves nothing. Refused without root: the line runs as before.
-    let param = libc::sched_param { sched_priority: 10 };
-    // SAFETY: this thread, a valid policy and parameter.
-    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
     let one_way = spec.rtt / 2;
     // A router queue of about two bandwidth-delay products (tail drop).
     let bdp = (spec.bandwidth as f64 / 8.0 * spec.rtt.as_secs_f64()) as usize;

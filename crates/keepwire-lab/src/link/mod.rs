@@ -19,7 +19,13 @@
 //! returns, panics, is interrupted or is killed with SIGKILL. Parallel runs
 //! cannot collide, and the link addresses exist only inside the namespaces.
 //!
-//! # Fallback: a userspace TCP relay (no privileges)
+//! # Without root: the same inside a user namespace
+//! When not root, the process first enters a new user namespace in which
+//! it is root (see `userns`); the namespaces, devices and delay line are
+//! then the same, and as anonymous. Only the delay line's real-time
+//! priority is lost (the link's notes say so).
+//!
+//! # Fallback: a userspace TCP relay (no user namespaces)
 //! On loopback, a relay in front of each server delays the connection
 //! set-up by one RTT and every chunk of data by half an RTT each way. TCP's
 //! own dynamics (slow start, Nagle, delayed ACK, RST) are not emulated, so
@@ -28,12 +34,14 @@
 //! # Modules
 //! `netns` sets up a namespace and its TUN device, `rtnl` configures the
 //! device over rtnetlink, `line` is the delay
-//! line between the two TUN devices, `relay` the fallback.
+//! line between the two TUN devices, `userns` the user namespace for
+//! running without root, `relay` the fallback.
 
 mod line;
 mod netns;
 mod relay;
 mod rtnl;
+mod userns;
 
 use std::future::Future;
 use std::io;
@@ -48,7 +56,7 @@ use tokio::net::TcpListener;
 
 use crate::wire::WireCounters;
 pub(crate) use line::Rng;
-use line::delay_line;
+use line::{delay_line, realtime};
 use netns::{enter_namespace, is_root, netns_inode};
 use relay::relay_accept;
 
@@ -217,6 +225,9 @@ pub struct Link {
     pub exact: bool,
     /// Why the fallback was used, if it was.
     pub fallback_reason: Option<String>,
+    /// How an exact link differs from root's, for the output: made in a
+    /// user namespace, the delay line without real-time priority.
+    pub notes: Vec<String>,
     stop: Arc<AtomicBool>,
     lines: Vec<JoinHandle<()>>,
     /// Packets dropped by the loss model or a full queue.
@@ -226,8 +237,9 @@ pub struct Link {
 }
 
 impl Link {
-    /// The emulated link when running as root with TUN, else the relay
-    /// (with the reason in [`Link::fallback_reason`]).
+    /// The emulated link when running as root, or when not root inside a
+    /// user namespace; else the relay (with the reason in
+    /// [`Link::fallback_reason`]).
     pub fn new(spec: LinkSpec) -> io::Result<Link> {
         match Link::netns(spec) {
             Ok(link) => Ok(link),
@@ -235,12 +247,18 @@ impl Link {
         }
     }
 
-    /// Two namespaces joined by a userspace delay line.
+    /// Two namespaces joined by a userspace delay line. When not root, the
+    /// process first enters a user namespace in which it is root: that
+    /// needs a single-threaded process, so call this (or [`Link::new`])
+    /// before starting any thread, e.g. a tokio runtime.
     pub fn netns(spec: LinkSpec) -> io::Result<Link> {
+        let mut notes = Vec::new();
         if !is_root() {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                "network namespaces need root (run as root for real TCP over the link)",
+            // SAFETY: no preconditions.
+            let uid = unsafe { libc::getuid() };
+            userns::enter().map_err(|why| io::Error::new(io::ErrorKind::PermissionDenied, why))?;
+            notes.push(format!(
+                "not root: in a user namespace (uid {uid} mapped to root inside)"
             ));
         }
         let (server, tun_s) = LinkEnd::start("server", SERVER_IP.into(), || {
@@ -255,16 +273,28 @@ impl Link {
         let tun_s = Arc::new(tun_s);
         let tun_c = Arc::new(tun_c);
         let mut lines = Vec::new();
+        let (prio_tx, prio_rx) = mpsc::channel();
         for (i, (from, to)) in [(tun_c.clone(), tun_s.clone()), (tun_s, tun_c)]
             .into_iter()
             .enumerate()
         {
             let (stop, dropped, wire) = (stop.clone(), dropped.clone(), wire.clone());
+            let prio_tx = prio_tx.clone();
             lines.push(
                 std::thread::Builder::new()
                     .name(format!("lab-line-{i}"))
-                    .spawn(move || delay_line(&from, &to, spec, i, &stop, &dropped, &wire))?,
+                    .spawn(move || {
+                        let _ = prio_tx.send(realtime());
+                        delay_line(&from, &to, spec, i, &stop, &dropped, &wire)
+                    })?,
             );
+        }
+        drop(prio_tx);
+        if let Some(Err(e)) = prio_rx.iter().find(Result::is_err) {
+            notes.push(format!(
+                "delay line at normal priority (SCHED_FIFO: {e}; real root, or `ulimit -r 10`, \
+                 gives it real-time priority): under load a packet may be a few ms late"
+            ));
         }
         Ok(Link {
             server,
@@ -272,6 +302,7 @@ impl Link {
             spec,
             exact: true,
             fallback_reason: None,
+            notes,
             stop,
             lines,
             dropped,
@@ -291,6 +322,7 @@ impl Link {
             spec,
             exact: false,
             fallback_reason: Some(reason),
+            notes: Vec::new(),
             stop: Arc::new(AtomicBool::new(false)),
             lines: Vec::new(),
             dropped: Arc::new(AtomicU64::new(0)),
