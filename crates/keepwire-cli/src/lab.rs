@@ -56,11 +56,13 @@ pub struct LabArgs {
 }
 
 const LAB_HELP: &str = "\
-The link: as root, two network namespaces joined by TUN devices and a userspace
-delay line inside keepwire (real kernel TCP: handshakes, slow start, Nagle and
-delayed ACKs are real). They are anonymous and vanish with the process, also on
-Ctrl-C or kill. Without root, a userspace TCP relay on loopback delays set-up by
-one RTT and data by half an RTT each way; results are then labelled approximate.
+The link: two network namespaces joined by TUN devices and a userspace delay
+line inside keepwire (real kernel TCP: handshakes, slow start, Nagle and delayed
+ACKs are real). Without root they are made inside a user namespace (as
+`unshare -Urn` does). They are anonymous and vanish with the process, also on
+Ctrl-C or kill. Where user namespaces are disabled (the output says which
+setting), a userspace TCP relay on loopback delays set-up by one RTT and data by
+half an RTT each way; results are then labelled approximate.
 
 Examples:
   keepwire lab                       # every experiment at RTT 50 ms
@@ -174,9 +176,13 @@ pub fn run(mut args: LabArgs) -> Result<(), String> {
         args.loss,
         match &link.fallback_reason {
             None => format!(
-                "exact: two network namespaces (net:[{}] net:[{}]) joined by a userspace delay line",
+                "exact: two network namespaces (net:[{}] net:[{}]) joined by a userspace delay line{}",
                 link.server.netns.unwrap_or(0),
-                link.client.netns.unwrap_or(0)
+                link.client.netns.unwrap_or(0),
+                link.notes
+                    .iter()
+                    .map(|n| format!("\n  note: {n}"))
+                    .collect::<String>()
             ),
             Some(why) => format!("APPROXIMATE: userspace relay on loopback ({why})"),
         }
