@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::experiments::{Outcome, Timeline};
+use crate::experiments::{Outcome, Row, Timeline};
 use crate::link::Link;
 use crate::load::Record;
 use crate::waterfall::chart::{self, Axis, Geometry, Section};
@@ -77,6 +77,46 @@ pub fn fmt_value(v: Option<f64>) -> String {
         Some(x) if x.abs() >= 100.0 => format!("{x:.0}"),
         Some(x) => format!("{x:.1}"),
     }
+}
+
+/// A row's value with its spread over repeats, as every output shows it:
+/// the median, then p10–p90 in brackets when they differ (N > 1).
+pub fn fmt_cell(row: &Row, col: usize) -> String {
+    let median = fmt_value(row.values.get(col).copied().flatten());
+    match row.spread.get(col).copied().flatten() {
+        Some(s) if s.n > 1 && s.p10 != s.p90 => format!(
+            "{median} [{}–{}]",
+            fmt_value(Some(s.p10)),
+            fmt_value(Some(s.p90))
+        ),
+        _ => median,
+    }
+}
+
+/// What loss cost an experiment, in words: `None` when nothing was lost.
+pub fn fmt_losses(o: &Outcome) -> Option<String> {
+    let l = &o.losses;
+    if l.dropped_packets == 0
+        && l.rto.unwrap_or(0) == 0
+        && l.retransmitted_segments.unwrap_or(0) == 0
+    {
+        return None;
+    }
+    let runs = if o.repeats == 1 { "run" } else { "runs" };
+    let mut s = format!(
+        "over {} {runs}: {} packets dropped by the link",
+        o.repeats, l.dropped_packets
+    );
+    if let (Some(rto), Some(re)) = (l.rto, l.retransmitted_segments) {
+        s += &format!(
+            ", {rto} retransmission timeouts and {re} segments retransmitted (the namespaces' TCP counters)"
+        );
+    }
+    s += &format!(
+        "; {} of {} runs matched on their own, the verdict is on the medians",
+        o.runs_matched, o.repeats
+    );
+    Some(s)
 }
 
 /// The CPU, its cores and the kernel.
@@ -150,15 +190,26 @@ fn section(h: &mut String, o: &Outcome) {
     for c in &o.columns {
         let _ = write!(h, "<th>{}</th>", esc(c));
     }
-    h.push_str("</tr>\n");
+    h.push_str("<th>N</th></tr>\n");
     for row in &o.rows {
         let _ = write!(h, "<tr><td>{}</td>", esc(&row.label));
-        for v in &row.values {
-            let _ = write!(h, "<td>{}</td>", fmt_value(*v));
+        for i in 0..row.values.len() {
+            let _ = write!(h, "<td>{}</td>", esc(&fmt_cell(row, i)));
         }
-        h.push_str("</tr>\n");
+        let _ = writeln!(h, "<td>{}</td></tr>", row.n);
     }
     h.push_str("</table></div>\n");
+    if o.repeats > 1 {
+        let _ = writeln!(
+            h,
+            "<p class=\"note\">{} runs: each value is the median, [p10–p90] beside it; \
+             the verdict is judged on the medians.</p>",
+            o.repeats
+        );
+    }
+    if let Some(l) = fmt_losses(o) {
+        let _ = writeln!(h, "<p class=\"note\">Losses {}.</p>", esc(&l));
+    }
     chart(h, o);
     let _ = writeln!(
         h,
@@ -442,6 +493,9 @@ mod tests {
             waterfalls: Vec::new(),
             page_loads: Vec::new(),
             timelines: Vec::new(),
+            repeats: 1,
+            runs_matched: 1,
+            losses: crate::experiments::Losses::default(),
         };
         o.page_loads = vec![
             (

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
-use super::harness::{Experiment, Lab, Outcome, outcome, row};
+use super::harness::{Experiment, Lab, Outcome, Row, outcome, row};
 use super::raw::RawConn;
 use super::stats::ms;
 
@@ -16,6 +16,8 @@ pub(super) const EXPERIMENT: Experiment = Experiment {
     title: "a download on a new vs a warm connection",
     rules: "R2.2",
     run,
+    repeats: 3,
+    judge: Some(judge),
 };
 
 /// Rounds of slow start to send `bytes` from an initial window of 10
@@ -77,8 +79,8 @@ pub(super) fn run(lab: &Lab) -> Outcome {
     lab.note_link(&mut notes);
     let mbit = |t: f64| size as f64 * 8.0 / (t / 1000.0) / 1e6;
     let (rows, pass, verdict) = match result {
-        Ok((cold, warm)) => (
-            vec![
+        Ok((cold, warm)) => {
+            let rows = vec![
                 row(
                     format!("new connection, {} KiB", size / 1024),
                     vec![Some(cold), Some(model_cold), Some(mbit(cold))],
@@ -87,14 +89,10 @@ pub(super) fn run(lab: &Lab) -> Outcome {
                     format!("warm connection, {} KiB", size / 1024),
                     vec![Some(warm), Some(model_warm), Some(mbit(warm))],
                 ),
-            ],
-            warm + r <= cold,
-            format!(
-                "the warm connection is {:.0} ms ({:.1} RTT) faster: its window is already open",
-                cold - warm,
-                (cold - warm) / r
-            ),
-        ),
+            ];
+            let (pass, verdict) = judge(lab, &rows);
+            (rows, pass, verdict)
+        }
         Err(e) => (Vec::new(), false, format!("failed: {e}")),
     };
     outcome(
@@ -105,6 +103,23 @@ pub(super) fn run(lab: &Lab) -> Outcome {
         pass,
         verdict,
         notes,
+    )
+}
+
+/// The warm download is at least a round trip faster (column 0).
+fn judge(lab: &Lab, rows: &[Row]) -> (bool, String) {
+    let r = lab.r_ms();
+    let time = |i: usize| rows.get(i).and_then(|row| row.values[0]);
+    let (Some(cold), Some(warm)) = (time(0), time(1)) else {
+        return (false, "not measured".into());
+    };
+    (
+        warm + r <= cold,
+        format!(
+            "the warm connection is {:.0} ms ({:.1} RTT) faster: its window is already open",
+            cold - warm,
+            (cold - warm) / r
+        ),
     )
 }
 
