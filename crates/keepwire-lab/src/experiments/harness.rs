@@ -558,3 +558,112 @@ async fn dumb_relay(listener: TcpListener, origin: SocketAddr) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const E: Experiment = Experiment {
+        id: "synthetic",
+        title: "t",
+        rules: "R0",
+        run: |_| unreachable!("not run"),
+        repeats: 3,
+        judge: None,
+    };
+
+    /// One run of a Nagle-like experiment: Nagle off and on at the median.
+    fn run(off: f64, on: f64, note: &str) -> Outcome {
+        let rows = vec![
+            row("off", vec![Some(off), None]),
+            row("on", vec![Some(on), Some(140.0)]),
+        ];
+        let (pass, verdict) = judge(&rows);
+        outcome(
+            &E,
+            &["p50 ms", "model ms"],
+            rows,
+            (0, Some(1)),
+            pass,
+            verdict,
+            vec![note.into()],
+        )
+    }
+
+    fn judge(rows: &[Row]) -> (bool, String) {
+        let (off, on) = (value(rows, "off", 0), value(rows, "on", 0));
+        match off.zip(on) {
+            Some((off, on)) => (on >= off + 40.0, format!("on − off = {}", on - off)),
+            None => (false, "not measured".into()),
+        }
+    }
+
+    #[test]
+    fn the_verdict_is_on_the_medians_not_on_one_run() {
+        // The second run's Nagle-off sample hit a retransmission timeout:
+        // judged alone it would flip the verdict.
+        let runs = vec![
+            run(51.0, 145.0, "a"),
+            run(260.0, 146.0, "b"),
+            run(52.0, 150.0, "a"),
+        ];
+        assert!(!runs[1].pass, "the flipped run fails on its own");
+        let o = summarise(runs, |rows| Some(judge(rows)));
+        assert!(o.pass, "{o:?}");
+        assert_eq!(o.verdict, "on − off = 94");
+        assert_eq!((o.repeats, o.runs_matched), (3, 2));
+        let off = &o.rows[0];
+        assert_eq!((off.label.as_str(), off.n), ("off", 3));
+        assert_eq!(off.values, vec![Some(52.0), None]);
+        let s = off.spread[0].expect("a spread");
+        assert_eq!((s.median, s.n), (52.0, 3));
+        assert!(
+            (s.p10 - 51.2).abs() < 1e-9 && (s.p90 - 218.4).abs() < 1e-9,
+            "{s:?}"
+        );
+        assert_eq!(off.spread[1], None, "never measured: no spread");
+        assert_eq!(o.notes, vec!["a".to_string(), "b".to_string()], "each once");
+    }
+
+    #[test]
+    fn rows_are_matched_by_label_and_one_run_keeps_its_verdict() {
+        let mut failed = run(50.0, 150.0, "x");
+        failed.rows.remove(1);
+        let o = summarise(vec![run(50.0, 150.0, "x"), failed], |rows| {
+            Some(judge(rows))
+        });
+        assert_eq!(o.rows.iter().map(|r| r.n).collect::<Vec<_>>(), vec![2, 1]);
+        assert!(o.pass);
+        // One run: its own verdict, not a second opinion.
+        let mut single = run(50.0, 60.0, "x");
+        single.pass = true;
+        let o = summarise(vec![single], |_| Some((false, "ignored".into())));
+        assert!(o.pass && o.repeats == 1, "{o:?}");
+    }
+
+    #[test]
+    fn without_a_judge_the_majority_of_runs_decides() {
+        let o = summarise(
+            vec![
+                run(50.0, 150.0, "x"),
+                run(50.0, 60.0, "x"),
+                run(50.0, 150.0, "x"),
+            ],
+            |_| None,
+        );
+        assert!(o.pass);
+        assert!(
+            o.verdict.starts_with("2 of 3 runs matched"),
+            "{}",
+            o.verdict
+        );
+        let o = summarise(vec![run(50.0, 150.0, "x"), run(50.0, 60.0, "x")], |_| None);
+        assert!(!o.pass, "a tie is not a majority");
+    }
+
+    #[test]
+    fn default_repeats_apply_only_with_loss() {
+        assert_eq!(E.default_repeats(0.0), 1);
+        assert_eq!(E.default_repeats(0.01), 3);
+    }
+}

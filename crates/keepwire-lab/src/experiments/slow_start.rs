@@ -16,9 +16,15 @@ pub(super) const EXPERIMENT: Experiment = Experiment {
     title: "a download on a new vs a warm connection",
     rules: "R2.2",
     run,
-    repeats: 3,
+    // 1 run in 9 at 1 % loss flips (a tail loss on the warm download):
+    // the median of 5 holds unless 3 do.
+    repeats: 5,
     judge: Some(judge),
 };
+
+/// The download on a lossy link: small enough that most transfers lose
+/// nothing, large enough for 3 rounds of slow start (10 + 20 + 40 segments).
+const LOSSY_DOWNLOAD: usize = 64 * 1024;
 
 /// Rounds of slow start to send `bytes` from an initial window of 10
 /// segments of 1448 bytes, doubling each round.
@@ -38,7 +44,12 @@ fn slow_start_rounds(bytes: usize) -> f64 {
 /// Experiment 3 (R2.2): the same download, cold and warm.
 pub(super) fn run(lab: &Lab) -> Outcome {
     let r = lab.r_ms();
-    let size = lab.sizes.download;
+    let lossy = lab.link.spec.loss > 0.0;
+    let size = if lossy {
+        lab.sizes.download.min(LOSSY_DOWNLOAD)
+    } else {
+        lab.sizes.download
+    };
     let addr = lab.origin;
     let result: Result<(f64, f64), String> = lab.link.client.run(move || async move {
         let path = format!("GET /lab/bytes/{size} HTTP/1.1\r\nHost: lab\r\n\r\n");
@@ -73,6 +84,16 @@ pub(super) fn run(lab: &Lab) -> Outcome {
          doubling) + {transfer:.0} ms at the link rate; warm = 1 RTT + transfer",
         rounds - 1.0
     )];
+    if lossy {
+        notes.push(format!(
+            "with loss the download is {} KiB ({} segments, under one loss expected at 1 %): a \
+             larger one is dominated by loss recovery, and a connection whose window a loss \
+             has just halved is not warm (measured at 1 % loss, 1 MiB: the warm download \
+             slower than the new one in 9 runs of 9, medians 2,372 vs 675 ms)",
+            size / 1024,
+            size.div_ceil(1448)
+        ));
+    }
     if let Some(cc) = congestion_control(lab) {
         notes.push(format!("congestion control in the namespaces: {cc}"));
     }
