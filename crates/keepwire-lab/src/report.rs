@@ -226,16 +226,21 @@ fn section(h: &mut String, o: &Outcome) {
     h.push_str("</section>\n");
 }
 
-/// Horizontal bars: measured (solid) and model (outline) per row.
+/// Horizontal bars: measured (solid, its median over repeats, with a
+/// p10–p90 whisker when there were several) and model (a mark) per row.
 fn chart(h: &mut String, o: &Outcome) {
     let (mi, model) = o.chart;
-    let rows: Vec<(&str, f64, Option<f64>)> = o
+    // (label, measured, model, p10–p90 over repeats)
+    type Bar<'a> = (&'a str, f64, Option<f64>, Option<(f64, f64)>);
+    let rows: Vec<Bar> = o
         .rows
         .iter()
         .filter_map(|r| {
             let m = r.values.get(mi).copied().flatten()?;
             let model = model.and_then(|i| r.values.get(i).copied().flatten());
-            Some((r.label.as_str(), m, model))
+            let spread = r.spread.get(mi).copied().flatten();
+            let whisker = spread.filter(|s| s.n > 1).map(|s| (s.p10, s.p90));
+            Some((r.label.as_str(), m, model, whisker))
         })
         .collect();
     if rows.is_empty() {
@@ -243,7 +248,7 @@ fn chart(h: &mut String, o: &Outcome) {
     }
     let max = rows
         .iter()
-        .map(|(_, m, md)| m.max(md.unwrap_or(0.0)))
+        .map(|(_, m, md, wh)| m.max(md.unwrap_or(0.0)).max(wh.map_or(0.0, |w| w.1)))
         .fold(0.0, f64::max)
         .max(1e-9);
     let (left, width, row_h) = (230.0, 520.0, 26.0);
@@ -254,7 +259,7 @@ fn chart(h: &mut String, o: &Outcome) {
         left + width + 80.0,
         esc(o.id)
     );
-    for (i, (label, m, md)) in rows.iter().enumerate() {
+    for (i, (label, m, md, whisker)) in rows.iter().enumerate() {
         let y = i as f64 * row_h + 4.0;
         let w = m / max * width;
         let _ = write!(
@@ -269,6 +274,16 @@ fn chart(h: &mut String, o: &Outcome) {
             y + 14.0,
             fmt_value(Some(*m))
         );
+        if let Some((p10, p90)) = whisker {
+            let (x1, x2, yc) = (left + p10 / max * width, left + p90 / max * width, y + 8.0);
+            let _ = write!(
+                h,
+                "<line class=\"spread\" x1=\"{x1:.1}\" x2=\"{x2:.1}\" y1=\"{yc}\" y2=\"{yc}\" \
+                 stroke=\"#222\" stroke-width=\"1.5\"><title>p10–p90: {}–{}</title></line>",
+                fmt_value(Some(*p10)),
+                fmt_value(Some(*p90))
+            );
+        }
         if let Some(md) = md {
             let x = left + md / max * width;
             let _ = write!(
@@ -476,6 +491,60 @@ mod tests {
                 Some(num("x")? + num("width")?)
             })
             .collect()
+    }
+
+    #[test]
+    fn repeats_show_the_spread_and_n_in_table_and_chart() {
+        let mut o = crate::experiments::Outcome {
+            id: "nagle",
+            title: "t",
+            rules: "R2.3",
+            columns: vec!["p50 ms".into(), "model ms".into()],
+            rows: Vec::new(),
+            chart: (0, Some(1)),
+            pass: true,
+            verdict: String::new(),
+            notes: Vec::new(),
+            waterfalls: Vec::new(),
+            page_loads: Vec::new(),
+            timelines: Vec::new(),
+            repeats: 3,
+            runs_matched: 2,
+            losses: crate::experiments::Losses {
+                dropped_packets: 7,
+                rto: Some(1),
+                retransmitted_segments: Some(5),
+            },
+        };
+        let spread = |median, p10, p90| crate::experiments::Spread {
+            median,
+            p10,
+            p90,
+            n: 3,
+        };
+        o.rows = vec![Row {
+            label: "Nagle on".into(),
+            values: vec![Some(145.0), Some(140.0)],
+            spread: vec![
+                Some(spread(145.0, 144.2, 318.4)),
+                Some(spread(140.0, 140.0, 140.0)),
+            ],
+            n: 3,
+        }];
+        let mut h = String::new();
+        section(&mut h, &o);
+        assert!(h.contains("<th>N</th>"), "{h}");
+        assert!(
+            h.contains("<td>145 [144–318]</td><td>140</td><td>3</td>"),
+            "{h}"
+        );
+        assert!(h.contains("<title>p10–p90: 144–318</title>"), "{h}");
+        assert!(h.contains("3 runs: each value is the median"), "{h}");
+        assert!(
+            h.contains("7 packets dropped by the link, 1 retransmission timeouts and 5 segments"),
+            "{h}"
+        );
+        assert!(h.contains("2 of 3 runs matched on their own"), "{h}");
     }
 
     #[test]
