@@ -36,9 +36,9 @@ pub struct LabArgs {
     loss: f64,
     /// Run every experiment N times: each value is then the median with
     /// p10–p90, and the verdict is judged on the medians. Default: 1 on a
-    /// lossless link; with --loss, each experiment's own (3 for most, 1 for
-    /// time-wait and realtime, whose counts and many events are their own
-    /// repeats).
+    /// lossless link; with --loss, each experiment's own (5 for slow-start
+    /// and tls, 3 for most, 1 for time-wait and realtime, whose thousands of
+    /// connections and many events are their own repeats).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=100))]
     repeat: Option<u16>,
     /// Reduced sizes (fewer requests, shorter timeouts): what the tests run.
@@ -193,7 +193,7 @@ pub fn run(mut args: LabArgs) -> Result<(), String> {
                 if repeats == 1 { "" } else { "s" }
             ));
         }
-        tables_out(&table(&outcome, link.label(), color));
+        tables_out(&table(&outcome, link.label(), color, args.loss > 0.0));
         outcomes.push(outcome);
     }
     let report = LabReport::new(&link, args.quick, outcomes);
@@ -224,7 +224,7 @@ pub fn run(mut args: LabArgs) -> Result<(), String> {
 }
 
 /// The terminal table of one experiment.
-fn table(o: &Outcome, link: &str, color: bool) -> String {
+fn table(o: &Outcome, link: &str, color: bool, lossy: bool) -> String {
     let mut out = format!("\n== {} — {} ({}) [{link}]\n", o.id, o.title, o.rules);
     let label_w = o
         .rows
@@ -270,7 +270,7 @@ fn table(o: &Outcome, link: &str, color: bool) -> String {
     for n in &o.notes {
         out.push_str(&format!("  note: {n}\n"));
     }
-    if let Some(l) = fmt_losses(o) {
+    if let Some(l) = fmt_losses(o, lossy) {
         out.push_str(&format!("  losses: {l}\n"));
     }
     out.push_str(&format!(

@@ -93,10 +93,12 @@ pub fn fmt_cell(row: &Row, col: usize) -> String {
     }
 }
 
-/// What loss cost an experiment, in words: `None` when nothing was lost.
-pub fn fmt_losses(o: &Outcome) -> Option<String> {
+/// What loss cost an experiment, in words: `None` when nothing was lost,
+/// unless `lossy` (the link drops packets: then "0" is worth saying).
+pub fn fmt_losses(o: &Outcome, lossy: bool) -> Option<String> {
     let l = &o.losses;
-    if l.dropped_packets == 0
+    if !lossy
+        && l.dropped_packets == 0
         && l.rto.unwrap_or(0) == 0
         && l.retransmitted_segments.unwrap_or(0) == 0
     {
@@ -172,13 +174,13 @@ pub fn render(r: &LabReport) -> String {
         r.experiments.len()
     );
     for o in &r.experiments {
-        section(&mut h, o);
+        section(&mut h, o, r.loss_percent > 0.0);
     }
     h.push_str("</body></html>\n");
     h
 }
 
-fn section(h: &mut String, o: &Outcome) {
+fn section(h: &mut String, o: &Outcome, lossy: bool) {
     let _ = write!(
         h,
         "<section id=\"{}\"><h2>{} — {} <small>({})</small></h2>\n<div class=\"wide\"><table><tr><th></th>",
@@ -207,7 +209,7 @@ fn section(h: &mut String, o: &Outcome) {
             o.repeats
         );
     }
-    if let Some(l) = fmt_losses(o) {
+    if let Some(l) = fmt_losses(o, lossy) {
         let _ = writeln!(h, "<p class=\"note\">Losses {}.</p>", esc(&l));
     }
     chart(h, o);
@@ -532,7 +534,7 @@ mod tests {
             n: 3,
         }];
         let mut h = String::new();
-        section(&mut h, &o);
+        section(&mut h, &o, false);
         assert!(h.contains("<th>N</th>"), "{h}");
         assert!(
             h.contains("<td>145 [144–318]</td><td>140</td><td>3</td>"),
@@ -577,7 +579,7 @@ mod tests {
             ),
         ];
         let mut h = String::new();
-        section(&mut h, &o);
+        section(&mut h, &o, false);
         assert_eq!(
             h.matches("<svg class=\"waterfall\"").count(),
             1,

@@ -48,6 +48,10 @@ const COLUMNS: [&str; 15] = [
 
 /// Latencies must be within this fraction of the model's.
 const TOLERANCE: f64 = 0.15;
+/// What one retransmission may add under loss: Linux's minimum RTO (a
+/// tail-loss probe fires sooner), plus the resent segment's crossing (the
+/// RTT, added where it is used).
+const RETRANSMISSION_MS: f64 = 200.0;
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// The long poll's hold: longer than any quiet time of the plans, so the
 /// model's timeouts stay theoretical; the model handles them anyway.
@@ -171,10 +175,22 @@ pub(super) fn run(lab: &Lab) -> Outcome {
 
 /// Every run within the tolerance of its model at p50 and p99, every event
 /// delivered, requests and connections exact.
-fn judge(_lab: &Lab, rows: &[Row]) -> (bool, String) {
+///
+/// With loss, p99 (with 20 events, about the worst one) may exceed the
+/// lossless model by one retransmission: a lost segment, or one an event
+/// queues behind, is resent after a tail-loss probe or a timeout (Linux:
+/// 200 ms at least) and crosses once more. At 1 % loss about one row in
+/// five loses a segment per run (measured: 5 of 13 rows off at p99 in one
+/// run, by 6–48 ms), so repeats cannot steady it; the allowance can.
+fn judge(lab: &Lab, rows: &[Row]) -> (bool, String) {
+    let allowance = if lab.link.spec.loss > 0.0 {
+        RETRANSMISSION_MS + lab.r_ms()
+    } else {
+        0.0
+    };
     let failed: Vec<String> = rows
         .iter()
-        .filter_map(|r| off(&r.values).map(|o| format!("{} ({o})", r.label)))
+        .filter_map(|r| off(&r.values, allowance).map(|o| format!("{} ({o})", r.label)))
         .collect();
     let sse = |path: Path| {
         let label = format!("{}{}, random", Technique::Sse.name(), path.suffix());
@@ -188,9 +204,14 @@ fn judge(_lab: &Lab, rows: &[Row]) -> (bool, String) {
         sse(Path::Buffering)
     );
     if failed.is_empty() && !rows.is_empty() {
+        let tail = if allowance > 0.0 {
+            format!(" (p99 plus {allowance:.0} ms for one retransmission under loss)")
+        } else {
+            String::new()
+        };
         let verdict = format!(
-            "every run within {:.0} % of its model at p50 and p99, requests and connections \
-             exact; {streaming}",
+            "every run within {:.0} % of its model at p50 and p99{tail}, requests and \
+             connections exact; {streaming}",
             TOLERANCE * 100.0
         );
         (true, verdict)
@@ -202,8 +223,9 @@ fn judge(_lab: &Lab, rows: &[Row]) -> (bool, String) {
     }
 }
 
-/// Where a row is off its model, if it is (columns as in `COLUMNS`).
-fn off(values: &[Option<f64>]) -> Option<String> {
+/// Where a row is off its model, if it is (columns as in `COLUMNS`); p99
+/// may exceed it by `allowance` ms more.
+fn off(values: &[Option<f64>], allowance: f64) -> Option<String> {
     let v = |i: usize| values.get(i).copied().flatten();
     let (Some(events), Some(delivered), Some(requests), Some(model_requests)) =
         (v(0), v(1), v(6), v(7))
@@ -215,9 +237,11 @@ fn off(values: &[Option<f64>]) -> Option<String> {
     if delivered != events {
         off.push(format!("{delivered} of {events} delivered"));
     }
-    for (what, x, m) in [("p50", v(2), v(3)), ("p99", v(4), v(5))] {
+    for (what, x, m, extra) in [("p50", v(2), v(3), 0.0), ("p99", v(4), v(5), allowance)] {
         match (x, m) {
-            (Some(x), Some(m)) if !within(m, x) => off.push(format!("{what} {x:.1} vs {m:.1} ms")),
+            (Some(x), Some(m)) if !(within(m, x) || x > m && x <= m + extra) => {
+                off.push(format!("{what} {x:.1} vs {m:.1} ms"))
+            }
             (Some(_), Some(_)) => {}
             _ => off.push(format!("{what} not measured")),
         }

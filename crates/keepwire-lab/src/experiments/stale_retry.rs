@@ -2,7 +2,7 @@
 //! idle timeout: a naive client fails on connections the server closed,
 //! keepwire's client retries only what is safe to retry.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::{Request, StatusCode};
@@ -41,6 +41,9 @@ pub(super) fn run(lab: &Lab) -> Outcome {
         })
         .collect();
     let is_post = |i: usize| i % 4 >= 2;
+    // POST ids are unique per run: the servers' counts outlive a repeat.
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let nonce = RUNS.fetch_add(1, Ordering::Relaxed);
     let addr = lab.stale;
     let posts = lab.posts.clone();
     let dup = move |prefix: &str| -> u64 {
@@ -70,7 +73,7 @@ pub(super) fn run(lab: &Lab) -> Outcome {
             };
             let req = if post {
                 format!(
-                    "POST /lab/post HTTP/1.1\r\nHost: lab\r\nX-Id: naive-{i}\r\nContent-Length: 2\r\n\r\nhi"
+                    "POST /lab/post HTTP/1.1\r\nHost: lab\r\nX-Id: naive-{nonce}-{i}\r\nContent-Length: 2\r\n\r\nhi"
                 )
             } else {
                 "GET /obj/0.png HTTP/1.1\r\nHost: lab\r\n\r\n".to_string()
@@ -97,7 +100,7 @@ pub(super) fn run(lab: &Lab) -> Outcome {
             let post = is_post(i);
             let req = if post {
                 Request::post(format!("http://{addr}/lab/post"))
-                    .header("x-id", format!("keepwire-{i}"))
+                    .header("x-id", format!("keepwire-{nonce}-{i}"))
                     .body(Body::from("hi"))
             } else {
                 Request::get(format!("http://{addr}/obj/0.png")).body(Body::empty())
@@ -121,7 +124,10 @@ pub(super) fn run(lab: &Lab) -> Outcome {
         let retries = client.metrics().retries.load(Ordering::Relaxed);
         (get_err, post_err, retries)
     });
-    let (naive_dup, kw_dup) = (dup("naive-"), dup("keepwire-"));
+    let (naive_dup, kw_dup) = (
+        dup(&format!("naive-{nonce}-")),
+        dup(&format!("keepwire-{nonce}-")),
+    );
     rows.push(row(
         "naive (no probe, no retry)",
         vec![
