@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 use keepwire_lab::experiments::{self, Experiment, Outcome};
-use keepwire_lab::report::{self, fmt_value};
+use keepwire_lab::report::{self, fmt_cell, fmt_losses};
 use keepwire_lab::{Lab, LabReport, Link, LinkSpec};
 
 use crate::common::{Out, parse_duration, use_color};
@@ -34,6 +34,13 @@ pub struct LabArgs {
     /// Packet loss in each direction, in percent (0–50).
     #[arg(long, default_value_t = 0.0, value_parser = parse_loss, value_name = "PERCENT")]
     loss: f64,
+    /// Run every experiment N times: each value is then the median with
+    /// p10–p90, and the verdict is judged on the medians. Default: 1 on a
+    /// lossless link; with --loss, each experiment's own (5 for slow-start
+    /// and tls, 3 for most, 1 for time-wait and realtime, whose thousands of
+    /// connections and many events are their own repeats).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=100))]
+    repeat: Option<u16>,
     /// Reduced sizes (fewer requests, shorter timeouts): what the tests run.
     #[arg(long)]
     quick: bool,
@@ -193,16 +200,21 @@ pub fn run(mut args: LabArgs) -> Result<(), String> {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_message(format!("{}: {}", e.id, e.title));
         bar.enable_steady_tick(Duration::from_millis(120));
-        let mut outcome = (e.run)(&lab);
+        let repeats = args
+            .repeat
+            .map_or_else(|| e.default_repeats(args.loss), usize::from);
+        let mut outcome = e.repeated(&lab, repeats);
         bar.finish_and_clear();
         if args.loss > 0.0 {
             outcome.notes.push(format!(
-                "loss {}%: a lost packet costs a retransmission timeout (200 ms or more), which \
-                 dominates single samples; the models and verdicts assume a lossless link",
-                args.loss
+                "loss {}%: a lost packet costs a retransmission timeout (200 ms or more) or a \
+                 fast retransmit, which can dominate a single sample; the models assume a \
+                 lossless link, so the verdict is judged on the medians of {repeats} run{}",
+                args.loss,
+                if repeats == 1 { "" } else { "s" }
             ));
         }
-        tables_out(&table(&outcome, link.label(), color));
+        tables_out(&table(&outcome, link.label(), color, args.loss > 0.0));
         outcomes.push(outcome);
     }
     let report = LabReport::new(&link, args.quick, outcomes);
@@ -233,7 +245,7 @@ pub fn run(mut args: LabArgs) -> Result<(), String> {
 }
 
 /// The terminal table of one experiment.
-fn table(o: &Outcome, link: &str, color: bool) -> String {
+fn table(o: &Outcome, link: &str, color: bool, lossy: bool) -> String {
     let mut out = format!("\n== {} — {} ({}) [{link}]\n", o.id, o.title, o.rules);
     let label_w = o
         .rows
@@ -242,21 +254,45 @@ fn table(o: &Outcome, link: &str, color: bool) -> String {
         .max()
         .unwrap_or(0)
         .max(8);
-    let widths: Vec<usize> = o.columns.iter().map(|c| c.len().max(8)).collect();
+    let cells: Vec<Vec<String>> = o
+        .rows
+        .iter()
+        .map(|r| (0..r.values.len()).map(|i| fmt_cell(r, i)).collect())
+        .collect();
+    let widths: Vec<usize> = o
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            cells
+                .iter()
+                .filter_map(|row| row.get(i).map(|s| s.chars().count()))
+                .fold(c.len().max(8), usize::max)
+        })
+        .collect();
     out.push_str(&format!("  {:<label_w$}", ""));
     for (c, w) in o.columns.iter().zip(&widths) {
         out.push_str(&format!("  {c:>w$}"));
     }
-    out.push('\n');
-    for r in &o.rows {
+    out.push_str("    N\n");
+    for (r, row_cells) in o.rows.iter().zip(&cells) {
         out.push_str(&format!("  {:<label_w$}", r.label));
-        for (v, w) in r.values.iter().zip(&widths) {
-            out.push_str(&format!("  {:>w$}", fmt_value(*v)));
+        for (v, w) in row_cells.iter().zip(&widths) {
+            out.push_str(&format!("  {v:>w$}"));
         }
-        out.push('\n');
+        out.push_str(&format!("  {:>3}\n", r.n));
+    }
+    if o.repeats > 1 {
+        out.push_str(&format!(
+            "  ({} runs: medians, [p10–p90] beside them; the verdict is on the medians)\n",
+            o.repeats
+        ));
     }
     for n in &o.notes {
         out.push_str(&format!("  note: {n}\n"));
+    }
+    if let Some(l) = fmt_losses(o, lossy) {
+        out.push_str(&format!("  losses: {l}\n"));
     }
     out.push_str(&format!(
         "  verdict: {} — {}\n",
