@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Args;
 use keepwire_lab::experiments::{self, Experiment, Outcome};
 use keepwire_lab::report::{self, fmt_value};
-use keepwire_lab::{Lab, LabReport, Link, LinkSpec};
+use keepwire_lab::{CongestionControl, Lab, LabReport, Link, LinkSpec};
 
 use crate::common::{Out, parse_duration, use_color};
 
@@ -34,6 +34,9 @@ pub struct LabArgs {
     /// Packet loss in each direction, in percent (0–50).
     #[arg(long, default_value_t = 0.0, value_name = "PERCENT")]
     loss: f64,
+    /// Congestion control in the namespaces (default: the host's).
+    #[arg(long, value_name = "NAME", value_parser = CongestionControl::NAMES)]
+    cc: Option<String>,
     /// Reduced sizes (fewer requests, shorter timeouts): what the tests run.
     #[arg(long)]
     quick: bool,
@@ -145,13 +148,22 @@ pub fn run(mut args: LabArgs) -> Result<(), String> {
     let spec = LinkSpec::default()
         .rtt(args.rtt)
         .bandwidth(args.bandwidth)
-        .loss(args.loss / 100.0);
+        .loss(args.loss / 100.0)
+        .cc(args
+            .cc
+            .as_deref()
+            .map_or(Ok(CongestionControl::Host), CongestionControl::parse)?);
     let link = if args.relay {
         Link::relay(spec, "asked for with --relay".into())
     } else {
         Link::new(spec)
     }
     .map_err(|e| format!("cannot build the link: {e}"))?;
+    if let (Some(cc), Some(why)) = (&args.cc, &link.fallback_reason) {
+        return Err(format!(
+            "--cc {cc} needs the namespaces, and they failed: {why}"
+        ));
+    }
     eprintln!(
         "keepwire lab: link RTT {} ms, {} Mbit/s, loss {}% — {}",
         args.rtt.as_secs_f64() * 1000.0,
@@ -159,9 +171,11 @@ pub fn run(mut args: LabArgs) -> Result<(), String> {
         args.loss,
         match &link.fallback_reason {
             None => format!(
-                "exact: two network namespaces (net:[{}] net:[{}]) joined by a userspace delay line",
+                "exact: two network namespaces (net:[{}] net:[{}]) joined by a userspace delay \
+                 line, congestion control {}",
                 link.server.netns.unwrap_or(0),
-                link.client.netns.unwrap_or(0)
+                link.client.netns.unwrap_or(0),
+                link.congestion_control.as_deref().unwrap_or("unknown")
             ),
             Some(why) => format!("APPROXIMATE: userspace relay on loopback ({why})"),
         }

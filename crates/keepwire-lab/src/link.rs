@@ -40,6 +40,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::wire::{self, WireCounters};
+mod tcp;
+pub use tcp::CongestionControl;
 
 /// What the link looks like: by default the lab's wide-area link, RTT
 /// 50 ms, 100 Mbit/s each way, no loss.
@@ -58,6 +60,8 @@ pub struct LinkSpec {
     pub bandwidth: u64,
     /// Packet loss probability in each direction (0..1).
     pub loss: f64,
+    /// Congestion control in the namespaces.
+    pub cc: CongestionControl,
 }
 
 impl Default for LinkSpec {
@@ -66,6 +70,7 @@ impl Default for LinkSpec {
             rtt: Duration::from_millis(50),
             bandwidth: 100_000_000,
             loss: 0.0,
+            cc: CongestionControl::Host,
         }
     }
 }
@@ -213,6 +218,8 @@ pub struct Link {
     pub exact: bool,
     /// Why the fallback was used, if it was.
     pub fallback_reason: Option<String>,
+    /// The congestion control a new socket runs in the namespaces.
+    pub congestion_control: Option<String>,
     stop: Arc<AtomicBool>,
     lines: Vec<JoinHandle<()>>,
     /// Packets dropped by the loss model or a full queue.
@@ -239,11 +246,11 @@ impl Link {
                 "network namespaces need root (run as root for real TCP over the link)",
             ));
         }
-        let (server, tun_s) = LinkEnd::start("server", SERVER_IP.into(), || {
-            enter_namespace(SERVER_IP, CLIENT_IP)
+        let (server, (tun_s, cc)) = LinkEnd::start("server", SERVER_IP.into(), move || {
+            enter_namespace([SERVER_IP, CLIENT_IP], spec.cc)
         })?;
-        let (client, tun_c) = LinkEnd::start("client", CLIENT_IP.into(), || {
-            enter_namespace(CLIENT_IP, SERVER_IP)
+        let (client, (tun_c, _)) = LinkEnd::start("client", CLIENT_IP.into(), move || {
+            enter_namespace([CLIENT_IP, SERVER_IP], spec.cc)
         })?;
         let stop = Arc::new(AtomicBool::new(false));
         let dropped = Arc::new(AtomicU64::new(0));
@@ -268,6 +275,7 @@ impl Link {
             spec,
             exact: true,
             fallback_reason: None,
+            congestion_control: Some(cc),
             stop,
             lines,
             dropped,
@@ -287,6 +295,7 @@ impl Link {
             spec,
             exact: false,
             fallback_reason: Some(reason),
+            congestion_control: None,
             stop: Arc::new(AtomicBool::new(false)),
             lines: Vec::new(),
             dropped: Arc::new(AtomicU64::new(0)),
@@ -332,9 +341,10 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Moves the calling thread into a new network namespace, brings up `lo`
-/// and a point-to-point TUN device `local` ↔ `peer`, and returns its fd.
-fn enter_namespace(local: Ipv4Addr, peer: Ipv4Addr) -> io::Result<OwnedFd> {
+/// Moves the calling thread into a new network namespace, brings up `lo` and
+/// a TUN device `local` ↔ `peer`: its fd and the congestion control run there.
+fn enter_namespace(ends: [Ipv4Addr; 2], cc: CongestionControl) -> io::Result<(OwnedFd, String)> {
+    let [local, peer] = ends;
     // SAFETY: unshare only changes this thread's namespace membership.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
         return Err(io::Error::other(format!(
@@ -343,15 +353,7 @@ fn enter_namespace(local: Ipv4Addr, peer: Ipv4Addr) -> io::Result<OwnedFd> {
         )));
     }
     let tun = open_tun(DEV)?;
-    // Per-namespace TCP settings, best effort: classic slow start (the
-    // chapter's model) where available, and no metrics cache, so every new
-    // connection starts cold instead of from the last one's window.
-    let knob = |name: &str, value: &str| {
-        std::fs::write(format!("/proc/sys/net/ipv4/{name}"), value).is_ok()
-    };
-    // cubic may be refused in a new namespace; reno has the same slow start.
-    let _ = knob("tcp_congestion_control", "cubic") || knob("tcp_congestion_control", "reno");
-    let _ = knob("tcp_no_metrics_save", "1");
+    let cc = tcp::tune_namespace(cc)?;
     // `ip` runs in this thread's namespace: a child inherits it.
     let steps: [&[&str]; 3] = [
         &["link", "set", "lo", "up"],
@@ -387,7 +389,7 @@ fn enter_namespace(local: Ipv4Addr, peer: Ipv4Addr) -> io::Result<OwnedFd> {
             )));
         }
     }
-    Ok(tun)
+    Ok((tun, cc))
 }
 
 /// Where iproute2's `ip` may live, in the order tried. The lab runs it as
