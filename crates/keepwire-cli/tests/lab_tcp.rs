@@ -124,3 +124,61 @@ fn an_unknown_cc_is_a_usage_error() {
         "{stderr}"
     );
 }
+
+/// The value of `label`'s row in column `col` of experiment `id`.
+fn cell(doc: &Value, id: &str, label: &str, col: &str) -> f64 {
+    let e = doc["experiments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == id)
+        .unwrap_or_else(|| panic!("no {id} in {doc}"));
+    let at = e["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|c| c == col)
+        .unwrap_or_else(|| panic!("no column {col} in {e}"));
+    let row = e["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["label"].as_str().unwrap().starts_with(label))
+        .unwrap_or_else(|| panic!("no row {label} in {e}"));
+    row["values"][at]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{label}/{col} missing in {e}"))
+}
+
+/// Every connection is accounted for from the kernel's own counters: each
+/// entered TIME_WAIT (once, or on both ends when the FINs crossed), and
+/// with 200 connections the client's ports never come round, so none ended
+/// early and the sockets counted are exactly the entries. The note names
+/// the counters it read.
+#[test]
+fn every_time_wait_entry_is_accounted_for() {
+    need_root!();
+    let (doc, _, _) = lab("time-wait", &[]);
+    let at = |col| cell(&doc, "time-wait", "new connection", col);
+    let connections = at("connections");
+    assert_eq!(connections, 200.0, "{doc}");
+    let entered = at("entered TIME_WAIT");
+    assert!(
+        (connections..=2.0 * connections).contains(&entered),
+        "{doc}"
+    );
+    assert_eq!(at("ended early"), 0.0, "{doc}");
+    assert_eq!(
+        at("TIME_WAIT client") + at("TIME_WAIT server"),
+        entered,
+        "{doc}"
+    );
+    let notes = doc["experiments"][0]["notes"].to_string();
+    assert!(
+        notes.contains(&format!(
+            "{entered} entered TIME_WAIT (kernel counter TcpExt TW"
+        )),
+        "{notes}"
+    );
+    assert!(notes.contains("0 refused by tcp_max_tw_buckets"), "{notes}");
+}
