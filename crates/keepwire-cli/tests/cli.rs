@@ -24,6 +24,9 @@ fn commands(help: &str) -> Vec<String> {
         .skip_while(|l| *l != "Commands:")
         .skip(1)
         .take_while(|l| l.starts_with("  "))
+        // A name is indented by two; a description wrapped to a narrow
+        // terminal continues on lines indented further.
+        .filter(|l| !l.starts_with("   "))
         .filter_map(|l| l.split_whitespace().next())
         .filter(|n| *n != "help")
         .map(str::to_string)
