@@ -69,6 +69,7 @@ Examples:
   keepwire lab                       # every experiment at RTT 50 ms
   keepwire lab --list
   keepwire lab page-load nagle --rtt 100ms --bandwidth 20mbit
+  keepwire lab slow-start --cc reno  # default: the host's congestion control
   keepwire lab --json lab.json --report lab.html
   keepwire lab nagle --json > lab.json  # a bare --json is stdout: put it last";
 
