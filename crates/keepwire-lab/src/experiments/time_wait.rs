@@ -120,7 +120,8 @@ pub(super) fn run(lab: &Lab) -> Outcome {
                     _ => None,
                 };
                 if let Some(a) = account.filter(|_| !keep_alive) {
-                    notes.push(a.explain(rep.connections));
+                    let ports = lab.link.client.blocking(ephemeral_ports);
+                    notes.push(a.explain(rep.connections, ports));
                 }
                 rates[i] = rep.rate();
                 let model_rate = if keep_alive {
@@ -230,6 +231,14 @@ impl TwCounters {
     }
 }
 
+/// The size of the calling thread's namespace's ephemeral port range.
+fn ephemeral_ports() -> Option<u64> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut ends = range.split_whitespace().map(|p| p.parse::<u64>().ok());
+    let (low, high) = (ends.next()??, ends.next()??);
+    Some(high.checked_sub(low)? + 1)
+}
+
 /// One value of a `/proc/net/{netstat,snmp}` table: a `Section: names`
 /// line followed by a `Section: values` line.
 fn mib(text: &str, section: &str, name: &str) -> Option<u64> {
@@ -273,7 +282,8 @@ impl Accounting {
     }
 
     /// The note: every connection accounted for, and the cause named.
-    fn explain(&self, connections: u64) -> String {
+    /// `ports`: how many ephemeral ports the client side has.
+    fn explain(&self, connections: u64, ports: Option<u64>) -> String {
         let mut s = format!(
             "{connections} connections: {} entered TIME_WAIT (kernel counter TcpExt TW; {} \
              on the client side, which closed first or at once with the server), {} refused by \
@@ -284,18 +294,20 @@ impl Accounting {
             self.left,
             self.ended_early()
         );
+        // Linux steps a random 2, 4, … 16 ports per connect: 9 on average.
+        let came_round = ports.is_some_and(|p| connections * 9 > p);
         if self.ended_early() > 0 {
-            s.push_str(&if self.rsts == 0 {
-                " — no RST was sent, so each was taken over: the client's ephemeral ports came \
-                 round (Linux steps a random 2–16 ports per connect) and a new SYN on the same \
-                 port pair reopens a TIME_WAIT socket the other side holds"
-                    .to_string()
-            } else {
-                format!(
-                    " — taken over by a new SYN on the same port pair (ports came round) or \
-                     ended by one of the {} RSTs sent",
-                    self.rsts
-                )
+            s.push_str(&match (self.rsts, ports) {
+                (0, Some(p)) if came_round => format!(
+                    " — no RST was sent, so each was taken over: {connections} connects, \
+                     stepping a random 2–16 ports each (9 on average), go round the client's \
+                     {p} ephemeral ports, and a new SYN on a port pair reopens the TIME_WAIT \
+                     socket the server holds for it"
+                ),
+                (rsts, _) => format!(
+                    " by a cause not identified here ({rsts} RSTs sent, {} ephemeral ports)",
+                    ports.map_or("unknown".into(), |p| p.to_string())
+                ),
             });
         }
         s
@@ -372,7 +384,7 @@ mod tests {
     #[test]
     fn time_wait_left_is_the_distinct_port_pairs_and_the_rest_was_taken_over() {
         const N: usize = 120;
-        let Some((ports, account)) =
+        let Some((ports, account, ephemeral)) =
             in_scratch_namespace(&[("ip_local_port_range", "40000 40049")], || {
                 let before = TwCounters::read().unwrap();
                 let ports = short_connections(N);
@@ -381,6 +393,7 @@ mod tests {
                 (
                     ports,
                     Accounting::new(after.since(&before), TwCounters::default(), left),
+                    ephemeral_ports(),
                 )
             })
         else {
@@ -393,9 +406,13 @@ mod tests {
         assert_eq!(account.rsts, 0, "{account:?}");
         assert_eq!(account.left, distinct, "{account:?}");
         assert_eq!(account.ended_early(), N as u64 - distinct, "{account:?}");
-        let note = account.explain(N as u64);
+        let note = account.explain(N as u64, ephemeral);
+        assert_eq!(ephemeral, Some(50));
         assert!(note.contains(&format!("{N} entered TIME_WAIT")), "{note}");
         assert!(note.contains("taken over"), "{note}");
+        // Too few connections to go round so many ports: not explained so.
+        let unexplained = account.explain(N as u64, Some(28_232));
+        assert!(unexplained.contains("not identified"), "{unexplained}");
     }
 
     /// The other cause a namespace could have: a small tcp_max_tw_buckets
