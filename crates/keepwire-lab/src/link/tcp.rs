@@ -14,10 +14,12 @@
 //! namespace had been running the host's bbr all along. Per socket,
 //! `setsockopt(TCP_CONGESTION)` accepts a restricted algorithm with
 //! CAP_NET_ADMIN in the namespace (also inside a user namespace); so does a
-//! route's `congctl` metric (`RTAX_CC_ALGO`). A name the kernel lacks gives
-//! ENOENT; the kernel loads `tcp_<name>` itself on that write when the
-//! writer is root in the host (`request_module`), never from a user
-//! namespace.
+//! route's `congctl` metric (`RTAX_CC_ALGO`, both ends of a connection
+//! over that route; tried with `ip route replace … congctl cubic`). A name
+//! the kernel lacks gives ENOENT; per the kernel source it loads
+//! `tcp_<name>` itself on that write when the writer has CAP_NET_ADMIN in
+//! the host (`tcp_ca_find_autoload`), never from a user namespace (not
+//! tried: this kernel has no module support).
 //!
 //! So: by default the namespaces keep the host's algorithm; `--cc` asks
 //! for one, and a refusal is an error that names the fix. What ran is read
