@@ -162,7 +162,7 @@ pub fn run(mut args: LabArgs) -> Result<(), String> {
     .map_err(|e| format!("cannot build the link: {e}"))?;
     if let (Some(cc), Some(why)) = (&args.cc, &link.fallback_reason) {
         return Err(format!(
-            "--cc {cc} needs the namespaces, and they failed: {why}"
+            "--cc {cc} needs the network namespaces; the link is the relay ({why})"
         ));
     }
     eprintln!(
