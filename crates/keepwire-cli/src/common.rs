@@ -25,6 +25,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
+/// A time limit: a duration as [`parse_duration`] reads it, but not zero
+/// (a zero limit fails everything at once, or means "none" elsewhere).
+pub fn parse_limit(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("{s:?}: a time limit must be more than 0")),
+        d => Ok(d),
+    }
+}
+
 /// A listen address in every form nginx's `listen` takes: `8080` and
 /// `:8080` (every IPv4 interface, as nginx), `*:8080`, `127.0.0.1:8080`,
 /// `[::1]:8080`, `[::]:8080`, `localhost:8080` (127.0.0.1). Other names are
@@ -90,13 +99,21 @@ impl Out {
     pub fn write(self, text: &str) -> Result<(), String> {
         use std::io::Write;
         match self {
-            Out::Stdout => (std::io::stdout().lock().write_all(text.as_bytes()))
-                .map_err(|e| format!("stdout: {e}")),
+            Out::Stdout => match std::io::stdout().lock().write_all(text.as_bytes()) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => stdout_closed(),
+                r => r.map_err(|e| format!("stdout: {e}")),
+            },
             Out::File(mut f, what) => f
                 .write_all(text.as_bytes())
                 .map_err(|e| format!("{what}: {e}")),
         }
     }
+}
+
+/// The reader of stdout left (`keepwire ... | head`): end quietly, with
+/// the status a shell shows for `cat` killed by SIGPIPE.
+pub fn stdout_closed() -> ! {
+    std::process::exit(141)
 }
 
 /// Tells the user, once, on stderr, that a flag they used has a new
@@ -123,7 +140,6 @@ pub fn parse_header(h: &str) -> Result<(http::HeaderName, http::HeaderValue), St
 /// from `KEEPWIRE_LOG`, else `RUST_LOG`, else `info`; colour only on a
 /// terminal without `NO_COLOR`.
 pub fn init_logging() {
-    use std::io::IsTerminal;
     let spec = ["KEEPWIRE_LOG", "RUST_LOG"].iter().find_map(|v| {
         std::env::var(v)
             .ok()
@@ -137,11 +153,10 @@ pub fn init_logging() {
             tracing_subscriber::EnvFilter::new("info")
         }),
     };
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(ansi)
+        .with_ansi(use_color(&std::io::stderr()))
         .try_init();
 }
 
@@ -160,12 +175,13 @@ not filtered by them. Formats and metric names: docs/OPERATIONS.md."
 pub struct OpsArgs {
     /// Admin listener: Prometheus metrics at http://ADDR/metrics, liveness
     /// at /healthz (200 while the process runs), readiness at /readyz (200
-    /// while serving, 503 from SIGTERM/SIGINT on).
+    /// while serving, 503 from SIGTERM/SIGINT on). ADDR in any --listen
+    /// form (`9090` is every IPv4 interface, as nginx).
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub admin: Option<SocketAddr>,
     /// One line per request to FILE (appended), or to stderr with no
     /// value: nginx's combined format, then `local=IP:PORT peer=IP:PORT
-    /// conn=N req=K rt=SECONDS close=REASON|- proto=HTTP/1.1|HTTP/2
+    /// conn=N req=K rt=SECONDS close=REASON|- proto=HTTP/1.1|HTTP/1.0|HTTP/2
     /// upstream=STATUS|- urt=SECONDS|-`. Written by a separate thread (a
     /// slow disk never stalls a connection). Put it last or use
     /// --access-log=FILE.
@@ -243,7 +259,9 @@ pub fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, String
     .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
-/// The admin listener: `render()` at `/metrics` (OpenMetrics text),
+/// The admin listener: `render()` at `/metrics` (OpenMetrics text to a
+/// scraper that accepts it, as Prometheus does; else the older Prometheus
+/// text format),
 /// `/healthz` (200 while the process runs) and `/readyz` (200 while
 /// `ready`, else 503).
 pub fn spawn_admin(
@@ -258,8 +276,17 @@ pub fn spawn_admin(
     let at = admin.local_addrs()[0];
     eprintln!("keepwire: metrics on http://{at}/metrics, health on /healthz and /readyz");
     Ok(admin.spawn(move |req: Request<Body>| {
+        let accept = req.headers().get(http::header::ACCEPT);
+        let openmetrics = accept.is_some_and(|a| {
+            let a = a.to_str().unwrap_or("");
+            a.contains("application/openmetrics-text")
+        });
         let answer = match req.uri().path() {
-            "/metrics" => Ok(render()),
+            "/metrics" if openmetrics => Ok((render(), keepwire::metrics::CONTENT_TYPE)),
+            "/metrics" => Ok((
+                keepwire::metrics::to_prometheus_text(&render()),
+                keepwire::metrics::TEXT_CONTENT_TYPE,
+            )),
             "/healthz" => Err((StatusCode::OK, "ok\n")),
             "/readyz" if ready.load(Ordering::SeqCst) => Err((StatusCode::OK, "ready\n")),
             "/readyz" => Err((StatusCode::SERVICE_UNAVAILABLE, "draining\n")),
@@ -267,7 +294,7 @@ pub fn spawn_admin(
         };
         async move {
             match answer {
-                Ok(t) => with_type(Body::from(t), keepwire::metrics::CONTENT_TYPE),
+                Ok((t, kind)) => with_type(Body::from(t), kind),
                 Err((code, "")) => status(code),
                 Err((code, text)) => {
                     let mut r = with_type(Body::from(text), "text/plain; charset=utf-8");

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 use keepwire_lab::experiments::{self, Experiment, Outcome};
-use keepwire_lab::report::{self, fmt_value};
+use keepwire_lab::report::{self, fmt_cell, fmt_losses};
 use keepwire_lab::{Lab, LabReport, Link, LinkSpec};
 
 use crate::common::{Out, parse_duration, use_color};
@@ -26,14 +26,21 @@ pub struct LabArgs {
     #[arg(long)]
     list: bool,
     /// Round-trip time of the emulated link.
-    #[arg(long, default_value = "50ms", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "50ms", value_parser = parse_rtt, value_name = "DURATION")]
     rtt: Duration,
     /// Bandwidth of the link in each direction: `100mbit`, `20mbit`, `1gbit`, `500kbit`.
     #[arg(long, default_value = "100mbit", value_parser = parse_bandwidth, value_name = "RATE")]
     bandwidth: u64,
     /// Packet loss in each direction, in percent (0–50).
-    #[arg(long, default_value_t = 0.0, value_name = "PERCENT")]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_loss, value_name = "PERCENT")]
     loss: f64,
+    /// Run every experiment N times: each value is then the median with
+    /// p10–p90, and the verdict is judged on the medians. Default: 1 on a
+    /// lossless link; with --loss, each experiment's own (5 for slow-start
+    /// and tls, 3 for most, 1 for time-wait and realtime, whose thousands of
+    /// connections and many events are their own repeats).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=100))]
+    repeat: Option<u16>,
     /// Reduced sizes (fewer requests, shorter timeouts): what the tests run.
     #[arg(long)]
     quick: bool,
@@ -51,7 +58,7 @@ pub struct LabArgs {
           default_value = "lab-report.html")]
     report: String,
     /// Do not write the HTML report.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "report")]
     no_report: bool,
 }
 
@@ -96,6 +103,23 @@ fn parse_bandwidth(s: &str) -> Result<u64, String> {
     Ok(bps as u64)
 }
 
+/// A round-trip time from 1ms to 5s (a usage error otherwise: exit 2).
+fn parse_rtt(s: &str) -> Result<Duration, String> {
+    let rtt = parse_duration(s)?;
+    (Duration::from_millis(1)..=Duration::from_secs(5))
+        .contains(&rtt)
+        .then_some(rtt)
+        .ok_or_else(|| format!("{s:?} is not between 1ms and 5s"))
+}
+
+/// A loss percentage from 0 to 50.
+fn parse_loss(s: &str) -> Result<f64, String> {
+    match s.trim_end_matches('%').parse::<f64>() {
+        Ok(p) if (0.0..=50.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a percentage from 0 to 50")),
+    }
+}
+
 /// Runs `keepwire lab`.
 pub fn run(mut args: LabArgs) -> Result<(), String> {
     // `--json nagle`: the name was taken as the flag's FILE.
@@ -122,12 +146,6 @@ pub fn run(mut args: LabArgs) -> Result<(), String> {
             })
             .collect::<Result<_, _>>()?
     };
-    if !(0.0..=50.0).contains(&args.loss) {
-        return Err(format!("--loss {} is not a percentage in 0–50", args.loss));
-    }
-    if args.rtt < Duration::from_millis(1) || args.rtt > Duration::from_secs(5) {
-        return Err("--rtt must be between 1ms and 5s".into());
-    }
     // Files are opened before the run: a bad path fails at once.
     let json_file = args
         .json
@@ -141,7 +159,11 @@ pub fn run(mut args: LabArgs) -> Result<(), String> {
     let (tables_out, color): (fn(&str), bool) =
         match (on_stdout(&json_file), on_stdout(&report_file)) {
             (false, false) => (|t| print!("{t}"), use_color(&std::io::stdout())),
-            (true, true) => return Err("--json and --report cannot both go to stdout".into()),
+            (true, true) => clap::Error::raw(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--json and --report cannot both go to stdout: give one a FILE\n",
+            )
+            .exit(),
             _ => (|t| eprint!("{t}"), use_color(&std::io::stderr())),
         };
     let spec = LinkSpec::default()
@@ -178,16 +200,21 @@ pub fn run(mut args: LabArgs) -> Result<(), String> {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_message(format!("{}: {}", e.id, e.title));
         bar.enable_steady_tick(Duration::from_millis(120));
-        let mut outcome = (e.run)(&lab);
+        let repeats = args
+            .repeat
+            .map_or_else(|| e.default_repeats(args.loss), usize::from);
+        let mut outcome = e.repeated(&lab, repeats);
         bar.finish_and_clear();
         if args.loss > 0.0 {
             outcome.notes.push(format!(
-                "loss {}%: a lost packet costs a retransmission timeout (200 ms or more), which \
-                 dominates single samples; the models and verdicts assume a lossless link",
-                args.loss
+                "loss {}%: a lost packet costs a retransmission timeout (200 ms or more) or a \
+                 fast retransmit, which can dominate a single sample; the models assume a \
+                 lossless link, so the verdict is judged on the medians of {repeats} run{}",
+                args.loss,
+                if repeats == 1 { "" } else { "s" }
             ));
         }
-        tables_out(&table(&outcome, link.label(), color));
+        tables_out(&table(&outcome, link.label(), color, args.loss > 0.0));
         outcomes.push(outcome);
     }
     let report = LabReport::new(&link, args.quick, outcomes);
@@ -218,7 +245,7 @@ pub fn run(mut args: LabArgs) -> Result<(), String> {
 }
 
 /// The terminal table of one experiment.
-fn table(o: &Outcome, link: &str, color: bool) -> String {
+fn table(o: &Outcome, link: &str, color: bool, lossy: bool) -> String {
     let mut out = format!("\n== {} — {} ({}) [{link}]\n", o.id, o.title, o.rules);
     let label_w = o
         .rows
@@ -227,21 +254,45 @@ fn table(o: &Outcome, link: &str, color: bool) -> String {
         .max()
         .unwrap_or(0)
         .max(8);
-    let widths: Vec<usize> = o.columns.iter().map(|c| c.len().max(8)).collect();
+    let cells: Vec<Vec<String>> = o
+        .rows
+        .iter()
+        .map(|r| (0..r.values.len()).map(|i| fmt_cell(r, i)).collect())
+        .collect();
+    let widths: Vec<usize> = o
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            cells
+                .iter()
+                .filter_map(|row| row.get(i).map(|s| s.chars().count()))
+                .fold(c.len().max(8), usize::max)
+        })
+        .collect();
     out.push_str(&format!("  {:<label_w$}", ""));
     for (c, w) in o.columns.iter().zip(&widths) {
         out.push_str(&format!("  {c:>w$}"));
     }
-    out.push('\n');
-    for r in &o.rows {
+    out.push_str("    N\n");
+    for (r, row_cells) in o.rows.iter().zip(&cells) {
         out.push_str(&format!("  {:<label_w$}", r.label));
-        for (v, w) in r.values.iter().zip(&widths) {
-            out.push_str(&format!("  {:>w$}", fmt_value(*v)));
+        for (v, w) in row_cells.iter().zip(&widths) {
+            out.push_str(&format!("  {v:>w$}"));
         }
-        out.push('\n');
+        out.push_str(&format!("  {:>3}\n", r.n));
+    }
+    if o.repeats > 1 {
+        out.push_str(&format!(
+            "  ({} runs: medians, [p10–p90] beside them; the verdict is on the medians)\n",
+            o.repeats
+        ));
     }
     for n in &o.notes {
         out.push_str(&format!("  note: {n}\n"));
+    }
+    if let Some(l) = fmt_losses(o, lossy) {
+        out.push_str(&format!("  losses: {l}\n"));
     }
     out.push_str(&format!(
         "  verdict: {} — {}\n",

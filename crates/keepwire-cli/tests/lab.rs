@@ -556,3 +556,85 @@ fn the_html_report_renders_in_headless_chromium() {
         "almost nothing drawn: {non_white} dark pixels"
     );
 }
+
+/// `--repeat 2`: every row measured twice, each value the median with its
+/// p10–p90 and N in the JSON and on the terminal (relay: no root needed).
+#[test]
+fn repeat_shows_the_median_its_spread_and_n() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("lab.json");
+    let json_s = json.display().to_string();
+    let args = [
+        "lab",
+        "--quick",
+        "--relay",
+        "--rtt",
+        "20ms",
+        "--no-report",
+        "--repeat",
+        "2",
+        "--json",
+        &json_s,
+        "nagle",
+    ];
+    let out = run(&args, LIMIT);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let e = &doc["experiments"][0];
+    assert_eq!(e["repeats"], 2, "{e}");
+    assert!(e["runs_matched"].as_u64().unwrap() <= 2);
+    // The relay shares the host's namespace: no per-lab TCP counters.
+    assert!(e["losses"]["dropped_packets"].is_u64(), "{e}");
+    assert!(e["losses"]["rto"].is_null(), "{e}");
+    let rows = e["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    let mut spread_seen = false;
+    for r in rows {
+        assert_eq!(r["n"], 2, "{r}");
+        let s = &r["spread"][0];
+        let (median, p10, p90) = (
+            s["median"].as_f64().unwrap(),
+            s["p10"].as_f64().unwrap(),
+            s["p90"].as_f64().unwrap(),
+        );
+        assert_eq!(s["n"], 2);
+        assert_eq!(
+            r["values"][0].as_f64(),
+            Some(median),
+            "values are the medians"
+        );
+        assert!(p10 <= median && median <= p90, "{s}");
+        spread_seen |= p10 < p90;
+    }
+    assert!(spread_seen, "two timed runs differ somewhere: {rows:?}");
+    assert!(stdout.contains("(2 runs: medians"), "{stdout}");
+    let header = stdout.lines().find(|l| l.contains("p50 ms")).unwrap();
+    assert!(header.trim_end().ends_with('N'), "{header}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("Nagle on") && l.contains('[') && l.trim_end().ends_with('2')),
+        "{stdout}"
+    );
+    // Out of range: a usage error, not a run.
+    let bad = run(&["lab", "--repeat", "0", "nagle"], LIMIT);
+    assert!(!bad.status.success());
+}
+
+/// With loss, each experiment reports what it cost: the link's drops and
+/// the namespaces' retransmissions (exact link: per-namespace counters).
+#[test]
+fn with_loss_the_drops_and_retransmissions_are_counted() {
+    need_root!();
+    let doc = lab(&["--loss", "10", "--repeat", "2", "slow-start"]);
+    let e = &doc["experiments"][0];
+    assert_eq!(e["repeats"], 2);
+    let l = &e["losses"];
+    // 2 × 2 downloads of 64 KiB (45 segments each) at 10 % loss: a
+    // lossless pair of runs has a chance below 1e-7.
+    assert!(l["dropped_packets"].as_u64().unwrap() > 0, "{l}");
+    assert!(l["retransmitted_segments"].as_u64().unwrap() > 0, "{l}");
+    assert!(l["rto"].is_u64(), "{l}");
+    assert_eq!(e["rows"][0]["n"], 2, "{e}");
+}

@@ -45,13 +45,15 @@ fn curl(args: &[&str]) -> String {
 
 /// `GET path` on a fresh connection: status and body.
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    get_with(addr, path, "")
+}
+
+/// [`get`] with extra header lines.
+fn get_with(addr: SocketAddr, path: &str, extra: &str) -> (u16, String) {
     let mut s = TcpStream::connect_timeout(&addr, WAIT).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}Connection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let status = text[9..12].parse().unwrap();
@@ -167,12 +169,23 @@ fn the_access_log_parses_back_and_agrees_with_curl() {
         &format!("{base}/a.txt"),
     ]);
     seen += &curl(&["-o", "/dev/null", "-w", w, &format!("{base}/missing")]);
+    // A head that cannot be read: 400, logged with `-` as its request.
+    let mut bad = TcpStream::connect_timeout(&s.addr, WAIT).unwrap();
+    bad.set_read_timeout(Some(WAIT)).unwrap();
+    bad.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nno colon\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = bad.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     let seen: Vec<Vec<String>> = seen
         .lines()
         .map(|l| l.split(' ').map(str::to_string).collect())
         .collect();
     assert_eq!(seen.len(), 4, "{seen:?}");
-    let got: Vec<Line> = lines(&log, 4).iter().map(|l| parse(l)).collect();
+    let mut got: Vec<Line> = lines(&log, 5).iter().map(|l| parse(l)).collect();
+    let bad = got.pop().unwrap();
+    assert_eq!((bad.request.as_str(), bad.status), ("-", 400), "{bad:?}");
+    assert_eq!((bad.close.as_str(), bad.req), ("error", 1), "{bad:?}");
     let raw = std::fs::read(&log).unwrap();
     assert!(!raw.contains(&0x1b), "ANSI escape in the access log");
     for (line, curl) in got.iter().zip(&seen) {
@@ -223,18 +236,29 @@ fn rust_log_filters_the_diagnostic_log_and_keepwire_log_wins() {
         // Empty is unset (the parent's own values must not leak in).
         let mut all = vec![("RUST_LOG", ""), ("KEEPWIRE_LOG", "")];
         all.extend_from_slice(env);
-        let r = common::start_env(&args, &all);
-        // A connection that closes: logged at debug by `keepwire::server`.
+        let mut r = common::start_env(&args, &all);
+        // A connection that closes: logged at debug by `keepwire::server`
+        // before the socket closes, so before `get` returns.
         let _ = get(r.addr, "/");
         let _ = get(r.addr, "/");
+        // Then everything it wrote, up to its exit on SIGTERM.
+        let pid = r.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
         let mut got = vec![r.first_line.clone()];
-        let deadline = Instant::now() + Duration::from_millis(700);
+        let deadline = Instant::now() + WAIT;
         while let Ok(l) = r
             .lines
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
         {
             got.push(l);
         }
+        assert!(r.child.wait().unwrap().success(), "{got:?}");
         got
     };
     let has_debug = |lines: &[String]| lines.iter().any(|l| l.contains("connection closed"));
@@ -248,12 +272,17 @@ fn rust_log_filters_the_diagnostic_log_and_keepwire_log_wins() {
     assert!(has_debug(&alias), "{alias:?}");
 }
 
-/// Parses an OpenMetrics exposition with `prometheus_client`'s parser and
-/// prints `name<TAB>value` per sample (labels sorted, `{k=v,...}`), after
-/// checking every histogram: buckets cumulative, `+Inf` == `_count`.
+/// Parses an exposition with `prometheus_client`'s parser for the format
+/// named in argv[1] (`openmetrics`, or `text`: the Prometheus text format)
+/// and prints `name<TAB>value` per sample (labels sorted, `{k=v,...}`),
+/// after checking every family: typed, counters' samples `_total`,
+/// histogram buckets cumulative with `+Inf` == `_count`.
 const PARSE: &str = r#"
 import sys
-from prometheus_client.openmetrics.parser import text_string_to_metric_families
+if sys.argv[1] == "openmetrics":
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+else:
+    from prometheus_client.parser import text_string_to_metric_families
 text = sys.stdin.read()
 for fam in text_string_to_metric_families(text):
     if fam.type == "histogram":
@@ -264,17 +293,34 @@ for fam in text_string_to_metric_families(text):
         assert counts == sorted(counts), (fam.name, "not cumulative", counts)
         count = [s.value for s in fam.samples if s.name.endswith("_count")][0]
         assert counts[-1] == count, (fam.name, counts[-1], count)
+    assert fam.type != "unknown", fam
+    if fam.type == "counter":
+        assert all(s.name == fam.name + "_total" for s in fam.samples), fam
     for s in fam.samples:
         labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
         print(f"{s.name}{{{labels}}}\t{s.value}")
 "#;
 
-/// The samples of a scrape, as `name{labels}` → value.
+/// The samples of a scrape, as `name{labels}` → value: the same series
+/// whether the scraper asks for OpenMetrics (as Prometheus does) or not
+/// (the older text format), each read by its own parser.
 fn scrape(admin: SocketAddr) -> std::collections::HashMap<String, f64> {
-    let (status, text) = get(admin, "/metrics");
+    let accept = "Accept: application/openmetrics-text; version=1.0.0\r\n";
+    let open = parse_with("openmetrics", get_with(admin, "/metrics", accept));
+    let text = parse_with("text", get(admin, "/metrics"));
+    let names = |m: &std::collections::HashMap<String, f64>| {
+        m.keys().cloned().collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(names(&open), names(&text));
+    open
+}
+
+/// Runs [`PARSE`] for `format` on a `/metrics` answer.
+fn parse_with(format: &str, answer: (u16, String)) -> std::collections::HashMap<String, f64> {
+    let (status, text) = answer;
     assert_eq!(status, 200, "{text}");
     let mut py = Command::new("python3")
-        .args(["-c", PARSE])
+        .args(["-c", PARSE, format])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -352,6 +398,8 @@ fn metrics_parse_with_the_prometheus_parser_and_count_the_requests() {
     assert_eq!(p["keepwire_proxy_upstream_connections_opened_total{}"], 1.0);
     assert_eq!(p["keepwire_proxy_upstream_requests_reused_total{}"], 2.0);
     assert!(p.contains_key("keepwire_proxy_request_body_retained_max_bytes{}"));
+    assert_eq!(p["keepwire_access_log_dropped_lines_total{}"], 0.0);
+    assert!(!m.contains_key("keepwire_access_log_dropped_lines_total{}"));
     // The proxy's access log: one connection from curl, the upstream's
     // status and header time.
     let got: Vec<Line> = lines(&log, 3).iter().map(|l| parse(l)).collect();
@@ -371,34 +419,61 @@ fn metrics_parse_with_the_prometheus_parser_and_count_the_requests() {
 /// process exits cleanly.
 #[test]
 fn readyz_turns_503_at_sigterm_before_the_listener_closes() {
-    let mut s = common::serve(&[
+    let s = common::serve(&[
         "--respond",
         "up",
         "--admin",
         "127.0.0.1:0",
         "--drain-delay",
-        "2s",
+        "3s",
     ]);
-    let admin = admin_addr(&s);
+    drains(s, "up\n");
+}
+
+/// The same drain on `keepwire proxy`.
+#[test]
+fn the_proxy_drains_the_same_way() {
+    let origin = common::serve(&["--respond", "origin"]);
+    let upstream = format!("http://{}", origin.addr);
+    let p = start(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--upstream",
+        &upstream,
+        "--admin",
+        "127.0.0.1:0",
+        "--drain-delay",
+        "3s",
+    ]);
+    drains(p, "origin\n");
+}
+
+/// The `--drain-delay` the drain tests give.
+const DELAY: Duration = Duration::from_secs(3);
+
+/// SIGTERM to `r`: `/readyz` 503 within the delay while `/` still answers
+/// `body` on a new connection; then a clean exit after the delay.
+fn drains(mut r: Running, body: &str) {
+    let admin = admin_addr(&r);
     assert_eq!(get(admin, "/healthz"), (200, "ok\n".into()));
     assert_eq!(get(admin, "/readyz"), (200, "ready\n".into()));
     let sent = Instant::now();
     let kill = Command::new("kill")
-        .args(["-TERM", &s.child.id().to_string()])
+        .args(["-TERM", &r.child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
     wait_for("/readyz 503", || get(admin, "/readyz").0 == 503);
     // Unready, and still serving: a new connection is accepted and answered.
-    assert_eq!(get(s.addr, "/"), (200, "up\n".into()));
+    assert_eq!(get(r.addr, "/"), (200, body.into()));
     assert_eq!(get(admin, "/healthz").0, 200);
-    assert!(
-        sent.elapsed() < Duration::from_secs(2),
-        "checked within the delay"
-    );
+    assert!(sent.elapsed() < DELAY, "checked within the delay");
     let mut exited = None;
     wait_for("the process to exit", || {
-        exited = s.child.try_wait().unwrap();
+        exited = r.child.try_wait().unwrap();
         exited.is_some()
     });
     assert!(exited.unwrap().success(), "{exited:?}");

@@ -266,6 +266,9 @@ fn lab_report_bars_are_as_wide_as_their_wall_time_across_strategies() {
         waterfalls: Vec::new(),
         page_loads: vec![("serial".into(), serial), ("pipelined 1".into(), pipelined)],
         timelines: Vec::new(),
+        repeats: 1,
+        runs_matched: 1,
+        losses: keepwire_lab::experiments::Losses::default(),
     };
     let lab = LabReport {
         link_kind: "exact",

@@ -19,7 +19,9 @@
 //!   lines, column names and words may not.
 //!
 //! The lab step needs root (network namespaces; what the README shows) and
-//! is skipped, with the reason printed, without it.
+//! is skipped, with the reason printed, without it; where root cannot make
+//! namespaces and the lab falls back to its relay, it must still succeed
+//! but its output is not compared.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -340,6 +342,15 @@ fn every_command_of_the_readme_walkthrough_works_as_shown() {
         }
         let (ok, stdout, stderr) = run(&args, step.stdin.as_deref(), dir.path());
         assert!(ok, "`{}` failed:\n{stdout}\n{stderr}", step.line);
+        if stderr.contains("— APPROXIMATE:") {
+            // Root without namespaces (a container without CAP_NET_ADMIN):
+            // the relay's output differs from what the README shows.
+            eprintln!(
+                "SKIP comparing `{}`: the lab fell back to its relay",
+                step.line
+            );
+            continue;
+        }
         if let Some(line) = missing(&step.expected, &stdout, &stderr) {
             panic!(
                 "`{}`: the README shows\n  {line}\n(shape {:?}), not in the output:\n--- stdout\n{stdout}--- stderr\n{stderr}",

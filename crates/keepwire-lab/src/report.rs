@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::experiments::{Outcome, Timeline};
+use crate::experiments::{Outcome, Row, Timeline};
 use crate::link::Link;
 use crate::load::Record;
 use crate::waterfall::chart::{self, Axis, Geometry, Section};
@@ -79,6 +79,48 @@ pub fn fmt_value(v: Option<f64>) -> String {
     }
 }
 
+/// A row's value with its spread over repeats, as every output shows it:
+/// the median, then p10–p90 in brackets when they differ (N > 1).
+pub fn fmt_cell(row: &Row, col: usize) -> String {
+    let median = fmt_value(row.values.get(col).copied().flatten());
+    match row.spread.get(col).copied().flatten() {
+        Some(s) if s.n > 1 && s.p10 != s.p90 => format!(
+            "{median} [{}–{}]",
+            fmt_value(Some(s.p10)),
+            fmt_value(Some(s.p90))
+        ),
+        _ => median,
+    }
+}
+
+/// What loss cost an experiment, in words: `None` when nothing was lost,
+/// unless `lossy` (the link drops packets: then "0" is worth saying).
+pub fn fmt_losses(o: &Outcome, lossy: bool) -> Option<String> {
+    let l = &o.losses;
+    if !lossy
+        && l.dropped_packets == 0
+        && l.rto.unwrap_or(0) == 0
+        && l.retransmitted_segments.unwrap_or(0) == 0
+    {
+        return None;
+    }
+    let runs = if o.repeats == 1 { "run" } else { "runs" };
+    let mut s = format!(
+        "over {} {runs}: {} packets dropped by the link",
+        o.repeats, l.dropped_packets
+    );
+    if let (Some(rto), Some(re)) = (l.rto, l.retransmitted_segments) {
+        s += &format!(
+            ", {rto} retransmission timeouts and {re} segments retransmitted (the namespaces' TCP counters)"
+        );
+    }
+    s += &format!(
+        "; {} of {} runs matched on their own, the verdict is on the medians",
+        o.runs_matched, o.repeats
+    );
+    Some(s)
+}
+
 /// The CPU, its cores and the kernel.
 fn machine_facts() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -132,13 +174,13 @@ pub fn render(r: &LabReport) -> String {
         r.experiments.len()
     );
     for o in &r.experiments {
-        section(&mut h, o);
+        section(&mut h, o, r.loss_percent > 0.0);
     }
     h.push_str("</body></html>\n");
     h
 }
 
-fn section(h: &mut String, o: &Outcome) {
+fn section(h: &mut String, o: &Outcome, lossy: bool) {
     let _ = write!(
         h,
         "<section id=\"{}\"><h2>{} — {} <small>({})</small></h2>\n<div class=\"wide\"><table><tr><th></th>",
@@ -150,15 +192,26 @@ fn section(h: &mut String, o: &Outcome) {
     for c in &o.columns {
         let _ = write!(h, "<th>{}</th>", esc(c));
     }
-    h.push_str("</tr>\n");
+    h.push_str("<th>N</th></tr>\n");
     for row in &o.rows {
         let _ = write!(h, "<tr><td>{}</td>", esc(&row.label));
-        for v in &row.values {
-            let _ = write!(h, "<td>{}</td>", fmt_value(*v));
+        for i in 0..row.values.len() {
+            let _ = write!(h, "<td>{}</td>", esc(&fmt_cell(row, i)));
         }
-        h.push_str("</tr>\n");
+        let _ = writeln!(h, "<td>{}</td></tr>", row.n);
     }
     h.push_str("</table></div>\n");
+    if o.repeats > 1 {
+        let _ = writeln!(
+            h,
+            "<p class=\"note\">{} runs: each value is the median, [p10–p90] beside it; \
+             the verdict is judged on the medians.</p>",
+            o.repeats
+        );
+    }
+    if let Some(l) = fmt_losses(o, lossy) {
+        let _ = writeln!(h, "<p class=\"note\">Losses {}.</p>", esc(&l));
+    }
     chart(h, o);
     let _ = writeln!(
         h,
@@ -175,16 +228,21 @@ fn section(h: &mut String, o: &Outcome) {
     h.push_str("</section>\n");
 }
 
-/// Horizontal bars: measured (solid) and model (outline) per row.
+/// Horizontal bars: measured (solid, its median over repeats, with a
+/// p10–p90 whisker when there were several) and model (a mark) per row.
 fn chart(h: &mut String, o: &Outcome) {
     let (mi, model) = o.chart;
-    let rows: Vec<(&str, f64, Option<f64>)> = o
+    // (label, measured, model, p10–p90 over repeats)
+    type Bar<'a> = (&'a str, f64, Option<f64>, Option<(f64, f64)>);
+    let rows: Vec<Bar> = o
         .rows
         .iter()
         .filter_map(|r| {
             let m = r.values.get(mi).copied().flatten()?;
             let model = model.and_then(|i| r.values.get(i).copied().flatten());
-            Some((r.label.as_str(), m, model))
+            let spread = r.spread.get(mi).copied().flatten();
+            let whisker = spread.filter(|s| s.n > 1).map(|s| (s.p10, s.p90));
+            Some((r.label.as_str(), m, model, whisker))
         })
         .collect();
     if rows.is_empty() {
@@ -192,7 +250,7 @@ fn chart(h: &mut String, o: &Outcome) {
     }
     let max = rows
         .iter()
-        .map(|(_, m, md)| m.max(md.unwrap_or(0.0)))
+        .map(|(_, m, md, wh)| m.max(md.unwrap_or(0.0)).max(wh.map_or(0.0, |w| w.1)))
         .fold(0.0, f64::max)
         .max(1e-9);
     let (left, width, row_h) = (230.0, 520.0, 26.0);
@@ -203,7 +261,7 @@ fn chart(h: &mut String, o: &Outcome) {
         left + width + 80.0,
         esc(o.id)
     );
-    for (i, (label, m, md)) in rows.iter().enumerate() {
+    for (i, (label, m, md, whisker)) in rows.iter().enumerate() {
         let y = i as f64 * row_h + 4.0;
         let w = m / max * width;
         let _ = write!(
@@ -218,6 +276,16 @@ fn chart(h: &mut String, o: &Outcome) {
             y + 14.0,
             fmt_value(Some(*m))
         );
+        if let Some((p10, p90)) = whisker {
+            let (x1, x2, yc) = (left + p10 / max * width, left + p90 / max * width, y + 8.0);
+            let _ = write!(
+                h,
+                "<line class=\"spread\" x1=\"{x1:.1}\" x2=\"{x2:.1}\" y1=\"{yc}\" y2=\"{yc}\" \
+                 stroke=\"#222\" stroke-width=\"1.5\"><title>p10–p90: {}–{}</title></line>",
+                fmt_value(Some(*p10)),
+                fmt_value(Some(*p90))
+            );
+        }
         if let Some(md) = md {
             let x = left + md / max * width;
             let _ = write!(
@@ -428,6 +496,60 @@ mod tests {
     }
 
     #[test]
+    fn repeats_show_the_spread_and_n_in_table_and_chart() {
+        let mut o = crate::experiments::Outcome {
+            id: "nagle",
+            title: "t",
+            rules: "R2.3",
+            columns: vec!["p50 ms".into(), "model ms".into()],
+            rows: Vec::new(),
+            chart: (0, Some(1)),
+            pass: true,
+            verdict: String::new(),
+            notes: Vec::new(),
+            waterfalls: Vec::new(),
+            page_loads: Vec::new(),
+            timelines: Vec::new(),
+            repeats: 3,
+            runs_matched: 2,
+            losses: crate::experiments::Losses {
+                dropped_packets: 7,
+                rto: Some(1),
+                retransmitted_segments: Some(5),
+            },
+        };
+        let spread = |median, p10, p90| crate::experiments::Spread {
+            median,
+            p10,
+            p90,
+            n: 3,
+        };
+        o.rows = vec![Row {
+            label: "Nagle on".into(),
+            values: vec![Some(145.0), Some(140.0)],
+            spread: vec![
+                Some(spread(145.0, 144.2, 318.4)),
+                Some(spread(140.0, 140.0, 140.0)),
+            ],
+            n: 3,
+        }];
+        let mut h = String::new();
+        section(&mut h, &o, false);
+        assert!(h.contains("<th>N</th>"), "{h}");
+        assert!(
+            h.contains("<td>145 [144–318]</td><td>140</td><td>3</td>"),
+            "{h}"
+        );
+        assert!(h.contains("<title>p10–p90: 144–318</title>"), "{h}");
+        assert!(h.contains("3 runs: each value is the median"), "{h}");
+        assert!(
+            h.contains("7 packets dropped by the link, 1 retransmission timeouts and 5 segments"),
+            "{h}"
+        );
+        assert!(h.contains("2 of 3 runs matched on their own"), "{h}");
+    }
+
+    #[test]
     fn page_loads_share_one_axis_so_widths_compare() {
         let mut o = crate::experiments::Outcome {
             id: "page-load",
@@ -442,6 +564,9 @@ mod tests {
             waterfalls: Vec::new(),
             page_loads: Vec::new(),
             timelines: Vec::new(),
+            repeats: 1,
+            runs_matched: 1,
+            losses: crate::experiments::Losses::default(),
         };
         o.page_loads = vec![
             (
@@ -454,7 +579,7 @@ mod tests {
             ),
         ];
         let mut h = String::new();
-        section(&mut h, &o);
+        section(&mut h, &o, false);
         assert_eq!(
             h.matches("<svg class=\"waterfall\"").count(),
             1,

@@ -27,6 +27,10 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
 
+mod histogram;
+pub use histogram::Histogram;
+use histogram::{CONNECTION_SECONDS, REQUEST_SECONDS, REQUESTS, S};
+
 use crate::client::{ClientMetrics, RetainGauge};
 
 /// Why the server ended a connection.
@@ -84,112 +88,6 @@ impl CloseReason {
 /// The `Content-Type` of [`ServerMetrics::render`] and
 /// [`ProxyMetrics::render`].
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// A histogram with fixed bucket bounds, recorded lock-free: one relaxed
-/// add to the bucket and one to the sum. The count is the buckets' total,
-/// so `+Inf` always equals `_count` in a scrape.
-#[derive(Debug)]
-pub struct Histogram {
-    /// Upper bounds in recorded units (nanoseconds, or plain counts).
-    bounds: &'static [u64],
-    /// One more than `bounds`: the last is `+Inf`.
-    buckets: Box<[AtomicU64]>,
-    sum: AtomicU64,
-    /// Recorded units per exposed unit (1e9 for seconds from nanoseconds).
-    scale: f64,
-}
-
-impl Histogram {
-    fn new(bounds: &'static [u64], scale: f64) -> Self {
-        Histogram {
-            bounds,
-            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum: AtomicU64::new(0),
-            scale,
-        }
-    }
-
-    /// Records `v` recorded units.
-    pub fn record(&self, v: u64) {
-        let i = self.bounds.partition_point(|b| *b < v);
-        self.buckets[i].fetch_add(1, Relaxed);
-        self.sum.fetch_add(v, Relaxed);
-    }
-
-    /// Records a duration (for histograms in seconds).
-    pub fn record_duration(&self, d: Duration) {
-        self.record(d.as_nanos().min(u64::MAX as u128) as u64);
-    }
-
-    /// Observations so far.
-    pub fn count(&self) -> u64 {
-        self.buckets.iter().map(|b| b.load(Relaxed)).sum()
-    }
-
-    fn snapshot(&self) -> Values {
-        let buckets = self
-            .bounds
-            .iter()
-            .map(|b| *b as f64 / self.scale)
-            // The encoder writes `+Inf` for `f64::MAX` (its own histograms end so).
-            .chain([f64::MAX])
-            .zip(self.buckets.iter().map(|b| b.load(Relaxed)))
-            .collect();
-        Values::Histogram {
-            sum: self.sum.load(Relaxed) as f64 / self.scale,
-            buckets,
-        }
-    }
-}
-
-const NS: u64 = 1;
-const US: u64 = 1_000 * NS;
-const MS: u64 = 1_000 * US;
-const S: u64 = 1_000 * MS;
-
-/// Request durations, 100 µs to 60 s: a keep-alive request on a LAN is
-/// well under a millisecond, a long poll tens of seconds.
-const REQUEST_SECONDS: [u64; 18] = [
-    100 * US,
-    250 * US,
-    500 * US,
-    MS,
-    2_500 * US,
-    5 * MS,
-    10 * MS,
-    25 * MS,
-    50 * MS,
-    100 * MS,
-    250 * MS,
-    500 * MS,
-    S,
-    2_500 * MS,
-    5 * S,
-    10 * S,
-    30 * S,
-    60 * S,
-];
-
-/// Connection lifetimes, 1 ms (one request) to an hour (`max_age`).
-const CONNECTION_SECONDS: [u64; 14] = [
-    MS,
-    10 * MS,
-    100 * MS,
-    S,
-    5 * S,
-    10 * S,
-    30 * S,
-    60 * S,
-    75 * S,
-    120 * S,
-    300 * S,
-    600 * S,
-    1800 * S,
-    3600 * S,
-];
-
-/// Requests per connection, 1 (no reuse) to past `max_requests` (1000).
-const REQUESTS: [u64; 11] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 10_000];
 
 /// Server counters (all monotonic except the gauges).
 #[derive(Debug)]
@@ -278,6 +176,12 @@ impl ServerMetrics {
 
     /// OpenMetrics text ([`CONTENT_TYPE`]), every name prefixed `keepwire_`.
     pub fn render(&self) -> String {
+        self.render_with(None)
+    }
+
+    /// [`ServerMetrics::render`], with the access log's dropped lines
+    /// when there is one.
+    pub fn render_with(&self, access_log_dropped: Option<usize>) -> String {
         let one = |a: &AtomicU64| Values::Counter(vec![(vec![], a.load(Relaxed))]);
         let gauge = |a: &AtomicU64| Values::Gauge(vec![(vec![], a.load(Relaxed))]);
         let closes = CloseReason::ALL
@@ -288,7 +192,7 @@ impl ServerMetrics {
             (vec![("end", "fin")], self.linger_fin.load(Relaxed)),
             (vec![("end", "bounded")], self.linger_bounded.load(Relaxed)),
         ];
-        let families = vec![
+        let mut families = vec![
             family(
                 "connections_accepted",
                 "Connections accepted.",
@@ -308,18 +212,18 @@ impl ServerMetrics {
             family(
                 "request_duration",
                 "From a request's head to its response's last byte (responses written in full).",
-                self.request_duration.snapshot(),
+                hist(&self.request_duration),
             )
             .unit(Unit::Seconds),
             family(
                 "requests_per_connection",
                 "Requests each closed connection carried.",
-                self.requests_per_connection.snapshot(),
+                hist(&self.requests_per_connection),
             ),
             family(
                 "connection_duration",
                 "Connection lifetimes, accept to close.",
-                self.connection_duration.snapshot(),
+                hist(&self.connection_duration),
             )
             .unit(Unit::Seconds),
             family(
@@ -374,6 +278,13 @@ impl ServerMetrics {
                 gauge(&self.tunnels_open),
             ),
         ];
+        if let Some(n) = access_log_dropped {
+            families.push(family(
+                "access_log_dropped_lines",
+                "Access-log lines dropped because the writer fell behind.",
+                Values::Counter(vec![(vec![], n as u64)]),
+            ));
+        }
         encode(families)
     }
 }
@@ -519,6 +430,39 @@ impl ProxyMetrics {
     }
 }
 
+/// The `Content-Type` of [`to_prometheus_text`]'s output.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// An OpenMetrics rendering in the older Prometheus text format (0.0.4),
+/// for scrapers that do not ask for OpenMetrics (`Accept`): a counter's
+/// `HELP`/`TYPE` name its `_total` series, and `UNIT` and `EOF` go. The
+/// samples are the same lines.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut lines = openmetrics.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let counter = |l: &str| l.starts_with("# TYPE ") && l.ends_with(" counter");
+        let renamed = match line.strip_prefix("# HELP ") {
+            // HELP comes first: rename it if its TYPE says counter.
+            Some(rest) if lines.peek().is_some_and(|next| counter(next)) => {
+                let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+                Some(format!("# HELP {name}_total {help}"))
+            }
+            _ if counter(line) => {
+                let name = &line["# TYPE ".len()..line.len() - " counter".len()];
+                Some(format!("# TYPE {name}_total counter"))
+            }
+            _ => None,
+        };
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
 /// Several renderings as one exposition (one `# EOF`, at the end).
 pub fn join(parts: &[String]) -> String {
     let mut out = String::new();
@@ -551,6 +495,11 @@ struct Family {
     help: &'static str,
     unit: Option<Unit>,
     values: Values,
+}
+
+fn hist(h: &Histogram) -> Values {
+    let (sum, buckets) = h.snapshot();
+    Values::Histogram { sum, buckets }
 }
 
 fn family(name: &'static str, help: &'static str, values: Values) -> Family {
@@ -658,6 +607,16 @@ mod tests {
         let types = text.lines().filter(|l| l.starts_with("# TYPE")).count();
         assert_eq!((helps, types), (15, 15));
         assert!(text.ends_with("# EOF\n"), "{text}");
+        let old = to_prometheus_text(&text);
+        for line in [
+            "# HELP keepwire_proxy_requests_total Requests handled.",
+            "# TYPE keepwire_proxy_requests_total counter",
+            "keepwire_proxy_requests_total 7",
+            "# TYPE keepwire_proxy_tunnels_open gauge",
+        ] {
+            assert!(old.lines().any(|l| l == line), "{line:?} missing in\n{old}");
+        }
+        assert!(!old.contains("# EOF") && !old.contains("# UNIT"), "{old}");
     }
 
     #[test]

@@ -607,3 +607,38 @@ async fn a_refused_extended_connect_is_sent_again_on_a_new_connection() {
     assert!(resp.extensions().get::<OnUpgrade>().is_some());
     peer.abort();
 }
+
+/// The access log has a line for an extended CONNECT, written when its
+/// tunnel ends (`CONNECT /chat HTTP/2.0` 200, `proto=HTTP/2`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extended_connect_is_in_the_access_log_when_its_tunnel_ends() {
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let log = keepwire::server::access::AccessLog::to_writer(lines.clone());
+    let log = std::sync::Arc::new(log);
+    let (ends, mut ended) = mpsc::unbounded_channel();
+    let server = serve(|c| c.access_log = Some(log), echo_handler(ends));
+    let client = h2c_client();
+    let mut up = open(&client, server.local_addr()).await;
+    up.write_all(b"x").await.unwrap();
+    let mut one = [0u8; 1];
+    up.read_exact(&mut one).await.unwrap();
+    drop(up);
+    within("the server's end", WAIT, ended.recv()).await;
+    let text = || String::from_utf8_lossy(&lines.0.lock().unwrap()).into_owned();
+    eventually("the line", WAIT, || text().contains("CONNECT")).await;
+    let t = text();
+    assert!(t.contains("\"CONNECT /chat HTTP/2.0\" 200 0 "), "{t}");
+    assert!(t.contains(" req=1 ") && t.contains(" proto=HTTP/2 "), "{t}");
+    stop(server).await;
+}

@@ -1,6 +1,13 @@
 //! The harness every experiment runs in: the servers on the server side
-//! of the link, started once ([`Lab`]), and what an experiment reports
-//! ([`Outcome`]).
+//! of the link, started once ([`Lab`]), what an experiment reports
+//! ([`Outcome`]), and its repeats ([`Experiment::repeated`]).
+//!
+//! Why repeats: with `--loss`, one lost segment costs a retransmission
+//! timeout (200 ms or more), several round trips of the 50 ms link, so a
+//! single sample can land on either side of a verdict. An experiment is run
+//! N times; every measured value becomes its median with p10–p90 and N, the
+//! verdict is judged again on the medians by the experiment's own judge,
+//! and the timeouts the two namespaces' TCP stacks counted are reported.
 
 use std::collections::HashMap;
 use std::io;
@@ -16,6 +23,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::stats::Spread;
 use crate::link::Link;
 use crate::load::{Phases, Record};
 use crate::site::Site;
@@ -25,8 +33,13 @@ use crate::site::Site;
 pub struct Row {
     /// What was measured (a strategy, a setting).
     pub label: String,
-    /// Values in the experiment's column order; `None` is "-".
+    /// Values in the experiment's column order; `None` is "-". Over
+    /// repeats: the medians.
     pub values: Vec<Option<f64>>,
+    /// Per value: median, p10, p90 and N over the repeats that measured it.
+    pub spread: Vec<Option<Spread>>,
+    /// Repeats this row was measured in.
+    pub n: usize,
 }
 
 /// A request on the page-load waterfall.
@@ -75,6 +88,27 @@ pub struct Outcome {
     pub page_loads: Vec<(String, Vec<Record>)>,
     /// Event deliveries only: one timeline per technique.
     pub timelines: Vec<Timeline>,
+    /// Times the experiment ran; its rows are medians over them.
+    pub repeats: usize,
+    /// Of those, the runs whose own verdict matched.
+    pub runs_matched: usize,
+    /// Losses and retransmissions while it ran (all repeats).
+    pub losses: Losses,
+}
+
+/// What loss cost an experiment: the link's drops and what the two
+/// namespaces' TCP stacks counted (`TcpExt: TCPTimeouts` and `Tcp:
+/// RetransSegs` of `/proc/thread-self/net/{netstat,snmp}`, per network
+/// namespace, so only this lab's connections). The counters are `None` on
+/// the approximate link, whose sockets share the host's namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Losses {
+    /// Packets the delay line dropped (loss model or full queue).
+    pub dropped_packets: u64,
+    /// Retransmission timeouts (RTO expiries, SYN timeouts included).
+    pub rto: Option<u64>,
+    /// Segments retransmitted (timeouts and fast retransmits).
+    pub retransmitted_segments: Option<u64>,
 }
 
 /// Events on a delivery timeline: when each was published at the server
@@ -100,8 +134,106 @@ pub struct Experiment {
     pub title: &'static str,
     /// Rules it demonstrates.
     pub rules: &'static str,
-    /// Runs it.
+    /// Runs it once.
     pub run: fn(&Lab) -> Outcome,
+    /// Repeats by default on a lossy link (on a lossless one: 1).
+    pub repeats: usize,
+    /// Its verdict from its rows (medians over repeats): the same function
+    /// judges a single run. `None`: the majority of the runs' verdicts.
+    pub judge: Option<Judge>,
+}
+
+/// An experiment's verdict from its table: does it match, and in words.
+pub type Judge = fn(&Lab, &[Row]) -> (bool, String);
+
+impl Experiment {
+    /// Repeats when none are asked for: `repeats` on a lossy link, where a
+    /// timeout can flip one sample; one on a lossless link, where runs
+    /// agree and time matters.
+    pub fn default_repeats(&self, loss: f64) -> usize {
+        if loss > 0.0 { self.repeats.max(1) } else { 1 }
+    }
+
+    /// Runs it `n` times (at least once) and summarises: every value the
+    /// median of its repeats with p10–p90 and N, the verdict judged on the
+    /// medians, the waterfalls and timelines of the last run, the notes of
+    /// all (each once), and the losses counted over all.
+    pub fn repeated(&self, lab: &Lab, n: usize) -> Outcome {
+        let before = lab.counters();
+        let runs: Vec<Outcome> = (0..n.max(1)).map(|_| (self.run)(lab)).collect();
+        let after = lab.counters();
+        let mut o = summarise(runs, |rows| self.judge.map(|j| j(lab, rows)));
+        o.losses = Losses {
+            dropped_packets: after.0.saturating_sub(before.0),
+            rto: after.1.zip(before.1).map(|(a, b)| a.saturating_sub(b)),
+            retransmitted_segments: after.2.zip(before.2).map(|(a, b)| a.saturating_sub(b)),
+        };
+        o
+    }
+}
+
+/// The outcome of several runs of one experiment: rows matched by label (in
+/// order of first appearance), each value's spread, the verdict from
+/// `judge` on the medians, or the majority of the runs' if it has none.
+pub(super) fn summarise(
+    runs: Vec<Outcome>,
+    judge: impl FnOnce(&[Row]) -> Option<(bool, String)>,
+) -> Outcome {
+    let matched = runs.iter().filter(|o| o.pass).count();
+    let n = runs.len();
+    let mut labels: Vec<&str> = Vec::new();
+    for r in runs.iter().flat_map(|o| &o.rows) {
+        if !labels.contains(&r.label.as_str()) {
+            labels.push(&r.label);
+        }
+    }
+    let rows: Vec<Row> = labels
+        .iter()
+        .map(|label| {
+            let same: Vec<&Row> = runs
+                .iter()
+                .filter_map(|o| o.rows.iter().find(|r| r.label == *label))
+                .collect();
+            let width = same.iter().map(|r| r.values.len()).max().unwrap_or(0);
+            let spread: Vec<Option<Spread>> = (0..width)
+                .map(|c| {
+                    let v: Vec<f64> = same
+                        .iter()
+                        .filter_map(|r| r.values.get(c).copied().flatten())
+                        .collect();
+                    Spread::of(&v)
+                })
+                .collect();
+            Row {
+                label: label.to_string(),
+                values: spread.iter().map(|s| s.map(|s| s.median)).collect(),
+                spread,
+                n: same.len(),
+            }
+        })
+        .collect();
+    let mut notes: Vec<String> = Vec::new();
+    for note in runs.iter().flat_map(|o| &o.notes) {
+        if !notes.contains(note) {
+            notes.push(note.clone());
+        }
+    }
+    let mut o = runs.into_iter().last().expect("at least one run");
+    let (pass, verdict) = match judge(&rows) {
+        Some(v) if n > 1 => v,
+        Some(_) | None if n == 1 => (o.pass, o.verdict.clone()),
+        _ => (
+            matched * 2 > n,
+            format!("{matched} of {n} runs matched; the last: {}", o.verdict),
+        ),
+    };
+    o.rows = rows;
+    o.notes = notes;
+    o.pass = pass;
+    o.verdict = verdict;
+    o.repeats = n;
+    o.runs_matched = matched;
+    o
 }
 
 /// Objects on the lab's demo page.
@@ -133,6 +265,9 @@ pub(super) fn outcome(
         waterfalls: Vec::new(),
         page_loads: Vec::new(),
         timelines: Vec::new(),
+        repeats: 1,
+        runs_matched: usize::from(pass),
+        losses: Losses::default(),
     }
 }
 
@@ -335,6 +470,19 @@ impl<'a> Lab<'a> {
         self.rtt.as_secs_f64() * 1000.0
     }
 
+    /// The link's drops, and the timeouts and retransmitted segments of
+    /// both namespaces (exact link only).
+    fn counters(&self) -> (u64, Option<u64>, Option<u64>) {
+        let dropped = self.link.dropped.load(std::sync::atomic::Ordering::Relaxed);
+        if !self.link.exact {
+            return (dropped, None, None);
+        }
+        let read = || async { tcp_counters() };
+        let (c, s) = (self.link.client.run(read), self.link.server.run(read));
+        let sum = |f: fn(&(u64, u64)) -> u64| c.zip(s).map(|(c, s)| f(&c) + f(&s));
+        (dropped, sum(|t| t.0), sum(|t| t.1))
+    }
+
     pub(super) fn note_link(&self, notes: &mut Vec<String>) {
         if !self.link.exact {
             notes.push(
@@ -344,12 +492,43 @@ impl<'a> Lab<'a> {
     }
 }
 
-/// A row of a table.
+/// `TCPTimeouts` and `RetransSegs` of the calling thread's network
+/// namespace (`/proc/thread-self`: `/proc/net` is the process's).
+fn tcp_counters() -> Option<(u64, u64)> {
+    let field = |file: &str, prefix: &str, name: &str| -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/thread-self/net/{file}")).ok()?;
+        let mut lines = text.lines().filter(|l| l.starts_with(prefix));
+        let (names, values) = (lines.next()?, lines.next()?);
+        let at = names.split_whitespace().position(|n| n == name)?;
+        values.split_whitespace().nth(at)?.parse().ok()
+    };
+    Some((
+        field("netstat", "TcpExt:", "TCPTimeouts")?,
+        field("snmp", "Tcp:", "RetransSegs")?,
+    ))
+}
+
+/// A row of a table: one run's values.
 pub(super) fn row(label: impl Into<String>, values: Vec<Option<f64>>) -> Row {
     Row {
         label: label.into(),
+        spread: values
+            .iter()
+            .map(|v| v.and_then(|v| Spread::of(&[v])))
+            .collect(),
         values,
+        n: 1,
     }
+}
+
+/// The value in column `col` of the row labelled `label`.
+pub(super) fn value(rows: &[Row], label: &str, col: usize) -> Option<f64> {
+    rows.iter()
+        .find(|r| r.label == label)?
+        .values
+        .get(col)
+        .copied()
+        .flatten()
 }
 
 /// The deliberately dumb relay of R6.1: it forwards the first request head
@@ -377,5 +556,114 @@ async fn dumb_relay(listener: TcpListener, origin: SocketAddr) {
             let (_cr, mut cw) = client.split();
             let _ = tokio::io::copy(&mut ur, &mut cw).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const E: Experiment = Experiment {
+        id: "synthetic",
+        title: "t",
+        rules: "R0",
+        run: |_| unreachable!("not run"),
+        repeats: 3,
+        judge: None,
+    };
+
+    /// One run of a Nagle-like experiment: Nagle off and on at the median.
+    fn run(off: f64, on: f64, note: &str) -> Outcome {
+        let rows = vec![
+            row("off", vec![Some(off), None]),
+            row("on", vec![Some(on), Some(140.0)]),
+        ];
+        let (pass, verdict) = judge(&rows);
+        outcome(
+            &E,
+            &["p50 ms", "model ms"],
+            rows,
+            (0, Some(1)),
+            pass,
+            verdict,
+            vec![note.into()],
+        )
+    }
+
+    fn judge(rows: &[Row]) -> (bool, String) {
+        let (off, on) = (value(rows, "off", 0), value(rows, "on", 0));
+        match off.zip(on) {
+            Some((off, on)) => (on >= off + 40.0, format!("on − off = {}", on - off)),
+            None => (false, "not measured".into()),
+        }
+    }
+
+    #[test]
+    fn the_verdict_is_on_the_medians_not_on_one_run() {
+        // The second run's Nagle-off sample hit a retransmission timeout:
+        // judged alone it would flip the verdict.
+        let runs = vec![
+            run(51.0, 145.0, "a"),
+            run(260.0, 146.0, "b"),
+            run(52.0, 150.0, "a"),
+        ];
+        assert!(!runs[1].pass, "the flipped run fails on its own");
+        let o = summarise(runs, |rows| Some(judge(rows)));
+        assert!(o.pass, "{o:?}");
+        assert_eq!(o.verdict, "on − off = 94");
+        assert_eq!((o.repeats, o.runs_matched), (3, 2));
+        let off = &o.rows[0];
+        assert_eq!((off.label.as_str(), off.n), ("off", 3));
+        assert_eq!(off.values, vec![Some(52.0), None]);
+        let s = off.spread[0].expect("a spread");
+        assert_eq!((s.median, s.n), (52.0, 3));
+        assert!(
+            (s.p10 - 51.2).abs() < 1e-9 && (s.p90 - 218.4).abs() < 1e-9,
+            "{s:?}"
+        );
+        assert_eq!(off.spread[1], None, "never measured: no spread");
+        assert_eq!(o.notes, vec!["a".to_string(), "b".to_string()], "each once");
+    }
+
+    #[test]
+    fn rows_are_matched_by_label_and_one_run_keeps_its_verdict() {
+        let mut failed = run(50.0, 150.0, "x");
+        failed.rows.remove(1);
+        let o = summarise(vec![run(50.0, 150.0, "x"), failed], |rows| {
+            Some(judge(rows))
+        });
+        assert_eq!(o.rows.iter().map(|r| r.n).collect::<Vec<_>>(), vec![2, 1]);
+        assert!(o.pass);
+        // One run: its own verdict, not a second opinion.
+        let mut single = run(50.0, 60.0, "x");
+        single.pass = true;
+        let o = summarise(vec![single], |_| Some((false, "ignored".into())));
+        assert!(o.pass && o.repeats == 1, "{o:?}");
+    }
+
+    #[test]
+    fn without_a_judge_the_majority_of_runs_decides() {
+        let o = summarise(
+            vec![
+                run(50.0, 150.0, "x"),
+                run(50.0, 60.0, "x"),
+                run(50.0, 150.0, "x"),
+            ],
+            |_| None,
+        );
+        assert!(o.pass);
+        assert!(
+            o.verdict.starts_with("2 of 3 runs matched"),
+            "{}",
+            o.verdict
+        );
+        let o = summarise(vec![run(50.0, 150.0, "x"), run(50.0, 60.0, "x")], |_| None);
+        assert!(!o.pass, "a tie is not a majority");
+    }
+
+    #[test]
+    fn default_repeats_apply_only_with_loss() {
+        assert_eq!(E.default_repeats(0.0), 1);
+        assert_eq!(E.default_repeats(0.01), 3);
     }
 }

@@ -25,7 +25,8 @@ mod stats;
 mod time_wait;
 mod tls;
 
-pub use harness::{Bar, Experiment, Lab, Outcome, Row, Timeline};
+pub use harness::{Bar, Experiment, Judge, Lab, Losses, Outcome, Row, Timeline};
+pub use stats::Spread;
 
 /// Every experiment, in order.
 pub const ALL: [Experiment; 10] = [

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::harness::{Bar, Experiment, Lab, OBJECT_SIZE, Outcome, PAGE_OBJECTS, outcome, row};
+use super::harness::{
+    Bar, Experiment, Lab, OBJECT_SIZE, Outcome, PAGE_OBJECTS, Row, outcome, row, value,
+};
 use super::stats::median;
 use crate::load::{LoadConfig, Record, Strategy, load};
 
@@ -15,6 +17,8 @@ pub(super) const EXPERIMENT: Experiment = Experiment {
     title: "a page of 12 objects: serial, parallel, persistent, pipelined, multiplexed",
     rules: "R4",
     run,
+    repeats: 3,
+    judge: Some(judge),
 };
 
 /// Experiment 1 (R4): wall time and connections of a page load per strategy.
@@ -82,12 +86,6 @@ pub(super) fn run(lab: &Lab) -> Outcome {
         waterfalls.push((label.to_string(), load.bars));
         page_loads.push((label.to_string(), load.records));
     }
-    let w = |k: &str| walls.get(k).map_or(0.0, |v| v.0);
-    let ordered = w("pipelined 1") < w("persistent 1")
-        && w("persistent 1") < w("serial")
-        && w("parallel 6") < w("serial")
-        && w("persistent 6") < w("persistent 1")
-        && w("multiplexed (HTTP/2)") < w("persistent 1");
     let within: Vec<String> = ["serial", "persistent 1", "pipelined 1"]
         .iter()
         .filter_map(|k| {
@@ -103,6 +101,7 @@ pub(super) fn run(lab: &Lab) -> Outcome {
         ));
     }
     lab.note_link(&mut notes);
+    let (ordered, verdict) = judge(lab, &rows);
     let mut outcome = outcome(
         &EXPERIMENT,
         &[
@@ -115,18 +114,29 @@ pub(super) fn run(lab: &Lab) -> Outcome {
         rows,
         (0, Some(1)),
         ordered,
-        if ordered {
-            "pipelined < persistent < serial, parallel < serial, persistent+parallel < persistent: \
-             every round trip saved shows"
-                .into()
-        } else {
-            "the strategies did not order as the round-trip model predicts".into()
-        },
+        verdict,
         notes,
     );
     outcome.waterfalls = waterfalls;
     outcome.page_loads = page_loads;
     outcome
+}
+
+/// The strategies order by the round trips they save (walls, column 0).
+fn judge(_lab: &Lab, rows: &[Row]) -> (bool, String) {
+    let w = |k: &str| value(rows, k, 0).unwrap_or(0.0);
+    let ordered = w("pipelined 1") < w("persistent 1")
+        && w("persistent 1") < w("serial")
+        && w("parallel 6") < w("serial")
+        && w("persistent 6") < w("persistent 1")
+        && w("multiplexed (HTTP/2)") < w("persistent 1");
+    let verdict = if ordered {
+        "pipelined < persistent < serial, parallel < serial, persistent+parallel < persistent: \
+         every round trip saved shows"
+    } else {
+        "the strategies did not order as the round-trip model predicts"
+    };
+    (ordered, verdict.into())
 }
 
 /// A page load's medians over the repetitions, and the last one's

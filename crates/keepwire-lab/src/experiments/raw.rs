@@ -219,34 +219,44 @@ mod tests {
     /// not after the read that took them, and the response still parses.
     #[tokio::test]
     async fn reads_carry_the_kernels_receive_time() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            // Answer only once asked: segments received before the option
-            // was set carry no timestamp.
-            let mut ask = [0u8; 1];
-            tokio::io::AsyncReadExt::read_exact(&mut s, &mut ask)
-                .await
-                .unwrap();
-            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
-                .await
-                .unwrap();
-            s
-        });
-        let mut c = RawConn::connect(addr, true).await.unwrap();
-        c.stream.write_all(b"?").await.unwrap();
-        let _peer = server.await.unwrap();
-        // Let the bytes sit in the socket before they are read.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let before_read = Instant::now();
-        let resp = c.response(Duration::from_secs(5)).await.unwrap().unwrap();
-        assert_eq!((resp.status, resp.data.as_slice()), (200, &b"hi"[..]));
-        let arrived = c.arrived.expect("SO_TIMESTAMPNS gave a receive time");
-        assert!(
-            arrived + Duration::from_millis(20) < before_read,
-            "arrived {:?} before the read, expected about 50 ms",
-            before_read - arrived
-        );
+        // The kernel turns receive timestamps on for the whole stack by a
+        // deferred work item after the first socket asks: on a busy machine
+        // the first segments after `setsockopt` may carry none. A few
+        // exchanges (bounded) let it catch up; one stamped read is the test.
+        for attempt in 1..=20 {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                // Answer only once asked: segments received before the option
+                // was set carry no timestamp.
+                let mut ask = [0u8; 1];
+                tokio::io::AsyncReadExt::read_exact(&mut s, &mut ask)
+                    .await
+                    .unwrap();
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+                    .await
+                    .unwrap();
+                s
+            });
+            let mut c = RawConn::connect(addr, true).await.unwrap();
+            c.stream.write_all(b"?").await.unwrap();
+            let _peer = server.await.unwrap();
+            // Let the bytes sit in the socket before they are read.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let before_read = Instant::now();
+            let resp = c.response(Duration::from_secs(5)).await.unwrap().unwrap();
+            assert_eq!((resp.status, resp.data.as_slice()), (200, &b"hi"[..]));
+            let Some(arrived) = c.arrived else {
+                assert!(attempt < 20, "SO_TIMESTAMPNS never gave a receive time");
+                continue;
+            };
+            assert!(
+                arrived + Duration::from_millis(20) < before_read,
+                "arrived {:?} before the read, expected about 50 ms",
+                before_read - arrived
+            );
+            return;
+        }
     }
 }

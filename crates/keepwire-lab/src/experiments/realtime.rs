@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::harness::{Experiment, Lab, Outcome, Row, Timeline, outcome, row};
+use super::harness::{Experiment, Lab, Outcome, Row, Timeline, outcome, row, value};
 use super::realtime_client::{self, Seen, Technique};
 use super::realtime_model::{self as model, Plan};
 use super::realtime_server::{self as server, Origin, Path};
@@ -24,6 +24,8 @@ pub(super) const EXPERIMENT: Experiment = Experiment {
     title: "one event stream by polling, long polling, SSE and WebSocket",
     rules: "R9.4, R9.2",
     run,
+    repeats: 1,
+    judge: Some(judge),
 };
 
 const COLUMNS: [&str; 15] = [
@@ -46,6 +48,10 @@ const COLUMNS: [&str; 15] = [
 
 /// Latencies must be within this fraction of the model's.
 const TOLERANCE: f64 = 0.15;
+/// What one retransmission may add under loss: Linux's minimum RTO (a
+/// tail-loss probe fires sooner), plus the resent segment's crossing (the
+/// RTT, added where it is used).
+const RETRANSMISSION_MS: f64 = 200.0;
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// The long poll's hold: longer than any quiet time of the plans, so the
 /// model's timeouts stay theoretical; the model handles them anyway.
@@ -64,9 +70,6 @@ const FINISH: Duration = Duration::from_millis(500);
 struct Measured {
     row: Row,
     timeline: Timeline,
-    /// Where it is off the model, if it is.
-    off: Option<String>,
-    p50: f64,
 }
 
 /// Experiment 10 (R9.4, R9.2): the four techniques, then two of them behind
@@ -101,25 +104,15 @@ pub(super) fn run(lab: &Lab) -> Outcome {
     let mut rows = Vec::new();
     let mut timelines = Vec::new();
     let mut notes = Vec::new();
-    let mut failed = Vec::new();
-    // SSE's median direct, through keepwire proxy, through the relay.
-    let mut sse = [None; 3];
     for (plan, kind, t, path) in runs {
         let label = format!("{}{}, {kind}", t.name(), path.suffix());
         match one(lab, plan, t, path, &label) {
             Ok(m) => {
-                if let Some(off) = &m.off {
-                    failed.push(format!("{label} ({off})"));
-                }
-                if t == Technique::Sse && plan.name == random.name {
-                    sse[path as usize] = Some(m.p50);
-                }
                 rows.push(m.row);
                 timelines.push(m.timeline);
             }
             Err(e) => {
                 notes.push(format!("{label}: {e}"));
-                failed.push(format!("{label} (failed)"));
                 rows.push(row(label, vec![None; COLUMNS.len()]));
             }
         }
@@ -166,24 +159,7 @@ pub(super) fn run(lab: &Lab) -> Outcome {
         FINISH.as_millis()
     ));
     lab.note_link(&mut notes);
-    let pass = failed.is_empty();
-    let ms_or = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0} ms"));
-    let streaming = format!(
-        "SSE at the median: {} direct, {} through keepwire proxy, {} through the buffering \
-         relay (streaming needs a proxy that flushes)",
-        ms_or(sse[0]),
-        ms_or(sse[1]),
-        ms_or(sse[2])
-    );
-    let verdict = if pass {
-        format!(
-            "every run within {:.0} % of its model at p50 and p99, requests and connections \
-             exact; {streaming}",
-            TOLERANCE * 100.0
-        )
-    } else {
-        format!("off the model: {}; {streaming}", failed.join("; "))
-    };
+    let (pass, verdict) = judge(lab, &rows);
     let mut o = outcome(
         &EXPERIMENT,
         &COLUMNS,
@@ -195,6 +171,88 @@ pub(super) fn run(lab: &Lab) -> Outcome {
     );
     o.timelines = timelines;
     o
+}
+
+/// Every run within the tolerance of its model at p50 and p99, every event
+/// delivered, requests and connections exact.
+///
+/// With loss, p99 (with 20 events, about the worst one) may exceed the
+/// lossless model by one retransmission: a lost segment, or one an event
+/// queues behind, is resent after a tail-loss probe or a timeout (Linux:
+/// 200 ms at least) and crosses once more. At 1 % loss about one row in
+/// five loses a segment per run (measured: 5 of 13 rows off at p99 in one
+/// run, by 6–48 ms), so repeats cannot steady it; the allowance can.
+fn judge(lab: &Lab, rows: &[Row]) -> (bool, String) {
+    let allowance = if lab.link.spec.loss > 0.0 {
+        RETRANSMISSION_MS + lab.r_ms()
+    } else {
+        0.0
+    };
+    let failed: Vec<String> = rows
+        .iter()
+        .filter_map(|r| off(&r.values, allowance).map(|o| format!("{} ({o})", r.label)))
+        .collect();
+    let sse = |path: Path| {
+        let label = format!("{}{}, random", Technique::Sse.name(), path.suffix());
+        value(rows, &label, 2).map_or("-".to_string(), |v| format!("{v:.0} ms"))
+    };
+    let streaming = format!(
+        "SSE at the median: {} direct, {} through keepwire proxy, {} through the buffering \
+         relay (streaming needs a proxy that flushes)",
+        sse(Path::Direct),
+        sse(Path::Proxy),
+        sse(Path::Buffering)
+    );
+    if failed.is_empty() && !rows.is_empty() {
+        let tail = if allowance > 0.0 {
+            format!(" (p99 plus {allowance:.0} ms for one retransmission under loss)")
+        } else {
+            String::new()
+        };
+        let verdict = format!(
+            "every run within {:.0} % of its model at p50 and p99{tail}, requests and \
+             connections exact; {streaming}",
+            TOLERANCE * 100.0
+        );
+        (true, verdict)
+    } else {
+        (
+            false,
+            format!("off the model: {}; {streaming}", failed.join("; ")),
+        )
+    }
+}
+
+/// Where a row is off its model, if it is (columns as in `COLUMNS`); p99
+/// may exceed it by `allowance` ms more.
+fn off(values: &[Option<f64>], allowance: f64) -> Option<String> {
+    let v = |i: usize| values.get(i).copied().flatten();
+    let (Some(events), Some(delivered), Some(requests), Some(model_requests)) =
+        (v(0), v(1), v(6), v(7))
+    else {
+        return Some("failed".into());
+    };
+    let within = |m: f64, x: f64| (x - m).abs() <= TOLERANCE * m;
+    let mut off = Vec::new();
+    if delivered != events {
+        off.push(format!("{delivered} of {events} delivered"));
+    }
+    for (what, x, m, extra) in [("p50", v(2), v(3), 0.0), ("p99", v(4), v(5), allowance)] {
+        match (x, m) {
+            (Some(x), Some(m)) if !(within(m, x) || x > m && x <= m + extra) => {
+                off.push(format!("{what} {x:.1} vs {m:.1} ms"))
+            }
+            (Some(_), Some(_)) => {}
+            _ => off.push(format!("{what} not measured")),
+        }
+    }
+    if requests != model_requests {
+        off.push(format!("{requests} requests vs {model_requests}"));
+    }
+    if let Some(c) = v(8).filter(|c| *c != 1.0) {
+        off.push(format!("{c} connections vs 1"));
+    }
+    (!off.is_empty()).then(|| off.join(", "))
 }
 
 /// One technique on one path with one plan.
@@ -276,23 +334,7 @@ fn one(lab: &Lab, plan: &Plan, t: Technique, path: Path, label: &str) -> Result<
     let (m50, m99) = (quantile(model_lat.clone(), 0.5), quantile(model_lat, 0.99));
     let delivered = latency.len();
     let events = published.len();
-    let within = |m: f64, x: f64| (x - m).abs() <= TOLERANCE * m;
     let requests = seen.requests.len();
-    let mut off = Vec::new();
-    if delivered != events {
-        off.push(format!("{delivered} of {events} delivered"));
-    }
-    for (what, x, m) in [("p50", p50, m50), ("p99", p99, m99)] {
-        if !within(m, x) {
-            off.push(format!("{what} {x:.1} vs {m:.1} ms"));
-        }
-    }
-    if requests != model_requests {
-        off.push(format!("{requests} requests vs {model_requests}"));
-    }
-    if wire.connections != 1 {
-        off.push(format!("{} connections vs 1", wire.connections));
-    }
     let http_bytes = wire.payload_bytes[0] + wire.payload_bytes[1];
     // A long poll's last request is still held when the run ends.
     let model_responses = match t {
@@ -331,8 +373,6 @@ fn one(lab: &Lab, plan: &Plan, t: Technique, path: Path, label: &str) -> Result<
             events: pub_ms.iter().copied().zip(arrived).collect(),
             requests: sent,
         },
-        off: (!off.is_empty()).then(|| off.join(", ")),
-        p50,
     })
 }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
-use super::harness::{Experiment, Lab, Outcome, outcome, row};
+use super::harness::{Experiment, Lab, Outcome, Row, outcome, row};
 use super::raw::RawConn;
 use super::stats::ms;
 
@@ -16,7 +16,15 @@ pub(super) const EXPERIMENT: Experiment = Experiment {
     title: "a download on a new vs a warm connection",
     rules: "R2.2",
     run,
+    // 1 run in 9 at 1 % loss flips (a tail loss on the warm download):
+    // the median of 5 holds unless 3 do.
+    repeats: 5,
+    judge: Some(judge),
 };
+
+/// The download on a lossy link: small enough that most transfers lose
+/// nothing, large enough for 3 rounds of slow start (10 + 20 + 40 segments).
+const LOSSY_DOWNLOAD: usize = 64 * 1024;
 
 /// Rounds of slow start to send `bytes` from an initial window of 10
 /// segments of 1448 bytes, doubling each round.
@@ -36,7 +44,12 @@ fn slow_start_rounds(bytes: usize) -> f64 {
 /// Experiment 3 (R2.2): the same download, cold and warm.
 pub(super) fn run(lab: &Lab) -> Outcome {
     let r = lab.r_ms();
-    let size = lab.sizes.download;
+    let lossy = lab.link.spec.loss > 0.0;
+    let size = if lossy {
+        lab.sizes.download.min(LOSSY_DOWNLOAD)
+    } else {
+        lab.sizes.download
+    };
     let addr = lab.origin;
     let result: Result<(f64, f64), String> = lab.link.client.run(move || async move {
         let path = format!("GET /lab/bytes/{size} HTTP/1.1\r\nHost: lab\r\n\r\n");
@@ -71,14 +84,24 @@ pub(super) fn run(lab: &Lab) -> Outcome {
          doubling) + {transfer:.0} ms at the link rate; warm = 1 RTT + transfer",
         rounds - 1.0
     )];
+    if lossy {
+        notes.push(format!(
+            "with loss the download is {} KiB ({} segments, under one loss expected at 1 %): a \
+             larger one is dominated by loss recovery, and a connection whose window a loss \
+             has just halved is not warm (measured at 1 % loss, 1 MiB: the warm download \
+             slower than the new one in 9 runs of 9, medians 2,372 vs 675 ms)",
+            size / 1024,
+            size.div_ceil(1448)
+        ));
+    }
     if let Some(cc) = congestion_control(lab) {
         notes.push(format!("congestion control in the namespaces: {cc}"));
     }
     lab.note_link(&mut notes);
     let mbit = |t: f64| size as f64 * 8.0 / (t / 1000.0) / 1e6;
     let (rows, pass, verdict) = match result {
-        Ok((cold, warm)) => (
-            vec![
+        Ok((cold, warm)) => {
+            let rows = vec![
                 row(
                     format!("new connection, {} KiB", size / 1024),
                     vec![Some(cold), Some(model_cold), Some(mbit(cold))],
@@ -87,14 +110,10 @@ pub(super) fn run(lab: &Lab) -> Outcome {
                     format!("warm connection, {} KiB", size / 1024),
                     vec![Some(warm), Some(model_warm), Some(mbit(warm))],
                 ),
-            ],
-            warm + r <= cold,
-            format!(
-                "the warm connection is {:.0} ms ({:.1} RTT) faster: its window is already open",
-                cold - warm,
-                (cold - warm) / r
-            ),
-        ),
+            ];
+            let (pass, verdict) = judge(lab, &rows);
+            (rows, pass, verdict)
+        }
         Err(e) => (Vec::new(), false, format!("failed: {e}")),
     };
     outcome(
@@ -105,6 +124,23 @@ pub(super) fn run(lab: &Lab) -> Outcome {
         pass,
         verdict,
         notes,
+    )
+}
+
+/// The warm download is at least a round trip faster (column 0).
+fn judge(lab: &Lab, rows: &[Row]) -> (bool, String) {
+    let r = lab.r_ms();
+    let time = |i: usize| rows.get(i).and_then(|row| row.values[0]);
+    let (Some(cold), Some(warm)) = (time(0), time(1)) else {
+        return (false, "not measured".into());
+    };
+    (
+        warm + r <= cold,
+        format!(
+            "the warm connection is {:.0} ms ({:.1} RTT) faster: its window is already open",
+            cold - warm,
+            (cold - warm) / r
+        ),
     )
 }
 

@@ -19,6 +19,8 @@ pub(super) const EXPERIMENT: Experiment = Experiment {
     title: "many requests without and with persistence",
     rules: "R2.4",
     run,
+    repeats: 1,
+    judge: None,
 };
 
 /// Experiment 4 (R2.4): the load generator with and without persistence.

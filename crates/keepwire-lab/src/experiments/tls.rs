@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::harness::{Experiment, Lab, Outcome, PAGE_OBJECTS, outcome, row};
+use super::harness::{Experiment, Lab, Outcome, PAGE_OBJECTS, Row, outcome, row, value};
 use super::page_load::load_page;
 use crate::load::Strategy;
 
@@ -14,6 +14,10 @@ pub(super) const EXPERIMENT: Experiment = Experiment {
     title: "the page over HTTPS: a TLS handshake per connection",
     rules: "R2.1, R4.3",
     run,
+    // 1 run in 5 at 1 % loss flips (a timeout in the persistent HTTPS
+    // load makes its TLS cost 214 ms, over 2 RTT): 5, as slow-start.
+    repeats: 5,
+    judge: Some(judge),
 };
 
 /// Experiment 9 (R2.1, R4.3): the page over HTTPS. TLS 1.3 adds one round
@@ -94,33 +98,44 @@ pub(super) fn run(lab: &Lab) -> Outcome {
         "TLS cost, persistent 1",
         vec![Some(persistent_extra), Some(r), None, None],
     ));
-    // Every new connection pays the handshake: serial pays it n times,
-    // persistent once.
-    let pass = serial_extra >= 0.7 * n * r
-        && persistent_extra < 2.0 * r
-        && w("multiplexed, https:// (h2)") < w("persistent 1, https://");
     lab.note_link(&mut notes);
+    let (pass, verdict) = judge(lab, &rows);
     let mut outcome = outcome(
         &EXPERIMENT,
         &["wall ms", "model ms", "vs model %", "connections"],
         rows,
         (0, Some(1)),
         pass,
-        if pass {
-            format!(
-                "TLS cost {serial_extra:.0} ms serial ({n:.0} handshakes) vs \
-                 {persistent_extra:.0} ms persistent (one): persistence saves a round \
-                 trip more per request over HTTPS"
-            )
-        } else {
-            format!(
-                "TLS cost {serial_extra:.0} ms serial vs {persistent_extra:.0} ms persistent: \
-                 not the one round trip per new connection the model predicts"
-            )
-        },
+        verdict,
         notes,
     );
     outcome.waterfalls = waterfalls;
     outcome.page_loads = page_loads;
     outcome
+}
+
+/// Every new connection pays the handshake: serial pays it per request,
+/// persistent once, and h2 beats persistent HTTP/1.1 (column 0; over
+/// repeats the TLS costs are the medians of each run's difference).
+fn judge(lab: &Lab, rows: &[Row]) -> (bool, String) {
+    let (r, n) = (lab.r_ms(), PAGE_OBJECTS as f64 + 1.0);
+    let w = |k: &str| value(rows, k, 0).unwrap_or(0.0);
+    let serial_extra = w("TLS cost, serial");
+    let persistent_extra = w("TLS cost, persistent 1");
+    let pass = serial_extra >= 0.7 * n * r
+        && persistent_extra < 2.0 * r
+        && w("multiplexed, https:// (h2)") < w("persistent 1, https://");
+    let verdict = if pass {
+        format!(
+            "TLS cost {serial_extra:.0} ms serial ({n:.0} handshakes) vs \
+             {persistent_extra:.0} ms persistent (one): persistence saves a round \
+             trip more per request over HTTPS"
+        )
+    } else {
+        format!(
+            "TLS cost {serial_extra:.0} ms serial vs {persistent_extra:.0} ms persistent: \
+             not the one round trip per new connection the model predicts"
+        )
+    };
+    (pass, verdict)
 }

@@ -389,4 +389,34 @@ mod tests {
         assert_eq!(h2.request, "GET /x HTTP/2.0");
         assert_eq!(h2.proto, "HTTP/2");
     }
+
+    /// The queue's limit: a writer that takes nothing (a stuck disk) costs
+    /// dropped lines, never a blocked connection task.
+    #[test]
+    fn a_stuck_writer_drops_lines_instead_of_blocking() {
+        struct Stuck(std::sync::mpsc::Receiver<()>);
+        impl std::io::Write for Stuck {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                let _ = self.0.recv();
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let (unstick, stuck) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(AccessLog::to_writer(Stuck(stuck)));
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let writer = log.clone();
+        std::thread::spawn(move || {
+            for _ in 0..QUEUE_LINES + 1000 {
+                writer.write("GET / HTTP/1.1 200\n");
+            }
+            let _ = done_tx.send(());
+        });
+        let finished = done.recv_timeout(Duration::from_secs(20));
+        drop(unstick);
+        assert!(finished.is_ok(), "the caller blocked on a stuck writer");
+        assert!(log.dropped_lines() >= 999, "{}", log.dropped_lines());
+    }
 }

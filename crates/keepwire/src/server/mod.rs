@@ -477,7 +477,12 @@ impl Server {
     /// not borrow the server (`use<>`), so it outlives `spawn`/`run`.
     pub fn metrics_source(&self) -> impl Fn() -> String + Send + Sync + 'static + use<> {
         let shared = self.shared.clone();
-        move || shared.metrics.render()
+        move || {
+            let log = shared.config.access_log.as_deref();
+            shared
+                .metrics
+                .render_with(log.map(access::AccessLog::dropped_lines))
+        }
     }
 
     /// Runs on the current runtime until stopped with the returned handle.

@@ -177,7 +177,7 @@ async fn stream(
 }
 
 /// Notes `status` as the answer in the access-log entry, if any.
-fn noted(log: &mut Option<Entry>, status: StatusCode) -> StatusCode {
+pub(super) fn noted(log: &mut Option<Entry>, status: StatusCode) -> StatusCode {
     if let Some(e) = log {
         e.status = status.as_u16();
     }

@@ -21,8 +21,11 @@ use http::{Request, Response, header};
 use tokio::sync::oneshot;
 
 use super::super::{ConnInfo, Handler, Shared};
-use super::stream::{Outcome, StreamRules, answer, answer_now, call, declared_length, h2_head};
+use super::stream::{
+    Outcome, StreamRules, answer, answer_now, call, declared_length, h2_head, noted,
+};
 use crate::body::Body;
+use crate::server::access::Entry;
 use crate::upgrade::Upgraded;
 use crate::upgrade::h2::H2Stream;
 
@@ -36,15 +39,49 @@ pub(super) fn is_extended_connect<B>(req: &Request<B>) -> bool {
 /// stream; returns once the stream's [`Upgraded`] is dropped.
 pub(super) async fn extended_connect(
     req: Request<h2::RecvStream>,
-    mut respond: h2::server::SendResponse<Bytes>,
+    respond: h2::server::SendResponse<Bytes>,
     handler: Arc<dyn Handler>,
     info: ConnInfo,
     rules: StreamRules,
 ) -> Outcome {
+    let Some(log) = rules.shared.config.access_log.clone() else {
+        return switch(req, respond, handler, info, rules, &mut None).await;
+    };
+    // Logged when the tunnel ends: `rt` is its lifetime, as nginx logs a
+    // proxied WebSocket.
+    let (p, now) = (&req, tokio::time::Instant::now());
+    let entry = Entry::new(
+        p.method(),
+        p.uri(),
+        p.version(),
+        p.headers(),
+        info.request_index,
+        now,
+    );
+    let mut entry = Some(entry);
+    let outcome = switch(req, respond, handler, info, rules, &mut entry).await;
+    if let Some(mut e) = entry {
+        if e.status == 0 && matches!(outcome, Outcome::Cancelled) {
+            e.status = 499;
+        }
+        e.finish(&log, &info, None);
+    }
+    outcome
+}
+
+/// [`extended_connect`], its answer noted in `log`.
+async fn switch(
+    req: Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+    handler: Arc<dyn Handler>,
+    info: ConnInfo,
+    rules: StreamRules,
+    log: &mut Option<Entry>,
+) -> Outcome {
     let (parts, recv) = req.into_parts();
     // The same checks of Host against :authority as any request's.
     if let Err(status) = declared_length(&parts) {
-        return answer_now(respond, status);
+        return answer_now(respond, noted(log, status));
     }
     let (tx, on_upgrade) = crate::upgrade::pending();
     // The stream's DATA is the switched protocol's, not a request body.
@@ -58,9 +95,10 @@ pub(super) async fn extended_connect(
     // cannot take the stream): a plain answer, and the stream ends.
     if !resp.status().is_success() || tx.is_closed() {
         drop(recv);
-        return answer(respond, resp, false, &rules, &mut None).await;
+        return answer(respond, resp, false, &rules, log).await;
     }
     let (mut parts, _) = resp.into_parts();
+    noted(log, parts.status);
     h2_head(&mut parts);
     // A 2xx to CONNECT has no content (RFC 9110 §9.3.6).
     parts.headers.remove(header::CONTENT_LENGTH);
