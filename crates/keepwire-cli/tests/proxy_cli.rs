@@ -625,3 +625,22 @@ fn trace_is_405_unless_trace_is_given_and_the_echo_keeps_credentials_out() {
     assert!(!echoed(&here).contains("via: 1.1 keepwire"), "{here}");
     assert!(echoed(&there).contains("via: 1.1 keepwire"), "{there}");
 }
+
+/// A dead upstream: the client reads nginx's plain "502 Bad Gateway", the
+/// upstream's address and error go to the proxy's stderr (warn) only.
+#[test]
+fn a_dead_upstream_is_a_plain_502_and_the_cause_is_logged() {
+    let Some(curl) = curl() else { return };
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let p = proxy(&["--upstream", &dead, "--access-log"]);
+    let url = format!("http://{}/x", p.addr);
+    let out = Command::new(&curl)
+        .args(["-s", "--max-time", "10", "-w", "%{http_code}", &url])
+        .output()
+        .expect("curl runs");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(body, "502 Bad Gateway\n502", "no detail for the client");
+    let line = p.line_with("upstream:");
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains(&dead[7..]), "the address is logged: {line}");
+}

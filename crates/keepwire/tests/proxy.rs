@@ -1847,11 +1847,8 @@ async fn forward_https_origins_are_verified_whatever_upstream_tls_trusts() {
     });
     let r = one(&front, &request).await;
     assert_eq!(r.status, 502, "{}", r.text());
-    assert!(
-        r.text().to_ascii_lowercase().contains("certificate"),
-        "{}",
-        r.text()
-    );
+    // The cause (an unverified certificate) is logged, not sent.
+    assert_eq!(r.text(), "502 Bad Gateway\n");
 
     // forward_tls is what forward origins are verified with.
     let mut roots = rustls::RootCertStore::empty();

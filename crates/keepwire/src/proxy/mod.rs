@@ -476,7 +476,7 @@ impl Proxy {
                 StatusCode::BAD_GATEWAY
             }
         };
-        text(status, &format!("upstream: {e}"))
+        gateway(status, &e.to_string())
     }
 
     fn refuse(&self, status: StatusCode, why: &str) -> Response<Body> {
@@ -517,9 +517,22 @@ impl Handler for Arc<Proxy> {
     }
 }
 
+/// A 502/504 as nginx answers it: the status line's words only. The
+/// cause (the upstream's address, its error) goes to the operator's log,
+/// not to whoever sent the request.
+fn gateway(status: StatusCode, cause: &str) -> Response<Body> {
+    tracing::warn!("{} upstream: {cause}", status.as_u16());
+    plain(status, String::new())
+}
+
 fn text(status: StatusCode, why: &str) -> Response<Body> {
+    plain(status, format!(": {why}"))
+}
+
+/// `"<code> <reason><detail>\n"` as text/plain.
+fn plain(status: StatusCode, detail: String) -> Response<Body> {
     let mut r = Response::new(Body::from(format!(
-        "{} {}: {why}\n",
+        "{} {}{detail}\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or("")
     )));
