@@ -512,3 +512,29 @@ fn a_range_of_a_large_file_streams_from_its_offset() {
         ("bytes 500000-699999/700000".into(), big[500_000..].to_vec())
     );
 }
+
+/// `/sub` names a directory: 301 to `/sub/` with the query kept, as nginx
+/// answers, so the index page's relative links resolve under `/sub/`.
+/// nginx's `Location` is absolute (`absolute_redirect on`), keepwire's a
+/// path (as tower-http's `ServeDir`): both end the same.
+#[test]
+fn a_directory_without_its_slash_redirects_as_nginx_does() {
+    let Some((nginx, serve, _)) = both() else {
+        return;
+    };
+    let www = nginx.dir.join("www");
+    std::fs::create_dir(www.join("sub")).unwrap();
+    std::fs::write(www.join("sub/index.html"), "<a href=x.html>x</a>").unwrap();
+    for (who, addr) in [("nginx", nginx.addr), ("keepwire", serve.addr)] {
+        let r = curl(addr, "/sub?a=1", &[]);
+        assert_eq!(r.status, 301, "{who}: {r:?}");
+        let to = r.header("location").unwrap_or_default();
+        assert!(to.ends_with("/sub/?a=1"), "{who}: {to}");
+        let r = curl(addr, "/sub/", &[]);
+        assert_eq!((r.status, r.body.len()), (200, 20), "{who}");
+    }
+    // Never to another site: `//host` is merged to `/host/`.
+    std::fs::create_dir(www.join("evil.example")).unwrap();
+    let r = curl(serve.addr, "//evil.example", &[]);
+    assert_eq!(r.header("location"), Some("/evil.example/"));
+}

@@ -83,6 +83,10 @@ impl Files {
         if !real.is_dir() {
             return Ok(real);
         }
+        if !url_path.ends_with('/') {
+            // `/sub` -> `/sub/`, so the page's relative links resolve.
+            return Err(StatusCode::MOVED_PERMANENTLY);
+        }
         let index = real.join("index.html");
         if index.symlink_metadata().is_err() {
             // No listings.
@@ -120,6 +124,7 @@ impl Files {
         }
         let path = match self.resolve(req.uri().path()) {
             Ok(p) => p,
+            Err(StatusCode::MOVED_PERMANENTLY) => return to_directory(req.uri()),
             Err(code) => return status(code),
         };
         let Some((file, meta)) = open(&path).await else {
@@ -251,6 +256,21 @@ impl Files {
 
 /// Opens a canonical path for reading. A symlink found at its end now was
 /// put there after the check, so it is not followed.
+/// A directory named without its `/`: 301 to the name with it, the query
+/// kept, as nginx and tower-http's `ServeDir` answer. Leading slashes are
+/// merged (nginx's `merge_slashes`): `//host` would be another site.
+fn to_directory(uri: &http::Uri) -> Response<Body> {
+    let mut to = format!("/{}/", uri.path().trim_start_matches('/'));
+    if let Some(q) = uri.query() {
+        to = format!("{to}?{q}");
+    }
+    let mut r = status(StatusCode::MOVED_PERMANENTLY);
+    if let Ok(v) = HeaderValue::from_str(&to) {
+        r.headers_mut().insert(http::header::LOCATION, v);
+    }
+    r
+}
+
 async fn open(path: &Path) -> Option<(tokio::fs::File, Metadata)> {
     let mut open = tokio::fs::OpenOptions::new();
     open.read(true);
@@ -376,7 +396,8 @@ mod tests {
     fn resolve_checks_the_final_path_after_index_html() {
         let (_outer, files) = escape_fixture();
         assert_eq!(files.resolve("/trap/"), Err(StatusCode::NOT_FOUND));
-        assert_eq!(files.resolve("/trap"), Err(StatusCode::NOT_FOUND));
+        // A directory inside the root: to `/trap/` first, as nginx does.
+        assert_eq!(files.resolve("/trap"), Err(StatusCode::MOVED_PERMANENTLY));
         assert_eq!(
             files.resolve("/trap/index.html"),
             Err(StatusCode::NOT_FOUND)
