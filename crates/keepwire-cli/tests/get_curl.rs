@@ -257,6 +257,9 @@ fn head_include_fail_and_output_as_curl() {
     let out = get(&["-f", "--show-body", &missing]);
     assert_eq!(code(&out), 22, "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "");
+    // ... and the summary counts it failed, as the exit code does.
+    let err = text(&out.stderr);
+    assert!(err.contains("1 request (0 ok, 1 failed)"), "{err}");
     assert_eq!(code(&get(&["--show-body", &missing])), 0);
     if let Some(c) = curl(&["-f", "-o", "/dev/null", &missing]) {
         assert_eq!(c.status.code(), Some(22));

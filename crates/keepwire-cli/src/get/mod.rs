@@ -409,7 +409,17 @@ fn output(
     body_file: Option<std::fs::File>,
     waterfall_file: Option<std::fs::File>,
 ) -> Result<u8, String> {
-    let summary = &loaded.summary;
+    let mut summary = loaded.summary.clone();
+    if args.fail {
+        // curl -f: a status ≥ 400 is a failure (exit 22), so it counts as one.
+        let bad = loaded
+            .records
+            .iter()
+            .filter(|r| r.error.is_none() && r.status >= Some(400));
+        summary.failed += bad.count();
+        summary.succeeded = summary.requests - summary.failed;
+    }
+    let summary = &summary;
     if let Some(path) = &args.json {
         #[derive(serde::Serialize)]
         struct JsonDoc<'a> {
