@@ -73,14 +73,14 @@ pub struct BenchArgs {
     requests: Option<u64>,
     /// Event-loop threads; connections are spread over them (default: one per core;
     /// never more than connections).
-    #[arg(short, long, value_name = "T",
+    #[arg(short, long, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: Option<u32>,
     /// Request method.
     #[arg(short = 'X', long, default_value = "GET", value_name = "METHOD")]
     method: String,
     /// Extra request header, `Name: value` (repeatable).
-    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     headers: Vec<String>,
     /// Request body (sent with Content-Length).
     #[arg(long, value_name = "TEXT", conflicts_with = "body_file")]

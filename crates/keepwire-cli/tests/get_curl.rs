@@ -884,3 +884,44 @@ fn curl_flags_against_nginx() {
     let out = get(&["-f", &format!("{base}/gone")]);
     assert_eq!(code(&out), 22, "{}", text(&out.stderr));
 }
+
+/// curl's -s/-S and --cacert's 77, beside curl.
+#[test]
+fn silent_show_error_and_cacert_as_curl() {
+    let s = serve(&["--respond", "hello"]);
+    let url = format!("http://{}/", s.addr);
+    // -s: no table; what was asked for (-w, the body) still printed.
+    let out = get(&["-s", &url]);
+    assert_eq!((code(&out), text(&out.stdout)), (0, String::new()));
+    assert_eq!(text(&out.stderr), "");
+    let out = get(&["-s", "-w", "%{http_code}\\n", "--show-body", &url]);
+    assert_eq!(text(&out.stdout), "hello\n200\n");
+    // -s hides the error, -sS shows it; the exit code stays.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dead = format!("http://{closed}/");
+    let out = get(&["-s", &dead]);
+    assert_eq!((code(&out), text(&out.stderr)), (7, String::new()));
+    let out = get(&["-sS", &dead]);
+    assert_eq!(code(&out), 7);
+    assert!(text(&out.stderr).contains(&closed.to_string()));
+    // -H's value is named as docs/CLI.md writes it, in get and bench.
+    for cmd in ["get", "bench"] {
+        let help = text(&common::run(&[cmd, "--help"], LIMIT).stdout);
+        assert!(help.contains("-H, --header <NAME: VALUE>"), "{help}");
+    }
+    let help = text(&common::run(&["bench", "--help"], LIMIT).stdout);
+    assert!(help.contains("-t, --threads <N>"), "{help}");
+    // 77: the CA file cannot be read.
+    let out = get(&["--cacert", "/nonexistent/ca.pem", &url]);
+    assert_eq!(code(&out), 77, "{}", text(&out.stderr));
+    if let Some(c) = curl(&[
+        "--cacert",
+        "/nonexistent/ca.pem",
+        &format!("https://{}/", s.addr),
+    ]) {
+        assert_eq!(c.status.code(), Some(77));
+    }
+}

@@ -27,7 +27,7 @@ use keepwire_lab::load::{RequestSpec, request};
 use keepwire_lab::waterfall;
 
 use crate::common::{parse_duration, parse_header};
-use table::{Sink, Table, stderr, stdout};
+use table::{Sink, Table, error, stderr, stdout};
 
 /// Options of `keepwire get`.
 #[derive(Args, Debug)]
@@ -56,7 +56,7 @@ pub struct GetArgs {
     method: Option<http::Method>,
     /// Header to send (repeatable): `Name: value` replaces a default of that name
     /// (`Host:` for a virtual host), `Name:` removes a default (curl's -H).
-    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     headers: Vec<String>,
     /// Body, as curl's -d (repeatable, joined with &): POST with Content-Type
     /// application/x-www-form-urlencoded; `@FILE` reads FILE without CR/LF.
@@ -79,6 +79,13 @@ pub struct GetArgs {
     /// Exit 22 on a status of 400 or more, without writing its body (curl's -f).
     #[arg(short = 'f', long)]
     fail: bool,
+    /// curl's -s: no table, no error messages (unless -S); what was asked for
+    /// (bodies, -o, -w, -i, --json, --report) is still written.
+    #[arg(short = 's', long)]
+    silent: bool,
+    /// With -s: still print error messages (curl's -S).
+    #[arg(short = 'S', long)]
+    show_error: bool,
     /// Follow redirects (301/302/303 turn a POST into a GET, as curl).
     #[arg(short = 'L', long = "location")]
     follow: bool,
@@ -228,7 +235,7 @@ impl From<StrategyArg> for Strategy {
 
 /// Ends the process with curl's exit `code` after `message` on stderr.
 fn exit(code: u8, message: &str) -> ! {
-    stderr(&format!("keepwire get: {message}\n"));
+    error(&format!("keepwire get: {message}\n"));
     std::process::exit(i32::from(code))
 }
 
@@ -302,6 +309,9 @@ pub fn run(mut args: GetArgs) -> Result<(), String> {
             "--json takes an output FILE here; send curl's --json DATA with --json-data",
         );
     }
+    if args.silent && !args.show_error {
+        table::QUIET.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     let h2c = args.http2_prior_knowledge
         || (args.http2 && args.urls.iter().any(|u| !u.starts_with("https://")));
     if args.http2 && h2c {
@@ -334,8 +344,8 @@ pub fn run(mut args: GetArgs) -> Result<(), String> {
     if args.insecure {
         config = config.tls(keepwire::client::tls::insecure_config());
     } else if let Some(path) = &args.cacert {
-        let tls =
-            keepwire::client::tls::config_with_ca(path).map_err(|e| format!("--cacert {e}"))?;
+        let tls = keepwire::client::tls::config_with_ca(path)
+            .unwrap_or_else(|e| exit(77, &format!("--cacert {e}")));
         config = config.tls(tls);
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -358,6 +368,7 @@ pub fn run(mut args: GetArgs) -> Result<(), String> {
         (Some(p), _) if p.as_os_str() != "-" => Sink::File(
             std::fs::File::create(p).map_err(|e| format!("--report {}: {e}", p.display()))?,
         ),
+        (None, _) if args.silent => Sink::Off,
         (Some(_), _) | (None, None | Some(false)) if data_out => Sink::Stderr,
         (Some(_), _) | (None, None | Some(false)) => Sink::Stdout,
         (None, Some(true)) => Sink::Off,
@@ -372,11 +383,11 @@ pub fn run(mut args: GetArgs) -> Result<(), String> {
             if let Some(e) = &record.error {
                 let hint =
                     request::hint(record.exit_code).map_or(String::new(), |h| format!(" ({h})"));
-                stderr(&format!("keepwire get: {}: {e}{hint}\n", record.url));
+                error(&format!("keepwire get: {}: {e}{hint}\n", record.url));
             }
             table.line(record);
         }
-        LoadEvent::NotHtml { url, content_type } => stderr(&format!(
+        LoadEvent::NotHtml { url, content_type } => error(&format!(
             "keepwire get: {url}: not an HTML page (content-type {}), no sub-resources fetched\n",
             content_type.unwrap_or("none")
         )),
@@ -469,7 +480,7 @@ fn output(
         let body = bodies.next_if(|(i, _)| *i == r.index).map(|(_, b)| b);
         if args.fail && code == 0 && r.status.is_some_and(|s| s >= 400) {
             code = 22;
-            stderr(&format!(
+            error(&format!(
                 "keepwire get: {}: the server returned {} (-f)\n",
                 r.url_effective,
                 r.status.unwrap_or(0)

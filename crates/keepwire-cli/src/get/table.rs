@@ -147,6 +147,16 @@ pub fn stdout(text: &str) {
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
+/// `-s` without `-S`: error messages are not printed.
+pub static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// An error message on stderr, unless [`QUIET`].
+pub fn error(text: &str) {
+    if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        stderr(text);
+    }
+}
+
 /// Writes to stderr, ignoring failures.
 pub fn stderr(text: &str) {
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
