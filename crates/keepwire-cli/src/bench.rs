@@ -435,14 +435,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     if plan.tls.is_some() {
         // A certificate or ALPN problem would otherwise show up only as
         // "connect errors": fail first, with the cause, as curl does.
-        bench::preflight(&plan).map_err(|e| {
-            let hint = if e.to_string().contains("certificate") {
-                ": use --cacert FILE to trust its CA, or -k to skip verification"
-            } else {
-                ""
-            };
-            format!("{given}: {e}{hint}")
-        })?;
+        bench::preflight(&plan).map_err(|e| crate::common::cert_hint(format!("{given}: {e}")))?;
     }
     let addr = plan.addr;
     let stop = plan.stop;

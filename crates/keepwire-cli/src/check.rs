@@ -252,7 +252,7 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
             ))
         }
         Err(Error::Target(e)) if e.starts_with("https://") => usage(format!("{e}: add --http2")),
-        Err(e) => usage(e.to_string()),
+        Err(e) => usage(crate::common::cert_hint(e.to_string())),
     };
     if let Some(out) = json {
         out.write(&report.to_json())?;

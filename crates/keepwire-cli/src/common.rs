@@ -64,15 +64,18 @@ pub fn use_color(stream: &impl IsTerminal) -> bool {
     stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-/// `e` with the next step when it is about an unverified certificate:
-/// `cacert` and `insecure` name the flags that trust a CA or skip the check.
-pub fn cert_hint(e: String, cacert: &str, insecure: &str) -> String {
-    if e.contains("certificate") && !e.contains(" to skip verification") {
-        format!("{e}; use {cacert} to trust its CA, or {insecure} to skip verification")
+/// `e` with the next step when it is about an unverified certificate, in
+/// the one wording get, bench, ws and check use (keepwire-check's
+/// `tls_hint` writes the same words).
+pub fn cert_hint(e: String) -> String {
+    if e.contains("certificate") && !e.contains(CERT_HINT) {
+        format!("{e}; {CERT_HINT}")
     } else {
         e
     }
 }
+
+const CERT_HINT: &str = "use --cacert FILE to trust its CA, or -k to skip verification";
 
 /// Where `--json [FILE]` or `--report [FILE]` writes: stdout (`-`) or a
 /// file, created when the flag is read so a bad path fails before the work.
@@ -360,16 +363,12 @@ mod tests {
 
     #[test]
     fn certificate_errors_say_what_to_do() {
-        let e = cert_hint(
-            "invalid peer certificate: UnknownIssuer".into(),
-            "--cacert FILE",
-            "-k",
-        );
+        let e = cert_hint("invalid peer certificate: UnknownIssuer".into());
         assert!(
-            e.ends_with("use --cacert FILE to trust its CA, or -k to skip verification"),
+            e.ends_with("; use --cacert FILE to trust its CA, or -k to skip verification"),
             "{e}"
         );
-        assert_eq!(cert_hint(e.clone(), "--cacert FILE", "-k"), e, "once only");
-        assert_eq!(cert_hint("refused".into(), "a", "b"), "refused");
+        assert_eq!(cert_hint(e.clone()), e, "once only");
+        assert_eq!(cert_hint("refused".into()), "refused");
     }
 }

@@ -162,7 +162,7 @@ async fn session(
         {
             eprint!("{}", h.transcript());
         }
-        cert_hint(format!("ws {url}: {e}"), "--cacert FILE", "-k")
+        cert_hint(format!("ws {url}: {e}"))
     })?;
     if args.verbose {
         eprint!("{}", shake.transcript());

@@ -439,7 +439,7 @@ fn tls_and_connect_failures_say_what_to_do() {
     let url = format!("https://{}/", tls.addr);
     fails(
         &["bench", "-n", "5", &url],
-        "use --cacert FILE to trust its CA, or -k to skip verification",
+        "; use --cacert FILE to trust its CA, or -k to skip verification",
     );
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = closed.local_addr().unwrap();

@@ -474,8 +474,8 @@ fn an_untrusted_certificate_says_what_to_do() {
     assert_eq!(code(&out), 60, "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(
-        err.contains("use --cacert FILE to trust its CA, or -k to skip verification"),
-        "{err}"
+        err.contains("; use --cacert FILE to trust its CA, or -k to skip verification\n"),
+        "one wording in get, bench, ws, check: {err}"
     );
     if let Some(c) = curl(&[&url]) {
         assert_eq!(c.status.code(), Some(60));

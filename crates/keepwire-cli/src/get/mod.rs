@@ -381,9 +381,11 @@ pub fn run(mut args: GetArgs) -> Result<(), String> {
                 stderr(transcript);
             }
             if let Some(e) = &record.error {
-                let hint =
-                    request::hint(record.exit_code).map_or(String::new(), |h| format!(" ({h})"));
-                error(&format!("keepwire get: {}: {e}{hint}\n", record.url));
+                let e = crate::common::cert_hint(format!("{}: {e}", record.url));
+                let hint = request::hint(record.exit_code)
+                    .filter(|_| record.exit_code != 60)
+                    .map_or(String::new(), |h| format!(" ({h})"));
+                error(&format!("keepwire get: {e}{hint}\n"));
             }
             table.line(record);
         }
