@@ -80,8 +80,9 @@ pub struct BenchArgs {
     #[arg(short = 'X', long, default_value = "GET", value_name = "METHOD")]
     method: String,
     /// Extra request header, `Name: value` (repeatable).
-    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
-    headers: Vec<String>,
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE",
+          value_parser = crate::common::parse_header)]
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Request body (sent with Content-Length).
     #[arg(long, value_name = "TEXT", conflicts_with = "body_file")]
     body: Option<String>,
@@ -267,8 +268,7 @@ fn plan(args: &BenchArgs, given: &str) -> Result<(Plan, String, Target), String>
     let mut headers = HeaderMap::new();
     headers.insert(http::header::USER_AGENT, HeaderValue::from_static(AGENT));
     headers.insert(http::header::ACCEPT, HeaderValue::from_static("*/*"));
-    for h in &args.headers {
-        let (name, value) = crate::common::parse_header(h)?;
+    for (name, value) in args.headers.iter().cloned() {
         if name == http::header::CONNECTION
             || name == http::header::TRANSFER_ENCODING
             || name == http::header::CONTENT_LENGTH
@@ -600,7 +600,10 @@ fn emit(dest: &str, text: &str) -> Result<(), String> {
         let mut out = std::io::stdout().lock();
         out.write_all(text.as_bytes())
             .and_then(|()| out.flush())
-            .map_err(|e| format!("stdout: {e}"))
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::BrokenPipe => crate::common::stdout_closed(),
+                _ => format!("stdout: {e}"),
+            })
     } else {
         std::fs::write(dest, text).map_err(|e| format!("{dest}: {e}"))
     }

@@ -507,3 +507,37 @@ fn wss_upgrades_over_tls() {
     assert_eq!(n(&doc, &["error_total"]), 0.0, "{doc}");
     assert_eq!(n(&doc, &["statuses", "101"]), 2.0, "{doc}");
 }
+
+/// A malformed -H is a usage error (2) as in get and ws; a reader of stdout
+/// that left (`| head`) ends bench quietly with 141, as the other commands.
+#[test]
+fn a_bad_header_is_usage_and_a_closed_stdout_is_quiet() {
+    let s = serve();
+    let url = format!("http://{}/", s.addr);
+    let out = run(&["bench", "-H", "nocolon", &url], LIMIT);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keepwire"))
+        .args(["bench", "-n", "20", "-c", "1", &url])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader leaves before the table
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("bench ran longer than {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+}
