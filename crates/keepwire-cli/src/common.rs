@@ -211,7 +211,15 @@ impl OpsArgs {
         Ok(Some(Arc::new(log)))
     }
 
-    /// The admin listener, if `--admin` asks for one.
+    /// The admin line, printed after the "listening on" lines: the admin
+    /// listener is bound before them, so a taken port fails before any.
+    pub fn announce(admin: Option<&ServerHandle>) {
+        if let Some(at) = admin.map(ServerHandle::local_addr) {
+            eprintln!("keepwire: metrics on http://{at}/metrics, health on /healthz and /readyz");
+        }
+    }
+
+    /// The admin listener, if `--admin` asks for one (bound and serving).
     pub fn admin(
         &self,
         render: impl Fn() -> String + Send + Sync + 'static,
@@ -276,8 +284,6 @@ pub fn spawn_admin(
         .listen(addr)
         .bind()
         .map_err(|e| format!("--admin: {e}"))?;
-    let at = admin.local_addrs()[0];
-    eprintln!("keepwire: metrics on http://{at}/metrics, health on /healthz and /readyz");
     Ok(admin.spawn(move |req: Request<Body>| {
         let accept = req.headers().get(http::header::ACCEPT);
         let openmetrics = accept.is_some_and(|a| {

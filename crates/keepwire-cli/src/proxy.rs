@@ -293,13 +293,6 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
             builder = builder.listen(*a);
         }
         let server = builder.bind().map_err(|e| e.to_string())?;
-        for a in server.local_addrs() {
-            proxy.add_own_address(a);
-            eprintln!("keepwire proxy: listening on {scheme}://{a}/ ({mode})");
-        }
-        if let Some(pem) = &self_signed {
-            eprintln!("keepwire proxy: {}", self_signed_note(pem.path()));
-        }
         let (p, server_metrics) = (proxy.clone(), server.metrics_source());
         let ready = Ready::new(true.into());
         let render = move || keepwire::metrics::join(&[server_metrics(), p.render_metrics()]);
@@ -307,6 +300,14 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
         if let Some(admin) = &admin {
             proxy.add_own_address(admin.local_addr());
         }
+        for a in server.local_addrs() {
+            proxy.add_own_address(a);
+            eprintln!("keepwire proxy: listening on {scheme}://{a}/ ({mode})");
+        }
+        if let Some(pem) = &self_signed {
+            eprintln!("keepwire proxy: {}", self_signed_note(pem.path()));
+        }
+        OpsArgs::announce(admin.as_ref());
         // Served as `Arc<Proxy>`: HTTP/1 heads go upstream as read.
         let result = server.run(proxy, args.ops.drain(ready)).await;
         if let Some(a) = admin {

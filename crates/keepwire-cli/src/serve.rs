@@ -202,6 +202,8 @@ async fn serve(args: ServeArgs, app: App) -> Result<(), String> {
     } else {
         "http"
     };
+    let ready = Ready::new(true.into());
+    let admin = args.ops.admin(server.metrics_source(), &ready)?;
     for addr in server.local_addrs() {
         eprintln!("keepwire serve: listening on {scheme}://{addr}/ ({what})");
     }
@@ -211,9 +213,7 @@ async fn serve(args: ServeArgs, app: App) -> Result<(), String> {
             crate::tls::self_signed_note(pem.path())
         );
     }
-
-    let ready = Ready::new(true.into());
-    let admin = args.ops.admin(server.metrics_source(), &ready)?;
+    OpsArgs::announce(admin.as_ref());
 
     // Streams and long polls never end by themselves: on the signal the
     // event source ends them, so the graceful shutdown need not time out.

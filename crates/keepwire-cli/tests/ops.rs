@@ -482,3 +482,29 @@ fn drains(mut r: Running, body: &str) {
         "the delay was kept"
     );
 }
+
+/// `--admin` on a port already taken: the command fails before it says
+/// "listening on" (the admin listener is bound first), in serve and proxy.
+#[test]
+fn a_taken_admin_port_fails_before_listening_is_announced() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = taken.local_addr().unwrap().to_string();
+    for args in [
+        vec!["serve", "--listen", "127.0.0.1:0", "--admin", &at],
+        vec![
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "http://127.0.0.1:1",
+            "--admin",
+            &at,
+        ],
+    ] {
+        let out = common::run(&args, WAIT);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("--admin"), "{stderr}");
+        assert!(!stderr.contains("listening on"), "{args:?}: {stderr}");
+    }
+}
