@@ -479,14 +479,15 @@ fn request_head(sent: &Sent, version: Version, stream: u64) -> String {
                 .map(|o| format!("{}:{}", o.host, o.port))
                 .unwrap_or_default(),
         };
-        for (name, value) in [
-            (":method", sent.method.as_str()),
-            (":scheme", scheme),
-            (":authority", authority.as_str()),
-            (":path", path),
-        ] {
-            let _ = writeln!(s, "* [HTTP/2] [{id}] [{name}: {value}]");
-        }
+        s.push_str(&keepwire::client::verbose::h2_pseudo_headers(
+            id,
+            &[
+                (":method", sent.method.as_str()),
+                (":scheme", scheme),
+                (":authority", authority.as_str()),
+                (":path", path),
+            ],
+        ));
         headers.remove(HOST);
         keepwire::proto::hop::strip_hop_by_hop(&mut headers, false);
         "HTTP/2"
@@ -524,16 +525,7 @@ fn request_head(sent: &Sent, version: Version, stream: u64) -> String {
 
 /// The `< ` lines of a response head.
 fn response_head(version: Version, status: http::StatusCode, headers: &HeaderMap) -> String {
-    let mut s = if version == Version::HTTP_2 {
-        format!("< HTTP/2 {} \n", status.as_u16())
-    } else {
-        format!(
-            "< {:?} {} {}\n",
-            version,
-            status.as_u16(),
-            status.canonical_reason().unwrap_or("")
-        )
-    };
+    let mut s = keepwire::client::verbose::status_line(version, status);
     for (name, value) in headers {
         let _ = writeln!(s, "< {name}: {}", String::from_utf8_lossy(value.as_bytes()));
     }

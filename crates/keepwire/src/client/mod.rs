@@ -29,6 +29,7 @@ pub mod replay;
 pub mod retry;
 mod send;
 pub mod tls;
+pub mod verbose;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

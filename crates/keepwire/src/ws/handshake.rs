@@ -220,10 +220,21 @@ impl Handshake {
     pub fn transcript(&self) -> String {
         let target = self.uri.path_and_query().map_or("/", |p| p.as_str());
         let mut t = if self.method == Method::CONNECT {
+            // One stream, the connection's first (id 1), as curl numbers it.
             let authority = self.uri.authority().map_or("", |a| a.as_str());
-            format!(
-                "> CONNECT {target} HTTP/2\n> :authority: {authority}\n> :protocol: websocket\n"
-            )
+            let scheme = self.uri.scheme_str().unwrap_or("http");
+            let mut t = crate::client::verbose::h2_pseudo_headers(
+                1,
+                &[
+                    (":method", "CONNECT"),
+                    (":protocol", "websocket"),
+                    (":scheme", scheme),
+                    (":authority", authority),
+                    (":path", target),
+                ],
+            );
+            t.push_str(&format!("> CONNECT {target} HTTP/2\n"));
+            t
         } else {
             format!("> {} {target} HTTP/1.1\n", self.method)
         };
@@ -236,7 +247,10 @@ impl Handshake {
             }
         };
         fields(&mut t, ">", &self.request_headers);
-        t.push_str(&format!("< {:?} {}\n", self.version, self.status));
+        t.push_str(&crate::client::verbose::status_line(
+            self.version,
+            self.status,
+        ));
         fields(&mut t, "<", &self.response_headers);
         t.push_str(if self.accept_checked {
             "* Sec-WebSocket-Accept matches the key sent\n"
