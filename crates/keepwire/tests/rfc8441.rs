@@ -470,12 +470,17 @@ async fn keepwire_ws_client_and_server_over_http2_both_ways_and_close() {
     assert!(!shake.accept_checked);
     assert_eq!(shake.protocol.as_deref(), Some("chat"));
     let transcript = shake.transcript();
+    // curl -v's HTTP/2 form: pseudo-headers as `* [HTTP/2]` lines first.
     assert!(
-        transcript.starts_with("> CONNECT /ws HTTP/2\n"),
+        transcript.starts_with("* [HTTP/2] [1] [:method: CONNECT]\n"),
         "{transcript}"
     );
     assert!(
-        transcript.contains("> :protocol: websocket\n"),
+        transcript.contains("[:path: /ws]\n> CONNECT /ws HTTP/2\n"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("* [HTTP/2] [1] [:protocol: websocket]\n"),
         "{transcript}"
     );
     assert_eq!(seen.recv().await.as_deref(), Some("HTTP/2.0 CONNECT"));
