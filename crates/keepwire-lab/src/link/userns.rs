@@ -105,10 +105,11 @@ pub(super) fn refusal(errno: i32, read: impl Fn(&str) -> Option<String>) -> Stri
     } else if errno == libc::EPERM {
         format!(
             "refused by a seccomp filter or the container (e.g. Docker's default profile \
-             forbids unshare; allow it with a seccomp profile or --privileged, {how_root})"
+             forbids unshare; allow it with a seccomp profile or --privileged), or the lab \
+             runs in a chroot ({how_root})"
         )
     } else if errno == libc::EINVAL {
-        "the process is multithreaded or in a chroot".to_string()
+        "the process is multithreaded".to_string()
     } else {
         format!("({how_root})")
     };
