@@ -17,7 +17,7 @@
 //! user (uid 0 inside maps to it), and nothing it gains reaches outside its
 //! own namespaces. What is lost: real-time scheduling for the delay line,
 //! which the kernel checks against the host's user namespace (RLIMIT_RTPRIO
-//! still allows it, e.g. `ulimit -r 10`).
+//! still allows it: an `rtprio` of 10 in limits.conf).
 
 use std::io;
 
