@@ -57,7 +57,7 @@ use tokio::net::TcpListener;
 use crate::wire::WireCounters;
 pub(crate) use line::Rng;
 use line::{delay_line, realtime};
-use netns::{enter_namespace, is_root, netns_inode};
+use netns::{enter_namespace, lacks_privilege, netns_inode};
 use relay::relay_accept;
 
 /// What the link looks like: by default the lab's wide-area link, RTT
@@ -253,12 +253,14 @@ impl Link {
     /// before starting any thread, e.g. a tokio runtime.
     pub fn netns(spec: LinkSpec) -> io::Result<Link> {
         let mut notes = Vec::new();
-        if !is_root() {
+        if let Some(who) = lacks_privilege() {
             // SAFETY: no preconditions.
             let uid = unsafe { libc::getuid() };
-            userns::enter().map_err(|why| io::Error::new(io::ErrorKind::PermissionDenied, why))?;
+            userns::enter().map_err(|why| {
+                io::Error::new(io::ErrorKind::PermissionDenied, format!("{who}, and {why}"))
+            })?;
             notes.push(format!(
-                "not root: in a user namespace (uid {uid} mapped to root inside)"
+                "{who}: in a user namespace (uid {uid} mapped to root inside)"
             ));
         }
         let (server, tun_s) = LinkEnd::start("server", SERVER_IP.into(), || {

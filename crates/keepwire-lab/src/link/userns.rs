@@ -39,7 +39,7 @@ pub(super) fn enter() -> Result<(), String> {
     let threads = thread_count();
     if threads > 1 {
         return Err(format!(
-            "not root, and a user namespace can only be entered by a single-threaded \
+            "a user namespace can only be entered by a single-threaded \
              process (this one runs {threads} threads: build the Link before starting any)"
         ));
     }
@@ -114,7 +114,7 @@ pub(super) fn refusal(errno: i32, read: impl Fn(&str) -> Option<String>) -> Stri
         format!("({how_root})")
     };
     format!(
-        "not root, and no user namespace: unshare(CLONE_NEWUSER): {}: {cause}",
+        "no user namespace: unshare(CLONE_NEWUSER): {}: {cause}",
         io::Error::from_raw_os_error(errno)
     )
 }
