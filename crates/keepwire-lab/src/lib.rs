@@ -99,5 +99,5 @@ pub mod waterfall;
 pub mod wire;
 
 pub use experiments::{Experiment, Lab, Outcome};
-pub use link::{Link, LinkSpec};
+pub use link::{CongestionControl, Link, LinkSpec};
 pub use report::LabReport;

@@ -188,6 +188,27 @@ impl Entry {
 
     /// Formats the line and queues it; `close` is why the connection ends
     /// after this response, if it does.
+    /// An HTTP/2 stream's entry, from its request as received.
+    pub(crate) fn of_request<B>(req: &http::Request<B>, index: u64, start: Instant) -> Self {
+        Entry::new(
+            req.method(),
+            req.uri(),
+            req.version(),
+            req.headers(),
+            index,
+            start,
+        )
+    }
+
+    /// Writes an HTTP/2 stream's line: a stream cancelled before it was
+    /// answered is 499, as nginx logs a client that left.
+    pub(crate) fn finish_stream(mut self, cancelled: bool, log: &AccessLog, info: &ConnInfo) {
+        if self.status == 0 && cancelled {
+            self.status = 499;
+        }
+        self.finish(log, info, None);
+    }
+
     pub(crate) fn finish(&self, log: &AccessLog, info: &ConnInfo, close: Option<CloseReason>) {
         let status = match (self.status, close) {
             (0, Some(CloseReason::ClientClose)) => 499,

@@ -93,23 +93,11 @@ pub(super) async fn stream_task(
         let outcome = stream(req, respond, handler, info, rules, &mut None).await;
         return answered(&shared, now, outcome);
     };
-    let p = &req;
-    let entry = Entry::new(
-        p.method(),
-        p.uri(),
-        p.version(),
-        p.headers(),
-        info.request_index,
-        now,
-    );
-    let mut entry = Some(entry);
+    let mut entry = Some(Entry::of_request(&req, info.request_index, now));
     let outcome = stream(req, respond, handler, info, rules, &mut entry).await;
     let outcome = answered(&shared, now, outcome);
-    if let Some(mut e) = entry {
-        if e.status == 0 && matches!(outcome, Outcome::Cancelled) {
-            e.status = 499;
-        }
-        e.finish(&log, &info, None);
+    if let Some(e) = entry {
+        e.finish_stream(matches!(outcome, Outcome::Cancelled), &log, &info);
     }
     outcome
 }

@@ -49,22 +49,11 @@ pub(super) async fn extended_connect(
     };
     // Logged when the tunnel ends: `rt` is its lifetime, as nginx logs a
     // proxied WebSocket.
-    let (p, now) = (&req, tokio::time::Instant::now());
-    let entry = Entry::new(
-        p.method(),
-        p.uri(),
-        p.version(),
-        p.headers(),
-        info.request_index,
-        now,
-    );
-    let mut entry = Some(entry);
+    let now = tokio::time::Instant::now();
+    let mut entry = Some(Entry::of_request(&req, info.request_index, now));
     let outcome = switch(req, respond, handler, info, rules, &mut entry).await;
-    if let Some(mut e) = entry {
-        if e.status == 0 && matches!(outcome, Outcome::Cancelled) {
-            e.status = 499;
-        }
-        e.finish(&log, &info, None);
+    if let Some(e) = entry {
+        e.finish_stream(matches!(outcome, Outcome::Cancelled), &log, &info);
     }
     outcome
 }
