@@ -58,7 +58,7 @@ use tokio::net::TcpListener;
 use crate::wire::WireCounters;
 pub(crate) use line::Rng;
 use line::{delay_line, realtime};
-use netns::{enter_namespace, is_root, netns_inode};
+use netns::{enter_namespace, lacks_privilege, netns_inode};
 use relay::relay_accept;
 pub use tcp::CongestionControl;
 
@@ -260,12 +260,14 @@ impl Link {
     /// before starting any thread, e.g. a tokio runtime.
     pub fn netns(spec: LinkSpec) -> io::Result<Link> {
         let mut notes = Vec::new();
-        if !is_root() {
+        if let Some(who) = lacks_privilege() {
             // SAFETY: no preconditions.
             let uid = unsafe { libc::getuid() };
-            userns::enter().map_err(|why| io::Error::new(io::ErrorKind::PermissionDenied, why))?;
+            userns::enter().map_err(|why| {
+                io::Error::new(io::ErrorKind::PermissionDenied, format!("{who}, and {why}"))
+            })?;
             notes.push(format!(
-                "not root: in a user namespace (uid {uid} mapped to root inside)"
+                "{who}: in a user namespace (uid {uid} mapped to root inside)"
             ));
         }
         let (server, (tun_s, cc)) = LinkEnd::start("server", SERVER_IP.into(), move || {
@@ -299,8 +301,9 @@ impl Link {
         // One answer per line (each keeps its sender while it runs).
         if let Some(Err(e)) = prio_rx.iter().take(lines.len()).find(Result::is_err) {
             notes.push(format!(
-                "delay line at normal priority (SCHED_FIFO: {e}; real root, or `ulimit -r 10`, \
-                 gives it real-time priority): under load a packet may be a few ms late"
+                "delay line at normal priority (SCHED_FIFO: {e}; real root, or an \
+                 RLIMIT_RTPRIO of 10 (`rtprio` in limits.conf), gives it real-time \
+                 priority): under load a packet may be a few ms late"
             ));
         }
         Ok(Link {

@@ -17,9 +17,25 @@ pub(super) fn netns_inode() -> Option<u64> {
         .map(|m| m.ino())
 }
 
-pub(super) fn is_root() -> bool {
+/// Why this process cannot make network namespaces and TUN devices as it
+/// is (`None`: it can): not root, or root without CAP_SYS_ADMIN or
+/// CAP_NET_ADMIN (as in an unprivileged container).
+pub(super) fn lacks_privilege() -> Option<&'static str> {
     // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root");
+    }
+    let effective = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    // capability(7) numbers: CAP_NET_ADMIN 12, CAP_SYS_ADMIN 21.
+    let needed: u64 = (1 << 12) | (1 << 21);
+    (effective & needed != needed).then_some("root lacking CAP_SYS_ADMIN or CAP_NET_ADMIN")
 }
 
 /// Moves the calling thread into a new network namespace, brings up `lo` and
@@ -111,7 +127,7 @@ mod tests {
     /// root (or a user namespace's root); `ip` plays no part.
     #[test]
     fn namespace_is_configured_over_netlink() {
-        if !is_root() {
+        if lacks_privilege().is_some() {
             eprintln!("skipped: needs root");
             return;
         }

@@ -17,7 +17,7 @@
 //! user (uid 0 inside maps to it), and nothing it gains reaches outside its
 //! own namespaces. What is lost: real-time scheduling for the delay line,
 //! which the kernel checks against the host's user namespace (RLIMIT_RTPRIO
-//! still allows it, e.g. `ulimit -r 10`).
+//! still allows it: an `rtprio` of 10 in limits.conf).
 
 use std::io;
 
@@ -39,7 +39,7 @@ pub(super) fn enter() -> Result<(), String> {
     let threads = thread_count();
     if threads > 1 {
         return Err(format!(
-            "not root, and a user namespace can only be entered by a single-threaded \
+            "a user namespace can only be entered by a single-threaded \
              process (this one runs {threads} threads: build the Link before starting any)"
         ));
     }
@@ -105,15 +105,16 @@ pub(super) fn refusal(errno: i32, read: impl Fn(&str) -> Option<String>) -> Stri
     } else if errno == libc::EPERM {
         format!(
             "refused by a seccomp filter or the container (e.g. Docker's default profile \
-             forbids unshare; allow it with a seccomp profile or --privileged, {how_root})"
+             forbids unshare; allow it with a seccomp profile or --privileged), or the lab \
+             runs in a chroot ({how_root})"
         )
     } else if errno == libc::EINVAL {
-        "the process is multithreaded or in a chroot".to_string()
+        "the process is multithreaded".to_string()
     } else {
         format!("({how_root})")
     };
     format!(
-        "not root, and no user namespace: unshare(CLONE_NEWUSER): {}: {cause}",
+        "no user namespace: unshare(CLONE_NEWUSER): {}: {cause}",
         io::Error::from_raw_os_error(errno)
     )
 }
