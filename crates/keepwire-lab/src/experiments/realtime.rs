@@ -24,7 +24,8 @@ pub(super) const EXPERIMENT: Experiment = Experiment {
     title: "one event stream by polling, long polling, SSE and WebSocket",
     rules: "R9.4, R9.2",
     run,
-    repeats: 1,
+    // At 1 % loss 1 run in 5 matched on its own, their medians did.
+    repeats: 3,
     judge: Some(judge),
 };
 
@@ -58,6 +59,10 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 const HOLD: Duration = Duration::from_secs(20);
 /// Time to connect (and to finish a WebSocket handshake) before `t0`.
 const SETUP: Duration = Duration::from_millis(400);
+/// The same on a lossy link: a lost SYN is resent after 1 s (the initial
+/// RTO), and a stream that opens after the first events misses them
+/// (measured at 1 % loss: a burst run delivered 2 of 5 events).
+const SETUP_LOSSY: Duration = Duration::from_millis(1600);
 /// Events start this long after `t0`: the SSE response head is back.
 const LEAD: Duration = Duration::from_millis(200);
 /// Clients stop this long after the last event: a poll comes by first.
@@ -269,7 +274,12 @@ fn one(lab: &Lab, plan: &Plan, t: Technique, path: Path, label: &str) -> Result<
     let addr = lab.link.expose(addr);
     let cpu0 = lab.link.server.run(|| async { server::thread_cpu() });
     let wire0 = lab.link.wire.snapshot();
-    let t0 = Instant::now() + SETUP;
+    let setup = if lab.link.spec.loss > 0.0 {
+        SETUP_LOSSY
+    } else {
+        SETUP
+    };
+    let t0 = Instant::now() + setup;
     let end = t0 + plan.end;
     let offsets = plan.events.clone();
     let finish_at = t0 + *offsets.last().unwrap_or(&Duration::ZERO) + FINISH;
