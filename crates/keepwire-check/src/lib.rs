@@ -20,7 +20,9 @@
 //!
 //! Before any check, [`run`] connects once: a target that cannot be reached
 //! (or, over TLS, whose certificate is not trusted) is one
-//! [`Error::CannotConnect`], not a FAIL per check. [`Options::on_progress`]
+//! [`Error::CannotConnect`], not a FAIL per check; likewise a proxy that
+//! does not pass a plain GET to the recording origin is one
+//! [`Error::NotForwarded`] that says how to set it up. [`Options::on_progress`]
 //! tells a display which check is running.
 //!
 //! [`run`] returns a [`CheckReport`]: one [`CheckResult`] per check with its
@@ -110,6 +112,14 @@ pub enum Error {
         /// What went wrong.
         cause: String,
     },
+    /// The proxy answered, but a plain GET did not reach the recording
+    /// origin through it (checked once before the proxy checks).
+    NotForwarded {
+        /// The proxy (`host:port`).
+        addr: String,
+        /// What the proxy answered, and how to set it up.
+        cause: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -118,6 +128,9 @@ impl fmt::Display for Error {
             Error::Target(e) | Error::Origin(e) => f.write_str(e),
             Error::NothingSelected => f.write_str("no check matches the selection"),
             Error::CannotConnect { addr, cause } => write!(f, "cannot connect: {addr}: {cause}"),
+            Error::NotForwarded { addr, cause } => {
+                write!(f, "the proxy at {addr} does not forward: {cause}")
+            }
         }
     }
 }
@@ -196,9 +209,7 @@ pub async fn run(target: &Target, options: &Options) -> Result<CheckReport, Erro
         } => {
             selection(target, options)?;
             reachable(proxy::address(addr), options.timeout).await?;
-            proxy::run_checks(addr, *reverse, *origin_port, options)
-                .await
-                .map_err(Error::Origin)?
+            proxy::run_checks(addr, *reverse, *origin_port, options).await?
         }
     };
     if checks.is_empty() {

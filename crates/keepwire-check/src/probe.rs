@@ -26,6 +26,15 @@ pub(crate) struct Endpoint {
 
 impl Endpoint {
     pub(crate) fn parse(url: &str) -> Result<Endpoint, String> {
+        // `host:port/path` means http://, as `keepwire get` and curl read it.
+        let with_scheme;
+        let url = match url.contains("://") {
+            true => url,
+            false => {
+                with_scheme = format!("http://{url}");
+                &with_scheme
+            }
+        };
         let uri: http::Uri = url
             .parse()
             .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
@@ -37,7 +46,7 @@ impl Endpoint {
                     "only http:// and https:// URLs can be checked, not {s}://"
                 ));
             }
-            None => return Err(format!("URL {url:?} needs http://")),
+            None => return Err(format!("URL {url:?} has no scheme")),
         };
         let auth = uri
             .authority()
@@ -275,5 +284,11 @@ mod tests {
         let t = Endpoint::parse("https://example.com/").unwrap();
         assert_eq!((t.addr.as_str(), t.tls), ("example.com:443", true));
         assert!(Endpoint::parse("ftp://example.com/").is_err());
+        // No scheme: http://, as curl reads it.
+        for bare in ["127.0.0.1:8080", "localhost:8080/x"] {
+            let t = Endpoint::parse(bare).unwrap();
+            assert_eq!((t.addr.split(':').nth(1), t.tls), (Some("8080"), false));
+        }
+        assert_eq!(Endpoint::parse("localhost:8080/x").unwrap().path, "/x");
     }
 }

@@ -1,6 +1,7 @@
 //! `keepwire check`: the command-line face of the `keepwire-check` crate.
 //! Exit status: 0 every check passed, 1 a check failed, 2 the target could
-//! not be reached (one `cannot connect` line) or the arguments are wrong.
+//! not be reached (one `cannot connect` line), a proxy does not forward to
+//! the recording origin, or the arguments are wrong.
 //!
 //! `keepwire check server URL` probes an origin over raw TCP with
 //! hand-written (and deliberately malformed) request bytes and reports, rule
@@ -18,12 +19,13 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use keepwire_check::{Error, Event, Options, Target, Verdict};
 
-use crate::common::{Out, parse_duration, use_color};
+use crate::common::{Out, parse_limit, use_color};
 
 #[derive(Args, Debug)]
 #[command(
     after_help = "Exit status: 0 every check passed (WARN and SKIP allowed), 1 a check \
-failed, 2 the target could not be reached (one `cannot connect` line) or a usage error."
+failed, 2 the target could not be reached (one `cannot connect` line), a proxy does not \
+forward to the recording origin (one line saying how to set it up) or a usage error."
 )]
 pub struct CheckArgs {
     #[command(subcommand)]
@@ -45,8 +47,9 @@ enum CheckTarget {
 #[command(override_usage = "keepwire check server [OPTIONS] <URL>")]
 struct ServerArgs {
     /// The origin to probe: http://host[:port][/path] (with --http2 also
-    /// https://). Requests go to path (default /), which should answer a
-    /// plain GET with 200 and a non-empty body.
+    /// https://; `host:port/path` means http://). Requests go to path
+    /// (default /), which should answer a plain GET with 200 and a
+    /// non-empty body.
     url: Option<String>,
     /// Run the HTTP/2 abuse checks instead of the HTTP/1 ones, over TLS with
     /// h2 chosen by ALPN (https:// URLs).
@@ -68,10 +71,10 @@ struct ServerArgs {
     max_body: u64,
     /// --http2: how long the zero-window check waits for the server to
     /// reset the stalled stream or close the connection.
-    #[arg(long, default_value = "90s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "90s", value_parser = parse_limit, value_name = "DURATION")]
     stall_timeout: Duration,
     /// --http2: streams each reset check opens and resets.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_name = "N")]
     resets: u32,
     #[command(flatten)]
     common: CommonArgs,
@@ -111,16 +114,18 @@ struct CommonArgs {
     #[arg(long, value_name = "RULE")]
     only: Option<String>,
     /// Time limit of each check, and of the connection made first to see
-    /// that the target answers (`3`, `3s`, `500ms`).
-    #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DURATION")]
+    /// that the target answers (for a proxy, then a plain GET through it
+    /// to the recording origin) (`3`, `3s`, `500ms`).
+    #[arg(long, default_value = "3s", value_parser = parse_limit, value_name = "DURATION")]
     timeout: Duration,
     /// Also run the checks that need long waits (observed idle timeout,
     /// slowloris); each is bounded to 60 s.
     #[arg(long)]
     slow: bool,
     /// Time limit of the whole run; checks not started by then are skipped
-    /// [default: 110s; with --http2, --stall-timeout + 60s].
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    /// [default: 110s; the HTTP/2 checks of `check server`: their stall
+    /// timeout + 60s].
+    #[arg(long, value_parser = parse_limit, value_name = "DURATION")]
     total_timeout: Option<Duration>,
 }
 
@@ -163,6 +168,14 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
                 Target::server(&url)
             };
             let mut options = a.common.options().insecure(a.insecure);
+            // A missing or empty file is the flag's fault, not the target's.
+            if let Some(Err(e)) = a
+                .cacert
+                .as_deref()
+                .map(keepwire::client::tls::config_with_ca)
+            {
+                usage(format!("--cacert {e}"));
+            }
             options.cacert = a.cacert;
             let options = options
                 .max_body(a.max_body)
@@ -187,16 +200,16 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
         .json
         .as_deref()
         .map(|f| Out::open(f, "--json"))
-        .transpose()?;
+        .transpose()
+        .unwrap_or_else(|e| usage(e));
     let default = if json.as_ref().is_some_and(Out::is_stdout) {
         None
     } else {
         Some("-")
     };
-    let table = match common.report.as_deref().or(default) {
-        Some(f) => Some(Out::open(f, "--report")?),
-        None => None,
-    };
+    // Exit 1 means a check failed: a bad path is a usage error (2).
+    let table = (common.report.as_deref().or(default))
+        .map(|f| Out::open(f, "--report").unwrap_or_else(|e| usage(e)));
     if json.as_ref().is_some_and(Out::is_stdout) && table.as_ref().is_some_and(Out::is_stdout) {
         usage("--json and --report cannot both go to stdout: give one a FILE".into());
     }
@@ -225,10 +238,19 @@ pub fn run(args: CheckArgs) -> Result<(), String> {
     }
     let report = match result {
         Ok(report) => report,
-        Err(Error::NothingSelected) => usage(format!(
-            "no check matches --only {}",
-            common.only.as_deref().unwrap_or("")
-        )),
+        Err(Error::NothingSelected) => {
+            let mut rules: Vec<&str> = Vec::new();
+            for c in target.checks() {
+                if !rules.contains(&c.rule) {
+                    rules.push(c.rule);
+                }
+            }
+            usage(format!(
+                "no check matches --only {}; this target's rules: {}",
+                common.only.as_deref().unwrap_or(""),
+                rules.join(", ")
+            ))
+        }
         Err(Error::Target(e)) if e.starts_with("https://") => usage(format!("{e}: add --http2")),
         Err(e) => usage(e.to_string()),
     };

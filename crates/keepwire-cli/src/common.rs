@@ -25,6 +25,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
+/// A time limit: a duration as [`parse_duration`] reads it, but not zero
+/// (a zero limit fails everything at once, or means "none" elsewhere).
+pub fn parse_limit(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("{s:?}: a time limit must be more than 0")),
+        d => Ok(d),
+    }
+}
+
 /// A listen address in every form nginx's `listen` takes: `8080` and
 /// `:8080` (every IPv4 interface, as nginx), `*:8080`, `127.0.0.1:8080`,
 /// `[::1]:8080`, `[::]:8080`, `localhost:8080` (127.0.0.1). Other names are
@@ -90,13 +99,21 @@ impl Out {
     pub fn write(self, text: &str) -> Result<(), String> {
         use std::io::Write;
         match self {
-            Out::Stdout => (std::io::stdout().lock().write_all(text.as_bytes()))
-                .map_err(|e| format!("stdout: {e}")),
+            Out::Stdout => match std::io::stdout().lock().write_all(text.as_bytes()) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => stdout_closed(),
+                r => r.map_err(|e| format!("stdout: {e}")),
+            },
             Out::File(mut f, what) => f
                 .write_all(text.as_bytes())
                 .map_err(|e| format!("{what}: {e}")),
         }
     }
+}
+
+/// The reader of stdout left (`keepwire ... | head`): end quietly, with
+/// the status a shell shows for `cat` killed by SIGPIPE.
+pub fn stdout_closed() -> ! {
+    std::process::exit(141)
 }
 
 /// Tells the user, once, on stderr, that a flag they used has a new

@@ -26,13 +26,13 @@ pub struct LabArgs {
     #[arg(long)]
     list: bool,
     /// Round-trip time of the emulated link.
-    #[arg(long, default_value = "50ms", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "50ms", value_parser = parse_rtt, value_name = "DURATION")]
     rtt: Duration,
     /// Bandwidth of the link in each direction: `100mbit`, `20mbit`, `1gbit`, `500kbit`.
     #[arg(long, default_value = "100mbit", value_parser = parse_bandwidth, value_name = "RATE")]
     bandwidth: u64,
     /// Packet loss in each direction, in percent (0–50).
-    #[arg(long, default_value_t = 0.0, value_name = "PERCENT")]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_loss, value_name = "PERCENT")]
     loss: f64,
     /// Run every experiment N times: each value is then the median with
     /// p10–p90, and the verdict is judged on the medians. Default: 1 on a
@@ -58,16 +58,18 @@ pub struct LabArgs {
           default_value = "lab-report.html")]
     report: String,
     /// Do not write the HTML report.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "report")]
     no_report: bool,
 }
 
 const LAB_HELP: &str = "\
-The link: as root, two network namespaces joined by TUN devices and a userspace
-delay line inside keepwire (real kernel TCP: handshakes, slow start, Nagle and
-delayed ACKs are real). They are anonymous and vanish with the process, also on
-Ctrl-C or kill. Without root, a userspace TCP relay on loopback delays set-up by
-one RTT and data by half an RTT each way; results are then labelled approximate.
+The link: two network namespaces joined by TUN devices and a userspace delay
+line inside keepwire (real kernel TCP: handshakes, slow start, Nagle and delayed
+ACKs are real). Without root they are made inside a user namespace (as
+`unshare -Urn` does). They are anonymous and vanish with the process, also on
+Ctrl-C or kill. Where user namespaces are disabled (the output says which
+setting), a userspace TCP relay on loopback delays set-up by one RTT and data by
+half an RTT each way; results are then labelled approximate.
 
 Examples:
   keepwire lab                       # every experiment at RTT 50 ms
@@ -101,6 +103,23 @@ fn parse_bandwidth(s: &str) -> Result<u64, String> {
     Ok(bps as u64)
 }
 
+/// A round-trip time from 1ms to 5s (a usage error otherwise: exit 2).
+fn parse_rtt(s: &str) -> Result<Duration, String> {
+    let rtt = parse_duration(s)?;
+    (Duration::from_millis(1)..=Duration::from_secs(5))
+        .contains(&rtt)
+        .then_some(rtt)
+        .ok_or_else(|| format!("{s:?} is not between 1ms and 5s"))
+}
+
+/// A loss percentage from 0 to 50.
+fn parse_loss(s: &str) -> Result<f64, String> {
+    match s.trim_end_matches('%').parse::<f64>() {
+        Ok(p) if (0.0..=50.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a percentage from 0 to 50")),
+    }
+}
+
 /// Runs `keepwire lab`.
 pub fn run(mut args: LabArgs) -> Result<(), String> {
     // `--json nagle`: the name was taken as the flag's FILE.
@@ -127,12 +146,6 @@ pub fn run(mut args: LabArgs) -> Result<(), String> {
             })
             .collect::<Result<_, _>>()?
     };
-    if !(0.0..=50.0).contains(&args.loss) {
-        return Err(format!("--loss {} is not a percentage in 0–50", args.loss));
-    }
-    if args.rtt < Duration::from_millis(1) || args.rtt > Duration::from_secs(5) {
-        return Err("--rtt must be between 1ms and 5s".into());
-    }
     // Files are opened before the run: a bad path fails at once.
     let json_file = args
         .json
@@ -146,7 +159,11 @@ pub fn run(mut args: LabArgs) -> Result<(), String> {
     let (tables_out, color): (fn(&str), bool) =
         match (on_stdout(&json_file), on_stdout(&report_file)) {
             (false, false) => (|t| print!("{t}"), use_color(&std::io::stdout())),
-            (true, true) => return Err("--json and --report cannot both go to stdout".into()),
+            (true, true) => clap::Error::raw(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--json and --report cannot both go to stdout: give one a FILE\n",
+            )
+            .exit(),
             _ => (|t| eprint!("{t}"), use_color(&std::io::stderr())),
         };
     let spec = LinkSpec::default()
@@ -166,9 +183,13 @@ pub fn run(mut args: LabArgs) -> Result<(), String> {
         args.loss,
         match &link.fallback_reason {
             None => format!(
-                "exact: two network namespaces (net:[{}] net:[{}]) joined by a userspace delay line",
+                "exact: two network namespaces (net:[{}] net:[{}]) joined by a userspace delay line{}",
                 link.server.netns.unwrap_or(0),
-                link.client.netns.unwrap_or(0)
+                link.client.netns.unwrap_or(0),
+                link.notes
+                    .iter()
+                    .map(|n| format!("\n  note: {n}"))
+                    .collect::<String>()
             ),
             Some(why) => format!("APPROXIMATE: userspace relay on loopback ({why})"),
         }

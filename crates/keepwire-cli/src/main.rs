@@ -17,10 +17,11 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 /// generator (bench), a lab that measures why each rule exists (lab), a
 /// WebSocket client (ws), shell completions (completions) and man pages (man).
 #[derive(Parser, Debug)]
-#[command(name = "keepwire", version, long_about = None)]
+// No command is a usage error (help on stderr, exit 2), as `keepwire check`.
+#[command(name = "keepwire", version, long_about = None, arg_required_else_help = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
+    command: Command,
 }
 
 #[derive(Subcommand, Debug)]
@@ -65,6 +66,8 @@ enum Command {
     /// Write the man pages into DIR (keepwire.1 and keepwire-COMMAND.1 for
     /// each command), or keepwire.1 to stdout without DIR.
     Man {
+        /// Directory for the pages (created if missing), e.g.
+        /// /usr/local/share/man/man1.
         #[arg(value_name = "DIR")]
         dir: Option<std::path::PathBuf>,
     },
@@ -79,28 +82,30 @@ fn command() -> clap::Command {
 }
 
 fn main() -> std::process::ExitCode {
+    quiet_when_stdout_closes();
     let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
-        Some(Command::Serve(args)) => serve::run(args),
-        Some(Command::Get(args)) => get::run(args),
-        Some(Command::Proxy(args)) => proxy::run(args),
-        Some(Command::Check(args)) => check::run(args),
-        Some(Command::Bench(args)) => bench::run(args),
-        Some(Command::Lab(args)) => lab::run(args),
-        Some(Command::Ws(args)) => ws::run(args),
-        Some(Command::Completions { shell }) => {
-            clap_complete::generate(shell, &mut command(), "keepwire", &mut std::io::stdout());
-            Ok(())
+        Command::Serve(args) => serve::run(args),
+        Command::Get(args) => get::run(args),
+        Command::Proxy(args) => proxy::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Lab(args) => lab::run(args),
+        Command::Ws(args) => ws::run(args),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command(), "keepwire", &mut script);
+            common::Out::Stdout.write(&String::from_utf8_lossy(&script))
         }
-        Some(Command::Man { dir: Some(dir) }) => clap_mangen::generate_to(command(), &dir)
+        Command::Man { dir: Some(dir) } => std::fs::create_dir_all(&dir)
+            .and_then(|()| clap_mangen::generate_to(command(), &dir))
             .map_err(|e| format!("man {}: {e}", dir.display())),
-        Some(Command::Man { dir: None }) => clap_mangen::Man::new(command())
-            .render(&mut std::io::stdout())
-            .map_err(|e| format!("man: {e}")),
-        None => {
-            let _ = command().print_help();
-            println!();
-            Ok(())
+        Command::Man { dir: None } => {
+            let mut page = Vec::new();
+            match clap_mangen::Man::new(command()).render(&mut page) {
+                Ok(()) => common::Out::Stdout.write(&String::from_utf8_lossy(&page)),
+                Err(e) => Err(format!("man: {e}")),
+            }
         }
     };
     match result {
@@ -110,4 +115,21 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `keepwire ... | head`: a reader that leaves is not a crash. Rust ignores
+/// SIGPIPE (so a client that goes away never kills a server), which makes
+/// `println!` panic on a closed stdout; end quietly instead, with the
+/// status a shell shows for `cat` killed by SIGPIPE (141).
+fn quiet_when_stdout_closes() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info.payload().downcast_ref::<String>();
+        if msg.is_some_and(|m| {
+            m.starts_with("failed printing to stdout") && m.contains("Broken pipe")
+        }) {
+            common::stdout_closed();
+        }
+        default(info)
+    }));
 }

@@ -10,9 +10,7 @@ use keepwire::Server;
 use keepwire::proxy::{Proxy, ProxyConfig, ReusePolicy, Route, Upstream, parse_authority};
 use serde::Deserialize;
 
-use crate::common::{
-    OpsArgs, Ready, deprecated, init_logging, parse_duration, parse_listen, runtime,
-};
+use crate::common::{OpsArgs, Ready, deprecated, init_logging, parse_limit, parse_listen, runtime};
 use crate::tls::{TlsArgs, TrustArgs, self_signed_note};
 
 /// Options of `keepwire proxy`.
@@ -61,7 +59,7 @@ pub struct ProxyArgs {
     /// Close a tunnel (CONNECT, or an upgrade such as WebSocket) after this
     /// long without a byte either way, as HAProxy's `timeout tunnel`
     /// [default: 1h].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_limit)]
     tunnel_idle_timeout: Option<Duration>,
     /// Ports CONNECT may reach (repeatable) [default: 443].
     #[arg(long = "connect-port", value_name = "PORT")]
@@ -74,18 +72,18 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "N")]
     pool_size: Option<usize>,
     /// Idle timeout of upstream connections (shortened by their Keep-Alive hints).
-    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "60s", value_parser = parse_limit, value_name = "DURATION")]
     upstream_idle_timeout: Duration,
     /// Time for an upstream to answer (then 504), and the longest pause
     /// inside its response body (then the client's response is cut short).
-    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "60s", value_parser = parse_limit, value_name = "DURATION")]
     upstream_timeout: Duration,
     /// Idle timeout of client connections.
-    #[arg(long, default_value = "75s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "75s", value_parser = parse_limit, value_name = "DURATION")]
     idle_timeout: Duration,
     /// Pipelined client requests fetched upstream concurrently (answered in
     /// order); a non-idempotent one (POST, ...) goes alone, in order.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_name = "N")]
     pipeline_depth: usize,
     /// Worker threads (default: one per core).
     #[arg(long, value_name = "N")]
@@ -220,7 +218,7 @@ fn configure(args: &ProxyArgs) -> Result<(Vec<SocketAddr>, ProxyConfig), String>
         cfg.tunnel_idle_timeout = t;
     } else if let Some(t) = &file.tunnel_idle_timeout {
         cfg.tunnel_idle_timeout =
-            parse_duration(t).map_err(|e| format!("tunnel_idle_timeout: {e}"))?;
+            parse_limit(t).map_err(|e| format!("tunnel_idle_timeout: {e}"))?;
     }
     if !args.connect_ports.is_empty() {
         cfg.connect_ports = args.connect_ports.clone();
@@ -239,6 +237,14 @@ fn configure(args: &ProxyArgs) -> Result<(Vec<SocketAddr>, ProxyConfig), String>
     cfg.upstream_timeout = args.upstream_timeout;
     // Configured upstreams only: forward-mode https:// origins are always
     // verified against the platform's roots.
+    if (args.trust.upstream_insecure || args.trust.upstream_cacert.is_some())
+        && cfg.routes.is_empty()
+    {
+        eprintln!(
+            "keepwire: note: --upstream-insecure and --upstream-cacert apply to configured \
+             upstreams (--upstream, [[route]]), never to forward-mode origins: here they do nothing"
+        );
+    }
     cfg.upstream_tls = args.trust.client_config()?;
     if args.upstream_http2 {
         deprecated("--upstream-http2", "--upstream-http2-prior-knowledge");

@@ -11,7 +11,9 @@ use http::{Method, Request, Response};
 use keepwire::server::Config;
 use keepwire::{Body, Server};
 
-use crate::common::{OpsArgs, Ready, init_logging, parse_duration, parse_listen, runtime};
+use crate::common::{
+    OpsArgs, Ready, init_logging, parse_duration, parse_limit, parse_listen, runtime,
+};
 use crate::tls::TlsArgs;
 use keepwire_lab::files::Files;
 use keepwire_lab::realtime::{self, Events};
@@ -44,10 +46,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "TEXT")]
     respond: Option<String>,
     /// Demo site: objects the page references.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 12, value_name = "N")]
     objects: usize,
     /// Demo site: bytes per object.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, value_name = "BYTES")]
     object_size: usize,
     /// Demo site: events per second of the event source behind /poll,
     /// /long-poll, /events and /ws (0: none; at most 10000). Long polls are
@@ -63,32 +65,32 @@ pub struct ServeArgs {
     #[arg(long, default_value = "epoll")]
     io: keepwire::transport::IoBackend,
     /// Idle keep-alive timeout (`75`, `75s`, `500ms`, `1m`).
-    #[arg(long, default_value = "75s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "75s", value_parser = parse_limit, value_name = "DURATION")]
     idle_timeout: Duration,
     /// Time to receive a request head (slowloris guard).
-    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "60s", value_parser = parse_limit, value_name = "DURATION")]
     header_timeout: Duration,
     /// Time between two reads of a request body.
-    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "60s", value_parser = parse_limit, value_name = "DURATION")]
     body_timeout: Duration,
     /// Time between two writes.
-    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "60s", value_parser = parse_limit, value_name = "DURATION")]
     write_timeout: Duration,
     /// Requests per connection (0 = unlimited); the last gets `Connection: close`.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_name = "N")]
     max_requests: u64,
     /// Open connections at once (over it: 503).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = at_least_one, value_name = "N")]
     max_connections: usize,
     /// Open connections per client IP (over it: 503).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = at_least_one, value_name = "N")]
     max_connections_per_ip: usize,
     /// Pipelined requests whose handlers may run ahead of the response being
     /// written (a non-idempotent one, such as POST, always runs alone).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_name = "N")]
     pipeline_depth: usize,
     /// Largest request body in bytes (over it: 413).
-    #[arg(long, default_value_t = 1024 * 1024)]
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
     max_body: u64,
     /// Do not advertise `Keep-Alive: timeout=, max=` on responses.
     #[arg(long)]
@@ -127,6 +129,15 @@ impl App {
             App::Files(files) => files.handle(req).await,
             App::Site(site) => site.handle(req).await,
         }
+    }
+}
+
+/// A connection limit: 0 would answer every request 503.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse() {
+        Ok(0) => Err("must be at least 1 (0 would refuse every connection)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{s:?}: {e}")),
     }
 }
 

@@ -13,7 +13,7 @@ use http::HeaderMap;
 use keepwire::ws::{self, Message};
 use keepwire::{Client, ClientConfig};
 
-use crate::common::{cert_hint, parse_duration};
+use crate::common::{cert_hint, parse_duration, parse_limit};
 
 /// Options of `keepwire ws`.
 #[derive(Args, Debug)]
@@ -21,7 +21,8 @@ use crate::common::{cert_hint, parse_duration};
     after_long_help = "\
 Exit status: 0 after a close handshake with code 1000 or 1001 (or none),
 started by either side; 1 after any other close code, a connection that
-ended without a close frame, or an error.
+ended without a close frame, or an error; 2 a usage error (such as an
+http:// URL).
 
 Examples:
   echo hello | keepwire ws ws://127.0.0.1:8080/ws
@@ -29,7 +30,8 @@ Examples:
     override_usage = "keepwire ws [OPTIONS] <URL>"
 )]
 pub struct WsArgs {
-    /// The server: `ws://host[:port]/path` or `wss://host[:port]/path`.
+    /// The server: `ws://host[:port]/path` or `wss://host[:port]/path`
+    /// (`host:port/path` means `ws://host:port/path`).
     #[arg(value_name = "URL")]
     url: Option<String>,
     /// Print the handshake on stderr (`> ` sent, `< ` received, `* ` whether
@@ -44,8 +46,9 @@ pub struct WsArgs {
     #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
     json: Option<String>,
     /// An extra field for the handshake request (repeatable).
-    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
-    headers: Vec<String>,
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE",
+          value_parser = crate::common::parse_header)]
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Subprotocol to offer (`Sec-WebSocket-Protocol`; repeatable).
     #[arg(long = "protocol", value_name = "NAME")]
     protocols: Vec<String>,
@@ -60,7 +63,7 @@ pub struct WsArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     ping_interval: Duration,
     /// Time allowed to connect and for the handshake's response.
-    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "30s", value_parser = parse_limit, value_name = "DURATION")]
     timeout: Duration,
     /// After end of input, keep printing what arrives for this long before
     /// closing (so `echo hi | keepwire ws URL` shows the echo).
@@ -76,20 +79,37 @@ pub struct WsArgs {
     http2_prior_knowledge: bool,
 }
 
+/// `ws://` and `wss://` URLs as given; `host:port/path` means
+/// `ws://host:port/path` (as `get` reads it with `http://`).
+fn ws_url(url: String) -> Result<String, String> {
+    match url.split_once("://") {
+        None => Ok(format!("ws://{url}")),
+        Some(("ws" | "wss", _)) => Ok(url),
+        Some((scheme, rest)) => Err(format!(
+            "{url}: a WebSocket URL starts with ws:// or wss://{}\n",
+            match scheme {
+                "http" => format!(" (ws://{rest})"),
+                "https" => format!(" (wss://{rest})"),
+                _ => String::new(),
+            }
+        )),
+    }
+}
+
 /// Runs `keepwire ws`.
 pub fn run(mut args: WsArgs) -> Result<(), String> {
     if args.url.is_none() {
         // `--json URL`: the URL was taken as the flag's FILE.
         args.url = args.json.replace("-".into()).filter(|j| j != "-");
     }
-    let Some(url) = args.url.clone() else {
-        use clap::error::ErrorKind::MissingRequiredArgument;
+    use clap::error::ErrorKind::{MissingRequiredArgument, ValueValidation};
+    let Some(url) = args.url.clone().map(ws_url) else {
         clap::Error::raw(MissingRequiredArgument, "the URL is missing\n").exit()
     };
+    let url = url.unwrap_or_else(|e| clap::Error::raw(ValueValidation, e).exit());
     let mut headers = HeaderMap::new();
-    for h in &args.headers {
-        let (name, value) = crate::common::parse_header(h)?;
-        headers.append(name, value);
+    for (name, value) in &args.headers {
+        headers.append(name, value.clone());
     }
     let mut config = ClientConfig::default();
     config.connect_timeout = args.timeout;

@@ -104,9 +104,84 @@ fn only_runs_the_rule_prefix() {
     assert_eq!(skipped, 1, "{stdout}");
     let (passed, failed) = summary(&stdout);
     assert_eq!((passed, failed), (checks.len() - 1, 0), "{stdout}");
-    // R1 does not match R10: nothing to run is a usage error.
+    // R1 does not match R10: nothing to run is a usage error that lists
+    // the rules this target has.
     let (out, _) = check(s.addr, &["--only", "R1"]);
     assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("this target's rules: R5."), "{stderr}");
+    assert!(stderr.contains(", R10.1"), "{stderr}");
+    assert_eq!(stderr.matches("R5.3").count(), 1, "once each: {stderr}");
+}
+
+/// `host:port` without a scheme means http://, as in `get`, `bench`
+/// and curl (it was "URL ... needs http://").
+#[test]
+fn a_url_without_scheme_is_http() {
+    let s = serve();
+    for target in [s.addr.to_string(), format!("localhost:{}/", s.addr.port())] {
+        let out = common::run(
+            &["check", "server", &target, "--only", "R5.3"],
+            Duration::from_secs(30),
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{target}: {stdout}{out:?}");
+        all_pass(&stdout);
+    }
+}
+
+/// A `--cacert` file that cannot be read is named as the flag's problem
+/// (it was "cannot connect: HOST:PORT: /nonexist: I/O error ...").
+#[test]
+fn an_unreadable_cacert_names_the_flag() {
+    let out = common::run(
+        &[
+            "check",
+            "server",
+            "--http2",
+            "--cacert",
+            "/nonexistent/ca.pem",
+            "https://127.0.0.1:1/",
+        ],
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("keepwire: --cacert /nonexistent/ca.pem: "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("cannot connect"), "{stderr}");
+}
+
+/// Exit 1 means a check failed: an output file that cannot be created
+/// is a usage error (2), found before any check runs.
+#[test]
+fn an_unwritable_output_file_is_exit_2() {
+    let s = serve();
+    let url = format!("http://{}/", s.addr);
+    for flag in ["--json=/nonexistent/x.json", "--report=/nonexistent/x.txt"] {
+        let out = common::run(&["check", "server", &url, flag], Duration::from_secs(30));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(stderr.contains("/nonexistent/x."), "{stderr}");
+        assert!(out.stdout.is_empty(), "no check ran");
+    }
+}
+
+/// A zero time limit is refused (exit 2): `--timeout 0` failed checks at
+/// random and `--total-timeout 0` skipped every check and exited 0.
+#[test]
+fn zero_time_limits_are_usage_errors() {
+    for flag in ["--timeout", "--total-timeout", "--stall-timeout"] {
+        let out = common::run(
+            &["check", "server", flag, "0", "http://127.0.0.1:1/"],
+            Duration::from_secs(30),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(stderr.contains("must be more than 0"), "{flag}: {stderr}");
+    }
 }
 
 /// A target nobody listens on: one line, exit 2, for a server (HTTP/1 and

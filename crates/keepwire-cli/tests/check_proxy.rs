@@ -77,6 +77,67 @@ fn keepwire_proxy_passes_every_check() {
     assert!(report.contains("15 passed, 0 failed"), "{report}");
 }
 
+/// A proxy that answers but does not pass a plain GET to the recording
+/// origin (here: loopback destinations refused by default) is one line
+/// that says how to set it up, and exit 2, not a FAIL per check.
+#[test]
+fn a_proxy_that_does_not_forward_is_one_line() {
+    let origin_port = free_port();
+    let proxy = start(&["proxy", "--listen", "127.0.0.1:0", "--forward"]);
+    let (out, report) = check(proxy.addr, origin_port, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{report}{stderr}");
+    assert!(report.is_empty(), "no table: {report}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("403 Forbidden"), "{stderr}");
+    assert!(
+        stderr.contains("--allow-destination 127.0.0.1/32"),
+        "{stderr}"
+    );
+    // A reverse proxy whose upstream is not the recording origin (502).
+    let elsewhere = free_port();
+    let reverse = start(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &format!("http://127.0.0.1:{elsewhere}"),
+    ]);
+    let (out, _) = check(reverse.addr, origin_port, &["--reverse"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("502 Bad Gateway"), "{stderr}");
+    let want = format!("a reverse proxy must forward to 127.0.0.1:{origin_port}");
+    assert!(stderr.contains(&want), "{stderr}"); // A "proxy" that accepts and never answers: said so, without a set-up
+    // hint that would not help.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (out, _) = check(silent.local_addr().unwrap(), origin_port, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no response"), "{stderr}");
+    assert!(!stderr.contains("--allow-destination"), "{stderr}");
+}
+
+/// A proxy that refuses CONNECT to the origin's port: SKIP, saying
+/// which two flags let the check run.
+#[test]
+fn a_refused_connect_port_says_how_to_allow_it() {
+    let origin_port = free_port();
+    let proxy = start(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--forward",
+        "--allow-destination",
+        "127.0.0.0/8",
+    ]);
+    let (out, report) = check(proxy.addr, origin_port, &["--only", "R9.3"]);
+    assert!(out.status.success(), "{report}");
+    assert_eq!(verdict(&report, "CONNECT tunnel"), "SKIP", "{report}");
+    let want = format!("--connect-port {origin_port}, check proxy --origin-port {origin_port}");
+    assert!(report.contains(&want), "{report}");
+}
+
 /// Reads until the end of a head; returns the bytes read (head and anything
 /// after it), or None on EOF/error.
 fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {

@@ -166,3 +166,126 @@ fn man_pages_name_every_command() {
         assert!(sub.contains(".TH"), "{file:?}");
     }
 }
+
+/// `keepwire ... | head`: a reader that leaves ends the command quietly
+/// (status 141, as `cat` killed by SIGPIPE), never a panic nor an error
+/// line; stdout here is a pipe whose reader is already gone.
+#[test]
+fn a_closed_stdout_is_quiet() {
+    for args in [&["lab", "--list"][..], &["man"], &["completions", "zsh"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut cmd = std::process::Command::new(common::BIN);
+        cmd.args(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped());
+        let out = cmd.output().expect("keepwire runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}
+
+/// Out-of-range lab values and contradicting flags are usage errors
+/// (exit 2, clap's message) found before any link is built.
+#[test]
+fn lab_usage_errors_exit_2() {
+    for (args, says) in [
+        (&["lab", "--loss", "60", "page-load"][..], "0 to 50"),
+        (&["lab", "--rtt", "0", "page-load"], "1ms and 5s"),
+        (
+            &[
+                "lab",
+                "--quick",
+                "--report",
+                "x.html",
+                "--no-report",
+                "page-load",
+            ],
+            "cannot be used with",
+        ),
+        (
+            &["lab", "--quick", "--json", "--report", "-", "page-load"],
+            "both go to stdout",
+        ),
+    ] {
+        let out = common::run(args, Duration::from_secs(20));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+/// `keepwire man DIR` creates DIR (as `install -d` would).
+#[test]
+fn man_creates_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir.path().join("share/man/man1");
+    keepwire(&["man", deep.to_str().unwrap()]);
+    assert!(deep.join("keepwire-serve.1").is_file());
+}
+
+/// `check proxy --help` speaks of its own flags only (its --total-timeout
+/// default named `--http2`, which `check proxy` does not have).
+#[test]
+fn check_proxy_help_names_only_its_flags() {
+    let help = stdout(&["check", "proxy", "--help"]);
+    let words = |text: &str| -> Vec<String> {
+        text.split(|c: char| !(c.is_alphanumeric() || c == '-'))
+            .filter(|w| w.starts_with("--") && w.len() > 2)
+            .map(str::to_string)
+            .collect()
+    };
+    // The flags defined: the first `--name` of each option line.
+    let defined: Vec<String> = help
+        .lines()
+        .filter(|l| l.trim_start().starts_with('-'))
+        .filter_map(|l| words(l).into_iter().next())
+        .collect();
+    assert!(defined.contains(&"--reverse".to_string()), "{defined:?}");
+    for flag in words(&help) {
+        assert!(
+            defined.contains(&flag),
+            "check proxy --help names {flag}, not one of its flags:\n{help}"
+        );
+    }
+}
+
+/// Value names say what to type (`<N>`, `<BYTES>`), never clap's field
+/// name (`<MAX_BODY>`), and a flag shared by two commands shows the same
+/// one (`--max-body <BYTES>` in `serve` and `check server`).
+#[test]
+fn value_names_are_words_not_field_names() {
+    for cmd in [
+        &["serve"][..],
+        &["proxy"],
+        &["check", "server"],
+        &["check", "proxy"],
+        &["lab"],
+        &["ws"],
+    ] {
+        let help = stdout(&[cmd, &["--help"]].concat());
+        for line in help.lines() {
+            if let Some(name) = line.split('<').nth(1).and_then(|r| r.split('>').next()) {
+                assert!(!name.contains('_'), "{cmd:?}: {line}");
+            }
+        }
+    }
+    for cmd in [&["serve"][..], &["check", "server"]] {
+        let help = stdout(&[cmd, &["--help"]].concat());
+        assert!(help.contains("--max-body <BYTES>"), "{cmd:?}:\n{help}");
+    }
+}
+
+/// `keepwire` alone is a usage error, as `keepwire check` alone: the help
+/// on stderr, exit 2 (it printed the help on stdout and exited 0).
+#[test]
+fn no_command_is_a_usage_error() {
+    for args in [&[][..], &["check"]] {
+        let out = common::run(args, Duration::from_secs(20));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("Usage: keepwire"), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}

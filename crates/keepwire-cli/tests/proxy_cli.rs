@@ -535,6 +535,38 @@ fn bad_flags_and_files_exit_non_zero_with_a_clear_message() {
     }
 }
 
+/// Upstream trust flags with no configured upstream do nothing (forward-
+/// mode origins are always verified): a note says so at start. (The port
+/// is taken so that the proxy exits after its notes.)
+#[test]
+fn upstream_trust_without_an_upstream_says_it_does_nothing() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let args = [
+        "proxy",
+        "--listen",
+        &addr,
+        "--forward",
+        "--upstream-insecure",
+    ];
+    let (_, stderr) = run_to_exit(&args);
+    assert!(
+        stderr.contains("note: --upstream-insecure and --upstream-cacert apply to configured"),
+        "{stderr}"
+    );
+    // With an upstream they apply: no note.
+    let args = [
+        "proxy",
+        "--listen",
+        &addr,
+        "--upstream",
+        "https://x",
+        "--upstream-insecure",
+    ];
+    let (_, stderr) = run_to_exit(&args);
+    assert!(!stderr.contains("note:"), "{stderr}");
+}
+
 #[test]
 fn trace_is_405_unless_trace_is_given_and_the_echo_keeps_credentials_out() {
     let Some(curl) = curl() else { return };

@@ -206,6 +206,42 @@ fn bad_arguments_fail_with_the_cause() {
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("cannot listen on {addr}")));
 }
 
+/// Zero time limits and connection limits are refused (exit 2) instead
+/// of a server that advertises `Keep-Alive: timeout=1` and then drops
+/// every idle connection at once, or answers every request 503.
+#[test]
+fn zero_limits_are_usage_errors() {
+    let zero = |cmd: &str, flag: &str, says: &str| {
+        let mut args = vec![cmd, "--listen", "127.0.0.1:0", flag, "0"];
+        if cmd == "proxy" {
+            args.extend(["--upstream", "http://127.0.0.1:1"]);
+        }
+        let out = common::run(&args, Duration::from_secs(10));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd} {flag} 0: {err}");
+        assert!(err.contains(says), "{cmd} {flag} 0: {err}");
+    };
+    for flag in [
+        "--idle-timeout",
+        "--header-timeout",
+        "--body-timeout",
+        "--write-timeout",
+    ] {
+        zero("serve", flag, "must be more than 0");
+    }
+    for flag in ["--max-connections", "--max-connections-per-ip"] {
+        zero("serve", flag, "at least 1");
+    }
+    for flag in [
+        "--idle-timeout",
+        "--upstream-idle-timeout",
+        "--upstream-timeout",
+        "--tunnel-idle-timeout",
+    ] {
+        zero("proxy", flag, "must be more than 0");
+    }
+}
+
 /// `--listen` takes what nginx's `listen` takes: a bare port (every IPv4
 /// interface), `:PORT`, `localhost:PORT`; the proxy's the same. The bound
 /// address is read from the "listening on" line.

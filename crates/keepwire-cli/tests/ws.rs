@@ -206,14 +206,31 @@ fn headers_and_subprotocol_reach_the_server() {
     assert!(stderr.contains("* subprotocol chat"), "{stderr}");
 }
 
-/// Refusals and mistakes exit 1 with a reason.
+/// Refusals and mistakes exit 1 with a reason; a URL that is not a
+/// WebSocket's is a usage error (2) that names the ws:// spelling.
 #[test]
 fn errors_exit_1_with_a_reason() {
-    let out = ws(&["http://127.0.0.1:1/"], "");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("ws://"), "{}", text(&out.stderr));
+    let out = ws(&["http://127.0.0.1:1/x"], "");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("(ws://127.0.0.1:1/x)"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !text(&out.stderr).contains("handshake"),
+        "nothing was tried"
+    );
+    let out = ws(&["https://example.org/"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("(wss://example.org/)"));
+    // So is a zero --timeout (it was "connect timed out after 0ns", exit 1).
+    let out = ws(&["--timeout", "0", "ws://127.0.0.1:1/"], "");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    // A malformed -H is a usage error too, as in `get`.
     let out = ws(&["-H", "no colon", "ws://127.0.0.1:1/"], "");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("`Name: value`"));
     let port = common::free_port();
     let out = ws(&[&format!("ws://127.0.0.1:{port}/")], "");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
@@ -321,6 +338,10 @@ fn against_keepwire_serve_ws() {
         stderr.contains("* closed (started by us): code 1000"),
         "{stderr}"
     );
+    // `host:port/path` means ws://, as `get` reads it with http://.
+    let out = ws(&[&format!("{}/ws", quiet.addr)], "bare\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "bare\n");
     let busy = common::serve(&["--events-per-s", "50"]);
     let url = format!("ws://{}/ws", busy.addr);
     let out = ws(&["--json", "--linger", "1s", &url], "ping me\n");

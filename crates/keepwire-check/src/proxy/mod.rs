@@ -12,6 +12,7 @@ mod tunnel;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
+use crate::Error;
 use crate::options::Options;
 use crate::probe::Endpoint;
 use crate::recording_origin::RecordingOrigin;
@@ -86,7 +87,7 @@ pub(crate) async fn run_checks(
     reverse: bool,
     origin_port: Option<u16>,
     options: &Options,
-) -> Result<Vec<CheckResult>, String> {
+) -> Result<Vec<CheckResult>, Error> {
     let addr = address(addr);
     let ctx = Ctx {
         proxy: Endpoint {
@@ -95,10 +96,13 @@ pub(crate) async fn run_checks(
             path: "/".to_string(),
             tls: false,
         },
-        origin: RecordingOrigin::start(origin_port).await?,
+        origin: RecordingOrigin::start(origin_port)
+            .await
+            .map_err(Error::Origin)?,
         reverse,
         next: AtomicU64::new(1),
     };
+    preflight(&ctx, options.timeout).await?;
     let total = options
         .total_timeout
         .unwrap_or(crate::options::DEFAULT_TOTAL);
@@ -108,6 +112,54 @@ pub(crate) async fn run_checks(
         })
         .await,
     )
+}
+
+/// One plain GET through the proxy before any check. A proxy that does
+/// not pass it to the recording origin (a forward proxy refusing loopback
+/// destinations, a reverse proxy sending elsewhere, `--reverse` forgotten)
+/// would fail every check for that one reason: one error that says how to
+/// set it up instead.
+async fn preflight(ctx: &Ctx, timeout: Duration) -> Result<(), Error> {
+    let origin = format!("127.0.0.1:{}", ctx.origin.port);
+    let not_forwarded = |answer: String| {
+        let setup = match ctx.reverse {
+            false => format!(
+                "a forward proxy must let {origin} through (keepwire proxy --forward \
+                 --allow-destination 127.0.0.1/32); for a reverse proxy add --reverse \
+                 --origin-port PORT"
+            ),
+            true => format!(
+                "a reverse proxy must forward to {origin} (keepwire proxy --upstream \
+                 http://{origin}); without --reverse the proxy is taken as a forward one"
+            ),
+        };
+        Error::NotForwarded {
+            addr: ctx.proxy.addr.clone(),
+            cause: format!("a plain GET for the recording origin {answer}; {setup}"),
+        }
+    };
+    let deadline = Instant::now() + timeout;
+    let (path, resp) = match ctx::simple(ctx, "preflight", "", deadline).await {
+        Ok(answer) => answer,
+        // No answer at all: how it is set up is not the question.
+        Err(o) => {
+            return Err(Error::NotForwarded {
+                addr: ctx.proxy.addr.clone(),
+                cause: format!(
+                    "a plain GET for the recording origin failed: {}",
+                    o.evidence
+                ),
+            });
+        }
+    };
+    match ctx.origin.seen(&path).is_empty() {
+        false => Ok(()),
+        true => Err(not_forwarded(format!(
+            "was answered {} {} without reaching it",
+            resp.brief(),
+            crate::response::show(&resp.body)
+        ))),
+    }
 }
 
 async fn run_one(id: Id, ctx: &Ctx, deadline: Instant) -> CheckOut {

@@ -25,9 +25,11 @@ pub(super) async fn connect(ctx: &Ctx, deadline: Instant) -> CheckOut {
         .map_err(failed("CONNECT response"))?;
     if r.status == 403 || r.status == 405 {
         return Ok(Outcome::skip(format!(
-            "CONNECT to port {} refused: {} (proxy restricts CONNECT ports?)",
-            ctx.origin.port,
-            r.brief()
+            "CONNECT to port {port} refused: {} (proxy restricts CONNECT ports? to check \
+             it, allow a port and pass it: keepwire proxy --connect-port {port}, check \
+             proxy --origin-port {port})",
+            r.brief(),
+            port = ctx.origin.port
         )));
     }
     if !(200..300).contains(&r.status) {
