@@ -289,8 +289,8 @@ impl Link {
                     })?,
             );
         }
-        drop(prio_tx);
-        if let Some(Err(e)) = prio_rx.iter().find(Result::is_err) {
+        // One answer per line (each keeps its sender while it runs).
+        if let Some(Err(e)) = prio_rx.iter().take(lines.len()).find(Result::is_err) {
             notes.push(format!(
                 "delay line at normal priority (SCHED_FIFO: {e}; real root, or `ulimit -r 10`, \
                  gives it real-time priority): under load a packet may be a few ms late"
