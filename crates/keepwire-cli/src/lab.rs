@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Args;
 use keepwire_lab::experiments::{self, Experiment, Outcome};
 use keepwire_lab::report::{self, fmt_cell, fmt_losses};
-use keepwire_lab::{Lab, LabReport, Link, LinkSpec};
+use keepwire_lab::{CongestionControl, Lab, LabReport, Link, LinkSpec};
 
 use crate::common::{Out, parse_duration, use_color};
 
@@ -41,6 +41,9 @@ pub struct LabArgs {
     /// own repeats, 3 for the others).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=100))]
     repeat: Option<u16>,
+    /// Congestion control in the namespaces (default: the host's).
+    #[arg(long, value_name = "NAME", value_parser = CongestionControl::NAMES)]
+    cc: Option<String>,
     /// Reduced sizes (fewer requests, shorter timeouts): what the tests run.
     #[arg(long)]
     quick: bool,
@@ -75,6 +78,7 @@ Examples:
   keepwire lab                       # every experiment at RTT 50 ms
   keepwire lab --list
   keepwire lab page-load nagle --rtt 100ms --bandwidth 20mbit
+  keepwire lab slow-start --cc reno  # default: the host's congestion control
   keepwire lab --json lab.json --report lab.html
   keepwire lab nagle --json > lab.json  # a bare --json is stdout: put it last";
 
@@ -169,13 +173,22 @@ pub fn run(mut args: LabArgs) -> Result<(), String> {
     let spec = LinkSpec::default()
         .rtt(args.rtt)
         .bandwidth(args.bandwidth)
-        .loss(args.loss / 100.0);
+        .loss(args.loss / 100.0)
+        .cc(args
+            .cc
+            .as_deref()
+            .map_or(Ok(CongestionControl::Host), CongestionControl::parse)?);
     let link = if args.relay {
         Link::relay(spec, "asked for with --relay".into())
     } else {
         Link::new(spec)
     }
     .map_err(|e| format!("cannot build the link: {e}"))?;
+    if let (Some(cc), Some(why)) = (&args.cc, &link.fallback_reason) {
+        return Err(format!(
+            "--cc {cc} needs the network namespaces; the link is the relay ({why})"
+        ));
+    }
     eprintln!(
         "keepwire lab: link RTT {} ms, {} Mbit/s, loss {}% — {}",
         args.rtt.as_secs_f64() * 1000.0,
@@ -183,9 +196,11 @@ pub fn run(mut args: LabArgs) -> Result<(), String> {
         args.loss,
         match &link.fallback_reason {
             None => format!(
-                "exact: two network namespaces (net:[{}] net:[{}]) joined by a userspace delay line{}",
+                "exact: two network namespaces (net:[{}] net:[{}]) joined by a userspace delay \
+                 line, congestion control {}{}",
                 link.server.netns.unwrap_or(0),
                 link.client.netns.unwrap_or(0),
+                link.congestion_control.as_deref().unwrap_or("unknown"),
                 link.notes
                     .iter()
                     .map(|n| format!("\n  note: {n}"))

@@ -273,6 +273,7 @@ fn lab_report_bars_are_as_wide_as_their_wall_time_across_strategies() {
     let lab = LabReport {
         link_kind: "exact",
         fallback_reason: None,
+        congestion_control: Some("reno".into()),
         rtt_ms: 50.0,
         bandwidth_bps: 100_000_000,
         loss_percent: 0.0,

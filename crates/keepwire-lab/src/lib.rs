@@ -9,8 +9,9 @@
 //! This crate brings the pieces to see them:
 //!
 //! - [`link`]: an emulated wide-area link with a real RTT, bandwidth and
-//!   loss (two network namespaces and a userspace delay line as root, a
-//!   loopback relay otherwise);
+//!   loss (two network namespaces and a userspace delay line, made inside
+//!   a user namespace when not root; a loopback relay where user
+//!   namespaces are disabled);
 //! - [`wire`]: what crossed the link (packets, bytes with headers,
 //!   connections), counted by the delay line;
 //! - [`load`]: the page-load engine: URLs or a page and its sub-resources
@@ -73,7 +74,7 @@
 //! ```no_run
 //! use keepwire_lab::{Lab, Link, LinkSpec, LabReport, experiments};
 //!
-//! let link = Link::new(LinkSpec::default())?; // a loopback relay without root
+//! let link = Link::new(LinkSpec::default())?; // exact; before any thread starts when not root
 //! let lab = Lab::start(&link, true).map_err(std::io::Error::other)?;
 //! let nagle = experiments::find("nagle").expect("in the catalogue");
 //! let outcome = (nagle.run)(&lab);
@@ -98,5 +99,5 @@ pub mod waterfall;
 pub mod wire;
 
 pub use experiments::{Experiment, Lab, Outcome};
-pub use link::{Link, LinkSpec};
+pub use link::{CongestionControl, Link, LinkSpec};
 pub use report::LabReport;

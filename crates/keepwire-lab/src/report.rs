@@ -21,6 +21,9 @@ pub struct LabReport {
     pub link_kind: &'static str,
     /// Why the relay was used.
     pub fallback_reason: Option<String>,
+    /// The congestion control that ran in the namespaces, read back from a
+    /// socket there (exact link only).
+    pub congestion_control: Option<String>,
     /// RTT in ms.
     pub rtt_ms: f64,
     /// Bits per second.
@@ -46,6 +49,7 @@ impl LabReport {
         LabReport {
             link_kind: link.label(),
             fallback_reason: link.fallback_reason.clone(),
+            congestion_control: link.congestion_control.clone(),
             rtt_ms: link.spec.rtt.as_secs_f64() * 1000.0,
             bandwidth_bps: link.spec.bandwidth,
             // As given (`--loss 7`), not 7.000000000000001.
@@ -161,10 +165,13 @@ pub fn render(r: &LabReport) -> String {
         r.bandwidth_bps as f64 / 1e6,
         r.loss_percent,
         r.link_kind,
-        r.fallback_reason
-            .as_ref()
-            .map(|w| format!(" (userspace relay: {})", esc(w)))
-            .unwrap_or_else(|| " (two network namespaces, real kernel TCP)".into()),
+        match (&r.fallback_reason, &r.congestion_control) {
+            (Some(w), _) => format!(" (userspace relay: {})", esc(w)),
+            (None, cc) => format!(
+                " (two network namespaces, real kernel TCP, congestion control {})",
+                esc(cc.as_deref().unwrap_or("unknown"))
+            ),
+        },
         esc(&r.machine)
     );
     let passed = r.passed();

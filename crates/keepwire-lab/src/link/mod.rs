@@ -41,6 +41,7 @@ mod line;
 mod netns;
 mod relay;
 mod rtnl;
+mod tcp;
 mod userns;
 
 use std::future::Future;
@@ -59,6 +60,7 @@ pub(crate) use line::Rng;
 use line::{delay_line, realtime};
 use netns::{enter_namespace, is_root, netns_inode};
 use relay::relay_accept;
+pub use tcp::CongestionControl;
 
 /// What the link looks like: by default the lab's wide-area link, RTT
 /// 50 ms, 100 Mbit/s each way, no loss.
@@ -77,6 +79,8 @@ pub struct LinkSpec {
     pub bandwidth: u64,
     /// Packet loss probability in each direction (0..1).
     pub loss: f64,
+    /// Congestion control in the namespaces.
+    pub cc: CongestionControl,
 }
 
 impl Default for LinkSpec {
@@ -85,6 +89,7 @@ impl Default for LinkSpec {
             rtt: Duration::from_millis(50),
             bandwidth: 100_000_000,
             loss: 0.0,
+            cc: CongestionControl::Host,
         }
     }
 }
@@ -225,6 +230,8 @@ pub struct Link {
     pub exact: bool,
     /// Why the fallback was used, if it was.
     pub fallback_reason: Option<String>,
+    /// The congestion control a new socket runs in the namespaces.
+    pub congestion_control: Option<String>,
     /// How an exact link differs from root's, for the output: made in a
     /// user namespace, the delay line without real-time priority.
     pub notes: Vec<String>,
@@ -261,11 +268,11 @@ impl Link {
                 "not root: in a user namespace (uid {uid} mapped to root inside)"
             ));
         }
-        let (server, tun_s) = LinkEnd::start("server", SERVER_IP.into(), || {
-            enter_namespace(SERVER_IP, CLIENT_IP)
+        let (server, (tun_s, cc)) = LinkEnd::start("server", SERVER_IP.into(), move || {
+            enter_namespace([SERVER_IP, CLIENT_IP], spec.cc)
         })?;
-        let (client, tun_c) = LinkEnd::start("client", CLIENT_IP.into(), || {
-            enter_namespace(CLIENT_IP, SERVER_IP)
+        let (client, (tun_c, _)) = LinkEnd::start("client", CLIENT_IP.into(), move || {
+            enter_namespace([CLIENT_IP, SERVER_IP], spec.cc)
         })?;
         let stop = Arc::new(AtomicBool::new(false));
         let dropped = Arc::new(AtomicU64::new(0));
@@ -302,6 +309,7 @@ impl Link {
             spec,
             exact: true,
             fallback_reason: None,
+            congestion_control: Some(cc),
             notes,
             stop,
             lines,
@@ -322,6 +330,7 @@ impl Link {
             spec,
             exact: false,
             fallback_reason: Some(reason),
+            congestion_control: None,
             notes: Vec::new(),
             stop: Arc::new(AtomicBool::new(false)),
             lines: Vec::new(),

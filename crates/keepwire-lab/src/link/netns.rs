@@ -8,6 +8,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::DEV;
 use super::rtnl::Rtnl;
+use super::tcp::CongestionControl;
 
 pub(super) fn netns_inode() -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
@@ -21,9 +22,13 @@ pub(super) fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Moves the calling thread into a new network namespace, brings up `lo`
-/// and a point-to-point TUN device `local` ↔ `peer`, and returns its fd.
-pub(super) fn enter_namespace(local: Ipv4Addr, peer: Ipv4Addr) -> io::Result<OwnedFd> {
+/// Moves the calling thread into a new network namespace, brings up `lo` and
+/// a TUN device `local` ↔ `peer`: its fd and the congestion control run there.
+pub(super) fn enter_namespace(
+    ends: [Ipv4Addr; 2],
+    cc: CongestionControl,
+) -> io::Result<(OwnedFd, String)> {
+    let [local, peer] = ends;
     // SAFETY: unshare only changes this thread's namespace membership.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
         return Err(io::Error::other(format!(
@@ -32,15 +37,7 @@ pub(super) fn enter_namespace(local: Ipv4Addr, peer: Ipv4Addr) -> io::Result<Own
         )));
     }
     let tun = open_tun(DEV)?;
-    // Per-namespace TCP settings, best effort: classic slow start (the
-    // chapter's model) where available, and no metrics cache, so every new
-    // connection starts cold instead of from the last one's window.
-    let knob = |name: &str, value: &str| {
-        std::fs::write(format!("/proc/sys/net/ipv4/{name}"), value).is_ok()
-    };
-    // cubic may be refused in a new namespace; reno has the same slow start.
-    let _ = knob("tcp_congestion_control", "cubic") || knob("tcp_congestion_control", "reno");
-    let _ = knob("tcp_no_metrics_save", "1");
+    let cc = super::tcp::tune_namespace(cc)?;
     // The netlink socket is this thread's namespace's, like the device.
     let mut rtnl = Rtnl::open()?;
     rtnl.link_up("lo", None)?;
@@ -49,7 +46,7 @@ pub(super) fn enter_namespace(local: Ipv4Addr, peer: Ipv4Addr) -> io::Result<Own
     // the delay line reads it (the default 500 packets is less than one
     // bandwidth-delay product at 100 Mbit/s and 50 ms).
     rtnl.link_up(DEV, Some(20_000))?;
-    Ok(tun)
+    Ok((tun, cc))
 }
 
 /// `struct ifreq` with the flags member, as TUNSETIFF reads it.
@@ -119,8 +116,11 @@ mod tests {
             return;
         }
         let got = std::thread::spawn(|| {
-            let _tun = enter_namespace(Ipv4Addr::new(10, 77, 0, 1), Ipv4Addr::new(10, 77, 0, 2))
-                .expect("namespace set up");
+            let _tun = enter_namespace(
+                [Ipv4Addr::new(10, 77, 0, 1), Ipv4Addr::new(10, 77, 0, 2)],
+                CongestionControl::Host,
+            )
+            .expect("namespace set up");
             let lo = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
             lo.send_to(b"x", lo.local_addr().unwrap()).unwrap();
             let mut b = [0u8; 1];
