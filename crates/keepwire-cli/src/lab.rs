@@ -37,8 +37,8 @@ pub struct LabArgs {
     /// Run every experiment N times: each value is then the median with
     /// p10–p90, and the verdict is judged on the medians. Default: 1 on a
     /// lossless link; with --loss, each experiment's own (5 for slow-start
-    /// and tls, 3 for most, 1 for time-wait and realtime, whose thousands of
-    /// connections and many events are their own repeats).
+    /// and tls, 1 for time-wait, whose thousands of connections are their
+    /// own repeats, 3 for the others).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=100))]
     repeat: Option<u16>,
     /// Congestion control in the namespaces (default: the host's).

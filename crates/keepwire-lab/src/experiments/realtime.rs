@@ -24,7 +24,8 @@ pub(super) const EXPERIMENT: Experiment = Experiment {
     title: "one event stream by polling, long polling, SSE and WebSocket",
     rules: "R9.4, R9.2",
     run,
-    repeats: 1,
+    // At 1 % loss 1 run in 5 matched on its own, their medians did.
+    repeats: 3,
     judge: Some(judge),
 };
 
@@ -48,9 +49,9 @@ const COLUMNS: [&str; 15] = [
 
 /// Latencies must be within this fraction of the model's.
 const TOLERANCE: f64 = 0.15;
-/// What one retransmission may add under loss: Linux's minimum RTO (a
-/// tail-loss probe fires sooner), plus the resent segment's crossing (the
-/// RTT, added where it is used).
+/// What one retransmission may add under loss: Linux's RTO is at least
+/// SRTT + 200 ms (`tcp_rto_min`; a tail-loss probe fires sooner), then the
+/// resent segment crosses; with the RTT twice (added where it is used).
 const RETRANSMISSION_MS: f64 = 200.0;
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// The long poll's hold: longer than any quiet time of the plans, so the
@@ -58,6 +59,10 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 const HOLD: Duration = Duration::from_secs(20);
 /// Time to connect (and to finish a WebSocket handshake) before `t0`.
 const SETUP: Duration = Duration::from_millis(400);
+/// The same on a lossy link: a lost SYN is resent after 1 s (the initial
+/// RTO), and a stream that opens after the first events misses them
+/// (measured at 1 % loss: a burst run delivered 2 of 5 events).
+const SETUP_LOSSY: Duration = Duration::from_millis(1600);
 /// Events start this long after `t0`: the SSE response head is back.
 const LEAD: Duration = Duration::from_millis(200);
 /// Clients stop this long after the last event: a poll comes by first.
@@ -181,10 +186,14 @@ pub(super) fn run(lab: &Lab) -> Outcome {
 /// queues behind, is resent after a tail-loss probe or a timeout (Linux:
 /// 200 ms at least) and crosses once more. At 1 % loss about one row in
 /// five loses a segment per run (measured: 5 of 13 rows off at p99 in one
-/// run, by 6–48 ms), so repeats cannot steady it; the allowance can.
+/// run, by 6–48 ms), so repeats cannot steady it; the allowance can. Long
+/// polling, with the most packets, lost one in 2 of 3 repeats of a run:
+/// p99 293 ms, and 20 requests against 21, since the events that arrive
+/// while an answer is late go out in one answer. So under loss a run may
+/// also send one request fewer than the model.
 fn judge(lab: &Lab, rows: &[Row]) -> (bool, String) {
     let allowance = if lab.link.spec.loss > 0.0 {
-        RETRANSMISSION_MS + lab.r_ms()
+        RETRANSMISSION_MS + 2.0 * lab.r_ms()
     } else {
         0.0
     };
@@ -205,7 +214,10 @@ fn judge(lab: &Lab, rows: &[Row]) -> (bool, String) {
     );
     if failed.is_empty() && !rows.is_empty() {
         let tail = if allowance > 0.0 {
-            format!(" (p99 plus {allowance:.0} ms for one retransmission under loss)")
+            format!(
+                " (p99 plus {allowance:.0} ms and one request fewer for one retransmission \
+                 under loss)"
+            )
         } else {
             String::new()
         };
@@ -223,8 +235,9 @@ fn judge(lab: &Lab, rows: &[Row]) -> (bool, String) {
     }
 }
 
-/// Where a row is off its model, if it is (columns as in `COLUMNS`); p99
-/// may exceed it by `allowance` ms more.
+/// Where a row is off its model, if it is (columns as in `COLUMNS`); with
+/// an `allowance` (a lossy link) p99 may exceed it by that many ms, and the
+/// requests fall short by one.
 fn off(values: &[Option<f64>], allowance: f64) -> Option<String> {
     let v = |i: usize| values.get(i).copied().flatten();
     let (Some(events), Some(delivered), Some(requests), Some(model_requests)) =
@@ -246,7 +259,8 @@ fn off(values: &[Option<f64>], allowance: f64) -> Option<String> {
             _ => off.push(format!("{what} not measured")),
         }
     }
-    if requests != model_requests {
+    let short = if allowance > 0.0 { 1.0 } else { 0.0 };
+    if requests > model_requests || requests < model_requests - short {
         off.push(format!("{requests} requests vs {model_requests}"));
     }
     if let Some(c) = v(8).filter(|c| *c != 1.0) {
@@ -269,7 +283,12 @@ fn one(lab: &Lab, plan: &Plan, t: Technique, path: Path, label: &str) -> Result<
     let addr = lab.link.expose(addr);
     let cpu0 = lab.link.server.run(|| async { server::thread_cpu() });
     let wire0 = lab.link.wire.snapshot();
-    let t0 = Instant::now() + SETUP;
+    let setup = if lab.link.spec.loss > 0.0 {
+        SETUP_LOSSY
+    } else {
+        SETUP
+    };
+    let t0 = Instant::now() + setup;
     let end = t0 + plan.end;
     let offsets = plan.events.clone();
     let finish_at = t0 + *offsets.last().unwrap_or(&Duration::ZERO) + FINISH;
@@ -406,4 +425,31 @@ fn publish(
     sleep_until(finish_at);
     origin.finish();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A long-polling row: p99 and requests as given, the rest on the model.
+    fn long_poll(p99: f64, requests: f64) -> Vec<Option<f64>> {
+        [20.0, 20.0, 25.5, 25.0, p99, 25.0, requests, 21.0, 1.0, 1.0]
+            .into_iter()
+            .map(Some)
+            .collect()
+    }
+
+    #[test]
+    fn under_loss_one_retransmission_is_allowed_and_no_more() {
+        // As measured at 1 % loss: one late answer.
+        assert_eq!(off(&long_poll(293.0, 20.0), 300.0), None);
+        // Lossless: the same row is off.
+        let lossless = off(&long_poll(293.0, 20.0), 0.0).expect("off");
+        assert!(lossless.contains("p99 293.0 vs 25.0") && lossless.contains("20 requests"));
+        // Under loss, two retransmissions' worth, or two requests short.
+        assert!(off(&long_poll(400.0, 21.0), 300.0).is_some());
+        assert!(off(&long_poll(26.0, 19.0), 300.0).is_some());
+        assert!(off(&long_poll(26.0, 22.0), 300.0).is_some(), "never more");
+        assert_eq!(off(&long_poll(26.0, 21.0), 0.0), None);
+    }
 }

@@ -88,8 +88,8 @@ pub(super) fn run(lab: &Lab) -> Outcome {
         notes.push(format!(
             "with loss the download is {} KiB ({} segments, under one loss expected at 1 %): a \
              larger one is dominated by loss recovery, and a connection whose window a loss \
-             has just halved is not warm (measured at 1 % loss, 1 MiB: the warm download \
-             slower than the new one in 9 runs of 9, medians 2,372 vs 675 ms)",
+             has just halved is not warm (measured at 1 % loss with Reno, 1 MiB: the warm \
+             download slower than the new one in 9 runs of 9, medians 2,372 vs 675 ms)",
             size / 1024,
             size.div_ceil(1448)
         ));
