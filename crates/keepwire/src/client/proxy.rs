@@ -497,6 +497,67 @@ mod tests {
         );
     }
 
+    /// A proxy that answers CONNECT with `reply` (sent in a loop when
+    /// `endless`) or, with `None`, never answers.
+    async fn hostile_proxy(reply: Option<&'static [u8]>) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let Some(reply) = reply else {
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                return;
+            };
+            // Bounded: 64 × 1 KiB is four times the cap.
+            for _ in 0..64 {
+                if s.write_all(reply).await.is_err() {
+                    return;
+                }
+            }
+        });
+        port
+    }
+
+    fn through(port: u16, connect_timeout: std::time::Duration) -> Client {
+        let mut config = super::super::ClientConfig {
+            proxy: Some(std::sync::Arc::new(
+                ProxyConfig::all(&format!("http://127.0.0.1:{port}")).unwrap(),
+            )),
+            ..Default::default()
+        };
+        config.connect_timeout = connect_timeout;
+        Client::new(config)
+    }
+
+    #[tokio::test]
+    async fn an_endless_connect_reply_head_is_capped() {
+        static HEADER: [u8; 1024] = [b'a'; 1024];
+        let port = hostile_proxy(Some(&HEADER)).await;
+        let client = through(port, std::time::Duration::from_secs(10));
+        let err = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            client.get("https://origin.test/"),
+        )
+        .await
+        .expect("the cap ends it, not the timeout")
+        .unwrap_err();
+        assert!(format!("{err}").contains("too large"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_proxy_times_out_at_the_connect_timeout() {
+        let port = hostile_proxy(None).await;
+        let client = through(port, std::time::Duration::from_millis(300));
+        let err = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            client.get("https://origin.test/"),
+        )
+        .await
+        .expect("the connect timeout ends it")
+        .unwrap_err();
+        assert!(matches!(err, ClientError::Proxy(_)), "{err:?}");
+    }
+
     #[test]
     fn environment_follows_curl() {
         let env = |vars: &'static [(&'static str, &'static str)]| {
