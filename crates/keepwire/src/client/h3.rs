@@ -219,9 +219,14 @@ impl Client {
         origin: &Origin,
         head: &RequestHead,
         body: &mut ReplayBody,
+        fresh: bool,
     ) -> Result<Option<Response<Body>>, ClientError> {
         let cfg = &self.inner.config;
         let state = &self.inner.h3;
+        // No reuse (the serial and parallel strategies, R4.1, R4.2): a new
+        // QUIC connection per request, which is also how a second one
+        // resumes the first's session in 0-RTT.
+        let fresh = fresh || !cfg.pool.reuse;
         if cfg.http3 == Http3Mode::Off
             || origin.scheme != "https"
             || head.method == http::Method::CONNECT
@@ -242,16 +247,16 @@ impl Client {
             let mut timings = Timings::default();
             // RFC 8470: early data only for what may repeat, never on a retry.
             let early = cfg.early_data && retries == 0 && is_idempotent(&head.method);
+            let fresh = fresh || retries > 0;
             let conn = if only {
-                self.h3_conn(origin, port, early, &mut timings)
-                    .await
-                    .map(Some)
-            } else if let Some(c) = state.live(origin) {
+                let c = self.h3_conn(origin, port, early, fresh, &mut timings).await;
+                c.map(Some)
+            } else if let Some(c) = state.live(origin).filter(|_| !fresh) {
                 Ok(Some((c, false)))
             } else if state.alt_svc.is_broken(origin) {
                 Ok(None)
             } else {
-                self.race(origin, port, early, &mut timings).await
+                self.race(origin, port, early, fresh, &mut timings).await
             };
             let conn = match conn {
                 Ok(Some(c)) => c,
@@ -285,6 +290,7 @@ impl Client {
         origin: &Origin,
         port: u16,
         early: bool,
+        fresh: bool,
         timings: &mut Timings,
     ) -> Result<Option<(H3Conn, bool)>, ClientError> {
         let state = &self.inner.h3;
@@ -292,7 +298,7 @@ impl Client {
             let (client, origin) = (self.clone(), origin.clone());
             tokio::spawn(async move {
                 let mut t = Timings::default();
-                let r = client.h3_conn(&origin, port, early, &mut t).await;
+                let r = client.h3_conn(&origin, port, early, fresh, &mut t).await;
                 match &r {
                     Ok(_) => client.inner.h3.alt_svc.mark_working(&origin),
                     Err(_) => client.inner.h3.alt_svc.mark_broken(&origin),
@@ -342,13 +348,15 @@ impl Client {
         }
     }
 
-    /// The origin's HTTP/3 connection, opened if there is none (single
-    /// flight per origin, as HTTP/2's); `true` if this call opened it.
+    /// The origin's HTTP/3 connection, opened if there is none, or if
+    /// `fresh` (single flight per origin, as HTTP/2's); `true` if this
+    /// call opened it.
     async fn h3_conn(
         &self,
         origin: &Origin,
         port: u16,
         early: bool,
+        fresh: bool,
         timings: &mut Timings,
     ) -> Result<(H3Conn, bool), ClientError> {
         let inner = &self.inner;
@@ -357,6 +365,7 @@ impl Client {
         let mut current = slot.lock().await;
         if let Some(c) = current.as_ref()
             && c.alive.load(Relaxed)
+            && !fresh
         {
             return Ok((c.clone(), false));
         }

@@ -47,7 +47,7 @@ impl Client {
         // HTTP/1 request's future, and a proxy handler's around it, 10 KB to
         // allocate and copy.)
         if cfg.http3 != super::Http3Mode::Off
-            && let Some(resp) = Box::pin(self.send_h3(origin, &head, body)).await?
+            && let Some(resp) = Box::pin(self.send_h3(origin, &head, body, fresh)).await?
         {
             return Ok(resp);
         }

@@ -1,0 +1,195 @@
+//! `keepwire get --http3 / --http3-only / --early-data` against an
+//! independent HTTP/3 server (aioquic, `keepwire/tests/support/
+//! aioquic_h3_server.py`): the request goes over QUIC, `-v` shows the QUIC
+//! handshake, its version and the 0-RTT outcome, the table's connect column
+//! is the QUIC handshake, and 0-RTT is accepted on a resumed connection.
+
+mod common;
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{WAIT, run};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// The aioquic origin, killed (by its PID) when dropped.
+struct Aioquic {
+    child: Child,
+    port: u16,
+    cert: String,
+}
+
+impl Drop for Aioquic {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(dir) = std::path::Path::new(&self.cert).parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Starts the aioquic origin; `None` (after saying why) when python3 with
+/// aioquic is missing and KEEPWIRE_SKIP_PEERS=1.
+fn aioquic() -> Option<Aioquic> {
+    let has = Command::new("python3")
+        .args(["-c", "import aioquic"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has {
+        if std::env::var("KEEPWIRE_SKIP_PEERS").as_deref() == Ok("1") {
+            eprintln!("skipping: python3 with `aioquic` is missing");
+            return None;
+        }
+        panic!("python3 with `aioquic` is missing: `bash scripts/test` installs it");
+    }
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../keepwire/tests/support/aioquic_h3_server.py"
+    );
+    let mut child = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 starts");
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let mut origin = Aioquic {
+        child,
+        port: 0,
+        cert: String::new(),
+    };
+    let line = rx.recv_timeout(WAIT).expect("the aioquic origin's port");
+    let (port, cert) = line.trim().split_once(' ').expect("PORT CERT");
+    origin.port = port.parse().expect("a port");
+    origin.cert = cert.to_string();
+    Some(origin)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn get_http3_only_speaks_quic_to_aioquic_and_says_so_with_v() {
+    let Some(origin) = aioquic() else { return };
+    let url = format!("https://localhost:{}/a", origin.port);
+    let out = run(
+        &[
+            "get",
+            "-v",
+            "--http3-only",
+            "--cacert",
+            &origin.cert,
+            "--show-body",
+            "-w",
+            "%{http_version}\\n",
+            &url,
+            &url,
+        ],
+        LIMIT,
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("hello from aioquic /a"), "{stdout}");
+    // %{http_version} is 3 for both.
+    assert_eq!(stdout.lines().filter(|l| *l == "3").count(), 2, "{stdout}");
+    for line in [
+        "QUIC version 1, TLSv1.3, ALPN h3",
+        "* #1 0-RTT: not tried",
+        "* [HTTP/3] [0] [:method: GET]",
+        "* [HTTP/3] [4] [:path: /a]",
+        "> GET /a HTTP/3",
+        "< HTTP/3 200",
+        "< x-peer: aioquic",
+        "* #2 connection #1 reused",
+        "1 connection opened, 1 reused",
+    ] {
+        assert!(stderr.contains(line), "no {line:?} in:\n{stderr}");
+    }
+    // The connect column is the QUIC handshake (a number, not `-`), on
+    // the first request only.
+    let handshake = stderr
+        .lines()
+        .find(|l| l.contains("QUIC handshake"))
+        .expect("a QUIC handshake line");
+    assert!(handshake.contains(" ms,"), "{handshake}");
+}
+
+#[test]
+fn early_data_goes_in_0rtt_on_the_resumed_connection() {
+    let Some(origin) = aioquic() else { return };
+    let url = format!("https://localhost:{}/e", origin.port);
+    // Serial: a new connection per request, the second resuming the first.
+    let out = run(
+        &[
+            "get",
+            "-v",
+            "--http3-only",
+            "--early-data",
+            "--strategy",
+            "serial",
+            "--cacert",
+            &origin.cert,
+            &url,
+            &url,
+        ],
+        LIMIT,
+    );
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("* #1 0-RTT: not tried"), "{stderr}");
+    assert!(
+        stderr.contains("* #2 0-RTT: accepted (this request went in early data)"),
+        "{stderr}"
+    );
+    // Without --early-data the resumed connection sends nothing early.
+    let out = run(
+        &[
+            "get",
+            "-v",
+            "--http3-only",
+            "--strategy",
+            "serial",
+            "--cacert",
+            &origin.cert,
+            &url,
+            &url,
+        ],
+        LIMIT,
+    );
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("0-RTT: accepted"), "{stderr}");
+}
+
+#[test]
+fn http3_only_fails_where_nothing_speaks_quic() {
+    // A UDP port nobody listens on: the QUIC handshake times out.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    drop(sock);
+    let url = format!("https://127.0.0.1:{port}/");
+    let started = std::time::Instant::now();
+    let out = run(
+        &["get", "--http3-only", "-k", "--timeout", "500ms", &url],
+        LIMIT,
+    );
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("QUIC"), "{stderr}");
+}
