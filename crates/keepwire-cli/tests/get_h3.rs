@@ -193,3 +193,72 @@ fn http3_only_fails_where_nothing_speaks_quic() {
     let stderr = text(&out.stderr);
     assert!(stderr.contains("QUIC"), "{stderr}");
 }
+
+/// `keepwire bench --http3`: the same report as `--http2` (connections,
+/// streams per connection, errors by kind), over QUIC to aioquic; and a
+/// run against a silent UDP port fails its preflight instead of hanging.
+#[test]
+fn bench_http3_reports_connections_and_errors_by_kind() {
+    let Some(origin) = aioquic() else { return };
+    let url = format!("https://localhost:{}/", origin.port);
+    let out = run(
+        &[
+            "bench",
+            "--http3",
+            "--cacert",
+            &origin.cert,
+            "-c",
+            "2",
+            "--pipeline",
+            "4",
+            "-n",
+            "60",
+            &url,
+            "--json",
+        ],
+        LIMIT,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(doc["responses"], 60, "{doc}");
+    assert_eq!(doc["connections"], 2, "{doc}");
+    assert_eq!(doc["error_total"], 0, "{doc}");
+    assert_eq!(doc["statuses"]["200"], 60, "{doc}");
+    assert!(
+        doc["summary"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP/3 over QUIC, 4 streams")
+    );
+    for kind in ["connect", "reset", "timeout", "closed", "parse"] {
+        assert_eq!(doc["errors"][kind], 0, "{kind}: {doc}");
+    }
+
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    drop(sock);
+    let url = format!("https://127.0.0.1:{port}/");
+    let out = run(
+        &[
+            "bench",
+            "--http3",
+            "-k",
+            "-n",
+            "5",
+            "--timeout",
+            "500ms",
+            &url,
+        ],
+        LIMIT,
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("QUIC"), "{err}");
+    // HTTP/3 is for https:// only.
+    let out = run(
+        &["bench", "--http3", "-n", "5", "http://127.0.0.1:1/"],
+        LIMIT,
+    );
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--http3 needs an https:// URL"));
+}
