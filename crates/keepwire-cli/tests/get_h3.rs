@@ -262,3 +262,32 @@ fn bench_http3_reports_connections_and_errors_by_kind() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("--http3 needs an https:// URL"));
 }
+
+/// `keepwire proxy --upstream-http3` in front of aioquic: requests arrive
+/// over HTTP/1.1, go upstream over HTTP/3, and the response says so in
+/// `Via: 3 keepwire`; a POST body is relayed both ways.
+#[test]
+fn proxy_upstream_http3_relays_to_an_aioquic_origin() {
+    let Some(origin) = aioquic() else { return };
+    let upstream = format!("https://localhost:{}", origin.port);
+    let proxy = common::start(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream,
+        "--upstream-http3",
+        "--upstream-cacert",
+        &origin.cert,
+    ]);
+    let url = format!("http://{}/through", proxy.addr);
+    let out = run(&["get", "-i", &url], LIMIT);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("via: 3 keepwire"), "{stdout}");
+    assert!(stdout.contains("x-peer: aioquic"), "{stdout}");
+    assert!(stdout.contains("hello from aioquic /through"), "{stdout}");
+    let out = run(&["get", "--show-body", "-d", "a=1&b=2", &url], LIMIT);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "a=1&b=2");
+}
