@@ -350,3 +350,72 @@ async fn early_data_carries_only_idempotent_requests() {
         b"not twice"
     );
 }
+
+/// A server that never grants flow-control credit for the request body:
+/// the upload fails after the write timeout, it does not hang.
+#[tokio::test]
+async fn an_upload_the_server_never_reads_times_out() {
+    let cert = Cert::localhost();
+    let origin = H3Origin::start(&cert, 0);
+    let write = Duration::from_millis(300);
+    let client = h3_client(&cert, Http3Mode::Only, |c| {
+        c.write_timeout = write;
+        c.response_timeout = Duration::from_secs(30);
+    });
+    // More than any window the server opened (quinn's default stream
+    // window is 1.25 MB).
+    let chunks = (0..64).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![7u8; 64 * 1024])));
+    let req = Request::post(format!("https://localhost:{}/noread", origin.addr.port()))
+        .body(Body::from_stream(futures_util::stream::iter(chunks)))
+        .unwrap();
+    let t = std::time::Instant::now();
+    let err = within("the upload's failure", WAIT, client.request(req))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Timeout(_)), "{err}");
+    assert!(t.elapsed() >= write, "{:?}", t.elapsed());
+}
+
+/// A stream the server resets inside the body: the body fails at once.
+#[tokio::test]
+async fn a_body_reset_by_the_server_fails() {
+    let cert = Cert::localhost();
+    let origin = H3Origin::start(&cert, 0);
+    let client = h3_client(&cert, Http3Mode::Only, |_| {});
+    let url = format!("https://localhost:{}/reset-mid", origin.addr.port());
+    let resp = within("the head", WAIT, client.get(&url)).await.unwrap();
+    let err = within("the reset", WAIT, resp.into_body().collect(1 << 20))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, keepwire::body::BodyError::Source(_)), "{err}");
+    // The connection itself is still good.
+    let url = format!("https://localhost:{}/hello", origin.addr.port());
+    let resp = within("the next answer", WAIT, client.get(&url))
+        .await
+        .unwrap();
+    assert!(meta(&resp).reused);
+}
+
+/// A request body whose source fails midway: the server sees the stream
+/// reset, never a FIN that would make the cut-off body look whole (R8.2).
+#[tokio::test]
+async fn a_request_body_cut_off_is_a_reset_not_a_fin() {
+    let cert = Cert::localhost();
+    let origin = H3Origin::start(&cert, 0);
+    let client = h3_client(&cert, Http3Mode::Only, |_| {});
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = vec![
+        Ok(bytes::Bytes::from(vec![1u8; 100_000])),
+        Err(std::io::Error::other("the source broke")),
+    ];
+    let req = Request::post(format!("https://localhost:{}/echo", origin.addr.port()))
+        .body(Body::from_stream(futures_util::stream::iter(chunks)))
+        .unwrap();
+    let err = within("the failure", WAIT, client.request(req))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Body(_)), "{err}");
+    support::eventually("the server to see a reset", WAIT, || {
+        origin.cut_off.load(Relaxed) == 1
+    })
+    .await;
+}

@@ -502,12 +502,13 @@ impl Client {
         };
         timings.queued = queued.elapsed();
         let (tx, mut rx) = stream.split();
+        let tx = Upload { tx, done: false };
         let mut upload = Some(Box::pin(upload(
             tx,
             std::mem::take(body),
             cfg.write_timeout,
         )));
-        let mut uploaded: Option<SendHalf> = None;
+        let mut uploaded: Option<Upload> = None;
         let result = {
             let mut resp = std::pin::pin!(rx.recv_response());
             loop {
@@ -525,6 +526,11 @@ impl Client {
                         timings.written = started.elapsed();
                         match r {
                             Ok(()) => uploaded = Some(tx),
+                            // No credit for the body within the write
+                            // timeout, or its source failed: nothing to wait for.
+                            Err(e @ (ClientError::Timeout(_) | ClientError::Body(_))) => {
+                                break Err(failed(SentNoResponse, e));
+                            }
                             Err(e) => {
                                 // The server may have answered and stopped reading.
                                 match tokio::time::timeout(cfg.response_timeout, &mut resp).await {
@@ -597,23 +603,38 @@ fn early_rejected(conn: &H3Conn, in_early_data: bool) -> bool {
             .is_some_and(|rx| *rx.borrow() == Some(false))
 }
 
+/// A request's sending half. Dropped before the body was all sent, it
+/// resets the stream: quinn would finish it instead, and a body cut off
+/// would look whole to the server (R8.2).
+struct Upload {
+    tx: SendHalf,
+    done: bool,
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.done {
+            self.tx.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
+        }
+    }
+}
+
 /// The request body on its stream, then FIN; each step bounded by
 /// `timeout` (a server that grants no flow-control credit). Returns the
 /// body (rewindable for a retry) and the stream half.
 async fn upload(
-    mut tx: SendHalf,
+    mut up: Upload,
     mut body: ReplayBody,
     timeout: Duration,
-) -> (Result<(), ClientError>, ReplayBody, SendHalf) {
+) -> (Result<(), ClientError>, ReplayBody, Upload) {
+    let tx = &mut up.tx;
     let r = async {
         loop {
             let next = std::future::poll_fn(|cx| body.poll_chunk(cx));
             let chunk = match tokio::time::timeout(timeout, next).await {
                 Ok(Some(Ok(c))) => c,
-                Ok(Some(Err(e))) => {
-                    tx.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
-                    return Err(ClientError::Body(e));
-                }
+                // The guard resets the stream: the server sees it cut off.
+                Ok(Some(Err(e))) => return Err(ClientError::Body(e)),
                 Ok(None) => break,
                 Err(_) => return Err(ClientError::Timeout("sending the request body")),
             };
@@ -630,7 +651,8 @@ async fn upload(
         }
     }
     .await;
-    (r, body, tx)
+    up.done = r.is_ok();
+    (r, body, up)
 }
 
 /// The QUIC handshake to `addr`, in 0-RTT if `early` and a ticket allow
