@@ -6,38 +6,12 @@
 mod quic;
 mod support;
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::{Request, Response};
 use keepwire::Body;
-use keepwire::server::{Config, ConnInfo, Handler, ServerHandle};
+use keepwire::server::ConnInfo;
 use quic::*;
 use support::*;
-
-/// Serves `handler` over TLS on 127.0.0.1:0 (TCP and, beside it, QUIC).
-fn serve_h3(
-    configure: impl FnOnce(&mut Config),
-    handler: impl Handler,
-) -> (
-    ServerHandle,
-    impl Fn() -> String + Send + Sync + 'static,
-    quinn::ClientConfig,
-    Vec<u8>,
-) {
-    let (tls, client, cert) = tls();
-    let server = keepwire::Server::builder()
-        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .configure(|c| {
-            c.tls = Some(tls);
-            configure(c);
-        })
-        .bind()
-        .expect("bind");
-    let render = server.metrics_source();
-    (server.spawn(handler), render, client, cert)
-}
 
 /// Answers with what the request said about itself.
 async fn echo(req: Request<Body>) -> Response<Body> {
@@ -55,7 +29,8 @@ async fn echo(req: Request<Body>) -> Response<Body> {
 
 #[tokio::test]
 async fn the_quic_endpoint_is_on_the_tcp_port() {
-    let (server, _m, _c, _cert) = serve_h3(|_| {}, echo);
+    let tls = tls();
+    let (server, _m) = serve_h3(&tls, |_| {}, echo);
     assert_eq!(server.quic_addrs().len(), 1);
     assert_eq!(server.quic_addrs()[0], server.local_addr());
     stop(server).await;
@@ -64,15 +39,16 @@ async fn the_quic_endpoint_is_on_the_tcp_port() {
     assert!(plain.quic_addrs().is_empty());
     stop(plain).await;
     // And none when it is turned off.
-    let (off, _m, _c, _cert) = serve_h3(|c| c.http3 = false, echo);
+    let (off, _m) = serve_h3(&tls, |c| c.http3 = false, echo);
     assert!(off.quic_addrs().is_empty());
     stop(off).await;
 }
 
 #[tokio::test]
 async fn a_get_over_http3_reaches_the_same_handler() {
-    let (server, metrics, client, _cert) = serve_h3(|_| {}, echo);
-    let endpoint = client_endpoint(&client);
+    let tls = tls();
+    let (server, metrics) = serve_h3(&tls, |_| {}, echo);
+    let endpoint = client_endpoint(&tls.quic);
     let mut h3 = H3::connect(&endpoint, server.quic_addrs()[0]).await;
     for i in 1..=3u64 {
         let resp = h3.get(&format!("/hello/{i}")).await;
@@ -118,36 +94,12 @@ async fn aioquic_gets_from_keepwire_over_http3() {
         eprintln!("skipped: python3 aioquic missing (scripts/test installs it)");
         return;
     }
-    let (server, metrics, _client, cert) = serve_h3(|_| {}, echo);
-    let dir = TempDir::new("aioquic");
-    let pem = dir.path().join("cert.pem");
-    std::fs::write(&pem, pem_of(&cert)).unwrap();
-    let port = server.quic_addrs()[0].port().to_string();
-    let mut args = vec![
-        aioquic_script().display().to_string(),
-        "127.0.0.1".into(),
-        port,
-        "--ca".into(),
-        pem.display().to_string(),
-    ];
-    args.extend((1..=5).map(|i| format!("/a/{i}")));
-    let out = run_tool(
-        std::path::Path::new("python3"),
-        &args,
-        Duration::from_secs(30),
-    )
-    .await;
-    assert!(
-        out.status.success(),
-        "aioquic client failed: {}",
-        out.stderr
-    );
-    let lines: Vec<serde_json::Value> = out
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), 5, "{}", out.stdout);
+    let tls = tls();
+    let (server, metrics) = serve_h3(&tls, |_| {}, echo);
+    let paths: Vec<String> = (1..=5).map(|i| format!("/a/{i}")).collect();
+    let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let lines = aioquic(&tls, server.quic_addrs()[0], &paths).await;
+    assert_eq!(lines.len(), 5, "{lines:?}");
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(l["status"], 200, "{l}");
         let text = l["text"].as_str().unwrap();
@@ -161,17 +113,4 @@ async fn aioquic_gets_from_keepwire_over_http3() {
         5
     );
     stop(server).await;
-}
-
-/// The PEM encoding of a DER certificate.
-fn pem_of(der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        pem.push_str(std::str::from_utf8(chunk).unwrap());
-        pem.push('\n');
-    }
-    pem.push_str("-----END CERTIFICATE-----\n");
-    pem
 }

@@ -3,7 +3,11 @@
 keepwire's interop tests: GETs (or POSTs) each path on one connection, all
 streams in flight at once, and prints one JSON line per response.
 
-usage: h3_client.py HOST PORT [--ca CERT.pem] [--post BYTES] PATH...
+usage: h3_client.py HOST PORT [--ca CERT.pem] [--post BYTES]
+                    [--header-bytes N] PATH...
+
+--header-bytes sends a field of N bytes, whatever the server's
+SETTINGS_MAX_FIELD_SECTION_SIZE says (a client that ignores it).
 """
 
 import argparse
@@ -50,7 +54,7 @@ class Client(QuicConnectionProtocol):
                 if fut and not fut.done():
                     fut.set_result(resp)
 
-    async def request(self, authority, method, path, body):
+    async def request(self, authority, method, path, body, header_bytes=0):
         sid = self._quic.get_next_available_stream_id()
         headers = [
             (b":method", method.encode()),
@@ -61,6 +65,8 @@ class Client(QuicConnectionProtocol):
         ]
         if body is not None:
             headers.append((b"content-length", str(len(body)).encode()))
+        if header_bytes:
+            headers.append((b"x-big", b"b" * header_bytes))
         self.h3.send_headers(sid, headers, end_stream=body is None)
         if body is not None:
             self.h3.send_data(sid, body, end_stream=True)
@@ -76,6 +82,7 @@ async def main():
     ap.add_argument("port", type=int)
     ap.add_argument("--ca")
     ap.add_argument("--post", type=int)
+    ap.add_argument("--header-bytes", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=10.0)
     ap.add_argument("paths", nargs="+")
     a = ap.parse_args()
@@ -88,7 +95,7 @@ async def main():
     body = b"x" * a.post if a.post is not None else None
     method = "POST" if body is not None else "GET"
     async with connect(a.host, a.port, configuration=cfg, create_protocol=Client) as client:
-        tasks = [client.request(authority, method, p, body) for p in a.paths]
+        tasks = [client.request(authority, method, p, body, a.header_bytes) for p in a.paths]
         results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), a.timeout)
         for path, r in zip(a.paths, results):
             if isinstance(r, Exception):

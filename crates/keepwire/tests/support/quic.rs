@@ -15,10 +15,21 @@ use http::{HeaderMap, Request, Response};
 
 use super::{WAIT, within};
 
-/// A server config for `localhost` (ALPN h2 and http/1.1, as `keepwire
-/// serve` offers; the QUIC endpoint offers h3 itself), a QUIC client config
-/// trusting it, and the certificate (DER).
-pub fn tls() -> (Arc<rustls::ServerConfig>, quinn::ClientConfig, Vec<u8>) {
+/// A certificate for `localhost` and the configs that serve and trust it.
+pub struct Tls {
+    /// The server's (ALPN h2 and http/1.1, as `keepwire serve` offers; the
+    /// QUIC endpoint offers h3 itself).
+    pub server: Arc<rustls::ServerConfig>,
+    /// A QUIC client's (ALPN h3).
+    pub quic: quinn::ClientConfig,
+    /// A TCP client's (ALPN http/1.1).
+    pub tcp: Arc<rustls::ClientConfig>,
+    /// The certificate (DER).
+    pub cert: Vec<u8>,
+}
+
+/// A fresh [`Tls`].
+pub fn tls() -> Tls {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let key = rustls::pki_types::PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -31,15 +42,84 @@ pub fn tls() -> (Arc<rustls::ServerConfig>, quinn::ClientConfig, Vec<u8>) {
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ck.cert.der().clone()).unwrap();
-    let mut client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    client.alpn_protocols = vec![b"h3".to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client).unwrap();
-    let client = quinn::ClientConfig::new(Arc::new(crypto));
-    (Arc::new(server), client, ck.cert.der().to_vec())
+    let client = |alpn: &[u8]| {
+        let mut c = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        c.alpn_protocols = vec![alpn.to_vec()];
+        c
+    };
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client(b"h3")).unwrap();
+    Tls {
+        server: Arc::new(server),
+        quic: quinn::ClientConfig::new(Arc::new(crypto)),
+        tcp: Arc::new(client(b"http/1.1")),
+        cert: ck.cert.der().to_vec(),
+    }
+}
+
+/// Serves `handler` over TLS on 127.0.0.1:0 (TCP and, beside it, QUIC),
+/// with the metrics' rendering.
+pub fn serve_h3(
+    tls: &Tls,
+    configure: impl FnOnce(&mut keepwire::server::Config),
+    handler: impl keepwire::server::Handler,
+) -> (
+    keepwire::server::ServerHandle,
+    impl Fn() -> String + Send + Sync + 'static,
+) {
+    let server = keepwire::Server::builder()
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .configure(|c| {
+            c.tls = Some(tls.server.clone());
+            configure(c);
+        })
+        .bind()
+        .expect("bind");
+    let render = server.metrics_source();
+    (server.spawn(handler), render)
+}
+
+/// The PEM encoding of a DER certificate (for aioquic and Chromium).
+pub fn pem_of(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(chunk).unwrap());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
+/// Runs the aioquic client script against `addr` with `args` (paths and
+/// options), trusting `tls`'s certificate; its JSON lines.
+pub async fn aioquic(tls: &Tls, addr: SocketAddr, args: &[&str]) -> Vec<serde_json::Value> {
+    let dir = super::TempDir::new("aioquic");
+    let pem = dir.path().join("cert.pem");
+    std::fs::write(&pem, pem_of(&tls.cert)).unwrap();
+    let mut all = vec![
+        aioquic_script().display().to_string(),
+        addr.ip().to_string(),
+        addr.port().to_string(),
+        "--ca".into(),
+        pem.display().to_string(),
+    ];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let python = std::path::Path::new("python3");
+    let out = super::run_tool(python, &all, Duration::from_secs(30)).await;
+    assert!(
+        out.status.success(),
+        "aioquic client failed: {}",
+        out.stderr
+    );
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
 }
 
 /// A quinn endpoint for clients, on 127.0.0.1:0.
@@ -142,14 +222,14 @@ impl H3 {
 
     /// `GET https://localhost{path}`.
     pub async fn get(&mut self, path: &str) -> H3Resp {
-        self.try_request(get(path), None)
+        self.try_request(h3_get(path), None)
             .await
             .expect("GET over HTTP/3")
     }
 }
 
 /// A GET request for `path`.
-pub fn get(path: &str) -> Request<()> {
+pub fn h3_get(path: &str) -> Request<()> {
     Request::get(format!("https://localhost{path}"))
         .body(())
         .unwrap()

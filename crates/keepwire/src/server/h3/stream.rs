@@ -225,8 +225,12 @@ async fn answer(
                     if let Some(e) = log {
                         e.bytes += n as u64;
                     }
-                    rules.progress.sent();
-                    tokio::time::timeout(timeout, send.send_data(data)).await
+                    let sent = tokio::time::timeout(timeout, send.send_data(data)).await;
+                    if let Ok(Ok(())) = sent {
+                        // QUIC took the bytes: the client's window moved.
+                        rules.progress.sent();
+                    }
+                    sent
                 }
                 Err(frame) => match frame.into_trailers() {
                     Ok(trailers) => {
