@@ -6,12 +6,17 @@
 mod quic;
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::{Request, Response};
 use keepwire::Body;
 use keepwire::server::ConnInfo;
 use quic::*;
 use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Answers with what the request said about itself.
 async fn echo(req: Request<Body>) -> Response<Body> {
@@ -113,4 +118,165 @@ async fn aioquic_gets_from_keepwire_over_http3() {
         5
     );
     stop(server).await;
+}
+
+/// A handler that counts its calls and answers once `go` has a permit.
+fn gated(
+    calls: &Arc<AtomicUsize>,
+    go: &Arc<tokio::sync::Semaphore>,
+) -> impl keepwire::server::Handler + use<> {
+    let (calls, go) = (calls.clone(), go.clone());
+    move |_req: Request<Body>| {
+        let (calls, go) = (calls.clone(), go.clone());
+        async move {
+            calls.fetch_add(1, SeqCst);
+            go.acquire().await.expect("open").forget();
+            Response::new(Body::from("finished"))
+        }
+    }
+}
+
+#[tokio::test]
+async fn shutdown_sends_goaway_and_lets_the_stream_in_flight_finish() {
+    let tls = tls();
+    let (calls, go) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(tokio::sync::Semaphore::new(0)),
+    );
+    let (server, metrics) = serve_h3(&tls, |_| {}, gated(&calls, &go));
+    let endpoint = client_endpoint(&tls.quic);
+    let mut h3 = H3::connect(&endpoint, server.quic_addrs()[0]).await;
+    let stream = h3.start(h3_get("/in-flight"), None).await.unwrap();
+    eventually("the handler runs", WAIT, || calls.load(SeqCst) == 1).await;
+    let stopping = tokio::spawn(server.shutdown());
+    // After GOAWAY, a new request is never run.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let late = match h3.start(h3_get("/late"), None).await {
+        Ok(s) => within("the late answer", WAIT, read(s))
+            .await
+            .map(|r| r.status()),
+        Err(e) => Err(e),
+    };
+    assert!(
+        late.is_err(),
+        "a request after GOAWAY was answered: {late:?}"
+    );
+    go.add_permits(1);
+    let resp = within("the answer in flight", WAIT, read(stream)).await;
+    let resp = resp.unwrap_or_else(|e| panic!("{e}\n{}", metrics()));
+    assert_eq!(resp.text(), "finished");
+    within("shutdown", WAIT, stopping).await.unwrap().unwrap();
+    assert_eq!(calls.load(SeqCst), 1);
+    let text = metrics();
+    assert_eq!(
+        metric(&text, "connection_closes_total{reason=\"shutdown\"}"),
+        1
+    );
+    assert_eq!(metric(&text, "connections_open"), 0);
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let tls = tls();
+    let (server, metrics) = serve_h3(
+        &tls,
+        |c| c.idle_timeout = Duration::from_millis(300),
+        |_req: Request<Body>| async { Response::new(Body::from("hi")) },
+    );
+    let endpoint = client_endpoint(&tls.quic);
+    let mut h3 = H3::connect(&endpoint, server.quic_addrs()[0]).await;
+    assert_eq!(h3.get("/").await.text(), "hi");
+    let started = std::time::Instant::now();
+    within("the idle close", WAIT, h3.conn.closed()).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    eventually("the close is counted", WAIT, || {
+        metric(
+            &metrics(),
+            "connection_closes_total{reason=\"idle_timeout\"}",
+        ) == 1
+    })
+    .await;
+    stop(server).await;
+}
+
+/// `GET /` over HTTP/1.1 and TLS; the response head.
+async fn tcp_head(tls: &Tls, addr: std::net::SocketAddr) -> String {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let connector = tokio_rustls::TlsConnector::from(tls.tcp.clone());
+    let mut s = within("TLS handshake", WAIT, connector.connect(name, tcp))
+        .await
+        .unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    within("the response", WAIT, s.read_to_end(&mut all))
+        .await
+        .ok();
+    let text = String::from_utf8_lossy(&all).into_owned();
+    text.split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+#[tokio::test]
+async fn tcp_responses_over_tls_advertise_http3() {
+    let tls = tls();
+    let (server, _m) = serve_h3(&tls, |_| {}, echo);
+    let port = server.quic_addrs()[0].port();
+    let head = tcp_head(&tls, server.local_addr()).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains(&format!("\r\nalt-svc: h3=\":{port}\"; ma=86400")),
+        "{head}"
+    );
+    // HTTP/2 too (keepwire's client, ALPN h2).
+    let dir = TempDir::new("altsvc");
+    let pem = dir.path().join("cert.pem");
+    std::fs::write(&pem, pem_of(&tls.cert)).unwrap();
+    let mut config = keepwire::client::ClientConfig::default();
+    config.tls = Some(keepwire::client::tls::config_with_ca(&pem).unwrap());
+    let client = keepwire::Client::new(config);
+    let url = format!("https://localhost:{}/", server.local_addr().port());
+    let resp = within("GET over h2", WAIT, client.get(&url)).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(
+        resp.headers()["alt-svc"],
+        format!("h3=\":{port}\"; ma=86400")
+    );
+    stop(server).await;
+    // Nothing to advertise without HTTP/3.
+    let (off, _m) = serve_h3(&tls, |c| c.http3 = false, echo);
+    let head = tcp_head(&tls, off.local_addr()).await;
+    assert!(
+        head.starts_with("http/1.1 200") && !head.contains("alt-svc"),
+        "{head}"
+    );
+    stop(off).await;
+}
+
+#[tokio::test]
+async fn the_access_log_says_http3() {
+    let tls = tls();
+    let dir = TempDir::new("h3log");
+    let path = dir.path().join("access.log");
+    let log = Arc::new(keepwire::server::access::AccessLog::append_to(&path).unwrap());
+    let (server, _m) = serve_h3(&tls, |c| c.access_log = Some(log), echo);
+    let endpoint = client_endpoint(&tls.quic);
+    let mut h3 = H3::connect(&endpoint, server.quic_addrs()[0]).await;
+    h3.get("/logged?q=1").await;
+    drop(h3);
+    stop(server).await;
+    eventually("the line is written", WAIT, || {
+        std::fs::read_to_string(&path).is_ok_and(|t| t.contains("proto=HTTP/3"))
+    })
+    .await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"GET /logged?q=1 HTTP/3.0\" 200 "), "{text}");
 }

@@ -144,11 +144,18 @@ async fn run(
         None => resp,
     };
     let answer = answer(&mut send, resp, head_only, rules, log);
-    tokio::select! {
+    let outcome = tokio::select! {
         biased;
         outcome = answer => outcome,
-        _ = &mut stopped => Outcome::Cancelled,
+        _ = &mut stopped => return Outcome::Cancelled,
+    };
+    if let Outcome::Done = outcome {
+        // The stream stays in flight until the client has the answer
+        // (acknowledged, or stopped): closing the connection sooner, at
+        // shutdown or idle, would discard what is still unsent.
+        let _ = tokio::time::timeout(rules.write_timeout, stopped).await;
     }
+    outcome
 }
 
 /// A request extension: the request arrived in 0-RTT early data (only
