@@ -22,8 +22,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn echo(req: Request<Body>) -> Response<Body> {
     let version = format!("{:?}", req.version());
     let info = req.extensions().get::<ConnInfo>().copied();
+    // A request whose stream ended with its head says so (END_STREAM's
+    // HTTP/3 equivalent: the FIN came with HEADERS).
+    let end = http_body::Body::is_end_stream(req.body());
     let line = format!(
-        "{} {} {version} req={}\n",
+        "{} {} {version} req={} end={end}\n",
         req.method(),
         req.uri().path(),
         info.map_or(0, |i| i.request_index)
@@ -58,7 +61,10 @@ async fn a_get_over_http3_reaches_the_same_handler() {
     for i in 1..=3u64 {
         let resp = h3.get(&format!("/hello/{i}")).await;
         assert_eq!(resp.status(), 200);
-        assert_eq!(resp.text(), format!("GET /hello/{i} HTTP/3.0 req={i}\n0"));
+        assert_eq!(
+            resp.text(),
+            format!("GET /hello/{i} HTTP/3.0 req={i} end=true\n0")
+        );
         assert!(resp.head.headers().contains_key("date"));
         assert_eq!(
             resp.head.headers()["content-length"],
@@ -70,7 +76,7 @@ async fn a_get_over_http3_reaches_the_same_handler() {
         .try_request(req, Some(Bytes::from(vec![7u8; 100_000])))
         .await
         .unwrap();
-    assert_eq!(resp.text(), "POST /up HTTP/3.0 req=4\n100000");
+    assert_eq!(resp.text(), "POST /up HTTP/3.0 req=4 end=false\n100000");
     let text = metrics();
     assert_eq!(
         metric(&text, "requests_by_protocol_total{protocol=\"h3\"}"),
@@ -279,4 +285,74 @@ async fn the_access_log_says_http3() {
     .await;
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("\"GET /logged?q=1 HTTP/3.0\" 200 "), "{text}");
+}
+
+/// What an origin saw: the request's fields, one `name: value` a line.
+async fn fields(req: Request<Body>) -> Response<Body> {
+    let mut text = String::new();
+    for (name, value) in req.headers() {
+        text.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("?")));
+    }
+    Response::new(Body::from(text))
+}
+
+#[tokio::test]
+async fn the_proxy_in_front_says_via_3_and_passes_no_connection_fields() {
+    use keepwire::proxy::{Proxy, ProxyConfig, Route, Upstream};
+    let origin = serve(|_| {}, fields);
+    let mut pc = ProxyConfig::default();
+    let upstream = Upstream::new(origin.local_addr().to_string());
+    pc.routes = vec![Route::new(None, "/", vec![upstream])];
+    let proxy = Proxy::new(pc);
+    let tls = tls();
+    let (front, metrics) = serve_h3(
+        &tls,
+        |c| {
+            let tls = c.tls.take();
+            *c = Proxy::server_config();
+            c.tls = tls;
+        },
+        proxy,
+    );
+    let endpoint = client_endpoint(&tls.quic);
+    let mut h3 = H3::connect(&endpoint, front.quic_addrs()[0]).await;
+    let req = Request::get("https://localhost/seen")
+        .header("te", "trailers")
+        .header("x-kept", "1")
+        .body(())
+        .unwrap();
+    let resp = h3.try_request(req, None).await.unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text());
+    let seen = resp.text();
+    assert!(seen.contains("via: 3 keepwire\n"), "{seen}");
+    assert!(seen.contains("x-kept: 1\n"), "{seen}");
+    assert!(!seen.contains("te: "), "{seen}");
+    // The answer's own Via names the hop it came over (HTTP/1.1).
+    assert_eq!(resp.head.headers()["via"], "1.1 keepwire");
+    // Connection-specific fields make an HTTP/3 request malformed (RFC 9114
+    // §4.2): refused before the proxy, never sent on.
+    for (name, value) in [
+        ("connection", "close"),
+        ("keep-alive", "5"),
+        ("proxy-connection", "keep-alive"),
+        ("transfer-encoding", "chunked"),
+        ("upgrade", "websocket"),
+        ("te", "gzip"),
+    ] {
+        let req = Request::get("https://localhost/bad")
+            .header(name, value)
+            .body(())
+            .unwrap();
+        let resp = h3.try_request(req, None).await.unwrap();
+        assert_eq!(resp.status(), 400, "{name}: {}", resp.text());
+    }
+    assert_eq!(
+        metric(&metrics(), "requests_by_protocol_total{protocol=\"h3\"}"),
+        7
+    );
+    // The origin got the one good request.
+    assert_eq!(metric(&origin.metrics().render(), "requests_total"), 1);
+    drop(h3);
+    stop(front).await;
+    stop(origin).await;
 }

@@ -96,6 +96,10 @@ async fn run(
         // 425 Too Early: the client retries after the handshake (RFC 8470 §5.2).
         return answer_now(send, noted(log, StatusCode::TOO_EARLY)).await;
     }
+    if connection_specific(&parts.headers) {
+        // Malformed in HTTP/3 (RFC 9114 §4.2), as h2 holds them in HTTP/2.
+        return answer_now(send, noted(log, StatusCode::BAD_REQUEST)).await;
+    }
     let declared = match declared_length(&parts) {
         Ok(n) => n,
         Err(status) => return answer_now(send, noted(log, status)).await,
@@ -109,7 +113,7 @@ async fn run(
     }
     let head_only = parts.method == Method::HEAD;
     let broken = Arc::new(OnceLock::new());
-    let body = Body::boxed(H3Body {
+    let body = H3Body {
         recv,
         bounds: H2BodyBounds {
             max: rules.max_body,
@@ -121,7 +125,9 @@ async fn run(
         data_done: false,
         ended: false,
         timer: None,
-    });
+        peeked: None,
+    }
+    .start();
     let mut req = Request::from_parts(parts, body);
     req.extensions_mut().insert(info);
     if early {
@@ -156,6 +162,19 @@ async fn run(
         let _ = tokio::time::timeout(rules.write_timeout, stopped).await;
     }
     outcome
+}
+
+/// Whether a request carries a connection-specific field, which HTTP/3
+/// has no use for (RFC 9114 §4.2): `TE` is allowed only as `trailers`.
+fn connection_specific(headers: &http::HeaderMap) -> bool {
+    use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+    let named = [CONNECTION, TRANSFER_ENCODING, UPGRADE]
+        .iter()
+        .any(|n| headers.contains_key(n))
+        || ["keep-alive", "proxy-connection"]
+            .iter()
+            .any(|n| headers.contains_key(*n));
+    named || headers.get_all(TE).iter().any(|v| v != "trailers")
 }
 
 /// A request extension: the request arrived in 0-RTT early data (only
@@ -285,9 +304,31 @@ struct H3Body {
     data_done: bool,
     ended: bool,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// What [`H3Body::start`] read, handed out first.
+    peeked: Option<Result<Frame<Bytes>, BodyError>>,
 }
 
 impl H3Body {
+    /// The body, known to be empty when the request's stream had ended
+    /// already (a GET's FIN comes with its HEADERS): as HTTP/2's
+    /// END_STREAM on HEADERS says, so a proxy sends no body on.
+    fn start(mut self) -> Body {
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        match Pin::new(&mut self).poll_frame(&mut cx) {
+            Poll::Ready(None) => Body::empty(),
+            Poll::Ready(Some(frame)) => {
+                self.peeked = Some(frame);
+                Body::boxed(self)
+            }
+            Poll::Pending => {
+                // The real waker comes with the reader's first poll; the
+                // timer armed here counts from now.
+                Body::boxed(self)
+            }
+        }
+    }
+
     fn broke(&mut self, bound: BrokenBound) -> BodyError {
         if let Some(b) = &self.bounds.broken {
             let _ = b.set(bound);
@@ -329,6 +370,9 @@ impl http_body::Body for H3Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        if let Some(frame) = this.peeked.take() {
+            return Poll::Ready(Some(frame));
+        }
         if this.ended {
             return Poll::Ready(None);
         }
@@ -372,7 +416,7 @@ impl http_body::Body for H3Body {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended || self.bounds.length == Some(0)
+        self.peeked.is_none() && (self.ended || self.bounds.length == Some(0))
     }
 
     fn size_hint(&self) -> SizeHint {
