@@ -286,6 +286,7 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
         server_cfg.idle_timeout = args.idle_timeout;
         server_cfg.pipeline_depth = args.pipeline_depth.max(1);
         server_cfg.tls = tls;
+        server_cfg.http3 = args.tls.http3()?;
         server_cfg.io = args.io;
         server_cfg.access_log = args.ops.access_log()?;
         let scheme = if server_cfg.tls.is_some() {
@@ -309,6 +310,7 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
             proxy.add_own_address(a);
             eprintln!("keepwire proxy: listening on {scheme}://{a}/ ({mode})");
         }
+        TlsArgs::announce_http3("proxy", &server);
         if let Some(pem) = &self_signed {
             eprintln!("keepwire proxy: {}", self_signed_note(pem.path()));
         }
