@@ -203,7 +203,10 @@ async fn quic_that_fails_is_an_error_only_with_only() {
     let mut tls = cert.server_tls(&[b"h2", b"http/1.1"]);
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let tcp = support::serve(
-        |c| c.tls = Some(std::sync::Arc::new(tls)),
+        |c| {
+            c.tls = Some(std::sync::Arc::new(tls));
+            c.http3 = false;
+        },
         |_req: Request<Body>| async { http::Response::new(Body::from("over tcp")) },
     );
     // Nothing listens on this UDP port (the TCP server has it as TCP only).
@@ -232,65 +235,69 @@ async fn quic_that_fails_is_an_error_only_with_only() {
     support::stop(tcp).await;
 }
 
-/// `AltSvc`: the first request goes over TCP and learns `h3=":port"`; once
-/// QUIC is up, requests go over HTTP/3.
+/// `AltSvc`: without an advertisement the client stays on TCP, even where
+/// QUIC would answer; `keepwire serve`'s own `Alt-Svc: h3=":port"` moves it
+/// to HTTP/3 once QUIC is up, on the same server.
 #[tokio::test]
 async fn alt_svc_moves_an_origin_to_http3() {
     let cert = Cert::localhost();
-    // The TCP server first, then the QUIC origin on its port number.
+    // A TCP-only keepwire server, and a QUIC origin on its port number.
     let tls = cert.server_tls(&[b"h2", b"http/1.1"]);
     let tcp = support::serve(
-        |c| c.tls = Some(std::sync::Arc::new(tls)),
+        |c| {
+            c.tls = Some(std::sync::Arc::new(tls));
+            c.http3 = false;
+        },
         |_req: Request<Body>| async { http::Response::new(Body::from("over tcp")) },
     );
     let port = tcp.local_addr().port();
     let origin = H3Origin::start(&cert, port);
     let url = format!("https://localhost:{port}/hello");
-    // Without an advertisement, AltSvc stays on TCP.
     let client = h3_client(&cert, Http3Mode::AltSvc, |_| {});
     for _ in 0..2 {
         let resp = within("a TCP answer", WAIT, client.get(&url))
             .await
             .unwrap();
+        assert!(!resp.headers().contains_key("alt-svc"));
         assert_ne!(resp.version(), Version::HTTP_3);
         drop(resp.into_body().collect(1024).await);
     }
     assert_eq!(origin.requests.load(Relaxed), 0);
-    drop(client);
+    drop((client, origin));
     support::stop(tcp).await;
 
+    // keepwire's server with HTTP/3: TCP answers advertise the UDP port.
     let tls = cert.server_tls(&[b"h2", b"http/1.1"]);
-    let alt = format!("h3=\":{port}\"; ma=60");
-    let tcp = support::serve(
-        |c| {
-            c.tls = Some(std::sync::Arc::new(tls));
-        },
-        move |_req: Request<Body>| {
-            let alt = alt.clone();
-            async move {
-                http::Response::builder()
-                    .header("alt-svc", alt)
-                    .body(Body::from("over tcp"))
-                    .unwrap()
-            }
+    let server = support::serve(
+        |c| c.tls = Some(std::sync::Arc::new(tls)),
+        |req: Request<Body>| async move {
+            http::Response::new(Body::from(format!("{:?}", req.version())))
         },
     );
-    let url = format!("https://localhost:{}/hello", tcp.local_addr().port());
+    let url = format!("https://localhost:{}/hello", server.local_addr().port());
     let client = h3_client(&cert, Http3Mode::AltSvc, |_| {});
-    let mut versions = Vec::new();
-    for _ in 0..5 {
+    let mut seen = Vec::new();
+    for _ in 0..20 {
         let resp = within("an answer", WAIT, client.get(&url)).await.unwrap();
-        versions.push(resp.version());
-        drop(resp.into_body().collect(1024).await);
-        if versions.last() == Some(&Version::HTTP_3) {
+        let version = resp.version();
+        let alt = resp.headers().get("alt-svc").cloned();
+        let body = resp.into_body().collect(1024).await.unwrap();
+        seen.push((version, alt, body));
+        if version == Version::HTTP_3 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(versions[0], Version::HTTP_2, "{versions:?}");
-    assert_eq!(versions.last(), Some(&Version::HTTP_3), "{versions:?}");
-    assert!(origin.requests.load(Relaxed) >= 1);
-    support::stop(tcp).await;
+    let (first_version, first_alt, _) = &seen[0];
+    assert_eq!(*first_version, Version::HTTP_2, "{seen:?}");
+    assert!(
+        first_alt.is_some(),
+        "the TCP answer advertises h3: {seen:?}"
+    );
+    let (last_version, _, last_body) = seen.last().unwrap();
+    assert_eq!(*last_version, Version::HTTP_3, "{seen:?}");
+    assert_eq!(&last_body[..], b"HTTP/3.0", "the handler saw HTTP/3");
+    support::stop(server).await;
 }
 
 /// 0-RTT: a second client sharing the first's session tickets sends its
