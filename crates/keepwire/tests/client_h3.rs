@@ -221,6 +221,10 @@ async fn quic_that_fails_is_an_error_only_with_only() {
     assert!(matches!(err, ClientError::Connect(_)), "{err}");
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 
+    // What QUIC cannot carry is refused, not sent over TCP.
+    let err = only.get("http://127.0.0.1:1/").await.unwrap_err();
+    assert!(matches!(err, ClientError::InvalidUrl(_)), "{err}");
+
     let prefer = h3_client(&cert, Http3Mode::Prefer, |c| {
         c.connect_timeout = Duration::from_millis(500)
     });

@@ -210,6 +210,17 @@ impl Client {
         // QUIC connection per request, which is also how a second one
         // resumes the first's session in 0-RTT.
         let fresh = fresh || !cfg.pool.reuse;
+        let only = cfg.http3 == Http3Mode::Only;
+        // curl's --http3-only refuses what QUIC cannot carry, rather than
+        // quietly using TCP.
+        if only && origin.scheme != "https" {
+            let e = format!("{origin}: HTTP/3 needs https://");
+            return Err(ClientError::InvalidUrl(e));
+        }
+        if only && self.proxy_for(origin).is_some() {
+            let e = "HTTP/3 only, but this origin goes through an HTTP proxy";
+            return Err(ClientError::Config(e.into()));
+        }
         if cfg.http3 == Http3Mode::Off
             || origin.scheme != "https"
             || head.method == http::Method::CONNECT
@@ -218,7 +229,6 @@ impl Client {
         {
             return Ok(None);
         }
-        let only = cfg.http3 == Http3Mode::Only;
         let port = match (cfg.http3, state.alt_svc.port(origin)) {
             (_, Some(p)) => p,
             (Http3Mode::AltSvc, None) => return Ok(None),
