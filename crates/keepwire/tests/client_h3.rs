@@ -430,3 +430,55 @@ async fn a_request_body_cut_off_is_a_reset_not_a_fin() {
     })
     .await;
 }
+
+/// 0-RTT rejected: the server lost the session (a restart), so the early
+/// GET was never processed; the client says so and sends it again on a
+/// full handshake, once (RFC 8470 §5.1, R8.3).
+#[tokio::test]
+async fn rejected_early_data_is_sent_again() {
+    let cert = Cert::localhost();
+    let origin = H3Origin::start(&cert, 0);
+    let port = origin.addr.port();
+    let tls = cert.client_tls();
+    let make = || {
+        Client::builder()
+            .tls_config(tls.clone())
+            .http3(Http3Mode::Only)
+            .early_data(true)
+            .build()
+            .unwrap()
+    };
+    let url = format!("https://localhost:{port}/hello");
+    let first = make();
+    let resp = within("the first answer", WAIT, first.get(&url))
+        .await
+        .unwrap();
+    drop(resp.into_body().collect(1024).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(first);
+    // The same certificate and port, a new server: the ticket means nothing.
+    drop(origin);
+    let mut restarted = None;
+    for _ in 0..50 {
+        match std::panic::catch_unwind(|| H3Origin::start(&cert, port)) {
+            Ok(o) => {
+                restarted = Some(o);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let restarted = restarted.expect("the port again");
+    let second = make();
+    let resp = within("the resent answer", WAIT, second.get(&url))
+        .await
+        .unwrap();
+    let m = meta(&resp);
+    assert!(!m.early_data, "{m:?}");
+    assert_eq!(m.retries, 1, "the rejected early request went again: {m:?}");
+    assert_eq!(
+        &resp.into_body().collect(1024).await.unwrap()[..],
+        b"hello h3"
+    );
+    assert_eq!(restarted.requests.load(Relaxed), 1, "processed once");
+}
