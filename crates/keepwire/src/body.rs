@@ -166,16 +166,6 @@ impl Body {
         )
     }
 
-    /// A body of this crate's making whose errors are [`BodyError`]s
-    /// already (kept as they are, not wrapped in `Source`).
-    pub(crate) fn boxed(
-        body: impl http_body::Body<Data = Bytes, Error = BodyError> + Send + 'static,
-    ) -> Self {
-        Body {
-            kind: Kind::Boxed(Box::pin(body)),
-        }
-    }
-
     pub(crate) fn incoming(
         rx: mpsc::Receiver<Result<Bytes, BodyError>>,
         wants: Option<oneshot::Sender<()>>,
