@@ -203,7 +203,10 @@ async fn quic_that_fails_is_an_error_only_with_only() {
     let mut tls = cert.server_tls(&[b"h2", b"http/1.1"]);
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let tcp = support::serve(
-        |c| c.tls = Some(std::sync::Arc::new(tls)),
+        |c| {
+            c.tls = Some(std::sync::Arc::new(tls));
+            c.http3 = false;
+        },
         |_req: Request<Body>| async { http::Response::new(Body::from("over tcp")) },
     );
     // Nothing listens on this UDP port (the TCP server has it as TCP only).
@@ -240,7 +243,10 @@ async fn alt_svc_moves_an_origin_to_http3() {
     // The TCP server first, then the QUIC origin on its port number.
     let tls = cert.server_tls(&[b"h2", b"http/1.1"]);
     let tcp = support::serve(
-        |c| c.tls = Some(std::sync::Arc::new(tls)),
+        |c| {
+            c.tls = Some(std::sync::Arc::new(tls));
+            c.http3 = false;
+        },
         |_req: Request<Body>| async { http::Response::new(Body::from("over tcp")) },
     );
     let port = tcp.local_addr().port();
@@ -264,6 +270,7 @@ async fn alt_svc_moves_an_origin_to_http3() {
     let tcp = support::serve(
         |c| {
             c.tls = Some(std::sync::Arc::new(tls));
+            c.http3 = false;
         },
         move |_req: Request<Body>| {
             let alt = alt.clone();
