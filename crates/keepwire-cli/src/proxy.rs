@@ -99,6 +99,10 @@ pub struct ProxyArgs {
     /// upstreams choose by ALPN.)
     #[arg(long)]
     upstream_http2_prior_knowledge: bool,
+    /// HTTP/3 over QUIC to https:// upstreams, TCP raced 200 ms later and used if
+    /// QUIC fails (forward-mode origins stay on TCP).
+    #[arg(long)]
+    upstream_http3: bool,
     /// The old spelling of --upstream-http2-prior-knowledge.
     #[arg(long, hide = true)]
     upstream_http2: bool,
@@ -250,6 +254,7 @@ fn configure(args: &ProxyArgs) -> Result<(Vec<SocketAddr>, ProxyConfig), String>
         deprecated("--upstream-http2", "--upstream-http2-prior-knowledge");
     }
     cfg.upstream_http2 = args.upstream_http2 || args.upstream_http2_prior_knowledge;
+    cfg.upstream_http3 = args.upstream_http3;
     cfg.trace = args.trace;
     let listen = if !args.listen.is_empty() {
         args.listen.clone()
