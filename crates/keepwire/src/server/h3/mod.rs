@@ -317,9 +317,8 @@ async fn serve(
             }
             accepted = h3c.accept() => match accepted {
                 Ok(Some(resolver)) => {
+                    // Counted in `requests` once its head is read (stream.rs).
                     requests += 1;
-                    metrics.requests.fetch_add(1, Relaxed);
-                    metrics.h3_requests.fetch_add(1, Relaxed);
                     if streams.len() >= max_streams as usize {
                         // The transport's stream credit keeps this rare: a
                         // stream whose task has not yet seen its end.

@@ -46,6 +46,13 @@ pub(super) async fn stream_task(
         // The stream is dropped: its halves are reset and stopped.
         Err(_) => return Outcome::Done,
     };
+    let metrics = &rules.shared.metrics;
+    metrics
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics
+        .h3_requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let Some(watch) = watches.take(stream.id()) else {
         return Outcome::Done;
     };
