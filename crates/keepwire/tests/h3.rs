@@ -365,6 +365,8 @@ async fn early_data_runs_only_replay_safe_methods() {
             .extensions()
             .get::<keepwire::server::EarlyData>()
             .is_some();
+        // The header says the same, for the hops behind a proxy.
+        assert_eq!(req.headers().contains_key("early-data"), early);
         Response::new(Body::from(format!("{} early={early}", req.method())))
     };
     let (server, _m) = serve_h3(&tls, |_| {}, handler);
