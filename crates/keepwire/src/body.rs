@@ -155,6 +155,17 @@ impl Body {
         )
     }
 
+    /// A body whose errors are already [`BodyError`]s (kept as they are,
+    /// so a reader still sees `TooLarge` or `TimedOut`).
+    pub(crate) fn boxed<B>(body: B) -> Self
+    where
+        B: http_body::Body<Data = Bytes, Error = BodyError> + Send + 'static,
+    {
+        Body {
+            kind: Kind::Boxed(Box::pin(body)),
+        }
+    }
+
     pub(crate) fn incoming(
         rx: mpsc::Receiver<Result<Bytes, BodyError>>,
         wants: Option<oneshot::Sender<()>>,
