@@ -155,11 +155,12 @@ impl Body {
         )
     }
 
-    /// A body of this crate's making whose errors are [`BodyError`]s
-    /// already (kept as they are, not wrapped in `Source`).
-    pub(crate) fn boxed(
-        body: impl http_body::Body<Data = Bytes, Error = BodyError> + Send + 'static,
-    ) -> Self {
+    /// A body whose errors are already [`BodyError`]s (kept as they are,
+    /// so a reader still sees `TooLarge` or `TimedOut`).
+    pub(crate) fn boxed<B>(body: B) -> Self
+    where
+        B: http_body::Body<Data = Bytes, Error = BodyError> + Send + 'static,
+    {
         Body {
             kind: Kind::Boxed(Box::pin(body)),
         }
