@@ -482,3 +482,50 @@ async fn rejected_early_data_is_sent_again() {
     );
     assert_eq!(restarted.requests.load(Relaxed), 1, "processed once");
 }
+
+/// 425 Too Early to a request that went in early data: it goes again after
+/// a full handshake (RFC 8470 §5.2); to one that did not, it is the answer.
+#[tokio::test]
+async fn too_early_is_retried_only_for_early_data() {
+    let cert = Cert::localhost();
+    let origin = H3Origin::start(&cert, 0);
+    let tls = cert.client_tls();
+    let make = |early| {
+        Client::builder()
+            .tls_config(tls.clone())
+            .http3(Http3Mode::Only)
+            .early_data(early)
+            .build()
+            .unwrap()
+    };
+    let base = format!("https://localhost:{}", origin.addr.port());
+    let first = make(true);
+    let resp = within(
+        "the first answer",
+        WAIT,
+        first.get(&format!("{base}/hello")),
+    )
+    .await
+    .unwrap();
+    drop(resp.into_body().collect(1024).await);
+    // Not in early data (the connection is up): 425 is the answer.
+    let resp = within("the 425", WAIT, first.get(&format!("{base}/too-early")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 425);
+    assert_eq!(meta(&resp).retries, 0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let second = make(true);
+    let resp = within(
+        "the retried answer",
+        WAIT,
+        second.get(&format!("{base}/too-early-once")),
+    )
+    .await
+    .unwrap();
+    let m = meta(&resp);
+    assert_eq!(resp.status(), 200, "{m:?}");
+    assert_eq!(m.retries, 1, "{m:?}");
+    assert!(!m.early_data, "the resend waited for the handshake: {m:?}");
+}

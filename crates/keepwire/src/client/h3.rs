@@ -17,7 +17,8 @@
 //! applies to it (RFC 8470): the server may see early data twice, so only
 //! idempotent requests go before the handshake is confirmed; any other
 //! request on that connection waits for it. A server that rejects early
-//! data never processed it: the request goes again on a fresh connection.
+//! data never processed it, nor one that answers 425 Too Early: the request
+//! goes again on a fresh connection, without early data.
 //!
 //! Everything read from the network is bounded as over TCP: the handshake
 //! by `connect_timeout`, the response head by the limits' `max_head_bytes`
@@ -462,6 +463,12 @@ impl Client {
             tokio::spawn(rest);
         }
         drop(uploaded);
+        if resp.status() == http::StatusCode::TOO_EARLY && in_early_data {
+            // RFC 8470 §5.2: not processed because it came early; it goes
+            // again, after a full handshake.
+            let e = h3_error("425 Too Early to a request in early data", true);
+            return Err(failed(Refused, e));
+        }
         timings.first_byte = started.elapsed();
         let (mut parts, ()) = resp.into_parts();
         let length = parts

@@ -12,7 +12,9 @@
 //!   `H3_REQUEST_REJECTED` (unprocessed), later ones get 200;
 //! - `/noread`: never reads the request body, never answers (its flow
 //!   control credit is never granted);
-//! - `/reset-mid`: the head and 3 bytes, then the stream is reset.
+//! - `/reset-mid`: the head and 3 bytes, then the stream is reset;
+//! - `/too-early-once`: 425 Too Early the first time, then 200;
+//!   `/too-early`: 425 always.
 //!
 //! It accepts 0-RTT (the client's early data) and counts connections and
 //! requests. The task ends when the origin is dropped.
@@ -209,12 +211,20 @@ async fn respond(
             stream.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
             return Ok(());
         }
+        "/too-early-once" if !rejected.swap(true, Relaxed) => (
+            http::Response::builder().status(425).body(()).unwrap(),
+            Bytes::new(),
+        ),
+        "/too-early" => (
+            http::Response::builder().status(425).body(()).unwrap(),
+            Bytes::new(),
+        ),
         "/reject-once" if !rejected.swap(true, Relaxed) => {
             stream.stop_stream(h3::error::Code::H3_REQUEST_REJECTED);
             stream.stop_sending(h3::error::Code::H3_REQUEST_REJECTED);
             return Ok(());
         }
-        "/reject-once" => ok(Bytes::from_static(b"second")),
+        "/reject-once" | "/too-early-once" => ok(Bytes::from_static(b"second")),
         p if p.starts_with("/big/") => {
             let n: usize = p[5..].parse().unwrap_or(0);
             ok(Bytes::from(vec![b'b'; n]))
