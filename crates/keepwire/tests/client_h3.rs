@@ -233,10 +233,52 @@ async fn quic_that_fails_is_an_error_only_with_only() {
             .await
             .unwrap();
         assert_eq!(resp.version(), Version::HTTP_2, "request {i}");
+        tcp_won_as_reported(&meta(&resp), i);
         let body = resp.into_body().collect(1024).await.unwrap();
         assert_eq!(&body[..], b"over tcp");
     }
+    drop(prefer);
     support::stop(tcp).await;
+
+    // The same over HTTP/1.1 (ALPN): the race's TCP connection is the
+    // pool's first.
+    let tls = cert.server_tls(&[b"http/1.1"]);
+    let tcp = support::serve(
+        |c| {
+            c.tls = Some(std::sync::Arc::new(tls));
+            c.http3 = false;
+        },
+        |_req: Request<Body>| async { http::Response::new(Body::from("over tcp")) },
+    );
+    let url = format!("https://localhost:{}/", tcp.local_addr().port());
+    let prefer = h3_client(&cert, Http3Mode::Prefer, |c| {
+        c.connect_timeout = Duration::from_millis(500)
+    });
+    for i in 0..2 {
+        let resp = within("the TCP answer", WAIT, prefer.get(&url))
+            .await
+            .unwrap();
+        assert_eq!(resp.version(), Version::HTTP_11, "request {i}");
+        tcp_won_as_reported(&meta(&resp), i);
+        drop(resp.into_body().collect(1024).await);
+    }
+    drop(prefer);
+    support::stop(tcp).await;
+}
+
+/// The first request over a TCP connection that won the race says it
+/// opened it, and its connect phase holds QUIC's head start; the next ones
+/// reuse it.
+fn tcp_won_as_reported(m: &RequestMeta, i: usize) {
+    if i == 0 {
+        assert!(!m.reused, "{m:?}");
+        let connect = m.timings.connect.expect("a connect phase");
+        assert!(connect >= keepwire::client::QUIC_HEAD_START, "{m:?}");
+        assert!(m.timings.tls.is_some(), "{m:?}");
+    } else {
+        assert!(m.reused, "request {i}: {m:?}");
+        assert_eq!(m.timings.connect, None, "{m:?}");
+    }
 }
 
 /// `AltSvc`: without an advertisement the client stays on TCP, even where
