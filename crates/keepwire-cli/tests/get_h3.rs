@@ -192,6 +192,10 @@ fn http3_only_fails_where_nothing_speaks_quic() {
     );
     let stderr = text(&out.stderr);
     assert!(stderr.contains("QUIC"), "{stderr}");
+    // 0-RTT is QUIC's: alone, --early-data is a usage error.
+    let out = run(&["get", "--early-data", &url], LIMIT);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--http3"));
 }
 
 /// `keepwire bench --http3`: the same report as `--http2` (connections,
