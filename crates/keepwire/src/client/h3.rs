@@ -449,7 +449,7 @@ impl Client {
                 let deadline = Instant::now() + cfg.response_timeout;
                 tokio::select! {
                     r = &mut resp => break r.map_err(|e| {
-                        let unprocessed = rejected(&e) || early_rejected(&conn, in_early_data);
+                        let unprocessed = rejected(&e);
                         let state = if unprocessed { Refused } else { SentNoResponse };
                         failed(state, h3_error(e, unprocessed))
                     }),
@@ -482,7 +482,12 @@ impl Client {
         };
         let resp = match result {
             Ok(r) => r,
-            Err(e) => {
+            Err(mut e) => {
+                if in_early_data && early_rejected(&conn, cfg.connect_timeout).await {
+                    // Rejected early data never reached the server.
+                    let reason = format!("0-RTT rejected: {}", e.error);
+                    e = failed(Refused, h3_error(reason, true));
+                }
                 if matches!(&e.error, ClientError::Http3(h) if h.is_unprocessed()) {
                     self.forget_h3(origin, &conn).await;
                 }
@@ -533,12 +538,14 @@ impl Client {
     }
 }
 
-/// The early data of a request sent in it was rejected: the server never
-/// saw the request.
-fn early_rejected(conn: &H3Conn, in_early_data: bool) -> bool {
-    in_early_data
-        && conn
-            .early
-            .as_ref()
-            .is_some_and(|rx| *rx.borrow() == Some(false))
+/// The server rejected the connection's early data (waiting, at most
+/// `limit`, for the handshake to say, since the failure of a stream sent
+/// early can come before the verdict).
+async fn early_rejected(conn: &H3Conn, limit: Duration) -> bool {
+    let Some(rx) = &conn.early else {
+        return false;
+    };
+    let mut rx = rx.clone();
+    let verdict = tokio::time::timeout(limit, rx.wait_for(|v| v.is_some())).await;
+    matches!(verdict, Ok(Ok(v)) if *v == Some(false))
 }
