@@ -571,3 +571,39 @@ async fn too_early_is_retried_only_for_early_data() {
     assert_eq!(m.retries, 1, "{m:?}");
     assert!(!m.early_data, "the resend waited for the handshake: {m:?}");
 }
+
+/// h3 does not hold a body to its `content-length`; the client does: short
+/// is a truncation (R8.2), long an error, HEAD's declared length no body.
+#[tokio::test]
+async fn a_body_that_breaks_its_content_length_fails() {
+    let cert = Cert::localhost();
+    let origin = H3Origin::start(&cert, 0);
+    let client = h3_client(&cert, Http3Mode::Only, |_| {});
+    let base = format!("https://localhost:{}", origin.addr.port());
+    let resp = within("the head", WAIT, client.get(&format!("{base}/short")))
+        .await
+        .unwrap();
+    let err = within("the body", WAIT, resp.into_body().collect(1024))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, keepwire::body::BodyError::Closed), "{err}");
+    let resp = within("the head", WAIT, client.get(&format!("{base}/long")))
+        .await
+        .unwrap();
+    let err = within("the body", WAIT, resp.into_body().collect(1024))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("longer than its content-length"),
+        "{err}"
+    );
+    let req = Request::head(format!("{base}/big/5000"))
+        .body(Body::empty())
+        .unwrap();
+    let resp = within("the HEAD answer", WAIT, client.request(req))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = within("no body", WAIT, resp.into_body().collect(1024)).await;
+    assert!(body.is_ok(), "{body:?}");
+}

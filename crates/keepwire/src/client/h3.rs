@@ -508,10 +508,15 @@ impl Client {
         }
         timings.first_byte = started.elapsed();
         let (mut parts, ()) = resp.into_parts();
+        // A HEAD answer, 204 and 304 carry no body whatever they declare.
+        let bodiless = head.method == http::Method::HEAD
+            || parts.status == http::StatusCode::NO_CONTENT
+            || parts.status == http::StatusCode::NOT_MODIFIED;
         let length = parts
             .headers
             .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok());
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .filter(|_| !bodiless);
         let bounds = body::Bounds {
             max: cfg.limits.max_body_bytes,
             timeout: Some(cfg.response_timeout),

@@ -4,7 +4,7 @@
 //!
 //! - `/hello`: 200 `hello h3`;
 //! - `/echo`: the request body back;
-//! - `/big/N`: N bytes;
+//! - `/big/N`: N bytes, with their `content-length` (HEAD: none of them);
 //! - `/bighead`: a 64 KiB response header;
 //! - `/stall`: the head and 3 bytes, then nothing;
 //! - `/silent`: nothing at all;
@@ -13,6 +13,7 @@
 //! - `/noread`: never reads the request body, never answers (its flow
 //!   control credit is never granted);
 //! - `/reset-mid`: the head and 3 bytes, then the stream is reset;
+//! - `/short`, `/long`: `content-length: 10` with 3 bytes, and with 12;
 //! - `/too-early-once`: 425 Too Early the first time, then 200;
 //!   `/too-early`: 425 always.
 //!
@@ -211,6 +212,14 @@ async fn respond(
             stream.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
             return Ok(());
         }
+        "/short" | "/long" => {
+            let n = if path == "/short" { 3 } else { 12 };
+            let r = http::Response::builder()
+                .header("content-length", "10")
+                .body(())
+                .unwrap();
+            (r, Bytes::from(vec![b'x'; n]))
+        }
         "/too-early-once" if !rejected.swap(true, Relaxed) => (
             http::Response::builder().status(425).body(()).unwrap(),
             Bytes::new(),
@@ -227,7 +236,11 @@ async fn respond(
         "/reject-once" | "/too-early-once" => ok(Bytes::from_static(b"second")),
         p if p.starts_with("/big/") => {
             let n: usize = p[5..].parse().unwrap_or(0);
-            ok(Bytes::from(vec![b'b'; n]))
+            let r = http::Response::builder()
+                .header("content-length", n)
+                .body(())
+                .unwrap();
+            (r, Bytes::from(vec![b'b'; n]))
         }
         _ => (
             http::Response::builder().status(404).body(()).unwrap(),
@@ -235,7 +248,8 @@ async fn respond(
         ),
     };
     stream.send_response(resp).await?;
-    if !data.is_empty() {
+    // A HEAD answer has the GET's head and no body.
+    if !data.is_empty() && req.method() != http::Method::HEAD {
         stream.send_data(data).await?;
     }
     stream.finish().await
