@@ -3,8 +3,10 @@
 //! 0-RTT for idempotent requests only (RFC 8470), and every bound on what
 //! it reads (head size, body size, read and handshake timeouts).
 //!
-//! The peer is a test-only quinn/h3 origin (`support/h3_origin.rs`) and,
-//! for interop, aioquic's HTTP/3 server (`support/aioquic_server.py`).
+//! The peers are a test-only quinn/h3 origin (`support/h3_origin.rs`),
+//! whose paths misbehave on purpose, and keepwire's own server. Interop
+//! with an independent server (aioquic, `support/aioquic_h3_server.py`)
+//! is in keepwire-cli's `tests/get_h3.rs`, through the binary.
 
 #[path = "support/h3_origin.rs"]
 mod h3_origin;
