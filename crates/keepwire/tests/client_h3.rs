@@ -609,3 +609,43 @@ async fn a_body_that_breaks_its_content_length_fails() {
     let body = within("no body", WAIT, resp.into_body().collect(1024)).await;
     assert!(body.is_ok(), "{body:?}");
 }
+
+/// Responses nobody reads: the server can have at most the client's
+/// connection window (16 MiB) taken, not each stream's window (1.25 MiB)
+/// times the streams (here 20: 25 MiB). (In QUIC the connection window
+/// covers HEADERS too: the later streams wait for their heads, as they
+/// would over HTTP/2 for their bodies: the backpressure of a reader that
+/// does not read.)
+#[tokio::test]
+async fn unread_responses_hold_at_most_the_connection_window() {
+    let cert = Cert::localhost();
+    let origin = H3Origin::start(&cert, 0);
+    let client = h3_client(&cert, Http3Mode::Only, |c| {
+        c.response_timeout = Duration::from_secs(30)
+    });
+    let url = format!("https://localhost:{}/flood", origin.addr.port());
+    let mut held = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let (client, url) = (client.clone(), url.clone());
+        held.spawn(async move {
+            let resp = client.get(&url).await;
+            // Held, never read.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(resp);
+        });
+    }
+    // Until what the server wrote stops growing (bounded: 50 x 100 ms).
+    let mut last = u64::MAX;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = origin.flooded.load(Relaxed);
+        if now == last && now > 0 {
+            break;
+        }
+        last = now;
+    }
+    let taken = origin.flooded.load(Relaxed);
+    assert!(taken <= 17 << 20, "{taken} bytes taken");
+    assert!(taken >= 8 << 20, "the flood did flow: {taken}");
+    held.abort_all();
+}

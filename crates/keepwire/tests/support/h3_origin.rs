@@ -13,6 +13,8 @@
 //! - `/noread`: never reads the request body, never answers (its flow
 //!   control credit is never granted);
 //! - `/reset-mid`: the head and 3 bytes, then the stream is reset;
+//! - `/flood`: 4 MiB in 64 KiB writes, counted in `flooded` as each is
+//!   taken (quinn takes no more than the client's flow control allows);
 //! - `/short`, `/long`: `content-length: 10` with 3 bytes, and with 12;
 //! - `/too-early-once`: 425 Too Early the first time, then 200;
 //!   `/too-early`: 425 always.
@@ -81,6 +83,8 @@ pub struct H3Origin {
     /// Request streams that ended in a reset rather than a FIN (in the
     /// head or the body).
     pub cut_off: Arc<AtomicU64>,
+    /// Bytes of `/flood` bodies quinn took.
+    pub flooded: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
     endpoint: quinn::Endpoint,
 }
@@ -105,13 +109,15 @@ impl H3Origin {
         let connections = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));
         let cut_off = Arc::new(AtomicU64::new(0));
+        let flooded = Arc::new(AtomicU64::new(0));
         let rejected = Arc::new(AtomicBool::new(false));
         let (ep, conns, reqs) = (endpoint.clone(), connections.clone(), requests.clone());
         let cut = cut_off.clone();
+        let flood = flooded.clone();
         let task = tokio::spawn(async move {
             while let Some(incoming) = ep.accept().await {
                 let (conns, reqs, rejected) = (conns.clone(), reqs.clone(), rejected.clone());
-                let cut = cut.clone();
+                let (cut, flood) = (cut.clone(), flood.clone());
                 tokio::spawn(async move {
                     let Ok(connecting) = incoming.accept() else {
                         return;
@@ -130,10 +136,16 @@ impl H3Origin {
                     while let Ok(Some(resolver)) = h3.accept().await {
                         reqs.fetch_add(1, Relaxed);
                         let (rejected, cut) = (rejected.clone(), cut.clone());
+                        let flood = flood.clone();
                         tokio::spawn(async move {
                             match resolver.resolve_request().await {
                                 Ok((req, stream)) => {
-                                    let _ = respond(req, stream, &rejected, &cut).await;
+                                    let counters = Counters {
+                                        rejected: &rejected,
+                                        cut_off: &cut,
+                                        flooded: &flood,
+                                    };
+                                    let _ = respond(req, stream, counters).await;
                                 }
                                 // Reset before its head was whole.
                                 Err(_) => {
@@ -150,6 +162,7 @@ impl H3Origin {
             connections,
             requests,
             cut_off,
+            flooded,
             task,
             endpoint,
         }
@@ -158,12 +171,22 @@ impl H3Origin {
 
 type Stream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
+struct Counters<'a> {
+    rejected: &'a AtomicBool,
+    cut_off: &'a AtomicU64,
+    flooded: &'a AtomicU64,
+}
+
 async fn respond(
     req: http::Request<()>,
     mut stream: Stream,
-    rejected: &AtomicBool,
-    cut_off: &AtomicU64,
+    counters: Counters<'_>,
 ) -> Result<(), h3::error::StreamError> {
+    let Counters {
+        rejected,
+        cut_off,
+        flooded,
+    } = counters;
     let path = req.uri().path().to_string();
     if path == "/noread" {
         tokio::time::sleep(std::time::Duration::from_secs(60)).await;
@@ -211,6 +234,15 @@ async fn respond(
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             stream.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
             return Ok(());
+        }
+        "/flood" => {
+            stream.send_response(ok(Bytes::new()).0).await?;
+            let chunk = Bytes::from(vec![b'f'; 64 * 1024]);
+            for _ in 0..64 {
+                stream.send_data(chunk.clone()).await?;
+                flooded.fetch_add(chunk.len() as u64, Relaxed);
+            }
+            return stream.finish().await;
         }
         "/short" | "/long" => {
             let n = if path == "/short" { 3 } else { 12 };
