@@ -463,3 +463,24 @@ async fn a_stream_whose_head_never_ends_is_dropped_at_the_header_timeout() {
     drop(h3);
     stop(server).await;
 }
+
+#[tokio::test]
+async fn connect_over_http3_is_not_implemented() {
+    if !have_aioquic() {
+        eprintln!("skipped: python3 aioquic missing (scripts/test installs it)");
+        return;
+    }
+    let tls = tls();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let handler = move |_req: Request<Body>| {
+        c.fetch_add(1, SeqCst);
+        async { Response::new(Body::from("hi")) }
+    };
+    let (server, _m) = serve_h3(&tls, |_| {}, handler);
+    let addr = server.quic_addrs()[0];
+    let lines = aioquic(&tls, addr, &["--method", "CONNECT", "example.test:443"]).await;
+    assert_eq!(lines[0]["status"], 501, "{lines:?}");
+    assert_eq!(calls.load(SeqCst), 0);
+    stop(server).await;
+}
