@@ -25,7 +25,7 @@ type SendHalf = RequestStream<quic::SendStream<Bytes>, Bytes>;
 type Recv = RequestStream<quic::RecvStream, Bytes>;
 
 /// Reads the request head (within the header timeout), then runs the
-/// stream as [`stream`] does, noted in the access log if there is one.
+/// stream as [`run`] does, noted in the access log if there is one.
 pub(super) async fn stream_task(
     resolver: RequestResolver<quic::Connection, Bytes>,
     watches: WatchTaker,
