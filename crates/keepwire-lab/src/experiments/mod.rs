@@ -24,12 +24,14 @@ mod stale_retry;
 mod stats;
 mod time_wait;
 mod tls;
+mod transport_hol;
+mod transport_hol_model;
 
 pub use harness::{Bar, Experiment, Judge, Lab, Losses, Outcome, Row, Timeline};
 pub use stats::Spread;
 
 /// Every experiment, in order.
-pub const ALL: [Experiment; 10] = [
+pub const ALL: [Experiment; 11] = [
     page_load::EXPERIMENT,
     nagle::EXPERIMENT,
     slow_start::EXPERIMENT,
@@ -40,6 +42,7 @@ pub const ALL: [Experiment; 10] = [
     hol_blocking::EXPERIMENT,
     tls::EXPERIMENT,
     realtime::EXPERIMENT,
+    transport_hol::EXPERIMENT,
 ];
 
 /// The experiment named `id` (`page-load`, `nagle`, ...).
