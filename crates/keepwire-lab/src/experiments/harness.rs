@@ -312,7 +312,8 @@ pub struct Lab<'a> {
     pub(super) posts: Arc<Mutex<HashMap<String, u32>>>,
 }
 
-/// The lab's origin: the demo site plus `/lab/bytes/N` and `POST /lab/post`.
+/// The lab's origin: the demo site plus `/lab/bytes/N`, `/lab/paced/N`
+/// and `POST /lab/post`.
 #[derive(Clone)]
 struct LabSite {
     site: Site,
@@ -325,6 +326,9 @@ impl LabSite {
         if let Some(n) = path.strip_prefix("/lab/bytes/") {
             let n: usize = n.parse().unwrap_or(0).min(64 << 20);
             return Response::new(Body::from(Bytes::from(vec![b'x'; n])));
+        }
+        if let Some(n) = path.strip_prefix("/lab/paced/") {
+            return super::transport_hol::paced(n.parse().unwrap_or(0));
         }
         if let Some(ms) = path.strip_prefix("/lab/slow/") {
             let ms: u64 = ms.parse().unwrap_or(0).min(60_000);

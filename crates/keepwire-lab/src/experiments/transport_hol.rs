@@ -49,8 +49,16 @@ const LOSSES: [f64; 3] = [0.0, 1.0, 3.0];
 const PACKET: f64 = 1400.0;
 
 /// The bulk download's size: only a cap, as it is dropped once the page is
-/// in; large enough to outlast the page at 100 Mbit/s.
+/// in; at [`BULK_RATE`] it lasts 20 s.
 const BULK: usize = 16 << 20;
+/// The rate the server sends the bulk download at (a video stream, say),
+/// bits per second. Paced, so both protocols carry the same load beside
+/// the page (unpaced, each would run at what its congestion control and
+/// flow-control windows allow, and the page would measure those), and below
+/// what HTTP/2's 64 KiB flow-control window lets through per round trip
+/// (10 Mbit/s at 50 ms), so the window is not what the small objects wait
+/// for.
+const BULK_RATE: u64 = 6_000_000;
 
 /// The columns, in order.
 const COLUMNS: [&str; 6] = [
@@ -107,12 +115,12 @@ pub(super) fn run(lab: &Lab) -> Outcome {
     let r = lab.r_ms();
     let reps = lab.sizes.hol_reps;
     let mut notes = vec![format!(
-        "each load: a fresh connection warmed by one request, a {} MiB download \
-         started on it, then the page (the HTML, then its {PAGE_OBJECTS} objects of \
+        "each load: a fresh connection warmed by one request, a download paced at {} \
+         Mbit/s started on it, then the page (the HTML, then its {PAGE_OBJECTS} objects of \
          512 B at once) beside it; {reps} loads per loss rate and protocol, the two \
          protocols alternating; medians with [p10–p90]. small p50/p90: over every \
          object of every load",
-        BULK >> 20
+        BULK_RATE / 1_000_000
     )];
     let mut rows = Vec::new();
     let mut errors: Vec<String> = Vec::new();
@@ -325,7 +333,7 @@ async fn page_beside_bulk(client: Rc<Client>, base: String, rtt: Duration) -> Re
     let received = Rc::new(Cell::new(0usize));
     let bulk_task = {
         let (client, received) = (client.clone(), received.clone());
-        let url = format!("{base}/lab/bytes/{BULK}");
+        let url = format!("{base}/lab/paced/{BULK}");
         tokio::task::spawn_local(async move {
             let resp = client.get(&url).await.map_err(|e| e.to_string())?;
             let mut body = resp.into_body();
@@ -391,4 +399,27 @@ async fn get(client: &Client, url: &str) -> Result<bytes::Bytes, String> {
     }
     let body: Body = resp.into_body();
     body.collect(1 << 20).await.map_err(|e| e.to_string())
+}
+
+/// `/lab/paced/N`: `n` bytes sent at [`BULK_RATE`], in 8 KiB chunks, until
+/// the client goes away.
+pub(super) fn paced(n: usize) -> http::Response<Body> {
+    const CHUNK: usize = 8 * 1024;
+    let (tx, body) = Body::channel(2);
+    tokio::spawn(async move {
+        let every = Duration::from_secs_f64(CHUNK as f64 * 8.0 / BULK_RATE as f64);
+        let mut tick = tokio::time::interval(every);
+        // Behind (the connection pushed back): go on at the rate, no burst.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut left = n.min(BULK);
+        while left > 0 {
+            tick.tick().await;
+            let k = left.min(CHUNK);
+            if tx.send(bytes::Bytes::from(vec![b'v'; k])).await.is_err() {
+                return;
+            }
+            left -= k;
+        }
+    });
+    http::Response::new(body)
 }
