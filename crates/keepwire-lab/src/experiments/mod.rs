@@ -13,6 +13,7 @@ mod harness;
 mod hol_blocking;
 mod nagle;
 mod page_load;
+mod quic;
 mod raw;
 mod realtime;
 mod realtime_client;

@@ -28,6 +28,7 @@ use keepwire::{Body, Client};
 use tokio::time::Instant;
 
 use super::harness::{Experiment, Lab, Outcome, PAGE_OBJECTS, Row, outcome};
+use super::quic::{Proto, get};
 use super::stats::{Spread, ms, quantile};
 use super::transport_hol_model::{Scenario, Transport, stall_chance};
 
@@ -72,25 +73,10 @@ const COLUMNS: [&str; 6] = [
 const PAGE: usize = 0;
 const SMALL_P90: usize = 2;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Proto {
-    H2,
-    H3,
-}
-
-impl Proto {
-    fn name(self) -> &'static str {
-        match self {
-            Proto::H2 => "HTTP/2 (TCP)",
-            Proto::H3 => "HTTP/3 (QUIC)",
-        }
-    }
-
-    fn transport(self) -> Transport {
-        match self {
-            Proto::H2 => Transport::Tcp,
-            Proto::H3 => Transport::Quic,
-        }
+fn transport(proto: Proto) -> Transport {
+    match proto {
+        Proto::H2 => Transport::Tcp,
+        Proto::H3 => Transport::Quic,
     }
 }
 
@@ -211,7 +197,7 @@ fn summary_row(
                 objects: PAGE_OBJECTS,
                 bulk_window: window.round().max(1.0) as usize,
             }
-            .predict(proto.transport(), 2000);
+            .predict(transport(proto), 2000);
             (page0 + m.page_median * r, small0 + m.object_p90 * r)
         });
     let values = vec![
@@ -310,13 +296,7 @@ fn load_once(lab: &Lab, proto: Proto) -> Result<Load, String> {
     let origin = lab.origin_tls;
     let r = lab.rtt;
     lab.link.client.run(move || async move {
-        let client = match proto {
-            Proto::H2 => Client::builder()
-                .tls_config(keepwire::client::tls::insecure_config())
-                .build()
-                .map_err(|e| e.to_string())?,
-            Proto::H3 => return Err("keepwire's HTTP/3 client is not on main yet".into()),
-        };
+        let client = proto.client()?;
         let client = Rc::new(client);
         let base = format!("https://{origin}");
         let limit = r * 40 + Duration::from_secs(10);
@@ -389,16 +369,6 @@ async fn page_beside_bulk(client: Rc<Client>, base: String, rtt: Duration) -> Re
         objects_ms,
         bulk_window: bulk_bytes as f64 / PACKET / (elapsed.as_secs_f64() / rtt.as_secs_f64()),
     })
-}
-
-/// GETs `url` and reads its body to the end.
-async fn get(client: &Client, url: &str) -> Result<bytes::Bytes, String> {
-    let resp = client.get(url).await.map_err(|e| e.to_string())?;
-    if !resp.status().is_success() {
-        return Err(format!("{url}: {}", resp.status()));
-    }
-    let body: Body = resp.into_body();
-    body.collect(1 << 20).await.map_err(|e| e.to_string())
 }
 
 /// `/lab/paced/N`: `n` bytes sent at [`BULK_RATE`], in 8 KiB chunks, until
