@@ -9,6 +9,7 @@
 //! keepwire does about it.
 
 mod dumb_proxy;
+mod h3_interim;
 mod harness;
 mod hol_blocking;
 mod nagle;

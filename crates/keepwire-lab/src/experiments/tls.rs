@@ -94,15 +94,23 @@ pub(super) fn run(lab: &Lab) -> Outcome {
     for (label, proto, resumed, handshake_rtts) in FIRST_REQUESTS {
         let model = (handshake_rtts + 1.0) * r;
         match first_request(lab, proto, resumed) {
-            Ok(t) => rows.push(row(
-                label,
-                vec![
-                    Some(t),
-                    Some(model),
-                    Some((t - model) / model * 100.0),
-                    Some(1.0),
-                ],
-            )),
+            Ok((t, early)) => {
+                if let Some(accepted) = early {
+                    notes.push(format!(
+                        "{label}: 0-RTT data {}",
+                        if accepted { "accepted" } else { "REFUSED" }
+                    ));
+                }
+                rows.push(row(
+                    label,
+                    vec![
+                        Some(t),
+                        Some(model),
+                        Some((t - model) / model * 100.0),
+                        Some(1.0),
+                    ],
+                ));
+            }
             Err(e) => {
                 notes.push(format!("{label}: {e}"));
                 rows.push(row(label, vec![None, Some(model), None, None]));

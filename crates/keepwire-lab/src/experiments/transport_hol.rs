@@ -24,11 +24,11 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
-use keepwire::{Body, Client};
+use keepwire::Body;
 use tokio::time::Instant;
 
 use super::harness::{Experiment, Lab, Outcome, PAGE_OBJECTS, Row, outcome};
-use super::quic::{Proto, get};
+use super::quic::{Fetcher, Proto, get};
 use super::stats::{Spread, ms, quantile};
 use super::transport_hol_model::{Scenario, Transport, stall_chance};
 
@@ -146,6 +146,13 @@ pub(super) fn run(lab: &Lab) -> Outcome {
          bulk's measured packets per round trip (over TCP a loss among the packets \
          ahead of an object within a round trip stalls it, up to 1 RTT = {r:.0} ms; \
          over QUIC only a loss of its own packet does)"
+    ));
+    let cc = lab.link.congestion_control.as_deref().unwrap_or("unknown");
+    notes.push(format!(
+        "congestion control: {cc} for TCP (the namespaces'), and for QUIC the same where quinn \
+         has it (bbr, reno; else its cubic), so the two differ in how they order bytes, not in \
+         how they react to loss. HTTP/3 is driven by quinn and h3 directly for now \
+         (experiments/h3_interim.rs), until keepwire's own HTTP/3 server and client land"
     ));
     if lab.link.spec.loss > 0.0 {
         notes.push(format!(
@@ -296,7 +303,7 @@ fn load_once(lab: &Lab, proto: Proto) -> Result<Load, String> {
     let origin = lab.origin_tls;
     let r = lab.rtt;
     lab.link.client.run(move || async move {
-        let client = proto.client()?;
+        let client = proto.client(origin).await?;
         let client = Rc::new(client);
         let base = format!("https://{origin}");
         let limit = r * 40 + Duration::from_secs(10);
@@ -308,14 +315,18 @@ fn load_once(lab: &Lab, proto: Proto) -> Result<Load, String> {
 
 /// Warms the connection, starts the bulk download, loads the page beside
 /// it, then drops the bulk.
-async fn page_beside_bulk(client: Rc<Client>, base: String, rtt: Duration) -> Result<Load, String> {
+async fn page_beside_bulk(
+    client: Rc<Fetcher>,
+    base: String,
+    rtt: Duration,
+) -> Result<Load, String> {
     get(&client, &format!("{base}/lab/bytes/0")).await?;
     let received = Rc::new(Cell::new(0usize));
     let bulk_task = {
         let (client, received) = (client.clone(), received.clone());
         let url = format!("{base}/lab/paced/{BULK}");
         tokio::task::spawn_local(async move {
-            let resp = client.get(&url).await.map_err(|e| e.to_string())?;
+            let resp = client.get(&url).await?;
             let mut body = resp.into_body();
             while let Some(frame) = body.frame().await {
                 let frame = frame.map_err(|e| e.to_string())?;
