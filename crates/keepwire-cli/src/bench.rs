@@ -104,6 +104,10 @@ pub struct BenchArgs {
     /// --http2-prior-knowledge, with a deprecation note.)
     #[arg(long, conflicts_with_all = ["rate", "http2_prior_knowledge"])]
     http2: bool,
+    /// https://: speak HTTP/3 over QUIC (UDP to the URL's port); --pipeline N sets the
+    /// concurrent streams per connection, as with --http2.
+    #[arg(long, conflicts_with_all = ["rate", "http2", "http2_prior_knowledge", "ws", "sse", "http10"])]
+    http3: bool,
     /// http://: speak HTTP/2 without negotiating (h2c, as curl spells it); on https://
     /// the same as --http2. --pipeline N sets the streams per connection.
     #[arg(long, conflicts_with = "rate")]
@@ -221,7 +225,8 @@ fn plan(args: &BenchArgs, given: &str) -> Result<(Plan, String, Target), String>
         _ => (given.to_string(), args.ws),
     };
     let url = parse_url(&url)?;
-    let http2 = args.http2 || args.http2_prior_knowledge;
+    // HTTP/3 sends the same multiplexed request as HTTP/2.
+    let http2 = args.http2 || args.http2_prior_knowledge || args.http3;
     if ws && http2 {
         return Err("--ws runs over HTTP/1.1 upgrades: --http2 does not apply".into());
     }
@@ -232,6 +237,9 @@ fn plan(args: &BenchArgs, given: &str) -> Result<(Plan, String, Target), String>
         );
     }
     let https = url.scheme_str() == Some("https");
+    if args.http3 && !https {
+        return Err("--http3 needs an https:// URL (QUIC carries TLS 1.3)".into());
+    }
     if args.http2 && !https {
         crate::common::deprecated("--http2 on http://", "--http2-prior-knowledge");
     }
@@ -312,6 +320,7 @@ fn plan(args: &BenchArgs, given: &str) -> Result<(Plan, String, Target), String>
             args.message_size, args.pipeline
         ),
         _ if args.sse => "Server-Sent Events".to_string(),
+        _ if args.http3 => format!("HTTP/3 over QUIC, {} streams per connection", args.pipeline),
         (_, _, true) if https => {
             format!("HTTP/2 over TLS, {} streams per connection", args.pipeline)
         }
@@ -354,6 +363,7 @@ fn plan(args: &BenchArgs, given: &str) -> Result<(Plan, String, Target), String>
         body: body.clone(),
     });
     plan.tls = if https { Some(tls(args, &url)?) } else { None };
+    plan.http3 = args.http3;
     if ws {
         let text = "keepwire bench ".bytes().cycle();
         let message = text.take(args.message_size as usize).collect::<Vec<u8>>();
@@ -365,6 +375,7 @@ fn plan(args: &BenchArgs, given: &str) -> Result<(Plan, String, Target), String>
     let protocol = match (ws, args.sse, http2, https, args.http10) {
         (true, ..) => "ws",
         (_, true, ..) => "sse",
+        _ if args.http3 => "h3",
         (_, _, true, true, _) => "h2",
         (_, _, true, false, _) => "h2c",
         (.., true) => "http/1.0",

@@ -99,6 +99,10 @@ pub struct ProxyArgs {
     /// upstreams choose by ALPN.)
     #[arg(long)]
     upstream_http2_prior_knowledge: bool,
+    /// HTTP/3 over QUIC to https:// upstreams, TCP raced 200 ms later and used if
+    /// QUIC fails (forward-mode origins stay on TCP).
+    #[arg(long)]
+    upstream_http3: bool,
     /// The old spelling of --upstream-http2-prior-knowledge.
     #[arg(long, hide = true)]
     upstream_http2: bool,
@@ -250,6 +254,7 @@ fn configure(args: &ProxyArgs) -> Result<(Vec<SocketAddr>, ProxyConfig), String>
         deprecated("--upstream-http2", "--upstream-http2-prior-knowledge");
     }
     cfg.upstream_http2 = args.upstream_http2 || args.upstream_http2_prior_knowledge;
+    cfg.upstream_http3 = args.upstream_http3;
     cfg.trace = args.trace;
     let listen = if !args.listen.is_empty() {
         args.listen.clone()
@@ -281,6 +286,7 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
         server_cfg.idle_timeout = args.idle_timeout;
         server_cfg.pipeline_depth = args.pipeline_depth.max(1);
         server_cfg.tls = tls;
+        server_cfg.http3 = args.tls.http3()?;
         server_cfg.io = args.io;
         server_cfg.access_log = args.ops.access_log()?;
         let scheme = if server_cfg.tls.is_some() {
@@ -304,6 +310,7 @@ pub fn run(args: ProxyArgs) -> Result<(), String> {
             proxy.add_own_address(a);
             eprintln!("keepwire proxy: listening on {scheme}://{a}/ ({mode})");
         }
+        TlsArgs::announce_http3("proxy", &server);
         if let Some(pem) = &self_signed {
             eprintln!("keepwire proxy: {}", self_signed_note(pem.path()));
         }

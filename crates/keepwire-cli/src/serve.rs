@@ -174,6 +174,7 @@ async fn serve(args: ServeArgs, app: App) -> Result<(), String> {
     config.limits.max_body_bytes = Some(args.max_body);
     let (tls, self_signed) = args.tls.server_config()?;
     config.tls = tls;
+    config.http3 = args.tls.http3()?;
     config.io = args.io;
     config.listen.reuse_port = args.reuse_port;
     config.access_log = args.ops.access_log()?;
@@ -207,6 +208,7 @@ async fn serve(args: ServeArgs, app: App) -> Result<(), String> {
     for addr in server.local_addrs() {
         eprintln!("keepwire serve: listening on {scheme}://{addr}/ ({what})");
     }
+    crate::tls::TlsArgs::announce_http3("serve", &server);
     if let Some(pem) = &self_signed {
         eprintln!(
             "keepwire serve: {}",

@@ -33,6 +33,14 @@ pub struct TlsArgs {
     /// removed on a clean exit.
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     pub tls_self_signed: bool,
+    /// Serve HTTP/3 over QUIC beside HTTPS, on UDP at each listener's port,
+    /// with the same certificate; TCP responses then carry Alt-Svc. The
+    /// default with TLS (QUIC needs TLS 1.3): the flag only says so.
+    #[arg(long, overrides_with = "no_http3")]
+    pub http3: bool,
+    /// Serve HTTPS over TCP only: no QUIC endpoint, no Alt-Svc.
+    #[arg(long)]
+    pub no_http3: bool,
 }
 
 /// The line that tells where a self-signed certificate went.
@@ -67,6 +75,23 @@ impl Drop for SelfSignedPem {
 }
 
 impl TlsArgs {
+    /// Whether to serve HTTP/3 (`--http3` without TLS is an error: QUIC
+    /// needs a certificate).
+    pub fn http3(&self) -> Result<bool, String> {
+        let tls = self.tls_self_signed || self.tls_cert.is_some();
+        if self.http3 && !tls {
+            return Err("--http3 needs --tls-cert/--tls-key or --tls-self-signed".into());
+        }
+        Ok(!self.no_http3)
+    }
+
+    /// Tells where HTTP/3 is served, if it is.
+    pub fn announce_http3(command: &str, server: &keepwire::Server) {
+        for addr in server.quic_addrs() {
+            eprintln!("keepwire {command}: HTTP/3 on udp {addr}");
+        }
+    }
+
     /// The server TLS settings the flags ask for (`None`: cleartext), and
     /// where a self-signed certificate was written.
     pub fn server_config(

@@ -28,6 +28,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
 
 mod histogram;
+mod protocol;
 pub use histogram::Histogram;
 use histogram::{CONNECTION_SECONDS, REQUEST_SECONDS, REQUESTS, S};
 
@@ -133,6 +134,28 @@ pub struct ServerMetrics {
     /// Gauge: upgraded connections and CONNECT tunnels open now (each also
     /// counts in `connections_open` until it ends, R9.5).
     pub tunnels_open: AtomicU64,
+    /// Requests read over HTTP/2 (also in `requests`).
+    pub h2_requests: AtomicU64,
+    /// Requests read over HTTP/3 (also in `requests`).
+    pub h3_requests: AtomicU64,
+    /// QUIC connections accepted (also in `connections_accepted`).
+    pub h3_connections_accepted: AtomicU64,
+    /// Gauge: HTTP/3 streams whose handler or answer is in flight.
+    pub h3_streams_in_flight: AtomicU64,
+    /// The most HTTP/3 streams any one connection had in flight at once
+    /// (never above `http3_max_streams`).
+    pub h3_streams_in_flight_max_per_conn: AtomicU64,
+    /// HTTP/3 streams the client stopped while their work was in flight
+    /// (the work was cancelled).
+    pub h3_streams_cancelled: AtomicU64,
+    /// HTTP/3 streams refused because the connection's handlers in flight
+    /// were at the stream limit.
+    pub h3_streams_refused: AtomicU64,
+    /// HTTP/3 streams reset for getting no flow-control window for the
+    /// write timeout.
+    pub h3_streams_stalled: AtomicU64,
+    /// HTTP/3 connections closed with H3_EXCESSIVE_LOAD (cancel floods).
+    pub h3_calm_closes: AtomicU64,
 }
 
 impl Default for ServerMetrics {
@@ -156,6 +179,15 @@ impl Default for ServerMetrics {
             h2_streams_stalled: Default::default(),
             h2_calm_goaways: Default::default(),
             tunnels_open: Default::default(),
+            h2_requests: Default::default(),
+            h3_requests: Default::default(),
+            h3_connections_accepted: Default::default(),
+            h3_streams_in_flight: Default::default(),
+            h3_streams_in_flight_max_per_conn: Default::default(),
+            h3_streams_cancelled: Default::default(),
+            h3_streams_refused: Default::default(),
+            h3_streams_stalled: Default::default(),
+            h3_calm_closes: Default::default(),
         }
     }
 }
@@ -278,6 +310,7 @@ impl ServerMetrics {
                 gauge(&self.tunnels_open),
             ),
         ];
+        families.extend(self.per_protocol());
         if let Some(n) = access_log_dropped {
             families.push(family(
                 "access_log_dropped_lines",

@@ -48,7 +48,8 @@ pub struct GetArgs {
     connections: Option<u16>,
     /// Print each request and response head on stderr, like `curl -v`: `> ` lines were
     /// sent (over HTTP/2, curl's `* [HTTP/2] [stream] [:pseudo: value]` lines first),
-    /// `< ` lines received, `* ` lines say which connection and what happened.
+    /// `< ` lines received, `* ` lines say which connection and what happened (over
+    /// HTTP/3: the QUIC handshake's time and version, and whether 0-RTT was accepted).
     #[arg(short, long)]
     verbose: bool,
     /// Method (curl's -X): GET, or POST with a body.
@@ -142,6 +143,17 @@ pub struct GetArgs {
     /// Speak HTTP/2 without negotiating (h2c on http://), as curl spells it.
     #[arg(long, conflicts_with_all = ["strategy", "http1"])]
     http2_prior_knowledge: bool,
+    /// https://: HTTP/3 over QUIC first, TCP raced 200 ms later and used if QUIC
+    /// fails (curl's --http3); `Alt-Svc` answers are honoured.
+    #[arg(long, conflicts_with_all = ["http1", "http2_prior_knowledge", "http3_only"])]
+    http3: bool,
+    /// https://: HTTP/3 only; a QUIC failure is the request's error (curl's --http3-only).
+    #[arg(long, conflicts_with_all = ["http1", "http2_prior_knowledge"])]
+    http3_only: bool,
+    /// With --http3 or --http3-only: on QUIC resumption, send idempotent requests
+    /// (GET, HEAD, ...) in 0-RTT early data (RFC 8470); others wait for the handshake.
+    #[arg(long)]
+    early_data: bool,
     /// https://: offer only HTTP/1.1 by ALPN (never HTTP/2).
     #[arg(long = "http1.1", id = "http1")]
     http1: bool,
@@ -333,6 +345,16 @@ pub fn run(mut args: GetArgs) -> Result<(), String> {
         .timeout(args.timeout)
         .page(args.page)
         .http1_only(args.http1)
+        .http3(
+            if args.http3_only {
+                keepwire::client::Http3Mode::Only
+            } else if args.http3 {
+                keepwire::client::Http3Mode::Prefer
+            } else {
+                keepwire::client::Http3Mode::Off
+            },
+            args.early_data,
+        )
         .keep_bodies(show || args.output.is_some())
         .transcript(args.verbose)
         .request(request_spec(&args))

@@ -38,13 +38,61 @@ impl Rng {
 /// experiment 10). A real-time priority puts the line first when its timer
 /// fires; it sleeps in ppoll otherwise, so it starves nothing. Refused
 /// without CAP_SYS_NICE in the host (a user namespace's root has none) or
-/// an RLIMIT_RTPRIO of 10: the line then runs at normal priority.
+/// an RLIMIT_RTPRIO of 10: the line then asks the fair scheduler for its
+/// shortest slice instead ([`short_slice`]), which any user may.
 pub(super) fn realtime() -> io::Result<()> {
     let param = libc::sched_param { sched_priority: 10 };
     // SAFETY: this thread, a valid policy and parameter.
     if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(())
+}
+
+/// The kernel's `struct sched_attr` (include/uapi/linux/sched/types.h,
+/// SCHED_ATTR_SIZE_VER1); libc has no binding for it.
+#[repr(C)]
+struct SchedAttr {
+    size: u32,
+    policy: u32,
+    flags: u64,
+    nice: i32,
+    priority: u32,
+    runtime: u64,
+    deadline: u64,
+    period: u64,
+    util_min: u32,
+    util_max: u32,
+}
+
+/// The shortest slice EEVDF grants (100 µs; the default is 3 ms or more):
+/// without real-time priority, the line asks for it so that its timer's
+/// wake-up preempts whatever runs (the kernel's PREEMPT_SHORT, Linux 6.12+)
+/// instead of waiting out that task's slice. Unprivileged, with the same
+/// share of the CPU as any thread. Also shrinks the timer slack (50 µs by
+/// default) to 1 ns, so ppoll wakes when asked. Measured as `nobody` on this
+/// machine's two cores, the lab's realtime experiment: see
+/// docs/BENCHMARKS.md (issue 20).
+pub(super) fn short_slice() -> io::Result<()> {
+    let attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        policy: libc::SCHED_OTHER as u32,
+        flags: 0,
+        nice: 0,
+        priority: 0,
+        runtime: 100_000,
+        deadline: 0,
+        period: 0,
+        util_min: 0,
+        util_max: 0,
+    };
+    // SAFETY: this thread (0), a valid, fully initialised attribute of the
+    // size it declares, no flags.
+    if unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a plain prctl on this thread.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
     Ok(())
 }
 

@@ -59,7 +59,7 @@ use tokio::net::TcpListener;
 
 use crate::wire::WireCounters;
 pub(crate) use line::Rng;
-use line::{delay_line, realtime};
+use line::{delay_line, realtime, short_slice};
 use netns::{enter_namespace, lacks_privilege, netns_inode};
 use relay::relay_accept;
 pub use tcp::CongestionControl;
@@ -300,15 +300,20 @@ impl Link {
                 std::thread::Builder::new()
                     .name(format!("lab-line-{i}"))
                     .spawn(move || {
-                        let _ = prio_tx.send(realtime());
+                        let prio = realtime().map_err(|fifo| (fifo, short_slice().err()));
+                        let _ = prio_tx.send(prio);
                         delay_line(&from, &to, spec, i, &stop, (&loss, &dropped), &wire)
                     })?,
             );
         }
         // One answer per line (each keeps its sender while it runs).
-        if let Some(Err(e)) = prio_rx.iter().take(lines.len()).find(Result::is_err) {
+        if let Some(Err((fifo, slice))) = prio_rx.iter().take(lines.len()).find(Result::is_err) {
+            let fallback = match slice {
+                None => "with the fair scheduler's shortest slice (0.1 ms)".to_string(),
+                Some(e) => format!("at normal priority (short slice: {e})"),
+            };
             notes.push(format!(
-                "delay line at normal priority (SCHED_FIFO: {e}; real root, or an \
+                "delay line {fallback}, not real-time (SCHED_FIFO: {fifo}; real root, or an \
                  RLIMIT_RTPRIO of 10 (`rtprio` in limits.conf), gives it real-time \
                  priority): under load a packet may be a few ms late"
             ));

@@ -470,8 +470,14 @@ fn request_head(sent: &Sent, version: Version, stream: u64) -> String {
     let path = sent.url.path_and_query().map_or("/", |p| p.as_str());
     let mut s = String::new();
     let mut headers = sent.headers.clone();
-    let shown = if version == Version::HTTP_2 {
-        let id = 2 * stream + 1;
+    let shown = if version == Version::HTTP_2 || version == Version::HTTP_3 {
+        // Client-initiated bidirectional streams: 1, 3, 5 in HTTP/2; 0, 4,
+        // 8 in QUIC.
+        let id = if version == Version::HTTP_3 {
+            4 * stream
+        } else {
+            2 * stream + 1
+        };
         let scheme = sent.url.scheme_str().unwrap_or("http");
         let authority = match sent.headers.get(HOST).and_then(|h| h.to_str().ok()) {
             Some(host) => host.to_string(),
@@ -479,7 +485,8 @@ fn request_head(sent: &Sent, version: Version, stream: u64) -> String {
                 .map(|o| format!("{}:{}", o.host, o.port))
                 .unwrap_or_default(),
         };
-        s.push_str(&keepwire::client::verbose::h2_pseudo_headers(
+        s.push_str(&keepwire::client::verbose::pseudo_headers(
+            version,
             id,
             &[
                 (":method", sent.method.as_str()),
@@ -490,7 +497,11 @@ fn request_head(sent: &Sent, version: Version, stream: u64) -> String {
         ));
         headers.remove(HOST);
         keepwire::proto::hop::strip_hop_by_hop(&mut headers, false);
-        "HTTP/2"
+        if version == Version::HTTP_3 {
+            "HTTP/3"
+        } else {
+            "HTTP/2"
+        }
     } else {
         "HTTP/1.1"
     };
@@ -548,12 +559,32 @@ fn conn_note(index: usize, meta: &RequestMeta) -> String {
             "* #{index} connection #{} new {} -> {}\n",
             meta.conn.id, meta.conn.local, meta.conn.peer
         );
-        if let Some(t) = meta.conn.tls {
+        if let Some(q) = meta.conn.quic {
+            // QUIC: the handshake is TLS 1.3's, inside QUIC's packets.
+            let handshake = meta.timings.connect.unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "* #{index} QUIC handshake {:.1} ms, QUIC version {}, TLSv1.3, ALPN h3",
+                handshake.as_secs_f64() * 1e3,
+                q.version
+            );
+        } else if let Some(t) = meta.conn.tls {
             let alpn = t.alpn.unwrap_or("none (HTTP/1.1)");
             let _ = writeln!(s, "* #{index} TLS {} {}, ALPN {alpn}", t.version, t.cipher);
         }
         s
     };
+    if let Some(q) = meta.conn.quic
+        && (!meta.reused || meta.early_data)
+    {
+        let zero_rtt = match q.zero_rtt {
+            None => "not tried (no session ticket, or --early-data off)",
+            Some(true) if meta.early_data => "accepted (this request went in early data)",
+            Some(true) => "accepted",
+            Some(false) => "rejected by the server",
+        };
+        let _ = writeln!(s, "* #{index} 0-RTT: {zero_rtt}");
+    }
     if meta.retries > 0 {
         let _ = writeln!(
             s,

@@ -69,6 +69,7 @@ pub fn build(records: &[Record], t0: SystemTime) -> Value {
 fn entry(r: &Record, t0: SystemTime) -> Value {
     let version = match r.version.as_deref() {
         Some("HTTP/2.0") => "HTTP/2",
+        Some("HTTP/3.0") => "HTTP/3",
         Some("HTTP/1.0") => "HTTP/1.0",
         _ => "HTTP/1.1",
     };

@@ -80,6 +80,10 @@ pub struct LoadConfig {
     pub request: RequestSpec,
     /// Forward proxies (`keepwire::client::proxy`); `None`: direct.
     pub proxy: Option<Arc<keepwire::client::proxy::ProxyConfig>>,
+    /// HTTP/3 for `https://` ([`keepwire::client::Http3Mode`]). Default off.
+    pub http3: keepwire::client::Http3Mode,
+    /// Idempotent requests may go in QUIC 0-RTT early data.
+    pub early_data: bool,
 }
 
 impl Default for LoadConfig {
@@ -97,6 +101,8 @@ impl Default for LoadConfig {
             on_chunk: None,
             request: RequestSpec::default(),
             proxy: None,
+            http3: keepwire::client::Http3Mode::Off,
+            early_data: false,
         }
     }
 }
@@ -135,6 +141,12 @@ impl LoadConfig {
     /// Sets [`LoadConfig::tls`].
     pub fn tls(mut self, tls: Arc<rustls::ClientConfig>) -> Self {
         self.tls = Some(tls);
+        self
+    }
+    /// Sets [`LoadConfig::http3`] and [`LoadConfig::early_data`].
+    pub fn http3(mut self, mode: keepwire::client::Http3Mode, early_data: bool) -> Self {
+        self.http3 = mode;
+        self.early_data = early_data;
         self
     }
     /// Sets [`LoadConfig::keep_bodies`].
@@ -178,6 +190,8 @@ impl LoadConfig {
             );
         config.tls = self.tls.clone();
         config.proxy = self.proxy.clone();
+        config.http3 = self.http3;
+        config.early_data = self.early_data;
         // Requests wait for a slot as long as the ones ahead take; those are
         // bounded by the timeouts above.
         config.pool.wait_timeout = Duration::from_secs(24 * 3600);

@@ -202,6 +202,7 @@ pub fn exit_code(e: &ClientError) -> u8 {
         ClientError::Protocol(_) | ClientError::Unexpected => 8,
         ClientError::Body(_) => 26,
         ClientError::Http2(_) => 16,
+        ClientError::Http3(_) => 95,
         ClientError::Proxy(ProxyError::Resolve { .. }) => 5,
         ClientError::Proxy(ProxyError::Connect { .. }) => 7,
         ClientError::Proxy(_) => 56,

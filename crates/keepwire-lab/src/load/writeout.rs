@@ -76,6 +76,7 @@ pub fn head(r: &Record) -> String {
     let status = r.status.unwrap_or(0);
     let mut s = match r.version.as_deref() {
         Some("HTTP/2.0") => format!("HTTP/2 {status} \r\n"),
+        Some("HTTP/3.0") => format!("HTTP/3 {status} \r\n"),
         v => format!(
             "{} {status} {}\r\n",
             v.unwrap_or("HTTP/1.1"),
@@ -142,6 +143,7 @@ fn variable(name: &str, r: &Record, exit: u8) -> String {
         "local_port" => local.1,
         "http_version" => match r.version.as_deref() {
             Some("HTTP/2.0") => "2".into(),
+            Some("HTTP/3.0") => "3".into(),
             Some("HTTP/1.0") => "1.0".into(),
             Some("HTTP/1.1") => "1.1".into(),
             _ => "0".into(),

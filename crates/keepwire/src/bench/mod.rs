@@ -32,6 +32,7 @@
 mod document;
 mod http1;
 mod http2;
+mod http3;
 mod opening;
 mod progress;
 mod report;
@@ -104,6 +105,9 @@ pub struct Plan {
     /// (like h2load's `-m`); `request` is unused. With prior knowledge
     /// (h2c) in cleartext, by ALPN over TLS.
     pub http2: Option<Http2Request>,
+    /// Speak HTTP/3 over QUIC (UDP to `addr`) instead of HTTP/2: the
+    /// request is `http2`'s, `pipeline` streams per connection; needs `tls`.
+    pub http3: bool,
     /// Speak TLS (an `https://` run). The handshake is part of the connect
     /// time, as in wrk and h2load.
     pub tls: Option<Tls>,
@@ -151,6 +155,7 @@ impl Default for Plan {
             rate: None,
             timeout: Duration::from_secs(10),
             http2: None,
+            http3: false,
             tls: None,
             ws: None,
             sse: None,
@@ -217,6 +222,22 @@ pub fn preflight(plan: &Plan) -> io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if plan.http3 {
+        let config = http3::quic_config(plan)?;
+        return rt.block_on(async {
+            match tokio::time::timeout(plan.timeout, http3::open(plan, config)).await {
+                Ok(Ok((endpoint, _, _))) => {
+                    endpoint.close(0u32.into(), b"");
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no QUIC connection within {:?}", plan.timeout),
+                )),
+            }
+        });
+    }
     let tls = plan.tls.as_ref().map(|t| t.connector(plan.http2.is_some()));
     rt.block_on(async {
         match tokio::time::timeout(plan.timeout, open(plan, tls.as_ref())).await {
@@ -239,6 +260,8 @@ struct Shared {
     plan: Plan,
     /// For an `https://` run.
     tls: Option<tokio_rustls::TlsConnector>,
+    /// For an HTTP/3 run.
+    quic: Option<quinn::ClientConfig>,
     /// `pipeline` copies of the request, back to back.
     batch: Bytes,
     limits: Limits,
@@ -321,8 +344,13 @@ pub fn run(plan: Plan, progress: Arc<Progress>, interrupt: Arc<AtomicBool>) -> i
     };
     let mut limits = Limits::default();
     limits.max_body_bytes = None;
+    let quic = match plan.http3 {
+        true => Some(http3::quic_config(&plan)?),
+        false => None,
+    };
     let shared = Arc::new(Shared {
         tls: plan.tls.as_ref().map(|t| t.connector(plan.http2.is_some())),
+        quic,
         batch: batch.freeze(),
         limits,
         stopping: AtomicBool::new(false),
@@ -504,6 +532,9 @@ enum End {
 
 impl Worker {
     async fn run(mut self) {
+        if self.shared.plan.http3 {
+            return Rc::new(self).run_http3().await;
+        }
         if self.shared.plan.http2.is_some() {
             return Rc::new(self).run_http2().await;
         }

@@ -204,6 +204,19 @@ impl ClientBuilder {
         self
     }
 
+    /// When `https://` requests use HTTP/3 ([`Http3Mode`]). Default off.
+    pub fn http3(mut self, mode: super::Http3Mode) -> Self {
+        self.config.http3 = mode;
+        self
+    }
+
+    /// Idempotent requests may go in QUIC 0-RTT early data (RFC 8470).
+    /// Default off.
+    pub fn early_data(mut self, on: bool) -> Self {
+        self.config.early_data = on;
+        self
+    }
+
     /// Every request through the `http://` forward proxy at `url` (curl's
     /// `-x`): `http://` origins in absolute-form, `https://` ones through a
     /// `CONNECT` tunnel.

@@ -69,6 +69,41 @@ pub struct ClientConfig {
     /// [`Client::get`]: super::Client::get
     /// [`Client::send`]: super::Client::send
     pub default_headers: http::HeaderMap,
+    /// When `https://` requests go over HTTP/3 (QUIC on UDP). Default
+    /// [`Http3Mode::Off`]: no UDP a caller did not ask for.
+    pub http3: Http3Mode,
+    /// Send idempotent requests in QUIC 0-RTT early data when a session
+    /// ticket allows (RFC 8470, R8.3): a request an attacker could replay
+    /// is one that may repeat. Other requests on a connection still in its
+    /// 0-RTT phase wait for the handshake. Default off.
+    pub early_data: bool,
+}
+
+/// When the client speaks HTTP/3 to an `https://` origin.
+///
+/// QUIC goes to UDP on the origin's port (or the port its `Alt-Svc`
+/// names). Except with [`Only`](Http3Mode::Only), a QUIC connection is
+/// raced against TCP (QUIC first, TCP after [`QUIC_HEAD_START`] as curl's
+/// `--http3` does): whichever connects first carries the request, the
+/// other is kept for later ones, and an origin whose QUIC failed goes over
+/// TCP for the next five minutes (Chromium's first "broken alternative
+/// service" period). Requests through a forward proxy, and HTTP/1.1
+/// upgrades, always use TCP.
+///
+/// [`QUIC_HEAD_START`]: super::QUIC_HEAD_START
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Http3Mode {
+    /// TCP only (HTTP/1.1 or HTTP/2 by ALPN).
+    #[default]
+    Off,
+    /// HTTP/3 to origins that advertised it with `Alt-Svc: h3=":port"`,
+    /// for as long as its `ma` says (RFC 7838), as browsers do.
+    AltSvc,
+    /// HTTP/3 first, TCP raced and used if QUIC fails (curl's `--http3`).
+    Prefer,
+    /// HTTP/3 or nothing (curl's `--http3-only`).
+    Only,
 }
 
 impl Default for ClientConfig {
@@ -93,6 +128,8 @@ impl Default for ClientConfig {
             destinations: None,
             proxy: None,
             default_headers: http::HeaderMap::new(),
+            http3: Http3Mode::Off,
+            early_data: false,
         }
     }
 }

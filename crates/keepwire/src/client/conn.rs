@@ -26,6 +26,8 @@ pub struct ConnMeta {
     pub peer: SocketAddr,
     /// What TLS agreed on (`https`), as `curl -v` shows it.
     pub tls: Option<TlsInfo>,
+    /// QUIC facts, for an HTTP/3 connection.
+    pub quic: Option<super::QuicInfo>,
 }
 
 /// An open connection and its protocol state.
@@ -71,6 +73,7 @@ impl ClientConn {
             local: tcp.local_addr()?,
             peer: tcp.peer_addr()?,
             tls: stream.tls_info(),
+            quic: None,
         };
         Ok(ClientConn {
             stream,

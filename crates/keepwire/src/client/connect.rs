@@ -107,12 +107,32 @@ pub async fn happy_eyeballs(
     delay: Duration,
     timeout: Duration,
 ) -> io::Result<TcpStream> {
+    race(addrs, delay, timeout, TcpStream::connect).await
+}
+
+/// RFC 8305's race with any `connect` (a TCP handshake, or a QUIC one):
+/// the first address to succeed wins, a new attempt starts every `delay`
+/// while earlier ones are pending, and losers are dropped.
+pub(crate) async fn race<T, F>(
+    addrs: &[SocketAddr],
+    delay: Duration,
+    timeout: Duration,
+    connect: impl Fn(SocketAddr) -> F,
+) -> io::Result<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = io::Result<T>> + Send + 'static,
+{
+    let start = |attempts: &mut JoinSet<_>, a: SocketAddr| {
+        let attempt = connect(a);
+        attempts.spawn(async move { attempt.await.map_err(|e| (a, e)) });
+    };
     let race = async {
         let mut pending = addrs.iter().copied();
         let mut attempts = JoinSet::new();
         let mut last_err = None;
         if let Some(a) = pending.next() {
-            attempts.spawn(async move { TcpStream::connect(a).await.map_err(|e| (a, e)) });
+            start(&mut attempts, a);
         }
         loop {
             let next_start = tokio::time::sleep(delay);
@@ -122,7 +142,7 @@ pub async fn happy_eyeballs(
                     Some(Ok(Err((a, e)))) => {
                         last_err = Some(io::Error::new(e.kind(), format!("connect to {a}: {e}")));
                         if let Some(a) = pending.next() {
-                            attempts.spawn(async move { TcpStream::connect(a).await.map_err(|e| (a, e)) });
+                            start(&mut attempts, a);
                         }
                     }
                     Some(Err(join)) => last_err = Some(io::Error::other(join)),
@@ -134,7 +154,7 @@ pub async fn happy_eyeballs(
                 },
                 _ = next_start, if pending.len() > 0 => {
                     if let Some(a) = pending.next() {
-                        attempts.spawn(async move { TcpStream::connect(a).await.map_err(|e| (a, e)) });
+                        start(&mut attempts, a);
                     }
                 }
             }

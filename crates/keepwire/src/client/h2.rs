@@ -157,37 +157,7 @@ impl Client {
         };
         timings.queued = queued.elapsed();
         let mut send = send;
-        let mut req = Request::new(());
-        *req.method_mut() = head.method.clone();
-        let path = head.target.path_and_query().map_or("/", |p| p.as_str());
-        // RFC 9113 §8.3.1: :authority says what Host would (a virtual host
-        // the caller named, as curl's `-H Host:` does over HTTP/2).
-        let authority = head
-            .headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .map_or_else(|| format!("{}:{}", origin.host, origin.port), str::to_owned);
-        *req.uri_mut() = Uri::builder()
-            .scheme(origin.scheme.as_str())
-            .authority(authority)
-            .path_and_query(path)
-            .build()
-            .map_err(|e| failed(NotSent, ClientError::InvalidUrl(e.to_string())))?;
-        *req.headers_mut() = head.headers.clone();
-        // :authority carries the host; connection-specific fields are
-        // malformed in HTTP/2 (RFC 9113 §8.2.2).
-        req.headers_mut().remove(HOST);
-        keepwire_proto::hop::strip_hop_by_hop(req.headers_mut(), false);
-        // The length h2 checks the DATA frames against: the body's own.
-        req.headers_mut().remove(http::header::CONTENT_LENGTH);
-        if let Some(n) = body.length()
-            && (n > 0 || !head.method.is_safe())
-        {
-            req.headers_mut().insert(
-                http::header::CONTENT_LENGTH,
-                keepwire_proto::encode::decimal_value(n),
-            );
-        }
+        let req = multiplexed_request(origin, head, body).map_err(|e| failed(NotSent, e))?;
         let empty = body.is_empty();
         let (resp, stream) = match send.send_request(req, empty) {
             Ok(v) => v,
@@ -293,13 +263,14 @@ impl Client {
             conn_request_index: index,
             retries,
             timings,
+            early_data: false,
         });
         Ok(Some(Response::from_parts(parts, body)))
     }
 
     /// The origin's connection, opened if there is none (or it ended);
     /// `None` if TLS agreed on HTTP/1.1.
-    async fn h2_conn(
+    pub(super) async fn h2_conn(
         &self,
         origin: &Origin,
         timings: &mut Timings,
@@ -323,6 +294,7 @@ impl Client {
             local: stream.local_addr().map_err(ClientError::Connect)?,
             peer: stream.peer_addr().map_err(ClientError::Connect)?,
             tls: None,
+            quic: None,
         };
         let alive = Arc::new(AtomicBool::new(true));
         let flag = alive.clone();
@@ -419,6 +391,48 @@ where
         alive.store(false, Relaxed);
     });
     Ok((send, ping))
+}
+
+/// The head of `head` as an HTTP/2 or HTTP/3 request: pseudo-header
+/// fields from the origin and target, no connection-specific fields, and
+/// the body's own length.
+pub(crate) fn multiplexed_request(
+    origin: &Origin,
+    head: &RequestHead,
+    body: &ReplayBody,
+) -> Result<Request<()>, ClientError> {
+    let mut req = Request::new(());
+    *req.method_mut() = head.method.clone();
+    let path = head.target.path_and_query().map_or("/", |p| p.as_str());
+    // RFC 9113 §8.3.1 (RFC 9114 §4.3.1): :authority says what Host would
+    // (a virtual host the caller named, as curl's `-H Host:` does).
+    let authority = head
+        .headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map_or_else(|| format!("{}:{}", origin.host, origin.port), str::to_owned);
+    *req.uri_mut() = Uri::builder()
+        .scheme(origin.scheme.as_str())
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .map_err(|e| ClientError::InvalidUrl(e.to_string()))?;
+    *req.headers_mut() = head.headers.clone();
+    // :authority carries the host; connection-specific fields are
+    // malformed (RFC 9113 §8.2.2, RFC 9114 §4.2).
+    req.headers_mut().remove(HOST);
+    keepwire_proto::hop::strip_hop_by_hop(req.headers_mut(), false);
+    // The length the DATA frames are checked against: the body's own.
+    req.headers_mut().remove(http::header::CONTENT_LENGTH);
+    if let Some(n) = body.length()
+        && (n > 0 || !head.method.is_safe())
+    {
+        req.headers_mut().insert(
+            http::header::CONTENT_LENGTH,
+            keepwire_proto::encode::decimal_value(n),
+        );
+    }
+    Ok(req)
 }
 
 /// A request body on its way out under the stream's flow control.

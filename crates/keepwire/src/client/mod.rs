@@ -16,12 +16,14 @@
 //! ends (and is dropped if the body is truncated, R8.2, or the reader gives
 //! up on it).
 
+mod alt_svc;
 mod builder;
 mod config;
 pub(crate) mod conn;
 pub mod connect;
 mod deadline;
 mod h2;
+mod h3;
 mod pipeline;
 pub mod pool;
 pub mod proxy;
@@ -43,10 +45,11 @@ use tokio::time::Instant;
 use crate::body::{Body, BodyError};
 use crate::transport::Transport;
 pub use builder::ClientBuilder;
-pub use config::ClientConfig;
+pub use config::{ClientConfig, Http3Mode};
 use conn::ClientConn;
 pub use conn::ConnMeta;
 use connect::Resolver;
+pub use h3::{Http3Error, QUIC_HEAD_START, QuicInfo};
 pub use pipeline::{PipelinedResponse, Unanswered};
 pub use pool::{Origin, PoolConfig};
 use pool::{Pool, SlotGuard};
@@ -86,6 +89,9 @@ pub enum ClientError {
     /// The HTTP/2 connection or stream failed.
     #[error("HTTP/2: {0}")]
     Http2(::h2::Error),
+    /// The QUIC connection or an HTTP/3 stream failed.
+    #[error("HTTP/3: {0}")]
+    Http3(h3::Http3Error),
     /// An extended CONNECT (RFC 8441) cannot be sent to this origin.
     #[error("extended CONNECT (RFC 8441): {0}")]
     ExtendedConnect(&'static str),
@@ -113,7 +119,8 @@ pub struct Timings {
     /// Name resolution (zero when cached).
     pub dns: Option<Duration>,
     /// TCP handshake, and for `https` the TLS handshake after it (curl's
-    /// `time_appconnect` minus `time_namelookup`).
+    /// `time_appconnect` minus `time_namelookup`); over HTTP/3, the QUIC
+    /// handshake (which is the TLS handshake too).
     pub connect: Option<Duration>,
     /// The TLS handshake alone, the part of `connect` after the TCP
     /// handshake (`https` only; HAR's `ssl`, which `connect` includes too).
@@ -142,6 +149,10 @@ pub struct RequestMeta {
     /// Phase timings of the successful attempt, measured from the start of
     /// the request (so they include failed attempts).
     pub timings: Timings,
+    /// The request went in QUIC 0-RTT early data and the server accepted
+    /// it ([`ClientConfig::early_data`]; the connection's side of it is
+    /// [`QuicInfo::zero_rtt`]).
+    pub early_data: bool,
 }
 
 /// Client counters.
@@ -172,6 +183,7 @@ struct Inner {
     http1_origins: std::sync::Mutex<std::collections::HashMap<Origin, Option<Transport>>>,
     pool: Pool,
     h2: h2::H2Conns,
+    h3: h3::H3State,
     resolver: Resolver,
     metrics: ClientMetrics,
     next_id: AtomicU64,
@@ -240,6 +252,7 @@ impl Client {
                 http1_origins: Default::default(),
                 pool: Pool::new(config.pool.clone()),
                 h2: h2::H2Conns::default(),
+                h3: h3::H3State::default(),
                 resolver: Resolver::new(config.dns_ttl),
                 config,
                 metrics: ClientMetrics::default(),

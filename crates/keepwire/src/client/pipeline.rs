@@ -171,6 +171,7 @@ impl Client {
                                     first_byte: first_byte.duration_since(started),
                                     complete: Some(started.elapsed()),
                                 },
+                                early_data: false,
                             };
                             results[*i] = Some(Ok((resp, meta)));
                             answered += 1;

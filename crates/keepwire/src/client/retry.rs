@@ -233,6 +233,7 @@ impl ClientError {
             ClientError::Resolve(_) | ClientError::Connect(_) | ClientError::PoolTimeout => true,
             ClientError::Proxy(_) => true,
             ClientError::Http2(e) => h2_unprocessed(e),
+            ClientError::Http3(e) => e.is_unprocessed(),
             _ => false,
         }
     }

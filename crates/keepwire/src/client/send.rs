@@ -46,7 +46,13 @@ impl Client {
         // (Boxed, as the connect in `attempt`: inline they made every
         // HTTP/1 request's future, and a proxy handler's around it, 10 KB to
         // allocate and copy.)
+        if cfg.http3 != super::Http3Mode::Off
+            && let Some(resp) = Box::pin(self.send_h3(origin, &head, body, fresh)).await?
+        {
+            return Ok(resp);
+        }
         if h2 && let Some(resp) = Box::pin(self.send_h2(origin, &head, body)).await? {
+            self.learn_alt_svc(origin, &resp);
             return Ok(resp);
         }
         let started = Instant::now();
@@ -60,12 +66,23 @@ impl Client {
                 .attempt(origin, &mut head, body, started, fresh, retries)
                 .await
             {
-                Ok(resp) => return Ok(resp),
+                Ok(resp) => {
+                    self.learn_alt_svc(origin, &resp);
+                    return Ok(resp);
+                }
                 Err(failed) => {
                     self.after_failure(origin, &head, body, failed, &mut retries)?;
                     fresh = true;
                 }
             }
+        }
+    }
+
+    /// Remembers an `https` origin's `Alt-Svc` answer, when HTTP/3 may
+    /// be used at all.
+    fn learn_alt_svc(&self, origin: &Origin, resp: &Response<Body>) {
+        if self.inner.config.http3 != super::Http3Mode::Off && origin.scheme == "https" {
+            self.inner.h3.alt_svc.learn(origin, resp.headers());
         }
     }
 
@@ -177,6 +194,7 @@ impl Client {
             conn_request_index: index,
             retries,
             timings,
+            early_data: false,
         };
         if conn.proto.is_upgraded() {
             // 101 Switching Protocols (R9.1): the connection leaves the pool

@@ -221,6 +221,12 @@ pub struct ProxyConfig {
     /// Speak HTTP/2 with prior knowledge (h2c) to `http://` upstreams: one
     /// multiplexed connection each instead of a pool (R4.5).
     pub upstream_http2: bool,
+    /// HTTP/3 over QUIC to configured `https://` upstreams, raced against
+    /// TCP and falling back to it ([`Http3Mode::Prefer`]); forward-mode
+    /// origins stay on TCP. Default off.
+    ///
+    /// [`Http3Mode::Prefer`]: crate::client::Http3Mode::Prefer
+    pub upstream_http3: bool,
     /// Bytes of a request body kept for a resend (default 64 KiB); a larger
     /// body streams and is not resent once any of it was sent.
     pub retry_body_max: usize,
@@ -254,6 +260,7 @@ impl Default for ProxyConfig {
             via_name: "keepwire".into(),
             upstream_tls: None,
             upstream_http2: false,
+            upstream_http3: false,
             retry_body_max: crate::client::REPLAY_LIMIT,
             retained_per_connection: 1024 * 1024,
             trace: false,

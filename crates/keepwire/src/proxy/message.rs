@@ -45,7 +45,7 @@ pub(super) fn host_problem(
     if authority.is_some_and(|a| a.as_str().contains('@')) {
         return Some("userinfo in the request target");
     }
-    if version == Version::HTTP_2
+    if (version == Version::HTTP_2 || version == Version::HTTP_3)
         && let (Some(h), Some(a)) = (host, authority)
         && !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes())
     {

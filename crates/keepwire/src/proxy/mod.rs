@@ -140,6 +140,11 @@ impl Proxy {
         let client = Client::new(ClientConfig {
             tls: config.upstream_tls.clone(),
             http2_prior_knowledge: config.upstream_http2,
+            http3: if config.upstream_http3 {
+                crate::client::Http3Mode::Prefer
+            } else {
+                crate::client::Http3Mode::Off
+            },
             ..base.clone()
         });
         let policy = Arc::new(DestinationPolicy::new(

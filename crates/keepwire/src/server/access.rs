@@ -137,8 +137,8 @@ impl Entry {
         let mut request = String::with_capacity(64);
         escape(&mut request, method.as_str().as_bytes());
         request.push(' ');
-        // HTTP/2 requests carry the absolute form; nginx logs the path.
-        let h2 = version == Version::HTTP_2;
+        // HTTP/2 and HTTP/3 requests carry the absolute form; nginx logs the path.
+        let h2 = version == Version::HTTP_2 || version == Version::HTTP_3;
         match target.path_and_query() {
             Some(pq) if h2 && target.authority().is_some() => {
                 escape(&mut request, pq.as_str().as_bytes())
@@ -148,6 +148,7 @@ impl Entry {
         let (v, proto) = match version {
             Version::HTTP_10 => ("HTTP/1.0", "HTTP/1.0"),
             Version::HTTP_2 => ("HTTP/2.0", "HTTP/2"),
+            Version::HTTP_3 => ("HTTP/3.0", "HTTP/3"),
             Version::HTTP_09 => ("HTTP/0.9", "HTTP/0.9"),
             _ => ("HTTP/1.1", "HTTP/1.1"),
         };

@@ -35,6 +35,7 @@ mod accept;
 pub mod access;
 pub(crate) mod conn;
 mod h2;
+mod h3;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -52,10 +53,11 @@ use tokio::task::JoinSet;
 
 use crate::body::Body;
 use crate::metrics::ServerMetrics;
-use crate::net::{self, Linger, ListenOptions};
+use crate::net::{Linger, ListenOptions};
 use crate::upgrade::OnUpgrade;
 
 pub use conn::gone::PeerGone;
+pub use h3::EarlyData;
 
 /// A boxed response future.
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
@@ -221,6 +223,14 @@ pub struct Config {
     /// (and `close_notify` before the TCP close). Offer what you want served
     /// in the config's `alpn_protocols`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Serve HTTP/3 over QUIC beside every TLS listener, on the same port
+    /// (UDP), with the same certificate (QUIC needs TLS 1.3; without
+    /// `tls` this does nothing). TCP responses then carry
+    /// `Alt-Svc: h3=":PORT"`. Default on.
+    pub http3: bool,
+    /// Streams in flight per HTTP/3 connection: the bidirectional stream
+    /// credit the client gets (like `http2_max_streams`).
+    pub http3_max_streams: u32,
     /// How cleartext HTTP/1 connections talk to the kernel: epoll (the
     /// default) or io_uring (Linux). TLS and HTTP/2 connections always use
     /// epoll. `Builder::bind` fails if the backend cannot run here.
@@ -253,6 +263,8 @@ impl Default for Config {
             http2: true,
             http2_max_streams: 128,
             tls: None,
+            http3: true,
+            http3_max_streams: 128,
             io: Default::default(),
             access_log: None,
         }
@@ -337,13 +349,24 @@ impl Builder {
                 l.map_err(|e| io::Error::new(e.kind(), format!("cannot use the listener: {e}")))
             })
             .collect::<io::Result<Vec<_>>>()?;
+        let quic = match (&self.config.tls, self.config.http3) {
+            (Some(tls), true) => Some(h3::server_config(tls, &self.config)?),
+            _ => None,
+        };
+        let mut endpoints = Vec::new();
+        if let Some(q) = &quic {
+            for l in &listeners {
+                endpoints.push(h3::bind_beside(l, q)?);
+            }
+        }
         for a in &self.addrs {
-            let l = net::bind_listener(*a, self.config.listen)
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {a}: {e}")))?;
+            let (l, endpoint) = h3::bind_pair(*a, self.config.listen, quic.as_ref())?;
             listeners.push(l);
+            endpoints.extend(endpoint);
         }
         Ok(Server {
             listeners,
+            endpoints,
             shared: Arc::new(Shared {
                 config: self.config,
                 metrics: ServerMetrics::default(),
@@ -396,6 +419,9 @@ pub(crate) struct Shared {
 /// say); [`Server::from_listener`] takes a socket bound elsewhere.
 pub struct Server {
     listeners: Vec<TcpListener>,
+    /// QUIC endpoints (HTTP/3), one beside each listener when TLS and
+    /// `http3` are on.
+    endpoints: Vec<quinn::Endpoint>,
     shared: Arc<Shared>,
 }
 
@@ -404,6 +430,7 @@ pub struct ServerHandle {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<io::Result<()>>,
     addrs: Vec<SocketAddr>,
+    quic_addrs: Vec<SocketAddr>,
     shared: Arc<Shared>,
 }
 
@@ -416,6 +443,11 @@ impl ServerHandle {
     /// The first bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addrs[0]
+    }
+
+    /// The UDP addresses serving HTTP/3 (empty without TLS or `http3`).
+    pub fn quic_addrs(&self) -> &[SocketAddr] {
+        &self.quic_addrs
     }
 
     /// The server's counters.
@@ -463,6 +495,14 @@ impl Server {
             .collect()
     }
 
+    /// The UDP addresses serving HTTP/3 (empty without TLS or `http3`).
+    pub fn quic_addrs(&self) -> Vec<SocketAddr> {
+        self.endpoints
+            .iter()
+            .filter_map(|e| e.local_addr().ok())
+            .collect()
+    }
+
     /// The server's counters.
     pub fn metrics(&self) -> &ServerMetrics {
         &self.shared.metrics
@@ -489,6 +529,7 @@ impl Server {
     pub fn spawn(self, handler: impl Handler) -> ServerHandle {
         let (stop, mut rx) = watch::channel(false);
         let addrs = self.local_addrs();
+        let quic_addrs = self.quic_addrs();
         let shared = self.shared.clone();
         let task = tokio::spawn(self.run(handler, async move {
             let _ = rx.wait_for(|v| *v).await;
@@ -497,6 +538,7 @@ impl Server {
             stop,
             task,
             addrs,
+            quic_addrs,
             shared,
         }
     }
@@ -507,9 +549,18 @@ impl Server {
         handler: impl Handler,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
-        let handler: Arc<dyn Handler> = Arc::new(handler);
+        let mut handler: Arc<dyn Handler> = Arc::new(handler);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut conns = JoinSet::new();
+        let ports: Vec<u16> = self.quic_addrs().iter().map(|a| a.port()).collect();
+        for endpoint in self.endpoints {
+            let (shared, stop) = (self.shared.clone(), stop_rx.clone());
+            conns.spawn(h3::serve_endpoint(endpoint, shared, handler.clone(), stop));
+        }
+        if !ports.is_empty() {
+            // TCP responses advertise the QUIC endpoints.
+            handler = Arc::new(h3::AltSvc::new(handler, &ports));
+        }
         let listeners: Vec<(TcpListener, SocketAddr)> = self
             .listeners
             .into_iter()

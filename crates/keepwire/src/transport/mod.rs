@@ -102,7 +102,7 @@ pub struct TlsInfo {
     pub version: &'static str,
     /// Cipher suite, e.g. `TLS13_AES_128_GCM_SHA256`.
     pub cipher: &'static str,
-    /// The application protocol ALPN chose (`h2`, `http/1.1`); `None`: no
+    /// The application protocol ALPN chose (`h2`, `http/1.1`, `h3`); `None`: no
     /// ALPN (HTTP/1.1).
     pub alpn: Option<&'static str>,
 }
@@ -122,6 +122,7 @@ impl TlsInfo {
             alpn: state.alpn_protocol().map(|p| match p {
                 b"h2" => "h2",
                 b"http/1.1" => "http/1.1",
+                b"h3" => "h3",
                 _ => "other",
             }),
         }

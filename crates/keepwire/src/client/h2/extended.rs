@@ -98,6 +98,7 @@ impl Client {
             conn_request_index: index,
             retries: u32::from(retried),
             timings,
+            early_data: false,
         });
         if !parts.status.is_success() {
             // Refused: an ordinary answer, and nothing more from us.

@@ -39,7 +39,7 @@ use super::{ConnInfo, Handler, Shared};
 use stream::{Outcome, Progress, StreamRules, stream_task};
 use wire::{Cork, Corked, uncork};
 
-mod stream;
+pub(super) mod stream;
 mod tunnel;
 mod wire;
 
@@ -90,7 +90,7 @@ pub(crate) async fn serve_tls(
 /// CVE-2023-44487). Cancelling the handler already bounds what a reset
 /// costs; the budget stops a client from making the server start and drop
 /// work without end.
-struct ResetBudget {
+pub(super) struct ResetBudget {
     window_start: Instant,
     in_window: u32,
     limit: u32,
@@ -100,7 +100,7 @@ struct ResetBudget {
 const RESET_WINDOW: Duration = Duration::from_secs(10);
 
 impl ResetBudget {
-    fn new(max_streams: u32) -> Self {
+    pub(super) fn new(max_streams: u32) -> Self {
         ResetBudget {
             window_start: Instant::now(),
             in_window: 0,
@@ -109,7 +109,7 @@ impl ResetBudget {
     }
 
     /// Counts one reset; false once the budget is spent.
-    fn spend(&mut self, now: Instant) -> bool {
+    pub(super) fn spend(&mut self, now: Instant) -> bool {
         if now.duration_since(self.window_start) >= RESET_WINDOW {
             self.window_start = now;
             self.in_window = 0;
@@ -329,7 +329,7 @@ where
 
 /// Time a connection that is being closed for abuse or lack of progress
 /// gets to flush its GOAWAY before the socket is dropped.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
+pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Reset streams the client may leave in h2's accept queue (h2's default,
 /// stated here so the defaults table can say it): over it, GOAWAY
@@ -343,25 +343,25 @@ const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
 /// This connection's share of the handlers-in-flight gauge, given back
 /// however the connection ends.
-struct InFlight<'a> {
-    gauge: &'a AtomicU64,
-    held: u64,
+pub(super) struct InFlight<'a> {
+    pub(super) gauge: &'a AtomicU64,
+    pub(super) held: u64,
 }
 
 impl InFlight<'_> {
     /// One more stream running; `max` keeps the most any connection ran.
-    fn add(&mut self, max: &AtomicU64) {
+    pub(super) fn add(&mut self, max: &AtomicU64) {
         self.held += 1;
         self.gauge.fetch_add(1, Relaxed);
         max.fetch_max(self.held, Relaxed);
     }
 
-    fn sub(&mut self) {
+    pub(super) fn sub(&mut self) {
         self.held = self.held.saturating_sub(1);
         self.gauge.fetch_sub(1, Relaxed);
     }
 
-    fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.gauge.fetch_sub(self.held, Relaxed);
         self.held = 0;
     }

@@ -23,7 +23,7 @@ use crate::server::access::Entry;
 const SMALL_BODY: usize = 16 * 1024;
 
 /// How a stream's task ended, for the connection's discipline.
-pub(super) enum Outcome {
+pub(in crate::server) enum Outcome {
     /// Answered (or failed in a way that is the stream's alone).
     Done,
     /// The client reset the stream before its answer ended: the handler (or
@@ -39,26 +39,26 @@ pub(super) enum Outcome {
 /// no other stream made progress meanwhile (the client opens no window at
 /// all).
 #[derive(Clone)]
-pub(super) struct Progress {
+pub(in crate::server) struct Progress {
     epoch: Instant,
     /// Milliseconds after `epoch`.
     last_data_ms: Arc<AtomicU64>,
 }
 
 impl Progress {
-    pub(super) fn new() -> Self {
+    pub(in crate::server) fn new() -> Self {
         Progress {
             epoch: Instant::now(),
             last_data_ms: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    pub(super) fn sent(&self) {
+    pub(in crate::server) fn sent(&self) {
         let ms = self.epoch.elapsed().as_millis() as u64;
         self.last_data_ms.fetch_max(ms, Relaxed);
     }
 
-    pub(super) fn sent_since(&self, t: Instant) -> bool {
+    pub(in crate::server) fn sent_since(&self, t: Instant) -> bool {
         let last = self.epoch + Duration::from_millis(self.last_data_ms.load(Relaxed));
         last > t
     }
@@ -67,13 +67,13 @@ impl Progress {
 /// What every stream of a connection is held to (the HTTP/1 driver's
 /// bounds, R10.4).
 #[derive(Clone)]
-pub(super) struct StreamRules {
-    pub(super) max_body: Option<u64>,
-    pub(super) body_timeout: Duration,
-    pub(super) write_timeout: Duration,
-    pub(super) progress: Progress,
+pub(in crate::server) struct StreamRules {
+    pub(in crate::server) max_body: Option<u64>,
+    pub(in crate::server) body_timeout: Duration,
+    pub(in crate::server) write_timeout: Duration,
+    pub(in crate::server) progress: Progress,
     /// The server's state (its gauges count extended CONNECT tunnels).
-    pub(super) shared: Arc<Shared>,
+    pub(in crate::server) shared: Arc<Shared>,
 }
 
 /// One request stream: the handler's answer, body and trailers, with flow
@@ -81,7 +81,7 @@ pub(super) struct StreamRules {
 /// (in the proxy, its upstream request) or the body it was producing; the
 /// request body is held to `max_body` and `body_timeout`, the answer to
 /// `write_timeout` per window grant.
-pub(super) async fn stream_task(
+pub(in crate::server) async fn stream_task(
     req: Request<h2::RecvStream>,
     respond: h2::server::SendResponse<Bytes>,
     handler: Arc<dyn Handler>,
@@ -165,7 +165,7 @@ async fn stream(
 }
 
 /// Notes `status` as the answer in the access-log entry, if any.
-pub(super) fn noted(log: &mut Option<Entry>, status: StatusCode) -> StatusCode {
+pub(in crate::server) fn noted(log: &mut Option<Entry>, status: StatusCode) -> StatusCode {
     if let Some(e) = log {
         e.status = status.as_u16();
     }
@@ -181,7 +181,7 @@ fn count(log: &mut Option<Entry>, n: usize) {
 
 /// Runs the handler on `req`; `None` if the client reset the stream first
 /// (the handler is dropped there).
-pub(super) async fn call(
+pub(in crate::server) async fn call(
     handler: &dyn Handler,
     req: Request<Body>,
     respond: &mut h2::server::SendResponse<Bytes>,
@@ -203,7 +203,7 @@ pub(super) async fn call(
 
 /// The response head as HTTP/2 sends it: connection-specific fields
 /// removed (RFC 9113 §8.2.2: they are malformed), `Date` set.
-pub(super) fn h2_head(parts: &mut http::response::Parts) {
+pub(in crate::server) fn h2_head(parts: &mut http::response::Parts) {
     keepwire_proto::hop::strip_hop_by_hop(&mut parts.headers, false);
     if !parts.headers.contains_key(http::header::DATE) {
         parts.headers.insert(http::header::DATE, crate::date::now());
@@ -212,7 +212,7 @@ pub(super) fn h2_head(parts: &mut http::response::Parts) {
 
 /// Sends the handler's answer: head, body and trailers, as the client's
 /// window allows.
-pub(super) async fn answer(
+pub(in crate::server) async fn answer(
     mut respond: h2::server::SendResponse<Bytes>,
     resp: Response<Body>,
     head_only: bool,
@@ -350,7 +350,9 @@ async fn send_body(
 /// and RFC 9110 §8.6 ask of it: a `host` that names another origin than
 /// `:authority`, more than one `host`, or an unreadable `content-length`
 /// make the request malformed (400).
-pub(super) fn declared_length(parts: &http::request::Parts) -> Result<Option<u64>, StatusCode> {
+pub(in crate::server) fn declared_length(
+    parts: &http::request::Parts,
+) -> Result<Option<u64>, StatusCode> {
     let mut hosts = parts.headers.get_all(http::header::HOST).iter();
     if let Some(host) = hosts.next() {
         if hosts.next().is_some() {
@@ -398,7 +400,7 @@ fn same_origin(host: &[u8], authority: &http::uri::Authority, scheme: Option<&st
 
 /// Answers with `status` and no body; dropping the request body then resets
 /// the client's half with NO_ERROR (RFC 9113 §8.1).
-pub(super) fn answer_now(
+pub(in crate::server) fn answer_now(
     mut respond: h2::server::SendResponse<Bytes>,
     status: StatusCode,
 ) -> Outcome {

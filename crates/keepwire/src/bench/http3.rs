@@ -1,0 +1,207 @@
+//! The HTTP/3 worker: QUIC connections (quinn, one UDP socket each, as
+//! each TCP connection of the other workers has its own port) one after
+//! another, each carrying `pipeline` concurrent request streams, as the
+//! HTTP/2 worker does (h2load's `-m`). The connect time is the QUIC
+//! handshake, which is the TLS handshake too.
+
+use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+
+use super::report::nanos;
+use super::{FailureKind, Plan, Worker};
+
+type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
+type Driver = h3::client::Connection<h3_quinn::Connection, Bytes>;
+
+/// quinn's settings for a run: the plan's TLS verification, ALPN `h3`.
+pub(super) fn quic_config(plan: &Plan) -> io::Result<quinn::ClientConfig> {
+    let tls = plan
+        .tls
+        .as_ref()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "HTTP/3 needs https://"))?;
+    let mut config = (*tls.config).clone();
+    config.alpn_protocols = vec![b"h3".to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(config)
+        .map_err(|e| io::Error::other(format!("TLS for QUIC: {e}")))?;
+    Ok(quinn::ClientConfig::new(Arc::new(crypto)))
+}
+
+/// One QUIC connection with HTTP/3 on it, its own UDP socket.
+pub(super) async fn open(
+    plan: &Plan,
+    config: quinn::ClientConfig,
+) -> io::Result<(quinn::Endpoint, SendRequest, Driver)> {
+    let bind: SocketAddr = if plan.addr.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    let endpoint = quinn::Endpoint::client(bind)?;
+    let name = match &plan.tls {
+        Some(t) => t.server_name.to_str().into_owned(),
+        None => return Err(io::Error::other("HTTP/3 needs https://")),
+    };
+    let quic = endpoint
+        .connect_with(config, plan.addr, &name)
+        .map_err(io::Error::other)?
+        .await
+        .map_err(|e| io::Error::other(format!("QUIC: {e}")))?;
+    let (driver, send) = h3::client::new(h3_quinn::Connection::new(quic))
+        .await
+        .map_err(|e| io::Error::other(format!("HTTP/3: {e}")))?;
+    Ok((endpoint, send, driver))
+}
+
+impl Worker {
+    /// HTTP/3 connections one after another, each carrying `pipeline`
+    /// concurrent streams until the run ends or the server ends it.
+    pub(super) async fn run_http3(self: Rc<Self>) {
+        let plan = &self.shared.plan;
+        let Some(config) = self.shared.quic.clone() else {
+            return;
+        };
+        while self.shared.has_work() {
+            let t0 = Instant::now();
+            let (endpoint, send, mut driver) =
+                match tokio::time::timeout(plan.timeout, open(plan, config.clone())).await {
+                    Ok(Ok(v)) => v,
+                    _ => {
+                        if self.shared.claim(1) == 1 {
+                            self.tally.borrow_mut().sent += 1;
+                            self.fail(FailureKind::Connect, 1);
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+            {
+                let mut t = self.tally.borrow_mut();
+                t.connections += 1;
+                t.connect.saturating_record(nanos(t0.elapsed()));
+            }
+            let driver = tokio::task::spawn_local(async move {
+                std::future::poll_fn(|cx| driver.poll_close(cx)).await
+            });
+            let carried = Rc::new(Cell::new(0u64));
+            let streams: Vec<_> = (0..plan.pipeline)
+                .map(|_| {
+                    tokio::task::spawn_local(self.clone().h3_stream(send.clone(), carried.clone()))
+                })
+                .collect();
+            drop(send);
+            for s in streams {
+                let _ = s.await;
+            }
+            driver.abort();
+            endpoint.close(0u32.into(), b"");
+            let mut t = self.tally.borrow_mut();
+            t.max_per_conn = t.max_per_conn.max(carried.get());
+        }
+    }
+
+    /// One stream slot: a request at a time until the run or the
+    /// connection ends.
+    async fn h3_stream(self: Rc<Self>, mut send: SendRequest, carried: Rc<Cell<u64>>) {
+        let plan = &self.shared.plan;
+        let Some(spec) = plan.http2.as_ref() else {
+            return;
+        };
+        loop {
+            if self.shared.claim(1) == 0 {
+                return;
+            }
+            let mut req = http::Request::new(());
+            *req.method_mut() = plan.method.clone();
+            *req.uri_mut() = spec.uri.clone();
+            *req.headers_mut() = spec.headers.clone();
+            let written = Instant::now();
+            {
+                let mut t = self.tally.borrow_mut();
+                t.sent += 1;
+                t.bytes_written += spec.body.len() as u64;
+            }
+            let exchange = async {
+                let mut stream = send.send_request(req).await?;
+                if !spec.body.is_empty() {
+                    stream.send_data(spec.body.clone()).await?;
+                }
+                stream.finish().await?;
+                let resp = stream.recv_response().await?;
+                let first = Instant::now();
+                let status = resp.status().as_u16();
+                let mut n = 0u64;
+                while let Some(chunk) = stream.recv_data().await? {
+                    n += chunk.remaining() as u64;
+                }
+                Ok::<_, h3::error::StreamError>((status, first, n))
+            };
+            match tokio::time::timeout(plan.timeout, exchange).await {
+                Ok(Ok((status, first, n))) => {
+                    let at = Instant::now();
+                    carried.set(carried.get() + 1);
+                    let mut t = self.tally.borrow_mut();
+                    t.responses += 1;
+                    t.bytes_read += n;
+                    t.statuses[usize::from(status).min(999)] += 1;
+                    t.latency.saturating_record(nanos(at - written));
+                    t.first_byte.saturating_record(nanos(first - written));
+                    t.last_done = Some(at);
+                    self.shared
+                        .progress
+                        .slot(self.thread)
+                        .responses
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Err(e)) if unprocessed(&e) => {
+                    // Rejected or after GOAWAY: never processed, so it goes
+                    // again on the next connection (the multiplexed R8.3).
+                    self.shared.unclaim(1);
+                    let mut t = self.tally.borrow_mut();
+                    t.sent -= 1;
+                    t.resent += 1;
+                    return;
+                }
+                Ok(Err(e)) => {
+                    let kind = h3_error_kind(&e);
+                    self.fail(kind, 1);
+                    if kind != FailureKind::Reset {
+                        return;
+                    }
+                }
+                Err(_) => {
+                    self.fail(FailureKind::Timeout, 1);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn unprocessed(e: &h3::error::StreamError) -> bool {
+    use h3::error::{Code, StreamError};
+    match e {
+        StreamError::RemoteClosing { .. } => true,
+        StreamError::RemoteTerminate { code, .. } => *code == Code::H3_REQUEST_REJECTED,
+        _ => false,
+    }
+}
+
+fn h3_error_kind(e: &h3::error::StreamError) -> FailureKind {
+    use h3::error::{ConnectionError, StreamError};
+    match e {
+        StreamError::RemoteTerminate { .. } => FailureKind::Reset,
+        StreamError::ConnectionError { 0: c, .. } => match c {
+            ConnectionError::Timeout { .. } => FailureKind::Timeout,
+            _ => FailureKind::Closed,
+        },
+        StreamError::HeaderTooBig { .. } | StreamError::StreamError { .. } => FailureKind::Parse,
+        _ => FailureKind::Other,
+    }
+}

@@ -1,0 +1,687 @@
+//! The client's HTTP/3 path: QUIC (quinn) to an `https://` origin's UDP
+//! port, one multiplexed connection per origin as with HTTP/2 (R4.5).
+//!
+//! Why it exists: HTTP/2 still has TCP's head-of-line blocking (one lost
+//! segment stalls every stream), and TCP plus TLS 1.3 cost two round trips
+//! before the request; QUIC keeps streams independent in the transport and
+//! its handshake is TLS's, one round trip, zero on resumption.
+//!
+//! When HTTP/3 is used is [`Http3Mode`](super::Http3Mode)'s business: with
+//! `Prefer` and `AltSvc` a QUIC handshake races TCP (QUIC first, TCP after
+//! [`QUIC_HEAD_START`]); the first to connect carries the request and the
+//! other stays open for later ones. An origin whose QUIC failed is marked
+//! broken (`alt_svc.rs`) and goes over TCP meanwhile; with `Only` a QUIC
+//! failure is the request's error.
+//!
+//! 0-RTT (early data) is opt-in ([`ClientConfig::early_data`]) and R8.3
+//! applies to it (RFC 8470): the server may see early data twice, so only
+//! idempotent requests go before the handshake is confirmed; any other
+//! request on that connection waits for it. A server that rejects early
+//! data never processed it: the request goes again on a fresh connection.
+//!
+//! Everything read from the network is bounded as over TCP: the handshake
+//! by `connect_timeout`, the response head by the limits' `max_head_bytes`
+//! (QPACK's `SETTINGS_MAX_FIELD_SECTION_SIZE`), the wait for it by
+//! `response_timeout`, each body read by `response_timeout` and the body by
+//! `limits.max_body_bytes`, memory in flight by QUIC's flow control.
+//!
+//! [`ClientConfig::early_data`]: super::ClientConfig::early_data
+
+mod body;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Response;
+use keepwire_proto::RequestHead;
+use keepwire_proto::hop::is_idempotent;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::alt_svc::AltSvcCache;
+use super::conn::ConnMeta;
+use super::h2::multiplexed_request;
+use super::pool::Origin;
+use super::replay::ReplayBody;
+use super::retry::{AttemptState, FailedAttempt};
+use super::{Client, ClientError, Http3Mode, RequestMeta, Timings};
+use crate::body::Body;
+
+/// How long QUIC runs alone before TCP joins the race (curl's `--http3`
+/// eyeballing uses 200 ms too): long enough for a QUIC handshake on most
+/// paths, short enough that a network that drops UDP costs little.
+pub const QUIC_HEAD_START: Duration = Duration::from_millis(200);
+
+/// QUIC version 1 (RFC 9000), the one quinn speaks.
+const QUIC_V1: u32 = 1;
+
+/// What an HTTP/3 connection's QUIC handshake agreed on (in
+/// [`ConnMeta::quic`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuicInfo {
+    /// The QUIC version (1: RFC 9000).
+    pub version: u32,
+    /// 0-RTT: `None` not tried (no ticket, or early data off); `Some(true)`
+    /// the server accepted the early data, `Some(false)` it rejected it.
+    pub zero_rtt: Option<bool>,
+}
+
+/// Why an HTTP/3 request or its QUIC connection failed.
+#[derive(Debug, Clone)]
+pub struct Http3Error {
+    reason: String,
+    unprocessed: bool,
+}
+
+impl Http3Error {
+    fn new(reason: impl std::fmt::Display, unprocessed: bool) -> Self {
+        Http3Error {
+            reason: reason.to_string(),
+            unprocessed,
+        }
+    }
+
+    /// The server provably did not process the request (`H3_REQUEST_REJECTED`,
+    /// a GOAWAY before it was sent, or rejected early data): it may go
+    /// again whatever its method.
+    pub fn is_unprocessed(&self) -> bool {
+        self.unprocessed
+    }
+}
+
+impl std::fmt::Display for Http3Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
+type SendHalf = h3::client::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
+
+/// An open HTTP/3 connection.
+#[derive(Clone)]
+struct H3Conn {
+    send: SendRequest,
+    meta: ConnMeta,
+    requests: Arc<AtomicU64>,
+    alive: Arc<AtomicBool>,
+    /// Set when 0-RTT was tried: `None` until the handshake says whether
+    /// the server accepted the early data.
+    early: Option<watch::Receiver<Option<bool>>>,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<H3Conn>>>;
+
+/// The client's HTTP/3 state: a connection slot per origin, the UDP
+/// endpoints, and what origins said about HTTP/3.
+#[derive(Default)]
+pub(crate) struct H3State {
+    slots: Mutex<HashMap<Origin, Slot>>,
+    /// One UDP socket per address family, opened on first use.
+    endpoints: Mutex<[Option<quinn::Endpoint>; 2]>,
+    quic: OnceLock<Result<quinn::ClientConfig, String>>,
+    pub(crate) alt_svc: AltSvcCache,
+}
+
+impl H3State {
+    fn slot(&self, origin: &Origin) -> Slot {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = slots.get(origin) {
+            return s.clone();
+        }
+        if slots.len() >= super::alt_svc::MAX_ORIGINS {
+            // Forget origins nobody is using whose connection ended.
+            slots.retain(|_, s| {
+                Arc::strong_count(s) > 1
+                    || s.try_lock()
+                        .map_or(true, |c| c.as_ref().is_some_and(|c| c.alive.load(Relaxed)))
+            });
+        }
+        let s = Slot::default();
+        slots.insert(origin.clone(), s.clone());
+        s
+    }
+
+    /// The origin's connection if one is open and nobody is replacing it.
+    fn live(&self, origin: &Origin) -> Option<H3Conn> {
+        let slot = self.slot(origin);
+        let current = slot.try_lock().ok()?;
+        current.as_ref().filter(|c| c.alive.load(Relaxed)).cloned()
+    }
+
+    fn endpoint(&self, peer: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+        let mut eps = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        let i = usize::from(peer.is_ipv6());
+        if let Some(e) = &eps[i] {
+            return Ok(e.clone());
+        }
+        let bind: SocketAddr = if peer.is_ipv6() {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        let e = quinn::Endpoint::client(bind)?;
+        eps[i] = Some(e.clone());
+        Ok(e)
+    }
+}
+
+/// quinn's client settings from the client's TLS (ALPN `h3`, TLS 1.3).
+fn quic_config(
+    tls: &rustls::ClientConfig,
+    early_data: bool,
+    idle: Duration,
+) -> Result<quinn::ClientConfig, String> {
+    let mut tls = tls.clone();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    tls.enable_early_data = early_data;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| format!("TLS for QUIC: {e}"))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    // An idle connection ends as a pooled one does.
+    let idle = quinn::IdleTimeout::try_from(idle).map_err(|e| format!("idle timeout: {e}"))?;
+    transport.max_idle_timeout(Some(idle));
+    config.transport_config(Arc::new(transport));
+    config.version(QUIC_V1);
+    Ok(config)
+}
+
+/// A failed HTTP/3 attempt.
+fn failed(state: AttemptState, error: ClientError) -> FailedAttempt {
+    FailedAttempt::new(state, false, error)
+}
+
+fn h3_error(e: impl std::fmt::Display, unprocessed: bool) -> ClientError {
+    ClientError::Http3(Http3Error::new(e, unprocessed))
+}
+
+/// The server did not process the stream (RFC 9114 §4.1.1, §5.2).
+fn rejected(e: &h3::error::StreamError) -> bool {
+    use h3::error::{Code, StreamError};
+    match e {
+        StreamError::RemoteClosing { .. } => true,
+        StreamError::RemoteTerminate { code, .. } => *code == Code::H3_REQUEST_REJECTED,
+        _ => false,
+    }
+}
+
+impl Client {
+    /// Sends the request over HTTP/3 if the mode and the origin say so;
+    /// `Ok(None)`: TCP carries it (off, not advertised, QUIC broken or
+    /// slower than TCP).
+    pub(crate) async fn send_h3(
+        &self,
+        origin: &Origin,
+        head: &RequestHead,
+        body: &mut ReplayBody,
+        fresh: bool,
+    ) -> Result<Option<Response<Body>>, ClientError> {
+        let cfg = &self.inner.config;
+        let state = &self.inner.h3;
+        // No reuse (the serial and parallel strategies, R4.1, R4.2): a new
+        // QUIC connection per request, which is also how a second one
+        // resumes the first's session in 0-RTT.
+        let fresh = fresh || !cfg.pool.reuse;
+        if cfg.http3 == Http3Mode::Off
+            || origin.scheme != "https"
+            || head.method == http::Method::CONNECT
+            || head.headers.contains_key(http::header::UPGRADE)
+            || self.proxy_for(origin).is_some()
+        {
+            return Ok(None);
+        }
+        let only = cfg.http3 == Http3Mode::Only;
+        let port = match (cfg.http3, state.alt_svc.port(origin)) {
+            (_, Some(p)) => p,
+            (Http3Mode::AltSvc, None) => return Ok(None),
+            _ => origin.port,
+        };
+        let started = Instant::now();
+        let mut retries = 0;
+        loop {
+            let mut timings = Timings::default();
+            // RFC 8470: early data only for what may repeat, never on a retry.
+            let early = cfg.early_data && retries == 0 && is_idempotent(&head.method);
+            let fresh = fresh || retries > 0;
+            let conn = if only {
+                let c = self.h3_conn(origin, port, early, fresh, &mut timings).await;
+                c.map(Some)
+            } else if let Some(c) = state.live(origin).filter(|_| !fresh) {
+                Ok(Some((c, false)))
+            } else if state.alt_svc.is_broken(origin) {
+                Ok(None)
+            } else {
+                self.race(origin, port, early, fresh, &mut timings).await
+            };
+            let conn = match conn {
+                Ok(Some(c)) => c,
+                Ok(None) => return Ok(None),
+                Err(e) if !only => {
+                    tracing::debug!(%origin, error = %e, "QUIC failed, TCP instead");
+                    state.alt_svc.mark_broken(origin);
+                    return Ok(None);
+                }
+                Err(e) => {
+                    let failure = FailedAttempt::not_sent(e);
+                    self.after_failure(origin, head, body, failure, &mut retries)?;
+                    continue;
+                }
+            };
+            match self
+                .attempt_h3(origin, head, body, conn, timings, started, retries)
+                .await
+            {
+                Ok(resp) => return Ok(Some(resp)),
+                Err(failure) => self.after_failure(origin, head, body, failure, &mut retries)?,
+            }
+        }
+    }
+
+    /// QUIC against TCP: `Some` if QUIC connected first; `None` if TCP did
+    /// (its connection waits in the HTTP/2 slot or as the pool's spare, and
+    /// the QUIC handshake goes on for later requests).
+    async fn race(
+        &self,
+        origin: &Origin,
+        port: u16,
+        early: bool,
+        fresh: bool,
+        timings: &mut Timings,
+    ) -> Result<Option<(H3Conn, bool)>, ClientError> {
+        let state = &self.inner.h3;
+        let mut quic = {
+            let (client, origin) = (self.clone(), origin.clone());
+            tokio::spawn(async move {
+                let mut t = Timings::default();
+                let r = client.h3_conn(&origin, port, early, fresh, &mut t).await;
+                match &r {
+                    Ok(_) => client.inner.h3.alt_svc.mark_working(&origin),
+                    Err(_) => client.inner.h3.alt_svc.mark_broken(&origin),
+                }
+                r.map(|c| (c, t))
+            })
+        };
+        let joined = |r: Result<_, tokio::task::JoinError>| {
+            r.map_err(|e| ClientError::Connect(std::io::Error::other(e)))
+                .and_then(|r| r)
+        };
+        tokio::select! {
+            r = &mut quic => {
+                let (conn, t) = joined(r)?;
+                *timings = t;
+                return Ok(Some(conn));
+            }
+            _ = tokio::time::sleep(QUIC_HEAD_START) => {}
+        }
+        let tcp = async {
+            let mut t = Timings::default();
+            self.h2_conn(origin, &mut t).await.map(|_| ())
+        };
+        tokio::select! {
+            r = &mut quic => match joined(r) {
+                Ok((conn, t)) => {
+                    *timings = t;
+                    Ok(Some(conn))
+                }
+                // TCP is still connecting; the request path picks it up.
+                Err(_) => Ok(None),
+            },
+            r = tcp => {
+                if r.is_ok() {
+                    // Until QUIC connects (or fails), TCP serves.
+                    state.alt_svc.mark_broken(origin);
+                    return Ok(None);
+                }
+                match tokio::time::timeout(self.inner.config.connect_timeout, quic).await {
+                    Ok(r) => joined(r).map(|(conn, t)| {
+                        *timings = t;
+                        Some(conn)
+                    }),
+                    Err(_) => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// The origin's HTTP/3 connection, opened if there is none, or if
+    /// `fresh` (single flight per origin, as HTTP/2's); `true` if this
+    /// call opened it.
+    async fn h3_conn(
+        &self,
+        origin: &Origin,
+        port: u16,
+        early: bool,
+        fresh: bool,
+        timings: &mut Timings,
+    ) -> Result<(H3Conn, bool), ClientError> {
+        let inner = &self.inner;
+        let cfg = &inner.config;
+        let slot = inner.h3.slot(origin);
+        let mut current = slot.lock().await;
+        if let Some(c) = current.as_ref()
+            && c.alive.load(Relaxed)
+            && !fresh
+        {
+            return Ok((c.clone(), false));
+        }
+        *current = None;
+        let config = inner
+            .h3
+            .quic
+            .get_or_init(|| quic_config(&inner.tls_any, cfg.early_data, cfg.pool.idle_timeout))
+            .clone()
+            .map_err(ClientError::Config)?;
+        let t = Instant::now();
+        let mut addrs = self.resolve(origin).await?;
+        timings.dns = Some(t.elapsed());
+        for a in &mut addrs {
+            a.set_port(port);
+        }
+        let name = origin.host.trim_matches(['[', ']']).to_string();
+        let t = Instant::now();
+        let state = &inner.h3;
+        let delay = super::connect::ATTEMPT_DELAY;
+        let (quic, accepted) = super::connect::race(&addrs, delay, cfg.connect_timeout, |addr| {
+            let endpoint = state.endpoint(addr);
+            let (config, name) = (config.clone(), name.clone());
+            async move { handshake(endpoint?, config, addr, &name, early).await }
+        })
+        .await
+        .map_err(|e| ClientError::Connect(std::io::Error::new(e.kind(), format!("QUIC: {e}"))))?;
+        let (send, alive) = h3_handshake(&quic, cfg).await?;
+        let handshake_time = t.elapsed();
+        timings.connect = Some(handshake_time);
+        timings.tls = Some(handshake_time);
+        let early = accepted.map(|accepted| {
+            let (tx, rx) = watch::channel(None);
+            tokio::spawn(async move {
+                let _ = tx.send(Some(accepted.await));
+            });
+            rx
+        });
+        let local_port = state
+            .endpoint(quic.remote_address())
+            .map_or(0, |e| e.local_addr().map_or(0, |a| a.port()));
+        let local_ip = quic
+            .local_ip()
+            .unwrap_or(if quic.remote_address().is_ipv6() {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            } else {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            });
+        let meta = ConnMeta {
+            id: inner.next_id.fetch_add(1, Relaxed) + 1,
+            local: SocketAddr::new(local_ip, local_port),
+            peer: quic.remote_address(),
+            tls: Some(crate::transport::TlsInfo {
+                version: "TLSv1_3",
+                cipher: "unknown",
+                alpn: Some("h3"),
+            }),
+            quic: Some(QuicInfo {
+                version: QUIC_V1,
+                zero_rtt: None,
+            }),
+        };
+        inner.metrics.connections_opened.fetch_add(1, Relaxed);
+        let conn = H3Conn {
+            send,
+            meta,
+            requests: Arc::new(AtomicU64::new(0)),
+            alive,
+            early,
+        };
+        *current = Some(conn.clone());
+        Ok((conn, true))
+    }
+
+    async fn forget_h3(&self, origin: &Origin, conn: &H3Conn) {
+        conn.alive.store(false, Relaxed);
+        let slot = self.inner.h3.slot(origin);
+        let mut current = slot.lock().await;
+        if current.as_ref().is_some_and(|c| c.meta.id == conn.meta.id) {
+            *current = None;
+        }
+    }
+
+    /// One request on `conn`: head, body alongside the wait for the
+    /// answer (as HTTP/2's), the response with its body bounded.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt_h3(
+        &self,
+        origin: &Origin,
+        head: &RequestHead,
+        body: &mut ReplayBody,
+        (conn, new): (H3Conn, bool),
+        mut timings: Timings,
+        started: Instant,
+        retries: u32,
+    ) -> Result<Response<Body>, FailedAttempt> {
+        use AttemptState::*;
+        let cfg = &self.inner.config;
+        let queued = Instant::now();
+        // Before the handshake is confirmed only idempotent requests go
+        // (RFC 8470); the others wait for it.
+        let mut in_early_data = false;
+        if let Some(rx) = &conn.early
+            && rx.borrow().is_none()
+        {
+            if is_idempotent(&head.method) {
+                in_early_data = true;
+            } else {
+                let mut rx = rx.clone();
+                let wait = rx.wait_for(|v| v.is_some());
+                if !matches!(
+                    tokio::time::timeout(cfg.connect_timeout, wait).await,
+                    Ok(Ok(_))
+                ) {
+                    let e = ClientError::Timeout("waiting for the QUIC handshake");
+                    return Err(failed(NotSent, e));
+                }
+            }
+        }
+        let req = multiplexed_request(origin, head, body).map_err(|e| failed(NotSent, e))?;
+        let mut send = conn.send.clone();
+        // Waits for a stream the server allows (its MAX_STREAMS).
+        let stream = match tokio::time::timeout(cfg.connect_timeout, send.send_request(req)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                self.forget_h3(origin, &conn).await;
+                // The stream never reached the server's processing.
+                return Err(failed(Refused, h3_error(e, true)));
+            }
+            Err(_) => {
+                let e = ClientError::Timeout("waiting for an HTTP/3 stream");
+                return Err(failed(NotSent, e));
+            }
+        };
+        timings.queued = queued.elapsed();
+        let (tx, mut rx) = stream.split();
+        let mut upload = Some(Box::pin(upload(
+            tx,
+            std::mem::take(body),
+            cfg.write_timeout,
+        )));
+        let mut uploaded: Option<SendHalf> = None;
+        let result = {
+            let mut resp = std::pin::pin!(rx.recv_response());
+            loop {
+                let deadline = Instant::now() + cfg.response_timeout;
+                tokio::select! {
+                    r = &mut resp => break r.map_err(|e| {
+                        let unprocessed = rejected(&e) || early_rejected(&conn, in_early_data);
+                        let state = if unprocessed { Refused } else { SentNoResponse };
+                        failed(state, h3_error(e, unprocessed))
+                    }),
+                    (r, b, tx) = async { upload.as_mut().expect("polled while some").await },
+                        if upload.is_some() => {
+                        upload = None;
+                        *body = b;
+                        timings.written = started.elapsed();
+                        match r {
+                            Ok(()) => uploaded = Some(tx),
+                            Err(e) => {
+                                // The server may have answered and stopped reading.
+                                match tokio::time::timeout(cfg.response_timeout, &mut resp).await {
+                                    Ok(Ok(r)) => break Ok(r),
+                                    _ => break Err(failed(SentNoResponse, e)),
+                                }
+                            }
+                        }
+                    }
+                    _ = tokio::time::sleep_until(deadline), if upload.is_none() => {
+                        break Err(failed(SentNoResponse, ClientError::Timeout("waiting for the response")));
+                    }
+                }
+            }
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => {
+                if matches!(&e.error, ClientError::Http3(h) if h.is_unprocessed()) {
+                    self.forget_h3(origin, &conn).await;
+                }
+                return Err(e);
+            }
+        };
+        if let Some(rest) = upload {
+            // Answered before the body was all sent: the rest goes on in
+            // the background, for as long as the server reads it.
+            tokio::spawn(rest);
+        }
+        drop(uploaded);
+        timings.first_byte = started.elapsed();
+        let (mut parts, ()) = resp.into_parts();
+        let length = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let bounds = body::Bounds {
+            max: cfg.limits.max_body_bytes,
+            timeout: Some(cfg.response_timeout),
+            length,
+        };
+        let index = conn.requests.fetch_add(1, Relaxed);
+        if !new {
+            self.inner.metrics.reused.fetch_add(1, Relaxed);
+        }
+        let mut meta = conn.meta;
+        let accepted = conn.early.as_ref().and_then(|rx| *rx.borrow());
+        if let Some(q) = &mut meta.quic {
+            q.zero_rtt = conn.early.as_ref().map(|_| accepted.unwrap_or(false));
+        }
+        parts.extensions.insert(RequestMeta {
+            conn: meta,
+            reused: !new || index > 0,
+            conn_request_index: index,
+            retries,
+            timings,
+            early_data: in_early_data && accepted == Some(true),
+        });
+        Ok(Response::from_parts(parts, body::body(rx, bounds)))
+    }
+}
+
+/// The early data of a request sent in it was rejected: the server never
+/// saw the request.
+fn early_rejected(conn: &H3Conn, in_early_data: bool) -> bool {
+    in_early_data
+        && conn
+            .early
+            .as_ref()
+            .is_some_and(|rx| *rx.borrow() == Some(false))
+}
+
+/// The request body on its stream, then FIN; each step bounded by
+/// `timeout` (a server that grants no flow-control credit). Returns the
+/// body (rewindable for a retry) and the stream half.
+async fn upload(
+    mut tx: SendHalf,
+    mut body: ReplayBody,
+    timeout: Duration,
+) -> (Result<(), ClientError>, ReplayBody, SendHalf) {
+    let r = async {
+        loop {
+            let next = std::future::poll_fn(|cx| body.poll_chunk(cx));
+            let chunk = match tokio::time::timeout(timeout, next).await {
+                Ok(Some(Ok(c))) => c,
+                Ok(Some(Err(e))) => {
+                    tx.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
+                    return Err(ClientError::Body(e));
+                }
+                Ok(None) => break,
+                Err(_) => return Err(ClientError::Timeout("sending the request body")),
+            };
+            match tokio::time::timeout(timeout, tx.send_data(chunk)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(h3_error(e, false)),
+                Err(_) => return Err(ClientError::Timeout("sending the request body")),
+            }
+        }
+        match tokio::time::timeout(timeout, tx.finish()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(h3_error(e, false)),
+            Err(_) => Err(ClientError::Timeout("sending the request body")),
+        }
+    }
+    .await;
+    (r, body, tx)
+}
+
+/// The QUIC handshake to `addr`, in 0-RTT if `early` and a ticket allow
+/// (then the handshake completes in the background and the second value
+/// says, once it has, whether the early data was accepted).
+async fn handshake(
+    endpoint: quinn::Endpoint,
+    config: quinn::ClientConfig,
+    addr: SocketAddr,
+    name: &str,
+    early: bool,
+) -> std::io::Result<(quinn::Connection, Option<quinn::ZeroRttAccepted>)> {
+    let mut connecting = endpoint
+        .connect_with(config, addr, name)
+        .map_err(std::io::Error::other)?;
+    if early {
+        match connecting.into_0rtt() {
+            Ok((conn, accepted)) => return Ok((conn, Some(accepted))),
+            Err(c) => connecting = c,
+        }
+    }
+    let conn = connecting.await.map_err(std::io::Error::other)?;
+    Ok((conn, None))
+}
+
+/// HTTP/3 on a QUIC connection (the control streams and SETTINGS), its
+/// driver on a task that clears `alive` when the connection ends.
+async fn h3_handshake(
+    quic: &quinn::Connection,
+    cfg: &super::ClientConfig,
+) -> Result<(SendRequest, Arc<AtomicBool>), ClientError> {
+    let mut builder = h3::client::builder();
+    builder.max_field_section_size(cfg.limits.max_head_bytes as u64);
+    let build = builder.build::<_, _, Bytes>(h3_quinn::Connection::new(quic.clone()));
+    let (mut driver, send) = match tokio::time::timeout(cfg.connect_timeout, build).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            let e = std::io::Error::other(format!("HTTP/3 handshake: {e}"));
+            return Err(ClientError::Connect(e));
+        }
+        Err(_) => {
+            let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "HTTP/3 handshake");
+            return Err(ClientError::Connect(e));
+        }
+    };
+    let alive = Arc::new(AtomicBool::new(true));
+    let flag = alive.clone();
+    tokio::spawn(async move {
+        let e = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+        tracing::debug!(error = %e, "h3 connection ended");
+        flag.store(false, Relaxed);
+    });
+    Ok((send, alive))
+}

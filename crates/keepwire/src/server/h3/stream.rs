@@ -1,0 +1,428 @@
+//! One HTTP/3 request stream: the handler's run, held to the bounds an
+//! HTTP/2 stream is held to (R10.4) — the request head by
+//! `max_head_bytes` and the header timeout, the body by `max_body` and the
+//! body timeout, the answer by the write timeout per flow-control grant —
+//! and cancelled when the client stops the stream.
+
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use h3::error::Code;
+use h3::server::{RequestResolver, RequestStream};
+use http::{Method, Request, Response, StatusCode};
+use http_body::{Body as _, Frame, SizeHint};
+use tokio::time::Instant;
+
+use super::quic::{self, Watch, WatchTaker};
+use crate::body::{Body, BodyError, BrokenBound, H2BodyBounds};
+use crate::server::access::Entry;
+use crate::server::h2::stream::{Outcome, StreamRules, declared_length, h2_head, noted};
+use crate::server::{ConnInfo, Handler};
+
+type SendHalf = RequestStream<quic::SendStream<Bytes>, Bytes>;
+type Recv = RequestStream<quic::RecvStream, Bytes>;
+
+/// Reads the request head (within the header timeout), then runs the
+/// stream as [`stream`] does, noted in the access log if there is one.
+pub(super) async fn stream_task(
+    resolver: RequestResolver<quic::Connection, Bytes>,
+    watches: WatchTaker,
+    handler: Arc<dyn Handler>,
+    info: ConnInfo,
+    rules: StreamRules,
+) -> Outcome {
+    let header_timeout = rules.shared.config.header_timeout;
+    let (req, stream) = match tokio::time::timeout(header_timeout, resolver.resolve_request()).await
+    {
+        Ok(Ok(pair)) => pair,
+        // A head over `max_head_bytes` was answered 431 by h3; a
+        // malformed one reset with H3_MESSAGE_ERROR.
+        Ok(Err(e)) => {
+            tracing::debug!(conn = info.id, error = %e, "h3: bad request head");
+            return Outcome::Done;
+        }
+        // The stream is dropped: its halves are reset and stopped.
+        Err(_) => return Outcome::Done,
+    };
+    let Some(watch) = watches.take(stream.id()) else {
+        return Outcome::Done;
+    };
+    let (shared, now) = (rules.shared.clone(), Instant::now());
+    let Some(log) = shared.config.access_log.clone() else {
+        let outcome = run(req, stream, watch, handler, info, &rules, &mut None).await;
+        return answered(&shared, now, outcome);
+    };
+    let mut entry = Some(Entry::of_request(&req, info.request_index, now));
+    let outcome = run(req, stream, watch, handler, info, &rules, &mut entry).await;
+    let outcome = answered(&shared, now, outcome);
+    if let Some(e) = entry {
+        e.finish_stream(matches!(outcome, Outcome::Cancelled), &log, &info);
+    }
+    outcome
+}
+
+/// Records a stream answered in full in the request-duration histogram.
+fn answered(shared: &crate::server::Shared, since: Instant, outcome: Outcome) -> Outcome {
+    if let Outcome::Done = outcome {
+        shared
+            .metrics
+            .request_duration
+            .record_duration(since.elapsed());
+    }
+    outcome
+}
+
+/// Methods a request in early data may use (RFC 8470 §3, R8.3): those
+/// that are safe to replay.
+fn replay_safe(method: &Method) -> bool {
+    method.is_idempotent()
+}
+
+async fn run(
+    req: Request<()>,
+    stream: RequestStream<quic::BidiStream<Bytes>, Bytes>,
+    watch: Watch,
+    handler: Arc<dyn Handler>,
+    info: ConnInfo,
+    rules: &StreamRules,
+    log: &mut Option<Entry>,
+) -> Outcome {
+    let Watch { mut stopped, early } = watch;
+    let (parts, ()) = req.into_parts();
+    let (mut send, recv) = stream.split();
+    if early && !replay_safe(&parts.method) {
+        // 425 Too Early: the client retries after the handshake (RFC 8470 §5.2).
+        return answer_now(send, noted(log, StatusCode::TOO_EARLY)).await;
+    }
+    if connection_specific(&parts.headers) {
+        // Malformed in HTTP/3 (RFC 9114 §4.2), as h2 holds them in HTTP/2.
+        return answer_now(send, noted(log, StatusCode::BAD_REQUEST)).await;
+    }
+    let declared = match declared_length(&parts) {
+        Ok(n) => n,
+        Err(status) => return answer_now(send, noted(log, status)).await,
+    };
+    if let (Some(n), Some(max)) = (declared, rules.max_body)
+        && n > max
+    {
+        // Refused before a byte is read (dropping `recv` stops the client's
+        // half with H3_NO_ERROR, RFC 9114 §4.1).
+        return answer_now(send, noted(log, StatusCode::PAYLOAD_TOO_LARGE)).await;
+    }
+    let head_only = parts.method == Method::HEAD;
+    let broken = Arc::new(OnceLock::new());
+    let body = H3Body {
+        recv,
+        bounds: H2BodyBounds {
+            max: rules.max_body,
+            timeout: Some(rules.body_timeout),
+            length: declared,
+            broken: Some(broken.clone()),
+        },
+        read: 0,
+        data_done: false,
+        ended: false,
+        timer: None,
+        peeked: None,
+    }
+    .start();
+    let mut req = Request::from_parts(parts, body);
+    req.extensions_mut().insert(info);
+    if early {
+        req.extensions_mut().insert(EarlyData);
+    }
+    // The handler, raced against the client stopping the stream: it is
+    // dropped there (in the proxy, its upstream request with it).
+    let resp = tokio::select! {
+        biased;
+        resp = handler.call(req) => resp,
+        _ = &mut stopped => return Outcome::Cancelled,
+    };
+    let resp = match broken.get() {
+        Some(BrokenBound::TooLarge) => {
+            return answer_now(send, noted(log, StatusCode::PAYLOAD_TOO_LARGE)).await;
+        }
+        Some(BrokenBound::TimedOut) => {
+            return answer_now(send, noted(log, StatusCode::REQUEST_TIMEOUT)).await;
+        }
+        None => resp,
+    };
+    let answer = answer(&mut send, resp, head_only, rules, log);
+    let outcome = tokio::select! {
+        biased;
+        outcome = answer => outcome,
+        _ = &mut stopped => return Outcome::Cancelled,
+    };
+    if let Outcome::Done = outcome {
+        // The stream stays in flight until the client has the answer
+        // (acknowledged, or stopped): closing the connection sooner, at
+        // shutdown or idle, would discard what is still unsent.
+        let _ = tokio::time::timeout(rules.write_timeout, stopped).await;
+    }
+    outcome
+}
+
+/// Whether a request carries a connection-specific field, which HTTP/3
+/// has no use for (RFC 9114 §4.2): `TE` is allowed only as `trailers`.
+fn connection_specific(headers: &http::HeaderMap) -> bool {
+    use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+    let named = [CONNECTION, TRANSFER_ENCODING, UPGRADE]
+        .iter()
+        .any(|n| headers.contains_key(n))
+        || ["keep-alive", "proxy-connection"]
+            .iter()
+            .any(|n| headers.contains_key(*n));
+    named || headers.get_all(TE).iter().any(|v| v != "trailers")
+}
+
+/// A request extension: the request arrived in 0-RTT early data (only
+/// replay-safe methods get this far; RFC 8470).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EarlyData;
+
+/// Answers with `status` and no body.
+async fn answer_now(mut send: SendHalf, status: StatusCode) -> Outcome {
+    let resp = Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_LENGTH, 0)
+        .header(http::header::DATE, crate::date::now())
+        .body(())
+        .unwrap_or_default();
+    if send.send_response(resp).await.is_ok() {
+        let _ = send.finish().await;
+    }
+    Outcome::Done
+}
+
+/// Sends the handler's answer: head, body and trailers, each write within
+/// the write timeout (a client that grants no flow-control window gets
+/// the stream reset, as a socket that takes nothing does over HTTP/1).
+async fn answer(
+    send: &mut SendHalf,
+    resp: Response<Body>,
+    head_only: bool,
+    rules: &StreamRules,
+    log: &mut Option<Entry>,
+) -> Outcome {
+    let (mut parts, mut body) = resp.into_parts();
+    if let Some(e) = log {
+        e.respond(parts.status, &parts.extensions);
+    }
+    h2_head(&mut parts);
+    if !head_only {
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        if let Some(n) = body.size_hint().exact() {
+            parts.headers.insert(
+                http::header::CONTENT_LENGTH,
+                keepwire_proto::encode::decimal_value(n),
+            );
+        }
+    }
+    let timeout = rules.write_timeout;
+    let since = Instant::now();
+    let head = send.send_response(Response::from_parts(parts, ()));
+    match tokio::time::timeout(timeout, head).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return ended(e),
+        Err(_) => return stalled(send, since),
+    }
+    if !head_only {
+        loop {
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+            let frame = match frame {
+                None => break,
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => {
+                    // The body broke off: the client must not take it for whole.
+                    tracing::debug!(error = %e, "h3: response body failed");
+                    send.stop_stream(Code::H3_INTERNAL_ERROR);
+                    return Outcome::Done;
+                }
+            };
+            let since = Instant::now();
+            let write = match frame.into_data() {
+                Ok(data) => {
+                    let n = data.len();
+                    if n == 0 {
+                        continue;
+                    }
+                    if let Some(e) = log {
+                        e.bytes += n as u64;
+                    }
+                    let sent = tokio::time::timeout(timeout, send.send_data(data)).await;
+                    if let Ok(Ok(())) = sent {
+                        // QUIC took the bytes: the client's window moved.
+                        rules.progress.sent();
+                    }
+                    sent
+                }
+                Err(frame) => match frame.into_trailers() {
+                    Ok(trailers) => {
+                        tokio::time::timeout(timeout, send.send_trailers(trailers)).await
+                    }
+                    Err(_) => continue,
+                },
+            };
+            match write {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return ended(e),
+                Err(_) => return stalled(send, since),
+            }
+        }
+    }
+    match send.finish().await {
+        Ok(()) => Outcome::Done,
+        Err(e) => ended(e),
+    }
+}
+
+/// A write failed: the client stopped the stream (its work cancelled) or
+/// the connection is gone.
+fn ended(e: h3::error::StreamError) -> Outcome {
+    tracing::debug!(error = %e, "h3 stream ended early");
+    match e {
+        h3::error::StreamError::RemoteTerminate { .. } => Outcome::Cancelled,
+        _ => Outcome::Done,
+    }
+}
+
+/// No window for the write timeout: the stream is reset.
+fn stalled(send: &mut SendHalf, since: Instant) -> Outcome {
+    send.stop_stream(Code::H3_REQUEST_CANCELLED);
+    Outcome::Stalled { since }
+}
+
+/// An HTTP/3 request body, read as the reader polls it: QUIC's flow-control
+/// credit goes back to the client only as the reader takes the data. The
+/// bounds are the HTTP/1 driver's (see `Body::from_h2_bounded`).
+struct H3Body {
+    recv: Recv,
+    bounds: H2BodyBounds,
+    read: u64,
+    data_done: bool,
+    ended: bool,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// What [`H3Body::start`] read, handed out first.
+    peeked: Option<Result<Frame<Bytes>, BodyError>>,
+}
+
+impl H3Body {
+    /// The body, known to be empty when the request's stream had ended
+    /// already (a GET's FIN comes with its HEADERS): as HTTP/2's
+    /// END_STREAM on HEADERS says, so a proxy sends no body on.
+    fn start(mut self) -> Body {
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        match Pin::new(&mut self).poll_frame(&mut cx) {
+            Poll::Ready(None) => Body::empty(),
+            Poll::Ready(Some(frame)) => {
+                self.peeked = Some(frame);
+                Body::boxed(self)
+            }
+            Poll::Pending => {
+                // The real waker comes with the reader's first poll; the
+                // timer armed here counts from now.
+                Body::boxed(self)
+            }
+        }
+    }
+
+    fn broke(&mut self, bound: BrokenBound) -> BodyError {
+        if let Some(b) = &self.bounds.broken {
+            let _ = b.set(bound);
+        }
+        self.ended = true;
+        // Nothing more is read: the client is told to stop sending.
+        self.recv.stop_sending(Code::H3_REQUEST_CANCELLED);
+        match bound {
+            BrokenBound::TooLarge => BodyError::TooLarge(self.bounds.max.unwrap_or(0)),
+            BrokenBound::TimedOut => BodyError::TimedOut(self.bounds.timeout.unwrap_or_default()),
+        }
+    }
+
+    /// Pending from the stream: the body-read timeout runs.
+    fn wait(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        use std::future::Future as _;
+        let Some(timeout) = self.bounds.timeout else {
+            return Poll::Pending;
+        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.timer = None;
+                Poll::Ready(Some(Err(self.broke(BrokenBound::TimedOut))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl http_body::Body for H3Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        if let Some(frame) = this.peeked.take() {
+            return Poll::Ready(Some(frame));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if !this.data_done {
+            match this.recv.poll_recv_data(cx) {
+                Poll::Ready(Ok(Some(mut chunk))) => {
+                    this.timer = None;
+                    let chunk = chunk.copy_to_bytes(chunk.remaining());
+                    this.read = this.read.saturating_add(chunk.len() as u64);
+                    if this.bounds.max.is_some_and(|max| this.read > max) {
+                        return Poll::Ready(Some(Err(this.broke(BrokenBound::TooLarge))));
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                }
+                Poll::Ready(Ok(None)) => {
+                    this.data_done = true;
+                    this.timer = None;
+                }
+                Poll::Ready(Err(e)) => {
+                    this.ended = true;
+                    return Poll::Ready(Some(Err(BodyError::Source(Box::new(e)))));
+                }
+                Poll::Pending => return this.wait(cx),
+            }
+        }
+        match this.recv.poll_recv_trailers(cx) {
+            Poll::Ready(Ok(Some(t))) => {
+                this.ended = true;
+                Poll::Ready(Some(Ok(Frame::trailers(t))))
+            }
+            Poll::Ready(Ok(None)) => {
+                this.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Err(e)) => {
+                this.ended = true;
+                Poll::Ready(Some(Err(BodyError::Source(Box::new(e)))))
+            }
+            Poll::Pending => this.wait(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.peeked.is_none() && (self.ended || self.bounds.length == Some(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.bounds.length {
+            Some(n) => SizeHint::with_exact(n.saturating_sub(self.read)),
+            None => SizeHint::default(),
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! The client's HTTP/3 path (`client/h3.rs`): requests over QUIC, the
+//! modes (`Only`, `Prefer` racing TCP, `AltSvc` after an advertisement),
+//! 0-RTT for idempotent requests only (RFC 8470), and every bound on what
+//! it reads (head size, body size, read and handshake timeouts).
+//!
+//! The peer is a test-only quinn/h3 origin (`support/h3_origin.rs`) and,
+//! for interop, aioquic's HTTP/3 server (`support/aioquic_server.py`).
+
+#[path = "support/h3_origin.rs"]
+mod h3_origin;
+mod support;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use h3_origin::{Cert, H3Origin};
+use http::{Request, Version};
+use keepwire::client::Http3Mode;
+use keepwire::{Body, Client, ClientError, RequestMeta};
+use support::{WAIT, within};
+
+fn h3_client(
+    cert: &Cert,
+    mode: Http3Mode,
+    configure: impl FnOnce(&mut keepwire::ClientConfig),
+) -> Client {
+    Client::builder()
+        .tls_config(cert.client_tls())
+        .http3(mode)
+        .connect_timeout(Duration::from_secs(2))
+        .configure(configure)
+        .build()
+        .unwrap()
+}
+
+fn meta(resp: &http::Response<Body>) -> RequestMeta {
+    *resp
+        .extensions()
+        .get::<RequestMeta>()
+        .expect("always there")
+}
+
+#[tokio::test]
+async fn http3_only_gets_over_quic_and_reuses_the_connection() {
+    let cert = Cert::localhost();
+    let origin = H3Origin::start(&cert, 0);
+    let client = h3_client(&cert, Http3Mode::Only, |_| {});
+    let url = format!("https://localhost:{}/hello", origin.addr.port());
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let resp = within("an HTTP/3 answer", WAIT, client.get(&url))
+            .await
+            .unwrap();
+        assert_eq!(resp.version(), Version::HTTP_3);
+        let m = meta(&resp);
+        let body = resp.into_body().collect(1 << 20).await.unwrap();
+        assert_eq!(&body[..], b"hello h3");
+        let quic = m.conn.quic.expect("QUIC facts");
+        assert_eq!(quic.version, 1);
+        assert_eq!(quic.zero_rtt, None, "early data is off");
+        assert_eq!(m.conn.tls.and_then(|t| t.alpn), Some("h3"));
+        assert_eq!(m.reused, i > 0);
+        if i == 0 {
+            // The QUIC handshake is both the connect and the TLS phase.
+            let t = m.timings;
+            assert!(t.connect.is_some() && t.connect == t.tls, "{t:?}");
+            assert!(t.first_byte >= t.written, "{t:?}");
+        }
+        ids.push(m.conn.id);
+    }
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "one connection: {ids:?}"
+    );
+    assert_eq!(origin.connections.load(Relaxed), 1);
+    assert_eq!(origin.requests.load(Relaxed), 3);
+}
+
+#[tokio::test]
+async fn a_request_body_goes_up_and_comes_back() {
+    let cert = Cert::localhost();
+    let origin = H3Origin::start(&cert, 0);
+    let client = h3_client(&cert, Http3Mode::Only, |_| {});
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let req = Request::post(format!("https://localhost:{}/echo", origin.addr.port()))
+        .body(Body::from(data.clone()))
+        .unwrap();
+    let resp = within("the echo", WAIT, client.request(req)).await.unwrap();
+    assert_eq!(resp.version(), Version::HTTP_3);
+    let body = within("the echoed body", WAIT, resp.into_body().collect(1 << 20))
+        .await
+        .unwrap();
+    assert_eq!(body.len(), data.len());
+    assert!(body[..] == data[..], "the echo differs");
+}
+
+#[tokio::test]
+async fn a_request_rejected_unprocessed_goes_again() {
+    let cert = Cert::localhost();
+    let origin = H3Origin::start(&cert, 0);
+    let client = h3_client(&cert, Http3Mode::Only, |_| {});
+    let req = Request::post(format!(
+        "https://localhost:{}/reject-once",
+        origin.addr.port()
+    ))
+    .body(Body::from("x"))
+    .unwrap();
+    let resp = within("the retried answer", WAIT, client.request(req))
+        .await
+        .unwrap();
+    assert_eq!(
+        meta(&resp).retries,
+        1,
+        "H3_REQUEST_REJECTED: never processed"
+    );
+    let body = resp.into_body().collect(1024).await.unwrap();
+    assert_eq!(&body[..], b"second");
+}
+
+#[tokio::test]
+async fn an_oversized_response_head_is_refused() {
+    let cert = Cert::localhost();
+    let origin = H3Origin::start(&cert, 0);
+    let client = h3_client(&cert, Http3Mode::Only, |c| {
+        c.limits.max_head_bytes = 16 * 1024
+    });
+    let url = format!("https://localhost:{}/bighead", origin.addr.port());
+    let err = within("the refusal", WAIT, client.get(&url))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Http3(_)), "{err}");
+    // Within the cap, the same head is taken.
+    let client = client_with_head_cap(&cert, 128 * 1024);
+    let resp = within("the big head", WAIT, client.get(&url))
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-big"].len(), 64 * 1024);
+}
+
+fn client_with_head_cap(cert: &Cert, cap: usize) -> Client {
+    h3_client(cert, Http3Mode::Only, |c| c.limits.max_head_bytes = cap)
+}
+
+#[tokio::test]
+async fn a_body_over_the_cap_fails_as_too_large() {
+    let cert = Cert::localhost();
+    let origin = H3Origin::start(&cert, 0);
+    let client = h3_client(&cert, Http3Mode::Only, |c| {
+        c.limits.max_body_bytes = Some(10_000)
+    });
+    let url = format!("https://localhost:{}/big/50000", origin.addr.port());
+    let resp = within("the head", WAIT, client.get(&url)).await.unwrap();
+    let err = within("the body", WAIT, resp.into_body().collect(1 << 20))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, keepwire::body::BodyError::TooLarge(10_000)),
+        "{err}"
+    );
+    // Under the cap it is read whole.
+    let url = format!("https://localhost:{}/big/9000", origin.addr.port());
+    let resp = within("the head", WAIT, client.get(&url)).await.unwrap();
+    let body = within("the body", WAIT, resp.into_body().collect(1 << 20)).await;
+    assert_eq!(body.unwrap().len(), 9000);
+}
+
+#[tokio::test]
+async fn a_stalled_body_and_a_silent_server_time_out() {
+    let cert = Cert::localhost();
+    let origin = H3Origin::start(&cert, 0);
+    let read = Duration::from_millis(300);
+    let client = h3_client(&cert, Http3Mode::Only, |c| c.response_timeout = read);
+    let port = origin.addr.port();
+    let err = within(
+        "the head timeout",
+        WAIT,
+        client.get(&format!("https://localhost:{port}/silent")),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ClientError::Timeout(_)), "{err}");
+    let resp = within(
+        "the head",
+        WAIT,
+        client.get(&format!("https://localhost:{port}/stall")),
+    )
+    .await
+    .unwrap();
+    let err = within("the body timeout", WAIT, resp.into_body().collect(1 << 20))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, keepwire::body::BodyError::TimedOut(d) if d == read),
+        "{err}"
+    );
+}
+
+/// A UDP port where nothing answers: `Only` fails within the connect
+/// timeout; `Prefer` falls back to TCP and stops paying the race.
+#[tokio::test]
+async fn quic_that_fails_is_an_error_only_with_only() {
+    let cert = Cert::localhost();
+    let mut tls = cert.server_tls(&[b"h2", b"http/1.1"]);
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let tcp = support::serve(
+        |c| {
+            c.tls = Some(std::sync::Arc::new(tls));
+            c.http3 = false;
+        },
+        |_req: Request<Body>| async { http::Response::new(Body::from("over tcp")) },
+    );
+    // Nothing listens on this UDP port (the TCP server has it as TCP only).
+    let url = format!("https://localhost:{}/", tcp.local_addr().port());
+    let only = h3_client(&cert, Http3Mode::Only, |c| {
+        c.connect_timeout = Duration::from_millis(500)
+    });
+    let t = std::time::Instant::now();
+    let err = within("the QUIC failure", WAIT, only.get(&url))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Connect(_)), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+
+    let prefer = h3_client(&cert, Http3Mode::Prefer, |c| {
+        c.connect_timeout = Duration::from_millis(500)
+    });
+    for i in 0..3 {
+        let resp = within("the TCP answer", WAIT, prefer.get(&url))
+            .await
+            .unwrap();
+        assert_eq!(resp.version(), Version::HTTP_2, "request {i}");
+        let body = resp.into_body().collect(1024).await.unwrap();
+        assert_eq!(&body[..], b"over tcp");
+    }
+    support::stop(tcp).await;
+}
+
+/// `AltSvc`: the first request goes over TCP and learns `h3=":port"`; once
+/// QUIC is up, requests go over HTTP/3.
+#[tokio::test]
+async fn alt_svc_moves_an_origin_to_http3() {
+    let cert = Cert::localhost();
+    // The TCP server first, then the QUIC origin on its port number.
+    let tls = cert.server_tls(&[b"h2", b"http/1.1"]);
+    let tcp = support::serve(
+        |c| {
+            c.tls = Some(std::sync::Arc::new(tls));
+            c.http3 = false;
+        },
+        |_req: Request<Body>| async { http::Response::new(Body::from("over tcp")) },
+    );
+    let port = tcp.local_addr().port();
+    let origin = H3Origin::start(&cert, port);
+    let url = format!("https://localhost:{port}/hello");
+    // Without an advertisement, AltSvc stays on TCP.
+    let client = h3_client(&cert, Http3Mode::AltSvc, |_| {});
+    for _ in 0..2 {
+        let resp = within("a TCP answer", WAIT, client.get(&url))
+            .await
+            .unwrap();
+        assert_ne!(resp.version(), Version::HTTP_3);
+        drop(resp.into_body().collect(1024).await);
+    }
+    assert_eq!(origin.requests.load(Relaxed), 0);
+    drop(client);
+    support::stop(tcp).await;
+
+    let tls = cert.server_tls(&[b"h2", b"http/1.1"]);
+    let alt = format!("h3=\":{port}\"; ma=60");
+    let tcp = support::serve(
+        |c| {
+            c.tls = Some(std::sync::Arc::new(tls));
+            c.http3 = false;
+        },
+        move |_req: Request<Body>| {
+            let alt = alt.clone();
+            async move {
+                http::Response::builder()
+                    .header("alt-svc", alt)
+                    .body(Body::from("over tcp"))
+                    .unwrap()
+            }
+        },
+    );
+    let url = format!("https://localhost:{}/hello", tcp.local_addr().port());
+    let client = h3_client(&cert, Http3Mode::AltSvc, |_| {});
+    let mut versions = Vec::new();
+    for _ in 0..5 {
+        let resp = within("an answer", WAIT, client.get(&url)).await.unwrap();
+        versions.push(resp.version());
+        drop(resp.into_body().collect(1024).await);
+        if versions.last() == Some(&Version::HTTP_3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(versions[0], Version::HTTP_2, "{versions:?}");
+    assert_eq!(versions.last(), Some(&Version::HTTP_3), "{versions:?}");
+    assert!(origin.requests.load(Relaxed) >= 1);
+    support::stop(tcp).await;
+}
+
+/// 0-RTT: a second client sharing the first's session tickets sends its
+/// GET in early data and the server takes it; a POST never goes early.
+#[tokio::test]
+async fn early_data_carries_only_idempotent_requests() {
+    let cert = Cert::localhost();
+    let origin = H3Origin::start(&cert, 0);
+    let tls = cert.client_tls();
+    let make = || {
+        Client::builder()
+            .tls_config(tls.clone())
+            .http3(Http3Mode::Only)
+            .early_data(true)
+            .build()
+            .unwrap()
+    };
+    let url = format!("https://localhost:{}/hello", origin.addr.port());
+    let first = make();
+    let resp = within("the first answer", WAIT, first.get(&url))
+        .await
+        .unwrap();
+    assert_eq!(
+        meta(&resp).conn.quic.unwrap().zero_rtt,
+        None,
+        "no ticket yet"
+    );
+    drop(resp.into_body().collect(1024).await);
+    // The ticket arrives after the handshake; give it a moment.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let second = make();
+    let resp = within("the early answer", WAIT, second.get(&url))
+        .await
+        .unwrap();
+    let m = meta(&resp);
+    assert_eq!(m.conn.quic.unwrap().zero_rtt, Some(true), "{m:?}");
+    assert!(m.early_data, "the GET went in 0-RTT: {m:?}");
+    assert_eq!(
+        &resp.into_body().collect(1024).await.unwrap()[..],
+        b"hello h3"
+    );
+
+    // A POST first: the connection is opened without early data.
+    let third = make();
+    let req = Request::post(format!("https://localhost:{}/echo", origin.addr.port()))
+        .body(Body::from("not twice"))
+        .unwrap();
+    let resp = within("the POST answer", WAIT, third.request(req))
+        .await
+        .unwrap();
+    let m = meta(&resp);
+    assert!(!m.early_data, "{m:?}");
+    assert_eq!(m.conn.quic.unwrap().zero_rtt, None, "{m:?}");
+    assert_eq!(
+        &resp.into_body().collect(1024).await.unwrap()[..],
+        b"not twice"
+    );
+}

@@ -1,0 +1,195 @@
+//! A test-only HTTP/3 origin (quinn + h3) with a self-signed certificate
+//! for `localhost`, whose paths misbehave on purpose, so the client's
+//! HTTP/3 path can be tested before (and besides) keepwire's own server:
+//!
+//! - `/hello`: 200 `hello h3`;
+//! - `/echo`: the request body back;
+//! - `/big/N`: N bytes;
+//! - `/bighead`: a 64 KiB response header;
+//! - `/stall`: the head and 3 bytes, then nothing;
+//! - `/silent`: nothing at all;
+//! - `/reject-once`: the first such request is reset with
+//!   `H3_REQUEST_REJECTED` (unprocessed), later ones get 200.
+//!
+//! It accepts 0-RTT (the client's early data) and counts connections and
+//! requests. The task ends when the origin is dropped.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+use bytes::{Buf, Bytes};
+
+/// The certificate, for clients to trust.
+pub struct Cert {
+    pub der: rustls::pki_types::CertificateDer<'static>,
+    pub key: rustls::pki_types::PrivatePkcs8KeyDer<'static>,
+}
+
+impl Cert {
+    pub fn localhost() -> Cert {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .unwrap();
+        Cert {
+            der: ck.cert.der().clone(),
+            key: rustls::pki_types::PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der()),
+        }
+    }
+
+    /// A rustls client config trusting only this certificate (one Arc:
+    /// clients built from it share its session tickets, for 0-RTT).
+    pub fn client_tls(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.der.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut c = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(c)
+    }
+
+    /// A rustls server config offering `alpn`.
+    pub fn server_tls(&self, alpn: &[&[u8]]) -> rustls::ServerConfig {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut s = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![self.der.clone()], self.key.clone_key().into())
+            .unwrap();
+        s.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        s
+    }
+}
+
+/// The running origin.
+pub struct H3Origin {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicU64>,
+    pub requests: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+    endpoint: quinn::Endpoint,
+}
+
+impl Drop for H3Origin {
+    fn drop(&mut self) {
+        self.endpoint.close(0u32.into(), b"bye");
+        self.task.abort();
+    }
+}
+
+impl H3Origin {
+    /// Listens on 127.0.0.1, on `port` (0: any).
+    pub fn start(cert: &Cert, port: u16) -> H3Origin {
+        let mut tls = cert.server_tls(&[b"h3"]);
+        tls.max_early_data_size = u32::MAX;
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
+        let config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        let endpoint =
+            quinn::Endpoint::server(config, SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
+        let addr = endpoint.local_addr().unwrap();
+        let connections = Arc::new(AtomicU64::new(0));
+        let requests = Arc::new(AtomicU64::new(0));
+        let rejected = Arc::new(AtomicBool::new(false));
+        let (ep, conns, reqs) = (endpoint.clone(), connections.clone(), requests.clone());
+        let task = tokio::spawn(async move {
+            while let Some(incoming) = ep.accept().await {
+                let (conns, reqs, rejected) = (conns.clone(), reqs.clone(), rejected.clone());
+                tokio::spawn(async move {
+                    let Ok(connecting) = incoming.accept() else {
+                        return;
+                    };
+                    // Takes the client's 0-RTT data.
+                    let Ok((quic, _)) = connecting.into_0rtt() else {
+                        return;
+                    };
+                    conns.fetch_add(1, Relaxed);
+                    let Ok(mut h3) = h3::server::builder()
+                        .build::<_, Bytes>(h3_quinn::Connection::new(quic))
+                        .await
+                    else {
+                        return;
+                    };
+                    while let Ok(Some(resolver)) = h3.accept().await {
+                        reqs.fetch_add(1, Relaxed);
+                        let rejected = rejected.clone();
+                        tokio::spawn(async move {
+                            if let Ok((req, stream)) = resolver.resolve_request().await {
+                                let _ = respond(req, stream, &rejected).await;
+                            }
+                        });
+                    }
+                });
+            }
+        });
+        H3Origin {
+            addr,
+            connections,
+            requests,
+            task,
+            endpoint,
+        }
+    }
+}
+
+type Stream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+
+async fn respond(
+    req: http::Request<()>,
+    mut stream: Stream,
+    rejected: &AtomicBool,
+) -> Result<(), h3::error::StreamError> {
+    let path = req.uri().path().to_string();
+    let mut body = Vec::new();
+    while let Some(mut chunk) = stream.recv_data().await? {
+        let n = chunk.remaining();
+        body.extend_from_slice(&chunk.copy_to_bytes(n));
+    }
+    let ok = |b: Bytes| (http::Response::builder().status(200).body(()).unwrap(), b);
+    let (resp, data) = match path.as_str() {
+        "/hello" => ok(Bytes::from_static(b"hello h3")),
+        "/echo" => ok(Bytes::from(body)),
+        "/bighead" => {
+            let big = "x".repeat(64 * 1024);
+            let r = http::Response::builder()
+                .header("x-big", big)
+                .body(())
+                .unwrap();
+            (r, Bytes::new())
+        }
+        "/silent" => {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            return Ok(());
+        }
+        "/stall" => {
+            stream.send_response(ok(Bytes::new()).0).await?;
+            stream.send_data(Bytes::from_static(b"abc")).await?;
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            return Ok(());
+        }
+        "/reject-once" if !rejected.swap(true, Relaxed) => {
+            stream.stop_stream(h3::error::Code::H3_REQUEST_REJECTED);
+            stream.stop_sending(h3::error::Code::H3_REQUEST_REJECTED);
+            return Ok(());
+        }
+        "/reject-once" => ok(Bytes::from_static(b"second")),
+        p if p.starts_with("/big/") => {
+            let n: usize = p[5..].parse().unwrap_or(0);
+            ok(Bytes::from(vec![b'b'; n]))
+        }
+        _ => (
+            http::Response::builder().status(404).body(()).unwrap(),
+            Bytes::new(),
+        ),
+    };
+    stream.send_response(resp).await?;
+    if !data.is_empty() {
+        stream.send_data(data).await?;
+    }
+    stream.finish().await
+}
