@@ -396,7 +396,6 @@ impl<'a> Lab<'a> {
             posts: posts.clone(),
         };
         let (ip, client_ip) = (link.server.ip, link.client.ip);
-        let cc = link.congestion_control.clone();
         let (dumb_idle, stale_idle) = (sizes.dumb_idle, sizes.stale_idle);
         let (tls, _pem) = crate::tls::self_signed(vec![ip.to_string()])
             .map_err(|e| format!("cannot make the lab's certificate: {e}"))?;
@@ -410,18 +409,10 @@ impl<'a> Lab<'a> {
                     .map(|s| s.spawn(move |req| o.clone().handle(req)))
             };
             let main = serve(Box::new(|c| c.idle_timeout = Duration::from_secs(60)))?;
-            let quic_tls = tls.clone();
             let main_tls = serve(Box::new(|c| {
                 c.idle_timeout = Duration::from_secs(60);
                 c.tls = Some(tls);
             }))?;
-            let o = origin.clone();
-            let h3 = move |req| o.clone().handle(req);
-            // In use: keepwire's own server answers HTTP/3 there already.
-            match super::h3_interim::serve(main_tls.local_addr(), &quic_tls, cc.as_deref(), h3) {
-                Err(e) if e.kind() != io::ErrorKind::AddrInUse => return Err(e),
-                _ => {}
-            }
             let dumb_origin = serve(Box::new(move |c| c.idle_timeout = dumb_idle))?;
             let graceful = serve(Box::new(|c| c.max_requests = Some(3)))?;
             let full = serve(Box::new(|c| {

@@ -9,7 +9,6 @@
 //! keepwire does about it.
 
 mod dumb_proxy;
-mod h3_interim;
 mod harness;
 mod hol_blocking;
 mod nagle;

@@ -1,16 +1,14 @@
 //! The two multiplexed protocols the HTTP/3 experiments compare, from one
-//! place: HTTP/2 over TCP + TLS 1.3 (ALPN `h2`) through keepwire's client,
-//! and HTTP/3 over QUIC — for now through the temporary `h3_interim`
-//! client, to become keepwire's client too, so that only the transport
-//! differs.
+//! place: HTTP/2 over TCP + TLS 1.3 (ALPN `h2`) and HTTP/3 over QUIC
+//! (`Http3Mode::Only`), both through keepwire's own client against the
+//! lab's HTTPS origin, which serves HTTP/3 on the same port over UDP — so
+//! that only the transport differs.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::Response;
-use keepwire::{Body, Client};
+use keepwire::client::Http3Mode;
+use keepwire::{Client, RequestMeta};
 
-use super::h3_interim;
 use super::harness::Lab;
 
 /// A protocol of the comparison.
@@ -32,78 +30,53 @@ impl Proto {
     }
 
     /// A new client speaking only this protocol to the lab's self-signed
-    /// HTTPS origin at `origin`.
-    pub(super) async fn client(self, origin: SocketAddr) -> Result<Fetcher, String> {
-        self.client_with(origin, keepwire::client::tls::insecure_config(), false)
-            .await
+    /// HTTPS origin (it connects on its first request).
+    pub(super) fn client(self) -> Result<Client, String> {
+        self.client_with(keepwire::client::tls::insecure_config(), false)
     }
 
     /// The same with the TLS settings `tls` (and their session cache: two
     /// clients given one resume each other's sessions), and 0-RTT early
-    /// data when `early_data`. HTTP/3 connects here, HTTP/2 on the first
-    /// request.
-    async fn client_with(
+    /// data when `early_data`.
+    fn client_with(
         self,
-        origin: SocketAddr,
         tls: Arc<rustls::ClientConfig>,
         early_data: bool,
-    ) -> Result<Fetcher, String> {
+    ) -> Result<Client, String> {
+        let b = Client::builder().tls_config(tls);
         match self {
-            Proto::H2 => Client::builder()
-                .tls_config(tls)
-                .build()
-                .map(Fetcher::Keepwire)
-                .map_err(|e| e.to_string()),
-            Proto::H3 => h3_interim::Client::connect(origin, &tls, early_data)
-                .await
-                .map(Fetcher::Interim),
+            Proto::H2 => b,
+            Proto::H3 => b.http3(Http3Mode::Only).early_data(early_data),
         }
+        .build()
+        .map_err(|e| e.to_string())
     }
 }
 
-/// A client of one protocol.
-pub(super) enum Fetcher {
-    /// keepwire's client.
-    Keepwire(Client),
-    /// TEMPORARY: HTTP/3 through `h3_interim`.
-    Interim(h3_interim::Client),
-}
-
-impl Fetcher {
-    /// Whether the server accepted 0-RTT data (`None`: none sent).
-    pub(super) fn early_data(&self) -> Option<bool> {
-        match self {
-            Fetcher::Keepwire(_) => None,
-            Fetcher::Interim(c) => c.early_data(),
-        }
-    }
-
-    /// GETs `url`: the response head, its body streaming.
-    pub(super) async fn get(&self, url: &str) -> Result<Response<Body>, String> {
-        match self {
-            Fetcher::Keepwire(c) => c.get(url).await.map_err(|e| e.to_string()),
-            Fetcher::Interim(c) => c.get(url).await,
-        }
-    }
-}
-
-/// GETs `url` and reads its body to the end (at most 1 MiB).
-pub(super) async fn get(client: &Fetcher, url: &str) -> Result<bytes::Bytes, String> {
-    let resp = client.get(url).await?;
+/// GETs `url` and reads its body to the end (at most 1 MiB); with what the
+/// client says about the request.
+pub(super) async fn get(
+    client: &Client,
+    url: &str,
+) -> Result<(bytes::Bytes, Option<RequestMeta>), String> {
+    let resp = client.get(url).await.map_err(|e| e.to_string())?;
     if !resp.status().is_success() {
         return Err(format!("{url}: {}", resp.status()));
     }
-    resp.into_body()
+    let meta = resp.extensions().get::<RequestMeta>().copied();
+    let body = resp
+        .into_body()
         .collect(1 << 20)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok((body, meta))
 }
 
 /// How long the first request on a new connection to the lab's HTTPS
-/// origin takes, handshakes included, in ms, and whether 0-RTT data was
-/// accepted (`None`: none sent): on a fresh client, or
-/// (`resumed`) on a second client that shares the first one's TLS session
-/// cache, after the first has made a request and closed (TLS 1.3 session
+/// origin takes, handshakes included, in ms, and whether the server
+/// accepted 0-RTT early data (`None`: none tried): on a fresh client,
+/// or (`resumed`) on a second client that shares the first one's TLS
+/// session cache, after the first has made a request (TLS 1.3 session
 /// resumption; over QUIC with 0-RTT early data).
 pub(super) fn first_request(
     lab: &Lab,
@@ -113,21 +86,21 @@ pub(super) fn first_request(
     if !lab.link.exact && proto == Proto::H3 {
         return Err("the approximate link (a TCP relay) carries no UDP".into());
     }
-    let origin = lab.origin_tls;
-    let url = format!("https://{origin}/lab/bytes/0");
+    let url = format!("https://{}/lab/bytes/0", lab.origin_tls);
     lab.link.client.run(move || async move {
         let tls = keepwire::client::tls::insecure_config();
         if resumed {
-            let first = proto.client_with(origin, tls.clone(), false).await?;
+            let first = proto.client_with(tls.clone(), false)?;
             get(&first, &url).await?;
             // The ticket arrives after the handshake: let it land.
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             drop(first);
         }
+        let client = proto.client_with(tls, resumed)?;
         let t0 = tokio::time::Instant::now();
-        let client = proto.client_with(origin, tls, resumed).await?;
-        get(&client, &url).await?;
+        let (_, meta) = get(&client, &url).await?;
         let took = super::stats::ms(t0.elapsed());
-        Ok((took, client.early_data()))
+        let early = meta.filter(|m| m.conn.quic.is_some()).map(|m| m.early_data);
+        Ok((took, early))
     })
 }

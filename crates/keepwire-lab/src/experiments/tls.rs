@@ -95,7 +95,7 @@ pub(super) fn run(lab: &Lab) -> Outcome {
         let model = (handshake_rtts + 1.0) * r;
         match first_request(lab, proto, resumed) {
             Ok((t, early)) => {
-                if let Some(accepted) = early {
+                if let (true, Some(accepted)) = (resumed, early) {
                     notes.push(format!(
                         "{label}: 0-RTT data {}",
                         if accepted { "accepted" } else { "REFUSED" }
