@@ -111,6 +111,14 @@ pub(super) fn run(lab: &Lab) -> Outcome {
     let mut rows = Vec::new();
     let mut errors: Vec<String> = Vec::new();
     let mut baseline: [Option<(f64, f64)>; 2] = [None, None];
+    // TCP on quinn's congestion control (keepwire's QUIC runs its default,
+    // cubic): the two then differ in how they order bytes, not in how they
+    // react to a loss.
+    let matched = lab.link.exact && lab.link.set_tcp_congestion(Some(QUIC_CC)).is_ok();
+    notes.push(congestion_note(
+        matched,
+        lab.link.congestion_control.as_deref(),
+    ));
     for loss in LOSSES {
         lab.link.set_loss(loss / 100.0);
         let mut loads: [Vec<Load>; 2] = [Vec::new(), Vec::new()];
@@ -135,7 +143,13 @@ pub(super) fn run(lab: &Lab) -> Outcome {
         }
     }
     lab.link.set_loss(lab.link.spec.loss);
+    if matched && let Err(e) = lab.link.set_tcp_congestion(None) {
+        notes.push(format!(
+            "the namespaces' congestion control not restored: {e}"
+        ));
+    }
     notes.extend(stall_notes(&rows));
+    notes.extend(backlog_note(&rows, r));
     if !errors.is_empty() {
         let n = errors.len();
         errors.truncate(3);
@@ -147,7 +161,6 @@ pub(super) fn run(lab: &Lab) -> Outcome {
          ahead of an object within a round trip stalls it, up to 1 RTT = {r:.0} ms; \
          over QUIC only a loss of its own packet does)"
     ));
-    notes.push(congestion_note(lab.link.congestion_control.as_deref()));
     if lab.link.spec.loss > 0.0 {
         notes.push(format!(
             "the link's loss of {} % is set aside here: this experiment sets 0, 1 and 3 % \
@@ -225,24 +238,28 @@ fn summary_row(
     }
 }
 
-/// What reacts to loss on each side. keepwire's HTTP/3 server runs quinn's
-/// default congestion control, cubic, and has no setting for it; TCP runs
-/// the namespaces'. Where they differ, a loss-based one backs off at 1-3 %
-/// random loss where BBR does not, and the bulk's rate (the last column)
-/// differs for that reason, not for head-of-line blocking.
-fn congestion_note(tcp: Option<&str>) -> String {
-    let tcp = tcp.unwrap_or("unknown");
-    let mut note = format!(
-        "congestion control: {tcp} for TCP (the namespaces'), cubic for QUIC (quinn's default \
-         in keepwire's server)"
-    );
-    if tcp != "cubic" {
-        note.push_str(
-            ": they differ, so at 1-3 % loss the two react to loss differently too (see the \
-             bulk's packets per RTT); `--cc reno` puts both on a loss-based one",
+/// The congestion control keepwire's HTTP/3 server runs: quinn's default
+/// (it has no setting for it).
+const QUIC_CC: &str = "cubic";
+
+/// What reacts to loss on each side: the same algorithm when `matched`
+/// (TCP given QUIC's through the link's route), else TCP the namespaces'
+/// (`tcp`), where a loss-based one backs off at 1-3 % random loss and BBR
+/// does not, and the bulk's rate (the last column) differs for that
+/// reason, not for head-of-line blocking.
+fn congestion_note(matched: bool, tcp: Option<&str>) -> String {
+    if matched {
+        return format!(
+            "congestion control: {QUIC_CC} on both, quinn's default in keepwire's HTTP/3 server \
+             and TCP's for this experiment (set on the route between the namespaces)"
         );
     }
-    note
+    format!(
+        "congestion control: {} for TCP (the namespaces'), {QUIC_CC} for QUIC (quinn's default \
+         in keepwire's server): they react to loss differently too (see the bulk's packets \
+         per RTT)",
+        tcp.unwrap_or("unknown")
+    )
 }
 
 /// The closed form's chance that a small object stalls, per lossy rate,
@@ -264,6 +281,31 @@ fn stall_notes(rows: &[Row]) -> Vec<String> {
             ))
         })
         .collect()
+}
+
+/// When a bulk download fell behind its pace (median packets per RTT under
+/// 80 % of [`BULK_RATE`]'s), what that adds: its bytes queue at the
+/// sender, and over TCP those already in the one byte stream are ahead of
+/// every small object (up to HTTP/2's flow-control window), while QUIC
+/// interleaves the streams in each packet it may send.
+fn backlog_note(rows: &[Row], rtt_ms: f64) -> Option<String> {
+    let paced = BULK_RATE as f64 / 8.0 / PACKET * rtt_ms / 1000.0;
+    let behind: Vec<String> = rows
+        .iter()
+        .filter_map(|r| {
+            let w = r.values.get(5).copied().flatten()?;
+            (w < 0.8 * paced).then(|| format!("{} {w:.0}", r.label))
+        })
+        .collect();
+    (!behind.is_empty()).then(|| {
+        format!(
+            "the bulk fell behind its pace of {paced:.0} pkts/RTT ({}): congestion control \
+             backed off at the loss, so its bytes queue at the server; over TCP those already \
+             in the byte stream are ahead of every small object too (up to HTTP/2's 64 KiB \
+             window), over QUIC the streams share each packet sent",
+            behind.join(", ")
+        )
+    })
 }
 
 /// At 3 %: HTTP/3's median page and small-object p90 below HTTP/2's; at

@@ -393,6 +393,27 @@ impl Link {
         self.loss.store(loss.to_bits(), Ordering::Relaxed);
     }
 
+    /// Gives the TCP connections opened from now on a congestion control of
+    /// their own, `cc` (a kernel name), or back the namespaces' (`None`),
+    /// through the route between the two ends (exact link only), so an
+    /// experiment can run TCP with the algorithm another transport runs:
+    /// `transport-hol` puts TCP on quinn's cubic, which a namespace may
+    /// not default to on a host that restricts it (see `tcp`).
+    pub fn set_tcp_congestion(&self, cc: Option<&'static str>) -> io::Result<()> {
+        if !self.exact {
+            return Err(io::Error::other("the relay runs the host's TCP"));
+        }
+        for (end, local, peer) in [
+            (&self.server, SERVER_IP, CLIENT_IP),
+            (&self.client, CLIENT_IP, SERVER_IP),
+        ] {
+            end.run(move || async move {
+                rtnl::Rtnl::open()?.peer_route_congestion(DEV, (local, peer), cc)
+            })?;
+        }
+        Ok(())
+    }
+
     /// "exact" or "approximate", for every output.
     pub fn label(&self) -> &'static str {
         if self.exact { "exact" } else { "approximate" }

@@ -203,3 +203,51 @@ fn loss_drops_udp_and_tcp_per_packet() {
     assert_eq!(got.load(Ordering::Relaxed) - got0, 200);
     assert_eq!(link.dropped.load(Ordering::Relaxed), dropped0);
 }
+
+/// The congestion control of a TCP connection across the link, at the
+/// client's end and at the server's.
+fn connection_congestion(
+    link: &Link,
+    to: SocketAddr,
+    accepted: &std::sync::mpsc::Receiver<String>,
+) -> (String, String) {
+    use std::os::fd::AsRawFd;
+    let client = link.client.run(move || async move {
+        let s = TcpStream::connect(to).await.unwrap();
+        super::tcp::congestion_of(s.as_raw_fd()).unwrap()
+    });
+    let server = accepted
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the server end reports");
+    (client, server)
+}
+
+#[test]
+fn the_route_gives_new_tcp_connections_its_congestion_control() {
+    let Some(link) = link(10) else { return };
+    let default = link.congestion_control.clone().expect("exact link");
+    // One the namespaces do not already run: cubic, which a host may
+    // restrict for a namespace's default, else reno.
+    let other = if default == "cubic" { "reno" } else { "cubic" };
+    let ip = link.server.ip;
+    let (tx, accepted) = std::sync::mpsc::channel();
+    let addr = link.server.run(move || async move {
+        use std::os::fd::AsRawFd;
+        let l = TcpListener::bind(SocketAddr::new(ip, 0)).await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::task::spawn_local(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let _ = tx.send(super::tcp::congestion_of(s.as_raw_fd()).unwrap());
+            }
+        });
+        addr
+    });
+    let before = connection_congestion(&link, addr, &accepted);
+    assert_eq!(before, (default.clone(), default.clone()));
+    link.set_tcp_congestion(Some(other)).unwrap();
+    let during = connection_congestion(&link, addr, &accepted);
+    assert_eq!(during, (other.to_string(), other.to_string()));
+    link.set_tcp_congestion(None).unwrap();
+    let after = connection_congestion(&link, addr, &accepted);
+    assert_eq!(after, (default.clone(), default));
+}
