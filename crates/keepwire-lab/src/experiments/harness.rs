@@ -328,7 +328,7 @@ impl LabSite {
             return Response::new(Body::from(Bytes::from(vec![b'x'; n])));
         }
         if let Some(n) = path.strip_prefix("/lab/paced/") {
-            return super::transport_hol::paced(n.parse().unwrap_or(0));
+            return super::paced::paced(n.parse().unwrap_or(0));
         }
         if let Some(ms) = path.strip_prefix("/lab/slow/") {
             let ms: u64 = ms.parse().unwrap_or(0).min(60_000);

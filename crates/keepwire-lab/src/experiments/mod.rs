@@ -12,6 +12,7 @@ mod dumb_proxy;
 mod harness;
 mod hol_blocking;
 mod nagle;
+mod paced;
 mod page_load;
 mod quic;
 mod raw;

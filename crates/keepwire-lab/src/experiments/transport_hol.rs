@@ -24,10 +24,11 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
-use keepwire::{Body, Client};
+use keepwire::Client;
 use tokio::time::Instant;
 
 use super::harness::{Experiment, Lab, Outcome, PAGE_OBJECTS, Row, outcome};
+use super::paced::{BULK, BULK_RATE};
 use super::quic::{Proto, get};
 use super::stats::{Spread, ms, quantile};
 use super::transport_hol_model::{Scenario, Transport, stall_chance};
@@ -48,18 +49,6 @@ const LOSSES: [f64; 3] = [0.0, 1.0, 3.0];
 /// A full-size packet's payload on the link (MTU 1500, IPv4 and TCP or
 /// UDP/QUIC headers), for the bulk's packets per round trip.
 const PACKET: f64 = 1400.0;
-
-/// The bulk download's size: only a cap, as it is dropped once the page is
-/// in; at [`BULK_RATE`] it lasts 20 s.
-const BULK: usize = 16 << 20;
-/// The rate the server sends the bulk download at (a video stream, say),
-/// bits per second. Paced, so both protocols carry the same load beside
-/// the page (unpaced, each would run at what its congestion control and
-/// flow-control windows allow, and the page would measure those), and below
-/// what HTTP/2's 64 KiB flow-control window lets through per round trip
-/// (10 Mbit/s at 50 ms), so the window is not what the small objects wait
-/// for.
-const BULK_RATE: u64 = 6_000_000;
 
 /// The columns, in order.
 const COLUMNS: [&str; 6] = [
@@ -432,27 +421,4 @@ async fn page_beside_bulk(client: Rc<Client>, base: String, rtt: Duration) -> Re
         objects_ms,
         bulk_window: bulk_bytes as f64 / PACKET / (elapsed.as_secs_f64() / rtt.as_secs_f64()),
     })
-}
-
-/// `/lab/paced/N`: `n` bytes sent at [`BULK_RATE`], in 8 KiB chunks, until
-/// the client goes away.
-pub(super) fn paced(n: usize) -> http::Response<Body> {
-    const CHUNK: usize = 8 * 1024;
-    let (tx, body) = Body::channel(2);
-    tokio::spawn(async move {
-        let every = Duration::from_secs_f64(CHUNK as f64 * 8.0 / BULK_RATE as f64);
-        let mut tick = tokio::time::interval(every);
-        // Behind (the connection pushed back): go on at the rate, no burst.
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut left = n.min(BULK);
-        while left > 0 {
-            tick.tick().await;
-            let k = left.min(CHUNK);
-            if tx.send(bytes::Bytes::from(vec![b'v'; k])).await.is_err() {
-                return;
-            }
-            left -= k;
-        }
-    });
-    http::Response::new(body)
 }
