@@ -148,10 +148,11 @@ fn loss_drops_udp_and_tcp_per_packet() {
     settle();
     let arrived = got.load(Ordering::Relaxed);
     let dropped = link.dropped.load(Ordering::Relaxed) - dropped0;
-    assert_eq!(
-        arrived + dropped,
-        1000,
-        "each datagram arrives or is dropped"
+    // The kernels' own few packets (IPv6 neighbour discovery on a device
+    // just up) cross the line too and may be dropped beside them.
+    assert!(
+        (1000..1010).contains(&(arrived + dropped)),
+        "each datagram arrives or is dropped: {arrived} + {dropped}"
     );
     assert!(
         (150..=250).contains(&dropped),
