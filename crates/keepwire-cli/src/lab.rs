@@ -80,6 +80,7 @@ Examples:
   keepwire lab --list
   keepwire lab page-load nagle --rtt 100ms --bandwidth 20mbit
   keepwire lab slow-start --cc reno  # default: the host's congestion control
+  keepwire lab transport-hol tls     # HTTP/2 vs HTTP/3: 0/1/3 % loss, handshakes
   keepwire lab --json lab.json --report lab.html
   keepwire lab nagle --json > lab.json  # a bare --json is stdout: put it last";
 

@@ -11,7 +11,7 @@
 //! warmed by one request first so the handshakes (experiment `tls`) are not
 //! in the times. A lost packet costs a timeout or a fast retransmit that a
 //! single sample can land on either side of, so each rate is repeated
-//! (30 times, 3 with `--quick`) and the verdict is on the medians, with
+//! (30 times, 5 with `--quick`) and the verdict is on the medians, with
 //! p10–p90 beside them: at 3 % HTTP/3's median page load and small-object
 //! p90 below HTTP/2's, at 0 % the two equal within the noise.
 //!
