@@ -291,3 +291,45 @@ fn proxy_upstream_http3_relays_to_an_aioquic_origin() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "a=1&b=2");
 }
+
+/// keepwire against itself: `keepwire serve --tls-self-signed` answers
+/// HTTP/3 on the TCP port's number (--http3-only: a race lost to TCP on a
+/// loaded machine would make the test flaky, the race is client_h3.rs's),
+/// and the second connection's GET goes in 0-RTT, which the server takes.
+#[test]
+fn get_http3_against_keepwire_serve_resumes_in_0rtt() {
+    let serve = common::serve(&["--tls-self-signed"]);
+    let note = serve.line_with("self-signed certificate in ");
+    let pem = note
+        .split("self-signed certificate in ")
+        .nth(1)
+        .and_then(|rest| rest.split(" (").next())
+        .unwrap_or_else(|| panic!("no path in {note:?}"))
+        .to_string();
+    let url = format!("https://localhost:{}/", serve.addr.port());
+    let out = run(
+        &[
+            "get",
+            "-v",
+            "--http3",
+            "--early-data",
+            "--strategy",
+            "serial",
+            "--cacert",
+            &pem,
+            "-w",
+            "%{http_version}\\n",
+            &url,
+            &url,
+        ],
+        LIMIT,
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.lines().filter(|l| *l == "3").count(), 2, "{stdout}");
+    assert!(stderr.contains("< HTTP/3 200"), "{stderr}");
+    assert!(
+        stderr.contains("* #2 0-RTT: accepted (this request went in early data)"),
+        "{stderr}"
+    );
+}

@@ -35,19 +35,23 @@ impl Drop for H3Serve {
 }
 
 fn serve_h3() -> H3Serve {
+    start_h3(&["serve", "--threads", "1"])
+}
+
+/// `keepwire ARGS --listen 127.0.0.1:0 --tls-self-signed --access-log F`.
+fn start_h3(args: &[&str]) -> H3Serve {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     let log_s = log.display().to_string();
-    let run = start(&[
-        "serve",
+    let mut all = args.to_vec();
+    all.extend([
         "--listen",
         "127.0.0.1:0",
-        "--threads",
-        "1",
         "--tls-self-signed",
         "--access-log",
         &log_s,
     ]);
+    let run = start(&all);
     let quic = run.line_with("HTTP/3 on udp ");
     let quic = quic.rsplit(' ').next().unwrap().parse().unwrap();
     let note = run.line_with("self-signed certificate in ");
@@ -131,6 +135,62 @@ fn aioquic_gets_the_demo_page_from_keepwire_serve_over_http3() {
     let log = log_lines(&s.log, |l| l.len() >= 3);
     let h3 = log.iter().filter(|l| l.contains("proto=HTTP/3")).count();
     assert_eq!(h3, 3, "{log:#?}");
+}
+
+/// Runs the aioquic client script against `s` (trusting its certificate)
+/// with `args`; its JSON lines.
+fn aioquic(s: &H3Serve, args: &[&str]) -> Vec<serde_json::Value> {
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../keepwire/tests/support/h3_client.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script)
+        .arg("127.0.0.1")
+        .arg(s.quic.port().to_string())
+        .arg("--ca")
+        .arg(&s.pem)
+        .args(args);
+    let out = run_command(cmd, LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn aioquic_through_keepwire_proxy_over_http3() {
+    if !have("python3", &["-c", "import aioquic"]) {
+        eprintln!("SKIP: aioquic not installed");
+        return;
+    }
+    // The origin echoes TRACE: what the proxy sent on is in the answer.
+    let origin = common::serve(&["--trace"]);
+    let upstream = format!("http://{}", origin.addr);
+    let p = start_h3(&["proxy", "--trace", "--upstream", &upstream]);
+    let lines = aioquic(&p, &["/obj/1.css"]);
+    assert_eq!(lines[0]["status"], 200, "{lines:?}");
+    assert!(
+        lines[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("keepwire object 1"),
+        "{lines:?}"
+    );
+    assert_eq!(lines[0]["headers"]["via"], "1.1 keepwire", "{lines:?}");
+    let lines = aioquic(&p, &["--method", "TRACE", "/echo"]);
+    let echo = lines[0]["text"].as_str().unwrap().to_ascii_lowercase();
+    assert!(echo.contains("via: 3 keepwire"), "{lines:?}");
+    let log = log_lines(&p.log, |l| l.len() >= 2);
+    assert_eq!(
+        log.iter().filter(|l| l.contains("proto=HTTP/3")).count(),
+        2,
+        "{log:#?}"
+    );
 }
 
 /// The base64 SHA-256 of the certificate's public key (what

@@ -108,17 +108,6 @@ impl Body {
         }
     }
 
-    /// A body whose errors are already [`BodyError`]s (kept as they are,
-    /// so a reader still sees `TooLarge` or `TimedOut`).
-    pub(crate) fn boxed<B>(body: B) -> Self
-    where
-        B: http_body::Body<Data = Bytes, Error = BodyError> + Send + 'static,
-    {
-        Body {
-            kind: Kind::Boxed(Box::pin(body)),
-        }
-    }
-
     /// A body made of a stream of chunks, of unknown length: the client
     /// sends it chunked over HTTP/1.1 (DATA frames over HTTP/2) as the
     /// stream yields, without reading it whole first. An error from the
@@ -164,6 +153,17 @@ impl Body {
                 },
             },
         )
+    }
+
+    /// A body whose errors are already [`BodyError`]s (kept as they are,
+    /// so a reader still sees `TooLarge` or `TimedOut`).
+    pub(crate) fn boxed<B>(body: B) -> Self
+    where
+        B: http_body::Body<Data = Bytes, Error = BodyError> + Send + 'static,
+    {
+        Body {
+            kind: Kind::Boxed(Box::pin(body)),
+        }
     }
 
     pub(crate) fn incoming(

@@ -221,6 +221,10 @@ async fn quic_that_fails_is_an_error_only_with_only() {
     assert!(matches!(err, ClientError::Connect(_)), "{err}");
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 
+    // What QUIC cannot carry is refused, not sent over TCP.
+    let err = only.get("http://127.0.0.1:1/").await.unwrap_err();
+    assert!(matches!(err, ClientError::InvalidUrl(_)), "{err}");
+
     let prefer = h3_client(&cert, Http3Mode::Prefer, |c| {
         c.connect_timeout = Duration::from_millis(500)
     });
@@ -235,12 +239,13 @@ async fn quic_that_fails_is_an_error_only_with_only() {
     support::stop(tcp).await;
 }
 
-/// `AltSvc`: the first request goes over TCP and learns `h3=":port"`; once
-/// QUIC is up, requests go over HTTP/3.
+/// `AltSvc`: without an advertisement the client stays on TCP, even where
+/// QUIC would answer; `keepwire serve`'s own `Alt-Svc: h3=":port"` moves it
+/// to HTTP/3 once QUIC is up, on the same server.
 #[tokio::test]
 async fn alt_svc_moves_an_origin_to_http3() {
     let cert = Cert::localhost();
-    // The TCP server first, then the QUIC origin on its port number.
+    // A TCP-only keepwire server, and a QUIC origin on its port number.
     let tls = cert.server_tls(&[b"h2", b"http/1.1"]);
     let tcp = support::serve(
         |c| {
@@ -252,52 +257,51 @@ async fn alt_svc_moves_an_origin_to_http3() {
     let port = tcp.local_addr().port();
     let origin = H3Origin::start(&cert, port);
     let url = format!("https://localhost:{port}/hello");
-    // Without an advertisement, AltSvc stays on TCP.
     let client = h3_client(&cert, Http3Mode::AltSvc, |_| {});
     for _ in 0..2 {
         let resp = within("a TCP answer", WAIT, client.get(&url))
             .await
             .unwrap();
+        assert!(!resp.headers().contains_key("alt-svc"));
         assert_ne!(resp.version(), Version::HTTP_3);
         drop(resp.into_body().collect(1024).await);
     }
     assert_eq!(origin.requests.load(Relaxed), 0);
-    drop(client);
+    drop((client, origin));
     support::stop(tcp).await;
 
+    // keepwire's server with HTTP/3: TCP answers advertise the UDP port.
     let tls = cert.server_tls(&[b"h2", b"http/1.1"]);
-    let alt = format!("h3=\":{port}\"; ma=60");
-    let tcp = support::serve(
-        |c| {
-            c.tls = Some(std::sync::Arc::new(tls));
-            c.http3 = false;
-        },
-        move |_req: Request<Body>| {
-            let alt = alt.clone();
-            async move {
-                http::Response::builder()
-                    .header("alt-svc", alt)
-                    .body(Body::from("over tcp"))
-                    .unwrap()
-            }
+    let server = support::serve(
+        |c| c.tls = Some(std::sync::Arc::new(tls)),
+        |req: Request<Body>| async move {
+            http::Response::new(Body::from(format!("{:?}", req.version())))
         },
     );
-    let url = format!("https://localhost:{}/hello", tcp.local_addr().port());
+    let url = format!("https://localhost:{}/hello", server.local_addr().port());
     let client = h3_client(&cert, Http3Mode::AltSvc, |_| {});
-    let mut versions = Vec::new();
-    for _ in 0..5 {
+    let mut seen = Vec::new();
+    for _ in 0..20 {
         let resp = within("an answer", WAIT, client.get(&url)).await.unwrap();
-        versions.push(resp.version());
-        drop(resp.into_body().collect(1024).await);
-        if versions.last() == Some(&Version::HTTP_3) {
+        let version = resp.version();
+        let alt = resp.headers().get("alt-svc").cloned();
+        let body = resp.into_body().collect(1024).await.unwrap();
+        seen.push((version, alt, body));
+        if version == Version::HTTP_3 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(versions[0], Version::HTTP_2, "{versions:?}");
-    assert_eq!(versions.last(), Some(&Version::HTTP_3), "{versions:?}");
-    assert!(origin.requests.load(Relaxed) >= 1);
-    support::stop(tcp).await;
+    let (first_version, first_alt, _) = &seen[0];
+    assert_eq!(*first_version, Version::HTTP_2, "{seen:?}");
+    assert!(
+        first_alt.is_some(),
+        "the TCP answer advertises h3: {seen:?}"
+    );
+    let (last_version, _, last_body) = seen.last().unwrap();
+    assert_eq!(*last_version, Version::HTTP_3, "{seen:?}");
+    assert_eq!(&last_body[..], b"HTTP/3.0", "the handler saw HTTP/3");
+    support::stop(server).await;
 }
 
 /// 0-RTT: a second client sharing the first's session tickets sends its
@@ -356,4 +360,73 @@ async fn early_data_carries_only_idempotent_requests() {
         &resp.into_body().collect(1024).await.unwrap()[..],
         b"not twice"
     );
+}
+
+/// A server that never grants flow-control credit for the request body:
+/// the upload fails after the write timeout, it does not hang.
+#[tokio::test]
+async fn an_upload_the_server_never_reads_times_out() {
+    let cert = Cert::localhost();
+    let origin = H3Origin::start(&cert, 0);
+    let write = Duration::from_millis(300);
+    let client = h3_client(&cert, Http3Mode::Only, |c| {
+        c.write_timeout = write;
+        c.response_timeout = Duration::from_secs(30);
+    });
+    // More than any window the server opened (quinn's default stream
+    // window is 1.25 MB).
+    let chunks = (0..64).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![7u8; 64 * 1024])));
+    let req = Request::post(format!("https://localhost:{}/noread", origin.addr.port()))
+        .body(Body::from_stream(futures_util::stream::iter(chunks)))
+        .unwrap();
+    let t = std::time::Instant::now();
+    let err = within("the upload's failure", WAIT, client.request(req))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Timeout(_)), "{err}");
+    assert!(t.elapsed() >= write, "{:?}", t.elapsed());
+}
+
+/// A stream the server resets inside the body: the body fails at once.
+#[tokio::test]
+async fn a_body_reset_by_the_server_fails() {
+    let cert = Cert::localhost();
+    let origin = H3Origin::start(&cert, 0);
+    let client = h3_client(&cert, Http3Mode::Only, |_| {});
+    let url = format!("https://localhost:{}/reset-mid", origin.addr.port());
+    let resp = within("the head", WAIT, client.get(&url)).await.unwrap();
+    let err = within("the reset", WAIT, resp.into_body().collect(1 << 20))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, keepwire::body::BodyError::Source(_)), "{err}");
+    // The connection itself is still good.
+    let url = format!("https://localhost:{}/hello", origin.addr.port());
+    let resp = within("the next answer", WAIT, client.get(&url))
+        .await
+        .unwrap();
+    assert!(meta(&resp).reused);
+}
+
+/// A request body whose source fails midway: the server sees the stream
+/// reset, never a FIN that would make the cut-off body look whole (R8.2).
+#[tokio::test]
+async fn a_request_body_cut_off_is_a_reset_not_a_fin() {
+    let cert = Cert::localhost();
+    let origin = H3Origin::start(&cert, 0);
+    let client = h3_client(&cert, Http3Mode::Only, |_| {});
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = vec![
+        Ok(bytes::Bytes::from(vec![1u8; 100_000])),
+        Err(std::io::Error::other("the source broke")),
+    ];
+    let req = Request::post(format!("https://localhost:{}/echo", origin.addr.port()))
+        .body(Body::from_stream(futures_util::stream::iter(chunks)))
+        .unwrap();
+    let err = within("the failure", WAIT, client.request(req))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Body(_)), "{err}");
+    support::eventually("the server to see a reset", WAIT, || {
+        origin.cut_off.load(Relaxed) == 1
+    })
+    .await;
 }

@@ -356,3 +356,71 @@ async fn the_proxy_in_front_says_via_3_and_passes_no_connection_fields() {
     stop(front).await;
     stop(origin).await;
 }
+
+#[tokio::test]
+async fn early_data_runs_only_replay_safe_methods() {
+    let tls = tls();
+    let handler = |req: Request<Body>| async move {
+        let early = req
+            .extensions()
+            .get::<keepwire::server::EarlyData>()
+            .is_some();
+        // The header says the same, for the hops behind a proxy.
+        assert_eq!(req.headers().contains_key("early-data"), early);
+        Response::new(Body::from(format!("{} early={early}", req.method())))
+    };
+    let (server, _m) = serve_h3(&tls, |_| {}, handler);
+    let addr = server.quic_addrs()[0];
+    // 0-RTT needs a ticket from an earlier connection, kept by the config.
+    let mut client = rustls::ClientConfig::clone(&tls.tcp);
+    client.alpn_protocols = vec![b"h3".to_vec()];
+    client.enable_early_data = true;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client).unwrap();
+    let endpoint = client_endpoint(&quinn::ClientConfig::new(Arc::new(crypto)));
+    let mut first = H3::connect(&endpoint, addr).await;
+    assert_eq!(first.get("/").await.text(), "GET early=false");
+    // Let the session ticket arrive, then end the connection.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(first);
+    let connecting = endpoint.connect(addr, "localhost").unwrap();
+    let (conn, accepted) = connecting.into_0rtt().expect("a 0-RTT ticket");
+    let (mut driver, mut send) = within(
+        "HTTP/3 setup in 0-RTT",
+        WAIT,
+        h3::client::new(h3_quinn::Connection::new(conn.clone())),
+    )
+    .await
+    .unwrap();
+    let _driver = tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    let ask = |req: Request<()>| {
+        let mut send = send.clone();
+        async move {
+            let mut s = send.send_request(req).await.unwrap();
+            s.finish().await.unwrap();
+            read(s).await.unwrap()
+        }
+    };
+    let get = ask(h3_get("/early"));
+    let post = ask(Request::post("https://localhost/early").body(()).unwrap());
+    let (get, post) = within("answers to early data", WAIT, async {
+        tokio::join!(get, post)
+    })
+    .await;
+    assert!(accepted.await, "the server refused 0-RTT");
+    assert_eq!(get.text(), "GET early=true");
+    // Not replay-safe: 425, the client retries after the handshake.
+    assert_eq!(post.status(), 425);
+    let after = within("a POST after the handshake", WAIT, async {
+        let mut s = send
+            .send_request(Request::post("https://localhost/").body(()).unwrap())
+            .await
+            .unwrap();
+        s.finish().await.unwrap();
+        read(s).await.unwrap()
+    })
+    .await;
+    assert_eq!(after.text(), "POST early=false");
+    stop(server).await;
+}

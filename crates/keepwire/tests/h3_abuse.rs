@@ -381,3 +381,85 @@ async fn a_handshake_that_stalls_times_out() {
     assert_eq!(series(&metrics(), "connections_open"), 0);
     stop(server).await;
 }
+
+#[tokio::test]
+async fn a_body_that_stalls_gets_408() {
+    let tls = tls();
+    let handler = |req: Request<Body>| async move {
+        match req.into_body().collect(1 << 20).await {
+            Ok(b) => Response::new(Body::from(format!("{}", b.len()))),
+            Err(e) => Response::new(Body::from(format!("error: {e}"))),
+        }
+    };
+    let (server, _m) = serve_h3(
+        &tls,
+        |c| c.body_timeout = Duration::from_millis(300),
+        handler,
+    );
+    let endpoint = client_endpoint(&tls.quic);
+    let mut h3 = H3::connect(&endpoint, server.quic_addrs()[0]).await;
+    let req = Request::post("https://localhost/slow")
+        .header("content-length", "10000")
+        .body(())
+        .unwrap();
+    let mut stream = h3.send.send_request(req).await.unwrap();
+    stream
+        .send_data(Bytes::from(vec![1u8; 1000]))
+        .await
+        .unwrap();
+    // ... and nothing more.
+    let started = std::time::Instant::now();
+    let head = within("the 408", WAIT, stream.recv_response())
+        .await
+        .unwrap();
+    assert_eq!(head.status().as_u16(), 408);
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(h3.get("/").await.status(), 200);
+    drop(h3);
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn a_stream_whose_head_never_ends_is_dropped_at_the_header_timeout() {
+    let tls = tls();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let handler = move |_req: Request<Body>| {
+        c.fetch_add(1, SeqCst);
+        async { Response::new(Body::from("hi")) }
+    };
+    let (server, metrics) = serve_h3(
+        &tls,
+        |c| c.header_timeout = Duration::from_millis(300),
+        handler,
+    );
+    let endpoint = client_endpoint(&tls.quic);
+    let mut h3 = H3::connect(&endpoint, server.quic_addrs()[0]).await;
+    // Past the handshake's own bound.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // A request stream of quinn's, beside h3's: a HEADERS frame that
+    // announces 1000 bytes and sends 3.
+    let (mut send, mut recv) = h3.conn.open_bi().await.unwrap();
+    send.write_all(&[0x01, 0x43, 0xe8, 0, 0, 0]).await.unwrap();
+    let started = std::time::Instant::now();
+    let read = within("the server drops the stream", WAIT, recv.read_to_end(1024)).await;
+    assert!(read.is_err() || read.is_ok_and(|b| b.is_empty()));
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    // The connection is still good; the broken head was never a request.
+    assert_eq!(h3.get("/").await.text(), "hi");
+    assert_eq!(calls.load(SeqCst), 1);
+    assert_eq!(
+        metric(&metrics(), "requests_by_protocol_total{protocol=\"h3\"}"),
+        1
+    );
+    drop(h3);
+    stop(server).await;
+}

@@ -102,7 +102,8 @@ pub enum Http3Mode {
     AltSvc,
     /// HTTP/3 first, TCP raced and used if QUIC fails (curl's `--http3`).
     Prefer,
-    /// HTTP/3 or nothing (curl's `--http3-only`).
+    /// HTTP/3 or nothing (curl's `--http3-only`): an `http://` URL, or an
+    /// origin behind a forward proxy, is an error rather than TCP.
     Only,
 }
 

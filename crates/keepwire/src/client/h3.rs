@@ -28,6 +28,10 @@
 //! [`ClientConfig::early_data`]: super::ClientConfig::early_data
 
 mod body;
+mod open;
+mod upload;
+
+use upload::{Upload, upload};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -170,27 +174,6 @@ impl H3State {
     }
 }
 
-/// quinn's client settings from the client's TLS (ALPN `h3`, TLS 1.3).
-fn quic_config(
-    tls: &rustls::ClientConfig,
-    early_data: bool,
-    idle: Duration,
-) -> Result<quinn::ClientConfig, String> {
-    let mut tls = tls.clone();
-    tls.alpn_protocols = vec![b"h3".to_vec()];
-    tls.enable_early_data = early_data;
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .map_err(|e| format!("TLS for QUIC: {e}"))?;
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
-    // An idle connection ends as a pooled one does.
-    let idle = quinn::IdleTimeout::try_from(idle).map_err(|e| format!("idle timeout: {e}"))?;
-    transport.max_idle_timeout(Some(idle));
-    config.transport_config(Arc::new(transport));
-    config.version(QUIC_V1);
-    Ok(config)
-}
-
 /// A failed HTTP/3 attempt.
 fn failed(state: AttemptState, error: ClientError) -> FailedAttempt {
     FailedAttempt::new(state, false, error)
@@ -227,6 +210,17 @@ impl Client {
         // QUIC connection per request, which is also how a second one
         // resumes the first's session in 0-RTT.
         let fresh = fresh || !cfg.pool.reuse;
+        let only = cfg.http3 == Http3Mode::Only;
+        // curl's --http3-only refuses what QUIC cannot carry, rather than
+        // quietly using TCP.
+        if only && origin.scheme != "https" {
+            let e = format!("{origin}: HTTP/3 needs https://");
+            return Err(ClientError::InvalidUrl(e));
+        }
+        if only && self.proxy_for(origin).is_some() {
+            let e = "HTTP/3 only, but this origin goes through an HTTP proxy";
+            return Err(ClientError::Config(e.into()));
+        }
         if cfg.http3 == Http3Mode::Off
             || origin.scheme != "https"
             || head.method == http::Method::CONNECT
@@ -235,7 +229,6 @@ impl Client {
         {
             return Ok(None);
         }
-        let only = cfg.http3 == Http3Mode::Only;
         let port = match (cfg.http3, state.alt_svc.port(origin)) {
             (_, Some(p)) => p,
             (Http3Mode::AltSvc, None) => return Ok(None),
@@ -348,98 +341,6 @@ impl Client {
         }
     }
 
-    /// The origin's HTTP/3 connection, opened if there is none, or if
-    /// `fresh` (single flight per origin, as HTTP/2's); `true` if this
-    /// call opened it.
-    async fn h3_conn(
-        &self,
-        origin: &Origin,
-        port: u16,
-        early: bool,
-        fresh: bool,
-        timings: &mut Timings,
-    ) -> Result<(H3Conn, bool), ClientError> {
-        let inner = &self.inner;
-        let cfg = &inner.config;
-        let slot = inner.h3.slot(origin);
-        let mut current = slot.lock().await;
-        if let Some(c) = current.as_ref()
-            && c.alive.load(Relaxed)
-            && !fresh
-        {
-            return Ok((c.clone(), false));
-        }
-        *current = None;
-        let config = inner
-            .h3
-            .quic
-            .get_or_init(|| quic_config(&inner.tls_any, cfg.early_data, cfg.pool.idle_timeout))
-            .clone()
-            .map_err(ClientError::Config)?;
-        let t = Instant::now();
-        let mut addrs = self.resolve(origin).await?;
-        timings.dns = Some(t.elapsed());
-        for a in &mut addrs {
-            a.set_port(port);
-        }
-        let name = origin.host.trim_matches(['[', ']']).to_string();
-        let t = Instant::now();
-        let state = &inner.h3;
-        let delay = super::connect::ATTEMPT_DELAY;
-        let (quic, accepted) = super::connect::race(&addrs, delay, cfg.connect_timeout, |addr| {
-            let endpoint = state.endpoint(addr);
-            let (config, name) = (config.clone(), name.clone());
-            async move { handshake(endpoint?, config, addr, &name, early).await }
-        })
-        .await
-        .map_err(|e| ClientError::Connect(std::io::Error::new(e.kind(), format!("QUIC: {e}"))))?;
-        let (send, alive) = h3_handshake(&quic, cfg).await?;
-        let handshake_time = t.elapsed();
-        timings.connect = Some(handshake_time);
-        timings.tls = Some(handshake_time);
-        let early = accepted.map(|accepted| {
-            let (tx, rx) = watch::channel(None);
-            tokio::spawn(async move {
-                let _ = tx.send(Some(accepted.await));
-            });
-            rx
-        });
-        let local_port = state
-            .endpoint(quic.remote_address())
-            .map_or(0, |e| e.local_addr().map_or(0, |a| a.port()));
-        let local_ip = quic
-            .local_ip()
-            .unwrap_or(if quic.remote_address().is_ipv6() {
-                std::net::Ipv6Addr::UNSPECIFIED.into()
-            } else {
-                std::net::Ipv4Addr::UNSPECIFIED.into()
-            });
-        let meta = ConnMeta {
-            id: inner.next_id.fetch_add(1, Relaxed) + 1,
-            local: SocketAddr::new(local_ip, local_port),
-            peer: quic.remote_address(),
-            tls: Some(crate::transport::TlsInfo {
-                version: "TLSv1_3",
-                cipher: "unknown",
-                alpn: Some("h3"),
-            }),
-            quic: Some(QuicInfo {
-                version: QUIC_V1,
-                zero_rtt: None,
-            }),
-        };
-        inner.metrics.connections_opened.fetch_add(1, Relaxed);
-        let conn = H3Conn {
-            send,
-            meta,
-            requests: Arc::new(AtomicU64::new(0)),
-            alive,
-            early,
-        };
-        *current = Some(conn.clone());
-        Ok((conn, true))
-    }
-
     async fn forget_h3(&self, origin: &Origin, conn: &H3Conn) {
         conn.alive.store(false, Relaxed);
         let slot = self.inner.h3.slot(origin);
@@ -502,12 +403,13 @@ impl Client {
         };
         timings.queued = queued.elapsed();
         let (tx, mut rx) = stream.split();
+        let tx = Upload { tx, done: false };
         let mut upload = Some(Box::pin(upload(
             tx,
             std::mem::take(body),
             cfg.write_timeout,
         )));
-        let mut uploaded: Option<SendHalf> = None;
+        let mut uploaded: Option<Upload> = None;
         let result = {
             let mut resp = std::pin::pin!(rx.recv_response());
             loop {
@@ -525,6 +427,11 @@ impl Client {
                         timings.written = started.elapsed();
                         match r {
                             Ok(()) => uploaded = Some(tx),
+                            // No credit for the body within the write
+                            // timeout, or its source failed: nothing to wait for.
+                            Err(e @ (ClientError::Timeout(_) | ClientError::Body(_))) => {
+                                break Err(failed(SentNoResponse, e));
+                            }
                             Err(e) => {
                                 // The server may have answered and stopped reading.
                                 match tokio::time::timeout(cfg.response_timeout, &mut resp).await {
@@ -595,93 +502,4 @@ fn early_rejected(conn: &H3Conn, in_early_data: bool) -> bool {
             .early
             .as_ref()
             .is_some_and(|rx| *rx.borrow() == Some(false))
-}
-
-/// The request body on its stream, then FIN; each step bounded by
-/// `timeout` (a server that grants no flow-control credit). Returns the
-/// body (rewindable for a retry) and the stream half.
-async fn upload(
-    mut tx: SendHalf,
-    mut body: ReplayBody,
-    timeout: Duration,
-) -> (Result<(), ClientError>, ReplayBody, SendHalf) {
-    let r = async {
-        loop {
-            let next = std::future::poll_fn(|cx| body.poll_chunk(cx));
-            let chunk = match tokio::time::timeout(timeout, next).await {
-                Ok(Some(Ok(c))) => c,
-                Ok(Some(Err(e))) => {
-                    tx.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
-                    return Err(ClientError::Body(e));
-                }
-                Ok(None) => break,
-                Err(_) => return Err(ClientError::Timeout("sending the request body")),
-            };
-            match tokio::time::timeout(timeout, tx.send_data(chunk)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(h3_error(e, false)),
-                Err(_) => return Err(ClientError::Timeout("sending the request body")),
-            }
-        }
-        match tokio::time::timeout(timeout, tx.finish()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(h3_error(e, false)),
-            Err(_) => Err(ClientError::Timeout("sending the request body")),
-        }
-    }
-    .await;
-    (r, body, tx)
-}
-
-/// The QUIC handshake to `addr`, in 0-RTT if `early` and a ticket allow
-/// (then the handshake completes in the background and the second value
-/// says, once it has, whether the early data was accepted).
-async fn handshake(
-    endpoint: quinn::Endpoint,
-    config: quinn::ClientConfig,
-    addr: SocketAddr,
-    name: &str,
-    early: bool,
-) -> std::io::Result<(quinn::Connection, Option<quinn::ZeroRttAccepted>)> {
-    let mut connecting = endpoint
-        .connect_with(config, addr, name)
-        .map_err(std::io::Error::other)?;
-    if early {
-        match connecting.into_0rtt() {
-            Ok((conn, accepted)) => return Ok((conn, Some(accepted))),
-            Err(c) => connecting = c,
-        }
-    }
-    let conn = connecting.await.map_err(std::io::Error::other)?;
-    Ok((conn, None))
-}
-
-/// HTTP/3 on a QUIC connection (the control streams and SETTINGS), its
-/// driver on a task that clears `alive` when the connection ends.
-async fn h3_handshake(
-    quic: &quinn::Connection,
-    cfg: &super::ClientConfig,
-) -> Result<(SendRequest, Arc<AtomicBool>), ClientError> {
-    let mut builder = h3::client::builder();
-    builder.max_field_section_size(cfg.limits.max_head_bytes as u64);
-    let build = builder.build::<_, _, Bytes>(h3_quinn::Connection::new(quic.clone()));
-    let (mut driver, send) = match tokio::time::timeout(cfg.connect_timeout, build).await {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => {
-            let e = std::io::Error::other(format!("HTTP/3 handshake: {e}"));
-            return Err(ClientError::Connect(e));
-        }
-        Err(_) => {
-            let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "HTTP/3 handshake");
-            return Err(ClientError::Connect(e));
-        }
-    };
-    let alive = Arc::new(AtomicBool::new(true));
-    let flag = alive.clone();
-    tokio::spawn(async move {
-        let e = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
-        tracing::debug!(error = %e, "h3 connection ended");
-        flag.store(false, Relaxed);
-    });
-    Ok((send, alive))
 }

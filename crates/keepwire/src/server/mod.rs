@@ -1,9 +1,12 @@
-//! The origin server (HTTP/1.x, and HTTP/2 by prior knowledge or ALPN).
+//! The origin server (HTTP/1.x, HTTP/2 by prior knowledge or ALPN, and
+//! HTTP/3 over QUIC beside every TLS listener).
 //!
 //! The accept loop owns graceful shutdown; each connection is one task that
 //! `accept` admits under the connection limits (total and per client IP,
 //! R4.2, R5.6) and hands, by protocol, to `conn::serve` (HTTP/1, an
 //! `async fn` loop over the sans-IO [`keepwire_proto::Conn`]) or to `h2`.
+//! With TLS, a QUIC endpoint on each listener's port (UDP) admits its
+//! connections under the same limits and serves them with `h3`.
 //!
 //! Defaults sit beside nginx's (and say where they differ):
 //!
@@ -29,6 +32,12 @@
 //! | HTTP/2 flow-control stall | no window for `write_timeout`: the stream is reset; with no DATA progress on the connection meanwhile, it is closed (GOAWAY, 1 s to flush) | `send_timeout` |
 //! | HTTP/2 header list (HPACK-decoded), CONTINUATION | `max_head_bytes` (32 KiB); h2 caps CONTINUATION frames by it | `large_client_header_buffers` |
 //! | HTTP/2 SETTINGS / PING floods | h2 queues one ACK / PONG at a time and reads no further while it cannot write it | — |
+//! | HTTP/3 (QUIC, same port as each TLS listener) | on with TLS (`http3`); TCP responses carry `Alt-Svc: h3=":PORT"; ma=86400` | `listen ... quic`, `add_header Alt-Svc` by hand |
+//! | HTTP/3 streams in flight per connection | 128 (`http3_max_streams`): the client's bidirectional stream credit, so a stream over it cannot be opened | `http3_max_concurrent_streams 128` |
+//! | HTTP/3 streams the client stops (each cancels its handler) | over 2 × the stream limit (min 100) in 10 s: CONNECTION_CLOSE `H3_EXCESSIVE_LOAD` | — |
+//! | HTTP/3 handshake, request head, body, flow-control stall | `header_timeout`; `max_head_bytes` (431); `max_body` (413) and `body_timeout`; `write_timeout` per write, then reset (and close without progress) | `quic_retry off`, `client_header_timeout`, ... |
+//! | HTTP/3 receive windows | 256 KiB per stream, 1 MiB per connection | `http3_stream_buffer_size 64k` |
+//! | HTTP/3 0-RTT early data | accepted; only idempotent methods run in it (`EarlyData` extension), others get 425 | `ssl_early_data off` |
 //! | HTTP/2 extended CONNECT (RFC 8441, WebSocket over HTTP/2) | advertised; a switched stream counts as a stream in flight (and in `tunnels_open`) until its `Upgraded` drops, keeps the idle timeout off, ends with GOAWAY + `shutdown_timeout`; both directions bounded by the peer's windows | not supported |
 
 mod accept;

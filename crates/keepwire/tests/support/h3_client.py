@@ -4,7 +4,7 @@ keepwire's interop tests: GETs (or POSTs) each path on one connection, all
 streams in flight at once, and prints one JSON line per response.
 
 usage: h3_client.py HOST PORT [--ca CERT.pem] [--post BYTES]
-                    [--header-bytes N] PATH...
+                    [--method M] [--header-bytes N] PATH...
 
 --header-bytes sends a field of N bytes, whatever the server's
 SETTINGS_MAX_FIELD_SECTION_SIZE says (a client that ignores it).
@@ -82,6 +82,7 @@ async def main():
     ap.add_argument("port", type=int)
     ap.add_argument("--ca")
     ap.add_argument("--post", type=int)
+    ap.add_argument("--method")
     ap.add_argument("--header-bytes", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=10.0)
     ap.add_argument("paths", nargs="+")
@@ -93,7 +94,7 @@ async def main():
         cfg.verify_mode = ssl.CERT_NONE
     authority = f"localhost:{a.port}"
     body = b"x" * a.post if a.post is not None else None
-    method = "POST" if body is not None else "GET"
+    method = a.method or ("POST" if body is not None else "GET")
     async with connect(a.host, a.port, configuration=cfg, create_protocol=Client) as client:
         tasks = [client.request(authority, method, p, body, a.header_bytes) for p in a.paths]
         results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), a.timeout)
@@ -108,7 +109,7 @@ async def main():
                 "headers": headers,
                 "length": len(r["body"]),
                 "sha256": hashlib.sha256(r["body"]).hexdigest(),
-                "text": r["body"][:200].decode("utf-8", "replace"),
+                "text": r["body"][:4000].decode("utf-8", "replace"),
             }))
         client.close()
     sys.stdout.flush()

@@ -9,7 +9,10 @@
 //! - `/stall`: the head and 3 bytes, then nothing;
 //! - `/silent`: nothing at all;
 //! - `/reject-once`: the first such request is reset with
-//!   `H3_REQUEST_REJECTED` (unprocessed), later ones get 200.
+//!   `H3_REQUEST_REJECTED` (unprocessed), later ones get 200;
+//! - `/noread`: never reads the request body, never answers (its flow
+//!   control credit is never granted);
+//! - `/reset-mid`: the head and 3 bytes, then the stream is reset.
 //!
 //! It accepts 0-RTT (the client's early data) and counts connections and
 //! requests. The task ends when the origin is dropped.
@@ -72,6 +75,9 @@ pub struct H3Origin {
     pub addr: SocketAddr,
     pub connections: Arc<AtomicU64>,
     pub requests: Arc<AtomicU64>,
+    /// Request streams that ended in a reset rather than a FIN (in the
+    /// head or the body).
+    pub cut_off: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
     endpoint: quinn::Endpoint,
 }
@@ -95,11 +101,14 @@ impl H3Origin {
         let addr = endpoint.local_addr().unwrap();
         let connections = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));
+        let cut_off = Arc::new(AtomicU64::new(0));
         let rejected = Arc::new(AtomicBool::new(false));
         let (ep, conns, reqs) = (endpoint.clone(), connections.clone(), requests.clone());
+        let cut = cut_off.clone();
         let task = tokio::spawn(async move {
             while let Some(incoming) = ep.accept().await {
                 let (conns, reqs, rejected) = (conns.clone(), reqs.clone(), rejected.clone());
+                let cut = cut.clone();
                 tokio::spawn(async move {
                     let Ok(connecting) = incoming.accept() else {
                         return;
@@ -117,10 +126,16 @@ impl H3Origin {
                     };
                     while let Ok(Some(resolver)) = h3.accept().await {
                         reqs.fetch_add(1, Relaxed);
-                        let rejected = rejected.clone();
+                        let (rejected, cut) = (rejected.clone(), cut.clone());
                         tokio::spawn(async move {
-                            if let Ok((req, stream)) = resolver.resolve_request().await {
-                                let _ = respond(req, stream, &rejected).await;
+                            match resolver.resolve_request().await {
+                                Ok((req, stream)) => {
+                                    let _ = respond(req, stream, &rejected, &cut).await;
+                                }
+                                // Reset before its head was whole.
+                                Err(_) => {
+                                    cut.fetch_add(1, Relaxed);
+                                }
                             }
                         });
                     }
@@ -131,6 +146,7 @@ impl H3Origin {
             addr,
             connections,
             requests,
+            cut_off,
             task,
             endpoint,
         }
@@ -143,12 +159,26 @@ async fn respond(
     req: http::Request<()>,
     mut stream: Stream,
     rejected: &AtomicBool,
+    cut_off: &AtomicU64,
 ) -> Result<(), h3::error::StreamError> {
     let path = req.uri().path().to_string();
+    if path == "/noread" {
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        return Ok(());
+    }
     let mut body = Vec::new();
-    while let Some(mut chunk) = stream.recv_data().await? {
-        let n = chunk.remaining();
-        body.extend_from_slice(&chunk.copy_to_bytes(n));
+    loop {
+        match stream.recv_data().await {
+            Ok(Some(mut chunk)) => {
+                let n = chunk.remaining();
+                body.extend_from_slice(&chunk.copy_to_bytes(n));
+            }
+            Ok(None) => break,
+            Err(e) => {
+                cut_off.fetch_add(1, Relaxed);
+                return Err(e);
+            }
+        }
     }
     let ok = |b: Bytes| (http::Response::builder().status(200).body(()).unwrap(), b);
     let (resp, data) = match path.as_str() {
@@ -170,6 +200,13 @@ async fn respond(
             stream.send_response(ok(Bytes::new()).0).await?;
             stream.send_data(Bytes::from_static(b"abc")).await?;
             tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            return Ok(());
+        }
+        "/reset-mid" => {
+            stream.send_response(ok(Bytes::new()).0).await?;
+            stream.send_data(Bytes::from_static(b"abc")).await?;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            stream.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
             return Ok(());
         }
         "/reject-once" if !rejected.swap(true, Relaxed) => {

@@ -181,15 +181,15 @@ async fn connection(
             return;
         }
     };
-    let conn = match tokio::time::timeout(cfg.header_timeout, connecting).await {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "QUIC handshake failed");
-            m.closed(CloseReason::Error, 0, born.elapsed());
-            return;
-        }
+    // Streams are accepted from the first flight on (0-RTT, RFC 9001
+    // §4.6.1): each knows whether it came before the handshake completed,
+    // and only replay-safe requests run then. `serve` holds the handshake
+    // to the header timeout.
+    let (conn, handshake) = match connecting.into_0rtt() {
+        Ok(pair) => pair,
         Err(_) => {
-            m.closed(CloseReason::Timeout, 0, born.elapsed());
+            // Only a client can be refused here; a server always may.
+            m.closed(CloseReason::Error, 0, born.elapsed());
             return;
         }
     };
@@ -200,7 +200,8 @@ async fn connection(
         local,
         request_index: 0,
     };
-    let (reason, requests) = Box::pin(serve(conn, info, &shared, handler, stop)).await;
+    let serve = serve(conn, handshake, info, &shared, handler, stop);
+    let (reason, requests) = Box::pin(serve).await;
     tracing::debug!(conn = id, %peer, %local, requests, ?reason, "h3 connection closed");
     m.closed(reason, requests, born.elapsed());
     drop(slot);
@@ -237,6 +238,7 @@ fn reason_of(conn: &quinn::Connection, closing: Option<CloseReason>) -> CloseRea
 /// requests it carried.
 async fn serve(
     conn: quinn::Connection,
+    handshake: quinn::ZeroRttAccepted,
     info: ConnInfo,
     shared: &Arc<Shared>,
     handler: Arc<dyn Handler>,
@@ -244,12 +246,14 @@ async fn serve(
 ) -> (CloseReason, u64) {
     let cfg = &shared.config;
     let metrics = &shared.metrics;
+    let handshake_by = Instant::now() + cfg.header_timeout;
+    let mut handshake = Some(Box::pin(handshake));
     let quic = quic::Connection::new(conn.clone());
     let watches = quic.watches();
     let mut builder = h3::server::builder();
     builder.max_field_section_size(cfg.limits.max_head_bytes as u64);
     let built = builder.build::<_, Bytes>(quic);
-    let mut h3c = match tokio::time::timeout(cfg.header_timeout, built).await {
+    let mut h3c = match tokio::time::timeout_at(handshake_by, built).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             tracing::debug!(conn = info.id, error = %e, "h3 setup failed");
@@ -313,9 +317,8 @@ async fn serve(
             }
             accepted = h3c.accept() => match accepted {
                 Ok(Some(resolver)) => {
+                    // Counted in `requests` once its head is read (stream.rs).
                     requests += 1;
-                    metrics.requests.fetch_add(1, Relaxed);
-                    metrics.h3_requests.fetch_add(1, Relaxed);
                     if streams.len() >= max_streams as usize {
                         // The transport's stream credit keeps this rare: a
                         // stream whose task has not yet seen its end.
@@ -356,6 +359,17 @@ async fn serve(
             }
             _ = tokio::time::sleep_until(deadline_at), if deadline.is_some() => {
                 break closing.unwrap_or(CloseReason::Shutdown);
+            }
+            _ = std::future::poll_fn(|cx| match handshake.as_mut() {
+                Some(h) => h.as_mut().poll(cx),
+                None => std::task::Poll::Pending,
+            }), if handshake.is_some() => handshake = None,
+            _ = tokio::time::sleep_until(handshake_by), if handshake.is_some() => {
+                tracing::debug!(conn = info.id, "QUIC handshake timed out");
+                conn.close(code(Code::H3_NO_ERROR), b"handshake timeout");
+                streams.clear();
+                in_flight.clear();
+                break CloseReason::Timeout;
             }
         }
         if let Some(reason) = closing

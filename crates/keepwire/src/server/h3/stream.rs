@@ -46,6 +46,13 @@ pub(super) async fn stream_task(
         // The stream is dropped: its halves are reset and stopped.
         Err(_) => return Outcome::Done,
     };
+    let metrics = &rules.shared.metrics;
+    metrics
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics
+        .h3_requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let Some(watch) = watches.take(stream.id()) else {
         return Outcome::Done;
     };
@@ -90,7 +97,7 @@ async fn run(
     log: &mut Option<Entry>,
 ) -> Outcome {
     let Watch { mut stopped, early } = watch;
-    let (parts, ()) = req.into_parts();
+    let (mut parts, ()) = req.into_parts();
     let (mut send, recv) = stream.split();
     if early && !replay_safe(&parts.method) {
         // 425 Too Early: the client retries after the handshake (RFC 8470 §5.2).
@@ -128,6 +135,13 @@ async fn run(
         peeked: None,
     }
     .start();
+    if early {
+        // RFC 8470 §5.1: what a proxy must tell the next hop, so that an
+        // origin behind `keepwire proxy` can answer 425 itself.
+        parts
+            .headers
+            .insert("early-data", http::HeaderValue::from_static("1"));
+    }
     let mut req = Request::from_parts(parts, body);
     req.extensions_mut().insert(info);
     if early {
@@ -178,7 +192,8 @@ fn connection_specific(headers: &http::HeaderMap) -> bool {
 }
 
 /// A request extension: the request arrived in 0-RTT early data (only
-/// replay-safe methods get this far; RFC 8470).
+/// replay-safe methods get this far; RFC 8470). Such a request also
+/// carries `Early-Data: 1`, which a proxy passes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EarlyData;
 
