@@ -18,6 +18,18 @@
 //! The model (`transport_hol_model`) plays the same packet order with the
 //! bulk's measured rate: over TCP a loss among the bulk's packets ahead of
 //! an object stalls it, over QUIC only a loss of its own packet.
+//!
+//! Both sides run the same congestion control, or the comparison measures
+//! that instead: keepwire's HTTP/3 server runs quinn's default, cubic, and
+//! TCP is given cubic too for the experiment's connections, through the
+//! route between the namespaces ([`crate::Link::set_tcp_congestion`]; the
+//! namespaces themselves run the host's, often BBR, which a random 3 %
+//! loss does not slow while cubic backs off). At 3 % cubic cannot keep
+//! the bulk at its pace on either transport, and its bytes queue at the
+//! server: over TCP the ones already in the byte stream are ahead of every
+//! small object as well — the same ordering, on the sending side — while
+//! QUIC shares each packet it may send between the streams. The table's
+//! last column shows the bulk's rate, and a note says when it fell behind.
 
 use std::cell::Cell;
 use std::rc::Rc;
