@@ -313,7 +313,11 @@ fn backlog_note(rows: &[Row], rtt_ms: f64) -> Option<String> {
 /// 0 %: the medians equal within the noise (the larger of a quarter RTT
 /// and half the wider p10–p90 range).
 fn judge(lab: &Lab, rows: &[Row]) -> (bool, String) {
-    let r = lab.r_ms();
+    verdict(lab.r_ms(), rows)
+}
+
+/// [`judge`] for a round trip of `r` ms.
+fn verdict(r: f64, rows: &[Row]) -> (bool, String) {
     let find = |p: Proto, loss: f64| rows.iter().find(|row| row.label == label(p, loss));
     let cell = |p: Proto, loss: f64, col: usize| find(p, loss)?.values.get(col).copied().flatten();
     let (Some(h2_0), Some(h3_0), Some(h2_3), Some(h3_3), Some(s2_3), Some(s3_3)) = (
@@ -433,4 +437,83 @@ async fn page_beside_bulk(client: Rc<Client>, base: String, rtt: Duration) -> Re
         objects_ms,
         bulk_window: bulk_bytes as f64 / PACKET / (elapsed.as_secs_f64() / rtt.as_secs_f64()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row as a run makes it: page loads and small objects measured.
+    fn measured(proto: Proto, loss: f64, pages: &[f64], p90: f64) -> Row {
+        let page = Spread::of(pages);
+        let mut values = vec![None; COLUMNS.len()];
+        values[PAGE] = page.map(|s| s.median);
+        values[SMALL_P90] = Some(p90);
+        let mut spread = vec![None; COLUMNS.len()];
+        spread[PAGE] = page;
+        Row {
+            label: label(proto, loss),
+            values,
+            spread,
+            n: pages.len(),
+        }
+    }
+
+    fn rows(h2: (&[f64], f64), h3: (&[f64], f64), h2_0: &[f64], h3_0: &[f64]) -> Vec<Row> {
+        vec![
+            measured(Proto::H2, 0.0, h2_0, 55.0),
+            measured(Proto::H3, 0.0, h3_0, 55.0),
+            measured(Proto::H2, 3.0, h2.0, h2.1),
+            measured(Proto::H3, 3.0, h3.0, h3.1),
+        ]
+    }
+
+    #[test]
+    fn the_verdict_wants_http3_ahead_at_3_percent_and_level_at_0() {
+        let level = [105.0, 106.0, 107.0];
+        // HTTP/3 below on both counts at 3 %, level at 0 %.
+        let ok = rows((&[280.0; 3], 400.0), (&[170.0; 3], 140.0), &level, &level);
+        let (pass, words) = verdict(50.0, &ok);
+        assert!(pass, "{words}");
+        assert!(words.contains("170 ms over HTTP/3 vs 280 ms"), "{words}");
+        // The p90 not below: no match, whatever the page says.
+        let p90 = rows((&[280.0; 3], 130.0), (&[170.0; 3], 140.0), &level, &level);
+        assert!(!verdict(50.0, &p90).0);
+        // The page not below.
+        let page = rows((&[170.0; 3], 400.0), (&[180.0; 3], 140.0), &level, &level);
+        assert!(!verdict(50.0, &page).0);
+        // Apart at 0 % by more than a quarter RTT and the spread: no match.
+        let apart = rows(
+            (&[280.0; 3], 400.0),
+            (&[170.0; 3], 140.0),
+            &level,
+            &[125.0; 3],
+        );
+        let (pass, words) = verdict(50.0, &apart);
+        assert!(!pass && words.contains("not within the noise"), "{words}");
+        // ... within a wide spread it is noise.
+        let wide = [100.0, 125.0, 160.0];
+        assert!(
+            verdict(
+                50.0,
+                &rows((&[280.0; 3], 400.0), (&[170.0; 3], 140.0), &level, &wide)
+            )
+            .0
+        );
+        // Nothing measured (the relay): no verdict but that.
+        assert_eq!(verdict(50.0, &[]), (false, "not measured".into()));
+    }
+
+    #[test]
+    fn a_bulk_behind_its_pace_is_named() {
+        let paced = BULK_RATE as f64 / 8.0 / PACKET * 50.0 / 1000.0;
+        let mut slow = measured(Proto::H2, 3.0, &[300.0], 400.0);
+        slow.values[5] = Some(paced / 3.0);
+        let mut on_pace = measured(Proto::H3, 3.0, &[170.0], 140.0);
+        on_pace.values[5] = Some(paced);
+        let note = backlog_note(&[slow, on_pace.clone()], 50.0).expect("a note");
+        assert!(note.contains("HTTP/2 (TCP), 3 % loss 9"), "{note}");
+        assert!(!note.contains("HTTP/3"), "{note}");
+        assert_eq!(backlog_note(&[on_pace], 50.0), None);
+    }
 }
