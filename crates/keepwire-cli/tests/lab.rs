@@ -275,7 +275,7 @@ fn quic_saves_a_round_trip_before_the_first_request_and_0rtt_another() {
     );
 }
 
-/// transport-hol measures both protocols at every loss rate, 5 loads each
+/// transport-hol measures both protocols at every loss rate, 10 loads each
 /// with --quick: a page takes at least its two round trips (the HTML, then
 /// its objects), a small object at least one; the link dropped packets at
 /// 1 and 3 % although the run's own --loss is 0, and is lossless again
@@ -305,7 +305,7 @@ fn transport_hol_measures_both_protocols_at_every_loss_rate() {
     };
     let hol = e("transport-hol");
     for row in hol["rows"].as_array().unwrap() {
-        assert_eq!(row["n"], 5, "{row}");
+        assert_eq!(row["n"], 10, "{row}");
     }
     assert!(
         hol["losses"]["dropped_packets"].as_u64().unwrap() > 0,

@@ -372,7 +372,7 @@ impl<'a> Lab<'a> {
                 stale_requests: 6,
                 realtime_events: 6,
                 realtime_span: Duration::from_secs(2),
-                hol_reps: 5,
+                hol_reps: 10,
             }
         } else {
             Sizes {

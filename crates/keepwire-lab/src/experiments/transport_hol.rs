@@ -11,7 +11,7 @@
 //! warmed by one request first so the handshakes (experiment `tls`) are not
 //! in the times. A lost packet costs a timeout or a fast retransmit that a
 //! single sample can land on either side of, so each rate is repeated
-//! (30 times, 5 with `--quick`) and the verdict is on the medians, with
+//! (30 times, 10 with `--quick`) and the verdict is on the medians, with
 //! p10–p90 beside them: at 3 % HTTP/3's median page load and small-object
 //! p90 below HTTP/2's, at 0 % the two equal within the noise.
 //!
@@ -311,7 +311,7 @@ fn backlog_note(rows: &[Row], rtt_ms: f64) -> Option<String> {
 
 /// What the two stacks' own work may add to a lossless page, in ms: QUIC
 /// runs in the process, and a debug build on two loaded cores took 3-6 ms
-/// more per page than kernel TCP at RTT 20 ms (5 loads, `--quick`), more
+/// more per page than kernel TCP at RTT 20 ms (`--quick`), more
 /// than a quarter of that RTT.
 const CPU_MS: f64 = 10.0;
 
