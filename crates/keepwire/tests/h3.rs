@@ -352,6 +352,15 @@ async fn the_proxy_in_front_says_via_3_and_passes_no_connection_fields() {
     );
     // The origin got the one good request.
     assert_eq!(metric(&origin.metrics().render(), "requests_total"), 1);
+    // Over TCP (HTTP/1.1, the proxy's own read path), the front advertises
+    // its QUIC port.
+    let head = tcp_head(&tls, front.local_addr()).await;
+    let port = front.quic_addrs()[0].port();
+    let want = format!("\r\nalt-svc: h3=\":{port}\"; ma=86400");
+    assert!(
+        head.starts_with("http/1.1 200") && head.contains(&want),
+        "{head}"
+    );
     drop(h3);
     stop(front).await;
     stop(origin).await;

@@ -463,3 +463,56 @@ async fn a_stream_whose_head_never_ends_is_dropped_at_the_header_timeout() {
     drop(h3);
     stop(server).await;
 }
+
+#[tokio::test]
+async fn connect_over_http3_is_not_implemented() {
+    if !have_aioquic() {
+        eprintln!("skipped: python3 aioquic missing (scripts/test installs it)");
+        return;
+    }
+    let tls = tls();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let handler = move |_req: Request<Body>| {
+        c.fetch_add(1, SeqCst);
+        async { Response::new(Body::from("hi")) }
+    };
+    let (server, _m) = serve_h3(&tls, |_| {}, handler);
+    let addr = server.quic_addrs()[0];
+    let lines = aioquic(&tls, addr, &["--method", "CONNECT", "example.test:443"]).await;
+    assert_eq!(lines[0]["status"], 501, "{lines:?}");
+    assert_eq!(calls.load(SeqCst), 0);
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn the_total_connection_cap_counts_quic_and_tcp_alike() {
+    let tls = tls();
+    let (server, metrics) = serve_h3(
+        &tls,
+        |c| c.max_connections = 1,
+        |_req: Request<Body>| async { Response::new(Body::from("hi")) },
+    );
+    let endpoint = client_endpoint(&tls.quic);
+    let mut only = H3::connect(&endpoint, server.quic_addrs()[0]).await;
+    assert_eq!(only.get("/").await.text(), "hi");
+    // A second QUIC connection is refused before its handshake...
+    let refused = within("a refused handshake", WAIT, async {
+        endpoint
+            .connect(server.quic_addrs()[0], "localhost")
+            .unwrap()
+            .await
+    })
+    .await;
+    assert!(refused.is_err(), "a second connection was admitted");
+    // ... and so is a TCP one (closed before TLS, counted the same).
+    let mut tcp = RawClient::connect(server.local_addr()).await;
+    tcp.send(b"\x16\x03\x01").await;
+    let (_bytes, _eof) = within("the TCP refusal", WAIT, tcp.read_to_eof()).await;
+    eventually("both refusals are counted", WAIT, || {
+        metric(&metrics(), "connection_closes_total{reason=\"limit\"}") == 2
+    })
+    .await;
+    drop(only);
+    stop(server).await;
+}

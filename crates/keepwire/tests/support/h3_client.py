@@ -6,6 +6,7 @@ streams in flight at once, and prints one JSON line per response.
 usage: h3_client.py HOST PORT [--ca CERT.pem] [--post BYTES]
                     [--method M] [--header-bytes N] PATH...
 
+--method CONNECT takes each PATH as the target (host:port).
 --header-bytes sends a field of N bytes, whatever the server's
 SETTINGS_MAX_FIELD_SECTION_SIZE says (a client that ignores it).
 """
@@ -56,13 +57,17 @@ class Client(QuicConnectionProtocol):
 
     async def request(self, authority, method, path, body, header_bytes=0):
         sid = self._quic.get_next_available_stream_id()
-        headers = [
-            (b":method", method.encode()),
-            (b":scheme", b"https"),
-            (b":authority", authority.encode()),
-            (b":path", path.encode()),
-            (b"user-agent", b"aioquic-interop"),
-        ]
+        if method == "CONNECT":
+            # RFC 9114 4.4: only :method and :authority (PATH is the target).
+            headers = [(b":method", b"CONNECT"), (b":authority", path.encode())]
+        else:
+            headers = [
+                (b":method", method.encode()),
+                (b":scheme", b"https"),
+                (b":authority", authority.encode()),
+                (b":path", path.encode()),
+                (b"user-agent", b"aioquic-interop"),
+            ]
         if body is not None:
             headers.append((b"content-length", str(len(body)).encode()))
         if header_bytes:

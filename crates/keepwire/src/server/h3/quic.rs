@@ -68,8 +68,12 @@ pub(crate) struct WatchTaker(Watches);
 
 impl WatchTaker {
     pub(crate) fn take(&self, id: StreamId) -> Option<Watch> {
+        self.remove(id.into_inner())
+    }
+
+    fn remove(&self, id: u64) -> Option<Watch> {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.remove(&id.into_inner())
+        map.remove(&id)
     }
 }
 
@@ -130,8 +134,12 @@ impl<B: Buf> quic::Connection<B> for Connection {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, watch);
+        let mut send = SendStream::new(send);
+        // A stream that ends before its watch is taken (its head never
+        // came) takes the watch with it.
+        send.watched = Some((self.watches.clone(), id));
         Poll::Ready(Ok(BidiStream {
-            send: SendStream::new(send),
+            send,
             recv: RecvStream::new(recv),
         }))
     }
@@ -323,6 +331,8 @@ impl quic::RecvStream for RecvStream {
 pub(crate) struct SendStream<B: Buf> {
     stream: quinn::SendStream,
     writing: Option<WriteBuf<B>>,
+    /// A request stream's entry in the watches, removed on drop.
+    watched: Option<(Watches, u64)>,
 }
 
 impl<B: Buf> SendStream<B> {
@@ -330,6 +340,18 @@ impl<B: Buf> SendStream<B> {
         SendStream {
             stream,
             writing: None,
+            watched: None,
+        }
+    }
+}
+
+impl<B: Buf> Drop for SendStream<B> {
+    fn drop(&mut self) {
+        if let Some((watches, id)) = self.watched.take() {
+            watches
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
         }
     }
 }

@@ -25,7 +25,7 @@ type SendHalf = RequestStream<quic::SendStream<Bytes>, Bytes>;
 type Recv = RequestStream<quic::RecvStream, Bytes>;
 
 /// Reads the request head (within the header timeout), then runs the
-/// stream as [`stream`] does, noted in the access log if there is one.
+/// stream as [`run`] does, noted in the access log if there is one.
 pub(super) async fn stream_task(
     resolver: RequestResolver<quic::Connection, Bytes>,
     watches: WatchTaker,
@@ -102,6 +102,12 @@ async fn run(
     if early && !replay_safe(&parts.method) {
         // 425 Too Early: the client retries after the handshake (RFC 8470 §5.2).
         return answer_now(send, noted(log, StatusCode::TOO_EARLY)).await;
+    }
+    if parts.method == Method::CONNECT {
+        // No tunnels over HTTP/3 here (RFC 9114 §4.4, RFC 9220): a stream
+        // cannot be handed over as an `Upgraded`. Said before any handler
+        // (a forward proxy would dial the target first).
+        return answer_now(send, noted(log, StatusCode::NOT_IMPLEMENTED)).await;
     }
     if connection_specific(&parts.headers) {
         // Malformed in HTTP/3 (RFC 9114 §4.2), as h2 holds them in HTTP/2.
