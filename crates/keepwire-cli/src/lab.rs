@@ -37,8 +37,9 @@ pub struct LabArgs {
     /// Run every experiment N times: each value is then the median with
     /// p10–p90, and the verdict is judged on the medians. Default: 1 on a
     /// lossless link; with --loss, each experiment's own (5 for slow-start
-    /// and tls, 1 for time-wait, whose thousands of connections are their
-    /// own repeats, 3 for the others).
+    /// and tls, 1 for time-wait and transport-hol, whose thousands of
+    /// connections and 30 loads per loss rate are their own repeats, 3 for
+    /// the others).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=100))]
     repeat: Option<u16>,
     /// Congestion control in the namespaces (default: the host's).
@@ -79,6 +80,7 @@ Examples:
   keepwire lab --list
   keepwire lab page-load nagle --rtt 100ms --bandwidth 20mbit
   keepwire lab slow-start --cc reno  # default: the host's congestion control
+  keepwire lab transport-hol tls     # HTTP/2 vs HTTP/3: 0/1/3 % loss, handshakes
   keepwire lab --json lab.json --report lab.html
   keepwire lab nagle --json > lab.json  # a bare --json is stdout: put it last";
 
@@ -133,7 +135,7 @@ pub fn run(mut args: LabArgs) -> Result<(), String> {
     }
     if args.list {
         for e in experiments::ALL {
-            println!("{:<12} {} ({})", e.id, e.title, e.rules);
+            println!("{:<13} {} ({})", e.id, e.title, e.rules);
         }
         return Ok(());
     }

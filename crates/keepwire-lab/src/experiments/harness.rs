@@ -227,7 +227,11 @@ pub(super) fn summarise(
             format!("{matched} of {n} runs matched; the last: {}", o.verdict),
         ),
     };
-    o.rows = rows;
+    // One run keeps its rows as it made them: an experiment that repeats
+    // inside its run (transport-hol) has already put its spread there.
+    if n > 1 {
+        o.rows = rows;
+    }
     o.notes = notes;
     o.pass = pass;
     o.verdict = verdict;
@@ -285,6 +289,8 @@ pub(super) struct Sizes {
     /// The real-time experiment's random events and the time they spread over.
     pub(super) realtime_events: usize,
     pub(super) realtime_span: Duration,
+    /// Page loads per loss rate and protocol in `transport-hol`.
+    pub(super) hol_reps: usize,
 }
 
 /// The servers every experiment talks to, started once.
@@ -306,7 +312,8 @@ pub struct Lab<'a> {
     pub(super) posts: Arc<Mutex<HashMap<String, u32>>>,
 }
 
-/// The lab's origin: the demo site plus `/lab/bytes/N` and `POST /lab/post`.
+/// The lab's origin: the demo site plus `/lab/bytes/N`, `/lab/paced/N`
+/// and `POST /lab/post`.
 #[derive(Clone)]
 struct LabSite {
     site: Site,
@@ -319,6 +326,9 @@ impl LabSite {
         if let Some(n) = path.strip_prefix("/lab/bytes/") {
             let n: usize = n.parse().unwrap_or(0).min(64 << 20);
             return Response::new(Body::from(Bytes::from(vec![b'x'; n])));
+        }
+        if let Some(n) = path.strip_prefix("/lab/paced/") {
+            return super::paced::paced(n.parse().unwrap_or(0));
         }
         if let Some(ms) = path.strip_prefix("/lab/slow/") {
             let ms: u64 = ms.parse().unwrap_or(0).min(60_000);
@@ -362,6 +372,7 @@ impl<'a> Lab<'a> {
                 stale_requests: 6,
                 realtime_events: 6,
                 realtime_span: Duration::from_secs(2),
+                hol_reps: 10,
             }
         } else {
             Sizes {
@@ -376,6 +387,7 @@ impl<'a> Lab<'a> {
                 stale_requests: 8,
                 realtime_events: 20,
                 realtime_span: Duration::from_secs(10),
+                hol_reps: 30,
             }
         };
         let posts: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
@@ -634,11 +646,14 @@ mod tests {
         });
         assert_eq!(o.rows.iter().map(|r| r.n).collect::<Vec<_>>(), vec![2, 1]);
         assert!(o.pass);
-        // One run: its own verdict, not a second opinion.
+        // One run: its own verdict, not a second opinion, and its own
+        // spread (repeats inside the run), not one of a single sample.
         let mut single = run(50.0, 60.0, "x");
         single.pass = true;
+        single.rows[0].spread[0] = Spread::of(&[40.0, 50.0, 90.0]);
         let o = summarise(vec![single], |_| Some((false, "ignored".into())));
         assert!(o.pass && o.repeats == 1, "{o:?}");
+        assert_eq!(o.rows[0].spread[0].map(|s| s.n), Some(3));
     }
 
     #[test]

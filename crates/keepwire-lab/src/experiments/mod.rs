@@ -12,7 +12,9 @@ mod dumb_proxy;
 mod harness;
 mod hol_blocking;
 mod nagle;
+mod paced;
 mod page_load;
+mod quic;
 mod raw;
 mod realtime;
 mod realtime_client;
@@ -24,12 +26,14 @@ mod stale_retry;
 mod stats;
 mod time_wait;
 mod tls;
+mod transport_hol;
+mod transport_hol_model;
 
 pub use harness::{Bar, Experiment, Judge, Lab, Losses, Outcome, Row, Timeline};
 pub use stats::Spread;
 
 /// Every experiment, in order.
-pub const ALL: [Experiment; 10] = [
+pub const ALL: [Experiment; 11] = [
     page_load::EXPERIMENT,
     nagle::EXPERIMENT,
     slow_start::EXPERIMENT,
@@ -40,6 +44,7 @@ pub const ALL: [Experiment; 10] = [
     hol_blocking::EXPERIMENT,
     tls::EXPERIMENT,
     realtime::EXPERIMENT,
+    transport_hol::EXPERIMENT,
 ];
 
 /// The experiment named `id` (`page-load`, `nagle`, ...).

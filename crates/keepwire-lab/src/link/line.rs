@@ -1,6 +1,11 @@
 //! The delay line: one thread per direction moves IP packets from one TUN
 //! device to the other after the one-way delay, paced to the bandwidth,
 //! dropped at the loss rate or when the router queue is full.
+//!
+//! It works on whole IP packets and never looks past the IP header, so UDP
+//! (QUIC) crosses it exactly as TCP does and the loss model drops either
+//! per packet at the same rate (`tests::udp_and_tcp_cross_the_line_alike`,
+//! `tests::loss_drops_udp_and_tcp_per_packet`).
 
 use std::collections::VecDeque;
 use std::io;
@@ -100,7 +105,7 @@ pub(super) fn delay_line(
     spec: LinkSpec,
     dir: usize,
     stop: &AtomicBool,
-    dropped: &AtomicU64,
+    (loss, dropped): (&AtomicU64, &AtomicU64),
     wire: &WireCounters,
 ) {
     let one_way = spec.rtt / 2;
@@ -138,7 +143,9 @@ pub(super) fn delay_line(
                 break;
             }
             let n = n as usize;
-            if (spec.loss > 0.0 && rng.unit() < spec.loss) || queued + n > queue_limit {
+            // Read per packet: an experiment may change it between runs.
+            let loss = f64::from_bits(loss.load(Ordering::Relaxed));
+            if (loss > 0.0 && rng.unit() < loss) || queued + n > queue_limit {
                 dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }

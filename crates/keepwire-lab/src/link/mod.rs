@@ -42,6 +42,8 @@ mod netns;
 mod relay;
 mod rtnl;
 mod tcp;
+#[cfg(test)]
+mod tests;
 mod userns;
 
 use std::future::Future;
@@ -237,6 +239,9 @@ pub struct Link {
     pub notes: Vec<String>,
     stop: Arc<AtomicBool>,
     lines: Vec<JoinHandle<()>>,
+    /// The delay line's loss rate now (`f64` bits): [`LinkSpec::loss`]
+    /// unless an experiment set another with [`Link::set_loss`].
+    loss: Arc<AtomicU64>,
     /// Packets dropped by the loss model or a full queue.
     pub dropped: Arc<AtomicU64>,
     /// What crossed the link, per direction.
@@ -277,6 +282,7 @@ impl Link {
             enter_namespace([CLIENT_IP, SERVER_IP], spec.cc)
         })?;
         let stop = Arc::new(AtomicBool::new(false));
+        let loss = Arc::new(AtomicU64::new(spec.loss.to_bits()));
         let dropped = Arc::new(AtomicU64::new(0));
         let wire = Arc::new(WireCounters::default());
         let tun_s = Arc::new(tun_s);
@@ -287,7 +293,8 @@ impl Link {
             .into_iter()
             .enumerate()
         {
-            let (stop, dropped, wire) = (stop.clone(), dropped.clone(), wire.clone());
+            let (stop, loss, dropped, wire) =
+                (stop.clone(), loss.clone(), dropped.clone(), wire.clone());
             let prio_tx = prio_tx.clone();
             lines.push(
                 std::thread::Builder::new()
@@ -295,7 +302,7 @@ impl Link {
                     .spawn(move || {
                         let prio = realtime().map_err(|fifo| (fifo, short_slice().err()));
                         let _ = prio_tx.send(prio);
-                        delay_line(&from, &to, spec, i, &stop, &dropped, &wire)
+                        delay_line(&from, &to, spec, i, &stop, (&loss, &dropped), &wire)
                     })?,
             );
         }
@@ -321,6 +328,7 @@ impl Link {
             notes,
             stop,
             lines,
+            loss,
             dropped,
             wire,
         })
@@ -342,6 +350,7 @@ impl Link {
             notes: Vec::new(),
             stop: Arc::new(AtomicBool::new(false)),
             lines: Vec::new(),
+            loss: Arc::new(AtomicU64::new(spec.loss.to_bits())),
             dropped: Arc::new(AtomicU64::new(0)),
             wire: Arc::default(),
         })
@@ -363,6 +372,46 @@ impl Link {
             tokio::task::spawn_local(relay_accept(listener, addr, spec, wire));
             front
         })
+    }
+
+    /// The loss rate the delay line applies now, per packet and direction.
+    pub fn loss(&self) -> f64 {
+        f64::from_bits(self.loss.load(Ordering::Relaxed))
+    }
+
+    /// Changes the delay line's loss rate (0..1, clamped) from the next
+    /// packet on, so one experiment can compare several rates over the same
+    /// link and servers (`transport-hol`: 0, 1 and 3 %); it should put
+    /// [`LinkSpec::loss`] back when done. The relay drops nothing, whatever
+    /// is set.
+    pub fn set_loss(&self, loss: f64) {
+        let loss = if loss.is_finite() {
+            loss.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        self.loss.store(loss.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Gives the TCP connections opened from now on a congestion control of
+    /// their own, `cc` (a kernel name), or back the namespaces' (`None`),
+    /// through the route between the two ends (exact link only), so an
+    /// experiment can run TCP with the algorithm another transport runs:
+    /// `transport-hol` puts TCP on quinn's cubic, which a namespace may
+    /// not default to on a host that restricts it (see `tcp`).
+    pub fn set_tcp_congestion(&self, cc: Option<&'static str>) -> io::Result<()> {
+        if !self.exact {
+            return Err(io::Error::other("the relay runs the host's TCP"));
+        }
+        for (end, local, peer) in [
+            (&self.server, SERVER_IP, CLIENT_IP),
+            (&self.client, CLIENT_IP, SERVER_IP),
+        ] {
+            end.run(move || async move {
+                rtnl::Rtnl::open()?.peer_route_congestion(DEV, (local, peer), cc)
+            })?;
+        }
+        Ok(())
     }
 
     /// "exact" or "approximate", for every output.

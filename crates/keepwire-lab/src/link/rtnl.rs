@@ -4,7 +4,9 @@
 //!
 //! Three requests are all the link needs, sent synchronously on the
 //! namespace thread before its runtime starts (a netlink socket belongs to
-//! the network namespace of the thread that opens it). The messages come
+//! the network namespace of the thread that opens it); a fourth replaces
+//! the route to the peer to give it a congestion control (an experiment's,
+//! while it runs). The messages come
 //! from `netlink-packet-route`, the socket from `netlink-sys`: the
 //! rust-netlink crates that `rtnetlink` is built on, without its async
 //! connection task, which three acknowledged requests do not need.
@@ -13,11 +15,15 @@ use std::io;
 use std::net::Ipv4Addr;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
+    RouteScope, RouteType,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
@@ -72,6 +78,41 @@ impl Rtnl {
             &format!("address {local} peer {peer} on {name}"),
             RouteNetlinkMessage::NewAddress(msg),
             NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    /// Replaces the /32 route to `peer` through `name` (the one
+    /// [`Rtnl::add_peer_address`] made) with the same route whose TCP
+    /// connections run congestion control `cc`, or none of its own (`ip
+    /// route replace PEER/32 dev NAME proto kernel scope link src LOCAL
+    /// [congctl CC]`). A route's algorithm may be one the host restricts
+    /// for a namespace's default (see `tcp`), and applies to connections
+    /// opened after it, at both ends.
+    pub(super) fn peer_route_congestion(
+        &mut self,
+        name: &str,
+        (local, peer): (Ipv4Addr, Ipv4Addr),
+        cc: Option<&str>,
+    ) -> io::Result<()> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        msg.header.destination_prefix_length = 32;
+        msg.header.table = RouteHeader::RT_TABLE_MAIN;
+        msg.header.protocol = RouteProtocol::Kernel;
+        msg.header.scope = RouteScope::Link;
+        msg.header.kind = RouteType::Unicast;
+        msg.attributes = vec![
+            RouteAttribute::Destination(RouteAddress::Inet(peer)),
+            RouteAttribute::Oif(if_index(name)?),
+            RouteAttribute::PrefSource(RouteAddress::Inet(local)),
+        ];
+        msg.attributes.extend(
+            cc.map(|cc| RouteAttribute::Metrics(vec![RouteMetric::CcAlgo(cc.to_string())])),
+        );
+        self.request(
+            &format!("route to {peer} via {name}, congestion control {cc:?}"),
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
         )
     }
 

@@ -168,12 +168,17 @@ pub(crate) fn socket_congestion_control() -> io::Result<String> {
     }
     // SAFETY: fd was just opened and is owned by nothing else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    congestion_of(fd.as_raw_fd())
+}
+
+/// The congestion control TCP socket `fd` runs (`TCP_CONGESTION`).
+pub(crate) fn congestion_of(fd: std::os::fd::RawFd) -> io::Result<String> {
     let mut name = [0u8; 16];
     let mut len = name.len() as libc::socklen_t;
     // SAFETY: the buffer and its length are ours and match.
     let rc = unsafe {
         libc::getsockopt(
-            fd.as_raw_fd(),
+            fd,
             libc::IPPROTO_TCP,
             libc::TCP_CONGESTION,
             name.as_mut_ptr().cast(),
