@@ -43,7 +43,7 @@ grep -q "HTTP/3 on udp" "$work/serve.err" || { echo "bench-h3: serve has no HTTP
 read -r P_AQ _ < "$work/aq.out"
 
 python3 - "$work" "$REPS" "$DUR" "$C" "$M" "${pids[0]}" "$P_KW" "${pids[1]}" "$P_AQ" <<'PY'
-import json, os, statistics, subprocess, sys
+import json, os, resource, statistics, subprocess, sys
 work, reps, dur, c, m = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 kw_pid, kw_port, aq_pid, aq_port = sys.argv[6], sys.argv[7], sys.argv[8], sys.argv[9]
 tick = os.sysconf("SC_CLK_TCK")
@@ -63,15 +63,18 @@ for rep in range(reps):
                "--cacert", f"{work}/cert.pem", "-c", c, "--pipeline", m, "--threads", "1",
                "-d", f"{dur}s", url, "--json"]
         c0 = cpu(pid)
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        out = p.stdout.read()
-        _, status, ru = os.wait4(p.pid, 0)
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        p = subprocess.run(cmd, capture_output=True)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         c1 = cpu(pid)
-        d = json.loads(out)
+        if p.returncode != 0:
+            sys.exit(f"bench-h3: {name}: {' '.join(cmd)}\n{p.stderr.decode()}")
+        d = json.loads(p.stdout)
+        loader = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
         n = max(d["responses"], 1)
         rows[name].append(dict(
             rps=d["requests_per_s"], p50=d["latency"]["p50_us"], p99=d["latency"]["p99_us"],
-            server=(c1 - c0) * 1e6 / n, loader=(ru.ru_utime + ru.ru_stime) * 1e6 / n,
+            server=(c1 - c0) * 1e6 / n, loader=loader * 1e6 / n,
             errors=d["error_total"], conns=d["connections"]))
         print(f"# rep {rep+1} {name}: {d['requests_per_s']:.0f} req/s", file=sys.stderr)
 print(f"| target | req/s median (min–max) | p50 µs | p99 µs | server CPU µs/req | loader CPU µs/req | errors |")
