@@ -10,7 +10,9 @@
 //! - Every connection counts in the connection limits (total and per
 //!   client IP, shared with the TCP listeners' connections) from its first
 //!   packet on; over them it is refused (CONNECTION_REFUSED) before any
-//!   handshake work.
+//!   handshake work. Near them, a client must first prove its address
+//!   with a Retry (`retry.rs` says when and why), so spoofed Initials
+//!   cannot hold another address's slots.
 //! - The handshake gets the header timeout; a request head gets it too,
 //!   and is capped by `max_head_bytes` (SETTINGS_MAX_FIELD_SECTION_SIZE:
 //!   over it, 431); bodies are held to `max_body` and the body timeout,
@@ -27,6 +29,7 @@
 
 mod alt_svc;
 mod quic;
+mod retry;
 mod stream;
 
 pub(super) use alt_svc::AltSvc;
@@ -45,6 +48,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+pub use retry::QuicRetry;
 pub use stream::EarlyData;
 
 use super::h2::stream::{Outcome, Progress, StreamRules};
@@ -157,12 +161,22 @@ async fn connection(
 ) {
     let born = Instant::now();
     let m = &shared.metrics;
-    m.connections_accepted.fetch_add(1, Relaxed);
-    m.h3_connections_accepted.fetch_add(1, Relaxed);
     let peer = incoming.remote_address();
     let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
     let (slot, open, per_ip) = ConnSlot::open(&shared, peer.ip());
     let cfg = &shared.config;
+    let validated = incoming.remote_address_validated();
+    if cfg.quic_retry.wanted(validated, open, per_ip, cfg) && incoming.may_retry() {
+        // Stateless: the client takes a slot when it comes back with the
+        // token, from an address it proved it receives at.
+        drop(slot);
+        if incoming.retry().is_ok() {
+            m.h3_retries.fetch_add(1, Relaxed);
+        }
+        return;
+    }
+    m.connections_accepted.fetch_add(1, Relaxed);
+    m.h3_connections_accepted.fetch_add(1, Relaxed);
     if open > cfg.max_connections || per_ip > cfg.max_connections_per_ip {
         incoming.refuse();
         m.closed(CloseReason::Limit, 0, born.elapsed());
