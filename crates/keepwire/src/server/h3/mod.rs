@@ -31,6 +31,8 @@ mod alt_svc;
 mod quic;
 mod retry;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 pub(super) use alt_svc::AltSvc;
 
@@ -232,6 +234,19 @@ async fn goaway(h3c: &mut h3::server::Connection<quic::Connection, Bytes>) {
     let _ = tokio::time::timeout(CLOSE_GRACE, h3c.shutdown(0)).await;
 }
 
+/// Rejects a request stream unread with H3_REQUEST_REJECTED (RFC 9114
+/// §4.1.1: nothing of it was processed, so the client may retry it), both
+/// halves: dropped, it would be stopped with H3_NO_ERROR and its answer
+/// would end empty. h3 0.0.8 has no public call for this before the head
+/// is read; its resolver's stream is reached through `frame_stream`.
+fn reject(mut resolver: h3::server::RequestResolver<quic::Connection, Bytes>) {
+    use h3::quic::{RecvStream as _, SendStream as _};
+    let rejected = Code::H3_REQUEST_REJECTED.value();
+    let stream = &mut resolver.frame_stream.stream;
+    stream.stop_sending(rejected);
+    stream.reset(rejected);
+}
+
 /// Why a connection that failed ended (quinn's account of it; h3's error
 /// says less).
 fn reason_of(conn: &quinn::Connection, closing: Option<CloseReason>) -> CloseReason {
@@ -334,10 +349,11 @@ async fn serve(
                     // Counted in `requests` once its head is read (stream.rs).
                     requests += 1;
                     if streams.len() >= max_streams as usize {
-                        // The transport's stream credit keeps this rare: a
-                        // stream whose task has not yet seen its end.
+                        // Not reached with quinn: a client gets credit for
+                        // a new stream only once an old one is freed, after
+                        // its task ended. Kept as the bound's last word.
                         metrics.h3_streams_refused.fetch_add(1, Relaxed);
-                        drop(resolver);
+                        reject(resolver);
                     } else {
                         let info = ConnInfo { request_index: requests, ..info };
                         streams.push(Box::pin(stream::stream_task(
