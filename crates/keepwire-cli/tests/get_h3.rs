@@ -192,6 +192,10 @@ fn http3_only_fails_where_nothing_speaks_quic() {
     );
     let stderr = text(&out.stderr);
     assert!(stderr.contains("QUIC"), "{stderr}");
+    // 0-RTT is QUIC's: alone, --early-data is a usage error.
+    let out = run(&["get", "--early-data", &url], LIMIT);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--http3"));
 }
 
 /// `keepwire bench --http3`: the same report as `--http2` (connections,
@@ -290,6 +294,62 @@ fn proxy_upstream_http3_relays_to_an_aioquic_origin() {
     let out = run(&["get", "--show-body", "-d", "a=1&b=2", &url], LIMIT);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "a=1&b=2");
+    drop(proxy);
+
+    // HTTP/3 on both hops: the proxy's own QUIC listener in front.
+    let proxy = common::start(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-self-signed",
+        "--upstream",
+        &upstream,
+        "--upstream-http3",
+        "--upstream-cacert",
+        &origin.cert,
+    ]);
+    let pem = self_signed_pem(&proxy);
+    let url = format!("https://localhost:{}/both", proxy.addr.port());
+    let out = run(
+        &[
+            "get",
+            "-i",
+            "--http3-only",
+            "--cacert",
+            &pem.0,
+            "-d",
+            "h3=h3",
+            &url,
+        ],
+        LIMIT,
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.starts_with("HTTP/3 200"), "{stdout}");
+    assert!(stdout.contains("via: 3 keepwire"), "{stdout}");
+    assert!(stdout.ends_with("h3=h3"), "{stdout}");
+}
+
+/// The PEM a `--tls-self-signed` child printed; its directory is removed
+/// when this is dropped (the killed child cannot).
+struct Pem(String);
+
+impl Drop for Pem {
+    fn drop(&mut self) {
+        if let Some(dir) = std::path::Path::new(&self.0).parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn self_signed_pem(child: &common::Running) -> Pem {
+    let note = child.line_with("self-signed certificate in ");
+    let path = note
+        .split("self-signed certificate in ")
+        .nth(1)
+        .and_then(|rest| rest.split(" (").next())
+        .unwrap_or_else(|| panic!("no path in {note:?}"));
+    Pem(path.to_string())
 }
 
 /// keepwire against itself: `keepwire serve --tls-self-signed` answers
@@ -299,13 +359,7 @@ fn proxy_upstream_http3_relays_to_an_aioquic_origin() {
 #[test]
 fn get_http3_against_keepwire_serve_resumes_in_0rtt() {
     let serve = common::serve(&["--tls-self-signed"]);
-    let note = serve.line_with("self-signed certificate in ");
-    let pem = note
-        .split("self-signed certificate in ")
-        .nth(1)
-        .and_then(|rest| rest.split(" (").next())
-        .unwrap_or_else(|| panic!("no path in {note:?}"))
-        .to_string();
+    let pem = self_signed_pem(&serve);
     let url = format!("https://localhost:{}/", serve.addr.port());
     let out = run(
         &[
@@ -316,7 +370,7 @@ fn get_http3_against_keepwire_serve_resumes_in_0rtt() {
             "--strategy",
             "serial",
             "--cacert",
-            &pem,
+            &pem.0,
             "-w",
             "%{http_version}\\n",
             &url,

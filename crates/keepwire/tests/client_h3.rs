@@ -3,8 +3,10 @@
 //! 0-RTT for idempotent requests only (RFC 8470), and every bound on what
 //! it reads (head size, body size, read and handshake timeouts).
 //!
-//! The peer is a test-only quinn/h3 origin (`support/h3_origin.rs`) and,
-//! for interop, aioquic's HTTP/3 server (`support/aioquic_server.py`).
+//! The peers are a test-only quinn/h3 origin (`support/h3_origin.rs`),
+//! whose paths misbehave on purpose, and keepwire's own server. Interop
+//! with an independent server (aioquic, `support/aioquic_h3_server.py`)
+//! is in keepwire-cli's `tests/get_h3.rs`, through the binary.
 
 #[path = "support/h3_origin.rs"]
 mod h3_origin;
@@ -233,10 +235,52 @@ async fn quic_that_fails_is_an_error_only_with_only() {
             .await
             .unwrap();
         assert_eq!(resp.version(), Version::HTTP_2, "request {i}");
+        tcp_won_as_reported(&meta(&resp), i);
         let body = resp.into_body().collect(1024).await.unwrap();
         assert_eq!(&body[..], b"over tcp");
     }
+    drop(prefer);
     support::stop(tcp).await;
+
+    // The same over HTTP/1.1 (ALPN): the race's TCP connection is the
+    // pool's first.
+    let tls = cert.server_tls(&[b"http/1.1"]);
+    let tcp = support::serve(
+        |c| {
+            c.tls = Some(std::sync::Arc::new(tls));
+            c.http3 = false;
+        },
+        |_req: Request<Body>| async { http::Response::new(Body::from("over tcp")) },
+    );
+    let url = format!("https://localhost:{}/", tcp.local_addr().port());
+    let prefer = h3_client(&cert, Http3Mode::Prefer, |c| {
+        c.connect_timeout = Duration::from_millis(500)
+    });
+    for i in 0..2 {
+        let resp = within("the TCP answer", WAIT, prefer.get(&url))
+            .await
+            .unwrap();
+        assert_eq!(resp.version(), Version::HTTP_11, "request {i}");
+        tcp_won_as_reported(&meta(&resp), i);
+        drop(resp.into_body().collect(1024).await);
+    }
+    drop(prefer);
+    support::stop(tcp).await;
+}
+
+/// The first request over a TCP connection that won the race says it
+/// opened it, and its connect phase holds QUIC's head start; the next ones
+/// reuse it.
+fn tcp_won_as_reported(m: &RequestMeta, i: usize) {
+    if i == 0 {
+        assert!(!m.reused, "{m:?}");
+        let connect = m.timings.connect.expect("a connect phase");
+        assert!(connect >= keepwire::client::QUIC_HEAD_START, "{m:?}");
+        assert!(m.timings.tls.is_some(), "{m:?}");
+    } else {
+        assert!(m.reused, "request {i}: {m:?}");
+        assert_eq!(m.timings.connect, None, "{m:?}");
+    }
 }
 
 /// `AltSvc`: without an advertisement the client stays on TCP, even where
@@ -429,4 +473,179 @@ async fn a_request_body_cut_off_is_a_reset_not_a_fin() {
         origin.cut_off.load(Relaxed) == 1
     })
     .await;
+}
+
+/// 0-RTT rejected: the server lost the session (a restart), so the early
+/// GET was never processed; the client says so and sends it again on a
+/// full handshake, once (RFC 8470 §5.1, R8.3).
+#[tokio::test]
+async fn rejected_early_data_is_sent_again() {
+    let cert = Cert::localhost();
+    let origin = H3Origin::start(&cert, 0);
+    let port = origin.addr.port();
+    let tls = cert.client_tls();
+    let make = || {
+        Client::builder()
+            .tls_config(tls.clone())
+            .http3(Http3Mode::Only)
+            .early_data(true)
+            .build()
+            .unwrap()
+    };
+    let url = format!("https://localhost:{port}/hello");
+    let first = make();
+    let resp = within("the first answer", WAIT, first.get(&url))
+        .await
+        .unwrap();
+    drop(resp.into_body().collect(1024).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(first);
+    // The same certificate and port, a new server: the ticket means nothing.
+    drop(origin);
+    let mut restarted = None;
+    for _ in 0..50 {
+        match std::panic::catch_unwind(|| H3Origin::start(&cert, port)) {
+            Ok(o) => {
+                restarted = Some(o);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let restarted = restarted.expect("the port again");
+    let second = make();
+    let resp = within("the resent answer", WAIT, second.get(&url))
+        .await
+        .unwrap();
+    let m = meta(&resp);
+    assert!(!m.early_data, "{m:?}");
+    assert_eq!(m.retries, 1, "the rejected early request went again: {m:?}");
+    assert_eq!(
+        &resp.into_body().collect(1024).await.unwrap()[..],
+        b"hello h3"
+    );
+    assert_eq!(restarted.requests.load(Relaxed), 1, "processed once");
+}
+
+/// 425 Too Early to a request that went in early data: it goes again after
+/// a full handshake (RFC 8470 §5.2); to one that did not, it is the answer.
+#[tokio::test]
+async fn too_early_is_retried_only_for_early_data() {
+    let cert = Cert::localhost();
+    let origin = H3Origin::start(&cert, 0);
+    let tls = cert.client_tls();
+    let make = |early| {
+        Client::builder()
+            .tls_config(tls.clone())
+            .http3(Http3Mode::Only)
+            .early_data(early)
+            .build()
+            .unwrap()
+    };
+    let base = format!("https://localhost:{}", origin.addr.port());
+    let first = make(true);
+    let resp = within(
+        "the first answer",
+        WAIT,
+        first.get(&format!("{base}/hello")),
+    )
+    .await
+    .unwrap();
+    drop(resp.into_body().collect(1024).await);
+    // Not in early data (the connection is up): 425 is the answer.
+    let resp = within("the 425", WAIT, first.get(&format!("{base}/too-early")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 425);
+    assert_eq!(meta(&resp).retries, 0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let second = make(true);
+    let resp = within(
+        "the retried answer",
+        WAIT,
+        second.get(&format!("{base}/too-early-once")),
+    )
+    .await
+    .unwrap();
+    let m = meta(&resp);
+    assert_eq!(resp.status(), 200, "{m:?}");
+    assert_eq!(m.retries, 1, "{m:?}");
+    assert!(!m.early_data, "the resend waited for the handshake: {m:?}");
+}
+
+/// h3 does not hold a body to its `content-length`; the client does: short
+/// is a truncation (R8.2), long an error, HEAD's declared length no body.
+#[tokio::test]
+async fn a_body_that_breaks_its_content_length_fails() {
+    let cert = Cert::localhost();
+    let origin = H3Origin::start(&cert, 0);
+    let client = h3_client(&cert, Http3Mode::Only, |_| {});
+    let base = format!("https://localhost:{}", origin.addr.port());
+    let resp = within("the head", WAIT, client.get(&format!("{base}/short")))
+        .await
+        .unwrap();
+    let err = within("the body", WAIT, resp.into_body().collect(1024))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, keepwire::body::BodyError::Closed), "{err}");
+    let resp = within("the head", WAIT, client.get(&format!("{base}/long")))
+        .await
+        .unwrap();
+    let err = within("the body", WAIT, resp.into_body().collect(1024))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("longer than its content-length"),
+        "{err}"
+    );
+    let req = Request::head(format!("{base}/big/5000"))
+        .body(Body::empty())
+        .unwrap();
+    let resp = within("the HEAD answer", WAIT, client.request(req))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = within("no body", WAIT, resp.into_body().collect(1024)).await;
+    assert!(body.is_ok(), "{body:?}");
+}
+
+/// Responses nobody reads: the server can have at most the client's
+/// connection window (16 MiB) taken, not each stream's window (1.25 MiB)
+/// times the streams (here 20: 25 MiB). (In QUIC the connection window
+/// covers HEADERS too: the later streams wait for their heads, as they
+/// would over HTTP/2 for their bodies: the backpressure of a reader that
+/// does not read.)
+#[tokio::test]
+async fn unread_responses_hold_at_most_the_connection_window() {
+    let cert = Cert::localhost();
+    let origin = H3Origin::start(&cert, 0);
+    let client = h3_client(&cert, Http3Mode::Only, |c| {
+        c.response_timeout = Duration::from_secs(30)
+    });
+    let url = format!("https://localhost:{}/flood", origin.addr.port());
+    let mut held = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let (client, url) = (client.clone(), url.clone());
+        held.spawn(async move {
+            let resp = client.get(&url).await;
+            // Held, never read.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(resp);
+        });
+    }
+    // Until what the server wrote stops growing (bounded: 50 x 100 ms).
+    let mut last = u64::MAX;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = origin.flooded.load(Relaxed);
+        if now == last && now > 0 {
+            break;
+        }
+        last = now;
+    }
+    let taken = origin.flooded.load(Relaxed);
+    assert!(taken <= 17 << 20, "{taken} bytes taken");
+    assert!(taken >= 8 << 20, "the flood did flow: {taken}");
+    held.abort_all();
 }

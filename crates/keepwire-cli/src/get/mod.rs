@@ -188,7 +188,8 @@ Output (one line per request, then a summary line; all times in milliseconds):
   rt       retries on a fresh connection after a stale reused one failed (R8.3)
   queued   waiting for a connection slot (the per-origin cap, R4.2) or for its turn
   dns      name resolution ('-' on a reused connection)
-  connect  TCP handshake ('-' on a reused connection)
+  connect  TCP (and TLS) handshake, or the QUIC handshake over HTTP/3 ('-' on a reused
+           connection)
   send     writing the request
   wait     request written -> first response byte (TTFB)
   recv     first response byte -> body complete
@@ -319,6 +320,12 @@ pub fn run(mut args: GetArgs) -> Result<(), String> {
         exit(
             2,
             "--json takes an output FILE here; send curl's --json DATA with --json-data",
+        );
+    }
+    if args.early_data && !(args.http3 || args.http3_only) {
+        exit(
+            2,
+            "--early-data is QUIC's 0-RTT: give --http3 or --http3-only too",
         );
     }
     if args.silent && !args.show_error {

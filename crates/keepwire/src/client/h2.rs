@@ -87,6 +87,15 @@ impl Slots {
 }
 
 impl H2Conns {
+    /// An open connection to `origin` that nobody is replacing.
+    pub(crate) fn is_live(&self, origin: &Origin) -> bool {
+        let slots = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        slots.by_origin.get(origin).is_some_and(|s| {
+            s.try_lock()
+                .is_ok_and(|c| c.as_ref().is_some_and(|c| c.alive.load(Relaxed)))
+        })
+    }
+
     fn slot(&self, origin: &Origin) -> Slot {
         let mut slots = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = slots.by_origin.get(origin) {
@@ -104,16 +113,23 @@ impl H2Conns {
 impl Client {
     /// Sends one request on the origin's HTTP/2 connection; `None` if
     /// ALPN chose HTTP/1.1 instead (the connection is kept for the pool).
+    /// `won`: the connection was just opened by a race against QUIC, whose
+    /// phases the first attempt reports.
     pub(crate) async fn send_h2(
         &self,
         origin: &Origin,
         head: &RequestHead,
         body: &mut ReplayBody,
+        mut won: Option<super::TcpWon>,
     ) -> Result<Option<Response<Body>>, ClientError> {
-        let started = Instant::now();
+        let started = won.map_or_else(Instant::now, |w| w.started);
         let mut retries = 0;
         loop {
-            match self.attempt_h2(origin, head, body, started, retries).await {
+            let won = won.take();
+            match self
+                .attempt_h2(origin, head, body, started, retries, won)
+                .await
+            {
                 Ok(resp) => return Ok(resp),
                 Err(failed) => self.after_failure(origin, head, body, failed, &mut retries)?,
             }
@@ -129,17 +145,26 @@ impl Client {
         body: &mut ReplayBody,
         started: Instant,
         retries: u32,
+        won: Option<super::TcpWon>,
     ) -> Result<Option<Response<Body>>, FailedAttempt> {
         use AttemptState::*;
         let cfg = &self.inner.config;
         let mut timings = Timings::default();
-        let Some((conn, new)) = self
+        let Some((conn, mut new)) = self
             .h2_conn(origin, &mut timings)
             .await
             .map_err(FailedAttempt::not_sent)?
         else {
             return Ok(None);
         };
+        if let Some(w) = won
+            && !new
+            && conn.requests.load(Relaxed) == 0
+        {
+            // The race opened it for this request.
+            new = true;
+            w.apply(&mut timings);
+        }
         let queued = Instant::now();
         let send = match tokio::time::timeout(cfg.connect_timeout, conn.send.clone().ready()).await
         {

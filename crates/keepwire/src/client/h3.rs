@@ -17,7 +17,8 @@
 //! applies to it (RFC 8470): the server may see early data twice, so only
 //! idempotent requests go before the handshake is confirmed; any other
 //! request on that connection waits for it. A server that rejects early
-//! data never processed it: the request goes again on a fresh connection.
+//! data never processed it, nor one that answers 425 Too Early: the request
+//! goes again on a fresh connection, without early data.
 //!
 //! Everything read from the network is bounded as over TCP: the handshake
 //! by `connect_timeout`, the response head by the limits' `max_head_bytes`
@@ -52,7 +53,7 @@ use super::h2::multiplexed_request;
 use super::pool::Origin;
 use super::replay::ReplayBody;
 use super::retry::{AttemptState, FailedAttempt};
-use super::{Client, ClientError, Http3Mode, RequestMeta, Timings};
+use super::{Client, ClientError, Http3Mode, RequestMeta, TcpWon, Timings};
 use crate::body::Body;
 
 /// How long QUIC runs alone before TCP joins the race (curl's `--http3`
@@ -193,17 +194,31 @@ fn rejected(e: &h3::error::StreamError) -> bool {
     }
 }
 
+/// What the HTTP/3 path did with a request.
+pub(crate) enum Http3Outcome {
+    /// Sent over HTTP/3: the answer.
+    Answered(Response<Body>),
+    /// TCP carries it (HTTP/3 off, not advertised, QUIC broken or slower);
+    /// `Some` if it just won a race, with what its connection cost.
+    Tcp(Option<TcpWon>),
+}
+
+/// Who connected first.
+enum Raced {
+    Quic((H3Conn, bool)),
+    Tcp(Option<TcpWon>),
+}
+
 impl Client {
-    /// Sends the request over HTTP/3 if the mode and the origin say so;
-    /// `Ok(None)`: TCP carries it (off, not advertised, QUIC broken or
-    /// slower than TCP).
+    /// Sends the request over HTTP/3 if the mode and the origin say so,
+    /// else says TCP carries it.
     pub(crate) async fn send_h3(
         &self,
         origin: &Origin,
         head: &RequestHead,
         body: &mut ReplayBody,
         fresh: bool,
-    ) -> Result<Option<Response<Body>>, ClientError> {
+    ) -> Result<Http3Outcome, ClientError> {
         let cfg = &self.inner.config;
         let state = &self.inner.h3;
         // No reuse (the serial and parallel strategies, R4.1, R4.2): a new
@@ -227,11 +242,11 @@ impl Client {
             || head.headers.contains_key(http::header::UPGRADE)
             || self.proxy_for(origin).is_some()
         {
-            return Ok(None);
+            return Ok(Http3Outcome::Tcp(None));
         }
         let port = match (cfg.http3, state.alt_svc.port(origin)) {
             (_, Some(p)) => p,
-            (Http3Mode::AltSvc, None) => return Ok(None),
+            (Http3Mode::AltSvc, None) => return Ok(Http3Outcome::Tcp(None)),
             _ => origin.port,
         };
         let started = Instant::now();
@@ -243,21 +258,21 @@ impl Client {
             let fresh = fresh || retries > 0;
             let conn = if only {
                 let c = self.h3_conn(origin, port, early, fresh, &mut timings).await;
-                c.map(Some)
+                c.map(Raced::Quic)
             } else if let Some(c) = state.live(origin).filter(|_| !fresh) {
-                Ok(Some((c, false)))
+                Ok(Raced::Quic((c, false)))
             } else if state.alt_svc.is_broken(origin) {
-                Ok(None)
+                Ok(Raced::Tcp(None))
             } else {
                 self.race(origin, port, early, fresh, &mut timings).await
             };
             let conn = match conn {
-                Ok(Some(c)) => c,
-                Ok(None) => return Ok(None),
+                Ok(Raced::Quic(c)) => c,
+                Ok(Raced::Tcp(won)) => return Ok(Http3Outcome::Tcp(won)),
                 Err(e) if !only => {
                     tracing::debug!(%origin, error = %e, "QUIC failed, TCP instead");
                     state.alt_svc.mark_broken(origin);
-                    return Ok(None);
+                    return Ok(Http3Outcome::Tcp(None));
                 }
                 Err(e) => {
                     let failure = FailedAttempt::not_sent(e);
@@ -269,15 +284,17 @@ impl Client {
                 .attempt_h3(origin, head, body, conn, timings, started, retries)
                 .await
             {
-                Ok(resp) => return Ok(Some(resp)),
+                Ok(resp) => return Ok(Http3Outcome::Answered(resp)),
                 Err(failure) => self.after_failure(origin, head, body, failure, &mut retries)?,
             }
         }
     }
 
-    /// QUIC against TCP: `Some` if QUIC connected first; `None` if TCP did
-    /// (its connection waits in the HTTP/2 slot or as the pool's spare, and
-    /// the QUIC handshake goes on for later requests).
+    /// QUIC against TCP: QUIC's connection if it connected first; else TCP
+    /// carries the request (its connection waits in the HTTP/2 slot or as
+    /// the pool's spare) and the QUIC handshake goes on for later requests.
+    /// A TCP connection already open to the origin is used at once, with
+    /// QUIC opening beside it (browsers do the same).
     async fn race(
         &self,
         origin: &Origin,
@@ -285,8 +302,9 @@ impl Client {
         early: bool,
         fresh: bool,
         timings: &mut Timings,
-    ) -> Result<Option<(H3Conn, bool)>, ClientError> {
+    ) -> Result<Raced, ClientError> {
         let state = &self.inner.h3;
+        let started = Instant::now();
         let mut quic = {
             let (client, origin) = (self.clone(), origin.clone());
             tokio::spawn(async move {
@@ -303,42 +321,57 @@ impl Client {
             r.map_err(|e| ClientError::Connect(std::io::Error::other(e)))
                 .and_then(|r| r)
         };
+        if self.tcp_ready(origin) {
+            return Ok(Raced::Tcp(None));
+        }
         tokio::select! {
             r = &mut quic => {
                 let (conn, t) = joined(r)?;
                 *timings = t;
-                return Ok(Some(conn));
+                return Ok(Raced::Quic(conn));
             }
             _ = tokio::time::sleep(QUIC_HEAD_START) => {}
         }
         let tcp = async {
             let mut t = Timings::default();
-            self.h2_conn(origin, &mut t).await.map(|_| ())
+            self.h2_conn(origin, &mut t).await.map(|_| t)
         };
         tokio::select! {
             r = &mut quic => match joined(r) {
                 Ok((conn, t)) => {
                     *timings = t;
-                    Ok(Some(conn))
+                    Ok(Raced::Quic(conn))
                 }
                 // TCP is still connecting; the request path picks it up.
-                Err(_) => Ok(None),
+                Err(_) => Ok(Raced::Tcp(None)),
             },
             r = tcp => {
-                if r.is_ok() {
+                if let Ok(t) = r {
                     // Until QUIC connects (or fails), TCP serves.
                     state.alt_svc.mark_broken(origin);
-                    return Ok(None);
+                    let dns = t.dns.unwrap_or_default();
+                    let timings = Timings {
+                        dns: t.dns,
+                        connect: Some(started.elapsed().saturating_sub(dns)),
+                        tls: t.tls,
+                        ..Timings::default()
+                    };
+                    return Ok(Raced::Tcp(Some(TcpWon { started, timings })));
                 }
                 match tokio::time::timeout(self.inner.config.connect_timeout, quic).await {
                     Ok(r) => joined(r).map(|(conn, t)| {
                         *timings = t;
-                        Some(conn)
+                        Raced::Quic(conn)
                     }),
-                    Err(_) => Ok(None),
+                    Err(_) => Ok(Raced::Tcp(None)),
                 }
             }
         }
+    }
+
+    /// A TCP connection to `origin` is open and could take a request now.
+    fn tcp_ready(&self, origin: &Origin) -> bool {
+        self.inner.h2.is_live(origin) || self.inner.pool.counts(origin).1 > 0
     }
 
     async fn forget_h3(&self, origin: &Origin, conn: &H3Conn) {
@@ -416,7 +449,7 @@ impl Client {
                 let deadline = Instant::now() + cfg.response_timeout;
                 tokio::select! {
                     r = &mut resp => break r.map_err(|e| {
-                        let unprocessed = rejected(&e) || early_rejected(&conn, in_early_data);
+                        let unprocessed = rejected(&e);
                         let state = if unprocessed { Refused } else { SentNoResponse };
                         failed(state, h3_error(e, unprocessed))
                     }),
@@ -449,7 +482,12 @@ impl Client {
         };
         let resp = match result {
             Ok(r) => r,
-            Err(e) => {
+            Err(mut e) => {
+                if in_early_data && early_rejected(&conn, cfg.connect_timeout).await {
+                    // Rejected early data never reached the server.
+                    let reason = format!("0-RTT rejected: {}", e.error);
+                    e = failed(Refused, h3_error(reason, true));
+                }
                 if matches!(&e.error, ClientError::Http3(h) if h.is_unprocessed()) {
                     self.forget_h3(origin, &conn).await;
                 }
@@ -462,12 +500,23 @@ impl Client {
             tokio::spawn(rest);
         }
         drop(uploaded);
+        if resp.status() == http::StatusCode::TOO_EARLY && in_early_data {
+            // RFC 8470 §5.2: not processed because it came early; it goes
+            // again, after a full handshake.
+            let e = h3_error("425 Too Early to a request in early data", true);
+            return Err(failed(Refused, e));
+        }
         timings.first_byte = started.elapsed();
         let (mut parts, ()) = resp.into_parts();
+        // A HEAD answer, 204 and 304 carry no body whatever they declare.
+        let bodiless = head.method == http::Method::HEAD
+            || parts.status == http::StatusCode::NO_CONTENT
+            || parts.status == http::StatusCode::NOT_MODIFIED;
         let length = parts
             .headers
             .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok());
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .filter(|_| !bodiless);
         let bounds = body::Bounds {
             max: cfg.limits.max_body_bytes,
             timeout: Some(cfg.response_timeout),
@@ -494,12 +543,14 @@ impl Client {
     }
 }
 
-/// The early data of a request sent in it was rejected: the server never
-/// saw the request.
-fn early_rejected(conn: &H3Conn, in_early_data: bool) -> bool {
-    in_early_data
-        && conn
-            .early
-            .as_ref()
-            .is_some_and(|rx| *rx.borrow() == Some(false))
+/// The server rejected the connection's early data (waiting, at most
+/// `limit`, for the handshake to say, since the failure of a stream sent
+/// early can come before the verdict).
+async fn early_rejected(conn: &H3Conn, limit: Duration) -> bool {
+    let Some(rx) = &conn.early else {
+        return false;
+    };
+    let mut rx = rx.clone();
+    let verdict = tokio::time::timeout(limit, rx.wait_for(|v| v.is_some())).await;
+    matches!(verdict, Ok(Ok(v)) if *v == Some(false))
 }

@@ -135,6 +135,27 @@ pub struct Timings {
     pub complete: Option<Duration>,
 }
 
+/// A race TCP won: when the race began and what TCP's connection cost
+/// (DNS, TCP and TLS handshakes, the QUIC head start included in
+/// `connect`), for the request that then goes over it to report.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TcpWon {
+    pub(crate) started: Instant,
+    pub(crate) timings: Timings,
+}
+
+impl TcpWon {
+    /// Puts the race's phases into the first request's timings (taken from
+    /// its wait for a slot, which the race's time would otherwise fill).
+    pub(crate) fn apply(&self, t: &mut Timings) {
+        let spent = self.timings.dns.unwrap_or_default() + self.timings.connect.unwrap_or_default();
+        t.queued = t.queued.saturating_sub(spent);
+        t.dns = self.timings.dns;
+        t.connect = self.timings.connect;
+        t.tls = self.timings.tls;
+    }
+}
+
 /// What the client did for a request: a response extension.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RequestMeta {

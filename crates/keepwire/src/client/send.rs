@@ -46,16 +46,18 @@ impl Client {
         // (Boxed, as the connect in `attempt`: inline they made every
         // HTTP/1 request's future, and a proxy handler's around it, 10 KB to
         // allocate and copy.)
-        if cfg.http3 != super::Http3Mode::Off
-            && let Some(resp) = Box::pin(self.send_h3(origin, &head, body, fresh)).await?
-        {
-            return Ok(resp);
+        let mut won = None;
+        if cfg.http3 != super::Http3Mode::Off {
+            match Box::pin(self.send_h3(origin, &head, body, fresh)).await? {
+                super::h3::Http3Outcome::Answered(resp) => return Ok(resp),
+                super::h3::Http3Outcome::Tcp(w) => won = w,
+            }
         }
-        if h2 && let Some(resp) = Box::pin(self.send_h2(origin, &head, body)).await? {
+        if h2 && let Some(resp) = Box::pin(self.send_h2(origin, &head, body, won)).await? {
             self.learn_alt_svc(origin, &resp);
             return Ok(resp);
         }
-        let started = Instant::now();
+        let started = won.map_or_else(Instant::now, |w| w.started);
         if self.inner.config.close_after_each {
             head.headers
                 .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -63,7 +65,14 @@ impl Client {
         let mut retries = 0u32;
         loop {
             match self
-                .attempt(origin, &mut head, body, started, fresh, retries)
+                .attempt(
+                    origin,
+                    &mut head,
+                    body,
+                    started,
+                    (fresh, won.take()),
+                    retries,
+                )
                 .await
             {
                 Ok(resp) => {
@@ -124,7 +133,7 @@ impl Client {
         head: &mut RequestHead,
         body: &mut ReplayBody,
         started: Instant,
-        fresh: bool,
+        (fresh, won): (bool, Option<super::TcpWon>),
         retries: u32,
     ) -> Result<Response<Body>, FailedAttempt> {
         let inner = &self.inner;
@@ -154,7 +163,15 @@ impl Client {
         let (mut conn, reused) = match checkout {
             Checkout::Reused(c) => (c, true),
             Checkout::Connect => match Box::pin(self.connect(origin, &mut timings)).await {
-                Ok(c) => (c, false),
+                Ok(c) => {
+                    // The pool's spare, opened by a race TCP won.
+                    if let Some(w) = won
+                        && timings.connect.is_none()
+                    {
+                        w.apply(&mut timings);
+                    }
+                    (c, false)
+                }
                 Err(e) => return Err(FailedAttempt::not_sent(e)),
             },
         };

@@ -4,7 +4,7 @@
 //!
 //! - `/hello`: 200 `hello h3`;
 //! - `/echo`: the request body back;
-//! - `/big/N`: N bytes;
+//! - `/big/N`: N bytes, with their `content-length` (HEAD: none of them);
 //! - `/bighead`: a 64 KiB response header;
 //! - `/stall`: the head and 3 bytes, then nothing;
 //! - `/silent`: nothing at all;
@@ -12,7 +12,12 @@
 //!   `H3_REQUEST_REJECTED` (unprocessed), later ones get 200;
 //! - `/noread`: never reads the request body, never answers (its flow
 //!   control credit is never granted);
-//! - `/reset-mid`: the head and 3 bytes, then the stream is reset.
+//! - `/reset-mid`: the head and 3 bytes, then the stream is reset;
+//! - `/flood`: 4 MiB in 64 KiB writes, counted in `flooded` as each is
+//!   taken (quinn takes no more than the client's flow control allows);
+//! - `/short`, `/long`: `content-length: 10` with 3 bytes, and with 12;
+//! - `/too-early-once`: 425 Too Early the first time, then 200;
+//!   `/too-early`: 425 always.
 //!
 //! It accepts 0-RTT (the client's early data) and counts connections and
 //! requests. The task ends when the origin is dropped.
@@ -78,6 +83,8 @@ pub struct H3Origin {
     /// Request streams that ended in a reset rather than a FIN (in the
     /// head or the body).
     pub cut_off: Arc<AtomicU64>,
+    /// Bytes of `/flood` bodies quinn took.
+    pub flooded: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
     endpoint: quinn::Endpoint,
 }
@@ -102,13 +109,15 @@ impl H3Origin {
         let connections = Arc::new(AtomicU64::new(0));
         let requests = Arc::new(AtomicU64::new(0));
         let cut_off = Arc::new(AtomicU64::new(0));
+        let flooded = Arc::new(AtomicU64::new(0));
         let rejected = Arc::new(AtomicBool::new(false));
         let (ep, conns, reqs) = (endpoint.clone(), connections.clone(), requests.clone());
         let cut = cut_off.clone();
+        let flood = flooded.clone();
         let task = tokio::spawn(async move {
             while let Some(incoming) = ep.accept().await {
                 let (conns, reqs, rejected) = (conns.clone(), reqs.clone(), rejected.clone());
-                let cut = cut.clone();
+                let (cut, flood) = (cut.clone(), flood.clone());
                 tokio::spawn(async move {
                     let Ok(connecting) = incoming.accept() else {
                         return;
@@ -127,10 +136,16 @@ impl H3Origin {
                     while let Ok(Some(resolver)) = h3.accept().await {
                         reqs.fetch_add(1, Relaxed);
                         let (rejected, cut) = (rejected.clone(), cut.clone());
+                        let flood = flood.clone();
                         tokio::spawn(async move {
                             match resolver.resolve_request().await {
                                 Ok((req, stream)) => {
-                                    let _ = respond(req, stream, &rejected, &cut).await;
+                                    let counters = Counters {
+                                        rejected: &rejected,
+                                        cut_off: &cut,
+                                        flooded: &flood,
+                                    };
+                                    let _ = respond(req, stream, counters).await;
                                 }
                                 // Reset before its head was whole.
                                 Err(_) => {
@@ -147,6 +162,7 @@ impl H3Origin {
             connections,
             requests,
             cut_off,
+            flooded,
             task,
             endpoint,
         }
@@ -155,12 +171,22 @@ impl H3Origin {
 
 type Stream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
+struct Counters<'a> {
+    rejected: &'a AtomicBool,
+    cut_off: &'a AtomicU64,
+    flooded: &'a AtomicU64,
+}
+
 async fn respond(
     req: http::Request<()>,
     mut stream: Stream,
-    rejected: &AtomicBool,
-    cut_off: &AtomicU64,
+    counters: Counters<'_>,
 ) -> Result<(), h3::error::StreamError> {
+    let Counters {
+        rejected,
+        cut_off,
+        flooded,
+    } = counters;
     let path = req.uri().path().to_string();
     if path == "/noread" {
         tokio::time::sleep(std::time::Duration::from_secs(60)).await;
@@ -209,15 +235,44 @@ async fn respond(
             stream.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
             return Ok(());
         }
+        "/flood" => {
+            stream.send_response(ok(Bytes::new()).0).await?;
+            let chunk = Bytes::from(vec![b'f'; 64 * 1024]);
+            for _ in 0..64 {
+                stream.send_data(chunk.clone()).await?;
+                flooded.fetch_add(chunk.len() as u64, Relaxed);
+            }
+            return stream.finish().await;
+        }
+        "/short" | "/long" => {
+            let n = if path == "/short" { 3 } else { 12 };
+            let r = http::Response::builder()
+                .header("content-length", "10")
+                .body(())
+                .unwrap();
+            (r, Bytes::from(vec![b'x'; n]))
+        }
+        "/too-early-once" if !rejected.swap(true, Relaxed) => (
+            http::Response::builder().status(425).body(()).unwrap(),
+            Bytes::new(),
+        ),
+        "/too-early" => (
+            http::Response::builder().status(425).body(()).unwrap(),
+            Bytes::new(),
+        ),
         "/reject-once" if !rejected.swap(true, Relaxed) => {
             stream.stop_stream(h3::error::Code::H3_REQUEST_REJECTED);
             stream.stop_sending(h3::error::Code::H3_REQUEST_REJECTED);
             return Ok(());
         }
-        "/reject-once" => ok(Bytes::from_static(b"second")),
+        "/reject-once" | "/too-early-once" => ok(Bytes::from_static(b"second")),
         p if p.starts_with("/big/") => {
             let n: usize = p[5..].parse().unwrap_or(0);
-            ok(Bytes::from(vec![b'b'; n]))
+            let r = http::Response::builder()
+                .header("content-length", n)
+                .body(())
+                .unwrap();
+            (r, Bytes::from(vec![b'b'; n]))
         }
         _ => (
             http::Response::builder().status(404).body(()).unwrap(),
@@ -225,7 +280,8 @@ async fn respond(
         ),
     };
     stream.send_response(resp).await?;
-    if !data.is_empty() {
+    // A HEAD answer has the GET's head and no body.
+    if !data.is_empty() && req.method() != http::Method::HEAD {
         stream.send_data(data).await?;
     }
     stream.finish().await

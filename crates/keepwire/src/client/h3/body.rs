@@ -24,7 +24,10 @@ type RecvHalf = h3::client::RequestStream<h3_quinn::RecvStream, Bytes>;
 pub(super) struct Bounds {
     pub max: Option<u64>,
     pub timeout: Option<Duration>,
-    /// The declared `content-length`, for the size hint.
+    /// The declared `content-length` (none for HEAD, 204 and 304): the
+    /// size hint, and the length the body must have. h3 does not check it
+    /// (RFC 9114 §4.1.2), so a body that ends short is a truncation here
+    /// ([`BodyError::Closed`], R8.2) and one that runs over an error.
     pub length: Option<u64>,
 }
 
@@ -103,11 +106,25 @@ impl http_body::Body for H3Body {
                     {
                         return this.fail(BodyError::TooLarge(max), true);
                     }
+                    if let Some(n) = this.bounds.length
+                        && this.read > n
+                    {
+                        let e = std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("HTTP/3 response body longer than its content-length {n}"),
+                        );
+                        return this.fail(BodyError::Source(Box::new(e)), true);
+                    }
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
                 Poll::Ready(Ok(None)) => {
                     this.data_done = true;
                     this.timer = None;
+                    if this.bounds.length.is_some_and(|n| this.read < n) {
+                        // Ended before its declared length: cut short.
+                        this.ended = true;
+                        return Poll::Ready(Some(Err(BodyError::Closed)));
+                    }
                 }
                 Poll::Ready(Err(e)) => {
                     this.ended = true;

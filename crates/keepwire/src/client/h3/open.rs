@@ -130,6 +130,14 @@ fn quic_config(
     // An idle connection ends as a pooled one does.
     let idle = quinn::IdleTimeout::try_from(idle).map_err(|e| format!("idle timeout: {e}"))?;
     transport.max_idle_timeout(Some(idle));
+    // What the server may make us hold: quinn's default connection window
+    // is unbounded (only each stream's 1.25 MB is); 16 MiB in flight per
+    // connection. No bidirectional streams from the server (RFC 9114
+    // §6.1 forbids them), and a few unidirectional ones (control and the
+    // two QPACK streams need three).
+    transport.receive_window(quinn::VarInt::from_u32(16 << 20));
+    transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(0));
+    transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(16));
     config.transport_config(Arc::new(transport));
     config.version(QUIC_V1);
     Ok(config)
