@@ -50,6 +50,8 @@ struct ServerArgs {
     /// https://; `host:port/path` means http://). Requests go to path
     /// (default /), which should answer a plain GET with 200 and a
     /// non-empty body.
+    // `[/path]` is `--help` text, not a link.
+    #[allow(rustdoc::broken_intra_doc_links)]
     url: Option<String>,
     /// Run the HTTP/2 abuse checks instead of the HTTP/1 ones, over TLS with
     /// h2 chosen by ALPN (https:// URLs).

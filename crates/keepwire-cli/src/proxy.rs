@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use ipnet::IpNet;
 use keepwire::Server;
-use keepwire::proxy::{Proxy, ProxyConfig, ReusePolicy, Route, Upstream, parse_authority};
+use keepwire::proxy::{Proxy, ProxyConfig, ReusePolicy, Route, Upstream};
 use serde::Deserialize;
 
 use crate::common::{OpsArgs, Ready, deprecated, init_logging, parse_limit, parse_listen, runtime};
@@ -158,9 +158,7 @@ fn root() -> String {
 }
 
 fn upstreams(list: &[String]) -> Result<Vec<Upstream>, String> {
-    list.iter()
-        .map(|u| parse_authority(u).map(Upstream::new))
-        .collect()
+    list.iter().map(|u| u.parse::<Upstream>()).collect()
 }
 
 /// Merges the file (if any) and the flags into a proxy configuration.

@@ -473,6 +473,10 @@ fn bad_flags_and_files_exit_non_zero_with_a_clear_message() {
             vec!["unknown scheme", "ftp"],
         ),
         (
+            vec!["--upstream", "http://origin.test:8080/api"],
+            vec!["a path", "/api", "not supported"],
+        ),
+        (
             vec![
                 "--upstream",
                 "https://x",

@@ -156,6 +156,8 @@ pub struct ServerMetrics {
     pub h3_streams_stalled: AtomicU64,
     /// HTTP/3 connections closed with H3_EXCESSIVE_LOAD (cancel floods).
     pub h3_calm_closes: AtomicU64,
+    /// QUIC clients sent a Retry to prove their address (`quic_retry`).
+    pub h3_retries: AtomicU64,
 }
 
 impl Default for ServerMetrics {
@@ -188,6 +190,7 @@ impl Default for ServerMetrics {
             h3_streams_refused: Default::default(),
             h3_streams_stalled: Default::default(),
             h3_calm_closes: Default::default(),
+            h3_retries: Default::default(),
         }
     }
 }

@@ -516,3 +516,87 @@ async fn the_total_connection_cap_counts_quic_and_tcp_alike() {
     drop(only);
     stop(server).await;
 }
+
+#[tokio::test]
+async fn a_client_sent_a_retry_follows_it_and_is_served() {
+    let tls = tls();
+    let (server, metrics) = serve_h3(
+        &tls,
+        |c| c.quic_retry = keepwire::server::QuicRetry::Always,
+        |_req: Request<Body>| async { Response::new(Body::from("hi")) },
+    );
+    // quinn's client answers the Retry with its token, transparently.
+    let endpoint = client_endpoint(&tls.quic);
+    let mut h3 = H3::connect(&endpoint, server.quic_addrs()[0]).await;
+    assert_eq!(h3.get("/").await.text(), "hi");
+    let text = metrics();
+    assert_eq!(series(&text, "h3_retries_total"), 1);
+    // The Retry is no connection; the client's return with the token is.
+    assert_eq!(
+        series(
+            &text,
+            "connections_accepted_by_transport_total{transport=\"quic\"}"
+        ),
+        1
+    );
+    drop(h3);
+    stop(server).await;
+}
+
+/// `n` QUIC Initials of a real client, each of its own connection, caught
+/// on sockets of ours (never answered).
+async fn initials(tls: &Tls, n: usize) -> Vec<Vec<u8>> {
+    let endpoint = client_endpoint(&tls.quic);
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let catcher = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let _connecting = endpoint
+            .connect(catcher.local_addr().unwrap(), "localhost")
+            .unwrap();
+        let mut buf = vec![0u8; 2048];
+        let (len, _) = within("a client's Initial", WAIT, catcher.recv_from(&mut buf))
+            .await
+            .unwrap();
+        buf.truncate(len);
+        out.push(buf);
+    }
+    out
+}
+
+#[tokio::test]
+async fn spoofed_initials_hold_at_most_half_of_an_address_s_slots() {
+    let tls = tls();
+    let (server, metrics) = serve_h3(
+        &tls,
+        |c| c.max_connections_per_ip = 4,
+        |_req: Request<Body>| async { Response::new(Body::from("hi")) },
+    );
+    let addr = server.quic_addrs()[0];
+    // Eight connections' Initials from an address that never answers (as
+    // a spoofer's would be: the replies go to someone else).
+    let mute = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for initial in initials(&tls, 8).await {
+        mute.send_to(&initial, addr).await.unwrap();
+    }
+    // Two take the address's first half; the other six get a Retry and
+    // take nothing (the handshakes of the two wait for the header timeout,
+    // 60 s, far beyond this test).
+    eventually("six Retries", WAIT, || {
+        series(&metrics(), "h3_retries_total") == 6
+    })
+    .await;
+    assert_eq!(series(&metrics(), "connections_open"), 2);
+    // Clients that prove the address get the other half.
+    let endpoint = client_endpoint(&tls.quic);
+    let mut first = H3::connect(&endpoint, addr).await;
+    let mut second = H3::connect(&endpoint, addr).await;
+    assert_eq!(first.get("/").await.text(), "hi");
+    assert_eq!(second.get("/").await.text(), "hi");
+    assert_eq!(series(&metrics(), "h3_retries_total"), 8);
+    assert_eq!(
+        series(&metrics(), "connection_closes_total{reason=\"limit\"}"),
+        0
+    );
+    drop((first, second));
+    stop(server).await;
+}

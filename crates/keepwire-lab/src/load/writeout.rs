@@ -11,7 +11,7 @@
 
 use super::record::Record;
 
-/// The variables [`format`] knows, as `--help` lists them.
+/// The variables [`format()`] knows, as `--help` lists them.
 pub const VARIABLES: &[&str] = &[
     "http_code",
     "response_code",

@@ -204,7 +204,8 @@ impl ClientBuilder {
         self
     }
 
-    /// When `https://` requests use HTTP/3 ([`Http3Mode`]). Default off.
+    /// When `https://` requests use HTTP/3 ([`Http3Mode`](super::Http3Mode)).
+    /// Default off.
     pub fn http3(mut self, mode: super::Http3Mode) -> Self {
         self.config.http3 = mode;
         self

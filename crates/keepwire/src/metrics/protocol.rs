@@ -70,6 +70,11 @@ impl ServerMetrics {
                 "HTTP/3 connections closed with H3_EXCESSIVE_LOAD.",
                 one(&self.h3_calm_closes),
             ),
+            family(
+                "h3_retries",
+                "QUIC clients sent a Retry to prove their address.",
+                one(&self.h3_retries),
+            ),
         ]
     }
 }

@@ -55,12 +55,24 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// An upstream at `host:port` (HTTP), or `https://host:port` (TLS;
-    /// HTTP/2 or HTTP/1.1 as ALPN decides): the form [`parse_authority`]
-    /// gives. Anything else is taken as a host name on the default port
-    /// (it then fails to resolve, with its name in the error).
-    pub fn new(authority: impl Into<String>) -> Self {
-        let authority: String = authority.into();
+    /// An upstream named by a URL (`http://host[:port]`,
+    /// `https://host[:port]`: TLS, HTTP/2 or HTTP/1.1 as ALPN decides) or
+    /// by `host[:port]` (HTTP), read by [`parse_authority`] as the CLI's
+    /// `--upstream` is. Never fails: what that rejects (another scheme, a
+    /// path, userinfo) is taken as a host name on port 80 and then fails to
+    /// resolve, with its name in the error; parse it instead
+    /// (`"http://127.0.0.1:8080".parse::<Upstream>()`) to get the reason.
+    pub fn new(upstream: impl Into<String>) -> Self {
+        let given: String = upstream.into();
+        match parse_authority(&given) {
+            Ok(authority) => Self::from_authority(authority),
+            Err(_) => Self::from_authority(given),
+        }
+    }
+
+    /// An upstream from [`parse_authority`]'s form: `host:port`, or
+    /// `https://host:port`.
+    fn from_authority(authority: String) -> Self {
         let (scheme, authority) = match authority.strip_prefix("https://") {
             Some(a) => ("https", a.to_string()),
             None => ("http", authority),
@@ -102,6 +114,15 @@ impl Upstream {
     pub(super) fn mark_down(&self, cooldown: Duration) {
         *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(Instant::now() + cooldown);
+    }
+}
+
+/// An upstream named as [`Upstream::new`] takes it, or why it cannot be
+/// (an unknown scheme, a path, userinfo, no host, a bad port).
+impl std::str::FromStr for Upstream {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_authority(s).map(Upstream::from_authority)
     }
 }
 
@@ -276,19 +297,31 @@ fn loopback() -> Vec<IpNet> {
 }
 
 /// An upstream given as `http://host[:port]`, `host[:port]` or
-/// `https://host[:port]`, in the form [`Upstream::new`] takes: `host:port`,
-/// or `https://host:port`. The authority is read by
+/// `https://host[:port]` (the scheme in any case, a trailing `/` allowed),
+/// in its normal form: `host:port`, or `https://host:port`. The authority is read by
 /// [`keepwire_proto::host::split_authority`], as every other one is.
 pub fn parse_authority(s: &str) -> Result<String, String> {
     let (scheme, rest) = match s.split_once("://") {
-        Some(("http", rest)) => ("http", rest),
-        Some(("https", rest)) => ("https", rest),
-        Some((other, _)) => return Err(format!("upstream {s:?}: unknown scheme {other:?}")),
+        Some((x, rest)) if x.eq_ignore_ascii_case("http") => ("http", rest),
+        Some((x, rest)) if x.eq_ignore_ascii_case("https") => ("https", rest),
+        Some((other, _)) => {
+            return Err(format!(
+                "upstream {s:?}: unknown scheme {other:?} (http or https)"
+            ));
+        }
         None => ("http", s),
     };
     let rest = rest.trim_end_matches('/');
     if rest.is_empty() {
         return Err(format!("upstream {s:?}: no host"));
+    }
+    if let Some(at) = rest.find(['/', '?', '#']) {
+        // Requests keep their own path: a prefix here would be silently
+        // dropped (nginx's `proxy_pass http://h/x/` rewrites; this does not).
+        return Err(format!(
+            "upstream {s:?}: a path ({:?}) is not supported: give scheme://host:port",
+            &rest[at..]
+        ));
     }
     if rest.contains('@') {
         // Credentials would be dropped without a word: refuse them.
@@ -348,6 +381,41 @@ mod tests {
             (u.origin.scheme.as_str(), u.authority.as_str()),
             ("https", "x:443")
         );
+    }
+
+    #[test]
+    fn upstream_urls_are_read_and_their_scheme_chooses_tls() {
+        let u = Upstream::new("http://127.0.0.1:8080");
+        assert_eq!(
+            (u.origin(), u.authority.as_str()),
+            (
+                &Origin::new("http", "127.0.0.1:8080").unwrap(),
+                "127.0.0.1:8080"
+            )
+        );
+        let u = Upstream::new("https://x:8443/");
+        assert_eq!(u.origin(), &Origin::new("https", "x:8443").unwrap());
+        let u: Upstream = "HTTPS://x".parse().unwrap();
+        assert_eq!(u.origin(), &Origin::new("https", "x:443").unwrap());
+        let u: Upstream = "http://[::1]:9000/".parse().unwrap();
+        assert_eq!(u.origin(), &Origin::new("http", "[::1]:9000").unwrap());
+        let u: Upstream = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(u.origin(), &Origin::new("http", "127.0.0.1:8080").unwrap());
+    }
+
+    #[test]
+    fn other_schemes_and_paths_are_refused_with_the_reason() {
+        let err = |s: &str| s.parse::<Upstream>().expect_err(s);
+        assert!(err("ftp://x:21").contains("unknown scheme \"ftp\""));
+        assert!(err("http://x:1/api").contains("a path (\"/api\") is not supported"));
+        assert!(err("https://x/a/b/").contains("a path (\"/a/b\")"));
+        assert!(err("http://x:1?q=1").contains("a path (\"?q=1\")"));
+        assert!(err("http://u@x:1").contains("userinfo"));
+        assert!(err("http://").contains("no host"));
+        assert!(err("http://x:http").contains("invalid host or port"));
+        // `new` never fails: what it cannot read is a host name that
+        // cannot resolve.
+        assert_eq!(Upstream::new("ftp://x:21").origin().port, 80);
     }
 
     #[test]

@@ -35,7 +35,8 @@
 //! | HTTP/3 (QUIC, same port as each TLS listener) | on with TLS (`http3`); TCP responses carry `Alt-Svc: h3=":PORT"; ma=86400` | `listen ... quic`, `add_header Alt-Svc` by hand |
 //! | HTTP/3 streams in flight per connection | 128 (`http3_max_streams`): the client's bidirectional stream credit, so a stream over it cannot be opened | `http3_max_concurrent_streams 128` |
 //! | HTTP/3 streams the client stops (each cancels its handler) | over 2 × the stream limit (min 100) in 10 s: CONNECTION_CLOSE `H3_EXCESSIVE_LOAD` | — |
-//! | HTTP/3 handshake, request head, body, flow-control stall | `header_timeout`; `max_head_bytes` (431); `max_body` (413) and `body_timeout`; `write_timeout` per write, then reset (and close without progress) | `quic_retry off`, `client_header_timeout`, ... |
+//! | HTTP/3 handshake, request head, body, flow-control stall | `header_timeout`; `max_head_bytes` (431); `max_body` (413) and `body_timeout`; `write_timeout` per write, then reset (and close without progress) | `client_header_timeout`, ... |
+//! | QUIC address validation (Retry) | an unvalidated client that would pass half the per-IP or the total cap (`quic_retry`) | `quic_retry off` |
 //! | HTTP/3 receive windows | 256 KiB per stream, 1 MiB per connection | `http3_stream_buffer_size 64k` |
 //! | HTTP/3 0-RTT early data | accepted; only idempotent methods run in it (`EarlyData` extension), others get 425 | `ssl_early_data off` |
 //! | HTTP/2 extended CONNECT (RFC 8441, WebSocket over HTTP/2) | advertised; a switched stream counts as a stream in flight (and in `tunnels_open`) until its `Upgraded` drops, keeps the idle timeout off, ends with GOAWAY + `shutdown_timeout`; both directions bounded by the peer's windows | not supported |
@@ -66,7 +67,7 @@ use crate::net::{Linger, ListenOptions};
 use crate::upgrade::OnUpgrade;
 
 pub use conn::gone::PeerGone;
-pub use h3::EarlyData;
+pub use h3::{EarlyData, QuicRetry};
 
 /// A boxed response future.
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
@@ -240,6 +241,10 @@ pub struct Config {
     /// Streams in flight per HTTP/3 connection: the bidirectional stream
     /// credit the client gets (like `http2_max_streams`).
     pub http3_max_streams: u32,
+    /// When a QUIC client whose address is unvalidated is sent a Retry
+    /// before it counts in the connection limits (default: when it would
+    /// take its address, or the server, over half the cap).
+    pub quic_retry: QuicRetry,
     /// How cleartext HTTP/1 connections talk to the kernel: epoll (the
     /// default) or io_uring (Linux). TLS and HTTP/2 connections always use
     /// epoll. `Builder::bind` fails if the backend cannot run here.
@@ -274,6 +279,7 @@ impl Default for Config {
             tls: None,
             http3: true,
             http3_max_streams: 128,
+            quic_retry: QuicRetry::OverHalf,
             io: Default::default(),
             access_log: None,
         }

@@ -10,7 +10,9 @@
 //! - Every connection counts in the connection limits (total and per
 //!   client IP, shared with the TCP listeners' connections) from its first
 //!   packet on; over them it is refused (CONNECTION_REFUSED) before any
-//!   handshake work.
+//!   handshake work. Near them, a client must first prove its address
+//!   with a Retry (`retry.rs` says when and why), so spoofed Initials
+//!   cannot hold another address's slots.
 //! - The handshake gets the header timeout; a request head gets it too,
 //!   and is capped by `max_head_bytes` (SETTINGS_MAX_FIELD_SECTION_SIZE:
 //!   over it, 431); bodies are held to `max_body` and the body timeout,
@@ -27,7 +29,10 @@
 
 mod alt_svc;
 mod quic;
+mod retry;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 pub(super) use alt_svc::AltSvc;
 
@@ -45,6 +50,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+pub use retry::QuicRetry;
 pub use stream::EarlyData;
 
 use super::h2::stream::{Outcome, Progress, StreamRules};
@@ -157,12 +163,22 @@ async fn connection(
 ) {
     let born = Instant::now();
     let m = &shared.metrics;
-    m.connections_accepted.fetch_add(1, Relaxed);
-    m.h3_connections_accepted.fetch_add(1, Relaxed);
     let peer = incoming.remote_address();
     let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
     let (slot, open, per_ip) = ConnSlot::open(&shared, peer.ip());
     let cfg = &shared.config;
+    let validated = incoming.remote_address_validated();
+    if cfg.quic_retry.wanted(validated, open, per_ip, cfg) && incoming.may_retry() {
+        // Stateless: the client takes a slot when it comes back with the
+        // token, from an address it proved it receives at.
+        drop(slot);
+        if incoming.retry().is_ok() {
+            m.h3_retries.fetch_add(1, Relaxed);
+        }
+        return;
+    }
+    m.connections_accepted.fetch_add(1, Relaxed);
+    m.h3_connections_accepted.fetch_add(1, Relaxed);
     if open > cfg.max_connections || per_ip > cfg.max_connections_per_ip {
         incoming.refuse();
         m.closed(CloseReason::Limit, 0, born.elapsed());
@@ -216,6 +232,19 @@ fn code(c: Code) -> quinn::VarInt {
 /// (H3_REQUEST_REJECTED: safe to retry, the multiplexed R8.3).
 async fn goaway(h3c: &mut h3::server::Connection<quic::Connection, Bytes>) {
     let _ = tokio::time::timeout(CLOSE_GRACE, h3c.shutdown(0)).await;
+}
+
+/// Rejects a request stream unread with H3_REQUEST_REJECTED (RFC 9114
+/// §4.1.1: nothing of it was processed, so the client may retry it), both
+/// halves: dropped, it would be stopped with H3_NO_ERROR and its answer
+/// would end empty. h3 0.0.8 has no public call for this before the head
+/// is read; its resolver's stream is reached through `frame_stream`.
+fn reject(mut resolver: h3::server::RequestResolver<quic::Connection, Bytes>) {
+    use h3::quic::{RecvStream as _, SendStream as _};
+    let rejected = Code::H3_REQUEST_REJECTED.value();
+    let stream = &mut resolver.frame_stream.stream;
+    stream.stop_sending(rejected);
+    stream.reset(rejected);
 }
 
 /// Why a connection that failed ended (quinn's account of it; h3's error
@@ -320,10 +349,11 @@ async fn serve(
                     // Counted in `requests` once its head is read (stream.rs).
                     requests += 1;
                     if streams.len() >= max_streams as usize {
-                        // The transport's stream credit keeps this rare: a
-                        // stream whose task has not yet seen its end.
+                        // Not reached with quinn: a client gets credit for
+                        // a new stream only once an old one is freed, after
+                        // its task ended. Kept as the bound's last word.
                         metrics.h3_streams_refused.fetch_add(1, Relaxed);
-                        drop(resolver);
+                        reject(resolver);
                     } else {
                         let info = ConnInfo { request_index: requests, ..info };
                         streams.push(Box::pin(stream::stream_task(
