@@ -76,6 +76,21 @@ pub(in crate::server) struct StreamRules {
     pub(in crate::server) shared: Arc<Shared>,
 }
 
+impl StreamRules {
+    /// The rules `shared`'s config sets, with the progress of a new
+    /// connection.
+    pub(in crate::server) fn of(shared: &Arc<Shared>) -> Self {
+        let cfg = &shared.config;
+        StreamRules {
+            max_body: cfg.limits.max_body_bytes,
+            body_timeout: cfg.body_timeout,
+            write_timeout: cfg.write_timeout,
+            progress: Progress::new(),
+            shared: shared.clone(),
+        }
+    }
+}
+
 /// One request stream: the handler's answer, body and trailers, with flow
 /// control on both directions. A reset from the client drops the handler
 /// (in the proxy, its upstream request) or the body it was producing; the
@@ -210,6 +225,31 @@ pub(in crate::server) fn h2_head(parts: &mut http::response::Parts) {
     }
 }
 
+/// The head of an answer with `body`, as HTTP/2 and HTTP/3 send it (and
+/// noted in the access log): no connection-specific fields, the length
+/// the body's (h2 checks it against the DATA frames); a HEAD answer keeps
+/// the handler's, which describes the GET.
+pub(in crate::server) fn answer_head(
+    parts: &mut http::response::Parts,
+    body: &Body,
+    head_only: bool,
+    log: &mut Option<Entry>,
+) {
+    if let Some(e) = log {
+        e.respond(parts.status, &parts.extensions);
+    }
+    h2_head(parts);
+    if !head_only {
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        if let Some(n) = body.size_hint().exact() {
+            parts.headers.insert(
+                http::header::CONTENT_LENGTH,
+                keepwire_proto::encode::decimal_value(n),
+            );
+        }
+    }
+}
+
 /// Sends the handler's answer: head, body and trailers, as the client's
 /// window allows.
 pub(in crate::server) async fn answer(
@@ -220,21 +260,7 @@ pub(in crate::server) async fn answer(
     log: &mut Option<Entry>,
 ) -> Outcome {
     let (mut parts, body) = resp.into_parts();
-    if let Some(e) = log {
-        e.respond(parts.status, &parts.extensions);
-    }
-    h2_head(&mut parts);
-    // The length is the body's (h2 checks it against the DATA frames); a
-    // HEAD answer keeps the handler's, which describes the GET.
-    if !head_only {
-        parts.headers.remove(http::header::CONTENT_LENGTH);
-        if let Some(n) = body.size_hint().exact() {
-            parts.headers.insert(
-                http::header::CONTENT_LENGTH,
-                keepwire_proto::encode::decimal_value(n),
-            );
-        }
-    }
+    answer_head(&mut parts, &body, head_only, log);
     let end = head_only || body.is_end_stream();
     let send = match respond.send_response(Response::from_parts(parts, ()), end) {
         Ok(send) => send,

@@ -18,7 +18,7 @@ use super::quic::{self, Watch, WatchTaker};
 use crate::body::h3_recv::{self, Reads};
 use crate::body::{Body, BrokenBound, H2BodyBounds};
 use crate::server::access::Entry;
-use crate::server::h2::stream::{Outcome, StreamRules, declared_length, h2_head, noted};
+use crate::server::h2::stream::{Outcome, StreamRules, answer_head, declared_length, noted};
 use crate::server::{ConnInfo, Handler};
 
 type SendHalf = RequestStream<quic::SendStream<Bytes>, Bytes>;
@@ -219,19 +219,7 @@ async fn answer(
     log: &mut Option<Entry>,
 ) -> Outcome {
     let (mut parts, mut body) = resp.into_parts();
-    if let Some(e) = log {
-        e.respond(parts.status, &parts.extensions);
-    }
-    h2_head(&mut parts);
-    if !head_only {
-        parts.headers.remove(http::header::CONTENT_LENGTH);
-        if let Some(n) = body.size_hint().exact() {
-            parts.headers.insert(
-                http::header::CONTENT_LENGTH,
-                keepwire_proto::encode::decimal_value(n),
-            );
-        }
-    }
+    answer_head(&mut parts, &body, head_only, log);
     let timeout = rules.write_timeout;
     let since = Instant::now();
     let head = send.send_response(Response::from_parts(parts, ()));
