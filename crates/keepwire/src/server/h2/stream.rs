@@ -103,14 +103,28 @@ pub(in crate::server) async fn stream_task(
     info: ConnInfo,
     rules: StreamRules,
 ) -> Outcome {
-    let (shared, now) = (rules.shared.clone(), Instant::now());
+    let shared = rules.shared.clone();
+    let run = async move |req, log: &mut _| stream(req, respond, handler, info, rules, log).await;
+    logged(req, info, &shared, run).await
+}
+
+/// Runs a stream's `run` on `req`, giving it where to note its answer: the
+/// stream timed in the request-duration histogram when answered in full,
+/// and noted in the access log if there is one.
+pub(in crate::server) async fn logged<B>(
+    req: Request<B>,
+    info: ConnInfo,
+    shared: &Shared,
+    run: impl AsyncFnOnce(Request<B>, &mut Option<Entry>) -> Outcome,
+) -> Outcome {
+    let now = Instant::now();
     let Some(log) = shared.config.access_log.clone() else {
-        let outcome = stream(req, respond, handler, info, rules, &mut None).await;
-        return answered(&shared, now, outcome);
+        let outcome = run(req, &mut None).await;
+        return answered(shared, now, outcome);
     };
     let mut entry = Some(Entry::of_request(&req, info.request_index, now));
-    let outcome = stream(req, respond, handler, info, rules, &mut entry).await;
-    let outcome = answered(&shared, now, outcome);
+    let outcome = run(req, &mut entry).await;
+    let outcome = answered(shared, now, outcome);
     if let Some(e) = entry {
         e.finish_stream(matches!(outcome, Outcome::Cancelled), &log, &info);
     }

@@ -18,7 +18,9 @@ use super::quic::{self, Watch, WatchTaker};
 use crate::body::h3_recv::{self, Reads};
 use crate::body::{Body, BrokenBound, H2BodyBounds};
 use crate::server::access::Entry;
-use crate::server::h2::stream::{Outcome, StreamRules, answer_head, declared_length, noted};
+use crate::server::h2::stream::{
+    Outcome, StreamRules, answer_head, declared_length, logged, noted,
+};
 use crate::server::{ConnInfo, Handler};
 
 type SendHalf = RequestStream<quic::SendStream<Bytes>, Bytes>;
@@ -55,29 +57,10 @@ pub(super) async fn stream_task(
     let Some(watch) = watches.take(stream.id()) else {
         return Outcome::Done;
     };
-    let (shared, now) = (rules.shared.clone(), Instant::now());
-    let Some(log) = shared.config.access_log.clone() else {
-        let outcome = run(req, stream, watch, handler, info, &rules, &mut None).await;
-        return answered(&shared, now, outcome);
-    };
-    let mut entry = Some(Entry::of_request(&req, info.request_index, now));
-    let outcome = run(req, stream, watch, handler, info, &rules, &mut entry).await;
-    let outcome = answered(&shared, now, outcome);
-    if let Some(e) = entry {
-        e.finish_stream(matches!(outcome, Outcome::Cancelled), &log, &info);
-    }
-    outcome
-}
-
-/// Records a stream answered in full in the request-duration histogram.
-fn answered(shared: &crate::server::Shared, since: Instant, outcome: Outcome) -> Outcome {
-    if let Outcome::Done = outcome {
-        shared
-            .metrics
-            .request_duration
-            .record_duration(since.elapsed());
-    }
-    outcome
+    let shared = rules.shared.clone();
+    let task =
+        async move |req, log: &mut _| run(req, stream, watch, handler, info, &rules, log).await;
+    logged(req, info, &shared, task).await
 }
 
 /// Methods a request in early data may use (RFC 8470 §3, R8.3): those
