@@ -17,17 +17,9 @@ impl Worker {
     pub(super) async fn run_http2(self: Rc<Self>) {
         let plan = &self.shared.plan;
         while self.shared.has_work() {
-            let t0 = Instant::now();
-            let opening = open(plan, self.shared.tls.as_ref());
-            let io = match tokio::time::timeout(plan.timeout, opening).await {
-                Ok(Ok(s)) => s,
-                _ => {
-                    self.connect_failed(FailureKind::Connect);
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
+            let Some(io) = self.open_within(open(plan, self.shared.tls.as_ref())).await else {
+                continue;
             };
-            self.connected(t0);
             let (send, conn) = match h2::client::handshake(io).await {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -126,11 +118,27 @@ impl Worker {
         }
     }
 
-    /// A connection is up, `t0` being when its opening began.
-    pub(super) fn connected(&self, t0: Instant) {
-        let mut t = self.tally.borrow_mut();
-        t.connections += 1;
-        t.connect.saturating_record(nanos(t0.elapsed()));
+    /// A connection opened by `opening` within the plan's timeout, counted
+    /// with its connect time; or none, one request failed to connect
+    /// (after a pause: refused connections fail in microseconds).
+    pub(super) async fn open_within<T, E>(
+        &self,
+        opening: impl Future<Output = Result<T, E>>,
+    ) -> Option<T> {
+        let t0 = Instant::now();
+        match tokio::time::timeout(self.shared.plan.timeout, opening).await {
+            Ok(Ok(conn)) => {
+                let mut t = self.tally.borrow_mut();
+                t.connections += 1;
+                t.connect.saturating_record(nanos(t0.elapsed()));
+                Some(conn)
+            }
+            _ => {
+                self.connect_failed(FailureKind::Connect);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                None
+            }
+        }
     }
 
     /// The next request of a stream slot (counted as sent), and when it

@@ -9,7 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 
@@ -66,17 +66,10 @@ impl Worker {
             return;
         };
         while self.shared.has_work() {
-            let t0 = Instant::now();
-            let (endpoint, send, mut driver) =
-                match tokio::time::timeout(plan.timeout, open(plan, config.clone())).await {
-                    Ok(Ok(v)) => v,
-                    _ => {
-                        self.connect_failed(FailureKind::Connect);
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-            self.connected(t0);
+            let opened = self.open_within(open(plan, config.clone())).await;
+            let Some((endpoint, send, mut driver)) = opened else {
+                continue;
+            };
             let driver = tokio::task::spawn_local(async move {
                 std::future::poll_fn(|cx| driver.poll_close(cx)).await
             });
