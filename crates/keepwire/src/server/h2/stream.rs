@@ -444,12 +444,16 @@ pub(in crate::server) fn answer_now(
     mut respond: h2::server::SendResponse<Bytes>,
     status: StatusCode,
 ) -> Outcome {
-    let resp = Response::builder()
+    let _ = respond.send_response(bodiless(status), true);
+    Outcome::Done
+}
+
+/// The head of an answer with `status` and no body (HTTP/2 and HTTP/3).
+pub(in crate::server) fn bodiless(status: StatusCode) -> Response<()> {
+    Response::builder()
         .status(status)
         .header(http::header::CONTENT_LENGTH, 0)
         .header(http::header::DATE, crate::date::now())
         .body(())
-        .unwrap_or_default();
-    let _ = respond.send_response(resp, true);
-    Outcome::Done
+        .unwrap_or_default()
 }

@@ -19,7 +19,7 @@ use crate::body::h3_recv::{self, Reads};
 use crate::body::{Body, BrokenBound, H2BodyBounds};
 use crate::server::access::Entry;
 use crate::server::h2::stream::{
-    Outcome, StreamRules, answer_head, declared_length, logged, noted,
+    Outcome, StreamRules, answer_head, bodiless, declared_length, logged, noted,
 };
 use crate::server::{ConnInfo, Handler};
 
@@ -179,13 +179,7 @@ pub struct EarlyData;
 
 /// Answers with `status` and no body.
 async fn answer_now(mut send: SendHalf, status: StatusCode) -> Outcome {
-    let resp = Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_LENGTH, 0)
-        .header(http::header::DATE, crate::date::now())
-        .body(())
-        .unwrap_or_default();
-    if send.send_response(resp).await.is_ok() {
+    if send.send_response(bodiless(status)).await.is_ok() {
         let _ = send.finish().await;
     }
     Outcome::Done
