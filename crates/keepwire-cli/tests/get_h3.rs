@@ -10,7 +10,7 @@ use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{WAIT, run};
+use common::{WAIT, python_module, run};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -34,16 +34,8 @@ impl Drop for Aioquic {
 /// Starts the aioquic origin; `None` (after saying why) when python3 with
 /// aioquic is missing and KEEPWIRE_SKIP_PEERS=1.
 fn aioquic() -> Option<Aioquic> {
-    let has = Command::new("python3")
-        .args(["-c", "import aioquic"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has {
-        if std::env::var("KEEPWIRE_SKIP_PEERS").as_deref() == Ok("1") {
-            eprintln!("skipping: python3 with `aioquic` is missing");
-            return None;
-        }
-        panic!("python3 with `aioquic` is missing: `bash scripts/test` installs it");
+    if !python_module("aioquic") {
+        return None;
     }
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),

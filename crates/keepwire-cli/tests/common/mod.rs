@@ -192,6 +192,23 @@ impl Drop for Nginx {
     }
 }
 
+/// Whether python3 can import `module` (a peer's library); `false` (after
+/// saying so) if it cannot and `KEEPWIRE_SKIP_PEERS=1`, a panic otherwise.
+pub fn python_module(module: &str) -> bool {
+    let has = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has {
+        if std::env::var("KEEPWIRE_SKIP_PEERS").as_deref() == Ok("1") {
+            eprintln!("skipping: python3 with `{module}` is missing");
+            return false;
+        }
+        panic!("python3 with `{module}` is missing: `bash scripts/test` installs it");
+    }
+    true
+}
+
 /// nginx's path; `None` (skip) if it is missing and `KEEPWIRE_SKIP_PEERS=1`,
 /// a panic if it is missing otherwise.
 pub fn find_nginx() -> Option<std::path::PathBuf> {
