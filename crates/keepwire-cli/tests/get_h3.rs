@@ -335,13 +335,9 @@ impl Drop for Pem {
 }
 
 fn self_signed_pem(child: &common::Running) -> Pem {
-    let note = child.line_with("self-signed certificate in ");
-    let path = note
-        .split("self-signed certificate in ")
-        .nth(1)
-        .and_then(|rest| rest.split(" (").next())
-        .unwrap_or_else(|| panic!("no path in {note:?}"));
-    Pem(path.to_string())
+    Pem(common::self_signed_pem(child)
+        .to_string_lossy()
+        .into_owned())
 }
 
 /// keepwire against itself: `keepwire serve --tls-self-signed` answers

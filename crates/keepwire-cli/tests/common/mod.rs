@@ -58,6 +58,48 @@ impl Drop for Running {
     }
 }
 
+/// The certificate PEM a `--tls-self-signed` child said it wrote (read
+/// from its later stderr lines).
+pub fn self_signed_pem(child: &Running) -> std::path::PathBuf {
+    let note = child.line_with("self-signed certificate in ");
+    note.split("self-signed certificate in ")
+        .nth(1)
+        .and_then(|rest| rest.split(" (").next())
+        .unwrap_or_else(|| panic!("no path in {note:?}"))
+        .into()
+}
+
+/// A [`Running`] with `--tls-self-signed`: the child is killed (SIGKILL, so
+/// it cannot clean up) and then its PEM's directory removed.
+pub struct TlsRunning {
+    pub run: Running,
+    pub pem: std::path::PathBuf,
+}
+
+impl std::ops::Deref for TlsRunning {
+    type Target = Running;
+    fn deref(&self) -> &Running {
+        &self.run
+    }
+}
+
+impl std::ops::DerefMut for TlsRunning {
+    fn deref_mut(&mut self) -> &mut Running {
+        &mut self.run
+    }
+}
+
+impl Drop for TlsRunning {
+    fn drop(&mut self) {
+        let _ = self.run.child.kill();
+        let _ = self.run.child.wait();
+        let _ = std::fs::remove_file(&self.pem);
+        if let Some(dir) = self.pem.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
 /// `keepwire serve --listen 127.0.0.1:0 --threads 1 ARGS`, started as
 /// [`start`] does.
 pub fn serve(args: &[&str]) -> Running {
