@@ -3,7 +3,6 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -166,11 +165,7 @@ impl Worker {
         t.latency.saturating_record(nanos(at - written));
         t.first_byte.saturating_record(nanos(first - written));
         t.last_done = Some(at);
-        self.shared
-            .progress
-            .slot(self.thread)
-            .responses
-            .fetch_add(1, Ordering::Relaxed);
+        self.progressed(1);
     }
 
     /// A request was never processed (refused, or after GOAWAY): it goes
