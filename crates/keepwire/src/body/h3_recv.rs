@@ -31,43 +31,35 @@ pub(crate) trait H3Recv: Send + Unpin + 'static {
     fn stop_sending(&mut self, code: Code);
 }
 
-impl<S> H3Recv for h3::client::RequestStream<S, Bytes>
-where
-    S: h3::quic::RecvStream + Send + Unpin + 'static,
-{
-    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, StreamError>> {
-        h3::client::RequestStream::poll_recv_data(self, cx)
-            .map_ok(|data| data.map(|mut buf| buf.copy_to_bytes(buf.remaining())))
-    }
-    fn poll_recv_trailers(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Option<http::HeaderMap>, StreamError>> {
-        h3::client::RequestStream::poll_recv_trailers(self, cx)
-    }
-    fn stop_sending(&mut self, code: Code) {
-        h3::client::RequestStream::stop_sending(self, code)
-    }
+/// [`H3Recv`] for h3's `RequestStream` of one side (`client`, `server`).
+macro_rules! h3_recv_for {
+    ($side:ident) => {
+        impl<S> H3Recv for h3::$side::RequestStream<S, Bytes>
+        where
+            S: h3::quic::RecvStream + Send + Unpin + 'static,
+        {
+            fn poll_data(
+                &mut self,
+                cx: &mut Context<'_>,
+            ) -> Poll<Result<Option<Bytes>, StreamError>> {
+                h3::$side::RequestStream::poll_recv_data(self, cx)
+                    .map_ok(|data| data.map(|mut buf| buf.copy_to_bytes(buf.remaining())))
+            }
+            fn poll_recv_trailers(
+                &mut self,
+                cx: &mut Context<'_>,
+            ) -> Poll<Result<Option<http::HeaderMap>, StreamError>> {
+                h3::$side::RequestStream::poll_recv_trailers(self, cx)
+            }
+            fn stop_sending(&mut self, code: Code) {
+                h3::$side::RequestStream::stop_sending(self, code)
+            }
+        }
+    };
 }
 
-impl<S> H3Recv for h3::server::RequestStream<S, Bytes>
-where
-    S: h3::quic::RecvStream + Send + Unpin + 'static,
-{
-    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, StreamError>> {
-        h3::server::RequestStream::poll_recv_data(self, cx)
-            .map_ok(|data| data.map(|mut buf| buf.copy_to_bytes(buf.remaining())))
-    }
-    fn poll_recv_trailers(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Option<http::HeaderMap>, StreamError>> {
-        h3::server::RequestStream::poll_recv_trailers(self, cx)
-    }
-    fn stop_sending(&mut self, code: Code) {
-        h3::server::RequestStream::stop_sending(self, code)
-    }
-}
+h3_recv_for!(client);
+h3_recv_for!(server);
 
 /// Which body is read: where the two ends differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
