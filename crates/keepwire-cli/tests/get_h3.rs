@@ -10,7 +10,7 @@ use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{WAIT, run};
+use common::{WAIT, python_module, run};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -34,16 +34,8 @@ impl Drop for Aioquic {
 /// Starts the aioquic origin; `None` (after saying why) when python3 with
 /// aioquic is missing and KEEPWIRE_SKIP_PEERS=1.
 fn aioquic() -> Option<Aioquic> {
-    let has = Command::new("python3")
-        .args(["-c", "import aioquic"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has {
-        if std::env::var("KEEPWIRE_SKIP_PEERS").as_deref() == Ok("1") {
-            eprintln!("skipping: python3 with `aioquic` is missing");
-            return None;
-        }
-        panic!("python3 with `aioquic` is missing: `bash scripts/test` installs it");
+    if !python_module("aioquic") {
+        return None;
     }
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -343,13 +335,9 @@ impl Drop for Pem {
 }
 
 fn self_signed_pem(child: &common::Running) -> Pem {
-    let note = child.line_with("self-signed certificate in ");
-    let path = note
-        .split("self-signed certificate in ")
-        .nth(1)
-        .and_then(|rest| rest.split(" (").next())
-        .unwrap_or_else(|| panic!("no path in {note:?}"));
-    Pem(path.to_string())
+    Pem(common::self_signed_pem(child)
+        .to_string_lossy()
+        .into_owned())
 }
 
 /// keepwire against itself: `keepwire serve --tls-self-signed` answers

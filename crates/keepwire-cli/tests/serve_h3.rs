@@ -9,29 +9,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Running, run_command, start};
+use common::{TlsRunning, run_command, self_signed_pem, start};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
 /// `keepwire serve --tls-self-signed` on 127.0.0.1:0 with an access log:
 /// the child, its QUIC address, and the certificate's PEM.
 struct H3Serve {
-    run: Running,
+    run: TlsRunning,
     quic: std::net::SocketAddr,
-    pem: PathBuf,
     log: PathBuf,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for H3Serve {
-    fn drop(&mut self) {
-        let _ = self.run.child.kill();
-        let _ = self.run.child.wait();
-        let _ = std::fs::remove_file(&self.pem);
-        if let Some(dir) = self.pem.parent() {
-            let _ = std::fs::remove_dir(dir);
-        }
-    }
 }
 
 fn serve_h3() -> H3Serve {
@@ -54,17 +42,10 @@ fn start_h3(args: &[&str]) -> H3Serve {
     let run = start(&all);
     let quic = run.line_with("HTTP/3 on udp ");
     let quic = quic.rsplit(' ').next().unwrap().parse().unwrap();
-    let note = run.line_with("self-signed certificate in ");
-    let pem = note
-        .split("self-signed certificate in ")
-        .nth(1)
-        .and_then(|rest| rest.split(" (").next())
-        .unwrap_or_else(|| panic!("no path in {note:?}"))
-        .into();
+    let pem = self_signed_pem(&run);
     H3Serve {
-        run,
+        run: TlsRunning { run, pem },
         quic,
-        pem,
         log,
         _dir: dir,
     }
@@ -128,7 +109,7 @@ fn aioquic(s: &H3Serve, args: &[&str]) -> Vec<serde_json::Value> {
         .arg("127.0.0.1")
         .arg(s.quic.port().to_string())
         .arg("--ca")
-        .arg(&s.pem)
+        .arg(&s.run.pem)
         .args(args);
     let out = run_command(cmd, LIMIT);
     assert!(
@@ -249,7 +230,7 @@ fn chromium_loads_the_demo_page_over_http3() {
     .arg(format!("--origin-to-force-quic-on={origin}"))
     .arg(format!(
         "--ignore-certificate-errors-spki-list={}",
-        spki_hash(&s.pem)
+        spki_hash(&s.run.pem)
     ))
     .arg(format!("--user-data-dir={}", profile.path().display()))
     .arg("--dump-dom")

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Running, run, run_env, start};
+use common::{TlsRunning, run, run_env, self_signed_pem, start};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -15,54 +15,15 @@ fn serve_tls() -> (TlsRunning, String) {
     start_tls(&["serve", "--listen", "127.0.0.1:0", "--tls-self-signed"])
 }
 
-/// A [`Running`] with `--tls-self-signed`: the child is killed (SIGKILL, so
-/// it cannot clean up) and then its PEM's directory removed.
-struct TlsRunning {
-    run: Running,
-    pem: std::path::PathBuf,
-}
-
-impl std::ops::Deref for TlsRunning {
-    type Target = Running;
-    fn deref(&self) -> &Running {
-        &self.run
-    }
-}
-
-impl std::ops::DerefMut for TlsRunning {
-    fn deref_mut(&mut self) -> &mut Running {
-        &mut self.run
-    }
-}
-
-impl Drop for TlsRunning {
-    fn drop(&mut self) {
-        let _ = self.run.child.kill();
-        let _ = self.run.child.wait();
-        let _ = std::fs::remove_file(&self.pem);
-        if let Some(dir) = self.pem.parent() {
-            let _ = std::fs::remove_dir(dir);
-        }
-    }
-}
-
 /// `keepwire ARGS` (with `--tls-self-signed` among them) and the PEM of its
 /// certificate.
 fn start_tls(args: &[&str]) -> (TlsRunning, String) {
     let s = start(args);
     assert!(s.first_line.contains("https://"), "{}", s.first_line);
-    let note = s.line_with("self-signed certificate in ");
-    let pem = note
-        .split("self-signed certificate in ")
-        .nth(1)
-        .and_then(|rest| rest.split(" (").next())
-        .unwrap_or_else(|| panic!("no path in {note:?}"))
-        .to_string();
-    let s = TlsRunning {
-        run: s,
-        pem: pem.clone().into(),
-    };
-    assert_private(std::path::Path::new(&pem));
+    let pem = self_signed_pem(&s);
+    let s = TlsRunning { run: s, pem };
+    assert_private(&s.pem);
+    let pem = s.pem.to_string_lossy().into_owned();
     (s, pem)
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{BIN, WAIT};
+use common::{BIN, WAIT, python_module};
 
 /// Kills a child by PID when dropped, however the test ends.
 struct Guard(Child);
@@ -46,16 +46,8 @@ asyncio.run(main())
 /// A Python `websockets` echo server; `None` (after saying why) when
 /// python3 or its `websockets` is missing and KEEPWIRE_SKIP_PEERS=1.
 fn py_server() -> Option<(Guard, String)> {
-    let has = Command::new("python3")
-        .args(["-c", "import websockets"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has {
-        if std::env::var("KEEPWIRE_SKIP_PEERS").as_deref() == Ok("1") {
-            eprintln!("skipping: python3 with `websockets` is missing");
-            return None;
-        }
-        panic!("python3 with `websockets` is missing: `bash scripts/test` installs it");
+    if !python_module("websockets") {
+        return None;
     }
     let mut child = Command::new("python3")
         .args(["-c", PY_SERVER])

@@ -17,6 +17,8 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use tokio::sync::{mpsc, oneshot};
 
+pub(crate) mod h3_recv;
+
 /// Errors a body can yield.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -239,27 +241,29 @@ impl Body {
                 read: 0,
                 data_done: false,
                 ended: false,
-                timer: None,
+                timer: ReadTimer::default(),
             })),
         }
     }
 }
 
-/// What an HTTP/2 body may cost (see [`Body::from_h2_bounded`]): a
-/// request's on the server, a response's in the client (its read timeout).
+/// What an HTTP/2 or HTTP/3 body may cost (see [`Body::from_h2_bounded`]
+/// and [`h3_recv`]): a request's on the server, a response's in the client
+/// (its read timeout).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct H2BodyBounds {
     /// Most bytes the body may carry.
     pub max: Option<u64>,
     /// Longest wait for the next frame.
     pub timeout: Option<std::time::Duration>,
-    /// The declared `content-length`, for the size hint.
+    /// The declared `content-length`, for the size hint (and the length an
+    /// HTTP/3 response must have, see [`h3_recv::Reads::Response`]).
     pub length: Option<u64>,
     /// Set when a bound was broken, for the stream's answer (413 or 408).
     pub broken: Option<std::sync::Arc<std::sync::OnceLock<BrokenBound>>>,
 }
 
-/// Which bound an HTTP/2 request body broke.
+/// Which bound an HTTP/2 or HTTP/3 request body broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum BrokenBound {
     /// More than `max` bytes.
@@ -275,38 +279,68 @@ struct H2Body {
     data_done: bool,
     /// A bound was broken: the body ends (with that error).
     ended: bool,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    timer: ReadTimer,
+}
+
+impl H2BodyBounds {
+    /// Notes that `bound` was broken (for the stream's answer) and gives
+    /// the error the body ends with.
+    pub(crate) fn broke(&self, bound: BrokenBound) -> BodyError {
+        if let Some(b) = &self.broken {
+            let _ = b.set(bound);
+        }
+        match bound {
+            BrokenBound::TooLarge => BodyError::TooLarge(self.max.unwrap_or(0)),
+            BrokenBound::TimedOut => BodyError::TimedOut(self.timeout.unwrap_or_default()),
+        }
+    }
+}
+
+/// The body-read timeout of a body read as its reader polls it: armed when
+/// the stream has nothing, disarmed when it yields.
+#[derive(Default)]
+pub(crate) struct ReadTimer(Option<Pin<Box<tokio::time::Sleep>>>);
+
+impl ReadTimer {
+    /// Ready once `timeout` has passed since the stream first had nothing
+    /// (the timer is then disarmed); pending before, and always without a
+    /// timeout.
+    pub(crate) fn poll_expired(
+        &mut self,
+        timeout: Option<std::time::Duration>,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        use std::future::Future as _;
+        let Some(timeout) = timeout else {
+            return Poll::Pending;
+        };
+        let timer = self
+            .0
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        let expired = timer.as_mut().poll(cx);
+        if expired.is_ready() {
+            self.0 = None;
+        }
+        expired
+    }
+
+    /// The stream yielded: the next wait counts afresh.
+    pub(crate) fn disarm(&mut self) {
+        self.0 = None;
+    }
 }
 
 impl H2Body {
     fn broke(&mut self, bound: BrokenBound) -> BodyError {
-        if let Some(b) = &self.bounds.broken {
-            let _ = b.set(bound);
-        }
         // Nothing more is read: the stream's window stays shut.
         self.ended = true;
-        match bound {
-            BrokenBound::TooLarge => BodyError::TooLarge(self.bounds.max.unwrap_or(0)),
-            BrokenBound::TimedOut => BodyError::TimedOut(self.bounds.timeout.unwrap_or_default()),
-        }
+        self.bounds.broke(bound)
     }
 
     /// Pending from the stream: the body-read timeout runs.
     fn wait(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        use std::future::Future as _;
-        let Some(timeout) = self.bounds.timeout else {
-            return Poll::Pending;
-        };
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                self.timer = None;
-                Poll::Ready(Some(Err(self.broke(BrokenBound::TimedOut))))
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        std::task::ready!(self.timer.poll_expired(self.bounds.timeout, cx));
+        Poll::Ready(Some(Err(self.broke(BrokenBound::TimedOut))))
     }
 }
 
@@ -325,7 +359,7 @@ impl http_body::Body for H2Body {
         if !this.data_done {
             match this.recv.poll_data(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
-                    this.timer = None;
+                    this.timer.disarm();
                     let n = chunk.len();
                     this.read = this.read.saturating_add(n as u64);
                     if this.bounds.max.is_some_and(|max| this.read > max) {
@@ -340,7 +374,7 @@ impl http_body::Body for H2Body {
                 }
                 Poll::Ready(None) => {
                     this.data_done = true;
-                    this.timer = None;
+                    this.timer.disarm();
                 }
                 Poll::Pending => return this.wait(cx),
             }

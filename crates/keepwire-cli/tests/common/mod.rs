@@ -58,6 +58,48 @@ impl Drop for Running {
     }
 }
 
+/// The certificate PEM a `--tls-self-signed` child said it wrote (read
+/// from its later stderr lines).
+pub fn self_signed_pem(child: &Running) -> std::path::PathBuf {
+    let note = child.line_with("self-signed certificate in ");
+    note.split("self-signed certificate in ")
+        .nth(1)
+        .and_then(|rest| rest.split(" (").next())
+        .unwrap_or_else(|| panic!("no path in {note:?}"))
+        .into()
+}
+
+/// A [`Running`] with `--tls-self-signed`: the child is killed (SIGKILL, so
+/// it cannot clean up) and then its PEM's directory removed.
+pub struct TlsRunning {
+    pub run: Running,
+    pub pem: std::path::PathBuf,
+}
+
+impl std::ops::Deref for TlsRunning {
+    type Target = Running;
+    fn deref(&self) -> &Running {
+        &self.run
+    }
+}
+
+impl std::ops::DerefMut for TlsRunning {
+    fn deref_mut(&mut self) -> &mut Running {
+        &mut self.run
+    }
+}
+
+impl Drop for TlsRunning {
+    fn drop(&mut self) {
+        let _ = self.run.child.kill();
+        let _ = self.run.child.wait();
+        let _ = std::fs::remove_file(&self.pem);
+        if let Some(dir) = self.pem.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
 /// `keepwire serve --listen 127.0.0.1:0 --threads 1 ARGS`, started as
 /// [`start`] does.
 pub fn serve(args: &[&str]) -> Running {
@@ -190,6 +232,23 @@ impl Drop for Nginx {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Whether python3 can import `module` (a peer's library); `false` (after
+/// saying so) if it cannot and `KEEPWIRE_SKIP_PEERS=1`, a panic otherwise.
+pub fn python_module(module: &str) -> bool {
+    let has = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has {
+        if std::env::var("KEEPWIRE_SKIP_PEERS").as_deref() == Ok("1") {
+            eprintln!("skipping: python3 with `{module}` is missing");
+            return false;
+        }
+        panic!("python3 with `{module}` is missing: `bash scripts/test` installs it");
+    }
+    true
 }
 
 /// nginx's path; `None` (skip) if it is missing and `KEEPWIRE_SKIP_PEERS=1`,

@@ -21,9 +21,12 @@ fn link(rtt_ms: u64) -> Option<Link> {
     Some(Link::netns(LinkSpec::default().rtt(Duration::from_millis(rtt_ms))).expect("link"))
 }
 
-/// A UDP socket on the server side that counts what it receives and echoes
-/// every datagram back; (address, datagrams received so far).
-fn udp_echo(link: &Link) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+/// A UDP socket on the server side that counts what it receives and, if
+/// `echo`, sends every datagram back; (address, datagrams received so far).
+fn udp_counter(
+    link: &Link,
+    echo: bool,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
     let ip = link.server.ip;
     let got = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = got.clone();
@@ -34,7 +37,9 @@ fn udp_echo(link: &Link) -> (SocketAddr, std::sync::Arc<std::sync::atomic::Atomi
             let mut buf = [0u8; 2048];
             while let Ok((n, from)) = sock.recv_from(&mut buf).await {
                 counter.fetch_add(1, Ordering::Relaxed);
-                let _ = sock.send_to(&buf[..n], from).await;
+                if echo {
+                    let _ = sock.send_to(&buf[..n], from).await;
+                }
             }
         });
         addr
@@ -66,7 +71,7 @@ fn tcp_sink(link: &Link) -> SocketAddr {
 #[test]
 fn udp_and_tcp_cross_the_line_alike() {
     let Some(link) = link(40) else { return };
-    let (udp, got) = udp_echo(&link);
+    let (udp, got) = udp_counter(&link, true);
     let tcp = tcp_sink(&link);
     let before = link.wire.snapshot();
     let (udp_rtt, tcp_connect) = link.client.run(move || async move {
@@ -119,24 +124,8 @@ fn send_datagrams(link: &Link, to: SocketAddr, n: u64) {
 fn loss_drops_udp_and_tcp_per_packet() {
     let Some(link) = link(10) else { return };
     assert_eq!(link.loss(), 0.0);
-    let ip = link.server.ip;
     // A silent UDP sink: no echo, so every packet counted went up.
-    let (sink, got) = {
-        let got = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counter = got.clone();
-        let addr = link.server.run(move || async move {
-            let sock = UdpSocket::bind(SocketAddr::new(ip, 0)).await.unwrap();
-            let addr = sock.local_addr().unwrap();
-            tokio::task::spawn_local(async move {
-                let mut buf = [0u8; 64];
-                while sock.recv_from(&mut buf).await.is_ok() {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-            });
-            addr
-        });
-        (addr, got)
-    };
+    let (sink, got) = udp_counter(&link, false);
     let settle = || std::thread::sleep(Duration::from_millis(100));
 
     // UDP at 20 %: about a fifth of 1000 datagrams never arrive, and every

@@ -7,7 +7,6 @@
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -257,11 +256,7 @@ impl Worker {
         };
         if c.carried > before {
             c.progress_at = at;
-            self.shared
-                .progress
-                .slot(self.thread)
-                .responses
-                .fetch_add(c.carried - before, Ordering::Relaxed);
+            self.progressed(c.carried - before);
         }
         result
     }

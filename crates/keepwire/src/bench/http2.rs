@@ -3,13 +3,12 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::report::nanos;
-use super::{FailureKind, Worker, open};
+use super::{FailureKind, Http2Request, Worker, open};
 
 impl Worker {
     /// HTTP/2 connections one after another, each carrying `pipeline`
@@ -17,31 +16,13 @@ impl Worker {
     pub(super) async fn run_http2(self: Rc<Self>) {
         let plan = &self.shared.plan;
         while self.shared.has_work() {
-            let t0 = Instant::now();
-            let opening = open(plan, self.shared.tls.as_ref());
-            let io = match tokio::time::timeout(plan.timeout, opening).await {
-                Ok(Ok(s)) => s,
-                _ => {
-                    if self.shared.claim(1) == 1 {
-                        self.tally.borrow_mut().sent += 1;
-                        self.fail(FailureKind::Connect, 1);
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
+            let Some(io) = self.open_within(open(plan, self.shared.tls.as_ref())).await else {
+                continue;
             };
-            {
-                let mut t = self.tally.borrow_mut();
-                t.connections += 1;
-                t.connect.saturating_record(nanos(t0.elapsed()));
-            }
             let (send, conn) = match h2::client::handshake(io).await {
                 Ok(pair) => pair,
                 Err(e) => {
-                    if self.shared.claim(1) == 1 {
-                        self.tally.borrow_mut().sent += 1;
-                        self.fail(h2_error_kind(&e), 1);
-                    }
+                    self.connect_failed(h2_error_kind(&e));
                     continue;
                 }
             };
@@ -84,16 +65,7 @@ impl Worker {
                     return;
                 }
             };
-            let mut req = http::Request::new(());
-            *req.method_mut() = plan.method.clone();
-            *req.uri_mut() = spec.uri.clone();
-            *req.headers_mut() = spec.headers.clone();
-            let written = Instant::now();
-            {
-                let mut t = self.tally.borrow_mut();
-                t.sent += 1;
-                t.bytes_written += spec.body.len() as u64;
-            }
+            let (req, written) = self.request_out(spec);
             let exchange = async {
                 let (resp, mut body_tx) = send.send_request(req, spec.body.is_empty())?;
                 if !spec.body.is_empty() {
@@ -113,28 +85,13 @@ impl Worker {
             };
             match tokio::time::timeout(plan.timeout, exchange).await {
                 Ok(Ok((status, first, n))) => {
-                    let at = Instant::now();
                     carried.set(carried.get() + 1);
-                    let mut t = self.tally.borrow_mut();
-                    t.responses += 1;
-                    t.bytes_read += n;
-                    t.statuses[usize::from(status).min(999)] += 1;
-                    t.latency.saturating_record(nanos(at - written));
-                    t.first_byte.saturating_record(nanos(first - written));
-                    t.last_done = Some(at);
-                    self.shared
-                        .progress
-                        .slot(self.thread)
-                        .responses
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.answered(written, status, first, n);
                 }
                 Ok(Err(e)) if e.reason() == Some(h2::Reason::REFUSED_STREAM) => {
                     // Refused (GOAWAY or the stream limit): never processed,
                     // so it goes again (the multiplexed R8.3).
-                    self.shared.unclaim(1);
-                    let mut t = self.tally.borrow_mut();
-                    t.sent -= 1;
-                    t.resent += 1;
+                    self.goes_again();
                     return;
                 }
                 Ok(Err(e)) => {
@@ -149,6 +106,75 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// A connection could not be set up: one request claimed and failed
+    /// as `kind` (if any was left to claim).
+    pub(super) fn connect_failed(&self, kind: FailureKind) {
+        if self.shared.claim(1) == 1 {
+            self.tally.borrow_mut().sent += 1;
+            self.fail(kind, 1);
+        }
+    }
+
+    /// A connection opened by `opening` within the plan's timeout, counted
+    /// with its connect time; or none, one request failed to connect
+    /// (after a pause: refused connections fail in microseconds).
+    pub(super) async fn open_within<T, E>(
+        &self,
+        opening: impl Future<Output = Result<T, E>>,
+    ) -> Option<T> {
+        let t0 = Instant::now();
+        match tokio::time::timeout(self.shared.plan.timeout, opening).await {
+            Ok(Ok(conn)) => {
+                let mut t = self.tally.borrow_mut();
+                t.connections += 1;
+                t.connect.saturating_record(nanos(t0.elapsed()));
+                Some(conn)
+            }
+            _ => {
+                self.connect_failed(FailureKind::Connect);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                None
+            }
+        }
+    }
+
+    /// The next request of a stream slot (counted as sent), and when it
+    /// went.
+    pub(super) fn request_out(&self, spec: &Http2Request) -> (http::Request<()>, Instant) {
+        let mut req = http::Request::new(());
+        *req.method_mut() = self.shared.plan.method.clone();
+        *req.uri_mut() = spec.uri.clone();
+        *req.headers_mut() = spec.headers.clone();
+        let written = Instant::now();
+        let mut t = self.tally.borrow_mut();
+        t.sent += 1;
+        t.bytes_written += spec.body.len() as u64;
+        (req, written)
+    }
+
+    /// A request sent at `written` was answered in full: `status`, the
+    /// head at `first`, `n` body bytes.
+    pub(super) fn answered(&self, written: Instant, status: u16, first: Instant, n: u64) {
+        let at = Instant::now();
+        let mut t = self.tally.borrow_mut();
+        t.responses += 1;
+        t.bytes_read += n;
+        t.statuses[usize::from(status).min(999)] += 1;
+        t.latency.saturating_record(nanos(at - written));
+        t.first_byte.saturating_record(nanos(first - written));
+        t.last_done = Some(at);
+        self.progressed(1);
+    }
+
+    /// A request was never processed (refused, or after GOAWAY): it goes
+    /// again (the multiplexed R8.3).
+    pub(super) fn goes_again(&self) {
+        self.shared.unclaim(1);
+        let mut t = self.tally.borrow_mut();
+        t.sent -= 1;
+        t.resent += 1;
     }
 }
 

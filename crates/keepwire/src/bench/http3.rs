@@ -9,12 +9,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 
-use super::report::nanos;
 use super::{FailureKind, Plan, Worker};
 
 type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
@@ -68,24 +66,10 @@ impl Worker {
             return;
         };
         while self.shared.has_work() {
-            let t0 = Instant::now();
-            let (endpoint, send, mut driver) =
-                match tokio::time::timeout(plan.timeout, open(plan, config.clone())).await {
-                    Ok(Ok(v)) => v,
-                    _ => {
-                        if self.shared.claim(1) == 1 {
-                            self.tally.borrow_mut().sent += 1;
-                            self.fail(FailureKind::Connect, 1);
-                        }
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-            {
-                let mut t = self.tally.borrow_mut();
-                t.connections += 1;
-                t.connect.saturating_record(nanos(t0.elapsed()));
-            }
+            let opened = self.open_within(open(plan, config.clone())).await;
+            let Some((endpoint, send, mut driver)) = opened else {
+                continue;
+            };
             let driver = tokio::task::spawn_local(async move {
                 std::future::poll_fn(|cx| driver.poll_close(cx)).await
             });
@@ -117,16 +101,7 @@ impl Worker {
             if self.shared.claim(1) == 0 {
                 return;
             }
-            let mut req = http::Request::new(());
-            *req.method_mut() = plan.method.clone();
-            *req.uri_mut() = spec.uri.clone();
-            *req.headers_mut() = spec.headers.clone();
-            let written = Instant::now();
-            {
-                let mut t = self.tally.borrow_mut();
-                t.sent += 1;
-                t.bytes_written += spec.body.len() as u64;
-            }
+            let (req, written) = self.request_out(spec);
             let exchange = async {
                 let mut stream = send.send_request(req).await?;
                 if !spec.body.is_empty() {
@@ -144,28 +119,13 @@ impl Worker {
             };
             match tokio::time::timeout(plan.timeout, exchange).await {
                 Ok(Ok((status, first, n))) => {
-                    let at = Instant::now();
                     carried.set(carried.get() + 1);
-                    let mut t = self.tally.borrow_mut();
-                    t.responses += 1;
-                    t.bytes_read += n;
-                    t.statuses[usize::from(status).min(999)] += 1;
-                    t.latency.saturating_record(nanos(at - written));
-                    t.first_byte.saturating_record(nanos(first - written));
-                    t.last_done = Some(at);
-                    self.shared
-                        .progress
-                        .slot(self.thread)
-                        .responses
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.answered(written, status, first, n);
                 }
                 Ok(Err(e)) if unprocessed(&e) => {
                     // Rejected or after GOAWAY: never processed, so it goes
                     // again on the next connection (the multiplexed R8.3).
-                    self.shared.unclaim(1);
-                    let mut t = self.tally.borrow_mut();
-                    t.sent -= 1;
-                    t.resent += 1;
+                    self.goes_again();
                     return;
                 }
                 Ok(Err(e)) => {

@@ -567,6 +567,15 @@ impl Worker {
             .fetch_add(n, Ordering::Relaxed);
     }
 
+    /// `n` more responses for the live progress line.
+    fn progressed(&self, n: u64) {
+        self.shared
+            .progress
+            .slot(self.thread)
+            .responses
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Waits for the schedule (if any) to allow the next send.
     async fn wait_turn(&self) {
         if let Some(s) = &self.schedule {

@@ -9,7 +9,6 @@
 //! `closed` error and the connection reopens with `Last-Event-ID`, as an
 //! `EventSource` does.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderValue, Method, Uri, Version};
@@ -150,11 +149,7 @@ impl Worker {
             t.latency.saturating_record(nanos(late));
         }
         t.last_done = Some(Instant::now());
-        self.shared
-            .progress
-            .slot(self.thread)
-            .responses
-            .fetch_add(1, Ordering::Relaxed);
+        self.progressed(1);
     }
 }
 

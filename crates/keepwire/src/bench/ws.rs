@@ -21,7 +21,6 @@
 //! larger) fail the connection as `parse`: nothing is buffered beyond that.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -296,11 +295,7 @@ impl Worker {
         t.latency
             .saturating_record(nanos(at.saturating_duration_since(written)));
         t.last_done = Some(at);
-        self.shared
-            .progress
-            .slot(self.thread)
-            .responses
-            .fetch_add(1, Ordering::Relaxed);
+        self.progressed(1);
         Ok(())
     }
 

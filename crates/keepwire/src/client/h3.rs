@@ -28,7 +28,6 @@
 //!
 //! [`ClientConfig::early_data`]: super::ClientConfig::early_data
 
-mod body;
 mod open;
 mod upload;
 
@@ -55,6 +54,7 @@ use super::replay::ReplayBody;
 use super::retry::{AttemptState, FailedAttempt};
 use super::{Client, ClientError, Http3Mode, RequestMeta, TcpWon, Timings};
 use crate::body::Body;
+use crate::body::h3_recv::{self, Reads};
 
 /// How long QUIC runs alone before TCP joins the race (curl's `--http3`
 /// eyeballing uses 200 ms too): long enough for a QUIC handshake on most
@@ -517,10 +517,11 @@ impl Client {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok())
             .filter(|_| !bodiless);
-        let bounds = body::Bounds {
+        let bounds = crate::body::H2BodyBounds {
             max: cfg.limits.max_body_bytes,
             timeout: Some(cfg.response_timeout),
             length,
+            broken: None,
         };
         let index = conn.requests.fetch_add(1, Relaxed);
         if !new {
@@ -539,7 +540,10 @@ impl Client {
             timings,
             early_data: in_early_data && accepted == Some(true),
         });
-        Ok(Response::from_parts(parts, body::body(rx, bounds)))
+        Ok(Response::from_parts(
+            parts,
+            h3_recv::body(rx, bounds, Reads::Response),
+        ))
     }
 }
 

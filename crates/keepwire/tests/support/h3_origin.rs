@@ -30,50 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use bytes::{Buf, Bytes};
 
-/// The certificate, for clients to trust.
-pub struct Cert {
-    pub der: rustls::pki_types::CertificateDer<'static>,
-    pub key: rustls::pki_types::PrivatePkcs8KeyDer<'static>,
-}
-
-impl Cert {
-    pub fn localhost() -> Cert {
-        let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-            .unwrap();
-        Cert {
-            der: ck.cert.der().clone(),
-            key: rustls::pki_types::PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der()),
-        }
-    }
-
-    /// A rustls client config trusting only this certificate (one Arc:
-    /// clients built from it share its session tickets, for 0-RTT).
-    pub fn client_tls(&self) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.der.clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut c = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Arc::new(c)
-    }
-
-    /// A rustls server config offering `alpn`.
-    pub fn server_tls(&self, alpn: &[&[u8]]) -> rustls::ServerConfig {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut s = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![self.der.clone()], self.key.clone_key().into())
-            .unwrap();
-        s.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        s
-    }
-}
+pub use super::support::Cert;
 
 /// The running origin.
 pub struct H3Origin {

@@ -30,33 +30,23 @@ pub struct Tls {
 
 /// A fresh [`Tls`].
 pub fn tls() -> Tls {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der());
+    let cert = super::Cert::localhost();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![ck.cert.der().clone()], key.into())
-        .unwrap();
-    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ck.cert.der().clone()).unwrap();
     let client = |alpn: &[u8]| {
         let mut c = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .unwrap()
-            .with_root_certificates(roots.clone())
+            .with_root_certificates(cert.roots())
             .with_no_client_auth();
         c.alpn_protocols = vec![alpn.to_vec()];
         c
     };
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client(b"h3")).unwrap();
     Tls {
-        server: Arc::new(server),
+        server: Arc::new(cert.server_tls(&[b"h2", b"http/1.1"])),
         quic: quinn::ClientConfig::new(Arc::new(crypto)),
         tcp: Arc::new(client(b"http/1.1")),
-        cert: ck.cert.der().to_vec(),
+        cert: cert.der.to_vec(),
     }
 }
 

@@ -36,7 +36,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{ConnInfo, Handler, Shared};
-use stream::{Outcome, Progress, StreamRules, stream_task};
+use stream::{Outcome, StreamRules, stream_task};
 use wire::{Cork, Corked, uncork};
 
 pub(super) mod stream;
@@ -119,6 +119,47 @@ impl ResetBudget {
     }
 }
 
+/// What a finished stream means for its connection.
+pub(super) enum StreamEnd {
+    /// Nothing: the connection goes on.
+    Fine,
+    /// The reset budget is spent: the connection ends ([`ResetBudget`]).
+    CancelFlood,
+    /// A stream found no window for the write timeout and the client has
+    /// opened none since: a connection without progress is closed, as
+    /// HTTP/1's write timeout closes it.
+    NoProgress,
+}
+
+/// Counts a finished stream in `counters` (the protocol's cancelled and
+/// stalled streams) and says what it means for its connection; one that
+/// is `closing` already goes on closing.
+pub(super) fn stream_end(
+    outcome: Outcome,
+    resets: &mut ResetBudget,
+    rules: &StreamRules,
+    closing: bool,
+    [cancelled, stalled]: [&AtomicU64; 2],
+) -> StreamEnd {
+    match outcome {
+        Outcome::Done => StreamEnd::Fine,
+        Outcome::Cancelled => {
+            cancelled.fetch_add(1, Relaxed);
+            if !resets.spend(Instant::now()) && !closing {
+                return StreamEnd::CancelFlood;
+            }
+            StreamEnd::Fine
+        }
+        Outcome::Stalled { since } => {
+            stalled.fetch_add(1, Relaxed);
+            if !rules.progress.sent_since(since) && !closing {
+                return StreamEnd::NoProgress;
+            }
+            StreamEnd::Fine
+        }
+    }
+}
+
 /// Serves one HTTP/2 connection over any transport.
 async fn serve_io<T>(
     io: T,
@@ -154,13 +195,7 @@ where
         }
         Err(_) => return (CloseReason::Timeout, 0),
     };
-    let rules = StreamRules {
-        max_body: cfg.limits.max_body_bytes,
-        body_timeout: cfg.body_timeout,
-        write_timeout: cfg.write_timeout,
-        progress: Progress::new(),
-        shared: shared.clone(),
-    };
+    let rules = StreamRules::of(shared);
     let mut resets = ResetBudget::new(max_streams);
     let mut write_timer: Option<(Instant, Pin<Box<tokio::time::Sleep>>)> = None;
     let mut write_stalled = false;
@@ -188,34 +223,26 @@ where
             biased;
             Some(outcome) = streams.next(), if !streams.is_empty() => {
                 in_flight.sub();
-                match outcome {
-                    Outcome::Done => {}
-                    Outcome::Cancelled => {
-                        metrics.h2_streams_cancelled.fetch_add(1, Relaxed);
-                        if !resets.spend(Instant::now()) && closing.is_none() {
-                            tracing::debug!(conn = info.id, "h2: reset flood, GOAWAY ENHANCE_YOUR_CALM");
-                            metrics.h2_calm_goaways.fetch_add(1, Relaxed);
-                            conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
-                            // Nothing more of this client's is worth running.
-                            streams.clear();
-                            in_flight.clear();
-                            closing = Some(CloseReason::Error);
-                            shutdown_deadline = Some(Instant::now() + CLOSE_GRACE);
-                        }
+                let counters = [&metrics.h2_streams_cancelled, &metrics.h2_streams_stalled];
+                match stream_end(outcome, &mut resets, &rules, closing.is_some(), counters) {
+                    StreamEnd::Fine => {}
+                    StreamEnd::CancelFlood => {
+                        tracing::debug!(conn = info.id, "h2: reset flood, GOAWAY ENHANCE_YOUR_CALM");
+                        metrics.h2_calm_goaways.fetch_add(1, Relaxed);
+                        conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                        // Nothing more of this client's is worth running.
+                        streams.clear();
+                        in_flight.clear();
+                        closing = Some(CloseReason::Error);
+                        shutdown_deadline = Some(Instant::now() + CLOSE_GRACE);
                     }
-                    Outcome::Stalled { since } => {
-                        metrics.h2_streams_stalled.fetch_add(1, Relaxed);
-                        if !rules.progress.sent_since(since) && closing.is_none() {
-                            // The client opens no window at all: a
-                            // connection without progress is closed, as
-                            // HTTP/1's write timeout closes it.
-                            tracing::debug!(conn = info.id, "h2: no flow-control progress, closing");
-                            conn.abrupt_shutdown(h2::Reason::NO_ERROR);
-                            streams.clear();
-                            in_flight.clear();
-                            closing = Some(CloseReason::Timeout);
-                            shutdown_deadline = Some(Instant::now() + CLOSE_GRACE);
-                        }
+                    StreamEnd::NoProgress => {
+                        tracing::debug!(conn = info.id, "h2: no flow-control progress, closing");
+                        conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+                        streams.clear();
+                        in_flight.clear();
+                        closing = Some(CloseReason::Timeout);
+                        shutdown_deadline = Some(Instant::now() + CLOSE_GRACE);
                     }
                 }
             }

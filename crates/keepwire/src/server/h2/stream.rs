@@ -76,6 +76,21 @@ pub(in crate::server) struct StreamRules {
     pub(in crate::server) shared: Arc<Shared>,
 }
 
+impl StreamRules {
+    /// The rules `shared`'s config sets, with the progress of a new
+    /// connection.
+    pub(in crate::server) fn of(shared: &Arc<Shared>) -> Self {
+        let cfg = &shared.config;
+        StreamRules {
+            max_body: cfg.limits.max_body_bytes,
+            body_timeout: cfg.body_timeout,
+            write_timeout: cfg.write_timeout,
+            progress: Progress::new(),
+            shared: shared.clone(),
+        }
+    }
+}
+
 /// One request stream: the handler's answer, body and trailers, with flow
 /// control on both directions. A reset from the client drops the handler
 /// (in the proxy, its upstream request) or the body it was producing; the
@@ -88,14 +103,28 @@ pub(in crate::server) async fn stream_task(
     info: ConnInfo,
     rules: StreamRules,
 ) -> Outcome {
-    let (shared, now) = (rules.shared.clone(), Instant::now());
+    let shared = rules.shared.clone();
+    let run = async move |req, log: &mut _| stream(req, respond, handler, info, rules, log).await;
+    logged(req, info, &shared, run).await
+}
+
+/// Runs a stream's `run` on `req`, giving it where to note its answer: the
+/// stream timed in the request-duration histogram when answered in full,
+/// and noted in the access log if there is one.
+pub(in crate::server) async fn logged<B>(
+    req: Request<B>,
+    info: ConnInfo,
+    shared: &Shared,
+    run: impl AsyncFnOnce(Request<B>, &mut Option<Entry>) -> Outcome,
+) -> Outcome {
+    let now = Instant::now();
     let Some(log) = shared.config.access_log.clone() else {
-        let outcome = stream(req, respond, handler, info, rules, &mut None).await;
-        return answered(&shared, now, outcome);
+        let outcome = run(req, &mut None).await;
+        return answered(shared, now, outcome);
     };
     let mut entry = Some(Entry::of_request(&req, info.request_index, now));
-    let outcome = stream(req, respond, handler, info, rules, &mut entry).await;
-    let outcome = answered(&shared, now, outcome);
+    let outcome = run(req, &mut entry).await;
+    let outcome = answered(shared, now, outcome);
     if let Some(e) = entry {
         e.finish_stream(matches!(outcome, Outcome::Cancelled), &log, &info);
     }
@@ -210,6 +239,31 @@ pub(in crate::server) fn h2_head(parts: &mut http::response::Parts) {
     }
 }
 
+/// The head of an answer with `body`, as HTTP/2 and HTTP/3 send it (and
+/// noted in the access log): no connection-specific fields, the length
+/// the body's (h2 checks it against the DATA frames); a HEAD answer keeps
+/// the handler's, which describes the GET.
+pub(in crate::server) fn answer_head(
+    parts: &mut http::response::Parts,
+    body: &Body,
+    head_only: bool,
+    log: &mut Option<Entry>,
+) {
+    if let Some(e) = log {
+        e.respond(parts.status, &parts.extensions);
+    }
+    h2_head(parts);
+    if !head_only {
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        if let Some(n) = body.size_hint().exact() {
+            parts.headers.insert(
+                http::header::CONTENT_LENGTH,
+                keepwire_proto::encode::decimal_value(n),
+            );
+        }
+    }
+}
+
 /// Sends the handler's answer: head, body and trailers, as the client's
 /// window allows.
 pub(in crate::server) async fn answer(
@@ -220,21 +274,7 @@ pub(in crate::server) async fn answer(
     log: &mut Option<Entry>,
 ) -> Outcome {
     let (mut parts, body) = resp.into_parts();
-    if let Some(e) = log {
-        e.respond(parts.status, &parts.extensions);
-    }
-    h2_head(&mut parts);
-    // The length is the body's (h2 checks it against the DATA frames); a
-    // HEAD answer keeps the handler's, which describes the GET.
-    if !head_only {
-        parts.headers.remove(http::header::CONTENT_LENGTH);
-        if let Some(n) = body.size_hint().exact() {
-            parts.headers.insert(
-                http::header::CONTENT_LENGTH,
-                keepwire_proto::encode::decimal_value(n),
-            );
-        }
-    }
+    answer_head(&mut parts, &body, head_only, log);
     let end = head_only || body.is_end_stream();
     let send = match respond.send_response(Response::from_parts(parts, ()), end) {
         Ok(send) => send,
@@ -404,12 +444,16 @@ pub(in crate::server) fn answer_now(
     mut respond: h2::server::SendResponse<Bytes>,
     status: StatusCode,
 ) -> Outcome {
-    let resp = Response::builder()
+    let _ = respond.send_response(bodiless(status), true);
+    Outcome::Done
+}
+
+/// The head of an answer with `status` and no body (HTTP/2 and HTTP/3).
+pub(in crate::server) fn bodiless(status: StatusCode) -> Response<()> {
+    Response::builder()
         .status(status)
         .header(http::header::CONTENT_LENGTH, 0)
         .header(http::header::DATE, crate::date::now())
         .body(())
-        .unwrap_or_default();
-    let _ = respond.send_response(resp, true);
-    Outcome::Done
+        .unwrap_or_default()
 }

@@ -53,8 +53,8 @@ use tokio::time::Instant;
 pub use retry::QuicRetry;
 pub use stream::EarlyData;
 
-use super::h2::stream::{Outcome, Progress, StreamRules};
-use super::h2::{CLOSE_GRACE, InFlight, ResetBudget};
+use super::h2::stream::{Outcome, StreamRules};
+use super::h2::{CLOSE_GRACE, InFlight, ResetBudget, StreamEnd, stream_end};
 use super::{Config, ConnInfo, ConnSlot, Handler, Shared};
 use crate::metrics::CloseReason;
 
@@ -291,13 +291,7 @@ async fn serve(
         Err(_) => return (CloseReason::Timeout, 0),
     };
     let max_streams = cfg.http3_max_streams;
-    let rules = StreamRules {
-        max_body: cfg.limits.max_body_bytes,
-        body_timeout: cfg.body_timeout,
-        write_timeout: cfg.write_timeout,
-        progress: Progress::new(),
-        shared: shared.clone(),
-    };
+    let rules = StreamRules::of(shared);
     let mut resets = ResetBudget::new(max_streams);
     let mut streams: FuturesUnordered<Pin<Box<dyn Future<Output = Outcome> + Send>>> =
         FuturesUnordered::new();
@@ -317,30 +311,24 @@ async fn serve(
             biased;
             Some(outcome) = streams.next(), if !streams.is_empty() => {
                 in_flight.sub();
-                match outcome {
-                    Outcome::Done => {}
-                    Outcome::Cancelled => {
-                        metrics.h3_streams_cancelled.fetch_add(1, Relaxed);
-                        if !resets.spend(Instant::now()) && closing.is_none() {
-                            tracing::debug!(conn = info.id, "h3: cancel flood, H3_EXCESSIVE_LOAD");
-                            metrics.h3_calm_closes.fetch_add(1, Relaxed);
-                            conn.close(code(Code::H3_EXCESSIVE_LOAD), b"too many cancelled streams");
-                            streams.clear();
-                            in_flight.clear();
-                            break CloseReason::Error;
-                        }
+                let counters = [&metrics.h3_streams_cancelled, &metrics.h3_streams_stalled];
+                match stream_end(outcome, &mut resets, &rules, closing.is_some(), counters) {
+                    StreamEnd::Fine => {}
+                    StreamEnd::CancelFlood => {
+                        tracing::debug!(conn = info.id, "h3: cancel flood, H3_EXCESSIVE_LOAD");
+                        metrics.h3_calm_closes.fetch_add(1, Relaxed);
+                        conn.close(code(Code::H3_EXCESSIVE_LOAD), b"too many cancelled streams");
+                        streams.clear();
+                        in_flight.clear();
+                        break CloseReason::Error;
                     }
-                    Outcome::Stalled { since } => {
-                        metrics.h3_streams_stalled.fetch_add(1, Relaxed);
-                        if !rules.progress.sent_since(since) && closing.is_none() {
-                            // The client opens no window at all: the
-                            // connection goes, as HTTP/2's does.
-                            tracing::debug!(conn = info.id, "h3: no flow-control progress, closing");
-                            conn.close(code(Code::H3_NO_ERROR), b"no progress");
-                            streams.clear();
-                            in_flight.clear();
-                            break CloseReason::Timeout;
-                        }
+                    StreamEnd::NoProgress => {
+                        // The connection goes, as HTTP/2's does.
+                        tracing::debug!(conn = info.id, "h3: no flow-control progress, closing");
+                        conn.close(code(Code::H3_NO_ERROR), b"no progress");
+                        streams.clear();
+                        in_flight.clear();
+                        break CloseReason::Timeout;
                     }
                 }
             }

@@ -6,23 +6,24 @@
 
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use h3::error::Code;
 use h3::server::{RequestResolver, RequestStream};
 use http::{Method, Request, Response, StatusCode};
-use http_body::{Body as _, Frame, SizeHint};
+use http_body::Body as _;
 use tokio::time::Instant;
 
 use super::quic::{self, Watch, WatchTaker};
-use crate::body::{Body, BodyError, BrokenBound, H2BodyBounds};
+use crate::body::h3_recv::{self, Reads};
+use crate::body::{Body, BrokenBound, H2BodyBounds};
 use crate::server::access::Entry;
-use crate::server::h2::stream::{Outcome, StreamRules, declared_length, h2_head, noted};
+use crate::server::h2::stream::{
+    Outcome, StreamRules, answer_head, bodiless, declared_length, logged, noted,
+};
 use crate::server::{ConnInfo, Handler};
 
 type SendHalf = RequestStream<quic::SendStream<Bytes>, Bytes>;
-type Recv = RequestStream<quic::RecvStream, Bytes>;
 
 /// Reads the request head (within the header timeout), then runs the
 /// stream as [`run`] does, noted in the access log if there is one.
@@ -56,29 +57,10 @@ pub(super) async fn stream_task(
     let Some(watch) = watches.take(stream.id()) else {
         return Outcome::Done;
     };
-    let (shared, now) = (rules.shared.clone(), Instant::now());
-    let Some(log) = shared.config.access_log.clone() else {
-        let outcome = run(req, stream, watch, handler, info, &rules, &mut None).await;
-        return answered(&shared, now, outcome);
-    };
-    let mut entry = Some(Entry::of_request(&req, info.request_index, now));
-    let outcome = run(req, stream, watch, handler, info, &rules, &mut entry).await;
-    let outcome = answered(&shared, now, outcome);
-    if let Some(e) = entry {
-        e.finish_stream(matches!(outcome, Outcome::Cancelled), &log, &info);
-    }
-    outcome
-}
-
-/// Records a stream answered in full in the request-duration histogram.
-fn answered(shared: &crate::server::Shared, since: Instant, outcome: Outcome) -> Outcome {
-    if let Outcome::Done = outcome {
-        shared
-            .metrics
-            .request_duration
-            .record_duration(since.elapsed());
-    }
-    outcome
+    let shared = rules.shared.clone();
+    let task =
+        async move |req, log: &mut _| run(req, stream, watch, handler, info, &rules, log).await;
+    logged(req, info, &shared, task).await
 }
 
 /// Methods a request in early data may use (RFC 8470 §3, R8.3): those
@@ -126,21 +108,13 @@ async fn run(
     }
     let head_only = parts.method == Method::HEAD;
     let broken = Arc::new(OnceLock::new());
-    let body = H3Body {
-        recv,
-        bounds: H2BodyBounds {
-            max: rules.max_body,
-            timeout: Some(rules.body_timeout),
-            length: declared,
-            broken: Some(broken.clone()),
-        },
-        read: 0,
-        data_done: false,
-        ended: false,
-        timer: None,
-        peeked: None,
-    }
-    .start();
+    let bounds = H2BodyBounds {
+        max: rules.max_body,
+        timeout: Some(rules.body_timeout),
+        length: declared,
+        broken: Some(broken.clone()),
+    };
+    let body = h3_recv::body(recv, bounds, Reads::Request);
     if early {
         // RFC 8470 §5.1: what a proxy must tell the next hop, so that an
         // origin behind `keepwire proxy` can answer 425 itself.
@@ -205,13 +179,7 @@ pub struct EarlyData;
 
 /// Answers with `status` and no body.
 async fn answer_now(mut send: SendHalf, status: StatusCode) -> Outcome {
-    let resp = Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_LENGTH, 0)
-        .header(http::header::DATE, crate::date::now())
-        .body(())
-        .unwrap_or_default();
-    if send.send_response(resp).await.is_ok() {
+    if send.send_response(bodiless(status)).await.is_ok() {
         let _ = send.finish().await;
     }
     Outcome::Done
@@ -228,19 +196,7 @@ async fn answer(
     log: &mut Option<Entry>,
 ) -> Outcome {
     let (mut parts, mut body) = resp.into_parts();
-    if let Some(e) = log {
-        e.respond(parts.status, &parts.extensions);
-    }
-    h2_head(&mut parts);
-    if !head_only {
-        parts.headers.remove(http::header::CONTENT_LENGTH);
-        if let Some(n) = body.size_hint().exact() {
-            parts.headers.insert(
-                http::header::CONTENT_LENGTH,
-                keepwire_proto::encode::decimal_value(n),
-            );
-        }
-    }
+    answer_head(&mut parts, &body, head_only, log);
     let timeout = rules.write_timeout;
     let since = Instant::now();
     let head = send.send_response(Response::from_parts(parts, ()));
@@ -313,137 +269,4 @@ fn ended(e: h3::error::StreamError) -> Outcome {
 fn stalled(send: &mut SendHalf, since: Instant) -> Outcome {
     send.stop_stream(Code::H3_REQUEST_CANCELLED);
     Outcome::Stalled { since }
-}
-
-/// An HTTP/3 request body, read as the reader polls it: QUIC's flow-control
-/// credit goes back to the client only as the reader takes the data. The
-/// bounds are the HTTP/1 driver's (see `Body::from_h2_bounded`).
-struct H3Body {
-    recv: Recv,
-    bounds: H2BodyBounds,
-    read: u64,
-    data_done: bool,
-    ended: bool,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// What [`H3Body::start`] read, handed out first.
-    peeked: Option<Result<Frame<Bytes>, BodyError>>,
-}
-
-impl H3Body {
-    /// The body, known to be empty when the request's stream had ended
-    /// already (a GET's FIN comes with its HEADERS): as HTTP/2's
-    /// END_STREAM on HEADERS says, so a proxy sends no body on.
-    fn start(mut self) -> Body {
-        let waker = futures_util::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        match Pin::new(&mut self).poll_frame(&mut cx) {
-            Poll::Ready(None) => Body::empty(),
-            Poll::Ready(Some(frame)) => {
-                self.peeked = Some(frame);
-                Body::boxed(self)
-            }
-            Poll::Pending => {
-                // The real waker comes with the reader's first poll; the
-                // timer armed here counts from now.
-                Body::boxed(self)
-            }
-        }
-    }
-
-    fn broke(&mut self, bound: BrokenBound) -> BodyError {
-        if let Some(b) = &self.bounds.broken {
-            let _ = b.set(bound);
-        }
-        self.ended = true;
-        // Nothing more is read: the client is told to stop sending.
-        self.recv.stop_sending(Code::H3_REQUEST_CANCELLED);
-        match bound {
-            BrokenBound::TooLarge => BodyError::TooLarge(self.bounds.max.unwrap_or(0)),
-            BrokenBound::TimedOut => BodyError::TimedOut(self.bounds.timeout.unwrap_or_default()),
-        }
-    }
-
-    /// Pending from the stream: the body-read timeout runs.
-    fn wait(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        use std::future::Future as _;
-        let Some(timeout) = self.bounds.timeout else {
-            return Poll::Pending;
-        };
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                self.timer = None;
-                Poll::Ready(Some(Err(self.broke(BrokenBound::TimedOut))))
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl http_body::Body for H3Body {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.get_mut();
-        if let Some(frame) = this.peeked.take() {
-            return Poll::Ready(Some(frame));
-        }
-        if this.ended {
-            return Poll::Ready(None);
-        }
-        if !this.data_done {
-            match this.recv.poll_recv_data(cx) {
-                Poll::Ready(Ok(Some(mut chunk))) => {
-                    this.timer = None;
-                    let chunk = chunk.copy_to_bytes(chunk.remaining());
-                    this.read = this.read.saturating_add(chunk.len() as u64);
-                    if this.bounds.max.is_some_and(|max| this.read > max) {
-                        return Poll::Ready(Some(Err(this.broke(BrokenBound::TooLarge))));
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
-                }
-                Poll::Ready(Ok(None)) => {
-                    this.data_done = true;
-                    this.timer = None;
-                }
-                Poll::Ready(Err(e)) => {
-                    this.ended = true;
-                    return Poll::Ready(Some(Err(BodyError::Source(Box::new(e)))));
-                }
-                Poll::Pending => return this.wait(cx),
-            }
-        }
-        match this.recv.poll_recv_trailers(cx) {
-            Poll::Ready(Ok(Some(t))) => {
-                this.ended = true;
-                Poll::Ready(Some(Ok(Frame::trailers(t))))
-            }
-            Poll::Ready(Ok(None)) => {
-                this.ended = true;
-                Poll::Ready(None)
-            }
-            Poll::Ready(Err(e)) => {
-                this.ended = true;
-                Poll::Ready(Some(Err(BodyError::Source(Box::new(e)))))
-            }
-            Poll::Pending => this.wait(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.peeked.is_none() && (self.ended || self.bounds.length == Some(0))
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.bounds.length {
-            Some(n) => SizeHint::with_exact(n.saturating_sub(self.read)),
-            None => SizeHint::default(),
-        }
-    }
 }
