@@ -482,9 +482,12 @@ fn start_lab(args: &[&str]) -> (std::process::Child, Vec<u64>) {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    stderr.read_line(&mut line).unwrap();
+    // Keep reading: a closed pipe would kill the lab at its next note
+    // (say, the delay line refused real-time priority) and the test would
+    // see a lab that died, not one that ran. Ends when the lab does.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     let inodes: Vec<u64> = line
         .split("net:[")
         .skip(1)
