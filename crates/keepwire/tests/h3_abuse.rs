@@ -185,6 +185,49 @@ async fn a_client_that_grants_no_window_is_cut_off() {
     stop(server).await;
 }
 
+/// RFC 9114 §4.1.2: DATA that does not add up to `content-length` makes the
+/// request malformed; h3 does not check it, so keepwire does. Short or
+/// long, the handler's body fails (a proxy would otherwise send on a body
+/// that lied as if whole), and the connection serves the next request.
+#[tokio::test]
+async fn a_body_that_breaks_its_content_length_fails_in_the_handler() {
+    let tls = tls();
+    let handler = |req: Request<Body>| async move {
+        match req.into_body().collect(1 << 20).await {
+            Ok(b) => Response::new(Body::from(format!("read {}", b.len()))),
+            Err(e) => Response::new(Body::from(format!("error: {e}"))),
+        }
+    };
+    let (server, _metrics) = serve_h3(&tls, |_| {}, handler);
+    let endpoint = client_endpoint(&tls.quic);
+    let mut h3 = H3::connect(&endpoint, server.quic_addrs()[0]).await;
+    let post = |len: &str| {
+        Request::post("https://localhost/b")
+            .header("content-length", len)
+            .body(())
+            .unwrap()
+    };
+    // Short: 5 bytes of a declared 10.
+    let short = h3
+        .try_request(post("10"), Some(Bytes::from_static(b"12345")))
+        .await;
+    let short = short.expect("an answer");
+    assert!(short.text().starts_with("error"), "{}", short.text());
+    // Long: 15 bytes of a declared 10 (an answer, or the stream stopped).
+    let long = h3
+        .try_request(post("10"), Some(Bytes::from_static(b"123456789012345")))
+        .await;
+    if let Ok(resp) = &long {
+        assert!(resp.text().starts_with("error"), "{}", resp.text());
+    }
+    // Exact: read whole, on the same connection.
+    let ok = h3
+        .try_request(post("10"), Some(Bytes::from_static(b"1234567890")))
+        .await
+        .expect("an answer");
+    assert_eq!(ok.text(), "read 10");
+}
+
 #[tokio::test]
 async fn oversized_bodies_get_413_and_the_connection_lives_on() {
     let tls = tls();

@@ -70,16 +70,20 @@ pub(crate) enum Reads {
     /// broken bound is noted in `bounds.broken` for the answer (413 or
     /// 408) and the client is told to stop sending.
     Request,
-    /// A response, in the client: held to its declared length, which h3
-    /// does not check (RFC 9114 §4.1.2) — one that ends short is a
-    /// truncation ([`BodyError::Closed`], R8.2), one that runs over an
-    /// error. On a timeout the server is not told to stop (h3-quinn 0.0.10
-    /// panics on a stop while a read is pending): dropping the body stops
-    /// the stream.
+    /// A response, in the client. On a timeout the server is not told to
+    /// stop (h3-quinn 0.0.10 panics on a stop while a read is pending):
+    /// dropping the body stops the stream.
     Response,
 }
 
 /// An HTTP/3 body of the `reads` kind, read from `recv` within `bounds`.
+///
+/// Either kind is held to its declared `content-length`, which h3 does not
+/// check (RFC 9114 §4.1.2: a message whose DATA frames do not add up to it
+/// is malformed): one that ends short is a truncation
+/// ([`BodyError::Closed`], R8.2), one that runs over an error that stops
+/// the stream with H3_MESSAGE_ERROR. A proxy thus never sends on a request
+/// body that lied about its length as if it were whole.
 pub(crate) fn body<R: H3Recv>(recv: R, bounds: H2BodyBounds, reads: Reads) -> Body {
     let body = H3Body {
         recv,
@@ -157,7 +161,6 @@ impl<R: H3Recv> H3Body<R> {
         if self.ended {
             return Poll::Ready(None);
         }
-        let strict = self.reads == Reads::Response;
         if !self.data_done {
             match self.recv.poll_data(cx) {
                 Poll::Ready(Ok(Some(chunk))) => {
@@ -167,21 +170,21 @@ impl<R: H3Recv> H3Body<R> {
                         return self.broke(BrokenBound::TooLarge);
                     }
                     if let Some(n) = self.bounds.length
-                        && strict
                         && self.read > n
                     {
                         let e = std::io::Error::new(
                             std::io::ErrorKind::InvalidData,
-                            format!("HTTP/3 response body longer than its content-length {n}"),
+                            format!("HTTP/3 body longer than its content-length {n}"),
                         );
-                        return self.fail(BodyError::Source(Box::new(e)), true);
+                        self.recv.stop_sending(Code::H3_MESSAGE_ERROR);
+                        return self.fail(BodyError::Source(Box::new(e)), false);
                     }
                     return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
                 Poll::Ready(Ok(None)) => {
                     self.data_done = true;
                     self.timer.disarm();
-                    if strict && self.bounds.length.is_some_and(|n| self.read < n) {
+                    if self.bounds.length.is_some_and(|n| self.read < n) {
                         // Ended before its declared length: cut short.
                         return self.fail(BodyError::Closed, false);
                     }
