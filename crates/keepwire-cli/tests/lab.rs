@@ -4,6 +4,7 @@
 //! root; tests that need them skip with a printed reason otherwise (CI runs
 //! as root). The HTML report is rendered by headless Chromium.
 
+#[macro_use]
 mod common;
 
 use std::collections::HashMap;
@@ -16,24 +17,6 @@ use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(120);
 const RTT_MS: f64 = 20.0;
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// Skips (with the reason printed) unless running as root.
-macro_rules! need_root {
-    () => {
-        if !is_root() {
-            eprintln!("SKIP: the lab's network namespaces need root");
-            return;
-        }
-    };
-}
 
 /// Runs `keepwire lab --quick --rtt 20ms EXTRA...` and returns its JSON.
 fn lab(extra: &[&str]) -> Value {

@@ -23,11 +23,6 @@ use serde_json::Value;
 const LIMIT: Duration = Duration::from_secs(300);
 const NOBODY: u32 = 65534;
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// One lab at a time in this file: the realtime experiment's p99 latency
 /// verdict is sensitive to CPU load, and two cores are shared.
 static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -35,7 +30,7 @@ static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Skips unless root; otherwise takes [`ONE_LAB`] for the rest of the test.
 macro_rules! need_root {
     () => {
-        if !is_root() {
+        if !common::is_root() {
             eprintln!("SKIP: becoming nobody (and making namespaces as root) needs root");
             return;
         }

@@ -3,6 +3,7 @@
 //! the TIME_WAIT count with its explanation. Namespaces need root; tests
 //! that need them skip with a printed reason otherwise (CI runs as root).
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -11,24 +12,6 @@ use common::run;
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(120);
-
-fn is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// Skips (with the reason printed) unless running as root.
-macro_rules! need_root {
-    () => {
-        if !is_root() {
-            eprintln!("SKIP: the lab's network namespaces need root");
-            return;
-        }
-    };
-}
 
 /// A host sysctl under net.ipv4, whitespace-normalised.
 fn host_sysctl(name: &str) -> String {

@@ -271,17 +271,6 @@ fn run(args: &[String], stdin: Option<&str>, dir: &std::path::Path) -> (bool, St
     (status.success(), out.join().unwrap(), err.join().unwrap())
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 #[test]
 fn every_command_of_the_readme_walkthrough_works_as_shown() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
@@ -300,7 +289,7 @@ fn every_command_of_the_readme_walkthrough_works_as_shown() {
     // Background servers, killed by PID when the test ends.
     let mut running = Vec::new();
     for step in &steps {
-        if step.args.first().map(String::as_str) == Some("lab") && !is_root() {
+        if step.args.first().map(String::as_str) == Some("lab") && !common::is_root() {
             eprintln!(
                 "SKIP `{}`: the lab's network namespaces need root",
                 step.line

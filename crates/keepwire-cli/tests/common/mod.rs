@@ -11,6 +11,23 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// Whether this test runs as root (the lab's namespaces, `runuser`).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Skips the test (with the reason printed) unless running as root.
+#[allow(unused_macros)]
+macro_rules! need_root {
+    () => {
+        if !common::is_root() {
+            eprintln!("SKIP: the lab's network namespaces need root");
+            return;
+        }
+    };
+}
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_keepwire");
 /// Bound on any single wait (a first log line, a read, a child's exit).
